@@ -1,0 +1,75 @@
+// swift-tools-version:6.0
+//
+// KDGraph: distributed relational knowledge distillation over MPI.
+// The targets follow one training step's data flow:
+//   KDData (shards, sampler, views) → KDModels (teacher, student) → KDComm (all-gather)
+//   → KDLosses (global graphs) → KDTensor (backward) → KDComm (all-reduce) → KDModels (optimizer)
+// with KDTrain tying them into the training loop and `kdgraph` the command line.
+import PackageDescription
+
+/// Hot numeric modules are built without overflow/bounds checks in release builds.
+let fastMath: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
+let package = Package(
+    name: "KDGraph",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "kdgraph", targets: ["kdgraph"]),
+        .library(name: "KDTrain", targets: ["KDTrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // C interop: OpenMPI and OpenBLAS (CBLAS + LAPACK prototypes).
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+
+        // Numerical core: tensors, tape autodiff, ops on OpenBLAS.
+        .target(name: "KDTensor", dependencies: ["CBLAS"], swiftSettings: v5 + fastMath),
+        // Communication: MPI communicator, collectives, gradient buckets, differentiable all-gather.
+        .target(name: "KDComm", dependencies: ["CMPI", "KDTensor"], swiftSettings: v5 + fastMath),
+        // File formats users exchange with NumPy and PyTorch: .npy and safetensors.
+        .target(name: "KDFormats", dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: v5 + fastMath),
+        // Data: sources, world-size-invariant sampler, augmented views, prefetch.
+        .target(name: "KDData", dependencies: ["KDFormats"], swiftSettings: v5 + fastMath),
+        // Models: layers, model zoo, SyncBN, optimizers, checkpoints.
+        .target(name: "KDModels", dependencies: ["KDTensor", "KDComm", "KDFormats"],
+                swiftSettings: v5 + fastMath),
+        // Losses: KD, RKD, PRG, VRM, spectral over the gathered global batch.
+        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats"],
+                swiftSettings: v5 + fastMath),
+        // Training: config, the step, metrics, checkpoint/resume, benchmarks, scaling reports.
+        .target(name: "KDTrain", dependencies: [
+            "KDTensor", "KDComm", "KDFormats", "KDData", "KDModels", "KDLosses",
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: v5 + fastMath),
+        .executableTarget(name: "kdgraph", dependencies: [
+            "KDTrain", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: v5),
+        // Multi-rank checks run under a real `mpirun -np 2/4` by Tests/mpi/run.sh.
+        .executableTarget(name: "kdgraph-mpi-checks", dependencies: [
+            "KDTrain", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData",
+        ], swiftSettings: v5 + fastMath),
+
+        .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], swiftSettings: v5),
+        .testTarget(name: "KDCommTests", dependencies: ["KDComm", "KDTensor"], swiftSettings: v5),
+        .testTarget(name: "KDFormatsTests", dependencies: ["KDFormats"], swiftSettings: v5),
+        .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDFormats"], swiftSettings: v5),
+        .testTarget(name: "KDModelsTests", dependencies: ["KDModels", "KDTensor", "KDFormats", "KDComm"],
+                    swiftSettings: v5),
+        .testTarget(name: "KDLossesTests", dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm"],
+                    resources: [.copy("Fixtures")], swiftSettings: v5),
+        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain"], swiftSettings: v5),
+    ]
+)

@@ -1,0 +1,46 @@
+/// Element types that travel through collectives.
+public enum CommScalarKind: Sendable { case float32, float64, int32, int64, uint8 }
+
+public protocol CommScalar: Numeric, Sendable { static var commKind: CommScalarKind { get } }
+extension Float: CommScalar { public static var commKind: CommScalarKind { .float32 } }
+extension Double: CommScalar { public static var commKind: CommScalarKind { .float64 } }
+extension Int32: CommScalar { public static var commKind: CommScalarKind { .int32 } }
+extension Int64: CommScalar { public static var commKind: CommScalarKind { .int64 } }
+extension Int: CommScalar { public static var commKind: CommScalarKind { .int64 } }
+extension UInt8: CommScalar { public static var commKind: CommScalarKind { .uint8 } }
+
+public enum ReduceOp: Sendable { case sum, max, min }
+
+/// A pending non-blocking collective. `test()` drives progress and reports completion; `wait()` blocks.
+public protocol CommRequest: AnyObject {
+    func test() throws -> Bool
+    func wait() throws
+}
+
+/// The communication seam of KDGraph. One real implementation, `MPICommunicator`; a world of one
+/// (no `mpirun`) is the same implementation over an MPI singleton.
+///
+/// All buffers are raw pointers to contiguous elements. Every rank must call collectives in the same
+/// order with matching counts (the MPI contract). Variable-count collectives take the per-rank counts,
+/// identical on every rank.
+public protocol Communicator: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+
+    func barrier() throws
+    /// Root's `count` elements replace every other rank's.
+    func broadcast<T: CommScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int) throws
+    /// In place: every rank ends with the element-wise reduction over ranks.
+    func allReduce<T: CommScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, op: ReduceOp) throws
+    /// Starts an in-place all-reduce; the buffer must stay alive and untouched until the request completes.
+    func allReduceAsync<T: CommScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, op: ReduceOp) throws -> CommRequest
+    /// Each rank sends `count` elements; `recv` holds `size · count`, rank order.
+    func allGather<T: CommScalar>(_ send: UnsafePointer<T>, count: Int, into recv: UnsafeMutablePointer<T>) throws
+    /// Rank r sends `counts[r]` elements; `recv` holds `counts.sum`, rank order.
+    func allGatherV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int], into recv: UnsafeMutablePointer<T>) throws
+    /// `send` holds `counts.sum` elements on every rank; rank r receives the sum over ranks of its
+    /// block `counts[r]` (the block after `counts[0..<r]`).
+    func reduceScatterV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int], into recv: UnsafeMutablePointer<T>) throws
+    /// Ends the whole job: prints `rank R: message` to stderr and aborts every rank with `code`.
+    func abort(_ message: String, code: Int32) -> Never
+}

@@ -1,0 +1,1 @@
+// KDComm: see docs/architecture.md

@@ -1,0 +1,1 @@
+// KDData: see docs/architecture.md

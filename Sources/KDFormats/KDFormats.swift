@@ -1,0 +1,1 @@
+// KDFormats: see docs/architecture.md

@@ -1,0 +1,1 @@
+// KDLosses: see docs/architecture.md

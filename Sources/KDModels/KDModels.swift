@@ -1,0 +1,1 @@
+// KDModels: see docs/architecture.md

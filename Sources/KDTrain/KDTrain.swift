@@ -1,0 +1,1 @@
+// KDTrain: see docs/architecture.md

@@ -1,0 +1,2 @@
+import KDTrain
+print("kdgraph: coming soon")

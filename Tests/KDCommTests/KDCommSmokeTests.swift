@@ -1,0 +1,6 @@
+import XCTest
+@testable import KDComm
+
+final class KDCommSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}

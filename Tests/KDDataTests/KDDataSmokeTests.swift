@@ -1,0 +1,6 @@
+import XCTest
+@testable import KDData
+
+final class KDDataSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}

@@ -1,0 +1,6 @@
+import XCTest
+@testable import KDFormats
+
+final class KDFormatsSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}

@@ -1,0 +1,6 @@
+import XCTest
+@testable import KDLosses
+
+final class KDLossesSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}

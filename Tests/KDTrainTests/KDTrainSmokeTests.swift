@@ -1,0 +1,6 @@
+import XCTest
+@testable import KDTrain
+
+final class KDTrainSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}
