@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "KDFormats", dependencies: [.product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: v5 + fastMath),
         // Data: sources, world-size-invariant sampler, augmented views, prefetch.
-        .target(name: "KDData", dependencies: ["KDFormats"], swiftSettings: v5 + fastMath),
+        .target(name: "KDData", dependencies: ["KDFormats", "KDTensor"], swiftSettings: v5 + fastMath),
         // Models: layers, model zoo, SyncBN, optimizers, checkpoints.
         .target(name: "KDModels", dependencies: ["KDTensor", "KDComm", "KDFormats"],
                 swiftSettings: v5 + fastMath),
@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], swiftSettings: v5),
         .testTarget(name: "KDCommTests", dependencies: ["KDComm", "KDTensor"], swiftSettings: v5),
         .testTarget(name: "KDFormatsTests", dependencies: ["KDFormats"], swiftSettings: v5),
-        .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDFormats"], swiftSettings: v5),
+        .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDFormats", "KDTensor"], swiftSettings: v5),
         .testTarget(name: "KDModelsTests", dependencies: ["KDModels", "KDTensor", "KDFormats", "KDComm"],
                     swiftSettings: v5),
         .testTarget(name: "KDLossesTests", dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm"],

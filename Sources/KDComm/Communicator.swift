@@ -44,3 +44,17 @@ public protocol Communicator: AnyObject {
     /// Ends the whole job: prints `rank R: message` to stderr and aborts every rank with `code`.
     func abort(_ message: String, code: Int32) -> Never
 }
+
+/// A check run on every rank under a real `mpirun` by `kdgraph-mpi-checks` (Tests/mpi/run.sh).
+/// It computes the one-process reference locally on each rank, runs the distributed version, and
+/// throws `CheckFailure` with the measured figures when they disagree.
+public struct MultiRankCheck {
+    public let name: String
+    public let run: (Communicator) throws -> Void
+    public init(_ name: String, run: @escaping (Communicator) throws -> Void) { self.name = name; self.run = run }
+}
+
+public struct CheckFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,6 @@
+import KDComm
+
+/// Multi-rank checks of the Data layer (filled by its owner).
+enum DataChecks {
+    static let all: [MultiRankCheck] = []
+}

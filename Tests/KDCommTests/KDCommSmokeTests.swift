@@ -1,6 +1,0 @@
-import XCTest
-@testable import KDComm
-
-final class KDCommSmokeTests: XCTestCase {
-    func testModuleLoads() { XCTAssertTrue(true) }
-}

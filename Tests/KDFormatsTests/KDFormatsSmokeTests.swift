@@ -1,6 +1,0 @@
-import XCTest
-@testable import KDFormats
-
-final class KDFormatsSmokeTests: XCTestCase {
-    func testModuleLoads() { XCTAssertTrue(true) }
-}

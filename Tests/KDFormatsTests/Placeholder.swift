@@ -1,0 +1,1 @@
+// Tests of KDFormats live beside this file; this placeholder keeps the target non-empty until they land.
