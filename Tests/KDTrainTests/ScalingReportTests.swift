@@ -5,7 +5,7 @@ final class ScalingReportTests: XCTestCase {
     func testCostModelFitRecoversLatencyAndBandwidth() throws {
         let truth = AllReduceCostModel(latencySeconds: 5e-6, bandwidthBytesPerSecond: 3e9)
         var pts: [(ranks: Int, bytes: Double, seconds: Double)] = []
-        for n in [2, 4, 8] { for b in [4096.0, 1 << 20, 16 << 20] { pts.append((n, b, truth.predict(ranks: n, bytes: b))) } }
+        for n in [2, 4, 8] { for b in [4096.0, 1_048_576.0, 16_777_216.0] { pts.append((n, b, truth.predict(ranks: n, bytes: b))) } }
         let fit = try XCTUnwrap(AllReduceCostModel.fit(pts))
         XCTAssertEqual(fit.latencySeconds, 5e-6, accuracy: 1e-9)
         XCTAssertEqual(fit.bandwidthBytesPerSecond / 3e9, 1, accuracy: 1e-6)
