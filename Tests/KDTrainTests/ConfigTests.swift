@@ -73,7 +73,7 @@ final class ConfigTests: XCTestCase {
         var c = try KDConfig.parse(yaml: """
         mode: distill
         teacher: {kind: network, checkpoint: "t.safetensors"}
-        loss: [{kind: prg, weight: 1, temperature: 4}, {kind: rkd, distance_weight: 25}]
+        loss: [{kind: prg, weight: 1, temperature: 4}, {kind: rkd, distance_weight: 25, input: embedding}]
         """, file: "x.yaml")
         let again = try KDConfig.parse(yaml: c.resolvedYAML, file: "x.yaml")
         c.file = again.file

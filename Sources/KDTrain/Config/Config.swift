@@ -29,7 +29,6 @@ public struct KDConfig: Equatable {
         public var model = "resnet32x4"
         public var checkpoint = ""
         public var embeddings = ""
-        public var evalEmbeddings = ""
         public var prompts = ""
         public var clipScale = 100.0
         public var hidden: [Int] = []
@@ -45,7 +44,9 @@ public struct KDConfig: Equatable {
     public struct LossSpec: Equatable {
         public var kind: String
         public var weight: Double
-        public var params: [String: Double]
+        /// Term-specific keys as written (numbers or words such as `input: embedding`); the loss
+        /// registry validates them when the run is built.
+        public var params: [String: String]
         public var line: Int?
 
         /// Equal when the term is the same (where it stood in the file does not matter).
@@ -194,7 +195,6 @@ extension KDConfig {
         c.teacher.model = try t.string("model", c.teacher.model)
         c.teacher.checkpoint = try t.string("checkpoint", c.teacher.checkpoint)
         c.teacher.embeddings = try t.string("embeddings", c.teacher.embeddings)
-        c.teacher.evalEmbeddings = try t.string("eval_embeddings", c.teacher.evalEmbeddings)
         c.teacher.prompts = try t.string("prompts", c.teacher.prompts)
         c.teacher.clipScale = try t.double("clip_scale", c.teacher.clipScale, min: 0, exclusiveMin: true)
         c.teacher.hidden = try t.ints("hidden", c.teacher.hidden, min: 1)
@@ -217,13 +217,8 @@ extension KDConfig {
                 let kind = try e.string("kind", "")
                 if kind.isEmpty { throw e.error("kind", "each loss term needs a kind", entry) }
                 let weight = try e.double("weight", 1.0, min: 0)
-                var params: [String: Double] = [:]
-                for (k, v, line) in try e.remainingScalars(except: ["kind", "weight"]) {
-                    guard let x = Double(v), x.isFinite else {
-                        throw ConfigError(file: file, key: "loss.\(i).\(k)", message: "expected a number, got '\(v)'", line: line)
-                    }
-                    params[k] = x
-                }
+                var params: [String: String] = [:]
+                for (k, v, _) in try e.remainingScalars(except: ["kind", "weight"]) { params[k] = v }
                 c.loss.append(LossSpec(kind: kind, weight: weight, params: params, line: entry.mark?.line))
             }
         }

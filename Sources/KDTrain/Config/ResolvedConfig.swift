@@ -29,7 +29,6 @@ extension KDConfig {
           model: \(teacher.model)
           checkpoint: \(q(teacher.checkpoint))
           embeddings: \(q(teacher.embeddings))
-          eval_embeddings: \(q(teacher.evalEmbeddings))
           prompts: \(q(teacher.prompts))
           clip_scale: \(teacher.clipScale)
           hidden: \(list(teacher.hidden))
