@@ -118,3 +118,10 @@ extension Trainer {
         step = s
     }
 }
+
+extension Trainer {
+    /// Loads model weights only (evaluation, or a student used as a teacher).
+    public func loadWeights(_ path: String) throws {
+        try Checkpoint.loadWeights(path: path, into: student)
+    }
+}
