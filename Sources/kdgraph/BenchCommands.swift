@@ -53,6 +53,7 @@ struct Scaling: ParsableCommand {
     @Option(help: "Per-rank batch for weak scaling (default: the config's global batch).") var perRankBatch: Int?
     @Option(help: "The machine's name for the report.") var machine: String?
     @Flag(help: "Only print the mpirun lines.") var dryRun = false
+    @Flag(help: "Reuse bench_N.json files already in --out (e.g. measured on another machine).") var reuse = false
 
     func run() throws {
         guard let m = ScalingMode(rawValue: mode) else { throw ValidationError("--mode must be weak or strong, got \(mode)") }
@@ -64,9 +65,10 @@ struct Scaling: ParsableCommand {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
-        let runner = ScalingRunner(configPath: config, overrides: overrides, ranks: world, mode: m, outDir: out,
+        var runner = ScalingRunner(configPath: config, overrides: overrides, ranks: world, mode: m, outDir: out,
                                    warmup: warmup, steps: steps, executable: exe, perRankBatch: perRankBatch ?? cfg.data.globalBatch,
                                    machine: machine ?? "\(String(cString: host)), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        runner.reuse = reuse
         if dryRun {
             for n in world { print(runner.commandLine(ranks: n, jsonOut: (out as NSString).appendingPathComponent("bench_\(n).json")).joined(separator: " ")) }
             return

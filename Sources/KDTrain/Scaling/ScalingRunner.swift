@@ -15,6 +15,9 @@ public struct ScalingRunner {
     public var mpirun: String
     public var perRankBatch: Int
     public var machine: String
+    /// Use `bench_N.json` files already in `outDir` instead of running those world sizes again
+    /// (e.g. benches run on another machine).
+    public var reuse = false
 
     public init(configPath: String, overrides: [String], ranks: [Int], mode: ScalingMode, outDir: String,
                 warmup: Int, steps: Int, executable: String, mpirun: String = "mpirun", perRankBatch: Int, machine: String) {
@@ -46,6 +49,12 @@ public struct ScalingRunner {
         var sweeps: [(ranks: Int, bytes: Double, seconds: Double)] = []
         for n in ranks {
             let json = (outDir as NSString).appendingPathComponent("bench_\(n).json")
+            if reuse, FileManager.default.fileExists(atPath: json) {
+                log("scaling: reusing \(json)")
+                let (point, sweep) = try ScalingRunner.readBench(json)
+                points.append(point); sweeps += sweep
+                continue
+            }
             let cmd = commandLine(ranks: n, jsonOut: json)
             log("scaling: " + cmd.map(ScalingRunner.shellQuote).joined(separator: " "))
             let p = Process()
@@ -57,7 +66,7 @@ public struct ScalingRunner {
             env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] ?? "1"
             p.environment = env
             do { try p.run() } catch {
-                throw TrainError.invalid("cannot launch \(mpirun) (\(error)); run these lines yourself, then `kdgraph scaling --from \(outDir)`:\n"
+                throw TrainError.invalid("cannot launch \(mpirun) (\(error)); run these lines yourself, then the same `kdgraph scaling` command with --reuse:\n"
                     + ranks.map { commandLine(ranks: $0, jsonOut: (outDir as NSString).appendingPathComponent("bench_\($0).json")).map(ScalingRunner.shellQuote).joined(separator: " ") }.joined(separator: "\n"))
             }
             p.waitUntilExit()
