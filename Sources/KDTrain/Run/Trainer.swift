@@ -14,6 +14,7 @@ public final class Trainer {
     public let splits: ImageSplits
     public let sampler: Sampler
     let loader: BatchLoader
+    public var batchLoader: BatchLoader { loader }
     let evalLoader: BatchLoader
     public let student: any Classifier
     public let head: ProjectionHead?
