@@ -16,10 +16,13 @@ trap cleanup EXIT
 pass=0; fail=0
 ok() { echo "PASS $1"; pass=$((pass + 1)); }
 ko() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
-mpi() { local n=$1; shift; mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 -x KDGRAPH_FAIL_RANK -x KDGRAPH_FAIL_STEP "$bin" "$@"; }
+MPI=(mpirun --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1)
+# mpi N args...: a run with a 300 s limit. bg N args...: started in the background, mpirun's pid in $job.
+mpi() { local n=$1; shift; timeout 300 "${MPI[@]}" -np "$n" "$bin" "$@"; }
+bg() { local n=$1; shift; "${MPI[@]}" -np "$n" "$bin" "$@" & job=$!; }
 cfg=Tests/mpi/configs/tiny-distill.yaml
 teacher="$tmp/teacher/checkpoints/final.safetensors"
-timeout 300 bash -c "$(declare -f mpi); mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir=$tmp/teacher" >"$tmp/teacher.log" 2>&1 \
+mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp"/teacher >"$tmp/teacher.log" 2>&1 \
   || { echo "FAIL teacher for fault tests: $(tail -3 "$tmp/teacher.log")"; echo "0 passed, 1 failed"; exit 1; }
 set_t=(--set teacher.checkpoint="$teacher")
 
@@ -28,9 +31,8 @@ wait_for() { local i=0; while [ ! -e "$1" ] && [ $i -lt $(( $2 * 10 )) ]; do sle
 verify() { "$bin" eval --config "$cfg" "${set_t[@]}" --set output.dir="$tmp/verify" --checkpoint "$1" >/dev/null 2>"$tmp/verify.log"; }
 
 # 1. kill -9 one rank mid-training.
-timeout 300 bash -c "$(declare -f mpi); mpi 4 train --config $cfg --set teacher.checkpoint=$teacher --set train.steps=60 --set output.dir=$tmp/straight" >"$tmp/straight.log" 2>&1
-mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp/killed" >"$tmp/killed.log" 2>&1 &
-job=$!
+mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/straight >"$tmp/straight.log" 2>&1
+bg 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp/killed" >"$tmp/killed.log" 2>&1
 if wait_for "$tmp/killed/checkpoints/step_00000010.safetensors" 120; then
   victim=$(pgrep -P "$job" -f "kdgraph train" | sed -n 2p)
   t0=$(date +%s.%N)
@@ -42,7 +44,7 @@ if wait_for "$tmp/killed/checkpoints/step_00000010.safetensors" 120; then
   if [ "$rc" != 0 ] && awk "BEGIN{exit !($dt < 10)}"; then ok "kill -9 of rank: mpirun exit $rc after ${dt}s"
   else ko "kill -9 of rank" "exit $rc after ${dt}s"; fi
   if verify "$last"; then ok "last checkpoint (step $k) verifies after kill -9"; else ko "checkpoint after kill -9" "$(tail -2 "$tmp/verify.log")"; fi
-  if timeout 300 bash -c "$(declare -f mpi); mpi 4 train --config $cfg --set teacher.checkpoint=$teacher --set train.steps=60 --set output.dir=$tmp/recovered --resume $last" >"$tmp/recovered.log" 2>&1 \
+  if mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/recovered --resume "$last" >"$tmp/recovered.log" 2>&1 \
      && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/recovered/metrics.jsonl" "$tmp/straight/metrics.jsonl" 1e-6 $((k + 1)) 2>&1); then
     ok "resume after kill -9 from step $k matches the uninterrupted run: $out"
   else ko "resume after kill -9" "${out:-$(tail -3 "$tmp/recovered.log")}"; fi
@@ -51,8 +53,7 @@ else
 fi
 
 # 2. SIGTERM to one rank: all ranks stop after the same step, checkpoint, exit non-zero.
-mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 --set output.dir="$tmp/term" >"$tmp/term.log" 2>&1 &
-job=$!
+bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 --set output.dir="$tmp/term" >"$tmp/term.log" 2>&1
 if wait_for "$tmp/term/metrics.jsonl" 120 && sleep 2; then
   kill -TERM "$(pgrep -P "$job" -f "kdgraph train" | sed -n 2p)"
   t0=$(date +%s)
@@ -67,7 +68,7 @@ fi
 
 # 3. A rank that throws.
 t0=$(date +%s)
-KDGRAPH_FAIL_RANK=1 KDGRAPH_FAIL_STEP=3 timeout 60 bash -c "$(declare -f mpi); mpi 4 train --config $cfg --set teacher.checkpoint=$teacher --set output.dir=$tmp/throw" >"$tmp/throw.log" 2>&1
+KDGRAPH_FAIL_RANK=1 KDGRAPH_FAIL_STEP=3 mpi 4 train --config "$cfg" "${set_t[@]}" --set output.dir="$tmp"/throw >"$tmp/throw.log" 2>&1
 rc=$?; dt=$(( $(date +%s) - t0 ))
 if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$dt" -lt 10 ] && grep -q "rank 1: injected failure at step 3" "$tmp/throw.log"; then
   ok "rank 1 throws at step 3: job ends in ${dt}s with exit $rc and the rank's message"
@@ -76,7 +77,7 @@ else ko "rank that throws" "exit $rc after ${dt}s: $(grep -m1 'rank 1' "$tmp/thr
 # 4. Disk full while checkpointing (a 1000 KiB tmpfs), else an unwritable (immutable) checkpoint folder.
 mkdir -p "$tmp/small"
 if mount -t tmpfs -o size=1000k tmpfs "$tmp/small" 2>/dev/null; then
-  timeout 300 bash -c "$(declare -f mpi); mpi 2 train --config $cfg --set teacher.checkpoint=$teacher --set train.steps=30 --set output.dir=$tmp/small/out" >"$tmp/full.log" 2>&1
+  mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=30 --set output.dir="$tmp"/small/out >"$tmp/full.log" 2>&1
   rc=$?
   first=$(ls "$tmp/small/out/checkpoints"/step_*.safetensors 2>/dev/null | head -1)
   if [ "$rc" != 0 ] && grep -q "checkpoint not written" "$tmp/full.log" && [ -n "$first" ] && verify "$first" \
@@ -85,8 +86,7 @@ if mount -t tmpfs -o size=1000k tmpfs "$tmp/small" 2>/dev/null; then
   else ko "disk full" "exit $rc, first '$first': $(grep -m1 -i 'checkpoint' "$tmp/full.log")"; fi
 else
   echo "note: mount not permitted; testing an unwritable checkpoint folder instead"
-  mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=400 --set output.dir="$tmp/ro" >"$tmp/ro.log" 2>&1 &
-  job=$!
+  bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=400 --set output.dir="$tmp/ro" >"$tmp/ro.log" 2>&1
   wait_for "$tmp/ro/checkpoints/step_00000005.safetensors" 120 && chattr +i "$tmp/ro/checkpoints"
   wait "$job"; rc=$?
   chattr -i "$tmp/ro/checkpoints"

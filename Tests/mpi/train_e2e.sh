@@ -14,7 +14,7 @@ trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok() { echo "PASS $1"; pass=$((pass + 1)); }
 ko() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
-mpi() { local n=$1; shift; timeout 600 mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 -x KDGRAPH_FAIL_RANK -x KDGRAPH_FAIL_STEP "$bin" "$@"; }
+mpi() { local n=$1; shift; timeout 600 mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 "$bin" "$@"; }
 teacher="$tmp/teacher/checkpoints/final.safetensors"
 
 if mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/teacher" >"$tmp/teacher.log" 2>&1 && [ -f "$teacher" ]; then
