@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Reproduce KDGraph forward passes in PyTorch from exported weights.
+
+Usage:  python3 launch/interop_check.py EXPORT_DIR [EXPORT_DIR ...]
+
+Each EXPORT_DIR is written by `Interop.export` (KDModels) and holds:
+  model.safetensors   weights in PyTorch names and layouts (conv [Cout, Cin, kh, kw])
+  input.npy           float32 NHWC input batch
+  logits.npy          KDGraph's logits  [N, C]
+  feature.npy         KDGraph's pooled penultimate features [N, F]
+  manifest.json       {"model", "classes", "input_channels", "image_size", "hidden_sizes", "layout"}
+
+The script builds the same architecture in PyTorch (definitions follow RepDistiller's resnet.py and
+wrn.py), loads the weights with `safetensors.torch.load_file` + `load_state_dict(strict=True)`, runs
+it in eval mode on the same input (NHWC -> NCHW) and compares logits and features. Exit status 1 if
+any relative error (max |a - b| / max |b|) exceeds 1e-4.
+"""
+import json
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+TOLERANCE = 1e-4
+
+
+def conv3x3(in_planes, out_planes, stride=1):
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """RepDistiller resnet.py BasicBlock."""
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        residual = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            residual = self.downsample(x)
+        return F.relu(out + residual)
+
+
+class ResNet(nn.Module):
+    """RepDistiller resnet.py ResNet (AvgPool2d(8) written as a global mean: equal on 32x32)."""
+
+    def __init__(self, depth, num_filters, num_classes, in_channels):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.inplanes = num_filters[0]
+        self.conv1 = nn.Conv2d(in_channels, num_filters[0], kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(num_filters[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(num_filters[1], n)
+        self.layer2 = self._make_layer(num_filters[2], n, stride=2)
+        self.layer3 = self._make_layer(num_filters[3], n, stride=2)
+        self.fc = nn.Linear(num_filters[3], num_classes)
+
+    def _make_layer(self, planes, blocks, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        feature = x.mean(dim=(2, 3))
+        return feature, self.fc(feature)
+
+
+class WideBlock(nn.Module):
+    """RepDistiller wrn.py BasicBlock (pre-activation)."""
+
+    def __init__(self, in_planes, out_planes, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.equalInOut = in_planes == out_planes
+        self.convShortcut = None if self.equalInOut else nn.Conv2d(
+            in_planes, out_planes, kernel_size=1, stride=stride, padding=0, bias=False)
+
+    def forward(self, x):
+        if not self.equalInOut:
+            x = self.relu1(self.bn1(x))
+            out = x
+        else:
+            out = self.relu1(self.bn1(x))
+        out = self.relu2(self.bn2(self.conv1(out)))
+        out = self.conv2(out)
+        return (x if self.equalInOut else self.convShortcut(x)) + out
+
+
+class NetworkBlock(nn.Module):
+    def __init__(self, nb_layers, in_planes, out_planes, stride):
+        super().__init__()
+        self.layer = nn.Sequential(*[
+            WideBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1)
+            for i in range(nb_layers)])
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth, num_classes, widen_factor, in_channels):
+        super().__init__()
+        ch = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        n = (depth - 4) // 6
+        self.conv1 = nn.Conv2d(in_channels, ch[0], kernel_size=3, stride=1, padding=1, bias=False)
+        self.block1 = NetworkBlock(n, ch[0], ch[1], 1)
+        self.block2 = NetworkBlock(n, ch[1], ch[2], 2)
+        self.block3 = NetworkBlock(n, ch[2], ch[3], 2)
+        self.bn1 = nn.BatchNorm2d(ch[3])
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(ch[3], num_classes)
+
+    def forward(self, x):
+        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        out = self.relu(self.bn1(out))
+        feature = out.mean(dim=(2, 3))
+        return feature, self.fc(feature)
+
+
+class MLP(nn.Module):
+    """KDGraph's mlp: rows flattened in NHWC order (channels fastest)."""
+
+    def __init__(self, input_size, hidden_sizes, num_classes):
+        super().__init__()
+        layers, d = [], input_size
+        for h in hidden_sizes:
+            layers += [nn.Linear(d, h), nn.ReLU()]
+            d = h
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(d, num_classes)
+
+    def forward(self, x):
+        feature = self.layers(x)
+        return feature, self.fc(feature)
+
+
+def build(manifest):
+    name, classes, cin = manifest["model"], manifest["classes"], manifest["input_channels"]
+    small, wide = [16, 16, 32, 64], [32, 64, 128, 256]
+    if name == "resnet8x4":
+        return ResNet(8, wide, classes, cin)
+    if name == "resnet32x4":
+        return ResNet(32, wide, classes, cin)
+    if name.startswith("resnet"):
+        return ResNet(int(name[6:]), small, classes, cin)
+    if name.startswith("wrn_"):
+        _, depth, k = name.split("_")
+        return WideResNet(int(depth), classes, int(k), cin)
+    if name == "mlp":
+        h, w = manifest["image_size"]
+        return MLP(h * w * cin, manifest["hidden_sizes"], classes)
+    raise SystemExit(f"unknown model {name!r}")
+
+
+def relative_error(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+def check(directory):
+    with open(f"{directory}/manifest.json") as f:
+        manifest = json.load(f)
+    model = build(manifest)
+    state = load_file(f"{directory}/model.safetensors")
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    x = torch.from_numpy(np.load(f"{directory}/input.npy"))
+    if manifest["model"] == "mlp":
+        x = x.reshape(x.shape[0], -1)
+    else:
+        x = x.permute(0, 3, 1, 2).contiguous()   # NHWC -> NCHW
+    with torch.no_grad():
+        feature, logits = model(x)
+    e_logits = relative_error(np.load(f"{directory}/logits.npy"), logits.numpy())
+    e_feature = relative_error(np.load(f"{directory}/feature.npy"), feature.numpy())
+    ok = e_logits <= TOLERANCE and e_feature <= TOLERANCE
+    print(json.dumps({"dir": directory, "model": manifest["model"], "tensors": len(state),
+                      "logits_rel_err": e_logits, "feature_rel_err": e_feature, "ok": ok}))
+    return ok
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    torch.set_num_threads(1)
+    results = [check(d) for d in argv[1:]]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
