@@ -10,7 +10,6 @@ public struct KDConfig: Equatable {
         public var path = ""
         public var classes = 10
         public var imageSize = 32
-        public var channels = 3
         public var trainSize = 8192              // synthetic only
         public var evalSize = 1024               // synthetic only
         public var globalBatch = 128
@@ -169,7 +168,6 @@ extension KDConfig {
         c.data.path = try d.string("path", c.data.path)
         c.data.classes = try d.int("classes", c.data.classes, min: 2)
         c.data.imageSize = try d.int("image_size", c.data.imageSize, min: 4)
-        c.data.channels = try d.int("channels", c.data.channels, min: 1)
         c.data.trainSize = try d.int("train_size", c.data.trainSize, min: 1)
         c.data.evalSize = try d.int("eval_size", c.data.evalSize, min: 0)
         c.data.globalBatch = try d.int("global_batch", c.data.globalBatch, min: 1)

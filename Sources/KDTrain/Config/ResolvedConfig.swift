@@ -12,7 +12,6 @@ extension KDConfig {
           path: \(q(data.path))
           classes: \(data.classes)
           image_size: \(data.imageSize)
-          channels: \(data.channels)
           train_size: \(data.trainSize)
           eval_size: \(data.evalSize)
           global_batch: \(data.globalBatch)

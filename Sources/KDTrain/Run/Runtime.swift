@@ -62,7 +62,7 @@ public enum Runtime {
     /// Peak resident set size of this process in bytes (Linux reports ru_maxrss in KiB).
     public static func peakRSSBytes() -> Int {
         var u = rusage()
-        getrusage(RUSAGE_SELF, &u)
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
         return Int(u.ru_maxrss) * 1024
     }
 }

@@ -46,8 +46,7 @@ public final class Trainer {
         splits = try DataSources.open(DataSourceConfig(
             source: config.data.source, path: config.data.path.isEmpty ? nil : config.data.path,
             classes: config.data.classes, imageSize: config.data.imageSize, evalFraction: config.data.evalFraction,
-            seed: seed, syntheticTrainCount: config.data.trainSize, syntheticEvalCount: config.data.evalSize,
-            channels: config.data.channels))
+            seed: seed, syntheticTrainCount: config.data.trainSize, syntheticEvalCount: config.data.evalSize))
         let train = splits.train
         let B = config.data.globalBatch
         if B < comm.size {
@@ -234,7 +233,7 @@ public final class Trainer {
         if !lastLoss.isFinite {
             bad = lastTerms.first(where: { !$0.1.isFinite }) ?? ("loss", lastLoss)
         } else if let p = parameters.first(where: { p in p.1.grad.map { g in !(0..<g.count).allSatisfy { g.ptr[$0].isFinite } } ?? false }) {
-            bad = ("gradient of \(p.0)", .nan)
+            bad = ("gradient of \(p.0)", Double.nan)
         }
         if let (term, value) = bad {
             optimizer.zeroGrad()
