@@ -115,6 +115,7 @@ final class SourceTests: TempDirTestCase {
         let q = path("train.bin")
         try Data(cifarRecord(label: [25, 3], seed: 0)).write(to: URL(fileURLWithPath: q))
         XCTAssertEqual(message { _ = try CIFARDataset(paths: [q], variant: .cifar100(coarse: true)) }, "\(q): label 25 at index 0 is out of range 0..<20")
+        try Data(cifarRecord(label: [1], seed: 0)).write(to: URL(fileURLWithPath: p))
         XCTAssertEqual(message { _ = try CIFARSource.load(folder: dir.path, classes: 10, evalFraction: 0.1, seed: 0) },
                        "\(path("data_batch_2.bin")): missing CIFAR batch file")
         XCTAssertEqual(message { _ = try CIFARSource.load(folder: dir.path, classes: 7, evalFraction: 0.1, seed: 0) },
