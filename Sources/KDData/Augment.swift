@@ -116,19 +116,29 @@ public struct ViewRenderer: Sendable {
         if !strong {
             lut.withUnsafeBufferPointer { t in
                 let t = t.baseAddress!
+                // Valid output columns: those whose source column sx lies in 0..<W.
+                let x0 = flip ? max(0, dx) : max(0, -dx), x1 = flip ? min(W, W + dx) : min(W, W - dx)
                 for y in 0..<H {
                     let row = out + y * W * C, sy = y + dy
-                    guard sy >= 0 && sy < H else {
-                        for x in 0..<W { for c in 0..<C { row[x * C + c] = t[c * 256] } }
-                        continue
-                    }
+                    let valid = sy >= 0 && sy < H && x0 < x1
+                    let lo = valid ? x0 : W, hi = valid ? x1 : W
+                    for x in 0..<lo { for c in 0..<C { row[x * C + c] = t[c * 256] } }
+                    for x in hi..<W { for c in 0..<C { row[x * C + c] = t[c * 256] } }
+                    guard valid else { continue }
                     let srow = src + sy * W * C
-                    for x in 0..<W {
-                        let sx = (flip ? W - 1 - x : x) + dx
-                        if sx >= 0 && sx < W {
-                            for c in 0..<C { row[x * C + c] = t[c * 256 + Int(srow[sx * C + c])] }
-                        } else {
-                            for c in 0..<C { row[x * C + c] = t[c * 256] }
+                    let step = flip ? -C : C
+                    var sp = srow + ((flip ? W - 1 - lo : lo) + dx) * C
+                    if C == 3 {
+                        let t1 = t + 256, t2 = t + 512
+                        for x in lo..<hi {
+                            let o = row + x * 3
+                            o[0] = t[Int(sp[0])]; o[1] = t1[Int(sp[1])]; o[2] = t2[Int(sp[2])]
+                            sp += step
+                        }
+                    } else {
+                        for x in lo..<hi {
+                            for c in 0..<C { row[x * C + c] = t[c * 256 + Int(sp[c])] }
+                            sp += step
                         }
                     }
                 }
@@ -141,28 +151,41 @@ public struct ViewRenderer: Sendable {
         let saturation = 1 + j * (2 * rng.nextFloat() - 1)
         let cy = rng.nextInt(below: H), cx = rng.nextInt(below: W)
         var sum: Double = 0
-        for y in 0..<H {
-            for x in 0..<W {
-                let sy = y + dy, sx = (flip ? W - 1 - x : x) + dx
-                let inside = sy >= 0 && sy < H && sx >= 0 && sx < W
-                for c in 0..<C {
-                    let v = inside ? Float(src[(sy * W + sx) * C + c]) / 255 * bright : 0
-                    out[(y * W + x) * C + c] = v; sum += Double(v)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 256) { scaled in
+            for b in 0..<256 { scaled[b] = Float(b) * (bright / 255) }
+            let sc = scaled.baseAddress!
+            for y in 0..<H {
+                var rowSum: Float = 0
+                let sy = y + dy
+                for x in 0..<W {
+                    let sx = (flip ? W - 1 - x : x) + dx
+                    let o = out + (y * W + x) * C
+                    if sy >= 0 && sy < H && sx >= 0 && sx < W {
+                        let sp = src + (sy * W + sx) * C
+                        for c in 0..<C { let v = sc[Int(sp[c])]; o[c] = v; rowSum += v }
+                    } else {
+                        for c in 0..<C { o[c] = 0 }
+                    }
                 }
+                sum += Double(rowSum)
             }
         }
         let grey = Float(sum / Double(H * W * C))
-        let m = normalization.mean, s = normalization.std
-        for p in 0..<(H * W) {
-            let px = out + p * C
-            var g: Float = 0
-            for c in 0..<C { px[c] = (px[c] - grey) * contrast + grey; g += px[c] }
-            g /= Float(C)
-            for c in 0..<C {
-                let v = max(0, min(1, g + (px[c] - g) * saturation))
-                px[c] = (v - m[c % m.count]) / s[c % s.count]
+        let m = (0..<C).map { normalization.mean[$0 % normalization.mean.count] }
+        let inv = (0..<C).map { 1 / normalization.std[$0 % normalization.std.count] }
+        let invC = 1 / Float(C)
+        m.withUnsafeBufferPointer { m in inv.withUnsafeBufferPointer { inv in
+            for p in 0..<(H * W) {
+                let px = out + p * C
+                var g: Float = 0
+                for c in 0..<C { px[c] = (px[c] - grey) * contrast + grey; g += px[c] }
+                g *= invC
+                for c in 0..<C {
+                    let v = max(0, min(1, g + (px[c] - g) * saturation))
+                    px[c] = (v - m[c]) * inv[c]
+                }
             }
-        }
+        } }
         let half = policy.cutout / 2
         if policy.cutout > 0 {
             for y in max(0, cy - half)..<min(H, cy - half + policy.cutout) {

@@ -62,20 +62,25 @@ public final class SubsetDataset: ImageDataset, @unchecked Sendable {
 
 /// Deterministic hold-out: a permutation of `0..<count` keyed by `(seed, 0xE7A1)` puts its first
 /// `round(fraction · count)` entries in the evaluation split and the rest in training, each sorted
-/// ascending (so the mapped file is read in order).
-public func holdOutSplit(_ base: ImageDataset, evalFraction: Double, seed: UInt64) throws -> ImageSplits {
+/// ascending (so the mapped file is read in order). `name` names the source in errors.
+public func holdOutIndices(count: Int, evalFraction: Double, seed: UInt64, name: String) throws -> (train: [Int], eval: [Int]) {
     guard evalFraction > 0, evalFraction < 1 else {
         throw DataError.invalidConfig(field: "data.eval_fraction",
-                                      message: "\(evalFraction) must be in (0, 1) when \(base.name) has no test split")
+                                      message: "\(evalFraction) must be in (0, 1) when \(name) has no test split")
     }
-    let nEval = Int((evalFraction * Double(base.count)).rounded())
-    guard nEval >= 1, nEval < base.count else {
+    let nEval = Int((evalFraction * Double(count)).rounded())
+    guard nEval >= 1, nEval < count else {
         throw DataError.invalidConfig(field: "data.eval_fraction",
-                                      message: "\(evalFraction) of \(base.count) samples in \(base.name) leaves an empty split")
+                                      message: "\(evalFraction) of \(count) samples in \(name) leaves an empty split")
     }
     var rng = KDRandom(keys: seed, 0xE7A1)
-    let perm = rng.permutation(base.count)
-    let evalIdx = perm[..<nEval].sorted(), trainIdx = perm[nEval...].sorted()
+    let perm = rng.permutation(count)
+    return (Array(perm[nEval...]).sorted(), Array(perm[..<nEval]).sorted())
+}
+
+/// Splits `base` into training and held-out evaluation subsets (`holdOutIndices`).
+public func holdOutSplit(_ base: ImageDataset, evalFraction: Double, seed: UInt64) throws -> ImageSplits {
+    let (trainIdx, evalIdx) = try holdOutIndices(count: base.count, evalFraction: evalFraction, seed: seed, name: base.name)
     return ImageSplits(train: SubsetDataset(base: base, indices: trainIdx, name: "\(base.name) (train part)"),
                        eval: SubsetDataset(base: base, indices: evalIdx, name: "\(base.name) (held-out part)"))
 }

@@ -1,5 +1,6 @@
 import Foundation
 import KDFormats
+import KDTensor
 
 /// Reads a label vector (`N` or `N×1`, integer dtype) and checks every label lies in `0..<classes`.
 func readLabels(_ path: String, classes: Int) throws -> [Int32] {
@@ -85,6 +86,23 @@ public final class NPYFeatureDataset: @unchecked Sendable {
     }
 }
 
+/// One split of a feature dataset: the rows `rows` of `features`, addressed by split index `0..<count`
+/// (the sampler's indices).
+public struct FeatureSplit: @unchecked Sendable {
+    public let features: NPYFeatureDataset
+    public let rows: [Int]
+    public var count: Int { rows.count }
+    public var dim: Int { features.dim }
+    public func label(_ i: Int) -> Int { features.label(rows[i]) }
+
+    /// Samples `indices` (split indices) as a `[n, D]` tensor and their labels.
+    public func batch(_ indices: [Int]) -> (features: Tensor, labels: [Int]) {
+        let t = Tensor(uninitializedShape: [indices.count, dim])
+        features.copyRows(indices.map { rows[$0] }, into: t.ptr)
+        return (t, indices.map(label))
+    }
+}
+
 /// The `npy` source: a folder with `train_images.npy` (N×H×W×C uint8) and `train_labels.npy`
 /// (N int64/int32), and optionally `test_images.npy` / `test_labels.npy`. Without a test pair,
 /// `evalFraction` of the training samples is held out (deterministic, keyed by `seed`).
@@ -102,5 +120,22 @@ public enum NPYFolderSource {
             return ImageSplits(train: train, eval: test)
         }
         return try holdOutSplit(train, evalFraction: evalFraction, seed: seed)
+    }
+
+    /// Float feature matrices for embedding-only students: `train_features.npy` (N×D float32) and
+    /// `train_labels.npy`, optionally `test_features.npy` / `test_labels.npy` (else a hold-out, as for images).
+    public static func loadFeatures(folder: String, classes: Int, evalFraction: Double, seed: UInt64) throws -> (train: FeatureSplit, eval: FeatureSplit) {
+        let dir = URL(fileURLWithPath: folder)
+        let f = { (n: String) in dir.appendingPathComponent(n).path }
+        let train = try NPYFeatureDataset(featuresPath: f("train_features.npy"), labelsPath: f("train_labels.npy"), classes: classes)
+        if FileManager.default.fileExists(atPath: f("test_features.npy")) {
+            let test = try NPYFeatureDataset(featuresPath: f("test_features.npy"), labelsPath: f("test_labels.npy"), classes: classes)
+            guard test.dim == train.dim else {
+                throw DataError.invalidFile(path: test.features.path, reason: "feature size \(test.dim) differs from \(train.features.path)'s \(train.dim)")
+            }
+            return (FeatureSplit(features: train, rows: Array(0..<train.count)), FeatureSplit(features: test, rows: Array(0..<test.count)))
+        }
+        let (t, e) = try holdOutIndices(count: train.count, evalFraction: evalFraction, seed: seed, name: train.features.path)
+        return (FeatureSplit(features: train, rows: t), FeatureSplit(features: train, rows: e))
     }
 }

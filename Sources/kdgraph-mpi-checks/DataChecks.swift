@@ -40,5 +40,33 @@ enum DataChecks {
                 }
             }
         },
+        MultiRankCheck("data.eval_shards_cover_eval_split") { comm in
+            // 13 evaluation samples in batches of 4: the last batch (1 sample) leaves ranks empty at 2+ ranks.
+            let ds = try SyntheticDataset(count: 13, classes: 4, height: 8, width: 8, seed: 3, split: 1)
+            let loader = try BatchLoader(dataset: ds, views: 2, policy: .named("standard"), normalization: .cifar10, seed: 1)
+            let batches = EvalSharding.globalBatches(count: 13, batch: 4)
+            let mine = EvalSharding.rankBatches(count: 13, batch: 4, rank: comm.rank, worldSize: comm.size)
+            let per = 8 * 8 * 3
+            for (b, range) in batches.enumerated() {
+                let global = loader.load(Array(range), epoch: 0, step: b, augment: false)
+                let local = loader.load(mine[b], epoch: 0, step: b, augment: false)
+                let counts = Sampler.shareCounts(worldSize: comm.size, batch: range.count)
+                var labels = [Int](repeating: -1, count: range.count)
+                var pixels = [Float](repeating: .nan, count: range.count * per)
+                let sendLabels = local.labels.isEmpty ? [0] : local.labels
+                let sendPixels = local.count == 0 ? [Float(0)] : local.images.array
+                try sendLabels.withUnsafeBufferPointer { s in
+                    try labels.withUnsafeMutableBufferPointer { r in try comm.allGatherV(s.baseAddress!, counts: counts, into: r.baseAddress!) }
+                }
+                try sendPixels.withUnsafeBufferPointer { s in
+                    try pixels.withUnsafeMutableBufferPointer { r in
+                        try comm.allGatherV(s.baseAddress!, counts: counts.map { $0 * per }, into: r.baseAddress!)
+                    }
+                }
+                guard labels == global.labels, pixels == global.images.array else {
+                    throw CheckFailure("eval batch \(b): gathered labels \(labels) / pixels differ from the one-process batch \(global.labels)")
+                }
+            }
+        },
     ]
 }

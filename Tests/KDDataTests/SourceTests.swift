@@ -115,6 +115,7 @@ final class SourceTests: TempDirTestCase {
         let q = path("train.bin")
         try Data(cifarRecord(label: [25, 3], seed: 0)).write(to: URL(fileURLWithPath: q))
         XCTAssertEqual(message { _ = try CIFARDataset(paths: [q], variant: .cifar100(coarse: true)) }, "\(q): label 25 at index 0 is out of range 0..<20")
+        try Data(cifarRecord(label: [1], seed: 0)).write(to: URL(fileURLWithPath: p))
         XCTAssertEqual(message { _ = try CIFARSource.load(folder: dir.path, classes: 10, evalFraction: 0.1, seed: 0) },
                        "\(path("data_batch_2.bin")): missing CIFAR batch file")
         XCTAssertEqual(message { _ = try CIFARSource.load(folder: dir.path, classes: 7, evalFraction: 0.1, seed: 0) },
@@ -158,5 +159,19 @@ final class SourceTests: TempDirTestCase {
         var out = [Float](repeating: 0, count: 6)
         out.withUnsafeMutableBufferPointer { f.copyRows([3, 1], into: $0.baseAddress!) }
         XCTAssertEqual(out, [9, 10, 11, 3, 4, 5])
+
+        try NPYWriter.write((0..<40).map(Float.init), shape: [10, 4], to: path("train_features.npy"))
+        try NPYWriter.write((0..<10).map { Int64($0 % 3) }, shape: [10], to: path("train_labels.npy"))
+        let s = try NPYFolderSource.loadFeatures(folder: dir.path, classes: 3, evalFraction: 0.2, seed: 1)
+        XCTAssertEqual(s.train.count, 8); XCTAssertEqual(s.eval.count, 2)
+        XCTAssertEqual((s.train.rows + s.eval.rows).sorted(), Array(0..<10))
+        let (x, y) = s.eval.batch([1, 0])
+        XCTAssertEqual(x.shape, [2, 4])
+        XCTAssertEqual(x.array, [s.eval.rows[1], s.eval.rows[0]].flatMap { r in (0..<4).map { Float(r * 4 + $0) } })
+        XCTAssertEqual(y, [s.eval.rows[1] % 3, s.eval.rows[0] % 3])
+        try NPYWriter.write((0..<6).map(Float.init), shape: [2, 3], to: path("test_features.npy"))
+        try NPYWriter.write([Int64(0), 1], shape: [2], to: path("test_labels.npy"))
+        XCTAssertEqual(message { _ = try NPYFolderSource.loadFeatures(folder: dir.path, classes: 3, evalFraction: 0.2, seed: 1) },
+                       "\(path("test_features.npy")): feature size 3 differs from \(path("train_features.npy"))'s 4")
     }
 }

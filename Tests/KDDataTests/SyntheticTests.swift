@@ -45,7 +45,7 @@ final class SyntheticTests: XCTestCase {
     /// global pooling compute) is far above chance; nearest-centroid on raw pixels is near chance.
     func testTranslationInvariantFeaturesBeatRawPixels() throws {
         let C = 10, H = 24
-        let d = try SyntheticDataset(count: 900, classes: C, height: H, width: H, seed: 7)
+        let d = try SyntheticDataset(count: 600, classes: C, height: H, width: H, seed: 7)
         var freqs: [(Float, Float)] = []
         for o in 0..<6 { for p in d.periods {
             let th = Float.pi * Float(o) / 6
@@ -64,8 +64,8 @@ final class SyntheticTests: XCTestCase {
             }
         }
         func accuracy(_ feature: ([UInt8]) -> [Float]) -> Double {
-            let train = 0..<600, test = 600..<900
-            let feats = (0..<900).map { feature(d.image($0)) }
+            let train = 0..<400, test = 400..<600
+            let feats = (0..<600).map { feature(d.image($0)) }
             let dim = feats[0].count
             var cent = [[Float]](repeating: [Float](repeating: 0, count: dim), count: C), n = [Float](repeating: 0, count: C)
             for i in train { let l = d.label(i); n[l] += 1; for k in 0..<dim { cent[l][k] += feats[i][k] } }
