@@ -29,13 +29,16 @@ func assertClose(_ a: [Float], _ b: [Float], tol: Float = 1e-5, _ message: Strin
     }
 }
 
-/// Finite-difference check of every input's gradient.
+/// Finite-difference check of every input's gradient: of `f` itself, and of `f(x) + f(x)` so that each
+/// backward also runs its accumulate-into-an-existing-gradient branch (the second use of `x`).
 func assertGradients(_ inputs: [Tensor], eps: Float = 1e-2, tol: Double = 1e-2, _ label: String = "",
                      file: StaticString = #filePath, line: UInt = #line,
                      _ f: ([Tensor]) throws -> Tensor) {
     do {
         let r = try gradientCheck(inputs, eps: eps, f)
         XCTAssertLessThan(r.maxRelativeError, tol, "\(label) \(r)", file: file, line: line)
+        let r2 = try gradientCheck(inputs, eps: eps) { xs in try f(xs) + f(xs) }
+        XCTAssertLessThan(r2.maxRelativeError, tol, "\(label) (used twice) \(r2)", file: file, line: line)
     } catch {
         XCTFail("\(label): \(error)", file: file, line: line)
     }

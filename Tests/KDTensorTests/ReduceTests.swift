@@ -63,5 +63,6 @@ final class ReduceTests: XCTestCase {
         assertThrowsMessage("mean: axis 0 repeated in [0, -2]", try mean(m, axes: [0, -2]))
         assertThrowsMessage("max: axis -3 out of range for rank 2", try max(m, axis: -3))
         assertThrowsMessage("max: axis 0 of shape [0, 2] is empty", try max(Tensor.zeros([0, 2]), axis: 0))
+        assertThrowsMessage("sum: axis 0 out of range for rank 0", try sum(Tensor.scalar(1), axes: [0]))
     }
 }

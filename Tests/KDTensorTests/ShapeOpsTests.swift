@@ -33,6 +33,20 @@ final class ShapeOpsTests: XCTestCase {
         XCTAssertEqual(try permute(x, [0, 1, 2]).array, x.array)
     }
 
+    func testTiledTransposeMatchesNaive() throws {
+        // 37×19 is not a multiple of the 16×16 tile; [3, 19, 37] → [3, 37, 19] runs the tiles per batch.
+        let x = randomTensor([3, 19, 37], seed: 90)
+        let y = try permute(x, [0, 2, 1])
+        for b in 0..<3 { for i in 0..<19 { for j in 0..<37 {
+            XCTAssertEqual(y.ptr[(b * 37 + j) * 19 + i], x.ptr[(b * 19 + i) * 37 + j])
+        } } }
+        let g = try gradOfSum(x) { try sum(try permute($0, [0, 2, 1]) * y) }
+        XCTAssertEqual(g, x.array)   // ∂/∂x Σ permute(x)·permute(x)₀ = x
+        let t = try transpose(try reshape(x, [57, 37]))
+        XCTAssertEqual(t.shape, [37, 57])
+        XCTAssertEqual(t.ptr[5 * 57 + 40], x.ptr[40 * 37 + 5])
+    }
+
     func testTransposeAndPermuteGradients() {
         assertGradients([randomTensor([3, 4], seed: 82)], "transpose") { try transpose($0[0]) }
         let x3 = randomTensor([2, 3, 4], seed: 83)

@@ -41,7 +41,7 @@ func contiguousStrides(_ shape: [Int]) -> [Int] {
 /// Normalises a possibly negative axis; throws when it is outside `-rank..<rank`.
 func normalizeAxis(_ axis: Int, rank: Int, op: String) throws -> Int {
     let a = axis < 0 ? axis + rank : axis
-    guard a >= 0, a < Swift.max(rank, 1) else {
+    guard a >= 0, a < rank else {
         throw TensorError.invalidArgument(op: op, message: "axis \(axis) out of range for rank \(rank)")
     }
     return a
@@ -86,12 +86,13 @@ struct StridedLoop {
     /// Innermost strides of the three operands.
     var innerStrides: (Int, Int, Int) { (strides[0].last!, strides[1].last!, strides[2].last!) }
 
-    /// Calls `body(offset0, offset1, offset2)` at the start of every innermost run.
+    /// Calls `body(offset0, offset1, offset2)` at the start of every innermost run (with
+    /// `innerDims: 2`, of every innermost 2-D block `dims[count−2] × dims[count−1]`).
     @inline(__always)
-    func forEachRun(_ body: (Int, Int, Int) -> Void) {
+    func forEachRun(innerDims: Int = 1, _ body: (Int, Int, Int) -> Void) {
         if isEmpty { return }
-        let outer = dims.count - 1
-        if outer == 0 { body(0, 0, 0); return }
+        let outer = dims.count - innerDims
+        if outer <= 0 { body(0, 0, 0); return }
         var idx = [Int](repeating: 0, count: outer)
         var o0 = 0, o1 = 0, o2 = 0
         let s0 = strides[0], s1 = strides[1], s2 = strides[2]
@@ -110,6 +111,33 @@ struct StridedLoop {
     }
 }
 
+/// `Σ p[0..<n]` in Double with four independent accumulators (pipelines and vectorises).
+@inline(__always)
+func sumDouble(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+    var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    var i = 0
+    while i + 4 <= n {
+        s0 += Double(p[i]); s1 += Double(p[i + 1]); s2 += Double(p[i + 2]); s3 += Double(p[i + 3])
+        i += 4
+    }
+    while i < n { s0 += Double(p[i]); i += 1 }
+    return (s0 + s1) + (s2 + s3)
+}
+
+/// `⟨a, b⟩` over `n` contiguous values, in Double with four accumulators.
+@inline(__always)
+func dotDouble(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Double {
+    var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    var i = 0
+    while i + 4 <= n {
+        s0 += Double(a[i]) * Double(b[i]); s1 += Double(a[i + 1]) * Double(b[i + 1])
+        s2 += Double(a[i + 2]) * Double(b[i + 2]); s3 += Double(a[i + 3]) * Double(b[i + 3])
+        i += 4
+    }
+    while i < n { s0 += Double(a[i]) * Double(b[i]); i += 1 }
+    return (s0 + s1) + (s2 + s3)
+}
+
 /// Sums `src` (contiguous, shape `fullShape`) down to `shape` (which broadcasts to `fullShape`),
 /// accumulating in Double: the backward of broadcasting.
 func reduceToShape(_ src: UnsafePointer<Float>, fullShape: [Int], shape: [Int]) -> [Double] {
@@ -123,9 +151,7 @@ func reduceToShape(_ src: UnsafePointer<Float>, fullShape: [Int], shape: [Int]) 
         loop.forEachRun { o0, o1, _ in
             let s = src + o0
             if si == 0 {
-                var t = 0.0
-                for i in 0..<n { t += Double(s[i]) }
-                a[o1] += t
+                a[o1] += sumDouble(s, n)
             } else {
                 for i in 0..<n { a[o1 + i * si] += Double(s[i]) }
             }

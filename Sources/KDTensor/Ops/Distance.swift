@@ -28,7 +28,7 @@ public func pairwiseDistances(_ x: Tensor) throws -> Tensor {
     var state = [UInt8](repeating: 0, count: n * n)
     var near: [(Int, Int)] = []
     for i in 0..<n {
-        for j in (i + 1)..<Swift.max(n, i + 1) {
+        for j in (i + 1)..<n {
             var d2 = sq[i] + sq[j] - 2 * dp[i * n + j]
             let isNear = d2 <= 1e-3 * (sq[i] + sq[j])
             if isNear {
@@ -50,7 +50,7 @@ public func pairwiseDistances(_ x: Tensor) throws -> Tensor {
         var rowSum = [Double](repeating: 0, count: n)
         for i in 0..<n {
             wp[i * n + i] = 0
-            for j in (i + 1)..<Swift.max(n, i + 1) {
+            for j in (i + 1)..<n {
                 let st = state[i * n + j]
                 let v: Float = st == 0 ? (gp[i * n + j] + gp[j * n + i]) / dp[i * n + j] : 0
                 wp[i * n + j] = v; wp[j * n + i] = v

@@ -138,13 +138,21 @@ public func * (a: Tensor, b: Tensor) throws -> Tensor { try binaryOp(.mul, a, b)
 /// `a / b` elementwise with broadcasting; throws on incompatible shapes.
 public func / (a: Tensor, b: Tensor) throws -> Tensor { try binaryOp(.div, a, b) }
 
+/// `y = a + s`. Backward: `ga = g`.
 public func + (a: Tensor, s: Float) -> Tensor { scalarOp(.add, a, s, scalarFirst: false) }
+/// `y = s + a`. Backward: `ga = g`.
 public func + (s: Float, a: Tensor) -> Tensor { scalarOp(.add, a, s, scalarFirst: true) }
+/// `y = a − s`. Backward: `ga = g`.
 public func - (a: Tensor, s: Float) -> Tensor { scalarOp(.sub, a, s, scalarFirst: false) }
+/// `y = s − a`. Backward: `ga = −g`.
 public func - (s: Float, a: Tensor) -> Tensor { scalarOp(.sub, a, s, scalarFirst: true) }
+/// `y = a · s`. Backward: `ga = s·g`.
 public func * (a: Tensor, s: Float) -> Tensor { scalarOp(.mul, a, s, scalarFirst: false) }
+/// `y = s · a`. Backward: `ga = s·g`.
 public func * (s: Float, a: Tensor) -> Tensor { scalarOp(.mul, a, s, scalarFirst: true) }
+/// `y = a / s`. Backward: `ga = g/s`.
 public func / (a: Tensor, s: Float) -> Tensor { scalarOp(.div, a, s, scalarFirst: false) }
+/// `y = s / a`. Backward: `ga = −s·g/a²`.
 public func / (s: Float, a: Tensor) -> Tensor { scalarOp(.div, a, s, scalarFirst: true) }
 /// `−a` (see `neg`).
 public prefix func - (a: Tensor) -> Tensor { neg(a) }

@@ -15,7 +15,8 @@ public func l2Normalize(_ x: Tensor, axis: Int = -1, eps: Float = 1e-12) throws 
         for j in 0..<inner {
             let base = o * n * inner + j
             var ss = 0.0
-            for k in 0..<n { let v = Double(xp[base + k * inner]); ss += v * v }
+            if inner == 1 { ss = dotDouble(xp + base, xp + base, n) }
+            else { for k in 0..<n { let v = Double(xp[base + k * inner]); ss += v * v } }
             let norm = Float(ss.squareRoot())
             let d = Swift.max(norm, eps)
             denom[o * inner + j] = d
@@ -34,7 +35,8 @@ public func l2Normalize(_ x: Tensor, axis: Int = -1, eps: Float = 1e-12) throws 
                 var dot: Float = 0
                 if !clamped[line] {
                     var s = 0.0
-                    for k in 0..<n { let i = base + k * inner; s += Double(yp[i]) * Double(gp[i]) }
+                    if inner == 1 { s = dotDouble(yp + base, gp + base, n) }
+                    else { for k in 0..<n { let i = base + k * inner; s += Double(yp[i]) * Double(gp[i]) } }
                     dot = Float(s)
                 }
                 for k in 0..<n {

@@ -11,9 +11,7 @@ private func normalizeAxes(_ axes: [Int], rank: Int, op: String) throws -> [Int]
 
 /// `y = scale · Σ_all x` as a rank-0 tensor. Backward: `gx = scale · g`.
 private func reduceAll(_ name: String, _ x: Tensor, scale: Double) -> Tensor {
-    let xp = x.ptr
-    var s = 0.0
-    for i in 0..<x.count { s += Double(xp[i]) }
+    let s = sumDouble(x.ptr, x.count)
     let out = Tensor(uninitializedShape: [])
     out.ptr[0] = Float(s * scale)
     Tape.record(name, inputs: [x], output: out) { g in
@@ -43,9 +41,7 @@ private func reduceAxes(_ name: String, _ x: Tensor, axes: [Int], keepDims: Bool
         let a = accb.baseAddress!
         loop.forEachRun { o0, o1, _ in
             if si == 0 {
-                var t = 0.0
-                for i in 0..<n { t += Double(xp[o0 + i]) }
-                a[o1] += t
+                a[o1] += sumDouble(xp + o0, n)
             } else {
                 for i in 0..<n { a[o1 + i * si] += Double(xp[o0 + i]) }
             }

@@ -18,8 +18,12 @@ public func reshape(_ x: Tensor, _ shape: [Int]) throws -> Tensor {
     return out
 }
 
-/// `y[i₀,…] = x[i_{p⁻¹}…]`, i.e. `y.shape[d] = x.shape[axes[d]]` (NumPy `transpose(x, axes)`), a copy.
-/// Backward: the gradient permuted back (`gx[…] += g[…]` through the same index map).
+/// `y.shape[d] = x.shape[axes[d]]`, `y[i₀, …, i_{r−1}] = x[j]` with `j[axes[d]] = i_d` (NumPy
+/// `transpose(x, axes)`), a copy. Backward: the gradient permuted back through the same index map.
+///
+/// After merging dims that stay adjacent, a permutation whose innermost output dim is strided in `x`
+/// while the one before it is contiguous (2-D transpose, NHWC ↔ NCHW) is copied in 16×16 tiles, so
+/// both sides stay in cache.
 public func permute(_ x: Tensor, _ axes: [Int]) throws -> Tensor {
     guard axes.count == x.rank, axes.sorted() == Array(0..<x.rank) else {
         throw TensorError.invalidArgument(op: "permute", message: "axes \(axes) are not a permutation of 0..<\(x.rank) (shape \(x.shape))")
@@ -27,23 +31,51 @@ public func permute(_ x: Tensor, _ axes: [Int]) throws -> Tensor {
     let outShape = axes.map { x.shape[$0] }
     let xs = contiguousStrides(x.shape)
     let loop = StridedLoop(shape: outShape, contiguousStrides(outShape), axes.map { xs[$0] })
-    let n = loop.runLength
-    let (_, si, _) = loop.innerStrides
     let out = Tensor(uninitializedShape: outShape)
-    let xp = x.ptr, yp = out.ptr
-    loop.forEachRun { o0, o1, _ in
-        if si == 1 { (yp + o0).update(from: xp + o1, count: n) }
-        else { for i in 0..<n { yp[o0 + i] = xp[o1 + i * si] } }
-    }
+    permuteCopy(loop, from: x.ptr, to: out.ptr, scatter: false, accumulate: false)
     Tape.record("permute", inputs: [x], output: out) { g in
         let (ga, fresh) = x.gradBuffer()
-        let gp = g.ptr
-        loop.forEachRun { o0, o1, _ in
-            if fresh { for i in 0..<n { ga[o1 + i * si] = gp[o0 + i] } }
-            else { for i in 0..<n { ga[o1 + i * si] += gp[o0 + i] } }
-        }
+        permuteCopy(loop, from: g.ptr, to: ga, scatter: true, accumulate: !fresh)
     }
     return out
+}
+
+/// Gather (`out[o0] = x[o1]`) or scatter (`x[o1] (+)= out[o0]`) over a permutation loop whose operand 0
+/// is the contiguous permuted tensor and operand 1 the original.
+private func permuteCopy(_ loop: StridedLoop, from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>,
+                         scatter: Bool, accumulate: Bool) {
+    let dims = loop.dims, s1 = loop.strides[1]
+    let r = dims.count
+    let n = dims[r - 1], si = s1[r - 1]
+    if r >= 2 && si != 1 && s1[r - 2] == 1 {
+        // Tiled 2-D transpose of each [rows, n] block: permuted (rows·n + c) ↔ original (row + c·si).
+        let rows = dims[r - 2], tile = 16
+        loop.forEachRun(innerDims: 2) { o0, o1, _ in
+            for r0 in stride(from: 0, to: rows, by: tile) {
+                let r1 = Swift.min(r0 + tile, rows)
+                for c0 in stride(from: 0, to: n, by: tile) {
+                    let c1 = Swift.min(c0 + tile, n)
+                    for row in r0..<r1 {
+                        for c in c0..<c1 {
+                            let p = o0 + row * n + c, q = o1 + row + c * si
+                            if !scatter { dst[p] = src[q] } else if accumulate { dst[q] += src[p] } else { dst[q] = src[p] }
+                        }
+                    }
+                }
+            }
+        }
+        return
+    }
+    loop.forEachRun { o0, o1, _ in
+        if !scatter {
+            if si == 1 { (dst + o0).update(from: src + o1, count: n) }
+            else { for i in 0..<n { dst[o0 + i] = src[o1 + i * si] } }
+        } else if accumulate {
+            for i in 0..<n { dst[o1 + i * si] += src[o0 + i] }
+        } else {
+            for i in 0..<n { dst[o1 + i * si] = src[o0 + i] }
+        }
+    }
 }
 
 /// `y = xᵀ` for a 2-D `x` (a copy). Backward: `gx = gᵀ`.

@@ -17,7 +17,7 @@ func logSumExpLine(_ x: UnsafePointer<Float>, n: Int, stride s: Int) -> (max: Fl
     return (m, Float(Foundation.log(z)))
 }
 
-/// `yᵢ = eˣⁱ⁻ᵐ / Σⱼ eˣʲ⁻ᵐ = exp((xᵢ − m) − ln Σⱼ eˣʲ⁻ᵐ)` along `axis` (`m` the max along it). Backward: `gx = y ⊙ (g − Σⱼ gⱼ yⱼ)`.
+/// `yᵢ = eˣⁱ⁻ᵐ / Σⱼ eˣʲ⁻ᵐ` along `axis` (one exp per element, the sum in Double) (`m` the max along it). Backward: `gx = y ⊙ (g − Σⱼ gⱼ yⱼ)`.
 public func softmax(_ x: Tensor, axis: Int = -1) throws -> Tensor {
     let ax = try normalizeAxis(axis, rank: x.rank, op: "softmax")
     let (outer, n, inner) = splitAround(x.shape, axis: ax)
@@ -26,8 +26,16 @@ public func softmax(_ x: Tensor, axis: Int = -1) throws -> Tensor {
     for o in 0..<outer {
         for j in 0..<inner {
             let base = o * n * inner + j
-            let (m, logZ) = logSumExpLine(xp + base, n: n, stride: inner)
-            for k in 0..<n { yp[base + k * inner] = Foundation.exp((xp[base + k * inner] - m) - logZ) }
+            var m = -Float.infinity
+            for k in 0..<n { m = Swift.max(m, xp[base + k * inner]) }
+            var z = 0.0
+            for k in 0..<n {
+                let e = Foundation.exp(xp[base + k * inner] - m)
+                yp[base + k * inner] = e
+                z += Double(e)
+            }
+            let r = Float(1 / z)
+            for k in 0..<n { yp[base + k * inner] *= r }
         }
     }
     Tape.record("softmax", inputs: [x], output: out) { g in
@@ -37,7 +45,8 @@ public func softmax(_ x: Tensor, axis: Int = -1) throws -> Tensor {
             for j in 0..<inner {
                 let base = o * n * inner + j
                 var dot = 0.0
-                for k in 0..<n { let i = base + k * inner; dot += Double(gp[i]) * Double(yp[i]) }
+                if inner == 1 { dot = dotDouble(gp + base, yp + base, n) }
+                else { for k in 0..<n { let i = base + k * inner; dot += Double(gp[i]) * Double(yp[i]) } }
                 let d = Float(dot)
                 for k in 0..<n {
                     let i = base + k * inner
@@ -70,7 +79,7 @@ public func logSoftmax(_ x: Tensor, axis: Int = -1) throws -> Tensor {
             for j in 0..<inner {
                 let base = o * n * inner + j
                 var s = 0.0
-                for k in 0..<n { s += Double(gp[base + k * inner]) }
+                if inner == 1 { s = sumDouble(gp + base, n) } else { for k in 0..<n { s += Double(gp[base + k * inner]) } }
                 let sf = Float(s)
                 for k in 0..<n {
                     let i = base + k * inner
