@@ -27,7 +27,7 @@ public final class Trainer {
     public let parameters: [(String, Tensor)]
     public let totalSteps: Int
     /// Optimizer steps done so far (the next step to run is `step + 1`).
-    public private(set) var step = 0
+    public internal(set) var step = 0
     public var timer = PhaseTimer()
     let log = Runtime.logger
     /// Bytes of gathered rows received by this rank in the last step.

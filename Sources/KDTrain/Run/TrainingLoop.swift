@@ -42,7 +42,7 @@ extension Trainer {
                     }
                     if greater == 0 { sums[0] += 1 }
                     if greater < 5 { sums[1] += 1 }
-                    sums[2] += log(denom) - Double(z[label] - maxZ)
+                    sums[2] += Foundation.log(denom) - Double(z[label] - maxZ)
                     sums[3] += 1
                 }
             }
@@ -60,7 +60,7 @@ extension Trainer {
         return ["kdgraph.step": String(step), "kdgraph.epoch": String(pos.epoch), "kdgraph.sampler_step": String(pos.step),
                 "kdgraph.total_steps": String(totalSteps), "kdgraph.world_size": String(comm.size),
                 "kdgraph.seed": String(config.seed), "kdgraph.rng": "keyed(seed, epoch, sample, view)",
-                "kdgraph.config_digest": Safetensors.sha256Hex(Array(config.resolvedYAML.utf8)),
+                "kdgraph.config_digest": sha256Hex(Array(config.resolvedYAML.utf8)),
                 "kdgraph.student": config.student.model, "kdgraph.mode": config.mode.rawValue]
     }
 
@@ -102,17 +102,16 @@ extension Trainer {
                 guard let st = f.tensors["state.head." + name] else {
                     throw TrainError.io(path: path, message: "no projection head tensor state.head.\(name) (was it written by a run with the same losses?)")
                 }
-                let t = try st.floatTensor(name: "state.head." + name, file: path)
-                guard t.shape == p.shape else {
-                    throw TrainError.io(path: path, message: "state.head.\(name) has shape \(t.shape), the head needs \(p.shape)")
+                guard st.shape == p.shape, st.dtype == .F32 else {
+                    throw TrainError.io(path: path, message: "state.head.\(name) is \(st.dtype) \(st.shape), the head needs F32 \(p.shape)")
                 }
-                p.assign(from: t)
+                st.copyFloats(into: p.ptr)
             }
         }
         guard let s = meta["kdgraph.step"].flatMap(Int.init) else {
             throw TrainError.io(path: path, message: "no kdgraph.step in __metadata__: not a training checkpoint")
         }
-        if let digest = meta["kdgraph.config_digest"], digest != Safetensors.sha256Hex(Array(config.resolvedYAML.utf8)) {
+        if let digest = meta["kdgraph.config_digest"], digest != sha256Hex(Array(config.resolvedYAML.utf8)) {
             log.warning("\(path): written with a different configuration (config digest differs); continuing with the current one")
         }
         step = s
