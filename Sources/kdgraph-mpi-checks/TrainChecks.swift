@@ -52,11 +52,11 @@ enum TrainChecks {
         let yaml = """
         seed: 5
         mode: \(losses == nil ? "supervised" : "distill")
-        data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: \(batch), views: \(views), prefetch: false}
+        data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: \(batch), views: \(views), augment: false, prefetch: false}
         teacher: {kind: network, model: resnet8, checkpoint: "\(teacher)"}
         student: {model: resnet8, sync_bn: true}
         loss: \(losses ?? "[]")
-        optim: {kind: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, schedule: cosine, warmup_steps: 2}
+        optim: {kind: sgd, lr: 0.02, momentum: 0.9, weight_decay: 5e-4, schedule: cosine, warmup_steps: 2}
         train: {steps: \(steps), log_every: 1, sync_check_every: 4}
         comm: {overlap: \(overlap), bucket_mb: 0.05}
         output: {dir: "\(dir)/out"}
