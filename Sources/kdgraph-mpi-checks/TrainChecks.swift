@@ -14,7 +14,7 @@ enum TrainChecks {
                            views: 1, batch: 10)
         },
         MultiRankCheck("train/invariance-vrm-views2") { comm in
-            try invariance(comm, losses: "[{kind: vrm, q: 0.25}]", views: 2, batch: 6)
+            try invariance(comm, losses: "[{kind: vrm, q: 0.25}]", views: 2, batch: 6, augment: true)
         },
         MultiRankCheck("train/invariance-supervised-overlap") { comm in
             try invariance(comm, losses: nil, views: 1, batch: 12, overlap: true)
@@ -48,11 +48,11 @@ enum TrainChecks {
     }
 
     static func config(dir: String, teacher: String, losses: String?, views: Int, batch: Int, overlap: Bool = false,
-                       steps: Int = 8) throws -> KDConfig {
+                       steps: Int = 8, augment: Bool = false) throws -> KDConfig {
         let yaml = """
         seed: 5
         mode: \(losses == nil ? "supervised" : "distill")
-        data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: \(batch), views: \(views), augment: false, prefetch: false}
+        data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: \(batch), views: \(views), augment: \(augment), prefetch: false}
         teacher: {kind: network, model: resnet8, checkpoint: "\(teacher)"}
         student: {model: resnet8, sync_bn: true}
         loss: \(losses ?? "[]")
@@ -92,11 +92,12 @@ enum TrainChecks {
         return (worst, name)
     }
 
-    static func invariance(_ comm: Communicator, losses spec: String?, views: Int, batch: Int, overlap: Bool = false) throws {
+    static func invariance(_ comm: Communicator, losses spec: String?, views: Int, batch: Int, overlap: Bool = false,
+                           augment: Bool = false) throws {
         guard let world = comm as? MPICommunicator else { throw CheckFailure("needs an MPI communicator") }
         let dir = try sharedTempDir(comm)
         let teacher = try teacherCheckpoint(comm, dir: dir)
-        let cfg = try config(dir: dir, teacher: teacher, losses: spec, views: views, batch: batch, overlap: overlap)
+        let cfg = try config(dir: dir, teacher: teacher, losses: spec, views: views, batch: batch, overlap: overlap, augment: augment)
         let distributed = try Trainer(config: cfg, comm: comm)
         let got = try losses(distributed, steps: 8)
         let reference = try Trainer(config: cfg, comm: try world.alone())
