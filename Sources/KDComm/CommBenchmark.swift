@@ -7,7 +7,7 @@ import KDTensor
 /// over ranks of the mean time per call. Bandwidths follow the usual conventions: algorithm bandwidth
 /// `bytes / t`, bus bandwidth `2(N−1)/N · bytes / t` (what each rank's link carries in a ring).
 /// Variants: blocking `MPI_Allreduce` of the whole message, the same message as 1 MiB chunks, and
-/// `MPI_Iallreduce` + `MPI_Wait`.
+/// `MPI_Iallreduce` + `MPI_Wait`. A first line gives the cost of the watchdog's `begin` + `end` pair.
 public enum CommBenchmark {
     public struct Row {
         public let variant: String
@@ -30,6 +30,13 @@ public enum CommBenchmark {
                            sizes: [Int] = [4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20],
                            chunkBytes: Int = 1 << 20) throws -> [Row] {
         var rows: [Row] = []
+        let w = Watchdog()
+        w.timeoutSeconds = 0
+        let pairs = 1_000_000
+        let t0 = monotonicSeconds()
+        for _ in 0..<pairs { w.begin("MPI_Allreduce"); w.end() }
+        let ns = (monotonicSeconds() - t0) / Double(pairs) * 1e9
+        if comm.rank == 0 { print(String(format: "{\"op\": \"watchdog_begin_end\", \"ns\": %.1f}", ns)) }
         for bytes in sizes {
             let count = bytes / 4
             let buf = Tensor(shape: [count], repeating: 0)

@@ -11,7 +11,29 @@ enum CommChecks {
         MultiRankCheck("comm.rank_mismatch_errors", run: rankMismatchErrors),
         MultiRankCheck("comm.buckets_large", run: bucketsLarge),
         MultiRankCheck("comm.iallreduce_polled_during_compute", run: iallreduceDuringCompute),
+        MultiRankCheck("comm.verify_identical", run: verifyIdentical),
+        MultiRankCheck("comm.fault_injection", run: faultInjection),
     ]
+
+    /// Identical values pass; a value that differs on one rank makes every rank throw.
+    static func verifyIdentical(_ comm: Communicator) throws {
+        try comm.verifyIdentical(1.25, what: "checksum")
+        guard comm.size > 1 else { return }
+        do {
+            try comm.verifyIdentical(comm.rank == comm.size - 1 ? 2 : 1, what: "checksum")
+            throw CheckFailure("a checksum differing on rank \(comm.size - 1) was accepted")
+        } catch let e as CommError {
+            guard "\(e)".contains("checksum differs across ranks: min 1.0, max 2.0") else { throw CheckFailure("unexpected error: \(e)") }
+        }
+    }
+
+    /// Test switch for the driver's failure agreement: with `KDGRAPH_FAIL_RANK=r` in the environment,
+    /// rank r fails this check (no collective involved) and every rank must report it as failed.
+    static func faultInjection(_ comm: Communicator) throws {
+        if let r = SelfTest.failRankFromEnvironment(), r == comm.rank {
+            throw CheckFailure("injected failure (KDGRAPH_FAIL_RANK=\(r))")
+        }
+    }
 
     /// Every collective against closed forms (SelfTest without timings).
     static func selftest(_ comm: Communicator) throws {

@@ -129,6 +129,13 @@ final class CommunicatorTests: XCTestCase {
         XCTAssertEqual(try dup.allReduce(Int32(5), op: .max), 5)
     }
 
+    func testVerifyIdenticalOnOneRank() throws {
+        try comm.verifyIdentical(3.5, what: "checksum")
+        try comm.verifyIdentical(.nan, what: "checksum")
+        XCTAssertEqual("\(CommError.rankMismatch(op: "verifyIdentical", message: "checksum differs across ranks: min 1.0, max 2.0 (this rank 1.0)"))",
+                       "verifyIdentical: ranks disagree: checksum differs across ranks: min 1.0, max 2.0 (this rank 1.0)")
+    }
+
     func testRunOrAbortPassesResults() {
         XCTAssertEqual(runOrAbort(comm) { 42 }, 42)
     }

@@ -8,6 +8,8 @@
 #   2. runs `--selftest` with -np 2 (one JSON line with "ok": true);
 #   3. fault test: `--fail-rank 1` makes rank 1 throw inside the self-test; the job must end with a
 #      non-zero exit in < 10 s and stderr must contain "rank 1:";
+#      then KDGRAPH_FAIL_RANK=1 with the check comm.fault_injection: rank 1 fails that check alone and
+#      rank 0 must report it (exit non-zero, "0 passed, 1 failed");
 #   4. watchdog test: `--hang-rank 1 --timeout 3` leaves rank 0 alone in a barrier; the watchdog must
 #      abort the job (non-zero exit, < 10 s, "did not complete within 3s" on stderr).
 # Prints each run's result and a final "N passed, M failed" line; exits non-zero on any failure.
@@ -84,6 +86,19 @@ if [ "$rc" -ne 0 ] && grep -q '^rank 1:' "$TMP/err" && under10 "$dt"; then
 else
     tail -20 "$TMP/err"
     fail "fault: exit $rc after ${dt}s (want non-zero, < 10 s, stderr with 'rank 1:')"
+fi
+
+# 3b. failure agreement: a check failing on rank 1 only is reported as failed by rank 0
+echo "== KDGRAPH_FAIL_RANK=1 mpirun -np 2 kdgraph-mpi-checks comm.fault_injection"
+KDGRAPH_FAIL_RANK=1 timeout 60 mpirun $MPIRUN_ARGS -np 2 "$BIN" comm.fault_injection >"$TMP/out" 2>"$TMP/err"
+rc=$?
+cat "$TMP/out"
+if [ "$rc" -ne 0 ] && grep -q '^FAIL comm.fault_injection: rank 1: injected failure' "$TMP/out" \
+    && grep -q '^0 passed, 1 failed$' "$TMP/out"; then
+    pass "agreement: rank 1's failed check reported by rank 0 (exit $rc)"
+else
+    tail -20 "$TMP/err"
+    fail "agreement: exit $rc (want non-zero, 'FAIL comm.fault_injection: rank 1: ...', '0 passed, 1 failed')"
 fi
 
 # 4. watchdog test: rank 1 never joins a barrier
