@@ -92,7 +92,7 @@ fi
 echo "== KDGRAPH_FAIL_RANK=1 mpirun -np 2 kdgraph-mpi-checks comm.fault_injection"
 KDGRAPH_FAIL_RANK=1 timeout 60 mpirun $MPIRUN_ARGS -np 2 "$BIN" comm.fault_injection >"$TMP/out" 2>"$TMP/err"
 rc=$?
-cat "$TMP/out"
+sed 's/^/  | /' "$TMP/out"     # indented: this run is expected to report a failure
 if [ "$rc" -ne 0 ] && grep -q '^FAIL comm.fault_injection: rank 1: injected failure' "$TMP/out" \
     && grep -q '^0 passed, 1 failed$' "$TMP/out"; then
     pass "agreement: rank 1's failed check reported by rank 0 (exit $rc)"
