@@ -6,7 +6,8 @@ import KDTensor
 /// For each size: one warm-up, then `reps` timed calls between barriers; the figure is the maximum
 /// over ranks of the mean time per call. Bandwidths follow the usual conventions: algorithm bandwidth
 /// `bytes / t`, bus bandwidth `2(N−1)/N · bytes / t` (what each rank's link carries in a ring).
-/// Variants: blocking `MPI_Allreduce` of the whole message, the same message as 1 MiB chunks, and
+/// Variants: one blocking `MPI_Allreduce` of the whole message (`single_call`), the same message as
+/// consecutive 1 MiB calls (`chunked_1MiB`, what `MPICommunicator.allReduce` does above 4 MiB), and
 /// `MPI_Iallreduce` + `MPI_Wait`. A first line gives the cost of the watchdog's `begin` + `end` pair.
 public enum CommBenchmark {
     public struct Row {
@@ -49,8 +50,12 @@ public enum CommBenchmark {
                 let us = (monotonicSeconds() - t0) / Double(reps) * 1e6
                 return try comm.allReduce(us, op: .max)
             }
+            let mpi = comm as? MPICommunicator
+            let savedChunk = mpi?.allReduceChunkBytes ?? 0
+            mpi?.allReduceChunkBytes = 0       // one MPI call for the whole message
             let blocking = try time { try comm.allReduce(buf.ptr, count: count, op: .sum) }
-            rows.append(Row(variant: "blocking", bytes: bytes, ranks: comm.size, microseconds: blocking))
+            mpi?.allReduceChunkBytes = savedChunk
+            rows.append(Row(variant: "single_call", bytes: bytes, ranks: comm.size, microseconds: blocking))
             if bytes > chunkBytes {
                 let chunk = chunkBytes / 4
                 let chunked = try time {

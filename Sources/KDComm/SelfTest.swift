@@ -214,6 +214,14 @@ public enum SelfTest {
         let req = try f.withUnsafeMutableBufferPointer { try mpi.allReduceAsync($0.baseAddress!, count: 53, op: .sum) }
         try req.wait()
         rec.expect("iallreduce_split", f == (0..<53).map { Float(tri * $0) }, "got \(f.prefix(10))")
+        mpi.maxElementsPerCall = saved
+        let savedChunk = mpi.allReduceChunkBytes
+        mpi.allReduceChunkBytes = 16            // 4 floats per call above 64 bytes
+        var c: [Float] = (0..<101).map { Float((r + 1) * $0) }
+        try mpi.allReduce(&c, op: .sum)
+        mpi.allReduceChunkBytes = savedChunk
+        rec.expect("allreduce_chunked", c == (0..<101).map { Float(tri * $0) }, "got \(c.prefix(10))")
+        mpi.maxElementsPerCall = 7
         var b: [Int32] = (0..<30).map { r == 0 ? Int32($0 * 3) : -1 }
         try mpi.broadcast(&b, root: 0)
         rec.expect("broadcast_split", b == (0..<30).map { Int32($0 * 3) }, "got \(b.prefix(10))")

@@ -79,6 +79,12 @@ final class CommunicatorTests: XCTestCase {
         try req.wait()
         comm.maxElementsPerCall = 0
         XCTAssertEqual(comm.maxElementsPerCall, 1, "clamped to at least one element")
+        comm.maxElementsPerCall = mpiIntLimit
+        comm.allReduceChunkBytes = 8             // 2 Int32 per call above 32 bytes
+        defer { comm.allReduceChunkBytes = 1 << 20 }
+        var big: [Int32] = Array(0..<101)
+        try comm.allReduce(&big, op: .max)
+        XCTAssertEqual(big, Array(0..<101))
     }
 
     func testArgumentErrors() throws {
