@@ -95,6 +95,23 @@ final class Conv2dTests: XCTestCase {
         }
     }
 
+    /// A second backward adds onto existing gradients (the non-fresh paths, incl. strided 1×1 col2im).
+    func testGradientsAccumulateAcrossBackwardPasses() throws {
+        for c in [cases[1], cases[3], cases[2]] {
+            let (x, w, b) = make(c, seed: 12)
+            x.requiresGrad = true; w.requiresGrad = true
+            var rng = KDRandom(keys: 13)
+            var first: [[Float]] = []
+            for pass in 0..<2 {
+                let y = try conv2d(x, weight: w, bias: b, stride: c.stride, padding: c.padding)
+                Tape.backward(y, seed: Tensor.randn(y.shape, rng: &rng))
+                if pass == 0 { first = [x.grad!.array, w.grad!.array]; rng = KDRandom(keys: 13) }
+            }
+            for (a, f) in zip(x.grad!.array, first[0]) { XCTAssertEqual(a, 2 * f, accuracy: 1e-4) }
+            for (a, f) in zip(w.grad!.array, first[1]) { XCTAssertEqual(a, 2 * f, accuracy: 1e-4) }
+        }
+    }
+
     func testWeightGradientOnlyWhenInputIsData() throws {
         let c = cases[1]
         let (x, w, b) = make(c, seed: 4)

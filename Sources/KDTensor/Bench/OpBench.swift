@@ -3,9 +3,9 @@ import Foundation
 /// Op-level benchmarks (`kdgraph bench --ops`): forward + backward of conv2d and linear beside plain
 /// `cblas_sgemm` on exactly the same GEMM shapes, plus batchNorm and pooling timings.
 ///
-/// One JSON line per op and shape with keys `op`, `shape`, `ms` (median forward + backward),
+/// One JSON line per op and shape with keys `op`, `shape`, `ms` (best-of-N forward + backward),
 /// `gflops` (the GEMMs' FLOPs / `ms`), `sgemm_gflops` (those GEMMs timed alone on preallocated
-/// buffers), `ratio` = `gflops / sgemm_gflops`, and `threads` (OpenBLAS threads). Ops without GEMM work
+/// whole-batch buffers, alternating with the op runs so machine load affects both alike), `ratio` = `gflops / sgemm_gflops`, and `threads` (OpenBLAS threads). Ops without GEMM work
 /// report `gbps` (bytes read + written / time) and null GEMM fields. Run with one BLAS thread
 /// (`OPENBLAS_NUM_THREADS=1`, the per-rank setting) and a release build for meaningful figures.
 public enum OpBench {
@@ -64,21 +64,20 @@ public enum OpBench {
         let m = g.n * g.pixelsPerImage, k = g.k, cout = c.cout
         let gy = Tensor.randn([c.batch, g.ho, g.wo, cout], rng: &rng)
         x.requiresGrad = true; w.requiresGrad = true
-        let opMs = try medianMs(iterations) {
-            x.grad = nil; w.grad = nil
-            let y = try conv2d(x, weight: w, bias: nil, stride: c.stride, padding: c.padding)
-            Tape.backward(y, seed: gy)
-        }
-        x.grad = nil; w.grad = nil
-        // The same three GEMMs alone: Y = col·Wᵀ, dW = dYᵀ·col, dcol = dY·W.
+        // The same three GEMMs alone, on the whole batch: Y = col·Wᵀ, dW = dYᵀ·col, dcol = dY·W.
         let col = Tensor.randn([m, k], rng: &rng)
         let y = Tensor(uninitializedShape: [m, cout]), dw = Tensor(uninitializedShape: [cout, k])
         let dcol = Tensor(uninitializedShape: [m, k])
-        let gemmMs = medianMs(iterations) {
+        let (opMs, gemmMs) = try bestPairMs(iterations, op: {
+            x.grad = nil; w.grad = nil
+            let y = try conv2d(x, weight: w, bias: nil, stride: c.stride, padding: c.padding)
+            Tape.backward(y, seed: gy)
+        }, gemm: {
             sgemm(transB: true, m: m, n: cout, k: k, a: col.ptr, lda: k, b: w.ptr, ldb: k, c: y.ptr, ldc: cout)
             sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: col.ptr, ldb: k, c: dw.ptr, ldc: k)
             sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: w.ptr, ldb: k, c: dcol.ptr, ldc: k)
-        }
+        })
+        x.grad = nil; w.grad = nil
         let flops = 3 * 2 * Double(m) * Double(cout) * Double(k)
         let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(cout) k\(c.kernel) s\(c.stride) p\(c.padding)"
         return gemmLine(op: "conv2d", shape: shape, ms: opMs, gemmMs: gemmMs, flops: flops)
@@ -89,19 +88,18 @@ public enum OpBench {
         let x = Tensor.randn([n, fin], rng: &rng), w = Tensor.randn([fout, fin], std: 0.05, rng: &rng)
         let b = Tensor.randn([fout], rng: &rng), gy = Tensor.randn([n, fout], rng: &rng)
         x.requiresGrad = true; w.requiresGrad = true; b.requiresGrad = true
-        let opMs = try medianMs(iterations) {
+        let y = Tensor(uninitializedShape: [n, fout]), dx = Tensor(uninitializedShape: [n, fin])
+        let dw = Tensor(uninitializedShape: [fout, fin])
+        let (opMs, gemmMs) = try bestPairMs(iterations, op: {
             x.grad = nil; w.grad = nil; b.grad = nil
             let y = try linear(x, weight: w, bias: b)
             Tape.backward(y, seed: gy)
-        }
-        x.grad = nil; w.grad = nil; b.grad = nil
-        let y = Tensor(uninitializedShape: [n, fout]), dx = Tensor(uninitializedShape: [n, fin])
-        let dw = Tensor(uninitializedShape: [fout, fin])
-        let gemmMs = medianMs(iterations) {
+        }, gemm: {
             sgemm(transB: true, m: n, n: fout, k: fin, a: x.ptr, lda: fin, b: w.ptr, ldb: fin, c: y.ptr, ldc: fout)
             sgemm(m: n, n: fin, k: fout, a: gy.ptr, lda: fout, b: w.ptr, ldb: fin, c: dx.ptr, ldc: fin)
             sgemm(transA: true, m: fout, n: fin, k: n, a: gy.ptr, lda: fout, b: x.ptr, ldb: fin, c: dw.ptr, ldc: fin)
-        }
+        })
+        x.grad = nil; w.grad = nil; b.grad = nil
         let flops = 3 * 2 * Double(n) * Double(fin) * Double(fout)
         return gemmLine(op: "linear", shape: "\(n)x\(fin)->\(fout)", ms: opMs, gemmMs: gemmMs, flops: flops)
     }
@@ -113,7 +111,7 @@ public enum OpBench {
         let gamma = Tensor(shape: [c], repeating: 1), beta = Tensor.zeros([c])
         let rm = Tensor.zeros([c]), rv = Tensor(shape: [c], repeating: 1)
         x.requiresGrad = true; gamma.requiresGrad = true; beta.requiresGrad = true
-        let ms = try medianMs(iterations) {
+        let ms = try bestMs(iterations) {
             x.grad = nil; gamma.grad = nil; beta.grad = nil
             let y = try batchNorm(x, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv, training: true)
             Tape.backward(y, seed: gy)
@@ -130,7 +128,7 @@ public enum OpBench {
         x.requiresGrad = true
         let outShape = [shape[0], (shape[1] + 2 - 3) / 2 + 1, (shape[2] + 2 - 3) / 2 + 1, shape[3]]
         let gy = Tensor.randn(outShape, rng: &rng)
-        let ms = try medianMs(iterations) {
+        let ms = try bestMs(iterations) {
             x.grad = nil
             let y = try maxPool2d(x, kernel: 3, stride: 2, padding: 1)
             Tape.backward(y, seed: gy)
@@ -146,7 +144,7 @@ public enum OpBench {
         let x = Tensor.randn(shape, rng: &rng)
         x.requiresGrad = true
         let gy = Tensor.randn([shape[0], shape[3]], rng: &rng)
-        let ms = try medianMs(iterations) {
+        let ms = try bestMs(iterations) {
             x.grad = nil
             let y = try globalAvgPool(x)
             Tape.backward(y, seed: gy)
@@ -158,17 +156,32 @@ public enum OpBench {
 
     // MARK: - Timing and formatting
 
-    /// Median wall time in milliseconds of `body` over `iterations` runs, after one warm-up run.
-    static func medianMs(_ iterations: Int, _ body: () throws -> Void) rethrows -> Double {
+    /// Best-of-`iterations` wall time in milliseconds of `body`, after one warm-up run.
+    static func bestMs(_ iterations: Int, _ body: () throws -> Void) rethrows -> Double {
         try body()
-        var times: [Double] = []
+        var best = Double.infinity
         for _ in 0..<iterations {
             let t0 = DispatchTime.now().uptimeNanoseconds
             try body()
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
         }
-        times.sort()
-        return times[times.count / 2]
+        return best
+    }
+
+    /// Best-of-`iterations` times of `op` and `gemm`, run alternately so that load from other
+    /// processes affects both alike.
+    static func bestPairMs(_ iterations: Int, op: () throws -> Void, gemm: () -> Void) rethrows -> (Double, Double) {
+        try op(); gemm()
+        var bestOp = Double.infinity, bestGemm = Double.infinity
+        for _ in 0..<iterations {
+            var t0 = DispatchTime.now().uptimeNanoseconds
+            try op()
+            bestOp = min(bestOp, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            t0 = DispatchTime.now().uptimeNanoseconds
+            gemm()
+            bestGemm = min(bestGemm, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        return (bestOp, bestGemm)
     }
 
     static func fmt(_ v: Double) -> String { String(format: "%.3f", v) }

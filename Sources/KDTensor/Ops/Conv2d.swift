@@ -1,13 +1,24 @@
 /// Tuning of `conv2d`'s scratch memory.
+///
+/// The column matrix is processed in chunks of whole images: small enough that a chunk's `im2col`
+/// output is still in cache when the GEMM reads it (and `dcol` when `col2im` reads it), large enough
+/// (`minChunkRows` output pixels) that each GEMM runs at full speed, and never above
+/// `maxColumnElements`.
 public enum Conv2dWorkspace {
-    /// Largest column matrix (floats) one GEMM works on. A batch whose `N·Ho·Wo × kh·kw·Cin` column
-    /// matrix is bigger is processed in chunks of whole images. Default 2²⁵ floats (128 MiB).
+    /// Hard cap on the column-matrix scratch (floats). Default 2²⁵ floats (128 MiB).
     public nonisolated(unsafe) static var maxColumnElements = 1 << 25
+    /// Cache-blocking target for one chunk's column matrix (floats).
+    public nonisolated(unsafe) static var targetColumnElements = 1 << 17
+    /// Fewest GEMM rows (output pixels) per chunk when the batch has them.
+    public nonisolated(unsafe) static var minChunkRows = 256
 
     /// Images per chunk for geometry `g` (at least one).
     static func imagesPerChunk(_ g: ConvGeometry) -> Int {
         let perImage = max(1, g.pixelsPerImage * g.k)
-        return max(1, min(g.n, maxColumnElements / perImage))
+        let byCache = targetColumnElements / perImage
+        let byRows = (minChunkRows + g.pixelsPerImage - 1) / max(1, g.pixelsPerImage)
+        let byCap = maxColumnElements / perImage
+        return max(1, min(g.n, byCap, max(byCache, byRows)))
     }
 }
 
@@ -22,8 +33,8 @@ public enum Conv2dWorkspace {
 /// - forward  `Y[M, Cout] = col · Wᵀ (+ b)`
 /// - backward `dW = dYᵀ · col`, `db = Σ_rows dY`, `dcol = dY · W`, `dx = col2im(dcol)` (accumulate).
 ///
-/// The whole batch is one GEMM (chunks of whole images when the column matrix would exceed
-/// `Conv2dWorkspace.maxColumnElements`). A 1×1 stride-1 unpadded convolution uses `x` itself as
+/// The GEMMs run over chunks of whole images sized by `Conv2dWorkspace` (cache-resident column
+/// matrix, at least `minChunkRows` rows per GEMM). A 1×1 stride-1 unpadded convolution uses `x` itself as
 /// `col` (no copy). Backward recomputes `col` instead of keeping it alive from forward, and reuses the
 /// same scratch for `dcol`; scratch comes from the `BufferPool`.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int) throws -> Tensor {
@@ -90,11 +101,13 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
         let col = Tensor(uninitializedShape: [chunk * g.pixelsPerImage * k])
         var gw: UnsafeMutablePointer<Float>? = nil, wFresh = false
         if needW { (gw, wFresh) = weight.gradBuffer() }
-        var gx: UnsafeMutablePointer<Float>? = nil
+        // Unpadded strided 1×1: windows do not overlap, dx is written in one pass (no clearing).
+        let stridedPointwise = g.kh == 1 && g.kw == 1 && g.padding == 0
+        var gx: UnsafeMutablePointer<Float>? = nil, xFresh = false
         if needX {
             let (p, fresh) = x.gradBuffer()
-            if fresh { p.update(repeating: 0, count: x.count) }
-            gx = p
+            if fresh && !stridedPointwise { p.update(repeating: 0, count: x.count) }
+            gx = p; xFresh = fresh
         }
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
@@ -107,7 +120,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             if let gx {  // dcol[rows, K] = dY · W, then scatter-add onto dx
                 sgemm(m: rows, n: k, k: cout, a: dy, lda: cout, b: weight.ptr, ldb: k,
                       beta: 0, c: col.ptr, ldc: k)
-                col2imAccumulate(col.ptr, g, images: n0..<n1, into: gx)
+                if stridedPointwise {
+                    col2imStridedPointwise(col.ptr, g, images: n0..<n1, into: gx, overwrite: xFresh)
+                } else {
+                    col2imAccumulate(col.ptr, g, images: n0..<n1, into: gx)
+                }
             }
         }
     }
