@@ -64,10 +64,15 @@ public enum OpBench {
         let m = g.n * g.pixelsPerImage, k = g.k, cout = c.cout
         let gy = Tensor.randn([c.batch, g.ho, g.wo, cout], rng: &rng)
         x.requiresGrad = true; w.requiresGrad = true
-        // The same three GEMMs alone, on the whole batch: Y = col·Wᵀ, dW = dYᵀ·col, dcol = dY·W.
+        // The same three GEMMs alone, on whole-batch buffers: Y = col·Wᵀ, dW = dYᵀ·col, and for dx either
+        // dcol = dY·W (then col2im) or, for stride 1, dx = im2col(dY)·W'ᵀ (see conv2d).
         let col = Tensor.randn([m, k], rng: &rng)
         let y = Tensor(uninitializedShape: [m, cout]), dw = Tensor(uninitializedShape: [cout, k])
-        let dcol = Tensor(uninitializedShape: [m, k])
+        let tg = transposedBackwardGeometry(g, cout: cout)
+        let inRows = g.n * g.h * g.w
+        let dxM = tg == nil ? m : inRows, dxN = tg == nil ? k : g.cin, dxK = tg?.k ?? cout
+        let dxA = Tensor.randn([dxM, dxK], rng: &rng), dxB = Tensor.randn([dxN, dxK], rng: &rng)
+        let dxC = Tensor(uninitializedShape: [dxM, dxN])
         let (opMs, gemmMs) = try bestPairMs(iterations, op: {
             x.grad = nil; w.grad = nil
             let y = try conv2d(x, weight: w, bias: nil, stride: c.stride, padding: c.padding)
@@ -75,10 +80,14 @@ public enum OpBench {
         }, gemm: {
             sgemm(transB: true, m: m, n: cout, k: k, a: col.ptr, lda: k, b: w.ptr, ldb: k, c: y.ptr, ldc: cout)
             sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: col.ptr, ldb: k, c: dw.ptr, ldc: k)
-            sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: w.ptr, ldb: k, c: dcol.ptr, ldc: k)
+            if tg == nil {
+                sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: w.ptr, ldb: k, c: dxC.ptr, ldc: k)
+            } else {
+                sgemm(transB: true, m: dxM, n: dxN, k: dxK, a: dxA.ptr, lda: dxK, b: dxB.ptr, ldb: dxK, c: dxC.ptr, ldc: dxN)
+            }
         })
         x.grad = nil; w.grad = nil
-        let flops = 3 * 2 * Double(m) * Double(cout) * Double(k)
+        let flops = 2 * 2 * Double(m) * Double(cout) * Double(k) + 2 * Double(dxM) * Double(dxN) * Double(dxK)
         let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(cout) k\(c.kernel) s\(c.stride) p\(c.padding)"
         return gemmLine(op: "conv2d", shape: shape, ms: opMs, gemmMs: gemmMs, flops: flops)
     }

@@ -31,7 +31,9 @@ public enum Conv2dWorkspace {
 /// As GEMMs over the column matrix `col = im2col(x)` `[M = N·Ho·Wo, K = kh·kw·Cin]` and
 /// `W` viewed as `[Cout, K]`:
 /// - forward  `Y[M, Cout] = col · Wᵀ (+ b)`
-/// - backward `dW = dYᵀ · col`, `db = Σ_rows dY`, `dcol = dY · W`, `dx = col2im(dcol)` (accumulate).
+/// - backward `dW = dYᵀ · col`, `db = Σ_rows dY`, `dcol = dY · W`, `dx = col2im(dcol)` (accumulate);
+///   for stride 1 and a square kernel `dx` is instead the convolution of `dY` with the flipped,
+///   transposed kernel (`dx = im2col(dY) · W'ᵀ`, one GEMM with inner size `k²·Cout`, no col2im).
 ///
 /// The GEMMs run over chunks of whole images sized by `Conv2dWorkspace` (cache-resident column
 /// matrix, at least `minChunkRows` rows per GEMM). A 1×1 stride-1 unpadded convolution uses `x` itself as
@@ -98,7 +100,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             return
         }
         let chunk = Conv2dWorkspace.imagesPerChunk(g)
-        let col = Tensor(uninitializedShape: [chunk * g.pixelsPerImage * k])
+        // Stride 1: dx is itself a convolution of dY (see `transposedBackwardGeometry`), one GEMM
+        // straight into dx. Otherwise dcol = dY · W and col2im.
+        let tg = needX ? transposedBackwardGeometry(g, cout: cout) : nil
+        let scratch = max(chunk * g.pixelsPerImage * k, tg.map { chunk * $0.pixelsPerImage * $0.k } ?? 0)
+        let col = Tensor(uninitializedShape: [scratch])
         var gw: UnsafeMutablePointer<Float>? = nil, wFresh = false
         if needW { (gw, wFresh) = weight.gradBuffer() }
         // Unpadded strided 1×1: windows do not overlap, dx is written in one pass (no clearing).
@@ -106,8 +112,20 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
         var gx: UnsafeMutablePointer<Float>? = nil, xFresh = false
         if needX {
             let (p, fresh) = x.gradBuffer()
-            if fresh && !stridedPointwise { p.update(repeating: 0, count: x.count) }
+            if fresh && !stridedPointwise && tg == nil { p.update(repeating: 0, count: x.count) }
             gx = p; xFresh = fresh
+        }
+        // Flipped, transposed weights W'[c, ki, kj, o] = W[o, kh−1−ki, kw−1−kj, c].
+        var flipped: Tensor? = nil
+        if tg != nil {
+            let f = Tensor(uninitializedShape: [g.cin, g.kh, g.kw, cout])
+            for o in 0..<cout { for ki in 0..<g.kh { for kj in 0..<g.kw {
+                let src = weight.ptr + ((o * g.kh + ki) * g.kw + kj) * g.cin
+                let dst = f.ptr + ((g.kh - 1 - ki) * g.kw + (g.kw - 1 - kj)) * cout + o
+                let cStride = g.kh * g.kw * cout
+                for c in 0..<g.cin { dst[c * cStride] = src[c] }
+            } } }
+            flipped = f
         }
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
@@ -117,7 +135,13 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
                 sgemm(transA: true, m: cout, n: k, k: rows, a: dy, lda: cout, b: col.ptr, ldb: k,
                       beta: (wFresh && n0 == 0) ? 0 : 1, c: gw, ldc: k)
             }
-            if let gx {  // dcol[rows, K] = dY · W, then scatter-add onto dx
+            guard let gx else { continue }
+            if let tg, let flipped {  // dx[rows_in, Cin] = im2col(dY) · W'ᵀ
+                let inRows = (n1 - n0) * g.h * g.w
+                im2col(gy.ptr, tg, images: n0..<n1, into: col.ptr)
+                sgemm(transB: true, m: inRows, n: g.cin, k: tg.k, a: col.ptr, lda: tg.k, b: flipped.ptr, ldb: tg.k,
+                      beta: xFresh ? 0 : 1, c: gx + n0 * g.h * g.w * g.cin, ldc: g.cin)
+            } else {      // dcol[rows, K] = dY · W, then scatter-add onto dx
                 sgemm(m: rows, n: k, k: cout, a: dy, lda: cout, b: weight.ptr, ldb: k,
                       beta: 0, c: col.ptr, ldc: k)
                 if stridedPointwise {
@@ -129,4 +153,16 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
         }
     }
     return out
+}
+
+/// For a stride-1 convolution with square kernel and `padding ≤ k − 1`, the input gradient is a
+/// convolution of `dY` (`[N, Ho, Wo, Cout]`) with the flipped, transposed kernel
+/// `W'[c, ki, kj, o] = W[o, k−1−ki, k−1−kj, c]` and padding `k − 1 − p`:
+/// `dx[n, i, j, c] = Σ_{ki,kj,o} dY[n, i + p − ki, j + p − kj, o] · W[o, ki, kj, c]`.
+/// Returns that convolution's geometry (over `dY`), or nil when the identity does not apply.
+func transposedBackwardGeometry(_ g: ConvGeometry, cout: Int) -> ConvGeometry? {
+    guard g.stride == 1, g.kh == g.kw, g.kh > 1, g.padding <= g.kh - 1 else { return nil }
+    let t = ConvGeometry(n: g.n, h: g.ho, w: g.wo, cin: cout, kh: g.kh, kw: g.kw, stride: 1,
+                         padding: g.kh - 1 - g.padding)
+    return t.ho == g.h && t.wo == g.w ? t : nil
 }
