@@ -3,11 +3,14 @@ import Foundation
 /// Op-level benchmarks (`kdgraph bench --ops`): forward + backward of conv2d and linear beside plain
 /// `cblas_sgemm` on exactly the same GEMM shapes, plus batchNorm and pooling timings.
 ///
-/// One JSON line per op and shape with keys `op`, `shape`, `ms` (best-of-N forward + backward),
-/// `gflops` (the GEMMs' FLOPs / `ms`), `sgemm_gflops` (those GEMMs timed alone on preallocated
-/// whole-batch buffers, alternating with the op runs so machine load affects both alike), `ratio` = `gflops / sgemm_gflops`, and `threads` (OpenBLAS threads). Ops without GEMM work
-/// report `gbps` (bytes read + written / time) and null GEMM fields. Run with one BLAS thread
-/// (`OPENBLAS_NUM_THREADS=1`, the per-rank setting) and a release build for meaningful figures.
+/// One JSON line per op and shape with keys `op`, `shape`, `ms` (best-of-N wall time of forward +
+/// backward), `gflops` (the GEMMs' FLOPs / time), `sgemm_gflops` (those GEMMs timed alone on
+/// preallocated whole-batch buffers, alternating with the op runs so machine load affects both
+/// alike), `ratio` = `gflops / sgemm_gflops`, `cpu_ms` / `sgemm_ms`, `clock` and `threads` (OpenBLAS
+/// threads). With one BLAS thread the GFLOP/s use the calling thread's CPU time (`clock:
+/// thread_cpu`), which does not count time the scheduler gave to other processes; with more threads,
+/// wall time. Ops without GEMM work report `gbps` (bytes read + written / time) and null GEMM fields.
+/// Run with one BLAS thread (`OPENBLAS_NUM_THREADS=1`, the per-rank setting) and a release build.
 public enum OpBench {
     /// A conv2d benchmark case (square images and kernels).
     public struct ConvCase: Sendable {
@@ -165,44 +168,57 @@ public enum OpBench {
 
     // MARK: - Timing and formatting
 
-    /// Best-of-`iterations` wall time in milliseconds of `body`, after one warm-up run.
-    static func bestMs(_ iterations: Int, _ body: () throws -> Void) rethrows -> Double {
-        try body()
-        var best = Double.infinity
-        for _ in 0..<iterations {
-            let t0 = DispatchTime.now().uptimeNanoseconds
+    /// Best-of-N wall time and calling-thread CPU time, in milliseconds.
+    struct Timing {
+        var wall = Double.infinity, cpu = Double.infinity
+        /// The clock the GFLOP/s use: thread CPU time with one BLAS thread (all work runs on this thread,
+        /// and time the scheduler gives to other processes is not counted), wall time otherwise.
+        var best: Double { blasThreads() == 1 ? cpu : wall }
+        mutating func measure(_ body: () throws -> Void) rethrows {
+            let w0 = DispatchTime.now().uptimeNanoseconds, c0 = threadCPUNanoseconds()
             try body()
-            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            cpu = min(cpu, Double(threadCPUNanoseconds() - c0) / 1e6)
+            wall = min(wall, Double(DispatchTime.now().uptimeNanoseconds - w0) / 1e6)
         }
-        return best
+    }
+
+    static func threadCPUNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    static var clockName: String { blasThreads() == 1 ? "thread_cpu" : "wall" }
+
+    /// Best-of-`iterations` times of `body`, after one warm-up run.
+    static func bestMs(_ iterations: Int, _ body: () throws -> Void) rethrows -> Timing {
+        try body()
+        var t = Timing()
+        for _ in 0..<iterations { try t.measure(body) }
+        return t
     }
 
     /// Best-of-`iterations` times of `op` and `gemm`, run alternately so that load from other
     /// processes affects both alike.
-    static func bestPairMs(_ iterations: Int, op: () throws -> Void, gemm: () -> Void) rethrows -> (Double, Double) {
+    static func bestPairMs(_ iterations: Int, op: () throws -> Void, gemm: () -> Void) rethrows -> (Timing, Timing) {
         try op(); gemm()
-        var bestOp = Double.infinity, bestGemm = Double.infinity
-        for _ in 0..<iterations {
-            var t0 = DispatchTime.now().uptimeNanoseconds
-            try op()
-            bestOp = min(bestOp, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-            t0 = DispatchTime.now().uptimeNanoseconds
-            gemm()
-            bestGemm = min(bestGemm, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-        }
-        return (bestOp, bestGemm)
+        var a = Timing(), b = Timing()
+        for _ in 0..<iterations { try a.measure(op); b.measure(gemm) }
+        return (a, b)
     }
 
     static func fmt(_ v: Double) -> String { String(format: "%.3f", v) }
 
-    static func gemmLine(op: String, shape: String, ms: Double, gemmMs: Double, flops: Double) -> String {
-        let gf = flops / (ms * 1e6), sg = flops / (gemmMs * 1e6)
-        return "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms)),\"gflops\":\(fmt(gf)),"
-            + "\"sgemm_gflops\":\(fmt(sg)),\"ratio\":\(fmt(gf / sg)),\"threads\":\(blasThreads())}"
+    static func gemmLine(op: String, shape: String, ms: Timing, gemmMs: Timing, flops: Double) -> String {
+        let gf = flops / (ms.best * 1e6), sg = flops / (gemmMs.best * 1e6)
+        return "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms.wall)),\"gflops\":\(fmt(gf)),"
+            + "\"sgemm_gflops\":\(fmt(sg)),\"ratio\":\(fmt(gf / sg)),\"cpu_ms\":\(fmt(ms.cpu)),"
+            + "\"sgemm_ms\":\(fmt(gemmMs.wall)),\"clock\":\"\(clockName)\",\"threads\":\(blasThreads())}"
     }
 
-    static func memoryLine(op: String, shape: String, ms: Double, bytes: Double) -> String {
-        "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms)),\"gflops\":null,\"sgemm_gflops\":null,"
-            + "\"ratio\":null,\"gbps\":\(fmt(bytes / (ms * 1e6))),\"threads\":\(blasThreads())}"
+    static func memoryLine(op: String, shape: String, ms: Timing, bytes: Double) -> String {
+        "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms.wall)),\"gflops\":null,\"sgemm_gflops\":null,"
+            + "\"ratio\":null,\"gbps\":\(fmt(bytes / (ms.best * 1e6))),\"cpu_ms\":\(fmt(ms.cpu)),"
+            + "\"clock\":\"\(clockName)\",\"threads\":\(blasThreads())}"
     }
 }
