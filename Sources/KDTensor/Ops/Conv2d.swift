@@ -37,8 +37,10 @@ public enum Conv2dWorkspace {
 ///
 /// The GEMMs run over chunks of whole images sized by `Conv2dWorkspace` (cache-resident column
 /// matrix, at least `minChunkRows` rows per GEMM). A 1×1 stride-1 unpadded convolution uses `x` itself as
-/// `col` (no copy). Backward recomputes `col` instead of keeping it alive from forward, and reuses the
-/// same scratch for `dcol`; scratch comes from the `BufferPool`.
+/// `col` (no copy); a strided unpadded 1×1 gathers the sampled pixels once (whole batch, kept for
+/// backward, where the buffer is reused for `dcol`). Otherwise backward recomputes `col` instead of
+/// keeping it alive from forward, and reuses the same scratch for `dcol`. Scratch comes from the
+/// `BufferPool`.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int) throws -> Tensor {
     guard x.rank == 4, weight.rank == 4, weight.shape[3] == x.shape[3] else {
         throw TensorError.shapeMismatch(op: "conv2d", lhs: x.shape, rhs: weight.shape)
@@ -60,9 +62,20 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
     let out = Tensor(uninitializedShape: [g.n, g.ho, g.wo, cout])
     if m == 0 || cout == 0 { return out }
 
-    if g.isPointwise {
+    // Unpadded strided 1×1 while recording: the gathered pixels (x/s² floats) are kept for backward,
+    // where they feed dW and then serve as the dcol scratch.
+    let stridedPointwise = g.kh == 1 && g.kw == 1 && g.padding == 0 && !g.isPointwise
+    let recording = GradMode.isEnabled && (x.requiresGrad || weight.requiresGrad)
+    var gathered: Tensor? = nil
+    if g.isPointwise || (stridedPointwise && recording) {
+        var a = x.ptr
+        if !g.isPointwise {
+            let t = Tensor(uninitializedShape: [m * k])
+            im2col(x.ptr, g, images: 0..<g.n, into: t.ptr)
+            gathered = t; a = t.ptr
+        }
         if let bias { broadcastRows(bias.ptr, rows: m, cols: cout, into: out.ptr) }
-        sgemm(transB: true, m: m, n: cout, k: k, a: x.ptr, lda: k, b: weight.ptr, ldb: k,
+        sgemm(transB: true, m: m, n: cout, k: k, a: a, lda: k, b: weight.ptr, ldb: k,
               beta: bias == nil ? 0 : 1, c: out.ptr, ldc: cout)
     } else {
         let chunk = Conv2dWorkspace.imagesPerChunk(g)
@@ -99,6 +112,20 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             }
             return
         }
+        if let gathered {
+            if needW {   // dW[Cout, Cin] = dYᵀ · gathered x
+                let (gw, fresh) = weight.gradBuffer()
+                sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: gathered.ptr, ldb: k,
+                      beta: fresh ? 0 : 1, c: gw, ldc: k)
+            }
+            if needX {   // dcol = dY · W into the gathered buffer, then one pass over dx
+                let (gx, fresh) = x.gradBuffer()
+                sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: weight.ptr, ldb: k,
+                      beta: 0, c: gathered.ptr, ldc: k)
+                col2imStridedPointwise(gathered.ptr, g, images: 0..<g.n, into: gx, overwrite: fresh)
+            }
+            return
+        }
         let chunk = Conv2dWorkspace.imagesPerChunk(g)
         // Stride 1: dx is itself a convolution of dY (see `transposedBackwardGeometry`), one GEMM
         // straight into dx. Otherwise dcol = dY · W and col2im.
@@ -107,12 +134,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
         let col = Tensor(uninitializedShape: [scratch])
         var gw: UnsafeMutablePointer<Float>? = nil, wFresh = false
         if needW { (gw, wFresh) = weight.gradBuffer() }
-        // Unpadded strided 1×1: windows do not overlap, dx is written in one pass (no clearing).
-        let stridedPointwise = g.kh == 1 && g.kw == 1 && g.padding == 0
         var gx: UnsafeMutablePointer<Float>? = nil, xFresh = false
         if needX {
             let (p, fresh) = x.gradBuffer()
-            if fresh && !stridedPointwise && tg == nil { p.update(repeating: 0, count: x.count) }
+            if fresh && tg == nil { p.update(repeating: 0, count: x.count) }   // col2im adds
             gx = p; xFresh = fresh
         }
         // Flipped, transposed weights W'[c, ki, kj, o] = W[o, kh−1−ki, kw−1−kj, c].
@@ -144,11 +169,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             } else {      // dcol[rows, K] = dY · W, then scatter-add onto dx
                 sgemm(m: rows, n: k, k: cout, a: dy, lda: cout, b: weight.ptr, ldb: k,
                       beta: 0, c: col.ptr, ldc: k)
-                if stridedPointwise {
-                    col2imStridedPointwise(col.ptr, g, images: n0..<n1, into: gx, overwrite: xFresh)
-                } else {
-                    col2imAccumulate(col.ptr, g, images: n0..<n1, into: gx)
-                }
+                col2imAccumulate(col.ptr, g, images: n0..<n1, into: gx)
             }
         }
     }
