@@ -36,7 +36,7 @@ final class ForwardTests: XCTestCase {
     /// Training mode updates running statistics and num_batches_tracked; eval mode uses them and
     /// leaves them alone.
     func testTrainEvalBatchNormState() throws {
-        let m = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3)
+        let m = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3) as! ResNet
         let x = input([4, 8, 8, 3])
         _ = try m(x); Tape.reset()
         XCTAssertEqual(m.bn1.numBatchesTracked.item, 1)
