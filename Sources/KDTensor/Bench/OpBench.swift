@@ -1,0 +1,186 @@
+import Foundation
+
+/// Op-level benchmarks (`kdgraph bench --ops`): forward + backward of conv2d and linear beside plain
+/// `cblas_sgemm` on exactly the same GEMM shapes, plus batchNorm and pooling timings.
+///
+/// One JSON line per op and shape with keys `op`, `shape`, `ms` (median forward + backward),
+/// `gflops` (the GEMMs' FLOPs / `ms`), `sgemm_gflops` (those GEMMs timed alone on preallocated
+/// buffers), `ratio` = `gflops / sgemm_gflops`, and `threads` (OpenBLAS threads). Ops without GEMM work
+/// report `gbps` (bytes read + written / time) and null GEMM fields. Run with one BLAS thread
+/// (`OPENBLAS_NUM_THREADS=1`, the per-rank setting) and a release build for meaningful figures.
+public enum OpBench {
+    /// A conv2d benchmark case (square images and kernels).
+    public struct ConvCase: Sendable {
+        public var batch, size, cin, cout, kernel, stride, padding: Int
+        public init(batch: Int, size: Int, cin: Int, cout: Int, kernel: Int, stride: Int, padding: Int) {
+            self.batch = batch; self.size = size; self.cin = cin; self.cout = cout
+            self.kernel = kernel; self.stride = stride; self.padding = padding
+        }
+    }
+
+    /// The default cases: ResNet-style 3×3 convs at batch 64 and two linear layers.
+    public static let defaultConvs: [ConvCase] = [
+        ConvCase(batch: 64, size: 32, cin: 32, cout: 32, kernel: 3, stride: 1, padding: 1),
+        ConvCase(batch: 64, size: 16, cin: 64, cout: 64, kernel: 3, stride: 1, padding: 1),
+        ConvCase(batch: 64, size: 8, cin: 128, cout: 128, kernel: 3, stride: 1, padding: 1),
+        ConvCase(batch: 64, size: 4, cin: 256, cout: 256, kernel: 3, stride: 1, padding: 1),
+        ConvCase(batch: 64, size: 16, cin: 64, cout: 128, kernel: 3, stride: 2, padding: 1),
+        ConvCase(batch: 64, size: 16, cin: 64, cout: 128, kernel: 1, stride: 2, padding: 0),
+        ConvCase(batch: 64, size: 8, cin: 128, cout: 128, kernel: 1, stride: 1, padding: 0),
+    ]
+    /// Linear cases as (batch, in, out).
+    public static let defaultLinears: [(Int, Int, Int)] = [(64, 256, 100), (64, 512, 128), (64, 2048, 1024)]
+
+    /// Runs every case `iterations` times (after one warm-up) and returns one JSON line per case.
+    public static func run(iterations: Int = 5, convs: [ConvCase] = defaultConvs,
+                           linears: [(Int, Int, Int)] = defaultLinears,
+                           includeOtherOps: Bool = true) -> [String] {
+        let iters = max(1, iterations)
+        var lines: [String] = []
+        func add(_ op: String, _ body: () throws -> String) {
+            do { lines.append(try body()) } catch {
+                lines.append("{\"op\":\"\(op)\",\"error\":\"\(String(describing: error).replacingOccurrences(of: "\"", with: "'"))\"}")
+            }
+        }
+        for c in convs { add("conv2d") { try benchConv(c, iterations: iters) } }
+        for (n, fin, fout) in linears { add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) } }
+        if includeOtherOps {
+            add("batchNorm") { try benchBatchNorm([64, 32, 32, 32], iterations: iters) }
+            add("batchNorm") { try benchBatchNorm([64, 8, 8, 128], iterations: iters) }
+            add("maxPool2d") { try benchMaxPool([64, 32, 32, 64], iterations: iters) }
+            add("globalAvgPool") { try benchGlobalAvgPool([64, 4, 4, 512], iterations: iters) }
+        }
+        return lines
+    }
+
+    // MARK: - Cases
+
+    static func benchConv(_ c: ConvCase, iterations: Int) throws -> String {
+        var rng = KDRandom(keys: 0xBE4C, UInt64(c.cin), UInt64(c.size), UInt64(c.kernel))
+        let x = Tensor.randn([c.batch, c.size, c.size, c.cin], rng: &rng)
+        let w = Tensor.randn([c.cout, c.kernel, c.kernel, c.cin], std: 0.05, rng: &rng)
+        let g = ConvGeometry(n: c.batch, h: c.size, w: c.size, cin: c.cin, kh: c.kernel, kw: c.kernel,
+                             stride: c.stride, padding: c.padding)
+        let m = g.n * g.pixelsPerImage, k = g.k, cout = c.cout
+        let gy = Tensor.randn([c.batch, g.ho, g.wo, cout], rng: &rng)
+        x.requiresGrad = true; w.requiresGrad = true
+        let opMs = try medianMs(iterations) {
+            x.grad = nil; w.grad = nil
+            let y = try conv2d(x, weight: w, bias: nil, stride: c.stride, padding: c.padding)
+            Tape.backward(y, seed: gy)
+        }
+        x.grad = nil; w.grad = nil
+        // The same three GEMMs alone: Y = col·Wᵀ, dW = dYᵀ·col, dcol = dY·W.
+        let col = Tensor.randn([m, k], rng: &rng)
+        let y = Tensor(uninitializedShape: [m, cout]), dw = Tensor(uninitializedShape: [cout, k])
+        let dcol = Tensor(uninitializedShape: [m, k])
+        let gemmMs = medianMs(iterations) {
+            sgemm(transB: true, m: m, n: cout, k: k, a: col.ptr, lda: k, b: w.ptr, ldb: k, c: y.ptr, ldc: cout)
+            sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: col.ptr, ldb: k, c: dw.ptr, ldc: k)
+            sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: w.ptr, ldb: k, c: dcol.ptr, ldc: k)
+        }
+        let flops = 3 * 2 * Double(m) * Double(cout) * Double(k)
+        let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(cout) k\(c.kernel) s\(c.stride) p\(c.padding)"
+        return gemmLine(op: "conv2d", shape: shape, ms: opMs, gemmMs: gemmMs, flops: flops)
+    }
+
+    static func benchLinear(n: Int, fin: Int, fout: Int, iterations: Int) throws -> String {
+        var rng = KDRandom(keys: 0xBE4D, UInt64(fin), UInt64(fout))
+        let x = Tensor.randn([n, fin], rng: &rng), w = Tensor.randn([fout, fin], std: 0.05, rng: &rng)
+        let b = Tensor.randn([fout], rng: &rng), gy = Tensor.randn([n, fout], rng: &rng)
+        x.requiresGrad = true; w.requiresGrad = true; b.requiresGrad = true
+        let opMs = try medianMs(iterations) {
+            x.grad = nil; w.grad = nil; b.grad = nil
+            let y = try linear(x, weight: w, bias: b)
+            Tape.backward(y, seed: gy)
+        }
+        x.grad = nil; w.grad = nil; b.grad = nil
+        let y = Tensor(uninitializedShape: [n, fout]), dx = Tensor(uninitializedShape: [n, fin])
+        let dw = Tensor(uninitializedShape: [fout, fin])
+        let gemmMs = medianMs(iterations) {
+            sgemm(transB: true, m: n, n: fout, k: fin, a: x.ptr, lda: fin, b: w.ptr, ldb: fin, c: y.ptr, ldc: fout)
+            sgemm(m: n, n: fin, k: fout, a: gy.ptr, lda: fout, b: w.ptr, ldb: fin, c: dx.ptr, ldc: fin)
+            sgemm(transA: true, m: fout, n: fin, k: n, a: gy.ptr, lda: fout, b: x.ptr, ldb: fin, c: dw.ptr, ldc: fin)
+        }
+        let flops = 3 * 2 * Double(n) * Double(fin) * Double(fout)
+        return gemmLine(op: "linear", shape: "\(n)x\(fin)->\(fout)", ms: opMs, gemmMs: gemmMs, flops: flops)
+    }
+
+    static func benchBatchNorm(_ shape: [Int], iterations: Int) throws -> String {
+        var rng = KDRandom(keys: 0xBE4E, UInt64(shape.last!))
+        let c = shape.last!
+        let x = Tensor.randn(shape, rng: &rng), gy = Tensor.randn(shape, rng: &rng)
+        let gamma = Tensor(shape: [c], repeating: 1), beta = Tensor.zeros([c])
+        let rm = Tensor.zeros([c]), rv = Tensor(shape: [c], repeating: 1)
+        x.requiresGrad = true; gamma.requiresGrad = true; beta.requiresGrad = true
+        let ms = try medianMs(iterations) {
+            x.grad = nil; gamma.grad = nil; beta.grad = nil
+            let y = try batchNorm(x, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv, training: true)
+            Tape.backward(y, seed: gy)
+        }
+        x.grad = nil
+        // Forward reads x twice and writes y; backward reads x, dy twice and writes dx (+ seed copy).
+        let bytes = Double(x.count) * 4 * 8
+        return memoryLine(op: "batchNorm", shape: shape.map(String.init).joined(separator: "x"), ms: ms, bytes: bytes)
+    }
+
+    static func benchMaxPool(_ shape: [Int], iterations: Int) throws -> String {
+        var rng = KDRandom(keys: 0xBE4F)
+        let x = Tensor.randn(shape, rng: &rng)
+        x.requiresGrad = true
+        let outShape = [shape[0], (shape[1] + 2 - 3) / 2 + 1, (shape[2] + 2 - 3) / 2 + 1, shape[3]]
+        let gy = Tensor.randn(outShape, rng: &rng)
+        let ms = try medianMs(iterations) {
+            x.grad = nil
+            let y = try maxPool2d(x, kernel: 3, stride: 2, padding: 1)
+            Tape.backward(y, seed: gy)
+        }
+        x.grad = nil
+        let bytes = Double(x.count) * 4 * 2 + Double(gy.count) * 4 * 4
+        return memoryLine(op: "maxPool2d", shape: shape.map(String.init).joined(separator: "x") + " k3 s2 p1",
+                          ms: ms, bytes: bytes)
+    }
+
+    static func benchGlobalAvgPool(_ shape: [Int], iterations: Int) throws -> String {
+        var rng = KDRandom(keys: 0xBE50)
+        let x = Tensor.randn(shape, rng: &rng)
+        x.requiresGrad = true
+        let gy = Tensor.randn([shape[0], shape[3]], rng: &rng)
+        let ms = try medianMs(iterations) {
+            x.grad = nil
+            let y = try globalAvgPool(x)
+            Tape.backward(y, seed: gy)
+        }
+        x.grad = nil
+        return memoryLine(op: "globalAvgPool", shape: shape.map(String.init).joined(separator: "x"),
+                          ms: ms, bytes: Double(x.count) * 4 * 2)
+    }
+
+    // MARK: - Timing and formatting
+
+    /// Median wall time in milliseconds of `body` over `iterations` runs, after one warm-up run.
+    static func medianMs(_ iterations: Int, _ body: () throws -> Void) rethrows -> Double {
+        try body()
+        var times: [Double] = []
+        for _ in 0..<iterations {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try body()
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        times.sort()
+        return times[times.count / 2]
+    }
+
+    static func fmt(_ v: Double) -> String { String(format: "%.3f", v) }
+
+    static func gemmLine(op: String, shape: String, ms: Double, gemmMs: Double, flops: Double) -> String {
+        let gf = flops / (ms * 1e6), sg = flops / (gemmMs * 1e6)
+        return "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms)),\"gflops\":\(fmt(gf)),"
+            + "\"sgemm_gflops\":\(fmt(sg)),\"ratio\":\(fmt(gf / sg)),\"threads\":\(blasThreads())}"
+    }
+
+    static func memoryLine(op: String, shape: String, ms: Double, bytes: Double) -> String {
+        "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms)),\"gflops\":null,\"sgemm_gflops\":null,"
+            + "\"ratio\":null,\"gbps\":\(fmt(bytes / (ms * 1e6))),\"threads\":\(blasThreads())}"
+    }
+}

@@ -1,0 +1,144 @@
+/// Sums per-channel statistics over all ranks (SyncBN). `values` holds `count` Doubles that every rank
+/// contributes; on return each must hold the sum over ranks (an MPI all-reduce with `MPI_SUM`).
+///
+/// `batchNorm` calls it once in forward with `[Σx₀ … Σx_{C−1}, Σx²₀ … Σx²_{C−1}, n]` (`2C + 1`
+/// values, `n` the local number of rows) and once in backward with
+/// `[Σdy₀ … Σdy_{C−1}, Σ(dy·x̂)₀ … Σ(dy·x̂)_{C−1}]` (`2C` values). Every rank must call `batchNorm`
+/// and its backward in the same order, as for any collective.
+public protocol StatisticsReducer: AnyObject {
+    func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws
+}
+
+/// Batch normalisation over every axis but the last (channels last: `[N, C]` or NHWC `[N, H, W, C]`).
+///
+/// Training (`training: true`), with statistics over the global batch of `n` rows (all ranks through
+/// `reducer`, this rank alone when it is nil):
+/// `μ = Σx / n`, `σ² = Σx² / n − μ²` (biased), `x̂ = (x − μ) / √(σ² + ε)`, `y = γ · x̂ + β`;
+/// running statistics (PyTorch semantics): `running_mean ← (1 − m)·running_mean + m·μ`,
+/// `running_var ← (1 − m)·running_var + m·σ²·n/(n − 1)` (unbiased). Sums are accumulated in Double.
+///
+/// Backward (training), with `mean(·)` over the GLOBAL batch (sums reduced by `reducer`):
+/// `dx = γ/√(σ² + ε) · (dy − mean(dy) − x̂ · mean(dy · x̂))`;
+/// `dγ = Σ dy · x̂`, `dβ = Σ dy` over this rank's rows only (parameter gradients are summed across
+/// ranks by the gradient all-reduce, as in PyTorch's SyncBatchNorm).
+///
+/// Evaluation: `y = γ · (x − running_mean)/√(running_var + ε) + β`; backward `dx = γ/√(running_var + ε) · dy`.
+///
+/// A reducer error in forward is thrown; in backward (which cannot throw) it stops the process with the
+/// reducer's message, since the ranks could no longer agree on a gradient.
+public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
+                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
+                      reducer: StatisticsReducer? = nil) throws -> Tensor {
+    guard x.rank >= 1, let c = x.shape.last, c > 0 else {
+        throw TensorError.invalidArgument(op: "batchNorm", message: "input needs a channel axis, got shape \(x.shape)")
+    }
+    for (label, t) in [("gamma", gamma), ("beta", beta), ("runningMean", runningMean), ("runningVar", runningVar)]
+    where t.shape != [c] {
+        throw TensorError.shapeMismatch(op: "batchNorm (input vs \(label))", lhs: x.shape, rhs: t.shape)
+    }
+    let rows = x.count / c
+    let out = Tensor(uninitializedShape: x.shape)
+    // Per channel: y = (x − μ)·scale + β.
+    var mean = [Float](repeating: 0, count: c), invStd = [Float](repeating: 0, count: c)
+    var scale = [Float](repeating: 0, count: c)
+    var globalRows = Double(rows)
+
+    if training {
+        var s = [Double](repeating: 0, count: 2 * c + 1)
+        s.withUnsafeMutableBufferPointer { sb in
+            let sp = sb.baseAddress!, sq = sp + c
+            var p = x.ptr
+            for _ in 0..<rows {
+                for j in 0..<c { let v = Double(p[j]); sp[j] += v; sq[j] += v * v }
+                p += c
+            }
+            sp[2 * c] = Double(rows)
+        }
+        if let reducer { try s.withUnsafeMutableBufferPointer { try reducer.sumAcrossRanks($0.baseAddress!, count: 2 * c + 1) } }
+        globalRows = s[2 * c]
+        guard globalRows > 1 else {
+            throw TensorError.invalidArgument(op: "batchNorm", message:
+                "training needs more than 1 value per channel, got \(Int(globalRows)) (input \(x.shape))")
+        }
+        let m = Double(momentum)
+        for j in 0..<c {
+            let mu = s[j] / globalRows
+            let v = max(s[c + j] / globalRows - mu * mu, 0)
+            mean[j] = Float(mu)
+            invStd[j] = Float(1 / (v + Double(eps)).squareRoot())
+            runningMean.ptr[j] = Float((1 - m) * Double(runningMean.ptr[j]) + m * mu)
+            runningVar.ptr[j] = Float((1 - m) * Double(runningVar.ptr[j]) + m * v * globalRows / (globalRows - 1))
+        }
+    } else {
+        for j in 0..<c {
+            mean[j] = runningMean.ptr[j]
+            invStd[j] = 1 / (runningVar.ptr[j] + eps).squareRoot()
+        }
+    }
+    for j in 0..<c { scale[j] = gamma.ptr[j] * invStd[j] }
+    scale.withUnsafeBufferPointer { sc in mean.withUnsafeBufferPointer { mb in
+        let a = sc.baseAddress!, mu = mb.baseAddress!, b = beta.ptr
+        var p = x.ptr, q = out.ptr
+        for _ in 0..<rows {
+            for j in 0..<c { q[j] = (p[j] - mu[j]) * a[j] + b[j] }
+            p += c; q += c
+        }
+    } }
+
+    Tape.record("batchNorm", inputs: [x, gamma, beta], output: out) { gy in
+        // Local per-channel Σdy and Σdy·x̂, x̂ recomputed from x.
+        var s = [Double](repeating: 0, count: 2 * c)
+        s.withUnsafeMutableBufferPointer { sb in mean.withUnsafeBufferPointer { mb in invStd.withUnsafeBufferPointer { ib in
+            let sdy = sb.baseAddress!, sdx = sdy + c, mu = mb.baseAddress!, inv = ib.baseAddress!
+            var p = x.ptr, d = gy.ptr
+            for _ in 0..<rows {
+                for j in 0..<c {
+                    let dy = Double(d[j])
+                    sdy[j] += dy
+                    sdx[j] += dy * Double((p[j] - mu[j]) * inv[j])
+                }
+                p += c; d += c
+            }
+        } } }
+        if gamma.requiresGrad {
+            let (gg, fresh) = gamma.gradBuffer()
+            for j in 0..<c { gg[j] = (fresh ? 0 : gg[j]) + Float(s[c + j]) }
+        }
+        if beta.requiresGrad {
+            let (gb, fresh) = beta.gradBuffer()
+            for j in 0..<c { gb[j] = (fresh ? 0 : gb[j]) + Float(s[j]) }
+        }
+        guard x.requiresGrad else { return }
+        // dx = a·dy + b·(x − μ) + c per channel.
+        var ca = [Float](repeating: 0, count: c), cb = [Float](repeating: 0, count: c)
+        var cc = [Float](repeating: 0, count: c)
+        if training {
+            if let reducer {
+                do { try s.withUnsafeMutableBufferPointer { try reducer.sumAcrossRanks($0.baseAddress!, count: 2 * c) } }
+                catch { preconditionFailure("batchNorm backward: statistics reducer failed: \(error)") }
+            }
+            for j in 0..<c {
+                let k = Double(gamma.ptr[j]) * Double(invStd[j])
+                let m1 = s[j] / globalRows, m2 = s[c + j] / globalRows
+                ca[j] = Float(k)
+                cb[j] = Float(-k * Double(invStd[j]) * m2)
+                cc[j] = Float(-k * m1)
+            }
+        } else {
+            for j in 0..<c { ca[j] = scale[j] }
+        }
+        let (gx, fresh) = x.gradBuffer()
+        ca.withUnsafeBufferPointer { ab in cb.withUnsafeBufferPointer { bb in cc.withUnsafeBufferPointer { cb2 in
+            mean.withUnsafeBufferPointer { mb in
+                let a = ab.baseAddress!, b = bb.baseAddress!, k0 = cb2.baseAddress!, mu = mb.baseAddress!
+                var p = x.ptr, d = gy.ptr, q = gx
+                for _ in 0..<rows {
+                    if fresh { for j in 0..<c { q[j] = a[j] * d[j] + b[j] * (p[j] - mu[j]) + k0[j] } }
+                    else { for j in 0..<c { q[j] += a[j] * d[j] + b[j] * (p[j] - mu[j]) + k0[j] } }
+                    p += c; d += c; q += c
+                }
+            }
+        } } }
+    }
+    return out
+}

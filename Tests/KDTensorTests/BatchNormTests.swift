@@ -1,0 +1,121 @@
+import XCTest
+@testable import KDTensor
+
+/// Pretends to be two ranks holding identical data: every sum doubles. Counts its calls.
+final class DoublingReducer: StatisticsReducer {
+    var calls: [Int] = []
+    func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws {
+        calls.append(count)
+        for i in 0..<count { values[i] *= 2 }
+    }
+}
+
+struct ReducerDown: Error, CustomStringConvertible { var description: String { "rank 1 unreachable" } }
+final class FailingReducer: StatisticsReducer {
+    func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws { throw ReducerDown() }
+}
+
+final class BatchNormTests: XCTestCase {
+    func params(_ c: Int, seed: UInt64 = 1) -> (Tensor, Tensor, Tensor, Tensor) {
+        var rng = KDRandom(keys: seed)
+        return (Tensor.uniform([c], 0.5, 1.5, rng: &rng), Tensor.randn([c], rng: &rng),
+                Tensor.zeros([c]), Tensor(shape: [c], repeating: 1))
+    }
+
+    func testTrainingValuesAndRunningStatistics() throws {
+        // Channel 0: 1, 2, 3, 4 (μ 2.5, σ² 1.25, unbiased 5/3); channel 1: 10, 10, 10, 14 (μ 11, σ² 3, unbiased 4).
+        let x = Tensor(shape: [4, 2], data: [1, 10, 2, 10, 3, 10, 4, 14])
+        let gamma = Tensor(shape: [2], data: [2, 1]), beta = Tensor(shape: [2], data: [0.5, -1])
+        let rm = Tensor(shape: [2], data: [0, 1]), rv = Tensor(shape: [2], data: [1, 2])
+        let y = try batchNorm(x, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv, training: true,
+                              momentum: 0.1, eps: 0)
+        let s0 = 1.25.squareRoot(), s1 = 3.0.squareRoot()
+        let expected: [Double] = [2 * (1 - 2.5) / s0 + 0.5, -1 / s1 - 1, 2 * (2 - 2.5) / s0 + 0.5, -1 / s1 - 1,
+                                  2 * (3 - 2.5) / s0 + 0.5, -1 / s1 - 1, 2 * (4 - 2.5) / s0 + 0.5, 3 / s1 - 1]
+        for (a, e) in zip(y.array, expected) { XCTAssertEqual(Double(a), e, accuracy: 1e-5) }
+        XCTAssertEqual(rm.array[0], 0.25, accuracy: 1e-6)                  // 0.9·0 + 0.1·2.5
+        XCTAssertEqual(rm.array[1], 0.9 + 1.1, accuracy: 1e-6)             // 0.9·1 + 0.1·11
+        XCTAssertEqual(rv.array[0], 0.9 + 0.1 * 5 / 3, accuracy: 1e-6)     // unbiased variance
+        XCTAssertEqual(rv.array[1], 1.8 + 0.4, accuracy: 1e-6)
+    }
+
+    func testEvalUsesRunningStatistics() throws {
+        let x = Tensor(shape: [2, 2], data: [1, 2, 3, 4])
+        let gamma = Tensor(shape: [2], data: [2, 1]), beta = Tensor(shape: [2], data: [0, 1])
+        let rm = Tensor(shape: [2], data: [1, 0]), rv = Tensor(shape: [2], data: [4, 1])
+        let y = try batchNorm(x, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv, training: false, eps: 0)
+        XCTAssertEqual(y.array, [0, 3, 2, 5])
+        XCTAssertEqual(rm.array, [1, 0]); XCTAssertEqual(rv.array, [4, 1])   // untouched
+    }
+
+    func testTrainingGradientsNHWC() throws {
+        var rng = KDRandom(keys: 2)
+        let x = Tensor.randn([2, 3, 3, 4], rng: &rng)
+        let (g, b, rm, rv) = params(4)
+        let r = try gradientCheck([x, g, b]) {
+            try batchNorm($0[0], gamma: $0[1], beta: $0[2], runningMean: rm, runningVar: rv, training: true)
+        }
+        XCTAssertLessThan(r.maxRelativeError, 1e-2, "\(r)")
+    }
+
+    func testEvalGradients() throws {
+        var rng = KDRandom(keys: 3)
+        let x = Tensor.randn([5, 3], rng: &rng)
+        let (g, b, _, _) = params(3)
+        let rm = Tensor(shape: [3], data: [0.1, -0.2, 0.3]), rv = Tensor(shape: [3], data: [0.5, 2, 1.5])
+        let r = try gradientCheck([x, g, b]) {
+            try batchNorm($0[0], gamma: $0[1], beta: $0[2], runningMean: rm, runningVar: rv, training: false)
+        }
+        XCTAssertLessThan(r.maxRelativeError, 1e-2, "\(r)")
+    }
+
+    /// Two identical "ranks" give the plain-BN output and gradients: shows the reducer's sums are used
+    /// in forward (statistics, count) and backward (global means), and dγ/dβ stay local.
+    func testReducerHookMatchesPlainBatchNorm() throws {
+        var rng = KDRandom(keys: 4)
+        let xv = Tensor.randn([3, 2, 2, 3], rng: &rng).array
+        let seed = Tensor.randn([3, 2, 2, 3], rng: &rng)
+        func run(_ reducer: StatisticsReducer?) throws -> [[Float]] {
+            let x = Tensor(shape: [3, 2, 2, 3], data: xv, requiresGrad: true)
+            let (g, b, rm, rv) = params(3)
+            g.requiresGrad = true; b.requiresGrad = true
+            let y = try batchNorm(x, gamma: g, beta: b, runningMean: rm, runningVar: rv, training: true, reducer: reducer)
+            Tape.backward(y, seed: seed)
+            return [y.array, x.grad!.array, g.grad!.array, b.grad!.array, rm.array, rv.array]
+        }
+        let plain = try run(nil)
+        let fake = DoublingReducer()
+        let synced = try run(fake)
+        XCTAssertEqual(fake.calls, [7, 6])    // forward [Σx, Σx², n], backward [Σdy, Σdy·x̂]
+        for k in 0..<5 {
+            for (a, b) in zip(plain[k], synced[k]) { XCTAssertEqual(a, b, accuracy: 1e-5, "part \(k)") }
+        }
+        // Running variance is unbiased with the GLOBAL count: n = 12 alone, 24 with two ranks.
+        for (a, b) in zip(plain[5], synced[5]) {
+            let biased = (Double(a) - 0.9) / 0.1 * 11 / 12
+            XCTAssertEqual(Double(b), 0.9 + 0.1 * biased * 24 / 23, accuracy: 1e-5)
+        }
+    }
+
+    func testReducerErrorInForwardIsThrown() {
+        let (g, b, rm, rv) = params(2)
+        XCTAssertThrowsError(try batchNorm(Tensor.zeros([3, 2]), gamma: g, beta: b, runningMean: rm, runningVar: rv,
+                                           training: true, reducer: FailingReducer())) {
+            XCTAssertEqual("\($0)", "rank 1 unreachable")
+        }
+    }
+
+    func testErrors() {
+        let (g, b, rm, rv) = params(4)
+        XCTAssertThrowsError(try batchNorm(Tensor.zeros([2, 3]), gamma: g, beta: b, runningMean: rm, runningVar: rv,
+                                           training: true)) {
+            XCTAssertEqual("\($0)", "batchNorm (input vs gamma): shape mismatch between [2, 3] and [4]")
+        }
+        XCTAssertThrowsError(try batchNorm(Tensor.zeros([1, 4]), gamma: g, beta: b, runningMean: rm, runningVar: rv,
+                                           training: true)) {
+            XCTAssertEqual("\($0)", "batchNorm: training needs more than 1 value per channel, got 1 (input [1, 4])")
+        }
+        XCTAssertNoThrow(try batchNorm(Tensor.zeros([1, 4]), gamma: g, beta: b, runningMean: rm, runningVar: rv,
+                                       training: false))
+    }
+}
