@@ -12,10 +12,13 @@ Each EXPORT_DIR is written by `Interop.export` (KDModels) and holds:
 
 The script builds the same architecture in PyTorch (definitions follow RepDistiller's resnet.py and
 wrn.py), loads the weights with `safetensors.torch.load_file` + `load_state_dict(strict=True)`, runs
-it in eval mode on the same input (NHWC -> NCHW) and compares logits and features. Exit status 1 if
-any relative error (max |a - b| / max |b|) exceeds 1e-4.
+it in eval mode on the same input (NHWC -> NCHW) and compares logits and features. When the export
+holds grads.safetensors it also runs one training-mode pass (batch statistics) and compares the
+logits and the gradient of L = sum(logits * R) for every parameter. Exit status 1 if a relative
+error (max |a - b| / max |b|) exceeds 1e-4 (1e-3 for gradients).
 """
 import json
+import os
 import sys
 
 import numpy as np
@@ -25,6 +28,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 TOLERANCE = 1e-4
+# Gradients pass through several BatchNorm backward steps in float32 on both sides.
+GRAD_TOLERANCE = 1e-3
 
 
 def conv3x3(in_planes, out_planes, stride=1):
@@ -195,11 +200,28 @@ def check(directory):
         x = x.permute(0, 3, 1, 2).contiguous()   # NHWC -> NCHW
     with torch.no_grad():
         feature, logits = model(x)
-    e_logits = relative_error(np.load(f"{directory}/logits.npy"), logits.numpy())
-    e_feature = relative_error(np.load(f"{directory}/feature.npy"), feature.numpy())
+    e_logits = relative_error(logits.numpy(), np.load(f"{directory}/logits.npy"))
+    e_feature = relative_error(feature.numpy(), np.load(f"{directory}/feature.npy"))
+    report = {"dir": directory, "model": manifest["model"], "tensors": len(state),
+              "logits_rel_err": e_logits, "feature_rel_err": e_feature}
     ok = e_logits <= TOLERANCE and e_feature <= TOLERANCE
-    print(json.dumps({"dir": directory, "model": manifest["model"], "tensors": len(state),
-                      "logits_rel_err": e_logits, "feature_rel_err": e_feature, "ok": ok}))
+    if os.path.exists(f"{directory}/grads.safetensors"):
+        # One training-mode step: batch statistics, L = sum(logits * R), gradients of every parameter.
+        model.train()
+        r = torch.from_numpy(np.load(f"{directory}/grad_weights.npy"))
+        train_logits = model(x)[1]
+        (train_logits * r).sum().backward()
+        expected = load_file(f"{directory}/grads.safetensors")
+        e_grad, worst = 0.0, ""
+        for name, p in model.named_parameters():
+            e = relative_error(expected[name].numpy(), p.grad.numpy())
+            if e > e_grad:
+                e_grad, worst = e, name
+        e_train = relative_error(np.load(f"{directory}/train_logits.npy"), train_logits.detach().numpy())
+        report.update({"train_logits_rel_err": e_train, "grad_rel_err": e_grad, "grad_worst": worst})
+        ok = ok and e_train <= TOLERANCE and e_grad <= GRAD_TOLERANCE
+    report["ok"] = ok
+    print(json.dumps(report))
     return ok
 
 

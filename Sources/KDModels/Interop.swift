@@ -4,6 +4,8 @@ import KDTensor
 /// Exports what `launch/interop_check.py` needs to reproduce a KDGraph forward pass in PyTorch:
 /// `model.safetensors` (PyTorch names and layouts), `input.npy` (NHWC float32), `logits.npy`,
 /// `feature.npy` and `manifest.json` (model name, classes, input channels, image size, hidden sizes).
+/// With `gradients`, also one training-mode step: `grad_weights.npy` (R), `train_logits.npy` and
+/// `grads.safetensors`, the gradients of `L = Σ logits ⊙ R` for every parameter (PyTorch names and layouts).
 public enum Interop {
     /// A deterministic input batch `[n, h, w, c]` of N(0, 1) values keyed by `seed`.
     public static func referenceInput(n: Int, height: Int, width: Int, channels: Int, seed: UInt64 = 7) -> Tensor {
@@ -15,7 +17,7 @@ public enum Interop {
     /// (which must exist). Returns the logits.
     @discardableResult
     public static func export(model: any Classifier, input: Tensor, hiddenSizes: [Int] = [],
-                              to directory: String) throws -> Tensor {
+                              gradients: Bool = false, to directory: String) throws -> Tensor {
         model.eval()
         let (feature, logits) = try withNoGrad { try model(input) }
         let dir = directory.hasSuffix("/") ? directory : directory + "/"
@@ -23,6 +25,23 @@ public enum Interop {
         try writeNPY(input, to: dir + "input.npy")
         try writeNPY(logits, to: dir + "logits.npy")
         try writeNPY(feature, to: dir + "feature.npy")
+        if gradients {
+            model.train()
+            model.zeroGrad()
+            Tape.reset()
+            var rng = KDRandom(keys: 0x6AD, UInt64(logits.count))
+            let r = Tensor.uniform(logits.shape, -1, 1, rng: &rng)
+            let trainLogits = try model(input).logits
+            Tape.backward(trainLogits, seed: r)
+            let grads = model.stateEntries().filter { !$0.isBuffer }.map { e in
+                (e.name, Checkpoint.export(e.tensor.grad ?? Tensor.zeros(e.tensor.shape), layout: e.layout, integer: false))
+            }
+            try Safetensors.write(grads, to: dir + "grads.safetensors")
+            try writeNPY(r, to: dir + "grad_weights.npy")
+            try writeNPY(trainLogits.detached(), to: dir + "train_logits.npy")
+            model.zeroGrad()
+            model.eval()
+        }
         let image = input.rank == 4 ? "[\(input.shape[1]), \(input.shape[2])]" : "[]"
         let channels = input.rank == 4 ? input.shape[3] : 1
         let manifest = """
