@@ -157,7 +157,41 @@ final class ForwardTests: XCTestCase {
                 for s in 0..<2 { _ = try withNoGrad { try model(input(size, seed: 100 + UInt64(s))) } }
                 try Interop.export(model: model, input: Interop.referenceInput(n: size[0], height: size[1], width: size[2], channels: size[3]),
                                    hiddenSizes: name == "mlp" ? [32, 16] : [], gradients: true, to: sub)
+                // A full training checkpoint (AdamW state, metadata) beside the weights.
+                let opt = try AdamW(parameters: model.namedParameters())
+                for (_, p) in model.namedParameters() { p.grad = Tensor(shape: p.shape, repeating: 0.01) }
+                try opt.step()
+                try Checkpoint.save(path: sub + "/checkpoint.safetensors", model: model, optimizer: opt,
+                                    metadata: ["step": "1", "epoch": "0"])
+                model.zeroGrad()
             }
+        }
+    }
+
+    /// PyTorch → KDGraph: folders written by `interop_check.py --export-torch` (listed in
+    /// KDGRAPH_TORCH_EXPORT_DIR's subfolders) reproduce PyTorch's logits to 1e-4. Without the variable
+    /// the same path runs on a KDGraph-written stand-in so the loader is always exercised.
+    func testReproduceTorchExport() throws {
+        var dirs: [String] = []
+        if let root = ProcessInfo.processInfo.environment["KDGRAPH_TORCH_EXPORT_DIR"] {
+            dirs = try FileManager.default.contentsOfDirectory(atPath: root).sorted().map { root + "/" + $0 }
+        } else {
+            let dir = NSTemporaryDirectory() + "kdtorch-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let m = try ModelZoo.make(name: "resnet8", classes: 4, inputChannels: 1, seed: 9)
+            let x = Interop.referenceInput(n: 2, height: 8, width: 8, channels: 1)
+            try Interop.export(model: m, input: x, to: dir)
+            try FileManager.default.moveItem(atPath: dir + "/model.safetensors", toPath: dir + "/torch_model.safetensors")
+            try FileManager.default.moveItem(atPath: dir + "/logits.npy", toPath: dir + "/torch_logits.npy")
+            try FileManager.default.moveItem(atPath: dir + "/feature.npy", toPath: dir + "/torch_feature.npy")
+            dirs = [dir]
+        }
+        defer { if ProcessInfo.processInfo.environment["KDGRAPH_TORCH_EXPORT_DIR"] == nil { for d in dirs { try? FileManager.default.removeItem(atPath: d) } } }
+        for d in dirs {
+            let e = try Interop.reproduceTorch(directory: d)
+            XCTAssertLessThanOrEqual(e.logits, 1e-4, d)
+            XCTAssertLessThanOrEqual(e.feature, 1e-4, d)
+            print("reproduceTorch \(d): logits rel err \(e.logits), feature rel err \(e.feature)")
         }
     }
 }
