@@ -31,6 +31,7 @@ final class Conv2dTests: XCTestCase {
         Case(n: 2, h: 5, w: 7, cin: 3, cout: 5, kh: 1, kw: 1, stride: 2, padding: 0, bias: false),
         Case(n: 1, h: 6, w: 5, cin: 2, cout: 3, kh: 2, kw: 3, stride: 2, padding: 0, bias: false),
         Case(n: 1, h: 3, w: 4, cin: 2, cout: 2, kh: 3, kw: 3, stride: 1, padding: 2, bias: true),
+        Case(n: 2, h: 5, w: 4, cin: 2, cout: 3, kh: 3, kw: 3, stride: 1, padding: 0, bias: false),
     ]
 
     func make(_ c: Case, seed: UInt64) -> (Tensor, Tensor, Tensor?) {
@@ -76,7 +77,11 @@ final class Conv2dTests: XCTestCase {
     }
 
     func testChunkedBatchMatchesSingleGEMM() throws {
-        let c = Case(n: 3, h: 5, w: 5, cin: 2, cout: 3, kh: 3, kw: 3, stride: 2, padding: 1, bias: true)
+        for stride in [1, 2] { try checkChunking(Case(n: 3, h: 5, w: 5, cin: 2, cout: 3, kh: 3, kw: 3,
+                                                      stride: stride, padding: 1, bias: true)) }
+    }
+
+    func checkChunking(_ c: Case) throws {
         func run() throws -> [[Float]] {
             let (x, w, b) = make(c, seed: 9)
             x.requiresGrad = true; w.requiresGrad = true; b!.requiresGrad = true
@@ -92,6 +97,42 @@ final class Conv2dTests: XCTestCase {
         let chunked = try run()
         for (u, v) in zip(whole, chunked) {
             for (a, b) in zip(u, v) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+        }
+    }
+
+    /// A second backward adds onto existing gradients (the non-fresh paths, incl. strided 1×1 col2im).
+    func testGradientsAccumulateAcrossBackwardPasses() throws {
+        for c in [cases[0], cases[1], cases[3], cases[2]] {
+            let (x, w, b) = make(c, seed: 12)
+            x.requiresGrad = true; w.requiresGrad = true
+            var rng = KDRandom(keys: 13)
+            var first: [[Float]] = []
+            for pass in 0..<2 {
+                let y = try conv2d(x, weight: w, bias: b, stride: c.stride, padding: c.padding)
+                Tape.backward(y, seed: Tensor.randn(y.shape, rng: &rng))
+                if pass == 0 { first = [x.grad!.array, w.grad!.array]; rng = KDRandom(keys: 13) }
+            }
+            for (a, f) in zip(x.grad!.array, first[0]) { XCTAssertEqual(a, 2 * f, accuracy: 1e-4) }
+            for (a, f) in zip(w.grad!.array, first[1]) { XCTAssertEqual(a, 2 * f, accuracy: 1e-4) }
+        }
+    }
+
+    /// After one warm-up step, forward + backward draws every buffer (scratch, output, gradients) from
+    /// the pool: no fresh allocation.
+    func testSteadyStateDoesNotAllocate() throws {
+        for c in [cases[0], cases[3]] {
+            let (x, w, b) = make(c, seed: 14)
+            x.requiresGrad = true; w.requiresGrad = true; b?.requiresGrad = true
+            let seed = Tensor(shape: [c.n, (c.h + 2 * c.padding - c.kh) / c.stride + 1,
+                                      (c.w + 2 * c.padding - c.kw) / c.stride + 1, c.cout], repeating: 0.5)
+            var before = 0
+            for step in 0..<3 {
+                if step == 2 { before = BufferPool.shared.allocations }
+                x.grad = nil; w.grad = nil; b?.grad = nil
+                let y = try conv2d(x, weight: w, bias: b, stride: c.stride, padding: c.padding)
+                Tape.backward(y, seed: seed)
+            }
+            XCTAssertEqual(BufferPool.shared.allocations, before)
         }
     }
 

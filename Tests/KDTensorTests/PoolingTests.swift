@@ -24,18 +24,24 @@ final class PoolingTests: XCTestCase {
         XCTAssertEqual(z.array, [5, 7, 13, 15])
     }
 
-    func testMaxPoolMatchesNaiveTwoChannels() throws {
-        let x = distinct([2, 5, 5, 2], seed: 1)
-        let y = try maxPool2d(x, kernel: 3, stride: 2, padding: 1)
-        XCTAssertEqual(y.shape, [2, 3, 3, 2])
-        for n in 0..<2 { for i in 0..<3 { for j in 0..<3 { for c in 0..<2 {
-            var m = -Float.infinity
-            for ki in 0..<3 { for kj in 0..<3 {
-                let ih = i * 2 - 1 + ki, iw = j * 2 - 1 + kj
-                if ih >= 0 && ih < 5 && iw >= 0 && iw < 5 { m = max(m, x.ptr[((n * 5 + ih) * 5 + iw) * 2 + c]) }
-            } }
-            XCTAssertEqual(y.ptr[((n * 3 + i) * 3 + j) * 2 + c], m)
-        } } } }
+    func testMaxPoolMatchesNaive() throws {
+        for ch in [2, 11] {
+            let x = distinct([2, 5, 5, ch], seed: 1)
+            x.requiresGrad = true   // the recording (argmax) path
+            for y in [try maxPool2d(x, kernel: 3, stride: 2, padding: 1),
+                      try withNoGrad { try maxPool2d(x, kernel: 3, stride: 2, padding: 1) }] {
+                XCTAssertEqual(y.shape, [2, 3, 3, ch])
+                for n in 0..<2 { for i in 0..<3 { for j in 0..<3 { for c in 0..<ch {
+                    var m = -Float.infinity
+                    for ki in 0..<3 { for kj in 0..<3 {
+                        let ih = i * 2 - 1 + ki, iw = j * 2 - 1 + kj
+                        if ih >= 0 && ih < 5 && iw >= 0 && iw < 5 { m = max(m, x.ptr[((n * 5 + ih) * 5 + iw) * ch + c]) }
+                    } }
+                    XCTAssertEqual(y.ptr[((n * 3 + i) * 3 + j) * ch + c], m)
+                } } } }
+            }
+            Tape.reset()
+        }
     }
 
     func testMaxPoolGradients() throws {
@@ -44,6 +50,10 @@ final class PoolingTests: XCTestCase {
         XCTAssertLessThan(r.maxRelativeError, 1e-2, "\(r)")
         let r2 = try gradientCheck([x]) { try maxPool2d($0[0], kernel: 2, stride: 1, padding: 0) }
         XCTAssertLessThan(r2.maxRelativeError, 1e-2, "\(r2)")
+        // 19 channels: the 8-lane argmax path plus a scalar tail.
+        let wide = distinct([1, 4, 3, 19], seed: 5)
+        let r3 = try gradientCheck([wide], maxElements: 300) { try maxPool2d($0[0], kernel: 3, stride: 2, padding: 1) }
+        XCTAssertLessThan(r3.maxRelativeError, 1e-2, "\(r3)")
     }
 
     func testAvgPoolValuesAndGradients() throws {

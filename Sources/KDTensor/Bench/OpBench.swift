@@ -3,11 +3,14 @@ import Foundation
 /// Op-level benchmarks (`kdgraph bench --ops`): forward + backward of conv2d and linear beside plain
 /// `cblas_sgemm` on exactly the same GEMM shapes, plus batchNorm and pooling timings.
 ///
-/// One JSON line per op and shape with keys `op`, `shape`, `ms` (median forward + backward),
-/// `gflops` (the GEMMs' FLOPs / `ms`), `sgemm_gflops` (those GEMMs timed alone on preallocated
-/// buffers), `ratio` = `gflops / sgemm_gflops`, and `threads` (OpenBLAS threads). Ops without GEMM work
-/// report `gbps` (bytes read + written / time) and null GEMM fields. Run with one BLAS thread
-/// (`OPENBLAS_NUM_THREADS=1`, the per-rank setting) and a release build for meaningful figures.
+/// One JSON line per op and shape with keys `op`, `shape`, `ms` (best-of-N wall time of forward +
+/// backward), `gflops` (the GEMMs' FLOPs / time), `sgemm_gflops` (those GEMMs timed alone on
+/// preallocated whole-batch buffers, alternating with the op runs so machine load affects both
+/// alike), `ratio` = `gflops / sgemm_gflops`, `cpu_ms` / `sgemm_ms`, `clock` and `threads` (OpenBLAS
+/// threads). With one BLAS thread the GFLOP/s use the calling thread's CPU time (`clock:
+/// thread_cpu`), which does not count time the scheduler gave to other processes; with more threads,
+/// wall time. Ops without GEMM work report `gbps` (bytes read + written / time) and null GEMM fields.
+/// Run with one BLAS thread (`OPENBLAS_NUM_THREADS=1`, the per-rank setting) and a release build.
 public enum OpBench {
     /// A conv2d benchmark case (square images and kernels).
     public struct ConvCase: Sendable {
@@ -64,22 +67,30 @@ public enum OpBench {
         let m = g.n * g.pixelsPerImage, k = g.k, cout = c.cout
         let gy = Tensor.randn([c.batch, g.ho, g.wo, cout], rng: &rng)
         x.requiresGrad = true; w.requiresGrad = true
-        let opMs = try medianMs(iterations) {
+        // The same three GEMMs alone, on whole-batch buffers: Y = col·Wᵀ, dW = dYᵀ·col, and for dx either
+        // dcol = dY·W (then col2im) or, for stride 1, dx = im2col(dY)·W'ᵀ (see conv2d).
+        let col = Tensor.randn([m, k], rng: &rng)
+        let y = Tensor(uninitializedShape: [m, cout]), dw = Tensor(uninitializedShape: [cout, k])
+        let tg = transposedBackwardGeometry(g, cout: cout)
+        let inRows = g.n * g.h * g.w
+        let dxM = tg == nil ? m : inRows, dxN = tg == nil ? k : g.cin, dxK = tg?.k ?? cout
+        let dxA = Tensor.randn([dxM, dxK], rng: &rng), dxB = Tensor.randn([dxN, dxK], rng: &rng)
+        let dxC = Tensor(uninitializedShape: [dxM, dxN])
+        let (opMs, gemmMs) = try bestPairMs(iterations, op: {
             x.grad = nil; w.grad = nil
             let y = try conv2d(x, weight: w, bias: nil, stride: c.stride, padding: c.padding)
             Tape.backward(y, seed: gy)
-        }
-        x.grad = nil; w.grad = nil
-        // The same three GEMMs alone: Y = col·Wᵀ, dW = dYᵀ·col, dcol = dY·W.
-        let col = Tensor.randn([m, k], rng: &rng)
-        let y = Tensor(uninitializedShape: [m, cout]), dw = Tensor(uninitializedShape: [cout, k])
-        let dcol = Tensor(uninitializedShape: [m, k])
-        let gemmMs = medianMs(iterations) {
+        }, gemm: {
             sgemm(transB: true, m: m, n: cout, k: k, a: col.ptr, lda: k, b: w.ptr, ldb: k, c: y.ptr, ldc: cout)
             sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: col.ptr, ldb: k, c: dw.ptr, ldc: k)
-            sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: w.ptr, ldb: k, c: dcol.ptr, ldc: k)
-        }
-        let flops = 3 * 2 * Double(m) * Double(cout) * Double(k)
+            if tg == nil {
+                sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: w.ptr, ldb: k, c: dxC.ptr, ldc: k)
+            } else {
+                sgemm(transB: true, m: dxM, n: dxN, k: dxK, a: dxA.ptr, lda: dxK, b: dxB.ptr, ldb: dxK, c: dxC.ptr, ldc: dxN)
+            }
+        })
+        x.grad = nil; w.grad = nil
+        let flops = 2 * 2 * Double(m) * Double(cout) * Double(k) + 2 * Double(dxM) * Double(dxN) * Double(dxK)
         let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(cout) k\(c.kernel) s\(c.stride) p\(c.padding)"
         return gemmLine(op: "conv2d", shape: shape, ms: opMs, gemmMs: gemmMs, flops: flops)
     }
@@ -89,19 +100,18 @@ public enum OpBench {
         let x = Tensor.randn([n, fin], rng: &rng), w = Tensor.randn([fout, fin], std: 0.05, rng: &rng)
         let b = Tensor.randn([fout], rng: &rng), gy = Tensor.randn([n, fout], rng: &rng)
         x.requiresGrad = true; w.requiresGrad = true; b.requiresGrad = true
-        let opMs = try medianMs(iterations) {
+        let y = Tensor(uninitializedShape: [n, fout]), dx = Tensor(uninitializedShape: [n, fin])
+        let dw = Tensor(uninitializedShape: [fout, fin])
+        let (opMs, gemmMs) = try bestPairMs(iterations, op: {
             x.grad = nil; w.grad = nil; b.grad = nil
             let y = try linear(x, weight: w, bias: b)
             Tape.backward(y, seed: gy)
-        }
-        x.grad = nil; w.grad = nil; b.grad = nil
-        let y = Tensor(uninitializedShape: [n, fout]), dx = Tensor(uninitializedShape: [n, fin])
-        let dw = Tensor(uninitializedShape: [fout, fin])
-        let gemmMs = medianMs(iterations) {
+        }, gemm: {
             sgemm(transB: true, m: n, n: fout, k: fin, a: x.ptr, lda: fin, b: w.ptr, ldb: fin, c: y.ptr, ldc: fout)
             sgemm(m: n, n: fin, k: fout, a: gy.ptr, lda: fout, b: w.ptr, ldb: fin, c: dx.ptr, ldc: fin)
             sgemm(transA: true, m: fout, n: fin, k: n, a: gy.ptr, lda: fout, b: x.ptr, ldb: fin, c: dw.ptr, ldc: fin)
-        }
+        })
+        x.grad = nil; w.grad = nil; b.grad = nil
         let flops = 3 * 2 * Double(n) * Double(fin) * Double(fout)
         return gemmLine(op: "linear", shape: "\(n)x\(fin)->\(fout)", ms: opMs, gemmMs: gemmMs, flops: flops)
     }
@@ -113,7 +123,7 @@ public enum OpBench {
         let gamma = Tensor(shape: [c], repeating: 1), beta = Tensor.zeros([c])
         let rm = Tensor.zeros([c]), rv = Tensor(shape: [c], repeating: 1)
         x.requiresGrad = true; gamma.requiresGrad = true; beta.requiresGrad = true
-        let ms = try medianMs(iterations) {
+        let ms = try bestMs(iterations) {
             x.grad = nil; gamma.grad = nil; beta.grad = nil
             let y = try batchNorm(x, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv, training: true)
             Tape.backward(y, seed: gy)
@@ -130,7 +140,7 @@ public enum OpBench {
         x.requiresGrad = true
         let outShape = [shape[0], (shape[1] + 2 - 3) / 2 + 1, (shape[2] + 2 - 3) / 2 + 1, shape[3]]
         let gy = Tensor.randn(outShape, rng: &rng)
-        let ms = try medianMs(iterations) {
+        let ms = try bestMs(iterations) {
             x.grad = nil
             let y = try maxPool2d(x, kernel: 3, stride: 2, padding: 1)
             Tape.backward(y, seed: gy)
@@ -146,7 +156,7 @@ public enum OpBench {
         let x = Tensor.randn(shape, rng: &rng)
         x.requiresGrad = true
         let gy = Tensor.randn([shape[0], shape[3]], rng: &rng)
-        let ms = try medianMs(iterations) {
+        let ms = try bestMs(iterations) {
             x.grad = nil
             let y = try globalAvgPool(x)
             Tape.backward(y, seed: gy)
@@ -158,29 +168,57 @@ public enum OpBench {
 
     // MARK: - Timing and formatting
 
-    /// Median wall time in milliseconds of `body` over `iterations` runs, after one warm-up run.
-    static func medianMs(_ iterations: Int, _ body: () throws -> Void) rethrows -> Double {
-        try body()
-        var times: [Double] = []
-        for _ in 0..<iterations {
-            let t0 = DispatchTime.now().uptimeNanoseconds
+    /// Best-of-N wall time and calling-thread CPU time, in milliseconds.
+    struct Timing {
+        var wall = Double.infinity, cpu = Double.infinity
+        /// The clock the GFLOP/s use: thread CPU time with one BLAS thread (all work runs on this thread,
+        /// and time the scheduler gives to other processes is not counted), wall time otherwise.
+        var best: Double { blasThreads() == 1 ? cpu : wall }
+        mutating func measure(_ body: () throws -> Void) rethrows {
+            let w0 = DispatchTime.now().uptimeNanoseconds, c0 = threadCPUNanoseconds()
             try body()
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            cpu = min(cpu, Double(threadCPUNanoseconds() - c0) / 1e6)
+            wall = min(wall, Double(DispatchTime.now().uptimeNanoseconds - w0) / 1e6)
         }
-        times.sort()
-        return times[times.count / 2]
+    }
+
+    static func threadCPUNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    static var clockName: String { blasThreads() == 1 ? "thread_cpu" : "wall" }
+
+    /// Best-of-`iterations` times of `body`, after one warm-up run.
+    static func bestMs(_ iterations: Int, _ body: () throws -> Void) rethrows -> Timing {
+        try body()
+        var t = Timing()
+        for _ in 0..<iterations { try t.measure(body) }
+        return t
+    }
+
+    /// Best-of-`iterations` times of `op` and `gemm`, run alternately so that load from other
+    /// processes affects both alike.
+    static func bestPairMs(_ iterations: Int, op: () throws -> Void, gemm: () -> Void) rethrows -> (Timing, Timing) {
+        try op(); gemm()
+        var a = Timing(), b = Timing()
+        for _ in 0..<iterations { try a.measure(op); b.measure(gemm) }
+        return (a, b)
     }
 
     static func fmt(_ v: Double) -> String { String(format: "%.3f", v) }
 
-    static func gemmLine(op: String, shape: String, ms: Double, gemmMs: Double, flops: Double) -> String {
-        let gf = flops / (ms * 1e6), sg = flops / (gemmMs * 1e6)
-        return "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms)),\"gflops\":\(fmt(gf)),"
-            + "\"sgemm_gflops\":\(fmt(sg)),\"ratio\":\(fmt(gf / sg)),\"threads\":\(blasThreads())}"
+    static func gemmLine(op: String, shape: String, ms: Timing, gemmMs: Timing, flops: Double) -> String {
+        let gf = flops / (ms.best * 1e6), sg = flops / (gemmMs.best * 1e6)
+        return "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms.wall)),\"gflops\":\(fmt(gf)),"
+            + "\"sgemm_gflops\":\(fmt(sg)),\"ratio\":\(fmt(gf / sg)),\"cpu_ms\":\(fmt(ms.cpu)),"
+            + "\"sgemm_ms\":\(fmt(gemmMs.wall)),\"clock\":\"\(clockName)\",\"threads\":\(blasThreads())}"
     }
 
-    static func memoryLine(op: String, shape: String, ms: Double, bytes: Double) -> String {
-        "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms)),\"gflops\":null,\"sgemm_gflops\":null,"
-            + "\"ratio\":null,\"gbps\":\(fmt(bytes / (ms * 1e6))),\"threads\":\(blasThreads())}"
+    static func memoryLine(op: String, shape: String, ms: Timing, bytes: Double) -> String {
+        "{\"op\":\"\(op)\",\"shape\":\"\(shape)\",\"ms\":\(fmt(ms.wall)),\"gflops\":null,\"sgemm_gflops\":null,"
+            + "\"ratio\":null,\"gbps\":\(fmt(bytes / (ms.best * 1e6))),\"cpu_ms\":\(fmt(ms.cpu)),"
+            + "\"clock\":\"\(clockName)\",\"threads\":\(blasThreads())}"
     }
 }

@@ -1,13 +1,24 @@
 /// Tuning of `conv2d`'s scratch memory.
+///
+/// The column matrix is processed in chunks of whole images: small enough that a chunk's `im2col`
+/// output is still in cache when the GEMM reads it (and `dcol` when `col2im` reads it), large enough
+/// (`minChunkRows` output pixels) that each GEMM runs at full speed, and never above
+/// `maxColumnElements`.
 public enum Conv2dWorkspace {
-    /// Largest column matrix (floats) one GEMM works on. A batch whose `N·Ho·Wo × kh·kw·Cin` column
-    /// matrix is bigger is processed in chunks of whole images. Default 2²⁵ floats (128 MiB).
+    /// Hard cap on the column-matrix scratch (floats). Default 2²⁵ floats (128 MiB).
     public nonisolated(unsafe) static var maxColumnElements = 1 << 25
+    /// Cache-blocking target for one chunk's column matrix (floats).
+    public nonisolated(unsafe) static var targetColumnElements = 1 << 17
+    /// Fewest GEMM rows (output pixels) per chunk when the batch has them.
+    public nonisolated(unsafe) static var minChunkRows = 256
 
     /// Images per chunk for geometry `g` (at least one).
     static func imagesPerChunk(_ g: ConvGeometry) -> Int {
         let perImage = max(1, g.pixelsPerImage * g.k)
-        return max(1, min(g.n, maxColumnElements / perImage))
+        let byCache = targetColumnElements / perImage
+        let byRows = (minChunkRows + g.pixelsPerImage - 1) / max(1, g.pixelsPerImage)
+        let byCap = maxColumnElements / perImage
+        return max(1, min(g.n, byCap, max(byCache, byRows)))
     }
 }
 
@@ -20,12 +31,16 @@ public enum Conv2dWorkspace {
 /// As GEMMs over the column matrix `col = im2col(x)` `[M = N·Ho·Wo, K = kh·kw·Cin]` and
 /// `W` viewed as `[Cout, K]`:
 /// - forward  `Y[M, Cout] = col · Wᵀ (+ b)`
-/// - backward `dW = dYᵀ · col`, `db = Σ_rows dY`, `dcol = dY · W`, `dx = col2im(dcol)` (accumulate).
+/// - backward `dW = dYᵀ · col`, `db = Σ_rows dY`, `dcol = dY · W`, `dx = col2im(dcol)` (accumulate);
+///   for stride 1 and a square kernel `dx` is instead the convolution of `dY` with the flipped,
+///   transposed kernel (`dx = im2col(dY) · W'ᵀ`, one GEMM with inner size `k²·Cout`, no col2im).
 ///
-/// The whole batch is one GEMM (chunks of whole images when the column matrix would exceed
-/// `Conv2dWorkspace.maxColumnElements`). A 1×1 stride-1 unpadded convolution uses `x` itself as
-/// `col` (no copy). Backward recomputes `col` instead of keeping it alive from forward, and reuses the
-/// same scratch for `dcol`; scratch comes from the `BufferPool`.
+/// The GEMMs run over chunks of whole images sized by `Conv2dWorkspace` (cache-resident column
+/// matrix, at least `minChunkRows` rows per GEMM). A 1×1 stride-1 unpadded convolution uses `x` itself as
+/// `col` (no copy); a strided unpadded 1×1 gathers the sampled pixels once (whole batch, kept for
+/// backward, where the buffer is reused for `dcol`). Otherwise backward recomputes `col` instead of
+/// keeping it alive from forward, and reuses the same scratch for `dcol`. Scratch comes from the
+/// `BufferPool`.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int) throws -> Tensor {
     guard x.rank == 4, weight.rank == 4, weight.shape[3] == x.shape[3] else {
         throw TensorError.shapeMismatch(op: "conv2d", lhs: x.shape, rhs: weight.shape)
@@ -47,9 +62,20 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
     let out = Tensor(uninitializedShape: [g.n, g.ho, g.wo, cout])
     if m == 0 || cout == 0 { return out }
 
-    if g.isPointwise {
+    // Unpadded strided 1×1 while recording: the gathered pixels (x/s² floats) are kept for backward,
+    // where they feed dW and then serve as the dcol scratch.
+    let stridedPointwise = g.kh == 1 && g.kw == 1 && g.padding == 0 && !g.isPointwise
+    let recording = GradMode.isEnabled && (x.requiresGrad || weight.requiresGrad)
+    var gathered: Tensor? = nil
+    if g.isPointwise || (stridedPointwise && recording) {
+        var a = x.ptr
+        if !g.isPointwise {
+            let t = Tensor(uninitializedShape: [m * k])
+            im2col(x.ptr, g, images: 0..<g.n, into: t.ptr)
+            gathered = t; a = t.ptr
+        }
         if let bias { broadcastRows(bias.ptr, rows: m, cols: cout, into: out.ptr) }
-        sgemm(transB: true, m: m, n: cout, k: k, a: x.ptr, lda: k, b: weight.ptr, ldb: k,
+        sgemm(transB: true, m: m, n: cout, k: k, a: a, lda: k, b: weight.ptr, ldb: k,
               beta: bias == nil ? 0 : 1, c: out.ptr, ldc: cout)
     } else {
         let chunk = Conv2dWorkspace.imagesPerChunk(g)
@@ -86,15 +112,45 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             }
             return
         }
+        if let gathered {
+            if needW {   // dW[Cout, Cin] = dYᵀ · gathered x
+                let (gw, fresh) = weight.gradBuffer()
+                sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: gathered.ptr, ldb: k,
+                      beta: fresh ? 0 : 1, c: gw, ldc: k)
+            }
+            if needX {   // dcol = dY · W into the gathered buffer, then one pass over dx
+                let (gx, fresh) = x.gradBuffer()
+                sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: weight.ptr, ldb: k,
+                      beta: 0, c: gathered.ptr, ldc: k)
+                col2imStridedPointwise(gathered.ptr, g, images: 0..<g.n, into: gx, overwrite: fresh)
+            }
+            return
+        }
         let chunk = Conv2dWorkspace.imagesPerChunk(g)
-        let col = Tensor(uninitializedShape: [chunk * g.pixelsPerImage * k])
+        // Stride 1: dx is itself a convolution of dY (see `transposedBackwardGeometry`), one GEMM
+        // straight into dx. Otherwise dcol = dY · W and col2im.
+        let tg = needX ? transposedBackwardGeometry(g, cout: cout) : nil
+        let scratch = max(chunk * g.pixelsPerImage * k, tg.map { chunk * $0.pixelsPerImage * $0.k } ?? 0)
+        let col = Tensor(uninitializedShape: [scratch])
         var gw: UnsafeMutablePointer<Float>? = nil, wFresh = false
         if needW { (gw, wFresh) = weight.gradBuffer() }
-        var gx: UnsafeMutablePointer<Float>? = nil
+        var gx: UnsafeMutablePointer<Float>? = nil, xFresh = false
         if needX {
             let (p, fresh) = x.gradBuffer()
-            if fresh { p.update(repeating: 0, count: x.count) }
-            gx = p
+            if fresh && tg == nil { p.update(repeating: 0, count: x.count) }   // col2im adds
+            gx = p; xFresh = fresh
+        }
+        // Flipped, transposed weights W'[c, ki, kj, o] = W[o, kh−1−ki, kw−1−kj, c].
+        var flipped: Tensor? = nil
+        if tg != nil {
+            let f = Tensor(uninitializedShape: [g.cin, g.kh, g.kw, cout])
+            for o in 0..<cout { for ki in 0..<g.kh { for kj in 0..<g.kw {
+                let src = weight.ptr + ((o * g.kh + ki) * g.kw + kj) * g.cin
+                let dst = f.ptr + ((g.kh - 1 - ki) * g.kw + (g.kw - 1 - kj)) * cout + o
+                let cStride = g.kh * g.kw * cout
+                for c in 0..<g.cin { dst[c * cStride] = src[c] }
+            } } }
+            flipped = f
         }
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
@@ -104,7 +160,13 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
                 sgemm(transA: true, m: cout, n: k, k: rows, a: dy, lda: cout, b: col.ptr, ldb: k,
                       beta: (wFresh && n0 == 0) ? 0 : 1, c: gw, ldc: k)
             }
-            if let gx {  // dcol[rows, K] = dY · W, then scatter-add onto dx
+            guard let gx else { continue }
+            if let tg, let flipped {  // dx[rows_in, Cin] = im2col(dY) · W'ᵀ
+                let inRows = (n1 - n0) * g.h * g.w
+                im2col(gy.ptr, tg, images: n0..<n1, into: col.ptr)
+                sgemm(transB: true, m: inRows, n: g.cin, k: tg.k, a: col.ptr, lda: tg.k, b: flipped.ptr, ldb: tg.k,
+                      beta: xFresh ? 0 : 1, c: gx + n0 * g.h * g.w * g.cin, ldc: g.cin)
+            } else {      // dcol[rows, K] = dY · W, then scatter-add onto dx
                 sgemm(m: rows, n: k, k: cout, a: dy, lda: cout, b: weight.ptr, ldb: k,
                       beta: 0, c: col.ptr, ldc: k)
                 col2imAccumulate(col.ptr, g, images: n0..<n1, into: gx)
@@ -112,4 +174,16 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
         }
     }
     return out
+}
+
+/// For a stride-1 convolution with square kernel and `padding ≤ k − 1`, the input gradient is a
+/// convolution of `dY` (`[N, Ho, Wo, Cout]`) with the flipped, transposed kernel
+/// `W'[c, ki, kj, o] = W[o, k−1−ki, k−1−kj, c]` and padding `k − 1 − p`:
+/// `dx[n, i, j, c] = Σ_{ki,kj,o} dY[n, i + p − ki, j + p − kj, o] · W[o, ki, kj, c]`.
+/// Returns that convolution's geometry (over `dY`), or nil when the identity does not apply.
+func transposedBackwardGeometry(_ g: ConvGeometry, cout: Int) -> ConvGeometry? {
+    guard g.stride == 1, g.kh == g.kw, g.kh > 1, g.padding <= g.kh - 1 else { return nil }
+    let t = ConvGeometry(n: g.n, h: g.ho, w: g.wo, cin: cout, kh: g.kh, kw: g.kw, stride: 1,
+                         padding: g.kh - 1 - g.padding)
+    return t.ho == g.h && t.wo == g.w ? t : nil
 }

@@ -131,3 +131,29 @@ func accumulateColumnSums(_ m: UnsafePointer<Float>, rows: Int, cols: Int,
         else { for j in 0..<cols { out[j] += Float(ap[j]) } }
     }
 }
+
+/// `col2im` for an unpadded 1×1 window with stride `s > 1`: windows do not overlap, so input pixel
+/// `(ih, iw)` receives row `(ih/s, iw/s)` when both are multiples of `s` and nothing otherwise.
+/// With `overwrite` the images' gradient is written in one pass (zeros between the sampled pixels),
+/// which saves clearing `dx` first; otherwise the rows are added.
+public func col2imStridedPointwise(_ dcol: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>,
+                                   into dx: UnsafeMutablePointer<Float>, overwrite: Bool) {
+    precondition(g.kh == 1 && g.kw == 1 && g.padding == 0, "col2imStridedPointwise needs a 1×1 unpadded window")
+    let c = g.cin, s = g.stride
+    var row = dcol
+    for n in images {
+        var q = dx + n * g.h * g.w * c
+        for ih in 0..<g.h {
+            let sampledRow = ih % s == 0
+            for iw in 0..<g.w {
+                if sampledRow && iw % s == 0 {
+                    if overwrite { q.update(from: row, count: c) } else { addInPlace(q, row, c) }
+                    row += c
+                } else if overwrite {
+                    q.update(repeating: 0, count: c)
+                }
+                q += c
+            }
+        }
+    }
+}

@@ -47,7 +47,7 @@ public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int, padding: Int = 0) t
                         let off = (ih * g.w + iw) * c
                         let src = xn + off
                         if let a {
-                            for j in 0..<c where src[j] > y[j] { y[j] = src[j]; a[j] = Int32(off + j) }
+                            maxWithArgmax(y, a, src, base: Int32(truncatingIfNeeded: off), count: c)
                         } else {
                             for j in 0..<c { y[j] = Swift.max(y[j], src[j]) }
                         }
@@ -60,14 +60,36 @@ public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int, padding: Int = 0) t
         Tape.record("maxPool2d", inputs: [x], output: out) { gy in
             _ = argmaxStore   // keeps the argmax buffer alive until backward
             let (gx, fresh) = x.gradBuffer()
-            if fresh { gx.update(repeating: 0, count: x.count) }
             for n in 0..<g.n {
                 let dxn = gx + n * imageSize, a = arg + n * outImage, d = gy.ptr + n * outImage
+                if fresh { dxn.update(repeating: 0, count: imageSize) }   // image by image, cache-warm
                 for i in 0..<outImage { dxn[Int(a[i])] += d[i] }
             }
         }
     }
     return out
+}
+
+/// `y = max(y, src)` elementwise, recording `a[j] = base + j` where `src` wins (8 lanes at a time).
+@inline(__always)
+private func maxWithArgmax(_ y: UnsafeMutablePointer<Float>, _ a: UnsafeMutablePointer<Int32>,
+                           _ src: UnsafePointer<Float>, base: Int32, count c: Int) {
+    var j = 0
+    let lanes = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
+    while j + 8 <= c {
+        let v = UnsafeRawPointer(src + j).loadUnaligned(as: SIMD8<Float>.self)
+        let cur = UnsafeRawPointer(y + j).loadUnaligned(as: SIMD8<Float>.self)
+        let idx = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Int32>.self)
+        let better = v .> cur
+        UnsafeMutableRawPointer(y + j).storeBytes(of: cur.replacing(with: v, where: better), as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(a + j).storeBytes(of: idx.replacing(with: lanes &+ (base &+ Int32(truncatingIfNeeded: j)),
+                                                                    where: better), as: SIMD8<Int32>.self)
+        j += 8
+    }
+    while j < c {
+        if src[j] > y[j] { y[j] = src[j]; a[j] = base &+ Int32(truncatingIfNeeded: j) }
+        j += 1
+    }
 }
 
 /// Average pooling over NHWC windows without padding.
