@@ -35,7 +35,8 @@ extension Communicator {
 /// `n_r` may be 0); every rank receives `Y` of shape `[Σ_r n_r, ...]` (`MPI_Allgatherv`). The row
 /// counts are exchanged with one all-gather (together with the row size and whether the gather is
 /// recorded, so ranks that disagree all throw the same `CommError.rankMismatch`), unless `counts`
-/// gives them.
+/// gives them (then the caller guarantees that every rank passes the same counts and the same
+/// `requiresGrad`).
 ///
 /// Backward — the loss-share contract: each rank evaluates *its share* `L_r` of the global loss
 /// (`L = Σ_r L_r`) from its copy of `Y`, so it holds `G_r = ∂L_r/∂Y` for *all* rows. The gradient of

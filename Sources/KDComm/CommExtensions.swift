@@ -61,4 +61,16 @@ extension Communicator {
     public func allGatherInts(_ local: [Int], counts: [Int]? = nil) throws -> [Int] {
         try allGatherV(local, counts: counts)
     }
+
+    /// Throws `CommError.rankMismatch` on every rank unless `value` is identical on all ranks (one
+    /// all-reduce of `[v, −v]` with MAX). Meant for cheap desync checks such as a parameter checksum
+    /// compared every K steps: `rank order` is not needed, only agreement.
+    public func verifyIdentical(_ value: Double, what: String) throws {
+        var v = [value, -value]
+        try allReduce(&v, op: .max)
+        let hi = v[0], lo = -v[1]
+        if !(hi == lo) && !(hi.isNaN && lo.isNaN) {
+            throw CommError.rankMismatch(op: "verifyIdentical", message: "\(what) differs across ranks: min \(lo), max \(hi) (this rank \(value))")
+        }
+    }
 }

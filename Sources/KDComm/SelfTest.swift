@@ -6,8 +6,9 @@ import KDTensor
 ///
 /// Rank `r` of `N` contributes data such as `x_r[i] = ((r + i) mod N + 1)·(i mod 5 + 1)`, whose sum,
 /// max and min over ranks are `N(N+1)/2·(i mod 5 + 1)`, `N·(i mod 5 + 1)` and `i mod 5 + 1`
-/// (UInt8 sums compared modulo 256). Uneven variable-count collectives use `n_q = 0` for `q ≡ 1 (mod 3)`,
-/// so a rank with no rows is exercised from `N = 2` on.
+/// (UInt8 sums compared modulo 256). Variable-count collectives run twice: with `n_q = 0` for
+/// `q ≡ 1 (mod 3)` (a rank with no rows from `N = 2` on) and with `n_q = q + base` (every rank
+/// contributes).
 ///
 /// `failRank` (or `KDGRAPH_FAIL_RANK=r`) is a test switch: that rank throws
 /// `CommError.injectedFailure` in the middle of the self-test; the caller (`runOrAbort`) then ends the
@@ -98,6 +99,12 @@ public enum SelfTest {
     /// Uneven per-rank counts with empty ranks: `0` for `q ≡ 1 (mod 3)`, else `q + base`.
     static func unevenCounts(_ n: Int, base: Int) -> [Int] { (0..<n).map { $0 % 3 == 1 ? 0 : $0 + base } }
 
+    /// The two count patterns every variable-count check runs: with empty ranks (`unevenCounts`) and
+    /// uneven but all non-empty (`q + base`), so that from N = 2 on several ranks contribute.
+    static func countPatterns(_ n: Int, base: Int) -> [(String, [Int])] {
+        [("with_empty", unevenCounts(n, base: base)), ("nonempty", (0..<n).map { $0 + base })]
+    }
+
     // MARK: per-dtype collectives
 
     static func scalarChecks<T: CommScalar>(_: T.Type, _ label: String, _ comm: Communicator,
@@ -134,29 +141,31 @@ public enum SelfTest {
         let badG = firstMismatch(recv) { value(($0 / 5) * 10 + $0 % 5) }
         rec.expect("allgather/\(label)", badG == nil, badG ?? "")
 
-        // all-gather-v, uneven counts including empty ranks
-        let gc = unevenCounts(n, base: 2)
-        let gl = RowLayout(counts: gc)
-        let gv: [T] = try comm.allGatherV((0..<gc[r]).map { value(r * 11 + $0) }, counts: gc)
-        var wantGV: [T] = []
-        for q in 0..<n { for i in 0..<gc[q] { wantGV.append(value(q * 11 + i)) } }
-        rec.expect("allgatherv/\(label)", gv == wantGV && gv.count == gl.total, "got \(gv.prefix(12)), want \(wantGV.prefix(12))")
-
-        // reduce-scatter-v (sum), uneven blocks including empty ones
-        let rc = unevenCounts(n, base: 1)
-        let rl = RowLayout(counts: rc)
-        let rs: [T] = (0..<rl.total).map { value((r + 1) * ($0 % 7 + 1)) }
-        var mineRS = [T](repeating: 0, count: rc[r])
-        var dummy: T = 0     // receive slot for a rank with an empty block
-        try rs.withUnsafeBufferPointer { s in     // total ≥ 1: rank 0 always has a block
-            if rc[r] == 0 {
-                try withUnsafeMutablePointer(to: &dummy) { try comm.reduceScatterV(s.baseAddress!, counts: rc, into: $0) }
-            } else {
-                try mineRS.withUnsafeMutableBufferPointer { try comm.reduceScatterV(s.baseAddress!, counts: rc, into: $0.baseAddress!) }
-            }
+        for (pattern, gc) in countPatterns(n, base: 2) {
+            // all-gather-v, uneven counts
+            let gl = RowLayout(counts: gc)
+            let gv: [T] = try comm.allGatherV((0..<gc[r]).map { value(r * 11 + $0) }, counts: gc)
+            var wantGV: [T] = []
+            for q in 0..<n { for i in 0..<gc[q] { wantGV.append(value(q * 11 + i)) } }
+            rec.expect("allgatherv_\(pattern)/\(label)", gv == wantGV && gv.count == gl.total,
+                       "got \(gv.prefix(12)), want \(wantGV.prefix(12))")
         }
-        let badRS = firstMismatch(mineRS) { value(tri * ((rl.offsets[r] + $0) % 7 + 1)) }
-        rec.expect("reducescatterv/\(label)", badRS == nil, badRS ?? "")
+        for (pattern, rc) in countPatterns(n, base: 1) {
+            // reduce-scatter-v (sum), uneven blocks
+            let rl = RowLayout(counts: rc)
+            let rs: [T] = (0..<rl.total).map { value((r + 1) * ($0 % 7 + 1)) }
+            var mineRS = [T](repeating: 0, count: rc[r])
+            var dummy: T = 0     // receive slot for a rank with an empty block
+            try rs.withUnsafeBufferPointer { s in     // total ≥ 1: rank 0 always has a block
+                if rc[r] == 0 {
+                    try withUnsafeMutablePointer(to: &dummy) { try comm.reduceScatterV(s.baseAddress!, counts: rc, into: $0) }
+                } else {
+                    try mineRS.withUnsafeMutableBufferPointer { try comm.reduceScatterV(s.baseAddress!, counts: rc, into: $0.baseAddress!) }
+                }
+            }
+            let badRS = firstMismatch(mineRS) { value(tri * ((rl.offsets[r] + $0) % 7 + 1)) }
+            rec.expect("reducescatterv_\(pattern)/\(label)", badRS == nil, badRS ?? "")
+        }
     }
 
     // MARK: non-blocking all-reduce
@@ -205,6 +214,14 @@ public enum SelfTest {
         let req = try f.withUnsafeMutableBufferPointer { try mpi.allReduceAsync($0.baseAddress!, count: 53, op: .sum) }
         try req.wait()
         rec.expect("iallreduce_split", f == (0..<53).map { Float(tri * $0) }, "got \(f.prefix(10))")
+        mpi.maxElementsPerCall = saved
+        let savedChunk = mpi.allReduceChunkBytes
+        mpi.allReduceChunkBytes = 16            // 4 floats per call above 64 bytes
+        var c: [Float] = (0..<101).map { Float((r + 1) * $0) }
+        try mpi.allReduce(&c, op: .sum)
+        mpi.allReduceChunkBytes = savedChunk
+        rec.expect("allreduce_chunked", c == (0..<101).map { Float(tri * $0) }, "got \(c.prefix(10))")
+        mpi.maxElementsPerCall = 7
         var b: [Int32] = (0..<30).map { r == 0 ? Int32($0 * 3) : -1 }
         try mpi.broadcast(&b, root: 0)
         rec.expect("broadcast_split", b == (0..<30).map { Int32($0 * 3) }, "got \(b.prefix(10))")
@@ -213,8 +230,13 @@ public enum SelfTest {
     // MARK: differentiable all-gather
 
     static func gatherRowsChecks(_ comm: Communicator, _ rec: inout Recorder) throws {
+        for (pattern, counts) in countPatterns(comm.size, base: 1) {
+            try gatherRowsChecks(comm, counts: counts, pattern: pattern, &rec)
+        }
+    }
+
+    static func gatherRowsChecks(_ comm: Communicator, counts: [Int], pattern: String, _ rec: inout Recorder) throws {
         let n = comm.size, r = comm.rank, tri = n * (n + 1) / 2
-        let counts = unevenCounts(n, base: 1)
         let layout = RowLayout(counts: counts)
         let dim = 3
         let x = Tensor(shape: [counts[r], dim], data: (0..<counts[r] * dim).map { Float(r * 100 + ($0 / dim) * 10 + $0 % dim) })
@@ -234,7 +256,7 @@ public enum SelfTest {
         for g in 0..<layout.total where bad == nil { for d in 0..<dim where y.ptr[g * dim + d] != wantRow(g, d) {
             bad = "row \(g) col \(d): got \(y.ptr[g * dim + d]), want \(wantRow(g, d))"; break
         } }
-        rec.expect("allgather_rows_forward", bad == nil, bad ?? "")
+        rec.expect("allgather_rows_forward_\(pattern)", bad == nil, bad ?? "")
         let seed = Tensor(shape: y.shape, data: (0..<y.count).map { Float(r + 1) + Float($0 / dim) * 0.5 + Float($0 % dim) })
         Tape.backward(y, seed: seed)
         bad = nil
@@ -246,7 +268,7 @@ public enum SelfTest {
                 } }
             } else { bad = "no gradient reached the local rows" }
         }
-        rec.expect("allgather_rows_backward", bad == nil, bad ?? "")
+        rec.expect("allgather_rows_backward_\(pattern)", bad == nil, bad ?? "")
         x.requiresGrad = false
         x.grad = nil
 
@@ -256,11 +278,11 @@ public enum SelfTest {
         for g in 0..<layout.total where bad == nil { for d in 0..<dim where z.ptr[g * dim + d] != wantRow(g, d) {
             bad = "row \(g) col \(d): got \(z.ptr[g * dim + d])"; break
         } }
-        rec.expect("allgather_rows_nograd", bad == nil, bad ?? "")
+        rec.expect("allgather_rows_nograd_\(pattern)", bad == nil, bad ?? "")
         let labels = try comm.allGatherInts((0..<counts[r]).map { r * 1000 + $0 })
         var wantLabels: [Int] = []
         for q in 0..<n { for i in 0..<counts[q] { wantLabels.append(q * 1000 + i) } }
-        rec.expect("allgather_ints", labels == wantLabels, "got \(labels.prefix(12)), want \(wantLabels.prefix(12))")
+        rec.expect("allgather_ints_\(pattern)", labels == wantLabels, "got \(labels.prefix(12)), want \(wantLabels.prefix(12))")
     }
 
     // MARK: gradient buckets

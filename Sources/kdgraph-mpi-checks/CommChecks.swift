@@ -11,7 +11,29 @@ enum CommChecks {
         MultiRankCheck("comm.rank_mismatch_errors", run: rankMismatchErrors),
         MultiRankCheck("comm.buckets_large", run: bucketsLarge),
         MultiRankCheck("comm.iallreduce_polled_during_compute", run: iallreduceDuringCompute),
+        MultiRankCheck("comm.verify_identical", run: verifyIdentical),
+        MultiRankCheck("comm.fault_injection", run: faultInjection),
     ]
+
+    /// Identical values pass; a value that differs on one rank makes every rank throw.
+    static func verifyIdentical(_ comm: Communicator) throws {
+        try comm.verifyIdentical(1.25, what: "checksum")
+        guard comm.size > 1 else { return }
+        do {
+            try comm.verifyIdentical(comm.rank == comm.size - 1 ? 2 : 1, what: "checksum")
+            throw CheckFailure("a checksum differing on rank \(comm.size - 1) was accepted")
+        } catch let e as CommError {
+            guard "\(e)".contains("checksum differs across ranks: min 1.0, max 2.0") else { throw CheckFailure("unexpected error: \(e)") }
+        }
+    }
+
+    /// Test switch for the driver's failure agreement: with `KDGRAPH_FAIL_RANK=r` in the environment,
+    /// rank r fails this check (no collective involved) and every rank must report it as failed.
+    static func faultInjection(_ comm: Communicator) throws {
+        if let r = SelfTest.failRankFromEnvironment(), r == comm.rank {
+            throw CheckFailure("injected failure (KDGRAPH_FAIL_RANK=\(r))")
+        }
+    }
 
     /// Every collective against closed forms (SelfTest without timings).
     static func selftest(_ comm: Communicator) throws {
@@ -31,14 +53,20 @@ enum CommChecks {
         return diff / scale
     }
 
-    /// The gather/loss-share contract end to end. Global batch `X [B, D]` (uneven rows per rank, one
-    /// rank empty), parameter `M [D, D]`; loss `L = Σ S ∘ ((X M)(X)ᵀ)`. Rank r evaluates the share
+    /// The gather/loss-share contract end to end. Global batch `X [B, D]` (uneven rows per rank; once
+    /// with every rank owning rows, once with rank 1 empty), parameter `M [D, D]`; loss `L = Σ S ∘ ((X M)(X)ᵀ)`. Rank r evaluates the share
     /// `L_r` = the rows of S it owns, from `Y1 = gather(X_r M)`, `Y2 = gather(X_r)`. After backward (two
     /// reduce-scatters into the same local rows) and a bucketed all-reduce of `∂L/∂M`, every rank must
     /// hold exactly the one-process gradients of its rows and of M.
     static func gatherVersusOneProcess(_ comm: Communicator) throws {
-        let n = comm.size, r = comm.rank, dim = 4
-        let counts = (0..<n).map { $0 % 3 == 1 ? 0 : $0 + 2 }
+        let n = comm.size
+        // Every rank owns rows; then rank 1 owns none (from N = 2 on).
+        try gatherVersusOneProcess(comm, counts: (0..<n).map { $0 + 2 })
+        try gatherVersusOneProcess(comm, counts: (0..<n).map { $0 == 1 ? 0 : $0 + 2 })
+    }
+
+    static func gatherVersusOneProcess(_ comm: Communicator, counts: [Int]) throws {
+        let r = comm.rank, dim = 4
         let layout = RowLayout(counts: counts)
         let b = layout.total
         var rng = KDRandom(keys: 7, 1)
@@ -72,7 +100,7 @@ enum CommChecks {
         let errM = maxRelativeError(m.grad?.array ?? [], mRef.grad!.array)
         if !mine.isEmpty && x.grad == nil { throw CheckFailure("rank \(r): no gradient for the local rows") }
         if errForward > 1e-5 || errRows > 1e-5 || errM > 1e-5 {
-            throw CheckFailure("max relative errors: forward \(errForward), local rows \(errRows), M \(errM) (bound 1e-5)")
+            throw CheckFailure("counts \(counts): max relative errors: forward \(errForward), local rows \(errRows), M \(errM) (bound 1e-5)")
         }
     }
 

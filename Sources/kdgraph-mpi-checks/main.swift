@@ -12,7 +12,8 @@ import KDTensor
 //   kdgraph-mpi-checks --hang-rank R --timeout S
 //                                            watchdog test: rank R skips a barrier, the others are
 //                                            aborted after S seconds
-//   kdgraph-mpi-checks --bench               all-reduce timings (JSON lines, rank 0)
+//   kdgraph-mpi-checks --bench               all-reduce timings and blocking vs overlapped buckets
+//                                            (JSON lines, rank 0)
 //   --timeout S                              watchdog timeout in seconds (default 300)
 
 let checks = CommChecks.all + DataChecks.all + ModelChecks.all + LossChecks.all + TrainChecks.all
@@ -79,7 +80,7 @@ if let hangRank {
 }
 
 if bench {
-    runOrAbort(world) { try CommBenchmark.run(world) }
+    runOrAbort(world) { try CommBenchmark.run(world); try CommBenchmark.overlap(world) }
     exit(0)
 }
 

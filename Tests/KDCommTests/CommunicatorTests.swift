@@ -79,6 +79,12 @@ final class CommunicatorTests: XCTestCase {
         try req.wait()
         comm.maxElementsPerCall = 0
         XCTAssertEqual(comm.maxElementsPerCall, 1, "clamped to at least one element")
+        comm.maxElementsPerCall = mpiIntLimit
+        comm.allReduceChunkBytes = 8             // 2 Int32 per call above 32 bytes
+        defer { comm.allReduceChunkBytes = 1 << 20 }
+        var big: [Int32] = Array(0..<101)
+        try comm.allReduce(&big, op: .max)
+        XCTAssertEqual(big, Array(0..<101))
     }
 
     func testArgumentErrors() throws {
@@ -127,6 +133,13 @@ final class CommunicatorTests: XCTestCase {
         XCTAssertFalse(dup === comm)
         XCTAssertEqual(dup.size, 1)
         XCTAssertEqual(try dup.allReduce(Int32(5), op: .max), 5)
+    }
+
+    func testVerifyIdenticalOnOneRank() throws {
+        try comm.verifyIdentical(3.5, what: "checksum")
+        try comm.verifyIdentical(.nan, what: "checksum")
+        XCTAssertEqual("\(CommError.rankMismatch(op: "verifyIdentical", message: "checksum differs across ranks: min 1.0, max 2.0 (this rank 1.0)"))",
+                       "verifyIdentical: ranks disagree: checksum differs across ranks: min 1.0, max 2.0 (this rank 1.0)")
     }
 
     func testRunOrAbortPassesResults() {
