@@ -2,6 +2,7 @@
 """Reproduce KDGraph forward passes in PyTorch from exported weights.
 
 Usage:  python3 launch/interop_check.py EXPORT_DIR [EXPORT_DIR ...]
+        python3 launch/interop_check.py --export-torch OUT_DIR MODEL [CLASSES CHANNELS HEIGHT WIDTH]
 
 Each EXPORT_DIR is written by `Interop.export` (KDModels) and holds:
   model.safetensors   weights in PyTorch names and layouts (conv [Cout, Cin, kh, kw])
@@ -12,19 +13,25 @@ Each EXPORT_DIR is written by `Interop.export` (KDModels) and holds:
 
 The script builds the same architecture in PyTorch (definitions follow RepDistiller's resnet.py and
 wrn.py), loads the weights with `safetensors.torch.load_file` + `load_state_dict(strict=True)`, runs
-it in eval mode on the same input (NHWC -> NCHW) and compares logits and features. Exit status 1 if
-any relative error (max |a - b| / max |b|) exceeds 1e-4.
+it in eval mode on the same input (NHWC -> NCHW) and compares logits and features. When the export
+holds grads.safetensors it also runs one training-mode pass (batch statistics) and compares the
+logits and the gradient of L = sum(logits * R) for every parameter. Exit status 1 if a relative
+error (max |a - b| / max |b|) exceeds 1e-4 (1e-3 for gradients).
 """
 import json
+import os
 import sys
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 TOLERANCE = 1e-4
+# Gradients pass through several BatchNorm backward steps in float32 on both sides.
+GRAD_TOLERANCE = 1e-3
 
 
 def conv3x3(in_planes, out_planes, stride=1):
@@ -195,12 +202,71 @@ def check(directory):
         x = x.permute(0, 3, 1, 2).contiguous()   # NHWC -> NCHW
     with torch.no_grad():
         feature, logits = model(x)
-    e_logits = relative_error(np.load(f"{directory}/logits.npy"), logits.numpy())
-    e_feature = relative_error(np.load(f"{directory}/feature.npy"), feature.numpy())
+    e_logits = relative_error(logits.numpy(), np.load(f"{directory}/logits.npy"))
+    e_feature = relative_error(feature.numpy(), np.load(f"{directory}/feature.npy"))
+    report = {"dir": directory, "model": manifest["model"], "tensors": len(state),
+              "logits_rel_err": e_logits, "feature_rel_err": e_feature}
     ok = e_logits <= TOLERANCE and e_feature <= TOLERANCE
-    print(json.dumps({"dir": directory, "model": manifest["model"], "tensors": len(state),
-                      "logits_rel_err": e_logits, "feature_rel_err": e_feature, "ok": ok}))
+    if os.path.exists(f"{directory}/grads.safetensors"):
+        # One training-mode step: batch statistics, L = sum(logits * R), gradients of every parameter.
+        model.train()
+        r = torch.from_numpy(np.load(f"{directory}/grad_weights.npy"))
+        train_logits = model(x)[1]
+        (train_logits * r).sum().backward()
+        expected = load_file(f"{directory}/grads.safetensors")
+        e_grad, worst = 0.0, ""
+        for name, p in model.named_parameters():
+            e = relative_error(expected[name].numpy(), p.grad.numpy())
+            if e > e_grad:
+                e_grad, worst = e, name
+        e_train = relative_error(np.load(f"{directory}/train_logits.npy"), train_logits.detach().numpy())
+        report.update({"train_logits_rel_err": e_train, "grad_rel_err": e_grad, "grad_worst": worst})
+        ok = ok and e_train <= TOLERANCE and e_grad <= GRAD_TOLERANCE
+    if os.path.exists(f"{directory}/checkpoint.safetensors"):
+        # A KDGraph training checkpoint: model tensors load strictly once optimizer state is set aside,
+        # and the metadata carries the data checksum and the optimizer step count.
+        with safe_open(f"{directory}/checkpoint.safetensors", framework="pt") as f:
+            metadata = f.metadata()
+        full = load_file(f"{directory}/checkpoint.safetensors")
+        weights = {k: v for k, v in full.items() if not k.startswith("optim.") and not k.startswith("state.")}
+        build(manifest).load_state_dict(weights, strict=True)
+        report["checkpoint_tensors"] = len(full)
+        report["checkpoint_optim_step"] = metadata.get("optim.step_count")
+        ok = ok and len(metadata.get("kdgraph.data_sha256", "")) == 64
+    report["ok"] = ok
+    print(json.dumps(report))
     return ok
+
+
+def export_torch(directory, name, classes=10, channels=3, height=32, width=32, hidden=(32, 16)):
+    """The reverse direction: a PyTorch model (random init, two training-mode passes so the running
+    statistics are not trivial) saved with safetensors.torch.save_file, an NHWC input and its eval-mode
+    logits/features, for KDGraph's `Interop.reproduceTorch(directory:)`."""
+    os.makedirs(directory, exist_ok=True)
+    manifest = {"model": name, "classes": classes, "input_channels": channels,
+                "image_size": [height, width], "hidden_sizes": list(hidden), "layout": "NHWC"}
+    torch.manual_seed(0)
+    model = build(manifest)
+    with torch.no_grad():
+        for p in model.parameters():           # move BN affine params away from 1/0 as well
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(4, height, width, channels)
+    def prep(t):
+        return t.reshape(t.shape[0], -1) if name == "mlp" else t.permute(0, 3, 1, 2).contiguous()
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(prep(torch.randn(4, height, width, channels)))
+    model.eval()
+    with torch.no_grad():
+        feature, logits = model(prep(x))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{directory}/torch_model.safetensors")
+    np.save(f"{directory}/input.npy", x.numpy().astype(np.float32))
+    np.save(f"{directory}/torch_logits.npy", logits.numpy())
+    np.save(f"{directory}/torch_feature.npy", feature.numpy())
+    with open(f"{directory}/manifest.json", "w") as f:
+        json.dump(manifest, f)
+    print(json.dumps({"exported": directory, "model": name, "tensors": len(model.state_dict())}))
 
 
 def main(argv):
@@ -208,6 +274,12 @@ def main(argv):
         print(__doc__)
         return 2
     torch.set_num_threads(1)
+    if argv[1] == "--export-torch":
+        # --export-torch OUT_DIR MODEL [CLASSES CHANNELS HEIGHT WIDTH]
+        out, name = argv[2], argv[3]
+        extra = [int(v) for v in argv[4:8]]
+        export_torch(out, name, *extra)
+        return 0
     results = [check(d) for d in argv[1:]]
     return 0 if all(results) else 1
 

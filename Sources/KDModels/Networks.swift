@@ -145,7 +145,7 @@ public final class MLP: Module, Classifier {
 }
 
 /// Linear projection of student features to the teacher's dimension, `[N, F] → [N, D_t]`
-/// (names `weight`, `bias`; PyTorch default initialisation).
+/// (names `proj.weight`, `proj.bias`; PyTorch default initialisation).
 public final class ProjectionHead: Module, UnaryLayer {
     public let proj: Linear
     public init(inFeatures: Int, outFeatures: Int, seed: UInt64) {

@@ -56,19 +56,19 @@ enum ModelChecks {
 
         let refRows = Array(refLogits.array[(rows.lowerBound * classes)..<(rows.upperBound * classes)])
         let eLogits = relativeError(logits.array, refRows)
-        guard eLogits <= tol else { throw CheckFailure("rank \(comm.rank): logits rows \(rows) differ from one-process by \(eLogits) (relative)") }
+        guard eLogits <= tol else { throw CheckFailure("logits rows \(rows) differ from one-process by \(eLogits) (relative)") }
         let eLoss = abs(loss - Double(refLoss.item)) / max(abs(Double(refLoss.item)), 1e-6)
-        guard eLoss <= tol else { throw CheckFailure("rank \(comm.rank): loss \(loss) vs one-process \(refLoss.item) (relative \(eLoss))") }
+        guard eLoss <= tol else { throw CheckFailure("loss \(loss) vs one-process \(refLoss.item) (relative \(eLoss))") }
 
         for ((name, p), (_, q)) in zip(model.namedParameters(), reference.namedParameters()) {
-            guard let g = p.grad, let gRef = q.grad else { throw CheckFailure("rank \(comm.rank): no gradient for \(name)") }
+            guard let g = p.grad, let gRef = q.grad else { throw CheckFailure("no gradient for \(name)") }
             try comm.allReduce(g.ptr, count: g.count, op: .sum)
             let e = relativeError(g.array, gRef.array)
-            guard e <= tol else { throw CheckFailure("rank \(comm.rank): gradient of \(name) differs from one-process by \(e) (relative)") }
+            guard e <= tol else { throw CheckFailure("gradient of \(name) differs from one-process by \(e) (relative)") }
         }
         for ((name, b), (_, bRef)) in zip(model.namedBuffers(), reference.namedBuffers()) {
             let e = relativeError(b.array, bRef.array)
-            guard e <= tol else { throw CheckFailure("rank \(comm.rank): buffer \(name) differs from one-process by \(e) (relative)") }
+            guard e <= tol else { throw CheckFailure("buffer \(name) differs from one-process by \(e) (relative)") }
         }
         model.zeroGrad(); reference.zeroGrad()
     }

@@ -36,7 +36,7 @@ final class ForwardTests: XCTestCase {
     /// Training mode updates running statistics and num_batches_tracked; eval mode uses them and
     /// leaves them alone.
     func testTrainEvalBatchNormState() throws {
-        let m = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3)
+        let m = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3) as! ResNet
         let x = input([4, 8, 8, 3])
         _ = try m(x); Tape.reset()
         XCTAssertEqual(m.bn1.numBatchesTracked.item, 1)
@@ -52,27 +52,45 @@ final class ForwardTests: XCTestCase {
         XCTAssertEqual(try withNoGrad { try m(input([1, 8, 8, 3])) }.logits.shape, [1, 5])
     }
 
-    /// Finite differences through a whole (tiny) residual network, BN in training mode.
-    func testGradientCheckTinyResNet() throws {
-        let m = try ResNet(name: "tiny", depth: 8, filters: [3, 3, 4, 4], classes: 3, inputChannels: 2)
-        m.initialize(seed: 11)
-        let x = input([3, 4, 4, 2], seed: 5)
-        let params = m.namedParameters()
-        let picked = ["conv1.weight", "layer1.0.conv2.weight", "layer2.0.bn1.weight", "layer2.0.downsample.0.weight",
-                      "layer3.0.bn2.bias", "fc.weight"].map { n in params.first { $0.0 == n }!.1 }
-        let r = try gradientCheck([x] + picked, eps: 1e-2, maxElements: 24) { _ in try m(x).logits }
-        XCTAssertLessThan(r.maxRelativeError, 2e-2, "\(r)")
+    // Finite differences and ReLU: a central difference straddling a ReLU kink (a pre-activation within
+    // ε of 0) is wrong by O(1), and perturbing one weight moves many pre-activations, so whole-network
+    // checks hit kinks for most seeds. The checks below use fixed seeds whose perturbations stay clear of
+    // kinks; the whole-network gradients are compared with PyTorch by launch/interop_check.py
+    // (training mode, every parameter, agreement ≤ 4e-5; see docs/interop.md).
+
+    func testGradientCheckResidualBlocksEval() throws {
+        let x = input([3, 4, 4, 3], seed: 1)
+        let blocks: [any UnaryLayer] = [BasicBlock(inPlanes: 3, planes: 4, stride: 2),
+                                        WideBasicBlock(inPlanes: 3, outPlanes: 4, stride: 2),
+                                        WideBasicBlock(inPlanes: 3, outPlanes: 3, stride: 1)]
+        for b in blocks {
+            b.initialize(seed: 1); b.eval()
+            let r = try gradientCheck([x] + b.parameters, eps: 3e-3, maxElements: 40) { _ in try b(x) }
+            XCTAssertLessThan(r.maxRelativeError, 2e-3, "\(type(of: b)): \(r)")
+        }
     }
 
-    func testGradientCheckTinyWideResNet() throws {
-        let m = try WideResNet(name: "tinywrn", depth: 10, widenFactor: 1, classes: 3, inputChannels: 1)
-        m.initialize(seed: 3)
-        let x = input([2, 4, 4, 1], seed: 8)
-        let params = m.namedParameters()
-        let picked = ["conv1.weight", "block1.layer.0.conv1.weight", "block2.layer.0.convShortcut.weight",
-                      "bn1.weight", "fc.bias"].map { n in params.first { $0.0 == n }!.1 }
-        let r = try gradientCheck([x] + picked, eps: 1e-2, maxElements: 16) { _ in try m(x).feature }
-        XCTAssertLessThan(r.maxRelativeError, 2e-2, "\(r)")
+    func testGradientCheckResidualBlocksTrain() throws {
+        let x = input([3, 4, 4, 3], seed: 3)
+        let blocks: [any UnaryLayer] = [BasicBlock(inPlanes: 3, planes: 4, stride: 2),
+                                        WideBasicBlock(inPlanes: 3, outPlanes: 4, stride: 2),
+                                        WideBasicBlock(inPlanes: 3, outPlanes: 3, stride: 1)]
+        for b in blocks {
+            b.initialize(seed: 3); b.train()
+            let r = try gradientCheck([x] + b.parameters, eps: 3e-3, maxElements: 40) { _ in try b(x) }
+            XCTAssertLessThan(r.maxRelativeError, 2e-3, "\(type(of: b)): \(r)")
+        }
+    }
+
+    /// Every parameter of a tiny ResNet (eval mode), one check per parameter.
+    func testGradientCheckTinyResNetEveryParameter() throws {
+        let x = input([3, 4, 4, 2], seed: 5)
+        let m = try ResNet(name: "tiny", depth: 8, filters: [3, 3, 4, 4], classes: 3, inputChannels: 2)
+        m.initialize(seed: 11); m.eval()
+        for (name, p) in [("input", x)] + m.namedParameters() {
+            let r = try gradientCheck([p], eps: 3e-3, maxElements: 30) { _ in try m(x).logits }
+            XCTAssertLessThan(r.maxRelativeError, 2e-3, "\(name): \(r)")
+        }
     }
 
     func testGradientCheckMLPAndProjection() throws {
@@ -109,7 +127,7 @@ final class ForwardTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let m = try ModelZoo.make(name: "resnet8", classes: 10, seed: 1)
         let x = Interop.referenceInput(n: 2, height: 8, width: 8, channels: 3)
-        let logits = try Interop.export(model: m, input: x, to: dir)
+        let logits = try Interop.export(model: m, input: x, gradients: true, to: dir)
         XCTAssertEqual(logits.shape, [2, 10])
         let npy = try SafetensorsIO.readAll(path: dir + "/logits.npy")
         XCTAssertEqual(Array(npy.prefix(8)), [0x93] + Array("NUMPY".utf8) + [1, 0])
@@ -129,7 +147,7 @@ final class ForwardTests: XCTestCase {
         // Optional: keep the export for launch/interop_check.py.
         if let out = ProcessInfo.processInfo.environment["KDGRAPH_INTEROP_DIR"] {
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-            for (name, size) in [("resnet8", [2, 32, 32, 3]), ("resnet8x4", [2, 32, 32, 3]), ("wrn_16_2", [2, 32, 32, 3]),
+            for (name, size) in [("resnet8", [2, 32, 32, 3]), ("resnet8x4", [2, 32, 32, 3]), ("wrn_16_2", [2, 32, 32, 3]), ("wrn_16_1", [3, 4, 4, 2]), ("resnet20", [4, 8, 8, 3]),
                                  ("mlp", [2, 28, 28, 1])] {
                 let sub = out + "/" + name
                 try FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: true)
@@ -138,8 +156,42 @@ final class ForwardTests: XCTestCase {
                 // A few training-mode steps so the running statistics are not the trivial 0/1.
                 for s in 0..<2 { _ = try withNoGrad { try model(input(size, seed: 100 + UInt64(s))) } }
                 try Interop.export(model: model, input: Interop.referenceInput(n: size[0], height: size[1], width: size[2], channels: size[3]),
-                                   hiddenSizes: name == "mlp" ? [32, 16] : [], to: sub)
+                                   hiddenSizes: name == "mlp" ? [32, 16] : [], gradients: true, to: sub)
+                // A full training checkpoint (AdamW state, metadata) beside the weights.
+                let opt = try AdamW(parameters: model.namedParameters())
+                for (_, p) in model.namedParameters() { p.grad = Tensor(shape: p.shape, repeating: 0.01) }
+                try opt.step()
+                try Checkpoint.save(path: sub + "/checkpoint.safetensors", model: model, optimizer: opt,
+                                    metadata: ["step": "1", "epoch": "0"])
+                model.zeroGrad()
             }
+        }
+    }
+
+    /// PyTorch → KDGraph: folders written by `interop_check.py --export-torch` (listed in
+    /// KDGRAPH_TORCH_EXPORT_DIR's subfolders) reproduce PyTorch's logits to 1e-4. Without the variable
+    /// the same path runs on a KDGraph-written stand-in so the loader is always exercised.
+    func testReproduceTorchExport() throws {
+        var dirs: [String] = []
+        if let root = ProcessInfo.processInfo.environment["KDGRAPH_TORCH_EXPORT_DIR"] {
+            dirs = try FileManager.default.contentsOfDirectory(atPath: root).sorted().map { root + "/" + $0 }
+        } else {
+            let dir = NSTemporaryDirectory() + "kdtorch-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let m = try ModelZoo.make(name: "resnet8", classes: 4, inputChannels: 1, seed: 9)
+            let x = Interop.referenceInput(n: 2, height: 8, width: 8, channels: 1)
+            try Interop.export(model: m, input: x, to: dir)
+            try FileManager.default.moveItem(atPath: dir + "/model.safetensors", toPath: dir + "/torch_model.safetensors")
+            try FileManager.default.moveItem(atPath: dir + "/logits.npy", toPath: dir + "/torch_logits.npy")
+            try FileManager.default.moveItem(atPath: dir + "/feature.npy", toPath: dir + "/torch_feature.npy")
+            dirs = [dir]
+        }
+        defer { if ProcessInfo.processInfo.environment["KDGRAPH_TORCH_EXPORT_DIR"] == nil { for d in dirs { try? FileManager.default.removeItem(atPath: d) } } }
+        for d in dirs {
+            let e = try Interop.reproduceTorch(directory: d)
+            XCTAssertLessThanOrEqual(e.logits, 1e-4, d)
+            XCTAssertLessThanOrEqual(e.feature, 1e-4, d)
+            print("reproduceTorch \(d): logits rel err \(e.logits), feature rel err \(e.feature)")
         }
     }
 }
