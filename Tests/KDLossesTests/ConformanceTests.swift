@@ -19,6 +19,17 @@ final class ConformanceTests: XCTestCase {
         }
     }
 
+    /// Extra case sets made with the reference's `make_fixtures.py` (other seeds, odd batch sizes,
+    /// duplicated rows): every case of each conforms.
+    func testExtraFixtureSetsConform() throws {
+        let root = try fixturesDirectory()
+        for name in ["seed1_b17", "seed2_b8_dup", "seed3_b32", "seed4_b13_dup"] {
+            let (report, ok) = try Conformance.run(directory: root + "/" + name)
+            XCTAssertTrue(ok, "\(name):\n" + report.joined(separator: "\n"))
+            XCTAssertEqual(report.count, 7, name)
+        }
+    }
+
     /// A loss far off the expected value fails the case with its error in the report.
     func testWrongExpectationFails() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kdlosses-conf-\(getpid())")
