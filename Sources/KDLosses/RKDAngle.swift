@@ -18,7 +18,8 @@ import KDTensor
 /// and `w_jk = G_jk c_j c_k`: `∂q_jk −= ½w_jk` (both orders), `∂q_ij += Σ_k w_jk`,
 /// `∂c_j = 2 Σ_k G_jk P_jk c_k`, `∂q_ij += ∂c_j · (−c_j³/2)` where `√q_ij > ε`; the accumulated `∂q`
 /// (Float64) reaches `x` through one sgemm at the end. Time `O(|rows|·n² + n²D)`; memory `O(n²)`
-/// (three Float64 `n×n` matrices). Term: `rkd_angle` (share, unweighted).
+/// (three Float64 `n×n` matrices); anchors are swept in blocks of 8 so the `n×n` rows stream
+/// from memory once per block. Term: `rkd_angle` (share, unweighted).
 public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil) throws -> LossShare {
     let name = "rkd_angle"
     try check2D(name, "student", student)
@@ -34,72 +35,72 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
     let gq: DoubleScratch? = wantGrad ? DoubleScratch.zeros(n * n) : nil
     let eps = Double(lossNormEpsilon)
     let invN3 = 1 / (Double(n) * Double(n) * Double(n))
-    var cs = [Double](repeating: 0, count: n), ct = [Double](repeating: 0, count: n)
-    var rowW = [Double](repeating: 0, count: n), dc = [Double](repeating: 0, count: n)
+    // Anchors run in blocks of `ab`, so each row j of q^S, q^T and ∂q is streamed once per block
+    // (the sweep is memory-bound otherwise). Per anchor: c^S, c^T, Σ_k w_jk, ∂c_j.
+    let ab = 8
+    let vecs = DoubleScratch(4 * n * ab)
     var total = 0.0
 
-    for i in rows {
-        let qsi = qs.ptr + i * n, qti = qt.ptr + i * n
+    for blockStart in stride(from: rows.lowerBound, to: rows.upperBound, by: ab) {
+        let anchors = blockStart..<min(blockStart + ab, rows.upperBound)
+        for (a, i) in anchors.enumerated() {
+            let qsi = qs.ptr + i * n, qti = qt.ptr + i * n, v = vecs.ptr + 4 * n * a
+            for j in 0..<n {
+                v[j] = 1 / max(qsi[j].squareRoot(), eps)
+                v[n + j] = 1 / max(qti[j].squareRoot(), eps)
+                v[2 * n + j] = 0; v[3 * n + j] = 0
+            }
+        }
         for j in 0..<n {
-            cs[j] = 1 / max(qsi[j].squareRoot(), eps)
-            ct[j] = 1 / max(qti[j].squareRoot(), eps)
+            let qsj = qs.ptr + j * n, qtj = qt.ptr + j * n
+            for (a, i) in anchors.enumerated() {
+                let qsi = qs.ptr + i * n, qti = qt.ptr + i * n, v = vecs.ptr + 4 * n * a
+                let cs = v, ct = v + n, rowW = v + 2 * n, dc = v + 3 * n
+                let csj = cs[j], ctj = ct[j], qsij = qsi[j], qtij = qti[j]
+                // k = j: the diagonal entry, counted once (P_jj = q_ij).
+                let pd = 0.5 * (qsij + qsij - qsj[j])
+                let rd = pd * csj * csj - 0.5 * (qtij + qtij - qtj[j]) * ctj * ctj
+                let md = min(abs(rd), 1)
+                var rowSum = 0.5 * md * (abs(rd) - 0.5 * md)
+                if let gq {
+                    let gqj = gq.ptr + j * n
+                    let gd = max(min(rd, 1), -1) * invN3
+                    var wj = gd * csj * csj, dcj = 2 * gd * pd * csj
+                    for k in (j + 1)..<max(j + 1, n) {
+                        let ck = cs[k]
+                        let p = 0.5 * (qsij + qsi[k] - qsj[k])
+                        let r = p * csj * ck - 0.5 * (qtij + qti[k] - qtj[k]) * ctj * ct[k]
+                        let ar = abs(r), m = min(ar, 1)
+                        rowSum += m * (ar - 0.5 * m)                  // Huber_1
+                        let g = max(min(r, 1), -1) * invN3            // Huber_1'
+                        let w = g * csj * ck
+                        gqj[k] -= w             // ∂q_jk and ∂q_kj, −w/2 each (the backward symmetrises)
+                        wj += w; rowW[k] += w
+                        let gp = 2 * g * p
+                        dcj += gp * ck; dc[k] += gp * csj
+                    }
+                    rowW[j] += wj; dc[j] += dcj
+                } else {
+                    for k in (j + 1)..<max(j + 1, n) {
+                        let r = 0.5 * (qsij + qsi[k] - qsj[k]) * csj * cs[k] - 0.5 * (qtij + qti[k] - qtj[k]) * ctj * ct[k]
+                        let ar = abs(r), m = min(ar, 1)
+                        rowSum += m * (ar - 0.5 * m)
+                    }
+                }
+                total += 2 * rowSum
+            }
         }
-        var anchorSum = 0.0
         if let gq {
-            for j in 0..<n { rowW[j] = 0; dc[j] = 0 }
-            for j in 0..<n {
-                let qsj = qs.ptr + j * n, qtj = qt.ptr + j * n, gqj = gq.ptr + j * n
-                let csj = cs[j], ctj = ct[j], qsij = qsi[j], qtij = qti[j]
-                var rowSum = 0.0, wj = 0.0, dcj = 0.0
-                // k = j: the diagonal entry, counted once.
-                do {
-                    let p = 0.5 * (qsij + qsij - qsj[j]), a = p * csj * csj
-                    let pt = 0.5 * (qtij + qtij - qtj[j]), at = pt * ctj * ctj
-                    let r = a - at
-                    let ar = abs(r)
-                    rowSum += 0.5 * (ar <= 1 ? 0.5 * r * r : ar - 0.5)
-                    let g = (ar <= 1 ? r : (r > 0 ? 1 : -1)) * invN3
-                    let w = g * csj * csj
-                    wj += w
-                    dcj += 2 * g * p * csj
+            for (a, i) in anchors.enumerated() {
+                let qsi = qs.ptr + i * n, gqi = gq.ptr + i * n, v = vecs.ptr + 4 * n * a
+                let cs = v, rowW = v + 2 * n, dc = v + 3 * n
+                for j in 0..<n {
+                    var w = rowW[j]
+                    if qsi[j].squareRoot() > eps { w += dc[j] * (-0.5 * cs[j] * cs[j] * cs[j]) }
+                    gqi[j] += w
                 }
-                for k in (j + 1)..<max(j + 1, n) {
-                    let p = 0.5 * (qsij + qsi[k] - qsj[k]), a = p * csj * cs[k]
-                    let pt = 0.5 * (qtij + qti[k] - qtj[k]), at = pt * ctj * ct[k]
-                    let r = a - at
-                    let ar = abs(r)
-                    rowSum += ar <= 1 ? 0.5 * r * r : ar - 0.5
-                    let g = (ar <= 1 ? r : (r > 0 ? 1 : -1)) * invN3
-                    let w = g * csj * cs[k]
-                    gqj[k] -= w                 // ∂q_jk and ∂q_kj, −w/2 each (the backward symmetrises)
-                    wj += w; rowW[k] += w
-                    let gp = 2 * g * p
-                    dcj += gp * cs[k]; dc[k] += gp * csj
-                }
-                anchorSum += 2 * rowSum
-                rowW[j] += wj; dc[j] += dcj
-            }
-            let gqi = gq.ptr + i * n
-            for j in 0..<n {
-                var v = rowW[j]
-                if qsi[j].squareRoot() > eps { v += dc[j] * (-0.5 * cs[j] * cs[j] * cs[j]) }
-                gqi[j] += v
-            }
-        } else {
-            for j in 0..<n {
-                let qsj = qs.ptr + j * n, qtj = qt.ptr + j * n
-                let csj = cs[j], ctj = ct[j], qsij = qsi[j], qtij = qti[j]
-                let r0 = 0.5 * (qsij + qsij - qsj[j]) * csj * csj - 0.5 * (qtij + qtij - qtj[j]) * ctj * ctj
-                var rowSum = 0.5 * (abs(r0) <= 1 ? 0.5 * r0 * r0 : abs(r0) - 0.5)
-                for k in (j + 1)..<max(j + 1, n) {
-                    let r = 0.5 * (qsij + qsi[k] - qsj[k]) * csj * cs[k] - 0.5 * (qtij + qti[k] - qtj[k]) * ctj * ct[k]
-                    let ar = abs(r)
-                    rowSum += ar <= 1 ? 0.5 * r * r : ar - 0.5
-                }
-                anchorSum += 2 * rowSum
             }
         }
-        total += anchorSum
     }
     let share = total * invN3
     var grad: Tensor? = nil
