@@ -80,3 +80,20 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(again, c)
     }
 }
+
+final class ShippedConfigTests: XCTestCase {
+    /// Every config under configs/ and Tests/mpi/configs/ passes strict validation.
+    func testShippedConfigsParse() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        var seen = 0
+        for dir in ["configs", "Tests/mpi/configs"] {
+            let folder = root.appendingPathComponent(dir)
+            for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) where name.hasSuffix(".yaml") {
+                let c = try KDConfig.load(path: folder.appendingPathComponent(name).path)
+                XCTAssertGreaterThan(c.data.globalBatch, 0, name)
+                seen += 1
+            }
+        }
+        XCTAssertGreaterThanOrEqual(seen, 10)
+    }
+}
