@@ -26,8 +26,18 @@ struct Models: ParsableCommand {
 
     @Option(help: "Classes of the classifier head.") var classes = 100
     @Option(help: "Input channels.") var channels = 3
+    @Option(help: "Write this model, freshly initialised, as a safetensors checkpoint (with --out).") var save: String?
+    @Option(help: "Where --save writes.") var out: String?
+    @Option(help: "Initialisation seed for --save.") var seed = 0
 
     func run() throws {
+        if let save {
+            guard let out else { throw ValidationError("--save needs --out PATH") }
+            let m = try ModelZoo.make(name: save, classes: classes, inputChannels: channels, seed: UInt64(seed))
+            try Checkpoint.save(path: out, model: m, metadata: ["kdgraph.model": save, "kdgraph.init_seed": String(seed)])
+            print("wrote \(out): \(save), \(m.parameterCount) parameters, \(classes) classes, initialised from seed \(seed)")
+            return
+        }
         print(try ModelZoo.formattedTable(classes: classes, inputChannels: channels))
     }
 }
