@@ -2,7 +2,7 @@ import XCTest
 @testable import KDTensor
 
 /// Direct-loop reference convolution (NHWC, weights [Cout, kh, kw, Cin]) in Double.
-func naiveConv2d(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride s: Int, padding p: Int) -> (shape: [Int], values: [Float]) {
+private func naiveConv2d(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride s: Int, padding p: Int) -> (shape: [Int], values: [Float]) {
     let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (cout, kh, kw) = (w.shape[0], w.shape[1], w.shape[2])
     let ho = (h + 2 * p - kh) / s + 1, wo = (wd + 2 * p - kw) / s + 1
@@ -133,6 +133,21 @@ final class Conv2dTests: XCTestCase {
                 Tape.backward(y, seed: seed)
             }
             XCTAssertEqual(BufferPool.shared.allocations, before)
+        }
+    }
+
+    /// An empty batch (a rank without rows) still records and gives zero parameter gradients.
+    func testEmptyBatch() throws {
+        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (1, 2, 0), (1, 1, 0)] {
+            let x = Tensor(shape: [0, 5, 5, 2], data: [], requiresGrad: true)
+            let w = Tensor(shape: [3, k, k, 2], repeating: 1, requiresGrad: true)
+            let b = Tensor(shape: [3], repeating: 1, requiresGrad: true)
+            let y = try conv2d(x, weight: w, bias: b, stride: s, padding: p)
+            XCTAssertEqual(y.shape[0], 0)
+            XCTAssertTrue(y.requiresGrad)
+            Tape.backward(y, seed: Tensor(shape: y.shape, data: []))
+            XCTAssertEqual(w.grad?.array, [Float](repeating: 0, count: w.count))
+            XCTAssertEqual(b.grad?.array, [0, 0, 0])
         }
     }
 

@@ -60,7 +60,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
     }
     let k = g.k, m = g.n * g.pixelsPerImage
     let out = Tensor(uninitializedShape: [g.n, g.ho, g.wo, cout])
-    if m == 0 || cout == 0 { return out }
+    // An empty batch (a rank with no rows) still records, so every rank runs the same backward.
 
     // Unpadded strided 1×1 while recording: the gathered pixels (x/s² floats) are kept for backward,
     // where they feed dW and then serve as the dcol scratch.
@@ -152,6 +152,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             } } }
             flipped = f
         }
+        if let gw, wFresh, g.n == 0 { gw.update(repeating: 0, count: weight.count) }
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
             let dy = gy.ptr + n0 * g.pixelsPerImage * cout
