@@ -32,7 +32,7 @@ public enum Conv2dWorkspace {
 /// `W` viewed as `[Cout, K]`:
 /// - forward  `Y[M, Cout] = col · Wᵀ (+ b)`
 /// - backward `dW = dYᵀ · col`, `db = Σ_rows dY`, `dcol = dY · W`, `dx = col2im(dcol)` (accumulate);
-///   for stride 1 and a square kernel `dx` is instead the convolution of `dY` with the flipped,
+///   for stride 1, a square kernel and Cin ≥ max(16, Cout/2) `dx` is instead the convolution of `dY` with the flipped,
 ///   transposed kernel (`dx = im2col(dY) · W'ᵀ`, one GEMM with inner size `k²·Cout`, no col2im).
 ///
 /// The GEMMs run over chunks of whole images sized by `Conv2dWorkspace` (cache-resident column
@@ -183,7 +183,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
 /// `dx[n, i, j, c] = Σ_{ki,kj,o} dY[n, i + p − ki, j + p − kj, o] · W[o, ki, kj, c]`.
 /// Returns that convolution's geometry (over `dY`), or nil when the identity does not apply.
 func transposedBackwardGeometry(_ g: ConvGeometry, cout: Int) -> ConvGeometry? {
-    guard g.stride == 1, g.kh == g.kw, g.kh > 1, g.padding <= g.kh - 1 else { return nil }
+    // Worth it when the dY columns (k²·Cout per input pixel) are not much wider than the dcol rows
+    // (k²·Cin per output pixel) and the GEMM's output width Cin is not tiny (a 3-channel stem conv
+    // keeps dcol + col2im).
+    guard g.stride == 1, g.kh == g.kw, g.kh > 1, g.padding <= g.kh - 1,
+          g.cin >= 16, 2 * g.cin >= cout else { return nil }
     let t = ConvGeometry(n: g.n, h: g.ho, w: g.wo, cin: cout, kh: g.kh, kw: g.kw, stride: 1,
                          padding: g.kh - 1 - g.padding)
     return t.ho == g.h && t.wo == g.w ? t : nil
