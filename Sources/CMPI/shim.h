@@ -23,11 +23,13 @@ static inline MPI_Op kd_mpi_op_min(void) { return MPI_MIN; }
 
 static inline MPI_Request kd_mpi_request_null(void) { return MPI_REQUEST_NULL; }
 static inline MPI_Status *kd_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
+static inline MPI_Status *kd_mpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
 static inline void *kd_mpi_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Errhandler kd_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 
 static inline int kd_mpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 static inline int kd_mpi_success(void) { return MPI_SUCCESS; }
 static inline int kd_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
+static inline int kd_mpi_undefined(void) { return MPI_UNDEFINED; }
 
 #endif

@@ -1,0 +1,113 @@
+import KDTensor
+
+/// Where each rank's rows sit in a gathered matrix.
+public struct RowLayout: Equatable, Sendable {
+    /// Rows contributed by each rank.
+    public let counts: [Int]
+    /// First global row of each rank (`offsets[r] = Σ_{q<r} counts[q]`).
+    public let offsets: [Int]
+    /// `Σ_r counts[r]`.
+    public let total: Int
+
+    public init(counts: [Int]) {
+        self.counts = counts
+        var offs = [Int](), o = 0
+        offs.reserveCapacity(counts.count)
+        for c in counts { offs.append(o); o += c }
+        offsets = offs
+        total = o
+    }
+
+    /// The global rows owned by `rank`.
+    public func rows(of rank: Int) -> Range<Int> { offsets[rank] ..< offsets[rank] + counts[rank] }
+}
+
+extension Communicator {
+    /// The layout of a gather where this rank contributes `localRows` rows (one all-gather of a count).
+    public func rowLayout(localRows: Int) throws -> RowLayout {
+        RowLayout(counts: try allGatherCounts(localRows))
+    }
+}
+
+/// Differentiable all-gather of rows: `Y = concat_r(X_r)` along axis 0, in rank order.
+///
+/// Forward: rank `r` holds `X_r` of shape `[n_r, ...]` (the trailing shape identical on every rank,
+/// `n_r` may be 0); every rank receives `Y` of shape `[Σ_r n_r, ...]` (`MPI_Allgatherv`). The row
+/// counts are exchanged with one all-gather (together with the row size and whether the gather is
+/// recorded, so ranks that disagree all throw the same `CommError.rankMismatch`), unless `counts`
+/// gives them (then the caller guarantees that every rank passes the same counts and the same
+/// `requiresGrad`).
+///
+/// Backward — the loss-share contract: each rank evaluates *its share* `L_r` of the global loss
+/// (`L = Σ_r L_r`) from its copy of `Y`, so it holds `G_r = ∂L_r/∂Y` for *all* rows. The gradient of
+/// the local rows is `∂L/∂X_r = Σ_q G_q[rows of r]`: a reduce-scatter (SUM) of `G` with the row counts
+/// as blocks. Every rank must run `backward` (the node's gradient is pre-set to zeros so it runs even
+/// on a rank whose share ignores `Y`); an MPI failure inside backward aborts the job.
+public func allGatherRows(_ local: Tensor, comm: Communicator, counts: [Int]? = nil) throws -> Tensor {
+    try gatherRows(local, comm: comm, counts: counts, op: "allGatherRows", differentiable: true)
+}
+
+/// `allGatherRows` without a tape node (teacher embeddings, logits, anything not trained).
+public func allGatherRowsNoGrad(_ local: Tensor, comm: Communicator, counts: [Int]? = nil) throws -> Tensor {
+    try gatherRows(local, comm: comm, counts: counts, op: "allGatherRowsNoGrad", differentiable: false)
+}
+
+func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: String,
+                differentiable: Bool) throws -> Tensor {
+    guard local.rank >= 1 else {
+        throw CommError.invalidArgument(op: op, message: "needs a tensor with a row axis, got shape \(local.shape)")
+    }
+    let rowShape = Array(local.shape.dropFirst())
+    let rowSize = rowShape.reduce(1, *)
+    let rows = local.shape[0]
+    let record = differentiable && GradMode.isEnabled && local.requiresGrad
+    let counts: [Int]
+    if let given {
+        guard given.count == comm.size, given[comm.rank] == rows else {
+            throw CommError.invalidArgument(op: op,
+                message: "counts \(given) do not give rank \(comm.rank) its \(rows) rows (world of \(comm.size))")
+        }
+        counts = given
+    } else {
+        // One exchange of (rows, row size, recorded) per rank.
+        let mine = [rows, rowSize, record ? 1 : 0]
+        var all = [Int](repeating: 0, count: 3 * comm.size)
+        try mine.withUnsafeBufferPointer { m in
+            try all.withUnsafeMutableBufferPointer { try comm.allGather(m.baseAddress!, count: 3, into: $0.baseAddress!) }
+        }
+        counts = stride(from: 0, to: all.count, by: 3).map { all[$0] }
+        let sizes = stride(from: 1, to: all.count, by: 3).map { all[$0] }
+        let flags = stride(from: 2, to: all.count, by: 3).map { all[$0] }
+        if Set(sizes).count > 1 {
+            throw CommError.rankMismatch(op: op, message: "row sizes per rank \(sizes) (local shape \(local.shape) on rank \(comm.rank))")
+        }
+        if Set(flags).count > 1 {
+            throw CommError.rankMismatch(op: op,
+                message: "only some ranks record the gather for backward (requiresGrad per rank \(flags)); all or none must")
+        }
+    }
+    let layout = RowLayout(counts: counts)
+    let out = Tensor(uninitializedShape: [layout.total] + rowShape)
+    let elementCounts = counts.map { $0 * rowSize }
+    try comm.allGatherV(UnsafePointer(local.ptr), counts: elementCounts, into: out.ptr)
+    guard record else { return out }
+
+    Tape.record(op, inputs: [local], output: out) { g in
+        // ∂L/∂X_r = Σ_q G_q[rows of r]  (reduce-scatter SUM over ranks)
+        let (gx, fresh) = local.gradBuffer()
+        do {
+            if fresh {
+                try comm.reduceScatterV(UnsafePointer(g.ptr), counts: elementCounts, into: gx)
+            } else {
+                let tmp = Tensor(uninitializedShape: local.shape)
+                try comm.reduceScatterV(UnsafePointer(g.ptr), counts: elementCounts, into: tmp.ptr)
+                for i in 0..<local.count { gx[i] += tmp.ptr[i] }
+            }
+        } catch {
+            comm.abort("\(op) backward: \(error)", code: MPICommunicator.errorExitCode)
+        }
+    }
+    // Guarantees the node runs on every rank (its collective must be matched everywhere).
+    out.grad = Tensor.zeros(out.shape)
+    return out
+}

@@ -1,0 +1,63 @@
+import Foundation
+import KDTensor
+
+/// One rank's share of a batch, ready for the model.
+///
+/// `images` is `[n·V, H, W, C]` NHWC floats, **sample-major**: row `k·V + v` is view `v` of sample `k`
+/// (sample 0 view 0, sample 0 view 1, …, sample 1 view 0, …). `indices[k]` is sample `k`'s global
+/// dataset index, `labels[k]` its label.
+public struct Batch {
+    public let images: Tensor
+    public let labels: [Int]
+    public let indices: [Int]
+    public let views: Int
+    /// The sampler position this batch belongs to (`step` is the evaluation batch number for eval).
+    public let epoch: Int
+    public let step: Int
+
+    /// Labels per image row (each label repeated `views` times), matching `images`' rows.
+    public var rowLabels: [Int] { labels.flatMap { [Int](repeating: $0, count: views) } }
+    /// Number of samples.
+    public var count: Int { indices.count }
+}
+
+/// Loads samples of an `ImageDataset` and renders their views into a `Batch`.
+public final class BatchLoader: @unchecked Sendable {
+    public let dataset: ImageDataset
+    public let views: Int
+    public let renderer: ViewRenderer
+
+    /// `views ≥ 1` augmented views per sample; `seed` keys the augmentation.
+    public init(dataset: ImageDataset, views: Int, policy: AugmentPolicy, normalization: Normalization, seed: UInt64) throws {
+        guard views >= 1 else { throw DataError.invalidConfig(field: "data.views", message: "\(views) must be ≥ 1") }
+        self.dataset = dataset; self.views = views
+        renderer = try ViewRenderer(height: dataset.height, width: dataset.width, channels: dataset.channels,
+                                    policy: policy, normalization: normalization, seed: seed)
+    }
+
+    /// The batch of samples `indices`: with `augment`, `views` augmented views each (epoch `epoch`);
+    /// without (evaluation), one normalised view each.
+    public func load(_ indices: [Int], epoch: Int, step: Int, augment: Bool = true) -> Batch {
+        let V = augment ? views : 1
+        let H = dataset.height, W = dataset.width, C = dataset.channels, per = H * W * C
+        let images = Tensor(uninitializedShape: [indices.count * V, H, W, C])
+        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: max(per, 1))
+        defer { scratch.deallocate() }
+        var labels = [Int](); labels.reserveCapacity(indices.count)
+        for (k, i) in indices.enumerated() {
+            precondition(i >= 0 && i < dataset.count, "sample \(i) outside 0..<\(dataset.count) of \(dataset.name)")
+            dataset.copyImage(i, into: scratch)
+            labels.append(dataset.label(i))
+            for v in 0..<V {
+                renderer.render(scratch, sampleIndex: i, epoch: epoch, view: v, views: V, augment: augment,
+                                into: images.ptr + (k * V + v) * per)
+            }
+        }
+        return Batch(images: images, labels: labels, indices: indices, views: V, epoch: epoch, step: step)
+    }
+
+    /// This rank's training batch at `position`.
+    public func trainBatch(_ sampler: Sampler, at position: SamplerPosition) -> Batch {
+        load(sampler.localIndices(epoch: position.epoch, step: position.step), epoch: position.epoch, step: position.step)
+    }
+}

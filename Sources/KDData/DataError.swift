@@ -1,0 +1,36 @@
+import KDFormats
+
+/// Errors of the data layer. Each names the file (or config field) and the offending values, and is
+/// raised while the dataset, sampler and teacher files are opened, before training starts.
+public enum DataError: Error, CustomStringConvertible, Equatable {
+    /// A required file is missing.
+    case missingFile(path: String, what: String)
+    /// A `.npy` file that cannot be read or does not fit (the reader's message names file and reason).
+    case npy(NPYError)
+    /// A file exists but its content does not fit (size, layout, dtype, shape).
+    case invalidFile(path: String, reason: String)
+    /// A label outside `0..<classes`.
+    case labelOutOfRange(path: String, index: Int, value: Int, classes: Int)
+    /// Two files that must describe the same samples disagree on their count.
+    case countMismatch(pathA: String, countA: Int, pathB: String, countB: Int)
+    /// More ranks than samples in a (global or last partial) batch.
+    case tooManyRanks(ranks: Int, batch: Int, reason: String)
+    /// A configuration value that cannot be used.
+    case invalidConfig(field: String, message: String)
+    /// The prefetcher was shut down while a batch was requested.
+    case prefetcherStopped
+
+    public var description: String {
+        switch self {
+        case let .missingFile(p, w): return "\(p): missing \(w)"
+        case let .npy(e): return e.description
+        case let .invalidFile(p, r): return "\(p): \(r)"
+        case let .labelOutOfRange(p, i, v, c): return "\(p): label \(v) at index \(i) is out of range 0..<\(c)"
+        case let .countMismatch(a, na, b, nb):
+            return "sample count mismatch: \(a) has \(na) samples but \(b) has \(nb)"
+        case let .tooManyRanks(r, b, why): return "\(r) ranks but only \(b) samples in \(why): every rank needs at least one sample"
+        case let .invalidConfig(f, m): return "config \(f): \(m)"
+        case .prefetcherStopped: return "prefetcher: shut down while a batch was requested"
+        }
+    }
+}

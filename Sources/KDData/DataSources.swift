@@ -1,0 +1,57 @@
+import Foundation
+
+/// The data settings the trainer passes from its config (`data.*` keys, SPEC §6).
+public struct DataSourceConfig: Equatable, Sendable {
+    /// `synthetic`, `npy` or `cifar`.
+    public var source: String
+    /// Folder of the `npy` / `cifar` files (unused for `synthetic`).
+    public var path: String?
+    public var classes: Int
+    /// Side of the synthetic images (the file sources take their size from the files and check it).
+    public var imageSize: Int?
+    /// Fraction of train held out for evaluation when a source has no test split.
+    public var evalFraction: Double
+    public var seed: UInt64
+    /// Sizes of the synthetic splits.
+    public var syntheticTrainCount: Int
+    public var syntheticEvalCount: Int
+
+    public init(source: String, path: String? = nil, classes: Int = 10, imageSize: Int? = 32, evalFraction: Double = 0.1,
+                seed: UInt64 = 0, syntheticTrainCount: Int = 50_000, syntheticEvalCount: Int = 10_000) {
+        self.source = source; self.path = path; self.classes = classes; self.imageSize = imageSize
+        self.evalFraction = evalFraction; self.seed = seed
+        self.syntheticTrainCount = syntheticTrainCount; self.syntheticEvalCount = syntheticEvalCount
+    }
+}
+
+/// Opens the training and evaluation splits a `DataSourceConfig` names, validating every file.
+public enum DataSources {
+    public static func open(_ c: DataSourceConfig) throws -> ImageSplits {
+        let splits: ImageSplits
+        switch c.source {
+        case "synthetic":
+            let s = c.imageSize ?? 32
+            splits = ImageSplits(
+                train: try SyntheticDataset(count: c.syntheticTrainCount, classes: c.classes, height: s, width: s, seed: c.seed, split: 0),
+                eval: try SyntheticDataset(count: c.syntheticEvalCount, classes: c.classes, height: s, width: s, seed: c.seed, split: 1))
+        case "npy", "cifar":
+            guard let p = c.path, !p.isEmpty else {
+                throw DataError.invalidConfig(field: "data.path", message: "source '\(c.source)' needs a folder")
+            }
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir), isDir.boolValue else {
+                throw DataError.missingFile(path: p, what: "data folder (data.path)")
+            }
+            splits = c.source == "npy"
+                ? try NPYFolderSource.load(folder: p, classes: c.classes, evalFraction: c.evalFraction, seed: c.seed)
+                : try CIFARSource.load(folder: p, classes: c.classes, evalFraction: c.evalFraction, seed: c.seed)
+        default:
+            throw DataError.invalidConfig(field: "data.source", message: "unknown source '\(c.source)' (synthetic, npy, cifar)")
+        }
+        if let s = c.imageSize, c.source != "synthetic", splits.train.height != s || splits.train.width != s {
+            throw DataError.invalidFile(path: splits.train.name,
+                                        reason: "images are \(splits.train.height)×\(splits.train.width) but data.image_size is \(s)")
+        }
+        return splits
+    }
+}

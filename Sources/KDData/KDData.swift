@@ -1,1 +1,0 @@
-// KDData: see docs/architecture.md

@@ -1,0 +1,128 @@
+import Foundation
+import KDTensor
+
+/// Where the sampler stands: the next step to run is `step` of `epoch` (saved in checkpoints).
+public struct SamplerPosition: Codable, Equatable, Sendable {
+    public var epoch: Int
+    public var step: Int
+    public init(epoch: Int, step: Int) { self.epoch = epoch; self.step = step }
+
+    /// The position `k` steps later, with `stepsPerEpoch` steps in each epoch.
+    public func advanced(by k: Int, stepsPerEpoch: Int) -> SamplerPosition {
+        let flat = epoch * stepsPerEpoch + step + k
+        return SamplerPosition(epoch: flat / stepsPerEpoch, step: flat % stepsPerEpoch)
+    }
+}
+
+/// The world-size-invariant training sampler (SPEC §1.1).
+///
+/// Epoch `e` uses the permutation `π_e = KDRandom(seed, e, 0x5A3D).permutation(N)` of the `N` samples.
+/// The global batch of step `s` is `π_e[s·B ..< min((s+1)·B, N)]`; with `dropLast` the final partial batch
+/// is skipped, otherwise it is step `⌈N/B⌉ − 1`. Rank `r` of `R` takes the contiguous share
+/// `[⌊r·b/R⌋, ⌊(r+1)·b/R⌋)` of a batch of `b` samples, so the shares concatenated in rank order are the
+/// global batch, whatever `R` is. Nothing here depends on `R` except the share.
+public final class Sampler: @unchecked Sendable {
+    public let count: Int
+    public let globalBatch: Int
+    public let dropLast: Bool
+    public let seed: UInt64
+    public let rank: Int
+    public let worldSize: Int
+    /// Steps in one epoch.
+    public let stepsPerEpoch: Int
+
+    private var cachedEpoch = -1
+    private var cachedPermutation: [Int] = []
+    private let lock = NSLock()
+
+    /// Validates the configuration (before training starts): a non-empty dataset, `1 ≤ B`, at least
+    /// one step per epoch, and no rank left without samples in any batch.
+    public init(count: Int, globalBatch: Int, dropLast: Bool, seed: UInt64, rank: Int = 0, worldSize: Int = 1) throws {
+        guard count > 0 else { throw DataError.invalidConfig(field: "data", message: "the training split is empty") }
+        guard globalBatch >= 1 else { throw DataError.invalidConfig(field: "data.global_batch", message: "\(globalBatch) must be ≥ 1") }
+        guard worldSize >= 1, rank >= 0, rank < worldSize else {
+            throw DataError.invalidConfig(field: "rank", message: "rank \(rank) of world size \(worldSize)")
+        }
+        guard worldSize <= globalBatch else {
+            throw DataError.tooManyRanks(ranks: worldSize, batch: globalBatch, reason: "the global batch (data.global_batch)")
+        }
+        let full = count / globalBatch, rest = count % globalBatch
+        if dropLast {
+            guard full >= 1 else {
+                throw DataError.invalidConfig(field: "data.global_batch",
+                                              message: "\(globalBatch) exceeds the \(count) training samples and drop_last is set: no step per epoch")
+            }
+        } else if rest > 0 && rest < worldSize {
+            throw DataError.tooManyRanks(ranks: worldSize, batch: rest,
+                                         reason: "the last partial batch (set data.drop_last: true or change data.global_batch)")
+        }
+        self.count = count; self.globalBatch = globalBatch; self.dropLast = dropLast; self.seed = seed
+        self.rank = rank; self.worldSize = worldSize
+        stepsPerEpoch = full + (dropLast || rest == 0 ? 0 : 1)
+    }
+
+    /// The permutation of epoch `epoch` (cached for the latest epoch).
+    public func permutation(epoch: Int) -> [Int] {
+        lock.lock(); defer { lock.unlock() }
+        if epoch != cachedEpoch {
+            var rng = KDRandom(keys: seed, UInt64(epoch), 0x5A3D)
+            cachedPermutation = rng.permutation(count)
+            cachedEpoch = epoch
+        }
+        return cachedPermutation
+    }
+
+    /// Size of the global batch of `step` (B, or the remainder for a kept last batch).
+    public func batchSize(step: Int) -> Int { min(globalBatch, count - step * globalBatch) }
+
+    /// Sample indices of the global batch `(epoch, step)`, identical on every rank.
+    public func globalIndices(epoch: Int, step: Int) -> [Int] {
+        precondition(step >= 0 && step < stepsPerEpoch, "step \(step) outside 0..<\(stepsPerEpoch)")
+        let p = permutation(epoch: epoch)
+        let lo = step * globalBatch
+        return Array(p[lo..<(lo + batchSize(step: step))])
+    }
+
+    /// The share `[⌊r·b/R⌋, ⌊(r+1)·b/R⌋)` of rank `r` of `R` in a batch of `b`.
+    public static func share(rank r: Int, worldSize R: Int, batch b: Int) -> Range<Int> {
+        (r * b / R)..<((r + 1) * b / R)
+    }
+
+    /// Rows per rank of a batch of `b` (the counts of `allGatherV`).
+    public static func shareCounts(worldSize R: Int, batch b: Int) -> [Int] {
+        (0..<R).map { share(rank: $0, worldSize: R, batch: b).count }
+    }
+
+    /// This rank's sample indices of `(epoch, step)`.
+    public func localIndices(epoch: Int, step: Int) -> [Int] {
+        let g = globalIndices(epoch: epoch, step: step)
+        return Array(g[Sampler.share(rank: rank, worldSize: worldSize, batch: g.count)])
+    }
+
+    /// Per-rank row counts of step `step` (for gathers).
+    public func shareCounts(step: Int) -> [Int] { Sampler.shareCounts(worldSize: worldSize, batch: batchSize(step: step)) }
+}
+
+/// Evaluation sharding: the evaluation split in index order (no shuffling), cut into batches of `B`
+/// (the last one partial, never dropped) and each batch shared between ranks exactly like training.
+public enum EvalSharding {
+    /// Global batches of the evaluation split.
+    public static func globalBatches(count: Int, batch: Int) -> [Range<Int>] {
+        precondition(batch >= 1)
+        return stride(from: 0, to: count, by: batch).map { $0..<min($0 + batch, count) }
+    }
+
+    /// Rank `r`'s index list of every evaluation batch (some may be empty when the last batch has
+    /// fewer samples than ranks).
+    public static func rankBatches(count: Int, batch: Int, rank: Int, worldSize: Int) -> [[Int]] {
+        globalBatches(count: count, batch: batch).map { g in
+            let s = Sampler.share(rank: rank, worldSize: worldSize, batch: g.count)
+            return Array((g.lowerBound + s.lowerBound)..<(g.lowerBound + s.upperBound))
+        }
+    }
+
+    /// All of rank `r`'s evaluation indices (its batches concatenated).
+    public static func rankIndices(count: Int, batch: Int, rank: Int, worldSize: Int) -> [Int] {
+        rankBatches(count: count, batch: batch, rank: rank, worldSize: worldSize).flatMap { $0 }
+    }
+}

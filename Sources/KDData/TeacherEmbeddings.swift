@@ -1,0 +1,75 @@
+import Foundation
+import KDFormats
+import KDTensor
+
+/// Precomputed teacher embeddings: a memory-mapped float32 `.npy` of shape `N×D` (one embedding per
+/// sample) or `N×V×D` (one per view), row `i` = dataset sample `i`. Each rank reads only its rows.
+public final class TeacherEmbeddings: @unchecked Sendable {
+    public let array: NPYArray
+    public let count: Int
+    public let dim: Int
+    /// Views stored per sample (1 for an `N×D` file).
+    public let storedViews: Int
+    public var path: String { array.path }
+
+    /// Opens `path` and checks it has one row per sample of `dataset` (`N` equal).
+    public convenience init(path: String, dataset: ImageDataset) throws {
+        try self.init(path: path, expectedCount: dataset.count, datasetName: dataset.name)
+    }
+
+    public init(path: String, expectedCount: Int, datasetName: String) throws {
+        guard FileManager.default.fileExists(atPath: path) else { throw DataError.missingFile(path: path, what: "teacher embeddings") }
+        let a = try wrapNPY(path) { try NPYArray(path: path) }
+        try wrapNPY(path) {
+            try a.expectDType([.float32])
+            if a.shape.count == 3 { try a.expectShape([nil, nil, nil]) } else { try a.expectShape([nil, nil]) }
+        }
+        array = a
+        count = a.shape[0]; dim = a.shape.last!; storedViews = a.shape.count == 3 ? a.shape[1] : 1
+        guard count == expectedCount else {
+            throw DataError.countMismatch(pathA: path, countA: count, pathB: datasetName, countB: expectedCount)
+        }
+        guard dim > 0, storedViews > 0 else { throw DataError.invalidFile(path: path, reason: "empty embedding shape \(a.shape)") }
+    }
+
+    /// Checks that a `views`-view run can use this file: `N×D` fits any `V`, `N×V'×D` needs `V' = V`.
+    public func validate(views: Int) throws {
+        guard storedViews == 1 || storedViews == views else {
+            throw DataError.invalidFile(path: path, reason: "stores \(storedViews) views per sample but data.views is \(views)")
+        }
+    }
+
+    /// Embeddings of `indices` as `[n·V, D]`, sample-major like `Batch.images`: an `N×D` file repeats
+    /// each sample's row `views` times, an `N×V×D` file gives view `v` of sample `k` in row `k·V + v`.
+    public func gather(_ indices: [Int], views: Int = 1) throws -> Tensor {
+        try validate(views: views)
+        let out = Tensor(uninitializedShape: [indices.count * views, dim])
+        for (k, i) in indices.enumerated() {
+            guard i >= 0, i < count else { throw DataError.invalidFile(path: path, reason: "sample \(i) outside 0..<\(count)") }
+            for v in 0..<views {
+                let dst = out.ptr + (k * views + v) * dim
+                if storedViews == 1 { array.copyAsFloat(elementOffset: i * dim, count: dim, into: dst) }
+                else { array.copyAsFloat(elementOffset: (i * storedViews + v) * dim, count: dim, into: dst) }
+            }
+        }
+        return out
+    }
+}
+
+/// Prompt (class-proxy) embeddings: a float32 `.npy` of shape `K×C×D` (K prompt templates per class)
+/// or `C×D` (read as K = 1).
+public enum PromptEmbeddings {
+    /// Loads the prompts as a `[K, C, D]` tensor and checks `C == classes`.
+    public static func load(path: String, classes: Int) throws -> Tensor {
+        guard FileManager.default.fileExists(atPath: path) else { throw DataError.missingFile(path: path, what: "prompt embeddings") }
+        let a = try wrapNPY(path) { try NPYArray(path: path) }
+        try wrapNPY(path) {
+            try a.expectDType([.float32, .float64])
+            if a.shape.count == 2 { try a.expectShape([classes, nil]) } else { try a.expectShape([nil, classes, nil]) }
+        }
+        let shape = a.shape.count == 2 ? [1] + a.shape : a.shape
+        let t = Tensor(uninitializedShape: shape)
+        if a.count > 0 { a.copyAsFloat(elementOffset: 0, count: a.count, into: t.ptr) }
+        return t
+    }
+}

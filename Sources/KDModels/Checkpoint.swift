@@ -1,0 +1,155 @@
+import KDFormats
+import KDTensor
+
+/// Checkpoints as safetensors files that `safetensors.torch.load_file` reads and a PyTorch module of
+/// the same architecture accepts with `load_state_dict(strict=True)` (optimizer tensors aside).
+///
+/// Contents:
+/// - model parameters and buffers under their PyTorch names, F32, conv weights permuted to
+///   PyTorch's `[Cout, Cin, kh, kw]`; `num_batches_tracked` as I64;
+/// - optimizer state under `optim.<param>.<slot>` (same layout as its parameter), its step count in
+///   the metadata key `optim.step_count`, its kind in `optim.kind`;
+/// - caller tensors (e.g. `state.…`) as given;
+/// - `__metadata__`: the caller's strings (step, epoch, RNG state, sampler position, config digest)
+///   plus `kdgraph.data_sha256`, the SHA-256 of the data section, verified on every load.
+///
+/// Writes go to a temporary file in the destination folder, are fsync'ed, renamed over the target and
+/// the folder is fsync'ed: a crash leaves either the previous checkpoint or the new one.
+public enum Checkpoint {
+    /// Prefix of optimizer state tensors.
+    public static let optimizerPrefix = "optim."
+
+    /// The model's state as safetensors tensors in PyTorch layout, `state_dict` order.
+    public static func modelTensors(_ model: Module) -> [(String, SafetensorsTensor)] {
+        model.stateEntries().map { e in (e.name, export(e.tensor, layout: e.layout, integer: e.name.hasSuffix("num_batches_tracked"))) }
+    }
+
+    /// Saves a checkpoint when `rank == 0` (other ranks return at once). Returns whether it wrote.
+    @discardableResult
+    public static func save(path: String, model: Module, optimizer: Optimizer? = nil,
+                            extraTensors: [(String, Tensor)] = [], metadata: [String: String] = [:],
+                            rank: Int = 0) throws -> Bool {
+        guard rank == 0 else { return false }
+        var tensors = modelTensors(model)
+        var meta = metadata
+        if let optimizer {
+            let layouts = Dictionary(model.stateEntries().map { ($0.name, $0.layout) }, uniquingKeysWith: { a, _ in a })
+            for (name, t) in optimizer.stateTensors() {
+                tensors.append((optimizerPrefix + name, export(t, layout: layouts[paramName(ofSlot: name)] ?? .plain, integer: false)))
+            }
+            meta["optim.step_count"] = String(optimizer.stepCount)
+            meta["optim.kind"] = String(describing: type(of: optimizer))
+        }
+        for (name, t) in extraTensors { tensors.append((name, export(t, layout: .plain, integer: false))) }
+        do {
+            try Safetensors.write(tensors, metadata: meta, addChecksum: true, to: path)
+        } catch let e as SafetensorsError {
+            throw ModelError.checkpoint(file: path, message: "cannot write: \(e)")
+        }
+        return true
+    }
+
+    /// Reads and validates a checkpoint (format and checksum); errors name the file.
+    public static func read(path: String) throws -> SafetensorsFile {
+        let f = try Safetensors.read(path: path)
+        guard f.metadata[Safetensors.checksumKey] != nil else {
+            throw ModelError.checkpoint(file: path, message: "has no \(Safetensors.checksumKey) in __metadata__: not a KDGraph checkpoint (use loadWeights for plain safetensors files)")
+        }
+        return f
+    }
+
+    /// Loads a checkpoint into `model` (and `optimizer`), returning its metadata. Model names and shapes
+    /// must match exactly: otherwise the error lists the first mismatches (missing, unexpected, shape).
+    @discardableResult
+    public static func load(path: String, into model: Module, optimizer: Optimizer? = nil) throws -> [String: String] {
+        let f = try read(path: path)
+        try loadWeights(f, into: model)
+        if let optimizer {
+            let layouts = Dictionary(model.stateEntries().map { ($0.name, $0.layout) }, uniquingKeysWith: { a, _ in a })
+            var state: [String: Tensor] = [:]
+            for name in f.names where name.hasPrefix(optimizerPrefix) {
+                let slot = String(name.dropFirst(optimizerPrefix.count))
+                state[slot] = try importTensor(f.tensors[name]!, layout: layouts[paramName(ofSlot: slot)] ?? .plain, file: path, name: name)
+            }
+            guard let steps = f.metadata["optim.step_count"].flatMap(Int.init) else {
+                throw ModelError.checkpoint(file: path, message: "no optimizer state (metadata optim.step_count missing)")
+            }
+            do { try optimizer.loadState(state, stepCount: steps) } catch let e as ModelError {
+                throw ModelError.checkpoint(file: path, message: "\(e)")
+            }
+        }
+        return f.metadata
+    }
+
+    /// Loads weights from any safetensors file (a KDGraph checkpoint or one written by PyTorch):
+    /// tensors named `optim.*` or `state.*` are ignored; every other name must match the model.
+    public static func loadWeights(path: String, into model: Module) throws {
+        try loadWeights(try Safetensors.read(path: path), into: model)
+    }
+
+    /// Loads weights from a parsed file (see `loadWeights(path:into:)`).
+    public static func loadWeights(_ f: SafetensorsFile, into model: Module) throws {
+        let entries = model.stateEntries()
+        let fileNames = f.names.filter { !$0.hasPrefix(optimizerPrefix) && !$0.hasPrefix("state.") }
+        let expected = Set(entries.map(\.name))
+        var problems: [String] = []
+        let missing = entries.map(\.name).filter { f.tensors[$0] == nil }
+        let unexpected = fileNames.filter { !expected.contains($0) }
+        if !missing.isEmpty { problems.append("missing \(missing.count): " + missing.prefix(5).joined(separator: ", ") + (missing.count > 5 ? ", …" : "")) }
+        if !unexpected.isEmpty { problems.append("unexpected \(unexpected.count): " + unexpected.prefix(5).joined(separator: ", ") + (unexpected.count > 5 ? ", …" : "")) }
+        var shapes: [String] = []
+        for e in entries {
+            guard let t = f.tensors[e.name] else { continue }
+            let want = exportedShape(e.tensor.shape, e.layout)
+            if t.shape != want { shapes.append("\(e.name): checkpoint \(t.shape) vs model \(want)") }
+        }
+        if !shapes.isEmpty { problems.append("shape mismatch \(shapes.count): " + shapes.prefix(5).joined(separator: "; ") + (shapes.count > 5 ? "; …" : "")) }
+        guard problems.isEmpty else {
+            throw ModelError.checkpoint(file: f.file, message: "does not match the model: " + problems.joined(separator: "; "))
+        }
+        for e in entries {
+            let t = try importTensor(f.tensors[e.name]!, layout: e.layout, file: f.file, name: e.name)
+            e.tensor.assign(from: t)
+        }
+    }
+
+    /// `layer1.0.conv1.weight.exp_avg` → `layer1.0.conv1.weight`.
+    static func paramName(ofSlot slot: String) -> String {
+        guard let dot = slot.lastIndex(of: ".") else { return slot }
+        return String(slot[..<dot])
+    }
+
+    static func exportedShape(_ shape: [Int], _ layout: ParameterLayout) -> [Int] {
+        layout == .convOHWI && shape.count == 4 ? [shape[0], shape[3], shape[1], shape[2]] : shape
+    }
+
+    /// Internal tensor → file tensor (permuting `[O, kh, kw, I]` → `[O, I, kh, kw]` for conv weights).
+    static func export(_ t: Tensor, layout: ParameterLayout, integer: Bool) -> SafetensorsTensor {
+        if integer { return SafetensorsTensor(shape: t.shape, int64s: t.array.map { Int64($0) }) }
+        guard layout == .convOHWI, t.rank == 4 else {
+            return SafetensorsTensor(shape: t.shape, floats: UnsafeBufferPointer(start: t.ptr, count: t.count))
+        }
+        let (o, kh, kw, i) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
+        var out = [Float](repeating: 0, count: t.count)
+        let src = t.ptr
+        for a in 0..<o { for y in 0..<kh { for x in 0..<kw { for c in 0..<i {
+            out[((a * i + c) * kh + y) * kw + x] = src[((a * kh + y) * kw + x) * i + c]
+        } } } }
+        return SafetensorsTensor(shape: [o, i, kh, kw], floats: out)
+    }
+
+    /// File tensor → internal tensor (inverse of `export`; any numeric dtype is converted to Float).
+    static func importTensor(_ s: SafetensorsTensor, layout: ParameterLayout, file: String, name: String) throws -> Tensor {
+        let values = s.floatValues()
+        guard layout == .convOHWI else { return Tensor(shape: s.shape, data: values) }
+        guard s.shape.count == 4 else {
+            throw ModelError.checkpoint(file: file, message: "tensor '\(name)': conv weight must be 4-D, got \(s.shape)")
+        }
+        let (o, i, kh, kw) = (s.shape[0], s.shape[1], s.shape[2], s.shape[3])
+        let t = Tensor(uninitializedShape: [o, kh, kw, i])
+        for a in 0..<o { for c in 0..<i { for y in 0..<kh { for x in 0..<kw {
+            t.ptr[((a * kh + y) * kw + x) * i + c] = values[((a * i + c) * kh + y) * kw + x]
+        } } } }
+        return t
+    }
+}

@@ -1,1 +1,0 @@
-// KDModels: see docs/architecture.md

@@ -1,0 +1,56 @@
+import KDTensor
+
+/// Batch normalisation over the channel (last) axis of NHWC activations, PyTorch `nn.BatchNorm2d`
+/// semantics:
+///
+///     training:  y = γ · (x − μ_B) / √(σ²_B + ε) + β,  μ_B, σ²_B (biased) over N·H·W
+///                running_mean ← (1 − m)·running_mean + m·μ_B
+///                running_var  ← (1 − m)·running_var  + m·σ²_B · n/(n − 1)
+///     eval:      y = γ · (x − running_mean) / √(running_var + ε) + β
+///
+/// With a `reducer` (SyncBN, see `CommStatisticsReducer`) the batch statistics and their backward
+/// sums are all-reduced, so μ_B, σ²_B and n are those of the global batch across ranks.
+/// Buffers: `running_mean` (0), `running_var` (1), `num_batches_tracked` (a one-element float tensor,
+/// written as int64 in checkpoints). Parameters: `weight` γ (1), `bias` β (0).
+public final class BatchNorm2d: Module, UnaryLayer {
+    public let weight: Tensor, bias: Tensor
+    public let runningMean: Tensor, runningVar: Tensor, numBatchesTracked: Tensor
+    public let channels: Int
+    public let momentum: Float, eps: Float
+    /// All-reduces statistics across ranks (SyncBN) when set.
+    public var reducer: StatisticsReducer?
+
+    public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5, reducer: StatisticsReducer? = nil) {
+        self.channels = channels; self.momentum = momentum; self.eps = eps; self.reducer = reducer
+        weight = Tensor(shape: [channels], repeating: 1, requiresGrad: true)
+        bias = Tensor.zeros([channels], requiresGrad: true)
+        runningMean = Tensor.zeros([channels])
+        runningVar = Tensor(shape: [channels], repeating: 1)
+        numBatchesTracked = Tensor.zeros([])
+    }
+
+    public override var ownParameters: [(String, Tensor)] { [("weight", weight), ("bias", bias)] }
+    public override var ownBuffers: [(String, Tensor)] {
+        [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
+    }
+
+    public override func initializeParameter(_ name: String, _ t: Tensor, rng: inout KDRandom) {
+        t.fill(name == "weight" ? 1 : 0)
+    }
+
+    /// `x: [..., C] → [..., C]`.
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        let y = try batchNorm(x, gamma: weight, beta: bias, runningMean: runningMean, runningVar: runningVar,
+                              training: training, momentum: momentum, eps: eps, reducer: reducer)
+        if training { numBatchesTracked.ptr[0] += 1 }
+        return y
+    }
+}
+
+extension Module {
+    /// Sets (or clears, with nil) the statistics reducer of every `BatchNorm2d` in the tree: with a
+    /// `CommStatisticsReducer` this turns the model into its SyncBN form.
+    public func setStatisticsReducer(_ reducer: StatisticsReducer?) {
+        for (_, m) in namedModules() { (m as? BatchNorm2d)?.reducer = reducer }
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+
+/// Elementwise unary ops. Each forward loop sits beside its backward loop; the backward reads the
+/// saved input `x` and/or output `y` and accumulates `gx += g · y'(x)`.
+
+/// Accumulates `ga[i] (+)= value(i)` into `x.grad` with the usual fresh-buffer rule.
+@inline(__always)
+private func accumulate(_ x: Tensor, _ value: (Int) -> Float) {
+    let (ga, fresh) = x.gradBuffer()
+    let n = x.count
+    if fresh { for i in 0..<n { ga[i] = value(i) } } else { for i in 0..<n { ga[i] += value(i) } }
+}
+
+/// `y = max(x, 0)`. Backward: `gx = g · [x > 0]`.
+public func relu(_ x: Tensor) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let xp = x.ptr, yp = out.ptr
+    for i in 0..<x.count { yp[i] = xp[i] > 0 ? xp[i] : 0 }
+    Tape.record("relu", inputs: [x], output: out) { g in
+        let gp = g.ptr
+        accumulate(x) { xp[$0] > 0 ? gp[$0] : 0 }
+    }
+    return out
+}
+
+/// `y = eˣ`. Backward: `gx = g · y`.
+public func exp(_ x: Tensor) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let xp = x.ptr, yp = out.ptr
+    for i in 0..<x.count { yp[i] = Foundation.exp(xp[i]) }
+    Tape.record("exp", inputs: [x], output: out) { g in
+        let gp = g.ptr
+        accumulate(x) { gp[$0] * yp[$0] }
+    }
+    return out
+}
+
+/// `y = ln x` (−∞ at 0, NaN below). Backward: `gx = g / x`.
+public func log(_ x: Tensor) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let xp = x.ptr, yp = out.ptr
+    for i in 0..<x.count { yp[i] = Foundation.log(xp[i]) }
+    Tape.record("log", inputs: [x], output: out) { g in
+        let gp = g.ptr
+        accumulate(x) { gp[$0] / xp[$0] }
+    }
+    return out
+}
+
+/// `y = √x`. Backward: `gx = g / (2y)` (∞ at x = 0, as in PyTorch).
+public func sqrt(_ x: Tensor) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let xp = x.ptr, yp = out.ptr
+    for i in 0..<x.count { yp[i] = xp[i].squareRoot() }
+    Tape.record("sqrt", inputs: [x], output: out) { g in
+        let gp = g.ptr
+        accumulate(x) { gp[$0] / (2 * yp[$0]) }
+    }
+    return out
+}
+
+/// `y = |x|`. Backward: `gx = g · sign(x)` with `sign(0) = 0`.
+public func abs(_ x: Tensor) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let xp = x.ptr, yp = out.ptr
+    for i in 0..<x.count { yp[i] = Swift.abs(xp[i]) }
+    Tape.record("abs", inputs: [x], output: out) { g in
+        let gp = g.ptr
+        accumulate(x) { xp[$0] > 0 ? gp[$0] : (xp[$0] < 0 ? -gp[$0] : 0) }
+    }
+    return out
+}
+
+/// `y = xᵖ` (C `powf` semantics: NaN for negative x and non-integer p). Backward:
+/// `gx = g · p · xᵖ⁻¹` (0 for p = 0).
+public func pow(_ x: Tensor, _ p: Float) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let xp = x.ptr, yp = out.ptr
+    if p == 2 { for i in 0..<x.count { yp[i] = xp[i] * xp[i] } }
+    else { for i in 0..<x.count { yp[i] = Foundation.pow(xp[i], p) } }
+    Tape.record("pow", inputs: [x], output: out) { g in
+        let gp = g.ptr
+        if p == 0 { accumulate(x) { _ in 0 } }
+        else if p == 2 { accumulate(x) { 2 * gp[$0] * xp[$0] } }
+        else if p == 1 { accumulate(x) { gp[$0] } }
+        else { accumulate(x) { gp[$0] * p * Foundation.pow(xp[$0], p - 1) } }
+    }
+    return out
+}
+
+/// `y = min(max(x, lo), hi)`. Backward: `gx = g · [lo ≤ x ≤ hi]` (PyTorch `clamp`).
+public func clamp(_ x: Tensor, min lo: Float = -.infinity, max hi: Float = .infinity) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let xp = x.ptr, yp = out.ptr
+    for i in 0..<x.count { yp[i] = Swift.min(Swift.max(xp[i], lo), hi) }
+    Tape.record("clamp", inputs: [x], output: out) { g in
+        let gp = g.ptr
+        accumulate(x) { xp[$0] >= lo && xp[$0] <= hi ? gp[$0] : 0 }
+    }
+    return out
+}
+
+/// `y = −x`. Backward: `gx = −g`.
+public func neg(_ x: Tensor) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let xp = x.ptr, yp = out.ptr
+    for i in 0..<x.count { yp[i] = -xp[i] }
+    Tape.record("neg", inputs: [x], output: out) { g in x.accumulateGrad(g.ptr, scale: -1) }
+    return out
+}

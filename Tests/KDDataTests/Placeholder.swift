@@ -1,1 +1,0 @@
-// Tests of KDData live beside this file; this placeholder keeps the target non-empty until they land.

@@ -1,0 +1,90 @@
+import XCTest
+@testable import KDData
+
+final class SamplerTests: XCTestCase {
+    func testPermutationIsDeterministicAndEpochDependent() throws {
+        let s = try Sampler(count: 50, globalBatch: 8, dropLast: true, seed: 3)
+        XCTAssertEqual(s.permutation(epoch: 0), try Sampler(count: 50, globalBatch: 8, dropLast: true, seed: 3).permutation(epoch: 0))
+        XCTAssertNotEqual(s.permutation(epoch: 0), s.permutation(epoch: 1))
+        XCTAssertEqual(s.permutation(epoch: 1).sorted(), Array(0..<50))
+        XCTAssertNotEqual(s.permutation(epoch: 0), try Sampler(count: 50, globalBatch: 8, dropLast: true, seed: 4).permutation(epoch: 0))
+    }
+
+    func testStepsPerEpochAndDropLast() throws {
+        XCTAssertEqual(try Sampler(count: 50, globalBatch: 8, dropLast: true, seed: 0).stepsPerEpoch, 6)
+        let keep = try Sampler(count: 50, globalBatch: 8, dropLast: false, seed: 0)
+        XCTAssertEqual(keep.stepsPerEpoch, 7)
+        XCTAssertEqual(keep.globalIndices(epoch: 2, step: 6).count, 2)
+        XCTAssertEqual((0..<7).flatMap { keep.globalIndices(epoch: 2, step: $0) }, keep.permutation(epoch: 2))
+        XCTAssertEqual(try Sampler(count: 48, globalBatch: 8, dropLast: false, seed: 0).stepsPerEpoch, 6)
+    }
+
+    func testShareFormula() {
+        XCTAssertEqual(Sampler.shareCounts(worldSize: 3, batch: 10), [3, 3, 4])
+        XCTAssertEqual(Sampler.shareCounts(worldSize: 4, batch: 10), [2, 3, 2, 3])
+        XCTAssertEqual(Sampler.share(rank: 2, worldSize: 3, batch: 10), 6..<10)
+        XCTAssertEqual(Sampler.shareCounts(worldSize: 1, batch: 7), [7])
+    }
+
+    /// The rank shares, concatenated in rank order, are the one-process global batch (N = 1…4, uneven).
+    func testUnionOverRanksIsTheGlobalBatch() throws {
+        for dropLast in [true, false] {
+            for B in [8, 10, 7] {
+                let one = try Sampler(count: 53, globalBatch: B, dropLast: dropLast, seed: 11)
+                for R in 1...4 {
+                    if !dropLast && (1..<R).contains(53 % B) {
+                        XCTAssertThrowsError(try Sampler(count: 53, globalBatch: B, dropLast: false, seed: 11, rank: 0, worldSize: R))
+                        continue
+                    }
+                    let ranks = try (0..<R).map { try Sampler(count: 53, globalBatch: B, dropLast: dropLast, seed: 11, rank: $0, worldSize: R) }
+                    for r in ranks { XCTAssertEqual(r.stepsPerEpoch, one.stepsPerEpoch) }
+                    for e in 0..<2 {
+                        for s in 0..<one.stepsPerEpoch {
+                            let union = ranks.flatMap { $0.localIndices(epoch: e, step: s) }
+                            XCTAssertEqual(union, one.globalIndices(epoch: e, step: s), "R=\(R) B=\(B) e=\(e) s=\(s)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testPositionAdvanceAndResume() throws {
+        let p = SamplerPosition(epoch: 1, step: 5).advanced(by: 3, stepsPerEpoch: 7)
+        XCTAssertEqual(p, SamplerPosition(epoch: 2, step: 1))
+        let data = try JSONEncoder().encode(p)
+        XCTAssertEqual(try JSONDecoder().decode(SamplerPosition.self, from: data), p)
+        // A resumed sampler (fresh object) gives the same batch at the saved position.
+        let a = try Sampler(count: 40, globalBatch: 6, dropLast: true, seed: 9, rank: 1, worldSize: 2)
+        let b = try Sampler(count: 40, globalBatch: 6, dropLast: true, seed: 9, rank: 1, worldSize: 2)
+        _ = a.localIndices(epoch: 0, step: 0)
+        XCTAssertEqual(a.localIndices(epoch: p.epoch, step: p.step), b.localIndices(epoch: p.epoch, step: p.step))
+    }
+
+    func testConfigurationErrors() {
+        func msg(_ body: () throws -> Void) -> String { do { try body(); return "no error" } catch { return "\(error)" } }
+        XCTAssertEqual(msg { _ = try Sampler(count: 100, globalBatch: 3, dropLast: true, seed: 0, rank: 0, worldSize: 4) },
+                       "4 ranks but only 3 samples in the global batch (data.global_batch): every rank needs at least one sample")
+        XCTAssertEqual(msg { _ = try Sampler(count: 33, globalBatch: 8, dropLast: false, seed: 0, rank: 0, worldSize: 4) },
+                       "4 ranks but only 1 samples in the last partial batch (set data.drop_last: true or change data.global_batch): every rank needs at least one sample")
+        XCTAssertNoThrow(try Sampler(count: 33, globalBatch: 8, dropLast: true, seed: 0, rank: 0, worldSize: 4))
+        XCTAssertEqual(msg { _ = try Sampler(count: 5, globalBatch: 8, dropLast: true, seed: 0) },
+                       "config data.global_batch: 8 exceeds the 5 training samples and drop_last is set: no step per epoch")
+        XCTAssertEqual(msg { _ = try Sampler(count: 5, globalBatch: 0, dropLast: true, seed: 0) },
+                       "config data.global_batch: 0 must be ≥ 1")
+        XCTAssertEqual(msg { _ = try Sampler(count: 0, globalBatch: 2, dropLast: true, seed: 0) },
+                       "config data: the training split is empty")
+    }
+
+    func testEvalSharding() {
+        XCTAssertEqual(EvalSharding.globalBatches(count: 10, batch: 4), [0..<4, 4..<8, 8..<10])
+        for R in 1...4 {
+            let all = (0..<R).map { EvalSharding.rankBatches(count: 10, batch: 4, rank: $0, worldSize: R) }
+            for b in 0..<3 {
+                XCTAssertEqual(all.flatMap { $0[b] }, Array(EvalSharding.globalBatches(count: 10, batch: 4)[b]))
+            }
+            XCTAssertEqual((0..<R).flatMap { EvalSharding.rankIndices(count: 10, batch: 4, rank: $0, worldSize: R) }.sorted(), Array(0..<10))
+        }
+        XCTAssertEqual(EvalSharding.rankBatches(count: 10, batch: 4, rank: 0, worldSize: 4)[2], [])
+    }
+}

@@ -1,0 +1,157 @@
+import XCTest
+import KDFormats
+import KDTensor
+@testable import KDModels
+
+final class CheckpointTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "kdckpt-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    /// A resnet8 with non-trivial buffers and an SGD optimizer that has taken one step.
+    func trainedLike(seed: UInt64) throws -> (any Classifier, SGD) {
+        let m = try ModelZoo.make(name: "resnet8", classes: 10, seed: seed)
+        var rng = KDRandom(keys: seed, 99)
+        for (n, b) in m.namedBuffers() {
+            if n.hasSuffix("num_batches_tracked") { b.ptr[0] = 5 } else { for i in 0..<b.count { b.ptr[i] = rng.nextFloat() + 0.5 } }
+        }
+        let opt = try SGD(parameters: m.namedParameters(), learningRate: 0.1, momentum: 0.9)
+        for (_, p) in m.namedParameters() { p.grad = Tensor.randn(p.shape, std: 0.1, rng: &rng) }
+        try opt.step()
+        return (m, opt)
+    }
+
+    func testRoundTripBitIdentical() throws {
+        let (a, optA) = try trainedLike(seed: 1)
+        let path = dir + "/ckpt.safetensors"
+        let extra = Tensor(shape: [2], data: [3, 4])
+        XCTAssertTrue(try Checkpoint.save(path: path, model: a, optimizer: optA, extraTensors: [("state.extra", extra)],
+                                          metadata: ["step": "17", "epoch": "2", "rng": "12345"]))
+        let (b, optB) = try trainedLike(seed: 2)
+        let meta = try Checkpoint.load(path: path, into: b, optimizer: optB)
+        XCTAssertEqual(meta["step"], "17")
+        XCTAssertEqual(meta["epoch"], "2")
+        XCTAssertEqual(meta["optim.step_count"], "1")
+        XCTAssertEqual(meta[Safetensors.checksumKey]?.count, 64)
+        for (x, y) in zip(a.stateEntries(), b.stateEntries()) {
+            XCTAssertEqual(x.name, y.name)
+            XCTAssertEqual(x.tensor.array.map(\.bitPattern), y.tensor.array.map(\.bitPattern), x.name)
+        }
+        for ((n, x), (_, y)) in zip(optA.stateTensors(), optB.stateTensors()) {
+            XCTAssertEqual(x.array.map(\.bitPattern), y.array.map(\.bitPattern), n)
+        }
+        XCTAssertEqual(optB.stepCount, 1)
+        let f = try Checkpoint.read(path: path)
+        XCTAssertEqual(try f.tensor("state.extra").floatValues(), [3, 4])
+        XCTAssertTrue(f.names.contains("optim.layer1.0.conv1.weight.momentum_buffer"))
+    }
+
+    /// Conv weights are stored as PyTorch's [Cout, Cin, kh, kw]; num_batches_tracked as int64.
+    func testPyTorchLayout() throws {
+        let m = try ModelZoo.make(name: "resnet8", classes: 10, seed: 5) as! ResNet
+        let path = dir + "/w.safetensors"
+        try Checkpoint.save(path: path, model: m)
+        let f = try Checkpoint.read(path: path)
+        let w = try f.tensor("conv1.weight")
+        XCTAssertEqual(w.shape, [16, 3, 3, 3])
+        let inner = m.conv1.weight  // [16, 3(kh), 3(kw), 3(Cin)]
+        let v = w.floatValues()
+        // PyTorch [o=2, c=1, y=0, x=2] == internal [o=2, y=0, x=2, c=1]
+        XCTAssertEqual(v[((2 * 3 + 1) * 3 + 0) * 3 + 2], inner.ptr[((2 * 3 + 0) * 3 + 2) * 3 + 1])
+        XCTAssertEqual(try f.tensor("bn1.num_batches_tracked").dtype, .I64)
+        XCTAssertEqual(try f.tensor("bn1.num_batches_tracked").shape, [])
+        XCTAssertEqual(try f.tensor("fc.weight").shape, [10, 64])
+        XCTAssertEqual(f.names.count, m.stateEntries().count)
+    }
+
+    func testCorruptedByteIsDetected() throws {
+        let (a, _) = try trainedLike(seed: 1)
+        let path = dir + "/c.safetensors"
+        try Checkpoint.save(path: path, model: a)
+        var bytes = try SafetensorsIO.readAll(path: path)
+        bytes[bytes.count - 1000] ^= 0x10
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Checkpoint.load(path: path, into: a)) { e in
+            let m = "\(e)"
+            XCTAssertTrue(m.contains(path) && m.contains("checksum mismatch"), m)
+        }
+    }
+
+    func testTruncatedFileIsDetected() throws {
+        let (a, _) = try trainedLike(seed: 1)
+        let path = dir + "/t.safetensors"
+        try Checkpoint.save(path: path, model: a)
+        let bytes = try SafetensorsIO.readAll(path: path)
+        for keep in [4, 100, bytes.count - 7] {
+            try Data(bytes.prefix(keep)).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try Checkpoint.load(path: path, into: a)) { e in
+                let m = "\(e)"
+                XCTAssertTrue(m.contains(path) && m.contains("truncated"), m)
+            }
+        }
+    }
+
+    func testMismatchedModelListsDifferences() throws {
+        let a = try ModelZoo.make(name: "resnet8", classes: 10)
+        let path = dir + "/m.safetensors"
+        try Checkpoint.save(path: path, model: a)
+        let wider = try ModelZoo.make(name: "resnet8", classes: 100)
+        XCTAssertThrowsError(try Checkpoint.load(path: path, into: wider)) {
+            XCTAssertEqual("\($0)", "checkpoint \(path): does not match the model: shape mismatch 2: fc.weight: checkpoint [10, 64] vs model [100, 64]; fc.bias: checkpoint [10] vs model [100]")
+        }
+        let deeper = try ModelZoo.make(name: "resnet14", classes: 10)
+        XCTAssertThrowsError(try Checkpoint.load(path: path, into: deeper)) {
+            let m = "\($0)"
+            XCTAssertTrue(m.contains("missing 36: layer1.1.conv1.weight, layer1.1.bn1.weight"), m)
+            XCTAssertFalse(m.contains("unexpected"), m)
+        }
+        let b = try ModelZoo.make(name: "resnet14", classes: 10)
+        let path2 = dir + "/m2.safetensors"
+        try Checkpoint.save(path: path2, model: b)
+        XCTAssertThrowsError(try Checkpoint.load(path: path2, into: a)) {
+            XCTAssertTrue("\($0)".contains("unexpected 36: layer1.1.conv1.weight"), "\($0)")
+        }
+    }
+
+    func testOptimizerStateRequiredWhenAsked() throws {
+        let a = try ModelZoo.make(name: "resnet8", classes: 10)
+        let path = dir + "/noopt.safetensors"
+        try Checkpoint.save(path: path, model: a)
+        let opt = try SGD(parameters: a.namedParameters(), learningRate: 0.1, momentum: 0.9)
+        XCTAssertThrowsError(try Checkpoint.load(path: path, into: a, optimizer: opt)) {
+            XCTAssertTrue("\($0)".contains("no optimizer state"), "\($0)")
+        }
+        // Weights alone load from the same file.
+        try Checkpoint.loadWeights(path: path, into: a)
+    }
+
+    func testUnwritableLocationKeepsPreviousCheckpoint() throws {
+        let a = try ModelZoo.make(name: "resnet8", classes: 10, seed: 1)
+        XCTAssertThrowsError(try Checkpoint.save(path: dir + "/no/such/dir/x.safetensors", model: a)) {
+            XCTAssertTrue("\($0)".contains("cannot create temporary file"), "\($0)")
+        }
+        let path = dir + "/keep.safetensors"
+        try Checkpoint.save(path: path, model: a)
+        let before = try SafetensorsIO.readAll(path: path)
+        // Block the temporary file's name with a directory: the write fails before the rename.
+        let tmp = dir + "/.keep.safetensors.tmp-\(ProcessInfo.processInfo.processIdentifier)"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false)
+        let b = try ModelZoo.make(name: "resnet8", classes: 10, seed: 2)
+        XCTAssertThrowsError(try Checkpoint.save(path: path, model: b)) { XCTAssertTrue("\($0)".contains("cannot write"), "\($0)") }
+        XCTAssertEqual(try SafetensorsIO.readAll(path: path), before)
+        try Checkpoint.load(path: path, into: b)
+        XCTAssertEqual(b.namedParameters()[0].1.array, a.namedParameters()[0].1.array)
+    }
+
+    func testOnlyRankZeroWrites() throws {
+        let a = try ModelZoo.make(name: "resnet8", classes: 10)
+        let path = dir + "/r1.safetensors"
+        XCTAssertFalse(try Checkpoint.save(path: path, model: a, rank: 1))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path))
+    }
+}

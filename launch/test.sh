@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the whole KDGraph test suite: installs missing Debian packages, builds once in release mode,
+# runs the unit tests (swift test), then the multi-rank tests under a real mpirun -np 2 and -np 4
+# (collectives and per-module checks, the trainer end to end, fault tests).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source launch/ensure-deps.sh
+start=$(date +%s)
+swift build -c release --build-tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+total_pass=0; total_fail=0
+# Runs one suite, echoes its output, adds its "N passed, M failed" line to the totals.
+suite() {
+  local name=$1; shift
+  echo; echo "=== $name"
+  local log; log=$(mktemp)
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local line; line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+  local p f
+  p=$(echo "$line" | awk '{print $1}'); f=$(echo "$line" | awk '{print $3}')
+  [ -n "$p" ] || { p=0; f=1; }
+  [ "$rc" = 0 ] || [ "$f" != 0 ] || f=1
+  total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+  rm -f "$log"
+}
+swift_tests() {
+  swift test -c release --skip-build 2>&1 | tee /tmp/kdgraph-swift-test.log | grep -vE "^Test Case '.*' (started|passed)"
+  local rc=${PIPESTATUS[0]}
+  local n f
+  n=$(grep -E "^\s+Executed [0-9]+ tests" /tmp/kdgraph-swift-test.log | tail -1 | awk '{print $2}')
+  f=$(grep -E "^\s+Executed [0-9]+ tests" /tmp/kdgraph-swift-test.log | tail -1 | awk '{print $5}')
+  echo "$(( ${n:-0} - ${f:-0} )) passed, ${f:-1} failed"
+  return "$rc"
+}
+suite "unit tests (swift test)" swift_tests
+suite "multi-rank checks (mpirun -np 2, -np 4)" env SKIP_BUILD=1 bash Tests/mpi/run.sh
+suite "trainer end to end (mpirun -np 1, 2, 4)" bash Tests/mpi/train_e2e.sh
+suite "fault tests" bash Tests/mpi/faults.sh
+echo
+echo "kdgraph tests: $(( $(date +%s) - start )) s"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" = 0 ]
