@@ -2,7 +2,7 @@ import XCTest
 @testable import KDTensor
 
 /// Pretends to be two ranks holding identical data: every sum doubles. Counts its calls.
-final class DoublingReducer: StatisticsReducer {
+private final class DoublingReducer: StatisticsReducer {
     var calls: [Int] = []
     func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws {
         calls.append(count)
@@ -10,8 +10,21 @@ final class DoublingReducer: StatisticsReducer {
     }
 }
 
-struct ReducerDown: Error, CustomStringConvertible { var description: String { "rank 1 unreachable" } }
-final class FailingReducer: StatisticsReducer {
+/// Adds a fake second rank's sums: `n = 4` rows of mean 1 and variance 1 in forward, zeros in backward.
+private final class OtherRankReducer: StatisticsReducer {
+    var calls: [Int] = []
+    func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws {
+        calls.append(count)
+        if count % 2 == 1 {
+            let c = count / 2
+            for j in 0..<c { values[j] += 4; values[c + j] += 8 }   // Σx = 4, Σx² = 4·(1 + 1)
+            values[2 * c] += 4
+        }
+    }
+}
+
+private struct ReducerDown: Error, CustomStringConvertible { var description: String { "rank 1 unreachable" } }
+private final class FailingReducer: StatisticsReducer {
     func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws { throw ReducerDown() }
 }
 
@@ -117,6 +130,21 @@ final class BatchNormTests: XCTestCase {
             let biased = (Double(a) - 0.9) / 0.1 * 11 / 12
             XCTAssertEqual(Double(b), 0.9 + 0.1 * biased * 24 / 23, accuracy: 1e-5)
         }
+    }
+
+    /// A rank with an empty shard still takes part in both reductions and gets zero parameter gradients.
+    func testEmptyLocalBatchStillReduces() throws {
+        let (g, b, rm, rv) = params(3)
+        g.requiresGrad = true; b.requiresGrad = true
+        let x = Tensor(shape: [0, 2, 2, 3], data: [], requiresGrad: true)
+        let reducer = OtherRankReducer()
+        let y = try batchNorm(x, gamma: g, beta: b, runningMean: rm, runningVar: rv, training: true, reducer: reducer)
+        XCTAssertEqual(y.shape, [0, 2, 2, 3])
+        Tape.backward(y, seed: Tensor(shape: [0, 2, 2, 3], data: []))
+        XCTAssertEqual(reducer.calls, [7, 6])
+        XCTAssertEqual(g.grad?.array, [0, 0, 0]); XCTAssertEqual(b.grad?.array, [0, 0, 0])
+        XCTAssertEqual(rm.array[0], 0.1, accuracy: 1e-6)                       // global mean 1
+        XCTAssertEqual(rv.array[0], 0.9 + 0.1 * 4 / 3, accuracy: 1e-6)         // unbiased: 1·4/3
     }
 
     func testReducerErrorInForwardIsThrown() {

@@ -2,7 +2,7 @@ import XCTest
 @testable import KDTensor
 
 /// Direct-loop reference convolution (NHWC, weights [Cout, kh, kw, Cin]) in Double.
-func naiveConv2d(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride s: Int, padding p: Int) -> (shape: [Int], values: [Float]) {
+private func naiveConv2d(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride s: Int, padding p: Int) -> (shape: [Int], values: [Float]) {
     let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (cout, kh, kw) = (w.shape[0], w.shape[1], w.shape[2])
     let ho = (h + 2 * p - kh) / s + 1, wo = (wd + 2 * p - kw) / s + 1
@@ -32,6 +32,9 @@ final class Conv2dTests: XCTestCase {
         Case(n: 1, h: 6, w: 5, cin: 2, cout: 3, kh: 2, kw: 3, stride: 2, padding: 0, bias: false),
         Case(n: 1, h: 3, w: 4, cin: 2, cout: 2, kh: 3, kw: 3, stride: 1, padding: 2, bias: true),
         Case(n: 2, h: 5, w: 4, cin: 2, cout: 3, kh: 3, kw: 3, stride: 1, padding: 0, bias: false),
+        // Cin ≥ 16: stride-1 input gradient as a convolution of dY with the flipped kernel.
+        Case(n: 2, h: 4, w: 3, cin: 16, cout: 8, kh: 3, kw: 3, stride: 1, padding: 1, bias: true),
+        Case(n: 1, h: 5, w: 4, cin: 16, cout: 20, kh: 3, kw: 3, stride: 1, padding: 0, bias: false),
     ]
 
     func make(_ c: Case, seed: UInt64) -> (Tensor, Tensor, Tensor?) {
@@ -79,6 +82,7 @@ final class Conv2dTests: XCTestCase {
     func testChunkedBatchMatchesSingleGEMM() throws {
         for stride in [1, 2] { try checkChunking(Case(n: 3, h: 5, w: 5, cin: 2, cout: 3, kh: 3, kw: 3,
                                                       stride: stride, padding: 1, bias: true)) }
+        try checkChunking(Case(n: 3, h: 4, w: 3, cin: 16, cout: 8, kh: 3, kw: 3, stride: 1, padding: 1, bias: true))
     }
 
     func checkChunking(_ c: Case) throws {
@@ -102,7 +106,7 @@ final class Conv2dTests: XCTestCase {
 
     /// A second backward adds onto existing gradients (the non-fresh paths, incl. strided 1×1 col2im).
     func testGradientsAccumulateAcrossBackwardPasses() throws {
-        for c in [cases[0], cases[1], cases[3], cases[2]] {
+        for c in [cases[0], cases[1], cases[3], cases[2], cases[7]] {
             let (x, w, b) = make(c, seed: 12)
             x.requiresGrad = true; w.requiresGrad = true
             var rng = KDRandom(keys: 13)
@@ -120,7 +124,7 @@ final class Conv2dTests: XCTestCase {
     /// After one warm-up step, forward + backward draws every buffer (scratch, output, gradients) from
     /// the pool: no fresh allocation.
     func testSteadyStateDoesNotAllocate() throws {
-        for c in [cases[0], cases[3]] {
+        for c in [cases[0], cases[3], cases[7]] {
             let (x, w, b) = make(c, seed: 14)
             x.requiresGrad = true; w.requiresGrad = true; b?.requiresGrad = true
             let seed = Tensor(shape: [c.n, (c.h + 2 * c.padding - c.kh) / c.stride + 1,
@@ -133,6 +137,21 @@ final class Conv2dTests: XCTestCase {
                 Tape.backward(y, seed: seed)
             }
             XCTAssertEqual(BufferPool.shared.allocations, before)
+        }
+    }
+
+    /// An empty batch (a rank without rows) still records and gives zero parameter gradients.
+    func testEmptyBatch() throws {
+        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (1, 2, 0), (1, 1, 0)] {
+            let x = Tensor(shape: [0, 5, 5, 2], data: [], requiresGrad: true)
+            let w = Tensor(shape: [3, k, k, 2], repeating: 1, requiresGrad: true)
+            let b = Tensor(shape: [3], repeating: 1, requiresGrad: true)
+            let y = try conv2d(x, weight: w, bias: b, stride: s, padding: p)
+            XCTAssertEqual(y.shape[0], 0)
+            XCTAssertTrue(y.requiresGrad)
+            Tape.backward(y, seed: Tensor(shape: y.shape, data: []))
+            XCTAssertEqual(w.grad?.array, [Float](repeating: 0, count: w.count))
+            XCTAssertEqual(b.grad?.array, [0, 0, 0])
         }
     }
 

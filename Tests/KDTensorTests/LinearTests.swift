@@ -30,6 +30,15 @@ final class LinearTests: XCTestCase {
         XCTAssertEqual(w.grad?.array, [2, 4])
     }
 
+    func testEmptyBatchGivesZeroParameterGradients() throws {
+        let x = Tensor(shape: [0, 3], data: [], requiresGrad: true)
+        let w = Tensor(shape: [2, 3], repeating: 1, requiresGrad: true), b = Tensor(shape: [2], repeating: 1, requiresGrad: true)
+        let y = try linear(x, weight: w, bias: b)
+        XCTAssertEqual(y.shape, [0, 2])
+        Tape.backward(y, seed: Tensor(shape: [0, 2], data: []))
+        XCTAssertEqual(w.grad?.array, [0, 0, 0, 0, 0, 0]); XCTAssertEqual(b.grad?.array, [0, 0])
+    }
+
     func testShapeErrors() {
         XCTAssertThrowsError(try linear(Tensor.zeros([2, 3]), weight: Tensor.zeros([4, 5]), bias: nil)) {
             XCTAssertEqual("\($0)", "linear: shape mismatch between [2, 3] and [4, 5]")

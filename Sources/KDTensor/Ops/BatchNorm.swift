@@ -24,7 +24,8 @@ public protocol StatisticsReducer: AnyObject {
 ///
 /// Evaluation: `y = γ · (x − running_mean)/√(running_var + ε) + β`; backward `dx = γ/√(running_var + ε) · dy`.
 ///
-/// A reducer error in forward is thrown; in backward (which cannot throw) it stops the process with the
+/// With a reducer, forward and backward each reduce exactly once whatever the local data (a rank with
+/// an empty shard, `[0, …, C]`, takes part and gets zero dγ, dβ). A reducer error in forward is thrown; in backward (which cannot throw) it stops the process with the
 /// reducer's message, since the ranks could no longer agree on a gradient.
 public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
                       training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
@@ -108,15 +109,17 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
             let (gb, fresh) = beta.gradBuffer()
             for j in 0..<c { gb[j] = (fresh ? 0 : gb[j]) + Float(s[j]) }
         }
+        // The backward reduction runs whenever forward reduced, whatever this rank needs, so that every
+        // rank makes the same collective calls (a rank with an empty shard included).
+        if training, let reducer {
+            do { try s.withUnsafeMutableBufferPointer { try reducer.sumAcrossRanks($0.baseAddress!, count: 2 * c) } }
+            catch { preconditionFailure("batchNorm backward: statistics reducer failed: \(error)") }
+        }
         guard x.requiresGrad else { return }
         // dx = a·dy + b·(x − μ) + c per channel.
         var ca = [Float](repeating: 0, count: c), cb = [Float](repeating: 0, count: c)
         var cc = [Float](repeating: 0, count: c)
         if training {
-            if let reducer {
-                do { try s.withUnsafeMutableBufferPointer { try reducer.sumAcrossRanks($0.baseAddress!, count: 2 * c) } }
-                catch { preconditionFailure("batchNorm backward: statistics reducer failed: \(error)") }
-            }
             for j in 0..<c {
                 let k = Double(gamma.ptr[j]) * Double(invStd[j])
                 let m1 = s[j] / globalRows, m2 = s[c + j] / globalRows

@@ -32,7 +32,7 @@ public enum Conv2dWorkspace {
 /// `W` viewed as `[Cout, K]`:
 /// - forward  `Y[M, Cout] = col · Wᵀ (+ b)`
 /// - backward `dW = dYᵀ · col`, `db = Σ_rows dY`, `dcol = dY · W`, `dx = col2im(dcol)` (accumulate);
-///   for stride 1 and a square kernel `dx` is instead the convolution of `dY` with the flipped,
+///   for stride 1, a square kernel and Cin ≥ max(16, Cout/2) `dx` is instead the convolution of `dY` with the flipped,
 ///   transposed kernel (`dx = im2col(dY) · W'ᵀ`, one GEMM with inner size `k²·Cout`, no col2im).
 ///
 /// The GEMMs run over chunks of whole images sized by `Conv2dWorkspace` (cache-resident column
@@ -60,7 +60,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
     }
     let k = g.k, m = g.n * g.pixelsPerImage
     let out = Tensor(uninitializedShape: [g.n, g.ho, g.wo, cout])
-    if m == 0 || cout == 0 { return out }
+    // An empty batch (a rank with no rows) still records, so every rank runs the same backward.
 
     // Unpadded strided 1×1 while recording: the gathered pixels (x/s² floats) are kept for backward,
     // where they feed dW and then serve as the dcol scratch.
@@ -152,6 +152,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             } } }
             flipped = f
         }
+        if let gw, wFresh, g.n == 0 { gw.update(repeating: 0, count: weight.count) }
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
             let dy = gy.ptr + n0 * g.pixelsPerImage * cout
@@ -182,7 +183,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
 /// `dx[n, i, j, c] = Σ_{ki,kj,o} dY[n, i + p − ki, j + p − kj, o] · W[o, ki, kj, c]`.
 /// Returns that convolution's geometry (over `dY`), or nil when the identity does not apply.
 func transposedBackwardGeometry(_ g: ConvGeometry, cout: Int) -> ConvGeometry? {
-    guard g.stride == 1, g.kh == g.kw, g.kh > 1, g.padding <= g.kh - 1 else { return nil }
+    // Worth it when the dY columns (k²·Cout per input pixel) are not much wider than the dcol rows
+    // (k²·Cin per output pixel) and the GEMM's output width Cin is not tiny (a 3-channel stem conv
+    // keeps dcol + col2im).
+    guard g.stride == 1, g.kh == g.kw, g.kh > 1, g.padding <= g.kh - 1,
+          g.cin >= 16, 2 * g.cin >= cout else { return nil }
     let t = ConvGeometry(n: g.n, h: g.ho, w: g.wo, cin: cout, kh: g.kh, kw: g.kw, stride: 1,
                          padding: g.kh - 1 - g.padding)
     return t.ho == g.h && t.wo == g.w ? t : nil
