@@ -122,7 +122,13 @@ public final class GradientBuckets {
     // MARK: blocking mode
 
     /// Packs, all-reduces (`MPI_Allreduce`, SUM) and unpacks every bucket in order.
+    /// Throws if an overlapped step has started buckets that `finish()` has not collected yet.
     public func allReduceBlocking() throws {
+        guard nextToStart == 0 else {
+            throw CommError.invalidArgument(op: "GradientBuckets.allReduceBlocking",
+                message: "an overlapped step is in progress (\(nextToStart) buckets started); call finish()")
+        }
+        defer { resetStep() }
         var stats = Stats()
         for k in buckets.indices {
             pack(k)

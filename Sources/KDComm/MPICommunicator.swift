@@ -23,8 +23,10 @@ func mpiOp(_ op: ReduceOp) -> MPI_Op {
     }
 }
 
-/// MPI's text for an error code (`MPI_Error_string`).
+/// MPI's text for an error code (`MPI_Error_string`; OpenMPI aborts if it is called outside
+/// `MPI_Init` … `MPI_Finalize`, so then only the code is given).
 func mpiErrorString(_ code: Int32) -> String {
+    guard MPICommunicator.isActive else { return "MPI error code \(code) (MPI not active)" }
     var buf = [CChar](repeating: 0, count: Int(kd_mpi_max_error_string()) + 1)
     var len: Int32 = 0
     if MPI_Error_string(code, &buf, &len) != kd_mpi_success() { return "unknown MPI error" }
@@ -135,7 +137,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// original's, so a side channel (e.g. agreeing on check results) cannot be confused with them.
     public func duplicate() throws -> MPICommunicator {
         var dup: MPI_Comm? = nil
-        try checkMPI(MPI_Comm_dup(handle, &dup), "MPI_Comm_dup")
+        try call("MPI_Comm_dup") { MPI_Comm_dup(handle, &dup) }   // collective: watched like the others
         guard let dup else { throw CommError.mpi(op: "MPI_Comm_dup", code: -1, message: "returned a null communicator") }
         return try MPICommunicator(handle: dup)
     }

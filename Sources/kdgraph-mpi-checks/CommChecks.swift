@@ -8,6 +8,7 @@ enum CommChecks {
     static let all: [MultiRankCheck] = [
         MultiRankCheck("comm.selftest", run: selftest),
         MultiRankCheck("comm.allgather_rows_vs_one_process", run: gatherVersusOneProcess),
+        MultiRankCheck("comm.allgather_rows_share_without_gather", run: shareWithoutGather),
         MultiRankCheck("comm.rank_mismatch_errors", run: rankMismatchErrors),
         MultiRankCheck("comm.buckets_large", run: bucketsLarge),
         MultiRankCheck("comm.iallreduce_polled_during_compute", run: iallreduceDuringCompute),
@@ -102,6 +103,23 @@ enum CommChecks {
         if errForward > 1e-5 || errRows > 1e-5 || errM > 1e-5 {
             throw CheckFailure("counts \(counts): max relative errors: forward \(errForward), local rows \(errRows), M \(errM) (bound 1e-5)")
         }
+    }
+
+    /// Only rank 0's share reads the gathered rows (seed 1 everywhere); the other ranks back-propagate
+    /// a loss that ignores them. The gather's backward must still run on every rank (its
+    /// reduce-scatter is collective), and every local row must receive exactly rank 0's gradient, 1.
+    static func shareWithoutGather(_ comm: Communicator) throws {
+        let x = Tensor(shape: [2, 3], data: (0..<6).map { Float(comm.rank * 10 + $0) }, requiresGrad: true)
+        Tape.reset()
+        let y = try allGatherRows(x, comm: comm)
+        if comm.rank == 0 {
+            Tape.backward(y, seed: Tensor(shape: y.shape, repeating: 1))
+        } else {
+            let a = Tensor(shape: [1, 1], data: [3], requiresGrad: true)
+            Tape.backward(try matmul(a, a))
+        }
+        let g = x.grad?.array ?? []
+        if g != [Float](repeating: 1, count: 6) { throw CheckFailure("rank \(comm.rank): local gradient \(g), want six 1s") }
     }
 
     /// Ranks that disagree about the row size or about recording all throw the same error.

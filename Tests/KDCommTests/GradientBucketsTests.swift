@@ -86,6 +86,18 @@ final class GradientBucketsTests: XCTestCase {
         XCTAssertEqual(w2.grad!.array, ref2)
     }
 
+    func testBlockingRefusedWhileAnOverlappedStepIsInFlight() throws {
+        let ps = params([4, 4])
+        let b = try GradientBuckets(parameters: ps, comm: comm, bucketBytes: 16)
+        b.markReady(ps[1])
+        XCTAssertThrowsError(try b.allReduceBlocking()) {
+            XCTAssertEqual("\($0)", "GradientBuckets.allReduceBlocking: an overlapped step is in progress (1 buckets started); call finish()")
+        }
+        try b.finish()
+        XCTAssertEqual(ps[1].grad?.array, [100, 101, 102, 103])
+        try b.allReduceBlocking()
+    }
+
     func testErrors() throws {
         XCTAssertThrowsError(try GradientBuckets(parameters: [], comm: comm, bucketBytes: 0)) {
             XCTAssertEqual("\($0)", "GradientBuckets: bucketBytes must be positive, got 0")

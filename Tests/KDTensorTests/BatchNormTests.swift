@@ -39,6 +39,28 @@ final class BatchNormTests: XCTestCase {
         XCTAssertEqual(rv.array[1], 1.8 + 0.4, accuracy: 1e-6)
     }
 
+    /// A large mean beside a small spread: Double sums keep the variance, output matches a two-pass reference.
+    func testLargeMeanPrecision() throws {
+        var rng = KDRandom(keys: 8)
+        let rows = 64, c = 3
+        let x = Tensor(uninitializedShape: [rows, c])
+        for i in 0..<x.count { x.ptr[i] = 1000 + rng.nextNormal() * 0.5 }
+        let (_, _, rm, rv) = params(c)
+        let y = try batchNorm(x, gamma: Tensor(shape: [c], repeating: 1), beta: Tensor.zeros([c]),
+                              runningMean: rm, runningVar: rv, training: true)
+        for j in 0..<c {
+            var mu = 0.0, v = 0.0
+            for r in 0..<rows { mu += Double(x.ptr[r * c + j]) }
+            mu /= Double(rows)
+            for r in 0..<rows { v += (Double(x.ptr[r * c + j]) - mu) * (Double(x.ptr[r * c + j]) - mu) }
+            v /= Double(rows)
+            for r in 0..<rows {
+                XCTAssertEqual(Double(y.ptr[r * c + j]), (Double(x.ptr[r * c + j]) - mu) / (v + 1e-5).squareRoot(),
+                               accuracy: 1e-3)
+            }
+        }
+    }
+
     func testEvalUsesRunningStatistics() throws {
         let x = Tensor(shape: [2, 2], data: [1, 2, 3, 4])
         let gamma = Tensor(shape: [2], data: [2, 1]), beta = Tensor(shape: [2], data: [0, 1])

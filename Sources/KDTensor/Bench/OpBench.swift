@@ -59,6 +59,11 @@ public enum OpBench {
     // MARK: - Cases
 
     static func benchConv(_ c: ConvCase, iterations: Int) throws -> String {
+        guard c.batch >= 1, c.size >= 1, c.cin >= 1, c.cout >= 1, c.kernel >= 1, c.stride >= 1, c.padding >= 0,
+              c.size + 2 * c.padding >= c.kernel else {
+            throw TensorError.invalidArgument(op: "conv2d", message:
+                "kernel \(c.kernel)×\(c.kernel) with padding \(c.padding) does not fit input \(c.size)×\(c.size) (bench case \(c))")
+        }
         var rng = KDRandom(keys: 0xBE4C, UInt64(c.cin), UInt64(c.size), UInt64(c.kernel))
         let x = Tensor.randn([c.batch, c.size, c.size, c.cin], rng: &rng)
         let w = Tensor.randn([c.cout, c.kernel, c.kernel, c.cin], std: 0.05, rng: &rng)
@@ -96,6 +101,9 @@ public enum OpBench {
     }
 
     static func benchLinear(n: Int, fin: Int, fout: Int, iterations: Int) throws -> String {
+        guard n >= 1, fin >= 1, fout >= 1 else {
+            throw TensorError.invalidArgument(op: "linear", message: "bench sizes \(n)×\(fin)→\(fout) must be positive")
+        }
         var rng = KDRandom(keys: 0xBE4D, UInt64(fin), UInt64(fout))
         let x = Tensor.randn([n, fin], rng: &rng), w = Tensor.randn([fout, fin], std: 0.05, rng: &rng)
         let b = Tensor.randn([fout], rng: &rng), gy = Tensor.randn([n, fout], rng: &rng)

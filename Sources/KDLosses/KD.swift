@@ -1,0 +1,106 @@
+import Foundation
+import KDTensor
+
+/// Knowledge distillation (Hinton et al. 2015; source: mdistiller `distillers/KD.py`), with an
+/// optional supervised cross-entropy, as one fused op over the rows `rows` of global logits:
+///
+///     share = T² · (1/n) Σ_{i∈rows} KL(σ(z^T_i/T) ‖ σ(z^S_i/T))  +  w_CE · (1/n) Σ_{i∈rows} CE(z^S_i, y_i)
+///
+/// `n` (`count`) is the global number of rows, so the shares of disjoint row ranges add up to the
+/// one-process loss. Backward: `∂/∂z^S_i = (T/n)(σ(z^S_i/T) − σ(z^T_i/T)) + (w_CE/n)(σ(z^S_i) − onehot(y_i))`.
+/// The student may be the gathered global matrix or only the local rows (`rows` indexes `student`).
+/// Terms: `kd` and `ce` (shares, unweighted).
+public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = 4, rows: Range<Int>? = nil,
+                   count: Int? = nil, labels: [Int]? = nil, ceWeight: Float = 0) throws -> LossShare {
+    let name = "kd"
+    try check2D(name, "student logits", student)
+    try check2D(name, "teacher logits", teacher, rows: student.shape[0], cols: student.shape[1])
+    guard temperature > 0, temperature.isFinite else {
+        throw LossError.invalidArgument(loss: name, message: "temperature must be > 0, got \(temperature)")
+    }
+    let n = student.shape[0], c = student.shape[1]
+    let rows = rows ?? 0..<n
+    try checkRows(name, rows, n)
+    let total = count ?? n
+    guard total > 0 else { throw LossError.invalidArgument(loss: name, message: "normaliser count must be > 0, got \(total)") }
+    if ceWeight != 0 {
+        guard let labels else { throw LossError.missingInput(loss: "kd (ce_weight \(ceWeight))", input: "labels") }
+        guard labels.count == n else {
+            throw LossError.invalidArgument(loss: name, message: "\(labels.count) labels for \(n) logit rows")
+        }
+    }
+    let wantGrad = needsGrad(student)
+    let grad: Tensor? = wantGrad ? Tensor.zeros(student.shape) : nil
+    let T = Double(temperature), invT = 1 / T
+    var ls = [Double](repeating: 0, count: c), lt = [Double](repeating: 0, count: c)
+    var kd = 0.0, ce = 0.0
+    for i in rows {
+        let zs = student.ptr + i * c, zt = teacher.ptr + i * c
+        logSoftmaxRow(zs, count: c, invT: invT, into: &ls)
+        logSoftmaxRow(zt, count: c, invT: invT, into: &lt)
+        var kl = 0.0
+        for j in 0..<c {
+            let pt = exp(lt[j])
+            if pt > 0 { kl += pt * (lt[j] - ls[j]) }
+        }
+        kd += kl
+        if let g = grad {
+            let gi = g.ptr + i * c, s = T / Double(total)
+            for j in 0..<c { gi[j] = Float(s * (exp(ls[j]) - exp(lt[j]))) }
+        }
+        if ceWeight != 0, let labels {
+            let y = labels[i]
+            guard y >= 0 && y < c else {
+                throw LossError.invalidArgument(loss: "kd (ce)", message: "label \(y) of row \(i) outside 0..<\(c)")
+            }
+            ce += crossEntropyRow(zs, count: c, label: y, scale: Double(ceWeight) / Double(total),
+                                  grad: grad.map { $0.ptr + i * c }, scratch: &ls)
+        }
+    }
+    let kdShare = T * T * kd / Double(total), ceShare = ce / Double(total)
+    let out = scalarTensor(kdShare + Double(ceWeight) * ceShare)
+    recordFused(name, output: out, inputs: [student], grads: [grad])
+    var terms: [(name: String, value: Double)] = [("kd", kdShare)]
+    if ceWeight != 0 { terms.append(("ce", ceShare)) }
+    return LossShare(value: out, terms: terms)
+}
+
+/// Supervised cross-entropy `(1/n) Σ_{i∈rows} −log σ(z_i)_{y_i}` as one fused op (`n` = `count`, the
+/// global row count). Backward: `(σ(z_i) − onehot(y_i)) / n`. Term: `ce`.
+public func crossEntropyLoss(logits: Tensor, labels: [Int], rows: Range<Int>? = nil, count: Int? = nil) throws -> LossShare {
+    let name = "ce"
+    try check2D(name, "logits", logits)
+    let n = logits.shape[0], c = logits.shape[1]
+    guard labels.count == n else {
+        throw LossError.invalidArgument(loss: name, message: "\(labels.count) labels for \(n) logit rows")
+    }
+    let rows = rows ?? 0..<n
+    try checkRows(name, rows, n)
+    let total = count ?? n
+    guard total > 0 else { throw LossError.invalidArgument(loss: name, message: "normaliser count must be > 0, got \(total)") }
+    let grad: Tensor? = needsGrad(logits) ? Tensor.zeros(logits.shape) : nil
+    var scratch = [Double](repeating: 0, count: c)
+    var ce = 0.0
+    for i in rows {
+        guard labels[i] >= 0 && labels[i] < c else {
+            throw LossError.invalidArgument(loss: name, message: "label \(labels[i]) of row \(i) outside 0..<\(c)")
+        }
+        ce += crossEntropyRow(logits.ptr + i * c, count: c, label: labels[i], scale: 1 / Double(total),
+                              grad: grad.map { $0.ptr + i * c }, scratch: &scratch)
+    }
+    let share = ce / Double(total)
+    let out = scalarTensor(share)
+    recordFused(name, output: out, inputs: [logits], grads: [grad])
+    return LossShare(value: out, terms: [("ce", share)])
+}
+
+/// `−log σ(z)_y` of one row; adds `scale · (σ(z) − onehot(y))` into `grad` when given.
+@inline(__always)
+func crossEntropyRow(_ z: UnsafePointer<Float>, count c: Int, label y: Int, scale: Double,
+                     grad: UnsafeMutablePointer<Float>?, scratch: inout [Double]) -> Double {
+    logSoftmaxRow(z, count: c, invT: 1, into: &scratch)
+    if let grad {
+        for j in 0..<c { grad[j] += Float(scale * (exp(scratch[j]) - (j == y ? 1 : 0))) }
+    }
+    return -scratch[y]
+}

@@ -1,1 +1,0 @@
-// KDLosses: see docs/architecture.md

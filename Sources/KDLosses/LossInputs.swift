@@ -1,0 +1,83 @@
+import KDTensor
+
+/// Everything a loss term may read for one step: the GLOBAL (all-gathered, rank order) matrices, the
+/// batch layout, and this rank's shard.
+///
+/// Rows are sample-major: `row = sample·views + view` (view 0 = real, view 1 = virtual for VRM), so a
+/// matrix has `batchSize·views` rows. Student tensors are on the tape (the gathered student rows,
+/// whose gradient the all-gather's backward reduce-scatters to their owners); teacher tensors are
+/// constants. `shard` is in SAMPLE units: the rank evaluates the share of the loss that belongs to
+/// those samples, and the shares of all ranks add up to the one-process loss.
+public struct LossInputs {
+    /// Pooled penultimate student features `h` `[B·V, D_h]` (RKD's default input).
+    public var studentFeatures: Tensor?
+    /// Student embedding `s` after the projection head `[B·V, D_t]` (PRG, spectral).
+    public var studentEmbedding: Tensor?
+    /// Student logits `z^S` `[B·V, C]`.
+    public var studentLogits: Tensor?
+    /// Teacher embedding `t` `[B·V, D_t]` (for a foundation-model teacher, its image features `f`).
+    public var teacherEmbedding: Tensor?
+    /// Teacher logits `z^T` `[B·V, C]` (a network teacher's classifier output).
+    public var teacherLogits: Tensor?
+    /// Prompt-derived teacher logits of a foundation-model teacher (`prgTeacher`); PRG prefers them
+    /// over `teacherLogits` when present.
+    public var promptTeacherLogits: Tensor?
+    /// Class proxies `p_c` `[C, D_t]` in the teacher's space.
+    public var proxies: Tensor?
+    /// Ground-truth labels, one per sample (`B`) or per row (`B·V`); only `ce` and KD's `ce_weight` read them.
+    public var labels: [Int]?
+    /// Views per sample `V`.
+    public var views: Int
+    /// Global batch size `B` in samples.
+    public var batchSize: Int
+    /// This rank's samples, a sub-range of `0..<batchSize`.
+    public var shard: Range<Int>
+
+    public init(batchSize: Int, views: Int = 1, shard: Range<Int>? = nil,
+                studentFeatures: Tensor? = nil, studentEmbedding: Tensor? = nil, studentLogits: Tensor? = nil,
+                teacherEmbedding: Tensor? = nil, teacherLogits: Tensor? = nil, promptTeacherLogits: Tensor? = nil,
+                proxies: Tensor? = nil, labels: [Int]? = nil) {
+        self.batchSize = batchSize; self.views = views; self.shard = shard ?? 0..<batchSize
+        self.studentFeatures = studentFeatures; self.studentEmbedding = studentEmbedding
+        self.studentLogits = studentLogits; self.teacherEmbedding = teacherEmbedding
+        self.teacherLogits = teacherLogits; self.promptTeacherLogits = promptTeacherLogits
+        self.proxies = proxies; self.labels = labels
+    }
+
+    /// The shard `[r·B/N, (r+1)·B/N)` (floor) of rank `r` of `N` over `batchSize` samples.
+    public static func shard(rank r: Int, of n: Int, batchSize b: Int) -> Range<Int> {
+        (r * b / n)..<((r + 1) * b / n)
+    }
+
+    /// Total rows `B·V`.
+    public var rowCount: Int { batchSize * views }
+    /// This rank's rows (`shard` expanded by the views).
+    public var shardRows: Range<Int> { (shard.lowerBound * views)..<(shard.upperBound * views) }
+
+    /// Validates the layout (batch, views, shard) for the loss `loss`.
+    func validate(_ loss: String) throws {
+        guard batchSize > 0, views > 0 else {
+            throw LossError.invalidArgument(loss: loss, message: "batch size \(batchSize) and views \(views) must be > 0")
+        }
+        guard shard.lowerBound >= 0, shard.upperBound <= batchSize else {
+            throw LossError.invalidArgument(loss: loss, message: "shard \(shard) outside the batch 0..<\(batchSize)")
+        }
+    }
+
+    /// `t` unwrapped, checked to hold `B·V` rows.
+    func require(_ t: Tensor?, _ loss: String, _ input: String) throws -> Tensor {
+        guard let t else { throw LossError.missingInput(loss: loss, input: input) }
+        guard t.rank == 2, t.shape[0] == rowCount else {
+            throw LossError.invalidArgument(loss: loss, message: "\(input) has shape \(t.shape), expected [\(rowCount), *] (batch \(batchSize) × views \(views))")
+        }
+        return t
+    }
+
+    /// Labels expanded to one per row.
+    func rowLabels(_ loss: String) throws -> [Int] {
+        guard let labels else { throw LossError.missingInput(loss: loss, input: "labels") }
+        if labels.count == rowCount { return labels }
+        if labels.count == batchSize { return (0..<rowCount).map { labels[$0 / views] } }
+        throw LossError.invalidArgument(loss: loss, message: "\(labels.count) labels for batch \(batchSize) × views \(views)")
+    }
+}

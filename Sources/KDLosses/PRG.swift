@@ -1,0 +1,148 @@
+import Foundation
+import KDTensor
+
+/// Settings of the PRG loss (LOSSES.md defaults; the edge and weight constants are KDGraph's own).
+public struct PRGParameters: Equatable {
+    /// KD temperature `T` of the node term.
+    public var temperature: Float = 4
+    /// Sample–proxy edge temperature `τ_e`.
+    public var edgeTemperature: Float = 0.1
+    public var nodeWeight: Float = 1
+    public var edgeWeight: Float = 1
+    public var pseudoLabelWeight: Float = 1
+    public init(temperature: Float = 4, edgeTemperature: Float = 0.1, nodeWeight: Float = 1,
+                edgeWeight: Float = 1, pseudoLabelWeight: Float = 1) {
+        self.temperature = temperature; self.edgeTemperature = edgeTemperature
+        self.nodeWeight = nodeWeight; self.edgeWeight = edgeWeight; self.pseudoLabelWeight = pseudoLabelWeight
+    }
+}
+
+/// Proxy Relational Graph loss (Xu et al., arXiv 2408.12248; LOSSES.md), annotation-free, one rank's
+/// share over the rows `rows` of the gathered global batch (`n` rows). With `u = n(·)` row-normalised
+/// embeddings (student `s` projected to the teacher's dimension), proxies `p_c`:
+///
+///     A_ic = σ_c(⟨u_i, p_c⟩ / τ_e),   G_ij = ⟨u_i, u_j⟩
+///     L_node = (1/n) Σ_i (1 − ⟨u^S_i, u^T_i⟩) + T² (1/n) Σ_i KL(σ(z^T_i/T) ‖ σ(z^S_i/T))
+///     L_edge = (1/n) Σ_i KL(A^T_i ‖ A^S_i) + (1/n²) Σ_{i,j} Huber_1(G^S_ij − G^T_ij)
+///     L_pl   = (1/n) Σ_i CE(z^S_i, argmax_c z^T_i)          (no ground-truth label; ties → lowest c)
+///     L_PRG  = λ_node L_node + λ_edge L_edge + λ_pl L_pl
+///
+/// The shard takes the per-sample terms of its rows and the sample–sample rows `i ∈ rows` (all `j`).
+/// Backward (fused): `∂z^S_i = λ_node (T/n)(σ(z^S_i/T) − σ(z^T_i/T)) + λ_pl (σ(z^S_i) − onehot)/n`;
+/// `∂u^S_i = −λ_node u^T_i/n + λ_edge (A^S_i − A^T_i) P / (n τ_e)` plus, with `H = λ_edge Huber'(·)/n²`
+/// on the shard's rows, `H u^S` (rows) and `Hᵀ u^S_rows` (all rows), both sgemm; then through `n(s)`.
+/// Memory `O(|rows|·n)`. Terms: `node`, `edge`, `pseudo_label` (shares, unweighted).
+public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teacherEmbedding t: Tensor,
+                    teacherLogits zt: Tensor, proxies: Tensor, parameters p: PRGParameters = PRGParameters(),
+                    rows: Range<Int>? = nil) throws -> LossShare {
+    let name = "prg"
+    try check2D(name, "student embedding", s)
+    let n = s.shape[0], d = s.shape[1]
+    try check2D(name, "teacher embedding", t, rows: n, cols: d)
+    try check2D(name, "student logits", zs, rows: n)
+    let c = zs.shape[1]
+    try check2D(name, "teacher logits", zt, rows: n, cols: c)
+    try check2D(name, "proxies", proxies, rows: c, cols: d)
+    guard p.temperature > 0, p.edgeTemperature > 0 else {
+        throw LossError.invalidArgument(loss: name, message: "temperature \(p.temperature) and edge_temperature \(p.edgeTemperature) must be > 0")
+    }
+    let rows = rows ?? 0..<n
+    try checkRows(name, rows, n)
+    let r0 = rows.lowerBound, nr = rows.count
+    let wantS = needsGrad(s), wantZ = needsGrad(zs)
+    let invN = 1 / Double(n)
+
+    let uS = Tensor(uninitializedShape: [n, d]), normS = Tensor(uninitializedShape: [n])
+    let uT = Tensor(uninitializedShape: [n, d]), normT = Tensor(uninitializedShape: [n])
+    normalizeRows(s.ptr, rows: n, cols: d, into: uS.ptr, norms: normS.ptr)
+    normalizeRows(t.ptr, rows: n, cols: d, into: uT.ptr, norms: normT.ptr)
+    let gu: Tensor? = wantS ? Tensor.zeros([n, d]) : nil
+    let gz: Tensor? = wantZ ? Tensor.zeros([n, c]) : nil
+
+    // Node: cosine part and KD part; pseudo-label CE.
+    var cosSum = 0.0, klSum = 0.0, plSum = 0.0
+    let T = Double(p.temperature)
+    var ls = [Double](repeating: 0, count: c), lt = [Double](repeating: 0, count: c)
+    for i in rows {
+        let us = uS.ptr + i * d, ut = uT.ptr + i * d
+        var dot = 0.0
+        for q in 0..<d { dot += Double(us[q]) * Double(ut[q]) }
+        cosSum += 1 - dot
+        if let gu {
+            let g = gu.ptr + i * d, w = Float(-Double(p.nodeWeight) * invN)
+            for q in 0..<d { g[q] += w * ut[q] }
+        }
+        let zsi = zs.ptr + i * c, zti = zt.ptr + i * c
+        logSoftmaxRow(zsi, count: c, invT: 1 / T, into: &ls)
+        logSoftmaxRow(zti, count: c, invT: 1 / T, into: &lt)
+        var kl = 0.0
+        for j in 0..<c { let pt = exp(lt[j]); if pt > 0 { kl += pt * (lt[j] - ls[j]) } }
+        klSum += kl
+        if let gz {
+            let g = gz.ptr + i * c, w = Double(p.nodeWeight) * T * invN
+            for j in 0..<c { g[j] += Float(w * (exp(ls[j]) - exp(lt[j]))) }
+        }
+        var y = 0
+        for j in 1..<max(c, 1) where zti[j] > zti[y] { y = j }
+        plSum += crossEntropyRow(zsi, count: c, label: y, scale: Double(p.pseudoLabelWeight) * invN,
+                                 grad: gz.map { $0.ptr + i * c }, scratch: &ls)
+    }
+    let node = (cosSum + T * T * klSum) * invN
+
+    // Sample–proxy edges over the shard's rows: logits ⟨u_i, p_c⟩/τ_e.
+    var scSum = 0.0
+    if nr > 0 {
+        let invTau = 1 / p.edgeTemperature
+        let aS = Tensor(uninitializedShape: [nr, c]), aT = Tensor(uninitializedShape: [nr, c])
+        sgemm(transA: false, transB: true, m: nr, n: c, k: d, alpha: invTau, a: uS.ptr + r0 * d, lda: d,
+              b: proxies.ptr, ldb: d, c: aS.ptr, ldc: c)
+        sgemm(transA: false, transB: true, m: nr, n: c, k: d, alpha: invTau, a: uT.ptr + r0 * d, lda: d,
+              b: proxies.ptr, ldb: d, c: aT.ptr, ldc: c)
+        for r in 0..<nr {
+            logSoftmaxRow(aS.ptr + r * c, count: c, invT: 1, into: &ls)
+            logSoftmaxRow(aT.ptr + r * c, count: c, invT: 1, into: &lt)
+            var kl = 0.0
+            for j in 0..<c { let pt = exp(lt[j]); if pt > 0 { kl += pt * (lt[j] - ls[j]) } }
+            scSum += kl
+            // ∂/∂logit = λ_edge (A^S − A^T)/n, then ∂u = ∂logit · P / τ_e (sgemm below).
+            let w = Double(p.edgeWeight) * invN * Double(invTau)
+            for j in 0..<c { aS.ptr[r * c + j] = Float(w * (exp(ls[j]) - exp(lt[j]))) }
+        }
+        if let gu {
+            sgemm(transA: false, transB: false, m: nr, n: d, k: c, a: aS.ptr, lda: c, b: proxies.ptr, ldb: d,
+                  beta: 1, c: gu.ptr + r0 * d, ldc: d)
+        }
+    }
+
+    // Sample–sample edges: rows i ∈ shard, all j.
+    var ssSum = 0.0
+    if nr > 0 {
+        let gS = Tensor(uninitializedShape: [nr, n]), gT = Tensor(uninitializedShape: [nr, n])
+        sgemm(transA: false, transB: true, m: nr, n: n, k: d, a: uS.ptr + r0 * d, lda: d, b: uS.ptr, ldb: d,
+              c: gS.ptr, ldc: n)
+        sgemm(transA: false, transB: true, m: nr, n: n, k: d, a: uT.ptr + r0 * d, lda: d, b: uT.ptr, ldb: d,
+              c: gT.ptr, ldc: n)
+        let w = Float(Double(p.edgeWeight) * invN * invN)
+        for k in 0..<(nr * n) {
+            let x = gS.ptr[k] - gT.ptr[k]
+            ssSum += Double(huber(x, 1))
+            gS.ptr[k] = w * huberGrad(x, 1)
+        }
+        if let gu {
+            sgemm(transA: false, transB: false, m: nr, n: d, k: n, a: gS.ptr, lda: n, b: uS.ptr, ldb: d,
+                  beta: 1, c: gu.ptr + r0 * d, ldc: d)
+            sgemm(transA: true, transB: false, m: n, n: d, k: nr, a: gS.ptr, lda: n, b: uS.ptr + r0 * d, ldb: d,
+                  beta: 1, c: gu.ptr, ldc: d)
+        }
+    }
+    let edge = scSum * invN + ssSum * invN * invN
+    let pl = plSum * invN
+
+    if let gu {
+        for i in 0..<n { normalizeBackward(gu.ptr + i * d, u: uS.ptr + i * d, norm: normS.ptr[i], count: d) }
+    }
+    let share = Double(p.nodeWeight) * node + Double(p.edgeWeight) * edge + Double(p.pseudoLabelWeight) * pl
+    let out = scalarTensor(share)
+    recordFused(name, output: out, inputs: [s, zs], grads: [gu, gz])
+    return LossShare(value: out, terms: [("node", node), ("edge", edge), ("pseudo_label", pl)])
+}

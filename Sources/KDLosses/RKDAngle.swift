@@ -1,0 +1,117 @@
+import Foundation
+import KDTensor
+
+/// RKD angle loss (Park et al., CVPR 2019; source: lenscloth/RKD `metric/loss.py`), one rank's share
+/// over the anchors `rows` of the gathered global batch (`n` rows):
+///
+///     e_ij = n(x_j − x_i),   a_ijk = ⟨e_ij, e_ik⟩,   n(v) = v / max(‖v‖, 1e-12)
+///     share = (1/n³) Σ_{i∈rows} Σ_{j,k} Huber_1(a^S_ijk − a^T_ijk)
+///
+/// Degenerate triplets (j = i, k = i, equal rows) count in `n³`. The `n×n×n` tensor is never
+/// materialised, and no per-anchor GEMM is needed: with the squared distances `q` (one Float64 Gram,
+/// `O(n²D)`), the law of cosines gives every angle of anchor `i` elementwise,
+///
+///     P_jk = ⟨x_j − x_i, x_k − x_i⟩ = ½(q_ij + q_ik − q_jk),   a_ijk = P_jk c_ij c_ik,   c = 1/max(√q, ε)
+///
+/// (exactly the reference's function of `x`, degenerate points included). Backward, fused into the
+/// same sweep over the upper triangle `j ≤ k` of each anchor block, with `G = Huber'(a^S − a^T)/n³`
+/// and `w_jk = G_jk c_j c_k`: `∂q_jk −= ½w_jk` (both orders), `∂q_ij += Σ_k w_jk`,
+/// `∂c_j = 2 Σ_k G_jk P_jk c_k`, `∂q_ij += ∂c_j · (−c_j³/2)` where `√q_ij > ε`; the accumulated `∂q`
+/// (Float64) reaches `x` through one sgemm at the end. Time `O(|rows|·n² + n²D)`; memory `O(n²)`
+/// (three Float64 `n×n` matrices); anchors are swept in blocks of 8 so the `n×n` rows stream
+/// from memory once per block. Term: `rkd_angle` (share, unweighted).
+public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil) throws -> LossShare {
+    let name = "rkd_angle"
+    try check2D(name, "student", student)
+    let n = student.shape[0]
+    try check2D(name, "teacher", teacher, rows: n)
+    let rows = rows ?? 0..<n
+    try checkRows(name, rows, n)
+    let ds = student.shape[1]
+    let wantGrad = needsGrad(student)
+
+    let qs = squaredDistancesDouble(student.ptr, n: n, d: ds)
+    let qt = squaredDistancesDouble(teacher.ptr, n: n, d: teacher.shape[1])
+    let gq: DoubleScratch? = wantGrad ? DoubleScratch.zeros(n * n) : nil
+    let eps = Double(lossNormEpsilon)
+    let invN3 = 1 / (Double(n) * Double(n) * Double(n))
+    // Anchors run in blocks of `ab`, so each row j of q^S, q^T and ∂q is streamed once per block
+    // (the sweep is memory-bound otherwise). Per anchor: c^S, c^T, Σ_k w_jk, ∂c_j.
+    let ab = 8
+    let vecs = DoubleScratch(4 * n * ab)
+    var total = 0.0
+
+    for blockStart in stride(from: rows.lowerBound, to: rows.upperBound, by: ab) {
+        let anchors = blockStart..<min(blockStart + ab, rows.upperBound)
+        for (a, i) in anchors.enumerated() {
+            let qsi = qs.ptr + i * n, qti = qt.ptr + i * n, v = vecs.ptr + 4 * n * a
+            for j in 0..<n {
+                v[j] = 1 / max(qsi[j].squareRoot(), eps)
+                v[n + j] = 1 / max(qti[j].squareRoot(), eps)
+                v[2 * n + j] = 0; v[3 * n + j] = 0
+            }
+        }
+        for j in 0..<n {
+            let qsj = qs.ptr + j * n, qtj = qt.ptr + j * n
+            for (a, i) in anchors.enumerated() {
+                let qsi = qs.ptr + i * n, qti = qt.ptr + i * n, v = vecs.ptr + 4 * n * a
+                let cs = v, ct = v + n, rowW = v + 2 * n, dc = v + 3 * n
+                let csj = cs[j], ctj = ct[j], qsij = qsi[j], qtij = qti[j]
+                // k = j: the diagonal entry, counted once (P_jj = q_ij).
+                let pd = 0.5 * (qsij + qsij - qsj[j])
+                let rd = pd * csj * csj - 0.5 * (qtij + qtij - qtj[j]) * ctj * ctj
+                let md = min(abs(rd), 1)
+                var rowSum = 0.5 * md * (abs(rd) - 0.5 * md)
+                if let gq {
+                    let gqj = gq.ptr + j * n
+                    let gd = max(min(rd, 1), -1) * invN3
+                    var wj = gd * csj * csj, dcj = 2 * gd * pd * csj
+                    for k in (j + 1)..<max(j + 1, n) {
+                        let ck = cs[k]
+                        let p = 0.5 * (qsij + qsi[k] - qsj[k])
+                        let r = p * csj * ck - 0.5 * (qtij + qti[k] - qtj[k]) * ctj * ct[k]
+                        let ar = abs(r), m = min(ar, 1)
+                        rowSum += m * (ar - 0.5 * m)                  // Huber_1
+                        let g = max(min(r, 1), -1) * invN3            // Huber_1'
+                        let w = g * csj * ck
+                        gqj[k] -= w             // ∂q_jk and ∂q_kj, −w/2 each (the backward symmetrises)
+                        wj += w; rowW[k] += w
+                        let gp = 2 * g * p
+                        dcj += gp * ck; dc[k] += gp * csj
+                    }
+                    rowW[j] += wj; dc[j] += dcj
+                } else {
+                    for k in (j + 1)..<max(j + 1, n) {
+                        let r = 0.5 * (qsij + qsi[k] - qsj[k]) * csj * cs[k] - 0.5 * (qtij + qti[k] - qtj[k]) * ctj * ct[k]
+                        let ar = abs(r), m = min(ar, 1)
+                        rowSum += m * (ar - 0.5 * m)
+                    }
+                }
+                total += 2 * rowSum
+            }
+        }
+        if let gq {
+            for (a, i) in anchors.enumerated() {
+                let qsi = qs.ptr + i * n, gqi = gq.ptr + i * n, v = vecs.ptr + 4 * n * a
+                let cs = v, rowW = v + 2 * n, dc = v + 3 * n
+                for j in 0..<n {
+                    var w = rowW[j]
+                    if qsi[j].squareRoot() > eps { w += dc[j] * (-0.5 * cs[j] * cs[j] * cs[j]) }
+                    gqi[j] += w
+                }
+            }
+        }
+    }
+    let share = total * invN3
+    var grad: Tensor? = nil
+    if let gq {
+        let g32 = Tensor(uninitializedShape: [n, n])
+        for k in 0..<(n * n) { g32.ptr[k] = Float(gq.ptr[k]) }
+        let g = Tensor.zeros([n, ds])
+        squaredDistancesBackward(g32.ptr, x: student.ptr, n: n, d: ds, into: g.ptr)
+        grad = g
+    }
+    let out = scalarTensor(share)
+    recordFused(name, output: out, inputs: [student], grads: [grad])
+    return LossShare(value: out, terms: [("rkd_angle", share)])
+}

@@ -1,0 +1,85 @@
+import Foundation
+import KDTensor
+
+/// RKD distance loss (Park et al., CVPR 2019; source: lenscloth/RKD `metric/loss.py`, `metric/utils.py`),
+/// one rank's share over the anchor rows `rows` of the gathered global batch (`n` rows):
+///
+///     d_ij = sqrt(max(‖x_i‖² + ‖x_j‖² − 2 x_i·x_j, 1e-12)),  d_ii := 0,   μ = mean{ d_ij : d_ij > 0 }
+///     share = (1/n²) Σ_{i∈rows} Σ_j Huber_1(d^S_ij/μ_s − d^T_ij/μ_t)
+///
+/// `μ_s` is computed from the full gathered student matrix on every rank and is differentiable (its
+/// gradient reaches every row, not only the shard's); `μ_t` is constant. The clamp makes every
+/// off-diagonal distance positive, so `μ` is the off-diagonal mean. Backward, with
+/// `h_ij = Huber'(r_ij)/n²` on the shard's rows: `∂/∂d_ij = h_ij/μ_s − (Σ h·d)/(μ_s² n(n−1))` off the
+/// diagonal, then `∂d/∂q = 1/(2d)` where unclamped and `∂q/∂x` by one sgemm. Memory `O(n²)`.
+/// Term: `rkd_distance` (share, unweighted).
+public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil) throws -> LossShare {
+    let name = "rkd_distance"
+    try check2D(name, "student", student)
+    let n = student.shape[0]
+    try check2D(name, "teacher", teacher, rows: n)
+    guard n >= 2 else { throw LossError.invalidArgument(loss: name, message: "needs at least 2 rows, got \(n)") }
+    let rows = rows ?? 0..<n
+    try checkRows(name, rows, n)
+    let d = student.shape[1]
+    let eps: Float = 1e-12
+
+    /// Distances (diagonal 0), their off-diagonal mean, and which entries the clamp held at √ε.
+    func distances(_ x: Tensor) -> (Tensor, Double, [Bool]) {
+        let q = Tensor(uninitializedShape: [n, n])
+        squaredDistances(x.ptr, n: n, d: x.shape[1], into: q.ptr)
+        var clamped = [Bool](repeating: false, count: n * n)
+        var s = 0.0
+        for i in 0..<n {
+            for j in 0..<n {
+                let k = i * n + j
+                if i == j { q.ptr[k] = 0; clamped[k] = true; continue }
+                if q.ptr[k] < eps { clamped[k] = true }
+                let v = max(q.ptr[k], eps).squareRoot()
+                q.ptr[k] = v
+                s += Double(v)
+            }
+        }
+        return (q, s / Double(n * (n - 1)), clamped)
+    }
+    let (ds, muS, clampedS) = distances(student)
+    let (dt, muT, _) = withNoGrad { distances(teacher) }
+
+    let invN2 = 1 / Double(n * n)
+    let wantGrad = needsGrad(student)
+    let gd: Tensor? = wantGrad ? Tensor.zeros([n, n]) : nil
+    var total = 0.0, hd = 0.0
+    let invS = 1 / muS, invT = 1 / muT
+    for i in rows {
+        var rowSum = 0.0
+        for j in 0..<n {
+            let r = Float(Double(ds.ptr[i * n + j]) * invS - Double(dt.ptr[i * n + j]) * invT)
+            rowSum += Double(huber(r, 1))
+            if let gd {
+                let h = Double(huberGrad(r, 1)) * invN2
+                gd.ptr[i * n + j] = Float(h * invS)
+                hd += h * Double(ds.ptr[i * n + j])
+            }
+        }
+        total += rowSum
+    }
+    let share = total * invN2
+    var grad: Tensor? = nil
+    if let gd {
+        // μ_s term reaches every off-diagonal entry; then ∂d/∂q = 1/(2d) where q was not clamped.
+        let cMu = Float(-hd * invS * invS / Double(n * (n - 1)))
+        for i in 0..<n {
+            for j in 0..<n {
+                let k = i * n + j
+                if clampedS[k] { gd.ptr[k] = 0; continue }
+                gd.ptr[k] = (gd.ptr[k] + cMu) / (2 * ds.ptr[k])
+            }
+        }
+        let g = Tensor.zeros([n, d])
+        squaredDistancesBackward(gd.ptr, x: student.ptr, n: n, d: d, into: g.ptr)
+        grad = g
+    }
+    let out = scalarTensor(share)
+    recordFused(name, output: out, inputs: [student], grads: [grad])
+    return LossShare(value: out, terms: [("rkd_distance", share)])
+}

@@ -1,0 +1,217 @@
+import Foundation
+import KDTensor
+
+/// Settings of the VRM loss (LOSSES.md defaults).
+public struct VRMParameters: Equatable {
+    /// Fraction of samples whose virtual vertex is pruned (count `⌊q·B⌋`).
+    public var pruneFraction: Double = 0.1
+    /// KD temperature of the real-view KD term.
+    public var temperature: Float = 4
+    /// Huber threshold `δ` of both graphs.
+    public var delta: Float = 1
+    public var interSampleWeight: Float = 1
+    public var interClassWeight: Float = 1
+    public var kdWeight: Float = 1
+    public init(pruneFraction: Double = 0.1, temperature: Float = 4, delta: Float = 1, interSampleWeight: Float = 1,
+                interClassWeight: Float = 1, kdWeight: Float = 1) {
+        self.pruneFraction = pruneFraction; self.temperature = temperature; self.delta = delta
+        self.interSampleWeight = interSampleWeight; self.interClassWeight = interClassWeight; self.kdWeight = kdWeight
+    }
+}
+
+/// The samples whose virtual vertex VRM prunes: `r_i = JS(σ(z^T_i,real) ‖ σ(z^T_i,virtual))` (natural
+/// logarithms, probabilities floored at 1e-30 inside the logs), the `⌊q·B⌋` largest, ties to the lower
+/// sample index. `teacher` is `[B·V, C]` sample-major (`row = i·V + view`). Teacher-only, so every
+/// rank decides the same.
+public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double) -> [Bool] {
+    let c = zt.shape[1], b = zt.shape[0] / views
+    var r = [Double](repeating: 0, count: b)
+    var lp = [Double](repeating: 0, count: c), lq = [Double](repeating: 0, count: c)
+    for i in 0..<b {
+        logSoftmaxRow(zt.ptr + (i * views) * c, count: c, invT: 1, into: &lp)
+        logSoftmaxRow(zt.ptr + (i * views + 1) * c, count: c, invT: 1, into: &lq)
+        var klp = 0.0, klq = 0.0
+        for j in 0..<c {
+            let p = exp(lp[j]), qq = exp(lq[j]), m = 0.5 * (p + qq)
+            let lm = log(max(m, 1e-30))
+            klp += p * (log(max(p, 1e-30)) - lm)
+            klq += qq * (log(max(qq, 1e-30)) - lm)
+        }
+        r[i] = 0.5 * klp + 0.5 * klq
+    }
+    let drop = max(0, min(b, Int(q * Double(b))))
+    let order = (0..<b).sorted { r[$0] != r[$1] ? r[$0] > r[$1] : $0 < $1 }
+    var pruned = [Bool](repeating: false, count: b)
+    for i in order.prefix(drop) { pruned[i] = true }
+    return pruned
+}
+
+/// Virtual Relation Matching (Zhang et al., ICCV 2025, arXiv 2502.20760; LOSSES.md), one rank's share.
+///
+/// Vertices are the logits of the real (view 0) and virtual (view 1) view of each of the `B` samples
+/// (`[B·V, C]`, sample-major, further views are not vertices), standardised `ẑ = n(z − mean_c z)`;
+/// the virtual vertices of `vrmPrunedSamples` drop out. Over the `M` kept vertices and `C` classes:
+///
+///     E^IS_mn = n(ẑ_m − ẑ_n)  (m < n),     E^IC_cd = n(w_c − w_d)  (c < d, w_c = (ẑ_{m,c})_m)
+///     L_IS = (1/(M(M−1)/2)) Σ_{m<n} Σ Huber_δ(E^IS,S_mn − E^IS,T_mn)
+///     L_IC = (1/(C(C−1)/2)) Σ_{c<d} Σ Huber_δ(E^IC,S_cd − E^IC,T_cd)
+///     L_VRM = λ_IS L_IS + λ_IC L_IC + w_KD · T² (1/B) Σ_i KL(σ(z^T_i,real/T) ‖ σ(z^S_i,real/T))
+///
+/// Sharding (`shard` in samples): inter-sample pairs whose first vertex `m` (sample-major order)
+/// belongs to a shard sample; the real-view KD over the shard's samples; the inter-class graph, whose
+/// edges are normalised over all vertices and so do not split by rows, is computed fully on every rank
+/// and taken with weight `|shard|/B`. Edges are built pair by pair (never `(2B)²·C` floats at once);
+/// memory `O(M·C)`. Backward fused: Huber', then through each `n(·)`, then through the standardisation
+/// `dz = dy − mean(dy)`. Terms: `inter_sample`, `inter_class`, `kd` (shares, unweighted).
+public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, parameters p: VRMParameters = VRMParameters(),
+                    shard: Range<Int>? = nil) throws -> LossShare {
+    let name = "vrm"
+    try check2D(name, "student logits", zs)
+    try check2D(name, "teacher logits", zt, rows: zs.shape[0], cols: zs.shape[1])
+    guard views >= 2 else {
+        throw LossError.invalidArgument(loss: name, message: "needs views >= 2 (real and virtual), got \(views)")
+    }
+    guard zs.shape[0] % views == 0 else {
+        throw LossError.invalidArgument(loss: name, message: "\(zs.shape[0]) logit rows are not \(views) views per sample")
+    }
+    guard p.delta > 0, p.temperature > 0, p.pruneFraction >= 0, p.pruneFraction <= 1 else {
+        throw LossError.invalidArgument(loss: name, message: "delta \(p.delta), temperature \(p.temperature) must be > 0 and q \(p.pruneFraction) in [0, 1]")
+    }
+    let c = zs.shape[1], b = zs.shape[0] / views
+    guard b > 0 else { throw LossError.invalidArgument(loss: name, message: "empty batch") }
+    let shard = shard ?? 0..<b
+    try checkRows(name, shard, b)
+    let pruned = withNoGrad { vrmPrunedSamples(teacher: zt, views: views, fraction: p.pruneFraction) }
+
+    // Kept vertices in sample-major order: their logit rows and owning samples.
+    var vrows: [Int] = [], vsample: [Int] = []
+    for i in 0..<b {
+        vrows.append(i * views); vsample.append(i)
+        if !pruned[i] { vrows.append(i * views + 1); vsample.append(i) }
+    }
+    let mCount = vrows.count
+    let wantGrad = needsGrad(zs)
+
+    // Standardised vertices ẑ (student and teacher), norms of the centred rows.
+    let hs = Tensor(uninitializedShape: [mCount, c]), ht = Tensor(uninitializedShape: [mCount, c])
+    let ns = Tensor(uninitializedShape: [mCount]), nt = Tensor(uninitializedShape: [mCount])
+    func standardise(_ z: Tensor, into h: Tensor, norms: Tensor) {
+        for m in 0..<mCount {
+            let src = z.ptr + vrows[m] * c, dst = h.ptr + m * c
+            var mean = 0.0
+            for j in 0..<c { mean += Double(src[j]) }
+            let mu = Float(mean / Double(c))
+            var s = 0.0
+            for j in 0..<c { let y = src[j] - mu; dst[j] = y; s += Double(y) * Double(y) }
+            let r = Float(s.squareRoot())
+            norms.ptr[m] = r
+            let inv = 1 / max(r, lossNormEpsilon)
+            for j in 0..<c { dst[j] *= inv }
+        }
+    }
+    standardise(zs, into: hs, norms: ns)
+    standardise(zt, into: ht, norms: nt)
+    let gh: Tensor? = wantGrad ? Tensor.zeros([mCount, c]) : nil
+    let delta = p.delta
+
+    /// One edge `n(a − b)` of length `len` (strides `sa`, `sb`) for student and teacher; adds
+    /// `Σ Huber_δ` to the return value and, with `scale`, the gradient into `ga` (+) and `gb` (−).
+    let vs = Tensor(uninitializedShape: [max(mCount, c)]), vt = Tensor(uninitializedShape: [max(mCount, c)])
+    @inline(__always)
+    func edge(_ aS: UnsafePointer<Float>, _ bS: UnsafePointer<Float>, _ aT: UnsafePointer<Float>, _ bT: UnsafePointer<Float>,
+              stride st: Int, len: Int, scale: Float, ga: UnsafeMutablePointer<Float>?, gb: UnsafeMutablePointer<Float>?) -> Double {
+        let u = vs.ptr, v = vt.ptr
+        var s2 = 0.0, t2 = 0.0
+        for q in 0..<len {
+            let x = aS[q * st] - bS[q * st], y = aT[q * st] - bT[q * st]
+            u[q] = x; v[q] = y
+            s2 += Double(x) * Double(x); t2 += Double(y) * Double(y)
+        }
+        let rs = Float(s2.squareRoot()), rt = Float(t2.squareRoot())
+        let invS = 1 / max(rs, lossNormEpsilon), invT = 1 / max(rt, lossNormEpsilon)
+        var sum: Float = 0
+        guard let ga, let gb else {
+            for q in 0..<len { sum += huber(u[q] * invS - v[q] * invT, delta) }
+            return Double(sum)
+        }
+        var dot: Float = 0
+        for q in 0..<len {
+            let e = u[q] * invS
+            let r = e - v[q] * invT
+            sum += huber(r, delta)
+            let g = huberGrad(r, delta) * scale
+            u[q] = e; v[q] = g
+            dot += e * g
+        }
+        if rs > lossNormEpsilon {
+            for q in 0..<len { let g = (v[q] - u[q] * dot) * invS; ga[q * st] += g; gb[q * st] -= g }
+        } else {
+            for q in 0..<len { let g = v[q] * invS; ga[q * st] += g; gb[q * st] -= g }
+        }
+        return Double(sum)
+    }
+
+    // Inter-sample edges: m with sample in shard, n > m.
+    let pairs = Double(mCount) * Double(mCount - 1) / 2
+    var isSum = 0.0
+    if pairs > 0 {
+        let scale = Float(Double(p.interSampleWeight) / pairs)
+        for m in 0..<mCount where shard.contains(vsample[m]) {
+            for nn in (m + 1)..<mCount {
+                isSum += edge(hs.ptr + m * c, hs.ptr + nn * c, ht.ptr + m * c, ht.ptr + nn * c, stride: 1, len: c,
+                              scale: scale, ga: gh.map { $0.ptr + m * c }, gb: gh.map { $0.ptr + nn * c })
+            }
+        }
+    }
+    let isShare = pairs > 0 ? isSum / pairs : 0
+
+    // Inter-class edges over all kept vertices, full on every rank, weight |shard|/B.
+    let frac = Double(shard.count) / Double(b)
+    let classPairs = Double(c) * Double(c - 1) / 2
+    var icSum = 0.0
+    if classPairs > 0 && frac > 0 {
+        let scale = Float(Double(p.interClassWeight) * frac / classPairs)
+        for cc in 0..<c {
+            for dd in (cc + 1)..<c {
+                icSum += edge(hs.ptr + cc, hs.ptr + dd, ht.ptr + cc, ht.ptr + dd, stride: c, len: mCount,
+                              scale: scale, ga: gh.map { $0.ptr + cc }, gb: gh.map { $0.ptr + dd })
+            }
+        }
+    }
+    let icShare = classPairs > 0 ? icSum / classPairs * frac : 0
+
+    var grad: Tensor? = nil
+    if let gh {
+        let g = Tensor.zeros(zs.shape)
+        for m in 0..<mCount {
+            let gm = gh.ptr + m * c
+            normalizeBackward(gm, u: hs.ptr + m * c, norm: ns.ptr[m], count: c)
+            var mean = 0.0
+            for j in 0..<c { mean += Double(gm[j]) }
+            let mu = Float(mean / Double(c))
+            let dst = g.ptr + vrows[m] * c
+            for j in 0..<c { dst[j] += gm[j] - mu }
+        }
+        grad = g
+    }
+
+    // KD on the real view over the shard's samples.
+    let T = Double(p.temperature)
+    var ls = [Double](repeating: 0, count: c), lt = [Double](repeating: 0, count: c)
+    var kl = 0.0
+    for i in shard {
+        let row = i * views
+        logSoftmaxRow(zs.ptr + row * c, count: c, invT: 1 / T, into: &ls)
+        logSoftmaxRow(zt.ptr + row * c, count: c, invT: 1 / T, into: &lt)
+        for j in 0..<c { let pt = exp(lt[j]); if pt > 0 { kl += pt * (lt[j] - ls[j]) } }
+        if let g = grad {
+            let w = Double(p.kdWeight) * T / Double(b), dst = g.ptr + row * c
+            for j in 0..<c { dst[j] += Float(w * (exp(ls[j]) - exp(lt[j]))) }
+        }
+    }
+    let kdShare = T * T * kl / Double(b)
+    let share = Double(p.interSampleWeight) * isShare + Double(p.interClassWeight) * icShare + Double(p.kdWeight) * kdShare
+    let out = scalarTensor(share)
+    recordFused(name, output: out, inputs: [zs], grads: [grad])
+    return LossShare(value: out, terms: [("inter_sample", isShare), ("inter_class", icShare), ("kd", kdShare)])
+}

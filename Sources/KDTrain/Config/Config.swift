@@ -1,0 +1,281 @@
+import Foundation
+import Yams
+
+/// The run configuration (SPEC §6). Every key is documented in docs/config.md; unknown keys are errors.
+public struct KDConfig: Equatable {
+    public enum Mode: String { case supervised, distill }
+
+    public struct Data: Equatable {
+        public var source = "synthetic"          // synthetic | npy | cifar
+        public var path = ""
+        public var classes = 10
+        public var imageSize = 32
+        public var trainSize = 8192              // synthetic only
+        public var evalSize = 1024               // synthetic only
+        public var globalBatch = 128
+        public var views = 1
+        public var augment = true
+        public var virtualAugment = "strong"     // the VRM virtual view: strong | standard
+        public var dropLast = true
+        public var evalFraction = 0.1
+        public var mean: [Double] = [0.5, 0.5, 0.5]
+        public var std: [Double] = [0.25, 0.25, 0.25]
+        public var prefetch = true
+    }
+
+    public struct Teacher: Equatable {
+        public var kind = "network"              // network | embeddings
+        public var model = "resnet32x4"
+        public var checkpoint = ""
+        public var embeddings = ""
+        public var prompts = ""
+        public var clipScale = 100.0
+        public var hidden: [Int] = []
+    }
+
+    public struct Student: Equatable {
+        public var model = "resnet8"
+        public var embedDim = 0                  // 0: the teacher's embedding size
+        public var syncBN = true
+        public var hidden: [Int] = []
+    }
+
+    public struct LossSpec: Equatable {
+        public var kind: String
+        public var weight: Double
+        /// Term-specific keys as written (numbers or words such as `input: embedding`); the loss
+        /// registry validates them when the run is built.
+        public var params: [String: String]
+        public var line: Int?
+
+        /// Equal when the term is the same (where it stood in the file does not matter).
+        public static func == (a: LossSpec, b: LossSpec) -> Bool {
+            a.kind == b.kind && a.weight == b.weight && a.params == b.params
+        }
+    }
+
+    public struct Optim: Equatable {
+        public var kind = "sgd"                  // sgd | adamw
+        public var lr = 0.05
+        public var momentum = 0.9
+        public var nesterov = false
+        public var weightDecay = 5e-4
+        public var decoupled = false
+        public var decayBNAndBias = false
+        public var betas: [Double] = [0.9, 0.999]
+        public var eps = 1e-8
+        public var schedule = "cosine"           // cosine | step | constant
+        public var warmupSteps = 0
+        public var milestones: [Int] = []
+        public var gamma = 0.1
+    }
+
+    public struct Train: Equatable {
+        public var epochs = 1
+        public var steps = 0                     // > 0 overrides epochs
+        public var logEvery = 10
+        public var evalEvery = 0                 // 0: at the end only
+        public var checkpointEvery = 0           // 0: at the end only
+        public var syncCheckEvery = 50
+        public var skipNonfinite = false
+    }
+
+    public struct Comm: Equatable {
+        public var bucketMB = 4.0
+        public var overlap = false
+        public var timeoutS = 300.0
+    }
+
+    public var seed = 0
+    public var mode = Mode.supervised
+    public var data = Data()
+    public var teacher = Teacher()
+    public var student = Student()
+    public var loss: [LossSpec] = []
+    public var optim = Optim()
+    public var train = Train()
+    public var comm = Comm()
+    public var outputDir = "runs/default"
+    public var blasThreads = 1
+    /// The file the config came from (for error messages).
+    public var file = "<defaults>"
+
+    public init() {}
+}
+
+extension KDConfig {
+    /// Loads a YAML file, applies `--set key=value` overrides, and validates strictly.
+    public static func load(path: String, overrides: [String] = []) throws -> KDConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigError(file: path, key: "", message: FileManager.default.fileExists(atPath: path)
+                              ? "cannot read the file" : "no such file")
+        }
+        return try parse(yaml: text, file: path, overrides: overrides)
+    }
+
+    public static func parse(yaml: String, file: String = "<string>", overrides: [String] = []) throws -> KDConfig {
+        var root: Node
+        do {
+            root = try Yams.compose(yaml: yaml) ?? Node.mapping(Node.Mapping([]))
+        } catch {
+            throw ConfigError(file: file, key: "", message: "malformed YAML: \(error)")
+        }
+        for o in overrides { root = try applyOverride(o, to: root, file: file) }
+        return try decode(root, file: file)
+    }
+
+    /// `a.b.c=value`: sets a nested key (list entries by index, e.g. `loss.0.weight=2`).
+    static func applyOverride(_ spec: String, to root: Node, file: String) throws -> Node {
+        guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex else {
+            throw ConfigError(file: "--set", key: spec, message: "expected key=value")
+        }
+        let keys = spec[..<eq].split(separator: ".").map(String.init)
+        let valueText = String(spec[spec.index(after: eq)...])
+        let value: Node
+        do { value = try Yams.compose(yaml: valueText) ?? Node("") } catch {
+            throw ConfigError(file: "--set", key: keys.joined(separator: "."), message: "malformed value '\(valueText)'")
+        }
+        func set(_ node: Node?, _ path: ArraySlice<String>) throws -> Node {
+            guard let key = path.first else { return value }
+            if let idx = Int(key) {
+                guard case .sequence(var seq)? = node, idx >= 0, idx < seq.count else {
+                    throw ConfigError(file: "--set", key: keys.joined(separator: "."), message: "no list entry \(key)")
+                }
+                seq[idx] = try set(seq[idx], path.dropFirst())
+                return .sequence(seq)
+            }
+            var pairs: [(Node, Node)] = []
+            if let m = node?.mapping { pairs = m.map { ($0.key, $0.value) } }
+            if let i = pairs.firstIndex(where: { $0.0.string == key }) {
+                pairs[i].1 = try set(pairs[i].1, path.dropFirst())
+            } else {
+                pairs.append((Node(key), try set(nil, path.dropFirst())))
+            }
+            return .mapping(Node.Mapping(pairs))
+        }
+        return try set(root, keys[...])
+    }
+
+    static func decode(_ root: Node, file: String) throws -> KDConfig {
+        var c = KDConfig()
+        c.file = file
+        var r = try NodeReader(file: file, path: "", node: root)
+        c.seed = try r.int("seed", 0, min: 0)
+        c.mode = Mode(rawValue: try r.choice("mode", "supervised", ["supervised", "distill"]))!
+
+        var d = try r.child("data")
+        c.data.source = try d.choice("source", c.data.source, ["synthetic", "npy", "cifar"])
+        c.data.path = try d.string("path", c.data.path)
+        c.data.classes = try d.int("classes", c.data.classes, min: 2)
+        c.data.imageSize = try d.int("image_size", c.data.imageSize, min: 4)
+        c.data.trainSize = try d.int("train_size", c.data.trainSize, min: 1)
+        c.data.evalSize = try d.int("eval_size", c.data.evalSize, min: 0)
+        c.data.globalBatch = try d.int("global_batch", c.data.globalBatch, min: 1)
+        c.data.views = try d.int("views", c.data.views, min: 1, max: 8)
+        c.data.augment = try d.bool("augment", c.data.augment)
+        c.data.virtualAugment = try d.choice("virtual_augment", c.data.virtualAugment, ["strong", "standard"])
+        c.data.dropLast = try d.bool("drop_last", c.data.dropLast)
+        c.data.evalFraction = try d.double("eval_fraction", c.data.evalFraction, min: 0, max: 0.9)
+        c.data.mean = try d.doubles("mean", c.data.mean)
+        c.data.std = try d.doubles("std", c.data.std)
+        c.data.prefetch = try d.bool("prefetch", c.data.prefetch)
+        try d.finish()
+        if c.data.source != "synthetic" && c.data.path.isEmpty {
+            throw ConfigError(file: file, key: "data.path", message: "required for data.source '\(c.data.source)'")
+        }
+        if c.data.mean.count != c.data.std.count || c.data.std.contains(where: { $0 <= 0 }) {
+            throw ConfigError(file: file, key: "data.std",
+                              message: "mean and std need one positive entry per channel (got \(c.data.mean.count) means, \(c.data.std.count) stds)")
+        }
+
+        var t = try r.child("teacher")
+        c.teacher.kind = try t.choice("kind", c.teacher.kind, ["network", "embeddings"])
+        c.teacher.model = try t.string("model", c.teacher.model)
+        c.teacher.checkpoint = try t.string("checkpoint", c.teacher.checkpoint)
+        c.teacher.embeddings = try t.string("embeddings", c.teacher.embeddings)
+        c.teacher.prompts = try t.string("prompts", c.teacher.prompts)
+        c.teacher.clipScale = try t.double("clip_scale", c.teacher.clipScale, min: 0, exclusiveMin: true)
+        c.teacher.hidden = try t.ints("hidden", c.teacher.hidden, min: 1)
+        try t.finish()
+
+        var s = try r.child("student")
+        c.student.model = try s.string("model", c.student.model)
+        c.student.embedDim = try s.int("embed_dim", c.student.embedDim, min: 0)
+        c.student.syncBN = try s.bool("sync_bn", c.mode == .distill ? true : c.student.syncBN)
+        c.student.hidden = try s.ints("hidden", c.student.hidden, min: 1)
+        try s.finish()
+
+        if let lossNode = r.node("loss") {
+            guard let seq = lossNode.sequence else {
+                throw ConfigError(file: file, key: "loss", message: "expected a list of {kind, weight, ...}",
+                                  line: lossNode.mark?.line)
+            }
+            for (i, entry) in seq.enumerated() {
+                var e = try NodeReader(file: file, path: "loss.\(i)", node: entry)
+                let kind = try e.string("kind", "")
+                if kind.isEmpty { throw e.error("kind", "each loss term needs a kind", entry) }
+                let weight = try e.double("weight", 1.0, min: 0)
+                var params: [String: String] = [:]
+                for (k, v, _) in try e.remainingScalars(except: ["kind", "weight"]) { params[k] = v }
+                c.loss.append(LossSpec(kind: kind, weight: weight, params: params, line: entry.mark?.line))
+            }
+        }
+
+        var o = try r.child("optim")
+        c.optim.kind = try o.choice("kind", c.optim.kind, ["sgd", "adamw"])
+        c.optim.lr = try o.double("lr", c.optim.lr, min: 0, exclusiveMin: true)
+        c.optim.momentum = try o.double("momentum", c.optim.momentum, min: 0, max: 1)
+        c.optim.nesterov = try o.bool("nesterov", c.optim.nesterov)
+        c.optim.weightDecay = try o.double("weight_decay", c.optim.weightDecay, min: 0)
+        c.optim.decoupled = try o.bool("decoupled", c.optim.decoupled)
+        c.optim.decayBNAndBias = try o.bool("decay_bn_bias", c.optim.decayBNAndBias)
+        c.optim.betas = try o.doubles("betas", c.optim.betas)
+        c.optim.eps = try o.double("eps", c.optim.eps, min: 0, exclusiveMin: true)
+        c.optim.schedule = try o.choice("schedule", c.optim.schedule, ["cosine", "step", "constant"])
+        c.optim.warmupSteps = try o.int("warmup_steps", c.optim.warmupSteps, min: 0)
+        c.optim.milestones = try o.ints("milestones", c.optim.milestones, min: 0)
+        c.optim.gamma = try o.double("gamma", c.optim.gamma, min: 0, exclusiveMin: true)
+        try o.finish()
+        if c.optim.betas.count != 2 || c.optim.betas.contains(where: { $0 < 0 || $0 >= 1 }) {
+            throw ConfigError(file: file, key: "optim.betas", message: "expected two numbers in [0, 1), got \(c.optim.betas)")
+        }
+        if c.optim.nesterov && c.optim.momentum == 0 {
+            throw ConfigError(file: file, key: "optim.nesterov", message: "Nesterov momentum needs optim.momentum > 0")
+        }
+
+        var tr = try r.child("train")
+        c.train.epochs = try tr.int("epochs", c.train.epochs, min: 1)
+        c.train.steps = try tr.int("steps", c.train.steps, min: 0)
+        c.train.logEvery = try tr.int("log_every", c.train.logEvery, min: 1)
+        c.train.evalEvery = try tr.int("eval_every", c.train.evalEvery, min: 0)
+        c.train.checkpointEvery = try tr.int("checkpoint_every", c.train.checkpointEvery, min: 0)
+        c.train.syncCheckEvery = try tr.int("sync_check_every", c.train.syncCheckEvery, min: 0)
+        c.train.skipNonfinite = try tr.bool("skip_nonfinite", c.train.skipNonfinite)
+        try tr.finish()
+
+        var cm = try r.child("comm")
+        c.comm.bucketMB = try cm.double("bucket_mb", c.comm.bucketMB, min: 0, exclusiveMin: true)
+        c.comm.overlap = try cm.bool("overlap", c.comm.overlap)
+        c.comm.timeoutS = try cm.double("timeout_s", c.comm.timeoutS, min: 0, exclusiveMin: true)
+        try cm.finish()
+
+        var out = try r.child("output")
+        c.outputDir = try out.string("dir", c.outputDir)
+        try out.finish()
+        var rt = try r.child("runtime")
+        c.blasThreads = try rt.int("blas_threads", c.blasThreads, min: 1, max: 256)
+        try rt.finish()
+        try r.finish()
+
+        if c.mode == .distill && c.loss.isEmpty {
+            throw ConfigError(file: file, key: "loss", message: "mode 'distill' needs at least one loss term")
+        }
+        if c.mode == .distill && c.teacher.kind == "network" && c.teacher.checkpoint.isEmpty {
+            throw ConfigError(file: file, key: "teacher.checkpoint", message: "a network teacher needs a checkpoint")
+        }
+        if c.mode == .distill && c.teacher.kind == "embeddings" && c.teacher.embeddings.isEmpty {
+            throw ConfigError(file: file, key: "teacher.embeddings", message: "an embeddings teacher needs teacher.embeddings (.npy)")
+        }
+        return c
+    }
+}

@@ -1,0 +1,140 @@
+import Yams
+
+/// Reads one YAML mapping strictly: every typed getter marks its key as used, and `finish()` rejects any
+/// key that no getter asked for, so a misspelt key is an error rather than silently ignored.
+struct NodeReader {
+    let file: String
+    let path: String
+    private var pairs: [(String, Node)] = []
+    private var used: Set<String> = []
+    let line: Int?
+
+    init(file: String, path: String, node: Node?) throws {
+        self.file = file
+        self.path = path
+        self.line = node?.mark.map { $0.line }
+        guard let node else { return }
+        if case .scalar(let s) = node, s.string.isEmpty || s.tag.description.hasSuffix("null") { return }
+        guard let map = node.mapping else {
+            throw ConfigError(file: file, key: path, message: "expected a mapping of keys, got \(NodeReader.show(node))",
+                              line: node.mark?.line)
+        }
+        for (k, v) in map {
+            guard let key = k.string else {
+                throw ConfigError(file: file, key: path, message: "keys must be strings", line: k.mark?.line)
+            }
+            if pairs.contains(where: { $0.0 == key }) {
+                throw ConfigError(file: file, key: full(key), message: "duplicate key", line: k.mark?.line)
+            }
+            pairs.append((key, v))
+        }
+    }
+
+    func full(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    static func show(_ node: Node) -> String {
+        switch node {
+        case .scalar(let s): return "'\(s.string)'"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    mutating func node(_ key: String) -> Node? {
+        used.insert(key)
+        return pairs.first(where: { $0.0 == key })?.1
+    }
+
+    func error(_ key: String, _ message: String, _ node: Node? = nil) -> ConfigError {
+        ConfigError(file: file, key: full(key), message: message, line: node?.mark?.line ?? line)
+    }
+
+    private func isNull(_ n: Node) -> Bool {
+        if case .scalar(let s) = n { return s.tag.description.hasSuffix("null") || s.string == "~" || s.string == "null" }
+        return false
+    }
+
+    mutating func int(_ key: String, _ def: Int, min lo: Int? = nil, max hi: Int? = nil) throws -> Int {
+        guard let n = node(key), !isNull(n) else { return def }
+        guard case .scalar = n, let v = n.int else { throw error(key, "expected an integer, got \(NodeReader.show(n))", n) }
+        if let lo, v < lo { throw error(key, "must be ≥ \(lo), got \(v)", n) }
+        if let hi, v > hi { throw error(key, "must be ≤ \(hi), got \(v)", n) }
+        return v
+    }
+
+    mutating func double(_ key: String, _ def: Double, min lo: Double? = nil, max hi: Double? = nil,
+                         exclusiveMin: Bool = false) throws -> Double {
+        guard let n = node(key), !isNull(n) else { return def }
+        guard case .scalar = n, let v = n.float ?? n.int.map(Double.init) else {
+            throw error(key, "expected a number, got \(NodeReader.show(n))", n)
+        }
+        guard v.isFinite else { throw error(key, "must be finite, got \(v)", n) }
+        if let lo, exclusiveMin ? v <= lo : v < lo { throw error(key, "must be \(exclusiveMin ? ">" : "≥") \(lo), got \(v)", n) }
+        if let hi, v > hi { throw error(key, "must be ≤ \(hi), got \(v)", n) }
+        return v
+    }
+
+    mutating func bool(_ key: String, _ def: Bool) throws -> Bool {
+        guard let n = node(key), !isNull(n) else { return def }
+        guard case .scalar = n, let v = n.bool else { throw error(key, "expected true or false, got \(NodeReader.show(n))", n) }
+        return v
+    }
+
+    mutating func string(_ key: String, _ def: String) throws -> String {
+        guard let n = node(key), !isNull(n) else { return def }
+        guard case .scalar(let s) = n else { throw error(key, "expected a string, got \(NodeReader.show(n))", n) }
+        return s.string
+    }
+
+    mutating func choice(_ key: String, _ def: String, _ allowed: [String]) throws -> String {
+        let v = try string(key, def)
+        guard allowed.contains(v) else {
+            throw error(key, "must be one of \(allowed.joined(separator: ", ")), got '\(v)'", pairs.first { $0.0 == key }?.1)
+        }
+        return v
+    }
+
+    mutating func doubles(_ key: String, _ def: [Double]) throws -> [Double] {
+        guard let n = node(key), !isNull(n) else { return def }
+        guard let seq = n.sequence else { throw error(key, "expected a list of numbers, got \(NodeReader.show(n))", n) }
+        return try seq.map { e in
+            guard let v = e.float ?? e.int.map(Double.init), v.isFinite else {
+                throw error(key, "expected a list of numbers, found \(NodeReader.show(e))", e)
+            }
+            return v
+        }
+    }
+
+    mutating func ints(_ key: String, _ def: [Int], min lo: Int? = nil) throws -> [Int] {
+        guard let n = node(key), !isNull(n) else { return def }
+        guard let seq = n.sequence else { throw error(key, "expected a list of integers, got \(NodeReader.show(n))", n) }
+        return try seq.map { e in
+            guard let v = e.int else { throw error(key, "expected a list of integers, found \(NodeReader.show(e))", e) }
+            if let lo, v < lo { throw error(key, "entries must be ≥ \(lo), got \(v)", e) }
+            return v
+        }
+    }
+
+    mutating func child(_ key: String) throws -> NodeReader {
+        try NodeReader(file: file, path: full(key), node: node(key))
+    }
+
+    /// Rejects keys no getter asked for.
+    func finish() throws {
+        for (k, v) in pairs where !used.contains(k) {
+            throw ConfigError(file: file, key: full(k), message: "unknown key", line: v.mark?.line)
+        }
+    }
+
+    /// Every key present with its raw scalar value (for loss terms, whose keys the loss registry checks).
+    mutating func remainingScalars(except: Set<String>) throws -> [(String, String, Int?)] {
+        var out: [(String, String, Int?)] = []
+        for (k, v) in pairs where !except.contains(k) {
+            used.insert(k)
+            guard case .scalar(let s) = v else { throw error(k, "expected a number or a string, got \(NodeReader.show(v))", v) }
+            out.append((k, s.string, v.mark?.line))
+        }
+        return out
+    }
+}

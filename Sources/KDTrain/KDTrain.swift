@@ -1,1 +1,0 @@
-// KDTrain: see docs/architecture.md

@@ -1,0 +1,68 @@
+import Foundation
+import KDComm
+import KDTensor
+import Logging
+
+/// Process-wide set-up shared by every `kdgraph` command: MPI (a world of one without `mpirun`), one
+/// BLAS thread per rank, logging on rank 0 only, the SIGTERM/SIGINT flag, and the test switches.
+public enum Runtime {
+    nonisolated(unsafe) static var logConfigured = false
+
+    /// Initialises MPI once and returns the world communicator.
+    public static func start(blasThreads: Int = 1) throws -> MPICommunicator {
+        let comm = try MPICommunicator.initialize(blasThreads: blasThreads)
+        setBLASThreads(blasThreads)
+        configureLogging(rank: comm.rank)
+        return comm
+    }
+
+    /// Rank 0 logs at `info` to stderr; other ranks log errors only (their failures still reach
+    /// stderr through the abort path with `rank R:` in front).
+    public static func configureLogging(rank: Int) {
+        guard !logConfigured else { return }
+        logConfigured = true
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = rank == 0 ? .info : .error
+            return h
+        }
+    }
+
+    public static let logger = Logger(label: "kdgraph")
+
+    // MARK: signals
+
+    nonisolated(unsafe) static var stopSignal: sig_atomic_t = 0
+
+    /// SIGTERM and SIGINT set a flag the trainer reads at the end of each step (finish the step,
+    /// checkpoint, exit non-zero), instead of killing the process mid-step.
+    public static func installSignalHandlers() {
+        signal(SIGTERM) { sig in Runtime.stopSignal = sig }
+        signal(SIGINT) { sig in Runtime.stopSignal = sig }
+    }
+
+    public static var pendingSignal: Int32 { Int32(stopSignal) }
+
+    // MARK: test switches
+
+    /// `KDGRAPH_FAIL_RANK=r` (with optional `KDGRAPH_FAIL_STEP=s`, default 1) makes rank r throw at
+    /// step s, to exercise the abort path (docs/reliability.md).
+    public static func injectedFailure(rank: Int, step: Int) -> Bool {
+        let env = ProcessInfo.processInfo.environment
+        guard let r = env["KDGRAPH_FAIL_RANK"].flatMap(Int.init), r == rank else { return false }
+        let s = env["KDGRAPH_FAIL_STEP"].flatMap(Int.init) ?? 1
+        return s == step
+    }
+
+    /// `KDGRAPH_NAN_STEP=s` makes the loss non-finite at step s (tests the numerical guard).
+    public static func injectedNaN(step: Int) -> Bool {
+        ProcessInfo.processInfo.environment["KDGRAPH_NAN_STEP"].flatMap(Int.init) == step
+    }
+
+    /// Peak resident set size of this process in bytes (Linux reports ru_maxrss in KiB).
+    public static func peakRSSBytes() -> Int {
+        var u = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+        return Int(u.ru_maxrss) * 1024
+    }
+}

@@ -1,0 +1,75 @@
+import KDData
+import KDLosses
+import KDModels
+import KDTensor
+
+/// Stage ③: the frozen teacher. Forward only, never on the tape.
+///
+/// - `network`: a model-zoo network loaded from a safetensors checkpoint; its embedding is the pooled
+///   penultimate feature, its logits the classifier output, its class proxies the classifier's rows.
+/// - `embeddings`: a foundation model's precomputed image embeddings (`N×D` or `N×V×D` .npy, memory-
+///   mapped, each rank reads its rows by sample index) and optional prompt embeddings `K×C×D`, from
+///   which PRG's confidence-weighted teacher logits and class proxies come (LOSSES.md PRG 1–3).
+public final class TeacherSide {
+    public enum Source {
+        case network(any Classifier)
+        case embeddings(TeacherEmbeddings, prompts: Tensor?)
+    }
+
+    public let source: Source
+    public let embeddingSize: Int
+    public let clipScale: Float
+    /// Class proxies `[C, D_t]` (nil for an embeddings teacher without prompts).
+    public private(set) var proxies: Tensor?
+
+    public struct Output {
+        public var embedding: Tensor
+        public var logits: Tensor?
+        public var promptLogits: Tensor?
+    }
+
+    public init(config: KDConfig, train: ImageDataset) throws {
+        clipScale = Float(config.teacher.clipScale)
+        switch config.teacher.kind {
+        case "network":
+            let model = try ModelZoo.make(name: config.teacher.model, classes: config.data.classes,
+                                          inputChannels: train.channels, imageSize: [train.height, train.width],
+                                          hiddenSizes: config.teacher.hidden.isEmpty ? [256, 256] : config.teacher.hidden,
+                                          seed: UInt64(config.seed))
+            try Checkpoint.loadWeights(path: config.teacher.checkpoint, into: model)
+            model.eval()
+            source = .network(model)
+            embeddingSize = model.featureSize
+            proxies = model.fc.weight.copy()
+        default:
+            let emb = try TeacherEmbeddings(path: config.teacher.embeddings, dataset: train)
+            try emb.validate(views: config.data.views)
+            var prompts: Tensor?
+            if !config.teacher.prompts.isEmpty {
+                prompts = try PromptEmbeddings.load(path: config.teacher.prompts, classes: config.data.classes)
+                guard prompts!.shape.last == emb.dim else {
+                    throw TrainError.invalid("\(config.teacher.prompts): prompt embedding size \(prompts!.shape.last ?? 0) does not match the image embeddings' \(emb.dim) in \(config.teacher.embeddings)")
+                }
+            }
+            source = .embeddings(emb, prompts: prompts)
+            embeddingSize = emb.dim
+        }
+    }
+
+    /// The teacher's view of this rank's batch (rows `sample·V + view`).
+    public func callAsFunction(_ batch: Batch) throws -> Output {
+        try withNoGrad {
+            switch source {
+            case .network(let model):
+                let (feature, logits) = try model(batch.images)
+                return Output(embedding: feature, logits: logits, promptLogits: nil)
+            case .embeddings(let emb, let prompts):
+                let f = try emb.gather(batch.indices, views: batch.views)
+                guard let prompts else { return Output(embedding: f, logits: nil, promptLogits: nil) }
+                let (logits, proxies) = try prgTeacher(features: f, prompts: prompts, clipScale: clipScale)
+                if self.proxies == nil { self.proxies = proxies }
+                return Output(embedding: f, logits: nil, promptLogits: logits)
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import KDComm
+import KDData
+import KDFormats
+import KDModels
+import KDTensor
+
+/// Evaluation results, reduced over ranks.
+public struct EvalResult: Equatable {
+    public var top1: Double
+    public var top5: Double
+    public var loss: Double
+    public var samples: Int
+}
+
+extension Trainer {
+    var checkpointDir: String { (config.outputDir as NSString).appendingPathComponent("checkpoints") }
+
+    /// Top-1/top-5 accuracy and mean cross-entropy of the student on the held-out split; each rank
+    /// evaluates its contiguous share of every evaluation batch, the counts are summed over ranks.
+    public func evaluate(model: (any Classifier)? = nil) throws -> EvalResult {
+        let m = model ?? student
+        let wasTraining = m.training
+        m.train(false)
+        defer { m.train(wasTraining) }
+        let batches = EvalSharding.rankBatches(count: splits.eval.count, batch: config.data.globalBatch,
+                                               rank: comm.rank, worldSize: comm.size)
+        var sums = [0.0, 0.0, 0.0, 0.0]   // top-1 correct, top-5 correct, Σ CE, samples
+        try withNoGrad {
+            for indices in batches where !indices.isEmpty {
+                let batch = evalLoader.load(indices, epoch: 0, step: 0, augment: false)
+                let (_, logits) = try m(batch.images)
+                let C = logits.shape[1]
+                for (row, label) in batch.labels.enumerated() {
+                    let z = logits.ptr + row * C
+                    var maxZ = -Float.infinity
+                    for c in 0..<C { maxZ = max(maxZ, z[c]) }
+                    var denom = 0.0, greater = 0
+                    for c in 0..<C {
+                        denom += exp(Double(z[c] - maxZ))
+                        if z[c] > z[label] || (z[c] == z[label] && c < label) { greater += 1 }
+                    }
+                    if greater == 0 { sums[0] += 1 }
+                    if greater < 5 { sums[1] += 1 }
+                    sums[2] += Foundation.log(denom) - Double(z[label] - maxZ)
+                    sums[3] += 1
+                }
+            }
+        }
+        try comm.allReduce(&sums, op: .sum)
+        let n = max(sums[3], 1)
+        return EvalResult(top1: sums[0] / n, top5: sums[1] / n, loss: sums[2] / n, samples: Int(sums[3]))
+    }
+
+    // MARK: checkpoints
+
+    /// Metadata that lets `--resume` continue the same trajectory.
+    func checkpointMetadata() -> [String: String] {
+        let pos = samplerPosition(afterSteps: step)
+        return ["kdgraph.step": String(step), "kdgraph.epoch": String(pos.epoch), "kdgraph.sampler_step": String(pos.step),
+                "kdgraph.total_steps": String(totalSteps), "kdgraph.world_size": String(comm.size),
+                "kdgraph.seed": String(config.seed), "kdgraph.rng": "keyed(seed, epoch, sample, view)",
+                "kdgraph.config_digest": sha256Hex(Array(config.resolvedYAML.utf8)),
+                "kdgraph.student": config.student.model, "kdgraph.mode": config.mode.rawValue]
+    }
+
+    func samplerPosition(afterSteps k: Int) -> SamplerPosition {
+        SamplerPosition(epoch: 0, step: 0).advanced(by: k, stepsPerEpoch: sampler.stepsPerEpoch)
+    }
+
+    /// Rank 0 writes `path` (temporary file, fsync, rename); every rank waits for it so that a
+    /// failure to write is reported as one error on every rank.
+    @discardableResult
+    public func saveCheckpoint(name: String) throws -> String {
+        let path = (checkpointDir as NSString).appendingPathComponent(name)
+        var failed = [0.0]
+        var message = ""
+        if comm.rank == 0 {
+            do {
+                try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true)
+                let extra = head?.namedParameters().map { ("state.head." + $0.0, $0.1) } ?? []
+                try Checkpoint.save(path: path, model: student, optimizer: optimizer, extraTensors: extra,
+                                    metadata: checkpointMetadata(), rank: 0)
+            } catch {
+                failed[0] = 1
+                message = "\(error)"
+            }
+        }
+        try comm.allReduce(&failed, op: .max)
+        if failed[0] > 0 {
+            throw TrainError.io(path: path, message: comm.rank == 0 ? "checkpoint not written: \(message)" : "checkpoint not written (see rank 0)")
+        }
+        return path
+    }
+
+    /// Restores weights, projection head, optimizer state and the step counter from a checkpoint.
+    public func resume(from path: String) throws {
+        let meta = try Checkpoint.load(path: path, into: student, optimizer: optimizer)
+        if let head {
+            let f = try Checkpoint.read(path: path)
+            for (name, p) in head.namedParameters() {
+                guard let st = f.tensors["state.head." + name] else {
+                    throw TrainError.io(path: path, message: "no projection head tensor state.head.\(name) (was it written by a run with the same losses?)")
+                }
+                guard st.shape == p.shape, st.dtype == .F32 else {
+                    throw TrainError.io(path: path, message: "state.head.\(name) is \(st.dtype) \(st.shape), the head needs F32 \(p.shape)")
+                }
+                st.copyFloats(into: p.ptr)
+            }
+        }
+        guard let s = meta["kdgraph.step"].flatMap(Int.init) else {
+            throw TrainError.io(path: path, message: "no kdgraph.step in __metadata__: not a training checkpoint")
+        }
+        if let digest = meta["kdgraph.config_digest"], digest != sha256Hex(Array(config.resolvedYAML.utf8)) {
+            log.warning("\(path): written with a different configuration (config digest differs); continuing with the current one")
+        }
+        step = s
+    }
+}
+
+extension Trainer {
+    /// Loads model weights only (evaluation, or a student used as a teacher).
+    public func loadWeights(_ path: String) throws {
+        try Checkpoint.loadWeights(path: path, into: student)
+    }
+}

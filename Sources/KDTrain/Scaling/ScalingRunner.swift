@@ -1,0 +1,119 @@
+import Foundation
+
+/// `kdgraph scaling`: runs `kdgraph bench` under `mpirun` at each world size (one BLAS thread per rank,
+/// ranks bound to cores; oversubscribed and unbound past the core count), then writes the report.
+/// This process never initialises MPI itself: it is the launcher.
+public struct ScalingRunner {
+    public var configPath: String
+    public var overrides: [String]
+    public var ranks: [Int]
+    public var mode: ScalingMode
+    public var outDir: String
+    public var warmup: Int
+    public var steps: Int
+    public var executable: String
+    public var mpirun: String
+    public var perRankBatch: Int
+    public var machine: String
+    /// Use `bench_N.json` files already in `outDir` instead of running those world sizes again
+    /// (e.g. benches run on another machine).
+    public var reuse = false
+
+    public init(configPath: String, overrides: [String], ranks: [Int], mode: ScalingMode, outDir: String,
+                warmup: Int, steps: Int, executable: String, mpirun: String = "mpirun", perRankBatch: Int, machine: String) {
+        self.configPath = configPath; self.overrides = overrides; self.ranks = ranks; self.mode = mode
+        self.outDir = outDir; self.warmup = warmup; self.steps = steps; self.executable = executable
+        self.mpirun = mpirun; self.perRankBatch = perRankBatch; self.machine = machine
+    }
+
+    /// The exact command line for world size `n` (also printed when mpirun cannot be launched).
+    public func commandLine(ranks n: Int, jsonOut: String) -> [String] {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        var cmd = [mpirun, "-np", String(n)]
+        cmd += n > cores ? ["--oversubscribe", "--bind-to", "none"] : ["--bind-to", "core"]
+        cmd += ["-x", "OPENBLAS_NUM_THREADS=1", executable, "bench", "--config", configPath]
+        for o in overrides { cmd += ["--set", o] }
+        if mode == .weak { cmd += ["--set", "data.global_batch=\(perRankBatch * n)"] }
+        cmd += ["--warmup", String(warmup), "--steps", String(steps), "--json-out", jsonOut]
+        return cmd
+    }
+
+    static func shellQuote(_ a: String) -> String {
+        a.allSatisfy { $0.isLetter || $0.isNumber || "-_./=,:".contains($0) } ? a : "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// Runs every world size, returns the report (also written to `outDir`).
+    public func run(log: (String) -> Void) throws -> ScalingReport {
+        try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        var points: [ScalingPoint] = []
+        var sweeps: [(ranks: Int, bytes: Double, seconds: Double)] = []
+        for n in ranks {
+            let json = (outDir as NSString).appendingPathComponent("bench_\(n).json")
+            if reuse, FileManager.default.fileExists(atPath: json) {
+                log("scaling: reusing \(json)")
+                let (point, sweep) = try ScalingRunner.readBench(json)
+                points.append(point); sweeps += sweep
+                continue
+            }
+            let cmd = commandLine(ranks: n, jsonOut: json)
+            log("scaling: " + cmd.map(ScalingRunner.shellQuote).joined(separator: " "))
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = cmd
+            var env = ProcessInfo.processInfo.environment
+            env["OPENBLAS_NUM_THREADS"] = "1"
+            env["OMPI_ALLOW_RUN_AS_ROOT"] = env["OMPI_ALLOW_RUN_AS_ROOT"] ?? "1"
+            env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] ?? "1"
+            p.environment = env
+            do { try p.run() } catch {
+                throw TrainError.invalid("cannot launch \(mpirun) (\(error)); run these lines yourself, then the same `kdgraph scaling` command with --reuse:\n"
+                    + ranks.map { commandLine(ranks: $0, jsonOut: (outDir as NSString).appendingPathComponent("bench_\($0).json")).map(ScalingRunner.shellQuote).joined(separator: " ") }.joined(separator: "\n"))
+            }
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else {
+                throw TrainError.invalid("the bench at \(n) ranks failed (exit \(p.terminationStatus)): \(cmd.joined(separator: " "))")
+            }
+            let (point, sweep) = try ScalingRunner.readBench(json)
+            points.append(point)
+            sweeps += sweep
+        }
+        let df = DateFormatter()
+        df.dateFormat = "yyyy-MM-dd"
+        let report = ScalingReport(mode: mode, points: points, configName: (configPath as NSString).lastPathComponent,
+                                   machine: machine, date: df.string(from: Date()), costModel: AllReduceCostModel.fit(sweeps))
+        try write(report)
+        return report
+    }
+
+    public func write(_ report: ScalingReport) throws {
+        try report.markdown.write(toFile: (outDir as NSString).appendingPathComponent("report.md"), atomically: true, encoding: .utf8)
+        try report.csv.write(toFile: (outDir as NSString).appendingPathComponent("report.csv"), atomically: true, encoding: .utf8)
+        try report.svg.write(toFile: (outDir as NSString).appendingPathComponent("scaling.svg"), atomically: true, encoding: .utf8)
+    }
+
+    /// Parses one `kdgraph bench` JSON file.
+    public static func readBench(_ path: String) throws -> (ScalingPoint, [(ranks: Int, bytes: Double, seconds: Double)]) {
+        guard let data = FileManager.default.contents(atPath: path),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw TrainError.io(path: path, message: "missing or not a JSON object (did the bench run?)")
+        }
+        func d(_ k: String) throws -> Double {
+            guard let v = obj[k] as? NSNumber else { throw TrainError.io(path: path, message: "no numeric '\(k)'") }
+            return v.doubleValue
+        }
+        var phases: [String: Double] = [:]
+        for (k, v) in (obj["phases"] as? [String: Any]) ?? [:] {
+            if let m = (v as? [String: Any])?["median_s"] as? NSNumber { phases[k] = m.doubleValue }
+        }
+        let n = Int(try d("ranks"))
+        let point = ScalingPoint(ranks: n, globalBatch: Int(try d("global_batch")), samplesPerSecond: try d("samples_per_s"),
+                                 stepSeconds: try d("step_median_s"), phases: phases,
+                                 bytesAllReduced: try d("bytes_allreduced_per_step"), bytesGathered: try d("bytes_gathered_per_step"),
+                                 peakRSSBytes: try d("peak_rss_bytes"))
+        let sweep = ((obj["allreduce_sweep"] as? [[String: Any]]) ?? []).compactMap { e -> (ranks: Int, bytes: Double, seconds: Double)? in
+            guard let b = e["bytes"] as? NSNumber, let s = e["seconds"] as? NSNumber else { return nil }
+            return (n, b.doubleValue, s.doubleValue)
+        }
+        return (point, sweep)
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import KDComm
+import KDLosses
+import KDTensor
+import KDTrain
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks: --ops (op GFLOP/s beside cblas_sgemm, loss timings) or --config (training-step breakdown).")
+
+    @Flag(help: "Op-level GFLOP/s of conv2d/linear forward+backward beside plain cblas_sgemm, and loss timings (JSON lines).")
+    var ops = false
+    @Option(help: "The YAML configuration whose training step to measure.") var config: String?
+    @Option(name: .customLong("set"), help: "Override a config key (repeatable).") var overrides: [String] = []
+    @Option(help: "Warm-up steps (not measured).") var warmup = 3
+    @Option(help: "Measured steps.") var steps = 10
+    @Option(help: "Also write the JSON to this file (rank 0).") var jsonOut: String?
+
+    func validate() throws {
+        if ops == (config != nil) { throw ValidationError("give exactly one of --ops or --config FILE") }
+    }
+
+    func run() throws {
+        if ops {
+            setBLASThreads(1)
+            for line in OpBench.run() { print(line) }
+            for line in LossBench.run(batches: [256, 1024], dim: 256, classes: 100) { print(line) }
+            return
+        }
+        withWorld { comm in
+            let cfg = try KDConfig.load(path: config!, overrides: overrides)
+            let json = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps)
+            if comm.rank == 0 {
+                print(json)
+                if let jsonOut { try json.write(toFile: jsonOut, atomically: true, encoding: .utf8) }
+            }
+        }
+    }
+}
+
+struct Scaling: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Scaling report: runs the bench under mpirun at each world size, writes report.md, report.csv, scaling.svg.")
+
+    @Option(help: "The YAML configuration.") var config: String
+    @Option(name: .customLong("set"), help: "Override a config key (repeatable).") var overrides: [String] = []
+    @Option(help: "World sizes, e.g. 1,2,4,8.") var ranks = "1,2"
+    @Option(help: "weak (per-rank batch fixed) or strong (global batch fixed).") var mode = "weak"
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Warm-up steps per world size.") var warmup = 3
+    @Option(help: "Measured steps per world size.") var steps = 10
+    @Option(help: "Per-rank batch for weak scaling (default: the config's global batch).") var perRankBatch: Int?
+    @Option(help: "The machine's name for the report.") var machine: String?
+    @Flag(help: "Only print the mpirun lines.") var dryRun = false
+    @Flag(help: "Reuse bench_N.json files already in --out (e.g. measured on another machine).") var reuse = false
+
+    func run() throws {
+        guard let m = ScalingMode(rawValue: mode) else { throw ValidationError("--mode must be weak or strong, got \(mode)") }
+        let world = try ranks.split(separator: ",").map { s -> Int in
+            guard let n = Int(s.trimmingCharacters(in: .whitespaces)), n >= 1 else { throw ValidationError("--ranks: bad entry '\(s)'") }
+            return n
+        }
+        let cfg = try KDConfig.load(path: config, overrides: overrides)
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, 255)
+        var runner = ScalingRunner(configPath: config, overrides: overrides, ranks: world, mode: m, outDir: out,
+                                   warmup: warmup, steps: steps, executable: exe, perRankBatch: perRankBatch ?? cfg.data.globalBatch,
+                                   machine: machine ?? "\(String(cString: host)), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        runner.reuse = reuse
+        if dryRun {
+            for n in world { print(runner.commandLine(ranks: n, jsonOut: (out as NSString).appendingPathComponent("bench_\(n).json")).joined(separator: " ")) }
+            return
+        }
+        let report = try runner.run { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+        print(report.markdown)
+    }
+}

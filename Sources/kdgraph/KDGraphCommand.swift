@@ -1,0 +1,40 @@
+import ArgumentParser
+import Foundation
+import KDComm
+import KDTrain
+
+@main
+struct KDGraphCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kdgraph",
+        abstract: "Distributed relational knowledge distillation over MPI.",
+        discussion: """
+        Run under mpirun (or srun) for several ranks; without a launcher it is a world of one.
+        Documentation: docs/ in the source tree.
+        """,
+        subcommands: [Train.self, Eval.self, SelfTestCommand.self, Models.self, ConformanceCommand.self,
+                      Bench.self, Scaling.self])
+}
+
+/// Options shared by commands that read a config.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: "The YAML configuration file.")
+    var config: String
+
+    @Option(name: .customLong("set"), help: "Override a config key: --set data.global_batch=256 (repeatable).")
+    var overrides: [String] = []
+
+    func load() throws -> KDConfig { try KDConfig.load(path: config, overrides: overrides) }
+}
+
+/// Initialises MPI and runs `body` so that any error on any rank ends the whole job with
+/// `rank R: message` and a non-zero exit (MPI_Abort), never a hang.
+func withWorld(blasThreads: Int = 1, _ body: (MPICommunicator) throws -> Void) {
+    let comm: MPICommunicator
+    do { comm = try Runtime.start(blasThreads: blasThreads) } catch {
+        FileHandle.standardError.write("kdgraph: cannot initialise MPI: \(error)\n".data(using: .utf8)!)
+        exit(1)
+    }
+    runOrAbort(comm) { try body(comm) }
+}
+

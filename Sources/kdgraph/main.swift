@@ -1,2 +1,0 @@
-import KDTrain
-print("kdgraph: coming soon")

@@ -1,0 +1,75 @@
+import XCTest
+import KDTensor
+@testable import KDLosses
+
+final class LossConfigTests: XCTestCase {
+    func testDefaultsFromLOSSES() throws {
+        let rkd = try XCTUnwrap(try makeLossTerm(["kind": "rkd"]) as? RKDTerm)
+        XCTAssertEqual(rkd.distanceWeight, 25); XCTAssertEqual(rkd.angleWeight, 50); XCTAssertEqual(rkd.weight, 1)
+        XCTAssertFalse(rkd.useEmbedding)
+        let prg = try XCTUnwrap(try makeLossTerm(["kind": "prg", "edge_temperature": 0.2]) as? PRGTerm)
+        XCTAssertEqual(prg.parameters, PRGParameters(temperature: 4, edgeTemperature: 0.2))
+        XCTAssertEqual(prg.clipScale, 100)
+        let vrm = try XCTUnwrap(try makeLossTerm(["kind": "vrm"]) as? VRMTerm)
+        XCTAssertEqual(vrm.parameters, VRMParameters(pruneFraction: 0.1, temperature: 4, delta: 1))
+        let kd = try XCTUnwrap(try makeLossTerm(["kind": "KD", "temperature": 2]) as? KDTerm)
+        XCTAssertEqual(kd.temperature, 2); XCTAssertEqual(kd.ceWeight, 0)
+        let sp = try XCTUnwrap(try makeLossTerm(["kind": "spectral", "k": "3"]) as? SpectralTerm)
+        XCTAssertEqual(sp.k, 3)
+    }
+
+    func testUnknownKeyAndKindAreErrors() {
+        XCTAssertThrowsError(try makeLossTerm(["kind": "rkd", "angle_wieght": 1])) { e in
+            XCTAssertTrue("\(e)".contains("unknown key(s) 'angle_wieght'"), "\(e)")
+        }
+        XCTAssertThrowsError(try makeLossTerm(["kind": "crd"])) { e in
+            XCTAssertTrue("\(e)".contains("unknown loss kind 'crd'"), "\(e)")
+        }
+        XCTAssertThrowsError(try makeLossTerm(["weight": 1])) { e in XCTAssertTrue("\(e)".contains("without 'kind'"), "\(e)") }
+        XCTAssertThrowsError(try makeLossTerm(["kind": "kd", "temperature": "hot"])) { e in
+            XCTAssertEqual("\(e)", "loss config: kd.temperature: expected a number, got 'hot'")
+        }
+        XCTAssertThrowsError(try makeLossTerm(["kind": "rkd", "input": "logits"])) { e in
+            XCTAssertTrue("\(e)".contains("rkd.input"), "\(e)")
+        }
+        XCTAssertThrowsError(try LossObjective(config: [])) { e in XCTAssertTrue("\(e)".contains("empty"), "\(e)") }
+    }
+
+    func testMissingInputsAndShapes() throws {
+        let x = LossCase()
+        var inp = x.inputs()
+        inp.proxies = nil
+        XCTAssertThrowsError(try makeLossTerm(["kind": "prg"]).evaluate(inp)) { e in
+            XCTAssertEqual("\(e)", "prg: missing input 'proxies'")
+        }
+        inp = x.inputs(); inp.labels = nil
+        XCTAssertThrowsError(try makeLossTerm(["kind": "ce"]).evaluate(inp)) { e in XCTAssertEqual("\(e)", "ce: missing input 'labels'") }
+        inp = x.inputs(shard: 3..<9)
+        XCTAssertThrowsError(try makeLossTerm(["kind": "kd"]).evaluate(inp)) { e in XCTAssertTrue("\(e)".contains("shard 3..<9"), "\(e)") }
+        inp = LossInputs(batchSize: 3, studentLogits: x.zs, teacherLogits: x.zt)
+        XCTAssertThrowsError(try makeLossTerm(["kind": "kd"]).evaluate(inp)) { e in
+            XCTAssertTrue("\(e)".contains("expected [3, *]"), "\(e)")
+        }
+        XCTAssertThrowsError(try rkdDistanceLoss(student: x.sFeat, teacher: Tensor.zeros([3, 2]))) { e in
+            XCTAssertEqual("\(e)", "rkd_distance (teacher rows): shape mismatch between [3, 2] and [7, 2]")
+        }
+        XCTAssertThrowsError(try kdLoss(student: x.zs, teacher: x.zt, temperature: 0)) { e in
+            XCTAssertEqual("\(e)", "kd: temperature must be > 0, got 0.0")
+        }
+        XCTAssertThrowsError(try spectralLoss(student: x.sEmb, teacher: x.tEmb, k: 9)) { e in
+            XCTAssertEqual("\(e)", "spectral: k = 9 outside 1...7")
+        }
+        XCTAssertThrowsError(try vrmLoss(student: x.zs, teacher: x.zt, views: 1)) { e in
+            XCTAssertTrue("\(e)".contains("views >= 2"), "\(e)")
+        }
+        Tape.reset()
+    }
+
+    func testSpectralDefaultK() throws {
+        let x = LossCase(b: 6, c: 4)
+        let a = try makeLossTerm(["kind": "spectral"]).evaluate(x.inputs())
+        let b = try spectralLoss(student: x.sEmb, teacher: x.tEmb, k: 3)      // min(C = 4, 6/2)
+        XCTAssertEqual(a.value.item, b.value.item, accuracy: 1e-6)
+        Tape.reset()
+    }
+}

@@ -1,0 +1,74 @@
+import XCTest
+import KDTensor
+@testable import KDLosses
+
+/// The single-process proof of the multi-rank contract: for N = 2, 3, 4 (uneven shards), the shares
+/// of ranks r = 0..<N add up to the unsharded loss, and so do their gradients.
+final class ShardingTests: XCTestCase {
+    static let configs: [(String, [String: Any])] = [
+        ("kd", ["kind": "kd", "ce_weight": 0.3]),
+        ("ce", ["kind": "ce"]),
+        ("rkd", ["kind": "rkd"]),
+        ("prg", ["kind": "prg"]),
+        ("vrm", ["kind": "vrm", "q": 0.3]),
+        ("spectral", ["kind": "spectral", "k": 3]),
+    ]
+
+    /// (loss, gradients of the student inputs) for one shard.
+    func evaluate(_ term: LossTerm, _ x: LossCase, shard: Range<Int>?) throws -> (Double, [[Float]]) {
+        Tape.reset()
+        for s in x.students { s.requiresGrad = true; s.grad = nil }
+        let r = try term.evaluate(x.inputs(shard: shard))
+        let v = Double(r.value.item)
+        if r.value.requiresGrad { r.value.backward() }
+        let g = x.students.map { $0.grad?.array ?? [Float](repeating: 0, count: $0.count) }
+        for s in x.students { s.grad = nil }
+        return (v, g)
+    }
+
+    func testSharesSumToTheWholeLoss() throws {
+        for (name, config) in Self.configs {
+            let views = name == "vrm" ? 2 : 1
+            let x = LossCase(b: 7, views: views, seed: 3)
+            let term = try makeLossTerm(config)
+            let (full, fullGrad) = try evaluate(term, x, shard: nil)
+            XCTAssertTrue(full.isFinite && full != 0, "\(name): \(full)")
+            for ranks in [2, 3, 4] {
+                var sum = 0.0
+                var grads = fullGrad.map { [Float](repeating: 0, count: $0.count) }
+                for r in 0..<ranks {
+                    let (v, g) = try evaluate(term, x, shard: LossInputs.shard(rank: r, of: ranks, batchSize: 7))
+                    sum += v
+                    for k in 0..<g.count { for i in 0..<g[k].count { grads[k][i] += g[k][i] } }
+                }
+                XCTAssertEqual(sum, full, accuracy: 1e-5 * max(1, abs(full)), "\(name) N=\(ranks)")
+                for k in 0..<grads.count where fullGrad[k].contains(where: { $0 != 0 }) {
+                    XCTAssertLessThan(relErr(grads[k], fullGrad[k]), 1e-5, "\(name) N=\(ranks) input \(k)")
+                }
+            }
+        }
+    }
+
+    /// Term values are shares too: they add up over the ranks.
+    func testTermValuesAreShares() throws {
+        let x = LossCase(b: 6, views: 2, seed: 5)
+        let obj = try LossObjective(config: [["kind": "vrm"], ["kind": "rkd", "input": "embedding"], ["kind": "rkd"]])
+        let full = try obj.evaluate(x.inputs())
+        var sums: [String: Double] = [:]
+        for r in 0..<4 {
+            for t in try obj.evaluate(x.inputs(shard: LossInputs.shard(rank: r, of: 4, batchSize: 6))).terms { sums[t.name, default: 0] += t.value }
+        }
+        XCTAssertEqual(Set(full.terms.map { $0.name }),
+                       ["loss/vrm", "loss/vrm/inter_sample", "loss/vrm/inter_class", "loss/vrm/kd",
+                        "loss/rkd", "loss/rkd/distance", "loss/rkd/angle", "loss/rkd#2", "loss/rkd#2/distance", "loss/rkd#2/angle"])
+        for t in full.terms { XCTAssertEqual(sums[t.name]!, t.value, accuracy: 1e-5 * max(1, abs(t.value)), t.name) }
+        let total = full.terms.filter { !$0.name.dropFirst(5).contains("/") }.map { $0.value }.reduce(0, +)
+        XCTAssertEqual(Double(full.value.item), total, accuracy: 1e-4 * abs(total))
+        Tape.reset()
+    }
+
+    func testShardFormula() {
+        XCTAssertEqual((0..<3).map { LossInputs.shard(rank: $0, of: 3, batchSize: 7) }, [0..<2, 2..<4, 4..<7])
+        XCTAssertEqual((0..<4).map { LossInputs.shard(rank: $0, of: 4, batchSize: 2) }, [0..<0, 0..<1, 1..<1, 1..<2])
+    }
+}

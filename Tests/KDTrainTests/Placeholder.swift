@@ -1,1 +1,0 @@
-// Tests of KDTrain live beside this file; this placeholder keeps the target non-empty until they land.

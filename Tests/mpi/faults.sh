@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Fault tests under a real mpirun (docs/reliability.md):
+#   - kill -9 of one rank of a 4-rank run: mpirun exits non-zero within 10 s, the last checkpoint
+#     verifies, and --resume from it reproduces the uninterrupted run's losses;
+#   - SIGTERM to one rank: every rank finishes the same step, a checkpoint is written, exit non-zero;
+#   - a rank that throws (KDGRAPH_FAIL_RANK/KDGRAPH_FAIL_STEP): the job ends within 10 s with its message;
+#   - disk full (a small tmpfs) or an unwritable checkpoint folder: clear error, earlier checkpoints intact.
+# Needs a release build. Prints PASS/FAIL lines and "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+bin=.build/release/kdgraph
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+tmp=$(mktemp -d)
+cleanup() { umount "$tmp/small" 2>/dev/null; chattr -i "$tmp/ro/checkpoints" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+pass=0; fail=0
+ok() { echo "PASS $1"; pass=$((pass + 1)); }
+ko() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
+MPI=(mpirun --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1)
+# mpi N args...: a run with a 300 s limit. bg N args...: started in the background, mpirun's pid in $job.
+mpi() { local n=$1; shift; timeout 300 "${MPI[@]}" -np "$n" "$bin" "$@"; }
+bg() { local n=$1; shift; "${MPI[@]}" -np "$n" "$bin" "$@" & job=$!; }
+cfg=Tests/mpi/configs/tiny-distill.yaml
+teacher="$tmp/teacher/checkpoints/final.safetensors"
+mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp"/teacher >"$tmp/teacher.log" 2>&1 \
+  || { echo "FAIL teacher for fault tests: $(tail -3 "$tmp/teacher.log")"; echo "0 passed, 1 failed"; exit 1; }
+set_t=(--set teacher.checkpoint="$teacher")
+
+# Wait (up to $2 seconds) until file $1 exists.
+wait_for() { local i=0; while [ ! -e "$1" ] && [ $i -lt $(( $2 * 10 )) ]; do sleep 0.1; i=$((i + 1)); done; [ -e "$1" ]; }
+verify() { "$bin" eval --config "$cfg" "${set_t[@]}" --set output.dir="$tmp/verify" --checkpoint "$1" >/dev/null 2>"$tmp/verify.log"; }
+
+# 1. kill -9 one rank mid-training.
+mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/straight >"$tmp/straight.log" 2>&1
+bg 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp/killed" >"$tmp/killed.log" 2>&1
+if wait_for "$tmp/killed/checkpoints/step_00000010.safetensors" 120; then
+  victim=$(pgrep -P "$job" -f "kdgraph train" | sed -n 2p)
+  t0=$(date +%s.%N)
+  kill -9 "$victim"
+  wait "$job"; rc=$?
+  dt=$(awk "BEGIN{print $(date +%s.%N) - $t0}")
+  last=$(ls "$tmp/killed/checkpoints"/step_*.safetensors | sort | tail -1)
+  k=$(basename "$last" .safetensors | sed 's/step_0*//')
+  if [ "$rc" != 0 ] && awk "BEGIN{exit !($dt < 10)}"; then ok "kill -9 of rank: mpirun exit $rc after ${dt}s"
+  else ko "kill -9 of rank" "exit $rc after ${dt}s"; fi
+  if verify "$last"; then ok "last checkpoint (step $k) verifies after kill -9"; else ko "checkpoint after kill -9" "$(tail -2 "$tmp/verify.log")"; fi
+  if mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/recovered --resume "$last" >"$tmp/recovered.log" 2>&1 \
+     && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/recovered/metrics.jsonl" "$tmp/straight/metrics.jsonl" 1e-6 $((k + 1)) 2>&1); then
+    ok "resume after kill -9 from step $k matches the uninterrupted run: $out"
+  else ko "resume after kill -9" "${out:-$(tail -3 "$tmp/recovered.log")}"; fi
+else
+  kill -9 "$job" 2>/dev/null; ko "kill -9 of rank" "no checkpoint at step 10 within 120 s: $(tail -3 "$tmp/killed.log")"
+fi
+
+# 2. SIGTERM to one rank: all ranks stop after the same step, checkpoint, exit non-zero.
+bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 --set output.dir="$tmp/term" >"$tmp/term.log" 2>&1
+if wait_for "$tmp/term/metrics.jsonl" 120 && sleep 2; then
+  kill -TERM "$(pgrep -P "$job" -f "kdgraph train" | sed -n 2p)"
+  t0=$(date +%s)
+  wait "$job"; rc=$?
+  ck=$(ls "$tmp/term/checkpoints"/step_*.safetensors 2>/dev/null | tail -1)
+  if [ "$rc" != 0 ] && [ -n "$ck" ] && grep -q "stopped by signal 15 after step" "$tmp/term.log" && verify "$ck"; then
+    ok "SIGTERM: step finished, checkpoint $(basename "$ck") written and verified, exit $rc in $(( $(date +%s) - t0 )) s"
+  else ko "SIGTERM" "exit $rc, checkpoint '${ck}', $(tail -3 "$tmp/term.log")"; fi
+else
+  kill -9 "$job" 2>/dev/null; ko "SIGTERM" "run did not start: $(tail -3 "$tmp/term.log")"
+fi
+
+# 3. A rank that throws.
+t0=$(date +%s)
+KDGRAPH_FAIL_RANK=1 KDGRAPH_FAIL_STEP=3 mpi 4 train --config "$cfg" "${set_t[@]}" --set output.dir="$tmp"/throw >"$tmp/throw.log" 2>&1
+rc=$?; dt=$(( $(date +%s) - t0 ))
+if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$dt" -lt 10 ] && grep -q "rank 1: injected failure at step 3" "$tmp/throw.log"; then
+  ok "rank 1 throws at step 3: job ends in ${dt}s with exit $rc and the rank's message"
+else ko "rank that throws" "exit $rc after ${dt}s: $(grep -m1 'rank 1' "$tmp/throw.log")"; fi
+
+# 4. Disk full while checkpointing (a 1000 KiB tmpfs), else an unwritable (immutable) checkpoint folder.
+mkdir -p "$tmp/small"
+if mount -t tmpfs -o size=1000k tmpfs "$tmp/small" 2>/dev/null; then
+  mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=30 --set output.dir="$tmp"/small/out >"$tmp/full.log" 2>&1
+  rc=$?
+  first=$(ls "$tmp/small/out/checkpoints"/step_*.safetensors 2>/dev/null | head -1)
+  if [ "$rc" != 0 ] && grep -q "checkpoint not written" "$tmp/full.log" && [ -n "$first" ] && verify "$first" \
+     && [ -z "$(ls "$tmp/small/out/checkpoints" | grep -v '^step_[0-9]*\.safetensors$')" ]; then
+    ok "disk full: clear error (exit $rc), earlier checkpoint $(basename "$first") intact, no temporary file left"
+  else ko "disk full" "exit $rc, first '$first': $(grep -m1 -i 'checkpoint' "$tmp/full.log")"; fi
+else
+  echo "note: mount not permitted; testing an unwritable checkpoint folder instead"
+  bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=400 --set output.dir="$tmp/ro" >"$tmp/ro.log" 2>&1
+  wait_for "$tmp/ro/checkpoints/step_00000005.safetensors" 120 && chattr +i "$tmp/ro/checkpoints"
+  wait "$job"; rc=$?
+  chattr -i "$tmp/ro/checkpoints"
+  if [ "$rc" != 0 ] && grep -q "checkpoint not written" "$tmp/ro.log" && verify "$tmp/ro/checkpoints/step_00000005.safetensors"; then
+    ok "unwritable checkpoint folder: clear error (exit $rc), earlier checkpoint intact"
+  else ko "unwritable checkpoint folder" "exit $rc: $(tail -2 "$tmp/ro.log")"; fi
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# End-to-end trainer tests with the real `kdgraph` binary under a real mpirun:
+#   - world-size invariance: np 1, 2, 4 give the same per-step loss in metrics.jsonl (30 steps, rtol 1e-4)
+#     and the same final evaluation accuracy;
+#   - resume: 30 straight steps vs 15 + --resume + 15 give the same losses (rtol 1e-6) and weights;
+#   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
+# Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+bin=.build/release/kdgraph
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { echo "PASS $1"; pass=$((pass + 1)); }
+ko() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
+mpi() { local n=$1; shift; timeout 600 mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 "$bin" "$@"; }
+teacher="$tmp/teacher/checkpoints/final.safetensors"
+
+if mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/teacher" >"$tmp/teacher.log" 2>&1 && [ -f "$teacher" ]; then
+  ok "teacher checkpoint (supervised, 2 ranks)"
+else
+  ko "teacher checkpoint" "$(tail -5 "$tmp/teacher.log")"
+fi
+
+for n in 1 2 4; do
+  if mpi "$n" train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
+       --set output.dir="$tmp/np$n" >"$tmp/np$n.log" 2>&1; then ok "distill 30 steps on $n rank(s)"
+  else ko "distill on $n ranks" "$(tail -5 "$tmp/np$n.log")"; fi
+done
+for n in 2 4; do
+  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/np$n/metrics.jsonl" "$tmp/np1/metrics.jsonl" 1e-4 2>&1); then
+    ok "world-size invariance np$n vs np1: $out"
+  else ko "world-size invariance np$n vs np1" "$out"; fi
+done
+
+# Resume: the straight run wrote a checkpoint at step 15; resuming from it must reproduce steps 16-30
+# (losses to 1e-6) and the straight run's final weights.
+if mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
+     --set output.dir="$tmp/straight" >"$tmp/straight.log" 2>&1 \
+   && mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
+     --set output.dir="$tmp/resumed" --resume "$tmp/straight/checkpoints/step_00000015.safetensors" >"$tmp/resumed.log" 2>&1; then
+  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/resumed/metrics.jsonl" "$tmp/straight/metrics.jsonl" 1e-6 16 2>&1) \
+     && out2=$(python3 Tests/mpi/compare_safetensors.py "$tmp/resumed/checkpoints/final.safetensors" "$tmp/straight/checkpoints/final.safetensors" 1e-6 2>&1); then
+    ok "resume at 15 reproduces steps 16-30: $out; $out2"
+  else ko "resume" "$out ${out2:-}"; fi
+else
+  ko "resume runs" "$(tail -3 "$tmp/resumed.log" 2>/dev/null)"
+fi
+
+# Bad input: every rank fails with the file and the key, non-zero exit, no output written.
+bad="$tmp/bad.yaml"
+printf 'data: {global_batch: 0}\n' > "$bad"
+start=$(date +%s)
+if mpi 2 train --config "$bad" --set output.dir="$tmp/bad-out" >"$tmp/bad.log" 2>&1; then
+  ko "bad config" "exit 0"
+elif grep -q "bad.yaml: data.global_batch: must be ≥ 1, got 0" "$tmp/bad.log" && [ ! -e "$tmp/bad-out" ] \
+     && [ $(( $(date +%s) - start )) -lt 10 ]; then
+  ok "bad config: message names file and key, non-zero exit, nothing written"
+else
+  ko "bad config" "$(tail -3 "$tmp/bad.log")"
+fi
+if mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$tmp/missing.safetensors" \
+     --set output.dir="$tmp/bad-teacher" >"$tmp/badt.log" 2>&1; then
+  ko "missing teacher checkpoint" "exit 0"
+elif grep -q "missing.safetensors" "$tmp/badt.log"; then ok "missing teacher checkpoint named in the error"
+else ko "missing teacher checkpoint" "$(tail -3 "$tmp/badt.log")"; fi
+if mpi 4 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
+     --set data.global_batch=3 --set output.dir="$tmp/too-many" >"$tmp/toomany.log" 2>&1; then
+  ko "more ranks than samples" "exit 0"
+elif grep -q "cannot be split over 4 ranks" "$tmp/toomany.log"; then ok "more ranks than samples per batch: clear error"
+else ko "more ranks than samples" "$(tail -3 "$tmp/toomany.log")"; fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

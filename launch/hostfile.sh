@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Several nodes with an OpenMPI hostfile (see launch/hostfile.example):
+#   launch/hostfile.sh HOSTFILE N kdgraph-args...
+# The kdgraph binary and the data must be at the same path on every node (shared filesystem).
+# Environment: KDGRAPH (binary path), IFACE (network interface for MPI traffic, e.g. eth0 or ib0),
+# MPIRUN_ARGS (extra mpirun flags).
+set -euo pipefail
+if [ $# -lt 3 ]; then echo "usage: $0 HOSTFILE N kdgraph-subcommand [args...]" >&2; exit 2; fi
+hosts="$1"; n="$2"; shift 2
+here="$(cd "$(dirname "$0")/.." && pwd)"
+bin="${KDGRAPH:-$here/.build/release/kdgraph}"
+net=()
+if [ -n "${IFACE:-}" ]; then net+=(--mca btl_tcp_if_include "$IFACE" --mca oob_tcp_if_include "$IFACE"); fi
+exec mpirun --hostfile "$hosts" -np "$n" --map-by core --bind-to core "${net[@]}" \
+  -x OPENBLAS_NUM_THREADS=1 -x LD_LIBRARY_PATH ${MPIRUN_ARGS:-} "$bin" "$@"
