@@ -74,6 +74,10 @@ public enum Checkpoint {
             guard let steps = f.metadata["optim.step_count"].flatMap(Int.init) else {
                 throw ModelError.checkpoint(file: path, message: "no optimizer state (metadata optim.step_count missing)")
             }
+            let kind = String(describing: type(of: optimizer))
+            if let saved = f.metadata["optim.kind"], saved != kind {
+                throw ModelError.checkpoint(file: path, message: "optimizer state is for \(saved), not \(kind)")
+            }
             do { try optimizer.loadState(state, stepCount: steps) } catch let e as ModelError {
                 throw ModelError.checkpoint(file: path, message: "\(e)")
             }

@@ -27,6 +27,9 @@ public enum Interop {
         try writeNPY(logits, to: dir + "logits.npy")
         try writeNPY(feature, to: dir + "feature.npy")
         if gradients {
+            // The training-mode pass updates running statistics: keep the caller's model unchanged.
+            let savedBuffers = model.namedBuffers().map { ($0.1, $0.1.copy()) }
+            defer { for (b, saved) in savedBuffers { b.assign(from: saved) } }
             model.train()
             model.zeroGrad()
             Tape.reset()

@@ -109,6 +109,12 @@ open class Module {
         }
     }
 
+    /// Marks every parameter as trainable (`true`) or frozen (`false`, e.g. a teacher): frozen
+    /// parameters record no tape nodes and receive no gradient.
+    public final func setRequiresGrad(_ on: Bool) {
+        for (_, t) in namedParameters() { t.requiresGrad = on; if !on { t.grad = nil } }
+    }
+
     /// Sets every parameter's gradient to nil.
     public final func zeroGrad() { for (_, t) in namedParameters() { t.grad = nil } }
 }

@@ -126,6 +126,11 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try Checkpoint.load(path: path, into: a, optimizer: opt)) {
             XCTAssertTrue("\($0)".contains("no optimizer state"), "\($0)")
         }
+        let (b, sgd) = try trainedLike(seed: 1)
+        try Checkpoint.save(path: path, model: b, optimizer: sgd)
+        XCTAssertThrowsError(try Checkpoint.load(path: path, into: b, optimizer: try AdamW(parameters: b.namedParameters()))) {
+            XCTAssertEqual("\($0)", "checkpoint \(path): optimizer state is for SGD, not AdamW")
+        }
         // Weights alone load from the same file.
         try Checkpoint.loadWeights(path: path, into: a)
     }

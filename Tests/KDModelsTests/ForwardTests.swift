@@ -26,6 +26,18 @@ final class ForwardTests: XCTestCase {
         }
     }
 
+    func testFrozenModelRecordsNothing() throws {
+        let m = try ModelZoo.make(name: "resnet8", classes: 3, inputChannels: 1)
+        m.setRequiresGrad(false)
+        m.eval()
+        Tape.reset()
+        let (_, logits) = try m(input([2, 8, 8, 1]))
+        XCTAssertFalse(logits.requiresGrad)
+        XCTAssertEqual(Tape.shared.nodeCount, 0)
+        m.setRequiresGrad(true)
+        XCTAssertTrue(m.parameters.allSatisfy(\.requiresGrad))
+    }
+
     func testWrongInputShapeThrows() throws {
         let m = try ModelZoo.make(name: "resnet8", classes: 10, inputChannels: 3)
         XCTAssertThrowsError(try m(input([2, 8, 8, 1]))) {
@@ -127,7 +139,9 @@ final class ForwardTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let m = try ModelZoo.make(name: "resnet8", classes: 10, seed: 1)
         let x = Interop.referenceInput(n: 2, height: 8, width: 8, channels: 3)
+        let before = m.namedBuffers().map { $0.1.array }
         let logits = try Interop.export(model: m, input: x, gradients: true, to: dir)
+        XCTAssertEqual(m.namedBuffers().map { $0.1.array }, before)
         XCTAssertEqual(logits.shape, [2, 10])
         let npy = try SafetensorsIO.readAll(path: dir + "/logits.npy")
         XCTAssertEqual(Array(npy.prefix(8)), [0x93] + Array("NUMPY".utf8) + [1, 0])
