@@ -4,8 +4,10 @@ import KDTensor
 /// Loss micro-benchmarks for `kdgraph bench`: for each loss and global batch, one forward+backward of
 /// this rank's share with the shard = the whole batch (one rank does all the work), on random inputs
 /// (student dimension = teacher dimension = `dim`, `classes` classes; VRM gets 2 views per sample).
-/// One JSON line per (loss, batch): `ms` wall time of forward+backward and `peak_bytes`, the
-/// BufferPool high-water mark above what was live before the loss ran.
+/// One JSON line per (loss, batch): `ms` wall time of forward+backward, `cpu_ms` the process CPU time
+/// (user + system, all threads: the honest figure on a loaded machine) and `peak_bytes`, the
+/// BufferPool high-water mark above what was live before the loss ran (Float64 scratch included;
+/// Swift arrays of O(n) size and the spectral loss's Float64 eigensolver arrays are not).
 public enum LossBench {
     public static let losses = ["kd", "rkd_distance", "rkd_angle", "prg", "vrm", "spectral"]
 
@@ -25,6 +27,7 @@ public enum LossBench {
                 BufferPool.shared.resetPeak()
                 let before = BufferPool.shared.bytesInUse
                 let start = DispatchTime.now().uptimeNanoseconds
+                let cpu0 = processCPUSeconds()
                 var line: [String: Any] = ["bench": "loss", "loss": name, "batch": b, "rows": n, "dim": dim, "classes": classes]
                 do {
                     let r: LossShare
@@ -40,6 +43,7 @@ public enum LossBench {
                     r.value.backward()
                     let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
                     line["ms"] = (ms * 100).rounded() / 100
+                    line["cpu_ms"] = ((processCPUSeconds() - cpu0) * 1e5).rounded() / 100
                     line["peak_bytes"] = BufferPool.shared.peakBytes - before
                     line["loss_value"] = Double(r.value.item)
                 } catch {
@@ -54,4 +58,11 @@ public enum LossBench {
         }
         return lines
     }
+}
+
+/// User + system CPU seconds of this process (all threads).
+func processCPUSeconds() -> Double {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
 }

@@ -66,7 +66,40 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                     let gqj = gq.ptr + j * n
                     let gd = max(min(rd, 1), -1) * invN3
                     var wj = gd * csj * csj, dcj = 2 * gd * pd * csj
-                    for k in (j + 1)..<max(j + 1, n) {
+                    // Four k at a time (SIMD4<Double>), then the scalar tail.
+                    var k = j + 1
+                    if n - k >= 4 {
+                        typealias V = SIMD4<Double>
+                        @inline(__always) func ld(_ p: UnsafeMutablePointer<Double>, _ k: Int) -> V {
+                            UnsafeRawPointer(p + k).loadUnaligned(as: V.self)
+                        }
+                        @inline(__always) func st(_ p: UnsafeMutablePointer<Double>, _ k: Int, _ v: V) {
+                            UnsafeMutableRawPointer(p + k).storeBytes(of: v, as: V.self)
+                        }
+                        let qsiM = UnsafeMutablePointer(mutating: qsi), qtiM = UnsafeMutablePointer(mutating: qti)
+                        let qsjM = UnsafeMutablePointer(mutating: qsj), qtjM = UnsafeMutablePointer(mutating: qtj)
+                        var sumV = V(repeating: 0), wV = V(repeating: 0), dcV = V(repeating: 0)
+                        let one = V(repeating: 1), half = V(repeating: 0.5)
+                        while k + 4 <= n {
+                            let ck = ld(cs, k)
+                            let p = half * (qsij + ld(qsiM, k) - ld(qsjM, k))
+                            let r = p * (csj * ck) - half * (qtij + ld(qtiM, k) - ld(qtjM, k)) * (ctj * ld(ct, k))
+                            let ar = r.replacing(with: -r, where: r .< 0)
+                            let m = pointwiseMin(ar, one)
+                            sumV += m * (ar - half * m)
+                            let g = pointwiseMax(pointwiseMin(r, one), -one) * invN3
+                            let w = g * (csj * ck)
+                            st(gqj, k, ld(gqj, k) - w)
+                            wV += w
+                            st(rowW, k, ld(rowW, k) + w)
+                            let gp = 2 * g * p
+                            dcV += gp * ck
+                            st(dc, k, ld(dc, k) + gp * csj)
+                            k += 4
+                        }
+                        rowSum += sumV.sum(); wj += wV.sum(); dcj += dcV.sum()
+                    }
+                    for k in k..<max(k, n) {
                         let ck = cs[k]
                         let p = 0.5 * (qsij + qsi[k] - qsj[k])
                         let r = p * csj * ck - 0.5 * (qtij + qti[k] - qtj[k]) * ctj * ct[k]

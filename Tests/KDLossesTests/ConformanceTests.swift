@@ -25,6 +25,7 @@ final class ConformanceTests: XCTestCase {
         let root = try fixturesDirectory()
         for name in ["seed1_b17", "seed2_b8_dup", "seed3_b32", "seed4_b13_dup"] {
             let (report, ok) = try Conformance.run(directory: root + "/" + name)
+            for line in report { print(name, line) }
             XCTAssertTrue(ok, "\(name):\n" + report.joined(separator: "\n"))
             XCTAssertEqual(report.count, 7, name)
         }
