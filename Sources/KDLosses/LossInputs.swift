@@ -32,12 +32,15 @@ public struct LossInputs {
     public var batchSize: Int
     /// This rank's samples, a sub-range of `0..<batchSize`.
     public var shard: Range<Int>
+    /// The global step: keys the deterministic sampling of capped terms (RKD `angle_anchors`), the
+    /// same on every rank.
+    public var step: Int
 
     public init(batchSize: Int, views: Int = 1, shard: Range<Int>? = nil,
                 studentFeatures: Tensor? = nil, studentEmbedding: Tensor? = nil, studentLogits: Tensor? = nil,
                 teacherEmbedding: Tensor? = nil, teacherLogits: Tensor? = nil, promptTeacherLogits: Tensor? = nil,
-                proxies: Tensor? = nil, labels: [Int]? = nil) {
-        self.batchSize = batchSize; self.views = views; self.shard = shard ?? 0..<batchSize
+                proxies: Tensor? = nil, labels: [Int]? = nil, step: Int = 0) {
+        self.batchSize = batchSize; self.views = views; self.shard = shard ?? 0..<batchSize; self.step = step
         self.studentFeatures = studentFeatures; self.studentEmbedding = studentEmbedding
         self.studentLogits = studentLogits; self.teacherEmbedding = teacherEmbedding
         self.teacherLogits = teacherLogits; self.promptTeacherLogits = promptTeacherLogits

@@ -15,7 +15,8 @@ public protocol LossTerm {
 /// Unknown kinds and keys are errors. Keys and defaults (LOSSES.md):
 /// - `kd`: `weight` 1, `temperature` 4, `ce_weight` 0 (supervised CE, needs labels)
 /// - `ce`: `weight` 1 (needs labels)
-/// - `rkd`: `weight` 1, `distance_weight` 25, `angle_weight` 50, `input` features|embedding (features)
+/// - `rkd`: `weight` 1, `distance_weight` 25, `angle_weight` 50, `input` features|embedding (features),
+///   `angle_anchors` (all; a cap samples that many anchors per step), `seed` 0 (of that sampling)
 /// - `prg`: `weight` 1, `temperature` 4, `edge_temperature` 0.1, `node_weight` 1, `edge_weight` 1,
 ///   `pseudo_label_weight` 1, `clip_scale` 100 (read by the teacher side, `prgTeacher`)
 /// - `vrm`: `weight` 1, `q` 0.1, `temperature` 4, `delta` 1, `inter_sample_weight` 1,
@@ -33,7 +34,11 @@ public func makeLossTerm(_ config: [String: Any]) throws -> LossTerm {
     case "rkd":
         term = RKDTerm(weight: weight, distanceWeight: try r.float("distance_weight", 25),
                        angleWeight: try r.float("angle_weight", 50),
-                       useEmbedding: try r.string("input", "features", allowed: ["features", "embedding"]) == "embedding")
+                       useEmbedding: try r.string("input", "features", allowed: ["features", "embedding"]) == "embedding",
+                       angleAnchors: try r.int("angle_anchors"), seed: UInt64(max(0, try r.int("seed") ?? 0)))
+        if let a = (term as? RKDTerm)?.angleAnchors, a < 1 {
+            throw LossError.config("rkd.angle_anchors: expected a positive count, got \(a)")
+        }
     case "prg":
         term = PRGTerm(weight: weight, parameters: PRGParameters(
             temperature: try r.float("temperature", 4), edgeTemperature: try r.float("edge_temperature", 0.1),
@@ -103,10 +108,12 @@ public struct CETerm: LossTerm {
 }
 
 /// `rkd`: `w_D · L_RKD-D + w_A · L_RKD-A` between the student features (or embedding) and the
-/// teacher embedding, over all `B·V` rows; anchors = the shard's rows.
+/// teacher embedding, over all `B·V` rows; anchors = the shard's rows. With `angleAnchors` the angle
+/// term uses that many anchors drawn by `rkdAngleAnchorSample(seed, inputs.step)` (unbiased, scaled).
 public struct RKDTerm: LossTerm {
     public let kind = "rkd"
     public var weight: Float, distanceWeight: Float, angleWeight: Float, useEmbedding: Bool
+    public var angleAnchors: Int? = nil, seed: UInt64 = 0
     public func evaluate(_ x: LossInputs) throws -> LossShare {
         try x.validate(kind)
         let s = try x.require(useEmbedding ? x.studentEmbedding : x.studentFeatures, kind,
@@ -114,7 +121,10 @@ public struct RKDTerm: LossTerm {
         let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
         var parts: [(LossShare, Float, String?)] = []
         if distanceWeight != 0 { parts.append((try rkdDistanceLoss(student: s, teacher: t, rows: x.shardRows), distanceWeight, nil)) }
-        if angleWeight != 0 { parts.append((try rkdAngleLoss(student: s, teacher: t, rows: x.shardRows), angleWeight, nil)) }
+        if angleWeight != 0 {
+            let sample = angleAnchors.flatMap { $0 < x.rowCount ? rkdAngleAnchorSample(rows: x.rowCount, count: $0, seed: seed, step: x.step) : nil }
+            parts.append((try rkdAngleLoss(student: s, teacher: t, rows: x.shardRows, sampledAnchors: sample), angleWeight, nil))
+        }
         let r = weighted(kind, weight: weight, parts)
         return LossShare(value: r.value, terms: r.terms.map { ($0.name.replacingOccurrences(of: "loss/rkd/rkd_", with: "loss/rkd/"), $0.value) })
     }

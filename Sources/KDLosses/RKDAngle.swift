@@ -20,13 +20,27 @@ import KDTensor
 /// (Float64) reaches `x` through one sgemm at the end. Time `O(|rows|·n² + n²D)`; memory `O(n²)`
 /// (three Float64 `n×n` matrices); anchors are swept in blocks of 8 so the `n×n` rows stream
 /// from memory once per block. Term: `rkd_angle` (share, unweighted).
-public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil) throws -> LossShare {
+///
+/// `sampledAnchors` (optional) caps the work: only the anchors `i` in that set count, the sum scaled by
+/// `n / |set|` (an unbiased estimate of the full loss). Use `rkdAngleAnchorSample` so every rank
+/// draws the same set.
+public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil,
+                         sampledAnchors: [Int]? = nil) throws -> LossShare {
     let name = "rkd_angle"
     try check2D(name, "student", student)
     let n = student.shape[0]
     try check2D(name, "teacher", teacher, rows: n)
     let rows = rows ?? 0..<n
     try checkRows(name, rows, n)
+    var anchorList = Array(rows)
+    var scale = 1.0
+    if let sampled = sampledAnchors {
+        guard !sampled.isEmpty, sampled.allSatisfy({ $0 >= 0 && $0 < n }), Set(sampled).count == sampled.count else {
+            throw LossError.invalidArgument(loss: name, message: "sampled anchors must be distinct rows in 0..<\(n), got \(sampled.count) of them")
+        }
+        anchorList = sampled.filter { rows.contains($0) }.sorted()
+        scale = Double(n) / Double(sampled.count)
+    }
     let ds = student.shape[1]
     let wantGrad = needsGrad(student)
 
@@ -34,15 +48,15 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
     let qt = squaredDistancesDouble(teacher.ptr, n: n, d: teacher.shape[1])
     let gq: DoubleScratch? = wantGrad ? DoubleScratch.zeros(n * n) : nil
     let eps = Double(lossNormEpsilon)
-    let invN3 = 1 / (Double(n) * Double(n) * Double(n))
+    let invN3 = scale / (Double(n) * Double(n) * Double(n))
     // Anchors run in blocks of `ab`, so each row j of q^S, q^T and ∂q is streamed once per block
     // (the sweep is memory-bound otherwise). Per anchor: c^S, c^T, Σ_k w_jk, ∂c_j.
     let ab = 8
     let vecs = DoubleScratch(4 * n * ab)
     var total = 0.0
 
-    for blockStart in stride(from: rows.lowerBound, to: rows.upperBound, by: ab) {
-        let anchors = blockStart..<min(blockStart + ab, rows.upperBound)
+    for blockStart in stride(from: 0, to: anchorList.count, by: ab) {
+        let anchors = anchorList[blockStart..<min(blockStart + ab, anchorList.count)]
         for (a, i) in anchors.enumerated() {
             let qsi = qs.ptr + i * n, qti = qt.ptr + i * n, v = vecs.ptr + 4 * n * a
             for j in 0..<n {
@@ -147,4 +161,11 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
     let out = scalarTensor(share)
     recordFused(name, output: out, inputs: [student], grads: [grad])
     return LossShare(value: out, terms: [("rkd_angle", share)])
+}
+
+/// The deterministic anchor sample of the capped RKD angle loss: `count` distinct rows of `0..<n`
+/// drawn by `KDRandom(keys: seed, step, 0xA6)` — keyed by integers only, so every rank draws the same.
+public func rkdAngleAnchorSample(rows n: Int, count: Int, seed: UInt64, step: Int) -> [Int] {
+    var rng = KDRandom(keys: seed, UInt64(max(step, 0)), 0xA6)
+    return Array(rng.permutation(n).prefix(max(1, min(count, n))))
 }

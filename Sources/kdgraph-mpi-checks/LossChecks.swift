@@ -13,6 +13,9 @@ enum LossChecks {
     static let all: [MultiRankCheck] = [
         MultiRankCheck("losses.kd_ce_share") { try shareCheck($0, [["kind": "kd", "ce_weight": 0.5]], batch: 11, views: 1) },
         MultiRankCheck("losses.rkd_share") { try shareCheck($0, [["kind": "rkd"]], batch: 11, views: 1) },
+        MultiRankCheck("losses.rkd_capped_angle_share") {
+            try shareCheck($0, [["kind": "rkd", "angle_anchors": 4, "seed": 9]], batch: 11, views: 1, step: 17)
+        },
         MultiRankCheck("losses.prg_share") { try shareCheck($0, [["kind": "prg"]], batch: 11, views: 1) },
         MultiRankCheck("losses.vrm_share") { try shareCheck($0, [["kind": "vrm", "q": 0.25]], batch: 9, views: 2) },
         MultiRankCheck("losses.spectral_share") { try shareCheck($0, [["kind": "spectral", "k": 3]], batch: 10, views: 1) },
@@ -39,7 +42,7 @@ enum LossChecks {
     }
 
     /// Runs the objective of `config` one-process and distributed, and compares.
-    static func shareCheck(_ comm: Communicator, _ config: [[String: Any]], batch b: Int, views v: Int) throws {
+    static func shareCheck(_ comm: Communicator, _ config: [[String: Any]], batch b: Int, views v: Int, step: Int = 0) throws {
         let objective = try LossObjective(config: config)
         let n = b * v
         var rng = KDRandom(keys: 23, UInt64(b), UInt64(v))
@@ -61,7 +64,7 @@ enum LossChecks {
         let outRef = try student(xRef, pRef)
         let ref = try objective.evaluate(LossInputs(batchSize: b, views: v, studentFeatures: outRef[0], studentEmbedding: outRef[1],
                                                     studentLogits: outRef[2], teacherEmbedding: tEmb, teacherLogits: zt,
-                                                    proxies: proxies, labels: labels))
+                                                    proxies: proxies, labels: labels, step: step))
         let refLoss = Double(ref.value.item)
         ref.value.backward()
 
@@ -78,7 +81,8 @@ enum LossChecks {
         let ztG = try allGatherRowsNoGrad(rows(zt, myRows), comm: comm, counts: counts)
         let share = try objective.evaluate(LossInputs(batchSize: b, views: v, shard: shard, studentFeatures: gathered[0],
                                                       studentEmbedding: gathered[1], studentLogits: gathered[2],
-                                                      teacherEmbedding: tEmbG, teacherLogits: ztG, proxies: proxies, labels: labels))
+                                                      teacherEmbedding: tEmbG, teacherLogits: ztG, proxies: proxies, labels: labels,
+                                                      step: step))
         share.value.backward()
         let loss = try comm.allReduce(Double(share.value.item), op: .sum)
         var termSums = share.terms.map { $0.value }

@@ -29,6 +29,9 @@ final class GradientCheckTests: XCTestCase {
         let x = LossCase()
         try check("rkd_angle", [x.sFeat]) { try rkdAngleLoss(student: $0[0], teacher: x.tEmb).value }
         try check("rkd_angle shard", [x.sFeat]) { try rkdAngleLoss(student: $0[0], teacher: x.tEmb, rows: 0..<3).value }
+        try check("rkd_angle sampled", [x.sFeat]) {
+            try rkdAngleLoss(student: $0[0], teacher: x.tEmb, rows: 2..<7, sampledAnchors: [5, 0, 3]).value
+        }
     }
 
     func testPRG() throws {

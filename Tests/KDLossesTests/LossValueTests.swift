@@ -39,8 +39,11 @@ final class LossValueTests: XCTestCase {
             for j in 0..<c { t.ptr[c + j] = t.ptr[j] }
         }
         x.sFeat.requiresGrad = true
-        for f in [rkdDistanceLoss, rkdAngleLoss] {
-            let r = try f(x.sFeat, x.tEmb, nil)
+        let losses: [(Tensor, Tensor) throws -> LossShare] = [
+            { try rkdDistanceLoss(student: $0, teacher: $1) }, { try rkdAngleLoss(student: $0, teacher: $1) },
+        ]
+        for f in losses {
+            let r = try f(x.sFeat, x.tEmb)
             r.value.backward()
             XCTAssertTrue(r.value.item.isFinite)
             XCTAssertTrue(x.sFeat.grad!.array.allSatisfy { $0.isFinite })
@@ -69,6 +72,28 @@ final class LossValueTests: XCTestCase {
         XCTAssertEqual(prox.array, [1, 0, 0, 1])
         XCTAssertThrowsError(try prgTeacher(features: f, prompts: Tensor.zeros([2, 3]))) { e in
             XCTAssertTrue("\(e)".contains("shape mismatch"), "\(e)")
+        }
+    }
+
+    /// Capped angle: all anchors sampled = the exact loss; a sample is the scaled sum over its anchors,
+    /// identical for equal (seed, step) and different for another step.
+    func testAngleAnchorSampling() throws {
+        let x = LossCase(b: 9)
+        let exact = Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb).value.item)
+        let all = rkdAngleAnchorSample(rows: 9, count: 9, seed: 1, step: 4)
+        XCTAssertEqual(Set(all), Set(0..<9))
+        XCTAssertEqual(Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, sampledAnchors: all).value.item), exact, accuracy: 1e-6 * exact)
+        let s = rkdAngleAnchorSample(rows: 9, count: 3, seed: 1, step: 4)
+        XCTAssertEqual(s, rkdAngleAnchorSample(rows: 9, count: 3, seed: 1, step: 4))
+        XCTAssertNotEqual(s, rkdAngleAnchorSample(rows: 9, count: 3, seed: 1, step: 5))
+        var manual = 0.0
+        for i in s { manual += Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, rows: i..<(i + 1)).value.item) }
+        XCTAssertEqual(Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, sampledAnchors: s).value.item), 3 * manual, accuracy: 1e-6 * manual)
+        XCTAssertThrowsError(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, sampledAnchors: [1, 1])) { e in
+            XCTAssertTrue("\(e)".contains("distinct rows"), "\(e)")
+        }
+        XCTAssertThrowsError(try makeLossTerm(["kind": "rkd", "angle_anchors": 0])) { e in
+            XCTAssertEqual("\(e)", "loss config: rkd.angle_anchors: expected a positive count, got 0")
         }
     }
 

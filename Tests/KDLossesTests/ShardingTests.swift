@@ -9,6 +9,7 @@ final class ShardingTests: XCTestCase {
         ("kd", ["kind": "kd", "ce_weight": 0.3]),
         ("ce", ["kind": "ce"]),
         ("rkd", ["kind": "rkd"]),
+        ("rkd capped", ["kind": "rkd", "angle_anchors": 3, "seed": 5]),
         ("prg", ["kind": "prg"]),
         ("vrm", ["kind": "vrm", "q": 0.3]),
         ("spectral", ["kind": "spectral", "k": 3]),
