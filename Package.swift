@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "KDModels", dependencies: ["KDTensor", "KDComm", "KDFormats"],
                 swiftSettings: v5 + fastMath),
         // Losses: KD, RKD, PRG, VRM, spectral over the gathered global batch.
-        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats"],
+        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats", "CBLAS"],
                 swiftSettings: v5 + fastMath),
         // Training: config, the step, metrics, checkpoint/resume, benchmarks, scaling reports.
         .target(name: "KDTrain", dependencies: [

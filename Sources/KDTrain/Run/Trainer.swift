@@ -202,7 +202,7 @@ public final class Trainer {
             teacherEmbedding: try gather(t?.embedding, grad: false),
             teacherLogits: try gather(t?.logits, grad: false),
             promptTeacherLogits: try gather(t?.promptLogits, grad: false),
-            proxies: teacher?.proxies, labels: labels)
+            proxies: teacher?.proxies, labels: labels, step: stepNumber)
         let share = try objective.evaluate(inputs)
         if Runtime.injectedNaN(step: stepNumber) { share.value.ptr[0] = .nan }
         timer.lap(.gatherLoss)
