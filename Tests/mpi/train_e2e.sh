@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end trainer tests with the real `kdgraph` binary under a real mpirun:
-#   - world-size invariance: np 1, 2, 4 give the same per-step loss in metrics.jsonl (30 steps, rtol 1e-4)
-#     and the same final evaluation accuracy;
+#   - world-size invariance: np 1, 2, 4 give the same per-step loss in metrics.jsonl: the first 10
+#     steps to 1e-4 relative, all 30 to 5e-2 (float32 reassociation grows through ReLU kinks, see
+#     docs/training.md; a sharding or normalisation bug shows at step 1 at 1e-2 or more), and final
+#     evaluation accuracies within two samples;
 #   - resume: 30 straight steps vs 15 + --resume + 15 give the same losses (rtol 1e-6) and weights;
 #   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
@@ -29,7 +31,7 @@ for n in 1 2 4; do
   else ko "distill on $n ranks" "$(tail -5 "$tmp/np$n.log")"; fi
 done
 for n in 2 4; do
-  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/np$n/metrics.jsonl" "$tmp/np1/metrics.jsonl" 1e-4 2>&1); then
+  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/np$n/metrics.jsonl" "$tmp/np1/metrics.jsonl" 1e-4 1 10 5e-2 0.032 2>&1); then
     ok "world-size invariance np$n vs np1: $out"
   else ko "world-size invariance np$n vs np1" "$out"; fi
 done
