@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh
 start=$(date +%s)
-swift build -c release --build-tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+swift build -c release --build-tests -Xswiftc -enable-testing || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 total_pass=0; total_fail=0
 # Runs one suite, echoes its output, adds its "N passed, M failed" line to the totals.
 suite() {
