@@ -1,26 +1,15 @@
 import Foundation
-import CBLAS
 import KDTensor
 
-/// Eigen-decomposition of a symmetric `n×n` matrix (Float64, either triangle) by LAPACK `dsyevd_`
-/// (OpenBLAS): eigenvalues ascending, eigenvectors as the columns of a column-major `n×n` array
+/// Eigen-decomposition of the teacher Laplacian by the tensor engine's `symmetricEigen` (LAPACK
+/// `dsyevd_`): eigenvalues ascending, eigenvectors as the columns of a column-major `n×n` array
 /// (`vectors[j·n + i]` = component `i` of eigenvector `j`).
 func spectralEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: [Double]) {
-    var m = a
-    var w = [Double](repeating: 0, count: n)
-    var jobz = CChar(UInt8(ascii: "V")), uplo = CChar(UInt8(ascii: "L"))
-    var nn = Int32(n), lda = Int32(max(n, 1)), info: Int32 = 0
-    var lwork: Int32 = -1, liwork: Int32 = -1
-    var wq = 0.0; var iq: Int32 = 0
-    dsyevd_(&jobz, &uplo, &nn, &m, &lda, &w, &wq, &lwork, &iq, &liwork, &info)
-    guard info == 0 else { throw LossError.invalidArgument(loss: "spectral (dsyevd_ workspace query)", message: "info = \(info)") }
-    lwork = Int32(wq); liwork = iq
-    var work = [Double](repeating: 0, count: Int(lwork)), iwork = [Int32](repeating: 0, count: Int(liwork))
-    dsyevd_(&jobz, &uplo, &nn, &m, &lda, &w, &work, &lwork, &iwork, &liwork, &info)
-    guard info == 0 else {
-        throw LossError.invalidArgument(loss: "spectral (dsyevd_)", message: "eigen-decomposition of the \(n)×\(n) teacher Laplacian failed, info = \(info)")
+    do {
+        return try symmetricEigen(a, n: n)
+    } catch {
+        throw LossError.invalidArgument(loss: "spectral", message: "eigen-decomposition of the \(n)×\(n) teacher Laplacian failed: \(error)")
     }
-    return (w, m)
 }
 
 /// Spectral graph alignment (KDGraph's formulation after SEKD, Wang et al., arXiv 2405.08547;
