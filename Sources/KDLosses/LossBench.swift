@@ -51,9 +51,7 @@ public enum LossBench {
                 }
                 Tape.reset()
                 s.grad = nil; zs.grad = nil
-                let text = Conformance.json(line)
-                print(text)
-                lines.append(text)
+                lines.append(Conformance.json(line))
             }
         }
         return lines
