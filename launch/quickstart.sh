@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh
 ranks="${RANKS:-2}"
 out="${OUT:-runs/quickstart}"
-swift build -c release --product kdgraph
+# The same flags as launch/test.sh, so the two commands share one build.
+swift build -c release -Xswiftc -enable-testing --product kdgraph
 bin=.build/release/kdgraph
 mpi=(mpirun -np "$ranks" -x OPENBLAS_NUM_THREADS=1)
 if [ "$ranks" -gt "$(nproc)" ]; then mpi+=(--oversubscribe --bind-to none); else mpi+=(--bind-to core); fi
@@ -27,8 +28,8 @@ t=$(acc configs/quickstart-teacher.yaml "$out/teacher")
 s=$(acc configs/quickstart-prg.yaml "$out/prg")
 b=$(acc configs/quickstart-baseline.yaml "$out/baseline")
 echo
-echo "| model (held-out split)                      | top-1 |"
-echo "|---------------------------------------------|-------|"
-printf "| teacher  resnet20, labels                   | %5.1f%% |\n" "$(awk "BEGIN{print $t*100}")"
-printf "| student  resnet8, PRG from teacher, no labels | %5.1f%% |\n" "$(awk "BEGIN{print $s*100}")"
-printf "| baseline resnet8, labels, no teacher        | %5.1f%% |\n" "$(awk "BEGIN{print $b*100}")"
+echo "| model (held-out split)                          | top-1  |"
+echo "|-------------------------------------------------|--------|"
+printf "| teacher  resnet20, labels                       | %5.1f%% |\n" "$(awk "BEGIN{print $t*100}")"
+printf "| student  resnet8, PRG from the teacher, no labels | %5.1f%% |\n" "$(awk "BEGIN{print $s*100}")"
+printf "| baseline resnet8, labels, no teacher            | %5.1f%% |\n" "$(awk "BEGIN{print $b*100}")"
