@@ -5,6 +5,8 @@
 # Environment: KDGRAPH (binary path), IFACE (network interface for MPI traffic, e.g. eth0 or ib0),
 # MPIRUN_ARGS (extra mpirun flags).
 set -euo pipefail
+# mpirun refuses to run as root (containers, CI) unless told twice.
+if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 if [ $# -lt 3 ]; then echo "usage: $0 HOSTFILE N kdgraph-subcommand [args...]" >&2; exit 2; fi
 hosts="$1"; n="$2"; shift 2
 here="$(cd "$(dirname "$0")/.." && pwd)"

@@ -3,12 +3,13 @@
 #   launch/local.sh N kdgraph-args...      e.g.  launch/local.sh 4 train --config configs/quickstart-teacher.yaml
 # Environment: KDGRAPH (the binary; default .build/release/kdgraph), MPIRUN_ARGS (extra mpirun flags).
 set -euo pipefail
+# mpirun refuses to run as root (containers, CI) unless told twice.
+if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 if [ $# -lt 2 ]; then echo "usage: $0 N kdgraph-subcommand [args...]" >&2; exit 2; fi
 n="$1"; shift
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${KDGRAPH:-$here/.build/release/kdgraph}"
 [ -x "$bin" ] || { echo "no kdgraph binary at $bin: run 'swift build -c release' first" >&2; exit 1; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 extra=()
 cores=$(nproc)
 if [ "$n" -gt "$cores" ]; then extra+=(--oversubscribe); bind=none; else bind=core; fi
