@@ -13,5 +13,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${KDGRAPH:-$here/.build/release/kdgraph}"
 net=()
 if [ -n "${IFACE:-}" ]; then net+=(--mca btl_tcp_if_include "$IFACE" --mca oob_tcp_if_include "$IFACE"); fi
+# Forward the library path to the other nodes when one is set (e.g. a non-system OpenBLAS).
+if [ -n "${LD_LIBRARY_PATH:-}" ]; then net+=(-x LD_LIBRARY_PATH); fi
 exec mpirun --hostfile "$hosts" -np "$n" --map-by core --bind-to core "${net[@]}" \
-  -x OPENBLAS_NUM_THREADS=1 -x LD_LIBRARY_PATH ${MPIRUN_ARGS:-} "$bin" "$@"
+  -x OPENBLAS_NUM_THREADS=1 ${MPIRUN_ARGS:-} "$bin" "$@"
