@@ -289,7 +289,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         fputs("rank \(rank): \(message)\n", stderr)
         fflush(stderr)
         fflush(stdout)
-        if MPICommunicator.isActive { MPI_Abort(kd_mpi_comm_world(), code) }
+        // A world of one has nobody to take down: exit without OpenMPI's MPI_ABORT banner.
+        let worldSize = MPICommunicator.worldInstance?.size ?? size
+        if MPICommunicator.isActive && worldSize > 1 { MPI_Abort(kd_mpi_comm_world(), code) }
         _exit(code)
     }
 }
