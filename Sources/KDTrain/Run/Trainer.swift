@@ -86,11 +86,10 @@ public final class Trainer {
             teacher = nil
         } else {
             teacher = try TeacherSide(config: config, train: train)
-            for (i, spec) in config.loss.enumerated() {
+            for spec in config.loss {
                 var d: [String: Any] = ["kind": spec.kind, "weight": spec.weight]
                 for (k, v) in spec.params { d[k] = Double(v) ?? v as Any }
                 lossConfig.append(d)
-                _ = i
             }
         }
         do {
