@@ -70,6 +70,6 @@ let package = Package(
                     swiftSettings: v5),
         .testTarget(name: "KDLossesTests", dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm"],
                     resources: [.copy("Fixtures")], swiftSettings: v5),
-        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain"], swiftSettings: v5),
+        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm"], swiftSettings: v5),
     ]
 )

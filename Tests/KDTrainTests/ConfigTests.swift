@@ -97,3 +97,28 @@ final class ShippedConfigTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(seen, 10)
     }
 }
+
+import KDComm
+
+final class TrainerConfigErrorTests: XCTestCase {
+    /// A loss term's unknown key is reported with the file, the term's index and the key, before any
+    /// teacher file is opened (the checkpoint named here does not exist).
+    func testUnknownLossKeyNamesTermBeforeTeacherLoads() throws {
+        let comm = try MPICommunicator.initialize(blasThreads: 1)
+        let cfg = try KDConfig.parse(yaml: """
+        mode: distill
+        data: {source: synthetic, classes: 5, image_size: 8, train_size: 16, eval_size: 4, global_batch: 4}
+        teacher: {kind: network, model: resnet8, checkpoint: does-not-exist.safetensors}
+        student: {model: resnet8}
+        loss:
+          - {kind: kd}
+          - {kind: rkd, distance_wieght: 25}
+        """, file: "t.yaml")
+        XCTAssertThrowsError(try Trainer(config: cfg, comm: comm)) { e in
+            let m = "\(e)"
+            XCTAssertTrue(m.hasPrefix("t.yaml: loss.1: "), m)
+            XCTAssertTrue(m.contains("distance_wieght"), m)
+            XCTAssertTrue(m.hasSuffix("(line 7)"), m)
+        }
+    }
+}

@@ -80,23 +80,19 @@ public final class Trainer {
                                     imageSize: [train.height, train.width],
                                     hiddenSizes: config.student.hidden.isEmpty ? [256, 256] : config.student.hidden, seed: seed)
         if config.student.syncBN && comm.size > 1 { student.setStatisticsReducer(CommStatisticsReducer(comm: comm)) }
-        var lossConfig: [[String: Any]] = []
+        // ⑥ the objective first: a misspelt loss key fails before any teacher file is opened.
         if config.mode == .supervised {
-            lossConfig = [["kind": "ce", "weight": 1.0]]
-            teacher = nil
+            objective = LossObjective(terms: [try makeLossTerm(["kind": "ce", "weight": 1.0])])
         } else {
-            teacher = try TeacherSide(config: config, train: train)
-            for spec in config.loss {
+            objective = LossObjective(terms: try config.loss.enumerated().map { i, spec in
                 var d: [String: Any] = ["kind": spec.kind, "weight": spec.weight]
                 for (k, v) in spec.params { d[k] = Double(v) ?? v as Any }
-                lossConfig.append(d)
-            }
+                do { return try makeLossTerm(d) } catch {
+                    throw ConfigError(file: config.file, key: "loss.\(i)", message: "\(error)", line: spec.line)
+                }
+            })
         }
-        do {
-            objective = try LossObjective(config: lossConfig)
-        } catch {
-            throw ConfigError(file: config.file, key: "loss", message: "\(error)")
-        }
+        teacher = config.mode == .supervised ? nil : try TeacherSide(config: config, train: train)
         for (i, t) in objective.terms.enumerated() {
             switch t {
             case let r as RKDTerm: if r.useEmbedding { needsEmbedding = true } else { needsFeatures = true }
