@@ -4,7 +4,8 @@
 #     steps to 1e-4 relative, all 30 to 5e-2 (float32 reassociation grows through ReLU kinks, see
 #     docs/training.md; a sharding or normalisation bug shows at step 1 at 1e-2 or more), and final
 #     evaluation accuracies within two samples;
-#   - resume: 30 straight steps vs 15 + --resume + 15 give the same losses (rtol 1e-6) and weights;
+#   - resume: 30 straight steps vs 15 + --resume + 15 give the same losses (rtol 1e-6) and weights,
+#     and the same checkpoint resumed on 4 ranks follows the trajectory (1e-4 for 10 steps);
 #   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
@@ -48,6 +49,16 @@ if mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkp
   else ko "resume" "$out ${out2:-}"; fi
 else
   ko "resume runs" "$(tail -3 "$tmp/resumed.log" 2>/dev/null)"
+fi
+
+# Resume on another world size: the 2-rank step-15 checkpoint continued on 4 ranks follows the same
+# trajectory up to float reassociation.
+if mpi 4 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
+     --set output.dir="$tmp/resumed4" --resume "$tmp/straight/checkpoints/step_00000015.safetensors" >"$tmp/resumed4.log" 2>&1 \
+   && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/resumed4/metrics.jsonl" "$tmp/straight/metrics.jsonl" 1e-4 16 10 5e-2 0.032 2>&1); then
+  ok "resume a 2-rank checkpoint on 4 ranks: $out"
+else
+  ko "resume on 4 ranks" "${out:-$(tail -3 "$tmp/resumed4.log")}"
 fi
 
 # Bad input: every rank fails with the file and the key, non-zero exit, no output written.
