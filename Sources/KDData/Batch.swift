@@ -19,6 +19,11 @@ public struct Batch {
     public var rowLabels: [Int] { labels.flatMap { [Int](repeating: $0, count: views) } }
     /// Number of samples.
     public var count: Int { indices.count }
+
+    public init(images: Tensor, labels: [Int], indices: [Int], views: Int, epoch: Int, step: Int) {
+        self.images = images; self.labels = labels; self.indices = indices
+        self.views = views; self.epoch = epoch; self.step = step
+    }
 }
 
 /// Loads samples of an `ImageDataset` and renders their views into a `Batch`.

@@ -67,9 +67,8 @@ enum TrainChecks {
     /// Runs `steps` steps and returns the per-step global losses.
     static func losses(_ t: Trainer, steps: Int) throws -> [Double] {
         var out: [Double] = []
-        let stream = trainBatchStream(loader: t.batchLoader, sampler: t.sampler,
-                                      start: SamplerPosition(epoch: 0, step: 0).advanced(by: t.step, stepsPerEpoch: t.sampler.stepsPerEpoch),
-                                      steps: steps, depth: 1)
+        let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0).advanced(by: t.step, stepsPerEpoch: t.sampler.stepsPerEpoch),
+                                   steps: steps, depth: 1)
         defer { stream.shutdown() }
         for _ in 0..<steps {
             guard let b = try stream.next() else { throw CheckFailure("batch stream ended early") }

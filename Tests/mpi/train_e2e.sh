@@ -8,6 +8,7 @@
 #     evaluation accuracies within two samples;
 #   - resume: 30 straight steps vs 15 + --resume + 15 give the same losses (rtol 1e-6) and weights,
 #     and the same checkpoint resumed on 4 ranks follows the trajectory (1e-4 for 10 steps);
+#   - an mlp student on .npy feature matrices distilled from an embeddings+prompts teacher;
 #   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
@@ -72,6 +73,25 @@ if mpi 4 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkp
   ok "resume a 2-rank checkpoint on 4 ranks: $out"
 else
   ko "resume on 4 ranks" "${out:-$(tail -3 "$tmp/resumed4.log")}"
+fi
+
+# Feature matrices + a foundation-model teacher (embeddings and prompts, .npy), no labels read:
+# np 1 and np 2 agree, and the student learns (hold-out top-1 ≥ 0.8 on 5 classes).
+mkdir -p "$tmp/features"
+if python3 Tests/mpi/make_feature_data.py "$tmp/features" 2>"$tmp/features.log"; then
+  fset=(--set data.path="$tmp/features" --set teacher.embeddings="$tmp/features/teacher_embeddings.npy"
+        --set teacher.prompts="$tmp/features/prompts.npy")
+  for n in 1 2; do
+    mpi "$n" train --config Tests/mpi/configs/features-prg-embeddings.yaml "${fset[@]}" --set output.dir="$tmp/feat$n" \
+      >"$tmp/feat$n.log" 2>&1 || ko "features + embeddings teacher on $n rank(s)" "$(tail -3 "$tmp/feat$n.log")"
+  done
+  top1=$(grep -o '"eval.top1": [0-9.]*' "$tmp/feat2/metrics.jsonl" | tail -1 | awk '{print $2}')
+  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/feat2/metrics.jsonl" "$tmp/feat1/metrics.jsonl" 1e-4 1 10 5e-2 0.032 2>&1) \
+     && awk "BEGIN{exit !(${top1:-0} >= 0.8)}"; then
+    ok "mlp on feature matrices from an embeddings+prompts teacher (PRG+RKD, no labels): top-1 $top1; $out"
+  else ko "features + embeddings teacher" "top-1 '${top1:-}'; ${out:-}"; fi
+else
+  ko "feature fixture" "$(tail -3 "$tmp/features.log")"
 fi
 
 # Bad input: every rank fails with the file and the key, non-zero exit, no output written.

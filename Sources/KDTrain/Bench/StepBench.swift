@@ -14,9 +14,8 @@ public enum StepBench {
         cfg.train.steps = warmup + steps
         cfg.train.syncCheckEvery = 0
         let trainer = try Trainer(config: cfg, comm: comm)
-        let stream = trainBatchStream(loader: trainer.loader, sampler: trainer.sampler,
-                                      start: SamplerPosition(epoch: 0, step: 0), steps: warmup + steps,
-                                      depth: cfg.data.prefetch ? 2 : 1)
+        let stream = trainer.data.stream(trainer.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: warmup + steps,
+                                         depth: cfg.data.prefetch ? 2 : 1)
         defer { stream.shutdown() }
         var stepTimes: [Double] = [], gatherWaits: [Double] = []
         trainer.timer.startStep()

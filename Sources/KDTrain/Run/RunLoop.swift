@@ -34,8 +34,7 @@ extension Trainer {
 
         let start = samplerPosition(afterSteps: step)
         let remaining = totalSteps - step
-        let stream = trainBatchStream(loader: loader, sampler: sampler, start: start, steps: remaining,
-                                      depth: config.data.prefetch ? 2 : 1)
+        let stream = data.stream(sampler, from: start, steps: remaining, depth: config.data.prefetch ? 2 : 1)
         defer { stream.shutdown() }
         var lastEval: EvalResult? = nil
         var windowStart = monotonicSeconds(), windowSamples = 0

@@ -8,7 +8,7 @@ import KDTensor
 /// - `network`: a model-zoo network loaded from a safetensors checkpoint; its embedding is the pooled
 ///   penultimate feature, its logits the classifier output, its class proxies the classifier's rows.
 /// - `embeddings`: a foundation model's precomputed image embeddings (`N×D` or `N×V×D` .npy, memory-
-///   mapped, each rank reads its rows by sample index) and optional prompt embeddings `K×C×D`, from
+///   mapped, each rank reads its rows by the sample's row in the data file) and optional prompt embeddings `K×C×D`, from
 ///   which PRG's confidence-weighted teacher logits and class proxies come (LOSSES.md PRG 1–3).
 public final class TeacherSide {
     public enum Source {
@@ -17,6 +17,7 @@ public final class TeacherSide {
     }
 
     public let source: Source
+    let data: TrainingData
     public let embeddingSize: Int
     public let clipScale: Float
     /// Class proxies `[C, D_t]` (nil for an embeddings teacher without prompts).
@@ -28,12 +29,13 @@ public final class TeacherSide {
         public var promptLogits: Tensor?
     }
 
-    public init(config: KDConfig, train: ImageDataset) throws {
+    public init(config: KDConfig, data: TrainingData) throws {
         clipScale = Float(config.teacher.clipScale)
+        self.data = data
         switch config.teacher.kind {
         case "network":
             let model = try ModelZoo.make(name: config.teacher.model, classes: config.data.classes,
-                                          inputChannels: train.channels, imageSize: [train.height, train.width],
+                                          inputChannels: data.inputChannels, imageSize: data.inputSize,
                                           hiddenSizes: config.teacher.hidden.isEmpty ? [256, 256] : config.teacher.hidden,
                                           seed: UInt64(config.seed))
             try Checkpoint.loadWeights(path: config.teacher.checkpoint, into: model)
@@ -42,7 +44,9 @@ public final class TeacherSide {
             embeddingSize = model.featureSize
             proxies = model.fc.weight.copy()
         default:
-            let emb = try TeacherEmbeddings(path: config.teacher.embeddings, dataset: train)
+            // Keyed by the row in the data file, so a hold-out split keeps the user's row numbering.
+            let emb = try TeacherEmbeddings(path: config.teacher.embeddings, expectedCount: data.trainFileCount,
+                                            datasetName: data.trainName)
             try emb.validate(views: config.data.views)
             var prompts: Tensor?
             if !config.teacher.prompts.isEmpty {
@@ -64,7 +68,7 @@ public final class TeacherSide {
                 let (feature, logits) = try model(batch.images)
                 return Output(embedding: feature, logits: logits, promptLogits: nil)
             case .embeddings(let emb, let prompts):
-                let f = try emb.gather(batch.indices, views: batch.views)
+                let f = try emb.gather(data.fileRows(batch.indices), views: batch.views)
                 guard let prompts else { return Output(embedding: f, logits: nil, promptLogits: nil) }
                 let (logits, proxies) = try prgTeacher(features: f, prompts: prompts, clipScale: clipScale)
                 if self.proxies == nil { self.proxies = proxies }

@@ -11,11 +11,9 @@ import Logging
 public final class Trainer {
     public let config: KDConfig
     public let comm: Communicator
-    public let splits: ImageSplits
+    /// Stages ①–②: images with views, or feature matrices.
+    public let data: TrainingData
     public let sampler: Sampler
-    let loader: BatchLoader
-    public var batchLoader: BatchLoader { loader }
-    let evalLoader: BatchLoader
     public let student: any Classifier
     public let head: ProjectionHead?
     public let teacher: TeacherSide?
@@ -43,41 +41,27 @@ public final class Trainer {
         self.config = config
         self.comm = comm
         let seed = UInt64(config.seed)
-        splits = try DataSources.open(DataSourceConfig(
-            source: config.data.source, path: config.data.path.isEmpty ? nil : config.data.path,
-            classes: config.data.classes, imageSize: config.data.imageSize, evalFraction: config.data.evalFraction,
-            seed: seed, syntheticTrainCount: config.data.trainSize, syntheticEvalCount: config.data.evalSize))
-        let train = splits.train
+        data = try TrainingData(config: config)
         let B = config.data.globalBatch
         if B < comm.size {
             throw ConfigError(file: config.file, key: "data.global_batch",
                               message: "\(B) samples cannot be split over \(comm.size) ranks: every rank needs at least one sample per step")
         }
-        sampler = try Sampler(count: train.count, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
+        sampler = try Sampler(count: data.trainCount, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
                               rank: comm.rank, worldSize: comm.size)
-        if !config.data.dropLast, train.count % B != 0, train.count % B < comm.size {
+        if !config.data.dropLast, data.trainCount % B != 0, data.trainCount % B < comm.size {
             throw ConfigError(file: config.file, key: "data.drop_last",
-                              message: "the last batch of each epoch has \(train.count % B) samples, fewer than the \(comm.size) ranks; set drop_last: true or change global_batch")
+                              message: "the last batch of each epoch has \(data.trainCount % B) samples, fewer than the \(comm.size) ranks; set drop_last: true or change global_batch")
         }
         totalSteps = config.train.steps > 0 ? config.train.steps : config.train.epochs * sampler.stepsPerEpoch
         if totalSteps == 0 {
             throw ConfigError(file: config.file, key: "data.global_batch",
-                              message: "an epoch of \(train.count) samples has no full batch of \(B) (drop_last is on)")
+                              message: "an epoch of \(data.trainCount) samples has no full batch of \(B) (drop_last is on)")
         }
-        guard config.data.mean.count == train.channels else {
-            throw ConfigError(file: config.file, key: "data.mean",
-                              message: "needs one entry per image channel (\(train.channels)), got \(config.data.mean.count)")
-        }
-        let norm = try Normalization(mean: config.data.mean.map(Float.init), std: config.data.std.map(Float.init))
-        var policy = AugmentPolicy(enabled: config.data.augment)
-        policy.strongLastView = config.data.views >= 2 && config.data.virtualAugment == "strong"
-        loader = try BatchLoader(dataset: train, views: config.data.views, policy: policy, normalization: norm, seed: seed)
-        evalLoader = try BatchLoader(dataset: splits.eval, views: 1, policy: AugmentPolicy(enabled: false),
-                                     normalization: norm, seed: seed)
 
         // ③ teacher, ④ student (+ projection head), ⑥ objective
-        student = try ModelZoo.make(name: config.student.model, classes: config.data.classes, inputChannels: train.channels,
-                                    imageSize: [train.height, train.width],
+        student = try ModelZoo.make(name: config.student.model, classes: config.data.classes, inputChannels: data.inputChannels,
+                                    imageSize: data.inputSize,
                                     hiddenSizes: config.student.hidden.isEmpty ? [256, 256] : config.student.hidden, seed: seed)
         if config.student.syncBN && comm.size > 1 { student.setStatisticsReducer(CommStatisticsReducer(comm: comm)) }
         // ⑥ the objective first: a misspelt loss key fails before any teacher file is opened.
@@ -92,7 +76,7 @@ public final class Trainer {
                 }
             })
         }
-        teacher = config.mode == .supervised ? nil : try TeacherSide(config: config, train: train)
+        teacher = config.mode == .supervised ? nil : try TeacherSide(config: config, data: data)
         for (i, t) in objective.terms.enumerated() {
             switch t {
             case let r as RKDTerm: if r.useEmbedding { needsEmbedding = true } else { needsFeatures = true }

@@ -23,12 +23,12 @@ extension Trainer {
         let wasTraining = m.training
         m.train(false)
         defer { m.train(wasTraining) }
-        let batches = EvalSharding.rankBatches(count: splits.eval.count, batch: config.data.globalBatch,
+        let batches = EvalSharding.rankBatches(count: data.evalCount, batch: config.data.globalBatch,
                                                rank: comm.rank, worldSize: comm.size)
         var sums = [0.0, 0.0, 0.0, 0.0]   // top-1 correct, top-5 correct, Σ CE, samples
         try withNoGrad {
             for indices in batches where !indices.isEmpty {
-                let batch = evalLoader.load(indices, epoch: 0, step: 0, augment: false)
+                let batch = data.evalBatch(indices)
                 let (_, logits) = try m(batch.images)
                 let C = logits.shape[1]
                 for (row, label) in batch.labels.enumerated() {

@@ -1,0 +1,119 @@
+import Foundation
+import KDData
+import KDTensor
+
+/// Stages ①–②: where a rank's batches come from.
+///
+/// - images (`synthetic`, `npy` images, `cifar`): `V` augmented views per sample, NHWC;
+/// - feature matrices (`npy` folder with `train_features.npy`, N×D float32, for embedding-only
+///   students such as `mlp`): one view, no augmentation, rows `[n, D]`.
+///
+/// Both are indexed by the same world-size-invariant `Sampler`.
+public final class TrainingData {
+    enum Source {
+        case images(ImageSplits, train: BatchLoader, eval: BatchLoader)
+        case features(train: FeatureSplit, eval: FeatureSplit)
+    }
+    let source: Source
+    public let trainCount: Int
+    public let evalCount: Int
+    /// What the model sees: channels and `[H, W]` (feature matrices: 1 channel, `[1, D]`).
+    public let inputChannels: Int
+    public let inputSize: [Int]
+    public let trainName: String
+    /// Rows of the training file (before a hold-out split): what per-sample teacher files are keyed by.
+    public let trainFileCount: Int
+    /// The file row of each training-split index (nil: the split is the whole file).
+    let trainFileRows: [Int]?
+
+    /// File rows of training-split indices (teacher embeddings are keyed by the row in the data file).
+    public func fileRows(_ indices: [Int]) -> [Int] {
+        guard let map = trainFileRows else { return indices }
+        return indices.map { map[$0] }
+    }
+
+    /// True when `data.source: npy` names a folder of feature matrices rather than images.
+    static func isFeatureFolder(_ c: KDConfig) -> Bool {
+        guard c.data.source == "npy" else { return false }
+        let dir = URL(fileURLWithPath: c.data.path)
+        let fm = FileManager.default
+        return fm.fileExists(atPath: dir.appendingPathComponent("train_features.npy").path)
+            && !fm.fileExists(atPath: dir.appendingPathComponent("train_images.npy").path)
+    }
+
+    init(config c: KDConfig) throws {
+        let seed = UInt64(c.seed)
+        if TrainingData.isFeatureFolder(c) {
+            if c.data.views != 1 {
+                throw ConfigError(file: c.file, key: "data.views",
+                                  message: "feature matrices (\(c.data.path)/train_features.npy) have no augmented views: use 1, got \(c.data.views)")
+            }
+            let (train, eval) = try NPYFolderSource.loadFeatures(folder: c.data.path, classes: c.data.classes,
+                                                                  evalFraction: c.data.evalFraction, seed: seed)
+            source = .features(train: train, eval: eval)
+            trainCount = train.count; evalCount = eval.count
+            inputChannels = 1; inputSize = [1, train.dim]
+            trainName = train.features.features.path
+            trainFileCount = train.features.count
+            trainFileRows = train.rows == Array(0..<train.features.count) ? nil : train.rows
+            return
+        }
+        let splits = try DataSources.open(DataSourceConfig(
+            source: c.data.source, path: c.data.path.isEmpty ? nil : c.data.path,
+            classes: c.data.classes, imageSize: c.data.imageSize, evalFraction: c.data.evalFraction,
+            seed: seed, syntheticTrainCount: c.data.trainSize, syntheticEvalCount: c.data.evalSize))
+        let train = splits.train
+        guard c.data.mean.count == train.channels else {
+            throw ConfigError(file: c.file, key: "data.mean",
+                              message: "needs one entry per image channel (\(train.channels)), got \(c.data.mean.count)")
+        }
+        let norm = try Normalization(mean: c.data.mean.map(Float.init), std: c.data.std.map(Float.init))
+        var policy = AugmentPolicy(enabled: c.data.augment)
+        policy.strongLastView = c.data.views >= 2 && c.data.virtualAugment == "strong"
+        let loader = try BatchLoader(dataset: train, views: c.data.views, policy: policy, normalization: norm, seed: seed)
+        let evalLoader = try BatchLoader(dataset: splits.eval, views: 1, policy: AugmentPolicy(enabled: false),
+                                         normalization: norm, seed: seed)
+        source = .images(splits, train: loader, eval: evalLoader)
+        trainCount = train.count; evalCount = splits.eval.count
+        inputChannels = train.channels; inputSize = [train.height, train.width]
+        trainName = train.name
+        if let subset = train as? SubsetDataset {
+            trainFileCount = subset.base.count
+            trainFileRows = subset.indices
+        } else {
+            trainFileCount = train.count
+            trainFileRows = nil
+        }
+    }
+
+    /// This rank's training batch at `position`.
+    public func trainBatch(_ sampler: Sampler, at position: SamplerPosition) -> Batch {
+        switch source {
+        case .images(_, let loader, _):
+            return loader.trainBatch(sampler, at: position)
+        case .features(let train, _):
+            let indices = sampler.localIndices(epoch: position.epoch, step: position.step)
+            let (x, labels) = train.batch(indices)
+            return Batch(images: x, labels: labels, indices: indices, views: 1, epoch: position.epoch, step: position.step)
+        }
+    }
+
+    /// Evaluation samples `indices` (one view, no augmentation).
+    public func evalBatch(_ indices: [Int]) -> Batch {
+        switch source {
+        case .images(_, _, let evalLoader):
+            return evalLoader.load(indices, epoch: 0, step: 0, augment: false)
+        case .features(_, let eval):
+            let (x, labels) = eval.batch(indices)
+            return Batch(images: x, labels: labels, indices: indices, views: 1, epoch: 0, step: 0)
+        }
+    }
+
+    /// `steps` training batches from `start`, loaded on a background thread.
+    public func stream(_ sampler: Sampler, from start: SamplerPosition, steps: Int, depth: Int = 2) -> Prefetcher<Batch> {
+        Prefetcher(depth: depth) { [self] k in
+            guard k < steps else { return nil }
+            return self.trainBatch(sampler, at: start.advanced(by: k, stepsPerEpoch: sampler.stepsPerEpoch))
+        }
+    }
+}
