@@ -99,11 +99,17 @@ public final class Prefetcher<Item>: @unchecked Sendable {
 }
 
 /// A prefetched stream of this rank's training batches from `start` for `steps` steps (crossing
-/// epochs), each loaded and augmented on the background thread.
-public func trainBatchStream(loader: BatchLoader, sampler: Sampler, start: SamplerPosition, steps: Int,
-                             depth: Int = 2) -> Prefetcher<Batch> {
+/// epochs), each produced by `load` (loading, augmenting) on the background thread.
+public func trainBatchStream(sampler: Sampler, start: SamplerPosition, steps: Int, depth: Int = 2,
+                             load: @escaping (SamplerPosition) -> Batch) -> Prefetcher<Batch> {
     Prefetcher(depth: depth) { k in
         guard k < steps else { return nil }
-        return loader.trainBatch(sampler, at: start.advanced(by: k, stepsPerEpoch: sampler.stepsPerEpoch))
+        return load(start.advanced(by: k, stepsPerEpoch: sampler.stepsPerEpoch))
     }
+}
+
+/// The stream of an image `BatchLoader` (see `trainBatchStream(sampler:start:steps:depth:load:)`).
+public func trainBatchStream(loader: BatchLoader, sampler: Sampler, start: SamplerPosition, steps: Int,
+                             depth: Int = 2) -> Prefetcher<Batch> {
+    trainBatchStream(sampler: sampler, start: start, steps: steps, depth: depth) { loader.trainBatch(sampler, at: $0) }
 }

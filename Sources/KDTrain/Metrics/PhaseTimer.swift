@@ -30,12 +30,6 @@ public struct PhaseTimer {
         mark = now
     }
 
-    /// Moves time already charged from one phase to another (e.g. all-reduce waits inside backward).
-    public mutating func move(_ seconds: Double, from: Phase, to: Phase) {
-        current[from, default: 0] -= seconds
-        current[to, default: 0] += seconds
-    }
-
     public mutating func endStep() { history.append(current) }
 
     public var stepSeconds: Double { current.values.reduce(0, +) }

@@ -111,9 +111,6 @@ public final class TrainingData {
 
     /// `steps` training batches from `start`, loaded on a background thread.
     public func stream(_ sampler: Sampler, from start: SamplerPosition, steps: Int, depth: Int = 2) -> Prefetcher<Batch> {
-        Prefetcher(depth: depth) { [self] k in
-            guard k < steps else { return nil }
-            return self.trainBatch(sampler, at: start.advanced(by: k, stepsPerEpoch: sampler.stepsPerEpoch))
-        }
+        trainBatchStream(sampler: sampler, start: start, steps: steps, depth: depth) { self.trainBatch(sampler, at: $0) }
     }
 }
