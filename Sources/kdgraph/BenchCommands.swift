@@ -16,9 +16,13 @@ struct Bench: ParsableCommand {
     @Option(help: "Warm-up steps (not measured).") var warmup = 3
     @Option(help: "Measured steps.") var steps = 10
     @Option(help: "Also write the JSON to this file (rank 0).") var jsonOut: String?
+    @Option(help: "Also time one rank's share of the loss at these world sizes (weak scaling), e.g. 4,8,16,64.")
+    var projectRanks: String?
 
     func validate() throws {
         if ops == (config != nil) { throw ValidationError("give exactly one of --ops or --config FILE") }
+        if projectRanks != nil && config == nil { throw ValidationError("--project-ranks needs --config") }
+        _ = try parseRanks(projectRanks ?? "", option: "--project-ranks")
     }
 
     func run() throws {
@@ -30,7 +34,8 @@ struct Bench: ParsableCommand {
         }
         withWorld { comm in
             let cfg = try KDConfig.load(path: config!, overrides: overrides)
-            let json = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps)
+            let json = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps,
+                                         projectRanks: try parseRanks(projectRanks ?? "", option: "--project-ranks"))
             if comm.rank == 0 {
                 print(json)
                 if let jsonOut { try json.write(toFile: jsonOut, atomically: true, encoding: .utf8) }
@@ -46,6 +51,8 @@ struct Scaling: ParsableCommand {
     @Option(help: "The YAML configuration.") var config: String
     @Option(name: .customLong("set"), help: "Override a config key (repeatable).") var overrides: [String] = []
     @Option(help: "World sizes, e.g. 1,2,4,8.") var ranks = "1,2"
+    @Option(help: "Weak mode: world sizes to project from the smallest measured one (loss share timed here, communication from the cost model); empty for none.")
+    var project = "4,8,16,64"
     @Option(help: "weak (per-rank batch fixed) or strong (global batch fixed).") var mode = "weak"
     @Option(help: "Output folder.") var out: String
     @Option(help: "Warm-up steps per world size.") var warmup = 3
@@ -57,10 +64,9 @@ struct Scaling: ParsableCommand {
 
     func run() throws {
         guard let m = ScalingMode(rawValue: mode) else { throw ValidationError("--mode must be weak or strong, got \(mode)") }
-        let world = try ranks.split(separator: ",").map { s -> Int in
-            guard let n = Int(s.trimmingCharacters(in: .whitespaces)), n >= 1 else { throw ValidationError("--ranks: bad entry '\(s)'") }
-            return n
-        }
+        let world = try parseRanks(ranks, option: "--ranks")
+        guard !world.isEmpty else { throw ValidationError("--ranks: give at least one world size") }
+        let projected = m == .weak ? try parseRanks(project, option: "--project") : []
         let cfg = try KDConfig.load(path: config, overrides: overrides)
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var host = [CChar](repeating: 0, count: 256)
@@ -69,11 +75,22 @@ struct Scaling: ParsableCommand {
                                    warmup: warmup, steps: steps, executable: exe, perRankBatch: perRankBatch ?? cfg.data.globalBatch,
                                    machine: machine ?? "\(String(cString: host)), \(ProcessInfo.processInfo.activeProcessorCount) cores")
         runner.reuse = reuse
+        runner.projectRanks = projected
         if dryRun {
             for n in world { print(runner.commandLine(ranks: n, jsonOut: (out as NSString).appendingPathComponent("bench_\(n).json")).joined(separator: " ")) }
             return
         }
         let report = try runner.run { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
         print(report.markdown)
+    }
+}
+
+/// `"1,2,4"` → `[1, 2, 4]`; empty → `[]`; anything else than positive integers is a usage error.
+func parseRanks(_ text: String, option: String) throws -> [Int] {
+    try text.split(separator: ",").map { s -> Int in
+        guard let n = Int(s.trimmingCharacters(in: .whitespaces)), n >= 1 else {
+            throw ValidationError("\(option): bad entry '\(s)' (expected positive integers separated by commas)")
+        }
+        return n
     }
 }

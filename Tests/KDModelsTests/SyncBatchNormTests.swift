@@ -1,4 +1,5 @@
 import XCTest
+import KDComm
 import KDTensor
 @testable import KDModels
 
@@ -45,6 +46,30 @@ final class SyncBatchNormTests: XCTestCase {
             XCTAssertEqual(v0, v1, accuracy: 1e-5)
         }
         XCTAssertEqual(synced.numBatchesTracked.item, 1)
+        Tape.reset()
+    }
+
+    /// On a world of one the communicator reducer sends nothing (output identical to plain BN) but
+    /// counts what a step asks for: resnet8 has 9 BNs, one reduction each in forward and backward,
+    /// (2C + 1) + 2C values for C channels (16×3, 32×3, 64×3).
+    func testCommReducerCountsOnAWorldOfOne() throws {
+        let comm = try MPICommunicator.initialize()
+        XCTAssertEqual(comm.size, 1)
+        let plain = try ModelZoo.make(name: "resnet8", classes: 10, seed: 3)
+        let synced = try ModelZoo.make(name: "resnet8", classes: 10, seed: 3)
+        let reducer = CommStatisticsReducer(comm: comm)
+        synced.setStatisticsReducer(reducer)
+        var rng = KDRandom(keys: 5)
+        let x = Tensor.randn([2, 8, 8, 3], rng: &rng)
+        plain.train(true); synced.train(true)
+        let (_, z0) = try plain(x)
+        let (_, z1) = try synced(x)
+        XCTAssertEqual(z0.array, z1.array)
+        XCTAssertEqual(reducer.calls, 9)
+        Tape.backward(try sum(z1))
+        XCTAssertEqual(reducer.calls, 18)
+        let channels = [16, 16, 16, 32, 32, 32, 64, 64, 64]
+        XCTAssertEqual(reducer.valuesReduced, channels.reduce(0) { $0 + (2 * $1 + 1) + 2 * $1 })
         Tape.reset()
     }
 }

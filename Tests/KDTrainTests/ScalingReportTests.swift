@@ -35,4 +35,93 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertEqual(r.svg.components(separatedBy: "<polyline").count - 1, 2)
         XCTAssertEqual(r.svg.components(separatedBy: "stroke-dasharray").count - 1, 3)
     }
+
+    /// The projection by hand: base 1 rank, step 2.0 s of which the loss is 0.01 s; at 16 ranks the
+    /// loss share takes 0.3 s and communication is the cost model's sum of the gradient all-reduce,
+    /// the SyncBN all-reduces and the ring all-gathers / reduce-scatters.
+    func testWeakProjectionArithmetic() throws {
+        let collectives = StepCollectives(perRankBatch: 64, statisticsAllReduces: 20, statisticsBytes: 40_000, gathers: 5,
+                                          gatheredBytesPerSample: 4000, reduceScatters: 3, reduceScatteredBytesPerSample: 2000)
+        let base = ScalingPoint(ranks: 1, globalBatch: 64, samplesPerSecond: 32, stepSeconds: 2.0, phases: [:],
+                                bytesAllReduced: 5e6, bytesGathered: 0, peakRSSBytes: 1e8, collectives: collectives,
+                                lossProjection: [.init(ranks: 1, globalBatch: 64, seconds: 0.01),
+                                                 .init(ranks: 2, globalBatch: 128, seconds: 0.02),
+                                                 .init(ranks: 16, globalBatch: 1024, seconds: 0.3)])
+        let two = ScalingPoint(ranks: 2, globalBatch: 128, samplesPerSecond: 62, stepSeconds: 128 / 62.0, phases: [:],
+                               bytesAllReduced: 5e6, bytesGathered: 1e5, peakRSSBytes: 1e8)
+        let m = AllReduceCostModel(latencySeconds: 5e-6, bandwidthBytesPerSecond: 4e9)
+        let r = ScalingReport(mode: .weak, points: [two, base], configName: "c", machine: "m", date: "d", costModel: m)
+        let proj = r.projection
+        XCTAssertEqual(proj.map { $0.ranks }, [1, 2, 16])
+        // comm(16) by the formula
+        let N = 16.0
+        let allreduce = 2 * (N - 1) / N * 5e6 / 4e9 + 2 * (N - 1) * 5e-6
+        let stats = 20 * (2 * (N - 1) / N * 2000 / 4e9 + 2 * (N - 1) * 5e-6)
+        let gathers = (N - 1) / N * (64 * 16 * 4000) / 4e9 + 5 * (N - 1) * 5e-6
+        let scatters = (N - 1) / N * (64 * 16 * 2000) / 4e9 + 3 * (N - 1) * 5e-6
+        let comm16 = allreduce + stats + gathers + scatters
+        XCTAssertEqual(proj[2].communicationSeconds, comm16, accuracy: 1e-12)
+        XCTAssertEqual(proj[2].stepSeconds, 2.0 - 0.01 + 0.3 + comm16, accuracy: 1e-12)
+        XCTAssertEqual(proj[2].efficiency, 2.0 / (2.0 - 0.01 + 0.3 + comm16), accuracy: 1e-12)
+        XCTAssertNil(proj[2].measuredEfficiency)
+        // The base reproduces itself; the measured 2-rank efficiency stands beside the model.
+        XCTAssertEqual(proj[0].stepSeconds, 2.0, accuracy: 1e-12)
+        XCTAssertEqual(proj[0].efficiency, 1, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(proj[1].measuredEfficiency), (62.0 / 2) / 32, accuracy: 1e-12)
+        XCTAssertTrue(r.markdown.contains("Weak-scaling projection"), r.markdown)
+        XCTAssertTrue(r.markdown.contains(String(format: "| 16 | 1024 | 300.0 | %.2f |", 1e3 * comm16)), r.markdown)
+        XCTAssertEqual(r.projectionCSV.split(separator: "\n").count, 4)
+        // No projection in strong mode, nor without the base's loss timings.
+        XCTAssertTrue(ScalingReport(mode: .strong, points: [two, base], configName: "c", machine: "m", date: "d", costModel: m).projection.isEmpty)
+        XCTAssertTrue(ScalingReport(mode: .weak, points: [two], configName: "c", machine: "m", date: "d", costModel: m).projection.isEmpty)
+        XCTAssertFalse(ScalingReport(mode: .weak, points: [two], configName: "c", machine: "m", date: "d", costModel: m).markdown.contains("projection"))
+    }
+
+    /// `readBench` takes the projection fields of a bench JSON file; a file without them gives a
+    /// point without projection, and a missing field of a projected bench is an error naming it.
+    func testReadBenchProjectionFields() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kdg-scaling-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let common = """
+        "ranks": 1, "global_batch": 64, "samples_per_s": 23.0, "step_median_s": 2.78, "bytes_allreduced_per_step": 5197328,
+        "bytes_gathered_per_step": 0, "peak_rss_bytes": 486539264, "phases": {"teacher": {"median_s": 1.8, "p90_s": 1.9}},
+        "allreduce_sweep": [{"bytes": 4096, "seconds": 1e-6}]
+        """
+        let projected = common + """
+        , "per_rank_batch": 64, "statistics_allreduces_per_step": 20, "statistics_bytes_per_step": 44112, "gathers_per_step": 5,
+        "gathered_bytes_per_sample": 3872, "reduce_scatters_per_step": 3, "reduce_scattered_bytes_per_sample": 2448,
+        "loss_projection": [{"ranks": 1, "global_batch": 64, "seconds": 0.002}, {"ranks": 16, "global_batch": 1024, "seconds": 0.29}]
+        """
+        let a = dir.appendingPathComponent("a.json").path, b = dir.appendingPathComponent("b.json").path
+        let c = dir.appendingPathComponent("c.json").path
+        try ("{" + projected + "}").write(toFile: a, atomically: true, encoding: .utf8)
+        try ("{" + common + "}").write(toFile: b, atomically: true, encoding: .utf8)
+        try ("{" + projected.replacingOccurrences(of: "\"gathers_per_step\": 5,", with: "") + "}").write(toFile: c, atomically: true, encoding: .utf8)
+        let (p, sweep) = try ScalingRunner.readBench(a)
+        XCTAssertEqual(sweep.count, 1)
+        XCTAssertEqual(p.phases["teacher"], 1.8)
+        XCTAssertEqual(p.collectives, StepCollectives(perRankBatch: 64, statisticsAllReduces: 20, statisticsBytes: 44112, gathers: 5,
+                                                      gatheredBytesPerSample: 3872, reduceScatters: 3, reduceScatteredBytesPerSample: 2448))
+        XCTAssertEqual(p.lossProjection.map { $0.ranks }, [1, 16])
+        XCTAssertEqual(p.lossProjection.last?.seconds, 0.29)
+        let (plain, _) = try ScalingRunner.readBench(b)
+        XCTAssertNil(plain.collectives)
+        XCTAssertTrue(plain.lossProjection.isEmpty)
+        XCTAssertThrowsError(try ScalingRunner.readBench(c)) { e in
+            XCTAssertTrue("\(e)".contains("gathers_per_step") && "\(e)".contains("c.json"), "\(e)")
+        }
+    }
+
+    /// The bench line of the smallest world size asks for the projection (measured sizes included).
+    func testCommandLineAsksForProjectionAtTheBase() {
+        var runner = ScalingRunner(configPath: "c.yaml", overrides: [], ranks: [1, 2], mode: .weak, outDir: "o", warmup: 1, steps: 2,
+                                   executable: "kdgraph", perRankBatch: 64, machine: "m")
+        runner.projectRanks = [16, 4]
+        let one = runner.commandLine(ranks: 1, jsonOut: "o/bench_1.json")
+        XCTAssertEqual(Array(one.suffix(2)), ["--project-ranks", "1,2,4,16"])
+        XCTAssertFalse(runner.commandLine(ranks: 2, jsonOut: "o/bench_2.json").contains("--project-ranks"))
+        runner.mode = .strong
+        XCTAssertFalse(runner.commandLine(ranks: 1, jsonOut: "o/bench_1.json").contains("--project-ranks"))
+    }
 }

@@ -9,6 +9,7 @@
 #   - resume: 30 straight steps vs 15 + --resume + 15 give the same losses (rtol 1e-6) and weights,
 #     and the same checkpoint resumed on 4 ranks follows the trajectory (1e-4 for 10 steps);
 #   - an mlp student on .npy feature matrices distilled from an embeddings+prompts teacher;
+#   - `kdgraph bench` / `kdgraph scaling` (JSON fields, byte counts, report files, projection, --reuse);
 #   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
@@ -93,6 +94,55 @@ if python3 Tests/mpi/make_feature_data.py "$tmp/features" 2>"$tmp/features.log";
 else
   ko "feature fixture" "$(tail -3 "$tmp/features.log")"
 fi
+
+# Bench and scaling report under a real mpirun (1 and 2 ranks, weak scaling, projection to 4 and 8):
+# the JSON keys and phases, the per-step byte counts (at 2 ranks each rank receives the other's 10
+# samples' rows), report.md / report.csv / projection.csv / scaling.svg, --reuse rebuilding the same
+# report from the bench files, --dry-run printing the mpirun lines, and bad --project-ranks refused.
+sc="$tmp/scaling"
+if "$bin" scaling --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --ranks 1,2 \
+     --project 4,8 --warmup 1 --steps 3 --out "$sc" >"$tmp/scaling.log" 2>&1; then
+  if out=$(python3 - "$sc" <<'PY' 2>&1
+import json, sys, os
+d = sys.argv[1]
+b1, b2 = (json.load(open(os.path.join(d, f"bench_{n}.json"))) for n in (1, 2))
+for b, n in ((b1, 1), (b2, 2)):
+    assert b["ranks"] == n and b["global_batch"] == 10 * n, (b["ranks"], b["global_batch"])
+    assert abs(b["samples_per_s_per_rank"] * n - b["samples_per_s"]) < 1e-3 * b["samples_per_s"]
+    assert abs(b["samples_per_s"] - b["global_batch"] / b["step_median_s"]) < 1e-3 * b["samples_per_s"]
+    phases = {"data", "teacher", "student_forward", "gather_loss", "backward", "allreduce", "optimizer", "gather_wait"}
+    assert set(b["phases"]) == phases, sorted(b["phases"])
+    assert all(0 <= v["median_s"] <= v["p90_s"] for v in b["phases"].values())
+    assert len(b["peak_rss_bytes_per_rank"]) == n and b["peak_rss_bytes"] == max(b["peak_rss_bytes_per_rank"]) > 0
+assert b1["bytes_gathered_per_step"] == 0
+assert b2["bytes_gathered_per_step"] == 10 * b2["gathered_bytes_per_sample"] > 0, (b2["bytes_gathered_per_step"], b2["gathered_bytes_per_sample"])
+assert b1["bytes_allreduced_per_step"] == b2["bytes_allreduced_per_step"] > 0
+assert b1["statistics_allreduces_per_step"] == 18 and b1["gathers_per_step"] == 5 and b1["reduce_scatters_per_step"] == 3
+assert [(p["ranks"], p["global_batch"]) for p in b1["loss_projection"]] == [(1, 10), (2, 20), (4, 40), (8, 80)], b1["loss_projection"]
+assert b2["loss_projection"] == []
+md = open(os.path.join(d, "report.md")).read()
+assert "| 1 | 10 |" in md and "| 2 | 20 |" in md and "Weak-scaling projection" in md and "| 8 | 80 |" in md, md
+assert len(open(os.path.join(d, "report.csv")).read().strip().splitlines()) == 3
+assert len(open(os.path.join(d, "projection.csv")).read().strip().splitlines()) == 5
+assert open(os.path.join(d, "scaling.svg")).read().startswith("<svg")
+print(f"np1 {b1['samples_per_s']:.0f} samples/s, np2 {b2['samples_per_s']:.0f}, gathered {b2['bytes_gathered_per_step']} B/step")
+PY
+  ); then ok "bench + scaling report (np 1, 2): $out"; else ko "bench + scaling report" "$out"; fi
+  cp "$sc/report.md" "$tmp/report-first.md"
+  if "$bin" scaling --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --ranks 1,2 \
+       --project 4,8 --out "$sc" --reuse >"$tmp/reuse.log" 2>&1 && cmp -s "$sc/report.md" "$tmp/report-first.md" \
+     && [ "$(grep -c 'reusing' "$tmp/reuse.log")" = 2 ]; then ok "scaling --reuse rebuilds the same report from bench_N.json"
+  else ko "scaling --reuse" "$(tail -3 "$tmp/reuse.log")"; fi
+else
+  ko "kdgraph scaling" "$(tail -5 "$tmp/scaling.log")"
+fi
+dry=$("$bin" scaling --config configs/bench-distill-resnet32x4-resnet8x4.yaml --ranks 1,2 --out "$tmp/dry" --dry-run 2>&1)
+if echo "$dry" | grep -q -- "-np 1 .*-x OPENBLAS_NUM_THREADS=1 .*bench --config .*data.global_batch=64 .*--project-ranks 1,2,4,8,16,64" \
+   && echo "$dry" | grep -q -- "-np 2 .*data.global_batch=128" && [ ! -e "$tmp/dry" ]; then ok "scaling --dry-run prints the mpirun lines"
+else ko "scaling --dry-run" "$dry"; fi
+if msg=$("$bin" bench --config Tests/mpi/configs/tiny-distill.yaml --project-ranks 4,0 2>&1); then ko "bad --project-ranks" "exit 0"
+elif echo "$msg" | grep -q "project-ranks: bad entry '0'"; then ok "bad --project-ranks refused with the entry named"
+else ko "bad --project-ranks" "$msg"; fi
 
 # Bad input: every rank fails with the file and the key, non-zero exit, no output written.
 bad="$tmp/bad.yaml"

@@ -32,6 +32,18 @@ public final class Trainer {
     public private(set) var bytesGathered = 0
     /// Seconds spent inside all-gather calls in the last step (waiting for the slowest rank included).
     public private(set) var gatherSeconds = 0.0
+    /// All-gathers in the last step, and how many of them were differentiable (their backward is a
+    /// reduce-scatter of the same size).
+    public private(set) var gatherCalls = 0, differentiableGatherCalls = 0
+    /// Bytes per sample of all gathered rows (student and teacher tensors, all views), and of the
+    /// differentiable (student) ones: what one more rank adds to every rank's gather.
+    public private(set) var gatheredBytesPerSample = 0, differentiableGatheredBytesPerSample = 0
+    /// SyncBN's reducer (nil without `student.sync_bn`); counts the statistics all-reduces.
+    public let statisticsReducer: CommStatisticsReducer?
+    /// When set, `step` keeps the loss inputs of the step in `lastLossInputs` (the benchmark's loss
+    /// projection re-evaluates the objective on them at larger global batches).
+    public var keepLossInputs = false
+    public private(set) var lastLossInputs: LossInputs?
     /// The last step's global loss and its terms.
     public private(set) var lastLoss = 0.0
     public private(set) var lastTerms: [(String, Double)] = []
@@ -63,7 +75,10 @@ public final class Trainer {
         student = try ModelZoo.make(name: config.student.model, classes: config.data.classes, inputChannels: data.inputChannels,
                                     imageSize: data.inputSize,
                                     hiddenSizes: config.student.hidden.isEmpty ? [256, 256] : config.student.hidden, seed: seed)
-        if config.student.syncBN && comm.size > 1 { student.setStatisticsReducer(CommStatisticsReducer(comm: comm)) }
+        // On one rank the reducer sends nothing (plain BatchNorm); it is installed anyway so that the
+        // statistics all-reduces are counted the same way at every world size.
+        statisticsReducer = config.student.syncBN ? CommStatisticsReducer(comm: comm) : nil
+        if let statisticsReducer { student.setStatisticsReducer(statisticsReducer) }
         // ⑥ the objective first: a misspelt loss key fails before any teacher file is opened.
         if config.mode == .supervised {
             objective = LossObjective(terms: [try makeLossTerm(["kind": "ce", "weight": 1.0])])
@@ -157,6 +172,8 @@ public final class Trainer {
         // ⑤ all-gather (student rows differentiable), ⑥ this rank's share of the loss
         bytesGathered = 0
         gatherSeconds = 0
+        gatherCalls = 0; differentiableGatherCalls = 0
+        gatheredBytesPerSample = 0; differentiableGatheredBytesPerSample = 0
         func gather(_ x: Tensor?, grad: Bool) throws -> Tensor? {
             guard let x else { return nil }
             let t0 = monotonicSeconds()
@@ -164,6 +181,9 @@ public final class Trainer {
                          : try allGatherRowsNoGrad(x, comm: comm, counts: rowCounts)
             gatherSeconds += monotonicSeconds() - t0
             bytesGathered += (g.count - x.count) * MemoryLayout<Float>.stride
+            let perSample = g.count / max(1, globalSamples) * MemoryLayout<Float>.stride
+            gatherCalls += 1; gatheredBytesPerSample += perSample
+            if grad { differentiableGatherCalls += 1; differentiableGatheredBytesPerSample += perSample }
             return g
         }
         var labels: [Int]? = nil
@@ -171,6 +191,7 @@ public final class Trainer {
             let t0 = monotonicSeconds()
             labels = try comm.allGatherInts(batch.labels, counts: sampleCounts)
             gatherSeconds += monotonicSeconds() - t0
+            gatherCalls += 1; gatheredBytesPerSample += MemoryLayout<Int>.stride
         }
         let inputs = LossInputs(
             batchSize: globalSamples, views: V,
@@ -182,6 +203,7 @@ public final class Trainer {
             teacherLogits: try gather(t?.logits, grad: false),
             promptTeacherLogits: try gather(t?.promptLogits, grad: false),
             proxies: teacher?.proxies, labels: labels, step: stepNumber)
+        lastLossInputs = keepLossInputs ? inputs : nil
         let share = try objective.evaluate(inputs)
         if Runtime.injectedNaN(step: stepNumber) { share.value.ptr[0] = .nan }
         timer.lap(.gatherLoss)

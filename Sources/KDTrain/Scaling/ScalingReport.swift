@@ -11,17 +11,59 @@ public struct ScalingPoint: Equatable {
     public var bytesAllReduced: Double
     public var bytesGathered: Double
     public var peakRSSBytes: Double
+    /// The collectives of one step (from a bench that ran with `--project-ranks`).
+    public var collectives: StepCollectives?
+    /// One rank's loss share timed at other world sizes (`LossProjection`), by the same bench.
+    public var lossProjection: [LossProjection.Point]
 
     public init(ranks: Int, globalBatch: Int, samplesPerSecond: Double, stepSeconds: Double,
-                phases: [String: Double], bytesAllReduced: Double, bytesGathered: Double, peakRSSBytes: Double) {
+                phases: [String: Double], bytesAllReduced: Double, bytesGathered: Double, peakRSSBytes: Double,
+                collectives: StepCollectives? = nil, lossProjection: [LossProjection.Point] = []) {
         self.ranks = ranks; self.globalBatch = globalBatch; self.samplesPerSecond = samplesPerSecond
         self.stepSeconds = stepSeconds; self.phases = phases; self.bytesAllReduced = bytesAllReduced
         self.bytesGathered = bytesGathered; self.peakRSSBytes = peakRSSBytes
+        self.collectives = collectives; self.lossProjection = lossProjection
     }
 
     /// Communication share: gather+loss is partly compute, so only the all-reduce wait and the gather
     /// wait the bench reports separately count (`gather_wait` when present, else none of gather_loss).
     public var communicationSeconds: Double { (phases["allreduce"] ?? 0) + (phases["gather_wait"] ?? 0) }
+}
+
+/// The collectives one training step issues besides the gradient all-reduce, per rank.
+public struct StepCollectives: Equatable {
+    /// Samples per rank.
+    public var perRankBatch: Int
+    /// SyncBN statistics all-reduces (forward and backward) and their total bytes.
+    public var statisticsAllReduces: Int
+    public var statisticsBytes: Double
+    /// Row all-gathers and the bytes per sample they carry (all gathered tensors together).
+    public var gathers: Int
+    public var gatheredBytesPerSample: Double
+    /// Reduce-scatters (the backward of the differentiable gathers) and their bytes per sample.
+    public var reduceScatters: Int
+    public var reduceScatteredBytesPerSample: Double
+
+    public init(perRankBatch: Int, statisticsAllReduces: Int, statisticsBytes: Double, gathers: Int,
+                gatheredBytesPerSample: Double, reduceScatters: Int, reduceScatteredBytesPerSample: Double) {
+        self.perRankBatch = perRankBatch; self.statisticsAllReduces = statisticsAllReduces
+        self.statisticsBytes = statisticsBytes; self.gathers = gathers; self.gatheredBytesPerSample = gatheredBytesPerSample
+        self.reduceScatters = reduceScatters; self.reduceScatteredBytesPerSample = reduceScatteredBytesPerSample
+    }
+}
+
+/// One row of the weak-scaling projection (a model fed with measurements, not a measurement).
+public struct ProjectedPoint: Equatable {
+    public var ranks: Int
+    public var globalBatch: Int
+    /// One rank's loss share, forward + backward, timed on this machine at that global batch.
+    public var lossSeconds: Double
+    /// Gradient all-reduce + SyncBN all-reduces + gathers + reduce-scatters, from the cost model.
+    public var communicationSeconds: Double
+    public var stepSeconds: Double
+    public var efficiency: Double
+    /// The measured weak efficiency where that world size was also run.
+    public var measuredEfficiency: Double?
 }
 
 /// Weak or strong scaling (SPEC §5).
@@ -55,6 +97,53 @@ public struct ScalingReport {
     public func efficiency(_ p: ScalingPoint) -> Double {
         guard let b = base else { return 0 }
         return speedup(p) * Double(b.ranks) / Double(p.ranks)
+    }
+
+    /// Predicted communication of one step at `n` ranks: the gradient all-reduce and the SyncBN
+    /// all-reduces by the fitted model, and the all-gathers and reduce-scatters as ring collectives,
+    /// each moving half of what an all-reduce moves: `(N−1)/N · bytes / bandwidth + (N−1) · latency`.
+    public func predictedCommunication(ranks n: Int, point p: ScalingPoint, model m: AllReduceCostModel) -> Double {
+        guard n > 1, let c = p.collectives else { return 0 }
+        let N = Double(n)
+        func ring(_ calls: Int, _ bytes: Double) -> Double {
+            (N - 1) / N * bytes / m.bandwidthBytesPerSecond + Double(calls) * (N - 1) * m.latencySeconds
+        }
+        var t = m.predict(ranks: n, bytes: p.bytesAllReduced)
+        if c.statisticsAllReduces > 0 {
+            t += Double(c.statisticsAllReduces) * m.predict(ranks: n, bytes: c.statisticsBytes / Double(c.statisticsAllReduces))
+        }
+        let samples = Double(c.perRankBatch * n)
+        t += ring(c.gathers, samples * c.gatheredBytesPerSample)
+        t += ring(c.reduceScatters, samples * c.reduceScatteredBytesPerSample)
+        return t
+    }
+
+    /// Weak scaling projected from the smallest world measured, `R`, which must carry a loss
+    /// projection: the networks' share of the step stays, the loss share is the one timed at `N`,
+    /// communication comes from the cost model (zero without one):
+    ///
+    ///     step(N) = step(R) − loss(R) − comm(R) + loss(N) + comm(N),   efficiency(N) = step(R) / step(N)
+    public var projection: [ProjectedPoint] {
+        guard mode == .weak, let b = base, b.collectives != nil,
+              let own = b.lossProjection.first(where: { $0.ranks == b.ranks }) else { return [] }
+        func comm(_ n: Int) -> Double { costModel.map { predictedCommunication(ranks: n, point: b, model: $0) } ?? 0 }
+        let fixed = b.stepSeconds - own.seconds - comm(b.ranks)
+        return b.lossProjection.map { lp in
+            let step = fixed + lp.seconds + comm(lp.ranks)
+            let measured = points.first(where: { $0.ranks == lp.ranks }).map { efficiency($0) }
+            return ProjectedPoint(ranks: lp.ranks, globalBatch: lp.globalBatch, lossSeconds: lp.seconds,
+                                  communicationSeconds: comm(lp.ranks), stepSeconds: step,
+                                  efficiency: step > 0 ? b.stepSeconds / step : 0, measuredEfficiency: measured)
+        }
+    }
+
+    public var projectionCSV: String {
+        var s = "ranks,global_batch,loss_share_s,predicted_comm_s,projected_step_s,projected_efficiency,measured_efficiency\n"
+        for p in projection {
+            s += "\(p.ranks),\(p.globalBatch),\(p.lossSeconds),\(p.communicationSeconds),\(p.stepSeconds),\(p.efficiency),"
+            s += "\(p.measuredEfficiency.map { String($0) } ?? "")\n"
+        }
+        return s
     }
 
     public var csv: String {
@@ -103,7 +192,26 @@ public struct ScalingReport {
                 for n in [2, 4, 8, 16, 64, 512] { s += String(format: "| %d | %.2f |\n", n, 1e3 * m.predict(ranks: n, bytes: bytes)) }
             }
         }
-        s += "\nCommunication share = (all-reduce wait + gather wait) / step time. Files: report.csv, scaling.svg.\n"
+        let proj = projection
+        if !proj.isEmpty, let b = base {
+            s += "\n## Weak-scaling projection (a model fed with measurements, not a measurement)\n\n"
+            s += "From the \(b.ranks)-rank bench: the networks' share of the step stays as measured; one rank's share of the loss "
+            s += "(forward + backward, the relational graphs over the whole global batch) is timed on this machine at each global batch; "
+            s += costModel == nil
+                ? "communication is left out (no all-reduce fit: measure at least two world sizes). "
+                : "communication (gradient all-reduce, \(b.collectives!.statisticsAllReduces) SyncBN all-reduces, \(b.collectives!.gathers) all-gathers and \(b.collectives!.reduceScatters) reduce-scatters per step) comes from the cost model above. "
+            s += "step(N) = step(\(b.ranks)) − loss(\(b.ranks)) − comm(\(b.ranks)) + loss(N) + comm(N); efficiency(N) = step(\(b.ranks)) / step(N). "
+            s += "Not modelled: memory-bandwidth contention between ranks on one node, stragglers, a slower network than the one measured.\n\n"
+            s += "| ranks | global batch | loss share (ms) | predicted comm (ms) | projected step (ms) | projected efficiency | measured efficiency |\n"
+            s += "|---:|---:|---:|---:|---:|---:|---:|\n"
+            for p in proj {
+                s += String(format: "| %d | %d | %.1f | %.2f | %.1f | %.1f%% | %@ |\n", p.ranks, p.globalBatch, 1e3 * p.lossSeconds,
+                            1e3 * p.communicationSeconds, 1e3 * p.stepSeconds, 100 * p.efficiency,
+                            p.measuredEfficiency.map { String(format: "%.1f%%", 100 * $0) } ?? "—")
+            }
+        }
+        s += "\nCommunication share = (all-reduce wait + gather wait) / step time. Files: report.csv, scaling.svg"
+        s += proj.isEmpty ? ".\n" : ", projection.csv.\n"
         return s
     }
 

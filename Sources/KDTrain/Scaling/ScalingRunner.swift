@@ -18,6 +18,10 @@ public struct ScalingRunner {
     /// Use `bench_N.json` files already in `outDir` instead of running those world sizes again
     /// (e.g. benches run on another machine).
     public var reuse = false
+    /// Weak mode: world sizes the bench at the smallest world size also times the loss share at
+    /// (`--project-ranks`; the measured world sizes are added so the report can set model beside
+    /// measurement).
+    public var projectRanks: [Int] = []
 
     public init(configPath: String, overrides: [String], ranks: [Int], mode: ScalingMode, outDir: String,
                 warmup: Int, steps: Int, executable: String, mpirun: String = "mpirun", perRankBatch: Int, machine: String) {
@@ -35,6 +39,9 @@ public struct ScalingRunner {
         for o in overrides { cmd += ["--set", o] }
         if mode == .weak { cmd += ["--set", "data.global_batch=\(perRankBatch * n)"] }
         cmd += ["--warmup", String(warmup), "--steps", String(steps), "--json-out", jsonOut]
+        if mode == .weak, !projectRanks.isEmpty, n == ranks.min() {
+            cmd += ["--project-ranks", Array(Set(projectRanks + ranks)).sorted().map(String.init).joined(separator: ",")]
+        }
         return cmd
     }
 
@@ -89,6 +96,12 @@ public struct ScalingRunner {
         try report.markdown.write(toFile: (outDir as NSString).appendingPathComponent("report.md"), atomically: true, encoding: .utf8)
         try report.csv.write(toFile: (outDir as NSString).appendingPathComponent("report.csv"), atomically: true, encoding: .utf8)
         try report.svg.write(toFile: (outDir as NSString).appendingPathComponent("scaling.svg"), atomically: true, encoding: .utf8)
+        let projection = (outDir as NSString).appendingPathComponent("projection.csv")
+        if !report.projection.isEmpty {
+            try report.projectionCSV.write(toFile: projection, atomically: true, encoding: .utf8)
+        } else if FileManager.default.fileExists(atPath: projection) {
+            try FileManager.default.removeItem(atPath: projection)   // stale: from an earlier report
+        }
     }
 
     /// Parses one `kdgraph bench` JSON file.
@@ -106,10 +119,22 @@ public struct ScalingRunner {
             if let m = (v as? [String: Any])?["median_s"] as? NSNumber { phases[k] = m.doubleValue }
         }
         let n = Int(try d("ranks"))
+        let lossProjection = ((obj["loss_projection"] as? [[String: Any]]) ?? []).compactMap { e -> LossProjection.Point? in
+            guard let r = e["ranks"] as? NSNumber, let b = e["global_batch"] as? NSNumber, let s = e["seconds"] as? NSNumber else { return nil }
+            return LossProjection.Point(ranks: r.intValue, globalBatch: b.intValue, seconds: s.doubleValue)
+        }
+        var collectives: StepCollectives? = nil
+        if !lossProjection.isEmpty {
+            collectives = StepCollectives(
+                perRankBatch: Int(try d("per_rank_batch")), statisticsAllReduces: Int(try d("statistics_allreduces_per_step")),
+                statisticsBytes: try d("statistics_bytes_per_step"), gathers: Int(try d("gathers_per_step")),
+                gatheredBytesPerSample: try d("gathered_bytes_per_sample"), reduceScatters: Int(try d("reduce_scatters_per_step")),
+                reduceScatteredBytesPerSample: try d("reduce_scattered_bytes_per_sample"))
+        }
         let point = ScalingPoint(ranks: n, globalBatch: Int(try d("global_batch")), samplesPerSecond: try d("samples_per_s"),
                                  stepSeconds: try d("step_median_s"), phases: phases,
                                  bytesAllReduced: try d("bytes_allreduced_per_step"), bytesGathered: try d("bytes_gathered_per_step"),
-                                 peakRSSBytes: try d("peak_rss_bytes"))
+                                 peakRSSBytes: try d("peak_rss_bytes"), collectives: collectives, lossProjection: lossProjection)
         let sweep = ((obj["allreduce_sweep"] as? [[String: Any]]) ?? []).compactMap { e -> (ranks: Int, bytes: Double, seconds: Double)? in
             guard let b = e["bytes"] as? NSNumber, let s = e["seconds"] as? NSNumber else { return nil }
             return (n, b.doubleValue, s.doubleValue)

@@ -1,0 +1,85 @@
+import Foundation
+import KDLosses
+import KDTensor
+
+/// What one rank's share of the objective costs in a larger weak-scaling job, measured here.
+///
+/// In weak scaling each rank keeps its `b` samples, but every relational graph spans the global batch
+/// `B = b·N`: a rank's share of an O(B²) term costs O(b·B), of RKD-angle O(b·B²), and the replicated
+/// parts (normalisers, VRM's inter-class graph, the spectral eigensolver) O(B²)…O(B³). The networks'
+/// cost does not grow, so the loss is what changes the step (SPEC §5; docs/scaling.md).
+///
+/// The projection takes the loss inputs of a real step (student rows on the tape, teacher rows,
+/// proxies, labels), tiles their rows to `b·N` samples — each further copy scaled by `1 + 0.01·u`,
+/// `u ~ N(0, 1)` per row, so no two rows coincide — and times the objective's forward and backward
+/// for the shard of rank 0 (`b` samples), exactly the work one rank does between the gather and the
+/// networks' backward. The gathers, reduce-scatters and all-reduces are left to the cost model.
+public enum LossProjection {
+    public struct Point: Equatable {
+        public var ranks: Int
+        public var globalBatch: Int
+        /// Median seconds of the objective's forward + backward for one rank's share.
+        public var seconds: Double
+    }
+
+    /// `inputs` grown to `samples` samples (rows tiled, copies perturbed), shard `0..<shard`.
+    public static func tiled(_ inputs: LossInputs, samples: Int, shard: Int, seed: UInt64 = 0x5CA1E) -> LossInputs {
+        var rng = KDRandom(keys: seed, UInt64(samples))
+        let rows = inputs.rowCount, newRows = samples * inputs.views
+        func grow(_ t: Tensor?, trainable: Bool) -> Tensor? {
+            guard let t, t.rank == 2, t.shape[0] == rows else { return t }
+            let d = t.shape[1]
+            let out = Tensor(uninitializedShape: [newRows, d])
+            for r in 0..<newRows {
+                let src = t.ptr + (r % rows) * d, dst = out.ptr + r * d
+                let factor: Float = r < rows ? 1 : 1 + 0.01 * rng.nextNormal()
+                for k in 0..<d { dst[k] = src[k] * factor }
+            }
+            out.requiresGrad = trainable
+            return out
+        }
+        var labels: [Int]? = nil
+        if let l = inputs.labels, !l.isEmpty {
+            let n = l.count == rows ? newRows : samples
+            labels = (0..<n).map { l[$0 % l.count] }
+        }
+        return LossInputs(batchSize: samples, views: inputs.views, shard: 0..<min(shard, samples),
+                          studentFeatures: grow(inputs.studentFeatures, trainable: true),
+                          studentEmbedding: grow(inputs.studentEmbedding, trainable: true),
+                          studentLogits: grow(inputs.studentLogits, trainable: true),
+                          teacherEmbedding: grow(inputs.teacherEmbedding, trainable: false),
+                          teacherLogits: grow(inputs.teacherLogits, trainable: false),
+                          promptTeacherLogits: grow(inputs.promptTeacherLogits, trainable: false),
+                          proxies: inputs.proxies, labels: labels, step: inputs.step)
+    }
+
+    /// Forward + backward of rank 0's share at each world size in `ranks`, with `perRank` samples per
+    /// rank. Each point: one untimed run (buffers), then up to `repeats` timed runs while they stay
+    /// under `budgetSeconds` in total; the median is reported.
+    public static func measure(objective: LossObjective, inputs: LossInputs, perRank: Int, ranks: [Int],
+                               repeats: Int = 3, budgetSeconds: Double = 2) throws -> [Point] {
+        var points: [Point] = []
+        for n in ranks {
+            let grown = tiled(inputs, samples: perRank * n, shard: perRank)
+            func once() throws -> Double {
+                Tape.reset()
+                let t0 = monotonicSeconds()
+                let share = try objective.evaluate(grown)
+                Tape.backward(share.value)
+                let t = monotonicSeconds() - t0
+                for x in [grown.studentFeatures, grown.studentEmbedding, grown.studentLogits] { x?.grad = nil }
+                return t
+            }
+            let first = try once()
+            var times: [Double] = []
+            var spent = 0.0
+            while times.count < max(1, repeats) && (times.isEmpty || spent + first <= budgetSeconds) {
+                let t = try once()
+                times.append(t); spent += t
+            }
+            points.append(Point(ranks: n, globalBatch: perRank * n, seconds: PhaseTimer.percentile(times, 0.5)))
+        }
+        Tape.reset()
+        return points
+    }
+}

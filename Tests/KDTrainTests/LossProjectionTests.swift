@@ -1,0 +1,52 @@
+import XCTest
+import KDLosses
+import KDTensor
+@testable import KDTrain
+
+final class LossProjectionTests: XCTestCase {
+    func inputs(samples b: Int, views v: Int) -> LossInputs {
+        var rng = KDRandom(keys: 3)
+        let h = Tensor.randn([b * v, 6], rng: &rng), s = Tensor.randn([b * v, 4], rng: &rng)
+        let z = Tensor.randn([b * v, 5], rng: &rng), t = Tensor.randn([b * v, 4], rng: &rng)
+        let zt = Tensor.randn([b * v, 5], rng: &rng), proxies = Tensor.randn([5, 4], rng: &rng)
+        for x in [h, s, z] { x.requiresGrad = true }
+        return LossInputs(batchSize: b, views: v, shard: 0..<b, studentFeatures: h, studentEmbedding: s, studentLogits: z,
+                          teacherEmbedding: t, teacherLogits: zt, proxies: proxies, labels: (0..<b).map { $0 % 5 }, step: 7)
+    }
+
+    /// Rows are tiled sample-major (the first copy exact, the others scaled by 1 + 0.01·u per row),
+    /// student rows are trainable leaves, teacher rows constants, labels tiled, the shard is rank 0's.
+    func testTiledLayout() {
+        let base = inputs(samples: 6, views: 2)
+        let g = LossProjection.tiled(base, samples: 15, shard: 6)
+        XCTAssertEqual(g.batchSize, 15); XCTAssertEqual(g.views, 2); XCTAssertEqual(g.shard, 0..<6); XCTAssertEqual(g.step, 7)
+        XCTAssertEqual(g.studentFeatures?.shape, [30, 6]); XCTAssertEqual(g.teacherLogits?.shape, [30, 5])
+        XCTAssertEqual(g.labels, (0..<15).map { ($0 % 6) % 5 })
+        XCTAssertTrue(g.studentEmbedding!.requiresGrad && g.studentLogits!.requiresGrad && g.studentFeatures!.requiresGrad)
+        XCTAssertFalse(g.teacherEmbedding!.requiresGrad)
+        XCTAssertTrue(g.proxies === base.proxies)
+        let src = base.studentEmbedding!, dst = g.studentEmbedding!
+        for k in 0..<(12 * 4) { XCTAssertEqual(dst.ptr[k], src.ptr[k]) }
+        // Row 12 (copy 2, row 0) is row 0 times one factor, not equal to it.
+        let f = dst.ptr[12 * 4] / src.ptr[0]
+        XCTAssertNotEqual(f, 1)
+        XCTAssertEqual(f, 1, accuracy: 0.06)
+        for c in 1..<4 { XCTAssertEqual(dst.ptr[12 * 4 + c], src.ptr[c] * f, accuracy: 1e-5 * abs(src.ptr[c]) + 1e-7) }
+    }
+
+    /// The timed objective at the bench's own world size is the real objective on the real inputs:
+    /// one point per world size, global batch = per-rank batch × ranks, positive times, gradients
+    /// cleared afterwards.
+    func testMeasureRunsTheObjective() throws {
+        let base = inputs(samples: 8, views: 1)
+        let objective = try LossObjective(config: [["kind": "prg"], ["kind": "rkd"], ["kind": "kd", "ce_weight": 0.5]])
+        let points = try LossProjection.measure(objective: objective, inputs: base, perRank: 4, ranks: [2, 8], repeats: 2)
+        XCTAssertEqual(points.map { $0.ranks }, [2, 8])
+        XCTAssertEqual(points.map { $0.globalBatch }, [8, 32])
+        XCTAssertTrue(points.allSatisfy { $0.seconds > 0 && $0.seconds.isFinite })
+        XCTAssertThrowsError(try LossProjection.measure(objective: try LossObjective(config: [["kind": "vrm"]]),
+                                                        inputs: base, perRank: 4, ranks: [2])) { e in
+            XCTAssertTrue("\(e)".contains("vrm"), "\(e)")
+        }
+    }
+}
