@@ -22,14 +22,17 @@ public struct AllReduceCostModel: Equatable {
     }
 
     /// Least-squares fit of `t = a·x + b·y` with `x = 2(N−1)/N·bytes`, `y = 2(N−1)`; `a = 1/bandwidth`,
-    /// `b = latency`. Points with N = 1 carry no information and are ignored. Returns nil with fewer
-    /// than two informative points or a degenerate fit.
+    /// `b = latency`, in RELATIVE error (each point weighted by `1/t²`), so that the microsecond points
+    /// of small messages set the latency and the large ones the bandwidth — an absolute fit lets the
+    /// 16 MiB point decide everything. Points with N = 1 carry no information and are ignored. Returns
+    /// nil with fewer than two informative points or a degenerate fit.
     public static func fit(_ points: [(ranks: Int, bytes: Double, seconds: Double)]) -> AllReduceCostModel? {
         var sxx = 0.0, sxy = 0.0, syy = 0.0, sxt = 0.0, syt = 0.0, used = 0
         for p in points where p.ranks > 1 && p.seconds > 0 {
             let N = Double(p.ranks)
+            let w = 1 / (p.seconds * p.seconds)
             let x = 2 * (N - 1) / N * p.bytes, y = 2 * (N - 1)
-            sxx += x * x; sxy += x * y; syy += y * y; sxt += x * p.seconds; syt += y * p.seconds
+            sxx += w * x * x; sxy += w * x * y; syy += w * y * y; sxt += w * x * p.seconds; syt += w * y * p.seconds
             used += 1
         }
         guard used >= 2 else { return nil }
