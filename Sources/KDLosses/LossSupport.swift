@@ -158,10 +158,17 @@ func squaredDistances(_ x: UnsafePointer<Float>, n: Int, d: Int, into q: UnsafeM
 /// `gq` is overwritten with `S` (Float32 `[n, n]`), the result is added into `gx` (`[n, d]`).
 func squaredDistancesBackward(_ gq: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, n: Int, d: Int,
                               into gx: UnsafeMutablePointer<Float>) {
-    for i in 0..<n {
-        for j in i..<n {
-            let s = gq[i * n + j] + gq[j * n + i]
-            gq[i * n + j] = s; gq[j * n + i] = s
+    // S = G + Gᵀ in 64×64 tiles, so the column walk of Gᵀ stays in cache (a plain row-by-row
+    // sweep misses on every `gq[j·n + i]` once n² no longer fits).
+    let tile = 64
+    for ib in stride(from: 0, to: n, by: tile) {
+        for jb in stride(from: ib, to: n, by: tile) {
+            for i in ib..<min(ib + tile, n) {
+                for j in (jb == ib ? i : jb)..<min(jb + tile, n) {
+                    let s = gq[i * n + j] + gq[j * n + i]
+                    gq[i * n + j] = s; gq[j * n + i] = s
+                }
+            }
         }
     }
     for i in 0..<n {
