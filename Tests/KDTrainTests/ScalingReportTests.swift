@@ -32,8 +32,11 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertEqual(lines.count, 4)
         XCTAssertTrue(lines[2].hasPrefix("2,128,190.0,1.9,0.95,"), String(lines[2]))
         XCTAssertTrue(r.svg.hasPrefix("<svg"))
-        XCTAssertEqual(r.svg.components(separatedBy: "<polyline").count - 1, 2)
+        // ideal throughput, throughput, efficiency; dashed: ideal throughput, ideal efficiency, legend
+        XCTAssertEqual(r.svg.components(separatedBy: "<polyline").count - 1, 3)
         XCTAssertEqual(r.svg.components(separatedBy: "stroke-dasharray").count - 1, 3)
+        XCTAssertFalse(r.svg.contains("projected"))
+        XCTAssertTrue(r.svg.contains(">4</text>") && r.svg.contains("log scale"))
     }
 
     /// The projection by hand: base 1 rank, step 2.0 s of which the loss is 0.01 s; at 16 ranks the
@@ -71,6 +74,12 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertTrue(r.markdown.contains("Weak-scaling projection"), r.markdown)
         XCTAssertTrue(r.markdown.contains(String(format: "| 16 | 1024 | 300.0 | %.2f |", 1e3 * comm16)), r.markdown)
         XCTAssertEqual(r.projectionCSV.split(separator: "\n").count, 4)
+        // The plot adds the projected throughput and efficiency, dotted, a hollow marker pair at 16
+        // (the only world size not measured) and a legend entry; the axis runs to 16.
+        XCTAssertEqual(r.svg.components(separatedBy: "<polyline").count - 1, 5)
+        XCTAssertEqual(r.svg.components(separatedBy: "stroke-dasharray=\"2 4\"").count - 1, 3)
+        XCTAssertEqual(r.svg.components(separatedBy: "fill=\"white\" stroke=").count - 1, 2)
+        XCTAssertTrue(r.svg.contains("projected (model)") && r.svg.contains(">16</text>"))
         // No projection in strong mode, nor without the base's loss timings.
         XCTAssertTrue(ScalingReport(mode: .strong, points: [two, base], configName: "c", machine: "m", date: "d", costModel: m).projection.isEmpty)
         XCTAssertTrue(ScalingReport(mode: .weak, points: [two], configName: "c", machine: "m", date: "d", costModel: m).projection.isEmpty)
