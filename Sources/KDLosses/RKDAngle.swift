@@ -63,6 +63,14 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
     @inline(__always) func ld(_ p: UnsafeMutablePointer<Double>, _ k: Int) -> V { UnsafeRawPointer(p + k).loadUnaligned(as: V.self) }
     @inline(__always) func st(_ p: UnsafeMutablePointer<Double>, _ k: Int, _ v: V) { UnsafeMutableRawPointer(p + k).storeBytes(of: v, as: V.self) }
     let one = V(repeating: 1), half = V(repeating: 0.5)
+    /// `Huber_1(r) = m(|r| − m/2)`, `m = min(|r|, 1)`, and its derivative `clamp(r, −1, 1)`, four at a time and one.
+    @inline(__always) func huber4(_ r: V) -> V {
+        let ar = r.replacing(with: -r, where: r .< 0), m = ar.replacing(with: one, where: ar .> one)
+        return m * (ar - half * m)
+    }
+    @inline(__always) func huberGrad4(_ r: V) -> V { r.replacing(with: one, where: r .> one).replacing(with: -one, where: r .< -one) }
+    @inline(__always) func huber1(_ r: Double) -> Double { let ar = abs(r), m = min(ar, 1); return m * (ar - 0.5 * m) }
+    @inline(__always) func huberGrad1(_ r: Double) -> Double { max(min(r, 1), -1) }
 
     for blockStart in stride(from: 0, to: anchorList.count, by: ab) {
         let anchors = anchorList[blockStart..<min(blockStart + ab, anchorList.count)]
@@ -82,29 +90,29 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                 let aS = v, bS = v + n, aT = v + 2 * n, bT = v + 3 * n, rowW = v + 4 * n, gamma = v + 5 * n
                 let qsij = qs.ptr[i * n + j], qtij = qt.ptr[i * n + j]
                 let csj = 2 * aS[j], ctj = 2 * aT[j]
-                // k = j: the diagonal entry, counted once (total gets 2·rowSum).
-                let asd = csj * (aS[j] * (qsij - qsj[j]) + bS[j])
-                let rd = asd - ctj * (aT[j] * (qtij - qtj[j]) + bT[j])
-                let md = min(abs(rd), 1)
-                var rowSum = 0.5 * md * (abs(rd) - 0.5 * md)
                 let qsijV = V(repeating: qsij), qtijV = V(repeating: qtij), csjV = V(repeating: csj), ctjV = V(repeating: ctj)
+                /// The student and teacher angles `a_jk = c_j(α_k(q_ij − q_jk) + β_k)` at k…k+3 and at k.
+                /// (A helper returning `(a^S, r)` as one tuple made the sweep 36% slower, 209 vs 154 ms: kept apart.)
+                @inline(__always) func studentAngle4(_ k: Int) -> V { csjV * (ld(aS, k) * (qsijV - ld(qsj, k)) + ld(bS, k)) }
+                @inline(__always) func teacherAngle4(_ k: Int) -> V { ctjV * (ld(aT, k) * (qtijV - ld(qtj, k)) + ld(bT, k)) }
+                @inline(__always) func studentAngle1(_ k: Int) -> Double { csj * (aS[k] * (qsij - qsj[k]) + bS[k]) }
+                @inline(__always) func teacherAngle1(_ k: Int) -> Double { ctj * (aT[k] * (qtij - qtj[k]) + bT[k]) }
+                // k = j: the diagonal entry, counted once (total gets 2·rowSum).
+                let asd = studentAngle1(j), rd = asd - teacherAngle1(j)
+                var rowSum = 0.5 * huber1(rd)
                 var sumV = V(repeating: 0)
                 var k = j + 1
                 if let gq {
                     let gqj = gq.ptr + j * n
-                    let gd = max(min(rd, 1), -1)
+                    let gd = huberGrad1(rd)
                     var tj = gd * aS[j], gj = gd * asd
                     let c2 = 2 * csj, c2V = V(repeating: c2)
                     var tV = V(repeating: 0), gV = V(repeating: 0)
                     while k + 4 <= n {
-                        let ak = ld(aS, k)
-                        let sa = csjV * (ak * (qsijV - ld(qsj, k)) + ld(bS, k))
-                        let r = sa - ctjV * (ld(aT, k) * (qtijV - ld(qtj, k)) + ld(bT, k))
-                        let ar = r.replacing(with: -r, where: r .< 0)
-                        let m = ar.replacing(with: one, where: ar .> one)
-                        sumV += m * (ar - half * m)                              // Huber_1
-                        let g = r.replacing(with: one, where: r .> one).replacing(with: -one, where: r .< -one)         // Huber_1'
-                        let t = g * ak, tc = t * c2V
+                        let sa = studentAngle4(k), r = sa - teacherAngle4(k)
+                        sumV += huber4(r)
+                        let g = huberGrad4(r)
+                        let t = g * ld(aS, k), tc = t * c2V
                         st(gqj, k, ld(gqj, k) - tc)
                         st(rowW, k, ld(rowW, k) + tc)
                         tV += t
@@ -115,11 +123,9 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                     }
                     tj += tV.sum(); gj += gV.sum()
                     while k < n {
-                        let sa = csj * (aS[k] * (qsij - qsj[k]) + bS[k])
-                        let r = sa - ctj * (aT[k] * (qtij - qtj[k]) + bT[k])
-                        let ar = abs(r), m = min(ar, 1)
-                        rowSum += m * (ar - 0.5 * m)
-                        let g = max(min(r, 1), -1)
+                        let sa = studentAngle1(k), r = sa - teacherAngle1(k)
+                        rowSum += huber1(r)
+                        let g = huberGrad1(r)
                         let t = g * aS[k], tc = t * c2
                         gqj[k] -= tc; rowW[k] += tc; tj += t
                         gj += g * sa; gamma[k] += g * sa
@@ -127,19 +133,8 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                     }
                     rowW[j] += tj * c2; gamma[j] += gj
                 } else {
-                    while k + 4 <= n {
-                        let r = csjV * (ld(aS, k) * (qsijV - ld(qsj, k)) + ld(bS, k)) - ctjV * (ld(aT, k) * (qtijV - ld(qtj, k)) + ld(bT, k))
-                        let ar = r.replacing(with: -r, where: r .< 0)
-                        let m = ar.replacing(with: one, where: ar .> one)
-                        sumV += m * (ar - half * m)
-                        k += 4
-                    }
-                    while k < n {
-                        let r = csj * (aS[k] * (qsij - qsj[k]) + bS[k]) - ctj * (aT[k] * (qtij - qtj[k]) + bT[k])
-                        let ar = abs(r), m = min(ar, 1)
-                        rowSum += m * (ar - 0.5 * m)
-                        k += 1
-                    }
+                    while k + 4 <= n { sumV += huber4(studentAngle4(k) - teacherAngle4(k)); k += 4 }
+                    while k < n { rowSum += huber1(studentAngle1(k) - teacherAngle1(k)); k += 1 }
                 }
                 total += 2 * (rowSum + sumV.sum())
             }
