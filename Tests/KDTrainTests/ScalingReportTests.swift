@@ -13,6 +13,9 @@ final class ScalingReportTests: XCTestCase {
         // 2(N−1)/N · bytes / bw + 2(N−1) · lat at N = 4, 1 MB
         XCTAssertEqual(truth.predict(ranks: 4, bytes: 1e6), 1.5 * 1e6 / 3e9 + 6 * 5e-6, accuracy: 1e-15)
         XCTAssertNil(AllReduceCostModel.fit([(1, 100, 1)]))
+        // A ring all-gather of 1 MB in 3 calls at N = 4: (N−1)/N · bytes / bw + calls · (N−1) · lat.
+        XCTAssertEqual(truth.predictRingCollective(ranks: 4, bytes: 1e6, calls: 3), 0.75 * 1e6 / 3e9 + 9 * 5e-6, accuracy: 1e-15)
+        XCTAssertEqual(truth.predictRingCollective(ranks: 1, bytes: 1e6, calls: 3), 0)
     }
 
     func point(_ n: Int, _ sps: Double) -> ScalingPoint {

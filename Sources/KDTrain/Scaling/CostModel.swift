@@ -21,6 +21,14 @@ public struct AllReduceCostModel: Equatable {
         return 2 * (N - 1) / N * bytes / bandwidthBytesPerSecond + 2 * (N - 1) * latencySeconds
     }
 
+    /// `calls` ring all-gathers (or reduce-scatters) moving `bytes` in all, each half of an all-reduce:
+    /// `(N−1)/N · bytes / bandwidth + calls · (N−1) · latency`.
+    public func predictRingCollective(ranks n: Int, bytes: Double, calls: Int) -> Double {
+        guard n > 1 else { return 0 }
+        let N = Double(n)
+        return (N - 1) / N * bytes / bandwidthBytesPerSecond + Double(calls) * (N - 1) * latencySeconds
+    }
+
     /// Least-squares fit of `t = a·x + b·y` with `x = 2(N−1)/N·bytes`, `y = 2(N−1)`; `a = 1/bandwidth`,
     /// `b = latency`, in RELATIVE error (each point weighted by `1/t²`), so that the microsecond points
     /// of small messages set the latency and the large ones the bandwidth — an absolute fit lets the

@@ -99,22 +99,17 @@ public struct ScalingReport {
         return speedup(p) * Double(b.ranks) / Double(p.ranks)
     }
 
-    /// Predicted communication of one step at `n` ranks: the gradient all-reduce and the SyncBN
-    /// all-reduces by the fitted model, and the all-gathers and reduce-scatters as ring collectives,
-    /// each moving half of what an all-reduce moves: `(N−1)/N · bytes / bandwidth + (N−1) · latency`.
+    /// Predicted communication of one step at `n` ranks by the fitted model: the gradient all-reduce,
+    /// the SyncBN all-reduces, and the all-gathers and reduce-scatters as ring collectives.
     public func predictedCommunication(ranks n: Int, point p: ScalingPoint, model m: AllReduceCostModel) -> Double {
         guard n > 1, let c = p.collectives else { return 0 }
-        let N = Double(n)
-        func ring(_ calls: Int, _ bytes: Double) -> Double {
-            (N - 1) / N * bytes / m.bandwidthBytesPerSecond + Double(calls) * (N - 1) * m.latencySeconds
-        }
         var t = m.predict(ranks: n, bytes: p.bytesAllReduced)
         if c.statisticsAllReduces > 0 {
             t += Double(c.statisticsAllReduces) * m.predict(ranks: n, bytes: c.statisticsBytes / Double(c.statisticsAllReduces))
         }
         let samples = Double(c.perRankBatch * n)
-        t += ring(c.gathers, samples * c.gatheredBytesPerSample)
-        t += ring(c.reduceScatters, samples * c.reduceScatteredBytesPerSample)
+        t += m.predictRingCollective(ranks: n, bytes: samples * c.gatheredBytesPerSample, calls: c.gathers)
+        t += m.predictRingCollective(ranks: n, bytes: samples * c.reduceScatteredBytesPerSample, calls: c.reduceScatters)
         return t
     }
 
@@ -129,10 +124,10 @@ public struct ScalingReport {
         func comm(_ n: Int) -> Double { costModel.map { predictedCommunication(ranks: n, point: b, model: $0) } ?? 0 }
         let fixed = b.stepSeconds - own.seconds - comm(b.ranks)
         return b.lossProjection.map { lp in
-            let step = fixed + lp.seconds + comm(lp.ranks)
+            let c = comm(lp.ranks), step = fixed + lp.seconds + c
             let measured = points.first(where: { $0.ranks == lp.ranks }).map { efficiency($0) }
             return ProjectedPoint(ranks: lp.ranks, globalBatch: lp.globalBatch, lossSeconds: lp.seconds,
-                                  communicationSeconds: comm(lp.ranks), stepSeconds: step,
+                                  communicationSeconds: c, stepSeconds: step,
                                   efficiency: step > 0 ? b.stepSeconds / step : 0, measuredEfficiency: measured)
         }
     }
