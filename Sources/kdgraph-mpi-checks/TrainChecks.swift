@@ -91,23 +91,43 @@ enum TrainChecks {
         return (worst, name)
     }
 
+    /// World-size invariance, step by step: before every step the one-process reference resumes from the
+    /// distributed run's state (a checkpoint of it), so each comparison is one step taken from identical
+    /// weights, momenta and statistics. Across several free-running steps the two trajectories drift apart
+    /// chaotically (a last-bit difference flips a ReLU near zero and training amplifies it), by amounts that
+    /// depend on the CPU's BLAS kernels; one step from the same state does not amplify anything.
+    ///
+    /// Tolerance 1e-4 relative for the loss and the parameters: the two runs differ only in the order of
+    /// float32 sums (GEMMs over each rank's samples, SyncBN statistics, the loss shares, the all-reduce).
+    /// A sum of n float32 terms in another order differs by at most n·u relative to Σ|x| (u = 6e-8), i.e.
+    /// ≤ 6e-5 for the longest sums here (n ≤ 1000: 3×3×64 im2col rows, 10 rows × 64 features); the losses
+    /// add their shares in Double. Parameters move by lr·Δgradient in one step, far below 1e-4 of their size.
     static func invariance(_ comm: Communicator, losses spec: String?, views: Int, batch: Int, overlap: Bool = false,
                            augment: Bool = false) throws {
         guard let world = comm as? MPICommunicator else { throw CheckFailure("needs an MPI communicator") }
         let dir = try sharedTempDir(comm)
         let teacher = try teacherCheckpoint(comm, dir: dir)
-        let cfg = try config(dir: dir, teacher: teacher, losses: spec, views: views, batch: batch, overlap: overlap, augment: augment)
+        let cfg = try config(dir: dir, teacher: teacher, losses: spec, views: views, batch: batch, overlap: overlap,
+                             augment: augment)
         let distributed = try Trainer(config: cfg, comm: comm)
-        let got = try losses(distributed, steps: 8)
         let reference = try Trainer(config: cfg, comm: try world.alone())
-        let want = try losses(reference, steps: 8)
-        for (s, (g, w)) in zip(got, want).enumerated() where relDiff(g, w) > 1e-4 {
-            throw CheckFailure("step \(s + 1): loss \(g) on \(comm.size) ranks vs \(w) in one process (rel \(relDiff(g, w)))")
+        for s in 1...8 {
+            if s > 1 { try reference.resume(from: try distributed.saveCheckpoint(name: "before_\(s).safetensors")) }
+            let g = try losses(distributed, steps: 1)[0]
+            let w = try losses(reference, steps: 1)[0]
+            if relDiff(g, w) > 1e-4 {
+                throw CheckFailure("step \(s): loss \(g) on \(comm.size) ranks vs \(w) in one process from the same state "
+                                   + "(rel \(relDiff(g, w)))")
+            }
+            let (d, name) = maxParamDiff(distributed, reference)
+            if d > 1e-4 { throw CheckFailure("step \(s): parameters differ from the one-process step: \(name) rel \(d)") }
         }
-        let (d, name) = maxParamDiff(distributed, reference)
-        if d > 1e-4 { throw CheckFailure("parameters differ from the one-process run after 8 steps: \(name) rel \(d)") }
+        // Evaluation of the same weights: each rank evaluates a share, the counts are summed.
+        try reference.resume(from: try distributed.saveCheckpoint(name: "final.safetensors"))
         let e1 = try distributed.evaluate(), e2 = try reference.evaluate()
-        if e1.top1 != e2.top1 || e1.samples != e2.samples {
+        // A sample whose two largest logits are closer than the reassociation error (~1e-6 relative) may
+        // rank differently; with 20 samples of 5 classes none is expected, one is tolerated.
+        if e1.samples != e2.samples || abs(e1.top1 - e2.top1) * Double(e1.samples) > 1.5 {
             throw CheckFailure("eval differs: \(e1) vs one-process \(e2)")
         }
         if comm.rank == 0 { try? FileManager.default.removeItem(atPath: dir) }

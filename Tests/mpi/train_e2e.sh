@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end trainer tests with the real `kdgraph` binary under a real mpirun:
-#   - supervised world-size invariance: np 1, 2, 4 give the same per-step loss (30 steps, 1e-4) and
-#     the same final evaluation accuracy (Tests/mpi/configs/invariance-supervised.yaml);
-#   - world-size invariance: np 1, 2, 4 give the same per-step loss in metrics.jsonl: the first 10
-#     steps to 1e-4 relative, all 30 to 5e-2 (float32 reassociation grows through ReLU kinks, see
-#     docs/training.md; a sharding or normalisation bug shows at step 1 at 1e-2 or more), and final
-#     evaluation accuracies within two samples;
+#   - world-size invariance, step by step (supervised, distillation, feature matrices): step 1 (same
+#     initial weights) agrees with the one-process run, and at several later steps the one-process run
+#     resumed from the N-rank run's checkpoint takes the same next step (loss to 1e-4 relative). The
+#     free-running trajectories are not compared: they drift apart chaotically by amounts that depend on
+#     the CPU's BLAS kernels (docs/training.md, "World-size invariance");
 #   - resume: 30 straight steps vs 15 + --resume + 15 give the same losses (rtol 1e-6) and weights,
-#     and the same checkpoint resumed on 4 ranks follows the trajectory (1e-4 for 10 steps);
+#     and the same checkpoint resumed on 4 ranks takes the same step 16;
 #   - an mlp student on .npy feature matrices distilled from an embeddings+prompts teacher;
 #   - `kdgraph bench` / `kdgraph scaling` (JSON fields, byte counts, report files, projection, --reuse);
 #   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
@@ -24,6 +23,36 @@ ko() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
 mpi() { local n=$1; shift; timeout 600 mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 "$bin" "$@"; }
 teacher="$tmp/teacher/checkpoints/final.safetensors"
 
+# Tolerance of a world-size comparison of ONE step taken from identical state: the runs differ only in
+# the order of float32 sums (GEMMs over each rank's samples, SyncBN statistics, loss shares, all-reduce).
+# n float32 terms summed in another order differ by at most n·u relative to Σ|x| (u = 6e-8): ≤ 6e-5 for
+# the longest sums here (n ≤ 1000); the loss itself is accumulated in Double. Several free-running steps
+# are not compared: a last-bit difference flips a ReLU near zero and training amplifies it.
+step_rtol=1e-4
+# One step from the same state: `kdgraph train` on 1 rank, resumed from run DIR's checkpoint at step K,
+# must report DIR's loss at step K+1. Usage: resync DIR K config-args…
+resync() {
+  local run=$1 k=$2; shift 2
+  local ck out; ck=$(printf '%s/checkpoints/step_%08d.safetensors' "$run" "$k"); out="$run-resync$k"
+  mpi 1 train "$@" --set output.dir="$out" --set train.steps=$((k + 1)) --resume "$ck" >"$out.log" 2>&1 \
+    || { echo "np 1 resumed from $ck failed: $(tail -3 "$out.log")"; return 1; }
+  python3 Tests/mpi/compare_metrics.py "$out/metrics.jsonl" "$run/metrics.jsonl" "$step_rtol" $((k + 1)) 1 skip skip
+}
+# Step 1 of run A and run B (both from the seed's initial weights), then steps K+1 for each K given.
+# Usage: invariance LABEL DIR_N DIR_1 "K…" config-args…
+invariance() {
+  local label=$1 run=$2 ref=$3 ks=$4; shift 4
+  local out k msg=""
+  if ! out=$(python3 Tests/mpi/compare_metrics.py "$run/metrics.jsonl" "$ref/metrics.jsonl" "$step_rtol" 1 1 skip skip 2>&1); then
+    ko "$label" "step 1: $out"; return
+  fi
+  for k in $ks; do
+    out=$(resync "$run" "$k" "$@" 2>&1) || { ko "$label" "from step $k: $out"; return; }
+    msg+=" ${out#*agree: };"
+  done
+  ok "$label: step 1 and the next step from the N-rank state at steps $ks agree to $step_rtol;$msg"
+}
+
 if mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/teacher" >"$tmp/teacher.log" 2>&1 && [ -f "$teacher" ]; then
   ok "teacher checkpoint (supervised, 2 ranks)"
 else
@@ -35,21 +64,19 @@ for n in 1 2 4; do
        --set output.dir="$tmp/np$n" >"$tmp/np$n.log" 2>&1; then ok "distill 30 steps on $n rank(s)"
   else ko "distill on $n ranks" "$(tail -5 "$tmp/np$n.log")"; fi
 done
+dset=(--config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher")
 for n in 2 4; do
-  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/np$n/metrics.jsonl" "$tmp/np1/metrics.jsonl" 1e-4 1 10 5e-2 0.032 2>&1); then
-    ok "world-size invariance np$n vs np1: $out"
-  else ko "world-size invariance np$n vs np1" "$out"; fi
+  invariance "world-size invariance np$n vs np1 (distill)" "$tmp/np$n" "$tmp/np1" "5 15 25" "${dset[@]}"
 done
 
-# Supervised training: the full criterion, 30 steps at 1e-4 and the same accuracy on np 1, 2, 4.
+# Supervised training (SyncBN, global batch 64): the same criterion.
 for n in 1 2 4; do
-  mpi "$n" train --config Tests/mpi/configs/invariance-supervised.yaml --set output.dir="$tmp/sup$n" >"$tmp/sup$n.log" 2>&1 \
-    || ko "supervised 30 steps on $n rank(s)" "$(tail -3 "$tmp/sup$n.log")"
+  mpi "$n" train --config Tests/mpi/configs/invariance-supervised.yaml --set output.dir="$tmp/sup$n" \
+    --set train.checkpoint_every=10 >"$tmp/sup$n.log" 2>&1 || ko "supervised 30 steps on $n rank(s)" "$(tail -3 "$tmp/sup$n.log")"
 done
 for n in 2 4; do
-  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/sup$n/metrics.jsonl" "$tmp/sup1/metrics.jsonl" 1e-4 2>&1); then
-    ok "supervised world-size invariance np$n vs np1: $out"
-  else ko "supervised world-size invariance np$n vs np1" "$out"; fi
+  invariance "supervised world-size invariance np$n vs np1" "$tmp/sup$n" "$tmp/sup1" "10 20" \
+    --config Tests/mpi/configs/invariance-supervised.yaml
 done
 
 # Resume: the straight run wrote a checkpoint at step 15; resuming from it must reproduce steps 16-30
@@ -66,11 +93,10 @@ else
   ko "resume runs" "$(tail -3 "$tmp/resumed.log" 2>/dev/null)"
 fi
 
-# Resume on another world size: the 2-rank step-15 checkpoint continued on 4 ranks follows the same
-# trajectory up to float reassociation.
+# Resume on another world size: the 2-rank step-15 checkpoint continued on 4 ranks takes the same step 16.
 if mpi 4 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
      --set output.dir="$tmp/resumed4" --resume "$tmp/straight/checkpoints/step_00000015.safetensors" >"$tmp/resumed4.log" 2>&1 \
-   && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/resumed4/metrics.jsonl" "$tmp/straight/metrics.jsonl" 1e-4 16 10 5e-2 0.032 2>&1); then
+   && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/resumed4/metrics.jsonl" "$tmp/straight/metrics.jsonl" "$step_rtol" 16 1 skip skip 2>&1); then
   ok "resume a 2-rank checkpoint on 4 ranks: $out"
 else
   ko "resume on 4 ranks" "${out:-$(tail -3 "$tmp/resumed4.log")}"
@@ -82,15 +108,16 @@ mkdir -p "$tmp/features"
 if python3 Tests/mpi/make_feature_data.py "$tmp/features" 2>"$tmp/features.log"; then
   fset=(--set data.path="$tmp/features" --set teacher.embeddings="$tmp/features/teacher_embeddings.npy"
         --set teacher.prompts="$tmp/features/prompts.npy")
+  fcfg=(--config Tests/mpi/configs/features-prg-embeddings.yaml "${fset[@]}")
   for n in 1 2; do
-    mpi "$n" train --config Tests/mpi/configs/features-prg-embeddings.yaml "${fset[@]}" --set output.dir="$tmp/feat$n" \
+    mpi "$n" train "${fcfg[@]}" --set output.dir="$tmp/feat$n" --set train.checkpoint_every=10 \
       >"$tmp/feat$n.log" 2>&1 || ko "features + embeddings teacher on $n rank(s)" "$(tail -3 "$tmp/feat$n.log")"
   done
   top1=$(grep -o '"eval.top1": [0-9.]*' "$tmp/feat2/metrics.jsonl" | tail -1 | awk '{print $2}')
-  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/feat2/metrics.jsonl" "$tmp/feat1/metrics.jsonl" 1e-4 1 10 5e-2 0.032 2>&1) \
-     && awk "BEGIN{exit !(${top1:-0} >= 0.8)}"; then
-    ok "mlp on feature matrices from an embeddings+prompts teacher (PRG+RKD, no labels): top-1 $top1; $out"
-  else ko "features + embeddings teacher" "top-1 '${top1:-}'; ${out:-}"; fi
+  if awk "BEGIN{exit !(${top1:-0} >= 0.8)}"; then
+    ok "mlp on feature matrices from an embeddings+prompts teacher (PRG+RKD, no labels): top-1 $top1"
+  else ko "features + embeddings teacher" "top-1 '${top1:-}' < 0.8"; fi
+  invariance "world-size invariance np2 vs np1 (features)" "$tmp/feat2" "$tmp/feat1" "10 20" "${fcfg[@]}"
 else
   ko "feature fixture" "$(tail -3 "$tmp/features.log")"
 fi
