@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "KDModels", dependencies: ["KDTensor", "KDComm", "KDFormats"],
                 swiftSettings: v5 + fastMath),
         // Losses: KD, RKD, PRG, VRM, spectral over the gathered global batch.
-        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats", "CBLAS"],
+        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats", "KDData", "CBLAS"],
                 swiftSettings: v5 + fastMath),
         // Training: config, the step, metrics, checkpoint/resume, benchmarks, scaling reports.
         .target(name: "KDTrain", dependencies: [
@@ -68,8 +68,8 @@ let package = Package(
         .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDFormats", "KDTensor"], swiftSettings: v5),
         .testTarget(name: "KDModelsTests", dependencies: ["KDModels", "KDTensor", "KDFormats", "KDComm"],
                     swiftSettings: v5),
-        .testTarget(name: "KDLossesTests", dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm"],
+        .testTarget(name: "KDLossesTests", dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm", "KDData"],
                     resources: [.copy("Fixtures")], swiftSettings: v5),
-        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm"], swiftSettings: v5),
+        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm", "KDData", "KDLosses"], swiftSettings: v5),
     ]
 )

@@ -11,18 +11,20 @@ public struct Batch {
     public let labels: [Int]
     public let indices: [Int]
     public let views: Int
-    /// The sampler position this batch belongs to (`step` is the evaluation batch number for eval).
-    public let epoch: Int
-    public let step: Int
+    /// The global batch this share belongs to: position, size, every rank's count, this rank's share.
+    public let plan: BatchPlan
+    public var epoch: Int { plan.epoch }
+    public var step: Int { plan.step }
 
     /// Labels per image row (each label repeated `views` times), matching `images`' rows.
     public var rowLabels: [Int] { labels.flatMap { [Int](repeating: $0, count: views) } }
     /// Number of samples.
     public var count: Int { indices.count }
 
-    public init(images: Tensor, labels: [Int], indices: [Int], views: Int, epoch: Int, step: Int) {
+    public init(images: Tensor, labels: [Int], indices: [Int], views: Int, plan: BatchPlan) {
+        precondition(indices.count == plan.counts[plan.rank], "\(indices.count) samples for a share of \(plan.counts[plan.rank])")
         self.images = images; self.labels = labels; self.indices = indices
-        self.views = views; self.epoch = epoch; self.step = step
+        self.views = views; self.plan = plan
     }
 }
 
@@ -40,9 +42,10 @@ public final class BatchLoader: @unchecked Sendable {
                                     policy: policy, normalization: normalization, seed: seed)
     }
 
-    /// The batch of samples `indices`: with `augment`, `views` augmented views each (epoch `epoch`);
-    /// without (evaluation), one normalised view each.
-    public func load(_ indices: [Int], epoch: Int, step: Int, augment: Bool = true) -> Batch {
+    /// The batch of samples `indices` (this rank's share of `plan`): with `augment`, `views` augmented
+    /// views each (epoch `plan.epoch`); without (evaluation), one normalised view each.
+    public func load(_ indices: [Int], plan: BatchPlan, augment: Bool = true) -> Batch {
+        let epoch = plan.epoch
         let V = augment ? views : 1
         let H = dataset.height, W = dataset.width, C = dataset.channels, per = H * W * C
         let images = Tensor(uninitializedShape: [indices.count * V, H, W, C])
@@ -58,11 +61,12 @@ public final class BatchLoader: @unchecked Sendable {
                                 into: images.ptr + (k * V + v) * per)
             }
         }
-        return Batch(images: images, labels: labels, indices: indices, views: V, epoch: epoch, step: step)
+        return Batch(images: images, labels: labels, indices: indices, views: V, plan: plan)
     }
 
     /// This rank's training batch at `position`.
     public func trainBatch(_ sampler: Sampler, at position: SamplerPosition) -> Batch {
-        load(sampler.localIndices(epoch: position.epoch, step: position.step), epoch: position.epoch, step: position.step)
+        let plan = sampler.plan(epoch: position.epoch, step: position.step)
+        return load(sampler.localIndices(plan), plan: plan)
     }
 }

@@ -20,6 +20,15 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     /// The prefetcher was shut down while a batch was requested.
     case prefetcherStopped
 
+    /// The config key the error is about, when it is about one.
+    public var configKey: String? {
+        switch self {
+        case let .invalidConfig(field, _): return field
+        case .tooManyRanks: return "data.global_batch"
+        default: return nil
+        }
+    }
+
     public var description: String {
         switch self {
         case let .missingFile(p, w): return "\(p): missing \(w)"

@@ -14,13 +14,12 @@ public struct SamplerPosition: Codable, Equatable, Sendable {
     }
 }
 
-/// The world-size-invariant training sampler (SPEC §1.1).
+/// The world-size-invariant training sampler (docs/data.md, "Sampler").
 ///
 /// Epoch `e` uses the permutation `π_e = KDRandom(seed, e, 0x5A3D).permutation(N)` of the `N` samples.
 /// The global batch of step `s` is `π_e[s·B ..< min((s+1)·B, N)]`; with `dropLast` the final partial batch
-/// is skipped, otherwise it is step `⌈N/B⌉ − 1`. Rank `r` of `R` takes the contiguous share
-/// `[⌊r·b/R⌋, ⌊(r+1)·b/R⌋)` of a batch of `b` samples, so the shares concatenated in rank order are the
-/// global batch, whatever `R` is. Nothing here depends on `R` except the share.
+/// is skipped, otherwise it is step `⌈N/B⌉ − 1`. `plan(epoch:step:)` splits it over the ranks
+/// (`BatchPlan.share`). Nothing here depends on the world size except the share.
 public final class Sampler: @unchecked Sendable {
     public let count: Int
     public let globalBatch: Int
@@ -75,6 +74,12 @@ public final class Sampler: @unchecked Sendable {
     /// Size of the global batch of `step` (B, or the remainder for a kept last batch).
     public func batchSize(step: Int) -> Int { min(globalBatch, count - step * globalBatch) }
 
+    /// The plan of the global batch `(epoch, step)` seen from this rank: its size, every rank's count,
+    /// this rank's share.
+    public func plan(epoch: Int, step: Int) -> BatchPlan {
+        BatchPlan(epoch: epoch, step: step, globalSamples: batchSize(step: step), rank: rank, worldSize: worldSize)
+    }
+
     /// Sample indices of the global batch `(epoch, step)`, identical on every rank.
     public func globalIndices(epoch: Int, step: Int) -> [Int] {
         precondition(step >= 0 && step < stepsPerEpoch, "step \(step) outside 0..<\(stepsPerEpoch)")
@@ -83,24 +88,10 @@ public final class Sampler: @unchecked Sendable {
         return Array(p[lo..<(lo + batchSize(step: step))])
     }
 
-    /// The share `[⌊r·b/R⌋, ⌊(r+1)·b/R⌋)` of rank `r` of `R` in a batch of `b`.
-    public static func share(rank r: Int, worldSize R: Int, batch b: Int) -> Range<Int> {
-        (r * b / R)..<((r + 1) * b / R)
+    /// This rank's sample indices of the batch `plan`.
+    public func localIndices(_ plan: BatchPlan) -> [Int] {
+        Array(globalIndices(epoch: plan.epoch, step: plan.step)[plan.share])
     }
-
-    /// Rows per rank of a batch of `b` (the counts of `allGatherV`).
-    public static func shareCounts(worldSize R: Int, batch b: Int) -> [Int] {
-        (0..<R).map { share(rank: $0, worldSize: R, batch: b).count }
-    }
-
-    /// This rank's sample indices of `(epoch, step)`.
-    public func localIndices(epoch: Int, step: Int) -> [Int] {
-        let g = globalIndices(epoch: epoch, step: step)
-        return Array(g[Sampler.share(rank: rank, worldSize: worldSize, batch: g.count)])
-    }
-
-    /// Per-rank row counts of step `step` (for gathers).
-    public func shareCounts(step: Int) -> [Int] { Sampler.shareCounts(worldSize: worldSize, batch: batchSize(step: step)) }
 }
 
 /// Evaluation sharding: the evaluation split in index order (no shuffling), cut into batches of `B`
@@ -112,17 +103,17 @@ public enum EvalSharding {
         return stride(from: 0, to: count, by: batch).map { $0..<min($0 + batch, count) }
     }
 
-    /// Rank `r`'s index list of every evaluation batch (some may be empty when the last batch has
-    /// fewer samples than ranks).
-    public static func rankBatches(count: Int, batch: Int, rank: Int, worldSize: Int) -> [[Int]] {
-        globalBatches(count: count, batch: batch).map { g in
-            let s = Sampler.share(rank: rank, worldSize: worldSize, batch: g.count)
-            return Array((g.lowerBound + s.lowerBound)..<(g.lowerBound + s.upperBound))
+    /// Rank `r`'s plan and sample indices of every evaluation batch (a share may be empty when the last
+    /// batch has fewer samples than ranks); `plan.step` is the batch number.
+    public static func rankBatches(count: Int, batch: Int, rank: Int, worldSize: Int) -> [(plan: BatchPlan, indices: [Int])] {
+        globalBatches(count: count, batch: batch).enumerated().map { b, g in
+            let plan = BatchPlan(step: b, globalSamples: g.count, rank: rank, worldSize: worldSize)
+            return (plan, Array((g.lowerBound + plan.share.lowerBound)..<(g.lowerBound + plan.share.upperBound)))
         }
     }
 
     /// All of rank `r`'s evaluation indices (its batches concatenated).
     public static func rankIndices(count: Int, batch: Int, rank: Int, worldSize: Int) -> [Int] {
-        rankBatches(count: count, batch: batch, rank: rank, worldSize: worldSize).flatMap { $0 }
+        rankBatches(count: count, batch: batch, rank: rank, worldSize: worldSize).flatMap { $0.indices }
     }
 }

@@ -104,3 +104,43 @@ func crossEntropyRow(_ z: UnsafePointer<Float>, count c: Int, label y: Int, scal
     }
     return -scratch[y]
 }
+
+/// `kd`: Hinton KD over all rows (`B·V`, normaliser `1/(B·V)`), optional supervised CE.
+public struct KDTerm: LossTerm {
+    public let kind = "kd"
+    public var weight: Float, temperature: Float, ceWeight: Float
+    public var needs: LossNeeds { ceWeight != 0 ? [.studentLogits, .teacherLogits, .labels] : [.studentLogits, .teacherLogits] }
+    public func evaluate(_ x: LossInputs) throws -> LossShare {
+        try x.validate(kind)
+        let zs = try x.require(x.studentLogits, kind, "student logits")
+        let zt = try x.require(x.teacherLogits, kind, "teacher logits")
+        let labels = ceWeight != 0 ? try x.rowLabels("kd (ce_weight)") : nil
+        let s = try kdLoss(student: zs, teacher: zt, temperature: temperature, rows: x.shardRows, count: x.rowCount,
+                           labels: labels, ceWeight: ceWeight)
+        return weighted(kind, weight: weight, [(s, 1, nil)])
+    }
+
+    /// `{kind: kd, weight: 1, temperature: 4, ce_weight: 0}`
+    public static let descriptor = LossDescriptor(kind: "kd") { weight, p in
+        KDTerm(weight: weight, temperature: try p.float("temperature", 4, min: 0, exclusiveMin: true),
+               ceWeight: try p.float("ce_weight", 0, min: 0))
+    }
+}
+
+/// `ce`: supervised cross-entropy with the ground-truth labels.
+public struct CETerm: LossTerm {
+    public let kind = "ce"
+    public var weight: Float
+    public init(weight: Float) { self.weight = weight }
+    public var needs: LossNeeds { [.studentLogits, .labels] }
+    public func evaluate(_ x: LossInputs) throws -> LossShare {
+        try x.validate(kind)
+        let zs = try x.require(x.studentLogits, kind, "student logits")
+        let s = try crossEntropyLoss(logits: zs, labels: try x.rowLabels(kind), rows: x.shardRows, count: x.rowCount)
+        return LossShare(value: weightedScalarSum([(s.value, weight)]),
+                         terms: [("loss/ce", Double(weight) * s.terms[0].value)])
+    }
+
+    /// `{kind: ce, weight: 1}` (the objective of `mode: supervised`)
+    public static let descriptor = LossDescriptor(kind: "ce") { weight, _ in CETerm(weight: weight) }
+}

@@ -1,3 +1,4 @@
+import KDData
 import KDTensor
 
 /// Everything a loss term may read for one step: the GLOBAL (all-gathered, rank order) matrices, the
@@ -6,8 +7,9 @@ import KDTensor
 /// Rows are sample-major: `row = sample·views + view` (view 0 = real, view 1 = virtual for VRM), so a
 /// matrix has `batchSize·views` rows. Student tensors are on the tape (the gathered student rows,
 /// whose gradient the all-gather's backward reduce-scatters to their owners); teacher tensors are
-/// constants. `shard` is in SAMPLE units: the rank evaluates the share of the loss that belongs to
-/// those samples, and the shares of all ranks add up to the one-process loss.
+/// constants. `plan` is the step's batch plan (from the sampler, carried by the batch): the global
+/// batch size and this rank's `shard` in SAMPLE units; the rank evaluates the share of the loss that
+/// belongs to those samples, and the shares of all ranks add up to the one-process loss.
 public struct LossInputs {
     /// Pooled penultimate student features `h` `[B·V, D_h]` (RKD's default input).
     public var studentFeatures: Tensor?
@@ -28,30 +30,27 @@ public struct LossInputs {
     public var labels: [Int]?
     /// Views per sample `V`.
     public var views: Int
-    /// Global batch size `B` in samples.
-    public var batchSize: Int
-    /// This rank's samples, a sub-range of `0..<batchSize`.
-    public var shard: Range<Int>
+    /// The global batch and this rank's share of it.
+    public var plan: BatchPlan
     /// The global step: keys the deterministic sampling of capped terms (RKD `angle_anchors`), the
     /// same on every rank.
     public var step: Int
 
-    public init(batchSize: Int, views: Int = 1, shard: Range<Int>? = nil,
+    public init(plan: BatchPlan, views: Int = 1,
                 studentFeatures: Tensor? = nil, studentEmbedding: Tensor? = nil, studentLogits: Tensor? = nil,
                 teacherEmbedding: Tensor? = nil, teacherLogits: Tensor? = nil, promptTeacherLogits: Tensor? = nil,
                 proxies: Tensor? = nil, labels: [Int]? = nil, step: Int = 0) {
-        self.batchSize = batchSize; self.views = views; self.shard = shard ?? 0..<batchSize; self.step = step
+        self.plan = plan; self.views = views; self.step = step
         self.studentFeatures = studentFeatures; self.studentEmbedding = studentEmbedding
         self.studentLogits = studentLogits; self.teacherEmbedding = teacherEmbedding
         self.teacherLogits = teacherLogits; self.promptTeacherLogits = promptTeacherLogits
         self.proxies = proxies; self.labels = labels
     }
 
-    /// The shard `[r·B/N, (r+1)·B/N)` (floor) of rank `r` of `N` over `batchSize` samples.
-    public static func shard(rank r: Int, of n: Int, batchSize b: Int) -> Range<Int> {
-        (r * b / n)..<((r + 1) * b / n)
-    }
-
+    /// Global batch size `B` in samples.
+    public var batchSize: Int { plan.globalSamples }
+    /// This rank's samples, a sub-range of `0..<batchSize`.
+    public var shard: Range<Int> { plan.share }
     /// Total rows `B·V`.
     public var rowCount: Int { batchSize * views }
     /// This rank's rows (`shard` expanded by the views).

@@ -146,3 +146,33 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
     recordFused(name, output: out, inputs: [s, zs], grads: [gu, gz])
     return LossShare(value: out, terms: [("node", node), ("edge", edge), ("pseudo_label", pl)])
 }
+
+/// `prg`: Proxy Relational Graph (proxies and teacher logits from `LossInputs`; prompt-derived ones
+/// preferred). `clipScale` is the teacher-side `τ_clip` for `prgTeacher`.
+public struct PRGTerm: LossTerm {
+    public let kind = "prg"
+    public var weight: Float, parameters: PRGParameters, clipScale: Float
+    public var needs: LossNeeds { [.studentEmbedding, .studentLogits, .teacherEmbedding, .teacherLogits, .proxies] }
+    public func evaluate(_ x: LossInputs) throws -> LossShare {
+        try x.validate(kind)
+        let s = try x.require(x.studentEmbedding, kind, "student embedding")
+        let zs = try x.require(x.studentLogits, kind, "student logits")
+        let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
+        let zt = try x.require(x.promptTeacherLogits ?? x.teacherLogits, kind, "teacher logits")
+        guard let p = x.proxies else { throw LossError.missingInput(loss: kind, input: "proxies") }
+        let r = try prgLoss(studentEmbedding: s, studentLogits: zs, teacherEmbedding: t, teacherLogits: zt, proxies: p,
+                            parameters: parameters, rows: x.shardRows)
+        return weighted(kind, weight: weight, [(r, 1, nil)])
+    }
+
+    /// `{kind: prg, weight: 1, temperature: 4, edge_temperature: 0.1, node_weight: 1, edge_weight: 1,
+    /// pseudo_label_weight: 1, clip_scale: 100}`
+    public static let descriptor = LossDescriptor(kind: "prg") { weight, p in
+        PRGTerm(weight: weight, parameters: PRGParameters(
+            temperature: try p.float("temperature", 4, min: 0, exclusiveMin: true),
+            edgeTemperature: try p.float("edge_temperature", 0.1, min: 0, exclusiveMin: true),
+            nodeWeight: try p.float("node_weight", 1, min: 0), edgeWeight: try p.float("edge_weight", 1, min: 0),
+            pseudoLabelWeight: try p.float("pseudo_label_weight", 1, min: 0)),
+            clipScale: try p.float("clip_scale", 100, min: 0, exclusiveMin: true))
+    }
+}

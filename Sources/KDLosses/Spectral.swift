@@ -129,3 +129,39 @@ public func spectralLoss(student: Tensor, teacher: Tensor, k: Int, rows: Range<I
     recordFused(name, output: out, inputs: [student], grads: [grad])
     return LossShare(value: out, terms: [("spectral", share)])
 }
+
+/// `spectral`: spectral graph alignment of the student embedding (or features) to the teacher
+/// embedding's Laplacian, over all `B·V` rows. Without `k` it uses the class count (from the logits)
+/// capped at half the rows.
+public struct SpectralTerm: LossTerm {
+    public let kind = "spectral"
+    public var weight: Float, k: Int?, useFeatures: Bool
+    public var needs: LossNeeds {
+        let inputs: LossNeeds = [useFeatures ? .studentFeatures : .studentEmbedding, .teacherEmbedding]
+        return k == nil ? inputs.union(.studentLogits) : inputs
+    }
+    public func evaluate(_ x: LossInputs) throws -> LossShare {
+        try x.validate(kind)
+        let s = try x.require(useFeatures ? x.studentFeatures : x.studentEmbedding, kind,
+                              useFeatures ? "student features" : "student embedding")
+        let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
+        let n = x.rowCount
+        let kk: Int
+        if let k { kk = k } else {
+            guard let c = x.studentLogits?.shape.last ?? x.proxies?.shape.first else {
+                throw LossError.invalidArgument(loss: kind,
+                                                message: "k not set and the class count is unknown (no logits or proxies)")
+            }
+            kk = max(1, min(c, n / 2))
+        }
+        let r = try spectralLoss(student: s, teacher: t, k: kk, rows: x.shardRows)
+        return LossShare(value: weightedScalarSum([(r.value, weight)]),
+                         terms: [("loss/spectral", Double(weight) * r.terms[0].value)])
+    }
+
+    /// `{kind: spectral, weight: 1, k: (classes, at most rows/2), input: embedding | features}`
+    public static let descriptor = LossDescriptor(kind: "spectral") { weight, p in
+        SpectralTerm(weight: weight, k: try p.optionalInteger("k", min: 1),
+                     useFeatures: try p.choice("input", "embedding", ["embedding", "features"]) == "features")
+    }
+}

@@ -215,3 +215,29 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, para
     recordFused(name, output: out, inputs: [zs], grads: [grad])
     return LossShare(value: out, terms: [("inter_sample", isShare), ("inter_class", icShare), ("kd", kdShare)])
 }
+
+/// `vrm`: Virtual Relation Matching over views 0 (real) and 1 (virtual) of the student/teacher logits.
+public struct VRMTerm: LossTerm {
+    public let kind = "vrm"
+    public var weight: Float, parameters: VRMParameters
+    public var needs: LossNeeds { [.studentLogits, .teacherLogits, .twoViews] }
+    public func evaluate(_ x: LossInputs) throws -> LossShare {
+        try x.validate(kind)
+        let zs = try x.require(x.studentLogits, kind, "student logits")
+        let zt = try x.require(x.teacherLogits, kind, "teacher logits")
+        let r = try vrmLoss(student: zs, teacher: zt, views: x.views, parameters: parameters, shard: x.shard)
+        return weighted(kind, weight: weight, [(r, 1, nil)])
+    }
+
+    /// `{kind: vrm, weight: 1, q: 0.1, temperature: 4, delta: 1, inter_sample_weight: 1,
+    /// inter_class_weight: 1, kd_weight: 1}`
+    public static let descriptor = LossDescriptor(kind: "vrm") { weight, p in
+        VRMTerm(weight: weight, parameters: VRMParameters(
+            pruneFraction: try p.number("q", 0.1, min: 0, max: 1, exclusiveMin: false),
+            temperature: try p.float("temperature", 4, min: 0, exclusiveMin: true),
+            delta: try p.float("delta", 1, min: 0, exclusiveMin: true),
+            interSampleWeight: try p.float("inter_sample_weight", 1, min: 0),
+            interClassWeight: try p.float("inter_class_weight", 1, min: 0),
+            kdWeight: try p.float("kd_weight", 1, min: 0)))
+    }
+}

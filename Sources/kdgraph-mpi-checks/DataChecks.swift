@@ -17,7 +17,10 @@ enum DataChecks {
                 for step in 0..<one.stepsPerEpoch {
                     let pos = SamplerPosition(epoch: epoch, step: step)
                     let global = loader.trainBatch(one, at: pos), local = loader.trainBatch(mine, at: pos)
-                    let share = Sampler.share(rank: comm.rank, worldSize: comm.size, batch: global.count)
+                    let share = local.plan.share
+                    guard local.plan.globalSamples == global.count, local.plan.counts.reduce(0, +) == global.count else {
+                        throw CheckFailure("rank \(comm.rank) step \(step): plan \(local.plan) for a batch of \(global.count)")
+                    }
                     guard local.indices == Array(global.indices[share]), local.labels == Array(global.labels[share]) else {
                         throw CheckFailure("rank \(comm.rank) epoch \(epoch) step \(step): indices \(local.indices) != slice \(Array(global.indices[share]))")
                     }
@@ -26,7 +29,7 @@ enum DataChecks {
                         throw CheckFailure("rank \(comm.rank) epoch \(epoch) step \(step): augmented pixels differ from the one-process slice")
                     }
                     // Gathered labels and indices cover the global batch in order.
-                    let counts = mine.shareCounts(step: step)
+                    let counts = local.plan.counts
                     var labels = [Int](repeating: -1, count: global.count), idx = [Int](repeating: -1, count: global.count)
                     try local.labels.withUnsafeBufferPointer { s in
                         try labels.withUnsafeMutableBufferPointer { r in try comm.allGatherV(s.baseAddress!, counts: counts, into: r.baseAddress!) }
@@ -48,9 +51,9 @@ enum DataChecks {
             let mine = EvalSharding.rankBatches(count: 13, batch: 4, rank: comm.rank, worldSize: comm.size)
             let per = 8 * 8 * 3
             for (b, range) in batches.enumerated() {
-                let global = loader.load(Array(range), epoch: 0, step: b, augment: false)
-                let local = loader.load(mine[b], epoch: 0, step: b, augment: false)
-                let counts = Sampler.shareCounts(worldSize: comm.size, batch: range.count)
+                let global = loader.load(Array(range), plan: BatchPlan(step: b, globalSamples: range.count), augment: false)
+                let local = loader.load(mine[b].indices, plan: mine[b].plan, augment: false)
+                let counts = mine[b].plan.counts
                 var labels = [Int](repeating: -1, count: range.count)
                 var pixels = [Float](repeating: .nan, count: range.count * per)
                 let sendLabels = local.labels.isEmpty ? [0] : local.labels

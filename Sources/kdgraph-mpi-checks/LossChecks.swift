@@ -1,5 +1,7 @@
 import KDComm
+import KDData
 import KDLosses
+import KDTrain
 import KDTensor
 
 /// Multi-rank checks of the losses' share contract. A deterministic global batch (uneven shards; one
@@ -11,19 +13,18 @@ import KDTensor
 /// values (the whole batch, one shard, computed locally on every rank) to 1e-5 relative.
 enum LossChecks {
     static let all: [MultiRankCheck] = [
-        MultiRankCheck("losses.kd_ce_share") { try shareCheck($0, [["kind": "kd", "ce_weight": 0.5]], batch: 11, views: 1) },
-        MultiRankCheck("losses.rkd_share") { try shareCheck($0, [["kind": "rkd"]], batch: 11, views: 1) },
+        MultiRankCheck("losses.kd_ce_share") { try shareCheck($0, "[{kind: kd, ce_weight: 0.5}]", batch: 11, views: 1) },
+        MultiRankCheck("losses.rkd_share") { try shareCheck($0, "[{kind: rkd}]", batch: 11, views: 1) },
         MultiRankCheck("losses.rkd_capped_angle_share") {
-            try shareCheck($0, [["kind": "rkd", "angle_anchors": 4, "seed": 9]], batch: 11, views: 1, step: 17)
+            try shareCheck($0, "[{kind: rkd, angle_anchors: 4, seed: 9}]", batch: 11, views: 1, step: 17)
         },
-        MultiRankCheck("losses.prg_share") { try shareCheck($0, [["kind": "prg"]], batch: 11, views: 1) },
-        MultiRankCheck("losses.vrm_share") { try shareCheck($0, [["kind": "vrm", "q": 0.25]], batch: 9, views: 2) },
-        MultiRankCheck("losses.spectral_share") { try shareCheck($0, [["kind": "spectral", "k": 3]], batch: 10, views: 1) },
+        MultiRankCheck("losses.prg_share") { try shareCheck($0, "[{kind: prg}]", batch: 11, views: 1) },
+        MultiRankCheck("losses.vrm_share") { try shareCheck($0, "[{kind: vrm, q: 0.25}]", batch: 9, views: 2) },
+        MultiRankCheck("losses.spectral_share") { try shareCheck($0, "[{kind: spectral, k: 3}]", batch: 10, views: 1) },
         MultiRankCheck("losses.objective_two_views") {
-            try shareCheck($0, [["kind": "kd"], ["kind": "rkd", "input": "embedding"], ["kind": "prg", "weight": 0.5],
-                                ["kind": "vrm"], ["kind": "spectral"]], batch: 7, views: 2)
+            try shareCheck($0, "[{kind: kd}, {kind: rkd, input: embedding}, {kind: prg, weight: 0.5}, {kind: vrm}, {kind: spectral}]", batch: 7, views: 2)
         },
-        MultiRankCheck("losses.rkd_tiny_batch_empty_shard") { try shareCheck($0, [["kind": "rkd"]], batch: 3, views: 1) },
+        MultiRankCheck("losses.rkd_tiny_batch_empty_shard") { try shareCheck($0, "[{kind: rkd}]", batch: 3, views: 1) },
     ]
 
     static let dIn = 6, dFeat = 5, dEmb = 4, classes = 4
@@ -42,8 +43,8 @@ enum LossChecks {
     }
 
     /// Runs the objective of `config` one-process and distributed, and compares.
-    static func shareCheck(_ comm: Communicator, _ config: [[String: Any]], batch b: Int, views v: Int, step: Int = 0) throws {
-        let objective = try LossObjective(config: config)
+    static func shareCheck(_ comm: Communicator, _ config: String, batch b: Int, views v: Int, step: Int = 0) throws {
+        let objective = LossObjective(terms: try KDConfig.lossTerms(yaml: config))
         let n = b * v
         var rng = KDRandom(keys: 23, UInt64(b), UInt64(v))
         let x = Tensor.randn([n, dIn], rng: &rng)
@@ -62,7 +63,7 @@ enum LossChecks {
         let xRef = x.copy(); xRef.requiresGrad = true
         let pRef = params0.map { p -> Tensor in let c = p.copy(); c.requiresGrad = true; return c }
         let outRef = try student(xRef, pRef)
-        let ref = try objective.evaluate(LossInputs(batchSize: b, views: v, studentFeatures: outRef[0], studentEmbedding: outRef[1],
+        let ref = try objective.evaluate(LossInputs(plan: BatchPlan(globalSamples: b), views: v, studentFeatures: outRef[0], studentEmbedding: outRef[1],
                                                     studentLogits: outRef[2], teacherEmbedding: tEmb, teacherLogits: zt,
                                                     proxies: proxies, labels: labels, step: step))
         let refLoss = Double(ref.value.item)
@@ -70,8 +71,8 @@ enum LossChecks {
 
         // Distributed: this rank's samples, gathered, its share.
         Tape.reset()
-        let shard = LossInputs.shard(rank: comm.rank, of: comm.size, batchSize: b)
-        let counts = (0..<comm.size).map { LossInputs.shard(rank: $0, of: comm.size, batchSize: b).count * v }
+        let plan = BatchPlan(globalSamples: b, rank: comm.rank, worldSize: comm.size)
+        let shard = plan.share, counts = plan.rowCounts(views: v)
         let myRows = (shard.lowerBound * v)..<(shard.upperBound * v)
         let xl = rows(x, myRows); xl.requiresGrad = true
         let ps = params0.map { p -> Tensor in let c = p.copy(); c.requiresGrad = true; return c }
@@ -79,7 +80,7 @@ enum LossChecks {
         let gathered = try local.map { try allGatherRows($0, comm: comm, counts: counts) }
         let tEmbG = try allGatherRowsNoGrad(rows(tEmb, myRows), comm: comm, counts: counts)
         let ztG = try allGatherRowsNoGrad(rows(zt, myRows), comm: comm, counts: counts)
-        let share = try objective.evaluate(LossInputs(batchSize: b, views: v, shard: shard, studentFeatures: gathered[0],
+        let share = try objective.evaluate(LossInputs(plan: plan, views: v, studentFeatures: gathered[0],
                                                       studentEmbedding: gathered[1], studentLogits: gathered[2],
                                                       teacherEmbedding: tEmbG, teacherLogits: ztG, proxies: proxies, labels: labels,
                                                       step: step))

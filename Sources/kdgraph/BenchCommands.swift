@@ -34,9 +34,10 @@ struct Bench: ParsableCommand {
         }
         withWorld { comm in
             let cfg = try KDConfig.load(path: config!, overrides: overrides)
-            let json = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps,
-                                         projectRanks: try parseRanks(projectRanks ?? "", option: "--project-ranks"))
+            let result = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps,
+                                           projectRanks: try parseRanks(projectRanks ?? "", option: "--project-ranks"))
             if comm.rank == 0 {
+                let json = try result.json()
                 print(json)
                 if let jsonOut { try json.write(toFile: jsonOut, atomically: true, encoding: .utf8) }
             }

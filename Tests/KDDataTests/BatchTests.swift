@@ -17,7 +17,7 @@ final class BatchTests: XCTestCase {
                 for r in 0..<R {
                     let sr = try Sampler(count: 37, globalBatch: 10, dropLast: false, seed: 8, rank: r, worldSize: R)
                     let b = loader.trainBatch(sr, at: SamplerPosition(epoch: 1, step: s))
-                    let share = Sampler.share(rank: r, worldSize: R, batch: g.count)
+                    let share = BatchPlan.share(rank: r, worldSize: R, batch: g.count)
                     XCTAssertEqual(b.images.shape, [share.count * 2, 12, 12, 3])
                     XCTAssertEqual(floats(b), Array(floats(g)[(share.lowerBound * per)..<(share.upperBound * per)]))
                     gathered += floats(b); labels += b.labels; idx += b.indices
@@ -31,7 +31,7 @@ final class BatchTests: XCTestCase {
     func testViewOrderIsSampleMajorAndViewsDiffer() throws {
         let ds = PatternDataset(count: 6)
         let loader = try BatchLoader(dataset: ds, views: 3, policy: AugmentPolicy(), normalization: .symmetric(channels: 3), seed: 1)
-        let b = loader.load([4, 1], epoch: 0, step: 0)
+        let b = loader.load([4, 1], plan: BatchPlan(epoch: 0, step: 0, globalSamples: 2))
         XCTAssertEqual(b.images.shape, [6, 6, 5, 3])
         XCTAssertEqual(b.labels, [0, 1]); XCTAssertEqual(b.rowLabels, [0, 0, 0, 1, 1, 1]); XCTAssertEqual(b.indices, [4, 1])
         let per = 6 * 5 * 3
@@ -39,13 +39,13 @@ final class BatchTests: XCTestCase {
         // Row k·V + v is view v of sample k: it equals that sample's view rendered alone.
         for (k, i) in [4, 1].enumerated() {
             for v in 0..<3 {
-                let alone = floats(loader.load([i], epoch: 0, step: 0))
+                let alone = floats(loader.load([i], plan: BatchPlan(globalSamples: 1)))
                 XCTAssertEqual(Array(x[((k * 3 + v) * per)..<((k * 3 + v + 1) * per)]), Array(alone[(v * per)..<((v + 1) * per)]))
             }
         }
         // Different epochs give different augmentations, the same epoch the same.
-        XCTAssertEqual(floats(loader.load([3], epoch: 2, step: 0)), floats(loader.load([3], epoch: 2, step: 9)))
-        let e = (0..<8).map { floats(loader.load([3], epoch: $0, step: 0)) }
+        XCTAssertEqual(floats(loader.load([3], plan: BatchPlan(epoch: 2, step: 0, globalSamples: 1))), floats(loader.load([3], plan: BatchPlan(epoch: 2, step: 9, globalSamples: 1))))
+        let e = (0..<8).map { floats(loader.load([3], plan: BatchPlan(epoch: $0, step: 0, globalSamples: 1))) }
         XCTAssertGreaterThan(Set(e.map { $0.description }).count, 1)
     }
 
@@ -53,7 +53,7 @@ final class BatchTests: XCTestCase {
         let ds = PatternDataset(count: 3, height: 2, width: 2, channels: 3)
         let norm = try Normalization(mean: [0.5, 0.25, 0], std: [0.5, 0.25, 2])
         let loader = try BatchLoader(dataset: ds, views: 2, policy: AugmentPolicy(), normalization: norm, seed: 1)
-        let b = loader.load([2], epoch: 0, step: 0, augment: false)
+        let b = loader.load([2], plan: BatchPlan(epoch: 0, step: 0, globalSamples: 1), augment: false)
         XCTAssertEqual(b.views, 1)
         let img = ds.image(2)
         let want: [Float] = (0..<12).map { k in (Float(img[k]) / 255 - norm.mean[k % 3]) / norm.std[k % 3] }

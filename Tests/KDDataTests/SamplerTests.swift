@@ -20,10 +20,10 @@ final class SamplerTests: XCTestCase {
     }
 
     func testShareFormula() {
-        XCTAssertEqual(Sampler.shareCounts(worldSize: 3, batch: 10), [3, 3, 4])
-        XCTAssertEqual(Sampler.shareCounts(worldSize: 4, batch: 10), [2, 3, 2, 3])
-        XCTAssertEqual(Sampler.share(rank: 2, worldSize: 3, batch: 10), 6..<10)
-        XCTAssertEqual(Sampler.shareCounts(worldSize: 1, batch: 7), [7])
+        XCTAssertEqual(BatchPlan(globalSamples: 10, worldSize: 3).counts, [3, 3, 4])
+        XCTAssertEqual(BatchPlan(globalSamples: 10, worldSize: 4).counts, [2, 3, 2, 3])
+        XCTAssertEqual(BatchPlan.share(rank: 2, worldSize: 3, batch: 10), 6..<10)
+        XCTAssertEqual(BatchPlan(globalSamples: 7).counts, [7])
     }
 
     /// The rank shares, concatenated in rank order, are the one-process global batch (N = 1…4, uneven).
@@ -40,7 +40,7 @@ final class SamplerTests: XCTestCase {
                     for r in ranks { XCTAssertEqual(r.stepsPerEpoch, one.stepsPerEpoch) }
                     for e in 0..<2 {
                         for s in 0..<one.stepsPerEpoch {
-                            let union = ranks.flatMap { $0.localIndices(epoch: e, step: s) }
+                            let union = ranks.flatMap { $0.localIndices($0.plan(epoch: e, step: s)) }
                             XCTAssertEqual(union, one.globalIndices(epoch: e, step: s), "R=\(R) B=\(B) e=\(e) s=\(s)")
                         }
                     }
@@ -57,8 +57,8 @@ final class SamplerTests: XCTestCase {
         // A resumed sampler (fresh object) gives the same batch at the saved position.
         let a = try Sampler(count: 40, globalBatch: 6, dropLast: true, seed: 9, rank: 1, worldSize: 2)
         let b = try Sampler(count: 40, globalBatch: 6, dropLast: true, seed: 9, rank: 1, worldSize: 2)
-        _ = a.localIndices(epoch: 0, step: 0)
-        XCTAssertEqual(a.localIndices(epoch: p.epoch, step: p.step), b.localIndices(epoch: p.epoch, step: p.step))
+        _ = a.localIndices(a.plan(epoch: 0, step: 0))
+        XCTAssertEqual(a.localIndices(a.plan(epoch: p.epoch, step: p.step)), b.localIndices(b.plan(epoch: p.epoch, step: p.step)))
     }
 
     func testConfigurationErrors() {
@@ -81,10 +81,11 @@ final class SamplerTests: XCTestCase {
         for R in 1...4 {
             let all = (0..<R).map { EvalSharding.rankBatches(count: 10, batch: 4, rank: $0, worldSize: R) }
             for b in 0..<3 {
-                XCTAssertEqual(all.flatMap { $0[b] }, Array(EvalSharding.globalBatches(count: 10, batch: 4)[b]))
+                XCTAssertEqual(all.flatMap { $0[b].indices }, Array(EvalSharding.globalBatches(count: 10, batch: 4)[b]))
             }
             XCTAssertEqual((0..<R).flatMap { EvalSharding.rankIndices(count: 10, batch: 4, rank: $0, worldSize: R) }.sorted(), Array(0..<10))
         }
-        XCTAssertEqual(EvalSharding.rankBatches(count: 10, batch: 4, rank: 0, worldSize: 4)[2], [])
+        XCTAssertEqual(EvalSharding.rankBatches(count: 10, batch: 4, rank: 0, worldSize: 4)[2].indices, [])
+        XCTAssertEqual(EvalSharding.rankBatches(count: 10, batch: 4, rank: 3, worldSize: 4)[2].plan.counts, [0, 1, 0, 1])
     }
 }

@@ -66,6 +66,6 @@ final class GradientCheckTests: XCTestCase {
             ["kind": "kd", "ce_weight": 0.5], ["kind": "rkd", "distance_weight": 2, "angle_weight": 3],
             ["kind": "prg", "weight": 0.5], ["kind": "vrm", "q": 0.2], ["kind": "spectral", "k": 2],
         ])
-        try check("objective", [x.sFeat, x.sEmb, x.zs]) { _ in try obj.evaluate(x.inputs(shard: 1..<4)).value }
+        try check("objective", [x.sFeat, x.sEmb, x.zs]) { _ in try obj.evaluate(x.inputs(rank: 1, of: 3)).value }
     }
 }

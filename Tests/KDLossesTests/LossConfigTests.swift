@@ -1,9 +1,10 @@
 import XCTest
+import KDData
 import KDTensor
 @testable import KDLosses
 
 final class LossConfigTests: XCTestCase {
-    func testDefaultsFromLOSSES() throws {
+    func testDescriptorDefaults() throws {
         let rkd = try XCTUnwrap(try makeLossTerm(["kind": "rkd"]) as? RKDTerm)
         XCTAssertEqual(rkd.distanceWeight, 25); XCTAssertEqual(rkd.angleWeight, 50); XCTAssertEqual(rkd.weight, 1)
         XCTAssertFalse(rkd.useEmbedding)
@@ -25,14 +26,17 @@ final class LossConfigTests: XCTestCase {
         XCTAssertThrowsError(try makeLossTerm(["kind": "crd"])) { e in
             XCTAssertTrue("\(e)".contains("unknown loss kind 'crd'"), "\(e)")
         }
-        XCTAssertThrowsError(try makeLossTerm(["weight": 1])) { e in XCTAssertTrue("\(e)".contains("without 'kind'"), "\(e)") }
         XCTAssertThrowsError(try makeLossTerm(["kind": "kd", "temperature": "hot"])) { e in
-            XCTAssertEqual("\(e)", "loss config: kd.temperature: expected a number, got 'hot'")
+            XCTAssertEqual("\(e)", "loss config: temperature: expected a number, got 'hot'")
         }
         XCTAssertThrowsError(try makeLossTerm(["kind": "rkd", "input": "logits"])) { e in
-            XCTAssertTrue("\(e)".contains("rkd.input"), "\(e)")
+            XCTAssertTrue("\(e)".contains("input"), "\(e)")
         }
-        XCTAssertThrowsError(try LossObjective(config: [])) { e in XCTAssertTrue("\(e)".contains("empty"), "\(e)") }
+        // Ranges come from the descriptors: a temperature must be > 0, a prune fraction within [0, 1].
+        XCTAssertThrowsError(try makeLossTerm(["kind": "kd", "temperature": 0])) { e in
+            XCTAssertTrue("\(e)".contains("temperature"), "\(e)")
+        }
+        XCTAssertThrowsError(try makeLossTerm(["kind": "vrm", "q": 1.5])) { e in XCTAssertTrue("\(e)".contains("q"), "\(e)") }
     }
 
     func testMissingInputsAndShapes() throws {
@@ -44,9 +48,7 @@ final class LossConfigTests: XCTestCase {
         }
         inp = x.inputs(); inp.labels = nil
         XCTAssertThrowsError(try makeLossTerm(["kind": "ce"]).evaluate(inp)) { e in XCTAssertEqual("\(e)", "ce: missing input 'labels'") }
-        inp = x.inputs(shard: 3..<9)
-        XCTAssertThrowsError(try makeLossTerm(["kind": "kd"]).evaluate(inp)) { e in XCTAssertTrue("\(e)".contains("shard 3..<9"), "\(e)") }
-        inp = LossInputs(batchSize: 3, studentLogits: x.zs, teacherLogits: x.zt)
+        inp = LossInputs(plan: BatchPlan(globalSamples: 3), studentLogits: x.zs, teacherLogits: x.zt)
         XCTAssertThrowsError(try makeLossTerm(["kind": "kd"]).evaluate(inp)) { e in
             XCTAssertTrue("\(e)".contains("expected [3, *]"), "\(e)")
         }

@@ -93,7 +93,7 @@ final class LossValueTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("distinct rows"), "\(e)")
         }
         XCTAssertThrowsError(try makeLossTerm(["kind": "rkd", "angle_anchors": 0])) { e in
-            XCTAssertEqual("\(e)", "loss config: rkd.angle_anchors: expected a positive count, got 0")
+            XCTAssertEqual("\(e)", "loss config: angle_anchors: expected an integer ≥ 1, got 0")
         }
     }
 

@@ -1,4 +1,5 @@
 import XCTest
+import KDData
 import KDTensor
 @testable import KDLosses
 
@@ -16,10 +17,10 @@ final class ShardingTests: XCTestCase {
     ]
 
     /// (loss, gradients of the student inputs) for one shard.
-    func evaluate(_ term: LossTerm, _ x: LossCase, shard: Range<Int>?) throws -> (Double, [[Float]]) {
+    func evaluate(_ term: any LossTerm, _ x: LossCase, rank: Int = 0, of ranks: Int = 1) throws -> (Double, [[Float]]) {
         Tape.reset()
         for s in x.students { s.requiresGrad = true; s.grad = nil }
-        let r = try term.evaluate(x.inputs(shard: shard))
+        let r = try term.evaluate(x.inputs(rank: rank, of: ranks))
         let v = Double(r.value.item)
         if r.value.requiresGrad { r.value.backward() }
         let g = x.students.map { $0.grad?.array ?? [Float](repeating: 0, count: $0.count) }
@@ -32,13 +33,13 @@ final class ShardingTests: XCTestCase {
             let views = name == "vrm" ? 2 : 1
             let x = LossCase(b: 7, views: views, seed: 3)
             let term = try makeLossTerm(config)
-            let (full, fullGrad) = try evaluate(term, x, shard: nil)
+            let (full, fullGrad) = try evaluate(term, x)
             XCTAssertTrue(full.isFinite && full != 0, "\(name): \(full)")
             for ranks in [2, 3, 4] {
                 var sum = 0.0
                 var grads = fullGrad.map { [Float](repeating: 0, count: $0.count) }
                 for r in 0..<ranks {
-                    let (v, g) = try evaluate(term, x, shard: LossInputs.shard(rank: r, of: ranks, batchSize: 7))
+                    let (v, g) = try evaluate(term, x, rank: r, of: ranks)
                     sum += v
                     for k in 0..<g.count { for i in 0..<g[k].count { grads[k][i] += g[k][i] } }
                 }
@@ -57,7 +58,7 @@ final class ShardingTests: XCTestCase {
         let full = try obj.evaluate(x.inputs())
         var sums: [String: Double] = [:]
         for r in 0..<4 {
-            for t in try obj.evaluate(x.inputs(shard: LossInputs.shard(rank: r, of: 4, batchSize: 6))).terms { sums[t.name, default: 0] += t.value }
+            for t in try obj.evaluate(x.inputs(rank: r, of: 4)).terms { sums[t.name, default: 0] += t.value }
         }
         XCTAssertEqual(Set(full.terms.map { $0.name }),
                        ["loss/vrm", "loss/vrm/inter_sample", "loss/vrm/inter_class", "loss/vrm/kd",
@@ -69,7 +70,8 @@ final class ShardingTests: XCTestCase {
     }
 
     func testShardFormula() {
-        XCTAssertEqual((0..<3).map { LossInputs.shard(rank: $0, of: 3, batchSize: 7) }, [0..<2, 2..<4, 4..<7])
-        XCTAssertEqual((0..<4).map { LossInputs.shard(rank: $0, of: 4, batchSize: 2) }, [0..<0, 0..<1, 1..<1, 1..<2])
+        XCTAssertEqual((0..<3).map { BatchPlan(globalSamples: 7, rank: $0, worldSize: 3).share }, [0..<2, 2..<4, 4..<7])
+        XCTAssertEqual((0..<4).map { BatchPlan(globalSamples: 2, rank: $0, worldSize: 4).share }, [0..<0, 0..<1, 1..<1, 1..<2])
+        XCTAssertEqual(BatchPlan(globalSamples: 10, rank: 1, worldSize: 4).counts, [2, 3, 2, 3])
     }
 }

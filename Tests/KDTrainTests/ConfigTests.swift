@@ -1,4 +1,5 @@
 import XCTest
+import KDLosses
 @testable import KDTrain
 
 final class ConfigTests: XCTestCase {
@@ -98,27 +99,27 @@ final class ShippedConfigTests: XCTestCase {
     }
 }
 
-import KDComm
-
-final class TrainerConfigErrorTests: XCTestCase {
-    /// A loss term's unknown key is reported with the file, the term's index and the key, before any
-    /// teacher file is opened (the checkpoint named here does not exist).
-    func testUnknownLossKeyNamesTermBeforeTeacherLoads() throws {
-        let comm = try MPICommunicator.initialize(blasThreads: 1)
-        let cfg = try KDConfig.parse(yaml: """
-        mode: distill
-        data: {source: synthetic, classes: 5, image_size: 8, train_size: 16, eval_size: 4, global_batch: 4}
-        teacher: {kind: network, model: resnet8, checkpoint: does-not-exist.safetensors}
-        student: {model: resnet8}
-        loss:
-          - {kind: kd}
-          - {kind: rkd, distance_wieght: 25}
-        """, file: "t.yaml")
-        XCTAssertThrowsError(try Trainer(config: cfg, comm: comm)) { e in
-            let m = "\(e)"
-            XCTAssertTrue(m.hasPrefix("t.yaml: loss.1: "), m)
-            XCTAssertTrue(m.contains("distance_wieght"), m)
-            XCTAssertTrue(m.hasSuffix("(line 7)"), m)
+final class LossConfigReaderTests: XCTestCase {
+    /// A loss term's unknown or out-of-range key is reported when the config is read — before any
+    /// teacher file is opened — with the file, the term's index, the key and the line, by the same
+    /// reader as every other key (the kind's `LossRegistry` descriptor asks for its keys).
+    func testLossKeysAreReadStrictlyByTheConfigReader() throws {
+        let head = "mode: distill\nteacher: {kind: network, model: resnet8, checkpoint: does-not-exist.safetensors}\nloss:\n"
+        func message(_ entries: String) -> String {
+            do { _ = try KDConfig.parse(yaml: head + entries, file: "t.yaml"); return "no error" } catch { return "\(error)" }
         }
+        XCTAssertEqual(message("  - {kind: kd}\n  - {kind: rkd, distance_wieght: 25}\n"),
+                       "t.yaml: loss.1.distance_wieght: unknown key (line 5)")
+        XCTAssertEqual(message("  - {kind: kd, temperature: 0}\n"), "t.yaml: loss.0.temperature: must be > 0.0, got 0.0 (line 4)")
+        XCTAssertEqual(message("  - {kind: rkd, angle_anchors: 0}\n"), "t.yaml: loss.0.angle_anchors: must be ≥ 1, got 0 (line 4)")
+        XCTAssertEqual(message("  - {kind: vrm, q: 2}\n"), "t.yaml: loss.0.q: must be ≤ 1.0, got 2.0 (line 4)")
+        XCTAssertEqual(message("  - {kind: rkd, input: logits}\n"),
+                       "t.yaml: loss.0.input: must be one of features, embedding, got 'logits' (line 4)")
+        XCTAssertTrue(message("  - {kind: crd}\n").hasPrefix("t.yaml: loss.0.kind: loss config: unknown loss kind 'crd'"))
+        let c = try KDConfig.parse(yaml: head + "  - {kind: rkd, angle_weight: 0, input: embedding}\n  - {kind: vrm}\n")
+        let rkd = try XCTUnwrap(c.loss[0].term as? RKDTerm)
+        XCTAssertEqual(rkd.angleWeight, 0); XCTAssertTrue(rkd.useEmbedding); XCTAssertEqual(rkd.distanceWeight, 25)
+        XCTAssertEqual(LossObjective(terms: c.loss.map(\.term)).needs,
+                       [.studentEmbedding, .teacherEmbedding, .studentLogits, .teacherLogits, .twoViews])
     }
 }

@@ -95,21 +95,27 @@ final class ScalingReportTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kdg-scaling-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let common = """
-        "ranks": 1, "global_batch": 64, "samples_per_s": 23.0, "step_median_s": 2.78, "bytes_allreduced_per_step": 5197328,
-        "bytes_gathered_per_step": 0, "peak_rss_bytes": 486539264, "phases": {"teacher": {"median_s": 1.8, "p90_s": 1.9}},
-        "allreduce_sweep": [{"bytes": 4096, "seconds": 1e-6}]
-        """
-        let projected = common + """
-        , "per_rank_batch": 64, "statistics_allreduces_per_step": 20, "statistics_bytes_per_step": 44112, "gathers_per_step": 5,
-        "gathered_bytes_per_sample": 3872, "reduce_scatters_per_step": 3, "reduce_scattered_bytes_per_sample": 2448,
-        "loss_projection": [{"ranks": 1, "global_batch": 64, "seconds": 0.002}, {"ranks": 16, "global_batch": 1024, "seconds": 0.29}]
-        """
+        let spread = BenchResult.Spread(medianS: 1.8, p90S: 1.9)
+        var bench = BenchResult(
+            samplesPerS: 23, samplesPerSPerRank: 23, ranks: 1, globalBatch: 64, views: 1, steps: 10, warmup: 3,
+            student: "resnet8x4", teacher: "resnet32x4", stepMedianS: 2.78, stepP90S: 2.9, phases: ["teacher": spread],
+            commShare: 0.01, dataWaitShare: 0, bytesGatheredPerStep: 0, bytesAllreducedPerStep: 5197328,
+            peakRssBytes: 486539264, peakRssBytesPerRank: [486539264], tensorPoolPeakBytes: 1 << 20,
+            allreduceSweep: [BenchResult.SweepPoint(bytes: 4096, seconds: 1e-6)], perRankBatch: 64,
+            statisticsAllreducesPerStep: 20, statisticsBytesPerStep: 44112, gathersPerStep: 5, gatheredBytesPerSample: 3872,
+            reduceScattersPerStep: 3, reduceScatteredBytesPerSample: 2448,
+            lossProjection: [LossProjection.Point(ranks: 1, globalBatch: 64, seconds: 0.002),
+                             LossProjection.Point(ranks: 16, globalBatch: 1024, seconds: 0.29)],
+            host: "h", cores: 2)
         let a = dir.appendingPathComponent("a.json").path, b = dir.appendingPathComponent("b.json").path
         let c = dir.appendingPathComponent("c.json").path
-        try ("{" + projected + "}").write(toFile: a, atomically: true, encoding: .utf8)
-        try ("{" + common + "}").write(toFile: b, atomically: true, encoding: .utf8)
-        try ("{" + projected.replacingOccurrences(of: "\"gathers_per_step\": 5,", with: "") + "}").write(toFile: c, atomically: true, encoding: .utf8)
+        let json = try bench.json()
+        XCTAssertTrue(json.contains("\"samples_per_s_per_rank\":23") && json.contains("\"p90_s\":1.9"), json)
+        try json.write(toFile: a, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try BenchResult.read(a), bench)
+        bench.lossProjection = []
+        try bench.json().write(toFile: b, atomically: true, encoding: .utf8)
+        try json.replacingOccurrences(of: "\"gathers_per_step\":5,", with: "").write(toFile: c, atomically: true, encoding: .utf8)
         let (p, sweep) = try ScalingRunner.readBench(a)
         XCTAssertEqual(sweep.count, 1)
         XCTAssertEqual(p.phases["teacher"], 1.8)

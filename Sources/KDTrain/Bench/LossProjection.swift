@@ -1,4 +1,5 @@
 import Foundation
+import KDData
 import KDLosses
 import KDTensor
 
@@ -15,15 +16,17 @@ import KDTensor
 /// for the shard of rank 0 (`b` samples), exactly the work one rank does between the gather and the
 /// networks' backward. The gathers, reduce-scatters and all-reduces are left to the cost model.
 public enum LossProjection {
-    public struct Point: Equatable {
+    public struct Point: Equatable, Codable {
         public var ranks: Int
         public var globalBatch: Int
         /// Median seconds of the objective's forward + backward for one rank's share.
         public var seconds: Double
     }
 
-    /// `inputs` grown to `samples` samples (rows tiled, copies perturbed), shard `0..<shard`.
-    public static func tiled(_ inputs: LossInputs, samples: Int, shard: Int, seed: UInt64 = 0x5CA1E) -> LossInputs {
+    /// `inputs` grown to the global batch of `ranks` ranks with `perRank` samples each (rows tiled, copies
+    /// perturbed), seen from rank 0.
+    public static func tiled(_ inputs: LossInputs, perRank: Int, ranks: Int, seed: UInt64 = 0x5CA1E) -> LossInputs {
+        let samples = perRank * ranks
         var rng = KDRandom(keys: seed, UInt64(samples))
         let rows = inputs.rowCount, newRows = samples * inputs.views
         func grow(_ t: Tensor?, trainable: Bool) -> Tensor? {
@@ -43,7 +46,8 @@ public enum LossProjection {
             let n = l.count == rows ? newRows : samples
             labels = (0..<n).map { l[$0 % l.count] }
         }
-        return LossInputs(batchSize: samples, views: inputs.views, shard: 0..<min(shard, samples),
+        return LossInputs(plan: BatchPlan(step: inputs.plan.step, globalSamples: samples, rank: 0, worldSize: ranks),
+                          views: inputs.views,
                           studentFeatures: grow(inputs.studentFeatures, trainable: true),
                           studentEmbedding: grow(inputs.studentEmbedding, trainable: true),
                           studentLogits: grow(inputs.studentLogits, trainable: true),
@@ -60,7 +64,7 @@ public enum LossProjection {
                                repeats: Int = 3, budgetSeconds: Double = 2) throws -> [Point] {
         var points: [Point] = []
         for n in ranks {
-            let grown = tiled(inputs, samples: perRank * n, shard: perRank)
+            let grown = tiled(inputs, perRank: perRank, ranks: n)
             func once() throws -> Double {
                 Tape.reset()
                 let t0 = monotonicSeconds()

@@ -4,14 +4,14 @@ import KDData
 import KDTensor
 
 /// `kdgraph bench --config C.yaml`: warm-up plus `steps` measured steps of the real training step,
-/// summarised as one JSON object (rank 0): throughput, the SPEC §1 phases (median and p90 over steps),
+/// summarised as one `BenchResult` (rank 0): throughput, the step's phases (median and p90 over steps),
 /// bytes gathered and all-reduced per step, peak memory per rank, and an all-reduce sweep (the points
 /// the scaling report's cost model is fitted to). With `projectRanks`, also the objective's cost for
 /// one rank's share at those world sizes (`LossProjection`) and the collective counts per step the
 /// report's projection needs.
 public enum StepBench {
     public static func run(config: KDConfig, comm: Communicator, warmup: Int, steps: Int, projectRanks: [Int] = [],
-                           sweepBytes: [Int] = [4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20]) throws -> String {
+                           sweepBytes: [Int] = [4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20]) throws -> BenchResult {
         var cfg = config
         cfg.train.steps = warmup + steps
         cfg.train.syncCheckEvery = 0
@@ -19,24 +19,22 @@ public enum StepBench {
         let stream = trainer.data.stream(trainer.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: warmup + steps,
                                          depth: cfg.data.prefetch ? 2 : 1)
         defer { stream.shutdown() }
-        var stepTimes: [Double] = [], gatherWaits: [Double] = []
+        var records: [StepRecord] = []
         var statisticsCalls = 0, statisticsValues = 0
-        trainer.timer.startStep()
         for k in 0..<(warmup + steps) {
+            let waitStart = monotonicSeconds()
             guard let batch = try stream.next() else { break }
+            let dataWait = monotonicSeconds() - waitStart
             if k == warmup { BufferPool.shared.resetPeak() }
             trainer.keepLossInputs = !projectRanks.isEmpty && k == warmup + steps - 1
             let (calls0, values0) = (trainer.statisticsReducer?.calls ?? 0, trainer.statisticsReducer?.valuesReduced ?? 0)
-            try trainer.step(batch)
+            var record = try trainer.step(batch)
+            record.phases[.data] = dataWait
             statisticsCalls = (trainer.statisticsReducer?.calls ?? 0) - calls0
             statisticsValues = (trainer.statisticsReducer?.valuesReduced ?? 0) - values0
-            if k >= warmup {
-                trainer.timer.endStep()
-                stepTimes.append(trainer.timer.stepSeconds)
-                gatherWaits.append(trainer.gatherSeconds)
-            }
-            trainer.timer.startStep()
+            if k >= warmup { records.append(record) }
         }
+        guard let last = records.last else { throw TrainError.invalid("bench: no measured step (steps = \(steps))") }
         // Memory of the training step itself, before the projection grows the loss inputs.
         let stepPeakRSS = Runtime.peakRSSBytes(), stepPoolPeak = BufferPool.shared.peakBytes
         let perRank = cfg.data.globalBatch / comm.size
@@ -72,52 +70,34 @@ public enum StepBench {
             try rss.withUnsafeMutableBufferPointer { try comm.allGather($0.baseAddress!, count: 1, into: out.baseAddress!) }
         }
         let B = cfg.data.globalBatch
-        let stepMedian = PhaseTimer.percentile(stepTimes, 0.5)
-        let summary = trainer.timer.summary()
-        let sps = stepMedian > 0 ? Double(B) / stepMedian : 0
-        let gatherMedian = PhaseTimer.percentile(gatherWaits, 0.5)
-        let allreduceMedian = summary["allreduce"]?["median_s"] ?? 0
-        func num(_ x: Double) -> String { x.isFinite ? String(format: "%.6g", x) : "null" }
-        var phases: [String] = []
-        for p in Phase.allCases {
-            let s = summary[p.rawValue]!
-            phases.append("\"\(p.rawValue)\": {\"median_s\": \(num(s["median_s"]!)), \"p90_s\": \(num(s["p90_s"]!))}")
+        let stepTimes = records.map(\.seconds), gatherWaits = records.map(\.gathers.seconds)
+        func spread(_ xs: [Double]) -> BenchResult.Spread {
+            BenchResult.Spread(medianS: PhaseTimer.percentile(xs, 0.5), p90S: PhaseTimer.percentile(xs, 0.9))
         }
-        phases.append("\"gather_wait\": {\"median_s\": \(num(gatherMedian)), \"p90_s\": \(num(PhaseTimer.percentile(gatherWaits, 0.9)))}")
+        var phases: [String: BenchResult.Spread] = [:]
+        for p in Phase.allCases { phases[p.rawValue] = spread(records.map { $0.phases[p] ?? 0 }) }
+        phases["gather_wait"] = spread(gatherWaits)
+        let stepMedian = PhaseTimer.percentile(stepTimes, 0.5)
+        let sps = stepMedian > 0 ? Double(B) / stepMedian : 0
+        let commMedian = phases[Phase.allreduce.rawValue]!.medianS + phases["gather_wait"]!.medianS
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
-        let fields: [String] = [
-            "\"samples_per_s\": \(num(sps))",
-            "\"samples_per_s_per_rank\": \(num(sps / Double(comm.size)))",
-            "\"ranks\": \(comm.size)",
-            "\"global_batch\": \(B)",
-            "\"views\": \(cfg.data.views)",
-            "\"steps\": \(stepTimes.count)",
-            "\"warmup\": \(warmup)",
-            "\"student\": \"\(cfg.student.model)\"",
-            "\"teacher\": \"\(cfg.mode == .distill ? (cfg.teacher.kind == "network" ? cfg.teacher.model : "embeddings") : "none")\"",
-            "\"step_median_s\": \(num(stepMedian))",
-            "\"step_p90_s\": \(num(PhaseTimer.percentile(stepTimes, 0.9)))",
-            "\"phases\": {\(phases.joined(separator: ", "))}",
-            "\"comm_share\": \(num(stepMedian > 0 ? (allreduceMedian + gatherMedian) / stepMedian : 0))",
-            "\"data_wait_share\": \(num(stepMedian > 0 ? (summary["data"]?["median_s"] ?? 0) / stepMedian : 0))",
-            "\"bytes_gathered_per_step\": \(trainer.bytesGathered)",
-            "\"bytes_allreduced_per_step\": \(trainer.buckets.totalBytes)",
-            "\"peak_rss_bytes\": \(Int(allRSS.max() ?? 0))",
-            "\"peak_rss_bytes_per_rank\": [\(allRSS.map { String(Int($0)) }.joined(separator: ", "))]",
-            "\"tensor_pool_peak_bytes\": \(stepPoolPeak)",
-            "\"allreduce_sweep\": [\(sweep.map { "{\"bytes\": \($0.0), \"seconds\": \(num($0.1))}" }.joined(separator: ", "))]",
-            "\"per_rank_batch\": \(perRank)",
-            "\"statistics_allreduces_per_step\": \(statisticsCalls)",
-            "\"statistics_bytes_per_step\": \(statisticsValues * MemoryLayout<Double>.stride)",
-            "\"gathers_per_step\": \(trainer.gatherCalls)",
-            "\"gathered_bytes_per_sample\": \(trainer.gatheredBytesPerSample)",
-            "\"reduce_scatters_per_step\": \(trainer.differentiableGatherCalls)",
-            "\"reduce_scattered_bytes_per_sample\": \(trainer.differentiableGatheredBytesPerSample)",
-            "\"loss_projection\": [\(projection.map { "{\"ranks\": \($0.ranks), \"global_batch\": \($0.globalBatch), \"seconds\": \(num($0.seconds))}" }.joined(separator: ", "))]",
-            "\"host\": \"\(String(cString: host))\"",
-            "\"cores\": \(ProcessInfo.processInfo.activeProcessorCount)",
-        ]
-        return "{" + fields.joined(separator: ", ") + "}"
+        let teacher = cfg.mode == .distill ? (cfg.teacher.kind == "network" ? cfg.teacher.model : "embeddings") : "none"
+        return BenchResult(
+            samplesPerS: sps, samplesPerSPerRank: sps / Double(comm.size), ranks: comm.size, globalBatch: B,
+            views: cfg.data.views, steps: records.count, warmup: warmup, student: cfg.student.model, teacher: teacher,
+            stepMedianS: stepMedian, stepP90S: PhaseTimer.percentile(stepTimes, 0.9), phases: phases,
+            commShare: stepMedian > 0 ? commMedian / stepMedian : 0,
+            dataWaitShare: stepMedian > 0 ? phases[Phase.data.rawValue]!.medianS / stepMedian : 0,
+            bytesGatheredPerStep: last.gathers.bytesReceived, bytesAllreducedPerStep: last.bytesAllReduced,
+            peakRssBytes: Int(allRSS.max() ?? 0), peakRssBytesPerRank: allRSS.map { Int($0) },
+            tensorPoolPeakBytes: stepPoolPeak,
+            allreduceSweep: sweep.map { BenchResult.SweepPoint(bytes: $0.0, seconds: $0.1) },
+            perRankBatch: perRank, statisticsAllreducesPerStep: statisticsCalls,
+            statisticsBytesPerStep: statisticsValues * MemoryLayout<Double>.stride,
+            gathersPerStep: last.gathers.calls, gatheredBytesPerSample: last.gathers.bytesPerSample,
+            reduceScattersPerStep: last.gathers.differentiableCalls,
+            reduceScatteredBytesPerSample: last.gathers.differentiableBytesPerSample,
+            lossProjection: projection, host: String(cString: host), cores: ProcessInfo.processInfo.activeProcessorCount)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import KDLosses
 import Yams
 
 /// The run configuration (SPEC §6). Every key is documented in docs/config.md; unknown keys are errors.
@@ -43,10 +44,12 @@ public struct KDConfig: Equatable {
     public struct LossSpec: Equatable {
         public var kind: String
         public var weight: Double
-        /// Term-specific keys as written (numbers or words such as `input: embedding`); the loss
-        /// registry validates them when the run is built.
+        /// Term-specific keys as written (numbers or words such as `input: embedding`), echoed into the
+        /// resolved config.
         public var params: [String: String]
         public var line: Int?
+        /// The term, built from the entry by its `LossRegistry` descriptor when the config is read.
+        public var term: any LossTerm
 
         /// Equal when the term is the same (where it stood in the file does not matter).
         public static func == (a: LossSpec, b: LossSpec) -> Bool {
@@ -205,21 +208,7 @@ extension KDConfig {
         c.student.hidden = try s.ints("hidden", c.student.hidden, min: 1)
         try s.finish()
 
-        if let lossNode = r.node("loss") {
-            guard let seq = lossNode.sequence else {
-                throw ConfigError(file: file, key: "loss", message: "expected a list of {kind, weight, ...}",
-                                  line: lossNode.mark?.line)
-            }
-            for (i, entry) in seq.enumerated() {
-                var e = try NodeReader(file: file, path: "loss.\(i)", node: entry)
-                let kind = try e.string("kind", "")
-                if kind.isEmpty { throw e.error("kind", "each loss term needs a kind", entry) }
-                let weight = try e.double("weight", 1.0, min: 0)
-                var params: [String: String] = [:]
-                for (k, v, _) in try e.remainingScalars(except: ["kind", "weight"]) { params[k] = v }
-                c.loss.append(LossSpec(kind: kind, weight: weight, params: params, line: entry.mark?.line))
-            }
-        }
+        if let lossNode = r.node("loss") { c.loss = try decodeLoss(lossNode, file: file) }
 
         var o = try r.child("optim")
         c.optim.kind = try o.choice("kind", c.optim.kind, ["sgd", "adamw"])
@@ -277,5 +266,36 @@ extension KDConfig {
             throw ConfigError(file: file, key: "teacher.embeddings", message: "an embeddings teacher needs teacher.embeddings (.npy)")
         }
         return c
+    }
+
+    /// The `loss:` list: each entry's `kind` and `weight`, its parameters read by the kind's
+    /// `LossRegistry` descriptor through this strict reader (errors name `loss.N.key` and the line).
+    static func decodeLoss(_ node: Node, file: String) throws -> [LossSpec] {
+        guard let seq = node.sequence else {
+            throw ConfigError(file: file, key: "loss", message: "expected a list of {kind, weight, ...}", line: node.mark?.line)
+        }
+        return try seq.enumerated().map { i, entry in
+            var e = try NodeReader(file: file, path: "loss.\(i)", node: entry)
+            let kind = try e.string("kind", "")
+            if kind.isEmpty { throw e.error("kind", "each loss term needs a kind", entry) }
+            let weight = try e.double("weight", 1.0, min: 0)
+            var params: [String: String] = [:]
+            for (k, v) in try e.scalars(except: ["kind", "weight"]) { params[k] = v }
+            var reader: any LossParameterReader = e
+            let term: any LossTerm
+            do {
+                term = try LossRegistry.make(kind, weight: Float(weight), reader: &reader)
+            } catch let error as LossError {
+                throw ConfigError(file: file, key: "loss.\(i).kind", message: "\(error)", line: entry.mark?.line)
+            }
+            try reader.finish()
+            return LossSpec(kind: kind.lowercased(), weight: weight, params: params, line: entry.mark?.line, term: term)
+        }
+    }
+
+    /// The terms of a `loss:` list written in YAML, e.g. `[{kind: rkd}, {kind: kd, weight: 0.5}]`.
+    public static func lossTerms(yaml: String, file: String = "<string>") throws -> [any LossTerm] {
+        guard let node = try Yams.compose(yaml: yaml) else { return [] }
+        return try decodeLoss(node, file: file).map(\.term)
     }
 }

@@ -1,3 +1,4 @@
+import KDLosses
 import Yams
 
 /// Reads one YAML mapping strictly: every typed getter marks its key as used, and `finish()` rejects any
@@ -50,7 +51,7 @@ struct NodeReader {
         ConfigError(file: file, key: full(key), message: message, line: node?.mark?.line ?? line)
     }
 
-    private func isNull(_ n: Node) -> Bool {
+    func isNull(_ n: Node) -> Bool {
         if case .scalar(let s) = n { return s.tag.description.hasSuffix("null") || s.string == "~" || s.string == "null" }
         return false
     }
@@ -127,14 +128,24 @@ struct NodeReader {
         }
     }
 
-    /// Every key present with its raw scalar value (for loss terms, whose keys the loss registry checks).
-    mutating func remainingScalars(except: Set<String>) throws -> [(String, String, Int?)] {
-        var out: [(String, String, Int?)] = []
-        for (k, v) in pairs where !except.contains(k) {
-            used.insert(k)
+    /// Every key except `except` with its scalar value as written (loss parameters, echoed into the
+    /// resolved config); marks nothing as read.
+    func scalars(except: Set<String>) throws -> [(String, String)] {
+        try pairs.filter { !except.contains($0.0) }.map { k, v in
             guard case .scalar(let s) = v else { throw error(k, "expected a number or a string, got \(NodeReader.show(v))", v) }
-            out.append((k, s.string, v.mark?.line))
+            return (k, s.string)
         }
-        return out
+    }
+}
+
+/// A `loss:` entry's parameters are read by the same strict reader as the rest of the config.
+extension NodeReader: LossParameterReader {
+    mutating func number(_ key: String, _ def: Double, min: Double?, max: Double?, exclusiveMin: Bool) throws -> Double {
+        try double(key, def, min: min, max: max, exclusiveMin: exclusiveMin)
+    }
+
+    mutating func optionalInteger(_ key: String, min lo: Int?) throws -> Int? {
+        guard let n = node(key), !isNull(n) else { return nil }
+        return try int(key, 0, min: lo)
     }
 }

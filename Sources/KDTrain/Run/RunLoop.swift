@@ -39,32 +39,25 @@ extension Trainer {
         var lastEval: EvalResult? = nil
         var windowStart = monotonicSeconds(), windowSamples = 0
         var sps = 0.0
-        timer.startStep()
         while step < totalSteps {
+            let waitStart = monotonicSeconds()
             guard let batch = try stream.next() else { break }
-            let (_, stop) = try step(batch, stopRequested: Runtime.pendingSignal != 0)
-            timer.endStep()
-            windowSamples += sampler.batchSize(step: batch.step)
+            let dataWait = monotonicSeconds() - waitStart
+            try faults.beforeStep(step + 1, rank: comm.rank)
+            var record = try step(batch, stopRequested: Runtime.pendingSignal != 0)
+            record.phases[.data] = dataWait
+            let stop = record.stop
+            windowSamples += record.plan.globalSamples
 
             let logged = step % config.train.logEvery == 0 || step == totalSteps || stop
             if logged {
                 let now = monotonicSeconds()
                 sps = Double(windowSamples) / max(now - windowStart, 1e-9)
                 windowStart = now; windowSamples = 0
-                var r = MetricRecord()
-                r.set("step", Double(step))
-                r.set("epoch", Double(batch.epoch))
-                r.set("loss", lastLoss)
-                for (k, v) in lastTerms { r.set(k, v) }
-                r.set("lr", optimizer.learningRate)
-                r.set("samples_per_s", sps)
-                for p in Phase.allCases { r.set("time/\(p.rawValue)", timer.current[p] ?? 0) }
-                r.set("time/gather_wait", gatherSeconds)
-                r.set("bytes/allreduce", Double(buckets.totalBytes))
-                r.set("bytes/gathered", Double(bytesGathered))
-                metrics.write(r)
+                metrics.write(MetricRecord(record, epoch: batch.epoch, learningRate: optimizer.learningRate,
+                                           samplesPerSecond: sps))
             }
-            progress.update(step: step, loss: lastLoss, samplesPerSecond: sps, startStep: startStep, logged: logged)
+            progress.update(step: step, loss: record.loss, samplesPerSecond: sps, startStep: startStep, logged: logged)
 
             if config.train.syncCheckEvery > 0 && step % config.train.syncCheckEvery == 0 {
                 try checkParametersInSync()
@@ -81,7 +74,6 @@ extension Trainer {
             if config.train.checkpointEvery > 0 && step % config.train.checkpointEvery == 0 && step < totalSteps {
                 try saveCheckpoint(name: String(format: "step_%08d.safetensors", step))
             }
-            timer.startStep()
         }
         progress.finish()
         try checkParametersInSync()

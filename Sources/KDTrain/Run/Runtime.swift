@@ -4,7 +4,7 @@ import KDTensor
 import Logging
 
 /// Process-wide set-up shared by every `kdgraph` command: MPI (a world of one without `mpirun`), one
-/// BLAS thread per rank, logging on rank 0 only, the SIGTERM/SIGINT flag, and the test switches.
+/// BLAS thread per rank, logging on rank 0 only, and the SIGTERM/SIGINT flag.
 public enum Runtime {
     nonisolated(unsafe) static var logConfigured = false
 
@@ -42,22 +42,6 @@ public enum Runtime {
     }
 
     public static var pendingSignal: Int32 { Int32(stopSignal) }
-
-    // MARK: test switches
-
-    /// `KDGRAPH_FAIL_RANK=r` (with optional `KDGRAPH_FAIL_STEP=s`, default 1) makes rank r throw at
-    /// step s, to exercise the abort path (docs/reliability.md).
-    public static func injectedFailure(rank: Int, step: Int) -> Bool {
-        let env = ProcessInfo.processInfo.environment
-        guard let r = env["KDGRAPH_FAIL_RANK"].flatMap(Int.init), r == rank else { return false }
-        let s = env["KDGRAPH_FAIL_STEP"].flatMap(Int.init) ?? 1
-        return s == step
-    }
-
-    /// `KDGRAPH_NAN_STEP=s` makes the loss non-finite at step s (tests the numerical guard).
-    public static func injectedNaN(step: Int) -> Bool {
-        ProcessInfo.processInfo.environment["KDGRAPH_NAN_STEP"].flatMap(Int.init) == step
-    }
 
     /// Peak resident set size of this process in bytes (Linux reports ru_maxrss in KiB).
     public static func peakRSSBytes() -> Int {

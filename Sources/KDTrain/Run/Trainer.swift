@@ -6,8 +6,8 @@ import KDModels
 import KDTensor
 import Logging
 
-/// One training run: the nine stages of SPEC §1 in `step()`, and the loop around them (evaluation,
-/// metrics, checkpoints, resume, signals, numerical guard, desync check).
+/// One training run: the nine stages of one step (docs/training.md, "The step") in `step()`, and the
+/// loop around them in RunLoop.swift (evaluation, metrics, checkpoints, resume, signals, desync check).
 public final class Trainer {
     public let config: KDConfig
     public let comm: Communicator
@@ -26,28 +26,21 @@ public final class Trainer {
     public let totalSteps: Int
     /// Optimizer steps done so far (the next step to run is `step + 1`).
     public internal(set) var step = 0
-    public var timer = PhaseTimer()
     let log = Runtime.logger
-    /// Bytes of gathered rows received by this rank in the last step.
-    public private(set) var bytesGathered = 0
-    /// Seconds spent inside all-gather calls in the last step (waiting for the slowest rank included).
-    public private(set) var gatherSeconds = 0.0
-    /// All-gathers in the last step, and how many of them were differentiable (their backward is a
-    /// reduce-scatter of the same size).
-    public private(set) var gatherCalls = 0, differentiableGatherCalls = 0
-    /// Bytes per sample of all gathered rows (student and teacher tensors, all views), and of the
-    /// differentiable (student) ones: what one more rank adds to every rank's gather.
-    public private(set) var gatheredBytesPerSample = 0, differentiableGatheredBytesPerSample = 0
     /// SyncBN's reducer (nil without `student.sync_bn`); counts the statistics all-reduces.
     public let statisticsReducer: CommStatisticsReducer?
+    /// Test switches (environment), applied outside the step: a failing rank, a NaN loss term.
+    public let faults: FaultInjection
     /// When set, `step` keeps the loss inputs of the step in `lastLossInputs` (the benchmark's loss
     /// projection re-evaluates the objective on them at larger global batches).
     public var keepLossInputs = false
     public private(set) var lastLossInputs: LossInputs?
-    /// The last step's global loss and its terms.
-    public private(set) var lastLoss = 0.0
-    public private(set) var lastTerms: [(String, Double)] = []
-    var needsFeatures = false, needsEmbedding = false, needsLogits = true, needsLabels = false
+    /// The last step's record.
+    public private(set) var lastRecord: StepRecord?
+    /// The last step's global loss.
+    public var lastLoss: Double { lastRecord?.loss ?? 0 }
+    /// What the objective reads: the step computes and gathers exactly this.
+    let needs: LossNeeds
 
     public init(config: KDConfig, comm: Communicator) throws {
         self.config = config
@@ -55,15 +48,11 @@ public final class Trainer {
         let seed = UInt64(config.seed)
         data = try TrainingData(config: config)
         let B = config.data.globalBatch
-        if B < comm.size {
-            throw ConfigError(file: config.file, key: "data.global_batch",
-                              message: "\(B) samples cannot be split over \(comm.size) ranks: every rank needs at least one sample per step")
-        }
-        sampler = try Sampler(count: data.trainCount, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
-                              rank: comm.rank, worldSize: comm.size)
-        if !config.data.dropLast, data.trainCount % B != 0, data.trainCount % B < comm.size {
-            throw ConfigError(file: config.file, key: "data.drop_last",
-                              message: "the last batch of each epoch has \(data.trainCount % B) samples, fewer than the \(comm.size) ranks; set drop_last: true or change global_batch")
+        do {
+            sampler = try Sampler(count: data.trainCount, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
+                                  rank: comm.rank, worldSize: comm.size)
+        } catch let e as DataError {
+            throw ConfigError(file: config.file, key: e.configKey ?? "data", message: "\(e)")
         }
         totalSteps = config.train.steps > 0 ? config.train.steps : config.train.epochs * sampler.stepsPerEpoch
         if totalSteps == 0 {
@@ -79,34 +68,18 @@ public final class Trainer {
         // statistics all-reduces are counted the same way at every world size.
         statisticsReducer = config.student.syncBN ? CommStatisticsReducer(comm: comm) : nil
         if let statisticsReducer { student.setStatisticsReducer(statisticsReducer) }
-        // ⑥ the objective first: a misspelt loss key fails before any teacher file is opened.
-        if config.mode == .supervised {
-            objective = LossObjective(terms: [try makeLossTerm(["kind": "ce", "weight": 1.0])])
-        } else {
-            objective = LossObjective(terms: try config.loss.enumerated().map { i, spec in
-                var d: [String: Any] = ["kind": spec.kind, "weight": spec.weight]
-                for (k, v) in spec.params { d[k] = Double(v) ?? v as Any }
-                do { return try makeLossTerm(d) } catch {
-                    throw ConfigError(file: config.file, key: "loss.\(i)", message: "\(error)", line: spec.line)
-                }
-            })
+        // ⑥ the objective (its terms were built and validated when the config was read)
+        faults = FaultInjection.fromEnvironment()
+        let terms = config.mode == .supervised ? [CETerm(weight: 1)] : config.loss.map(\.term)
+        objective = LossObjective(terms: terms + (faults.term.map { [$0] } ?? []))
+        needs = objective.needs
+        if needs.contains(.twoViews), config.data.views < 2,
+           let i = config.loss.firstIndex(where: { $0.term.needs.contains(.twoViews) }) {
+            throw ConfigError(file: config.file, key: "data.views",
+                              message: "loss.\(i) (\(config.loss[i].kind)) needs 2 views per sample (real + virtual), got \(config.data.views)")
         }
         teacher = config.mode == .supervised ? nil : try TeacherSide(config: config, data: data)
-        for (i, t) in objective.terms.enumerated() {
-            switch t {
-            case let r as RKDTerm: if r.useEmbedding { needsEmbedding = true } else { needsFeatures = true }
-            case let s as SpectralTerm: if s.useFeatures { needsFeatures = true } else { needsEmbedding = true }
-            case is PRGTerm: needsEmbedding = true
-            case is CETerm: needsLabels = true
-            case let k as KDTerm: if k.ceWeight != 0 { needsLabels = true }
-            case is VRMTerm:
-                if config.data.views < 2 {
-                    throw ConfigError(file: config.file, key: "data.views", message: "loss.\(i) (vrm) needs 2 views per sample (real + virtual), got \(config.data.views)")
-                }
-            default: break
-            }
-        }
-        if needsEmbedding, let teacher {
+        if needs.contains(.studentEmbedding), let teacher {
             let dim = config.student.embedDim > 0 ? config.student.embedDim : teacher.embeddingSize
             if dim != teacher.embeddingSize {
                 throw ConfigError(file: config.file, key: "student.embed_dim",
@@ -142,22 +115,17 @@ public final class Trainer {
         if let mpi = comm as? MPICommunicator { mpi.timeoutSeconds = config.comm.timeoutS }
     }
 
-    // MARK: - one step (SPEC §1)
+    // MARK: - one step
 
-    /// Runs one optimizer step on `batch` (this rank's share of global batch `step`). Returns false
-    /// when the step was skipped (non-finite with `train.skip_nonfinite`).
+    /// Runs one optimizer step on `batch` (this rank's share of the global batch `batch.plan`) and returns
+    /// what it did. A non-finite loss or gradient throws, or skips the step with `train.skip_nonfinite`
+    /// (`applied` false). `stopRequested` (a signal on this rank) is agreed on by all ranks (`stop`).
     @discardableResult
-    public func step(_ batch: Batch, stopRequested: Bool = false) throws -> (applied: Bool, stop: Bool) {
+    public func step(_ batch: Batch, stopRequested: Bool = false) throws -> StepRecord {
         let stepNumber = step + 1
         if let mpi = comm as? MPICommunicator { mpi.currentStep = stepNumber }
-        if Runtime.injectedFailure(rank: comm.rank, step: stepNumber) {
-            throw TrainError.invalid("injected failure at step \(stepNumber) (KDGRAPH_FAIL_RANK=\(comm.rank))")
-        }
-        timer.lap(.data)
-        let V = batch.views
-        let globalSamples = sampler.batchSize(step: (batch.step))
-        let sampleCounts = Sampler.shareCounts(worldSize: comm.size, batch: globalSamples)
-        let rowCounts = sampleCounts.map { $0 * V }
+        let plan = batch.plan
+        var timer = PhaseTimer()
 
         // ③ teacher (frozen, no tape)
         let t = try teacher?(batch)
@@ -170,42 +138,39 @@ public final class Trainer {
         timer.lap(.studentForward)
 
         // ⑤ all-gather (student rows differentiable), ⑥ this rank's share of the loss
-        bytesGathered = 0
-        gatherSeconds = 0
-        gatherCalls = 0; differentiableGatherCalls = 0
-        gatheredBytesPerSample = 0; differentiableGatheredBytesPerSample = 0
-        func gather(_ x: Tensor?, grad: Bool) throws -> Tensor? {
-            guard let x else { return nil }
+        var gathers = GatherLedger()
+        let rowCounts = plan.rowCounts(views: batch.views)
+        func gather(_ x: Tensor?, _ need: LossNeeds, grad: Bool) throws -> Tensor? {
+            guard let x, needs.contains(need) else { return nil }
             let t0 = monotonicSeconds()
             let g = grad ? try allGatherRows(x, comm: comm, counts: rowCounts)
                          : try allGatherRowsNoGrad(x, comm: comm, counts: rowCounts)
-            gatherSeconds += monotonicSeconds() - t0
-            bytesGathered += (g.count - x.count) * MemoryLayout<Float>.stride
-            let perSample = g.count / max(1, globalSamples) * MemoryLayout<Float>.stride
-            gatherCalls += 1; gatheredBytesPerSample += perSample
-            if grad { differentiableGatherCalls += 1; differentiableGatheredBytesPerSample += perSample }
+            gathers.seconds += monotonicSeconds() - t0
+            let perSample = g.count / max(1, plan.globalSamples) * MemoryLayout<Float>.stride
+            gathers.calls += 1
+            gathers.bytesReceived += (g.count - x.count) * MemoryLayout<Float>.stride
+            gathers.bytesPerSample += perSample
+            if grad { gathers.differentiableCalls += 1; gathers.differentiableBytesPerSample += perSample }
             return g
         }
         var labels: [Int]? = nil
-        if needsLabels {
+        if needs.contains(.labels) {
             let t0 = monotonicSeconds()
-            labels = try comm.allGatherInts(batch.labels, counts: sampleCounts)
-            gatherSeconds += monotonicSeconds() - t0
-            gatherCalls += 1; gatheredBytesPerSample += MemoryLayout<Int>.stride
+            labels = try comm.allGatherInts(batch.labels, counts: plan.counts)
+            gathers.seconds += monotonicSeconds() - t0
+            gathers.calls += 1; gathers.bytesPerSample += MemoryLayout<Int>.stride
         }
         let inputs = LossInputs(
-            batchSize: globalSamples, views: V,
-            shard: Sampler.share(rank: comm.rank, worldSize: comm.size, batch: globalSamples),
-            studentFeatures: try gather(needsFeatures ? feature : nil, grad: true),
-            studentEmbedding: try gather(needsEmbedding ? embedding : nil, grad: true),
-            studentLogits: try gather(logits, grad: true),
-            teacherEmbedding: try gather(t?.embedding, grad: false),
-            teacherLogits: try gather(t?.logits, grad: false),
-            promptTeacherLogits: try gather(t?.promptLogits, grad: false),
+            plan: plan, views: batch.views,
+            studentFeatures: try gather(feature, .studentFeatures, grad: true),
+            studentEmbedding: try gather(embedding, .studentEmbedding, grad: true),
+            studentLogits: try gather(logits, .studentLogits, grad: true),
+            teacherEmbedding: try gather(t?.embedding, .teacherEmbedding, grad: false),
+            teacherLogits: try gather(t?.logits, .teacherLogits, grad: false),
+            promptTeacherLogits: try gather(t?.promptLogits, .teacherLogits, grad: false),
             proxies: teacher?.proxies, labels: labels, step: stepNumber)
         lastLossInputs = keepLossInputs ? inputs : nil
         let share = try objective.evaluate(inputs)
-        if Runtime.injectedNaN(step: stepNumber) { share.value.ptr[0] = .nan }
         timer.lap(.gatherLoss)
 
         // ⑦ backward (⑧ overlapped: buckets start as their gradients become final)
@@ -224,36 +189,38 @@ public final class Trainer {
         var values = [Double(share.value.item)] + share.terms.map { $0.value }
         values.append(stopRequested ? 1 : 0)
         try comm.allReduce(&values, op: .sum)
-        lastLoss = values[0]
-        lastTerms = zip(share.terms.map { $0.name }, values[1..<(values.count - 1)]).map { ($0, $1) }
-        let stop = values[values.count - 1] > 0
+        let terms = zip(share.terms.map { $0.name }, values[1..<(values.count - 1)]).map { (name: $0, value: $1) }
+        var record = StepRecord(step: stepNumber, plan: plan, applied: true, stop: values[values.count - 1] > 0,
+                                loss: values[0], terms: terms, phases: [:], gathers: gathers,
+                                bytesAllReduced: buckets.totalBytes)
 
         // Numerical guard: the summed loss and the all-reduced gradients are the same on every rank,
         // so every rank takes the same decision without another collective.
-        var bad: (String, Double)? = nil
-        if !lastLoss.isFinite {
-            bad = lastTerms.first(where: { !$0.1.isFinite }) ?? ("loss", lastLoss)
-        } else if let p = parameters.first(where: { p in p.1.grad.map { g in !(0..<g.count).allSatisfy { g.ptr[$0].isFinite } } ?? false }) {
-            bad = ("gradient of \(p.0)", Double.nan)
-        }
-        if let (term, value) = bad {
+        if let (term, value) = nonFinite(loss: record.loss, terms: terms) {
             optimizer.zeroGrad()
-            if config.train.skipNonfinite {
-                log.warning("step \(stepNumber): non-finite \(term) (\(value)); step skipped (train.skip_nonfinite)")
-                step += 1
-                timer.lap(.optimizer)
-                return (false, stop)
+            guard config.train.skipNonfinite else {
+                throw TrainError.nonFinite(step: stepNumber, term: term, value: value)
             }
-            throw TrainError.nonFinite(step: stepNumber, term: term, value: value)
+            log.warning("step \(stepNumber): non-finite \(term) (\(value)); step skipped (train.skip_nonfinite)")
+            record.applied = false
+        } else {
+            // ⑨ optimizer
+            optimizer.learningRate = schedule.learningRate(at: step)
+            try optimizer.step()
+            optimizer.zeroGrad()
         }
-
-        // ⑨ optimizer
-        optimizer.learningRate = schedule.learningRate(at: step)
-        try optimizer.step()
-        optimizer.zeroGrad()
         step += 1
         timer.lap(.optimizer)
-        return (true, stop)
+        record.phases = timer.current
+        lastRecord = record
+        return record
+    }
+
+    /// The first non-finite value among the loss, its terms and the gradients, if any.
+    func nonFinite(loss: Double, terms: [(name: String, value: Double)]) -> (String, Double)? {
+        if !loss.isFinite { return terms.first(where: { !$0.value.isFinite }).map { ($0.name, $0.value) } ?? ("loss", loss) }
+        let bad = parameters.first { p in p.1.grad.map { g in !(0..<g.count).allSatisfy { g.ptr[$0].isFinite } } ?? false }
+        return bad.map { ("gradient of \($0.0)", Double.nan) }
     }
 
     // MARK: - consistency

@@ -92,20 +92,21 @@ public final class TrainingData {
         case .images(_, let loader, _):
             return loader.trainBatch(sampler, at: position)
         case .features(let train, _):
-            let indices = sampler.localIndices(epoch: position.epoch, step: position.step)
+            let plan = sampler.plan(epoch: position.epoch, step: position.step)
+            let indices = sampler.localIndices(plan)
             let (x, labels) = train.batch(indices)
-            return Batch(images: x, labels: labels, indices: indices, views: 1, epoch: position.epoch, step: position.step)
+            return Batch(images: x, labels: labels, indices: indices, views: 1, plan: plan)
         }
     }
 
-    /// Evaluation samples `indices` (one view, no augmentation).
-    public func evalBatch(_ indices: [Int]) -> Batch {
+    /// Evaluation samples `indices`, this rank's share of `plan` (one view, no augmentation).
+    public func evalBatch(_ indices: [Int], plan: BatchPlan) -> Batch {
         switch source {
         case .images(_, _, let evalLoader):
-            return evalLoader.load(indices, epoch: 0, step: 0, augment: false)
+            return evalLoader.load(indices, plan: plan, augment: false)
         case .features(_, let eval):
             let (x, labels) = eval.batch(indices)
-            return Batch(images: x, labels: labels, indices: indices, views: 1, epoch: 0, step: 0)
+            return Batch(images: x, labels: labels, indices: indices, views: 1, plan: plan)
         }
     }
 

@@ -27,8 +27,8 @@ extension Trainer {
                                                rank: comm.rank, worldSize: comm.size)
         var sums = [0.0, 0.0, 0.0, 0.0]   // top-1 correct, top-5 correct, Σ CE, samples
         try withNoGrad {
-            for indices in batches where !indices.isEmpty {
-                let batch = data.evalBatch(indices)
+            for (plan, indices) in batches where !indices.isEmpty {
+                let batch = data.evalBatch(indices, plan: plan)
                 let (_, logits) = try m(batch.images)
                 let C = logits.shape[1]
                 for (row, label) in batch.labels.enumerated() {

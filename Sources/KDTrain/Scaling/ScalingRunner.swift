@@ -104,41 +104,19 @@ public struct ScalingRunner {
         }
     }
 
-    /// Parses one `kdgraph bench` JSON file.
+    /// Reads one `kdgraph bench` JSON file into a measured point and its all-reduce sweep.
     public static func readBench(_ path: String) throws -> (ScalingPoint, [(ranks: Int, bytes: Double, seconds: Double)]) {
-        guard let data = FileManager.default.contents(atPath: path),
-              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw TrainError.io(path: path, message: "missing or not a JSON object (did the bench run?)")
-        }
-        func d(_ k: String) throws -> Double {
-            guard let v = obj[k] as? NSNumber else { throw TrainError.io(path: path, message: "no numeric '\(k)'") }
-            return v.doubleValue
-        }
-        var phases: [String: Double] = [:]
-        for (k, v) in (obj["phases"] as? [String: Any]) ?? [:] {
-            if let m = (v as? [String: Any])?["median_s"] as? NSNumber { phases[k] = m.doubleValue }
-        }
-        let n = Int(try d("ranks"))
-        let lossProjection = ((obj["loss_projection"] as? [[String: Any]]) ?? []).compactMap { e -> LossProjection.Point? in
-            guard let r = e["ranks"] as? NSNumber, let b = e["global_batch"] as? NSNumber, let s = e["seconds"] as? NSNumber else { return nil }
-            return LossProjection.Point(ranks: r.intValue, globalBatch: b.intValue, seconds: s.doubleValue)
-        }
-        var collectives: StepCollectives? = nil
-        if !lossProjection.isEmpty {
-            collectives = StepCollectives(
-                perRankBatch: Int(try d("per_rank_batch")), statisticsAllReduces: Int(try d("statistics_allreduces_per_step")),
-                statisticsBytes: try d("statistics_bytes_per_step"), gathers: Int(try d("gathers_per_step")),
-                gatheredBytesPerSample: try d("gathered_bytes_per_sample"), reduceScatters: Int(try d("reduce_scatters_per_step")),
-                reduceScatteredBytesPerSample: try d("reduce_scattered_bytes_per_sample"))
-        }
-        let point = ScalingPoint(ranks: n, globalBatch: Int(try d("global_batch")), samplesPerSecond: try d("samples_per_s"),
-                                 stepSeconds: try d("step_median_s"), phases: phases,
-                                 bytesAllReduced: try d("bytes_allreduced_per_step"), bytesGathered: try d("bytes_gathered_per_step"),
-                                 peakRSSBytes: try d("peak_rss_bytes"), collectives: collectives, lossProjection: lossProjection)
-        let sweep = ((obj["allreduce_sweep"] as? [[String: Any]]) ?? []).compactMap { e -> (ranks: Int, bytes: Double, seconds: Double)? in
-            guard let b = e["bytes"] as? NSNumber, let s = e["seconds"] as? NSNumber else { return nil }
-            return (n, b.doubleValue, s.doubleValue)
-        }
-        return (point, sweep)
+        let b = try BenchResult.read(path)
+        let collectives = b.lossProjection.isEmpty ? nil : StepCollectives(
+            perRankBatch: b.perRankBatch, statisticsAllReduces: b.statisticsAllreducesPerStep,
+            statisticsBytes: Double(b.statisticsBytesPerStep), gathers: b.gathersPerStep,
+            gatheredBytesPerSample: Double(b.gatheredBytesPerSample), reduceScatters: b.reduceScattersPerStep,
+            reduceScatteredBytesPerSample: Double(b.reduceScatteredBytesPerSample))
+        let point = ScalingPoint(ranks: b.ranks, globalBatch: b.globalBatch, samplesPerSecond: b.samplesPerS,
+                                 stepSeconds: b.stepMedianS, phases: b.phases.mapValues(\.medianS),
+                                 bytesAllReduced: Double(b.bytesAllreducedPerStep),
+                                 bytesGathered: Double(b.bytesGatheredPerStep), peakRSSBytes: Double(b.peakRssBytes),
+                                 collectives: collectives, lossProjection: b.lossProjection)
+        return (point, b.allreduceSweep.map { (b.ranks, Double($0.bytes), $0.seconds) })
     }
 }

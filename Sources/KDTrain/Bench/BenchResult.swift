@@ -1,0 +1,79 @@
+import Foundation
+
+/// The output of `kdgraph bench --config C.yaml`, one JSON object (keys in snake_case, e.g.
+/// `samples_per_s`, `step_median_s`, `phases.teacher.median_s`): written by `StepBench`, read back by
+/// `ScalingRunner` (`bench_N.json`) — one type for both sides.
+public struct BenchResult: Codable, Equatable {
+    public struct Spread: Codable, Equatable {
+        public var medianS: Double
+        public var p90S: Double
+    }
+    public struct SweepPoint: Codable, Equatable {
+        public var bytes: Int
+        public var seconds: Double
+    }
+
+    public var samplesPerS: Double
+    public var samplesPerSPerRank: Double
+    public var ranks: Int
+    public var globalBatch: Int
+    public var views: Int
+    public var steps: Int
+    public var warmup: Int
+    public var student: String
+    public var teacher: String
+    public var stepMedianS: Double
+    public var stepP90S: Double
+    /// Median and p90 seconds of each phase (`Phase` names) and of `gather_wait`.
+    public var phases: [String: Spread]
+    /// (all-reduce + gather wait) / step, and the data wait / step.
+    public var commShare: Double
+    public var dataWaitShare: Double
+    public var bytesGatheredPerStep: Int
+    public var bytesAllreducedPerStep: Int
+    public var peakRssBytes: Int
+    public var peakRssBytesPerRank: [Int]
+    public var tensorPoolPeakBytes: Int
+    /// Median all-reduce time by message size (what the scaling report's cost model is fitted to).
+    public var allreduceSweep: [SweepPoint]
+    public var perRankBatch: Int
+    /// The collectives of one step besides the gradient all-reduce (for the projection).
+    public var statisticsAllreducesPerStep: Int
+    public var statisticsBytesPerStep: Int
+    public var gathersPerStep: Int
+    public var gatheredBytesPerSample: Int
+    public var reduceScattersPerStep: Int
+    public var reduceScatteredBytesPerSample: Int
+    /// One rank's loss share timed at larger world sizes (`--project-ranks`).
+    public var lossProjection: [LossProjection.Point]
+    public var host: String
+    public var cores: Int
+
+    public func json() throws -> String {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: try e.encode(self), as: UTF8.self)
+    }
+
+    /// Reads a `kdgraph bench` JSON file; the error names the file.
+    public static func read(_ path: String) throws -> BenchResult {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TrainError.io(path: path, message: "missing (did the bench run?)")
+        }
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        do { return try d.decode(BenchResult.self, from: data) } catch DecodingError.keyNotFound(let key, _) {
+            throw TrainError.io(path: path, message: "no '\(snakeCase(key.stringValue))' (not a bench result of this version?)")
+        } catch {
+            throw TrainError.io(path: path, message: "not a kdgraph bench result: \(error)")
+        }
+    }
+
+    /// `gathersPerStep` → `gathers_per_step`, as the encoder writes it.
+    static func snakeCase(_ s: String) -> String {
+        s.reduce(into: "") { out, ch in
+            if ch.isUppercase { out += "_" + ch.lowercased() } else { out.append(ch) }
+        }
+    }
+}
