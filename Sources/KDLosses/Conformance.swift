@@ -45,90 +45,53 @@ public enum Conformance {
         return (report, ok)
     }
 
-    static let kinds = ["rkd_distance", "rkd_angle", "spectral", "prg", "vrm", "kd"]
+    /// Every fixture kind of the registered losses, longest first (so a case name's prefix picks the
+    /// most specific one).
+    static var runners: [(kind: String, run: LossFixtureRunner)] {
+        LossRegistry.all.flatMap(\.fixtures).sorted { $0.kind.count > $1.kind.count }
+    }
 
     static func kind(of name: String, _ c: [String: Any]) throws -> String {
         if let k = c["kind"] as? String { return k }
-        for k in kinds where name == k || name.hasPrefix(k + "_") || name.hasPrefix(k + ".") || name.hasPrefix(k + "-") {
+        for (k, _) in runners where name == k || name.hasPrefix(k + "_") || name.hasPrefix(k + ".") || name.hasPrefix(k + "-") {
             return k
         }
-        throw LossError.invalidArgument(loss: "conformance", message: "case '\(name)': unknown loss kind (known: \(kinds))")
+        throw LossError.invalidArgument(loss: "conformance",
+                                        message: "case '\(name)': unknown loss kind (known: \(runners.map(\.kind)))")
     }
 
-    static func runCase(name: String, case c: [String: Any], directory dir: String) throws -> (String, Bool) {
-        let kind = try kind(of: name, c)
-        let inputs = c["inputs"] as? [String: Any] ?? [:]
-        let expected = c["expected"] as? [String: Any] ?? [:]
-        let params = c["params"] as? [String: Any] ?? [:]
-        var usedParams = Set<String>()
-        func param(_ key: String, _ def: Double) -> Double {
-            usedParams.insert(key)
-            if let v = params[key] as? NSNumber { return v.doubleValue }
-            return def
+    /// A manifest case: its `.npy` inputs (under the manifest's folder) and numeric `params`.
+    final class FixtureCase: LossFixture {
+        let name: String, directory: String, inputs: [String: Any], params: [String: Any]
+        private(set) var used = Set<String>()
+        init(name: String, directory: String, inputs: [String: Any], params: [String: Any]) {
+            self.name = name; self.directory = directory; self.inputs = inputs; self.params = params
         }
         func load(_ file: Any?, _ what: String) throws -> Tensor {
             guard let f = file as? String else {
                 throw LossError.invalidArgument(loss: "conformance", message: "case '\(name)': missing '\(what)'")
             }
-            let a = try NPYArray(path: URL(fileURLWithPath: dir).appendingPathComponent(f).path)
+            let a = try NPYArray(path: URL(fileURLWithPath: directory).appendingPathComponent(f).path)
             return Tensor(shape: a.shape, data: a.floatArray())
         }
         func input(_ key: String) throws -> Tensor { try load(inputs[key], "inputs.\(key)") }
+        func parameter(_ key: String, _ def: Double) -> Double {
+            used.insert(key)
+            return (params[key] as? NSNumber)?.doubleValue ?? def
+        }
+        func hasParameter(_ key: String) -> Bool { used.insert(key); return params[key] != nil }
+    }
 
-        Tape.reset()
-        var results: [(String, Tensor)] = []     // (expected key, computed tensor)
-        let loss: Double
-        switch kind {
-        case "kd":
-            let zs = try input("student_logits"), zt = try input("teacher_logits")
-            zs.requiresGrad = true
-            let r = try kdLoss(student: zs, teacher: zt, temperature: Float(param("temperature", 4)))
-            loss = Double(r.value.item); r.value.backward()
-            results = [("grad_student_logits", zs.grad ?? Tensor.zeros(zs.shape))]
-        case "rkd_distance", "rkd_angle":
-            let s = try input("student"), t = try input("teacher")
-            s.requiresGrad = true
-            let r = kind == "rkd_distance" ? try rkdDistanceLoss(student: s, teacher: t) : try rkdAngleLoss(student: s, teacher: t)
-            loss = Double(r.value.item); r.value.backward()
-            results = [("grad_student", s.grad ?? Tensor.zeros(s.shape))]
-        case "prg":
-            let f = try input("teacher_features"), prompts = try input("prompt_embeddings")
-            let s = try input("student_embedding"), zs = try input("student_logits")
-            let (zt, proxies) = try prgTeacher(features: f, prompts: prompts, clipScale: Float(param("clip_scale", 100)))
-            s.requiresGrad = true; zs.requiresGrad = true
-            let p = PRGParameters(temperature: Float(param("temperature", 4)), edgeTemperature: Float(param("edge_temperature", 0.1)),
-                                  nodeWeight: Float(param("node_weight", 1)), edgeWeight: Float(param("edge_weight", 1)),
-                                  pseudoLabelWeight: Float(param("pseudo_label_weight", 1)))
-            let r = try prgLoss(studentEmbedding: s, studentLogits: zs, teacherEmbedding: f, teacherLogits: zt,
-                                proxies: proxies, parameters: p)
-            loss = Double(r.value.item); r.value.backward()
-            results = [("teacher_logits", zt), ("proxies", proxies),
-                       ("grad_student_embedding", s.grad ?? Tensor.zeros(s.shape)),
-                       ("grad_student_logits", zs.grad ?? Tensor.zeros(zs.shape))]
-        case "vrm":
-            let sr = try input("student_logits_real"), sv = try input("student_logits_virtual")
-            let tr = try input("teacher_logits_real"), tv = try input("teacher_logits_virtual")
-            let zs = interleave(sr, sv), zt = interleave(tr, tv)
-            zs.requiresGrad = true
-            let p = VRMParameters(pruneFraction: param("q", 0.1), temperature: Float(param("temperature", 4)),
-                                  delta: Float(param("delta", 1)), interSampleWeight: Float(param("inter_sample_weight", 1)),
-                                  interClassWeight: Float(param("inter_class_weight", 1)), kdWeight: Float(param("kd_weight", 1)))
-            let r = try vrmLoss(student: zs, teacher: zt, views: 2, parameters: p)
-            loss = Double(r.value.item); r.value.backward()
-            let g = zs.grad ?? Tensor.zeros(zs.shape)
-            results = [("grad_student_logits_real", view(g, 0)), ("grad_student_logits_virtual", view(g, 1))]
-        case "spectral":
-            let s = try input("student"), t = try input("teacher")
-            s.requiresGrad = true
-            guard params["k"] != nil else {
-                throw LossError.invalidArgument(loss: "conformance", message: "case '\(name)': spectral needs params.k")
-            }
-            let r = try spectralLoss(student: s, teacher: t, k: Int(param("k", 1)))
-            loss = Double(r.value.item); r.value.backward()
-            results = [("grad_student", s.grad ?? Tensor.zeros(s.shape))]
-        default:
+    static func runCase(name: String, case c: [String: Any], directory dir: String) throws -> (String, Bool) {
+        let kind = try kind(of: name, c)
+        guard let runner = runners.first(where: { $0.kind == kind }) else {
             throw LossError.invalidArgument(loss: "conformance", message: "case '\(name)': unknown kind '\(kind)'")
         }
+        let expected = c["expected"] as? [String: Any] ?? [:]
+        let params = c["params"] as? [String: Any] ?? [:]
+        let fixture = FixtureCase(name: name, directory: dir, inputs: c["inputs"] as? [String: Any] ?? [:], params: params)
+        Tape.reset()
+        let (loss, results) = try runner.run(fixture)
         Tape.reset()
 
         guard let want = (expected["loss"] as? NSNumber)?.doubleValue else {
@@ -140,7 +103,7 @@ public enum Conformance {
         var ok = lossErr <= lossTolerance
         for (key, got) in results {
             guard let file = expected[key] else { continue }
-            let e = try load(file, "expected.\(key)")
+            let e = try fixture.load(file, "expected.\(key)")
             guard e.count == got.count else {
                 throw LossError.invalidArgument(loss: "conformance", message: "case '\(name)': \(key) has shape \(e.shape), computed \(got.shape)")
             }
@@ -153,29 +116,10 @@ public enum Conformance {
             out["\(key)_rel_err"] = err
             ok = ok && err <= gradientTolerance
         }
-        let ignored = Set(params.keys).subtracting(usedParams).sorted()
+        let ignored = Set(params.keys).subtracting(fixture.used).sorted()
         if !ignored.isEmpty { out["ignored_params"] = ignored }
         out["ok"] = ok
         return (json(out), ok)
-    }
-
-    /// `[B, C]` real and virtual → `[2B, C]` sample-major.
-    static func interleave(_ a: Tensor, _ b: Tensor) -> Tensor {
-        let n = a.shape[0], c = a.shape[1]
-        let z = Tensor(uninitializedShape: [2 * n, c])
-        for i in 0..<n {
-            (z.ptr + 2 * i * c).update(from: a.ptr + i * c, count: c)
-            (z.ptr + (2 * i + 1) * c).update(from: b.ptr + i * c, count: c)
-        }
-        return z
-    }
-
-    /// View `v` of a `[2B, C]` sample-major matrix.
-    static func view(_ z: Tensor, _ v: Int) -> Tensor {
-        let n = z.shape[0] / 2, c = z.shape[1]
-        let out = Tensor(uninitializedShape: [n, c])
-        for i in 0..<n { (out.ptr + i * c).update(from: z.ptr + (2 * i + v) * c, count: c) }
-        return out
     }
 
     static func json(_ d: [String: Any]) -> String {

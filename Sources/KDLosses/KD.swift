@@ -121,9 +121,18 @@ public struct KDTerm: LossTerm {
     }
 
     /// `{kind: kd, weight: 1, temperature: 4, ce_weight: 0}`
-    public static let descriptor = LossDescriptor(kind: "kd") { weight, p in
+    public static let descriptor = LossDescriptor(kind: "kd", fixtures: [("kd", runFixture)]) { weight, p in
         KDTerm(weight: weight, temperature: try p.float("temperature", 4, min: 0, exclusiveMin: true),
                ceWeight: try p.float("ce_weight", 0, min: 0))
+    }
+
+    /// Fixture `kd`: inputs `student_logits`, `teacher_logits`; parameter `temperature`.
+    static func runFixture(_ f: any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)]) {
+        let zs = try f.input("student_logits"), zt = try f.input("teacher_logits")
+        zs.requiresGrad = true
+        let r = try kdLoss(student: zs, teacher: zt, temperature: Float(f.parameter("temperature", 4)))
+        r.value.backward()
+        return (Double(r.value.item), [("grad_student_logits", zs.grad ?? Tensor.zeros(zs.shape))])
     }
 }
 

@@ -41,12 +41,29 @@ public struct LossDescriptor: @unchecked Sendable {
     public let kind: String
     /// Reads the entry's parameters (each with its default and range) and builds the term.
     public let make: (_ weight: Float, _ parameters: inout any LossParameterReader) throws -> any LossTerm
+    /// The conformance fixture kinds it answers (`kdgraph conformance`), e.g. `rkd_distance`, `rkd_angle`.
+    public let fixtures: [(kind: String, run: LossFixtureRunner)]
 
-    public init(kind: String, make: @escaping (Float, inout any LossParameterReader) throws -> any LossTerm) {
+    public init(kind: String, fixtures: [(kind: String, run: LossFixtureRunner)] = [],
+                make: @escaping (Float, inout any LossParameterReader) throws -> any LossTerm) {
         self.kind = kind
+        self.fixtures = fixtures
         self.make = make
     }
 }
+
+/// One case of a loss fixture manifest (docs/losses.md, "Conformance") as a loss file's runner sees it.
+public protocol LossFixture {
+    /// The named float32 input array.
+    func input(_ key: String) throws -> Tensor
+    /// A numeric parameter of the case, `def` when absent (reading marks it as used).
+    func parameter(_ key: String, _ def: Double) -> Double
+    func hasParameter(_ key: String) -> Bool
+}
+
+/// Runs one fixture case through the real loss code (one rank, the whole batch): the loss, and the
+/// computed arrays to compare with the case's `expected` arrays of the same names (`grad_<input>`, …).
+public typealias LossFixtureRunner = (any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)])
 
 /// Reads one `loss:` entry's parameters strictly: every getter marks its key as read, and the owner
 /// rejects keys nobody read. The config's YAML reader implements it, so an error names the file, the

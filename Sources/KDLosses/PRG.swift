@@ -167,12 +167,31 @@ public struct PRGTerm: LossTerm {
 
     /// `{kind: prg, weight: 1, temperature: 4, edge_temperature: 0.1, node_weight: 1, edge_weight: 1,
     /// pseudo_label_weight: 1, clip_scale: 100}`
-    public static let descriptor = LossDescriptor(kind: "prg") { weight, p in
+    public static let descriptor = LossDescriptor(kind: "prg", fixtures: [("prg", runFixture)]) { weight, p in
         PRGTerm(weight: weight, parameters: PRGParameters(
             temperature: try p.float("temperature", 4, min: 0, exclusiveMin: true),
             edgeTemperature: try p.float("edge_temperature", 0.1, min: 0, exclusiveMin: true),
             nodeWeight: try p.float("node_weight", 1, min: 0), edgeWeight: try p.float("edge_weight", 1, min: 0),
             pseudoLabelWeight: try p.float("pseudo_label_weight", 1, min: 0)),
             clipScale: try p.float("clip_scale", 100, min: 0, exclusiveMin: true))
+    }
+
+    /// Fixture `prg`: inputs `teacher_features`, `prompt_embeddings`, `student_embedding`,
+    /// `student_logits`; the teacher side (`prgTeacher`) is checked too (`teacher_logits`, `proxies`).
+    static func runFixture(_ f: any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)]) {
+        let feats = try f.input("teacher_features"), prompts = try f.input("prompt_embeddings")
+        let s = try f.input("student_embedding"), zs = try f.input("student_logits")
+        let (zt, proxies) = try prgTeacher(features: feats, prompts: prompts, clipScale: Float(f.parameter("clip_scale", 100)))
+        s.requiresGrad = true; zs.requiresGrad = true
+        let p = PRGParameters(temperature: Float(f.parameter("temperature", 4)),
+                              edgeTemperature: Float(f.parameter("edge_temperature", 0.1)),
+                              nodeWeight: Float(f.parameter("node_weight", 1)), edgeWeight: Float(f.parameter("edge_weight", 1)),
+                              pseudoLabelWeight: Float(f.parameter("pseudo_label_weight", 1)))
+        let r = try prgLoss(studentEmbedding: s, studentLogits: zs, teacherEmbedding: feats, teacherLogits: zt,
+                            proxies: proxies, parameters: p)
+        r.value.backward()
+        return (Double(r.value.item), [("teacher_logits", zt), ("proxies", proxies),
+                                       ("grad_student_embedding", s.grad ?? Tensor.zeros(s.shape)),
+                                       ("grad_student_logits", zs.grad ?? Tensor.zeros(zs.shape))])
     }
 }

@@ -33,11 +33,23 @@ public struct RKDTerm: LossTerm {
 
     /// `{kind: rkd, weight: 1, distance_weight: 25, angle_weight: 50, input: features | embedding,
     /// angle_anchors: (all), seed: 0}`
-    public static let descriptor = LossDescriptor(kind: "rkd") { weight, p in
+    public static let descriptor = LossDescriptor(
+        kind: "rkd", fixtures: [("rkd_distance", { try runFixture($0, angle: false) }),
+                                ("rkd_angle", { try runFixture($0, angle: true) })]
+    ) { weight, p in
         RKDTerm(weight: weight, distanceWeight: try p.float("distance_weight", 25, min: 0),
                 angleWeight: try p.float("angle_weight", 50, min: 0),
                 useEmbedding: try p.choice("input", "features", ["features", "embedding"]) == "embedding",
                 angleAnchors: try p.optionalInteger("angle_anchors", min: 1),
                 seed: UInt64(try p.optionalInteger("seed", min: 0) ?? 0))
+    }
+
+    /// Fixtures `rkd_distance` and `rkd_angle`: inputs `student`, `teacher`.
+    static func runFixture(_ f: any LossFixture, angle: Bool) throws -> (loss: Double, outputs: [(String, Tensor)]) {
+        let s = try f.input("student"), t = try f.input("teacher")
+        s.requiresGrad = true
+        let r = angle ? try rkdAngleLoss(student: s, teacher: t) : try rkdDistanceLoss(student: s, teacher: t)
+        r.value.backward()
+        return (Double(r.value.item), [("grad_student", s.grad ?? Tensor.zeros(s.shape))])
     }
 }

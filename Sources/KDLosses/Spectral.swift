@@ -160,8 +160,18 @@ public struct SpectralTerm: LossTerm {
     }
 
     /// `{kind: spectral, weight: 1, k: (classes, at most rows/2), input: embedding | features}`
-    public static let descriptor = LossDescriptor(kind: "spectral") { weight, p in
+    public static let descriptor = LossDescriptor(kind: "spectral", fixtures: [("spectral", runFixture)]) { weight, p in
         SpectralTerm(weight: weight, k: try p.optionalInteger("k", min: 1),
                      useFeatures: try p.choice("input", "embedding", ["embedding", "features"]) == "features")
+    }
+
+    /// Fixture `spectral`: inputs `student`, `teacher`; parameter `k` (required).
+    static func runFixture(_ f: any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)]) {
+        let s = try f.input("student"), t = try f.input("teacher")
+        guard f.hasParameter("k") else { throw LossError.invalidArgument(loss: "spectral", message: "the case needs params.k") }
+        s.requiresGrad = true
+        let r = try spectralLoss(student: s, teacher: t, k: Int(f.parameter("k", 1)))
+        r.value.backward()
+        return (Double(r.value.item), [("grad_student", s.grad ?? Tensor.zeros(s.shape))])
     }
 }

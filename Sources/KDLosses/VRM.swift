@@ -231,7 +231,7 @@ public struct VRMTerm: LossTerm {
 
     /// `{kind: vrm, weight: 1, q: 0.1, temperature: 4, delta: 1, inter_sample_weight: 1,
     /// inter_class_weight: 1, kd_weight: 1}`
-    public static let descriptor = LossDescriptor(kind: "vrm") { weight, p in
+    public static let descriptor = LossDescriptor(kind: "vrm", fixtures: [("vrm", runFixture)]) { weight, p in
         VRMTerm(weight: weight, parameters: VRMParameters(
             pruneFraction: try p.number("q", 0.1, min: 0, max: 1, exclusiveMin: false),
             temperature: try p.float("temperature", 4, min: 0, exclusiveMin: true),
@@ -239,5 +239,41 @@ public struct VRMTerm: LossTerm {
             interSampleWeight: try p.float("inter_sample_weight", 1, min: 0),
             interClassWeight: try p.float("inter_class_weight", 1, min: 0),
             kdWeight: try p.float("kd_weight", 1, min: 0)))
+    }
+
+    /// Fixture `vrm`: inputs `student_logits_real`/`_virtual`, `teacher_logits_real`/`_virtual` (`[B, C]`
+    /// each, interleaved sample-major into `[2B, C]`).
+    static func runFixture(_ f: any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)]) {
+        let zs = interleave(try f.input("student_logits_real"), try f.input("student_logits_virtual"))
+        let zt = interleave(try f.input("teacher_logits_real"), try f.input("teacher_logits_virtual"))
+        zs.requiresGrad = true
+        let p = VRMParameters(pruneFraction: f.parameter("q", 0.1), temperature: Float(f.parameter("temperature", 4)),
+                              delta: Float(f.parameter("delta", 1)),
+                              interSampleWeight: Float(f.parameter("inter_sample_weight", 1)),
+                              interClassWeight: Float(f.parameter("inter_class_weight", 1)),
+                              kdWeight: Float(f.parameter("kd_weight", 1)))
+        let r = try vrmLoss(student: zs, teacher: zt, views: 2, parameters: p)
+        r.value.backward()
+        let g = zs.grad ?? Tensor.zeros(zs.shape)
+        return (Double(r.value.item), [("grad_student_logits_real", view(g, 0)), ("grad_student_logits_virtual", view(g, 1))])
+    }
+
+    /// `[B, C]` real and virtual → `[2B, C]` sample-major.
+    static func interleave(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let n = a.shape[0], c = a.shape[1]
+        let z = Tensor(uninitializedShape: [2 * n, c])
+        for i in 0..<n {
+            (z.ptr + 2 * i * c).update(from: a.ptr + i * c, count: c)
+            (z.ptr + (2 * i + 1) * c).update(from: b.ptr + i * c, count: c)
+        }
+        return z
+    }
+
+    /// View `v` of a `[2B, C]` sample-major matrix.
+    static func view(_ z: Tensor, _ v: Int) -> Tensor {
+        let n = z.shape[0] / 2, c = z.shape[1]
+        let out = Tensor(uninitializedShape: [n, c])
+        for i in 0..<n { (out.ptr + i * c).update(from: z.ptr + (2 * i + v) * c, count: c) }
+        return out
     }
 }
