@@ -48,7 +48,7 @@ public enum Conformance {
     /// Every fixture kind of the registered losses, longest first (so a case name's prefix picks the
     /// most specific one).
     static var runners: [(kind: String, run: LossFixtureRunner)] {
-        LossRegistry.all.flatMap(\.fixtures).sorted { $0.kind.count > $1.kind.count }
+        LossRegistry.all.flatMap { $0.fixtures }.sorted { $0.kind.count > $1.kind.count }
     }
 
     static func kind(of name: String, _ c: [String: Any]) throws -> String {
@@ -57,7 +57,7 @@ public enum Conformance {
             return k
         }
         throw LossError.invalidArgument(loss: "conformance",
-                                        message: "case '\(name)': unknown loss kind (known: \(runners.map(\.kind)))")
+                                        message: "case '\(name)': unknown loss kind (known: \(runners.map { $0.kind }))")
     }
 
     /// A manifest case: its `.npy` inputs (under the manifest's folder) and numeric `params`.

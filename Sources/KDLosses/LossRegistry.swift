@@ -1,3 +1,5 @@
+import KDTensor
+
 /// The table of loss kinds. The config, the trainer, the conformance harness and the loss benchmark
 /// all read it; adding a loss is one file (kernel, term, descriptor) plus one line here
 /// (docs/losses.md, "Adding a loss").

@@ -1,3 +1,5 @@
+import KDTensor
+
 /// `rkd`: `w_D · L_RKD-D + w_A · L_RKD-A` (Park et al., CVPR 2019) between the student features (or
 /// embedding) and the teacher embedding, over all `B·V` rows; anchors = the shard's rows. The kernels
 /// are `rkdDistanceLoss` (RKDDistance.swift) and `rkdAngleLoss` (RKDAngle.swift). With `angleAnchors`
@@ -33,10 +35,12 @@ public struct RKDTerm: LossTerm {
 
     /// `{kind: rkd, weight: 1, distance_weight: 25, angle_weight: 50, input: features | embedding,
     /// angle_anchors: (all), seed: 0}`
-    public static let descriptor = LossDescriptor(
-        kind: "rkd", fixtures: [("rkd_distance", { try runFixture($0, angle: false) }),
-                                ("rkd_angle", { try runFixture($0, angle: true) })]
-    ) { weight, p in
+    static let fixtures: [(kind: String, run: LossFixtureRunner)] = [
+        ("rkd_distance", { f in try runFixture(f, angle: false) }),
+        ("rkd_angle", { f in try runFixture(f, angle: true) }),
+    ]
+
+    public static let descriptor = LossDescriptor(kind: "rkd", fixtures: fixtures) { weight, p in
         RKDTerm(weight: weight, distanceWeight: try p.float("distance_weight", 25, min: 0),
                 angleWeight: try p.float("angle_weight", 50, min: 0),
                 useEmbedding: try p.choice("input", "features", ["features", "embedding"]) == "embedding",
