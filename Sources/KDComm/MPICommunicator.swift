@@ -215,7 +215,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// Blocking all-reduces of more than `4 × allReduceChunkBytes` are issued as consecutive calls of
     /// `allReduceChunkBytes` (default 1 MiB; 0 disables). Measured here at np 2 (docs/communication.md):
     /// a 64 MB sum took 62–130 ms as one call and 16–46 ms as 1 MiB calls; the 16-core node showed
-    /// the same (SPEC §7: 2.2× at 16 ranks).
+    /// the same (docs/communication.md, the 1 MiB chunking policy).
     public var allReduceChunkBytes: Int = 1 << 20
 
     public func allReduce<T: CommScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, op: ReduceOp) throws {

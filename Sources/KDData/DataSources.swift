@@ -1,6 +1,6 @@
 import Foundation
 
-/// The data settings the trainer passes from its config (`data.*` keys, SPEC §6).
+/// The data settings the trainer passes from its config (`data.*` keys, docs/config.md).
 public struct DataSourceConfig: Equatable, Sendable {
     /// `synthetic`, `npy` or `cifar`.
     public var source: String

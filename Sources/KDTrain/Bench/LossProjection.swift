@@ -8,7 +8,7 @@ import KDTensor
 /// In weak scaling each rank keeps its `b` samples, but every relational graph spans the global batch
 /// `B = b·N`: a rank's share of an O(B²) term costs O(b·B), of RKD-angle O(b·B²), and the replicated
 /// parts (normalisers, VRM's inter-class graph, the spectral eigensolver) O(B²)…O(B³). The networks'
-/// cost does not grow, so the loss is what changes the step (SPEC §5; docs/scaling.md).
+/// cost does not grow, so the loss is what changes the step (docs/scaling.md).
 ///
 /// The projection takes the loss inputs of a real step (student rows on the tape, teacher rows,
 /// proxies, labels), tiles their rows to `b·N` samples — each further copy scaled by `1 + 0.01·u`,

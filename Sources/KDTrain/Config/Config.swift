@@ -2,7 +2,7 @@ import Foundation
 import KDLosses
 import Yams
 
-/// The run configuration (SPEC §6). Every key is documented in docs/config.md; unknown keys are errors.
+/// The run configuration. Every key is documented in docs/config.md; unknown keys are errors.
 public struct KDConfig: Equatable {
     public enum Mode: String { case supervised, distill }
 

@@ -9,7 +9,7 @@ import KDTensor
 ///   penultimate feature, its logits the classifier output, its class proxies the classifier's rows.
 /// - `embeddings`: a foundation model's precomputed image embeddings (`N×D` or `N×V×D` .npy, memory-
 ///   mapped, each rank reads its rows by the sample's row in the data file) and optional prompt embeddings `K×C×D`, from
-///   which PRG's confidence-weighted teacher logits and class proxies come (LOSSES.md PRG 1–3).
+///   which PRG's confidence-weighted teacher logits and class proxies come (docs/losses.md, "PRG").
 public final class TeacherSide {
     public enum Source {
         case network(any Classifier)

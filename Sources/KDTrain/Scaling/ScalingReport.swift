@@ -6,7 +6,7 @@ public struct ScalingPoint: Equatable {
     public var globalBatch: Int
     public var samplesPerSecond: Double
     public var stepSeconds: Double
-    /// Median seconds per phase (SPEC §1 names).
+    /// Median seconds per phase (`Phase` names).
     public var phases: [String: Double]
     public var bytesAllReduced: Double
     public var bytesGathered: Double
@@ -66,7 +66,7 @@ public struct ProjectedPoint: Equatable {
     public var measuredEfficiency: Double?
 }
 
-/// Weak or strong scaling (SPEC §5).
+/// Weak or strong scaling (definitions in docs/scaling.md, "Measuring").
 public enum ScalingMode: String { case weak, strong }
 
 /// The scaling report: Markdown table, CSV and an SVG plot, with the efficiency definitions written in.
