@@ -48,14 +48,18 @@ let package = Package(
         // Losses: KD, RKD, PRG, VRM, spectral over the gathered global batch.
         .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats", "KDData", "CBLAS"],
                 swiftSettings: v5 + fastMath),
-        // Training: config, the step, metrics, checkpoint/resume, benchmarks, scaling reports.
+        // Training: config, the step, the run loop, metrics, checkpoint/resume.
         .target(name: "KDTrain", dependencies: [
             "KDTensor", "KDComm", "KDFormats", "KDData", "KDModels", "KDLosses",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5 + fastMath),
+        // What measures or checks training, kept out of the training libraries: the step and op
+        // benchmarks, the loss projection, scaling reports, the loss conformance harness.
+        .target(name: "KDTools", dependencies: ["KDTrain", "KDTensor", "KDComm", "KDData", "KDLosses", "KDFormats"],
+                swiftSettings: v5 + fastMath),
         .executableTarget(name: "kdgraph", dependencies: [
-            "KDTrain", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "KDTrain", "KDTools", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: v5),
         // Multi-rank checks run under a real `mpirun -np 2/4` by Tests/mpi/run.sh.
         .executableTarget(name: "kdgraph-mpi-checks", dependencies: [
@@ -68,8 +72,10 @@ let package = Package(
         .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDFormats", "KDTensor"], swiftSettings: v5),
         .testTarget(name: "KDModelsTests", dependencies: ["KDModels", "KDTensor", "KDFormats", "KDComm"],
                     swiftSettings: v5),
-        .testTarget(name: "KDLossesTests", dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm", "KDData"],
+        .testTarget(name: "KDLossesTests", dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm", "KDData", "KDTools"],
                     resources: [.copy("Fixtures")], swiftSettings: v5),
         .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm", "KDData", "KDLosses"], swiftSettings: v5),
+        .testTarget(name: "KDToolsTests", dependencies: ["KDTools", "KDTrain", "KDData", "KDLosses", "KDTensor"],
+                    swiftSettings: v5),
     ]
 )

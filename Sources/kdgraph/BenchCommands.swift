@@ -3,6 +3,7 @@ import Foundation
 import KDComm
 import KDLosses
 import KDTensor
+import KDTools
 import KDTrain
 
 struct Bench: ParsableCommand {

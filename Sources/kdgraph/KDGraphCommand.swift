@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KDComm
+import KDTools
 import KDTrain
 
 @main

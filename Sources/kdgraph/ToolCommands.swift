@@ -4,6 +4,7 @@ import KDComm
 import KDLosses
 import KDModels
 import KDTensor
+import KDTools
 import KDTrain
 
 struct SelfTestCommand: ParsableCommand {

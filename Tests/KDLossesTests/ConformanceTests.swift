@@ -1,6 +1,7 @@
 import XCTest
 import KDTensor
 @testable import KDLosses
+@testable import KDTools
 
 final class ConformanceTests: XCTestCase {
     func fixturesDirectory() throws -> String {

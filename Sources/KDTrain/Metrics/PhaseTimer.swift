@@ -5,6 +5,9 @@ import Foundation
 public enum Phase: String, CaseIterable, Sendable {
     case data, teacher, studentForward = "student_forward", gatherLoss = "gather_loss",
          backward, allreduce, optimizer
+
+    /// The part of `gatherLoss` spent inside the all-gathers (reported beside the phases).
+    public static let gatherWait = "gather_wait"
 }
 
 @inline(__always) public func monotonicSeconds() -> Double {

@@ -50,7 +50,7 @@ extension MetricRecord {
         set("lr", learningRate)
         set("samples_per_s", samplesPerSecond)
         for p in Phase.allCases { set("time/\(p.rawValue)", r.phases[p] ?? 0) }
-        set("time/gather_wait", r.gathers.seconds)
+        set("time/\(Phase.gatherWait)", r.gathers.seconds)
         set("bytes/allreduce", Double(r.bytesAllReduced))
         set("bytes/gathered", Double(r.gathers.bytesReceived))
     }

@@ -1,4 +1,7 @@
 import Foundation
+import KDLosses
+import KDTensor
+import KDTrain
 
 /// The output of `kdgraph bench --config C.yaml`, one JSON object (keys in snake_case, e.g.
 /// `samples_per_s`, `step_median_s`, `phases.teacher.median_s`): written by `StepBench`, read back by

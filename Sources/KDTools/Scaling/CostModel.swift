@@ -1,4 +1,7 @@
 import Foundation
+import KDLosses
+import KDTensor
+import KDTrain
 
 /// The all-reduce cost model of a ring / Rabenseifner all-reduce:
 ///

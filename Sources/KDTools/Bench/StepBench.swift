@@ -1,7 +1,9 @@
 import Foundation
 import KDComm
 import KDData
+import KDLosses
 import KDTensor
+import KDTrain
 
 /// `kdgraph bench --config C.yaml`: warm-up plus `steps` measured steps of the real training step,
 /// summarised as one `BenchResult` (rank 0): throughput, the step's phases (median and p90 over steps),
@@ -76,10 +78,10 @@ public enum StepBench {
         }
         var phases: [String: BenchResult.Spread] = [:]
         for p in Phase.allCases { phases[p.rawValue] = spread(records.map { $0.phases[p] ?? 0 }) }
-        phases["gather_wait"] = spread(gatherWaits)
+        phases[Phase.gatherWait] = spread(gatherWaits)
         let stepMedian = PhaseTimer.percentile(stepTimes, 0.5)
         let sps = stepMedian > 0 ? Double(B) / stepMedian : 0
-        let commMedian = phases[Phase.allreduce.rawValue]!.medianS + phases["gather_wait"]!.medianS
+        let commMedian = phases[Phase.allreduce.rawValue]!.medianS + phases[Phase.gatherWait]!.medianS
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
         let teacher = cfg.mode == .distill ? (cfg.teacher.kind == "network" ? cfg.teacher.model : "embeddings") : "none"

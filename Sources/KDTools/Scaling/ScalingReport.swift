@@ -1,4 +1,7 @@
 import Foundation
+import KDLosses
+import KDTensor
+import KDTrain
 
 /// One world size's measurement, from `kdgraph bench` JSON.
 public struct ScalingPoint: Equatable {
@@ -27,7 +30,7 @@ public struct ScalingPoint: Equatable {
 
     /// Communication share: gather+loss is partly compute, so only the all-reduce wait and the gather
     /// wait the bench reports separately count (`gather_wait` when present, else none of gather_loss).
-    public var communicationSeconds: Double { (phases["allreduce"] ?? 0) + (phases["gather_wait"] ?? 0) }
+    public var communicationSeconds: Double { (phases[Phase.allreduce.rawValue] ?? 0) + (phases[Phase.gatherWait] ?? 0) }
 }
 
 /// The collectives one training step issues besides the gradient all-reduce, per rank.

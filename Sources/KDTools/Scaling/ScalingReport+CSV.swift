@@ -1,4 +1,7 @@
 import Foundation
+import KDLosses
+import KDTensor
+import KDTrain
 
 /// `report.csv` (one row per measured world size) and `projection.csv` (one per projected one).
 extension ScalingReport {
@@ -18,7 +21,7 @@ extension ScalingReport {
         for p in points {
             let pred = costModel.map { $0.predict(ranks: p.ranks, bytes: p.bytesAllReduced) } ?? .nan
             s += "\(p.ranks),\(p.globalBatch),\(p.samplesPerSecond),\(speedup(p)),\(efficiency(p)),\(p.stepSeconds),"
-            s += "\(p.stepSeconds > 0 ? p.communicationSeconds / p.stepSeconds : 0),\(p.phases["allreduce"] ?? 0),\(pred),"
+            s += "\(p.stepSeconds > 0 ? p.communicationSeconds / p.stepSeconds : 0),\(p.phases[Phase.allreduce.rawValue] ?? 0),\(pred),"
             s += "\(p.bytesAllReduced),\(p.bytesGathered),\(p.peakRSSBytes)"
             for name in ScalingReport.phaseOrder { s += ",\(p.phases[name] ?? 0)" }
             s += "\n"
@@ -26,5 +29,5 @@ extension ScalingReport {
         return s
     }
 
-    static let phaseOrder = ["data", "teacher", "student_forward", "gather_loss", "backward", "allreduce", "optimizer"]
+    static let phaseOrder = Phase.allCases.map(\.rawValue)
 }

@@ -1,5 +1,6 @@
 import XCTest
-@testable import KDTrain
+@testable import KDTools
+import KDTrain
 
 final class ScalingReportTests: XCTestCase {
     func testCostModelFitRecoversLatencyAndBandwidth() throws {

@@ -2,7 +2,8 @@ import XCTest
 import KDData
 import KDLosses
 import KDTensor
-@testable import KDTrain
+@testable import KDTools
+import KDTrain
 
 final class LossProjectionTests: XCTestCase {
     func inputs(samples b: Int, views v: Int) -> LossInputs {

@@ -1,4 +1,7 @@
 import Foundation
+import KDLosses
+import KDTensor
+import KDTrain
 
 /// `report.md`: the measured table, the phases, the cost model, the projection.
 extension ScalingReport {
@@ -16,7 +19,7 @@ extension ScalingReport {
             s += String(format: "| %d | %d | %.1f | %.2f | %.1f%% | %.1f | %.1f%% | %.2f | %@ | %.0f |\n",
                         p.ranks, p.globalBatch, p.samplesPerSecond, speedup(p), 100 * efficiency(p), 1e3 * p.stepSeconds,
                         100 * (p.stepSeconds > 0 ? p.communicationSeconds / p.stepSeconds : 0),
-                        1e3 * (p.phases["allreduce"] ?? 0), pred, p.peakRSSBytes / 1_048_576)
+                        1e3 * (p.phases[Phase.allreduce.rawValue] ?? 0), pred, p.peakRSSBytes / 1_048_576)
         }
         s += "\nStep time by phase (median ms per step):\n\n| ranks | " + ScalingReport.phaseOrder.joined(separator: " | ") + " |\n"
         s += "|---:|" + String(repeating: "---:|", count: ScalingReport.phaseOrder.count) + "\n"

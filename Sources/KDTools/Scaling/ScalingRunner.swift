@@ -1,4 +1,7 @@
 import Foundation
+import KDLosses
+import KDTensor
+import KDTrain
 
 /// `kdgraph scaling`: runs `kdgraph bench` under `mpirun` at each world size (one BLAS thread per rank,
 /// ranks bound to cores; oversubscribed and unbound past the core count), then writes the report.

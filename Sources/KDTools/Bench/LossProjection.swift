@@ -2,6 +2,7 @@ import Foundation
 import KDData
 import KDLosses
 import KDTensor
+import KDTrain
 
 /// What one rank's share of the objective costs in a larger weak-scaling job, measured here.
 ///
