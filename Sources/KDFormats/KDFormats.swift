@@ -1,1 +1,0 @@
-// KDFormats: see docs/architecture.md
