@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from checkpoint_check import FILE_KEY, digest_problem
+
 TOLERANCE = 1e-4
 # Gradients pass through several BatchNorm backward steps in float32 on both sides.
 GRAD_TOLERANCE = 1e-3
@@ -224,7 +226,7 @@ def check(directory):
         ok = ok and e_train <= TOLERANCE and e_grad <= GRAD_TOLERANCE
     if os.path.exists(f"{directory}/checkpoint.safetensors"):
         # A KDGraph training checkpoint: model tensors load strictly once optimizer state is set aside,
-        # and the metadata carries the data checksum and the optimizer step count.
+        # the metadata carries the optimizer step count, and the file checksum verifies.
         with safe_open(f"{directory}/checkpoint.safetensors", framework="pt") as f:
             metadata = f.metadata()
         full = load_file(f"{directory}/checkpoint.safetensors")
@@ -232,7 +234,9 @@ def check(directory):
         build(manifest).load_state_dict(weights, strict=True)
         report["checkpoint_tensors"] = len(full)
         report["checkpoint_optim_step"] = metadata.get("optim.step_count")
-        ok = ok and len(metadata.get("kdgraph.data_sha256", "")) == 64
+        problem = digest_problem(f"{directory}/checkpoint.safetensors")
+        report["checkpoint_checksum"] = problem or "ok"
+        ok = ok and metadata.get(FILE_KEY) is not None and problem is None
     report["ok"] = ok
     print(json.dumps(report))
     return ok

@@ -11,7 +11,9 @@ import KDTensor
 ///   the metadata key `optim.step_count`, its kind in `optim.kind`;
 /// - caller tensors (e.g. `state.…`) as given;
 /// - `__metadata__`: the caller's strings (step, epoch, RNG state, sampler position, config digest)
-///   plus `kdgraph.data_sha256`, the SHA-256 of the data section, verified on every load.
+///   plus `kdgraph.file_sha256`, the SHA-256 of the whole file (header and data, see
+///   `Safetensors.checksumKey`), verified on every load; older checkpoints' `kdgraph.data_sha256`
+///   (data section only) is still verified.
 ///
 /// Writes go to a temporary file in the destination folder, are fsync'ed, renamed over the target and
 /// the folder is fsync'ed: a crash leaves either the previous checkpoint or the new one.
@@ -30,6 +32,14 @@ public enum Checkpoint {
                             extraTensors: [(String, Tensor)] = [], metadata: [String: String] = [:],
                             rank: Int = 0) throws -> Bool {
         guard rank == 0 else { return false }
+        // No checkpoint ever holds NaN/Inf (docs/reliability.md): resuming from one could only diverge.
+        let optimizerState = optimizer?.stateTensors().map { (optimizerPrefix + $0.0, $0.1) } ?? []
+        for (name, t) in model.namedParameters() + model.namedBuffers() + optimizerState + extraTensors {
+            if let n = nonFiniteCount(t) {
+                throw ModelError.checkpoint(file: path, message: "tensor '\(name)' holds \(n) NaN/Inf value(s) of "
+                                            + "\(t.count): a checkpoint is never written with non-finite values")
+            }
+        }
         var tensors = modelTensors(model)
         var meta = metadata
         if let optimizer {
@@ -52,8 +62,9 @@ public enum Checkpoint {
     /// Reads and validates a checkpoint (format and checksum); errors name the file.
     public static func read(path: String) throws -> SafetensorsFile {
         let f = try Safetensors.read(path: path)
-        guard f.metadata[Safetensors.checksumKey] != nil else {
-            throw ModelError.checkpoint(file: path, message: "has no \(Safetensors.checksumKey) in __metadata__: not a KDGraph checkpoint (use loadWeights for plain safetensors files)")
+        guard f.metadata[Safetensors.checksumKey] != nil || f.metadata[Safetensors.legacyDataChecksumKey] != nil else {
+            throw ModelError.checkpoint(file: path, message: "has no \(Safetensors.checksumKey) in __metadata__: "
+                                        + "not a KDGraph checkpoint (use loadWeights for plain safetensors files)")
         }
         return f
     }

@@ -32,7 +32,7 @@ struct ConfigOptions: ParsableArguments {
 func withWorld(blasThreads: Int = 1, _ body: (MPICommunicator) throws -> Void) {
     let comm: MPICommunicator
     do { comm = try Runtime.start(blasThreads: blasThreads) } catch {
-        FileHandle.standardError.write("kdgraph: cannot initialise MPI: \(error)\n".data(using: .utf8)!)
+        fputs("kdgraph: cannot initialise MPI: \(error)\n", stderr)
         exit(1)
     }
     runOrAbort(comm) { try body(comm) }

@@ -12,6 +12,9 @@ struct Train: ParsableCommand {
     @Option(help: "Continue from this checkpoint (weights, optimizer state, step).")
     var resume: String?
 
+    @Flag(help: "Start in an output.dir that holds an earlier run's checkpoints and metrics, deleting them first.")
+    var overwrite = false
+
     func run() throws {
         let config: KDConfig
         do { config = try options.load() } catch {
@@ -21,7 +24,7 @@ struct Train: ParsableCommand {
         }
         withWorld(blasThreads: config.blasThreads) { comm in
             let trainer = try Trainer(config: config, comm: comm)
-            _ = try trainer.run(resumeFrom: resume)
+            _ = try trainer.run(resumeFrom: resume, overwrite: overwrite)
         }
     }
 }

@@ -82,6 +82,46 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
+    /// Issue 18 item 4: a resumed run must not start from an edited header. Flipping the step and
+    /// swapping two same-sized tensors' offsets are both refused, naming the file.
+    func testEditedHeaderIsDetected() throws {
+        let (a, opt) = try trainedLike(seed: 1)
+        let path = dir + "/h.safetensors"
+        try Checkpoint.save(path: path, model: a, optimizer: opt, metadata: ["kdgraph.step": "10"])
+        let bytes = try SafetensorsIO.readAll(path: path)
+        func edited(_ edit: (String) -> String) -> [UInt8] {
+            var n = 0
+            for k in 0..<8 { n |= Int(bytes[k]) << (8 * k) }
+            let header = Array(edit(String(decoding: bytes[8..<(8 + n)], as: UTF8.self)).utf8)
+            var m = UInt64(header.count).littleEndian
+            var out = [UInt8]()
+            withUnsafeBytes(of: &m) { out.append(contentsOf: $0) }
+            return out + header + bytes[(8 + n)...]
+        }
+        // bn1.weight and bn1.bias are both F32 [16]: their offsets swap without any structural error.
+        func offsets(_ header: String, _ name: String) -> String {
+            let rest = header[header.range(of: "\"\(name)\":{")!.upperBound...]
+            let start = rest.range(of: "\"data_offsets\":")!.upperBound
+            return String(rest[start...].prefix { $0 != "]" }) + "]"
+        }
+        let cases = [
+            edited { $0.replacingOccurrences(of: #""kdgraph.step":"10""#, with: #""kdgraph.step":"11""#) },
+            edited { h in
+                let (w, b) = (offsets(h, "bn1.weight"), offsets(h, "bn1.bias"))
+                return h.replacingOccurrences(of: w, with: "@").replacingOccurrences(of: b, with: w)
+                    .replacingOccurrences(of: "@", with: b)
+            },
+        ]
+        for c in cases {
+            XCTAssertNotEqual(c, bytes)
+            try Data(c).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try Checkpoint.load(path: path, into: a, optimizer: opt)) { e in
+                let m = "\(e)"
+                XCTAssertTrue(m.contains(path) && m.contains("checksum mismatch"), m)
+            }
+        }
+    }
+
     func testTruncatedFileIsDetected() throws {
         let (a, _) = try trainedLike(seed: 1)
         let path = dir + "/t.safetensors"
@@ -151,6 +191,61 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(try SafetensorsIO.readAll(path: path), before)
         try Checkpoint.load(path: path, into: b)
         XCTAssertEqual(b.namedParameters()[0].1.array, a.namedParameters()[0].1.array)
+    }
+
+    /// Issue 18 item 2: no checkpoint holds NaN/Inf. The writer names the tensor and the file, writes
+    /// nothing, and leaves an earlier checkpoint at the same path as it was.
+    func testNonFiniteTensorsAreRefused() throws {
+        let (a, opt) = try trainedLike(seed: 1)
+        let path = dir + "/nf.safetensors"
+        try Checkpoint.save(path: path, model: a, optimizer: opt)
+        let before = try SafetensorsIO.readAll(path: path)
+        let rv = a.namedBuffers().first { $0.0 == "layer1.0.bn2.running_var" }!.1
+        rv.ptr[3] = .infinity
+        rv.ptr[5] = .nan
+        XCTAssertThrowsError(try Checkpoint.save(path: path, model: a, optimizer: opt)) {
+            XCTAssertEqual("\($0)", "checkpoint \(path): tensor 'layer1.0.bn2.running_var' holds 2 NaN/Inf value(s) "
+                           + "of 16: a checkpoint is never written with non-finite values")
+        }
+        XCTAssertEqual(try SafetensorsIO.readAll(path: path), before)
+        rv.ptr[3] = 1; rv.ptr[5] = 1
+        let m = opt.stateTensors()[2].1
+        m.ptr[0] = -.infinity
+        XCTAssertThrowsError(try Checkpoint.save(path: path, model: a, optimizer: opt)) {
+            XCTAssertTrue("\($0)".contains("tensor 'optim.\(opt.stateTensors()[2].0)' holds 1 NaN/Inf"), "\($0)")
+        }
+        m.ptr[0] = 0
+        XCTAssertThrowsError(try Checkpoint.save(path: path, model: a, extraTensors: [("state.head.w", Tensor(shape: [1], data: [.nan]))])) {
+            XCTAssertTrue("\($0)".contains("tensor 'state.head.w' holds 1 NaN/Inf value(s) of 1"), "\($0)")
+        }
+    }
+
+    /// `StepRollback` puts back parameters, buffers and optimizer state exactly as captured, and finds
+    /// the first non-finite tracked tensor.
+    func testStepRollbackRestoresEverything() throws {
+        let (m, opt) = try trainedLike(seed: 3)
+        let tracked = m.namedParameters() + m.namedBuffers()
+        let rollback = StepRollback(tensors: tracked, optimizer: opt)
+        func snapshot() -> [[UInt32]] {
+            (tracked + opt.stateTensors()).map { $0.1.array.map(\.bitPattern) } + [[UInt32(opt.stepCount)]]
+        }
+        rollback.capture()
+        let before = snapshot()
+        XCTAssertNil(rollback.firstNonFinite())
+        // A training-mode forward (running statistics), then an optimizer step (parameters, momentum).
+        var rng = KDRandom(keys: 4, 4)
+        m.train()
+        _ = try m(Tensor.randn([4, 32, 32, 3], rng: &rng))
+        Tape.reset()
+        for (_, p) in m.namedParameters() { p.grad = Tensor.randn(p.shape, std: 1e30, rng: &rng) }
+        try opt.step()
+        XCTAssertNotEqual(snapshot(), before)
+        XCTAssertEqual(opt.stepCount, 2)
+        m.namedBuffers()[1].1.ptr[0] = .nan
+        XCTAssertEqual(rollback.firstNonFinite()?.name, m.namedBuffers()[1].0)
+        try rollback.restore()
+        XCTAssertEqual(snapshot(), before)
+        XCTAssertNil(rollback.firstNonFinite())
     }
 
     func testOnlyRankZeroWrites() throws {

@@ -4,14 +4,17 @@
 #     verifies, and --resume from it reproduces the uninterrupted run's losses;
 #   - SIGTERM to one rank: every rank finishes the same step, a checkpoint is written, exit non-zero;
 #   - a rank that throws (KDGRAPH_FAIL_RANK/KDGRAPH_FAIL_STEP): the job ends within 10 s with its message;
-#   - disk full (a small tmpfs) or an unwritable checkpoint folder: clear error, earlier checkpoints intact.
+#   - disk full (a small tmpfs) or an unwritable checkpoint folder: clear error, earlier checkpoints intact;
+#   - disk full while writing metrics: named error, a checkpoint of the step, whole lines only, exit non-zero;
+#   - a diverging run (optim.lr=1e6): never a NaN/Inf checkpoint, with or without train.skip_nonfinite;
+#   - one run per output.dir: a concurrent run refused, a rerun refused unless --overwrite, stale lock replaced.
 # Needs a release build. Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 bin=.build/release/kdgraph
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d)
-cleanup() { umount "$tmp/small" 2>/dev/null; chattr -i "$tmp/ro/checkpoints" 2>/dev/null; rm -rf "$tmp"; }
+cleanup() { umount "$tmp/small" 2>/dev/null; umount "$tmp/mfull" 2>/dev/null; chattr -i "$tmp/ro/checkpoints" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 pass=0; fail=0
 ok() { echo "PASS $1"; pass=$((pass + 1)); }
@@ -94,6 +97,84 @@ else
     ok "unwritable checkpoint folder: clear error (exit $rc), earlier checkpoint intact"
   else ko "unwritable checkpoint folder" "exit $rc: $(tail -2 "$tmp/ro.log")"; fi
 fi
+
+# 5. Disk full while writing metrics (issue 18 item 5): metrics.jsonl on a tmpfs that a filler file
+# fills mid-run, checkpoints (a symlinked folder) on the big disk. Expected: the named error with the
+# OS reason, a checkpoint of the current step that verifies, metrics files of whole lines, exit non-zero.
+mkdir -p "$tmp/mfull" "$tmp/mfull-ck"
+if mount -t tmpfs -o size=256k tmpfs "$tmp/mfull" 2>/dev/null; then
+  ln -s "$tmp/mfull-ck" "$tmp/mfull/checkpoints"
+  bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 \
+    --set output.dir="$tmp/mfull" >"$tmp/mfull.log" 2>&1
+  ( sleep 180; kill -9 "$job" 2>/dev/null ) & guard=$!
+  wait_for "$tmp/mfull/metrics.jsonl" 120 && sleep 1
+  dd if=/dev/zero of="$tmp/mfull/filler" bs=4k 2>/dev/null
+  wait "$job"; rc=$?
+  kill "$guard" 2>/dev/null
+  ck=$(ls "$tmp/mfull-ck"/step_*.safetensors 2>/dev/null | tail -1)
+  if [ "$rc" != 0 ] && grep -q "metrics.jsonl: metrics not written: No space left on device; checkpoint .*step_.* written" "$tmp/mfull.log" \
+     && [ -n "$ck" ] && verify "$ck" \
+     && python3 -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$tmp/mfull/metrics.jsonl" \
+     && [ "$(tail -c 1 "$tmp/mfull/metrics.csv" | od -An -c | tr -d ' ')" = '\n' ]; then
+    ok "disk full while writing metrics: named error (exit $rc), checkpoint $(basename "$ck") verifies, whole lines only"
+  else ko "disk full while writing metrics" "exit $rc, checkpoint '$ck': $(grep -m2 'rank' "$tmp/mfull.log")"; fi
+  rm -f "$tmp/mfull/filler"
+else
+  echo "note: mount not permitted; metrics disk-full test skipped (MetricsWriterTests covers /dev/full)"
+fi
+
+# 6. A diverging run (issue 18 item 2): with skip_nonfinite it completes and no checkpoint holds NaN/Inf
+# (the skipped steps' BatchNorm statistics are rolled back); without, it stops with a named error and
+# no checkpoint holds NaN/Inf either.
+tt=(--config Tests/mpi/configs/tiny-teacher.yaml --set optim.lr=1e6 --set train.checkpoint_every=2)
+mpi 2 train "${tt[@]}" --set train.skip_nonfinite=true --set output.dir="$tmp/skip" >"$tmp/skip.log" 2>&1; rc=$?
+if [ "$rc" = 0 ] && grep -q "step skipped" "$tmp/skip.log" \
+   && out=$(python3 launch/checkpoint_check.py "$tmp/skip/checkpoints"/*.safetensors 2>&1); then
+  ok "lr=1e6 with skip_nonfinite: exit 0, $(grep -c 'step skipped' "$tmp/skip.log") step(s) skipped, every checkpoint finite"
+else ko "lr=1e6 with skip_nonfinite" "exit $rc: $(grep -m1 -i 'nan\|non-finite' "$tmp/skip.log") ${out:-}"; fi
+mpi 2 train "${tt[@]}" --set output.dir="$tmp/diverge" >"$tmp/diverge.log" 2>&1; rc=$?
+cks=$(ls "$tmp/diverge/checkpoints"/*.safetensors 2>/dev/null)
+if [ "$rc" != 0 ] && grep -q "non-finite" "$tmp/diverge.log" \
+   && { [ -z "$cks" ] || out=$(python3 launch/checkpoint_check.py $cks 2>&1); }; then
+  ok "lr=1e6 without skip: stops with '$(grep -o -m1 'non-finite [^(]*' "$tmp/diverge.log")', every checkpoint finite"
+else ko "lr=1e6 without skip" "exit $rc: $(grep -m1 'rank' "$tmp/diverge.log") ${out:-}"; fi
+
+# 7. One run per output.dir (issue 18 item 3).
+short=(--config "$cfg" "${set_t[@]}" --set train.steps=6 --set train.checkpoint_every=3)
+bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 --set output.dir="$tmp/shared" \
+  >"$tmp/shared-a.log" 2>&1
+first=$job
+if wait_for "$tmp/shared/metrics.jsonl" 120; then
+  t0=$(date +%s)
+  mpi 2 train "${short[@]}" --set output.dir="$tmp/shared" >"$tmp/shared-b.log" 2>&1; rc=$?
+  if [ "$rc" != 0 ] && [ $(( $(date +%s) - t0 )) -lt 30 ] \
+     && grep -q "rank [01]: .*shared: output.dir is in use by another run (pid [0-9]* on $(hostname)" "$tmp/shared-b.log" \
+     && kill -0 "$first" 2>/dev/null; then
+    ok "a second run in a busy output.dir is refused (exit $rc), the first keeps running"
+  else ko "second run in a busy output.dir" "exit $rc: $(grep -m1 'rank' "$tmp/shared-b.log")"; fi
+  kill -TERM "$first"; wait "$first"
+  if [ ! -e "$tmp/shared/kdgraph.lock" ]; then ok "the lock is removed when the run stops (SIGTERM)"
+  else ko "lock after SIGTERM" "$tmp/shared/kdgraph.lock left behind"; fi
+else
+  kill -9 "$first" 2>/dev/null; ko "busy output.dir" "first run did not start: $(tail -3 "$tmp/shared-a.log")"
+fi
+mpi 2 train "${short[@]}" --set output.dir="$tmp/rerun" >"$tmp/rerun1.log" 2>&1
+before=$(cd "$tmp/rerun" && ls checkpoints && md5sum metrics.jsonl)
+mpi 2 train "${short[@]}" --set train.steps=4 --set output.dir="$tmp/rerun" >"$tmp/rerun2.log" 2>&1; rc=$?
+if [ "$rc" != 0 ] && grep -q "already holds an earlier run's outputs (checkpoints/final.safetensors" "$tmp/rerun2.log" \
+   && [ "$(cd "$tmp/rerun" && ls checkpoints && md5sum metrics.jsonl)" = "$before" ]; then
+  ok "a rerun over an earlier run's checkpoints is refused (exit $rc), its files untouched"
+else ko "rerun over an earlier run" "exit $rc: $(grep -m1 'rank' "$tmp/rerun2.log")"; fi
+if mpi 2 train "${short[@]}" --set train.steps=4 --set output.dir="$tmp/rerun" --overwrite >"$tmp/rerun3.log" 2>&1 \
+   && [ ! -e "$tmp/rerun/checkpoints/step_00000006.safetensors" ] && [ -e "$tmp/rerun/checkpoints/step_00000003.safetensors" ] \
+   && [ "$(grep -c '"loss"' "$tmp/rerun/metrics.jsonl")" = 4 ]; then
+  ok "--overwrite: the earlier run's step_6 is gone, the new run's files only"
+else ko "--overwrite" "$(tail -2 "$tmp/rerun3.log"); $(ls "$tmp/rerun/checkpoints")"; fi
+mkdir -p "$tmp/stale"
+printf 'pid 999999999\nhost %s\nprocess_start 1\nstarted earlier\n' "$(hostname)" >"$tmp/stale/kdgraph.lock"
+if mpi 2 train "${short[@]}" --set output.dir="$tmp/stale" >"$tmp/stale.log" 2>&1 && grep -q "removing a stale lock" "$tmp/stale.log" \
+   && [ ! -e "$tmp/stale/kdgraph.lock" ]; then ok "a stale lock (dead pid) is replaced with a warning"
+else ko "stale lock" "$(grep -m1 'rank\|lock' "$tmp/stale.log")"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -9,6 +9,7 @@
 #     and the same checkpoint resumed on 4 ranks takes the same step 16;
 #   - an mlp student on .npy feature matrices distilled from an embeddings+prompts teacher;
 #   - `kdgraph bench` / `kdgraph scaling` (JSON fields, byte counts, report files, projection, --reuse);
+#   - resuming at or past train.steps is refused, nothing rewritten;
 #   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
@@ -91,6 +92,21 @@ if mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkp
   else ko "resume" "$out ${out2:-}"; fi
 else
   ko "resume runs" "$(tail -3 "$tmp/resumed.log" 2>/dev/null)"
+fi
+
+# Resume at or past the end (issue 18 item 7): refused with a message, non-zero exit, the run's files untouched.
+if [ -f "$tmp/straight/checkpoints/final.safetensors" ]; then
+  snap() { (cd "$tmp/straight" && md5sum checkpoints/* metrics.jsonl metrics.csv config.yaml); }
+  before=$(snap)
+  mpi 2 train "${dset[@]}" --set output.dir="$tmp/straight" --set train.steps=20 \
+    --resume "$tmp/straight/checkpoints/step_00000025.safetensors" >"$tmp/past.log" 2>&1; rc1=$?
+  mpi 2 train "${dset[@]}" --set output.dir="$tmp/straight" \
+    --resume "$tmp/straight/checkpoints/final.safetensors" >"$tmp/atend.log" 2>&1; rc2=$?
+  if [ "$rc1" != 0 ] && grep -q "checkpoint at step 25 is past the end of this run (train.steps = 20): nothing to resume" "$tmp/past.log" \
+     && [ "$rc2" != 0 ] && grep -q "checkpoint at step 30 is already at the end of this run (train.steps = 30): nothing to do" "$tmp/atend.log" \
+     && [ "$(snap)" = "$before" ]; then
+    ok "resume past the end (exit $rc1) and at the end (exit $rc2) refused, nothing rewritten"
+  else ko "resume past/at the end" "exit $rc1/$rc2: $(grep -m1 rank "$tmp/past.log") $(grep -m1 rank "$tmp/atend.log")"; fi
 fi
 
 # Resume on another world size: the 2-rank step-15 checkpoint continued on 4 ranks takes the same step 16.

@@ -48,6 +48,8 @@ public final class Trainer {
     public private(set) var lastLoss = 0.0
     public private(set) var lastTerms: [(String, Double)] = []
     var needsFeatures = false, needsEmbedding = false, needsLogits = true, needsLabels = false
+    /// What a step skipped by `train.skip_nonfinite` puts back (parameters, buffers, optimizer state).
+    lazy var rollback = StepRollback(tensors: parameters + student.namedBuffers(), optimizer: optimizer)
 
     public init(config: KDConfig, comm: Communicator) throws {
         self.config = config
@@ -164,6 +166,7 @@ public final class Trainer {
         timer.lap(.teacher)
 
         // ④ student on the tape
+        if config.train.skipNonfinite { rollback.capture() }   // the forward updates BN running statistics
         student.train(true)
         let (feature, logits) = try student(batch.images)
         let embedding = try head.map { try $0(feature) }
@@ -223,7 +226,9 @@ public final class Trainer {
         // Global loss, its terms, and the stop flag in one all-reduce (identical on every rank after it).
         var values = [Double(share.value.item)] + share.terms.map { $0.value }
         values.append(stopRequested ? 1 : 0)
+        values.append(student.firstNonFiniteBuffer() == nil ? 0 : 1)   // per rank without SyncBN
         try comm.allReduce(&values, op: .sum)
+        let nonFiniteBuffers = values.removeLast() > 0
         lastLoss = values[0]
         lastTerms = zip(share.terms.map { $0.name }, values[1..<(values.count - 1)]).map { ($0, $1) }
         let stop = values[values.count - 1] > 0
@@ -235,10 +240,13 @@ public final class Trainer {
             bad = lastTerms.first(where: { !$0.1.isFinite }) ?? ("loss", lastLoss)
         } else if let p = parameters.first(where: { p in p.1.grad.map { g in !(0..<g.count).allSatisfy { g.ptr[$0].isFinite } } ?? false }) {
             bad = ("gradient of \(p.0)", Double.nan)
+        } else if nonFiniteBuffers {
+            bad = ("running statistic \(student.firstNonFiniteBuffer() ?? "on another rank")", Double.nan)
         }
         if let (term, value) = bad {
             optimizer.zeroGrad()
             if config.train.skipNonfinite {
+                try rollback.restore()
                 log.warning("step \(stepNumber): non-finite \(term) (\(value)); step skipped (train.skip_nonfinite)")
                 step += 1
                 timer.lap(.optimizer)
@@ -251,6 +259,13 @@ public final class Trainer {
         optimizer.learningRate = schedule.learningRate(at: step)
         try optimizer.step()
         optimizer.zeroGrad()
+        if config.train.skipNonfinite, let (name, n) = rollback.firstNonFinite() {
+            try rollback.restore()   // an update that overflowed: skipped like a non-finite gradient
+            log.warning("step \(stepNumber): the update made \(n) value(s) of \(name) non-finite; step skipped (train.skip_nonfinite)")
+            step += 1
+            timer.lap(.optimizer)
+            return (false, stop)
+        }
         step += 1
         timer.lap(.optimizer)
         return (true, stop)

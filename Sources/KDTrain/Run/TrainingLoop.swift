@@ -15,6 +15,8 @@ public struct EvalResult: Equatable {
 
 extension Trainer {
     var checkpointDir: String { (config.outputDir as NSString).appendingPathComponent("checkpoints") }
+    /// `step_00000012.safetensors`: the name of the checkpoint after the current step.
+    var stepCheckpointName: String { String(format: "step_%08d.safetensors", step) }
 
     /// Top-1/top-5 accuracy and mean cross-entropy of the student on the held-out split; each rank
     /// evaluates its contiguous share of every evaluation batch, the counts are summed over ranks.
@@ -69,26 +71,19 @@ extension Trainer {
     }
 
     /// Rank 0 writes `path` (temporary file, fsync, rename); every rank waits for it so that a
-    /// failure to write is reported as one error on every rank.
+    /// failure to write is reported as the same error on every rank.
     @discardableResult
     public func saveCheckpoint(name: String) throws -> String {
         let path = (checkpointDir as NSString).appendingPathComponent(name)
-        var failed = [0.0]
-        var message = ""
-        if comm.rank == 0 {
+        try comm.onRoot {
             do {
                 try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true)
                 let extra = head?.namedParameters().map { ("state.head." + $0.0, $0.1) } ?? []
                 try Checkpoint.save(path: path, model: student, optimizer: optimizer, extraTensors: extra,
                                     metadata: checkpointMetadata(), rank: 0)
             } catch {
-                failed[0] = 1
-                message = "\(error)"
+                throw TrainError.io(path: path, message: "checkpoint not written: \(error)")
             }
-        }
-        try comm.allReduce(&failed, op: .max)
-        if failed[0] > 0 {
-            throw TrainError.io(path: path, message: comm.rank == 0 ? "checkpoint not written: \(message)" : "checkpoint not written (see rank 0)")
         }
         return path
     }
