@@ -7,7 +7,8 @@ For each file: parses the safetensors header, verifies the checksum KDGraph stor
 (`kdgraph.file_sha256`: SHA-256 of the whole file with the digest's own 64 hex digits read as '0',
 covering the header -- names, dtypes, shapes, offsets, metadata -- and the data; older checkpoints'
 `kdgraph.data_sha256` covers the data section only), and checks that every floating-point tensor is
-finite. Prints one JSON line per file; exit status 1 if any file fails (docs/reliability.md).
+finite; a training-state file (X.state.safetensors) must name X.safetensors's checksum
+(`kdgraph.weights_sha256`). Prints one JSON line per file; exit status 1 if any file fails (docs/reliability.md).
 """
 import hashlib
 import json
@@ -18,6 +19,7 @@ import numpy as np
 
 FILE_KEY = "kdgraph.file_sha256"
 DATA_KEY = "kdgraph.data_sha256"
+WEIGHTS_KEY = "kdgraph.weights_sha256"   # in X.state.safetensors: the checksum of X.safetensors
 FLOATS = {"F16": np.float16, "BF16": None, "F32": np.float32, "F64": np.float64}
 
 
@@ -75,6 +77,10 @@ def main(argv):
         report = {"file": path, "tensors": len(header),
                   "checksum": FILE_KEY if FILE_KEY in metadata else DATA_KEY if DATA_KEY in metadata else None}
         problem = digest_problem(path)
+        if not problem and WEIGHTS_KEY in metadata:
+            weights = path[:-len(".state.safetensors")] + ".safetensors" if path.endswith(".state.safetensors") else None
+            if weights is None or read(weights)[1].get(FILE_KEY) != metadata[WEIGHTS_KEY]:
+                problem = f"state file does not match its weights file {weights}"
         bad = nonfinite(path)
         if problem:
             report["error"] = problem

@@ -250,11 +250,18 @@ public enum Safetensors {
     }
 
     /// Writes a safetensors file atomically (temporary file in the same folder, fsync, rename, fsync
-    /// of the folder): a reader sees either the previous file or the complete new one.
+    /// of the folder): a reader sees either the previous file or the complete new one. Returns the
+    /// stored checksum (`checksumKey`) with `addChecksum`, else nil.
+    @discardableResult
     public static func write(_ tensors: [(String, SafetensorsTensor)], metadata: [String: String] = [:],
-                             addChecksum: Bool = false, to path: String) throws {
+                             addChecksum: Bool = false, to path: String) throws -> String? {
         let bytes = try serialize(tensors, metadata: metadata, addChecksum: addChecksum, file: path)
         try SafetensorsIO.writeAtomically(bytes, to: path)
+        guard addChecksum else { return nil }
+        var n = 0
+        for k in 0..<8 { n |= Int(bytes[k]) << (8 * k) }
+        let at = occurrences(of: checksumPrefix, in: bytes, within: 8..<(8 + n))[0] + checksumPrefix.count
+        return String(decoding: bytes[at..<(at + 64)], as: UTF8.self)
     }
 }
 

@@ -12,7 +12,7 @@ struct KDGraphCommand: ParsableCommand {
         Run under mpirun (or srun) for several ranks; without a launcher it is a world of one.
         Documentation: docs/ in the source tree.
         """,
-        subcommands: [Train.self, Eval.self, SelfTestCommand.self, Models.self, ConformanceCommand.self,
+        subcommands: [Train.self, Eval.self, Predict.self, SelfTestCommand.self, Models.self, ConformanceCommand.self,
                       Bench.self, Scaling.self])
 }
 

@@ -42,7 +42,7 @@ if wait_for "$tmp/killed/checkpoints/step_00000010.safetensors" 120; then
   kill -9 "$victim"
   wait "$job"; rc=$?
   dt=$(awk "BEGIN{print $(date +%s.%N) - $t0}")
-  last=$(ls "$tmp/killed/checkpoints"/step_*.safetensors | sort | tail -1)
+  last=$(ls "$tmp/killed/checkpoints"/step_*[0-9].safetensors | sort | tail -1)
   k=$(basename "$last" .safetensors | sed 's/step_0*//')
   if [ "$rc" != 0 ] && awk "BEGIN{exit !($dt < 10)}"; then ok "kill -9 of rank: mpirun exit $rc after ${dt}s"
   else ko "kill -9 of rank" "exit $rc after ${dt}s"; fi
@@ -61,7 +61,7 @@ if wait_for "$tmp/term/metrics.jsonl" 120 && sleep 2; then
   kill -TERM "$(pgrep -P "$job" -f "kdgraph train" | sed -n 2p)"
   t0=$(date +%s)
   wait "$job"; rc=$?
-  ck=$(ls "$tmp/term/checkpoints"/step_*.safetensors 2>/dev/null | tail -1)
+  ck=$(ls "$tmp/term/checkpoints"/step_*[0-9].safetensors 2>/dev/null | tail -1)
   if [ "$rc" != 0 ] && [ -n "$ck" ] && grep -q "stopped by signal 15 after step" "$tmp/term.log" && verify "$ck"; then
     ok "SIGTERM: step finished, checkpoint $(basename "$ck") written and verified, exit $rc in $(( $(date +%s) - t0 )) s"
   else ko "SIGTERM" "exit $rc, checkpoint '${ck}', $(tail -3 "$tmp/term.log")"; fi
@@ -82,9 +82,9 @@ mkdir -p "$tmp/small"
 if mount -t tmpfs -o size=1000k tmpfs "$tmp/small" 2>/dev/null; then
   mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=30 --set output.dir="$tmp"/small/out >"$tmp/full.log" 2>&1
   rc=$?
-  first=$(ls "$tmp/small/out/checkpoints"/step_*.safetensors 2>/dev/null | head -1)
+  first=$(ls "$tmp/small/out/checkpoints"/step_*[0-9].safetensors 2>/dev/null | head -1)
   if [ "$rc" != 0 ] && grep -q "checkpoint not written" "$tmp/full.log" && [ -n "$first" ] && verify "$first" \
-     && [ -z "$(ls "$tmp/small/out/checkpoints" | grep -v '^step_[0-9]*\.safetensors$')" ]; then
+     && [ -z "$(ls "$tmp/small/out/checkpoints" | grep -Ev '^step_[0-9]*(\.state)?\.safetensors$')" ]; then
     ok "disk full: clear error (exit $rc), earlier checkpoint $(basename "$first") intact, no temporary file left"
   else ko "disk full" "exit $rc, first '$first': $(grep -m1 -i 'checkpoint' "$tmp/full.log")"; fi
 else
@@ -111,7 +111,7 @@ if mount -t tmpfs -o size=256k tmpfs "$tmp/mfull" 2>/dev/null; then
   dd if=/dev/zero of="$tmp/mfull/filler" bs=4k 2>/dev/null
   wait "$job"; rc=$?
   kill "$guard" 2>/dev/null
-  ck=$(ls "$tmp/mfull-ck"/step_*.safetensors 2>/dev/null | tail -1)
+  ck=$(ls "$tmp/mfull-ck"/step_*[0-9].safetensors 2>/dev/null | tail -1)
   if [ "$rc" != 0 ] && grep -q "metrics.jsonl: metrics not written: No space left on device; checkpoint .*step_.* written" "$tmp/mfull.log" \
      && [ -n "$ck" ] && verify "$ck" \
      && python3 -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$tmp/mfull/metrics.jsonl" \

@@ -64,6 +64,21 @@ extension Trainer {
                 "kdgraph.seed": String(config.seed), "kdgraph.rng": "keyed(seed, epoch, sample, view)",
                 "kdgraph.config_digest": sha256Hex(Array(config.resolvedYAML.utf8)),
                 "kdgraph.student": config.student.model, "kdgraph.mode": config.mode.rawValue]
+            .merging(preprocessingMetadata(), uniquingKeysWith: { a, _ in a })
+    }
+
+    /// What a user needs to run the weights without the run's config (docs/training.md, "Using the
+    /// weights"): the model and its input, the normalisation `x̂ = (pixel/255 − mean[c]) / std[c]`,
+    /// and the whole resolved config (`kdgraph eval --checkpoint X` rebuilds the run from it).
+    func preprocessingMetadata() -> [String: String] {
+        func list(_ v: [Double]) -> String { v.map { "\($0)" }.joined(separator: ",") }
+        return ["kdgraph.model": config.student.model, "kdgraph.classes": String(config.data.classes),
+                "kdgraph.input_channels": String(data.inputChannels),
+                "kdgraph.input_size": data.inputSize.map(String.init).joined(separator: ","),
+                "kdgraph.hidden": (config.student.hidden.isEmpty ? [256, 256] : config.student.hidden)
+                    .map(String.init).joined(separator: ","),
+                "kdgraph.mean": list(config.data.mean), "kdgraph.std": list(config.data.std),
+                "kdgraph.layout": "NHWC", "kdgraph.config": config.resolvedYAML]
     }
 
     func samplerPosition(afterSteps k: Int) -> SamplerPosition {
@@ -92,7 +107,10 @@ extension Trainer {
     public func resume(from path: String) throws {
         let meta = try Checkpoint.load(path: path, into: student, optimizer: optimizer)
         if let head {
-            let f = try Checkpoint.read(path: path)
+            let weights = try Checkpoint.read(path: path)
+            guard let f = try Checkpoint.readState(path: path, weights: weights) else {
+                throw TrainError.io(path: path, message: "no training state (\(Checkpoint.statePath(of: path)) is missing)")
+            }
             for (name, p) in head.namedParameters() {
                 guard let st = f.tensors["state.head." + name] else {
                     throw TrainError.io(path: path, message: "no projection head tensor state.head.\(name) (was it written by a run with the same losses?)")
