@@ -88,7 +88,8 @@ public enum Safetensors {
     }
 
     /// Start offsets of every occurrence of `pattern` in `bytes[range]` (at most two are looked for).
-    static func occurrences(of pattern: [UInt8], in bytes: UnsafeBufferPointer<UInt8>, within range: Range<Int>) -> [Int] {
+    static func occurrences(of pattern: [UInt8], in bytes: UnsafeBufferPointer<UInt8>,
+                            within range: Range<Int>) -> [Int] {
         var found: [Int] = []
         guard let first = pattern.first, range.count >= pattern.count else { return found }
         var i = range.lowerBound
@@ -204,13 +205,15 @@ public enum Safetensors {
             throw headerError("tensors cover \(cursor) bytes but the data section holds \(dataSize)")
         }
         if let stored = metadata[checksumKey] {
-            guard stored.utf8.count == 64, stored.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+            let hexDigit = { (b: UInt8) in (0x30...0x39).contains(b) || (0x61...0x66).contains(b) }
+            guard stored.utf8.count == 64, stored.utf8.allSatisfy(hexDigit) else {
                 throw headerError("\(checksumKey) '\(stored.prefix(80))' is not a lowercase hex SHA-256")
             }
             let at = occurrences(of: checksumPrefix + Array(stored.utf8) + [UInt8(ascii: "\"")], in: buf,
                                  within: 8..<dataStart)
             guard at.count == 1 else {
-                throw headerError("\(checksumKey) is not written as \"\(checksumKey)\":\"<hex>\" in the header (was the header rewritten by another tool?)")
+                throw headerError("\(checksumKey) is not written as \"\(checksumKey)\":\"<hex>\" in the header "
+                                  + "(was the header rewritten by another tool?)")
             }
             let digits = (at[0] + checksumPrefix.count)..<(at[0] + checksumPrefix.count + 64)
             let actual = sha256Hex(UnsafeRawBufferPointer(buf), zeroed: digits)

@@ -23,7 +23,8 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
         case let .missingTensor(file, tensor):
             return "safetensors \(file): no tensor named '\(tensor)'"
         case let .checksumMismatch(file, expected, actual):
-            return "safetensors \(file): checksum mismatch (stored sha256 \(expected), file has \(actual)): the file is corrupted or was edited after it was written"
+            return "safetensors \(file): checksum mismatch (stored sha256 \(expected), file has \(actual)): "
+                + "the file is corrupted or was edited after it was written"
         }
     }
 }

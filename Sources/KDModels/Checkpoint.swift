@@ -58,7 +58,8 @@ public enum Checkpoint {
         }
         let weightsDigest: String
         do {
-            weightsDigest = try Safetensors.write(modelTensors(model), metadata: metadata, addChecksum: true, to: path) ?? ""
+            weightsDigest = try Safetensors.write(modelTensors(model), metadata: metadata, addChecksum: true,
+                                                  to: path) ?? ""
         } catch let e as SafetensorsError {
             throw ModelError.checkpoint(file: path, message: "cannot write: \(e)")
         }
@@ -175,10 +176,13 @@ public enum Checkpoint {
         guard problems.isEmpty else {
             throw ModelError.checkpoint(file: f.file, message: "does not match the model: " + problems.joined(separator: "; "))
         }
-        let halves = entries.compactMap { e in f.tensors[e.name].flatMap { [.F16, .BF16].contains($0.dtype) ? e.name : nil } }
+        let halves = entries.compactMap { e in
+            f.tensors[e.name].flatMap { [.F16, .BF16].contains($0.dtype) ? e.name : nil }
+        }
         if !halves.isEmpty {
             warn("checkpoint \(f.file): \(halves.count) tensor(s) stored in 16-bit floats (\(halves[0])"
-                 + (halves.count > 1 ? ", …" : "") + ") converted to float32: their values carry 16-bit precision only")
+                 + (halves.count > 1 ? ", …" : "")
+                 + ") converted to float32: their values carry 16-bit precision only")
         }
         for e in entries {
             guard let stored = f.tensors[e.name] else { e.tensor.assign(from: Tensor.zeros(e.tensor.shape)); continue }

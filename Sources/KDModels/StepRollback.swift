@@ -23,7 +23,8 @@ public final class StepRollback {
     public func capture() {
         for ((_, t), s) in zip(live, saved) { s.assign(from: t) }
         if let optimizer {
-            optimizerState = Dictionary(optimizer.stateTensors().map { ($0.0, $0.1.copy()) }, uniquingKeysWith: { a, _ in a })
+            optimizerState = Dictionary(optimizer.stateTensors().map { ($0.0, $0.1.copy()) },
+                                        uniquingKeysWith: { a, _ in a })
             optimizerSteps = optimizer.stepCount
         }
         isCaptured = true

@@ -41,7 +41,9 @@ public final class MetricsWriter {
         init(path: String, append: Bool) throws {
             self.path = path
             fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (append ? 0 : O_TRUNC), 0o644)
-            guard fd >= 0 else { throw TrainError.io(path: path, message: "cannot open the metrics file: \(errnoText())") }
+            guard fd >= 0 else {
+                throw TrainError.io(path: path, message: "cannot open the metrics file: \(errnoText())")
+            }
         }
 
         var size: Int { var st = stat(); return fstat(fd, &st) == 0 ? Int(st.st_size) : -1 }
@@ -64,7 +66,9 @@ public final class MetricsWriter {
         }
 
         func sync() throws {
-            guard fsync(fd) == 0 else { throw TrainError.io(path: path, message: "metrics not written: fsync failed: \(errnoText())") }
+            guard fsync(fd) == 0 else {
+                throw TrainError.io(path: path, message: "metrics not written: fsync failed: \(errnoText())")
+            }
         }
 
         func close() { if fd >= 0 { posixClose(fd); fd = -1 } }
@@ -84,7 +88,8 @@ public final class MetricsWriter {
         csv = try Sink(path: csvPath, append: append)
         if append, let csv, csv.size > 0 {
             // Re-read the header of the existing CSV so appended rows keep its columns.
-            if let text = try? String(contentsOfFile: csvPath, encoding: .utf8), let first = text.split(separator: "\n").first {
+            if let text = try? String(contentsOfFile: csvPath, encoding: .utf8),
+               let first = text.split(separator: "\n").first {
                 columns = first.split(separator: ",").map(String.init)
             }
         }
@@ -101,7 +106,9 @@ public final class MetricsWriter {
             for c in MetricsWriter.evalColumns where !newColumns.contains(c) { newColumns.append(c) }
             text = newColumns.joined(separator: ",") + "\n"
         }
-        let row = newColumns.map { c in r[c].map { MetricRecord.format($0, integral: c == "step" || c == "epoch") } ?? "" }
+        let row = newColumns.map { c in
+            r[c].map { MetricRecord.format($0, integral: c == "step" || c == "epoch") } ?? ""
+        }
         try csv.append(text + row.joined(separator: ",") + "\n")
         columns = newColumns
     }

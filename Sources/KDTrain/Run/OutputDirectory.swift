@@ -51,7 +51,8 @@ public enum OutputDirectory {
                 return lock   // continuing the run this folder holds
             }
             let shown = earlier.prefix(3).joined(separator: ", ") + (earlier.count > 3 ? ", …" : "")
-            throw TrainError.io(path: directory, message: "output.dir already holds an earlier run's outputs (\(shown)): "
+            throw TrainError.io(path: directory, message: "output.dir already holds an earlier run's outputs "
+                                + "(\(shown)): "
                                 + "pass --resume with one of its checkpoints to continue that run, --overwrite to "
                                 + "replace it, or choose another output.dir")
         } catch {
@@ -132,13 +133,15 @@ public final class OutputLock {
                 if parts.count == 2 { fields[parts[0]] = parts[1] }
             }
             guard let pid = fields["pid"].flatMap(Int32.init), let host = fields["host"] else { return nil }
-            self.init(pid: pid, host: host, processStart: fields["process_start"] ?? "", started: fields["started"] ?? "")
+            self.init(pid: pid, host: host, processStart: fields["process_start"] ?? "",
+                      started: fields["started"] ?? "")
         }
 
         static var current: Holder {
             let pid = getpid()
             let iso = ISO8601DateFormatter()
-            return Holder(pid: pid, host: hostName(), processStart: processStartTime(pid) ?? "", started: iso.string(from: Date()))
+            return Holder(pid: pid, host: hostName(), processStart: processStartTime(pid) ?? "",
+                          started: iso.string(from: Date()))
         }
 
         /// true: the holder runs; false: it is gone (stale lock); nil: another host, cannot tell.
@@ -178,7 +181,8 @@ public final class OutputLock {
             }
             switch holder.isRunning {
             case true?:
-                throw TrainError.io(path: directory, message: "output.dir is in use by another run (pid \(holder.pid) on "
+                throw TrainError.io(path: directory, message: "output.dir is in use by another run "
+                                    + "(pid \(holder.pid) on "
                                     + "\(holder.host), started \(holder.started), lock \(path)): give each run its own "
                                     + "output.dir")
             case nil:

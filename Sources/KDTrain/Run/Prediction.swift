@@ -23,11 +23,13 @@ public enum Prediction {
     /// `hidden`), loads the weights, preprocesses `images` (uint8: `(pixel/255 − mean[c]) / std[c]` with
     /// `kdgraph.mean`/`kdgraph.std`; float: as it is), runs eval mode in batches of `batch` and writes the
     /// float32 logits `[N, classes]` to `out`. Returns the counts.
-    public static func run(checkpoint: String, images: String, out: String, batch: Int) throws -> (images: Int, classes: Int) {
+    public static func run(checkpoint: String, images: String, out: String,
+                           batch: Int) throws -> (images: Int, classes: Int) {
         let f = try Checkpoint.read(path: checkpoint)
         func field(_ key: String) throws -> String {
             guard let v = f.metadata[key] else {
-                throw TrainError.io(path: checkpoint, message: "no \(key) in its metadata (written by another tool or an "
+                throw TrainError.io(path: checkpoint, message: "no \(key) in its metadata (written by another tool "
+                                    + "or an "
                                     + "older KDGraph): use `kdgraph eval --config` with the run's configuration")
             }
             return v
@@ -65,7 +67,8 @@ public enum Prediction {
         let a = try NPYArray(path: images)
         let perImage = size[0] * size[1] * channels
         guard a.rowCount >= 1, a.rowElements == perImage else {
-            throw TrainError.io(path: images, message: "shape \(a.shape): the model takes \(size[0])×\(size[1])×\(channels) "
+            throw TrainError.io(path: images, message: "shape \(a.shape): the model takes "
+                                + "\(size[0])×\(size[1])×\(channels) "
                                 + "(NHWC) per image, \(perImage) values")
         }
         let normalise: ((Int, Float) -> Float)?
@@ -73,14 +76,16 @@ public enum Prediction {
         case .uint8:
             let (mean, std) = (try floats("kdgraph.mean"), try floats("kdgraph.std"))
             guard mean.count == channels, std.count == channels else {
-                throw TrainError.io(path: checkpoint, message: "metadata kdgraph.mean/std have \(mean.count)/\(std.count) "
+                throw TrainError.io(path: checkpoint, message: "metadata kdgraph.mean/std have "
+                                    + "\(mean.count)/\(std.count) "
                                     + "entries for \(channels) channel(s)")
             }
             normalise = { k, x in (x / 255 - mean[k % channels]) / std[k % channels] }
         case .float32, .float64:
             normalise = nil
         default:
-            throw TrainError.io(path: images, message: "dtype \(a.dtype): expected uint8 images or float32/float64 input")
+            throw TrainError.io(path: images,
+                                message: "dtype \(a.dtype): expected uint8 images or float32/float64 input")
         }
         var logits = [Float]()
         logits.reserveCapacity(a.rowCount * classes)

@@ -30,9 +30,8 @@ extension Trainer {
         }
         var lock: OutputLock?
         try comm.onRoot {
-            lock = try OutputDirectory.claim(directory: config.outputDir, resumingFrom: resumeFrom, overwrite: overwrite) {
-                log.warning("\($0)")
-            }
+            lock = try OutputDirectory.claim(directory: config.outputDir, resumingFrom: resumeFrom,
+                                             overwrite: overwrite) { log.warning("\($0)") }
         }
         defer { lock?.release() }
         if isRoot {

@@ -261,7 +261,8 @@ public final class Trainer {
         optimizer.zeroGrad()
         if config.train.skipNonfinite, let (name, n) = rollback.firstNonFinite() {
             try rollback.restore()   // an update that overflowed: skipped like a non-finite gradient
-            log.warning("step \(stepNumber): the update made \(n) value(s) of \(name) non-finite; step skipped (train.skip_nonfinite)")
+            let what = "the update made \(n) value(s) of \(name) non-finite"
+            log.warning("step \(stepNumber): \(what); step skipped (train.skip_nonfinite)")
             step += 1
             timer.lap(.optimizer)
             return (false, stop)

@@ -109,7 +109,8 @@ extension Trainer {
         if let head {
             let weights = try Checkpoint.read(path: path)
             guard let f = try Checkpoint.readState(path: path, weights: weights) else {
-                throw TrainError.io(path: path, message: "no training state (\(Checkpoint.statePath(of: path)) is missing)")
+                throw TrainError.io(path: path,
+                                    message: "no training state (\(Checkpoint.statePath(of: path)) is missing)")
             }
             for (name, p) in head.namedParameters() {
                 guard let st = f.tensors["state.head." + name] else {
