@@ -46,6 +46,17 @@ final class MetricsWriterTests: XCTestCase {
         }
     }
 
+    /// When the CSV cannot be written, the JSON line just written is taken back: both files hold the
+    /// same records.
+    func testFailedCSVTakesBackTheJSONLine() throws {
+        try FileManager.default.createSymbolicLink(atPath: dir + "/metrics.csv", withDestinationPath: "/dev/full")
+        let w = try MetricsWriter(directory: dir, enabled: true)
+        XCTAssertThrowsError(try w.write(record(step: 1, loss: 1))) { e in
+            XCTAssertTrue("\(e)".hasPrefix("\(self.dir)/metrics.csv: metrics not written: "), "\(e)")
+        }
+        XCTAssertEqual(try lines("metrics.jsonl"), [""])
+    }
+
     /// A write cut short (here by RLIMIT_FSIZE: the first bytes land, then EFBIG) is rolled back to
     /// the previous length, so the file keeps whole lines only.
     func testShortWriteLeavesNoPartialLine() throws {

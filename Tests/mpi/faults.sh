@@ -112,11 +112,12 @@ if mount -t tmpfs -o size=256k tmpfs "$tmp/mfull" 2>/dev/null; then
   wait "$job"; rc=$?
   kill "$guard" 2>/dev/null
   ck=$(ls "$tmp/mfull-ck"/step_*[0-9].safetensors 2>/dev/null | tail -1)
-  if [ "$rc" != 0 ] && grep -q "metrics.jsonl: metrics not written: No space left on device; checkpoint .*step_.* written" "$tmp/mfull.log" \
+  if [ "$rc" != 0 ] && grep -Eq "metrics\.(jsonl|csv): metrics not written: No space left on device; checkpoint .*step_.* written" "$tmp/mfull.log" \
      && [ -n "$ck" ] && verify "$ck" \
      && python3 -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$tmp/mfull/metrics.jsonl" \
+     && [ "$(wc -l <"$tmp/mfull/metrics.jsonl")" = "$(( $(wc -l <"$tmp/mfull/metrics.csv") - 1 ))" ] \
      && [ "$(tail -c 1 "$tmp/mfull/metrics.csv" | od -An -c | tr -d ' ')" = '\n' ]; then
-    ok "disk full while writing metrics: named error (exit $rc), checkpoint $(basename "$ck") verifies, whole lines only"
+    ok "disk full while writing metrics: named error (exit $rc), checkpoint $(basename "$ck") verifies, whole lines only, the same records in both files"
   else ko "disk full while writing metrics" "exit $rc, checkpoint '$ck': $(grep -m2 'rank' "$tmp/mfull.log")"; fi
   rm -f "$tmp/mfull/filler"
 else

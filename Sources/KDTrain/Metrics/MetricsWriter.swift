@@ -30,7 +30,8 @@ public struct MetricRecord {
 /// records; columns fixed by the first record, plus the evaluation columns). Rank 0 only.
 ///
 /// Each record is one `write(2)` per file; a failed or short write (disk full, I/O error) is cut back
-/// to the file's previous length, so both files hold whole lines only, and is reported as
+/// to the files' previous lengths, so both files hold whole lines only and the same records, and is
+/// reported as
 /// `TrainError.io(path: <file>, message: "metrics not written: <OS error>")` (docs/reliability.md).
 public final class MetricsWriter {
     /// One append-only file descriptor and the path it names in errors.
@@ -98,6 +99,7 @@ public final class MetricsWriter {
     /// Appends `r` to both files; throws `TrainError.io` naming the file that could not be written.
     public func write(_ r: MetricRecord) throws {
         guard let jsonl, let csv else { return }
+        let jsonlBefore = jsonl.size
         try jsonl.append(r.json + "\n")
         var text = ""
         var newColumns = columns
@@ -109,7 +111,13 @@ public final class MetricsWriter {
         let row = newColumns.map { c in
             r[c].map { MetricRecord.format($0, integral: c == "step" || c == "epoch") } ?? ""
         }
-        try csv.append(text + row.joined(separator: ",") + "\n")
+        do {
+            try csv.append(text + row.joined(separator: ",") + "\n")
+        } catch {
+            // Keep the two files in step: the record is in neither.
+            if jsonlBefore >= 0 { _ = ftruncate(jsonl.fd, off_t(jsonlBefore)) }
+            throw error
+        }
         columns = newColumns
     }
 
