@@ -153,9 +153,16 @@ if wait_for "$tmp/shared/metrics.jsonl" 120; then
      && kill -0 "$first" 2>/dev/null; then
     ok "a second run in a busy output.dir is refused (exit $rc), the first keeps running"
   else ko "second run in a busy output.dir" "exit $rc: $(grep -m1 'rank' "$tmp/shared-b.log")"; fi
-  kill -TERM "$first"; wait "$first"
-  if [ ! -e "$tmp/shared/kdgraph.lock" ]; then ok "the lock is removed when the run stops (SIGTERM)"
-  else ko "lock after SIGTERM" "$tmp/shared/kdgraph.lock left behind"; fi
+  # Stop the first run (SIGTERM to a rank: checkpoint, exit non-zero). Its lock is removed on the way
+  # out, or -- when mpirun kills rank 0 first -- left stale; either way resuming it in the same folder
+  # must work, and a run that completes removes its lock.
+  kill -TERM "$(pgrep -P "$first" -f "kdgraph train" | head -1)"; wait "$first"
+  ck=$(ls "$tmp/shared/checkpoints"/step_*[0-9].safetensors 2>/dev/null | tail -1)
+  k=$(basename "${ck:-step_0}" .safetensors | sed 's/step_0*//')
+  if [ -n "$ck" ] && mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=$((k + 2)) --set output.dir="$tmp/shared" \
+       --resume "$ck" >"$tmp/shared-c.log" 2>&1 && [ ! -e "$tmp/shared/kdgraph.lock" ]; then
+    ok "the stopped run resumes in its own folder ($(grep -c 'stale lock' "$tmp/shared-c.log") stale lock replaced), lock removed at the end"
+  else ko "resume in the stopped run's folder" "checkpoint '$ck': $(grep -m1 'rank' "$tmp/shared-c.log")"; fi
 else
   kill -9 "$first" 2>/dev/null; ko "busy output.dir" "first run did not start: $(tail -3 "$tmp/shared-a.log")"
 fi
