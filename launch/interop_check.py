@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from checkpoint_check import FILE_KEY, WEIGHTS_KEY, digest_problem
+
 TOLERANCE = 1e-4
 # Gradients pass through several BatchNorm backward steps in float32 on both sides.
 GRAD_TOLERANCE = 1e-3
@@ -223,16 +225,23 @@ def check(directory):
         report.update({"train_logits_rel_err": e_train, "grad_rel_err": e_grad, "grad_worst": worst})
         ok = ok and e_train <= TOLERANCE and e_grad <= GRAD_TOLERANCE
     if os.path.exists(f"{directory}/checkpoint.safetensors"):
-        # A KDGraph training checkpoint: model tensors load strictly once optimizer state is set aside,
-        # and the metadata carries the data checksum and the optimizer step count.
-        with safe_open(f"{directory}/checkpoint.safetensors", framework="pt") as f:
-            metadata = f.metadata()
-        full = load_file(f"{directory}/checkpoint.safetensors")
-        weights = {k: v for k, v in full.items() if not k.startswith("optim.") and not k.startswith("state.")}
-        build(manifest).load_state_dict(weights, strict=True)
-        report["checkpoint_tensors"] = len(full)
-        report["checkpoint_optim_step"] = metadata.get("optim.step_count")
-        ok = ok and len(metadata.get("kdgraph.data_sha256", "")) == 64
+        # A KDGraph training checkpoint: the weights file is exactly the state_dict (strict load as it
+        # is); the training state sits in checkpoint.state.safetensors, paired by the weights' checksum.
+        weights = f"{directory}/checkpoint.safetensors"
+        state = f"{directory}/checkpoint.state.safetensors"
+        build(manifest).load_state_dict(load_file(weights), strict=True)
+        with safe_open(weights, framework="pt") as f:
+            w_meta = f.metadata()
+        with safe_open(state, framework="pt") as f:
+            s_meta = f.metadata()
+            optim = [k for k in f.keys() if k.startswith("optim.")]
+        problems = [p for p in (digest_problem(weights), digest_problem(state)) if p]
+        report["checkpoint_tensors"] = len(load_file(weights))
+        report["checkpoint_state_tensors"] = len(optim)
+        report["checkpoint_optim_step"] = s_meta.get("optim.step_count")
+        report["checkpoint_checksum"] = "; ".join(problems) or "ok"
+        ok = (ok and not problems and w_meta.get(FILE_KEY) is not None and len(optim) > 0
+              and s_meta.get(WEIGHTS_KEY) == w_meta.get(FILE_KEY))
     report["ok"] = ok
     print(json.dumps(report))
     return ok

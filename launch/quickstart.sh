@@ -4,7 +4,8 @@
 #   2. a resnet8 student distilled without labels (PRG) (configs/quickstart-prg.yaml)
 #   3. the same student trained with labels, no teacher (configs/quickstart-baseline.yaml)
 # then a table of held-out accuracies. Extra arguments are passed to every `kdgraph train`
-# (e.g. --set train.epochs=1). Environment: RANKS (default 2), OUT (default runs/quickstart).
+# (e.g. --set train.epochs=1; --overwrite to rerun into the same OUT, since an output folder holding a
+# run's checkpoints is refused otherwise). Environment: RANKS (default 2), OUT (default runs/quickstart).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh

@@ -22,6 +22,16 @@ extension Communicator {
         try values.withUnsafeMutableBufferPointer { try broadcast($0.baseAddress!, count: n, root: root) }
     }
 
+    /// `root`'s string on every rank (its UTF-8 length, then its bytes: two broadcasts).
+    public func broadcast(_ text: String, root: Int) throws -> String {
+        var bytes = Array(text.utf8)
+        var n = [bytes.count]
+        try broadcast(&n, root: root)
+        if rank != root { bytes = [UInt8](repeating: 0, count: n[0]) }
+        try broadcast(&bytes, root: root)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// `[v_0, …, v_{size-1}]`: one value from each rank, rank order.
     public func allGather<T: CommScalar>(_ value: T) throws -> [T] {
         var mine = value

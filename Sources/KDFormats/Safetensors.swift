@@ -10,15 +10,28 @@
 /// The reader validates everything before touching data: header length against the file size, the
 /// JSON, every dtype, shape and offset pair (in range, contiguous, non-overlapping, covering the whole
 /// data section), and `byteSize(dtype) × Π shape == end − begin`, with overflow-checked arithmetic.
-/// When the metadata holds `Safetensors.checksumKey`, the SHA-256 of the data section is verified too.
+///
+/// Checksums (docs/reliability.md): when the metadata holds `checksumKey`, the SHA-256 of the whole
+/// file (length prefix, header: names, dtypes, shapes, offsets, metadata, padding; data section) is
+/// verified, with the digest's own 64 hex digits hashed as ASCII `'0'`. Files written before the
+/// header was covered hold `legacyDataChecksumKey` (the data section only), still verified. Files
+/// without either (PyTorch's `safetensors.torch.save_file`) are read unverified.
 public enum Safetensors {
     /// Largest header accepted (the reference implementation's limit).
     public static let maxHeaderBytes = 100_000_000
-    /// Metadata key under which `serialize(..., addChecksum: true)` stores the data section's SHA-256.
-    public static let checksumKey = "kdgraph.data_sha256"
+    /// Metadata key under which `serialize(..., addChecksum: true)` stores the SHA-256 of the whole file
+    /// (its own value hashed as 64 `'0'`s). It must appear verbatim as `"kdgraph.file_sha256":"<hex>"`
+    /// in the header (as the writer puts it): a header re-serialised by another tool is refused.
+    public static let checksumKey = "kdgraph.file_sha256"
+    /// The data-section-only SHA-256 of checkpoints written before the header was covered.
+    public static let legacyDataChecksumKey = "kdgraph.data_sha256"
+
+    /// The bytes `"<checksumKey>":"` that precede the digest in a header.
+    static var checksumPrefix: [UInt8] { Array("\"\(checksumKey)\":\"".utf8) }
 
     /// Serialises `tensors` (in this order) and `metadata` into the bytes of one safetensors file.
-    /// With `addChecksum`, the lowercase hex SHA-256 of the data section is stored in the metadata.
+    /// With `addChecksum`, the lowercase hex SHA-256 of the whole file is stored in the metadata under
+    /// `checksumKey` (computed with its 64 digits as `'0'`, then written in their place).
     public static func serialize(_ tensors: [(String, SafetensorsTensor)], metadata: [String: String] = [:],
                                  addChecksum: Bool = false, file: String = "<memory>") throws -> [UInt8] {
         var seen = Set<String>()
@@ -47,7 +60,8 @@ public enum Safetensors {
             entries.append("\(SafetensorsJSON.quote(name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(begin),\(data.count)]}")
         }
         var meta = metadata
-        if addChecksum { meta[checksumKey] = data.withUnsafeBytes { sha256Hex($0) } }
+        meta[legacyDataChecksumKey] = nil
+        meta[checksumKey] = addChecksum ? String(repeating: "0", count: 64) : nil
         var header = "{"
         if !meta.isEmpty {
             let pairs = meta.keys.sorted().map { "\(SafetensorsJSON.quote($0)):\(SafetensorsJSON.quote(meta[$0]!))" }
@@ -63,7 +77,31 @@ public enum Safetensors {
         withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
         out.append(contentsOf: headerBytes)
         out.append(contentsOf: data)
+        if addChecksum {
+            let at = occurrences(of: checksumPrefix, in: out, within: 8..<(8 + headerBytes.count))
+            precondition(at.count == 1, "the writer puts the checksum key once")
+            let digits = (at[0] + checksumPrefix.count)..<(at[0] + checksumPrefix.count + 64)
+            let digest = out.withUnsafeBytes { sha256Hex($0) }   // the digits are still '0's here
+            out.replaceSubrange(digits, with: Array(digest.utf8))
+        }
         return out
+    }
+
+    /// Start offsets of every occurrence of `pattern` in `bytes[range]` (at most two are looked for).
+    static func occurrences(of pattern: [UInt8], in bytes: UnsafeBufferPointer<UInt8>,
+                            within range: Range<Int>) -> [Int] {
+        var found: [Int] = []
+        guard let first = pattern.first, range.count >= pattern.count else { return found }
+        var i = range.lowerBound
+        while i + pattern.count <= range.upperBound && found.count < 2 {
+            if bytes[i] == first && (1..<pattern.count).allSatisfy({ bytes[i + $0] == pattern[$0] }) { found.append(i) }
+            i += 1
+        }
+        return found
+    }
+
+    static func occurrences(of pattern: [UInt8], in bytes: [UInt8], within range: Range<Int>) -> [Int] {
+        bytes.withUnsafeBufferPointer { occurrences(of: pattern, in: $0, within: range) }
     }
 
     /// Parses and validates the bytes of a safetensors file. `file` names it in error messages.
@@ -167,6 +205,23 @@ public enum Safetensors {
             throw headerError("tensors cover \(cursor) bytes but the data section holds \(dataSize)")
         }
         if let stored = metadata[checksumKey] {
+            let hexDigit = { (b: UInt8) in (0x30...0x39).contains(b) || (0x61...0x66).contains(b) }
+            guard stored.utf8.count == 64, stored.utf8.allSatisfy(hexDigit) else {
+                throw headerError("\(checksumKey) '\(stored.prefix(80))' is not a lowercase hex SHA-256")
+            }
+            let at = occurrences(of: checksumPrefix + Array(stored.utf8) + [UInt8(ascii: "\"")], in: buf,
+                                 within: 8..<dataStart)
+            guard at.count == 1 else {
+                throw headerError("\(checksumKey) is not written as \"\(checksumKey)\":\"<hex>\" in the header "
+                                  + "(was the header rewritten by another tool?)")
+            }
+            let digits = (at[0] + checksumPrefix.count)..<(at[0] + checksumPrefix.count + 64)
+            let actual = sha256Hex(UnsafeRawBufferPointer(buf), zeroed: digits)
+            guard stored == actual else {
+                throw SafetensorsError.checksumMismatch(file: file, expected: stored, actual: actual)
+            }
+        }
+        if let stored = metadata[legacyDataChecksumKey] {
             let actual = sha256Hex(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buf)[dataStart...]))
             guard stored == actual else {
                 throw SafetensorsError.checksumMismatch(file: file, expected: stored, actual: actual)
@@ -198,11 +253,18 @@ public enum Safetensors {
     }
 
     /// Writes a safetensors file atomically (temporary file in the same folder, fsync, rename, fsync
-    /// of the folder): a reader sees either the previous file or the complete new one.
+    /// of the folder): a reader sees either the previous file or the complete new one. Returns the
+    /// stored checksum (`checksumKey`) with `addChecksum`, else nil.
+    @discardableResult
     public static func write(_ tensors: [(String, SafetensorsTensor)], metadata: [String: String] = [:],
-                             addChecksum: Bool = false, to path: String) throws {
+                             addChecksum: Bool = false, to path: String) throws -> String? {
         let bytes = try serialize(tensors, metadata: metadata, addChecksum: addChecksum, file: path)
         try SafetensorsIO.writeAtomically(bytes, to: path)
+        guard addChecksum else { return nil }
+        var n = 0
+        for k in 0..<8 { n |= Int(bytes[k]) << (8 * k) }
+        let at = occurrences(of: checksumPrefix, in: bytes, within: 8..<(8 + n))[0] + checksumPrefix.count
+        return String(decoding: bytes[at..<(at + 64)], as: UTF8.self)
     }
 }
 

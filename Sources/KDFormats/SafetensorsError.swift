@@ -9,7 +9,7 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
     case invalidTensor(file: String, tensor: String, message: String)
     /// A tensor the caller asked for is absent.
     case missingTensor(file: String, tensor: String)
-    /// The stored checksum does not match the data section.
+    /// The stored checksum does not match the file (header and data) or, in older files, the data section.
     case checksumMismatch(file: String, expected: String, actual: String)
 
     public var description: String {
@@ -23,7 +23,8 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
         case let .missingTensor(file, tensor):
             return "safetensors \(file): no tensor named '\(tensor)'"
         case let .checksumMismatch(file, expected, actual):
-            return "safetensors \(file): checksum mismatch (stored sha256 \(expected), data has \(actual)): the file is corrupted"
+            return "safetensors \(file): checksum mismatch (stored sha256 \(expected), file has \(actual)): "
+                + "the file is corrupted or was edited after it was written"
         }
     }
 }

@@ -1,92 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import KDFormats
 import KDTensor
 
 /// Checkpoints as safetensors files that `safetensors.torch.load_file` reads and a PyTorch module of
-/// the same architecture accepts with `load_state_dict(strict=True)` (optimizer tensors aside).
+/// the same architecture accepts with `load_state_dict(strict=True)` as they are (docs/interop.md).
 ///
-/// Contents:
-/// - model parameters and buffers under their PyTorch names, F32, conv weights permuted to
-///   PyTorch's `[Cout, Cin, kh, kw]`; `num_batches_tracked` as I64;
-/// - optimizer state under `optim.<param>.<slot>` (same layout as its parameter), its step count in
-///   the metadata key `optim.step_count`, its kind in `optim.kind`;
-/// - caller tensors (e.g. `state.…`) as given;
-/// - `__metadata__`: the caller's strings (step, epoch, RNG state, sampler position, config digest)
-///   plus `kdgraph.data_sha256`, the SHA-256 of the data section, verified on every load.
-///
-/// Writes go to a temporary file in the destination folder, are fsync'ed, renamed over the target and
-/// the folder is fsync'ed: a crash leaves either the previous checkpoint or the new one.
+/// A checkpoint is a pair of files:
+/// - `X.safetensors`, the weights: exactly the model's `state_dict` — parameters and buffers under
+///   their PyTorch names, F32, conv weights permuted to PyTorch's `[Cout, Cin, kh, kw]`,
+///   `num_batches_tracked` as I64 — and `__metadata__`: the caller's strings (for a training run: step,
+///   epoch, sampler position, config digest and the whole resolved config, the model, classes and
+///   the preprocessing, see docs/training.md) plus `kdgraph.file_sha256` (`Safetensors.checksumKey`);
+/// - `X.state.safetensors` (`statePath(of:)`), the training state, when there is any: optimizer state
+///   under `optim.<param>.<slot>` (same layout as its parameter), caller tensors (`state.…`), the
+///   same metadata plus `optim.step_count`, `optim.kind` and `kdgraph.weights_sha256`, the weights
+///   file's checksum, so that a state file is only ever used with the weights it was written with.
+/// Older single-file checkpoints (optimizer and `state.` tensors inside the weights file) are read
+/// too. Writes go to a temporary file in the destination folder, are fsync'ed, renamed over the
+/// target and the folder is fsync'ed (the weights first, then the state): a crash leaves the previous
+/// file or the new one, and a pair whose state file is missing or does not match is refused on resume.
 public enum Checkpoint {
     /// Prefix of optimizer state tensors.
     public static let optimizerPrefix = "optim."
+    /// Metadata key of the state file holding the weights file's checksum.
+    public static let weightsChecksumKey = "kdgraph.weights_sha256"
+
+    /// `runs/x/checkpoints/step_00000010.safetensors` → `…/step_00000010.state.safetensors`.
+    public static func statePath(of path: String) -> String {
+        (path.hasSuffix(".safetensors") ? String(path.dropLast(".safetensors".count)) : path) + ".state.safetensors"
+    }
 
     /// The model's state as safetensors tensors in PyTorch layout, `state_dict` order.
     public static func modelTensors(_ model: Module) -> [(String, SafetensorsTensor)] {
-        model.stateEntries().map { e in (e.name, export(e.tensor, layout: e.layout, integer: e.name.hasSuffix("num_batches_tracked"))) }
+        model.stateEntries().map { e in
+            (e.name, export(e.tensor, layout: e.layout, integer: e.name.hasSuffix("num_batches_tracked")))
+        }
     }
 
     /// Saves a checkpoint when `rank == 0` (other ranks return at once). Returns whether it wrote.
+    /// The state file is written when `optimizer` or `extraTensors` are given.
     @discardableResult
     public static func save(path: String, model: Module, optimizer: Optimizer? = nil,
                             extraTensors: [(String, Tensor)] = [], metadata: [String: String] = [:],
                             rank: Int = 0) throws -> Bool {
         guard rank == 0 else { return false }
-        var tensors = modelTensors(model)
+        // No checkpoint ever holds NaN/Inf (docs/reliability.md): resuming from one could only diverge.
+        let optimizerState = optimizer?.stateTensors().map { (optimizerPrefix + $0.0, $0.1) } ?? []
+        for (name, t) in model.namedParameters() + model.namedBuffers() + optimizerState + extraTensors {
+            if let n = nonFiniteCount(t) {
+                throw ModelError.checkpoint(file: path, message: "tensor '\(name)' holds \(n) NaN/Inf value(s) of "
+                                            + "\(t.count): a checkpoint is never written with non-finite values")
+            }
+        }
+        let weightsDigest: String
+        do {
+            weightsDigest = try Safetensors.write(modelTensors(model), metadata: metadata, addChecksum: true,
+                                                  to: path) ?? ""
+        } catch let e as SafetensorsError {
+            throw ModelError.checkpoint(file: path, message: "cannot write: \(e)")
+        }
+        guard optimizer != nil || !extraTensors.isEmpty else { return true }
+        let state = statePath(of: path)
+        var tensors: [(String, SafetensorsTensor)] = []
         var meta = metadata
+        meta[weightsChecksumKey] = weightsDigest
         if let optimizer {
             let layouts = Dictionary(model.stateEntries().map { ($0.name, $0.layout) }, uniquingKeysWith: { a, _ in a })
             for (name, t) in optimizer.stateTensors() {
-                tensors.append((optimizerPrefix + name, export(t, layout: layouts[paramName(ofSlot: name)] ?? .plain, integer: false)))
+                let layout = layouts[paramName(ofSlot: name)] ?? .plain
+                tensors.append((optimizerPrefix + name, export(t, layout: layout, integer: false)))
             }
             meta["optim.step_count"] = String(optimizer.stepCount)
             meta["optim.kind"] = String(describing: type(of: optimizer))
         }
         for (name, t) in extraTensors { tensors.append((name, export(t, layout: .plain, integer: false))) }
         do {
-            try Safetensors.write(tensors, metadata: meta, addChecksum: true, to: path)
+            try Safetensors.write(tensors, metadata: meta, addChecksum: true, to: state)
         } catch let e as SafetensorsError {
-            throw ModelError.checkpoint(file: path, message: "cannot write: \(e)")
+            unlink(path)   // no weights file without its training state
+            throw ModelError.checkpoint(file: state, message: "cannot write: \(e)")
         }
         return true
     }
 
-    /// Reads and validates a checkpoint (format and checksum); errors name the file.
+    /// Reads and validates a checkpoint's weights file (format and checksum); errors name the file.
     public static func read(path: String) throws -> SafetensorsFile {
         let f = try Safetensors.read(path: path)
-        guard f.metadata[Safetensors.checksumKey] != nil else {
-            throw ModelError.checkpoint(file: path, message: "has no \(Safetensors.checksumKey) in __metadata__: not a KDGraph checkpoint (use loadWeights for plain safetensors files)")
+        guard f.metadata[Safetensors.checksumKey] != nil || f.metadata[Safetensors.legacyDataChecksumKey] != nil else {
+            throw ModelError.checkpoint(file: path, message: "has no \(Safetensors.checksumKey) in __metadata__: "
+                                        + "not a KDGraph checkpoint (use loadWeights for plain safetensors files)")
         }
         return f
     }
 
-    /// Loads a checkpoint into `model` (and `optimizer`), returning its metadata. Model names and shapes
-    /// must match exactly: otherwise the error lists the first mismatches (missing, unexpected, shape).
+    /// The file holding the training state of checkpoint `path`: `statePath(of: path)`, verified against
+    /// the weights file `weights` (read from `path`), or — an older single-file checkpoint — the weights
+    /// file itself when it holds `optim.`/`state.` tensors. Nil when there is no training state.
+    public static func readState(path: String, weights: SafetensorsFile) throws -> SafetensorsFile? {
+        let state = statePath(of: path)
+        guard access(state, F_OK) == 0 else {
+            let legacy = weights.names.contains { $0.hasPrefix(optimizerPrefix) || $0.hasPrefix("state.") }
+            return legacy || weights.metadata["optim.step_count"] != nil ? weights : nil
+        }
+        let f = try read(path: state)
+        let expected = weights.metadata[Safetensors.checksumKey]
+        guard let paired = f.metadata[weightsChecksumKey], paired == expected else {
+            throw ModelError.checkpoint(file: state, message: "was written with other weights than \(path) "
+                                        + "(\(weightsChecksumKey) differs: a crash between the two writes?); "
+                                        + "resume from the previous checkpoint")
+        }
+        return f
+    }
+
+    /// Loads a checkpoint into `model` (and `optimizer`, from the state file), returning the metadata
+    /// (the state file's when there is one). Model names and shapes must match exactly: otherwise the
+    /// error lists the first mismatches (missing, unexpected, shape).
     @discardableResult
     public static func load(path: String, into model: Module, optimizer: Optimizer? = nil) throws -> [String: String] {
-        let f = try read(path: path)
-        try loadWeights(f, into: model)
+        let weights = try read(path: path)
+        try loadWeights(weights, into: model)
+        let stateFile = try readState(path: path, weights: weights)
         if let optimizer {
+            guard let f = stateFile, let steps = f.metadata["optim.step_count"].flatMap(Int.init) else {
+                throw ModelError.checkpoint(file: path, message: "no optimizer state (neither \(statePath(of: path)) "
+                                            + "nor optim.step_count in this file)")
+            }
             let layouts = Dictionary(model.stateEntries().map { ($0.name, $0.layout) }, uniquingKeysWith: { a, _ in a })
             var state: [String: Tensor] = [:]
             for name in f.names where name.hasPrefix(optimizerPrefix) {
                 let slot = String(name.dropFirst(optimizerPrefix.count))
-                state[slot] = try importTensor(f.tensors[name]!, layout: layouts[paramName(ofSlot: slot)] ?? .plain, file: path, name: name)
-            }
-            guard let steps = f.metadata["optim.step_count"].flatMap(Int.init) else {
-                throw ModelError.checkpoint(file: path, message: "no optimizer state (metadata optim.step_count missing)")
+                state[slot] = try importTensor(f.tensors[name]!, layout: layouts[paramName(ofSlot: slot)] ?? .plain,
+                                               file: f.file, name: name)
             }
             let kind = String(describing: type(of: optimizer))
             if let saved = f.metadata["optim.kind"], saved != kind {
-                throw ModelError.checkpoint(file: path, message: "optimizer state is for \(saved), not \(kind)")
+                throw ModelError.checkpoint(file: f.file, message: "optimizer state is for \(saved), not \(kind)")
             }
             do { try optimizer.loadState(state, stepCount: steps) } catch let e as ModelError {
-                throw ModelError.checkpoint(file: path, message: "\(e)")
+                throw ModelError.checkpoint(file: f.file, message: "\(e)")
             }
         }
-        return f.metadata
+        return (stateFile ?? weights).metadata
     }
 
     /// Loads weights from any safetensors file (a KDGraph checkpoint or one written by PyTorch):
-    /// tensors named `optim.*` or `state.*` are ignored; every other name must match the model.
+    /// tensors named `optim.*` or `state.*` (older single-file checkpoints) are ignored; every other
+    /// name must match the model. A missing `num_batches_tracked` is 0 (as PyTorch does); F16/BF16
+    /// tensors are converted with a warning (`warn`).
     public static func loadWeights(path: String, into model: Module) throws {
         try loadWeights(try Safetensors.read(path: path), into: model)
     }
@@ -97,7 +161,8 @@ public enum Checkpoint {
         let fileNames = f.names.filter { !$0.hasPrefix(optimizerPrefix) && !$0.hasPrefix("state.") }
         let expected = Set(entries.map(\.name))
         var problems: [String] = []
-        let missing = entries.map(\.name).filter { f.tensors[$0] == nil }
+        // PyTorch's BatchNorm accepts a state_dict without num_batches_tracked (it starts from 0): so do we.
+        let missing = entries.map(\.name).filter { f.tensors[$0] == nil && !$0.hasSuffix("num_batches_tracked") }
         let unexpected = fileNames.filter { !expected.contains($0) }
         if !missing.isEmpty { problems.append("missing \(missing.count): " + missing.prefix(5).joined(separator: ", ") + (missing.count > 5 ? ", …" : "")) }
         if !unexpected.isEmpty { problems.append("unexpected \(unexpected.count): " + unexpected.prefix(5).joined(separator: ", ") + (unexpected.count > 5 ? ", …" : "")) }
@@ -111,11 +176,23 @@ public enum Checkpoint {
         guard problems.isEmpty else {
             throw ModelError.checkpoint(file: f.file, message: "does not match the model: " + problems.joined(separator: "; "))
         }
+        let halves = entries.compactMap { e in
+            f.tensors[e.name].flatMap { [.F16, .BF16].contains($0.dtype) ? e.name : nil }
+        }
+        if !halves.isEmpty {
+            warn("checkpoint \(f.file): \(halves.count) tensor(s) stored in 16-bit floats (\(halves[0])"
+                 + (halves.count > 1 ? ", …" : "")
+                 + ") converted to float32: their values carry 16-bit precision only")
+        }
         for e in entries {
-            let t = try importTensor(f.tensors[e.name]!, layout: e.layout, file: f.file, name: e.name)
+            guard let stored = f.tensors[e.name] else { e.tensor.assign(from: Tensor.zeros(e.tensor.shape)); continue }
+            let t = try importTensor(stored, layout: e.layout, file: f.file, name: e.name)
             e.tensor.assign(from: t)
         }
     }
+
+    /// Where `loadWeights` reports conversions it made (stderr unless a caller replaces it).
+    nonisolated(unsafe) public static var warn: (String) -> Void = { fputs("warning: \($0)\n", stderr) }
 
     /// `layer1.0.conv1.weight.exp_avg` → `layer1.0.conv1.weight`.
     static func paramName(ofSlot slot: String) -> String {

@@ -190,7 +190,18 @@ enum TrainChecks {
         }
         cfg.train.skipNonfinite = true
         let s = try Trainer(config: cfg, comm: comm)
-        _ = try losses(s, steps: 3)
+        _ = try losses(s, steps: 1)
+        // The skipped step's forward updated the BatchNorm running statistics: they, the parameters and
+        // the momentum must all be back to their values before the step (issue 18 item 2).
+        func state() -> [(String, [Float])] {
+            (s.parameters + s.student.namedBuffers() + s.optimizer.stateTensors()).map { ($0.0, $0.1.array) }
+        }
+        let kept = state()
+        _ = try losses(s, steps: 1)
+        for ((name, now), (_, then)) in zip(state(), kept) where now.map(\.bitPattern) != then.map(\.bitPattern) {
+            throw CheckFailure("skip_nonfinite: \(name) changed on the skipped step 2")
+        }
+        _ = try losses(s, steps: 1)
         guard s.step == 3 else { throw CheckFailure("skip_nonfinite: step counter \(s.step), expected 3") }
     }
 }

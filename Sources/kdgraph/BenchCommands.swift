@@ -82,7 +82,7 @@ struct Scaling: ParsableCommand {
             for n in world { print(runner.commandLine(ranks: n, jsonOut: (out as NSString).appendingPathComponent("bench_\(n).json")).joined(separator: " ")) }
             return
         }
-        let report = try runner.run { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+        let report = try runner.run { fputs($0 + "\n", stderr) }
         print(report.markdown)
     }
 }

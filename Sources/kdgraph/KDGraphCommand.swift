@@ -13,7 +13,7 @@ struct KDGraphCommand: ParsableCommand {
         Run under mpirun (or srun) for several ranks; without a launcher it is a world of one.
         Documentation: docs/ in the source tree.
         """,
-        subcommands: [Train.self, Eval.self, SelfTestCommand.self, Models.self, ConformanceCommand.self,
+        subcommands: [Train.self, Eval.self, Predict.self, SelfTestCommand.self, Models.self, ConformanceCommand.self,
                       Bench.self, Scaling.self])
 }
 
@@ -33,7 +33,7 @@ struct ConfigOptions: ParsableArguments {
 func withWorld(blasThreads: Int = 1, _ body: (MPICommunicator) throws -> Void) {
     let comm: MPICommunicator
     do { comm = try Runtime.start(blasThreads: blasThreads) } catch {
-        FileHandle.standardError.write("kdgraph: cannot initialise MPI: \(error)\n".data(using: .utf8)!)
+        fputs("kdgraph: cannot initialise MPI: \(error)\n", stderr)
         exit(1)
     }
     runOrAbort(comm) { try body(comm) }

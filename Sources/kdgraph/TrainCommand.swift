@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KDComm
+import KDTensor
 import KDTrain
 
 struct Train: ParsableCommand {
@@ -12,6 +13,9 @@ struct Train: ParsableCommand {
     @Option(help: "Continue from this checkpoint (weights, optimizer state, step).")
     var resume: String?
 
+    @Flag(help: "Start in an output.dir that holds an earlier run's checkpoints and metrics, deleting them first.")
+    var overwrite = false
+
     func run() throws {
         let config: KDConfig
         do { config = try options.load() } catch {
@@ -21,23 +25,31 @@ struct Train: ParsableCommand {
         }
         withWorld(blasThreads: config.blasThreads) { comm in
             let trainer = try Trainer(config: config, comm: comm)
-            _ = try trainer.run(resumeFrom: resume)
+            _ = try trainer.run(resumeFrom: resume, overwrite: overwrite)
         }
     }
 }
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Top-1/top-5 accuracy of a checkpoint on the evaluation split, as JSON on stdout.")
+        abstract: "Top-1/top-5 accuracy of a checkpoint on the evaluation split, as JSON on stdout.",
+        discussion: """
+        Without --config, the run's configuration recorded in the checkpoint (metadata kdgraph.config) is
+        used: data source, model, classes, preprocessing. --set overrides either.
+        """)
 
-    @OptionGroup var options: ConfigOptions
+    @Option(help: "The YAML configuration (default: the one recorded in the checkpoint).")
+    var config: String?
+
+    @Option(name: .customLong("set"), help: "Override a config key: --set data.path=… (repeatable).")
+    var overrides: [String] = []
 
     @Option(help: "The checkpoint (safetensors) to evaluate.")
     var checkpoint: String
 
     func run() throws {
         withWorld { comm in
-            var config = try options.load()
+            var config = try CheckpointConfig.load(config: self.config, checkpoint: checkpoint, overrides: overrides)
             // Evaluation needs the student only: no teacher, no losses.
             config.mode = .supervised
             config.loss = []
@@ -45,9 +57,32 @@ struct Eval: ParsableCommand {
             try trainer.loadWeights(checkpoint)
             let r = try trainer.evaluate()
             if comm.rank == 0 {
-                print(String(format: "{\"checkpoint\": \"%@\", \"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, \"samples\": %d, \"ranks\": %d}",
-                             checkpoint, r.top1, r.top5, r.loss, r.samples, comm.size))
+                print(String(format: "{\"checkpoint\": \"%@\", \"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, "
+                             + "\"samples\": %d, \"ranks\": %d}", checkpoint, r.top1, r.top5, r.loss, r.samples, comm.size))
             }
         }
+    }
+}
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Logits of a checkpoint's model for the images of an .npy file, written as float32 .npy.",
+        discussion: """
+        The checkpoint's metadata names the model, classes, input size and normalisation (docs/training.md,
+        "Using the weights"). --images: uint8 N×H×W×C (or N×H×W for one channel) is preprocessed as in
+        training, (pixel/255 − mean[c]) / std[c]; float32/float64 N×H×W×C (or N×D feature rows) is taken
+        as the model's input as it is. Eval mode (running statistics), one process.
+        """)
+
+    @Option(help: "The checkpoint (safetensors) whose model to run.") var checkpoint: String
+    @Option(help: "The input images (.npy).") var images: String
+    @Option(help: "Where to write the logits (.npy, float32 N×classes).") var out: String
+    @Option(help: "Images per forward pass.") var batch = 256
+
+    func run() throws {
+        guard batch >= 1 else { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
+        setBLASThreads(1)
+        let n = try Prediction.run(checkpoint: checkpoint, images: images, out: out, batch: batch)
+        print("{\"checkpoint\": \"\(checkpoint)\", \"images\": \(n.images), \"classes\": \(n.classes), \"out\": \"\(out)\"}")
     }
 }

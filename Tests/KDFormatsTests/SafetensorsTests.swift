@@ -59,6 +59,71 @@ final class SafetensorsTests: XCTestCase {
         }
     }
 
+    /// Rewrites the JSON header of a safetensors file (the length prefix follows; the data is kept).
+    static func editHeader(_ bytes: [UInt8], _ edit: (String) -> String) -> [UInt8] {
+        var n = 0
+        for k in 0..<8 { n |= Int(bytes[k]) << (8 * k) }
+        let header = Array(edit(String(decoding: bytes[8..<(8 + n)], as: UTF8.self)).utf8)
+        var out = [UInt8]()
+        var m = UInt64(header.count).littleEndian
+        withUnsafeBytes(of: &m) { out.append(contentsOf: $0) }
+        return out + header + bytes[(8 + n)...]
+    }
+
+    /// Swaps the `data_offsets` of tensors `a` and `b` in a header written by `serialize`.
+    static func swapOffsets(_ header: String, _ a: String, _ b: String) -> String {
+        func offsets(_ name: String) -> String {
+            let entry = header.range(of: "\"\(name)\":{")!
+            let rest = header[entry.upperBound...]
+            let start = rest.range(of: "\"data_offsets\":")!.upperBound
+            return String(rest[start...].prefix { $0 != "]" }) + "]"
+        }
+        let (oa, ob) = (offsets(a), offsets(b))
+        return header.replacingOccurrences(of: oa, with: "@A@").replacingOccurrences(of: ob, with: oa)
+            .replacingOccurrences(of: "@A@", with: ob)
+    }
+
+    /// The digest covers the header (issue 18 item 4): a changed metadata value and two tensors'
+    /// swapped offsets pass every structural check, and are refused by the checksum, naming the file.
+    func testChecksumCoversHeader() throws {
+        let two = [("a", SafetensorsTensor(shape: [2], floats: [1, 2])), ("b", SafetensorsTensor(shape: [2], floats: [3, 4]))]
+        let bytes = try Safetensors.serialize(two, metadata: ["kdgraph.step": "10"], addChecksum: true)
+        XCTAssertEqual(try Safetensors.parse(bytes).metadata["kdgraph.step"], "10")
+        let stepEdited = Self.editHeader(bytes) { $0.replacingOccurrences(of: #""kdgraph.step":"10""#, with: #""kdgraph.step":"11""#) }
+        XCTAssertNotEqual(stepEdited, bytes)
+        let swapped = Self.editHeader(bytes) { Self.swapOffsets($0, "a", "b") }
+        XCTAssertNotEqual(swapped, bytes)
+        // Without a checksum the same edits are valid files (so only the digest can catch them).
+        let plain = try Safetensors.serialize(two, metadata: ["kdgraph.step": "10"])
+        XCTAssertEqual(try Safetensors.parse(Self.editHeader(plain) { Self.swapOffsets($0, "a", "b") })
+                        .tensor("a").floatValues(), [3, 4])
+        for edited in [stepEdited, swapped] {
+            XCTAssertThrowsError(try Safetensors.parse(edited, file: "ck.safetensors")) { e in
+                guard case SafetensorsError.checksumMismatch(let file, _, _) = e else { return XCTFail("\(e)") }
+                XCTAssertEqual(file, "ck.safetensors")
+                XCTAssertTrue("\(e)".contains("edited"), "\(e)")
+            }
+        }
+        // A header re-serialised with other spacing cannot be verified: refused, not skipped.
+        let respaced = Self.editHeader(bytes) { $0.replacingOccurrences(of: "\"\(Safetensors.checksumKey)\":", with: "\"\(Safetensors.checksumKey)\": ") }
+        expectError(respaced, "rewritten by another tool")
+        // The digest is the SHA-256 of the file with its own digits read as '0'.
+        let digest = try Safetensors.parse(bytes).metadata[Safetensors.checksumKey]!
+        let zeroed = Self.editHeader(bytes) { $0.replacingOccurrences(of: digest, with: String(repeating: "0", count: 64)) }
+        XCTAssertEqual(sha256Hex(zeroed), digest)
+    }
+
+    /// Files written before the header was covered carry the data-section digest only: still read,
+    /// still verified.
+    func testLegacyDataChecksum() throws {
+        let data: [UInt8] = [0, 0, 0x80, 0x3F, 0, 0, 0, 0x40]
+        let header = #"{"__metadata__":{"kdgraph.data_sha256":""# + sha256Hex(data) + #""},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#
+        XCTAssertEqual(try Safetensors.parse(file(header, data: data)).tensor("a").floatValues(), [1, 2])
+        XCTAssertThrowsError(try Safetensors.parse(file(header, data: [0, 0, 0x80, 0x3F, 0, 0, 0, 0x41]), file: "old.safetensors")) {
+            XCTAssertTrue("\($0)".contains("old.safetensors: checksum mismatch"), "\($0)")
+        }
+    }
+
     func testSHA256KnownAnswer() {
         XCTAssertEqual(sha256Hex(Array("abc".utf8)),
                        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")

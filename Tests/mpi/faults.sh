@@ -4,14 +4,17 @@
 #     verifies, and --resume from it reproduces the uninterrupted run's losses;
 #   - SIGTERM to one rank: every rank finishes the same step, a checkpoint is written, exit non-zero;
 #   - a rank that throws (KDGRAPH_FAIL_RANK/KDGRAPH_FAIL_STEP): the job ends within 10 s with its message;
-#   - disk full (a small tmpfs) or an unwritable checkpoint folder: clear error, earlier checkpoints intact.
+#   - disk full (a small tmpfs) or an unwritable checkpoint folder: clear error, earlier checkpoints intact;
+#   - disk full while writing metrics: named error, a checkpoint of the step, whole lines only, exit non-zero;
+#   - a diverging run (optim.lr=1e6): never a NaN/Inf checkpoint, with or without train.skip_nonfinite;
+#   - one run per output.dir: a concurrent run refused, a rerun refused unless --overwrite, stale lock replaced.
 # Needs a release build. Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 bin=.build/release/kdgraph
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d)
-cleanup() { umount "$tmp/small" 2>/dev/null; chattr -i "$tmp/ro/checkpoints" 2>/dev/null; rm -rf "$tmp"; }
+cleanup() { umount "$tmp/small" 2>/dev/null; umount "$tmp/mfull" 2>/dev/null; chattr -i "$tmp/ro/checkpoints" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 pass=0; fail=0
 ok() { echo "PASS $1"; pass=$((pass + 1)); }
@@ -39,7 +42,7 @@ if wait_for "$tmp/killed/checkpoints/step_00000010.safetensors" 120; then
   kill -9 "$victim"
   wait "$job"; rc=$?
   dt=$(awk "BEGIN{print $(date +%s.%N) - $t0}")
-  last=$(ls "$tmp/killed/checkpoints"/step_*.safetensors | sort | tail -1)
+  last=$(ls "$tmp/killed/checkpoints"/step_*[0-9].safetensors | sort | tail -1)
   k=$(basename "$last" .safetensors | sed 's/step_0*//')
   if [ "$rc" != 0 ] && awk "BEGIN{exit !($dt < 10)}"; then ok "kill -9 of rank: mpirun exit $rc after ${dt}s"
   else ko "kill -9 of rank" "exit $rc after ${dt}s"; fi
@@ -58,7 +61,7 @@ if wait_for "$tmp/term/metrics.jsonl" 120 && sleep 2; then
   kill -TERM "$(pgrep -P "$job" -f "kdgraph train" | sed -n 2p)"
   t0=$(date +%s)
   wait "$job"; rc=$?
-  ck=$(ls "$tmp/term/checkpoints"/step_*.safetensors 2>/dev/null | tail -1)
+  ck=$(ls "$tmp/term/checkpoints"/step_*[0-9].safetensors 2>/dev/null | tail -1)
   if [ "$rc" != 0 ] && [ -n "$ck" ] && grep -q "stopped by signal 15 after step" "$tmp/term.log" && verify "$ck"; then
     ok "SIGTERM: step finished, checkpoint $(basename "$ck") written and verified, exit $rc in $(( $(date +%s) - t0 )) s"
   else ko "SIGTERM" "exit $rc, checkpoint '${ck}', $(tail -3 "$tmp/term.log")"; fi
@@ -79,9 +82,9 @@ mkdir -p "$tmp/small"
 if mount -t tmpfs -o size=1000k tmpfs "$tmp/small" 2>/dev/null; then
   mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=30 --set output.dir="$tmp"/small/out >"$tmp/full.log" 2>&1
   rc=$?
-  first=$(ls "$tmp/small/out/checkpoints"/step_*.safetensors 2>/dev/null | head -1)
+  first=$(ls "$tmp/small/out/checkpoints"/step_*[0-9].safetensors 2>/dev/null | head -1)
   if [ "$rc" != 0 ] && grep -q "checkpoint not written" "$tmp/full.log" && [ -n "$first" ] && verify "$first" \
-     && [ -z "$(ls "$tmp/small/out/checkpoints" | grep -v '^step_[0-9]*\.safetensors$')" ]; then
+     && [ -z "$(ls "$tmp/small/out/checkpoints" | grep -Ev '^step_[0-9]*(\.state)?\.safetensors$')" ]; then
     ok "disk full: clear error (exit $rc), earlier checkpoint $(basename "$first") intact, no temporary file left"
   else ko "disk full" "exit $rc, first '$first': $(grep -m1 -i 'checkpoint' "$tmp/full.log")"; fi
 else
@@ -94,6 +97,92 @@ else
     ok "unwritable checkpoint folder: clear error (exit $rc), earlier checkpoint intact"
   else ko "unwritable checkpoint folder" "exit $rc: $(tail -2 "$tmp/ro.log")"; fi
 fi
+
+# 5. Disk full while writing metrics (issue 18 item 5): metrics.jsonl on a tmpfs that a filler file
+# fills mid-run, checkpoints (a symlinked folder) on the big disk. Expected: the named error with the
+# OS reason, a checkpoint of the current step that verifies, metrics files of whole lines, exit non-zero.
+mkdir -p "$tmp/mfull" "$tmp/mfull-ck"
+if mount -t tmpfs -o size=256k tmpfs "$tmp/mfull" 2>/dev/null; then
+  ln -s "$tmp/mfull-ck" "$tmp/mfull/checkpoints"
+  bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 \
+    --set output.dir="$tmp/mfull" >"$tmp/mfull.log" 2>&1
+  ( sleep 180; kill -9 "$job" 2>/dev/null ) & guard=$!
+  wait_for "$tmp/mfull/metrics.jsonl" 120 && sleep 1
+  dd if=/dev/zero of="$tmp/mfull/filler" bs=4k 2>/dev/null
+  wait "$job"; rc=$?
+  kill "$guard" 2>/dev/null
+  ck=$(ls "$tmp/mfull-ck"/step_*[0-9].safetensors 2>/dev/null | tail -1)
+  if [ "$rc" != 0 ] && grep -Eq "metrics\.(jsonl|csv): metrics not written: No space left on device; checkpoint .*step_.* written" "$tmp/mfull.log" \
+     && [ -n "$ck" ] && verify "$ck" \
+     && python3 -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$tmp/mfull/metrics.jsonl" \
+     && [ "$(wc -l <"$tmp/mfull/metrics.jsonl")" = "$(( $(wc -l <"$tmp/mfull/metrics.csv") - 1 ))" ] \
+     && [ "$(tail -c 1 "$tmp/mfull/metrics.csv" | od -An -c | tr -d ' ')" = '\n' ]; then
+    ok "disk full while writing metrics: named error (exit $rc), checkpoint $(basename "$ck") verifies, whole lines only, the same records in both files"
+  else ko "disk full while writing metrics" "exit $rc, checkpoint '$ck': $(grep -m2 'rank' "$tmp/mfull.log")"; fi
+  rm -f "$tmp/mfull/filler"
+else
+  echo "note: mount not permitted; metrics disk-full test skipped (MetricsWriterTests covers /dev/full)"
+fi
+
+# 6. A diverging run (issue 18 item 2): with skip_nonfinite it completes and no checkpoint holds NaN/Inf
+# (the skipped steps' BatchNorm statistics are rolled back); without, it stops with a named error and
+# no checkpoint holds NaN/Inf either.
+tt=(--config Tests/mpi/configs/tiny-teacher.yaml --set optim.lr=1e6 --set train.checkpoint_every=2)
+mpi 2 train "${tt[@]}" --set train.skip_nonfinite=true --set output.dir="$tmp/skip" >"$tmp/skip.log" 2>&1; rc=$?
+if [ "$rc" = 0 ] && grep -q "step skipped" "$tmp/skip.log" \
+   && out=$(python3 launch/checkpoint_check.py "$tmp/skip/checkpoints"/*.safetensors 2>&1); then
+  ok "lr=1e6 with skip_nonfinite: exit 0, $(grep -c 'step skipped' "$tmp/skip.log") step(s) skipped, every checkpoint finite"
+else ko "lr=1e6 with skip_nonfinite" "exit $rc: $(grep -m1 -i 'nan\|non-finite' "$tmp/skip.log") ${out:-}"; fi
+mpi 2 train "${tt[@]}" --set output.dir="$tmp/diverge" >"$tmp/diverge.log" 2>&1; rc=$?
+cks=$(ls "$tmp/diverge/checkpoints"/*.safetensors 2>/dev/null)
+if [ "$rc" != 0 ] && grep -q "non-finite" "$tmp/diverge.log" \
+   && { [ -z "$cks" ] || out=$(python3 launch/checkpoint_check.py $cks 2>&1); }; then
+  ok "lr=1e6 without skip: stops with '$(grep -o -m1 'non-finite [^(]*' "$tmp/diverge.log")', every checkpoint finite"
+else ko "lr=1e6 without skip" "exit $rc: $(grep -m1 'rank' "$tmp/diverge.log") ${out:-}"; fi
+
+# 7. One run per output.dir (issue 18 item 3).
+short=(--config "$cfg" "${set_t[@]}" --set train.steps=6 --set train.checkpoint_every=3)
+bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 --set output.dir="$tmp/shared" \
+  >"$tmp/shared-a.log" 2>&1
+first=$job
+if wait_for "$tmp/shared/metrics.jsonl" 120; then
+  t0=$(date +%s)
+  mpi 2 train "${short[@]}" --set output.dir="$tmp/shared" >"$tmp/shared-b.log" 2>&1; rc=$?
+  if [ "$rc" != 0 ] && [ $(( $(date +%s) - t0 )) -lt 30 ] \
+     && grep -q "rank [01]: .*shared: output.dir is in use by another run (pid [0-9]* on $(hostname)" "$tmp/shared-b.log" \
+     && kill -0 "$first" 2>/dev/null; then
+    ok "a second run in a busy output.dir is refused (exit $rc), the first keeps running"
+  else ko "second run in a busy output.dir" "exit $rc: $(grep -m1 'rank' "$tmp/shared-b.log")"; fi
+  # Stop the first run (SIGTERM to a rank: checkpoint, exit non-zero). Its lock is removed on the way
+  # out, or -- when mpirun kills rank 0 first -- left stale; either way resuming it in the same folder
+  # must work, and a run that completes removes its lock.
+  kill -TERM "$(pgrep -P "$first" -f "kdgraph train" | head -1)"; wait "$first"
+  ck=$(ls "$tmp/shared/checkpoints"/step_*[0-9].safetensors 2>/dev/null | tail -1)
+  k=$(basename "${ck:-step_0}" .safetensors | sed 's/step_0*//')
+  if [ -n "$ck" ] && mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=$((k + 2)) --set output.dir="$tmp/shared" \
+       --resume "$ck" >"$tmp/shared-c.log" 2>&1 && [ ! -e "$tmp/shared/kdgraph.lock" ]; then
+    ok "the stopped run resumes in its own folder ($(grep -c 'stale lock' "$tmp/shared-c.log") stale lock replaced), lock removed at the end"
+  else ko "resume in the stopped run's folder" "checkpoint '$ck': $(grep -m1 'rank' "$tmp/shared-c.log")"; fi
+else
+  kill -9 "$first" 2>/dev/null; ko "busy output.dir" "first run did not start: $(tail -3 "$tmp/shared-a.log")"
+fi
+mpi 2 train "${short[@]}" --set output.dir="$tmp/rerun" >"$tmp/rerun1.log" 2>&1
+before=$(cd "$tmp/rerun" && ls checkpoints && md5sum metrics.jsonl)
+mpi 2 train "${short[@]}" --set train.steps=4 --set output.dir="$tmp/rerun" >"$tmp/rerun2.log" 2>&1; rc=$?
+if [ "$rc" != 0 ] && grep -q "already holds an earlier run's outputs (checkpoints/final.safetensors" "$tmp/rerun2.log" \
+   && [ "$(cd "$tmp/rerun" && ls checkpoints && md5sum metrics.jsonl)" = "$before" ]; then
+  ok "a rerun over an earlier run's checkpoints is refused (exit $rc), its files untouched"
+else ko "rerun over an earlier run" "exit $rc: $(grep -m1 'rank' "$tmp/rerun2.log")"; fi
+if mpi 2 train "${short[@]}" --set train.steps=4 --set output.dir="$tmp/rerun" --overwrite >"$tmp/rerun3.log" 2>&1 \
+   && [ ! -e "$tmp/rerun/checkpoints/step_00000006.safetensors" ] && [ -e "$tmp/rerun/checkpoints/step_00000003.safetensors" ] \
+   && [ "$(grep -c '"loss"' "$tmp/rerun/metrics.jsonl")" = 4 ]; then
+  ok "--overwrite: the earlier run's step_6 is gone, the new run's files only"
+else ko "--overwrite" "$(tail -2 "$tmp/rerun3.log"); $(ls "$tmp/rerun/checkpoints")"; fi
+mkdir -p "$tmp/stale"
+printf 'pid 999999999\nhost %s\nprocess_start 1\nstarted earlier\n' "$(hostname)" >"$tmp/stale/kdgraph.lock"
+if mpi 2 train "${short[@]}" --set output.dir="$tmp/stale" >"$tmp/stale.log" 2>&1 && grep -q "removing a stale lock" "$tmp/stale.log" \
+   && [ ! -e "$tmp/stale/kdgraph.lock" ]; then ok "a stale lock (dead pid) is replaced with a warning"
+else ko "stale lock" "$(grep -m1 'rank\|lock' "$tmp/stale.log")"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

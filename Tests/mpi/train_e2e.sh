@@ -9,6 +9,8 @@
 #     and the same checkpoint resumed on 4 ranks takes the same step 16;
 #   - an mlp student on .npy feature matrices distilled from an embeddings+prompts teacher;
 #   - `kdgraph bench` / `kdgraph scaling` (JSON fields, byte counts, report files, projection, --reuse);
+#   - resuming at or past train.steps is refused, nothing rewritten;
+#   - `kdgraph eval --checkpoint` without a config and `kdgraph predict` agree (weights carry their metadata);
 #   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
@@ -92,6 +94,54 @@ if mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkp
 else
   ko "resume runs" "$(tail -3 "$tmp/resumed.log" 2>/dev/null)"
 fi
+
+# Resume at or past the end (issue 18 item 7): refused with a message, non-zero exit, the run's files untouched.
+if [ -f "$tmp/straight/checkpoints/final.safetensors" ]; then
+  snap() { (cd "$tmp/straight" && md5sum checkpoints/* metrics.jsonl metrics.csv config.yaml); }
+  before=$(snap)
+  mpi 2 train "${dset[@]}" --set output.dir="$tmp/straight" --set train.steps=20 \
+    --resume "$tmp/straight/checkpoints/step_00000025.safetensors" >"$tmp/past.log" 2>&1; rc1=$?
+  mpi 2 train "${dset[@]}" --set output.dir="$tmp/straight" \
+    --resume "$tmp/straight/checkpoints/final.safetensors" >"$tmp/atend.log" 2>&1; rc2=$?
+  if [ "$rc1" != 0 ] && grep -q "checkpoint at step 25 is past the end of this run (train.steps = 20): nothing to resume" "$tmp/past.log" \
+     && [ "$rc2" != 0 ] && grep -q "checkpoint at step 30 is already at the end of this run (train.steps = 30): nothing to do" "$tmp/atend.log" \
+     && [ "$(snap)" = "$before" ]; then
+    ok "resume past the end (exit $rc1) and at the end (exit $rc2) refused, nothing rewritten"
+  else ko "resume past/at the end" "exit $rc1/$rc2: $(grep -m1 rank "$tmp/past.log") $(grep -m1 rank "$tmp/atend.log")"; fi
+fi
+
+# Weights usable without the run's config (issue 18 item 11): a teacher trained on an .npy folder; then
+# `kdgraph eval --checkpoint` alone (config from the metadata) and `kdgraph predict` on test_images.npy
+# give the same top-1, and the same mean cross-entropy up to float32 summation order (the two runs use
+# different batch sizes, so GEMM blocking differs: ~1e-6 relative per logit; 1e-4 bounds it).
+npyd="$tmp/npydata"
+if python3 - "$npyd" <<'PY'
+import os, sys, numpy as np
+d = sys.argv[1]; os.makedirs(d, exist_ok=True); rng = np.random.default_rng(3)
+for split, n in (("train", 128), ("test", 48)):
+    y = rng.integers(0, 5, n)
+    x = rng.integers(0, 60, (n, 16, 16, 3)) + (y[:, None, None, None] * 40)   # class-dependent brightness
+    np.save(f"{d}/{split}_images.npy", x.astype(np.uint8)); np.save(f"{d}/{split}_labels.npy", y.astype(np.int64))
+PY
+then
+  if mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set data.source=npy --set data.path="$npyd" \
+       --set output.dir="$tmp/npyrun" >"$tmp/npyrun.log" 2>&1 \
+     && ev=$("$bin" eval --checkpoint "$tmp/npyrun/checkpoints/final.safetensors" 2>"$tmp/npyeval.log") \
+     && "$bin" predict --checkpoint "$tmp/npyrun/checkpoints/final.safetensors" --images "$npyd/test_images.npy" \
+          --out "$tmp/logits.npy" >/dev/null 2>"$tmp/predict.log" \
+     && out=$(python3 - "$ev" "$tmp/logits.npy" "$npyd/test_labels.npy" <<'PY' 2>&1
+import json, sys, numpy as np
+ev, z, y = json.loads(sys.argv[1]), np.load(sys.argv[2]).astype(np.float64), np.load(sys.argv[3])
+assert z.shape == (len(y), 5) and ev["samples"] == len(y), (z.shape, ev)
+top1 = float(np.mean(z.argmax(1) == y))
+m = z.max(1, keepdims=True); ce = float(np.mean(np.log(np.exp(z - m).sum(1)) + m[:, 0] - z[np.arange(len(y)), y]))
+assert abs(top1 - ev["top1"]) < 1e-9, (top1, ev["top1"])
+assert abs(ce - ev["loss"]) <= 1e-4 * abs(ev["loss"]), (ce, ev["loss"])
+print(f"top-1 {top1:.4f} (eval {ev['top1']:.4f}), loss {ce:.6f} (eval {ev['loss']:.6f})")
+PY
+     ); then ok "eval --checkpoint alone and predict agree on test_images.npy: $out"
+  else ko "eval without config / predict" "${out:-} $(tail -2 "$tmp/npyrun.log") $(tail -2 "$tmp/npyeval.log" "$tmp/predict.log")"; fi
+else ko "npy fixture" "numpy"; fi
 
 # Resume on another world size: the 2-rank step-15 checkpoint continued on 4 ranks takes the same step 16.
 if mpi 4 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \

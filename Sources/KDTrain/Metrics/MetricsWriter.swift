@@ -1,4 +1,9 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// One logged record: ordered keys with numeric values (JSON Lines and CSV share it).
 public struct MetricRecord {
@@ -23,53 +28,113 @@ public struct MetricRecord {
 
 /// Writes `metrics.jsonl` (one object per logged step and per evaluation) and `metrics.csv` (the same
 /// records; columns fixed by the first record, plus the evaluation columns). Rank 0 only.
+///
+/// Each record is one `write(2)` per file; a failed or short write (disk full, I/O error) is cut back
+/// to the files' previous lengths, so both files hold whole lines only and the same records, and is
+/// reported as
+/// `TrainError.io(path: <file>, message: "metrics not written: <OS error>")` (docs/reliability.md).
 public final class MetricsWriter {
-    let jsonl: FileHandle?
-    let csv: FileHandle?
+    /// One append-only file descriptor and the path it names in errors.
+    final class Sink {
+        let path: String
+        var fd: Int32
+
+        init(path: String, append: Bool) throws {
+            self.path = path
+            fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (append ? 0 : O_TRUNC), 0o644)
+            guard fd >= 0 else {
+                throw TrainError.io(path: path, message: "cannot open the metrics file: \(errnoText())")
+            }
+        }
+
+        var size: Int { var st = stat(); return fstat(fd, &st) == 0 ? Int(st.st_size) : -1 }
+
+        /// Appends `text` whole, or restores the previous length and throws.
+        func append(_ text: String) throws {
+            let before = size
+            let bytes = Array(text.utf8)
+            var done = 0
+            while done < bytes.count {
+                let w = bytes.withUnsafeBytes { posixWrite(fd, $0.baseAddress! + done, $0.count - done) }
+                if w < 0 && errno == EINTR { continue }
+                guard w > 0 else {
+                    let reason = w < 0 ? errnoText() : "no progress"
+                    if done > 0 && before >= 0 { _ = ftruncate(fd, off_t(before)) }
+                    throw TrainError.io(path: path, message: "metrics not written: \(reason)")
+                }
+                done += w
+            }
+        }
+
+        func sync() throws {
+            guard fsync(fd) == 0 else {
+                throw TrainError.io(path: path, message: "metrics not written: fsync failed: \(errnoText())")
+            }
+        }
+
+        func close() { if fd >= 0 { posixClose(fd); fd = -1 } }
+    }
+
+    let jsonl: Sink?
+    let csv: Sink?
     var columns: [String] = []
     public static let evalColumns = ["eval.top1", "eval.top5", "eval.loss"]
 
-    /// `enabled` false (ranks other than 0) makes every call a no-op.
+    /// `enabled` false (ranks other than 0) makes every call a no-op. With `append`, existing files are
+    /// continued (a resumed run) and the CSV keeps the columns of its header line.
     public init(directory: String, enabled: Bool, append: Bool = false) throws {
         guard enabled else { jsonl = nil; csv = nil; return }
-        func open(_ name: String) throws -> FileHandle {
-            let path = (directory as NSString).appendingPathComponent(name)
-            if !append || !FileManager.default.fileExists(atPath: path) {
-                guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                    throw TrainError.io(path: path, message: "cannot create the metrics file")
-                }
-            }
-            guard let h = FileHandle(forWritingAtPath: path) else {
-                throw TrainError.io(path: path, message: "cannot open the metrics file for writing")
-            }
-            h.seekToEndOfFile()
-            return h
-        }
-        jsonl = try open("metrics.jsonl")
-        csv = try open("metrics.csv")
-        if append, let csv, csv.offsetInFile > 0 {
+        let csvPath = (directory as NSString).appendingPathComponent("metrics.csv")
+        jsonl = try Sink(path: (directory as NSString).appendingPathComponent("metrics.jsonl"), append: append)
+        csv = try Sink(path: csvPath, append: append)
+        if append, let csv, csv.size > 0 {
             // Re-read the header of the existing CSV so appended rows keep its columns.
-            let path = (directory as NSString).appendingPathComponent("metrics.csv")
-            if let text = try? String(contentsOfFile: path, encoding: .utf8), let first = text.split(separator: "\n").first {
+            if let text = try? String(contentsOfFile: csvPath, encoding: .utf8),
+               let first = text.split(separator: "\n").first {
                 columns = first.split(separator: ",").map(String.init)
             }
         }
     }
 
-    public func write(_ r: MetricRecord) {
+    /// Appends `r` to both files; throws `TrainError.io` naming the file that could not be written.
+    public func write(_ r: MetricRecord) throws {
         guard let jsonl, let csv else { return }
-        jsonl.write((r.json + "\n").data(using: .utf8)!)
-        if columns.isEmpty {
-            columns = r.fields.map { $0.0 }
-            for c in MetricsWriter.evalColumns where !columns.contains(c) { columns.append(c) }
-            csv.write((columns.joined(separator: ",") + "\n").data(using: .utf8)!)
+        let jsonlBefore = jsonl.size
+        try jsonl.append(r.json + "\n")
+        var text = ""
+        var newColumns = columns
+        if newColumns.isEmpty {
+            newColumns = r.fields.map { $0.0 }
+            for c in MetricsWriter.evalColumns where !newColumns.contains(c) { newColumns.append(c) }
+            text = newColumns.joined(separator: ",") + "\n"
         }
-        let row = columns.map { c in r[c].map { MetricRecord.format($0, integral: c == "step" || c == "epoch") } ?? "" }
-        csv.write((row.joined(separator: ",") + "\n").data(using: .utf8)!)
+        let row = newColumns.map { c in
+            r[c].map { MetricRecord.format($0, integral: c == "step" || c == "epoch") } ?? ""
+        }
+        do {
+            try csv.append(text + row.joined(separator: ",") + "\n")
+        } catch {
+            // Keep the two files in step: the record is in neither.
+            if jsonlBefore >= 0 { _ = ftruncate(jsonl.fd, off_t(jsonlBefore)) }
+            throw error
+        }
+        columns = newColumns
+    }
+
+    /// Flushes both files to the disk; throws `TrainError.io` naming the file.
+    public func sync() throws {
+        try jsonl?.sync()
+        try csv?.sync()
     }
 
     public func close() {
-        try? jsonl?.synchronize(); try? csv?.synchronize()
-        try? jsonl?.close(); try? csv?.close()
+        jsonl?.close()
+        csv?.close()
     }
+
+    deinit { close() }
 }
+
+private func errnoText() -> String { String(cString: strerror(errno)) }
+private func posixWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }
+private func posixClose(_ fd: Int32) { _ = close(fd) }

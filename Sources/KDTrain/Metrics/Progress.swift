@@ -10,7 +10,8 @@ public final class ProgressLine {
     var lastDraw = 0.0
     var out: (String) -> Void
 
-    public init(total: Int, enabled: Bool, forcePlain: Bool = false, out: @escaping (String) -> Void = { FileHandle.standardError.write($0.data(using: .utf8)!) }) {
+    public init(total: Int, enabled: Bool, forcePlain: Bool = false,
+                out: @escaping (String) -> Void = { fputs($0, stderr) }) {
         self.total = total
         self.enabled = enabled
         self.live = !forcePlain && isatty(STDERR_FILENO) == 1

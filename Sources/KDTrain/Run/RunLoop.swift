@@ -17,14 +17,28 @@ extension Trainer {
     /// every `train.eval_every` steps and at the end, checkpoints every `train.checkpoint_every` steps
     /// and at the end, checks parameter sync every `train.sync_check_every` steps. A SIGTERM/SIGINT
     /// finishes the current step, checkpoints and throws `TrainError.interrupted`.
-    public func run(resumeFrom: String? = nil) throws -> RunSummary {
+    ///
+    /// Before anything is written: the checkpoint `resumeFrom` is loaded and must leave steps to run
+    /// (docs/training.md, "Resuming"), and rank 0 claims `output.dir` for the run's lifetime (its lock;
+    /// an earlier run's outputs refused unless resuming from one of its checkpoints or `overwrite`,
+    /// docs/reliability.md). Every rank fails with the same message.
+    public func run(resumeFrom: String? = nil, overwrite: Bool = false) throws -> RunSummary {
         let isRoot = comm.rank == 0
+        if let resumeFrom {
+            try resume(from: resumeFrom)
+            try checkStepsLeft(resumedFrom: resumeFrom)
+        }
+        var lock: OutputLock?
+        try comm.onRoot {
+            lock = try OutputDirectory.claim(directory: config.outputDir, resumingFrom: resumeFrom,
+                                             overwrite: overwrite) { log.warning("\($0)") }
+        }
+        defer { lock?.release() }
         if isRoot {
             try FileManager.default.createDirectory(atPath: config.outputDir, withIntermediateDirectories: true)
             try config.resolvedYAML.write(toFile: (config.outputDir as NSString).appendingPathComponent("config.yaml"),
                                           atomically: true, encoding: .utf8)
         }
-        if let resumeFrom { try resume(from: resumeFrom) }
         let metrics = try MetricsWriter(directory: config.outputDir, enabled: isRoot, append: resumeFrom != nil)
         defer { metrics.close() }
         let startStep = step
@@ -54,8 +68,8 @@ extension Trainer {
                 let now = monotonicSeconds()
                 sps = Double(windowSamples) / max(now - windowStart, 1e-9)
                 windowStart = now; windowSamples = 0
-                metrics.write(MetricRecord(record, epoch: batch.epoch, learningRate: optimizer.learningRate,
-                                           samplesPerSecond: sps))
+                try self.record(MetricRecord(record, epoch: batch.epoch, learningRate: optimizer.learningRate,
+                                             samplesPerSecond: sps), in: metrics)
             }
             progress.update(step: step, loss: record.loss, samplesPerSecond: sps, startStep: startStep, logged: logged)
 
@@ -64,34 +78,67 @@ extension Trainer {
             }
             if config.train.evalEvery > 0 && step % config.train.evalEvery == 0 && step < totalSteps {
                 lastEval = try evaluate()
-                writeEval(lastEval!, metrics: metrics, epoch: batch.epoch)
+                try writeEval(lastEval!, metrics: metrics, epoch: batch.epoch)
             }
             if stop {
                 progress.finish()
-                let path = try saveCheckpoint(name: String(format: "step_%08d.safetensors", step))
+                let path = try saveCheckpoint(name: stepCheckpointName)
                 throw TrainError.interrupted(step: step, signal: Runtime.pendingSignal == 0 ? SIGTERM : Runtime.pendingSignal, checkpoint: path)
             }
             if config.train.checkpointEvery > 0 && step % config.train.checkpointEvery == 0 && step < totalSteps {
-                try saveCheckpoint(name: String(format: "step_%08d.safetensors", step))
+                try saveCheckpoint(name: stepCheckpointName)
             }
         }
         progress.finish()
         try checkParametersInSync()
         lastEval = try evaluate()
-        writeEval(lastEval!, metrics: metrics, epoch: samplerPosition(afterSteps: max(step - 1, 0)).epoch)
+        try writeEval(lastEval!, metrics: metrics, epoch: samplerPosition(afterSteps: max(step - 1, 0)).epoch)
+        try record(nil, in: metrics)
         let path = try saveCheckpoint(name: "final.safetensors")
         log.info("done: \(step) steps, loss \(lastLoss), eval top-1 \(String(format: "%.4f", lastEval!.top1)), checkpoint \(path)")
         return RunSummary(steps: step, finalLoss: lastLoss, eval: lastEval, checkpoint: path, samplesPerSecond: sps)
     }
 
-    func writeEval(_ e: EvalResult, metrics: MetricsWriter, epoch: Int) {
+    func writeEval(_ e: EvalResult, metrics: MetricsWriter, epoch: Int) throws {
         var r = MetricRecord()
         r.set("step", Double(step))
         r.set("epoch", Double(epoch))
         r.set("eval.top1", e.top1)
         r.set("eval.top5", e.top5)
         r.set("eval.loss", e.loss)
-        metrics.write(r)
+        try record(r, in: metrics)
         log.info("step \(step): eval top-1 \(String(format: "%.4f", e.top1)), top-5 \(String(format: "%.4f", e.top5)) on \(e.samples) samples")
+    }
+
+    /// Writes `r` (or, with nil, syncs the files) on rank 0, and agrees on the outcome (`onRoot`). When
+    /// the write failed, every rank checkpoints the current step if the disk allows it, then throws the
+    /// metrics error (the file and the OS reason), so the job exits non-zero everywhere
+    /// (docs/reliability.md).
+    func record(_ r: MetricRecord?, in metrics: MetricsWriter) throws {
+        do {
+            try comm.onRoot {
+                if let r { try metrics.write(r) } else { try metrics.sync() }
+            }
+        } catch {
+            let saved: String
+            do {
+                saved = "checkpoint \(try saveCheckpoint(name: stepCheckpointName)) written"
+            } catch {
+                saved = "no checkpoint either (\(error))"
+            }
+            throw TrainError.invalid("\(error); \(saved)")
+        }
+    }
+
+    /// A resumed run must have steps left: a checkpoint at or past `totalSteps` is refused (exit
+    /// non-zero), before anything is written, naming the checkpoint, its step and the setting.
+    func checkStepsLeft(resumedFrom path: String) throws {
+        guard step >= totalSteps else { return }
+        let setting = config.train.steps > 0 ? "train.steps = \(config.train.steps)"
+                                             : "train.epochs = \(config.train.epochs), \(totalSteps) steps"
+        let what = step == totalSteps ? "already at the end of this run (\(setting)): nothing to do"
+                                      : "past the end of this run (\(setting)): nothing to resume"
+        throw TrainError.io(path: path, message: "checkpoint at step \(step) is \(what); set train.steps above "
+                            + "\(step) to train further (nothing was written)")
     }
 }

@@ -41,6 +41,8 @@ public final class Trainer {
     public var lastLoss: Double { lastRecord?.loss ?? 0 }
     /// What the objective reads: the step computes and gathers exactly this.
     let needs: LossNeeds
+    /// What a step skipped by `train.skip_nonfinite` puts back (parameters, buffers, optimizer state).
+    lazy var rollback = StepRollback(tensors: parameters + student.namedBuffers(), optimizer: optimizer)
 
     public init(config: KDConfig, comm: Communicator) throws {
         self.config = config
@@ -132,6 +134,7 @@ public final class Trainer {
         timer.lap(.teacher)
 
         // ④ student on the tape
+        if config.train.skipNonfinite { rollback.capture() }   // the forward updates BN running statistics
         student.train(true)
         let (feature, logits) = try student(batch.images)
         let embedding = try head.map { try $0(feature) }
@@ -188,19 +191,26 @@ public final class Trainer {
         // Global loss, its terms, and the stop flag in one all-reduce (identical on every rank after it).
         var values = [Double(share.value.item)] + share.terms.map { $0.value }
         values.append(stopRequested ? 1 : 0)
+        values.append(student.firstNonFiniteBuffer() == nil ? 0 : 1)   // per rank without SyncBN
         try comm.allReduce(&values, op: .sum)
+        let nonFiniteBuffers = values.removeLast() > 0
         let terms = zip(share.terms.map { $0.name }, values[1..<(values.count - 1)]).map { (name: $0, value: $1) }
         var record = StepRecord(step: stepNumber, plan: plan, applied: true, stop: values[values.count - 1] > 0,
                                 loss: values[0], terms: terms, phases: [:], gathers: gathers,
                                 bytesAllReduced: buckets.totalBytes)
 
-        // Numerical guard: the summed loss and the all-reduced gradients are the same on every rank,
-        // so every rank takes the same decision without another collective.
-        if let (term, value) = nonFinite(loss: record.loss, terms: terms) {
+        // Numerical guard: the summed loss, the all-reduced gradients and the buffer flag are the same on
+        // every rank, so every rank takes the same decision without another collective.
+        var bad = nonFinite(loss: record.loss, terms: terms)
+        if bad == nil, nonFiniteBuffers {
+            bad = ("running statistic \(student.firstNonFiniteBuffer() ?? "on another rank")", Double.nan)
+        }
+        if let (term, value) = bad {
             optimizer.zeroGrad()
             guard config.train.skipNonfinite else {
                 throw TrainError.nonFinite(step: stepNumber, term: term, value: value)
             }
+            try rollback.restore()
             log.warning("step \(stepNumber): non-finite \(term) (\(value)); step skipped (train.skip_nonfinite)")
             record.applied = false
         } else {
@@ -208,6 +218,12 @@ public final class Trainer {
             optimizer.learningRate = schedule.learningRate(at: step)
             try optimizer.step()
             optimizer.zeroGrad()
+            if config.train.skipNonfinite, let (name, n) = rollback.firstNonFinite() {
+                try rollback.restore()   // an update that overflowed: skipped like a non-finite gradient
+                let what = "the update made \(n) value(s) of \(name) non-finite"
+                log.warning("step \(stepNumber): \(what); step skipped (train.skip_nonfinite)")
+                record.applied = false
+            }
         }
         step += 1
         timer.lap(.optimizer)

@@ -15,6 +15,8 @@ public struct EvalResult: Equatable {
 
 extension Trainer {
     var checkpointDir: String { (config.outputDir as NSString).appendingPathComponent("checkpoints") }
+    /// `step_00000012.safetensors`: the name of the checkpoint after the current step.
+    var stepCheckpointName: String { String(format: "step_%08d.safetensors", step) }
 
     /// Top-1/top-5 accuracy and mean cross-entropy of the student on the held-out split; each rank
     /// evaluates its contiguous share of every evaluation batch, the counts are summed over ranks.
@@ -62,6 +64,21 @@ extension Trainer {
                 "kdgraph.seed": String(config.seed), "kdgraph.rng": "keyed(seed, epoch, sample, view)",
                 "kdgraph.config_digest": sha256Hex(Array(config.resolvedYAML.utf8)),
                 "kdgraph.student": config.student.model, "kdgraph.mode": config.mode.rawValue]
+            .merging(preprocessingMetadata(), uniquingKeysWith: { a, _ in a })
+    }
+
+    /// What a user needs to run the weights without the run's config (docs/training.md, "Using the
+    /// weights"): the model and its input, the normalisation `x̂ = (pixel/255 − mean[c]) / std[c]`,
+    /// and the whole resolved config (`kdgraph eval --checkpoint X` rebuilds the run from it).
+    func preprocessingMetadata() -> [String: String] {
+        func list(_ v: [Double]) -> String { v.map { "\($0)" }.joined(separator: ",") }
+        return ["kdgraph.model": config.student.model, "kdgraph.classes": String(config.data.classes),
+                "kdgraph.input_channels": String(data.inputChannels),
+                "kdgraph.input_size": data.inputSize.map(String.init).joined(separator: ","),
+                "kdgraph.hidden": (config.student.hidden.isEmpty ? [256, 256] : config.student.hidden)
+                    .map(String.init).joined(separator: ","),
+                "kdgraph.mean": list(config.data.mean), "kdgraph.std": list(config.data.std),
+                "kdgraph.layout": "NHWC", "kdgraph.config": config.resolvedYAML]
     }
 
     func samplerPosition(afterSteps k: Int) -> SamplerPosition {
@@ -69,26 +86,19 @@ extension Trainer {
     }
 
     /// Rank 0 writes `path` (temporary file, fsync, rename); every rank waits for it so that a
-    /// failure to write is reported as one error on every rank.
+    /// failure to write is reported as the same error on every rank.
     @discardableResult
     public func saveCheckpoint(name: String) throws -> String {
         let path = (checkpointDir as NSString).appendingPathComponent(name)
-        var failed = [0.0]
-        var message = ""
-        if comm.rank == 0 {
+        try comm.onRoot {
             do {
                 try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true)
                 let extra = head?.namedParameters().map { ("state.head." + $0.0, $0.1) } ?? []
                 try Checkpoint.save(path: path, model: student, optimizer: optimizer, extraTensors: extra,
                                     metadata: checkpointMetadata(), rank: 0)
             } catch {
-                failed[0] = 1
-                message = "\(error)"
+                throw TrainError.io(path: path, message: "checkpoint not written: \(error)")
             }
-        }
-        try comm.allReduce(&failed, op: .max)
-        if failed[0] > 0 {
-            throw TrainError.io(path: path, message: comm.rank == 0 ? "checkpoint not written: \(message)" : "checkpoint not written (see rank 0)")
         }
         return path
     }
@@ -97,7 +107,11 @@ extension Trainer {
     public func resume(from path: String) throws {
         let meta = try Checkpoint.load(path: path, into: student, optimizer: optimizer)
         if let head {
-            let f = try Checkpoint.read(path: path)
+            let weights = try Checkpoint.read(path: path)
+            guard let f = try Checkpoint.readState(path: path, weights: weights) else {
+                throw TrainError.io(path: path,
+                                    message: "no training state (\(Checkpoint.statePath(of: path)) is missing)")
+            }
             for (name, p) in head.namedParameters() {
                 guard let st = f.tensors["state.head." + name] else {
                     throw TrainError.io(path: path, message: "no projection head tensor state.head.\(name) (was it written by a run with the same losses?)")

@@ -1,0 +1,226 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One run per `output.dir` (docs/reliability.md, "Output folders"). `claim` creates the folder,
+/// takes its lock and checks it against earlier runs before anything is written there:
+///
+/// - the lock `output.dir/kdgraph.lock` is created with `O_CREAT | O_EXCL` and holds the pid, the host
+///   and (Linux) the process start time of rank 0; it is removed when the run ends (success, error,
+///   signal). A lock whose holder is gone — same host, and the pid is not running or now belongs to a
+///   process that started at another time — is stale: it is replaced, with a warning. A live holder is
+///   refused; so is a holder on another host, which cannot be checked from here (the message says
+///   which file to delete once that run is known to be over);
+/// - a folder holding an earlier run's outputs (`checkpoints/step_*.safetensors`,
+///   `checkpoints/final*.safetensors`, a non-empty `metrics.jsonl` or `metrics.csv`) is refused, unless
+///   the run resumes from a checkpoint of that folder (`--resume`, continuing it) or `--overwrite`
+///   says so; `--overwrite` deletes those files first (except the checkpoint resumed from), so that
+///   "the newest `step_*`" can never be another run's.
+public enum OutputDirectory {
+    public static let lockName = "kdgraph.lock"
+
+    /// Creates `directory`, takes its lock and applies the policy above; on failure nothing is left
+    /// behind (the lock is released). `warn` receives the stale-lock notice.
+    public static func claim(directory: String, resumingFrom resume: String?, overwrite: Bool,
+                             warn: (String) -> Void) throws -> OutputLock {
+        try makeDirectories(directory)
+        let lock = try OutputLock.acquire(directory: directory, warn: warn)
+        do {
+            let earlier = previousRunFiles(in: directory)
+            if earlier.isEmpty { return lock }
+            let keep = resume.flatMap(resolvedPath)
+            if overwrite {
+                var removed = 0
+                for name in earlier {
+                    let path = (directory as NSString).appendingPathComponent(name)
+                    if keep != nil && resolvedPath(path) == keep { continue }
+                    guard unlink(path) == 0 || errno == ENOENT else {
+                        throw TrainError.io(path: path, message: "--overwrite cannot remove it: \(errnoText())")
+                    }
+                    removed += 1
+                }
+                warn("\(directory): --overwrite removed \(removed) file(s) of an earlier run")
+                return lock
+            }
+            let checkpoints = resolvedPath((directory as NSString).appendingPathComponent("checkpoints"))
+            if let resume, let folder = resolvedPath((resume as NSString).deletingLastPathComponent),
+               folder == checkpoints {
+                return lock   // continuing the run this folder holds
+            }
+            let shown = earlier.prefix(3).joined(separator: ", ") + (earlier.count > 3 ? ", …" : "")
+            throw TrainError.io(path: directory, message: "output.dir already holds an earlier run's outputs "
+                                + "(\(shown)): "
+                                + "pass --resume with one of its checkpoints to continue that run, --overwrite to "
+                                + "replace it, or choose another output.dir")
+        } catch {
+            lock.release()
+            throw error
+        }
+    }
+
+    /// The files of an earlier run in `directory`, relative to it, sorted.
+    public static func previousRunFiles(in directory: String) -> [String] {
+        var out: [String] = []
+        let fm = FileManager.default
+        let ck = (directory as NSString).appendingPathComponent("checkpoints")
+        for name in ((try? fm.contentsOfDirectory(atPath: ck)) ?? []).sorted()
+        where name.hasSuffix(".safetensors") && (name.hasPrefix("step_") || name.hasPrefix("final")) {
+            out.append("checkpoints/" + name)
+        }
+        for name in ["metrics.jsonl", "metrics.csv"] {
+            let path = (directory as NSString).appendingPathComponent(name)
+            var st = stat()
+            if stat(path, &st) == 0 && st.st_size > 0 { out.append(name) }
+        }
+        return out
+    }
+
+    /// `mkdir -p`, with an error naming the folder and the OS reason.
+    static func makeDirectories(_ directory: String) throws {
+        guard !directory.isEmpty else { throw TrainError.io(path: "output.dir", message: "is empty") }
+        var prefix = directory.hasPrefix("/") ? "/" : ""
+        for part in directory.split(separator: "/") {
+            prefix += (prefix.isEmpty || prefix.hasSuffix("/") ? "" : "/") + part
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                throw TrainError.io(path: directory, message: "cannot create output.dir (at \(prefix)): \(errnoText())")
+            }
+        }
+        var st = stat()
+        guard stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw TrainError.io(path: directory, message: "output.dir exists and is not a folder")
+        }
+    }
+
+    static func resolvedPath(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
+    }
+}
+
+/// The lock on an output folder (see `OutputDirectory`).
+public final class OutputLock {
+    public let path: String
+    let content: String
+    var held = true
+
+    init(path: String, content: String) {
+        self.path = path
+        self.content = content
+    }
+
+    /// Who holds a lock: the lines `pid P`, `host H`, `process_start S` (ticks since boot, Linux;
+    /// empty elsewhere) and `started T` (UTC, for people).
+    struct Holder: Equatable {
+        var pid: Int32
+        var host: String
+        var processStart: String
+        var started: String
+
+        var text: String { "pid \(pid)\nhost \(host)\nprocess_start \(processStart)\nstarted \(started)\n" }
+
+        init(pid: Int32, host: String, processStart: String, started: String) {
+            (self.pid, self.host, self.processStart, self.started) = (pid, host, processStart, started)
+        }
+
+        init?(text: String) {
+            var fields: [String: String] = [:]
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
+                if parts.count == 2 { fields[parts[0]] = parts[1] }
+            }
+            guard let pid = fields["pid"].flatMap(Int32.init), let host = fields["host"] else { return nil }
+            self.init(pid: pid, host: host, processStart: fields["process_start"] ?? "",
+                      started: fields["started"] ?? "")
+        }
+
+        static var current: Holder {
+            let pid = getpid()
+            let iso = ISO8601DateFormatter()
+            return Holder(pid: pid, host: hostName(), processStart: processStartTime(pid) ?? "",
+                          started: iso.string(from: Date()))
+        }
+
+        /// true: the holder runs; false: it is gone (stale lock); nil: another host, cannot tell.
+        var isRunning: Bool? {
+            guard host == hostName() else { return nil }
+            if kill(pid, 0) != 0 && errno == ESRCH { return false }
+            if !processStart.isEmpty, let now = processStartTime(pid), now != processStart { return false }
+            return true
+        }
+    }
+
+    /// Takes the lock of `directory` (which exists), replacing a stale one (reported through `warn`).
+    static func acquire(directory: String, warn: (String) -> Void) throws -> OutputLock {
+        let path = (directory as NSString).appendingPathComponent(OutputDirectory.lockName)
+        let me = Holder.current
+        for _ in 0..<3 {
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            if fd >= 0 {
+                let bytes = Array(me.text.utf8)
+                let w = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+                let reason = errnoText()
+                close(fd)
+                guard w == bytes.count else {
+                    unlink(path)
+                    throw TrainError.io(path: path, message: "cannot write the output.dir lock: \(reason)")
+                }
+                return OutputLock(path: path, content: me.text)
+            }
+            guard errno == EEXIST else {
+                throw TrainError.io(path: path, message: "cannot create the output.dir lock: \(errnoText())")
+            }
+            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            guard let holder = Holder(text: text) else {
+                if text.isEmpty { usleep(200_000); continue }   // another run is writing it right now
+                throw TrainError.io(path: path, message: "unreadable output.dir lock; delete it if no run uses "
+                                    + "\(directory)")
+            }
+            switch holder.isRunning {
+            case true?:
+                throw TrainError.io(path: directory, message: "output.dir is in use by another run "
+                                    + "(pid \(holder.pid) on "
+                                    + "\(holder.host), started \(holder.started), lock \(path)): give each run its own "
+                                    + "output.dir")
+            case nil:
+                throw TrainError.io(path: directory, message: "output.dir is locked by pid \(holder.pid) on host "
+                                    + "\(holder.host) (started \(holder.started)), which cannot be checked from "
+                                    + "\(hostName()): if that run is over, delete \(path)")
+            case false?:
+                warn("\(path): removing a stale lock (pid \(holder.pid) on \(holder.host), started \(holder.started), "
+                     + "is no longer running)")
+                unlink(path)
+            }
+        }
+        throw TrainError.io(path: path, message: "could not take the output.dir lock (another run keeps taking it)")
+    }
+
+    /// Removes the lock if it is still this run's. Idempotent.
+    public func release() {
+        guard held else { return }
+        held = false
+        if (try? String(contentsOfFile: path, encoding: .utf8)) == content { unlink(path) }
+    }
+
+    deinit { release() }
+}
+
+/// This machine's host name.
+func hostName() -> String {
+    var buf = [CChar](repeating: 0, count: 256)
+    gethostname(&buf, 255)
+    return String(cString: buf)
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot), or nil (no procfs, no process).
+func processStartTime(_ pid: Int32) -> String? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let paren = text.lastIndex(of: ")") else { return nil }
+    let fields = text[text.index(after: paren)...].split(separator: " ")
+    return fields.count > 19 ? String(fields[19]) : nil
+}
+
+private func errnoText() -> String { String(cString: strerror(errno)) }

@@ -1,0 +1,86 @@
+import XCTest
+@testable import KDTrain
+
+/// Issue 18 item 5: a failed metrics write is a named error (the file and the OS reason), never a
+/// crash, and never leaves a partial line behind.
+final class MetricsWriterTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "kdmetrics-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func record(step: Int, loss: Double) -> MetricRecord {
+        var r = MetricRecord()
+        r.set("step", Double(step))
+        r.set("loss", loss)
+        return r
+    }
+
+    func lines(_ name: String) throws -> [String] {
+        try String(contentsOfFile: dir + "/" + name, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+            .map(String.init)
+    }
+
+    func testWritesBothFilesAndAppends() throws {
+        let w = try MetricsWriter(directory: dir, enabled: true)
+        try w.write(record(step: 1, loss: 2.5))
+        try w.sync()
+        w.close()
+        let again = try MetricsWriter(directory: dir, enabled: true, append: true)
+        try again.write(record(step: 2, loss: .nan))
+        again.close()
+        XCTAssertEqual(try lines("metrics.jsonl"), [#"{"step": 1, "loss": 2.5}"#, #"{"step": 2, "loss": NaN}"#, ""])
+        XCTAssertEqual(try lines("metrics.csv"), ["step,loss,eval.top1,eval.top5,eval.loss", "1,2.5,,,", "2,NaN,,,", ""])
+    }
+
+    /// `/dev/full` fails every write with ENOSPC, as a full disk does.
+    func testDiskFullIsANamedError() throws {
+        try FileManager.default.createSymbolicLink(atPath: dir + "/metrics.jsonl", withDestinationPath: "/dev/full")
+        let w = try MetricsWriter(directory: dir, enabled: true)
+        XCTAssertThrowsError(try w.write(record(step: 1, loss: 1))) { e in
+            XCTAssertEqual("\(e)", "\(self.dir)/metrics.jsonl: metrics not written: \(String(cString: strerror(ENOSPC)))")
+        }
+    }
+
+    /// When the CSV cannot be written, the JSON line just written is taken back: both files hold the
+    /// same records.
+    func testFailedCSVTakesBackTheJSONLine() throws {
+        try FileManager.default.createSymbolicLink(atPath: dir + "/metrics.csv", withDestinationPath: "/dev/full")
+        let w = try MetricsWriter(directory: dir, enabled: true)
+        XCTAssertThrowsError(try w.write(record(step: 1, loss: 1))) { e in
+            XCTAssertTrue("\(e)".hasPrefix("\(self.dir)/metrics.csv: metrics not written: "), "\(e)")
+        }
+        XCTAssertEqual(try lines("metrics.jsonl"), [""])
+    }
+
+    /// A write cut short (here by RLIMIT_FSIZE: the first bytes land, then EFBIG) is rolled back to
+    /// the previous length, so the file keeps whole lines only.
+    func testShortWriteLeavesNoPartialLine() throws {
+        let w = try MetricsWriter(directory: dir, enabled: true)
+        try w.write(record(step: 1, loss: 1))
+        let size = try FileManager.default.attributesOfItem(atPath: dir + "/metrics.jsonl")[.size] as! Int
+        var saved = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &saved)
+        let oldHandler = signal(SIGXFSZ, SIG_IGN)
+        var small = saved
+        small.rlim_cur = rlim_t(size + 5)
+        XCTAssertEqual(setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &small), 0)
+        var thrown: Error?
+        do { try w.write(record(step: 2, loss: 123.25)) } catch { thrown = error }
+        setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &saved)
+        signal(SIGXFSZ, oldHandler)
+        XCTAssertTrue("\(thrown.map { "\($0)" } ?? "no error")".contains("metrics.jsonl: metrics not written"))
+        XCTAssertEqual(try lines("metrics.jsonl"), [#"{"step": 1, "loss": 1.0}"#, ""])
+    }
+
+    func testDisabledWriterWritesNothing() throws {
+        let w = try MetricsWriter(directory: dir + "/absent", enabled: false)
+        try w.write(record(step: 1, loss: 1))
+        try w.sync()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/absent"))
+    }
+}
