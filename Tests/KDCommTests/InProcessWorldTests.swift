@@ -56,10 +56,12 @@ final class InProcessWorldTests: XCTestCase {
                 XCTAssertEqual(o[2], [1, 1, 1], "min")
                 XCTAssertEqual(o[3], [Double(n - 1), Double(10 * (n - 1))], "broadcast from the last rank")
                 XCTAssertEqual(o[4], (0..<n).map(Double.init), "allGather")
-                XCTAssertEqual(o[5], (0..<n).flatMap { q in (0..<counts[q]).map { Double(100 * q + $0) } }, "allGatherV")
+                let gathered = (0..<n).flatMap { q in (0..<counts[q]).map { Double(100 * q + $0) } }
+                XCTAssertEqual(o[5], gathered, "allGatherV")
                 // Σ_q (i + q) over q < N for the global index i = offsets[r] + k.
                 let sumQ = Double(n * (n - 1) / 2)
-                XCTAssertEqual(o[6], (0..<counts[r]).map { Double(n) * Double(offsets[r] + $0) + sumQ }, "reduceScatterV")
+                let scattered = (0..<counts[r]).map { Double(n) * Double(offsets[r] + $0) + sumQ }
+                XCTAssertEqual(o[6], scattered, "reduceScatterV")
             }
         }
     }
@@ -116,7 +118,8 @@ final class InProcessWorldTests: XCTestCase {
                 throw error
             }
         }) { e in
-            guard let f = e as? RankFailure, case CommError.rankMismatch(let op, let message)? = f.error as? CommError else {
+            guard let f = e as? RankFailure,
+                  case CommError.rankMismatch(let op, let message)? = f.error as? CommError else {
                 return XCTFail("\(e)")
             }
             XCTAssertEqual(op, "allReduce")
@@ -142,7 +145,8 @@ final class InProcessWorldTests: XCTestCase {
             do { _ = try comm.allGatherV([Float(1)], counts: [1]) } catch { msgs.append("\(error)") }
             return msgs
         }
-        XCTAssertEqual(out[0], ["broadcast: root 2 outside 0..<2", "allGatherV: counts [1] do not give rank 0 its 1 elements"])
+        XCTAssertEqual(out[0], ["broadcast: root 2 outside 0..<2",
+                                "allGatherV: counts [1] do not give rank 0 its 1 elements"])
     }
 
     /// A rank that throws fails the world; the rank waiting in a barrier does not hang.
@@ -209,7 +213,9 @@ final class InProcessWorldTests: XCTestCase {
             let counts = (0..<n).map { [2, 0, 3, 1][$0] }
             let total = counts.reduce(0, +)
             let x = (0..<total * d).map { Float($0 % 7) - 3 }
-            func w(_ q: Int) -> Tensor { Tensor(shape: [total, d], data: (0..<total * d).map { Float(($0 + 3 * q) % 5) }) }
+            func w(_ q: Int) -> Tensor {
+                Tensor(shape: [total, d], data: (0..<total * d).map { Float(($0 + 3 * q) % 5) })
+            }
             let reference = try InProcessWorld(size: 1).run { comm -> [Float] in
                 let xt = Tensor(shape: [total, d], data: x, requiresGrad: true)
                 let y = try allGatherRows(xt, comm: comm)

@@ -63,7 +63,10 @@ final class SyncBatchNormWorldTests: XCTestCase {
             m1[j] += dy / m; m2[j] += dy * xhat / m
             absDy[j] += abs(dy); absDyXhat[j] += abs(dy * xhat)
         }
-        func yTol(_ i: Int) -> Double { let j = i % c; return 8 * u * (abs(Double(x[i]) - mu[j]) + abs(mu[j])) * inv[j] }
+        func yTol(_ i: Int) -> Double {
+            let j = i % c
+            return 8 * u * (abs(Double(x[i]) - mu[j]) + abs(mu[j])) * inv[j]
+        }
         func dxTol(_ i: Int) -> Double {
             let j = i % c, a = inv[j], b = a * inv[j] * abs(m2[j]), cc = a * abs(m1[j])
             return 8 * u * (a * abs(Double(w[i])) + b * (abs(Double(x[i]) - mu[j]) + abs(mu[j])) + cc)
@@ -82,7 +85,8 @@ final class SyncBatchNormWorldTests: XCTestCase {
                     let i = base + k
                     worst.y = max(worst.y, abs(Double(o["y"]![k]) - Double(ref["y"]![i])) / yTol(i))
                     worst.dx = max(worst.dx, abs(Double(o["dx"]![k]) - Double(ref["dx"]![i])) / dxTol(i))
-                    XCTAssertEqual(Double(o["y"]![k]), Double(ref["y"]![i]), accuracy: yTol(i), "N \(size) rank \(r) y[\(i)]")
+                    XCTAssertEqual(Double(o["y"]![k]), Double(ref["y"]![i]), accuracy: yTol(i),
+                                   "N \(size) rank \(r) y[\(i)]")
                     XCTAssertEqual(Double(o["dx"]![k]), Double(ref["dx"]![i]), accuracy: dxTol(i),
                                    "N \(size) rank \(r) dx[\(i)]")
                 }
