@@ -4,8 +4,8 @@ import Foundation
 /// tape (see `Tape.current`).
 public enum GradMode {
     public static var isEnabled: Bool {
-        @inline(__always) get { AutodiffState.current.gradEnabled }
-        @inline(__always) set { AutodiffState.current.gradEnabled = newValue }
+        @inline(__always) get { AutodiffState.current.pointee.gradEnabled }
+        @inline(__always) set { AutodiffState.current.pointee.gradEnabled = newValue }
     }
 }
 
@@ -13,9 +13,9 @@ public enum GradMode {
 @discardableResult
 public func withNoGrad<T>(_ body: () throws -> T) rethrows -> T {
     let state = AutodiffState.current
-    let saved = state.gradEnabled
-    state.gradEnabled = false
-    defer { state.gradEnabled = saved }
+    let saved = state.pointee.gradEnabled
+    state.pointee.gradEnabled = false
+    defer { state.pointee.gradEnabled = saved }
     return try body()
 }
 
@@ -24,33 +24,37 @@ public func withNoGrad<T>(_ body: () throws -> T) rethrows -> T {
 /// A rank of the product is one process whose training thread is the only one that records, so one
 /// global tape would do; the in-process test world (`KDTestSupport.InProcessWorld`) runs several
 /// ranks as threads of one process, each of which must record and back-propagate on its own tape.
-/// The state lives in a pthread key: one `pthread_getspecific` per op (a few ns, against the µs of
-/// the smallest op), created on a thread's first use and released when the thread exits.
-final class AutodiffState {
+/// The state is a plain struct behind a pthread key: reading the switch is one `pthread_getspecific`
+/// and a load (no reference counting, no exclusivity check), against the µs of the smallest op. It is
+/// created on a thread's first use and freed when the thread exits.
+struct AutodiffState {
     var gradEnabled = true
     let tape = Tape()
 
     static let key: pthread_key_t = {
         var key = pthread_key_t()
         let rc = pthread_key_create(&key) { p in
-            if let p { Unmanaged<AutodiffState>.fromOpaque(p).release() }
+            guard let state = p?.assumingMemoryBound(to: AutodiffState.self) else { return }
+            state.deinitialize(count: 1)
+            state.deallocate()
         }
         precondition(rc == 0, "pthread_key_create failed (\(rc))")
         return key
     }()
 
     /// The calling thread's state.
-    static var current: AutodiffState {
+    static var current: UnsafeMutablePointer<AutodiffState> {
         @inline(__always) get {
-            if let p = pthread_getspecific(key) { return Unmanaged<AutodiffState>.fromOpaque(p).takeUnretainedValue() }
+            if let p = pthread_getspecific(key) { return p.assumingMemoryBound(to: AutodiffState.self) }
             return makeCurrent()
         }
     }
 
     @inline(never)
-    static func makeCurrent() -> AutodiffState {
-        let state = AutodiffState()
-        pthread_setspecific(key, Unmanaged.passRetained(state).toOpaque())
+    static func makeCurrent() -> UnsafeMutablePointer<AutodiffState> {
+        let state = UnsafeMutablePointer<AutodiffState>.allocate(capacity: 1)
+        state.initialize(to: AutodiffState())
+        pthread_setspecific(key, state)
         return state
     }
 }
@@ -73,7 +77,7 @@ public final class Tape {
     }
 
     /// The calling thread's tape (each thread records on its own; see `AutodiffState`).
-    public static var current: Tape { AutodiffState.current.tape }
+    public static var current: Tape { AutodiffState.current.pointee.tape }
     var nodes: [Node] = []
     /// Distinct across tapes (each starts at its own multiple of 2⁴⁰), so a leaf's `tapeGeneration`
     /// written by one thread's tape never matches another's.
@@ -97,11 +101,11 @@ public final class Tape {
     public static func record(_ name: String, inputs: [Tensor], output: Tensor,
                               backward: @escaping (_ gradOutput: Tensor) -> Void) {
         let state = AutodiffState.current
-        guard state.gradEnabled else { return }
+        guard state.pointee.gradEnabled else { return }
         var any = false
         for t in inputs where t.requiresGrad { any = true; break }
         guard any else { return }
-        state.tape.append(name: name, inputs: inputs, output: output, backward: backward)
+        state.pointee.tape.append(name: name, inputs: inputs, output: output, backward: backward)
     }
 
     func append(name: String, inputs: [Tensor], output: Tensor, backward: @escaping (Tensor) -> Void) {
