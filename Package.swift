@@ -66,15 +66,20 @@ let package = Package(
             "KDTrain", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData",
         ], swiftSettings: v5 + fastMath),
 
+        // Tests only: `InProcessWorld`, N ranks as threads of one process (docs/communication.md).
+        .target(name: "KDTestSupport", dependencies: ["KDComm", "KDTensor"], swiftSettings: v5),
+
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], swiftSettings: v5),
-        .testTarget(name: "KDCommTests", dependencies: ["KDComm", "KDTensor"], swiftSettings: v5),
+        .testTarget(name: "KDCommTests", dependencies: ["KDComm", "KDTensor", "KDTestSupport"], swiftSettings: v5),
         .testTarget(name: "KDFormatsTests", dependencies: ["KDFormats"], swiftSettings: v5),
         .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDFormats", "KDTensor"], swiftSettings: v5),
-        .testTarget(name: "KDModelsTests", dependencies: ["KDModels", "KDTensor", "KDFormats", "KDComm"],
+        .testTarget(name: "KDModelsTests",
+                    dependencies: ["KDModels", "KDTensor", "KDFormats", "KDComm", "KDTestSupport"],
                     swiftSettings: v5),
         .testTarget(name: "KDLossesTests", dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm", "KDData", "KDTools"],
                     resources: [.copy("Fixtures")], swiftSettings: v5),
-        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm", "KDData", "KDLosses"], swiftSettings: v5),
+        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm", "KDData", "KDLosses", "KDModels",
+                                                         "KDTestSupport"], swiftSettings: v5),
         .testTarget(name: "KDToolsTests", dependencies: ["KDTools", "KDTrain", "KDData", "KDLosses", "KDTensor"],
                     swiftSettings: v5),
     ]

@@ -50,11 +50,10 @@ public enum CommBenchmark {
                 let us = (monotonicSeconds() - t0) / Double(reps) * 1e6
                 return try comm.allReduce(us, op: .max)
             }
-            let mpi = comm as? MPICommunicator
-            let savedChunk = mpi?.allReduceChunkBytes ?? 0
-            mpi?.allReduceChunkBytes = 0       // one MPI call for the whole message
+            let savedChunk = comm.allReduceChunkBytes
+            comm.allReduceChunkBytes = 0       // one MPI call for the whole message
             let blocking = try time { try comm.allReduce(buf.ptr, count: count, op: .sum) }
-            mpi?.allReduceChunkBytes = savedChunk
+            comm.allReduceChunkBytes = savedChunk
             rows.append(Row(variant: "single_call", bytes: bytes, ranks: comm.size, microseconds: blocking))
             if bytes > chunkBytes {
                 let chunk = chunkBytes / 4

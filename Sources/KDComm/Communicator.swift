@@ -17,12 +17,15 @@ public protocol CommRequest: AnyObject {
     func wait() throws
 }
 
-/// The communication seam of KDGraph. One real implementation, `MPICommunicator`; a world of one
-/// (no `mpirun`) is the same implementation over an MPI singleton.
+/// The communication seam of KDGraph. One product implementation, `MPICommunicator`; a world of one
+/// (no `mpirun`) is the same implementation over an MPI singleton. Tests also run several ranks as
+/// threads of one process over `InProcessWorld` (target `KDTestSupport`, docs/communication.md).
 ///
 /// All buffers are raw pointers to contiguous elements. Every rank must call collectives in the same
 /// order with matching counts (the MPI contract). Variable-count collectives take the per-rank counts,
-/// identical on every rank.
+/// identical on every rank. Code above this protocol never needs the concrete type: everything it
+/// configures (hang timeout, step label, per-call message limits) and the one-rank sub-communicator
+/// (`alone()`) are requirements here.
 public protocol Communicator: AnyObject {
     var rank: Int { get }
     var size: Int { get }
@@ -32,17 +35,37 @@ public protocol Communicator: AnyObject {
     func broadcast<T: CommScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int) throws
     /// In place: every rank ends with the element-wise reduction over ranks.
     func allReduce<T: CommScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, op: ReduceOp) throws
-    /// Starts an in-place all-reduce; the buffer must stay alive and untouched until the request completes.
-    func allReduceAsync<T: CommScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, op: ReduceOp) throws -> CommRequest
+    /// Starts an in-place all-reduce; the buffer must stay alive and untouched until the request
+    /// completes (`test()` returns true or `wait()` returns).
+    func allReduceAsync<T: CommScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int,
+                                       op: ReduceOp) throws -> CommRequest
     /// Each rank sends `count` elements; `recv` holds `size · count`, rank order.
     func allGather<T: CommScalar>(_ send: UnsafePointer<T>, count: Int, into recv: UnsafeMutablePointer<T>) throws
     /// Rank r sends `counts[r]` elements; `recv` holds `counts.sum`, rank order.
-    func allGatherV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int], into recv: UnsafeMutablePointer<T>) throws
+    func allGatherV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int],
+                                   into recv: UnsafeMutablePointer<T>) throws
     /// `send` holds `counts.sum` elements on every rank; rank r receives the sum over ranks of its
     /// block `counts[r]` (the block after `counts[0..<r]`).
-    func reduceScatterV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int], into recv: UnsafeMutablePointer<T>) throws
+    func reduceScatterV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int],
+                                       into recv: UnsafeMutablePointer<T>) throws
     /// Ends the whole job: prints `rank R: message` to stderr and aborts every rank with `code`.
     func abort(_ message: String, code: Int32) -> Never
+
+    /// A communicator of this rank alone (size 1, rank 0): the one-process reference of a distributed
+    /// computation inside the same job. Collective over the parent (every rank must call it).
+    func alone() throws -> Communicator
+
+    /// Seconds a blocking collective (or `CommRequest.wait`) may take before the job ends with
+    /// `collective <name> did not complete within Ts (step S)`; 0 or less disables the check.
+    var timeoutSeconds: Double { get set }
+    /// The training step named in that message (-1: not in a step).
+    var currentStep: Int { get set }
+    /// Splittable collectives (broadcast, all-reduce, non-blocking all-reduce) send at most this many
+    /// elements per underlying call; larger buffers go as consecutive calls (same result, element-wise).
+    var maxElementsPerCall: Int { get set }
+    /// Blocking all-reduces larger than `4 × allReduceChunkBytes` are issued as consecutive calls of
+    /// `allReduceChunkBytes` (0: one call per `maxElementsPerCall`).
+    var allReduceChunkBytes: Int { get set }
 }
 
 /// A check run on every rank under a real `mpirun` by `kdgraph-mpi-checks` (Tests/mpi/run.sh).

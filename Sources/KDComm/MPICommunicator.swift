@@ -138,8 +138,21 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public func duplicate() throws -> MPICommunicator {
         var dup: MPI_Comm? = nil
         try call("MPI_Comm_dup") { MPI_Comm_dup(handle, &dup) }   // collective: watched like the others
-        guard let dup else { throw CommError.mpi(op: "MPI_Comm_dup", code: -1, message: "returned a null communicator") }
+        guard let dup else {
+            throw CommError.mpi(op: "MPI_Comm_dup", code: -1, message: "returned a null communicator")
+        }
         return try MPICommunicator(handle: dup)
+    }
+
+    /// A communicator of this rank alone (`MPI_Comm_split` with the rank as colour). Multi-rank checks
+    /// use it to compute the one-process reference of a distributed run inside the same job.
+    public func alone() throws -> Communicator {
+        var c: MPI_Comm? = nil
+        try call("MPI_Comm_split") { MPI_Comm_split(handle, Int32(rank), 0, &c) }
+        guard let c else {
+            throw CommError.invalidArgument(op: "MPI_Comm_split", message: "returned no communicator")
+        }
+        return try MPICommunicator(handle: c)
     }
 
     // MARK: watchdog
@@ -174,7 +187,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     /// Validates per-rank counts and returns them with their displacements as MPI `int`s.
-    func countsAndDisplacements(_ op: String, _ counts: [Int]) throws -> (counts: [Int32], displs: [Int32], total: Int) {
+    func countsAndDisplacements(_ op: String,
+                                _ counts: [Int]) throws -> (counts: [Int32], displs: [Int32], total: Int) {
         guard counts.count == size else {
             throw CommError.invalidArgument(op: op, message: "needs \(size) counts (one per rank), got \(counts.count)")
         }
@@ -183,7 +197,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         for (r, c) in counts.enumerated() {
             if c < 0 { throw CommError.invalidArgument(op: op, message: "negative count \(c) for rank \(r)") }
             if c > mpiIntLimit { throw CommError.countTooLarge(op: op, count: c, limit: mpiIntLimit) }
-            if off > mpiIntLimit { throw CommError.countTooLarge(op: op + " (displacement)", count: off, limit: mpiIntLimit) }
+            if off > mpiIntLimit {
+                throw CommError.countTooLarge(op: op + " (displacement)", count: off, limit: mpiIntLimit)
+            }
             c32[r] = Int32(c)
             d32[r] = Int32(off)
             off += c
@@ -215,7 +231,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// Blocking all-reduces of more than `4 × allReduceChunkBytes` are issued as consecutive calls of
     /// `allReduceChunkBytes` (default 1 MiB; 0 disables). Measured here at np 2 (docs/communication.md):
     /// a 64 MB sum took 62–130 ms as one call and 16–46 ms as 1 MiB calls; the 16-core node showed
-    /// the same (docs/communication.md, the 1 MiB chunking policy).
+    /// the same (2.2× at 16 ranks).
     public var allReduceChunkBytes: Int = 1 << 20
 
     public func allReduce<T: CommScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, op: ReduceOp) throws {
@@ -251,7 +267,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return request
     }
 
-    public func allGather<T: CommScalar>(_ send: UnsafePointer<T>, count: Int, into recv: UnsafeMutablePointer<T>) throws {
+    public func allGather<T: CommScalar>(_ send: UnsafePointer<T>, count: Int,
+                                         into recv: UnsafeMutablePointer<T>) throws {
         try checkCount("MPI_Allgather", count)
         if count > mpiIntLimit { throw CommError.countTooLarge(op: "MPI_Allgather", count: count, limit: mpiIntLimit) }
         if count == 0 { return }
@@ -259,7 +276,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         try call("MPI_Allgather") { MPI_Allgather(send, Int32(count), type, recv, Int32(count), type, handle) }
     }
 
-    public func allGatherV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int], into recv: UnsafeMutablePointer<T>) throws {
+    public func allGatherV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int],
+                                          into recv: UnsafeMutablePointer<T>) throws {
         let (c32, d32, total) = try countsAndDisplacements("MPI_Allgatherv", counts)
         if total == 0 { return }
         let type = mpiType(T.self)
@@ -268,12 +286,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
-    public func reduceScatterV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int], into recv: UnsafeMutablePointer<T>) throws {
+    public func reduceScatterV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int],
+                                              into recv: UnsafeMutablePointer<T>) throws {
         try reduceScatterV(send, counts: counts, into: recv, op: .sum)
     }
 
     /// `reduceScatterV` with any reduction (`MPI_Reduce_scatter`).
-    public func reduceScatterV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int], into recv: UnsafeMutablePointer<T>,
+    public func reduceScatterV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int],
+                                              into recv: UnsafeMutablePointer<T>,
                                               op: ReduceOp) throws {
         let (c32, _, total) = try countsAndDisplacements("MPI_Reduce_scatter", counts)
         if total == 0 { return }

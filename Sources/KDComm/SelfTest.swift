@@ -202,28 +202,29 @@ public enum SelfTest {
 
     /// Splitting of counts above the per-call limit, exercised with a tiny limit.
     static func splitChecks(_ comm: Communicator, _ rec: inout Recorder) throws {
-        guard let mpi = comm as? MPICommunicator else { return }
         let n = comm.size, r = comm.rank, tri = n * (n + 1) / 2
-        let saved = mpi.maxElementsPerCall
-        defer { mpi.maxElementsPerCall = saved }
-        mpi.maxElementsPerCall = 7
+        let saved = comm.maxElementsPerCall
+        defer { comm.maxElementsPerCall = saved }
+        comm.maxElementsPerCall = 7
         var a: [Int64] = (0..<100).map { Int64((r + 1) * $0) }
-        try mpi.allReduce(&a, op: .sum)
+        try comm.allReduce(&a, op: .sum)
         rec.expect("allreduce_split", a == (0..<100).map { Int64(tri * $0) }, "got \(a.prefix(10))")
         var f: [Float] = (0..<53).map { Float((r + 1) * $0) }
-        let req = try f.withUnsafeMutableBufferPointer { try mpi.allReduceAsync($0.baseAddress!, count: 53, op: .sum) }
+        let req = try f.withUnsafeMutableBufferPointer {
+            try comm.allReduceAsync($0.baseAddress!, count: 53, op: .sum)
+        }
         try req.wait()
         rec.expect("iallreduce_split", f == (0..<53).map { Float(tri * $0) }, "got \(f.prefix(10))")
-        mpi.maxElementsPerCall = saved
-        let savedChunk = mpi.allReduceChunkBytes
-        mpi.allReduceChunkBytes = 16            // 4 floats per call above 64 bytes
+        comm.maxElementsPerCall = saved
+        let savedChunk = comm.allReduceChunkBytes
+        comm.allReduceChunkBytes = 16            // 4 floats per call above 64 bytes
         var c: [Float] = (0..<101).map { Float((r + 1) * $0) }
-        try mpi.allReduce(&c, op: .sum)
-        mpi.allReduceChunkBytes = savedChunk
+        try comm.allReduce(&c, op: .sum)
+        comm.allReduceChunkBytes = savedChunk
         rec.expect("allreduce_chunked", c == (0..<101).map { Float(tri * $0) }, "got \(c.prefix(10))")
-        mpi.maxElementsPerCall = 7
+        comm.maxElementsPerCall = 7
         var b: [Int32] = (0..<30).map { r == 0 ? Int32($0 * 3) : -1 }
-        try mpi.broadcast(&b, root: 0)
+        try comm.broadcast(&b, root: 0)
         rec.expect("broadcast_split", b == (0..<30).map { Int32($0 * 3) }, "got \(b.prefix(10))")
     }
 

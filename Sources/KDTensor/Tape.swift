@@ -1,18 +1,65 @@
-/// Global switch for recording: the teacher runs with recording off (`withNoGrad`).
+import Foundation
+
+/// The recording switch: the teacher runs with recording off (`withNoGrad`). Per thread, like the
+/// tape (see `Tape.current`).
 public enum GradMode {
-    public nonisolated(unsafe) static var isEnabled = true
+    public static var isEnabled: Bool {
+        @inline(__always) get { AutodiffState.current.pointee.gradEnabled }
+        @inline(__always) set { AutodiffState.current.pointee.gradEnabled = newValue }
+    }
 }
 
 /// Runs `body` with recording off: no tape nodes, outputs do not require grad.
 @discardableResult
 public func withNoGrad<T>(_ body: () throws -> T) rethrows -> T {
-    let saved = GradMode.isEnabled
-    GradMode.isEnabled = false
-    defer { GradMode.isEnabled = saved }
+    let state = AutodiffState.current
+    let saved = state.pointee.gradEnabled
+    state.pointee.gradEnabled = false
+    defer { state.pointee.gradEnabled = saved }
     return try body()
 }
 
-/// The reverse-mode tape (a Wengert list).
+/// The autodiff state of one thread: the recording switch and the tape.
+///
+/// A rank of the product is one process whose training thread is the only one that records, so one
+/// global tape would do; the in-process test world (`KDTestSupport.InProcessWorld`) runs several
+/// ranks as threads of one process, each of which must record and back-propagate on its own tape.
+/// The state is a plain struct behind a pthread key: reading the switch is one `pthread_getspecific`
+/// and a load (no reference counting, no exclusivity check), against the µs of the smallest op. It is
+/// created on a thread's first use and freed when the thread exits.
+struct AutodiffState {
+    var gradEnabled = true
+    let tape = Tape()
+
+    static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        let rc = pthread_key_create(&key) { p in
+            guard let state = p?.assumingMemoryBound(to: AutodiffState.self) else { return }
+            state.deinitialize(count: 1)
+            state.deallocate()
+        }
+        precondition(rc == 0, "pthread_key_create failed (\(rc))")
+        return key
+    }()
+
+    /// The calling thread's state.
+    static var current: UnsafeMutablePointer<AutodiffState> {
+        @inline(__always) get {
+            if let p = pthread_getspecific(key) { return p.assumingMemoryBound(to: AutodiffState.self) }
+            return makeCurrent()
+        }
+    }
+
+    @inline(never)
+    static func makeCurrent() -> UnsafeMutablePointer<AutodiffState> {
+        let state = UnsafeMutablePointer<AutodiffState>.allocate(capacity: 1)
+        state.initialize(to: AutodiffState())
+        pthread_setspecific(key, state)
+        return state
+    }
+}
+
+/// The reverse-mode tape (a Wengert list), one per thread (`Tape.current`).
 ///
 /// Every op, forward written beside backward, ends with `Tape.record(...)`: if recording is on and an
 /// input requires grad, the op's backward closure is appended. `Tape.backward(loss)` runs the closures
@@ -29,9 +76,22 @@ public final class Tape {
         var leavesFirstUsed: [Tensor]
     }
 
-    public nonisolated(unsafe) static let shared = Tape()
+    /// The calling thread's tape (each thread records on its own; see `AutodiffState`).
+    public static var current: Tape { AutodiffState.current.pointee.tape }
     var nodes: [Node] = []
-    var generation = 0
+    /// Distinct across tapes (each starts at its own multiple of 2⁴⁰), so a leaf's `tapeGeneration`
+    /// written by one thread's tape never matches another's.
+    var generation: Int
+
+    nonisolated(unsafe) private static var tapesMade = 0
+    private static let tapesLock = NSLock()
+
+    init() {
+        Tape.tapesLock.lock()
+        generation = Tape.tapesMade << 40
+        Tape.tapesMade += 1
+        Tape.tapesLock.unlock()
+    }
 
     public var nodeCount: Int { nodes.count }
 
@@ -40,11 +100,12 @@ public final class Tape {
     @inline(__always)
     public static func record(_ name: String, inputs: [Tensor], output: Tensor,
                               backward: @escaping (_ gradOutput: Tensor) -> Void) {
-        guard GradMode.isEnabled else { return }
+        let state = AutodiffState.current
+        guard state.pointee.gradEnabled else { return }
         var any = false
         for t in inputs where t.requiresGrad { any = true; break }
         guard any else { return }
-        shared.append(name: name, inputs: inputs, output: output, backward: backward)
+        state.pointee.tape.append(name: name, inputs: inputs, output: output, backward: backward)
     }
 
     func append(name: String, inputs: [Tensor], output: Tensor, backward: @escaping (Tensor) -> Void) {
@@ -62,7 +123,7 @@ public final class Tape {
     /// `onGradReady` is called once for each leaf whose gradient is final, in the order they become final.
     public static func backward(_ root: Tensor, seed: Tensor? = nil,
                                 onGradReady: ((Tensor) -> Void)? = nil) {
-        shared.runBackward(root, seed: seed, onGradReady: onGradReady)
+        current.runBackward(root, seed: seed, onGradReady: onGradReady)
     }
 
     func runBackward(_ root: Tensor, seed: Tensor?, onGradReady: ((Tensor) -> Void)?) {
@@ -86,7 +147,7 @@ public final class Tape {
     }
 
     /// Drops every recorded node (and with them the activations they hold).
-    public static func reset() { shared.clear() }
+    public static func reset() { current.clear() }
 
     func clear() {
         nodes.removeAll(keepingCapacity: true)

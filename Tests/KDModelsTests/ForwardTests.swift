@@ -33,7 +33,7 @@ final class ForwardTests: XCTestCase {
         Tape.reset()
         let (_, logits) = try m(input([2, 8, 8, 1]))
         XCTAssertFalse(logits.requiresGrad)
-        XCTAssertEqual(Tape.shared.nodeCount, 0)
+        XCTAssertEqual(Tape.current.nodeCount, 0)
         m.setRequiresGrad(true)
         XCTAssertTrue(m.parameters.allSatisfy(\.requiresGrad))
     }

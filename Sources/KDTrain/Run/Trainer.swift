@@ -114,7 +114,7 @@ public final class Trainer {
         // ⑧ gradient buckets: the loss is a sum of rank shares, so gradients are summed (scale 1).
         buckets = try GradientBuckets(parameters: parameters.map { $0.1 }, comm: comm,
                                       bucketBytes: max(1, Int(config.comm.bucketMB * 1_048_576)), scale: 1)
-        if let mpi = comm as? MPICommunicator { mpi.timeoutSeconds = config.comm.timeoutS }
+        comm.timeoutSeconds = config.comm.timeoutS
     }
 
     // MARK: - one step
@@ -125,7 +125,7 @@ public final class Trainer {
     @discardableResult
     public func step(_ batch: Batch, stopRequested: Bool = false) throws -> StepRecord {
         let stepNumber = step + 1
-        if let mpi = comm as? MPICommunicator { mpi.currentStep = stepNumber }
+        comm.currentStep = stepNumber
         let plan = batch.plan
         var timer = PhaseTimer()
 

@@ -1,1 +1,0 @@
-// KDComm: see docs/architecture.md
