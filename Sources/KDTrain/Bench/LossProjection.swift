@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 import KDLosses
 import KDTensor
 

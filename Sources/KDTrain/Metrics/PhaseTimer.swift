@@ -1,15 +1,10 @@
 import Foundation
+import KDComm
 
 /// The phases of one training step (SPEC §1), in the order they run.
 public enum Phase: String, CaseIterable, Sendable {
     case data, teacher, studentForward = "student_forward", gatherLoss = "gather_loss",
          backward, allreduce, optimizer
-}
-
-@inline(__always) public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 /// Per-step wall-clock time of each phase, and the history the benchmark summarises (median, p90).
