@@ -1,13 +1,5 @@
 import Foundation
 
-/// Monotonic clock in seconds (CLOCK_MONOTONIC).
-@inline(__always)
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
 /// Turns a hang into an error: one background thread per process watches the blocking collective in
 /// progress and, when it has run longer than `timeoutSeconds`, prints
 /// `rank R: collective <name> did not complete within Ts (step S)` and ends the job through

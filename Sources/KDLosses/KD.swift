@@ -36,24 +36,19 @@ public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = 4, row
     var kd = 0.0, ce = 0.0
     for i in rows {
         let zs = student.ptr + i * c, zt = teacher.ptr + i * c
-        logSoftmaxRow(zs, count: c, invT: invT, into: &ls)
-        logSoftmaxRow(zt, count: c, invT: invT, into: &lt)
-        var kl = 0.0
-        for j in 0..<c {
-            let pt = exp(lt[j])
-            if pt > 0 { kl += pt * (lt[j] - ls[j]) }
-        }
-        kd += kl
+        rowLogSoftmax(zs, count: c, invT: invT, into: &ls)
+        rowLogSoftmax(zt, count: c, invT: invT, into: &lt)
+        kd += rowKLDivergence(logP: lt, logQ: ls, count: c)
         if let g = grad {
-            let gi = g.ptr + i * c, s = T / Double(total)
-            for j in 0..<c { gi[j] = Float(s * (exp(ls[j]) - exp(lt[j]))) }
+            rowKLGradient(logP: lt, logQ: ls, count: c, scale: T / Double(total), into: g.ptr + i * c,
+                          accumulate: false)
         }
         if ceWeight != 0, let labels {
             let y = labels[i]
             guard y >= 0 && y < c else {
                 throw LossError.invalidArgument(loss: "kd (ce)", message: "label \(y) of row \(i) outside 0..<\(c)")
             }
-            ce += crossEntropyRow(zs, count: c, label: y, scale: Double(ceWeight) / Double(total),
+            ce += rowCrossEntropy(zs, count: c, label: y, scale: Double(ceWeight) / Double(total),
                                   grad: grad.map { $0.ptr + i * c }, scratch: &ls)
         }
     }
@@ -85,24 +80,13 @@ public func crossEntropyLoss(logits: Tensor, labels: [Int], rows: Range<Int>? = 
         guard labels[i] >= 0 && labels[i] < c else {
             throw LossError.invalidArgument(loss: name, message: "label \(labels[i]) of row \(i) outside 0..<\(c)")
         }
-        ce += crossEntropyRow(logits.ptr + i * c, count: c, label: labels[i], scale: 1 / Double(total),
+        ce += rowCrossEntropy(logits.ptr + i * c, count: c, label: labels[i], scale: 1 / Double(total),
                               grad: grad.map { $0.ptr + i * c }, scratch: &scratch)
     }
     let share = ce / Double(total)
     let out = scalarTensor(share)
     recordFused(name, output: out, inputs: [logits], grads: [grad])
     return LossShare(value: out, terms: [("ce", share)])
-}
-
-/// `−log σ(z)_y` of one row; adds `scale · (σ(z) − onehot(y))` into `grad` when given.
-@inline(__always)
-func crossEntropyRow(_ z: UnsafePointer<Float>, count c: Int, label y: Int, scale: Double,
-                     grad: UnsafeMutablePointer<Float>?, scratch: inout [Double]) -> Double {
-    logSoftmaxRow(z, count: c, invT: 1, into: &scratch)
-    if let grad {
-        for j in 0..<c { grad[j] += Float(scale * (exp(scratch[j]) - (j == y ? 1 : 0))) }
-    }
-    return -scratch[y]
 }
 
 /// `kd`: Hinton KD over all rows (`B·V`, normaliser `1/(B·V)`), optional supervised CE.

@@ -1,7 +1,7 @@
 import Foundation
 import KDTensor
 
-/// Settings of the PRG loss (LOSSES.md defaults; the edge and weight constants are KDGraph's own).
+/// Settings of the PRG loss (`docs/losses.md` "PRG"; the edge and weight constants are KDGraph's own).
 public struct PRGParameters: Equatable {
     /// KD temperature `T` of the node term.
     public var temperature: Float = 4
@@ -17,7 +17,7 @@ public struct PRGParameters: Equatable {
     }
 }
 
-/// Proxy Relational Graph loss (Xu et al., arXiv 2408.12248; LOSSES.md), annotation-free, one rank's
+/// Proxy Relational Graph loss (Xu et al., arXiv 2408.12248; `docs/losses.md` "PRG"), annotation-free, one rank's
 /// share over the rows `rows` of the gathered global batch (`n` rows). With `u = n(·)` row-normalised
 /// embeddings (student `s` projected to the teacher's dimension), proxies `p_c`:
 ///
@@ -73,18 +73,15 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
             for q in 0..<d { g[q] += w * ut[q] }
         }
         let zsi = zs.ptr + i * c, zti = zt.ptr + i * c
-        logSoftmaxRow(zsi, count: c, invT: 1 / T, into: &ls)
-        logSoftmaxRow(zti, count: c, invT: 1 / T, into: &lt)
-        var kl = 0.0
-        for j in 0..<c { let pt = exp(lt[j]); if pt > 0 { kl += pt * (lt[j] - ls[j]) } }
-        klSum += kl
+        rowLogSoftmax(zsi, count: c, invT: 1 / T, into: &ls)
+        rowLogSoftmax(zti, count: c, invT: 1 / T, into: &lt)
+        klSum += rowKLDivergence(logP: lt, logQ: ls, count: c)
         if let gz {
-            let g = gz.ptr + i * c, w = Double(p.nodeWeight) * T * invN
-            for j in 0..<c { g[j] += Float(w * (exp(ls[j]) - exp(lt[j]))) }
+            rowKLGradient(logP: lt, logQ: ls, count: c, scale: Double(p.nodeWeight) * T * invN,
+                          into: gz.ptr + i * c, accumulate: true)
         }
-        var y = 0
-        for j in 1..<max(c, 1) where zti[j] > zti[y] { y = j }
-        plSum += crossEntropyRow(zsi, count: c, label: y, scale: Double(p.pseudoLabelWeight) * invN,
+        let y = rowArgmax(zti, count: c)
+        plSum += rowCrossEntropy(zsi, count: c, label: y, scale: Double(p.pseudoLabelWeight) * invN,
                                  grad: gz.map { $0.ptr + i * c }, scratch: &ls)
     }
     let node = (cosSum + T * T * klSum) * invN
@@ -99,14 +96,13 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
         sgemm(transA: false, transB: true, m: nr, n: c, k: d, alpha: invTau, a: uT.ptr + r0 * d, lda: d,
               b: proxies.ptr, ldb: d, c: aT.ptr, ldc: c)
         for r in 0..<nr {
-            logSoftmaxRow(aS.ptr + r * c, count: c, invT: 1, into: &ls)
-            logSoftmaxRow(aT.ptr + r * c, count: c, invT: 1, into: &lt)
-            var kl = 0.0
-            for j in 0..<c { let pt = exp(lt[j]); if pt > 0 { kl += pt * (lt[j] - ls[j]) } }
-            scSum += kl
-            // ∂/∂logit = λ_edge (A^S − A^T)/n, then ∂u = ∂logit · P / τ_e (sgemm below).
-            let w = Double(p.edgeWeight) * invN * Double(invTau)
-            for j in 0..<c { aS.ptr[r * c + j] = Float(w * (exp(ls[j]) - exp(lt[j]))) }
+            rowLogSoftmax(aS.ptr + r * c, count: c, invT: 1, into: &ls)
+            rowLogSoftmax(aT.ptr + r * c, count: c, invT: 1, into: &lt)
+            scSum += rowKLDivergence(logP: lt, logQ: ls, count: c)
+            // ∂/∂logit = λ_edge (A^S − A^T)/n, then ∂u = ∂logit · P / τ_e (sgemm below); the row of
+            // logits is overwritten by its gradient.
+            rowKLGradient(logP: lt, logQ: ls, count: c, scale: Double(p.edgeWeight) * invN * Double(invTau),
+                          into: aS.ptr + r * c, accumulate: false)
         }
         if let gu {
             sgemm(transA: false, transB: false, m: nr, n: d, k: c, a: aS.ptr, lda: c, b: proxies.ptr, ldb: d,
@@ -126,7 +122,7 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
         for k in 0..<(nr * n) {
             let x = gS.ptr[k] - gT.ptr[k]
             ssSum += Double(huber(x, 1))
-            gS.ptr[k] = w * huberGrad(x, 1)
+            gS.ptr[k] = w * huberDerivative(x, 1)
         }
         if let gu {
             sgemm(transA: false, transB: false, m: nr, n: d, k: n, a: gS.ptr, lda: n, b: uS.ptr, ldb: d,

@@ -2,7 +2,7 @@ import Foundation
 import KDTensor
 
 /// Teacher-side preprocessing of PRG for a foundation-model (CLIP-like) teacher with `K` text prompts
-/// per class (LOSSES.md PRG steps 1–3; Xu et al., arXiv 2408.12248). No gradient (the teacher is frozen).
+/// per class (`docs/losses.md` "PRG", teacher side; Xu et al., arXiv 2408.12248). No gradient (the teacher is frozen).
 ///
 ///     z_{k,i} = τ_clip · ⟨n(f_i), n(P_{k,c})⟩_c                      (prompt logits, K×n×C)
 ///     m_{k,i} = max_c σ(z_{k,i})_c,   w_{k,i} = m_{k,i} / Σ_k' m_{k',i}   (confidence weights)
@@ -42,11 +42,7 @@ public func prgTeacher(features: Tensor, prompts: Tensor, clipScale: Float = 100
             var msum = 0.0
             for p in 0..<k {
                 let z = row + p * c
-                var mx = -Double.infinity
-                for j in 0..<c { mx = max(mx, Double(z[j])) }
-                var s = 0.0
-                for j in 0..<c { s += exp(Double(z[j]) - mx) }
-                m[p] = 1 / s                       // max_c softmax = exp(0) / Σ exp(z − max)
+                m[p] = 1 / rowMaxExpSum(z, count: c, invT: 1).sum   // max_c softmax = e⁰ / Σ e^{z − max}
                 msum += m[p]
             }
             let out = logits.ptr + i * c
@@ -63,7 +59,7 @@ public func prgTeacher(features: Tensor, prompts: Tensor, clipScale: Float = 100
             for p in 0..<k { let r = np.ptr + (p * c + j) * d; for q in 0..<d { sum[q] += Double(r[q]) } }
             var s = 0.0
             for q in 0..<d { s += sum[q] * sum[q] }
-            let inv = 1 / max(s.squareRoot(), Double(lossNormEpsilon))
+            let inv = 1 / max(s.squareRoot(), Double(rowNormEpsilon))
             for q in 0..<d { proxies.ptr[j * d + q] = Float(sum[q] * inv) }
         }
         return (logits, proxies)

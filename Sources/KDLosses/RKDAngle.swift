@@ -47,8 +47,8 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
 
     let qs = squaredDistancesDouble(student.ptr, n: n, d: ds)
     let qt = squaredDistancesDouble(teacher.ptr, n: n, d: teacher.shape[1])
-    let gq: DoubleScratch? = wantGrad ? DoubleScratch.zeros(n * n) : nil   // ∂q, unscaled by 1/n³ until the end
-    let eps = Double(lossNormEpsilon)
+    let gq: DoubleScratch? = wantGrad ? DoubleScratch.zeros(n * n) : nil   // ∂q, unscaled by 1/n³ to the end
+    let eps = Double(rowNormEpsilon)
     let invN3 = scale / (Double(n) * Double(n) * Double(n))
     // Per anchor i, with α_k = ½c_k and β_k = ½c_k q_ik (student and teacher), every angle of the
     // anchor is a_jk = c_j (α_k (q_ij − q_jk) + β_k): two multiply-adds and a multiply per triplet.
@@ -62,15 +62,6 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
     typealias V = SIMD4<Double>
     @inline(__always) func ld(_ p: UnsafeMutablePointer<Double>, _ k: Int) -> V { UnsafeRawPointer(p + k).loadUnaligned(as: V.self) }
     @inline(__always) func st(_ p: UnsafeMutablePointer<Double>, _ k: Int, _ v: V) { UnsafeMutableRawPointer(p + k).storeBytes(of: v, as: V.self) }
-    let one = V(repeating: 1), half = V(repeating: 0.5)
-    /// `Huber_1(r) = m(|r| − m/2)`, `m = min(|r|, 1)`, and its derivative `clamp(r, −1, 1)`, four at a time and one.
-    @inline(__always) func huber4(_ r: V) -> V {
-        let ar = r.replacing(with: -r, where: r .< 0), m = ar.replacing(with: one, where: ar .> one)
-        return m * (ar - half * m)
-    }
-    @inline(__always) func huberGrad4(_ r: V) -> V { r.replacing(with: one, where: r .> one).replacing(with: -one, where: r .< -one) }
-    @inline(__always) func huber1(_ r: Double) -> Double { let ar = abs(r), m = min(ar, 1); return m * (ar - 0.5 * m) }
-    @inline(__always) func huberGrad1(_ r: Double) -> Double { max(min(r, 1), -1) }
 
     for blockStart in stride(from: 0, to: anchorList.count, by: ab) {
         let anchors = anchorList[blockStart..<min(blockStart + ab, anchorList.count)]
@@ -99,19 +90,19 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                 @inline(__always) func teacherAngle1(_ k: Int) -> Double { ctj * (aT[k] * (qtij - qtj[k]) + bT[k]) }
                 // k = j: the diagonal entry, counted once (total gets 2·rowSum).
                 let asd = studentAngle1(j), rd = asd - teacherAngle1(j)
-                var rowSum = 0.5 * huber1(rd)
+                var rowSum = 0.5 * huberUnit(rd)
                 var sumV = V(repeating: 0)
                 var k = j + 1
                 if let gq {
                     let gqj = gq.ptr + j * n
-                    let gd = huberGrad1(rd)
+                    let gd = huberUnitDerivative(rd)
                     var tj = gd * aS[j], gj = gd * asd
                     let c2 = 2 * csj, c2V = V(repeating: c2)
                     var tV = V(repeating: 0), gV = V(repeating: 0)
                     while k + 4 <= n {
                         let sa = studentAngle4(k), r = sa - teacherAngle4(k)
-                        sumV += huber4(r)
-                        let g = huberGrad4(r)
+                        sumV += huberUnit(r)
+                        let g = huberUnitDerivative(r)
                         let t = g * ld(aS, k), tc = t * c2V
                         st(gqj, k, ld(gqj, k) - tc)
                         st(rowW, k, ld(rowW, k) + tc)
@@ -124,8 +115,8 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                     tj += tV.sum(); gj += gV.sum()
                     while k < n {
                         let sa = studentAngle1(k), r = sa - teacherAngle1(k)
-                        rowSum += huber1(r)
-                        let g = huberGrad1(r)
+                        rowSum += huberUnit(r)
+                        let g = huberUnitDerivative(r)
                         let t = g * aS[k], tc = t * c2
                         gqj[k] -= tc; rowW[k] += tc; tj += t
                         gj += g * sa; gamma[k] += g * sa
@@ -133,8 +124,8 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                     }
                     rowW[j] += tj * c2; gamma[j] += gj
                 } else {
-                    while k + 4 <= n { sumV += huber4(studentAngle4(k) - teacherAngle4(k)); k += 4 }
-                    while k < n { rowSum += huber1(studentAngle1(k) - teacherAngle1(k)); k += 1 }
+                    while k + 4 <= n { sumV += huberUnit(studentAngle4(k) - teacherAngle4(k)); k += 4 }
+                    while k < n { rowSum += huberUnit(studentAngle1(k) - teacherAngle1(k)); k += 1 }
                 }
                 total += 2 * (rowSum + sumV.sum())
             }

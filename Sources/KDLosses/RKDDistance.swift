@@ -56,7 +56,7 @@ public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? 
             let r = Float(Double(ds.ptr[i * n + j]) * invS - Double(dt.ptr[i * n + j]) * invT)
             rowSum += Double(huber(r, 1))
             if let gd {
-                let h = Double(huberGrad(r, 1)) * invN2
+                let h = Double(huberDerivative(r, 1)) * invN2
                 gd.ptr[i * n + j] = Float(h * invS)
                 hd += h * Double(ds.ptr[i * n + j])
             }

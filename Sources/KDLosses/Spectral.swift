@@ -13,7 +13,7 @@ func spectralEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: 
 }
 
 /// Spectral graph alignment (KDGraph's formulation after SEKD, Wang et al., arXiv 2405.08547;
-/// LOSSES.md), one rank's share. Over the `n` gathered rows, with `u = n(x)`:
+/// `docs/losses.md` "Spectral"), one rank's share. Over the `n` gathered rows, with `u = n(x)`:
 ///
 ///     W_ij = exp(−‖u_i − u_j‖² / σ²),   σ² = Σ_{i≠j} ‖u_i − u_j‖² / (n(n−1)),   W_ii = 1
 ///     L = I − D^{-½} W D^{-½}

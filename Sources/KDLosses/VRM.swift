@@ -1,7 +1,7 @@
 import Foundation
 import KDTensor
 
-/// Settings of the VRM loss (LOSSES.md defaults).
+/// Settings of the VRM loss (defaults of `docs/losses.md` "VRM").
 public struct VRMParameters: Equatable {
     /// Fraction of samples whose virtual vertex is pruned (count `⌊q·B⌋`).
     public var pruneFraction: Double = 0.1
@@ -28,8 +28,8 @@ public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double)
     var r = [Double](repeating: 0, count: b)
     var lp = [Double](repeating: 0, count: c), lq = [Double](repeating: 0, count: c)
     for i in 0..<b {
-        logSoftmaxRow(zt.ptr + (i * views) * c, count: c, invT: 1, into: &lp)
-        logSoftmaxRow(zt.ptr + (i * views + 1) * c, count: c, invT: 1, into: &lq)
+        rowLogSoftmax(zt.ptr + (i * views) * c, count: c, invT: 1, into: &lp)
+        rowLogSoftmax(zt.ptr + (i * views + 1) * c, count: c, invT: 1, into: &lq)
         var klp = 0.0, klq = 0.0
         for j in 0..<c {
             let p = exp(lp[j]), qq = exp(lq[j]), m = 0.5 * (p + qq)
@@ -46,7 +46,7 @@ public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double)
     return pruned
 }
 
-/// Virtual Relation Matching (Zhang et al., ICCV 2025, arXiv 2502.20760; LOSSES.md), one rank's share.
+/// Virtual Relation Matching (Zhang et al., ICCV 2025, arXiv 2502.20760; `docs/losses.md` "VRM"), one rank's share.
 ///
 /// Vertices are the logits of the real (view 0) and virtual (view 1) view of each of the `B` samples
 /// (`[B·V, C]`, sample-major, further views are not vertices), standardised `ẑ = n(z − mean_c z)`;
@@ -101,12 +101,8 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, para
             var mean = 0.0
             for j in 0..<c { mean += Double(src[j]) }
             let mu = Float(mean / Double(c))
-            var s = 0.0
-            for j in 0..<c { let y = src[j] - mu; dst[j] = y; s += Double(y) * Double(y) }
-            let r = Float(s.squareRoot())
-            norms.ptr[m] = r
-            let inv = 1 / max(r, lossNormEpsilon)
-            for j in 0..<c { dst[j] *= inv }
+            for j in 0..<c { dst[j] = src[j] - mu }
+            normalizeRows(dst, rows: 1, cols: c, into: dst, norms: norms.ptr + m)
         }
     }
     standardise(zs, into: hs, norms: ns)
@@ -128,7 +124,7 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, para
             s2 += Double(x) * Double(x); t2 += Double(y) * Double(y)
         }
         let rs = Float(s2.squareRoot()), rt = Float(t2.squareRoot())
-        let invS = 1 / max(rs, lossNormEpsilon), invT = 1 / max(rt, lossNormEpsilon)
+        let invS = 1 / max(rs, rowNormEpsilon), invT = 1 / max(rt, rowNormEpsilon)
         var sum: Float = 0
         guard let ga, let gb else {
             for q in 0..<len { sum += huber(u[q] * invS - v[q] * invT, delta) }
@@ -139,11 +135,11 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, para
             let e = u[q] * invS
             let r = e - v[q] * invT
             sum += huber(r, delta)
-            let g = huberGrad(r, delta) * scale
+            let g = huberDerivative(r, delta) * scale
             u[q] = e; v[q] = g
             dot += e * g
         }
-        if rs > lossNormEpsilon {
+        if rs > rowNormEpsilon {
             for q in 0..<len { let g = (v[q] - u[q] * dot) * invS; ga[q * st] += g; gb[q * st] -= g }
         } else {
             for q in 0..<len { let g = v[q] * invS; ga[q * st] += g; gb[q * st] -= g }
@@ -201,12 +197,12 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, para
     var kl = 0.0
     for i in shard {
         let row = i * views
-        logSoftmaxRow(zs.ptr + row * c, count: c, invT: 1 / T, into: &ls)
-        logSoftmaxRow(zt.ptr + row * c, count: c, invT: 1 / T, into: &lt)
-        for j in 0..<c { let pt = exp(lt[j]); if pt > 0 { kl += pt * (lt[j] - ls[j]) } }
+        rowLogSoftmax(zs.ptr + row * c, count: c, invT: 1 / T, into: &ls)
+        rowLogSoftmax(zt.ptr + row * c, count: c, invT: 1 / T, into: &lt)
+        kl = rowKLDivergence(logP: lt, logQ: ls, count: c, adding: kl)
         if let g = grad {
-            let w = Double(p.kdWeight) * T / Double(b), dst = g.ptr + row * c
-            for j in 0..<c { dst[j] += Float(w * (exp(ls[j]) - exp(lt[j]))) }
+            rowKLGradient(logP: lt, logQ: ls, count: c, scale: Double(p.kdWeight) * T / Double(b),
+                          into: g.ptr + row * c, accumulate: true)
         }
     }
     let kdShare = T * T * kl / Double(b)

@@ -1,4 +1,5 @@
 import KDComm
+import KDLosses
 import KDModels
 import KDTensor
 
@@ -37,7 +38,7 @@ enum ModelChecks {
         let reference = try ModelZoo.make(name: "resnet8", classes: classes, inputChannels: c, seed: 42)
         Tape.reset()
         let refLogits = try reference(x).logits
-        let refLoss = try crossEntropy(logits: refLogits, labels: labels)
+        let refLoss = try crossEntropyLoss(logits: refLogits, labels: labels).value
         refLoss.backward()
 
         // Distributed: this rank's rows, SyncBN.
@@ -48,8 +49,8 @@ enum ModelChecks {
         let local = Tensor(shape: [rows.count, h, w, c],
                            data: UnsafeBufferPointer(start: x.ptr + rows.lowerBound * rowSize, count: rows.count * rowSize))
         let logits = try model(local).logits
-        let share = try mul(try crossEntropy(logits: logits, labels: Array(labels[rows])),
-                            Tensor.scalar(Float(rows.count) / Float(batch)))
+        // This rank's share of the mean over the global batch: Σ_{rows} CE / batch.
+        let share = try crossEntropyLoss(logits: logits, labels: Array(labels[rows]), count: batch).value
         var loss = Double(share.item)
         share.backward()
         try comm.allReduce(&loss, count: 1, op: .sum)

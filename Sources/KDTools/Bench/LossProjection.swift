@@ -1,5 +1,6 @@
 import Foundation
 import KDData
+import KDComm
 import KDLosses
 import KDTensor
 import KDTrain

@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 
 /// The phases of one training step (docs/training.md, "The step"), in the order they run; their raw
 /// values name them in metrics, bench results and reports.
@@ -8,12 +9,6 @@ public enum Phase: String, CaseIterable, Sendable {
 
     /// The part of `gatherLoss` spent inside the all-gathers (reported beside the phases).
     public static let gatherWait = "gather_wait"
-}
-
-@inline(__always) public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 /// Wall-clock time of each phase of one step: `lap(p)` charges the time since the previous lap (or

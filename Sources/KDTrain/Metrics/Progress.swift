@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 
 /// Rank 0's progress display: a live line redrawn in place on a terminal, plain periodic lines
 /// otherwise (CI logs, batch jobs).

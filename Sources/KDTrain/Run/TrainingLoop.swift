@@ -28,23 +28,20 @@ extension Trainer {
         let batches = EvalSharding.rankBatches(count: data.evalCount, batch: config.data.globalBatch,
                                                rank: comm.rank, worldSize: comm.size)
         var sums = [0.0, 0.0, 0.0, 0.0]   // top-1 correct, top-5 correct, Σ CE, samples
+        var scratch: [Double] = []
         try withNoGrad {
             for (plan, indices) in batches where !indices.isEmpty {
                 let batch = data.evalBatch(indices, plan: plan)
                 let (_, logits) = try m(batch.images)
                 let C = logits.shape[1]
+                if scratch.count < C { scratch = [Double](repeating: 0, count: C) }
                 for (row, label) in batch.labels.enumerated() {
+                    // The training loss's kernels: CE = −ln σ(z)_y, rank = classes ahead of y (ties → lower).
                     let z = logits.ptr + row * C
-                    var maxZ = -Float.infinity
-                    for c in 0..<C { maxZ = max(maxZ, z[c]) }
-                    var denom = 0.0, greater = 0
-                    for c in 0..<C {
-                        denom += exp(Double(z[c] - maxZ))
-                        if z[c] > z[label] || (z[c] == z[label] && c < label) { greater += 1 }
-                    }
-                    if greater == 0 { sums[0] += 1 }
-                    if greater < 5 { sums[1] += 1 }
-                    sums[2] += Foundation.log(denom) - Double(z[label] - maxZ)
+                    let rank = rowLabelRank(z, count: C, label: label)
+                    if rank == 0 { sums[0] += 1 }
+                    if rank < 5 { sums[1] += 1 }
+                    sums[2] += rowCrossEntropy(z, count: C, label: label, scale: 0, grad: nil, scratch: &scratch)
                     sums[3] += 1
                 }
             }

@@ -1,0 +1,100 @@
+import CBLAS
+
+/// Squared pairwise distances of the rows of a matrix, in Float32 and Float64, and the backward of
+/// `Σ_ij G_ij ‖x_i − x_j‖²`: the one implementation behind RKD distance, spectral (Float32) and RKD
+/// angle (Float64) in KDLosses. `docs/ops.md` ("Kernels").
+
+/// The squared pairwise distances `q_ij = ‖x_i − x_j‖²` of an `[n, d]` matrix into `q` (`[n, n]`,
+/// Float32, each entry computed in Float64 from `q_ij = ‖x_i‖² + ‖x_j‖² − 2⟨x_i, x_j⟩` with the Gram
+/// `⟨x_i, x_j⟩` from one sgemm), diagonal 0, clamped at 0. Where cancellation would dominate
+/// (`q_ij < 10⁻³(‖x_i‖² + ‖x_j‖²)`, e.g. duplicated rows) the entry is recomputed directly as
+/// `Σ_c (x_ic − x_jc)²`, so equal rows give exactly 0 as an explicit difference does.
+public func squaredDistances(_ x: UnsafePointer<Float>, n: Int, d: Int, into q: UnsafeMutablePointer<Float>) {
+    let gram = Tensor(uninitializedShape: [n, n])
+    sgemm(transA: false, transB: true, m: n, n: n, k: d, a: x, lda: d, b: x, ldb: d, c: gram.ptr, ldc: n)
+    var sq = [Double](repeating: 0, count: n)
+    for i in 0..<n {
+        var s = 0.0
+        for c in 0..<d { s += Double(x[i * d + c]) * Double(x[i * d + c]) }
+        sq[i] = s
+    }
+    for i in 0..<n {
+        for j in 0..<n {
+            if i == j { q[i * n + j] = 0; continue }
+            var v = sq[i] + sq[j] - 2 * Double(gram.ptr[i * n + j])
+            if v < 1e-3 * (sq[i] + sq[j]) {
+                var s = 0.0
+                for c in 0..<d { let t = Double(x[i * d + c]) - Double(x[j * d + c]); s += t * t }
+                v = s
+            }
+            q[i * n + j] = Float(max(v, 0))
+        }
+    }
+}
+
+/// Gradient of `Σ_ij G_ij ‖x_i − x_j‖²` with respect to `x` (`[n, d]`): `2(rowsum(S) ⊙ x − S·x)` with
+/// `S = G + Gᵀ`. `gq` holds `G` (Float32 `[n, n]`) and is overwritten with `S`; the result is added
+/// into `gx` (`[n, d]`); `S·x` is one sgemm, the row sums of `S` are Float64.
+public func squaredDistancesBackward(_ gq: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, n: Int, d: Int,
+                                     into gx: UnsafeMutablePointer<Float>) {
+    // S = G + Gᵀ in 64×64 tiles, so the column walk of Gᵀ stays in cache (a plain row-by-row
+    // sweep misses on every `gq[j·n + i]` once n² no longer fits).
+    let tile = 64
+    for ib in stride(from: 0, to: n, by: tile) {
+        for jb in stride(from: ib, to: n, by: tile) {
+            for i in ib..<min(ib + tile, n) {
+                for j in (jb == ib ? i : jb)..<min(jb + tile, n) {
+                    let s = gq[i * n + j] + gq[j * n + i]
+                    gq[i * n + j] = s; gq[j * n + i] = s
+                }
+            }
+        }
+    }
+    for i in 0..<n {
+        var r = 0.0
+        for j in 0..<n { r += Double(gq[i * n + j]) }
+        let fr = Float(2 * r)
+        for c in 0..<d { gx[i * d + c] += fr * x[i * d + c] }
+    }
+    sgemm(transA: false, transB: false, m: n, n: d, k: n, alpha: -2, a: gq, lda: n, b: x, ldb: d,
+          beta: 1, c: gx, ldc: d)
+}
+
+/// The full Gram matrix `G = X Xᵀ` of a row-major Float64 `[n, d]` matrix into `g` (`[n, n]`): the
+/// upper triangle by `cblas_dsyrk`, mirrored into the lower one.
+public func symmetricGramDouble(_ x: UnsafePointer<Double>, n: Int, d: Int, into g: UnsafeMutablePointer<Double>) {
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, Int32(n), Int32(d), 1, x, Int32(d), 0, g, Int32(n))
+    for i in 0..<n { for j in 0..<i { g[i * n + j] = g[j * n + i] } }
+}
+
+/// Squared pairwise distances `q_ij = ‖x_i − x_j‖²` of an `[n, d]` Float32 matrix in Float64: the
+/// Gram of a Float64 copy (`symmetricGramDouble`), `q = ‖x_i‖² + ‖x_j‖² − 2⟨x_i, x_j⟩`, diagonal 0,
+/// clamped at 0, symmetric by construction; entries where cancellation would dominate
+/// (`q_ij < 10⁻³(‖x_i‖² + ‖x_j‖²)`, e.g. duplicated rows) are recomputed directly, so equal rows give
+/// exactly 0. Returns `n·n` doubles in pooled scratch memory.
+public func squaredDistancesDouble(_ x: UnsafePointer<Float>, n: Int, d: Int) -> DoubleScratch {
+    let xd = DoubleScratch(n * d)
+    for k in 0..<(n * d) { xd.ptr[k] = Double(x[k]) }
+    let q = DoubleScratch(n * n)
+    if n > 0 && d > 0 {
+        symmetricGramDouble(xd.ptr, n: n, d: d, into: q.ptr)
+    } else {
+        q.ptr.update(repeating: 0, count: n * n)
+    }
+    var sq = [Double](repeating: 0, count: n)
+    for i in 0..<n { sq[i] = q.ptr[i * n + i] }
+    for i in 0..<n {
+        q.ptr[i * n + i] = 0
+        for j in (i + 1)..<max(i + 1, n) {
+            var v = sq[i] + sq[j] - 2 * q.ptr[i * n + j]
+            if v < 1e-3 * (sq[i] + sq[j]) {
+                var s = 0.0
+                for c in 0..<d { let t = xd.ptr[i * d + c] - xd.ptr[j * d + c]; s += t * t }
+                v = s
+            }
+            v = max(v, 0)
+            q.ptr[i * n + j] = v; q.ptr[j * n + i] = v
+        }
+    }
+    return q
+}
