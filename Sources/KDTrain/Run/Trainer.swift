@@ -38,6 +38,8 @@ public final class Trainer {
     /// Bytes per sample of all gathered rows (student and teacher tensors, all views), and of the
     /// differentiable (student) ones: what one more rank adds to every rank's gather.
     public private(set) var gatheredBytesPerSample = 0, differentiableGatheredBytesPerSample = 0
+    /// The convolution algorithm of each stride-1 3×3 layer shape (`runtime.conv_algorithm`).
+    public let convAlgorithms: [ConvAlgorithmChoice]
     /// SyncBN's reducer (nil without `student.sync_bn`); counts the statistics all-reduces.
     public let statisticsReducer: CommStatisticsReducer?
     /// When set, `step` keeps the loss inputs of the step in `lastLossInputs` (the benchmark's loss
@@ -116,6 +118,13 @@ public final class Trainer {
         } else {
             head = nil
         }
+        var convModels: [(name: String, model: any Classifier, training: Bool)] = [("student", student, true)]
+        if case .network(let t)? = teacher?.source { convModels.append(("teacher", t, false)) }
+        let imageShape = data.inputSize.count == 2 ? data.inputSize + [data.inputChannels] : []
+        convAlgorithms = try ConvAlgorithmTuner.configure(
+            setting: config.convAlgorithm, models: convModels, imageShape: imageShape,
+            batch: max(1, B / comm.size) * config.data.views, comm: comm,
+            wisdom: ConvAlgorithmTuner.readWisdom(directory: config.outputDir))
         parameters = student.namedParameters() + (head?.namedParameters().map { ("head." + $0.0, $0.1) } ?? [])
 
         // ⑨ optimizer and schedule
