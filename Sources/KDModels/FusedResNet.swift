@@ -38,7 +38,8 @@ public final class FusedResNet: @unchecked Sendable {
                 let prefix = "layer\(si + 1).\(bi)."
                 var sc: FusedConv? = nil
                 if let ds = b.downsample {
-                    guard let c = ds.children[0].1 as? Conv2d, let n = ds.children[1].1 as? BatchNorm2d else { return nil }
+                    guard let c = ds.children[0].1 as? Conv2d,
+                          let n = ds.children[1].1 as? BatchNorm2d else { return nil }
                     sc = fold(prefix + "downsample.0", c, n)
                 }
                 bl.append(Block(conv1: fold(prefix + "conv1", b.conv1, b.bn1),
@@ -68,7 +69,8 @@ public final class FusedResNet: @unchecked Sendable {
     /// `(feature [N, F], logits [N, classes])` of NHWC images `[N, H, W, Cin]`, never on the tape.
     public func callAsFunction(_ x: Tensor) throws -> (feature: Tensor, logits: Tensor) {
         guard x.rank == 4, x.shape[3] == stem.cin else {
-            throw TensorError.invalidArgument(op: "FusedResNet", message: "expects NHWC images [N, H, W, \(stem.cin)], got \(x.shape)")
+            throw TensorError.invalidArgument(op: "FusedResNet",
+                                              message: "expects NHWC images [N, H, W, \(stem.cin)], got \(x.shape)")
         }
         let n = x.shape[0]
         var h = x.shape[1], w = x.shape[2]

@@ -173,8 +173,11 @@ final class Conv2dTests: XCTestCase {
                                 linears: [(4, 8, 5)], includeOtherOps: false)
         // conv2d ×2, then the stride-1 3×3 case's Winograd lines (3 forward, 2 forward + backward), linear.
         XCTAssertEqual(lines.count, 8)
-        let ops = lines.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["op"] as? String }
-        XCTAssertEqual(ops, ["conv2d", "conv2d", "conv2d_fwd", "winograd2_fwd", "winograd4_fwd", "winograd2", "winograd4", "linear"])
+        let ops = lines.compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["op"] as? String
+        }
+        XCTAssertEqual(ops, ["conv2d", "conv2d", "conv2d_fwd", "winograd2_fwd", "winograd4_fwd",
+                             "winograd2", "winograd4", "linear"])
         for line in lines[2...4] {
             let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
             // Winograd on 3 channels, |x| ≲ 4: F(4×4)'s error bound ≈ 3.6e4·31·u·S/|y| stays well below 1e-2.

@@ -3,7 +3,8 @@ import XCTest
 
 /// Reference 3×3 stride-1 correlation in Double; also returns `S[o] = max over outputs of
 /// Σ |x·w|` per layer, the scale of the float rounding error of any summation order.
-private func referenceConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?, padding p: Int) -> (values: [Double], absSum: Double) {
+private func referenceConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?,
+                           padding p: Int) -> (values: [Double], absSum: Double) {
     let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let cout = w.shape[0]
     let ho = h + 2 * p - 2, wo = wd + 2 * p - 2
@@ -15,7 +16,8 @@ private func referenceConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?, padding p: In
             let ih = oh - p + ki, iw = ow - p + kj
             if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
             for c in 0..<cin {
-                let t = Double(x.ptr[((i * h + ih) * wd + iw) * cin + c]) * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c])
+                let t = Double(x.ptr[((i * h + ih) * wd + iw) * cin + c])
+                    * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c])
                 acc += t; abs += Swift.abs(t)
             }
         } }

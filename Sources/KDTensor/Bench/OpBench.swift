@@ -48,7 +48,8 @@ public enum OpBench {
         for c in convs { add("conv2d") { try benchConv(c, iterations: iters) } }
         for c in convs where ConvAlgorithm.winogradApplies(kernelSize: c.kernel, stride: c.stride, padding: c.padding) {
             do { lines += try benchWinograd(c, iterations: iters) } catch {
-                lines.append("{\"op\":\"winograd\",\"error\":\"\(String(describing: error).replacingOccurrences(of: "\"", with: "'"))\"}")
+                let text = String(describing: error).replacingOccurrences(of: "\"", with: "'")
+                lines.append("{\"op\":\"winograd\",\"error\":\"\(text)\"}")
             }
         }
         for (n, fin, fout) in linears { add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) } }
@@ -118,7 +119,9 @@ public enum OpBench {
         let m = g.n * g.pixelsPerImage, k = g.k, cout = c.cout
         let gy = Tensor.randn([c.batch, g.ho, g.wo, cout], rng: &rng)
         let col = Tensor.randn([m, k], rng: &rng), y = Tensor(uninitializedShape: [m, cout])
-        let fwdGemm = { sgemm(transB: true, m: m, n: cout, k: k, a: col.ptr, lda: k, b: w.ptr, ldb: k, c: y.ptr, ldc: cout) }
+        let fwdGemm = {
+            sgemm(transB: true, m: m, n: cout, k: k, a: col.ptr, lda: k, b: w.ptr, ldb: k, c: y.ptr, ldc: cout)
+        }
         let fwdFlops = 2 * Double(m) * Double(cout) * Double(k)
         let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(cout) k3 s1 p\(c.padding)"
         let reference = try withNoGrad { try conv2d(x, weight: w, bias: nil, stride: 1, padding: c.padding) }
@@ -126,7 +129,9 @@ public enum OpBench {
         for alg in ConvAlgorithm.allCases {
             var out = reference
             let (opMs, gemmMs) = try bestPairMs(iterations, op: {
-                out = try withNoGrad { try conv2d(x, weight: w, bias: nil, stride: 1, padding: c.padding, algorithm: alg) }
+                out = try withNoGrad {
+                    try conv2d(x, weight: w, bias: nil, stride: 1, padding: c.padding, algorithm: alg)
+                }
             }, gemm: fwdGemm)
             var maxY: Float = 0, maxD: Float = 0
             for i in 0..<out.count {
@@ -134,7 +139,8 @@ public enum OpBench {
             }
             let name = alg == .direct ? "conv2d_fwd" : alg.rawValue + "_fwd"
             let line = gemmLine(op: name, shape: shape, ms: opMs, gemmMs: gemmMs, flops: fwdFlops)
-            lines.append(String(line.dropLast()) + ",\"max_rel_err\":\(String(format: "%.2e", Double(maxD / max(maxY, 1e-30))))}")
+            let err = String(format: "%.2e", Double(maxD / max(maxY, 1e-30)))
+            lines.append(String(line.dropLast()) + ",\"max_rel_err\":\(err)}")
         }
         // Forward + backward (dx and dW), effective FLOPs = the direct algorithm's three GEMMs.
         x.requiresGrad = true; w.requiresGrad = true

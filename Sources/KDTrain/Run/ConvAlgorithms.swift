@@ -111,7 +111,11 @@ public enum ConvAlgorithmTuner {
         let x = Tensor.randn([max(1, batch), s.h, s.w, s.cin], rng: &rng)
         let w = weight.detached()
         func run(_ a: ConvAlgorithm) throws -> Tensor {
-            if !s.training { return try withNoGrad { try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: a) } }
+            if !s.training {
+                return try withNoGrad {
+                    try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: a)
+                }
+            }
             x.requiresGrad = true; w.requiresGrad = true
             defer { x.requiresGrad = false; w.requiresGrad = false; x.grad = nil; w.grad = nil; Tape.reset() }
             Tape.reset()
@@ -167,9 +171,12 @@ public enum ConvAlgorithmTuner {
     /// One log line per shape: `conv 32×32×64→64 p1 fwd: winograd2 (direct 12.1 ms, …) [layers]`.
     public static func summary(_ choices: [ConvAlgorithmChoice]) -> [String] {
         choices.map { c in
-            let ms = ConvAlgorithm.allCases.compactMap { a in c.milliseconds[a.rawValue].map { "\(a.rawValue) \(String(format: "%.2f", $0)) ms" } }
+            let ms = ConvAlgorithm.allCases.compactMap { a in
+                c.milliseconds[a.rawValue].map { "\(a.rawValue) \(String(format: "%.2f", $0)) ms" }
+            }
             let err = c.winograd4Error.map { String(format: ", F4 error %.1e", $0) } ?? ""
-            return "conv \(c.shape): \(c.algorithm.rawValue) (\(c.source)\(ms.isEmpty ? "" : "; " + ms.joined(separator: ", "))\(err)) × \(c.layers.count) layers"
+            let timings = ms.isEmpty ? "" : "; " + ms.joined(separator: ", ")
+            return "conv \(c.shape): \(c.algorithm.rawValue) (\(c.source)\(timings)\(err)) × \(c.layers.count) layers"
         }
     }
 }
