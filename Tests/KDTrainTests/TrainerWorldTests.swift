@@ -43,6 +43,7 @@ final class TrainerWorldTests: XCTestCase {
         train: {steps: 8, log_every: 1}
         comm: {overlap: \(overlap), bucket_mb: 0.05}
         output: {dir: "\(dir)/out"}
+        runtime: {conv_algorithm: winograd2}
         """
         return try KDConfig.parse(yaml: yaml, file: "trainer-world.yaml")
     }

@@ -10,6 +10,11 @@ public final class Conv2d: Module, UnaryLayer {
     public let weight: Tensor
     public let bias: Tensor?
     public let inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int, padding: Int
+    /// The algorithm of this layer (`runtime.conv_algorithm`, set by `ConvAlgorithmTuner`); Winograd
+    /// only takes effect on stride-1 3×3 layers, every other geometry runs `direct`.
+    public var algorithm: ConvAlgorithm = .direct
+    /// Called with each input shape while set (`ConvAlgorithmTuner`'s one-image probe forward).
+    public nonisolated(unsafe) static var inputShapeProbe: ((Conv2d, [Int]) -> Void)?
 
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                 bias: Bool = false) {
@@ -33,6 +38,12 @@ public final class Conv2d: Module, UnaryLayer {
 
     /// `x: [N, H, W, Cin] → [N, Ho, Wo, Cout]`.
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+        Conv2d.inputShapeProbe?(self, x.shape)
+        return try conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, algorithm: algorithm)
+    }
+
+    /// Whether a Winograd algorithm applies to this layer (3×3, stride 1, padding ≤ 2).
+    public var winogradApplies: Bool {
+        ConvAlgorithm.winogradApplies(kernelSize: kernelSize, stride: stride, padding: padding)
     }
 }

@@ -46,6 +46,12 @@ public enum OpBench {
             }
         }
         for c in convs { add("conv2d") { try benchConv(c, iterations: iters) } }
+        for c in convs where ConvAlgorithm.winogradApplies(kernelSize: c.kernel, stride: c.stride, padding: c.padding) {
+            do { lines += try benchWinograd(c, iterations: iters) } catch {
+                let text = String(describing: error).replacingOccurrences(of: "\"", with: "'")
+                lines.append("{\"op\":\"winograd\",\"error\":\"\(text)\"}")
+            }
+        }
         for (n, fin, fout) in linears { add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) } }
         if includeOtherOps {
             add("batchNorm") { try benchBatchNorm([64, 32, 32, 32], iterations: iters) }
@@ -98,6 +104,61 @@ public enum OpBench {
         let flops = 2 * 2 * Double(m) * Double(cout) * Double(k) + 2 * Double(dxM) * Double(dxN) * Double(dxK)
         let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(cout) k\(c.kernel) s\(c.stride) p\(c.padding)"
         return gemmLine(op: "conv2d", shape: shape, ms: opMs, gemmMs: gemmMs, flops: flops)
+    }
+
+    /// Winograd beside direct for a stride-1 3×3 case: forward alone (`conv2d_fwd` direct,
+    /// `winograd2_fwd`, `winograd4_fwd`, the inference path) and forward + backward (`winograd2`,
+    /// `winograd4`, beside the `conv2d` line). `gflops` is effective: the direct algorithm's FLOPs over
+    /// the time; `sgemm_gflops` times the direct algorithm's GEMMs alone (forward: `col·Wᵀ`);
+    /// `max_rel_err` = max |y − y_direct| / max |y_direct| of the forward.
+    static func benchWinograd(_ c: ConvCase, iterations: Int) throws -> [String] {
+        var rng = KDRandom(keys: 0xBE51, UInt64(c.cin), UInt64(c.size))
+        let x = Tensor.randn([c.batch, c.size, c.size, c.cin], rng: &rng)
+        let w = Tensor.randn([c.cout, 3, 3, c.cin], std: Float((2.0 / Double(9 * c.cout)).squareRoot()), rng: &rng)
+        let g = ConvGeometry(n: c.batch, h: c.size, w: c.size, cin: c.cin, kh: 3, kw: 3, stride: 1, padding: c.padding)
+        let m = g.n * g.pixelsPerImage, k = g.k, cout = c.cout
+        let gy = Tensor.randn([c.batch, g.ho, g.wo, cout], rng: &rng)
+        let col = Tensor.randn([m, k], rng: &rng), y = Tensor(uninitializedShape: [m, cout])
+        let fwdGemm = {
+            sgemm(transB: true, m: m, n: cout, k: k, a: col.ptr, lda: k, b: w.ptr, ldb: k, c: y.ptr, ldc: cout)
+        }
+        let fwdFlops = 2 * Double(m) * Double(cout) * Double(k)
+        let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(cout) k3 s1 p\(c.padding)"
+        let reference = try withNoGrad { try conv2d(x, weight: w, bias: nil, stride: 1, padding: c.padding) }
+        var lines: [String] = []
+        for alg in ConvAlgorithm.allCases {
+            var out = reference
+            let (opMs, gemmMs) = try bestPairMs(iterations, op: {
+                out = try withNoGrad {
+                    try conv2d(x, weight: w, bias: nil, stride: 1, padding: c.padding, algorithm: alg)
+                }
+            }, gemm: fwdGemm)
+            var maxY: Float = 0, maxD: Float = 0
+            for i in 0..<out.count {
+                maxY = max(maxY, abs(reference.ptr[i])); maxD = max(maxD, abs(out.ptr[i] - reference.ptr[i]))
+            }
+            let name = alg == .direct ? "conv2d_fwd" : alg.rawValue + "_fwd"
+            let line = gemmLine(op: name, shape: shape, ms: opMs, gemmMs: gemmMs, flops: fwdFlops)
+            let err = String(format: "%.2e", Double(maxD / max(maxY, 1e-30)))
+            lines.append(String(line.dropLast()) + ",\"max_rel_err\":\(err)}")
+        }
+        // Forward + backward (dx and dW), effective FLOPs = the direct algorithm's three GEMMs.
+        x.requiresGrad = true; w.requiresGrad = true
+        defer { x.requiresGrad = false; w.requiresGrad = false; x.grad = nil; w.grad = nil }
+        let dw = Tensor(uninitializedShape: [cout, k])
+        for alg in [ConvAlgorithm.winograd2, .winograd4] {
+            let (opMs, gemmMs) = try bestPairMs(iterations, op: {
+                x.grad = nil; w.grad = nil
+                let out = try conv2d(x, weight: w, bias: nil, stride: 1, padding: c.padding, algorithm: alg)
+                Tape.backward(out, seed: gy)
+            }, gemm: {
+                fwdGemm()
+                sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: col.ptr, ldb: k, c: dw.ptr, ldc: k)
+                sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: w.ptr, ldb: k, c: col.ptr, ldc: k)
+            })
+            lines.append(gemmLine(op: alg.rawValue, shape: shape, ms: opMs, gemmMs: gemmMs, flops: 3 * fwdFlops))
+        }
+        return lines
     }
 
     static func benchLinear(n: Int, fin: Int, fout: Int, iterations: Int) throws -> String {

@@ -18,6 +18,11 @@ public enum StepBench {
         cfg.train.steps = warmup + steps
         cfg.train.syncCheckEvery = 0
         let trainer = try Trainer(config: cfg, comm: comm)
+        if comm.rank == 0 {   // the runtime.conv_algorithm choices, on stderr (stdout is the JSON)
+            for line in ConvAlgorithmTuner.summary(trainer.convAlgorithms) {
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+        }
         let stream = trainer.data.stream(trainer.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: warmup + steps,
                                          depth: cfg.data.prefetch ? 2 : 1)
         defer { stream.shutdown() }

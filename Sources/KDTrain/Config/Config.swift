@@ -100,6 +100,8 @@ public struct KDConfig: Equatable {
     public var comm = Comm()
     public var outputDir = "runs/default"
     public var blasThreads = 1
+    /// `runtime.conv_algorithm`: auto | direct | winograd2 | winograd4 (`ConvAlgorithmTuner`).
+    public var convAlgorithm = "auto"
     /// The file the config came from (for error messages).
     public var file = "<defaults>"
 
@@ -253,6 +255,7 @@ extension KDConfig {
         try out.finish()
         var rt = try r.child("runtime")
         c.blasThreads = try rt.int("blas_threads", c.blasThreads, min: 1, max: 256)
+        c.convAlgorithm = try rt.choice("conv_algorithm", c.convAlgorithm, ["auto", "direct", "winograd2", "winograd4"])
         try rt.finish()
         try r.finish()
 

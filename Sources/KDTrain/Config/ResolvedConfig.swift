@@ -76,6 +76,7 @@ extension KDConfig {
           dir: \(q(outputDir))
         runtime:
           blas_threads: \(blasThreads)
+          conv_algorithm: \(convAlgorithm)
 
         """
         return y

@@ -38,6 +38,8 @@ extension Trainer {
             try FileManager.default.createDirectory(atPath: config.outputDir, withIntermediateDirectories: true)
             try config.resolvedYAML.write(toFile: (config.outputDir as NSString).appendingPathComponent("config.yaml"),
                                           atomically: true, encoding: .utf8)
+            try ConvAlgorithmTuner.write(convAlgorithms, directory: config.outputDir)
+            for line in ConvAlgorithmTuner.summary(convAlgorithms) { log.info("\(line)") }
         }
         let metrics = try MetricsWriter(directory: config.outputDir, enabled: isRoot, append: resumeFrom != nil)
         defer { metrics.close() }

@@ -22,6 +22,9 @@ public final class TeacherSide {
     public let clipScale: Float
     /// Class proxies `[C, D_t]` (nil for an embeddings teacher without prompts).
     public private(set) var proxies: Tensor?
+    /// A ResNet teacher's fused inference form (BN folded, epilogues fused, docs/ops.md), built on
+    /// first use, after `runtime.conv_algorithm` has set the layers' algorithms.
+    var fused: FusedResNet?
 
     public struct Output {
         public var embedding: Tensor
@@ -65,7 +68,8 @@ public final class TeacherSide {
         try withNoGrad {
             switch source {
             case .network(let model):
-                let (feature, logits) = try model(batch.images)
+                if fused == nil { fused = FusedResNet(model) }
+                let (feature, logits) = try fused?(batch.images) ?? model(batch.images)
                 return Output(embedding: feature, logits: logits, promptLogits: nil)
             case .embeddings(let emb, let prompts):
                 let f = try emb.gather(data.fileRows(batch.indices), views: batch.views)

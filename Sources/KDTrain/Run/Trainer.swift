@@ -27,6 +27,8 @@ public final class Trainer {
     /// Optimizer steps done so far (the next step to run is `step + 1`).
     public internal(set) var step = 0
     let log = Runtime.logger
+    /// The convolution algorithm of each stride-1 3×3 layer shape (`runtime.conv_algorithm`).
+    public let convAlgorithms: [ConvAlgorithmChoice]
     /// SyncBN's reducer (nil without `student.sync_bn`); counts the statistics all-reduces.
     public let statisticsReducer: CommStatisticsReducer?
     /// Test switches (environment), applied outside the step: a failing rank, a NaN loss term.
@@ -91,6 +93,13 @@ public final class Trainer {
         } else {
             head = nil
         }
+        var convModels: [(name: String, model: any Classifier, training: Bool)] = [("student", student, true)]
+        if case .network(let t)? = teacher?.source { convModels.append(("teacher", t, false)) }
+        let imageShape = data.inputSize.count == 2 ? data.inputSize + [data.inputChannels] : []
+        convAlgorithms = try ConvAlgorithmTuner.configure(
+            setting: config.convAlgorithm, models: convModels, imageShape: imageShape,
+            batch: max(1, B / comm.size) * config.data.views, comm: comm,
+            wisdom: ConvAlgorithmTuner.readWisdom(directory: config.outputDir))
         parameters = student.namedParameters() + (head?.namedParameters().map { ("head." + $0.0, $0.1) } ?? [])
 
         // ⑨ optimizer and schedule

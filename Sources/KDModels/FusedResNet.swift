@@ -1,0 +1,112 @@
+import KDTensor
+
+/// The inference form of a `ResNet` in eval mode (the frozen teacher, docs/ops.md "Fused inference"):
+///
+/// - every conv + BatchNorm pair folded into one conv, with `s[o] = γ[o] / √(running_var[o] + ε)`:
+///   `W'[o] = s[o]·W[o]`, `b'[o] = β[o] + (b[o] − running_mean[o])·s[o]` (in Double, rounded once);
+/// - ReLU and the residual add fused into each conv's epilogue (`FusedConv`: the Winograd output
+///   transform, or the GEMM's β = 1 accumulation for the direct algorithm);
+/// - no tape, no saved activations: three activation buffers rotate through the blocks;
+/// - each conv's algorithm is the `Conv2d.algorithm` of the source layer when this is built, and a
+///   Winograd filter transform is computed here once.
+///
+/// The result equals the model's eval forward up to float rounding (the folding's one rounding per
+/// weight, and the chosen algorithm's error, docs/ops.md).
+public final class FusedResNet: @unchecked Sendable {
+    struct Block { let conv1: FusedConv, conv2: FusedConv, shortcut: FusedConv? }
+    let stem: FusedConv
+    let blocks: [Block]
+    let fcWeight: Tensor, fcBias: Tensor?
+    public let featureSize: Int
+    /// (layer name, algorithm) of every fused conv, in forward order.
+    public let algorithms: [(String, ConvAlgorithm)]
+
+    /// nil unless `model` is a `ResNet` (other networks keep their own no-grad forward).
+    public init?(_ model: any Classifier) {
+        guard let r = model as? ResNet else { return nil }
+        var names: [(String, ConvAlgorithm)] = []
+        func fold(_ name: String, _ conv: Conv2d, _ bn: BatchNorm2d) -> FusedConv {
+            let f = FusedResNet.fold(conv, bn)
+            names.append((name, f.algorithm))
+            return f
+        }
+        stem = fold("conv1", r.conv1, r.bn1)
+        var bl: [Block] = []
+        for (si, stage) in [r.layer1, r.layer2, r.layer3].enumerated() {
+            for (bi, m) in stage.children.enumerated() {
+                guard let b = m.1 as? BasicBlock else { return nil }
+                let prefix = "layer\(si + 1).\(bi)."
+                var sc: FusedConv? = nil
+                if let ds = b.downsample {
+                    guard let c = ds.children[0].1 as? Conv2d,
+                          let n = ds.children[1].1 as? BatchNorm2d else { return nil }
+                    sc = fold(prefix + "downsample.0", c, n)
+                }
+                bl.append(Block(conv1: fold(prefix + "conv1", b.conv1, b.bn1),
+                                conv2: fold(prefix + "conv2", b.conv2, b.bn2), shortcut: sc))
+            }
+        }
+        blocks = bl
+        fcWeight = r.fc.weight.copy()
+        fcBias = r.fc.bias?.copy()
+        featureSize = r.featureSize
+        algorithms = names
+    }
+
+    /// BatchNorm (eval statistics) folded into the preceding convolution.
+    static func fold(_ conv: Conv2d, _ bn: BatchNorm2d) -> FusedConv {
+        let cout = conv.outChannels, per = conv.weight.count / cout
+        let w = Tensor(uninitializedShape: conv.weight.shape), b = Tensor(uninitializedShape: [cout])
+        for o in 0..<cout {
+            let s = Double(bn.weight.ptr[o]) / (Double(bn.runningVar.ptr[o]) + Double(bn.eps)).squareRoot()
+            for i in 0..<per { w.ptr[o * per + i] = Float(Double(conv.weight.ptr[o * per + i]) * s) }
+            let cb = Double(conv.bias?.ptr[o] ?? 0)
+            b.ptr[o] = Float(Double(bn.bias.ptr[o]) + (cb - Double(bn.runningMean.ptr[o])) * s)
+        }
+        return FusedConv(weight: w, bias: b, stride: conv.stride, padding: conv.padding, algorithm: conv.algorithm)
+    }
+
+    /// `(feature [N, F], logits [N, classes])` of NHWC images `[N, H, W, Cin]`, never on the tape.
+    public func callAsFunction(_ x: Tensor) throws -> (feature: Tensor, logits: Tensor) {
+        guard x.rank == 4, x.shape[3] == stem.cin else {
+            throw TensorError.invalidArgument(op: "FusedResNet",
+                                              message: "expects NHWC images [N, H, W, \(stem.cin)], got \(x.shape)")
+        }
+        let n = x.shape[0]
+        var h = x.shape[1], w = x.shape[2]
+        // The largest activation: every stage keeps or shrinks H·W·C (stride 2 halves H and W, C doubles).
+        var largest = 0, (sh, sw) = stem.outputSize(h: h, w: w)
+        largest = sh * sw * stem.cout
+        for b in blocks {
+            (sh, sw) = b.conv1.outputSize(h: sh, w: sw)
+            largest = max(largest, sh * sw * b.conv1.cout)
+        }
+        let size = max(1, n * largest)
+        var bufs = [Tensor(uninitializedShape: [size]), Tensor(uninitializedShape: [size]),
+                    Tensor(uninitializedShape: [size])]
+        var scratch: Tensor? = nil
+        stem.run(x.ptr, n: n, h: h, w: w, residual: nil, relu: true, out: bufs[0].ptr, scratch: &scratch)
+        (h, w) = stem.outputSize(h: h, w: w)
+        var c = stem.cout
+        for b in blocks {
+            // bufs[0] = block input, bufs[1] = relu(conv1), bufs[2] = projected shortcut.
+            let (h1, w1) = b.conv1.outputSize(h: h, w: w)
+            b.conv1.run(bufs[0].ptr, n: n, h: h, w: w, residual: nil, relu: true, out: bufs[1].ptr, scratch: &scratch)
+            if let sc = b.shortcut {
+                sc.run(bufs[0].ptr, n: n, h: h, w: w, residual: nil, relu: false, out: bufs[2].ptr, scratch: &scratch)
+                b.conv2.run(bufs[1].ptr, n: n, h: h1, w: w1, residual: bufs[2].ptr, relu: true, out: bufs[2].ptr,
+                            scratch: &scratch)
+                bufs.swapAt(0, 2)
+            } else {   // identity shortcut: the output overwrites the block input in place
+                b.conv2.run(bufs[1].ptr, n: n, h: h1, w: w1, residual: bufs[0].ptr, relu: true, out: bufs[0].ptr,
+                            scratch: &scratch)
+            }
+            (h, w, c) = (h1, w1, b.conv2.cout)
+        }
+        return try withNoGrad {
+            let act = Tensor(shape: [n, h, w, c], storage: bufs[0].storage)
+            let feature = try globalAvgPool(act)
+            return (feature, try linear(feature, weight: fcWeight, bias: fcBias))
+        }
+    }
+}

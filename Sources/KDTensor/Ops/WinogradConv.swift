@@ -1,0 +1,194 @@
+/// The convolution algorithm of a stride-1 3×3 layer (`runtime.conv_algorithm`, docs/ops.md).
+public enum ConvAlgorithm: String, Sendable, CaseIterable, Codable {
+    /// im2col + `cblas_sgemm` (`conv2d`), any geometry.
+    case direct
+    /// Winograd F(2×2, 3×3).
+    case winograd2
+    /// Winograd F(4×4, 3×3).
+    case winograd4
+
+    /// The Winograd variant, nil for `direct`.
+    public var winogradVariant: WinogradVariant? {
+        switch self {
+        case .direct: return nil
+        case .winograd2: return .f2
+        case .winograd4: return .f4
+        }
+    }
+
+    /// Whether Winograd applies to a layer: 3×3 kernel, stride 1, padding ≤ 2.
+    public static func winogradApplies(kernelSize: Int, stride: Int, padding: Int) -> Bool {
+        kernelSize == 3 && stride == 1 && padding >= 0 && padding <= 2
+    }
+}
+
+/// Tuning of the Winograd workspace: the tiles are processed in chunks whose transformed input and
+/// GEMM output (`α²·tiles·(Cin + Cout)` floats) stay near `targetElements` (cache-resident between the
+/// transforms and the GEMMs) with at least `minTiles` GEMM rows.
+public enum WinogradWorkspace {
+    public nonisolated(unsafe) static var targetElements = 1 << 18
+    public nonisolated(unsafe) static var minTiles = 128
+
+    static func tilesPerChunk(total: Int, alpha: Int, cin: Int, cout: Int) -> Int {
+        let byCache = targetElements / max(1, alpha * alpha * (cin + cout))
+        return max(1, min(total, max(byCache, minTiles)))
+    }
+}
+
+/// Winograd convolution with a fused epilogue, on raw NHWC buffers (no tape):
+///
+///     out[n, i, j, o] = act( Σ_{ki,kj,c} x[n, i − p + ki, j − p + kj, c] · w[o, ki, kj, c] + b[o] + r[n, i, j, o] )
+///
+/// `x` `[n, h, w, filter.cin]`, output `[n, h + 2p − 2, w + 2p − 2, filter.cout]`, `bias` `[cout]` or
+/// nil, `residual` (same shape as the output, may alias `out`: each element is read before it is
+/// written) or nil, `act` ReLU when `relu`. The output is cut into m×m tiles (the last row/column
+/// of tiles cropped); per chunk of tiles: input transform `V = Bᵀ d B` (SIMD over channels),
+/// α² GEMMs `M_ξ = V_ξ · U_ξ`, output transform `Aᵀ M A` with the epilogue.
+public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, padding p: Int,
+                             filter: WinogradFilter, bias: UnsafePointer<Float>?,
+                             residual: UnsafePointer<Float>?, relu: Bool, out: UnsafeMutablePointer<Float>) {
+    let v = filter.variant, m = v.m, a = v.alpha, a2 = a * a
+    let cin = filter.cin, cout = filter.cout
+    let ho = h + 2 * p - 2, wo = w + 2 * p - 2
+    guard n > 0, ho > 0, wo > 0, cout > 0 else { return }
+    let tilesH = (ho + m - 1) / m, tilesW = (wo + m - 1) / m, perImage = tilesH * tilesW
+    let total = n * perImage
+    let chunk = WinogradWorkspace.tilesPerChunk(total: total, alpha: a, cin: cin, cout: cout)
+    let vBuf = Tensor(uninitializedShape: [a2 * chunk * max(cin, 1)])
+    let mBuf = Tensor(uninitializedShape: [a2 * chunk * cout])
+    let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 3 * a2)
+    defer { scratch.deallocate() }
+    let d = scratch, tmp = scratch + a2, res = scratch + 2 * a2
+    let zero = WVec(repeating: 0)
+
+    for t0 in stride(from: 0, to: total, by: chunk) {
+        let rows = min(chunk, total - t0)
+        // Input transform: V[ξ][tile][c].
+        for tl in 0..<rows {
+            let t = t0 + tl, img = t / perImage, r = t % perImage
+            let ih0 = (r / tilesW) * m - p, iw0 = (r % tilesW) * m - p
+            let xi = x + img * h * w * cin
+            let inside = ih0 >= 0 && iw0 >= 0 && ih0 + a <= h && iw0 + a <= w
+            for c0 in stride(from: 0, to: cin, by: 8) {
+                let cnt = min(8, cin - c0)
+                for i in 0..<a {
+                    let ih = ih0 + i
+                    for j in 0..<a {
+                        let iw = iw0 + j
+                        if inside || (ih >= 0 && ih < h && iw >= 0 && iw < w) {
+                            d[i * a + j] = loadVec(xi + (ih * w + iw) * cin + c0, cnt)
+                        } else {
+                            d[i * a + j] = zero
+                        }
+                    }
+                }
+                winogradInputTile(v, d, tmp, res)
+                let dst = vBuf.ptr + tl * cin + c0
+                for xi2 in 0..<a2 { storeVec(res[xi2], dst + xi2 * rows * cin, cnt) }
+            }
+        }
+        // α² GEMMs: M_ξ[rows, Cout] = V_ξ[rows, Cin] · U_ξ[Cin, Cout].
+        for xi2 in 0..<a2 {
+            sgemm(m: rows, n: cout, k: cin, a: vBuf.ptr + xi2 * rows * cin, lda: max(cin, 1),
+                  b: filter.u.ptr + xi2 * cin * cout, ldb: cout, beta: 0,
+                  c: mBuf.ptr + xi2 * rows * cout, ldc: cout)
+        }
+        // Output transform + epilogue.
+        for tl in 0..<rows {
+            let t = t0 + tl, img = t / perImage, r = t % perImage
+            let oh0 = (r / tilesW) * m, ow0 = (r % tilesW) * m
+            let hi = min(m, ho - oh0), wi = min(m, wo - ow0)
+            for k0 in stride(from: 0, to: cout, by: 8) {
+                let cnt = min(8, cout - k0)
+                let src = mBuf.ptr + tl * cout + k0
+                for xi2 in 0..<a2 { d[xi2] = loadVec(src + xi2 * rows * cout, cnt) }
+                winogradOutputTile(v, d, tmp, res)
+                let b = bias.map { loadVec($0 + k0, cnt) } ?? zero
+                for i in 0..<hi {
+                    for j in 0..<wi {
+                        let off = ((img * ho + oh0 + i) * wo + ow0 + j) * cout + k0
+                        var y = res[i * m + j] + b
+                        if let residual { y += loadVec(residual + off, cnt) }
+                        if relu { y = pointwiseMax(y, zero) }
+                        storeVec(y, out + off, cnt)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `conv2d` for a stride-1 3×3 layer by Winograd F(m×m, 3×3) (same contract and result as `conv2d`
+/// up to the transform's rounding, docs/ops.md).
+///
+/// Backward: `db = Σ_rows dY`; `dx` is the Winograd convolution of `dY` with the flipped, transposed
+/// filter `W'[c, ki, kj, o] = W[o, 2 − ki, 2 − kj, c]` and padding `2 − p` (see
+/// `transposedBackwardGeometry`); `dW = dYᵀ · im2col(x)` by GEMM, which measured faster than a Winograd
+/// weight gradient for these layer shapes (docs/ops.md).
+public func winogradConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Int,
+                           variant: WinogradVariant) throws -> Tensor {
+    guard x.rank == 4, weight.rank == 4, weight.shape[1] == 3, weight.shape[2] == 3,
+          weight.shape[3] == x.shape[3] else {
+        throw TensorError.shapeMismatch(op: "winogradConv2d (needs a 3×3 weight)", lhs: x.shape, rhs: weight.shape)
+    }
+    let cout = weight.shape[0]
+    if let bias, bias.shape != [cout] {
+        throw TensorError.shapeMismatch(op: "winogradConv2d (bias vs weight)", lhs: bias.shape, rhs: weight.shape)
+    }
+    let g = ConvGeometry(n: x.shape[0], h: x.shape[1], w: x.shape[2], cin: x.shape[3],
+                         kh: 3, kw: 3, stride: 1, padding: padding)
+    guard padding >= 0, padding <= 2, g.ho >= 1, g.wo >= 1 else {
+        throw TensorError.invalidArgument(op: "winogradConv2d", message:
+            "padding \(padding) must be 0…2 and the 3×3 kernel must fit input \(g.h)×\(g.w)")
+    }
+    let out = Tensor(uninitializedShape: [g.n, g.ho, g.wo, cout])
+    let filter = WinogradFilter(weight: weight.ptr, cout: cout, cin: g.cin, variant: variant)
+    winogradConvolve(x.ptr, n: g.n, h: g.h, w: g.w, padding: padding, filter: filter,
+                     bias: bias?.ptr, residual: nil, relu: false, out: out.ptr)
+
+    var inputs = [x, weight]
+    if let bias { inputs.append(bias) }
+    Tape.record("winogradConv2d", inputs: inputs, output: out) { gy in
+        let m = g.n * g.pixelsPerImage
+        if let bias, bias.requiresGrad {
+            let (gb, fresh) = bias.gradBuffer()
+            accumulateColumnSums(gy.ptr, rows: m, cols: cout, into: gb, overwrite: fresh)
+        }
+        if weight.requiresGrad { convWeightGradient(x.ptr, gy.ptr, g, cout: cout, into: weight) }
+        if x.requiresGrad {
+            let (gx, fresh) = x.gradBuffer()
+            let back = WinogradFilter(weight: weight.ptr, cout: cout, cin: g.cin, variant: variant,
+                                      flipTransposed: true)
+            winogradConvolve(gy.ptr, n: g.n, h: g.ho, w: g.wo, padding: 2 - padding, filter: back,
+                             bias: nil, residual: fresh ? nil : gx, relu: false, out: gx)
+        }
+    }
+    return out
+}
+
+/// `dW[Cout, K] (+)= dYᵀ · im2col(x)` over image chunks sized by `Conv2dWorkspace` (accumulates into
+/// `weight.grad`, creating it when absent).
+func convWeightGradient(_ x: UnsafePointer<Float>, _ gy: UnsafePointer<Float>, _ g: ConvGeometry, cout: Int,
+                        into weight: Tensor) {
+    let (gw, fresh) = weight.gradBuffer()
+    if g.n == 0 { if fresh { gw.update(repeating: 0, count: weight.count) }; return }
+    let chunk = Conv2dWorkspace.imagesPerChunk(g), k = g.k
+    let col = Tensor(uninitializedShape: [chunk * g.pixelsPerImage * k])
+    for n0 in stride(from: 0, to: g.n, by: chunk) {
+        let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
+        im2col(x, g, images: n0..<n1, into: col.ptr)
+        sgemm(transA: true, m: cout, n: k, k: rows, a: gy + n0 * g.pixelsPerImage * cout, lda: cout,
+              b: col.ptr, ldb: k, beta: (fresh && n0 == 0) ? 0 : 1, c: gw, ldc: k)
+    }
+}
+
+/// `conv2d` by the chosen algorithm: Winograd where it applies (`ConvAlgorithm.winogradApplies`),
+/// the direct im2col + GEMM convolution otherwise.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int,
+                   algorithm: ConvAlgorithm) throws -> Tensor {
+    if let v = algorithm.winogradVariant, weight.rank == 4, weight.shape[1] == weight.shape[2],
+       ConvAlgorithm.winogradApplies(kernelSize: weight.shape[1], stride: stride, padding: padding) {
+        return try winogradConv2d(x, weight: weight, bias: bias, padding: padding, variant: v)
+    }
+    return try conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+}

@@ -1,0 +1,182 @@
+import Foundation
+import KDComm
+import KDModels
+import KDTensor
+
+/// A distinct stride-1 3×3 layer shape (per-image input `h×w×cin` → `cout`), and whether it trains
+/// (student: timed forward + backward) or only infers (teacher: timed forward).
+public struct ConvLayerShape: Hashable, Codable, Sendable, CustomStringConvertible {
+    public var h, w, cin, cout, padding: Int
+    public var training: Bool
+    public var description: String {
+        "\(h)×\(w)×\(cin)→\(cout) p\(padding)\(training ? " fwd+bwd" : " fwd")"
+    }
+}
+
+/// The algorithm chosen for one layer shape, with the measurements behind it (`conv_algorithms.json`).
+public struct ConvAlgorithmChoice: Codable, Sendable {
+    public var shape: ConvLayerShape
+    public var layers: [String]
+    public var algorithm: ConvAlgorithm
+    /// Milliseconds per call of each candidate on rank 0 (empty when fixed by the config or reused).
+    public var milliseconds: [String: Double]
+    /// F(4×4)'s measured `max|Δ| / max|y|` against the direct convolution (nil when not measured).
+    public var winograd4Error: Double?
+    /// Where the choice came from: `auto`, `config`, or `reused` (read back from output.dir).
+    public var source: String
+}
+
+/// `runtime.conv_algorithm` (docs/config.md, docs/ops.md): sets `Conv2d.algorithm` on every
+/// stride-1 3×3 layer of the student and the teacher.
+///
+/// - `direct`, `winograd2`, `winograd4`: that algorithm everywhere it applies.
+/// - `auto`: rank 0 times each distinct layer shape once (in the spirit of cuDNN's benchmark mode
+///   and FFTW's wisdom) — direct, F(2×2) and F(4×4) on up to `timingImages` random images, one
+///   warm-up then the best of `timingRepeats` — and takes the fastest; F(4×4) only when its measured
+///   error against the direct convolution on the layer's own weights is at most
+///   `winograd4Tolerance`. The choice is broadcast, so every rank runs the same algorithm and the
+///   ranks' numerics stay identical. Choices already in `wisdom` (a previous run's
+///   `conv_algorithms.json` in the same output.dir, e.g. on resume) are reused without timing, so a
+///   resumed run keeps its numerics.
+public enum ConvAlgorithmTuner {
+    /// F(4×4)'s per-layer error budget: the end-to-end logits budget 1e-4 (docs/ops.md) over ~25
+    /// layers whose independent rounding errors grow like √L: 1e-4 / √25 = 2e-5.
+    public static let winograd4Tolerance = 2e-5
+    public static let timingImages = 16
+    public static let timingRepeats = 2
+    public static let fileName = "conv_algorithms.json"
+
+    /// Applies `setting` (`auto` or a `ConvAlgorithm` raw value) to `models` for NHWC inputs of
+    /// `imageShape` (`[H, W, C]`) in batches of `batch` images, and returns the choices.
+    public static func configure(setting: String, models: [(name: String, model: any Classifier, training: Bool)],
+                                 imageShape: [Int], batch: Int, comm: Communicator,
+                                 wisdom: [ConvAlgorithmChoice] = []) throws -> [ConvAlgorithmChoice] {
+        // One-image probe forward (eval mode, no tape) to see each conv's input shape.
+        var layers: [(String, Conv2d, ConvLayerShape)] = []
+        for (prefix, model, training) in models {
+            guard imageShape.count == 3, !(model is MLP) else { continue }
+            var names: [ObjectIdentifier: String] = [:]
+            for (n, m) in model.namedModules() { names[ObjectIdentifier(m)] = n }
+            let wasTraining = model.training
+            model.eval()
+            defer { model.train(wasTraining) }
+            Conv2d.inputShapeProbe = { conv, shape in
+                guard conv.winogradApplies, shape.count == 4 else { return }
+                layers.append((prefix + "." + (names[ObjectIdentifier(conv)] ?? "?"), conv,
+                               ConvLayerShape(h: shape[1], w: shape[2], cin: shape[3], cout: conv.outChannels,
+                                              padding: conv.padding, training: training)))
+            }
+            defer { Conv2d.inputShapeProbe = nil }
+            _ = try withNoGrad { try model(Tensor.zeros([1] + imageShape)) }
+        }
+        var shapes: [ConvLayerShape] = []
+        var first: [ConvLayerShape: Conv2d] = [:]
+        for (_, conv, s) in layers where first[s] == nil { shapes.append(s); first[s] = conv }
+
+        var choices = shapes.map { s in
+            ConvAlgorithmChoice(shape: s, layers: layers.filter { $0.2 == s }.map { $0.0 }, algorithm: .direct,
+                                milliseconds: [:], winograd4Error: nil, source: "config")
+        }
+        if let fixed = ConvAlgorithm(rawValue: setting) {
+            for i in choices.indices { choices[i].algorithm = fixed }
+        } else {
+            let known = Dictionary(wisdom.map { ($0.shape, $0.algorithm) }, uniquingKeysWith: { a, _ in a })
+            var codes = [Int32](repeating: 0, count: shapes.count)
+            if comm.rank == 0 {
+                for (i, s) in shapes.enumerated() {
+                    if let a = known[s] {
+                        choices[i].algorithm = a; choices[i].source = "reused"
+                    } else {
+                        choices[i] = measure(choices[i], weight: first[s]!.weight, batch: min(batch, timingImages))
+                    }
+                    codes[i] = Int32(ConvAlgorithm.allCases.firstIndex(of: choices[i].algorithm)!)
+                }
+            }
+            try comm.broadcast(&codes, root: 0)
+            for i in choices.indices where comm.rank != 0 {
+                choices[i].algorithm = ConvAlgorithm.allCases[Int(codes[i])]
+                choices[i].source = "auto"
+            }
+        }
+        let byShape = Dictionary(uniqueKeysWithValues: choices.map { ($0.shape, $0.algorithm) })
+        for (_, conv, s) in layers { conv.algorithm = byShape[s] ?? .direct }
+        return choices
+    }
+
+    /// Times direct, F(2×2) and F(4×4) on `batch` random images with `weight`, and picks.
+    static func measure(_ c: ConvAlgorithmChoice, weight: Tensor, batch: Int) -> ConvAlgorithmChoice {
+        var c = c
+        let s = c.shape
+        var rng = KDRandom(keys: 0xC0_4E, UInt64(s.h), UInt64(s.cin), UInt64(s.cout))
+        let x = Tensor.randn([max(1, batch), s.h, s.w, s.cin], rng: &rng)
+        let w = weight.detached()
+        func run(_ a: ConvAlgorithm) throws -> Tensor {
+            if !s.training {
+                return try withNoGrad {
+                    try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: a)
+                }
+            }
+            x.requiresGrad = true; w.requiresGrad = true
+            defer { x.requiresGrad = false; w.requiresGrad = false; x.grad = nil; w.grad = nil; Tape.reset() }
+            Tape.reset()
+            let y = try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: a)
+            Tape.backward(y, seed: y.detached())
+            return y
+        }
+        do {
+            let direct = try withNoGrad { try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding) }
+            let f4 = try withNoGrad {
+                try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: .winograd4)
+            }
+            var maxY: Float = 0, maxD: Float = 0
+            for i in 0..<direct.count {
+                maxY = max(maxY, abs(direct.ptr[i])); maxD = max(maxD, abs(direct.ptr[i] - f4.ptr[i]))
+            }
+            c.winograd4Error = maxY > 0 ? Double(maxD / maxY) : 0
+            var best = (ConvAlgorithm.direct, Double.infinity)
+            for a in ConvAlgorithm.allCases {
+                if a == .winograd4, (c.winograd4Error ?? 1) > winograd4Tolerance { continue }
+                _ = try run(a)
+                var t = Double.infinity
+                for _ in 0..<timingRepeats {
+                    let t0 = monotonicSeconds(); _ = try run(a); t = min(t, monotonicSeconds() - t0)
+                }
+                c.milliseconds[a.rawValue] = t * 1000
+                if t < best.1 { best = (a, t) }
+            }
+            c.algorithm = best.0
+        } catch {
+            c.algorithm = .direct   // shapes come from a successful forward; direct always applies
+        }
+        c.source = "auto"
+        return c
+    }
+
+    /// Reads a previous run's choices from `directory` (empty when absent or unreadable).
+    public static func readWisdom(directory: String) -> [ConvAlgorithmChoice] {
+        let path = (directory as NSString).appendingPathComponent(fileName)
+        guard let d = FileManager.default.contents(atPath: path),
+              let c = try? JSONDecoder().decode([ConvAlgorithmChoice].self, from: d) else { return [] }
+        return c
+    }
+
+    /// Writes the choices as JSON to `directory/conv_algorithms.json`.
+    public static func write(_ choices: [ConvAlgorithmChoice], directory: String) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try e.encode(choices).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(fileName)))
+    }
+
+    /// One log line per shape: `conv 32×32×64→64 p1 fwd: winograd2 (direct 12.1 ms, …) [layers]`.
+    public static func summary(_ choices: [ConvAlgorithmChoice]) -> [String] {
+        choices.map { c in
+            let ms = ConvAlgorithm.allCases.compactMap { a in
+                c.milliseconds[a.rawValue].map { "\(a.rawValue) \(String(format: "%.2f", $0)) ms" }
+            }
+            let err = c.winograd4Error.map { String(format: ", F4 error %.1e", $0) } ?? ""
+            let timings = ms.isEmpty ? "" : "; " + ms.joined(separator: ", ")
+            return "conv \(c.shape): \(c.algorithm.rawValue) (\(c.source)\(timings)\(err)) × \(c.layers.count) layers"
+        }
+    }
+}

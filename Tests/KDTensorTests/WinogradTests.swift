@@ -1,0 +1,168 @@
+import XCTest
+@testable import KDTensor
+
+/// Reference 3×3 stride-1 correlation in Double; also returns `S[o] = max over outputs of
+/// Σ |x·w|` per layer, the scale of the float rounding error of any summation order.
+private func referenceConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?,
+                           padding p: Int) -> (values: [Double], absSum: Double) {
+    let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let cout = w.shape[0]
+    let ho = h + 2 * p - 2, wo = wd + 2 * p - 2
+    var out = [Double](repeating: 0, count: n * ho * wo * cout)
+    var absMax = 0.0
+    for i in 0..<n { for oh in 0..<ho { for ow in 0..<wo { for o in 0..<cout {
+        var acc = Double(b?.ptr[o] ?? 0), abs = Swift.abs(acc)
+        for ki in 0..<3 { for kj in 0..<3 {
+            let ih = oh - p + ki, iw = ow - p + kj
+            if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
+            for c in 0..<cin {
+                let t = Double(x.ptr[((i * h + ih) * wd + iw) * cin + c])
+                    * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c])
+                acc += t; abs += Swift.abs(t)
+            }
+        } }
+        out[((i * ho + oh) * wo + ow) * cout + o] = acc
+        absMax = max(absMax, abs)
+    } } } }
+    return (out, absMax)
+}
+
+/// Error budget (docs/ops.md, "Winograd error"): with unit roundoff u = 2⁻²⁴, a float sum of K = 9·Cin
+/// products in any order is within K·u·Σ|x·w| of the exact value. Winograd computes the same sum through
+/// the transforms, whose rounding is amplified by the transforms' norms: every output is a combination
+/// of α² GEMM results with |Aᵀ|-weights, each of those a Cin-term dot product of transformed values
+/// whose magnitudes exceed |d|·|g| by at most ‖Bᵀ‖∞²·‖G‖∞² (row sums of |entries|). Hence
+/// `|Δ| ≤ γ · K · u · S` with the amplification γ = (‖Aᵀ‖∞·‖Bᵀ‖∞·‖G‖∞)² bounded by 3²·2²·1.5² = 81 for
+/// F(2,3) (‖Aᵀ‖∞ = 3, ‖Bᵀ‖∞ = 2, ‖G‖∞ = 1.5) and (19·10·1)² ≈ 3.6·10⁴ for F(4,3). These are worst-case
+/// bounds (errors of random sign add like √K, not K); the tests assert them as stated, which a wrong
+/// transform (an O(1) error) fails by orders of magnitude.
+private func winogradErrorBound(_ v: WinogradVariant, cin: Int, absSum: Double) -> Double {
+    let u = 0x1p-24, gamma: Double = v == .f2 ? 81 : 36_100
+    return gamma * Double(9 * cin + 4) * u * absSum
+}
+
+final class WinogradTests: XCTestCase {
+    struct Shape { var n, h, w, cin, cout, padding: Int }
+    // Odd H/W (cropped last tiles), channels not multiples of 8 (vector tails), batch 1 and many,
+    // padding 0, 1, 2, images smaller than one tile.
+    let shapes: [Shape] = [
+        Shape(n: 1, h: 5, w: 7, cin: 3, cout: 4, padding: 1),
+        Shape(n: 3, h: 9, w: 6, cin: 10, cout: 13, padding: 1),
+        Shape(n: 2, h: 8, w: 8, cin: 16, cout: 8, padding: 1),
+        Shape(n: 1, h: 6, w: 5, cin: 5, cout: 3, padding: 0),
+        Shape(n: 2, h: 3, w: 3, cin: 9, cout: 11, padding: 2),
+        Shape(n: 5, h: 11, w: 13, cin: 17, cout: 24, padding: 1),
+        Shape(n: 1, h: 2, w: 2, cin: 8, cout: 8, padding: 1),
+        Shape(n: 0, h: 4, w: 4, cin: 8, cout: 8, padding: 1),
+    ]
+
+    func make(_ s: Shape, seed: UInt64) -> (Tensor, Tensor, Tensor) {
+        (randomTensor([s.n, s.h, s.w, s.cin], seed: seed),
+         randomTensor([s.cout, 3, 3, s.cin], seed: seed + 1000, std: 0.3),
+         randomTensor([s.cout], seed: seed + 2000))
+    }
+
+    func testTransformsAreExactOnIntegers() throws {
+        // Small integers and a filter of multiples of 1/8·…: every product and transform step is
+        // exact in float for F(2,3) (entries ±1, ±½), so the result equals the integer convolution.
+        let x = Tensor(shape: [1, 4, 5, 2], data: (0..<40).map { Float(($0 * 7) % 11) - 5 })
+        let w = Tensor(shape: [3, 3, 3, 2], data: (0..<54).map { Float(($0 * 5) % 9) - 4 })
+        let y = try winogradConv2d(x, weight: w, bias: nil, padding: 1, variant: .f2)
+        let r = referenceConv(x, w, nil, padding: 1)
+        XCTAssertEqual(y.shape, [1, 4, 5, 3])
+        XCTAssertEqual(y.array, r.values.map(Float.init))
+    }
+
+    func testForwardMatchesReference() throws {
+        for v in WinogradVariant.allCases {
+            for (i, s) in shapes.enumerated() {
+                let (x, w, b) = make(s, seed: UInt64(i))
+                let y = try winogradConv2d(x, weight: w, bias: b, padding: s.padding, variant: v)
+                let ho = s.h + 2 * s.padding - 2, wo = s.w + 2 * s.padding - 2
+                XCTAssertEqual(y.shape, [s.n, ho, wo, s.cout], "\(v) shape \(i)")
+                let r = referenceConv(x, w, b, padding: s.padding)
+                let bound = winogradErrorBound(v, cin: s.cin, absSum: r.absSum)
+                var worst = 0.0
+                for (a, e) in zip(y.array, r.values) { worst = max(worst, abs(Double(a) - e)) }
+                XCTAssertLessThanOrEqual(worst, bound, "\(v) shape \(i): max |Δ| \(worst) > bound \(bound)")
+                // The direct im2col convolution on the same data, through the dispatching entry point.
+                let alg: ConvAlgorithm = v == .f2 ? .winograd2 : .winograd4
+                let y2 = try conv2d(x, weight: w, bias: b, stride: 1, padding: s.padding, algorithm: alg)
+                XCTAssertEqual(y2.array, y.array, "\(v) shape \(i): dispatch")
+            }
+        }
+    }
+
+    func testFusedEpilogue() throws {
+        // out = relu(conv + b + residual), the residual aliasing the output buffer.
+        let s = Shape(n: 2, h: 7, w: 9, cin: 12, cout: 10, padding: 1)
+        let (x, w, b) = make(s, seed: 77)
+        let res = randomTensor([2, 7, 9, 10], seed: 78)
+        for v in WinogradVariant.allCases {
+            let plain = try winogradConv2d(x, weight: w, bias: b, padding: 1, variant: v)
+            let out = res.copy()
+            let f = WinogradFilter(weight: w.ptr, cout: 10, cin: 12, variant: v)
+            winogradConvolve(x.ptr, n: 2, h: 7, w: 9, padding: 1, filter: f, bias: b.ptr, residual: out.ptr,
+                             relu: true, out: out.ptr)
+            // Same transform and GEMM, then (y + b) + r and max(·, 0) in float: one extra rounding of
+            // the residual add, ≤ u·|y + r| ≤ 1e-6 relative at these O(1–10) magnitudes.
+            for i in 0..<out.count {
+                let e = max(plain.ptr[i] + res.ptr[i], 0)
+                XCTAssertEqual(out.ptr[i], e, accuracy: 1e-6 * max(1, abs(e)), "\(v) element \(i)")
+            }
+        }
+    }
+
+    func testGradientsFiniteDifference() throws {
+        // Float forward with ε = 1e-2 central differences: truncation O(ε²·f''') vanishes (the op is
+        // bilinear), rounding ≈ u·|L|/ε ≈ 1e-4 relative; 1e-2 is the suite's float gradient tolerance.
+        let small = [Shape(n: 2, h: 5, w: 4, cin: 3, cout: 5, padding: 1),
+                     Shape(n: 1, h: 6, w: 7, cin: 9, cout: 2, padding: 0),
+                     Shape(n: 1, h: 3, w: 5, cin: 2, cout: 3, padding: 2)]
+        for v in WinogradVariant.allCases {
+            for (i, s) in small.enumerated() {
+                let (x, w, b) = make(s, seed: 300 + UInt64(i))
+                assertGradients([x, w, b], "\(v) shape \(i)") { t in
+                    try winogradConv2d(t[0], weight: t[1], bias: t[2], padding: s.padding, variant: v)
+                }
+            }
+        }
+    }
+
+    func testGradientsMatchDirect() throws {
+        // dx through the flipped-filter Winograd convolution vs the direct conv2d's backward, same seed:
+        // both compute the same sums, so they agree to the forward error bound scaled by |dY|·|W|.
+        for v in WinogradVariant.allCases {
+            for (i, s) in shapes.enumerated() where s.n > 0 {
+                let (x, w, b) = make(s, seed: 500 + UInt64(i))
+                func grads(_ alg: ConvAlgorithm) throws -> [[Float]] {
+                    for t in [x, w, b] { t.requiresGrad = true; t.grad = nil }
+                    Tape.reset()
+                    let y = try conv2d(x, weight: w, bias: b, stride: 1, padding: s.padding, algorithm: alg)
+                    Tape.backward(y, seed: randomTensor(y.shape, seed: 9))
+                    return [x, w, b].map { $0.grad!.array }
+                }
+                let direct = try grads(.direct), wino = try grads(v == .f2 ? .winograd2 : .winograd4)
+                // dx: a 9·Cout-term sum of |dY|·|W| ≤ 4·0.3·3 per term (|N(0,1)| ≲ 4, |w| ≲ 3σ):
+                // the forward bound with S = 9·Cout·3.6.
+                let bound = winogradErrorBound(v, cin: s.cout, absSum: 9 * Double(s.cout) * 3.6)
+                for (a, e) in zip(wino[0], direct[0]) {
+                    XCTAssertEqual(Double(a), Double(e), accuracy: bound, "\(v) shape \(i): dx")
+                }
+                // dW and db take the same im2col GEMM and column sums in both paths.
+                XCTAssertEqual(wino[1], direct[1], "\(v) shape \(i): dW")
+                XCTAssertEqual(wino[2], direct[2], "\(v) shape \(i): db")
+            }
+        }
+    }
+
+    func testRejectsNon3x3AndBadPadding() {
+        let x = randomTensor([1, 4, 4, 2], seed: 1)
+        assertThrowsMessage("winogradConv2d (needs a 3×3 weight): shape mismatch between [1, 4, 4, 2] and [3, 1, 1, 2]",
+                            try winogradConv2d(x, weight: randomTensor([3, 1, 1, 2], seed: 2), bias: nil,
+                                               padding: 0, variant: .f2))
+        assertThrowsMessage("winogradConv2d: padding 3 must be 0…2 and the 3×3 kernel must fit input 4×4",
+                            try winogradConv2d(x, weight: randomTensor([3, 3, 3, 2], seed: 2), bias: nil,
+                                               padding: 3, variant: .f4))
+    }
+}
