@@ -4,7 +4,7 @@ import KDComm
 import KDData
 import KDModels
 import KDTestSupport
-import KDTrain
+@testable import KDTrain
 
 /// `Trainer.step` over N in-process ranks (N = 2, 3, 4), through the public API only: each rank builds
 /// `Trainer(config:comm:)` from the same YAML (resnet8 student on synthetic 16×16 images, distilled
@@ -97,6 +97,47 @@ final class TrainerWorldTests: XCTestCase {
             for r in 1..<size {
                 XCTAssertEqual(runs[r].losses, first.losses, "N = \(size): rank \(r) sees the same global losses")
                 XCTAssertTrue(runs[r].final == first.final, "N = \(size): rank \(r) parameters are bit-identical")
+            }
+        }
+    }
+}
+
+/// `--resume` under `runtime.conv_algorithm: auto` takes the layers' algorithms from the checkpoint's
+/// `kdgraph.conv_algorithms`, whatever a new timing would pick: the killed-and-resumed run computes
+/// what the uninterrupted one would have (Tests/mpi/faults.sh checks the losses under mpirun).
+final class ConvAlgorithmResumeTests: XCTestCase {
+    func testResumeRunsTheCheckpointsAlgorithms() throws {
+        let world = TrainerWorldTests()
+        try world.setUpWithError()
+        defer { try? world.tearDownWithError() }
+        var cfg = try world.config(overlap: false)
+        cfg.convAlgorithm = "auto"
+        let dir = world.dir
+        try InProcessWorld(size: 1).run { comm in
+            let a = try Trainer(config: cfg, comm: comm)
+            XCTAssertFalse(a.convAlgorithms.isEmpty, "resnet8 has stride-1 3×3 layers")
+            // Record choices no timing would make for every shape: the opposite of what auto picked.
+            var forced = a.convAlgorithms
+            for i in forced.indices { forced[i].algorithm = forced[i].algorithm == .winograd4 ? .direct : .winograd4 }
+            try ConvAlgorithmTuner.apply(forced, models: a.convModels)
+            a.convAlgorithms = forced
+            let path = try a.saveCheckpoint(name: "step_00000000.safetensors")
+
+            var other = cfg
+            other.outputDir = dir + "/elsewhere"   // no conv_algorithms.json to reuse
+            let b = try Trainer(config: other, comm: comm)
+            try b.resume(from: path)
+            XCTAssertEqual(b.convAlgorithms.map(\.algorithm), forced.map(\.algorithm))
+            XCTAssertTrue(b.convAlgorithms.allSatisfy { $0.source == "checkpoint" })
+            var convs: [String: Conv2d] = [:]
+            for (prefix, model, _) in b.convModels {
+                for (n, m) in model.namedModules() { if let c = m as? Conv2d { convs[prefix + "." + n] = c } }
+            }
+            XCTAssertTrue(forced.flatMap(\.layers).contains { $0.hasPrefix("teacher.") }, "the teacher's layers too")
+            for choice in forced {
+                for layer in choice.layers {
+                    XCTAssertEqual(convs[layer]?.algorithm, choice.algorithm, layer)
+                }
             }
         }
     }

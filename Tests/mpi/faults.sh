@@ -34,7 +34,9 @@ wait_for() { local i=0; while [ ! -e "$1" ] && [ $i -lt $(( $2 * 10 )) ]; do sle
 verify() { "$bin" eval --config "$cfg" "${set_t[@]}" --set output.dir="$tmp/verify" --checkpoint "$1" >/dev/null 2>"$tmp/verify.log"; }
 
 # 1. kill -9 one rank mid-training.
-mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/straight >"$tmp/straight.log" 2>&1
+# runtime.conv_algorithm stays auto: the resumed run must take the killed run's algorithms from the
+# checkpoint (kdgraph.conv_algorithms), not time them anew. The uninterrupted reference is a separate
+# run, so it starts after the killed one and reuses its choices (conv_algorithms.json in output.dir).
 bg 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp/killed" >"$tmp/killed.log" 2>&1
 if wait_for "$tmp/killed/checkpoints/step_00000010.safetensors" 120; then
   victim=$(pgrep -P "$job" -f "kdgraph train" | sed -n 2p)
@@ -47,6 +49,8 @@ if wait_for "$tmp/killed/checkpoints/step_00000010.safetensors" 120; then
   if [ "$rc" != 0 ] && awk "BEGIN{exit !($dt < 10)}"; then ok "kill -9 of rank: mpirun exit $rc after ${dt}s"
   else ko "kill -9 of rank" "exit $rc after ${dt}s"; fi
   if verify "$last"; then ok "last checkpoint (step $k) verifies after kill -9"; else ko "checkpoint after kill -9" "$(tail -2 "$tmp/verify.log")"; fi
+  mkdir -p "$tmp/straight" && cp "$tmp/killed/conv_algorithms.json" "$tmp/straight/"
+  mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/straight >"$tmp/straight.log" 2>&1
   if mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/recovered --resume "$last" >"$tmp/recovered.log" 2>&1 \
      && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/recovered/metrics.jsonl" "$tmp/straight/metrics.jsonl" 1e-6 $((k + 1)) 2>&1); then
     ok "resume after kill -9 from step $k matches the uninterrupted run: $out"

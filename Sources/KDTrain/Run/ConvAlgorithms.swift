@@ -22,7 +22,8 @@ public struct ConvAlgorithmChoice: Codable, Sendable {
     public var milliseconds: [String: Double]
     /// F(4×4)'s measured `max|Δ| / max|y|` against the direct convolution (nil when not measured).
     public var winograd4Error: Double?
-    /// Where the choice came from: `auto`, `config`, or `reused` (read back from output.dir).
+    /// Where the choice came from: `auto`, `config`, `reused` (read back from output.dir) or
+    /// `checkpoint` (`--resume`: the checkpoint's `kdgraph.conv_algorithms`).
     public var source: String
 }
 
@@ -150,6 +151,33 @@ public enum ConvAlgorithmTuner {
         }
         c.source = "auto"
         return c
+    }
+
+    /// The choices as one line of JSON: checkpoint metadata `kdgraph.conv_algorithms`.
+    public static func metadataValue(_ choices: [ConvAlgorithmChoice]) -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return (try? e.encode(choices)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+    }
+
+    /// Sets every layer named in `choices` (names as `configure` gives them: `student.layer1.0.conv1`)
+    /// to its recorded algorithm: `--resume` under `auto` runs the checkpoint's algorithms, not a new
+    /// timing's, so the resumed run computes what the uninterrupted one would have. Layers the
+    /// choices do not name keep their algorithm; a named layer that does not exist is an error.
+    public static func apply(_ choices: [ConvAlgorithmChoice],
+                             models: [(name: String, model: any Classifier, training: Bool)]) throws {
+        var convs: [String: Conv2d] = [:]
+        for (prefix, model, _) in models {
+            for (n, m) in model.namedModules() { if let c = m as? Conv2d { convs[prefix + "." + n] = c } }
+        }
+        for c in choices {
+            for name in c.layers {
+                guard let conv = convs[name] else {
+                    throw TrainError.io(path: "kdgraph.conv_algorithms", message: "no layer \(name) in this model")
+                }
+                conv.algorithm = c.algorithm
+            }
+        }
     }
 
     /// Reads a previous run's choices from `directory` (empty when absent or unreadable).

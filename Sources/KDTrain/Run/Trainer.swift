@@ -28,7 +28,13 @@ public final class Trainer {
     public internal(set) var step = 0
     let log = Runtime.logger
     /// The convolution algorithm of each stride-1 3×3 layer shape (`runtime.conv_algorithm`).
-    public let convAlgorithms: [ConvAlgorithmChoice]
+    public internal(set) var convAlgorithms: [ConvAlgorithmChoice]
+    /// The networks whose convolutions `runtime.conv_algorithm` sets, with the layer-name prefix.
+    var convModels: [(name: String, model: any Classifier, training: Bool)] {
+        var models: [(name: String, model: any Classifier, training: Bool)] = [("student", student, true)]
+        if case .network(let t)? = teacher?.source { models.append(("teacher", t, false)) }
+        return models
+    }
     /// SyncBN's reducer (nil without `student.sync_bn`); counts the statistics all-reduces.
     public let statisticsReducer: CommStatisticsReducer?
     /// Test switches (environment), applied outside the step: a failing rank, a NaN loss term.

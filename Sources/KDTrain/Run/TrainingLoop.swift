@@ -60,7 +60,8 @@ extension Trainer {
                 "kdgraph.total_steps": String(totalSteps), "kdgraph.world_size": String(comm.size),
                 "kdgraph.seed": String(config.seed), "kdgraph.rng": "keyed(seed, epoch, sample, view)",
                 "kdgraph.config_digest": sha256Hex(Array(config.resolvedYAML.utf8)),
-                "kdgraph.student": config.student.model, "kdgraph.mode": config.mode.rawValue]
+                "kdgraph.student": config.student.model, "kdgraph.mode": config.mode.rawValue,
+                "kdgraph.conv_algorithms": ConvAlgorithmTuner.metadataValue(convAlgorithms)]
             .merging(preprocessingMetadata(), uniquingKeysWith: { a, _ in a })
     }
 
@@ -124,6 +125,13 @@ extension Trainer {
         }
         if let digest = meta["kdgraph.config_digest"], digest != sha256Hex(Array(config.resolvedYAML.utf8)) {
             log.warning("\(path): written with a different configuration (config digest differs); continuing with the current one")
+        }
+        if config.convAlgorithm == "auto", let json = meta["kdgraph.conv_algorithms"] {
+            guard let recorded = try? JSONDecoder().decode([ConvAlgorithmChoice].self, from: Data(json.utf8)) else {
+                throw TrainError.io(path: path, message: "kdgraph.conv_algorithms in __metadata__ is not readable JSON")
+            }
+            try ConvAlgorithmTuner.apply(recorded, models: convModels)
+            convAlgorithms = recorded.map { var c = $0; c.source = "checkpoint"; return c }
         }
         step = s
     }
