@@ -19,6 +19,11 @@ struct Bench: ParsableCommand {
     @Option(help: "Also write the JSON to this file (rank 0).") var jsonOut: String?
     @Option(help: "Also time one rank's share of the loss at these world sizes (weak scaling), e.g. 4,8,16,64.")
     var projectRanks: String?
+    @Option(help: ArgumentHelp("The same step in PyTorch (launch/pytorch_step_bench.py), printed beside: auto "
+                               + "(when torch imports and the step has a PyTorch twin), on (an error otherwise), off."))
+    var pytorch: PyTorchMode = .auto
+
+    enum PyTorchMode: String, ExpressibleByArgument { case auto, on, off }
 
     func validate() throws {
         if ops == (config != nil) { throw ValidationError("give exactly one of --ops or --config FILE") }
@@ -35,14 +40,42 @@ struct Bench: ParsableCommand {
         }
         withWorld { comm in
             let cfg = try KDConfig.load(path: config!, overrides: overrides)
-            let result = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps,
+            var result = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps,
                                            projectRanks: try parseRanks(projectRanks ?? "", option: "--project-ranks"))
+            if pytorch != .off && comm.rank == 0 {
+                result.pytorch = try comparePyTorch(cfg, result)
+            }
+            if pytorch != .off && comm.size > 1 { try PyTorchComparison.quietBarrier(comm) }
             if comm.rank == 0 {
+                if let p = result.pytorch {
+                    for line in PyTorchComparison.table(kdgraph: result, pytorch: p) {
+                        FileHandle.standardError.write(Data((line + "\n").utf8))
+                    }
+                }
                 let json = try result.json()
                 print(json)
                 if let jsonOut { try json.write(toFile: jsonOut, atomically: true, encoding: .utf8) }
             }
         }
+    }
+}
+
+extension Bench {
+    /// Rank 0: the PyTorch twin of the measured step, or nil (with the reason on stderr) under `auto`.
+    func comparePyTorch(_ cfg: KDConfig, _ k: BenchResult) throws -> PyTorchComparison.Result? {
+        func skip(_ why: String) throws -> PyTorchComparison.Result? {
+            if pytorch == .on { throw TrainError.invalid(why) }
+            FileHandle.standardError.write(Data("bench: \(why)\n".utf8))
+            return nil
+        }
+        let args: [String]
+        do {
+            args = try PyTorchComparison.arguments(config: cfg, ranks: k.ranks, warmup: warmup, steps: steps)
+        } catch let r as PyTorchComparison.Refusal { return try skip("\(r)") }
+        guard PyTorchComparison.torchAvailable() else {
+            return try skip("no PyTorch comparison: python3 cannot import torch (pip install torch)")
+        }
+        return try PyTorchComparison.run(arguments: args)
     }
 }
 

@@ -100,19 +100,14 @@ final class TrainerWorldTests: XCTestCase {
             }
         }
     }
-}
 
-/// `--resume` under `runtime.conv_algorithm: auto` takes the layers' algorithms from the checkpoint's
-/// `kdgraph.conv_algorithms`, whatever a new timing would pick: the killed-and-resumed run computes
-/// what the uninterrupted one would have (Tests/mpi/faults.sh checks the losses under mpirun).
-final class ConvAlgorithmResumeTests: XCTestCase {
+    /// `--resume` under `runtime.conv_algorithm: auto` takes the layers' algorithms from the checkpoint's
+    /// `kdgraph.conv_algorithms`, whatever a new timing would pick: the killed-and-resumed run computes
+    /// what the uninterrupted one would have (Tests/mpi/faults.sh checks the losses under mpirun).
     func testResumeRunsTheCheckpointsAlgorithms() throws {
-        let world = TrainerWorldTests()
-        try world.setUpWithError()
-        defer { try? world.tearDownWithError() }
-        var cfg = try world.config(overlap: false)
+        var cfg = try config(overlap: false)
         cfg.convAlgorithm = "auto"
-        let dir = world.dir
+        let dir = self.dir
         try InProcessWorld(size: 1).run { comm in
             let a = try Trainer(config: cfg, comm: comm)
             XCTAssertFalse(a.convAlgorithms.isEmpty, "resnet8 has stride-1 3×3 layers")

@@ -51,6 +51,8 @@ public struct BenchResult: Codable, Equatable {
     public var lossProjection: [LossProjection.Point]
     public var host: String
     public var cores: Int
+    /// The same step in PyTorch, measured in the same run (`--pytorch`), when it was.
+    public var pytorch: PyTorchComparison.Result? = nil
 
     public func json() throws -> String {
         let e = JSONEncoder()

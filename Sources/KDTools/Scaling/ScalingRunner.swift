@@ -38,7 +38,7 @@ public struct ScalingRunner {
         let cores = ProcessInfo.processInfo.activeProcessorCount
         var cmd = [mpirun, "-np", String(n)]
         cmd += n > cores ? ["--oversubscribe", "--bind-to", "none"] : ["--bind-to", "core"]
-        cmd += ["-x", "OPENBLAS_NUM_THREADS=1", executable, "bench", "--config", configPath]
+        cmd += ["-x", "OPENBLAS_NUM_THREADS=1", executable, "bench", "--config", configPath, "--pytorch", "off"]
         for o in overrides { cmd += ["--set", o] }
         if mode == .weak { cmd += ["--set", "data.global_batch=\(perRankBatch * n)"] }
         cmd += ["--warmup", String(warmup), "--steps", String(steps), "--json-out", jsonOut]

@@ -1,0 +1,147 @@
+import Foundation
+import KDComm
+import KDLosses
+import KDTrain
+
+/// `kdgraph bench --config C.yaml --pytorch on|auto`: the same distillation step in PyTorch, set up as
+/// a PyTorch expert would on a CPU (`launch/pytorch_step_bench.py`: `channels_last`, teacher under
+/// `torch.inference_mode()`, one thread per rank, DDP over gloo with an autograd all-gather of the
+/// embedding rows), run by rank 0 after KDGraph's own measurement, on as many processes as the bench
+/// has ranks, and printed beside it.
+///
+/// The step is the config's: teacher and student from the model zoo, per-rank batch, image size,
+/// classes, SGD, and the losses KD (`kd`, `ce`) and RKD (`rkd`, distance and angle over the gathered
+/// batch). Anything the script cannot reproduce (other losses, SyncBN — PyTorch's `SyncBatchNorm`
+/// has no CPU kernel —, an embeddings teacher, views > 1, an angle-anchor cap) is a `Refusal` that
+/// names the key, so a comparison is never made between two different steps.
+public enum PyTorchComparison {
+    /// What PyTorch measured (one JSON line of the script, snake_case keys).
+    public struct Result: Codable, Equatable {
+        public var framework: String
+        public var ranks: Int
+        public var memoryFormat: String
+        public var teacherMode: String
+        public var perRankBatch: Int
+        public var globalBatch: Int
+        public var steps: Int
+        public var phasesMedianS: [String: Double]
+        public var stepMedianS: Double
+        public var samplesPerS: Double
+        public var samplesPerSPerRank: Double
+    }
+
+    /// Why the config's step has no PyTorch twin in the script: the key, and the reason.
+    public struct Refusal: Error, CustomStringConvertible {
+        public var key: String
+        public var reason: String
+        public var description: String { "no PyTorch comparison: \(key): \(reason)" }
+    }
+
+    public static let script = "launch/pytorch_step_bench.py"
+
+    /// The script's arguments for `config`'s step on `ranks` processes.
+    public static func arguments(config c: KDConfig, ranks: Int, warmup: Int, steps: Int) throws -> [String] {
+        guard c.mode == .distill, c.teacher.kind == "network" else {
+            throw Refusal(key: "teacher.kind", reason: "the script distils from a network teacher")
+        }
+        guard c.data.views == 1 else { throw Refusal(key: "data.views", reason: "the script has one view") }
+        guard !c.student.syncBN else {
+            throw Refusal(key: "student.sync_bn", reason: "PyTorch's SyncBatchNorm has no CPU implementation; "
+                          + "compare with --set student.sync_bn=false")
+        }
+        guard c.optim.kind == "sgd" else { throw Refusal(key: "optim.kind", reason: "the script runs SGD") }
+        guard c.data.globalBatch % ranks == 0 else {
+            throw Refusal(key: "data.global_batch", reason: "not a multiple of the \(ranks) ranks")
+        }
+        var kd = [0.0, 4, 0], rkd = [0.0, 25, 50]
+        for (i, spec) in c.loss.enumerated() {
+            let key = "loss[\(i)]"
+            switch spec.term {
+            case let t as KDTerm where kd[0] == 0:
+                kd = [Double(t.weight), Double(t.temperature), Double(t.ceWeight)]
+            case let t as RKDTerm where rkd[0] == 0:
+                guard !t.useEmbedding else { throw Refusal(key: key + ".input", reason: "the script uses features") }
+                guard t.angleAnchors == nil || t.angleWeight == 0 else {
+                    throw Refusal(key: key + ".angle_anchors", reason: "the script computes every triplet")
+                }
+                rkd = [Double(t.weight), Double(t.distanceWeight), Double(t.angleWeight)]
+            default:
+                throw Refusal(key: key + ".kind", reason: "\(spec.kind) has no twin in \(script) (kd, rkd)")
+            }
+        }
+        func list(_ v: [Double]) -> String { v.map { String($0) }.joined(separator: ",") }
+        return [script, "--teacher", c.teacher.model, "--student", c.student.model,
+                "--classes", String(c.data.classes), "--image-size", String(c.data.imageSize),
+                "--per-rank", String(c.data.globalBatch / ranks), "--ranks", String(ranks),
+                "--kd", list(kd), "--rkd", list(rkd), "--lr", String(c.optim.lr),
+                "--warmup", String(warmup), "--steps", String(steps)]
+    }
+
+    /// Whether `python3` can import torch (`--pytorch auto` skips the comparison when it cannot).
+    public static func torchAvailable() -> Bool {
+        (try? runPython(["-c", "import torch"]).status) == 0
+    }
+
+    /// Runs the script; the error carries its last lines of output.
+    public static func run(arguments: [String]) throws -> Result {
+        let (status, out, err) = try runPython(arguments)
+        guard status == 0, let line = out.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
+            let tail = err.split(separator: "\n").suffix(5).joined(separator: "\n")
+            throw TrainError.io(path: script, message: "exit \(status): \(tail)")
+        }
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        do { return try d.decode(Result.self, from: Data(line.utf8)) } catch {
+            throw TrainError.io(path: script, message: "unreadable result \(line): \(error)")
+        }
+    }
+
+    /// The two steps side by side: per-phase medians and samples/s, KDGraph ÷ PyTorch.
+    public static func table(kdgraph k: BenchResult, pytorch p: Result) -> [String] {
+        func ms(_ s: Double?) -> String { s.map { String(format: "%9.1f", $0 * 1000) } ?? "        -" }
+        let kd = k.phases.mapValues(\.medianS)
+        func sum(_ phases: [Phase]) -> Double { phases.reduce(0) { $0 + (kd[$1.rawValue] ?? 0) } }
+        var lines = ["step of \(k.globalBatch) samples on \(k.ranks) rank(s), one thread each (ms, medians)",
+                     "                       KDGraph   \(p.framework) (\(p.memoryFormat), \(p.teacherMode))",
+                     "teacher forward     \(ms(sum([.teacher])))   \(ms(p.phasesMedianS["teacher"]))",
+                     "student fwd + loss  \(ms(sum([.studentForward, .gatherLoss])))   "
+                        + ms(p.phasesMedianS["forward"]),
+                     "backward + reduce   \(ms(sum([.backward, .allreduce])))   \(ms(p.phasesMedianS["backward"]))",
+                     "optimizer           \(ms(sum([.optimizer])))   \(ms(p.phasesMedianS["optimizer"]))",
+                     "step                \(ms(k.stepMedianS))   \(ms(p.stepMedianS))"]
+        lines.append(String(format: "samples/s           %9.1f   %9.1f   KDGraph/PyTorch %.2f×",
+                            k.samplesPerS, p.samplesPerS, p.samplesPerS > 0 ? k.samplesPerS / p.samplesPerS : 0))
+        return lines
+    }
+
+    /// A barrier that sleeps while it waits: the other ranks wait here while rank 0 runs PyTorch, and
+    /// an MPI barrier spins, which would take a core from PyTorch's processes.
+    public static func quietBarrier(_ comm: Communicator) throws {
+        var token: [Float] = [0]
+        try token.withUnsafeMutableBufferPointer { b in
+            let request = try comm.allReduceAsync(b.baseAddress!, count: 1, op: .sum)
+            while try !request.test() { usleep(20_000) }
+        }
+    }
+
+    static func runPython(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3"] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env["OMP_NUM_THREADS"] = "1"
+        p.environment = env
+        // stderr to a file: a pipe left unread while stdout is drained could fill and stall the child.
+        let errPath = NSTemporaryDirectory() + "kdgraph-pytorch-\(getpid()).err"
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: errPath) }
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle(forWritingAtPath: errPath)
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let e = FileManager.default.contents(atPath: errPath) ?? Data()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}
