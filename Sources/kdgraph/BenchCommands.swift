@@ -40,6 +40,9 @@ struct Bench: ParsableCommand {
         }
         withWorld { comm in
             let cfg = try KDConfig.load(path: config!, overrides: overrides)
+            if pytorch == .on {   // refuse before measuring what cannot be compared
+                _ = try PyTorchComparison.arguments(config: cfg, ranks: comm.size, warmup: warmup, steps: steps)
+            }
             var result = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps,
                                            projectRanks: try parseRanks(projectRanks ?? "", option: "--project-ranks"))
             if pytorch != .off && comm.rank == 0 {

@@ -221,6 +221,17 @@ if msg=$("$bin" bench --config Tests/mpi/configs/tiny-distill.yaml --project-ran
 elif echo "$msg" | grep -q "project-ranks: bad entry '0'"; then ok "bad --project-ranks refused with the entry named"
 else ko "bad --project-ranks" "$msg"; fi
 
+# bench --pytorch: a step the PyTorch script cannot reproduce (SyncBN, PRG) is refused naming the key
+# under `on` (exit non-zero) and skipped with the reason under `auto` (exit 0), torch installed or not.
+pt=(bench --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --warmup 0 --steps 1)
+if msg=$("$bin" "${pt[@]}" --pytorch on 2>&1); then ko "bench --pytorch on refuses SyncBN" "exit 0"
+elif echo "$msg" | grep -q "no PyTorch comparison: student.sync_bn"; then ok "bench --pytorch on refuses a step without a twin"
+else ko "bench --pytorch on refuses SyncBN" "$(echo "$msg" | tail -2)"; fi
+if msg=$("$bin" "${pt[@]}" --set student.sync_bn=false --pytorch auto 2>&1) \
+   && echo "$msg" | grep -q "no PyTorch comparison: loss\[0\].kind: prg has no twin" && echo "$msg" | grep -q '^{'; then
+  ok "bench --pytorch auto skips with the reason and still prints the result"
+else ko "bench --pytorch auto" "$(echo "$msg" | tail -2)"; fi
+
 # Bad input: every rank fails with the file and the key, non-zero exit, no output written.
 bad="$tmp/bad.yaml"
 printf 'data: {global_batch: 0}\n' > "$bad"
