@@ -51,6 +51,10 @@ public struct BenchResult: Codable, Equatable {
     public var lossProjection: [LossProjection.Point]
     public var host: String
     public var cores: Int
+    /// `MemoryEstimate` of one rank's step (what the trainer checks the config against before it
+    /// allocates), beside the measured `peak_rss_bytes` and `tensor_pool_peak_bytes`; absent in results
+    /// of earlier versions.
+    public var estimatedStepBytes: Int? = nil
 
     public func json() throws -> String {
         let e = JSONEncoder()
