@@ -147,8 +147,9 @@ extension KDConfig {
             root = try Yams.compose(yaml: yaml) ?? Node.mapping(Node.Mapping([]))
         } catch {
             // Yams quotes the offending line; a pathological file (e.g. 100 000 nested brackets) would
-            // print all of it, so the message is cut (ConfigError bounds every message).
-            throw ConfigError(file: file, key: "", message: "malformed YAML: \(error)")
+            // print all of it, so each line of its message is cut (and ConfigError bounds the whole).
+            let lines = "\(error)".split(separator: "\n").map { abbreviated(String($0), limit: 100) }
+            throw ConfigError(file: file, key: "", message: "malformed YAML: " + lines.joined(separator: " ⏎ "))
         }
         for o in overrides { root = try applyOverride(o, to: root, file: file) }
         return try decode(root, file: file)
