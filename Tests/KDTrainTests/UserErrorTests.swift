@@ -177,6 +177,19 @@ final class UserErrorTests: XCTestCase {
         let m = message { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm).run() } }
         XCTAssertTrue(m.contains("(nan) at step 1; stopped before the optimizer applied it: lower optim.lr (or the "
                                  + "loss weights) or, for a rare overflow, set train.skip_nonfinite: true"), m)
+        unsetenv("KDGRAPH_NAN_STEP")
+        // From the data: feature rows holding NaN (the loader does not scan them); skipping cannot help.
+        let feat = dir + "/feat"
+        try FileManager.default.createDirectory(atPath: feat, withIntermediateDirectories: true)
+        let x: [Float] = (0..<(32 * 4)).map { $0 % 4 == 0 ? .nan : Float($0 % 7) }
+        try NPYWriter.write(x, shape: [32, 4], to: feat + "/train_features.npy")
+        try NPYWriter.write((0..<32).map { Int64($0 % 4) }, shape: [32], to: feat + "/train_labels.npy")
+        let bad = try KDConfig.parse(yaml: smallYAML(), file: "small.yaml",
+                                     overrides: ["data.source=npy", "data.path=\(feat)", "data.eval_fraction=0.25"])
+        let d = message { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: bad, comm: comm).run() } }
+        XCTAssertTrue(d.contains("at step 1; stopped before the optimizer applied it: the input batch holds NaN/Inf "
+                                 + "values: fix the data (\(feat)/train_features.npy); skipping steps would only "
+                                 + "drop these samples every epoch"), d)
     }
 
     // MARK: item 12: configs follow the data

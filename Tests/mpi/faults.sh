@@ -196,7 +196,7 @@ for bad in ".=1|--set: .=1: empty key segment in '.'" \
   key=${bad%%|*}; msg=${bad#*|}
   mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/bad" --set "$key" \
     >"$tmp/bad.log" 2>&1; rc=$?
-  if [ "$rc" != 0 ] && grep -qF "$msg" "$tmp/bad.log" && [ ! -e "$tmp/bad" ]; then
+  if [ "$rc" != 0 ] && grep -qF -- "$msg" "$tmp/bad.log" && [ ! -e "$tmp/bad" ]; then
     ok "--set $key refused on every rank (exit $rc), nothing written"
   else ko "--set $key" "exit $rc: $(grep -m1 'rank' "$tmp/bad.log")"; fi
 done

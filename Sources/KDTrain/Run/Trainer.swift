@@ -232,7 +232,7 @@ public final class Trainer {
         }
         if let (term, value) = bad {
             optimizer.zeroGrad()
-            let cause = nonFiniteCause(batch: batch, teacherOutput: t)
+            let cause = try nonFiniteCause(batch: batch, teacherOutput: t)
             consecutiveNonFinite += 1
             let advice = cause.advice(skipping: config.train.skipNonfinite, consecutive: consecutiveNonFinite)
             guard config.train.skipNonfinite else {
@@ -268,16 +268,18 @@ public final class Trainer {
     }
 
     /// Where a non-finite loss or gradient came from (the batch, the teacher, or the student's step):
-    /// checked only once the guard fired, so the scan costs nothing on good steps. Identical on every
-    /// rank only for `.training`; a rank whose batch or teacher output is bad names it, the others the
-    /// step (every rank stops either way).
-    func nonFiniteCause(batch: Batch, teacherOutput t: TeacherSide.Output?) -> NonFiniteCause {
+    /// scanned only once the guard fired, so good steps pay nothing. The guard's decision is the same on
+    /// every rank, so every rank is here and one all-reduce of the two flags gives every rank the same
+    /// cause, even when only one rank's batch or teacher output is bad.
+    func nonFiniteCause(batch: Batch, teacherOutput t: TeacherSide.Output?) throws -> NonFiniteCause {
         func finite(_ x: Tensor?) -> Bool { x.map { x in (0..<x.count).allSatisfy { x.ptr[$0].isFinite } } ?? true }
-        if !finite(batch.images) { return .data(data.trainName) }
-        if let t, !finite(t.embedding) || !finite(t.logits) || !finite(t.promptLogits) {
-            let source = config.teacher.kind == "embeddings" ? "teacher.embeddings \(config.teacher.embeddings)"
-                : "teacher.checkpoint \(config.teacher.checkpoint)"
-            return .teacher(source)
+        let teacherFinite = t.map { finite($0.embedding) && finite($0.logits) && finite($0.promptLogits) } ?? true
+        var flags = [finite(batch.images) ? 0.0 : 1, teacherFinite ? 0 : 1]
+        try comm.allReduce(&flags, op: .sum)
+        if flags[0] > 0 { return .data(data.trainName) }
+        if flags[1] > 0 {
+            return .teacher(config.teacher.kind == "embeddings" ? "teacher.embeddings \(config.teacher.embeddings)"
+                            : "teacher.checkpoint \(config.teacher.checkpoint)")
         }
         return .training
     }
