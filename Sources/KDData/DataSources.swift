@@ -7,7 +7,8 @@ public struct DataSourceConfig: Equatable, Sendable {
     /// Folder of the `npy` / `cifar` files (unused for `synthetic`).
     public var path: String?
     public var classes: Int
-    /// Side of the synthetic images (the file sources take their size from the files and check it).
+    /// Side of the synthetic images (nil: 32). File sources take their size from the files; when set
+    /// (the user wrote `data.image_size`) it must agree with them.
     public var imageSize: Int?
     /// Fraction of train held out for evaluation when a source has no test split.
     public var evalFraction: Double
@@ -49,8 +50,10 @@ public enum DataSources {
             throw DataError.invalidConfig(field: "data.source", message: "unknown source '\(c.source)' (synthetic, npy, cifar)")
         }
         if let s = c.imageSize, c.source != "synthetic", splits.train.height != s || splits.train.width != s {
+            let size = "\(splits.train.height)×\(splits.train.width)"
             throw DataError.invalidFile(path: splits.train.name,
-                                        reason: "images are \(splits.train.height)×\(splits.train.width) but data.image_size is \(s)")
+                                        reason: "images are \(size) but data.image_size is \(s) (file sources take "
+                                            + "their size from the files: remove data.image_size)")
         }
         return splits
     }

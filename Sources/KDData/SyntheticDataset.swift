@@ -25,7 +25,10 @@ public final class SyntheticDataset: ImageDataset, @unchecked Sendable {
     let periods: [Float]
 
     public init(count: Int, classes: Int, height: Int = 32, width: Int = 32, seed: UInt64, split: UInt64 = 0) throws {
-        guard count > 0 else { throw DataError.invalidConfig(field: "data.synthetic count", message: "\(count) must be positive") }
+        guard count > 0 else {
+            throw DataError.invalidConfig(field: split == 0 ? "data.train_size" : "data.eval_size",
+                                          message: "must be ≥ 1 (synthetic samples in the split), got \(count)")
+        }
         guard classes >= 2, classes <= 120 else {
             throw DataError.invalidConfig(field: "data.classes", message: "synthetic source supports 2…120 classes, got \(classes)")
         }

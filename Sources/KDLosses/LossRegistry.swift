@@ -82,10 +82,14 @@ public protocol LossParameterReader {
 }
 
 extension LossParameterReader {
-    /// A finite Float, `def` when absent; `min` inclusive unless `exclusiveMin`.
+    /// A finite Float, `def` when absent; `min` inclusive unless `exclusiveMin`. The bound is at most
+    /// Float's largest value: `temperature: 1e39` is a finite Double but an infinite Float, which would
+    /// pass the reader and fail at step 1.
     public mutating func float(_ key: String, _ def: Float, min: Double? = nil, max: Double? = nil,
                                exclusiveMin: Bool = false) throws -> Float {
-        Float(try number(key, Double(def), min: min, max: max, exclusiveMin: exclusiveMin))
+        let largest = Double(Float.greatestFiniteMagnitude)
+        return Float(try number(key, Double(def), min: min, max: Swift.min(max ?? largest, largest),
+                                exclusiveMin: exclusiveMin))
     }
 }
 

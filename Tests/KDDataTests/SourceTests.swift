@@ -68,7 +68,8 @@ final class SourceTests: TempDirTestCase {
                        "config data.source: unknown source 'imagenet' (synthetic, npy, cifar)")
         try Data(full).write(to: URL(fileURLWithPath: img))
         XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "npy", path: dir.path, classes: 5, imageSize: 32, evalFraction: 0.5)) },
-                       "\(dir.path)/train_images.npy (train part): images are 4×3 but data.image_size is 32")
+                       "\(dir.path)/train_images.npy (train part): images are 4×3 but data.image_size is 32 "
+                       + "(file sources take their size from the files: remove data.image_size)")
         XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "npy", path: dir.path, classes: 5, imageSize: nil, evalFraction: 0)) },
                        "config data.eval_fraction: 0.0 must be in (0, 1) when \(img) has no test split")
     }

@@ -7,7 +7,8 @@
 #   - disk full (a small tmpfs) or an unwritable checkpoint folder: clear error, earlier checkpoints intact;
 #   - disk full while writing metrics: named error, a checkpoint of the step, whole lines only, exit non-zero;
 #   - a diverging run (optim.lr=1e6): never a NaN/Inf checkpoint, with or without train.skip_nonfinite;
-#   - one run per output.dir: a concurrent run refused, a rerun refused unless --overwrite, stale lock replaced.
+#   - one run per output.dir: a concurrent run refused, a rerun refused unless --overwrite, stale lock replaced;
+#   - bad input (a malformed --set, a step too large for memory): refused on every rank, nothing written.
 # Needs a release build. Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -187,6 +188,18 @@ printf 'pid 999999999\nhost %s\nprocess_start 1\nstarted earlier\n' "$(hostname)
 if mpi 2 train "${short[@]}" --set output.dir="$tmp/stale" >"$tmp/stale.log" 2>&1 && grep -q "removing a stale lock" "$tmp/stale.log" \
    && [ ! -e "$tmp/stale/kdgraph.lock" ]; then ok "a stale lock (dead pid) is replaced with a warning"
 else ko "stale lock" "$(grep -m1 'rank\|lock' "$tmp/stale.log")"; fi
+
+# 8. Bad input under mpirun (issue 18 items 6 and 8): a malformed --set and a step that cannot fit in
+# memory end every rank with the message, non-zero, before output.dir is created.
+for bad in ".=1|--set: .=1: empty key segment in '.'" \
+           "data.image_size=100000|data.image_size: one rank's training step needs at least"; do
+  key=${bad%%|*}; msg=${bad#*|}
+  mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/bad" --set "$key" \
+    >"$tmp/bad.log" 2>&1; rc=$?
+  if [ "$rc" != 0 ] && grep -qF -- "$msg" "$tmp/bad.log" && [ ! -e "$tmp/bad" ]; then
+    ok "--set $key refused on every rank (exit $rc), nothing written"
+  else ko "--set $key" "exit $rc: $(grep -m1 'rank' "$tmp/bad.log")"; fi
+done
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -53,6 +53,9 @@ public enum PyTorchComparison {
         guard c.data.globalBatch % ranks == 0 else {
             throw Refusal(key: "data.global_batch", reason: "not a multiple of the \(ranks) ranks")
         }
+        guard c.data.source == "synthetic" else {
+            throw Refusal(key: "data.source", reason: "the script times random images (use the synthetic source)")
+        }
         var kd = [0.0, 4, 0], rkd = [0.0, 25, 50]
         for (i, spec) in c.loss.enumerated() {
             let key = "loss[\(i)]"
@@ -71,7 +74,7 @@ public enum PyTorchComparison {
         }
         func list(_ v: [Double]) -> String { v.map { String($0) }.joined(separator: ",") }
         return [script, "--teacher", c.teacher.model, "--student", c.student.model,
-                "--classes", String(c.data.classes), "--image-size", String(c.data.imageSize),
+                "--classes", String(c.data.classes), "--image-size", String(c.data.imageSize ?? 32),
                 "--per-rank", String(c.data.globalBatch / ranks), "--ranks", String(ranks),
                 "--kd", list(kd), "--rkd", list(rkd), "--lr", String(c.optim.lr),
                 "--warmup", String(warmup), "--steps", String(steps)]
@@ -133,7 +136,9 @@ public enum PyTorchComparison {
         p.environment = env
         // stderr to a file: a pipe left unread while stdout is drained could fill and stall the child.
         let errPath = NSTemporaryDirectory() + "kdgraph-pytorch-\(getpid()).err"
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        guard FileManager.default.createFile(atPath: errPath, contents: nil) else {
+            throw TrainError.io(path: errPath, message: "cannot create the file for python3's stderr")
+        }
         defer { try? FileManager.default.removeItem(atPath: errPath) }
         let out = Pipe()
         p.standardOutput = out

@@ -76,6 +76,12 @@ public enum StepBench {
         try allRSS.withUnsafeMutableBufferPointer { out in
             try rss.withUnsafeMutableBufferPointer { try comm.allGather($0.baseAddress!, count: 1, into: out.baseAddress!) }
         }
+        let estimate = MemoryEstimate(config: trainer.config, data: trainer.data, worldSize: comm.size)
+        if comm.rank == 0 {   // on stderr beside the conv choices; the JSON has the same figures
+            let line = "memory per rank: estimated ≥ \(estimate), measured peak RSS "
+                + "\(MemoryEstimate.gb(Int(allRSS.max() ?? 0))), tensor pool peak \(MemoryEstimate.gb(stepPoolPeak))\n"
+            FileHandle.standardError.write(Data(line.utf8))
+        }
         let B = cfg.data.globalBatch
         let stepTimes = records.map(\.seconds), gatherWaits = records.map(\.gathers.seconds)
         func spread(_ xs: [Double]) -> BenchResult.Spread {
@@ -105,6 +111,7 @@ public enum StepBench {
             gathersPerStep: last.gathers.calls, gatheredBytesPerSample: last.gathers.bytesPerSample,
             reduceScattersPerStep: last.gathers.differentiableCalls,
             reduceScatteredBytesPerSample: last.gathers.differentiableBytesPerSample,
-            lossProjection: projection, host: String(cString: host), cores: ProcessInfo.processInfo.activeProcessorCount)
+            lossProjection: projection, host: String(cString: host),
+            cores: ProcessInfo.processInfo.activeProcessorCount, estimatedStepBytes: estimate.total)
     }
 }

@@ -10,17 +10,25 @@ public struct KDConfig: Equatable {
         public var source = "synthetic"          // synthetic | npy | cifar
         public var path = ""
         public var classes = 10
-        public var imageSize = 32
+        /// Side of the synthetic images (nil: 32). File sources take size and channels from the files;
+        /// set explicitly it must agree with them. The trainer fills in what the data has.
+        public var imageSize: Int?
         public var trainSize = 8192              // synthetic only
         public var evalSize = 1024               // synthetic only
         public var globalBatch = 128
         public var views = 1
+        /// The master switch of training augmentation; `flip` and `cropPadding` say what it does.
         public var augment = true
+        public var flip = true
+        /// Zero padding of the random crop in pixels on each side (0: no crop).
+        public var cropPadding = 4
         public var virtualAugment = "strong"     // the VRM virtual view: strong | standard
         public var dropLast = true
         public var evalFraction = 0.1
-        public var mean: [Double] = [0.5, 0.5, 0.5]
-        public var std: [Double] = [0.25, 0.25, 0.25]
+        /// Per-channel normalisation; nil: 0.5 and 0.25 for each channel the data has (the trainer fills
+        /// in and logs the values used, so the resolved config and the checkpoint record them).
+        public var mean: [Double]?
+        public var std: [Double]?
         public var prefetch = true
     }
 
@@ -102,6 +110,9 @@ public struct KDConfig: Equatable {
     public var blasThreads = 1
     /// `runtime.conv_algorithm`: auto | direct | winograd2 | winograd4 (`ConvAlgorithmTuner`).
     public var convAlgorithm = "auto"
+    /// `runtime.memory_limit_gb`: what one rank's step may use (0: the machine's physical memory shared
+    /// by its ranks); a config whose estimate exceeds it is refused (`MemoryEstimate`).
+    public var memoryLimitGB = 0.0
     /// The file the config came from (for error messages).
     public var file = "<defaults>"
 
@@ -111,9 +122,21 @@ public struct KDConfig: Equatable {
 extension KDConfig {
     /// Loads a YAML file, applies `--set key=value` overrides, and validates strictly.
     public static func load(path: String, overrides: [String] = []) throws -> KDConfig {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ConfigError(file: path, key: "", message: FileManager.default.fileExists(atPath: path)
-                              ? "cannot read the file" : "no such file")
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw ConfigError(file: path, key: "", message: "no such file")
+        }
+        if isFolder.boolValue { throw ConfigError(file: path, key: "", message: "is a folder, not a YAML file") }
+        let bytes: Foundation.Data
+        do { bytes = try Foundation.Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ConfigError(file: path, key: "", message: "cannot read the file: \(ioReason(error))")
+        }
+        guard let text = String(data: bytes, encoding: .utf8), !bytes.contains(0) else {
+            // Binary garbage (or a checkpoint passed as --config) would otherwise surface as a
+            // puzzling YAML error or a bare "cannot read".
+            let at = bytes.firstIndex(of: 0) ?? utf8Prefix(bytes)
+            throw ConfigError(file: path, key: "", message: "not a YAML config: the file is not UTF-8 text "
+                              + "(invalid byte at offset \(at)); --config takes a YAML file such as configs/*.yaml")
         }
         return try parse(yaml: text, file: path, overrides: overrides)
     }
@@ -123,28 +146,45 @@ extension KDConfig {
         do {
             root = try Yams.compose(yaml: yaml) ?? Node.mapping(Node.Mapping([]))
         } catch {
-            throw ConfigError(file: file, key: "", message: "malformed YAML: \(error)")
+            // Yams quotes the offending line; a pathological file (e.g. 100 000 nested brackets) would
+            // print all of it, so each line of its message is cut (and ConfigError bounds the whole).
+            let lines = "\(error)".split(separator: "\n").map { abbreviated(String($0), limit: 100) }
+            throw ConfigError(file: file, key: "", message: "malformed YAML: " + lines.joined(separator: " ⏎ "))
         }
         for o in overrides { root = try applyOverride(o, to: root, file: file) }
         return try decode(root, file: file)
     }
 
-    /// `a.b.c=value`: sets a nested key (list entries by index, e.g. `loss.0.weight=2`).
+    /// `a.b.c=value`: sets a nested key (list entries by index, e.g. `loss.0.weight=2`). A malformed key
+    /// (empty, an empty segment such as `.`, `a..b` or `a.`) or a value that would replace a whole section
+    /// is an error naming the override: before, `--set .=1` replaced the whole file by defaults.
     static func applyOverride(_ spec: String, to root: Node, file: String) throws -> Node {
-        guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex else {
-            throw ConfigError(file: "--set", key: spec, message: "expected key=value")
+        let shown = abbreviated(spec, limit: 120)
+        func refuse(_ why: String) -> ConfigError {
+            ConfigError(file: "--set", key: shown, message: why + " (expected key=value, e.g. "
+                        + "data.global_batch=256)")
         }
-        let keys = spec[..<eq].split(separator: ".").map(String.init)
+        guard let eq = spec.firstIndex(of: "=") else { throw refuse("no '='") }
+        let keyText = String(spec[..<eq])
+        guard !keyText.isEmpty else { throw refuse("no key before '='") }
+        let keys = keyText.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        if keys.contains(where: { $0.isEmpty }) { throw refuse("empty key segment in '\(keyText)'") }
         let valueText = String(spec[spec.index(after: eq)...])
         let value: Node
         do { value = try Yams.compose(yaml: valueText) ?? Node("") } catch {
-            throw ConfigError(file: "--set", key: keys.joined(separator: "."), message: "malformed value '\(valueText)'")
+            throw ConfigError(file: "--set", key: shown,
+                              message: "malformed value '\(abbreviated(valueText, limit: 80))'")
         }
         func set(_ node: Node?, _ path: ArraySlice<String>) throws -> Node {
-            guard let key = path.first else { return value }
+            guard let key = path.first else {
+                if node?.mapping != nil && value.mapping == nil {
+                    throw refuse("'\(keyText)' is a section; set one of its keys")
+                }
+                return value
+            }
             if let idx = Int(key) {
                 guard case .sequence(var seq)? = node, idx >= 0, idx < seq.count else {
-                    throw ConfigError(file: "--set", key: keys.joined(separator: "."), message: "no list entry \(key)")
+                    throw ConfigError(file: "--set", key: shown, message: "no list entry \(key)")
                 }
                 seq[idx] = try set(seq[idx], path.dropFirst())
                 return .sequence(seq)
@@ -172,25 +212,33 @@ extension KDConfig {
         c.data.source = try d.choice("source", c.data.source, ["synthetic", "npy", "cifar"])
         c.data.path = try d.string("path", c.data.path)
         c.data.classes = try d.int("classes", c.data.classes, min: 2)
-        c.data.imageSize = try d.int("image_size", c.data.imageSize, min: 4)
+        c.data.imageSize = try d.optionalInt("image_size", min: 4)
         c.data.trainSize = try d.int("train_size", c.data.trainSize, min: 1)
-        c.data.evalSize = try d.int("eval_size", c.data.evalSize, min: 0)
+        c.data.evalSize = try d.int("eval_size", c.data.evalSize, min: 1)
         c.data.globalBatch = try d.int("global_batch", c.data.globalBatch, min: 1)
         c.data.views = try d.int("views", c.data.views, min: 1, max: 8)
         c.data.augment = try d.bool("augment", c.data.augment)
+        c.data.flip = try d.bool("flip", c.data.flip)
+        c.data.cropPadding = try d.int("crop_padding", c.data.cropPadding, min: 0, max: 64)
         c.data.virtualAugment = try d.choice("virtual_augment", c.data.virtualAugment, ["strong", "standard"])
         c.data.dropLast = try d.bool("drop_last", c.data.dropLast)
         c.data.evalFraction = try d.double("eval_fraction", c.data.evalFraction, min: 0, max: 0.9)
-        c.data.mean = try d.doubles("mean", c.data.mean)
-        c.data.std = try d.doubles("std", c.data.std)
+        c.data.mean = try d.optionalDoubles("mean")
+        c.data.std = try d.optionalDoubles("std")
         c.data.prefetch = try d.bool("prefetch", c.data.prefetch)
         try d.finish()
         if c.data.source != "synthetic" && c.data.path.isEmpty {
             throw ConfigError(file: file, key: "data.path", message: "required for data.source '\(c.data.source)'")
         }
-        if c.data.mean.count != c.data.std.count || c.data.std.contains(where: { $0 <= 0 }) {
-            throw ConfigError(file: file, key: "data.std",
-                              message: "mean and std need one positive entry per channel (got \(c.data.mean.count) means, \(c.data.std.count) stds)")
+        if let mean = c.data.mean, let std = c.data.std, mean.count != std.count {
+            throw ConfigError(file: file, key: "data.std", message: "mean and std need one entry per channel "
+                              + "(got \(mean.count) means, \(std.count) stds)")
+        }
+        if let std = c.data.std, std.isEmpty || std.contains(where: { $0 <= 0 }) {
+            throw ConfigError(file: file, key: "data.std", message: "needs one positive entry per channel, got \(std)")
+        }
+        if let mean = c.data.mean, mean.isEmpty {
+            throw ConfigError(file: file, key: "data.mean", message: "needs one entry per channel, got []")
         }
 
         var t = try r.child("teacher")
@@ -253,9 +301,14 @@ extension KDConfig {
         var out = try r.child("output")
         c.outputDir = try out.string("dir", c.outputDir)
         try out.finish()
+        if c.outputDir.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ConfigError(file: file, key: "output.dir", message: "is empty: name the folder the run writes to "
+                              + "(e.g. runs/my-run)")
+        }
         var rt = try r.child("runtime")
         c.blasThreads = try rt.int("blas_threads", c.blasThreads, min: 1, max: 256)
         c.convAlgorithm = try rt.choice("conv_algorithm", c.convAlgorithm, ["auto", "direct", "winograd2", "winograd4"])
+        c.memoryLimitGB = try rt.double("memory_limit_gb", c.memoryLimitGB, min: 0)
         try rt.finish()
         try r.finish()
 
@@ -281,7 +334,7 @@ extension KDConfig {
             var e = try NodeReader(file: file, path: "loss.\(i)", node: entry)
             let kind = try e.string("kind", "")
             if kind.isEmpty { throw e.error("kind", "each loss term needs a kind", entry) }
-            let weight = try e.double("weight", 1.0, min: 0)
+            let weight = try e.double("weight", 1.0, min: 0, max: Double(Float.greatestFiniteMagnitude))
             var params: [String: String] = [:]
             for (k, v) in try e.scalars(except: ["kind", "weight"]) { params[k] = v }
             var reader: any LossParameterReader = e

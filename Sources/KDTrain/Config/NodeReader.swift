@@ -107,6 +107,18 @@ struct NodeReader {
         }
     }
 
+    /// An integer, nil when absent (keys whose default depends on something else, e.g. the data).
+    mutating func optionalInt(_ key: String, min lo: Int? = nil) throws -> Int? {
+        guard let n = node(key), !isNull(n) else { return nil }
+        return try int(key, 0, min: lo)
+    }
+
+    /// A list of finite numbers, nil when absent.
+    mutating func optionalDoubles(_ key: String) throws -> [Double]? {
+        guard let n = node(key), !isNull(n) else { return nil }
+        return try doubles(key, [])
+    }
+
     mutating func ints(_ key: String, _ def: [Int], min lo: Int? = nil) throws -> [Int] {
         guard let n = node(key), !isNull(n) else { return def }
         guard let seq = n.sequence else { throw error(key, "expected a list of integers, got \(NodeReader.show(n))", n) }

@@ -1,3 +1,5 @@
+import Yams
+
 /// The fully resolved configuration as YAML (defaults filled in), written to `output.dir/config.yaml`
 /// and hashed into checkpoints as the config digest.
 extension KDConfig {
@@ -11,17 +13,19 @@ extension KDConfig {
           source: \(data.source)
           path: \(q(data.path))
           classes: \(data.classes)
-          image_size: \(data.imageSize)
+          image_size: \(data.imageSize.map(String.init) ?? "~")
           train_size: \(data.trainSize)
           eval_size: \(data.evalSize)
           global_batch: \(data.globalBatch)
           views: \(data.views)
           augment: \(data.augment)
+          flip: \(data.flip)
+          crop_padding: \(data.cropPadding)
           virtual_augment: \(data.virtualAugment)
           drop_last: \(data.dropLast)
           eval_fraction: \(data.evalFraction)
-          mean: \(list(data.mean))
-          std: \(list(data.std))
+          mean: \(data.mean.map(list) ?? "~")
+          std: \(data.std.map(list) ?? "~")
           prefetch: \(data.prefetch)
         teacher:
           kind: \(teacher.kind)
@@ -77,8 +81,44 @@ extension KDConfig {
         runtime:
           blas_threads: \(blasThreads)
           conv_algorithm: \(convAlgorithm)
+          memory_limit_gb: \(memoryLimitGB)
 
         """
         return y
+    }
+}
+
+extension KDConfig {
+    /// The keys whose values differ between two resolved configs (`kdgraph.config` of a checkpoint and
+    /// the current run), as `key: old → new`, in file order; keys only one of them has show `(none)`.
+    /// A digest alone says that something changed, not what.
+    public static func differences(from old: String, to new: String) -> [String] {
+        func flatten(_ yaml: String) -> [(String, String)] {
+            guard let root = try? Yams.compose(yaml: yaml) else { return [] }
+            var out: [(String, String)] = []
+            func walk(_ n: Node, _ path: String) {
+                switch n {
+                case .mapping(let m):
+                    for (k, v) in m { walk(v, path.isEmpty ? (k.string ?? "?") : "\(path).\(k.string ?? "?")") }
+                case .sequence(let seq) where seq.contains(where: { $0.mapping != nil }):
+                    for (i, e) in seq.enumerated() { walk(e, "\(path).\(i)") }
+                case .sequence(let seq):
+                    out.append((path, "[" + seq.map { $0.string ?? "?" }.joined(separator: ", ") + "]"))
+                case .scalar(let s): out.append((path, s.string))
+                case .alias: out.append((path, "*alias"))
+                }
+            }
+            walk(root, "")
+            return out
+        }
+        let a = flatten(old), b = flatten(new)
+        let aMap = Dictionary(a, uniquingKeysWith: { x, _ in x }), bMap = Dictionary(b, uniquingKeysWith: { x, _ in x })
+        var keys = b.map(\.0)
+        keys += a.map(\.0).filter { bMap[$0] == nil }
+        return keys.compactMap { k in
+            let x = aMap[k], y = bMap[k]
+            guard x != y else { return nil }
+            return "\(k): \(abbreviated(x ?? "(none)", limit: 60)) → \(abbreviated(y ?? "(none)", limit: 60))"
+        }
     }
 }

@@ -35,10 +35,16 @@ extension Trainer {
         }
         defer { lock?.release() }
         if isRoot {
-            try FileManager.default.createDirectory(atPath: config.outputDir, withIntermediateDirectories: true)
-            try config.resolvedYAML.write(toFile: (config.outputDir as NSString).appendingPathComponent("config.yaml"),
-                                          atomically: true, encoding: .utf8)
-            try ConvAlgorithmTuner.write(convAlgorithms, directory: config.outputDir)
+            // Foundation's errors here would print an NSCocoaErrorDomain dump: name the file and the reason.
+            let yamlPath = (config.outputDir as NSString).appendingPathComponent("config.yaml")
+            do { try config.resolvedYAML.write(toFile: yamlPath, atomically: true, encoding: .utf8) } catch {
+                throw TrainError.io(path: yamlPath,
+                                    message: "cannot write in output.dir: \(ioReason(error, path: yamlPath))")
+            }
+            do { try ConvAlgorithmTuner.write(convAlgorithms, directory: config.outputDir) } catch {
+                let json = (config.outputDir as NSString).appendingPathComponent(ConvAlgorithmTuner.fileName)
+                throw TrainError.io(path: json, message: "cannot write in output.dir: \(ioReason(error, path: json))")
+            }
             for line in ConvAlgorithmTuner.summary(convAlgorithms) { log.info("\(line)") }
         }
         let metrics = try MetricsWriter(directory: config.outputDir, enabled: isRoot, append: resumeFrom != nil)

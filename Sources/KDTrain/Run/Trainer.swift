@@ -49,14 +49,24 @@ public final class Trainer {
     public var lastLoss: Double { lastRecord?.loss ?? 0 }
     /// What the objective reads: the step computes and gathers exactly this.
     let needs: LossNeeds
+    /// Non-finite steps in a row (skipping cannot help a value that persists: the warning says so).
+    var consecutiveNonFinite = 0
     /// What a step skipped by `train.skip_nonfinite` puts back (parameters, buffers, optimizer state).
     lazy var rollback = StepRollback(tensors: parameters + student.namedBuffers(), optimizer: optimizer)
 
-    public init(config: KDConfig, comm: Communicator) throws {
-        self.config = config
+    public init(config userConfig: KDConfig, comm: Communicator) throws {
         self.comm = comm
-        let seed = UInt64(config.seed)
-        data = try TrainingData(config: config)
+        let seed = UInt64(userConfig.seed)
+        data = try TrainingData(config: userConfig)
+        // What the data decides (image size, normalisation) is part of the run's config from here on.
+        let config = userConfig.resolved(by: data)
+        self.config = config
+        if comm.rank == 0 && data.normalizationDefaulted {
+            let used = "using mean \(data.mean), std \(data.std) for the \(data.inputChannels) channel(s)"
+            Runtime.logger.info("data.mean/data.std not set: \(used) of \(data.trainName)")
+        }
+        // Refuse a step that cannot fit before its tensors are allocated (docs/reliability.md).
+        try MemoryEstimate(config: config, data: data, worldSize: comm.size).check(config: config)
         let B = config.data.globalBatch
         do {
             sampler = try Sampler(count: data.trainCount, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
@@ -222,11 +232,16 @@ public final class Trainer {
         }
         if let (term, value) = bad {
             optimizer.zeroGrad()
+            let cause = try nonFiniteCause(batch: batch, teacherOutput: t)
+            consecutiveNonFinite += 1
+            let advice = cause.advice(skipping: config.train.skipNonfinite, consecutive: consecutiveNonFinite)
             guard config.train.skipNonfinite else {
-                throw TrainError.nonFinite(step: stepNumber, term: term, value: value)
+                throw TrainError.nonFinite(step: stepNumber, term: term, value: value, advice: advice)
             }
             try rollback.restore()
-            log.warning("step \(stepNumber): non-finite \(term) (\(value)); step skipped (train.skip_nonfinite)")
+            let because = cause == .training && consecutiveNonFinite == 1 ? "" : ": \(advice)"
+            let what = "non-finite \(term) (\(value))"
+            log.warning("step \(stepNumber): \(what); step skipped (train.skip_nonfinite)\(because)")
             record.applied = false
         } else {
             // ⑨ optimizer
@@ -235,9 +250,14 @@ public final class Trainer {
             optimizer.zeroGrad()
             if config.train.skipNonfinite, let (name, n) = rollback.firstNonFinite() {
                 try rollback.restore()   // an update that overflowed: skipped like a non-finite gradient
+                consecutiveNonFinite += 1
                 let what = "the update made \(n) value(s) of \(name) non-finite"
-                log.warning("step \(stepNumber): \(what); step skipped (train.skip_nonfinite)")
+                let advice = NonFiniteCause.training.advice(skipping: true, consecutive: consecutiveNonFinite)
+                let because = consecutiveNonFinite > 1 ? ": \(advice)" : ""
+                log.warning("step \(stepNumber): \(what); step skipped (train.skip_nonfinite)\(because)")
                 record.applied = false
+            } else {
+                consecutiveNonFinite = 0
             }
         }
         step += 1
@@ -245,6 +265,23 @@ public final class Trainer {
         record.phases = timer.current
         lastRecord = record
         return record
+    }
+
+    /// Where a non-finite loss or gradient came from (the batch, the teacher, or the student's step):
+    /// scanned only once the guard fired, so good steps pay nothing. The guard's decision is the same on
+    /// every rank, so every rank is here and one all-reduce of the two flags gives every rank the same
+    /// cause, even when only one rank's batch or teacher output is bad.
+    func nonFiniteCause(batch: Batch, teacherOutput t: TeacherSide.Output?) throws -> NonFiniteCause {
+        func finite(_ x: Tensor?) -> Bool { x.map { x in (0..<x.count).allSatisfy { x.ptr[$0].isFinite } } ?? true }
+        let teacherFinite = t.map { finite($0.embedding) && finite($0.logits) && finite($0.promptLogits) } ?? true
+        var flags = [finite(batch.images) ? 0.0 : 1, teacherFinite ? 0 : 1]
+        try comm.allReduce(&flags, op: .sum)
+        if flags[0] > 0 { return .data(data.trainName) }
+        if flags[1] > 0 {
+            return .teacher(config.teacher.kind == "embeddings" ? "teacher.embeddings \(config.teacher.embeddings)"
+                            : "teacher.checkpoint \(config.teacher.checkpoint)")
+        }
+        return .training
     }
 
     /// The first non-finite value among the loss, its terms and the gradients, if any.

@@ -26,6 +26,37 @@ public final class TrainingData {
     /// The file row of each training-split index (nil: the split is the whole file).
     let trainFileRows: [Int]?
 
+    /// The normalisation of image sources (`data.mean`/`data.std`, or per-channel defaults when unset;
+    /// empty for feature matrices) and whether it was defaulted.
+    public let mean: [Double]
+    public let std: [Double]
+    public let normalizationDefaulted: Bool
+    /// The training views' augmentation (`data.augment`, `data.flip`, `data.crop_padding`).
+    public let policy: AugmentPolicy
+
+    /// True for feature matrices (one view, no augmentation).
+    public var isFeatures: Bool { if case .features = source { return true }; return false }
+
+    /// Bytes of the data a run keeps resident over an epoch (the mapped or loaded files; synthetic
+    /// images are generated per batch): counted by `MemoryEstimate`.
+    public var residentBytes: Int {
+        switch source {
+        case .images(let splits, _, _):
+            if splits.train is SyntheticDataset { return 0 }
+            func bytes(_ d: ImageDataset) -> Int {
+                let base = (d as? SubsetDataset)?.base ?? d
+                return base.count * base.height * base.width * base.channels
+            }
+            let train = bytes(splits.train), eval = bytes(splits.eval)
+            // A held-out split shares the training file.
+            let shared = (splits.train as? SubsetDataset)?.base === (splits.eval as? SubsetDataset)?.base
+            return shared && splits.train is SubsetDataset ? train : train + eval
+        case .features(let train, let eval):
+            let f = MemoryLayout<Float>.stride, t = train.features.count * train.dim * f
+            return eval.features === train.features ? t : t + eval.features.count * eval.dim * f
+        }
+    }
+
     /// File rows of training-split indices (teacher embeddings are keyed by the row in the data file).
     public func fileRows(_ indices: [Int]) -> [Int] {
         guard let map = trainFileRows else { return indices }
@@ -53,6 +84,7 @@ public final class TrainingData {
             source = .features(train: train, eval: eval)
             trainCount = train.count; evalCount = eval.count
             inputChannels = 1; inputSize = [1, train.dim]
+            mean = []; std = []; normalizationDefaulted = false; policy = AugmentPolicy(enabled: false)
             trainName = train.features.features.path
             trainFileCount = train.features.count
             trainFileRows = train.rows == Array(0..<train.features.count) ? nil : train.rows
@@ -63,13 +95,19 @@ public final class TrainingData {
             classes: c.data.classes, imageSize: c.data.imageSize, evalFraction: c.data.evalFraction,
             seed: seed, syntheticTrainCount: c.data.trainSize, syntheticEvalCount: c.data.evalSize))
         let train = splits.train
-        guard c.data.mean.count == train.channels else {
-            throw ConfigError(file: c.file, key: "data.mean",
-                              message: "needs one entry per image channel (\(train.channels)), got \(c.data.mean.count)")
+        // Normalisation follows the channel count of the data unless the user set it: neutral 0.5 / 0.25
+        // per channel (what the 3-channel default always was), so a 1-channel folder works as is.
+        normalizationDefaulted = c.data.mean == nil || c.data.std == nil
+        mean = c.data.mean ?? [Double](repeating: 0.5, count: train.channels)
+        std = c.data.std ?? [Double](repeating: 0.25, count: train.channels)
+        for (key, values) in [("data.mean", mean), ("data.std", std)] where values.count != train.channels {
+            throw ConfigError(file: c.file, key: key, message: "needs one entry per image channel "
+                              + "(\(train.channels) in \(train.name)), got \(values.count); remove it to use "
+                              + "0.5 / 0.25 per channel")
         }
-        let norm = try Normalization(mean: c.data.mean.map(Float.init), std: c.data.std.map(Float.init))
-        var policy = AugmentPolicy(enabled: c.data.augment)
-        policy.strongLastView = c.data.views >= 2 && c.data.virtualAugment == "strong"
+        let norm = try Normalization(mean: mean.map(Float.init), std: std.map(Float.init))
+        policy = AugmentPolicy.training(augment: c.data.augment, flip: c.data.flip, cropPadding: c.data.cropPadding,
+                                        views: c.data.views, strongVirtualView: c.data.virtualAugment == "strong")
         let loader = try BatchLoader(dataset: train, views: c.data.views, policy: policy, normalization: norm, seed: seed)
         let evalLoader = try BatchLoader(dataset: splits.eval, views: 1, policy: AugmentPolicy(enabled: false),
                                          normalization: norm, seed: seed)
@@ -113,5 +151,19 @@ public final class TrainingData {
     /// `steps` training batches from `start`, loaded on a background thread.
     public func stream(_ sampler: Sampler, from start: SamplerPosition, steps: Int, depth: Int = 2) -> Prefetcher<Batch> {
         trainBatchStream(sampler: sampler, start: start, steps: steps, depth: depth) { self.trainBatch(sampler, at: $0) }
+    }
+}
+
+extension KDConfig {
+    /// The config with what the data decides filled in: the image size and the normalisation of an
+    /// image source (docs/config.md, "Data"). This is what `config.yaml`, the config digest and the
+    /// checkpoint's `kdgraph.config` record, so a resumed run or `kdgraph eval` sees the same values.
+    func resolved(by data: TrainingData) -> KDConfig {
+        var c = self
+        guard case .images = data.source else { return c }
+        if c.data.imageSize == nil, data.inputSize[0] == data.inputSize[1] { c.data.imageSize = data.inputSize[0] }
+        c.data.mean = data.mean
+        c.data.std = data.std
+        return c
     }
 }

@@ -75,7 +75,7 @@ extension Trainer {
                 "kdgraph.input_size": data.inputSize.map(String.init).joined(separator: ","),
                 "kdgraph.hidden": (config.student.hidden.isEmpty ? [256, 256] : config.student.hidden)
                     .map(String.init).joined(separator: ","),
-                "kdgraph.mean": list(config.data.mean), "kdgraph.std": list(config.data.std),
+                "kdgraph.mean": list(data.mean), "kdgraph.std": list(data.std),
                 "kdgraph.layout": "NHWC", "kdgraph.config": config.resolvedYAML]
     }
 
@@ -103,6 +103,15 @@ extension Trainer {
 
     /// Restores weights, projection head, optimizer state and the step counter from a checkpoint.
     public func resume(from path: String) throws {
+        // The run kind first: a supervised checkpoint has no projection head or distillation state, and
+        // loading it would fail on the first missing tensor with a message about that tensor.
+        let recorded = try Checkpoint.read(path: path).metadata
+        if let mode = recorded["kdgraph.mode"], mode != config.mode.rawValue {
+            throw TrainError.io(path: path, message: "written by a \(mode) run (kdgraph.mode) but \(config.file) "
+                                + "is a \(config.mode.rawValue) config: --resume continues the same run. "
+                                + (mode == "supervised" ? "To distil from it, name it as teacher.checkpoint."
+                                   : "Resume it with the distill config it was written by."))
+        }
         let meta = try Checkpoint.load(path: path, into: student, optimizer: optimizer)
         if let head {
             let weights = try Checkpoint.read(path: path)
@@ -124,7 +133,10 @@ extension Trainer {
             throw TrainError.io(path: path, message: "no kdgraph.step in __metadata__: not a training checkpoint")
         }
         if let digest = meta["kdgraph.config_digest"], digest != sha256Hex(Array(config.resolvedYAML.utf8)) {
-            log.warning("\(path): written with a different configuration (config digest differs); continuing with the current one")
+            let changes = meta["kdgraph.config"].map { KDConfig.differences(from: $0, to: config.resolvedYAML) } ?? []
+            let shown = changes.prefix(8).joined(separator: "; ") + (changes.count > 8 ? "; …" : "")
+            let what = changes.isEmpty ? "config digest differs" : "\(changes.count) key(s) differ: \(shown)"
+            log.warning("\(path): written with a different configuration (\(what)); continuing with the current one")
         }
         if config.convAlgorithm == "auto", let json = meta["kdgraph.conv_algorithms"] {
             guard let recorded = try? JSONDecoder().decode([ConvAlgorithmChoice].self, from: Data(json.utf8)) else {

@@ -1,0 +1,116 @@
+import Foundation
+import XCTest
+import KDData
+import KDTensor
+import KDTestSupport
+@testable import KDTrain
+
+/// Issue 18 item 8: the step's memory is estimated from the config before anything is allocated.
+///
+/// The estimate is a lower one (docs/reliability.md, "Memory"): it counts what the step holds at once
+/// and leaves out kernel scratch (im2col, Winograd tiles, GEMM packing) and allocator slack. So it must
+/// never exceed the measured peak (a config it refuses cannot fit), and it must not be far below it
+/// either, or it would refuse nothing: the measured tensor-pool peak is at most 2.5× the estimate in
+/// both cases below (the scratch of a 3×3 convolution is 9× its input for one layer at a time, which
+/// for these networks adds up to 0.4–1.2× the kept activations).
+final class MemoryEstimateTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "kdgraph-memory-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    /// A measured figure: resnet8 supervised, 32 images of 32×32×3 on one rank, the tensor pool's
+    /// high-water mark over one step (after a warm-up step).
+    func testEstimateAgainstMeasuredStep() throws {
+        let cfg = try KDConfig.parse(yaml: """
+        data: {source: synthetic, classes: 10, train_size: 64, eval_size: 8, global_batch: 32, prefetch: false}
+        student: {model: resnet8}
+        train: {steps: 2}
+        output: {dir: "\(dir)/out"}
+        runtime: {conv_algorithm: direct}
+        """, file: "m.yaml")
+        let (estimate, peak) = try InProcessWorld(size: 1).run { comm -> (MemoryEstimate, Int) in
+            let t = try Trainer(config: cfg, comm: comm)
+            let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: 2, depth: 1)
+            defer { stream.shutdown() }
+            try t.step(try XCTUnwrap(try stream.next()))
+            let batch = try XCTUnwrap(try stream.next())
+            BufferPool.shared.resetPeak()
+            try t.step(batch)
+            return (MemoryEstimate(config: t.config, data: t.data, worldSize: 1), BufferPool.shared.peakBytes)
+        }[0]
+        XCTAssertLessThanOrEqual(estimate.total, peak, "\(estimate) vs measured \(peak)")
+        XCTAssertGreaterThanOrEqual(Double(estimate.total) * 2.5, Double(peak), "\(estimate) vs measured \(peak)")
+    }
+
+    /// The recorded bench of configs/bench-distill-resnet32x4-resnet8x4.yaml (docs/scaling/bench_1.json:
+    /// one rank, tensor pool peak 399 551 128 bytes, peak RSS 485 662 720 bytes).
+    func testEstimateAgainstRecordedDistillBench() throws {
+        let cfg = try KDConfig.load(path: Self.root.appendingPathComponent(
+            "configs/bench-distill-resnet32x4-resnet8x4.yaml").path)
+        let e = MemoryEstimate(config: cfg, inputChannels: 3, inputSize: [32, 32], features: false,
+                               residentBytes: 0, worldSize: 1)
+        let poolPeak = 399_551_128, rss = 485_662_720
+        XCTAssertLessThanOrEqual(e.total, poolPeak, "\(e)")
+        XCTAssertGreaterThanOrEqual(Double(e.total) * 2.5, Double(rss), "\(e)")
+    }
+
+    /// Every shipped config fits in 4 GB per rank on one rank (so none is refused on a laptop), and the
+    /// check passes on this machine.
+    func testShippedConfigsAreNotRefused() throws {
+        var seen = 0
+        for folder in ["configs", "Tests/mpi/configs"] {
+            let url = Self.root.appendingPathComponent(folder)
+            for name in try FileManager.default.contentsOfDirectory(atPath: url.path) where name.hasSuffix(".yaml") {
+                let c = try KDConfig.load(path: url.appendingPathComponent(name).path)
+                let s = c.data.imageSize ?? 32
+                // CIFAR in memory: 60 000 images of 32×32×3 bytes.
+                let e = MemoryEstimate(config: c, inputChannels: 3, inputSize: [s, s], features: false,
+                                       residentBytes: c.data.source == "synthetic" ? 0 : 60_000 * 3072, worldSize: 1)
+                XCTAssertLessThan(e.total, 4_000_000_000, "\(name): \(e)")
+                XCTAssertNoThrow(try e.check(config: c), name)
+                seen += 1
+            }
+        }
+        XCTAssertGreaterThanOrEqual(seen, 10)
+    }
+
+    /// `data.image_size: 100000` crashed allocating 7.68 TB; now the trainer refuses it before it
+    /// allocates, naming the keys.
+    func testRefusesWhatCannotFitNamingTheKeys() throws {
+        let yaml = """
+        data: {source: synthetic, classes: 10, image_size: 100000, global_batch: 64}
+        student: {model: resnet8}
+        output: {dir: "\(dir)/big"}
+        runtime: {memory_limit_gb: 100}
+        """
+        let cfg = try KDConfig.parse(yaml: yaml, file: "big.yaml")
+        var m = ""
+        do { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm) } } catch {
+            m = "\(error)"
+        }
+        // resnet8 keeps (3·16 + 6·16)·10¹⁰ + 6·32·2.5·10⁹ + 6·64·6.25·10⁸ = 2.16·10¹² floats per image.
+        XCTAssertTrue(m.contains("big.yaml: data.image_size: one rank's training step needs at least 568320 GB but "
+                                 + "100 GB is available (runtime.memory_limit_gb 100.0): student activations 552960 "
+                                 + "GB (data.image_size (100000×100000×3), data.global_batch and data.views (64 images "
+                                 + "per rank) and student.model); input batches 15360 GB"), m)
+        XCTAssertTrue(m.contains("Lower those keys, run on more ranks, or set runtime.memory_limit_gb"), m)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/big"))
+        // Without the key: the machine's memory, shared by the ranks on it.
+        var unlimited = cfg
+        unlimited.memoryLimitGB = 0
+        XCTAssertTrue(MemoryEstimate.limitBytes(config: unlimited).source.hasSuffix(
+            "of physical memory shared by 1 rank(s) on this machine"))
+        XCTAssertEqual(try KDConfig.parse(yaml: "runtime: {memory_limit_gb: 2.5}").memoryLimitGB, 2.5)
+        XCTAssertThrowsError(try KDConfig.parse(yaml: "runtime: {memory_limit_gb: -1}", file: "r.yaml")) { e in
+            XCTAssertEqual("\(e)", "r.yaml: runtime.memory_limit_gb: must be ≥ 0.0, got -1.0 (line 1)")
+        }
+    }
+}

@@ -1,0 +1,265 @@
+import Foundation
+import XCTest
+import KDData
+import KDFormats
+import KDLosses
+import KDModels
+import KDTestSupport
+@testable import KDTrain
+
+/// Issue 18 items 6, 9 and 12: bad input gets a message that names the file or override, the key and
+/// what to do; configs follow the data they point at.
+final class UserErrorTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "kdgraph-user-errors-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func message(_ body: () throws -> Void) -> String {
+        do { try body(); return "no error" } catch { return "\(error)" }
+    }
+
+    /// A small supervised run: an MLP on 8×8 synthetic images.
+    func smallYAML(_ extra: String = "", out: String = "out") -> String {
+        """
+        seed: 1
+        data: {source: synthetic, classes: 4, image_size: 8, train_size: 32, eval_size: 8, global_batch: 8}
+        student: {model: mlp, hidden: [16]}
+        train: {steps: 2, log_every: 1}
+        output: {dir: "\(dir)/\(out)"}
+        runtime: {conv_algorithm: direct}
+        \(extra)
+        """
+    }
+
+    // MARK: item 6: --set
+
+    /// Before, `--set .=1` replaced the whole file by defaults (split dropped the empty segments).
+    func testMalformedOverrideKeysAreRefusedNamingTheOverride() {
+        let yaml = "data: {global_batch: 8}\n"
+        func refused(_ o: String) -> String {
+            message { _ = try KDConfig.parse(yaml: yaml, file: "c.yaml", overrides: [o]) }
+        }
+        let hint = " (expected key=value, e.g. data.global_batch=256)"
+        XCTAssertEqual(refused(".=1"), "--set: .=1: empty key segment in '.'" + hint)
+        XCTAssertEqual(refused("data..global_batch=4"),
+                       "--set: data..global_batch=4: empty key segment in 'data..global_batch'" + hint)
+        XCTAssertEqual(refused("data.=4"), "--set: data.=4: empty key segment in 'data.'" + hint)
+        XCTAssertEqual(refused(".data.global_batch=4"),
+                       "--set: .data.global_batch=4: empty key segment in '.data.global_batch'" + hint)
+        XCTAssertEqual(refused("=4"), "--set: =4: no key before '='" + hint)
+        XCTAssertEqual(refused("data.global_batch"), "--set: data.global_batch: no '='" + hint)
+        XCTAssertEqual(refused("data=1"), "--set: data=1: 'data' is a section; set one of its keys" + hint)
+        XCTAssertEqual(refused("data="), "--set: data=: 'data' is a section; set one of its keys" + hint)
+        // Well-formed overrides still apply on top of the file.
+        XCTAssertEqual(try KDConfig.parse(yaml: yaml, overrides: ["data.views=2"]).data.globalBatch, 8)
+    }
+
+    // MARK: item 9: messages
+
+    func testBinaryConfigIsNotUTF8YAML() throws {
+        let path = dir + "/garbage.yaml"
+        try Data(Array("seed: 1\n".utf8) + [0xC3, 0x28, 0xFF]).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(message { _ = try KDConfig.load(path: path) },
+                       "\(path): not a YAML config: the file is not UTF-8 text (invalid byte at offset 8); "
+                       + "--config takes a YAML file such as configs/*.yaml")
+        try Data([0x73, 0x00, 0x31]).write(to: URL(fileURLWithPath: path))
+        XCTAssertTrue(message { _ = try KDConfig.load(path: path) }
+            .contains("not UTF-8 text (invalid byte at offset 1)"))
+    }
+
+    /// 100 000 nested brackets: the parser quotes the whole line; the message stays short.
+    func testDeepYAMLMessageIsBounded() {
+        let m = message { _ = try KDConfig.parse(yaml: String(repeating: "[", count: 100_000), file: "deep.yaml") }
+        XCTAssertTrue(m.hasPrefix("deep.yaml: malformed YAML"), String(m.prefix(200)))
+        XCTAssertLessThanOrEqual(m.count, ConfigError.maxMessageLength + 40)
+        XCTAssertTrue(m.contains("characters cut"), String(m.prefix(200)))
+        XCTAssertEqual(abbreviated("abc", limit: 10), "abc")
+        XCTAssertEqual(abbreviated(String(repeating: "x", count: 100), limit: 60),
+                       String(repeating: "x", count: 14) + "… (72 characters cut) …"
+                       + String(repeating: "x", count: 14))
+    }
+
+    func testEmptyOutputDirAndUnwritableFolder() throws {
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "output: {dir: ''}", file: "c.yaml") },
+                       "c.yaml: output.dir: is empty: name the folder the run writes to (e.g. runs/my-run)")
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "", file: "c.yaml", overrides: ["output.dir="]) },
+                       "c.yaml: output.dir: is empty: name the folder the run writes to (e.g. runs/my-run)")
+        // config.yaml cannot be written (a folder stands in its way): the file and the OS reason, no
+        // NSCocoaErrorDomain dump.
+        try FileManager.default.createDirectory(atPath: dir + "/out/config.yaml/x", withIntermediateDirectories: true)
+        let cfg = try KDConfig.parse(yaml: smallYAML(), file: "small.yaml")
+        let m = message { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm).run() } }
+        XCTAssertTrue(m.hasSuffix("\(dir)/out/config.yaml: cannot write in output.dir: a folder of that name is in "
+                                  + "the way"), m)
+        XCTAssertFalse(m.contains("NSCocoaErrorDomain"), m)
+        XCTAssertEqual(ioReason(CocoaError(.fileWriteNoPermission)), "permission denied")
+    }
+
+    func testEvalSizeZeroNamesTheKey() {
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "data: {eval_size: 0}", file: "c.yaml") },
+                       "c.yaml: data.eval_size: must be ≥ 1, got 0 (line 1)")
+        XCTAssertEqual(message { _ = try SyntheticDataset(count: 0, classes: 4, seed: 0, split: 1) },
+                       "config data.eval_size: must be ≥ 1 (synthetic samples in the split), got 0")
+    }
+
+    /// A Float parameter beyond Float's range was a finite Double and became inf at step 1.
+    func testFloatKeysMustBeFiniteAsFloat() {
+        let head = "mode: distill\nteacher: {kind: network, checkpoint: t.safetensors}\n"
+        func m(_ loss: String, _ overrides: [String] = []) -> String {
+            message {
+                _ = try KDConfig.parse(yaml: head + "loss: [" + loss + "]\n", file: "d.yaml", overrides: overrides)
+            }
+        }
+        XCTAssertEqual(m("{kind: kd, temperature: 1e39}"),
+                       "d.yaml: loss.0.temperature: must be ≤ 3.4028234663852886e+38, got 1e+39 (line 3)")
+        XCTAssertEqual(m("{kind: rkd, weight: 1e39}"),
+                       "d.yaml: loss.0.weight: must be ≤ 3.4028234663852886e+38, got 1e+39 (line 3)")
+        XCTAssertTrue(m("{kind: kd}", ["loss.0.temperature=1e999"]).hasPrefix("d.yaml: loss.0.temperature: "))
+        XCTAssertTrue(m("{kind: rkd}", ["loss.0.angle_weight=.nan"]).hasPrefix("d.yaml: loss.0.angle_weight: "))
+        XCTAssertTrue(m("{kind: rkd}", ["loss.0.angle_weight=nan"]).hasPrefix("d.yaml: loss.0.angle_weight: "))
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "optim: {lr: .inf}", file: "o.yaml") },
+                       "o.yaml: optim.lr: must be finite, got inf (line 1)")
+    }
+
+    /// The checkpoint metadata records the run kind and the resolved config: say which kinds differ,
+    /// and which keys.
+    func testResumeAcrossRunKindsAndConfigDifferences() throws {
+        let sup = try KDConfig.parse(yaml: smallYAML(), file: "sup.yaml")
+        let ckpt = try InProcessWorld(size: 1).run { comm -> String in
+            let t = try Trainer(config: sup, comm: comm)
+            _ = try t.run()
+            return t.checkpointDir + "/final.safetensors"
+        }[0]
+        let distill = try KDConfig.parse(yaml: smallYAML("""
+        mode: distill
+        teacher: {kind: network, model: mlp, hidden: [16], checkpoint: "\(ckpt)"}
+        loss: [{kind: kd}]
+        """, out: "out2"), file: "distill.yaml")
+        let m = message { _ = try InProcessWorld(size: 1).run { comm in
+            try Trainer(config: distill, comm: comm).resume(from: ckpt)
+        } }
+        XCTAssertTrue(m.hasSuffix("\(ckpt): written by a supervised run (kdgraph.mode) but distill.yaml is a distill "
+                                  + "config: --resume continues the same run. To distil from it, name it as "
+                                  + "teacher.checkpoint."), m)
+        var other = sup
+        other.data.globalBatch = 16
+        other.optim.lr = 0.1
+        XCTAssertEqual(KDConfig.differences(from: sup.resolvedYAML, to: other.resolvedYAML),
+                       ["data.global_batch: 8 → 16", "optim.lr: 0.05 → 0.1"])
+        var lossChanged = distill
+        lossChanged.loss[0].params["temperature"] = "2"
+        XCTAssertEqual(KDConfig.differences(from: distill.resolvedYAML, to: lossChanged.resolvedYAML),
+                       ["loss.0.temperature: (none) → 2"])
+    }
+
+    /// The NaN guard's advice depends on where the value came from.
+    func testNonFiniteAdvice() throws {
+        XCTAssertEqual(NonFiniteCause.training.advice(skipping: false, consecutive: 1),
+                       "lower optim.lr (or the loss weights) or, for a rare overflow, set train.skip_nonfinite: true "
+                       + "to skip such steps")
+        XCTAssertEqual(NonFiniteCause.training.advice(skipping: true, consecutive: 4),
+                       "4 steps in a row were non-finite, so skipping them does not help: lower optim.lr (or the "
+                       + "loss weights), or check the loss parameters")
+        XCTAssertEqual(NonFiniteCause.data("x.npy").advice(skipping: true, consecutive: 1),
+                       "the input batch holds NaN/Inf values: fix the data (x.npy); skipping steps would only drop "
+                       + "these samples every epoch")
+        XCTAssertFalse(NonFiniteCause.teacher("teacher.checkpoint t").advice(skipping: false, consecutive: 1)
+            .contains("skip_nonfinite"))
+        // Through the trainer: an injected NaN term at step 1 (the student's own step).
+        setenv("KDGRAPH_NAN_STEP", "1", 1)
+        defer { unsetenv("KDGRAPH_NAN_STEP") }
+        let cfg = try KDConfig.parse(yaml: smallYAML(), file: "small.yaml")
+        let m = message { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm).run() } }
+        XCTAssertTrue(m.contains("(nan) at step 1; stopped before the optimizer applied it: lower optim.lr (or the "
+                                 + "loss weights) or, for a rare overflow, set train.skip_nonfinite: true"), m)
+        unsetenv("KDGRAPH_NAN_STEP")
+        // From the data: feature rows holding NaN (the loader does not scan them); skipping cannot help.
+        let feat = dir + "/feat"
+        try FileManager.default.createDirectory(atPath: feat, withIntermediateDirectories: true)
+        let x: [Float] = (0..<(32 * 4)).map { $0 % 4 == 0 ? .nan : Float($0 % 7) }
+        try NPYWriter.write(x, shape: [32, 4], to: feat + "/train_features.npy")
+        try NPYWriter.write((0..<32).map { Int64($0 % 4) }, shape: [32], to: feat + "/train_labels.npy")
+        let bad = try KDConfig.parse(yaml: smallYAML(), file: "small.yaml",
+                                     overrides: ["data.source=npy", "data.path=\(feat)", "data.eval_fraction=0.25"])
+        let d = message { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: bad, comm: comm).run() } }
+        XCTAssertTrue(d.contains("at step 1; stopped before the optimizer applied it: the input batch holds NaN/Inf "
+                                 + "values: fix the data (\(feat)/train_features.npy); skipping steps would only "
+                                 + "drop these samples every epoch"), d)
+    }
+
+    // MARK: item 12: configs follow the data
+
+    /// Writes an npy folder of `n` train and `n / 2` test images, 28×28×1, 10 classes.
+    func digitsFolder(_ n: Int = 32) throws -> String {
+        let d = dir + "/digits"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        for (split, count) in [("train", n), ("test", n / 2)] {
+            let px: [UInt8] = (0..<(count * 28 * 28)).map { (i: Int) -> UInt8 in UInt8((i * 7 + i / 784 * 13) % 256) }
+            try NPYWriter.write(px, shape: [count, 28, 28, 1], to: "\(d)/\(split)_images.npy")
+            try NPYWriter.write((0..<count).map { Int64($0 % 10) }, shape: [count], to: "\(d)/\(split)_labels.npy")
+        }
+        return d
+    }
+
+    /// configs/quickstart-teacher.yaml pointed at a folder of 28×28×1 digits: size, channels and
+    /// normalisation come from the files; the resolved config and the checkpoint record them.
+    func testQuickstartTeacherOnOneChannelDigits() throws {
+        let folder = try digitsFolder()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let path = root.appendingPathComponent("configs/quickstart-teacher.yaml").path
+        let sets = ["data.source=npy", "data.path=\(folder)", "data.global_batch=8", "train.steps=1",
+                    "output.dir=\(dir)/digits-run", "data.flip=false", "data.crop_padding=2",
+                    "runtime.conv_algorithm=direct"]
+        let cfg = try KDConfig.load(path: path, overrides: sets)
+        XCTAssertNil(cfg.data.imageSize)
+        let (resolved, meta, policy) = try InProcessWorld(size: 1).run {
+            comm -> (KDConfig, [String: String], AugmentPolicy) in
+            let t = try Trainer(config: cfg, comm: comm)
+            let summary = try t.run()
+            let meta = try Checkpoint.read(path: try XCTUnwrap(summary.checkpoint)).metadata
+            return (t.config, meta, t.data.policy)
+        }[0]
+        XCTAssertEqual(resolved.data.imageSize, 28)
+        XCTAssertEqual(resolved.data.mean, [0.5])
+        XCTAssertEqual(resolved.data.std, [0.25])
+        XCTAssertEqual(meta["kdgraph.input_channels"], "1")
+        XCTAssertEqual(meta["kdgraph.input_size"], "28,28")
+        XCTAssertEqual(meta["kdgraph.mean"], "0.5")
+        XCTAssertEqual(policy, AugmentPolicy(enabled: true, padding: 2, flip: false))
+        XCTAssertTrue(try String(contentsOfFile: "\(dir)/digits-run/config.yaml", encoding: .utf8)
+            .contains("  image_size: 28\n"))
+        // What the user wrote explicitly must agree with the files.
+        func refused(_ extra: [String]) -> String {
+            message { _ = try InProcessWorld(size: 1).run { comm in
+                try Trainer(config: try KDConfig.load(path: path, overrides: sets + extra), comm: comm)
+            } }
+        }
+        XCTAssertTrue(refused(["data.image_size=32"]).hasSuffix(
+            "\(folder)/train_images.npy: images are 28×28 but data.image_size is 32 (file sources take their size "
+            + "from the files: remove data.image_size)"), refused(["data.image_size=32"]))
+        XCTAssertTrue(refused(["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.2, 0.2, 0.2]"]).hasSuffix(
+            "data.mean: needs one entry per image channel (1 in \(folder)/train_images.npy), got 3; remove it to use "
+            + "0.5 / 0.25 per channel"), refused(["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.2, 0.2, 0.2]"]))
+    }
+
+    func testAugmentationKeysParseAndAreRefusedWhenMalformed() throws {
+        let c = try KDConfig.parse(yaml: "data: {flip: false, crop_padding: 0}")
+        XCTAssertFalse(c.data.flip); XCTAssertEqual(c.data.cropPadding, 0); XCTAssertTrue(c.data.augment)
+        let d = try KDConfig.parse(yaml: "")
+        XCTAssertTrue(d.data.flip); XCTAssertEqual(d.data.cropPadding, 4)
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "data: {flip: sometimes}", file: "a.yaml") },
+                       "a.yaml: data.flip: expected true or false, got 'sometimes' (line 1)")
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "data: {crop_padding: -1}", file: "a.yaml") },
+                       "a.yaml: data.crop_padding: must be ≥ 0, got -1 (line 1)")
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "data: {crop_padding: 2.5}", file: "a.yaml") },
+                       "a.yaml: data.crop_padding: expected an integer, got '2.5' (line 1)")
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "data: {std: [0.2, 0]}", file: "a.yaml") },
+                       "a.yaml: data.std: needs one positive entry per channel, got [0.2, 0.0]")
+    }
+}
