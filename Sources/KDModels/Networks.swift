@@ -58,7 +58,7 @@ public final class ResNet: Module, Classifier {
         guard x.rank == 4, x.shape[3] == conv1.inChannels else {
             throw TensorError.invalidArgument(op: modelName, message: "expects NHWC images [N, H, W, \(conv1.inChannels)], got \(x.shape)")
         }
-        var h = try relu(try bn1(try conv1(x)))
+        var h = relu(try bn1(try conv1(x)))
         h = try layer3(try layer2(try layer1(h)))
         let feature = try globalAvgPool(h)
         return (feature, try fc(feature))
@@ -101,7 +101,7 @@ public final class WideResNet: Module, Classifier {
             throw TensorError.invalidArgument(op: modelName, message: "expects NHWC images [N, H, W, \(conv1.inChannels)], got \(x.shape)")
         }
         var h = try block3(try block2(try block1(try conv1(x))))
-        h = try relu(try bn1(h))
+        h = relu(try bn1(h))
         let feature = try globalAvgPool(h)
         return (feature, try fc(feature))
     }

@@ -40,7 +40,7 @@ final class ShapeOpsTests: XCTestCase {
         for b in 0..<3 { for i in 0..<19 { for j in 0..<37 {
             XCTAssertEqual(y.ptr[(b * 37 + j) * 19 + i], x.ptr[(b * 19 + i) * 37 + j])
         } } }
-        let g = try gradOfSum(x) { try sum(try permute($0, [0, 2, 1]) * y) }
+        let g = try gradOfSum(x) { sum(try permute($0, [0, 2, 1]) * y) }
         XCTAssertEqual(g, x.array)   // ∂/∂x Σ permute(x)·permute(x)₀ = x
         let t = try transpose(try reshape(x, [57, 37]))
         XCTAssertEqual(t.shape, [37, 57])

@@ -3,7 +3,7 @@ import KDTensor
 /// `y = max(x, 0)` elementwise (PyTorch `nn.ReLU`; no parameters).
 public final class ReLU: Module, UnaryLayer {
     public override init() {}
-    public func callAsFunction(_ x: Tensor) throws -> Tensor { try relu(x) }
+    public func callAsFunction(_ x: Tensor) throws -> Tensor { relu(x) }
 }
 
 /// Flattens `[N, d1, d2, …]` to `[N, d1·d2·…]` (NHWC order: channels fastest).
