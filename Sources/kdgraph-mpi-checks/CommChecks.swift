@@ -1,5 +1,6 @@
 import KDComm
 import KDTensor
+import KDTools
 
 /// Multi-rank checks of the Comm layer. Each rank computes the expected values itself (closed forms or
 /// a one-process reference of the whole global batch) and every collective is issued on every rank

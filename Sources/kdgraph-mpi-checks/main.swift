@@ -1,6 +1,7 @@
 import Foundation
 import KDComm
 import KDTensor
+import KDTools
 
 // kdgraph-mpi-checks: multi-rank checks under a real `mpirun -np N` (Tests/mpi/run.sh).
 //

@@ -182,7 +182,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
 /// `W'[c, ki, kj, o] = W[o, k−1−ki, k−1−kj, c]` and padding `k − 1 − p`:
 /// `dx[n, i, j, c] = Σ_{ki,kj,o} dY[n, i + p − ki, j + p − kj, o] · W[o, ki, kj, c]`.
 /// Returns that convolution's geometry (over `dY`), or nil when the identity does not apply.
-func transposedBackwardGeometry(_ g: ConvGeometry, cout: Int) -> ConvGeometry? {
+package func transposedBackwardGeometry(_ g: ConvGeometry, cout: Int) -> ConvGeometry? {
     // Worth it when the dY columns (k²·Cout per input pixel) are not much wider than the dcol rows
     // (k²·Cin per output pixel) and the GEMM's output width Cin is not tiny (a 3-channel stem conv
     // keeps dcol + col2im).

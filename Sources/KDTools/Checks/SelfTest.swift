@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 import KDTensor
 
 /// `kdgraph selftest`: checks every collective of a `Communicator` against values each rank computes

@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 import KDTensor
 
 /// All-reduce timings over a range of message sizes (`kdgraph-mpi-checks --bench`).

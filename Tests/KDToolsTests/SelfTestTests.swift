@@ -1,6 +1,7 @@
 import XCTest
-@testable import KDComm
-@testable import KDTensor
+import KDComm
+import KDTestSupport
+@testable import KDTools
 
 final class SelfTestTests: XCTestCase {
     func testSelfTestPassesOnAWorldOfOne() throws {
@@ -28,5 +29,17 @@ final class SelfTestTests: XCTestCase {
         XCTAssertEqual(SelfTest.expectedBucketSum(5, 0, size: 4), 0)
         XCTAssertEqual(SelfTest.unevenCounts(5, base: 2), [2, 0, 4, 5, 0])
         XCTAssertEqual(SelfTest.jsonString("a\"b\n"), "\"a\\\"b\\n\"")
+    }
+
+    /// The whole self-test of `kdgraph selftest` (every collective and element type against closed
+    /// forms, the split and chunked paths, `allGatherRows`, buckets) passes on the in-process world.
+    func testSelfTestPassesOnEveryRank() throws {
+        for n in [2, 3, 4] {
+            let lines = try InProcessWorld(size: n).run { comm in
+                try SelfTest.run(comm: comm, failRank: nil, timings: false)
+            }
+            XCTAssertEqual(Set(lines).count, 1, "N = \(n): every rank reports the same line")
+            XCTAssertTrue(lines[0].hasPrefix("{\"ok\": true, \"ranks\": \(n),"), "N = \(n): \(lines[0])")
+        }
     }
 }

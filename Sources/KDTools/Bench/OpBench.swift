@@ -1,4 +1,5 @@
 import Foundation
+import KDTensor
 
 /// Op-level benchmarks (`kdgraph bench --ops`): forward + backward of conv2d and linear beside plain
 /// `cblas_sgemm` on exactly the same GEMM shapes, plus batchNorm and pooling timings.
