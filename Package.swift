@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "KDModels", dependencies: ["KDTensor", "KDComm", "KDFormats"],
                 swiftSettings: v5 + fastMath),
         // Losses: KD, RKD, PRG, VRM, spectral over the gathered global batch.
-        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats", "KDData", "CBLAS"],
+        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats", "KDData"],
                 swiftSettings: v5 + fastMath),
         // Training: config, the step, the run loop, metrics, checkpoint/resume.
         .target(name: "KDTrain", dependencies: [
