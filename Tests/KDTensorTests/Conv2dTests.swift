@@ -2,7 +2,8 @@ import XCTest
 @testable import KDTensor
 
 /// Direct-loop reference convolution (NHWC, weights [Cout, kh, kw, Cin]) in Double.
-private func naiveConv2d(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride s: Int, padding p: Int) -> (shape: [Int], values: [Float]) {
+private func naiveConv2d(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride s: Int,
+                         padding p: Int) -> (shape: [Int], values: [Float]) {
     let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (cout, kh, kw) = (w.shape[0], w.shape[1], w.shape[2])
     let ho = (h + 2 * p - kh) / s + 1, wo = (wd + 2 * p - kw) / s + 1
@@ -13,7 +14,8 @@ private func naiveConv2d(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride s: Int, 
             let ih = oh * s - p + ki, iw = ow * s - p + kj
             if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
             for c in 0..<cin {
-                acc += Double(x.ptr[((i * h + ih) * wd + iw) * cin + c]) * Double(w.ptr[((o * kh + ki) * kw + kj) * cin + c])
+                acc += Double(x.ptr[((i * h + ih) * wd + iw) * cin + c])
+                    * Double(w.ptr[((o * kh + ki) * kw + kj) * cin + c])
             }
         } }
         out[((i * ho + oh) * wo + ow) * cout + o] = Float(acc)
@@ -170,7 +172,8 @@ final class Conv2dTests: XCTestCase {
         XCTAssertThrowsError(try conv2d(x, weight: Tensor.zeros([2, 3, 3, 2]), bias: nil, stride: 1, padding: 0)) {
             XCTAssertEqual("\($0)", "conv2d: shape mismatch between [1, 4, 4, 3] and [2, 3, 3, 2]")
         }
-        XCTAssertThrowsError(try conv2d(x, weight: Tensor.zeros([2, 3, 3, 3]), bias: Tensor.zeros([3]), stride: 1, padding: 0)) {
+        XCTAssertThrowsError(try conv2d(x, weight: Tensor.zeros([2, 3, 3, 3]), bias: Tensor.zeros([3]),
+                                        stride: 1, padding: 0)) {
             XCTAssertEqual("\($0)", "conv2d (bias vs weight): shape mismatch between [3] and [2, 3, 3, 3]")
         }
         XCTAssertThrowsError(try conv2d(x, weight: Tensor.zeros([2, 5, 5, 3]), bias: nil, stride: 1, padding: 0)) {
