@@ -10,7 +10,9 @@ public final class ReLU: Module, UnaryLayer {
 public final class Flatten: Module, UnaryLayer {
     public override init() {}
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        guard x.rank >= 1 else { throw TensorError.invalidArgument(op: "Flatten", message: "needs a batch axis, got shape \(x.shape)") }
+        guard x.rank >= 1 else {
+            throw TensorError.invalidArgument(op: "Flatten", message: "needs a batch axis, got shape \(x.shape)")
+        }
         return try reshape(x, [x.shape[0], x.shape.dropFirst().reduce(1, *)])
     }
 }
