@@ -28,7 +28,9 @@ final class OpBenchTests: XCTestCase {
                 XCTAssertTrue((obj["error"] as? String)?.contains("does not fit input 6×6") == true, line)
                 continue
             }
-            for key in ["op", "shape", "ms", "gflops", "sgemm_gflops", "ratio"] { XCTAssertNotNil(obj[key], "\(key) in \(line)") }
+            for key in ["op", "shape", "ms", "gflops", "sgemm_gflops", "ratio"] {
+                XCTAssertNotNil(obj[key], "\(key) in \(line)")
+            }
             XCTAssertGreaterThan(obj["gflops"] as? Double ?? 0, 0)
         }
     }

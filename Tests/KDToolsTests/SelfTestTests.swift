@@ -17,7 +17,8 @@ final class SelfTestTests: XCTestCase {
     func testInjectedFailureThrowsOnThatRank() throws {
         let comm = try MPICommunicator.initialize()
         XCTAssertThrowsError(try SelfTest.run(comm: comm, failRank: 0, timings: false)) {
-            XCTAssertEqual("\($0)", "injected failure on rank 0: KDGRAPH_FAIL_RANK=0: selftest stops on purpose after the all-reduce checks")
+            XCTAssertEqual("\($0)", "injected failure on rank 0: KDGRAPH_FAIL_RANK=0: "
+                               + "selftest stops on purpose after the all-reduce checks")
         }
         XCTAssertNoThrow(try SelfTest.run(comm: comm, failRank: 1, timings: false), "other ranks are unaffected")
     }
