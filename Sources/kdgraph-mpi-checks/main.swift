@@ -44,7 +44,8 @@ while let a = argv.popFirst() {
         }
         timeout = v
     case "-h", "--help":
-        print("usage: kdgraph-mpi-checks [--list | --selftest | --fail-rank R | --hang-rank R | --bench] [--timeout S] [NAME-FILTER ...]")
+        print("usage: kdgraph-mpi-checks [--list | --selftest | --fail-rank R | --hang-rank R | --bench] "
+              + "[--timeout S] [NAME-FILTER ...]")
         exit(0)
     default: filters.append(a)
     }
