@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "KDModels", dependencies: ["KDTensor", "KDComm", "KDFormats"],
                 swiftSettings: v5 + fastMath),
         // Losses: KD, RKD, PRG, VRM, spectral over the gathered global batch.
-        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats", "KDData", "CBLAS"],
+        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats", "KDData"],
                 swiftSettings: v5 + fastMath),
         // Training: config, the step, the run loop, metrics, checkpoint/resume.
         .target(name: "KDTrain", dependencies: [
@@ -54,8 +54,9 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5 + fastMath),
-        // What measures or checks training, kept out of the training libraries: the step and op
-        // benchmarks, the loss projection, scaling reports, the loss conformance harness.
+        // What measures or checks training, kept out of the training libraries: the step, op and
+        // communication benchmarks, the loss projection, scaling reports, the loss conformance harness,
+        // the communication self-test (`kdgraph selftest`, `kdgraph-mpi-checks --selftest`).
         .target(name: "KDTools", dependencies: ["KDTrain", "KDTensor", "KDComm", "KDData", "KDLosses", "KDFormats"],
                 swiftSettings: v5 + fastMath),
         .executableTarget(name: "kdgraph", dependencies: [
@@ -63,7 +64,7 @@ let package = Package(
         ], swiftSettings: v5),
         // Multi-rank checks run under a real `mpirun -np 2/4` by Tests/mpi/run.sh.
         .executableTarget(name: "kdgraph-mpi-checks", dependencies: [
-            "KDTrain", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData",
+            "KDTrain", "KDTools", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData",
         ], swiftSettings: v5 + fastMath),
 
         // Tests only: `InProcessWorld`, N ranks as threads of one process (docs/communication.md).
@@ -80,7 +81,8 @@ let package = Package(
                     resources: [.copy("Fixtures")], swiftSettings: v5),
         .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm", "KDData", "KDLosses", "KDModels",
                                                          "KDTestSupport"], swiftSettings: v5),
-        .testTarget(name: "KDToolsTests", dependencies: ["KDTools", "KDTrain", "KDData", "KDLosses", "KDTensor"],
+        .testTarget(name: "KDToolsTests", dependencies: ["KDTools", "KDTrain", "KDData", "KDLosses", "KDTensor",
+                                                         "KDComm", "KDTestSupport"],
                     swiftSettings: v5),
     ]
 )

@@ -25,7 +25,7 @@ public final class Watchdog: @unchecked Sendable {
     /// Called (on the watchdog thread) with the message when a collective overruns; must not return.
     public var onTimeout: ((String) -> Never)?
 
-    init() {
+    package init() {
         lock = .allocate(capacity: 1)
         pthread_mutex_init(lock, nil)
         timeout = Watchdog.environmentTimeout() ?? 300

@@ -121,17 +121,22 @@ public struct NPYHeader: Equatable, Sendable {
         var parser = PyLiteralParser(bytes: text, path: path)
         let dict = try parser.parseHeaderDict()
 
-        guard let descrValue = dict["descr"] else { throw NPYError.malformedHeader(path: path, reason: "missing key 'descr'") }
+        guard let descrValue = dict["descr"] else {
+            throw NPYError.malformedHeader(path: path, reason: "missing key 'descr'")
+        }
         guard let fortranValue = dict["fortran_order"] else {
             throw NPYError.malformedHeader(path: path, reason: "missing key 'fortran_order'")
         }
-        guard let shapeValue = dict["shape"] else { throw NPYError.malformedHeader(path: path, reason: "missing key 'shape'") }
+        guard let shapeValue = dict["shape"] else {
+            throw NPYError.malformedHeader(path: path, reason: "missing key 'shape'")
+        }
         guard case let .string(descr) = descrValue else {
             throw NPYError.unsupportedDType(path: path, descr: descrValue.pythonText)
         }
         guard let dtype = NPYDType(descr: descr) else { throw NPYError.unsupportedDType(path: path, descr: descr) }
         guard case let .bool(fortran) = fortranValue else {
-            throw NPYError.malformedHeader(path: path, reason: "'fortran_order' must be True or False, got \(fortranValue.pythonText)")
+            throw NPYError.malformedHeader(path: path, reason: "'fortran_order' must be True or False, "
+                                           + "got \(fortranValue.pythonText)")
         }
         guard case let .tuple(items) = shapeValue else {
             throw NPYError.malformedHeader(path: path, reason: "'shape' must be a tuple, got \(shapeValue.pythonText)")
@@ -140,7 +145,8 @@ public struct NPYHeader: Equatable, Sendable {
         var count = 1
         for item in items {
             guard case let .int(d) = item, d >= 0 else {
-                throw NPYError.malformedHeader(path: path, reason: "'shape' entries must be non-negative integers, got \(shapeValue.pythonText)")
+                throw NPYError.malformedHeader(path: path, reason: "'shape' entries must be non-negative integers, "
+                                               + "got \(shapeValue.pythonText)")
             }
             let (p, o) = count.multipliedReportingOverflow(by: d)
             guard !o, p <= Int.max / 16 else {
@@ -156,7 +162,8 @@ public struct NPYHeader: Equatable, Sendable {
     }
 
     public static func == (a: NPYHeader, b: NPYHeader) -> Bool {
-        a.major == b.major && a.minor == b.minor && a.dtype == b.dtype && a.shape == b.shape && a.dataOffset == b.dataOffset
+        a.major == b.major && a.minor == b.minor && a.dtype == b.dtype && a.shape == b.shape
+            && a.dataOffset == b.dataOffset
     }
 }
 

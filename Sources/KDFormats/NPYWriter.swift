@@ -15,7 +15,8 @@ public enum NPYWriter {
     /// a 64-byte boundary) for `dtype` and `shape`. Version 1 uses a 2-byte length, 2 and 3 a 4-byte one.
     public static func header(dtype: NPYDType, shape: [Int], version: Int = 1) -> [UInt8] {
         precondition((1...3).contains(version), "npy version must be 1, 2 or 3")
-        let shapeText = shape.isEmpty ? "()" : "(" + shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? ",)" : ")")
+        let shapeText = shape.isEmpty
+            ? "()" : "(" + shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? ",)" : ")")
         var dict = Array("{'descr': '\(dtype.rawValue)', 'fortran_order': False, 'shape': \(shapeText), }".utf8)
         let prefix = version == 1 ? 10 : 12
         let total = (prefix + dict.count + 1 + 63) / 64 * 64

@@ -57,7 +57,8 @@ public enum Safetensors {
             let begin = data.count
             data.append(contentsOf: t.bytes)
             let shape = t.shape.map(String.init).joined(separator: ",")
-            entries.append("\(SafetensorsJSON.quote(name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(begin),\(data.count)]}")
+            entries.append("\(SafetensorsJSON.quote(name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],"
+                           + "\"data_offsets\":[\(begin),\(data.count)]}")
         }
         var meta = metadata
         meta[legacyDataChecksumKey] = nil
@@ -184,7 +185,8 @@ public enum Safetensors {
             }
             let (bytes, o) = elements.multipliedReportingOverflow(by: dtype.byteSize)
             guard !o, bytes == end - begin else {
-                throw bad("dtype \(dtype.rawValue) shape \(shape) needs \(o ? "too many" : String(bytes)) bytes, data_offsets [\(begin), \(end)] hold \(end - begin)")
+                throw bad("dtype \(dtype.rawValue) shape \(shape) needs \(o ? "too many" : String(bytes)) bytes, "
+                          + "data_offsets [\(begin), \(end)] hold \(end - begin)")
             }
             entries.append((name, dtype, shape, begin, end))
         }

@@ -15,7 +15,9 @@ public enum SafetensorsIO {
         guard fd >= 0 else { throw SafetensorsError.io(file: path, message: "cannot open: \(errno_message())") }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SafetensorsError.io(file: path, message: "cannot stat: \(errno_message())") }
+        guard fstat(fd, &st) == 0 else {
+            throw SafetensorsError.io(file: path, message: "cannot stat: \(errno_message())")
+        }
         let size = Int(st.st_size)
         var out = [UInt8](repeating: 0, count: size)
         var done = 0

@@ -26,7 +26,9 @@ public struct SafetensorsTensor: Equatable, Sendable {
     public init(shape: [Int], floats: UnsafeBufferPointer<Float>) {
         var b = [UInt8](repeating: 0, count: floats.count * 4)
         b.withUnsafeMutableBytes { raw in
-            for (i, v) in floats.enumerated() { raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            for (i, v) in floats.enumerated() {
+                raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
+            }
         }
         self.init(dtype: .F32, shape: shape, bytes: b)
     }
@@ -39,7 +41,9 @@ public struct SafetensorsTensor: Equatable, Sendable {
     public init(shape: [Int], doubles: [Double]) {
         var b = [UInt8](repeating: 0, count: doubles.count * 8)
         b.withUnsafeMutableBytes { raw in
-            for (i, v) in doubles.enumerated() { raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 8 * i, as: UInt64.self) }
+            for (i, v) in doubles.enumerated() {
+                raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 8 * i, as: UInt64.self)
+            }
         }
         self.init(dtype: .F64, shape: shape, bytes: b)
     }
@@ -48,7 +52,9 @@ public struct SafetensorsTensor: Equatable, Sendable {
     public init(shape: [Int], int64s: [Int64]) {
         var b = [UInt8](repeating: 0, count: int64s.count * 8)
         b.withUnsafeMutableBytes { raw in
-            for (i, v) in int64s.enumerated() { raw.storeBytes(of: v.littleEndian, toByteOffset: 8 * i, as: Int64.self) }
+            for (i, v) in int64s.enumerated() {
+                raw.storeBytes(of: v.littleEndian, toByteOffset: 8 * i, as: Int64.self)
+            }
         }
         self.init(dtype: .I64, shape: shape, bytes: b)
     }
@@ -97,7 +103,8 @@ public struct SafetensorsTensor: Equatable, Sendable {
         if dtype == .F32 {
             bytes.withUnsafeBytes { raw in
                 for i in 0..<elementCount {
-                    dst[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                    dst[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i,
+                                                                                      as: UInt32.self)))
                 }
             }
         } else {
@@ -109,7 +116,9 @@ public struct SafetensorsTensor: Equatable, Sendable {
     public func int64Values() -> [Int64] {
         if dtype == .I64 {
             return bytes.withUnsafeBytes { raw in
-                (0..<elementCount).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+                (0..<elementCount).map {
+                    Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))
+                }
             }
         }
         return floatValues().map { $0.isFinite && abs($0) < 9.2e18 ? Int64($0) : 0 }

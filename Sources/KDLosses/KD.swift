@@ -4,10 +4,12 @@ import KDTensor
 /// Knowledge distillation (Hinton et al. 2015; source: mdistiller `distillers/KD.py`), with an
 /// optional supervised cross-entropy, as one fused op over the rows `rows` of global logits:
 ///
-///     share = T² · (1/n) Σ_{i∈rows} KL(σ(z^T_i/T) ‖ σ(z^S_i/T))  +  w_CE · (1/n) Σ_{i∈rows} CE(z^S_i, y_i)
+///     share = T² · (1/n) Σ_{i∈rows} KL(σ(z^T_i/T) ‖ σ(z^S_i/T))
+///             +  w_CE · (1/n) Σ_{i∈rows} CE(z^S_i, y_i)
 ///
 /// `n` (`count`) is the global number of rows, so the shares of disjoint row ranges add up to the
-/// one-process loss. Backward: `∂/∂z^S_i = (T/n)(σ(z^S_i/T) − σ(z^T_i/T)) + (w_CE/n)(σ(z^S_i) − onehot(y_i))`.
+/// one-process loss. Backward:
+/// `∂/∂z^S_i = (T/n)(σ(z^S_i/T) − σ(z^T_i/T)) + (w_CE/n)(σ(z^S_i) − onehot(y_i))`.
 /// The student may be the gathered global matrix or only the local rows (`rows` indexes `student`).
 /// Terms: `kd` and `ce` (shares, unweighted).
 public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = 4, rows: Range<Int>? = nil,
@@ -22,7 +24,9 @@ public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = 4, row
     let rows = rows ?? 0..<n
     try checkRows(name, rows, n)
     let total = count ?? n
-    guard total > 0 else { throw LossError.invalidArgument(loss: name, message: "normaliser count must be > 0, got \(total)") }
+    guard total > 0 else {
+        throw LossError.invalidArgument(loss: name, message: "normaliser count must be > 0, got \(total)")
+    }
     if ceWeight != 0 {
         guard let labels else { throw LossError.missingInput(loss: "kd (ce_weight \(ceWeight))", input: "labels") }
         guard labels.count == n else {
@@ -62,7 +66,8 @@ public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = 4, row
 
 /// Supervised cross-entropy `(1/n) Σ_{i∈rows} −log σ(z_i)_{y_i}` as one fused op (`n` = `count`, the
 /// global row count). Backward: `(σ(z_i) − onehot(y_i)) / n`. Term: `ce`.
-public func crossEntropyLoss(logits: Tensor, labels: [Int], rows: Range<Int>? = nil, count: Int? = nil) throws -> LossShare {
+public func crossEntropyLoss(logits: Tensor, labels: [Int], rows: Range<Int>? = nil,
+                             count: Int? = nil) throws -> LossShare {
     let name = "ce"
     try check2D(name, "logits", logits)
     let n = logits.shape[0], c = logits.shape[1]
@@ -72,7 +77,9 @@ public func crossEntropyLoss(logits: Tensor, labels: [Int], rows: Range<Int>? = 
     let rows = rows ?? 0..<n
     try checkRows(name, rows, n)
     let total = count ?? n
-    guard total > 0 else { throw LossError.invalidArgument(loss: name, message: "normaliser count must be > 0, got \(total)") }
+    guard total > 0 else {
+        throw LossError.invalidArgument(loss: name, message: "normaliser count must be > 0, got \(total)")
+    }
     let grad: Tensor? = needsGrad(logits) ? Tensor.zeros(logits.shape) : nil
     var scratch = [Double](repeating: 0, count: c)
     var ce = 0.0
@@ -93,7 +100,9 @@ public func crossEntropyLoss(logits: Tensor, labels: [Int], rows: Range<Int>? = 
 public struct KDTerm: LossTerm {
     public let kind = "kd"
     public var weight: Float, temperature: Float, ceWeight: Float
-    public var needs: LossNeeds { ceWeight != 0 ? [.studentLogits, .teacherLogits, .labels] : [.studentLogits, .teacherLogits] }
+    public var needs: LossNeeds {
+        ceWeight != 0 ? [.studentLogits, .teacherLogits, .labels] : [.studentLogits, .teacherLogits]
+    }
     public func evaluate(_ x: LossInputs) throws -> LossShare {
         try x.validate(kind)
         let zs = try x.require(x.studentLogits, kind, "student logits")

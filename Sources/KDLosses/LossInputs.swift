@@ -59,7 +59,8 @@ public struct LossInputs {
     /// Validates the layout (batch, views, shard) for the loss `loss`.
     func validate(_ loss: String) throws {
         guard batchSize > 0, views > 0 else {
-            throw LossError.invalidArgument(loss: loss, message: "batch size \(batchSize) and views \(views) must be > 0")
+            throw LossError.invalidArgument(loss: loss,
+                                            message: "batch size \(batchSize) and views \(views) must be > 0")
         }
         guard shard.lowerBound >= 0, shard.upperBound <= batchSize else {
             throw LossError.invalidArgument(loss: loss, message: "shard \(shard) outside the batch 0..<\(batchSize)")
@@ -70,7 +71,8 @@ public struct LossInputs {
     func require(_ t: Tensor?, _ loss: String, _ input: String) throws -> Tensor {
         guard let t else { throw LossError.missingInput(loss: loss, input: input) }
         guard t.rank == 2, t.shape[0] == rowCount else {
-            throw LossError.invalidArgument(loss: loss, message: "\(input) has shape \(t.shape), expected [\(rowCount), *] (batch \(batchSize) × views \(views))")
+            throw LossError.invalidArgument(loss: loss, message: "\(input) has shape \(t.shape), expected "
+                                            + "[\(rowCount), *] (batch \(batchSize) × views \(views))")
         }
         return t
     }
@@ -80,6 +82,7 @@ public struct LossInputs {
         guard let labels else { throw LossError.missingInput(loss: loss, input: "labels") }
         if labels.count == rowCount { return labels }
         if labels.count == batchSize { return (0..<rowCount).map { labels[$0 / views] } }
-        throw LossError.invalidArgument(loss: loss, message: "\(labels.count) labels for batch \(batchSize) × views \(views)")
+        throw LossError.invalidArgument(loss: loss,
+                                        message: "\(labels.count) labels for batch \(batchSize) × views \(views)")
     }
 }

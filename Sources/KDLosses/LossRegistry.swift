@@ -17,12 +17,14 @@ public enum LossRegistry {
     public static func descriptor(_ kind: String) throws -> LossDescriptor {
         let k = kind.lowercased()
         for d in extra + all where d.kind == k { return d }
-        throw LossError.config("unknown loss kind '\(kind)' (known: \((all + extra).map(\.kind).joined(separator: ", ")))")
+        let known = (all + extra).map(\.kind).joined(separator: ", ")
+        throw LossError.config("unknown loss kind '\(kind)' (known: \(known))")
     }
 
     /// Builds `kind` with weight `weight`, reading its parameters from `reader` (which rejects unread keys
     /// when the caller finishes it).
-    public static func make(_ kind: String, weight: Float, reader: inout any LossParameterReader) throws -> any LossTerm {
+    public static func make(_ kind: String, weight: Float,
+                            reader: inout any LossParameterReader) throws -> any LossTerm {
         try descriptor(kind).make(weight, &reader)
     }
 

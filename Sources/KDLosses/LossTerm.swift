@@ -55,7 +55,9 @@ public struct LossObjective {
             let suffix = seen[t.kind]! > 1 ? "#\(seen[t.kind]!)" : ""
             for (name, v) in r.terms {
                 let base = "loss/\(t.kind)"
-                named.append((name.hasPrefix(base) && !suffix.isEmpty ? base + suffix + name.dropFirst(base.count) : name, v))
+                let renamed = name.hasPrefix(base) && !suffix.isEmpty
+                    ? base + suffix + name.dropFirst(base.count) : name
+                named.append((renamed, v))
             }
         }
         return LossShare(value: weightedScalarSum(parts), terms: named)

@@ -44,7 +44,8 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
     try check2D(name, "teacher logits", zt, rows: n, cols: c)
     try check2D(name, "proxies", proxies, rows: c, cols: d)
     guard p.temperature > 0, p.edgeTemperature > 0 else {
-        throw LossError.invalidArgument(loss: name, message: "temperature \(p.temperature) and edge_temperature \(p.edgeTemperature) must be > 0")
+        throw LossError.invalidArgument(loss: name, message: "temperature \(p.temperature) and edge_temperature "
+                                        + "\(p.edgeTemperature) must be > 0")
     }
     let rows = rows ?? 0..<n
     try checkRows(name, rows, n)
@@ -177,11 +178,13 @@ public struct PRGTerm: LossTerm {
     static func runFixture(_ f: any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)]) {
         let feats = try f.input("teacher_features"), prompts = try f.input("prompt_embeddings")
         let s = try f.input("student_embedding"), zs = try f.input("student_logits")
-        let (zt, proxies) = try prgTeacher(features: feats, prompts: prompts, clipScale: Float(f.parameter("clip_scale", 100)))
+        let (zt, proxies) = try prgTeacher(features: feats, prompts: prompts,
+                                           clipScale: Float(f.parameter("clip_scale", 100)))
         s.requiresGrad = true; zs.requiresGrad = true
         let p = PRGParameters(temperature: Float(f.parameter("temperature", 4)),
                               edgeTemperature: Float(f.parameter("edge_temperature", 0.1)),
-                              nodeWeight: Float(f.parameter("node_weight", 1)), edgeWeight: Float(f.parameter("edge_weight", 1)),
+                              nodeWeight: Float(f.parameter("node_weight", 1)),
+                              edgeWeight: Float(f.parameter("edge_weight", 1)),
                               pseudoLabelWeight: Float(f.parameter("pseudo_label_weight", 1)))
         let r = try prgLoss(studentEmbedding: s, studentLogits: zs, teacherEmbedding: feats, teacherLogits: zt,
                             proxies: proxies, parameters: p)

@@ -11,7 +11,8 @@ import KDTensor
 ///
 /// `features` is `[n, D]`, `prompts` `[K, C, D]` (or `[C, D]` for `K = 1`: a network teacher's
 /// classifier rows). Returns `logits` `[n, C]` and `proxies` `[C, D]`.
-public func prgTeacher(features: Tensor, prompts: Tensor, clipScale: Float = 100) throws -> (logits: Tensor, proxies: Tensor) {
+public func prgTeacher(features: Tensor, prompts: Tensor,
+                       clipScale: Float = 100) throws -> (logits: Tensor, proxies: Tensor) {
     let name = "prg teacher"
     try check2D(name, "teacher features", features)
     let n = features.shape[0], d = features.shape[1]
@@ -20,12 +21,15 @@ public func prgTeacher(features: Tensor, prompts: Tensor, clipScale: Float = 100
     case 2: k = 1; c = prompts.shape[0]
     case 3: k = prompts.shape[0]; c = prompts.shape[1]
     default:
-        throw LossError.invalidArgument(loss: name, message: "prompt embeddings must be [K, C, D] or [C, D], got \(prompts.shape)")
+        throw LossError.invalidArgument(loss: name,
+                                        message: "prompt embeddings must be [K, C, D] or [C, D], got \(prompts.shape)")
     }
     guard prompts.shape[prompts.rank - 1] == d else {
         throw TensorError.shapeMismatch(op: "\(name) (features vs prompts)", lhs: features.shape, rhs: prompts.shape)
     }
-    guard k > 0, c > 0 else { throw LossError.invalidArgument(loss: name, message: "empty prompt set \(prompts.shape)") }
+    guard k > 0, c > 0 else {
+        throw LossError.invalidArgument(loss: name, message: "empty prompt set \(prompts.shape)")
+    }
     return withNoGrad {
         let nf = Tensor(uninitializedShape: [n, d]), nfNorm = Tensor(uninitializedShape: [n])
         normalizeRows(features.ptr, rows: n, cols: d, into: nf.ptr, norms: nfNorm.ptr)

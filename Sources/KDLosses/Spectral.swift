@@ -8,7 +8,8 @@ func spectralEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: 
     do {
         return try symmetricEigen(a, n: n)
     } catch {
-        throw LossError.invalidArgument(loss: "spectral", message: "eigen-decomposition of the \(n)×\(n) teacher Laplacian failed: \(error)")
+        throw LossError.invalidArgument(loss: "spectral", message: "eigen-decomposition of the \(n)×\(n) "
+                                        + "teacher Laplacian failed: \(error)")
     }
 }
 
@@ -149,8 +150,8 @@ public struct SpectralTerm: LossTerm {
         let kk: Int
         if let k { kk = k } else {
             guard let c = x.studentLogits?.shape.last ?? x.proxies?.shape.first else {
-                throw LossError.invalidArgument(loss: kind,
-                                                message: "k not set and the class count is unknown (no logits or proxies)")
+                throw LossError.invalidArgument(loss: kind, message: "k not set and the class count is unknown "
+                                                + "(no logits or proxies)")
             }
             kk = max(1, min(c, n / 2))
         }
@@ -168,7 +169,9 @@ public struct SpectralTerm: LossTerm {
     /// Fixture `spectral`: inputs `student`, `teacher`; parameter `k` (required).
     static func runFixture(_ f: any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)]) {
         let s = try f.input("student"), t = try f.input("teacher")
-        guard f.hasParameter("k") else { throw LossError.invalidArgument(loss: "spectral", message: "the case needs params.k") }
+        guard f.hasParameter("k") else {
+            throw LossError.invalidArgument(loss: "spectral", message: "the case needs params.k")
+        }
         s.requiresGrad = true
         let r = try spectralLoss(student: s, teacher: t, k: Int(f.parameter("k", 1)))
         r.value.backward()

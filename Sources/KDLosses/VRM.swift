@@ -63,8 +63,8 @@ public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double)
 /// and taken with weight `|shard|/B`. Edges are built pair by pair (never `(2B)²·C` floats at once);
 /// memory `O(M·C)`. Backward fused: Huber', then through each `n(·)`, then through the standardisation
 /// `dz = dy − mean(dy)`. Terms: `inter_sample`, `inter_class`, `kd` (shares, unweighted).
-public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, parameters p: VRMParameters = VRMParameters(),
-                    shard: Range<Int>? = nil) throws -> LossShare {
+public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
+                    parameters p: VRMParameters = VRMParameters(), shard: Range<Int>? = nil) throws -> LossShare {
     let name = "vrm"
     try check2D(name, "student logits", zs)
     try check2D(name, "teacher logits", zt, rows: zs.shape[0], cols: zs.shape[1])
@@ -72,10 +72,12 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, para
         throw LossError.invalidArgument(loss: name, message: "needs views >= 2 (real and virtual), got \(views)")
     }
     guard zs.shape[0] % views == 0 else {
-        throw LossError.invalidArgument(loss: name, message: "\(zs.shape[0]) logit rows are not \(views) views per sample")
+        throw LossError.invalidArgument(loss: name,
+                                        message: "\(zs.shape[0]) logit rows are not \(views) views per sample")
     }
     guard p.delta > 0, p.temperature > 0, p.pruneFraction >= 0, p.pruneFraction <= 1 else {
-        throw LossError.invalidArgument(loss: name, message: "delta \(p.delta), temperature \(p.temperature) must be > 0 and q \(p.pruneFraction) in [0, 1]")
+        throw LossError.invalidArgument(loss: name, message: "delta \(p.delta), temperature \(p.temperature) "
+                                        + "must be > 0 and q \(p.pruneFraction) in [0, 1]")
     }
     let c = zs.shape[1], b = zs.shape[0] / views
     guard b > 0 else { throw LossError.invalidArgument(loss: name, message: "empty batch") }
@@ -114,8 +116,9 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, para
     /// `Σ Huber_δ` to the return value and, with `scale`, the gradient into `ga` (+) and `gb` (−).
     let vs = Tensor(uninitializedShape: [max(mCount, c)]), vt = Tensor(uninitializedShape: [max(mCount, c)])
     @inline(__always)
-    func edge(_ aS: UnsafePointer<Float>, _ bS: UnsafePointer<Float>, _ aT: UnsafePointer<Float>, _ bT: UnsafePointer<Float>,
-              stride st: Int, len: Int, scale: Float, ga: UnsafeMutablePointer<Float>?, gb: UnsafeMutablePointer<Float>?) -> Double {
+    func edge(_ aS: UnsafePointer<Float>, _ bS: UnsafePointer<Float>, _ aT: UnsafePointer<Float>,
+              _ bT: UnsafePointer<Float>, stride st: Int, len: Int, scale: Float,
+              ga: UnsafeMutablePointer<Float>?, gb: UnsafeMutablePointer<Float>?) -> Double {
         let u = vs.ptr, v = vt.ptr
         var s2 = 0.0, t2 = 0.0
         for q in 0..<len {
@@ -206,7 +209,8 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2, para
         }
     }
     let kdShare = T * T * kl / Double(b)
-    let share = Double(p.interSampleWeight) * isShare + Double(p.interClassWeight) * icShare + Double(p.kdWeight) * kdShare
+    let share = Double(p.interSampleWeight) * isShare + Double(p.interClassWeight) * icShare
+        + Double(p.kdWeight) * kdShare
     let out = scalarTensor(share)
     recordFused(name, output: out, inputs: [zs], grads: [grad])
     return LossShare(value: out, terms: [("inter_sample", isShare), ("inter_class", icShare), ("kd", kdShare)])
@@ -251,7 +255,8 @@ public struct VRMTerm: LossTerm {
         let r = try vrmLoss(student: zs, teacher: zt, views: 2, parameters: p)
         r.value.backward()
         let g = zs.grad ?? Tensor.zeros(zs.shape)
-        return (Double(r.value.item), [("grad_student_logits_real", view(g, 0)), ("grad_student_logits_virtual", view(g, 1))])
+        return (Double(r.value.item),
+                [("grad_student_logits_real", view(g, 0)), ("grad_student_logits_virtual", view(g, 1))])
     }
 
     /// `[B, C]` real and virtual → `[2B, C]` sample-major.

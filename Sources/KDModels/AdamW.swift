@@ -26,7 +26,8 @@ public final class AdamW: Optimizer {
                 beta2: Double = 0.999, eps: Double = 1e-8, weightDecay: Double = 1e-2,
                 decayRule: WeightDecayRule = .skipBiasAndNorm) throws {
         guard learningRate >= 0, weightDecay >= 0, eps >= 0, (0..<1).contains(beta1), (0..<1).contains(beta2) else {
-            throw ModelError.invalidArgument("AdamW: need lr ≥ 0, weight decay ≥ 0, eps ≥ 0, betas in [0, 1) (got \(learningRate), \(weightDecay), \(eps), \(beta1), \(beta2))")
+            throw ModelError.invalidArgument("AdamW: need lr ≥ 0, weight decay ≥ 0, eps ≥ 0, betas in [0, 1) "
+                                             + "(got \(learningRate), \(weightDecay), \(eps), \(beta1), \(beta2))")
         }
         self.parameters = parameters
         self.learningRate = learningRate
@@ -85,7 +86,8 @@ public final class AdamW: Optimizer {
             let b = try restoreSlot(tensors, "\(name).exp_avg_sq", like: p)
             let st = tensors["\(name).step"]
             if (a == nil) != (b == nil) || (a != nil && st == nil) {
-                throw ModelError.stateMismatch("optimizer state: incomplete AdamW state for '\(name)' (exp_avg, exp_avg_sq, step)")
+                throw ModelError.stateMismatch("optimizer state: incomplete AdamW state for '\(name)' "
+                                               + "(exp_avg, exp_avg_sq, step)")
             }
             if stepCount > 0 && a == nil {
                 throw ModelError.stateMismatch("optimizer state: missing '\(name).exp_avg' for step \(stepCount)")

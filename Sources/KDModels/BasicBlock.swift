@@ -28,10 +28,10 @@ public final class BasicBlock: Module, UnaryLayer {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        var out = try relu(try bn1(try conv1(x)))
+        var out = relu(try bn1(try conv1(x)))
         out = try bn2(try conv2(out))
         let residual = try downsample?(x) ?? x
-        return try relu(try add(out, residual))
+        return relu(try add(out, residual))
     }
 }
 
@@ -60,8 +60,8 @@ public final class WideBasicBlock: Module, UnaryLayer {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        let a = try relu(try bn1(x))
-        let out = try conv2(try relu(try bn2(try conv1(a))))
+        let a = relu(try bn1(x))
+        let out = try conv2(relu(try bn2(try conv1(a))))
         if let convShortcut { return try add(out, try convShortcut(a)) }
         return try add(out, x)
     }

@@ -164,17 +164,27 @@ public enum Checkpoint {
         // PyTorch's BatchNorm accepts a state_dict without num_batches_tracked (it starts from 0): so do we.
         let missing = entries.map(\.name).filter { f.tensors[$0] == nil && !$0.hasSuffix("num_batches_tracked") }
         let unexpected = fileNames.filter { !expected.contains($0) }
-        if !missing.isEmpty { problems.append("missing \(missing.count): " + missing.prefix(5).joined(separator: ", ") + (missing.count > 5 ? ", …" : "")) }
-        if !unexpected.isEmpty { problems.append("unexpected \(unexpected.count): " + unexpected.prefix(5).joined(separator: ", ") + (unexpected.count > 5 ? ", …" : "")) }
+        if !missing.isEmpty {
+            problems.append("missing \(missing.count): " + missing.prefix(5).joined(separator: ", ")
+                            + (missing.count > 5 ? ", …" : ""))
+        }
+        if !unexpected.isEmpty {
+            problems.append("unexpected \(unexpected.count): " + unexpected.prefix(5).joined(separator: ", ")
+                            + (unexpected.count > 5 ? ", …" : ""))
+        }
         var shapes: [String] = []
         for e in entries {
             guard let t = f.tensors[e.name] else { continue }
             let want = exportedShape(e.tensor.shape, e.layout)
             if t.shape != want { shapes.append("\(e.name): checkpoint \(t.shape) vs model \(want)") }
         }
-        if !shapes.isEmpty { problems.append("shape mismatch \(shapes.count): " + shapes.prefix(5).joined(separator: "; ") + (shapes.count > 5 ? "; …" : "")) }
+        if !shapes.isEmpty {
+            problems.append("shape mismatch \(shapes.count): " + shapes.prefix(5).joined(separator: "; ")
+                            + (shapes.count > 5 ? "; …" : ""))
+        }
         guard problems.isEmpty else {
-            throw ModelError.checkpoint(file: f.file, message: "does not match the model: " + problems.joined(separator: "; "))
+            throw ModelError.checkpoint(file: f.file,
+                                        message: "does not match the model: " + problems.joined(separator: "; "))
         }
         let halves = entries.compactMap { e in
             f.tensors[e.name].flatMap { [.F16, .BF16].contains($0.dtype) ? e.name : nil }
@@ -220,11 +230,13 @@ public enum Checkpoint {
     }
 
     /// File tensor → internal tensor (inverse of `export`; any numeric dtype is converted to Float).
-    static func importTensor(_ s: SafetensorsTensor, layout: ParameterLayout, file: String, name: String) throws -> Tensor {
+    static func importTensor(_ s: SafetensorsTensor, layout: ParameterLayout, file: String,
+                             name: String) throws -> Tensor {
         let values = s.floatValues()
         guard layout == .convOHWI else { return Tensor(shape: s.shape, data: values) }
         guard s.shape.count == 4 else {
-            throw ModelError.checkpoint(file: file, message: "tensor '\(name)': conv weight must be 4-D, got \(s.shape)")
+            throw ModelError.checkpoint(file: file,
+                                        message: "tensor '\(name)': conv weight must be 4-D, got \(s.shape)")
         }
         let (o, i, kh, kw) = (s.shape[0], s.shape[1], s.shape[2], s.shape[3])
         let t = Tensor(uninitializedShape: [o, kh, kw, i])

@@ -22,7 +22,8 @@ public enum Interop {
         model.eval()
         let (feature, logits) = try withNoGrad { try model(input) }
         let dir = directory.hasSuffix("/") ? directory : directory + "/"
-        try Safetensors.write(Checkpoint.modelTensors(model), metadata: ["model": model.modelName], to: dir + "model.safetensors")
+        try Safetensors.write(Checkpoint.modelTensors(model), metadata: ["model": model.modelName],
+                              to: dir + "model.safetensors")
         try writeNPY(input, to: dir + "input.npy")
         try writeNPY(logits, to: dir + "logits.npy")
         try writeNPY(feature, to: dir + "feature.npy")
@@ -38,7 +39,8 @@ public enum Interop {
             let trainLogits = try model(input).logits
             Tape.backward(trainLogits, seed: r)
             let grads = model.stateEntries().filter { !$0.isBuffer }.map { e in
-                (e.name, Checkpoint.export(e.tensor.grad ?? Tensor.zeros(e.tensor.shape), layout: e.layout, integer: false))
+                (e.name, Checkpoint.export(e.tensor.grad ?? Tensor.zeros(e.tensor.shape), layout: e.layout,
+                                           integer: false))
             }
             try Safetensors.write(grads, to: dir + "grads.safetensors")
             try writeNPY(r, to: dir + "grad_weights.npy")
@@ -78,7 +80,8 @@ public enum Interop {
         }
         let image = (m["image_size"] as? [Int]) ?? [32, 32]
         let hidden = (m["hidden_sizes"] as? [Int]) ?? []
-        let model = try ModelZoo.make(name: name, classes: classes, inputChannels: channels, imageSize: image, hiddenSizes: hidden)
+        let model = try ModelZoo.make(name: name, classes: classes, inputChannels: channels, imageSize: image,
+                                      hiddenSizes: hidden)
         try Checkpoint.loadWeights(path: dir + "torch_model.safetensors", into: model)
         let inputArray = try NPYArray(path: dir + "input.npy")
         let input = Tensor(shape: inputArray.shape, data: inputArray.floatArray())
@@ -90,9 +93,12 @@ public enum Interop {
                 throw ModelError.invalidArgument("interop \(path): \(ref.count) values, KDGraph produced \(a.count)")
             }
             var diff = 0.0, scale = 1e-12
-            for i in 0..<a.count { diff = max(diff, Double(abs(a.ptr[i] - ref[i]))); scale = max(scale, Double(abs(ref[i]))) }
+            for i in 0..<a.count {
+                diff = max(diff, Double(abs(a.ptr[i] - ref[i]))); scale = max(scale, Double(abs(ref[i])))
+            }
             return diff / scale
         }
-        return (try relativeError(logits, dir + "torch_logits.npy"), try relativeError(feature, dir + "torch_feature.npy"))
+        return (try relativeError(logits, dir + "torch_logits.npy"),
+                try relativeError(feature, dir + "torch_feature.npy"))
     }
 }

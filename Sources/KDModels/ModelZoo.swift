@@ -23,22 +23,27 @@ public enum ModelZoo {
         let model: any Classifier
         let small = [16, 16, 32, 64], wide = [32, 64, 128, 256]
         switch name {
-        case "resnet8x4": model = try ResNet(name: name, depth: 8, filters: wide, classes: classes, inputChannels: inputChannels)
-        case "resnet32x4": model = try ResNet(name: name, depth: 32, filters: wide, classes: classes, inputChannels: inputChannels)
+        case "resnet8x4":
+            model = try ResNet(name: name, depth: 8, filters: wide, classes: classes, inputChannels: inputChannels)
+        case "resnet32x4":
+            model = try ResNet(name: name, depth: 32, filters: wide, classes: classes, inputChannels: inputChannels)
         case "mlp":
             guard imageSize.count == 2, imageSize.allSatisfy({ $0 > 0 }) else {
                 throw ModelError.invalidArgument("model zoo: mlp needs imageSize [H, W] > 0, got \(imageSize)")
             }
-            model = try MLP(inputSize: imageSize[0] * imageSize[1] * inputChannels, hiddenSizes: hiddenSizes, classes: classes)
+            model = try MLP(inputSize: imageSize[0] * imageSize[1] * inputChannels, hiddenSizes: hiddenSizes,
+                            classes: classes)
         default:
             if name.hasPrefix("resnet"), let depth = Int(name.dropFirst(6)), names.contains(name) {
-                model = try ResNet(name: name, depth: depth, filters: small, classes: classes, inputChannels: inputChannels)
+                model = try ResNet(name: name, depth: depth, filters: small, classes: classes,
+                                   inputChannels: inputChannels)
             } else if name.hasPrefix("wrn_"), names.contains(name) {
                 let parts = name.split(separator: "_")
                 model = try WideResNet(name: name, depth: Int(parts[1])!, widenFactor: Int(parts[2])!,
                                        classes: classes, inputChannels: inputChannels)
             } else {
-                throw ModelError.invalidArgument("model zoo: unknown model '\(name)' (known: \(names.joined(separator: ", ")))")
+                throw ModelError.invalidArgument("model zoo: unknown model '\(name)' "
+                                                 + "(known: \(names.joined(separator: ", ")))")
             }
         }
         model.initialize(seed: seed)
@@ -56,7 +61,8 @@ public enum ModelZoo {
     public static func table(classes: Int = 100, inputChannels: Int = 3, imageSize: [Int] = [32, 32],
                              hiddenSizes: [Int] = [256, 256]) throws -> [Row] {
         try names.map { n in
-            let m = try make(name: n, classes: classes, inputChannels: inputChannels, imageSize: imageSize, hiddenSizes: hiddenSizes)
+            let m = try make(name: n, classes: classes, inputChannels: inputChannels, imageSize: imageSize,
+                             hiddenSizes: hiddenSizes)
             return Row(name: n, parameterCount: m.parameterCount, featureSize: m.featureSize)
         }
     }
@@ -68,9 +74,11 @@ public enum ModelZoo {
         for r in rows {
             let m = Double(r.parameterCount) / 1e6
             let mm = String(Int((m * 100).rounded())) // hundredths
-            let millions = mm.count > 2 ? "\(mm.dropLast(2)).\(mm.suffix(2))" : "0.\(String(repeating: "0", count: 2 - mm.count))\(mm)"
+            let millions = mm.count > 2 ? "\(mm.dropLast(2)).\(mm.suffix(2))"
+                                        : "0.\(String(repeating: "0", count: 2 - mm.count))\(mm)"
             s += r.name.padding(toLength: 13, withPad: " ", startingAt: 0)
-                + String(r.parameterCount).leftPad(10) + "  " + millions.leftPad(6) + "  " + String(r.featureSize).leftPad(8) + "\n"
+                + String(r.parameterCount).leftPad(10) + "  " + millions.leftPad(6)
+                + "  " + String(r.featureSize).leftPad(8) + "\n"
         }
         return s
     }

@@ -56,12 +56,16 @@ open class Module {
 
     /// All parameters with dotted names, in `named_parameters()` order.
     public final func namedParameters() -> [(String, Tensor)] {
-        namedModules().flatMap { (prefix, m) in m.ownParameters.map { (prefix.isEmpty ? $0.0 : prefix + "." + $0.0, $0.1) } }
+        namedModules().flatMap { (prefix, m) in
+            m.ownParameters.map { (prefix.isEmpty ? $0.0 : prefix + "." + $0.0, $0.1) }
+        }
     }
 
     /// All buffers with dotted names (`bn1.running_mean`, `bn1.running_var`, `bn1.num_batches_tracked`).
     public final func namedBuffers() -> [(String, Tensor)] {
-        namedModules().flatMap { (prefix, m) in m.ownBuffers.map { (prefix.isEmpty ? $0.0 : prefix + "." + $0.0, $0.1) } }
+        namedModules().flatMap { (prefix, m) in
+            m.ownBuffers.map { (prefix.isEmpty ? $0.0 : prefix + "." + $0.0, $0.1) }
+        }
     }
 
     /// Parameters and buffers in PyTorch `state_dict()` order, with their checkpoint layout.
@@ -72,7 +76,9 @@ open class Module {
             for (n, t) in m.ownParameters {
                 out.append(StateEntry(name: p + n, tensor: t, isBuffer: false, layout: m.layout(ofParameter: n)))
             }
-            for (n, t) in m.ownBuffers { out.append(StateEntry(name: p + n, tensor: t, isBuffer: true, layout: .plain)) }
+            for (n, t) in m.ownBuffers {
+                out.append(StateEntry(name: p + n, tensor: t, isBuffer: true, layout: .plain))
+            }
         }
         return out
     }

@@ -27,7 +27,9 @@ public final class ResNet: Module, Classifier {
     /// `filters` = [stem, stage1, stage2, stage3], e.g. [16, 16, 32, 64] or [32, 64, 128, 256] (x4).
     public init(name: String, depth: Int, filters: [Int], classes: Int, inputChannels: Int) throws {
         guard depth >= 8, (depth - 2) % 6 == 0, filters.count == 4, classes > 0, inputChannels > 0 else {
-            throw ModelError.invalidArgument("ResNet: depth \(depth) must be 6n+2 ≥ 8 with 4 filter sizes (got \(filters)), classes \(classes) and input channels \(inputChannels) > 0")
+            throw ModelError.invalidArgument("ResNet: depth \(depth) must be 6n+2 ≥ 8 with 4 filter sizes "
+                                             + "(got \(filters)), classes \(classes) and input channels "
+                                             + "\(inputChannels) > 0")
         }
         let n = (depth - 2) / 6
         modelName = name
@@ -56,9 +58,11 @@ public final class ResNet: Module, Classifier {
 
     public func callAsFunction(_ x: Tensor) throws -> (feature: Tensor, logits: Tensor) {
         guard x.rank == 4, x.shape[3] == conv1.inChannels else {
-            throw TensorError.invalidArgument(op: modelName, message: "expects NHWC images [N, H, W, \(conv1.inChannels)], got \(x.shape)")
+            throw TensorError.invalidArgument(op: modelName,
+                                              message: "expects NHWC images [N, H, W, \(conv1.inChannels)], "
+                                                  + "got \(x.shape)")
         }
-        var h = try relu(try bn1(try conv1(x)))
+        var h = relu(try bn1(try conv1(x)))
         h = try layer3(try layer2(try layer1(h)))
         let feature = try globalAvgPool(h)
         return (feature, try fc(feature))
@@ -77,7 +81,9 @@ public final class WideResNet: Module, Classifier {
 
     public init(name: String, depth: Int, widenFactor: Int, classes: Int, inputChannels: Int) throws {
         guard depth >= 10, (depth - 4) % 6 == 0, widenFactor > 0, classes > 0, inputChannels > 0 else {
-            throw ModelError.invalidArgument("WideResNet: depth \(depth) must be 6n+4 ≥ 10, widen factor \(widenFactor), classes \(classes) and input channels \(inputChannels) > 0")
+            throw ModelError.invalidArgument("WideResNet: depth \(depth) must be 6n+4 ≥ 10, widen factor "
+                                             + "\(widenFactor), classes \(classes) and input channels "
+                                             + "\(inputChannels) > 0")
         }
         let n = (depth - 4) / 6
         let ch = [16, 16 * widenFactor, 32 * widenFactor, 64 * widenFactor]
@@ -98,10 +104,12 @@ public final class WideResNet: Module, Classifier {
 
     public func callAsFunction(_ x: Tensor) throws -> (feature: Tensor, logits: Tensor) {
         guard x.rank == 4, x.shape[3] == conv1.inChannels else {
-            throw TensorError.invalidArgument(op: modelName, message: "expects NHWC images [N, H, W, \(conv1.inChannels)], got \(x.shape)")
+            throw TensorError.invalidArgument(op: modelName,
+                                              message: "expects NHWC images [N, H, W, \(conv1.inChannels)], "
+                                                  + "got \(x.shape)")
         }
         var h = try block3(try block2(try block1(try conv1(x))))
-        h = try relu(try bn1(h))
+        h = relu(try bn1(h))
         let feature = try globalAvgPool(h)
         return (feature, try fc(feature))
     }
@@ -119,7 +127,8 @@ public final class MLP: Module, Classifier {
 
     public init(inputSize: Int, hiddenSizes: [Int], classes: Int) throws {
         guard inputSize > 0, classes > 0, hiddenSizes.allSatisfy({ $0 > 0 }) else {
-            throw ModelError.invalidArgument("MLP: input size \(inputSize), hidden sizes \(hiddenSizes) and classes \(classes) must be > 0")
+            throw ModelError.invalidArgument("MLP: input size \(inputSize), hidden sizes \(hiddenSizes) "
+                                             + "and classes \(classes) must be > 0")
         }
         self.inputSize = inputSize
         var seq: [any UnaryLayer] = []
@@ -136,7 +145,8 @@ public final class MLP: Module, Classifier {
     public func callAsFunction(_ x: Tensor) throws -> (feature: Tensor, logits: Tensor) {
         let flat = x.shape.dropFirst().reduce(1, *)
         guard x.rank >= 2, flat == inputSize else {
-            throw TensorError.invalidArgument(op: "mlp", message: "expects [N, …] with \(inputSize) values per row, got \(x.shape)")
+            throw TensorError.invalidArgument(op: "mlp", message: "expects [N, …] with \(inputSize) values per row, "
+                                              + "got \(x.shape)")
         }
         let h = x.rank == 2 ? x : try reshape(x, [x.shape[0], flat])
         let feature = try layers(h)

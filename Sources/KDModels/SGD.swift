@@ -28,10 +28,12 @@ public final class SGD: Optimizer {
                 dampening: Double = 0, nesterov: Bool = false, weightDecay: Double = 0,
                 decoupledWeightDecay: Bool = false, decayRule: WeightDecayRule = .skipBiasAndNorm) throws {
         guard learningRate >= 0, momentum >= 0, weightDecay >= 0 else {
-            throw ModelError.invalidArgument("SGD: learning rate \(learningRate), momentum \(momentum) and weight decay \(weightDecay) must be ≥ 0")
+            throw ModelError.invalidArgument("SGD: learning rate \(learningRate), momentum \(momentum) "
+                                             + "and weight decay \(weightDecay) must be ≥ 0")
         }
         if nesterov && (momentum <= 0 || dampening != 0) {
-            throw ModelError.invalidArgument("SGD: Nesterov momentum needs momentum > 0 and zero dampening (got \(momentum), \(dampening))")
+            throw ModelError.invalidArgument("SGD: Nesterov momentum needs momentum > 0 and zero dampening "
+                                             + "(got \(momentum), \(dampening))")
         }
         self.parameters = parameters
         self.learningRate = learningRate
@@ -90,7 +92,8 @@ public final class SGD: Optimizer {
         for (name, p) in parameters {
             let b = try restoreSlot(tensors, "\(name).momentum_buffer", like: p)
             if momentum != 0 && stepCount > 0 && b == nil {
-                throw ModelError.stateMismatch("optimizer state: missing '\(name).momentum_buffer' for step \(stepCount)")
+                throw ModelError.stateMismatch("optimizer state: missing '\(name).momentum_buffer' "
+                                               + "for step \(stepCount)")
             }
             restored.append(b)
         }

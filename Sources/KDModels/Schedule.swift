@@ -43,7 +43,8 @@ public struct CosineSchedule: LRSchedule, Sendable {
 public struct StepSchedule: LRSchedule, Sendable {
     public let base: Double, milestones: [Int], gamma: Double, warmupSteps: Int
     public init(base: Double, milestones: [Int], gamma: Double = 0.1, warmupSteps: Int = 0) {
-        self.base = base; self.milestones = milestones.sorted(); self.gamma = gamma; self.warmupSteps = max(0, warmupSteps)
+        self.base = base; self.milestones = milestones.sorted(); self.gamma = gamma
+        self.warmupSteps = max(0, warmupSteps)
     }
     public func learningRate(at step: Int) -> Double {
         if let w = warmup(base, step, warmupSteps) { return w }

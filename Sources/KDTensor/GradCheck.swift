@@ -12,7 +12,8 @@ public struct GradCheckResult: CustomStringConvertible {
     public var numerical: Double
     public var analytic: Double
     public var description: String {
-        "grad check: max rel err \(maxRelativeError) (input \(worstInput), element \(worstIndex): numerical \(numerical), analytic \(analytic))"
+        "grad check: max rel err \(maxRelativeError) (input \(worstInput), element \(worstIndex): "
+            + "numerical \(numerical), analytic \(analytic))"
     }
 }
 

@@ -1,5 +1,6 @@
 import KDComm
 import KDTensor
+import KDTools
 
 /// Multi-rank checks of the Comm layer. Each rank computes the expected values itself (closed forms or
 /// a one-process reference of the whole global batch) and every collective is issued on every rank
@@ -24,7 +25,9 @@ enum CommChecks {
             try comm.verifyIdentical(comm.rank == comm.size - 1 ? 2 : 1, what: "checksum")
             throw CheckFailure("a checksum differing on rank \(comm.size - 1) was accepted")
         } catch let e as CommError {
-            guard "\(e)".contains("checksum differs across ranks: min 1.0, max 2.0") else { throw CheckFailure("unexpected error: \(e)") }
+            guard "\(e)".contains("checksum differs across ranks: min 1.0, max 2.0") else {
+                throw CheckFailure("unexpected error: \(e)")
+            }
         }
     }
 
@@ -55,7 +58,8 @@ enum CommChecks {
     }
 
     /// The gather/loss-share contract end to end. Global batch `X [B, D]` (uneven rows per rank; once
-    /// with every rank owning rows, once with rank 1 empty), parameter `M [D, D]`; loss `L = Σ S ∘ ((X M)(X)ᵀ)`. Rank r evaluates the share
+    /// with every rank owning rows, once with rank 1 empty), parameter `M [D, D]`; loss
+    /// `L = Σ S ∘ ((X M)(X)ᵀ)`. Rank r evaluates the share
     /// `L_r` = the rows of S it owns, from `Y1 = gather(X_r M)`, `Y2 = gather(X_r)`. After backward (two
     /// reduce-scatters into the same local rows) and a bucketed all-reduce of `∂L/∂M`, every rank must
     /// hold exactly the one-process gradients of its rows and of M.
@@ -101,7 +105,8 @@ enum CommChecks {
         let errM = maxRelativeError(m.grad?.array ?? [], mRef.grad!.array)
         if !mine.isEmpty && x.grad == nil { throw CheckFailure("rank \(r): no gradient for the local rows") }
         if errForward > 1e-5 || errRows > 1e-5 || errM > 1e-5 {
-            throw CheckFailure("counts \(counts): max relative errors: forward \(errForward), local rows \(errRows), M \(errM) (bound 1e-5)")
+            throw CheckFailure("counts \(counts): max relative errors: forward \(errForward), "
+                               + "local rows \(errRows), M \(errM) (bound 1e-5)")
         }
     }
 
@@ -119,7 +124,9 @@ enum CommChecks {
             Tape.backward(try matmul(a, a))
         }
         let g = x.grad?.array ?? []
-        if g != [Float](repeating: 1, count: 6) { throw CheckFailure("rank \(comm.rank): local gradient \(g), want six 1s") }
+        if g != [Float](repeating: 1, count: 6) {
+            throw CheckFailure("rank \(comm.rank): local gradient \(g), want six 1s")
+        }
     }
 
     /// Ranks that disagree about the row size or about recording all throw the same error.
@@ -130,7 +137,9 @@ enum CommChecks {
             _ = try allGatherRowsNoGrad(bad, comm: comm)
             throw CheckFailure("row sizes 3 vs 4 were accepted")
         } catch let e as CommError {
-            guard "\(e)".contains("ranks disagree: row sizes per rank") else { throw CheckFailure("unexpected error: \(e)") }
+            guard "\(e)".contains("ranks disagree: row sizes per rank") else {
+                throw CheckFailure("unexpected error: \(e)")
+            }
         }
         let x = Tensor.zeros([2, 3], requiresGrad: comm.rank == 0)
         Tape.reset()
@@ -138,14 +147,17 @@ enum CommChecks {
             _ = try allGatherRows(x, comm: comm)
             throw CheckFailure("a gather recorded on rank 0 only was accepted")
         } catch let e as CommError {
-            guard "\(e)".contains("only some ranks record the gather") else { throw CheckFailure("unexpected error: \(e)") }
+            guard "\(e)".contains("only some ranks record the gather") else {
+                throw CheckFailure("unexpected error: \(e)")
+            }
         }
     }
 
     /// Default 4 MiB buckets over a 12 MB parameter, a 2 MB one and 20 small ones (≈ 14 MB): blocking and
     /// overlapped (reverse-order readiness, polling) both give `Σ_r (r+1)(i mod 11 + p)`.
     static func bucketsLarge(_ comm: Communicator) throws {
-        let shapes: [[Int]] = [[3_000_000]] + Array(repeating: [1000], count: 10) + [[500_000]] + Array(repeating: [77], count: 10)
+        let shapes: [[Int]] = [[3_000_000]] + Array(repeating: [1000], count: 10)
+            + [[500_000]] + Array(repeating: [77], count: 10)
         let tri = Float(comm.size * (comm.size + 1) / 2)
         var failures: [String] = []
         for overlapped in [false, true] {
@@ -164,7 +176,8 @@ enum CommChecks {
             }
             for (p, t) in params.enumerated() {
                 for i in 0..<t.count where t.grad!.ptr[i] != tri * Float(i % 11 + p) {
-                    failures.append("\(overlapped ? "overlapped" : "blocking") parameter \(p) element \(i): got \(t.grad!.ptr[i]), want \(tri * Float(i % 11 + p))")
+                    failures.append("\(overlapped ? "overlapped" : "blocking") parameter \(p) element \(i): "
+                                    + "got \(t.grad!.ptr[i]), want \(tri * Float(i % 11 + p))")
                     break
                 }
             }

@@ -13,7 +13,9 @@ import KDTensor
 /// values (the whole batch, one shard, computed locally on every rank) to 1e-5 relative.
 enum LossChecks {
     static let all: [MultiRankCheck] = [
-        MultiRankCheck("losses.kd_ce_share") { try shareCheck($0, "[{kind: kd, ce_weight: 0.5}]", batch: 11, views: 1) },
+        MultiRankCheck("losses.kd_ce_share") {
+            try shareCheck($0, "[{kind: kd, ce_weight: 0.5}]", batch: 11, views: 1)
+        },
         MultiRankCheck("losses.rkd_share") { try shareCheck($0, "[{kind: rkd}]", batch: 11, views: 1) },
         MultiRankCheck("losses.rkd_capped_angle_share") {
             try shareCheck($0, "[{kind: rkd, angle_anchors: 4, seed: 9}]", batch: 11, views: 1, step: 17)
@@ -22,7 +24,8 @@ enum LossChecks {
         MultiRankCheck("losses.vrm_share") { try shareCheck($0, "[{kind: vrm, q: 0.25}]", batch: 9, views: 2) },
         MultiRankCheck("losses.spectral_share") { try shareCheck($0, "[{kind: spectral, k: 3}]", batch: 10, views: 1) },
         MultiRankCheck("losses.objective_two_views") {
-            try shareCheck($0, "[{kind: kd}, {kind: rkd, input: embedding}, {kind: prg, weight: 0.5}, {kind: vrm}, {kind: spectral}]", batch: 7, views: 2)
+            try shareCheck($0, "[{kind: kd}, {kind: rkd, input: embedding}, {kind: prg, weight: 0.5}, "
+                               + "{kind: vrm}, {kind: spectral}]", batch: 7, views: 2)
         },
         MultiRankCheck("losses.rkd_tiny_batch_empty_shard") { try shareCheck($0, "[{kind: rkd}]", batch: 3, views: 1) },
     ]
@@ -63,7 +66,8 @@ enum LossChecks {
         let xRef = x.copy(); xRef.requiresGrad = true
         let pRef = params0.map { p -> Tensor in let c = p.copy(); c.requiresGrad = true; return c }
         let outRef = try student(xRef, pRef)
-        let ref = try objective.evaluate(LossInputs(plan: BatchPlan(globalSamples: b), views: v, studentFeatures: outRef[0], studentEmbedding: outRef[1],
+        let ref = try objective.evaluate(LossInputs(plan: BatchPlan(globalSamples: b), views: v,
+                                                    studentFeatures: outRef[0], studentEmbedding: outRef[1],
                                                     studentLogits: outRef[2], teacherEmbedding: tEmb, teacherLogits: zt,
                                                     proxies: proxies, labels: labels, step: step))
         let refLoss = Double(ref.value.item)
@@ -82,8 +86,8 @@ enum LossChecks {
         let ztG = try allGatherRowsNoGrad(rows(zt, myRows), comm: comm, counts: counts)
         let share = try objective.evaluate(LossInputs(plan: plan, views: v, studentFeatures: gathered[0],
                                                       studentEmbedding: gathered[1], studentLogits: gathered[2],
-                                                      teacherEmbedding: tEmbG, teacherLogits: ztG, proxies: proxies, labels: labels,
-                                                      step: step))
+                                                      teacherEmbedding: tEmbG, teacherLogits: ztG, proxies: proxies,
+                                                      labels: labels, step: step))
         share.value.backward()
         let loss = try comm.allReduce(Double(share.value.item), op: .sum)
         var termSums = share.terms.map { $0.value }
@@ -101,9 +105,12 @@ enum LossChecks {
         for (t, s) in zip(ref.terms, termSums) { termErr = max(termErr, abs(s - t.value) / max(abs(t.value), 1e-6)) }
         let rowErr = myRows.isEmpty ? 0 : relErr(xl.grad?.array ?? [Float](repeating: 0, count: xl.count),
                                                  rows(xRef.grad!, myRows).array)
-        if !myRows.isEmpty && xl.grad == nil { throw CheckFailure("rank \(comm.rank): no gradient reached the local rows") }
+        if !myRows.isEmpty && xl.grad == nil {
+            throw CheckFailure("rank \(comm.rank): no gradient reached the local rows")
+        }
         if lossErr > 1e-5 || termErr > 1e-5 || rowErr > 1e-5 || paramErr > 1e-5 {
-            throw CheckFailure("relative errors vs one process: loss \(lossErr) (\(loss) vs \(refLoss)), terms \(termErr), local rows \(rowErr), parameters \(paramErr) (bound 1e-5)")
+            throw CheckFailure("relative errors vs one process: loss \(lossErr) (\(loss) vs \(refLoss)), "
+                               + "terms \(termErr), local rows \(rowErr), parameters \(paramErr) (bound 1e-5)")
         }
     }
 }

@@ -47,7 +47,8 @@ enum ModelChecks {
         let rows = slice(comm.rank, comm.size, batch)
         let rowSize = h * w * c
         let local = Tensor(shape: [rows.count, h, w, c],
-                           data: UnsafeBufferPointer(start: x.ptr + rows.lowerBound * rowSize, count: rows.count * rowSize))
+                           data: UnsafeBufferPointer(start: x.ptr + rows.lowerBound * rowSize,
+                                                     count: rows.count * rowSize))
         let logits = try model(local).logits
         // This rank's share of the mean over the global batch: Σ_{rows} CE / batch.
         let share = try crossEntropyLoss(logits: logits, labels: Array(labels[rows]), count: batch).value
@@ -57,15 +58,21 @@ enum ModelChecks {
 
         let refRows = Array(refLogits.array[(rows.lowerBound * classes)..<(rows.upperBound * classes)])
         let eLogits = relativeError(logits.array, refRows)
-        guard eLogits <= tol else { throw CheckFailure("logits rows \(rows) differ from one-process by \(eLogits) (relative)") }
+        guard eLogits <= tol else {
+            throw CheckFailure("logits rows \(rows) differ from one-process by \(eLogits) (relative)")
+        }
         let eLoss = abs(loss - Double(refLoss.item)) / max(abs(Double(refLoss.item)), 1e-6)
-        guard eLoss <= tol else { throw CheckFailure("loss \(loss) vs one-process \(refLoss.item) (relative \(eLoss))") }
+        guard eLoss <= tol else {
+            throw CheckFailure("loss \(loss) vs one-process \(refLoss.item) (relative \(eLoss))")
+        }
 
         for ((name, p), (_, q)) in zip(model.namedParameters(), reference.namedParameters()) {
             guard let g = p.grad, let gRef = q.grad else { throw CheckFailure("no gradient for \(name)") }
             try comm.allReduce(g.ptr, count: g.count, op: .sum)
             let e = relativeError(g.array, gRef.array)
-            guard e <= tol else { throw CheckFailure("gradient of \(name) differs from one-process by \(e) (relative)") }
+            guard e <= tol else {
+                throw CheckFailure("gradient of \(name) differs from one-process by \(e) (relative)")
+            }
         }
         for ((name, b), (_, bRef)) in zip(model.namedBuffers(), reference.namedBuffers()) {
             let e = relativeError(b.array, bRef.array)

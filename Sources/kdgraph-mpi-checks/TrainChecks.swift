@@ -52,7 +52,8 @@ enum TrainChecks {
         let yaml = """
         seed: 5
         mode: \(losses == nil ? "supervised" : "distill")
-        data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: \(batch), views: \(views), augment: \(augment), prefetch: false}
+        data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, \
+        global_batch: \(batch), views: \(views), augment: \(augment), prefetch: false}
         teacher: {kind: network, model: resnet8, checkpoint: "\(teacher)"}
         student: {model: resnet8, sync_bn: true}
         loss: \(losses ?? "[]")
@@ -71,8 +72,8 @@ enum TrainChecks {
     /// Runs `steps` steps and returns the per-step global losses.
     static func losses(_ t: Trainer, steps: Int) throws -> [Double] {
         var out: [Double] = []
-        let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0).advanced(by: t.step, stepsPerEpoch: t.sampler.stepsPerEpoch),
-                                   steps: steps, depth: 1)
+        let start = SamplerPosition(epoch: 0, step: 0).advanced(by: t.step, stepsPerEpoch: t.sampler.stepsPerEpoch)
+        let stream = t.data.stream(t.sampler, from: start, steps: steps, depth: 1)
         defer { stream.shutdown() }
         for _ in 0..<steps {
             guard let b = try stream.next() else { throw CheckFailure("batch stream ended early") }
@@ -119,11 +120,13 @@ enum TrainChecks {
             let g = try losses(distributed, steps: 1)[0]
             let w = try losses(reference, steps: 1)[0]
             if relDiff(g, w) > 1e-4 {
-                throw CheckFailure("step \(s): loss \(g) on \(comm.size) ranks vs \(w) in one process from the same state "
-                                   + "(rel \(relDiff(g, w)))")
+                throw CheckFailure("step \(s): loss \(g) on \(comm.size) ranks vs \(w) in one process "
+                                   + "from the same state (rel \(relDiff(g, w)))")
             }
             let (d, name) = maxParamDiff(distributed, reference)
-            if d > 1e-4 { throw CheckFailure("step \(s): parameters differ from the one-process step: \(name) rel \(d)") }
+            if d > 1e-4 {
+                throw CheckFailure("step \(s): parameters differ from the one-process step: \(name) rel \(d)")
+            }
         }
         // Evaluation of the same weights: each rank evaluates a share, the counts are summed.
         try reference.resume(from: try distributed.saveCheckpoint(name: "final.safetensors"))
@@ -139,7 +142,8 @@ enum TrainChecks {
     static func resume(_ comm: Communicator) throws {
         let dir = try sharedTempDir(comm)
         let teacher = try teacherCheckpoint(comm, dir: dir)
-        var cfg = try config(dir: dir, teacher: teacher, losses: "[{kind: prg}, {kind: rkd}]", views: 1, batch: 8, steps: 8)
+        var cfg = try config(dir: dir, teacher: teacher, losses: "[{kind: prg}, {kind: rkd}]", views: 1, batch: 8,
+                             steps: 8)
         let straight = try Trainer(config: cfg, comm: comm)
         let all = try losses(straight, steps: 8)
         cfg.outputDir = dir + "/half"

@@ -1,6 +1,7 @@
 import Foundation
 import KDComm
 import KDTensor
+import KDTools
 
 // kdgraph-mpi-checks: multi-rank checks under a real `mpirun -np N` (Tests/mpi/run.sh).
 //
@@ -43,7 +44,8 @@ while let a = argv.popFirst() {
         }
         timeout = v
     case "-h", "--help":
-        print("usage: kdgraph-mpi-checks [--list | --selftest | --fail-rank R | --hang-rank R | --bench] [--timeout S] [NAME-FILTER ...]")
+        print("usage: kdgraph-mpi-checks [--list | --selftest | --fail-rank R | --hang-rank R | --bench] "
+              + "[--timeout S] [NAME-FILTER ...]")
         exit(0)
     default: filters.append(a)
     }

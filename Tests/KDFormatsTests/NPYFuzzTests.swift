@@ -24,7 +24,9 @@ final class NPYFuzzTests: XCTestCase {
                 if next() % 2 == 0 { bytes = NPYHeader.magic + [UInt8(1 + next() % 3), 0] + bytes }
             case 1:  // byte flips in a valid file
                 bytes = templates[Int(next() % 3)]
-                for _ in 0..<(1 + Int(next() % 6)) { bytes[Int(next()) % bytes.count] = UInt8(truncatingIfNeeded: next()) }
+                for _ in 0..<(1 + Int(next() % 6)) {
+                    bytes[Int(next()) % bytes.count] = UInt8(truncatingIfNeeded: next())
+                }
             case 2:  // token splices into the header dict
                 bytes = templates[Int(next() % 3)]
                 let lenBytes = bytes[6] == 1 ? 2 : 4

@@ -80,14 +80,17 @@ final class NPYTests: XCTestCase {
             else { out += [UInt8(h.count & 0xFF), UInt8(h.count >> 8), 0, 0] }
             return out + h + data
         }
-        let p1 = try writeBytes(file("{'descr': '<u1', 'fortran_order': False, 'shape': (3,), }", data: [1, 2, 3]), "a.npy")
+        let p1 = try writeBytes(file("{'descr': '<u1', 'fortran_order': False, 'shape': (3,), }", data: [1, 2, 3]),
+                                "a.npy")
         XCTAssertEqual(try NPYArray(path: p1).floatArray(), [1, 2, 3])
         // Double quotes, different key order, no trailing comma, Python 2 long suffix, v3.
-        let p2 = try writeBytes(file("{\"shape\": (1L, 2L), \"fortran_order\": False, \"descr\": \"|u1\"}", version: 3, data: [9, 8]), "b.npy")
+        let p2 = try writeBytes(file("{\"shape\": (1L, 2L), \"fortran_order\": False, \"descr\": \"|u1\"}",
+                                     version: 3, data: [9, 8]), "b.npy")
         let b = try NPYArray(path: p2)
         XCTAssertEqual(b.shape, [1, 2]); XCTAssertEqual(b.floatArray(), [9, 8])
         // 0-d array and an empty array.
-        let p3 = try writeBytes(file("{'descr': '<f4', 'fortran_order': False, 'shape': (), }", data: [0, 0, 0x80, 0x3F]), "c.npy")
+        let p3 = try writeBytes(file("{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
+                                     data: [0, 0, 0x80, 0x3F]), "c.npy")
         let c = try NPYArray(path: p3)
         XCTAssertEqual(c.shape, []); XCTAssertEqual(c.floatArray(), [1])
         let p4 = try writeBytes(file("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 5), }", data: []), "e.npy")
@@ -102,18 +105,21 @@ final class NPYTests: XCTestCase {
         let hdr = NPYWriter.header(dtype: .float32, shape: [3, 4])
 
         let pm = try writeBytes([0x93] + Array("NUMPX".utf8) + Array(good[6...]), "magic.npy")
-        XCTAssertEqual(message { _ = try NPYArray(path: pm) }, "\(pm): not a .npy file (bad magic, expected \\x93NUMPY)")
+        XCTAssertEqual(message { _ = try NPYArray(path: pm) },
+                       "\(pm): not a .npy file (bad magic, expected \\x93NUMPY)")
 
         var v = good; v[6] = 4
         let pv = try writeBytes(v, "version.npy")
-        XCTAssertEqual(message { _ = try NPYArray(path: pv) }, "\(pv): unsupported .npy version 4.0 (supported: 1.0, 2.0, 3.0)")
+        XCTAssertEqual(message { _ = try NPYArray(path: pv) },
+                       "\(pv): unsupported .npy version 4.0 (supported: 1.0, 2.0, 3.0)")
 
         let pt = try writeBytes(Array(good[0..<40]), "trunc_header.npy")
         XCTAssertEqual(message { _ = try NPYArray(path: pt) },
                        "\(pt): truncated .npy header: expected \(hdr.count) bytes, file has 40")
 
         let pd = try writeBytes(Array(good[0..<(hdr.count + 20)]), "trunc_data.npy")
-        XCTAssertEqual(message { _ = try NPYArray(path: pd) }, "\(pd): truncated data: the shape needs 48 bytes, the file has 20")
+        XCTAssertEqual(message { _ = try NPYArray(path: pd) },
+                       "\(pd): truncated data: the shape needs 48 bytes, the file has 20")
 
         func withDict(_ d: String) -> [UInt8] {
             var h = Array(d.utf8); while (10 + h.count + 1) % 64 != 0 { h.append(0x20) }; h.append(0x0A)
@@ -122,30 +128,36 @@ final class NPYTests: XCTestCase {
         let pb = try writeBytes(withDict("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }"), "be.npy")
         XCTAssertEqual(message { _ = try NPYArray(path: pb) },
                        "\(pb): unsupported dtype '>f4' (supported: <f4, <f8, |u1, |i1, <i4, <i8)")
-        let ps = try writeBytes(withDict("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }"), "struct.npy")
+        let ps = try writeBytes(withDict("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }"),
+                                "struct.npy")
         XCTAssertEqual(message { _ = try NPYArray(path: ps) },
                        "\(ps): unsupported dtype '(('a', '<f4'),)' (supported: <f4, <f8, |u1, |i1, <i4, <i8)")
         let pf = try writeBytes(withDict("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }"), "fortran.npy")
-        XCTAssertEqual(message { _ = try NPYArray(path: pf) }, "\(pf): fortran_order=True is not supported (C order only)")
+        XCTAssertEqual(message { _ = try NPYArray(path: pf) },
+                       "\(pf): fortran_order=True is not supported (C order only)")
         let pk = try writeBytes(withDict("{'descr': '<f4', 'fortran_order': False}"), "nokey.npy")
         XCTAssertEqual(message { _ = try NPYArray(path: pk) }, "\(pk): malformed .npy header dict: missing key 'shape'")
         let pn = try writeBytes(withDict("{'descr': '<f4', 'fortran_order': False, 'shape': (2, -3), }"), "neg.npy")
         XCTAssertEqual(message { _ = try NPYArray(path: pn) },
                        "\(pn): malformed .npy header dict: 'shape' entries must be non-negative integers, got (2, -3)")
         let pg = try writeBytes(withDict("{'descr': '<f4' 'fortran_order': False, 'shape': (2,), }"), "garbled.npy")
-        XCTAssertEqual(message { _ = try NPYArray(path: pg) }, "\(pg): malformed .npy header dict: expected ',' or '}' at offset 16")
+        XCTAssertEqual(message { _ = try NPYArray(path: pg) },
+                       "\(pg): malformed .npy header dict: expected ',' or '}' at offset 16")
 
         let pe = try writeBytes([], "empty.npy")
-        XCTAssertEqual(message { _ = try NPYArray(path: pe) }, "\(pe): not a .npy file (bad magic, expected \\x93NUMPY)")
+        XCTAssertEqual(message { _ = try NPYArray(path: pe) },
+                       "\(pe): not a .npy file (bad magic, expected \\x93NUMPY)")
         let missing = path("nope.npy")
-        XCTAssertEqual(message { _ = try NPYArray(path: missing) }, "\(missing): cannot open .npy file: No such file or directory")
+        XCTAssertEqual(message { _ = try NPYArray(path: missing) },
+                       "\(missing): cannot open .npy file: No such file or directory")
 
         let ok = try writeBytes(good, "ok.npy")
         let a = try NPYArray(path: ok)
         XCTAssertEqual(message { try a.expectShape([3, 5]) }, "\(ok): shape [3, 4] does not match the expected [3, 5]")
         XCTAssertEqual(message { try a.expectShape([nil]) }, "\(ok): shape [3, 4] does not match the expected [*]")
         XCTAssertNoThrow(try a.expectShape([nil, 4]))
-        XCTAssertEqual(message { try a.expectDType([.uint8]) }, "\(ok): dtype '<f4' does not fit here (expected one of |u1)")
+        XCTAssertEqual(message { try a.expectDType([.uint8]) },
+                       "\(ok): dtype '<f4' does not fit here (expected one of |u1)")
         XCTAssertEqual(message { _ = try a.rows(2..<4) }, "\(ok): rows 2..<4 out of range 0..<3")
     }
 

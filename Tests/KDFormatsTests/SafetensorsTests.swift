@@ -86,10 +86,13 @@ final class SafetensorsTests: XCTestCase {
     /// The digest covers the header (issue 18 item 4): a changed metadata value and two tensors'
     /// swapped offsets pass every structural check, and are refused by the checksum, naming the file.
     func testChecksumCoversHeader() throws {
-        let two = [("a", SafetensorsTensor(shape: [2], floats: [1, 2])), ("b", SafetensorsTensor(shape: [2], floats: [3, 4]))]
+        let two = [("a", SafetensorsTensor(shape: [2], floats: [1, 2])),
+                   ("b", SafetensorsTensor(shape: [2], floats: [3, 4]))]
         let bytes = try Safetensors.serialize(two, metadata: ["kdgraph.step": "10"], addChecksum: true)
         XCTAssertEqual(try Safetensors.parse(bytes).metadata["kdgraph.step"], "10")
-        let stepEdited = Self.editHeader(bytes) { $0.replacingOccurrences(of: #""kdgraph.step":"10""#, with: #""kdgraph.step":"11""#) }
+        let stepEdited = Self.editHeader(bytes) {
+            $0.replacingOccurrences(of: #""kdgraph.step":"10""#, with: #""kdgraph.step":"11""#)
+        }
         XCTAssertNotEqual(stepEdited, bytes)
         let swapped = Self.editHeader(bytes) { Self.swapOffsets($0, "a", "b") }
         XCTAssertNotEqual(swapped, bytes)
@@ -105,11 +108,15 @@ final class SafetensorsTests: XCTestCase {
             }
         }
         // A header re-serialised with other spacing cannot be verified: refused, not skipped.
-        let respaced = Self.editHeader(bytes) { $0.replacingOccurrences(of: "\"\(Safetensors.checksumKey)\":", with: "\"\(Safetensors.checksumKey)\": ") }
+        let respaced = Self.editHeader(bytes) {
+            $0.replacingOccurrences(of: "\"\(Safetensors.checksumKey)\":", with: "\"\(Safetensors.checksumKey)\": ")
+        }
         expectError(respaced, "rewritten by another tool")
         // The digest is the SHA-256 of the file with its own digits read as '0'.
         let digest = try Safetensors.parse(bytes).metadata[Safetensors.checksumKey]!
-        let zeroed = Self.editHeader(bytes) { $0.replacingOccurrences(of: digest, with: String(repeating: "0", count: 64)) }
+        let zeroed = Self.editHeader(bytes) {
+            $0.replacingOccurrences(of: digest, with: String(repeating: "0", count: 64))
+        }
         XCTAssertEqual(sha256Hex(zeroed), digest)
     }
 
@@ -117,9 +124,11 @@ final class SafetensorsTests: XCTestCase {
     /// still verified.
     func testLegacyDataChecksum() throws {
         let data: [UInt8] = [0, 0, 0x80, 0x3F, 0, 0, 0, 0x40]
-        let header = #"{"__metadata__":{"kdgraph.data_sha256":""# + sha256Hex(data) + #""},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#
+        let header = #"{"__metadata__":{"kdgraph.data_sha256":""# + sha256Hex(data)
+            + #""},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#
         XCTAssertEqual(try Safetensors.parse(file(header, data: data)).tensor("a").floatValues(), [1, 2])
-        XCTAssertThrowsError(try Safetensors.parse(file(header, data: [0, 0, 0x80, 0x3F, 0, 0, 0, 0x41]), file: "old.safetensors")) {
+        XCTAssertThrowsError(try Safetensors.parse(file(header, data: [0, 0, 0x80, 0x3F, 0, 0, 0, 0x41]),
+                                                   file: "old.safetensors")) {
             XCTAssertTrue("\($0)".contains("old.safetensors: checksum mismatch"), "\($0)")
         }
     }
@@ -152,28 +161,41 @@ final class SafetensorsTests: XCTestCase {
         expectError(file("[1]", data: []), "does not start with '{'")
         expectError(file("{\"a\":", data: []), "malformed JSON")
         let d8 = [UInt8](repeating: 0, count: 8)
-        expectError(file(#"{"w":{"dtype":"F99","shape":[2],"data_offsets":[0,8]}}"#, data: d8), "tensor 'w': unknown dtype 'F99'")
-        expectError(file(#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: d8), "tensor 'w': dtype F32 shape [3] needs 12 bytes")
-        expectError(file(#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}}"#, data: d8), "run past the 8-byte data section")
+        expectError(file(#"{"w":{"dtype":"F99","shape":[2],"data_offsets":[0,8]}}"#, data: d8),
+                    "tensor 'w': unknown dtype 'F99'")
+        expectError(file(#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: d8),
+                    "tensor 'w': dtype F32 shape [3] needs 12 bytes")
+        expectError(file(#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}}"#, data: d8),
+                    "run past the 8-byte data section")
         expectError(file(#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, data: d8), "reversed")
-        expectError(file(#"{"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, data: d8), "not a non-negative integer")
-        expectError(file(#"{"w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}}"#, data: d8), "not a non-negative integer")
+        expectError(file(#"{"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, data: d8),
+                    "not a non-negative integer")
+        expectError(file(#"{"w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}}"#, data: d8),
+                    "not a non-negative integer")
         expectError(file(#"{"w":{"dtype":"F32","shape":[2]}}"#, data: d8), "missing data_offsets")
-        expectError(file(#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}"#, data: d8), "unexpected field 'x'")
-        expectError(file(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"v":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: d8), "overlap")
+        expectError(file(#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}"#, data: d8),
+                    "unexpected field 'x'")
+        expectError(file(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"#
+                         + #""v":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: d8), "overlap")
         expectError(file(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: d8), "leave a gap")
-        expectError(file(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: d8), "cover 4 bytes but the data section holds 8")
-        expectError(file(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: d8), "duplicate key 'w'")
+        expectError(file(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: d8),
+                    "cover 4 bytes but the data section holds 8")
+        expectError(file(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"#
+                         + #""w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: d8), "duplicate key 'w'")
         expectError(file(#"{"__metadata__":{"a":1}}"#, data: []), "not a string")
-        expectError(file(#"{"w":{"dtype":"F32","shape":[4611686018427387903,4611686018427387903],"data_offsets":[0,8]}}"#, data: d8), "overflows")
+        expectError(file(#"{"w":{"dtype":"F32","shape":[4611686018427387903,4611686018427387903],"#
+                         + #""data_offsets":[0,8]}}"#, data: d8), "overflows")
     }
 
     func testSerializeRejectsBadInput() {
-        XCTAssertThrowsError(try Safetensors.serialize([("a", SafetensorsTensor(dtype: .F32, shape: [3], bytes: [0, 0]))])) {
+        XCTAssertThrowsError(try Safetensors.serialize([("a", SafetensorsTensor(dtype: .F32, shape: [3],
+                                                                                 bytes: [0, 0]))])) {
             XCTAssertTrue("\($0)".contains("tensor 'a'"))
         }
         let t = SafetensorsTensor(shape: [1], floats: [1])
-        XCTAssertThrowsError(try Safetensors.serialize([("a", t), ("a", t)])) { XCTAssertTrue("\($0)".contains("duplicate")) }
+        XCTAssertThrowsError(try Safetensors.serialize([("a", t), ("a", t)])) {
+            XCTAssertTrue("\($0)".contains("duplicate"))
+        }
     }
 
     func testAtomicWriteAndRead() throws {
@@ -204,7 +226,9 @@ final class SafetensorsTests: XCTestCase {
             var b = valid
             switch iter % 6 {
             case 0: // flip random bytes anywhere
-                for _ in 0..<(1 + rng.below(4)) { b[rng.below(b.count)] ^= UInt8(truncatingIfNeeded: 1 + rng.below(255)) }
+                for _ in 0..<(1 + rng.below(4)) {
+                    b[rng.below(b.count)] ^= UInt8(truncatingIfNeeded: 1 + rng.below(255))
+                }
             case 1: // mutate the header only, with JSON-significant characters
                 let chars = Array("{}[],:\"0123456789-.eE \\u".utf8)
                 for _ in 0..<(1 + rng.below(3)) { b[8 + rng.below(headerLen)] = chars[rng.below(chars.count)] }
@@ -217,7 +241,8 @@ final class SafetensorsTests: XCTestCase {
                 withUnsafeBytes(of: &n) { for k in 0..<8 { b[k] = $0[k] } }
             default: // fully random bytes with a plausible length prefix
                 let len = rng.below(64)
-                b = [UInt8(len), 0, 0, 0, 0, 0, 0, 0] + (0..<(len + rng.below(16))).map { _ in UInt8(truncatingIfNeeded: rng.below(256)) }
+                b = [UInt8(len), 0, 0, 0, 0, 0, 0, 0]
+                    + (0..<(len + rng.below(16))).map { _ in UInt8(truncatingIfNeeded: rng.below(256)) }
                 if len > 0, rng.below(2) == 0 { b[8] = UInt8(ascii: "{") }
             }
             do {

@@ -5,7 +5,8 @@ import KDTensor
 
 final class ConformanceTests: XCTestCase {
     func fixturesDirectory() throws -> String {
-        let url = try XCTUnwrap(Bundle.module.url(forResource: "Fixtures", withExtension: nil), "Fixtures resource missing")
+        let url = try XCTUnwrap(Bundle.module.url(forResource: "Fixtures", withExtension: nil),
+                                "Fixtures resource missing")
         return url.path
     }
 
@@ -43,8 +44,10 @@ final class ConformanceTests: XCTestCase {
             try FileManager.default.copyItem(at: src.appendingPathComponent(f), to: dir.appendingPathComponent(f))
         }
         let manifest = """
-        {"cases": {"kd_bad": {"inputs": {"student_logits": "kd.student_logits.npy", "teacher_logits": "kd.teacher_logits.npy"},
-          "expected": {"loss": 7.7, "grad_student_logits": "kd.grad_student_logits.npy"}, "params": {"temperature": 4.0}}}}
+        {"cases": {"kd_bad": {"inputs": {"student_logits": "kd.student_logits.npy", \
+        "teacher_logits": "kd.teacher_logits.npy"},
+          "expected": {"loss": 7.7, "grad_student_logits": "kd.grad_student_logits.npy"}, \
+        "params": {"temperature": 4.0}}}}
         """
         try manifest.write(to: dir.appendingPathComponent("manifest.json"), atomically: true, encoding: .utf8)
         let (report, ok) = try Conformance.run(directory: dir.path)

@@ -14,15 +14,21 @@ final class GradientCheckTests: XCTestCase {
 
     func testKDWithCE() throws {
         let x = LossCase()
-        try check("kd", [x.zs]) { try kdLoss(student: $0[0], teacher: x.zt, temperature: 3, labels: x.labels, ceWeight: 0.5).value }
-        try check("kd shard", [x.zs]) { try kdLoss(student: $0[0], teacher: x.zt, rows: 2..<5, labels: x.labels, ceWeight: 1).value }
+        try check("kd", [x.zs]) {
+            try kdLoss(student: $0[0], teacher: x.zt, temperature: 3, labels: x.labels, ceWeight: 0.5).value
+        }
+        try check("kd shard", [x.zs]) {
+            try kdLoss(student: $0[0], teacher: x.zt, rows: 2..<5, labels: x.labels, ceWeight: 1).value
+        }
         try check("ce", [x.zs]) { try crossEntropyLoss(logits: $0[0], labels: x.labels, rows: 1..<4, count: 7).value }
     }
 
     func testRKDDistance() throws {
         let x = LossCase()
         try check("rkd_distance", [x.sFeat]) { try rkdDistanceLoss(student: $0[0], teacher: x.tEmb).value }
-        try check("rkd_distance shard", [x.sFeat]) { try rkdDistanceLoss(student: $0[0], teacher: x.tEmb, rows: 3..<5).value }
+        try check("rkd_distance shard", [x.sFeat]) {
+            try rkdDistanceLoss(student: $0[0], teacher: x.tEmb, rows: 3..<5).value
+        }
     }
 
     func testRKDAngle() throws {
@@ -36,7 +42,8 @@ final class GradientCheckTests: XCTestCase {
 
     func testPRG() throws {
         let x = LossCase()
-        let p = PRGParameters(temperature: 2, edgeTemperature: 0.5, nodeWeight: 1, edgeWeight: 2, pseudoLabelWeight: 0.5)
+        let p = PRGParameters(temperature: 2, edgeTemperature: 0.5, nodeWeight: 1, edgeWeight: 2,
+                              pseudoLabelWeight: 0.5)
         try check("prg", [x.sEmb, x.zs]) {
             try prgLoss(studentEmbedding: $0[0], studentLogits: $0[1], teacherEmbedding: x.tEmb, teacherLogits: x.zt,
                         proxies: x.proxies, parameters: p).value
@@ -52,7 +59,9 @@ final class GradientCheckTests: XCTestCase {
         let p = VRMParameters(pruneFraction: 0.34, temperature: 3, delta: 0.1)
         XCTAssertEqual(vrmPrunedSamples(teacher: x.zt, views: 2, fraction: 0.34).filter { $0 }.count, 2)
         try check("vrm", [x.zs]) { try vrmLoss(student: $0[0], teacher: x.zt, views: 2, parameters: p).value }
-        try check("vrm shard", [x.zs]) { try vrmLoss(student: $0[0], teacher: x.zt, views: 2, parameters: p, shard: 2..<5).value }
+        try check("vrm shard", [x.zs]) {
+            try vrmLoss(student: $0[0], teacher: x.zt, views: 2, parameters: p, shard: 2..<5).value
+        }
     }
 
     func testSpectral() throws {

@@ -36,7 +36,9 @@ final class LossConfigTests: XCTestCase {
         XCTAssertThrowsError(try makeLossTerm(["kind": "kd", "temperature": 0])) { e in
             XCTAssertTrue("\(e)".contains("temperature"), "\(e)")
         }
-        XCTAssertThrowsError(try makeLossTerm(["kind": "vrm", "q": 1.5])) { e in XCTAssertTrue("\(e)".contains("q"), "\(e)") }
+        XCTAssertThrowsError(try makeLossTerm(["kind": "vrm", "q": 1.5])) { e in
+            XCTAssertTrue("\(e)".contains("q"), "\(e)")
+        }
     }
 
     func testMissingInputsAndShapes() throws {
@@ -47,7 +49,9 @@ final class LossConfigTests: XCTestCase {
             XCTAssertEqual("\(e)", "prg: missing input 'proxies'")
         }
         inp = x.inputs(); inp.labels = nil
-        XCTAssertThrowsError(try makeLossTerm(["kind": "ce"]).evaluate(inp)) { e in XCTAssertEqual("\(e)", "ce: missing input 'labels'") }
+        XCTAssertThrowsError(try makeLossTerm(["kind": "ce"]).evaluate(inp)) { e in
+            XCTAssertEqual("\(e)", "ce: missing input 'labels'")
+        }
         inp = LossInputs(plan: BatchPlan(globalSamples: 3), studentLogits: x.zs, teacherLogits: x.zt)
         XCTAssertThrowsError(try makeLossTerm(["kind": "kd"]).evaluate(inp)) { e in
             XCTAssertTrue("\(e)".contains("expected [3, *]"), "\(e)")

@@ -45,9 +45,11 @@ struct DictionaryParameters: LossParameterReader {
 
     mutating func value(_ key: String) -> Any? { read.insert(key); return entry[key] }
 
-    mutating func number(_ key: String, _ def: Double, min: Double?, max: Double?, exclusiveMin: Bool) throws -> Double {
+    mutating func number(_ key: String, _ def: Double, min: Double?, max: Double?,
+                         exclusiveMin: Bool) throws -> Double {
         guard let v = value(key) else { return def }
-        guard let d = (v as? Double) ?? (v as? Int).map(Double.init) ?? (v as? String).flatMap(Double.init), d.isFinite else {
+        guard let d = (v as? Double) ?? (v as? Int).map(Double.init) ?? (v as? String).flatMap(Double.init),
+              d.isFinite else {
             throw LossError.config("\(key): expected a number, got '\(v)'")
         }
         if let min, exclusiveMin ? d <= min : d < min { throw LossError.config("\(key): \(d) below \(min)") }
@@ -66,13 +68,17 @@ struct DictionaryParameters: LossParameterReader {
 
     mutating func choice(_ key: String, _ def: String, _ allowed: [String]) throws -> String {
         guard let v = value(key) else { return def }
-        guard let s = v as? String, allowed.contains(s) else { throw LossError.config("\(key): expected one of \(allowed)") }
+        guard let s = v as? String, allowed.contains(s) else {
+            throw LossError.config("\(key): expected one of \(allowed)")
+        }
         return s
     }
 
     func finish() throws {
         let unknown = Set(entry.keys).subtracting(read).sorted()
-        if !unknown.isEmpty { throw LossError.config("unknown key(s) \(unknown.map { "'\($0)'" }.joined(separator: ", "))") }
+        if !unknown.isEmpty {
+            throw LossError.config("unknown key(s) \(unknown.map { "'\($0)'" }.joined(separator: ", "))")
+        }
     }
 }
 

@@ -82,13 +82,17 @@ final class LossValueTests: XCTestCase {
         let exact = Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb).value.item)
         let all = rkdAngleAnchorSample(rows: 9, count: 9, seed: 1, step: 4)
         XCTAssertEqual(Set(all), Set(0..<9))
-        XCTAssertEqual(Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, sampledAnchors: all).value.item), exact, accuracy: 1e-6 * exact)
+        XCTAssertEqual(Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, sampledAnchors: all).value.item),
+                       exact, accuracy: 1e-6 * exact)
         let s = rkdAngleAnchorSample(rows: 9, count: 3, seed: 1, step: 4)
         XCTAssertEqual(s, rkdAngleAnchorSample(rows: 9, count: 3, seed: 1, step: 4))
         XCTAssertNotEqual(s, rkdAngleAnchorSample(rows: 9, count: 3, seed: 1, step: 5))
         var manual = 0.0
-        for i in s { manual += Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, rows: i..<(i + 1)).value.item) }
-        XCTAssertEqual(Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, sampledAnchors: s).value.item), 3 * manual, accuracy: 1e-6 * manual)
+        for i in s {
+            manual += Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, rows: i..<(i + 1)).value.item)
+        }
+        XCTAssertEqual(Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, sampledAnchors: s).value.item),
+                       3 * manual, accuracy: 1e-6 * manual)
         XCTAssertThrowsError(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, sampledAnchors: [1, 1])) { e in
             XCTAssertTrue("\(e)".contains("distinct rows"), "\(e)")
         }
@@ -102,7 +106,9 @@ final class LossValueTests: XCTestCase {
         let x = LossCase(b: 9)
         let whole = Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb).value.item)
         var parts = 0.0
-        for r in [0..<2, 2..<5, 5..<9] { parts += Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, rows: r).value.item) }
+        for r in [0..<2, 2..<5, 5..<9] {
+            parts += Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, rows: r).value.item)
+        }
         XCTAssertEqual(parts, whole, accuracy: 1e-6 * whole)
     }
 }

@@ -62,7 +62,8 @@ final class ShardingTests: XCTestCase {
         }
         XCTAssertEqual(Set(full.terms.map { $0.name }),
                        ["loss/vrm", "loss/vrm/inter_sample", "loss/vrm/inter_class", "loss/vrm/kd",
-                        "loss/rkd", "loss/rkd/distance", "loss/rkd/angle", "loss/rkd#2", "loss/rkd#2/distance", "loss/rkd#2/angle"])
+                        "loss/rkd", "loss/rkd/distance", "loss/rkd/angle",
+                        "loss/rkd#2", "loss/rkd#2/distance", "loss/rkd#2/angle"])
         for t in full.terms { XCTAssertEqual(sums[t.name]!, t.value, accuracy: 1e-5 * max(1, abs(t.value)), t.name) }
         let total = full.terms.filter { !$0.name.dropFirst(5).contains("/") }.map { $0.value }.reduce(0, +)
         XCTAssertEqual(Double(full.value.item), total, accuracy: 1e-4 * abs(total))
@@ -71,7 +72,8 @@ final class ShardingTests: XCTestCase {
 
     func testShardFormula() {
         XCTAssertEqual((0..<3).map { BatchPlan(globalSamples: 7, rank: $0, worldSize: 3).share }, [0..<2, 2..<4, 4..<7])
-        XCTAssertEqual((0..<4).map { BatchPlan(globalSamples: 2, rank: $0, worldSize: 4).share }, [0..<0, 0..<1, 1..<1, 1..<2])
+        XCTAssertEqual((0..<4).map { BatchPlan(globalSamples: 2, rank: $0, worldSize: 4).share },
+                       [0..<0, 0..<1, 1..<1, 1..<2])
         XCTAssertEqual(BatchPlan(globalSamples: 10, rank: 1, worldSize: 4).counts, [2, 3, 2, 3])
     }
 }

@@ -18,7 +18,11 @@ final class CheckpointTests: XCTestCase {
         let m = try ModelZoo.make(name: "resnet8", classes: 10, seed: seed)
         var rng = KDRandom(keys: seed, 99)
         for (n, b) in m.namedBuffers() {
-            if n.hasSuffix("num_batches_tracked") { b.ptr[0] = 5 } else { for i in 0..<b.count { b.ptr[i] = rng.nextFloat() + 0.5 } }
+            if n.hasSuffix("num_batches_tracked") {
+                b.ptr[0] = 5
+            } else {
+                for i in 0..<b.count { b.ptr[i] = rng.nextFloat() + 0.5 }
+            }
         }
         let opt = try SGD(parameters: m.namedParameters(), learningRate: 0.1, momentum: 0.9)
         for (_, p) in m.namedParameters() { p.grad = Tensor.randn(p.shape, std: 0.1, rng: &rng) }
@@ -85,7 +89,8 @@ final class CheckpointTests: XCTestCase {
             let layout = layouts[Checkpoint.paramName(ofSlot: n)]!
             tensors.append(("optim." + n, Checkpoint.export(t, layout: layout, integer: false)))
         }
-        let bytes = try Safetensors.serialize(tensors, metadata: ["optim.step_count": "1", "optim.kind": "SGD", "step": "5"])
+        let bytes = try Safetensors.serialize(tensors,
+                                              metadata: ["optim.step_count": "1", "optim.kind": "SGD", "step": "5"])
         // The older writer's data-section checksum, added to an otherwise identical header.
         let f = try Safetensors.parse(bytes)
         var data = [UInt8](); for n in f.names { data += f.tensors[n]!.bytes }
@@ -122,8 +127,8 @@ final class CheckpointTests: XCTestCase {
         defer { Checkpoint.warn = saved }
         let (b, _) = try trainedLike(seed: 2)
         try Checkpoint.loadWeights(path: path, into: b)
-        XCTAssertEqual(warnings, ["checkpoint \(path): 1 tensor(s) stored in 16-bit floats (fc.bias) converted to float32: "
-                                  + "their values carry 16-bit precision only"])
+        XCTAssertEqual(warnings, ["checkpoint \(path): 1 tensor(s) stored in 16-bit floats (fc.bias) "
+                                  + "converted to float32: their values carry 16-bit precision only"])
         for (n, t) in b.namedBuffers() where n.hasSuffix("num_batches_tracked") { XCTAssertEqual(t.array, [0], n) }
         let fcBias = b.namedParameters().first { $0.0 == "fc.bias" }!.1.array
         XCTAssertEqual(fcBias, a.namedParameters().first { $0.0 == "fc.bias" }!.1.array.map { Float(Float16($0)) })
@@ -212,12 +217,15 @@ final class CheckpointTests: XCTestCase {
         try Checkpoint.save(path: path, model: a)
         let wider = try ModelZoo.make(name: "resnet8", classes: 100)
         XCTAssertThrowsError(try Checkpoint.load(path: path, into: wider)) {
-            XCTAssertEqual("\($0)", "checkpoint \(path): does not match the model: shape mismatch 2: fc.weight: checkpoint [10, 64] vs model [100, 64]; fc.bias: checkpoint [10] vs model [100]")
+            XCTAssertEqual("\($0)", "checkpoint \(path): does not match the model: shape mismatch 2: "
+                               + "fc.weight: checkpoint [10, 64] vs model [100, 64]; "
+                               + "fc.bias: checkpoint [10] vs model [100]")
         }
         let deeper = try ModelZoo.make(name: "resnet14", classes: 10)
         XCTAssertThrowsError(try Checkpoint.load(path: path, into: deeper)) {
             let m = "\($0)"
-            XCTAssertTrue(m.contains("missing 30: layer1.1.conv1.weight, layer1.1.bn1.weight"), m)  // num_batches_tracked may be absent
+            // num_batches_tracked may be absent
+            XCTAssertTrue(m.contains("missing 30: layer1.1.conv1.weight, layer1.1.bn1.weight"), m)
             XCTAssertFalse(m.contains("unexpected"), m)
         }
         let b = try ModelZoo.make(name: "resnet14", classes: 10)
@@ -238,8 +246,10 @@ final class CheckpointTests: XCTestCase {
         }
         let (b, sgd) = try trainedLike(seed: 1)
         try Checkpoint.save(path: path, model: b, optimizer: sgd)
-        XCTAssertThrowsError(try Checkpoint.load(path: path, into: b, optimizer: try AdamW(parameters: b.namedParameters()))) {
-            XCTAssertEqual("\($0)", "checkpoint \(Checkpoint.statePath(of: path)): optimizer state is for SGD, not AdamW")
+        XCTAssertThrowsError(try Checkpoint.load(path: path, into: b,
+                                                 optimizer: try AdamW(parameters: b.namedParameters()))) {
+            XCTAssertEqual("\($0)",
+                           "checkpoint \(Checkpoint.statePath(of: path)): optimizer state is for SGD, not AdamW")
         }
         // Weights alone load from the same file.
         try Checkpoint.loadWeights(path: path, into: a)
@@ -257,7 +267,9 @@ final class CheckpointTests: XCTestCase {
         let tmp = dir + "/.keep.safetensors.tmp-\(ProcessInfo.processInfo.processIdentifier)"
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false)
         let b = try ModelZoo.make(name: "resnet8", classes: 10, seed: 2)
-        XCTAssertThrowsError(try Checkpoint.save(path: path, model: b)) { XCTAssertTrue("\($0)".contains("cannot write"), "\($0)") }
+        XCTAssertThrowsError(try Checkpoint.save(path: path, model: b)) {
+            XCTAssertTrue("\($0)".contains("cannot write"), "\($0)")
+        }
         XCTAssertEqual(try SafetensorsIO.readAll(path: path), before)
         try Checkpoint.load(path: path, into: b)
         XCTAssertEqual(b.namedParameters()[0].1.array, a.namedParameters()[0].1.array)
@@ -285,7 +297,8 @@ final class CheckpointTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("tensor 'optim.\(opt.stateTensors()[2].0)' holds 1 NaN/Inf"), "\($0)")
         }
         m.ptr[0] = 0
-        XCTAssertThrowsError(try Checkpoint.save(path: path, model: a, extraTensors: [("state.head.w", Tensor(shape: [1], data: [.nan]))])) {
+        XCTAssertThrowsError(try Checkpoint.save(path: path, model: a,
+                                                 extraTensors: [("state.head.w", Tensor(shape: [1], data: [.nan]))])) {
             XCTAssertTrue("\($0)".contains("tensor 'state.head.w' holds 1 NaN/Inf value(s) of 1"), "\($0)")
         }
     }

@@ -151,7 +151,9 @@ final class ForwardTests: XCTestCase {
         XCTAssertTrue(header.hasPrefix("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 10), }"), header)
         XCTAssertEqual(npy.count, 10 + headerLen + 80)
         let back = npy[(10 + headerLen)...].withUnsafeBytes { raw in
-            (0..<20).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+            (0..<20).map {
+                Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+            }
         }
         XCTAssertEqual(back, logits.array)
         let weights = try Safetensors.read(path: dir + "/model.safetensors")
@@ -161,15 +163,18 @@ final class ForwardTests: XCTestCase {
         // Optional: keep the export for launch/interop_check.py.
         if let out = ProcessInfo.processInfo.environment["KDGRAPH_INTEROP_DIR"] {
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-            for (name, size) in [("resnet8", [2, 32, 32, 3]), ("resnet8x4", [2, 32, 32, 3]), ("wrn_16_2", [2, 32, 32, 3]), ("wrn_16_1", [3, 4, 4, 2]), ("resnet20", [4, 8, 8, 3]),
+            for (name, size) in [("resnet8", [2, 32, 32, 3]), ("resnet8x4", [2, 32, 32, 3]),
+                                 ("wrn_16_2", [2, 32, 32, 3]), ("wrn_16_1", [3, 4, 4, 2]), ("resnet20", [4, 8, 8, 3]),
                                  ("mlp", [2, 28, 28, 1])] {
                 let sub = out + "/" + name
                 try FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: true)
-                let model = try ModelZoo.make(name: name, classes: 10, inputChannels: size[3], imageSize: [size[1], size[2]],
-                                              hiddenSizes: [32, 16], seed: 3)
+                let model = try ModelZoo.make(name: name, classes: 10, inputChannels: size[3],
+                                              imageSize: [size[1], size[2]], hiddenSizes: [32, 16], seed: 3)
                 // A few training-mode steps so the running statistics are not the trivial 0/1.
                 for s in 0..<2 { _ = try withNoGrad { try model(input(size, seed: 100 + UInt64(s))) } }
-                try Interop.export(model: model, input: Interop.referenceInput(n: size[0], height: size[1], width: size[2], channels: size[3]),
+                try Interop.export(model: model,
+                                   input: Interop.referenceInput(n: size[0], height: size[1], width: size[2],
+                                                                 channels: size[3]),
                                    hiddenSizes: name == "mlp" ? [32, 16] : [], gradients: true, to: sub)
                 // A full training checkpoint (AdamW state, metadata) beside the weights.
                 let opt = try AdamW(parameters: model.namedParameters())
@@ -195,12 +200,17 @@ final class ForwardTests: XCTestCase {
             let m = try ModelZoo.make(name: "resnet8", classes: 4, inputChannels: 1, seed: 9)
             let x = Interop.referenceInput(n: 2, height: 8, width: 8, channels: 1)
             try Interop.export(model: m, input: x, to: dir)
-            try FileManager.default.moveItem(atPath: dir + "/model.safetensors", toPath: dir + "/torch_model.safetensors")
+            try FileManager.default.moveItem(atPath: dir + "/model.safetensors",
+                                             toPath: dir + "/torch_model.safetensors")
             try FileManager.default.moveItem(atPath: dir + "/logits.npy", toPath: dir + "/torch_logits.npy")
             try FileManager.default.moveItem(atPath: dir + "/feature.npy", toPath: dir + "/torch_feature.npy")
             dirs = [dir]
         }
-        defer { if ProcessInfo.processInfo.environment["KDGRAPH_TORCH_EXPORT_DIR"] == nil { for d in dirs { try? FileManager.default.removeItem(atPath: d) } } }
+        defer {
+            if ProcessInfo.processInfo.environment["KDGRAPH_TORCH_EXPORT_DIR"] == nil {
+                for d in dirs { try? FileManager.default.removeItem(atPath: d) }
+            }
+        }
         for d in dirs {
             let e = try Interop.reproduceTorch(directory: d)
             XCTAssertLessThanOrEqual(e.logits, 1e-4, d)

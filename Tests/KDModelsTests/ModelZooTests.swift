@@ -65,7 +65,8 @@ final class ModelZooTests: XCTestCase {
     }
 
     func testMLPNames() throws {
-        let m = try ModelZoo.make(name: "mlp", classes: 10, inputChannels: 1, imageSize: [28, 28], hiddenSizes: [32, 16])
+        let m = try ModelZoo.make(name: "mlp", classes: 10, inputChannels: 1, imageSize: [28, 28],
+                                  hiddenSizes: [32, 16])
         XCTAssertEqual(m.namedParameters().map(\.0),
                        ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias", "fc.weight", "fc.bias"])
         XCTAssertEqual(m.featureSize, 16)
@@ -105,8 +106,12 @@ final class ModelZooTests: XCTestCase {
         XCTAssertThrowsError(try ModelZoo.make(name: "resnet9", classes: 10)) {
             XCTAssertTrue("\($0)".hasPrefix("model zoo: unknown model 'resnet9'"))
         }
-        XCTAssertThrowsError(try ModelZoo.make(name: "resnet8", classes: 0)) { XCTAssertTrue("\($0)".contains("classes 0")) }
-        XCTAssertThrowsError(try ModelZoo.make(name: "mlp", classes: 10, imageSize: [28])) { XCTAssertTrue("\($0)".contains("imageSize")) }
+        XCTAssertThrowsError(try ModelZoo.make(name: "resnet8", classes: 0)) {
+            XCTAssertTrue("\($0)".contains("classes 0"))
+        }
+        XCTAssertThrowsError(try ModelZoo.make(name: "mlp", classes: 10, imageSize: [28])) {
+            XCTAssertTrue("\($0)".contains("imageSize"))
+        }
     }
 
     func testProjectionHead() throws {

@@ -44,13 +44,15 @@ final class OptimizerTests: XCTestCase {
 
     func testSGDNesterov() throws {
         let ps = params()
-        try run(try SGD(parameters: ps, learningRate: 0.1, momentum: 0.9, nesterov: true, weightDecay: 0.01), ps, steps: 3)
+        try run(try SGD(parameters: ps, learningRate: 0.1, momentum: 0.9, nesterov: true, weightDecay: 0.01),
+                ps, steps: 3)
         assertClose(ps[0].1.array, [0.758337758191, -1.784718666382])
     }
 
     func testSGDDecoupledDecay() throws {
         let ps = params()
-        try run(try SGD(parameters: ps, learningRate: 0.1, momentum: 0.9, weightDecay: 0.01, decoupledWeightDecay: true), ps, steps: 3)
+        try run(try SGD(parameters: ps, learningRate: 0.1, momentum: 0.9, weightDecay: 0.01,
+                        decoupledWeightDecay: true), ps, steps: 3)
         assertClose(ps[0].1.array, [0.814677949, -1.810770898])
     }
 

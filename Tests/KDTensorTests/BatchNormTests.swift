@@ -36,7 +36,8 @@ final class BatchNormTests: XCTestCase {
     }
 
     func testTrainingValuesAndRunningStatistics() throws {
-        // Channel 0: 1, 2, 3, 4 (μ 2.5, σ² 1.25, unbiased 5/3); channel 1: 10, 10, 10, 14 (μ 11, σ² 3, unbiased 4).
+        // Channel 0: 1, 2, 3, 4 (μ 2.5, σ² 1.25, unbiased 5/3);
+        // channel 1: 10, 10, 10, 14 (μ 11, σ² 3, unbiased 4).
         let x = Tensor(shape: [4, 2], data: [1, 10, 2, 10, 3, 10, 4, 14])
         let gamma = Tensor(shape: [2], data: [2, 1]), beta = Tensor(shape: [2], data: [0.5, -1])
         let rm = Tensor(shape: [2], data: [0, 1]), rv = Tensor(shape: [2], data: [1, 2])
@@ -114,7 +115,8 @@ final class BatchNormTests: XCTestCase {
             let x = Tensor(shape: [3, 2, 2, 3], data: xv, requiresGrad: true)
             let (g, b, rm, rv) = params(3)
             g.requiresGrad = true; b.requiresGrad = true
-            let y = try batchNorm(x, gamma: g, beta: b, runningMean: rm, runningVar: rv, training: true, reducer: reducer)
+            let y = try batchNorm(x, gamma: g, beta: b, runningMean: rm, runningVar: rv, training: true,
+                                  reducer: reducer)
             Tape.backward(y, seed: seed)
             return [y.array, x.grad!.array, g.grad!.array, b.grad!.array, rm.array, rv.array]
         }

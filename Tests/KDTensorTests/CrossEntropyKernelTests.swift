@@ -24,7 +24,8 @@ final class CrossEntropyKernelTests: XCTestCase {
             XCTAssertEqual(crossEntropy(z, y, grad: &none), naive, accuracy: 1e-12)
         }
         // Uniform row: ln C exactly up to log's rounding.
-        XCTAssertEqual(crossEntropy([Float](repeating: 3, count: 4), 2, grad: &none), Foundation.log(4.0), accuracy: 1e-15)
+        XCTAssertEqual(crossEntropy([Float](repeating: 3, count: 4), 2, grad: &none), Foundation.log(4.0),
+                       accuracy: 1e-15)
         // Logits ±1e4 (exact in Float32) stay finite: margin 1e4 on the wrong class costs 1e4.
         XCTAssertEqual(crossEntropy([1e4, 0], 1, grad: &none), 1e4, accuracy: 1e-9)
         XCTAssertEqual(crossEntropy([-1e4, -1e4], 0, grad: &none), Foundation.log(2.0), accuracy: 1e-12)

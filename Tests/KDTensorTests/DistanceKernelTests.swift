@@ -66,12 +66,18 @@ final class DistanceKernelTests: XCTestCase {
         symmetricGramDouble(xd, n: n, d: d, into: &g)
         for i in 0..<n { for j in 0..<n {
             var dot = 0.0, ni = 0.0, nj = 0.0
-            for c in 0..<d { dot += xd[i * d + c] * xd[j * d + c]; ni += xd[i * d + c] * xd[i * d + c]; nj += xd[j * d + c] * xd[j * d + c] }
+            for c in 0..<d {
+                dot += xd[i * d + c] * xd[j * d + c]
+                ni += xd[i * d + c] * xd[i * d + c]
+                nj += xd[j * d + c] * xd[j * d + c]
+            }
             XCTAssertEqual(g[i * n + j], dot, accuracy: 2 * Double(d) * 0x1p-53 * (ni * nj).squareRoot())
             XCTAssertEqual(g[i * n + j], g[j * n + i])
         } }
         // Empty and zero-width inputs give zeros, not garbage.
-        let z = [Float](repeating: 1, count: 3).withUnsafeBufferPointer { squaredDistancesDouble($0.baseAddress!, n: 3, d: 0) }
+        let z = [Float](repeating: 1, count: 3).withUnsafeBufferPointer {
+            squaredDistancesDouble($0.baseAddress!, n: 3, d: 0)
+        }
         XCTAssertEqual(Array(UnsafeBufferPointer(start: z.ptr, count: 9)), [Double](repeating: 0, count: 9))
     }
 

@@ -10,7 +10,8 @@ final class EigenTests: XCTestCase {
             for i in 0..<n {
                 var av = 0.0
                 for k in 0..<n { av += a[i * n + k] * vectors[j * n + k] }
-                XCTAssertEqual(av, values[j] * vectors[j * n + i], accuracy: tol, "A v = λ v (\(i), \(j))", file: file, line: line)
+                XCTAssertEqual(av, values[j] * vectors[j * n + i], accuracy: tol, "A v = λ v (\(i), \(j))",
+                               file: file, line: line)
             }
             for l in 0..<n {
                 var dot = 0.0
@@ -25,8 +26,10 @@ final class EigenTests: XCTestCase {
         let (w, v) = try symmetricEigen(a, n: 2)
         XCTAssertEqual(w[0], 1, accuracy: 1e-12); XCTAssertEqual(w[1], 3, accuracy: 1e-12)
         let r = 1 / 2.0.squareRoot()
-        XCTAssertEqual(Swift.abs(v[0]), r, accuracy: 1e-12); XCTAssertEqual(v[0], -v[1], accuracy: 1e-12)   // ±[1, −1]/√2
-        XCTAssertEqual(Swift.abs(v[2]), r, accuracy: 1e-12); XCTAssertEqual(v[2], v[3], accuracy: 1e-12)    // ±[1, 1]/√2
+        XCTAssertEqual(Swift.abs(v[0]), r, accuracy: 1e-12)   // ±[1, −1]/√2
+        XCTAssertEqual(v[0], -v[1], accuracy: 1e-12)
+        XCTAssertEqual(Swift.abs(v[2]), r, accuracy: 1e-12)   // ±[1, 1]/√2
+        XCTAssertEqual(v[2], v[3], accuracy: 1e-12)
         verify(a, n: 2, values: w, vectors: v, tol: 1e-12)
     }
 
@@ -34,7 +37,9 @@ final class EigenTests: XCTestCase {
         // Block diag(2, [[3, 4], [4, 9]]): eigenvalues 1, 2, 11.
         let a: [Double] = [2, 0, 0, 0, 3, 4, 0, 4, 9]
         let (w, v) = try symmetricEigen(a, n: 3)
-        XCTAssertEqual(w[0], 1, accuracy: 1e-12); XCTAssertEqual(w[1], 2, accuracy: 1e-12); XCTAssertEqual(w[2], 11, accuracy: 1e-12)
+        XCTAssertEqual(w[0], 1, accuracy: 1e-12)
+        XCTAssertEqual(w[1], 2, accuracy: 1e-12)
+        XCTAssertEqual(w[2], 11, accuracy: 1e-12)
         XCTAssertEqual(Swift.abs(v[3]), 1, accuracy: 1e-12)   // λ = 2 ↔ e₀
         verify(a, n: 3, values: w, vectors: v, tol: 1e-12)
     }
@@ -56,8 +61,10 @@ final class EigenTests: XCTestCase {
     }
 
     func testErrors() {
-        assertThrowsMessage("symmetricEigen: needs n² = 3² values, got 4", try symmetricEigen([Double](repeating: 0, count: 4), n: 3))
-        assertThrowsMessage("symmetricEigen: matrix (n = 2) has non-finite entries", try symmetricEigen([1, .nan, .nan, 1] as [Double], n: 2))
+        assertThrowsMessage("symmetricEigen: needs n² = 3² values, got 4",
+                            try symmetricEigen([Double](repeating: 0, count: 4), n: 3))
+        assertThrowsMessage("symmetricEigen: matrix (n = 2) has non-finite entries",
+                            try symmetricEigen([1, .nan, .nan, 1] as [Double], n: 2))
         XCTAssertEqual(try symmetricEigen([Double](), n: 0).values, [])
     }
 }

@@ -114,7 +114,8 @@ final class ElementwiseTests: XCTestCase {
         assertThrowsMessage("add: shape mismatch between [3, 4] and [3]", try a + b)
         assertThrowsMessage("sub: shape mismatch between [3, 4] and [3]", try sub(a, b))
         assertThrowsMessage("mul: shape mismatch between [3] and [3, 4]", try b * a)
-        assertThrowsMessage("div: shape mismatch between [2, 3] and [3, 2]", try Tensor.zeros([2, 3]) / Tensor.zeros([3, 2]))
+        assertThrowsMessage("div: shape mismatch between [2, 3] and [3, 2]",
+                            try Tensor.zeros([2, 3]) / Tensor.zeros([3, 2]))
     }
 
     func testNoTapeNodesWithoutGrad() throws {

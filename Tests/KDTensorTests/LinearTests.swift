@@ -32,7 +32,8 @@ final class LinearTests: XCTestCase {
 
     func testEmptyBatchGivesZeroParameterGradients() throws {
         let x = Tensor(shape: [0, 3], data: [], requiresGrad: true)
-        let w = Tensor(shape: [2, 3], repeating: 1, requiresGrad: true), b = Tensor(shape: [2], repeating: 1, requiresGrad: true)
+        let w = Tensor(shape: [2, 3], repeating: 1, requiresGrad: true)
+        let b = Tensor(shape: [2], repeating: 1, requiresGrad: true)
         let y = try linear(x, weight: w, bias: b)
         XCTAssertEqual(y.shape, [0, 2])
         Tape.backward(y, seed: Tensor(shape: [0, 2], data: []))

@@ -35,7 +35,9 @@ final class PoolingTests: XCTestCase {
                     var m = -Float.infinity
                     for ki in 0..<3 { for kj in 0..<3 {
                         let ih = i * 2 - 1 + ki, iw = j * 2 - 1 + kj
-                        if ih >= 0 && ih < 5 && iw >= 0 && iw < 5 { m = max(m, x.ptr[((n * 5 + ih) * 5 + iw) * ch + c]) }
+                        if ih >= 0 && ih < 5 && iw >= 0 && iw < 5 {
+                            m = max(m, x.ptr[((n * 5 + ih) * 5 + iw) * ch + c])
+                        }
                     } }
                     XCTAssertEqual(y.ptr[((n * 3 + i) * 3 + j) * ch + c], m)
                 } } } }

@@ -61,7 +61,8 @@ final class RowKernelTests: XCTestCase {
         let hard: [Double] = [0, -.infinity], half: [Double] = [-Foundation.log(2.0), -Foundation.log(2.0)]
         XCTAssertEqual(rowKLDivergence(logP: hard, logQ: half, count: 2), Foundation.log(2.0), accuracy: 1e-15)
         // `adding:` continues a running sum: two rows chained = the two KLs added (reassociation only).
-        let two = rowKLDivergence(logP: hard, logQ: half, count: 2, adding: rowKLDivergence(logP: lp, logQ: lq, count: 7))
+        let two = rowKLDivergence(logP: hard, logQ: half, count: 2,
+                                  adding: rowKLDivergence(logP: lp, logQ: lq, count: 7))
         XCTAssertEqual(two, naive + Foundation.log(2.0), accuracy: 1e-12)
     }
 
@@ -112,7 +113,9 @@ final class RowKernelTests: XCTestCase {
         XCTAssertEqual(Array(u[15..<20]), [0, 0, 0, 0, 0])
         // In place (u = x) gives the same values.
         var inPlace = x, n2 = [Float](repeating: 0, count: 4)
-        inPlace.withUnsafeMutableBufferPointer { normalizeRows($0.baseAddress!, rows: 4, cols: 5, into: $0.baseAddress!, norms: &n2) }
+        inPlace.withUnsafeMutableBufferPointer {
+            normalizeRows($0.baseAddress!, rows: 4, cols: 5, into: $0.baseAddress!, norms: &n2)
+        }
         XCTAssertEqual(inPlace, u)
         XCTAssertEqual(n2, norms)
     }

@@ -11,7 +11,9 @@ final class ShapeOpsTests: XCTestCase {
         XCTAssertEqual(try reshape(m, [6]).array, m.array)
         let x = randomTensor([2, 3, 2], seed: 81)
         assertGradients([x], "reshape") { try reshape($0[0], [4, 3]) }
-        assertGradients([x], "reshape then op") { try sum(try reshape($0[0], [6, 2]) * Tensor(shape: [2], data: [1, -2]), axes: [1]) }
+        assertGradients([x], "reshape then op") {
+            try sum(try reshape($0[0], [6, 2]) * Tensor(shape: [2], data: [1, -2]), axes: [1])
+        }
     }
 
     func testReshapeErrors() {
@@ -40,7 +42,7 @@ final class ShapeOpsTests: XCTestCase {
         for b in 0..<3 { for i in 0..<19 { for j in 0..<37 {
             XCTAssertEqual(y.ptr[(b * 37 + j) * 19 + i], x.ptr[(b * 19 + i) * 37 + j])
         } } }
-        let g = try gradOfSum(x) { try sum(try permute($0, [0, 2, 1]) * y) }
+        let g = try gradOfSum(x) { sum(try permute($0, [0, 2, 1]) * y) }
         XCTAssertEqual(g, x.array)   // ∂/∂x Σ permute(x)·permute(x)₀ = x
         let t = try transpose(try reshape(x, [57, 37]))
         XCTAssertEqual(t.shape, [37, 57])
@@ -60,7 +62,8 @@ final class ShapeOpsTests: XCTestCase {
     }
 
     func testPermuteErrors() {
-        assertThrowsMessage("permute: axes [0, 0] are not a permutation of 0..<2 (shape [2, 3])", try permute(m, [0, 0]))
+        assertThrowsMessage("permute: axes [0, 0] are not a permutation of 0..<2 (shape [2, 3])",
+                            try permute(m, [0, 0]))
         assertThrowsMessage("transpose: needs a 2-D tensor, got shape [6]", try transpose(Tensor.zeros([6])))
     }
 
@@ -71,7 +74,8 @@ final class ShapeOpsTests: XCTestCase {
         let x = randomTensor([3, 4, 2], seed: 85)
         assertGradients([x], "slice axis 1") { try slice($0[0], axis: 1, range: 1..<3) }
         assertGradients([x], "slice axis -1") { try slice($0[0], axis: -1, range: 0..<1) }
-        assertThrowsMessage("slice: range 2..<4 out of bounds for axis 1 of shape [2, 3]", try slice(m, axis: 1, range: 2..<4))
+        assertThrowsMessage("slice: range 2..<4 out of bounds for axis 1 of shape [2, 3]",
+                            try slice(m, axis: 1, range: 2..<4))
     }
 
     func testConcatValuesGradientsErrors() throws {
@@ -81,7 +85,8 @@ final class ShapeOpsTests: XCTestCase {
         let x = randomTensor([2, 3], seed: 86), y = randomTensor([2, 2], seed: 87), z = randomTensor([1, 3], seed: 88)
         assertGradients([x, y], "concat axis 1") { try concat([$0[0], $0[1]], axis: 1) }
         assertGradients([x, z], "concat axis 0") { try concat([$0[0], $0[1], $0[0]], axis: 0) }
-        assertThrowsMessage("concat (axis 1): shape mismatch between [2, 3] and [3, 3]", try concat([m, Tensor.zeros([3, 3])], axis: 1))
+        assertThrowsMessage("concat (axis 1): shape mismatch between [2, 3] and [3, 3]",
+                            try concat([m, Tensor.zeros([3, 3])], axis: 1))
         assertThrowsMessage("concat: no tensors to concatenate", try concat([], axis: 0))
     }
 
@@ -93,6 +98,7 @@ final class ShapeOpsTests: XCTestCase {
         let x = randomTensor([4, 3], seed: 89)
         assertGradients([x], "gather rows") { try gather($0[0], indices: [3, 0, 3, 3, 1]) }
         assertGradients([x], "gather cols") { try gather($0[0], indices: [2, 2, 0], axis: 1) }
-        assertThrowsMessage("gather: index 2 at position 1 out of range 0..<2 for axis 0 of shape [2, 3]", try gather(m, indices: [0, 2]))
+        assertThrowsMessage("gather: index 2 at position 1 out of range 0..<2 for axis 0 of shape [2, 3]",
+                            try gather(m, indices: [0, 2]))
     }
 }

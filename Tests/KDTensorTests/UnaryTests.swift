@@ -60,7 +60,8 @@ final class UnaryTests: XCTestCase {
     func testWhereErrors() {
         let a = Tensor.zeros([2, 2]), b = Tensor.zeros([2, 3])
         assertThrowsMessage("where: shape mismatch between [2, 2] and [2, 3]", try `where`([true], a, b))
-        assertThrowsMessage("where: mask has 3 values, tensors of shape [2, 2] have 4", try `where`([true, false, true], a, a))
+        assertThrowsMessage("where: mask has 3 values, tensors of shape [2, 2] have 4",
+                            try `where`([true, false, true], a, a))
         assertThrowsMessage("where (mask): shape mismatch between [4] and [2, 2]", try `where`(Tensor.zeros([4]), a, a))
     }
 }

@@ -32,10 +32,11 @@ private func referenceConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?,
 /// the transforms, whose rounding is amplified by the transforms' norms: every output is a combination
 /// of α² GEMM results with |Aᵀ|-weights, each of those a Cin-term dot product of transformed values
 /// whose magnitudes exceed |d|·|g| by at most ‖Bᵀ‖∞²·‖G‖∞² (row sums of |entries|). Hence
-/// `|Δ| ≤ γ · K · u · S` with the amplification γ = (‖Aᵀ‖∞·‖Bᵀ‖∞·‖G‖∞)² bounded by 3²·2²·1.5² = 81 for
-/// F(2,3) (‖Aᵀ‖∞ = 3, ‖Bᵀ‖∞ = 2, ‖G‖∞ = 1.5) and (19·10·1)² ≈ 3.6·10⁴ for F(4,3). These are worst-case
-/// bounds (errors of random sign add like √K, not K); the tests assert them as stated, which a wrong
-/// transform (an O(1) error) fails by orders of magnitude.
+/// `|Δ| ≤ γ · K · u · S` with the amplification γ = (‖Aᵀ‖∞·‖Bᵀ‖∞·‖G‖∞)² bounded by
+/// 3²·2²·1.5² = 81 for F(2,3) (‖Aᵀ‖∞ = 3, ‖Bᵀ‖∞ = 2, ‖G‖∞ = 1.5)
+/// and (19·10·1)² ≈ 3.6·10⁴ for F(4,3). These are worst-case bounds (errors of random sign add
+/// like √K, not K); the tests assert them as stated, which a wrong transform (an O(1) error) fails
+/// by orders of magnitude.
 private func winogradErrorBound(_ v: WinogradVariant, cin: Int, absSum: Double) -> Double {
     let u = 0x1p-24, gamma: Double = v == .f2 ? 81 : 36_100
     return gamma * Double(9 * cin + 4) * u * absSum
@@ -158,7 +159,8 @@ final class WinogradTests: XCTestCase {
 
     func testRejectsNon3x3AndBadPadding() {
         let x = randomTensor([1, 4, 4, 2], seed: 1)
-        assertThrowsMessage("winogradConv2d (needs a 3×3 weight): shape mismatch between [1, 4, 4, 2] and [3, 1, 1, 2]",
+        assertThrowsMessage("winogradConv2d (needs a 3×3 weight): "
+                            + "shape mismatch between [1, 4, 4, 2] and [3, 1, 1, 2]",
                             try winogradConv2d(x, weight: randomTensor([3, 1, 1, 2], seed: 2), bias: nil,
                                                padding: 0, variant: .f2))
         assertThrowsMessage("winogradConv2d: padding 3 must be 0…2 and the 3×3 kernel must fit input 4×4",

@@ -12,8 +12,9 @@ final class LossProjectionTests: XCTestCase {
         let z = Tensor.randn([b * v, 5], rng: &rng), t = Tensor.randn([b * v, 4], rng: &rng)
         let zt = Tensor.randn([b * v, 5], rng: &rng), proxies = Tensor.randn([5, 4], rng: &rng)
         for x in [h, s, z] { x.requiresGrad = true }
-        return LossInputs(plan: BatchPlan(globalSamples: b), views: v, studentFeatures: h, studentEmbedding: s, studentLogits: z,
-                          teacherEmbedding: t, teacherLogits: zt, proxies: proxies, labels: (0..<b).map { $0 % 5 }, step: 7)
+        return LossInputs(plan: BatchPlan(globalSamples: b), views: v, studentFeatures: h, studentEmbedding: s,
+                          studentLogits: z, teacherEmbedding: t, teacherLogits: zt, proxies: proxies,
+                          labels: (0..<b).map { $0 % 5 }, step: 7)
     }
 
     /// Rows are tiled sample-major (the first copy exact, the others scaled by 1 + 0.01·u per row),
@@ -21,11 +22,13 @@ final class LossProjectionTests: XCTestCase {
     func testTiledLayout() {
         let base = inputs(samples: 6, views: 2)
         let g = LossProjection.tiled(base, perRank: 5, ranks: 3)
-        XCTAssertEqual(g.batchSize, 15); XCTAssertEqual(g.views, 2); XCTAssertEqual(g.shard, 0..<5); XCTAssertEqual(g.step, 7)
+        XCTAssertEqual(g.batchSize, 15); XCTAssertEqual(g.views, 2)
+        XCTAssertEqual(g.shard, 0..<5); XCTAssertEqual(g.step, 7)
         XCTAssertEqual(g.plan.counts, [5, 5, 5])
         XCTAssertEqual(g.studentFeatures?.shape, [30, 6]); XCTAssertEqual(g.teacherLogits?.shape, [30, 5])
         XCTAssertEqual(g.labels, (0..<15).map { ($0 % 6) % 5 })
-        XCTAssertTrue(g.studentEmbedding!.requiresGrad && g.studentLogits!.requiresGrad && g.studentFeatures!.requiresGrad)
+        XCTAssertTrue(g.studentEmbedding!.requiresGrad && g.studentLogits!.requiresGrad
+                      && g.studentFeatures!.requiresGrad)
         XCTAssertFalse(g.teacherEmbedding!.requiresGrad)
         XCTAssertTrue(g.proxies === base.proxies)
         let src = base.studentEmbedding!, dst = g.studentEmbedding!
@@ -42,12 +45,15 @@ final class LossProjectionTests: XCTestCase {
     /// cleared afterwards.
     func testMeasureRunsTheObjective() throws {
         let base = inputs(samples: 8, views: 1)
-        let objective = LossObjective(terms: try KDConfig.lossTerms(yaml: "[{kind: prg}, {kind: rkd}, {kind: kd, ce_weight: 0.5}]"))
-        let points = try LossProjection.measure(objective: objective, inputs: base, perRank: 4, ranks: [2, 8], repeats: 2)
+        let objective = LossObjective(terms: try KDConfig.lossTerms(
+            yaml: "[{kind: prg}, {kind: rkd}, {kind: kd, ce_weight: 0.5}]"))
+        let points = try LossProjection.measure(objective: objective, inputs: base, perRank: 4, ranks: [2, 8],
+                                                repeats: 2)
         XCTAssertEqual(points.map { $0.ranks }, [2, 8])
         XCTAssertEqual(points.map { $0.globalBatch }, [8, 32])
         XCTAssertTrue(points.allSatisfy { $0.seconds > 0 && $0.seconds.isFinite })
-        XCTAssertThrowsError(try LossProjection.measure(objective: LossObjective(terms: try KDConfig.lossTerms(yaml: "[{kind: vrm}]")),
+        XCTAssertThrowsError(try LossProjection.measure(objective: LossObjective(
+                                                            terms: try KDConfig.lossTerms(yaml: "[{kind: vrm}]")),
                                                         inputs: base, perRank: 4, ranks: [2])) { e in
             XCTAssertTrue("\(e)".contains("vrm"), "\(e)")
         }

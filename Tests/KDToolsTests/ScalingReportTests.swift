@@ -6,7 +6,9 @@ final class ScalingReportTests: XCTestCase {
     func testCostModelFitRecoversLatencyAndBandwidth() throws {
         let truth = AllReduceCostModel(latencySeconds: 5e-6, bandwidthBytesPerSecond: 3e9)
         var pts: [(ranks: Int, bytes: Double, seconds: Double)] = []
-        for n in [2, 4, 8] { for b in [4096.0, 1_048_576.0, 16_777_216.0] { pts.append((n, b, truth.predict(ranks: n, bytes: b))) } }
+        for n in [2, 4, 8] {
+            for b in [4096.0, 1_048_576.0, 16_777_216.0] { pts.append((n, b, truth.predict(ranks: n, bytes: b))) }
+        }
         let fit = try XCTUnwrap(AllReduceCostModel.fit(pts))
         XCTAssertEqual(fit.latencySeconds, 5e-6, accuracy: 1e-9)
         XCTAssertEqual(fit.bandwidthBytesPerSecond / 3e9, 1, accuracy: 1e-6)
@@ -15,18 +17,21 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertEqual(truth.predict(ranks: 4, bytes: 1e6), 1.5 * 1e6 / 3e9 + 6 * 5e-6, accuracy: 1e-15)
         XCTAssertNil(AllReduceCostModel.fit([(1, 100, 1)]))
         // A ring all-gather of 1 MB in 3 calls at N = 4: (N−1)/N · bytes / bw + calls · (N−1) · lat.
-        XCTAssertEqual(truth.predictRingCollective(ranks: 4, bytes: 1e6, calls: 3), 0.75 * 1e6 / 3e9 + 9 * 5e-6, accuracy: 1e-15)
+        XCTAssertEqual(truth.predictRingCollective(ranks: 4, bytes: 1e6, calls: 3), 0.75 * 1e6 / 3e9 + 9 * 5e-6,
+                       accuracy: 1e-15)
         XCTAssertEqual(truth.predictRingCollective(ranks: 1, bytes: 1e6, calls: 3), 0)
     }
 
     func point(_ n: Int, _ sps: Double) -> ScalingPoint {
         ScalingPoint(ranks: n, globalBatch: 64 * n, samplesPerSecond: sps, stepSeconds: 64 * Double(n) / sps,
-                     phases: ["allreduce": 0.01, "backward": 0.3], bytesAllReduced: 4e6, bytesGathered: 1e5, peakRSSBytes: 2e8)
+                     phases: ["allreduce": 0.01, "backward": 0.3], bytesAllReduced: 4e6, bytesGathered: 1e5,
+                     peakRSSBytes: 2e8)
     }
 
     func testEfficiencyAndTables() {
         let r = ScalingReport(mode: .weak, points: [point(2, 190), point(1, 100), point(4, 360)], configName: "c",
-                              machine: "m", date: "d", costModel: AllReduceCostModel(latencySeconds: 1e-5, bandwidthBytesPerSecond: 1e9))
+                              machine: "m", date: "d",
+                              costModel: AllReduceCostModel(latencySeconds: 1e-5, bandwidthBytesPerSecond: 1e9))
         XCTAssertEqual(r.points.map { $0.ranks }, [1, 2, 4])
         XCTAssertEqual(r.efficiency(r.points[1]), 0.95, accuracy: 1e-12)
         XCTAssertEqual(r.efficiency(r.points[2]), 0.9, accuracy: 1e-12)
@@ -47,8 +52,9 @@ final class ScalingReportTests: XCTestCase {
     /// loss share takes 0.3 s and communication is the cost model's sum of the gradient all-reduce,
     /// the SyncBN all-reduces and the ring all-gathers / reduce-scatters.
     func testWeakProjectionArithmetic() throws {
-        let collectives = StepCollectives(perRankBatch: 64, statisticsAllReduces: 20, statisticsBytes: 40_000, gathers: 5,
-                                          gatheredBytesPerSample: 4000, reduceScatters: 3, reduceScatteredBytesPerSample: 2000)
+        let collectives = StepCollectives(perRankBatch: 64, statisticsAllReduces: 20, statisticsBytes: 40_000,
+                                          gathers: 5, gatheredBytesPerSample: 4000, reduceScatters: 3,
+                                          reduceScatteredBytesPerSample: 2000)
         let base = ScalingPoint(ranks: 1, globalBatch: 64, samplesPerSecond: 32, stepSeconds: 2.0, phases: [:],
                                 bytesAllReduced: 5e6, bytesGathered: 0, peakRSSBytes: 1e8, collectives: collectives,
                                 lossProjection: [.init(ranks: 1, globalBatch: 64, seconds: 0.01),
@@ -85,9 +91,12 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertEqual(r.svg.components(separatedBy: "fill=\"white\" stroke=").count - 1, 2)
         XCTAssertTrue(r.svg.contains("projected (model)") && r.svg.contains(">16</text>"))
         // No projection in strong mode, nor without the base's loss timings.
-        XCTAssertTrue(ScalingReport(mode: .strong, points: [two, base], configName: "c", machine: "m", date: "d", costModel: m).projection.isEmpty)
-        XCTAssertTrue(ScalingReport(mode: .weak, points: [two], configName: "c", machine: "m", date: "d", costModel: m).projection.isEmpty)
-        XCTAssertFalse(ScalingReport(mode: .weak, points: [two], configName: "c", machine: "m", date: "d", costModel: m).markdown.contains("projection"))
+        XCTAssertTrue(ScalingReport(mode: .strong, points: [two, base], configName: "c", machine: "m", date: "d",
+                                    costModel: m).projection.isEmpty)
+        XCTAssertTrue(ScalingReport(mode: .weak, points: [two], configName: "c", machine: "m", date: "d",
+                                    costModel: m).projection.isEmpty)
+        XCTAssertFalse(ScalingReport(mode: .weak, points: [two], configName: "c", machine: "m", date: "d",
+                                     costModel: m).markdown.contains("projection"))
     }
 
     /// `readBench` takes the projection fields of a bench JSON file; a file without them gives a
@@ -103,7 +112,8 @@ final class ScalingReportTests: XCTestCase {
             commShare: 0.01, dataWaitShare: 0, bytesGatheredPerStep: 0, bytesAllreducedPerStep: 5197328,
             peakRssBytes: 486539264, peakRssBytesPerRank: [486539264], tensorPoolPeakBytes: 1 << 20,
             allreduceSweep: [BenchResult.SweepPoint(bytes: 4096, seconds: 1e-6)], perRankBatch: 64,
-            statisticsAllreducesPerStep: 20, statisticsBytesPerStep: 44112, gathersPerStep: 5, gatheredBytesPerSample: 3872,
+            statisticsAllreducesPerStep: 20, statisticsBytesPerStep: 44112, gathersPerStep: 5,
+            gatheredBytesPerSample: 3872,
             reduceScattersPerStep: 3, reduceScatteredBytesPerSample: 2448,
             lossProjection: [LossProjection.Point(ranks: 1, globalBatch: 64, seconds: 0.002),
                              LossProjection.Point(ranks: 16, globalBatch: 1024, seconds: 0.29)],
@@ -116,12 +126,15 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertEqual(try BenchResult.read(a), bench)
         bench.lossProjection = []
         try bench.json().write(toFile: b, atomically: true, encoding: .utf8)
-        try json.replacingOccurrences(of: "\"gathers_per_step\":5,", with: "").write(toFile: c, atomically: true, encoding: .utf8)
+        try json.replacingOccurrences(of: "\"gathers_per_step\":5,", with: "")
+            .write(toFile: c, atomically: true, encoding: .utf8)
         let (p, sweep) = try ScalingRunner.readBench(a)
         XCTAssertEqual(sweep.count, 1)
         XCTAssertEqual(p.phases["teacher"], 1.8)
-        XCTAssertEqual(p.collectives, StepCollectives(perRankBatch: 64, statisticsAllReduces: 20, statisticsBytes: 44112, gathers: 5,
-                                                      gatheredBytesPerSample: 3872, reduceScatters: 3, reduceScatteredBytesPerSample: 2448))
+        XCTAssertEqual(p.collectives, StepCollectives(perRankBatch: 64, statisticsAllReduces: 20,
+                                                      statisticsBytes: 44112, gathers: 5,
+                                                      gatheredBytesPerSample: 3872, reduceScatters: 3,
+                                                      reduceScatteredBytesPerSample: 2448))
         XCTAssertEqual(p.lossProjection.map { $0.ranks }, [1, 16])
         XCTAssertEqual(p.lossProjection.last?.seconds, 0.29)
         let (plain, _) = try ScalingRunner.readBench(b)
@@ -134,7 +147,8 @@ final class ScalingReportTests: XCTestCase {
 
     /// The bench line of the smallest world size asks for the projection (measured sizes included).
     func testCommandLineAsksForProjectionAtTheBase() {
-        var runner = ScalingRunner(configPath: "c.yaml", overrides: [], ranks: [1, 2], mode: .weak, outDir: "o", warmup: 1, steps: 2,
+        var runner = ScalingRunner(configPath: "c.yaml", overrides: [], ranks: [1, 2], mode: .weak, outDir: "o",
+                                   warmup: 1, steps: 2,
                                    executable: "kdgraph", perRankBatch: 64, machine: "m")
         runner.projectRanks = [16, 4]
         let one = runner.commandLine(ranks: 1, jsonOut: "o/bench_1.json")

@@ -22,11 +22,13 @@ public protocol StatisticsReducer: AnyObject {
 /// `dγ = Σ dy · x̂`, `dβ = Σ dy` over this rank's rows only (parameter gradients are summed across
 /// ranks by the gradient all-reduce, as in PyTorch's SyncBatchNorm).
 ///
-/// Evaluation: `y = γ · (x − running_mean)/√(running_var + ε) + β`; backward `dx = γ/√(running_var + ε) · dy`.
+/// Evaluation: `y = γ · (x − running_mean)/√(running_var + ε) + β`; backward
+/// `dx = γ/√(running_var + ε) · dy`.
 ///
 /// With a reducer, forward and backward each reduce exactly once whatever the local data (a rank with
-/// an empty shard, `[0, …, C]`, takes part and gets zero dγ, dβ). A reducer error in forward is thrown; in backward (which cannot throw) it stops the process with the
-/// reducer's message, since the ranks could no longer agree on a gradient.
+/// an empty shard, `[0, …, C]`, takes part and gets zero dγ, dβ). A reducer error in forward is
+/// thrown; in backward (which cannot throw) it stops the process with the reducer's message, since
+/// the ranks could no longer agree on a gradient.
 public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
                       training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
                       reducer: StatisticsReducer? = nil) throws -> Tensor {
@@ -55,7 +57,9 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
             }
             sp[2 * c] = Double(rows)
         }
-        if let reducer { try s.withUnsafeMutableBufferPointer { try reducer.sumAcrossRanks($0.baseAddress!, count: 2 * c + 1) } }
+        if let reducer {
+            try s.withUnsafeMutableBufferPointer { try reducer.sumAcrossRanks($0.baseAddress!, count: 2 * c + 1) }
+        }
         globalRows = s[2 * c]
         guard globalRows > 1 else {
             throw TensorError.invalidArgument(op: "batchNorm", message:
@@ -89,7 +93,8 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
     Tape.record("batchNorm", inputs: [x, gamma, beta], output: out) { gy in
         // Local per-channel Σdy and Σdy·x̂, x̂ recomputed from x.
         var s = [Double](repeating: 0, count: 2 * c)
-        s.withUnsafeMutableBufferPointer { sb in mean.withUnsafeBufferPointer { mb in invStd.withUnsafeBufferPointer { ib in
+        s.withUnsafeMutableBufferPointer { sb in mean.withUnsafeBufferPointer { mb in
+            invStd.withUnsafeBufferPointer { ib in
             let sdy = sb.baseAddress!, sdx = sdy + c, mu = mb.baseAddress!, inv = ib.baseAddress!
             var p = x.ptr, d = gy.ptr
             for _ in 0..<rows {

@@ -32,8 +32,9 @@ public enum Conv2dWorkspace {
 /// `W` viewed as `[Cout, K]`:
 /// - forward  `Y[M, Cout] = col · Wᵀ (+ b)`
 /// - backward `dW = dYᵀ · col`, `db = Σ_rows dY`, `dcol = dY · W`, `dx = col2im(dcol)` (accumulate);
-///   for stride 1, a square kernel and Cin ≥ max(16, Cout/2) `dx` is instead the convolution of `dY` with the flipped,
-///   transposed kernel (`dx = im2col(dY) · W'ᵀ`, one GEMM with inner size `k²·Cout`, no col2im).
+///   for stride 1, a square kernel and Cin ≥ max(16, Cout/2) `dx` is instead the convolution of `dY`
+///   with the flipped, transposed kernel (`dx = im2col(dY) · W'ᵀ`, one GEMM with inner size
+///   `k²·Cout`, no col2im).
 ///
 /// The GEMMs run over chunks of whole images sized by `Conv2dWorkspace` (cache-resident column
 /// matrix, at least `minChunkRows` rows per GEMM). A 1×1 stride-1 unpadded convolution uses `x` itself as
@@ -50,13 +51,15 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
         throw TensorError.shapeMismatch(op: "conv2d (bias vs weight)", lhs: bias.shape, rhs: weight.shape)
     }
     guard stride >= 1, padding >= 0 else {
-        throw TensorError.invalidArgument(op: "conv2d", message: "stride \(stride) must be ≥ 1 and padding \(padding) ≥ 0")
+        throw TensorError.invalidArgument(op: "conv2d",
+                                          message: "stride \(stride) must be ≥ 1 and padding \(padding) ≥ 0")
     }
     let g = ConvGeometry(n: x.shape[0], h: x.shape[1], w: x.shape[2], cin: x.shape[3],
                          kh: weight.shape[1], kw: weight.shape[2], stride: stride, padding: padding)
     guard g.kh >= 1, g.kw >= 1, g.ho >= 1, g.wo >= 1 else {
         throw TensorError.invalidArgument(op: "conv2d", message:
-            "kernel \(g.kh)×\(g.kw) with padding \(padding) does not fit input \(g.h)×\(g.w) (input \(x.shape), weight \(weight.shape))")
+            "kernel \(g.kh)×\(g.kw) with padding \(padding) does not fit input \(g.h)×\(g.w) "
+                + "(input \(x.shape), weight \(weight.shape))")
     }
     let k = g.k, m = g.n * g.pixelsPerImage
     let out = Tensor(uninitializedShape: [g.n, g.ho, g.wo, cout])
@@ -182,7 +185,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
 /// `W'[c, ki, kj, o] = W[o, k−1−ki, k−1−kj, c]` and padding `k − 1 − p`:
 /// `dx[n, i, j, c] = Σ_{ki,kj,o} dY[n, i + p − ki, j + p − kj, o] · W[o, ki, kj, c]`.
 /// Returns that convolution's geometry (over `dY`), or nil when the identity does not apply.
-func transposedBackwardGeometry(_ g: ConvGeometry, cout: Int) -> ConvGeometry? {
+package func transposedBackwardGeometry(_ g: ConvGeometry, cout: Int) -> ConvGeometry? {
     // Worth it when the dY columns (k²·Cout per input pixel) are not much wider than the dcol rows
     // (k²·Cin per output pixel) and the GEMM's output width Cin is not tiny (a 3-channel stem conv
     // keeps dcol + col2im).

@@ -5,7 +5,8 @@ private func poolGeometry(_ op: String, _ x: Tensor, kernel: Int, stride: Int, p
     }
     guard kernel >= 1, stride >= 1, padding >= 0, padding <= kernel / 2 else {
         throw TensorError.invalidArgument(op: op, message:
-            "kernel \(kernel), stride \(stride), padding \(padding): need kernel ≥ 1, stride ≥ 1, 0 ≤ padding ≤ kernel/2")
+            "kernel \(kernel), stride \(stride), padding \(padding): "
+                + "need kernel ≥ 1, stride ≥ 1, 0 ≤ padding ≤ kernel/2")
     }
     let g = ConvGeometry(n: x.shape[0], h: x.shape[1], w: x.shape[2], cin: x.shape[3],
                          kh: kernel, kw: kernel, stride: stride, padding: padding)
@@ -82,8 +83,9 @@ private func maxWithArgmax(_ y: UnsafeMutablePointer<Float>, _ a: UnsafeMutableP
         let idx = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Int32>.self)
         let better = v .> cur
         UnsafeMutableRawPointer(y + j).storeBytes(of: cur.replacing(with: v, where: better), as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(a + j).storeBytes(of: idx.replacing(with: lanes &+ (base &+ Int32(truncatingIfNeeded: j)),
-                                                                    where: better), as: SIMD8<Int32>.self)
+        let lane = lanes &+ (base &+ Int32(truncatingIfNeeded: j))
+        UnsafeMutableRawPointer(a + j).storeBytes(of: idx.replacing(with: lane, where: better),
+                                                  as: SIMD8<Int32>.self)
         j += 8
     }
     while j < c {
@@ -125,7 +127,9 @@ public func avgPool2d(_ x: Tensor, kernel: Int, stride: Int) throws -> Tensor {
                     let d = gy.ptr + n * outImage + (oh * g.wo + ow) * c
                     for j in 0..<c { scaled.ptr[j] = d[j] * inv }
                     for ih in oh * g.stride..<oh * g.stride + g.kh {
-                        for iw in ow * g.stride..<ow * g.stride + g.kw { addInPlace(dxn + (ih * g.w + iw) * c, scaled.ptr, c) }
+                        for iw in ow * g.stride..<ow * g.stride + g.kw {
+                            addInPlace(dxn + (ih * g.w + iw) * c, scaled.ptr, c)
+                        }
                     }
                 }
             }
@@ -138,7 +142,8 @@ public func avgPool2d(_ x: Tensor, kernel: Int, stride: Int) throws -> Tensor {
 /// (accumulated in Double). Backward: `dx[n, i, j, c] = dy[n, c] / HW`.
 public func globalAvgPool(_ x: Tensor) throws -> Tensor {
     guard x.rank == 4 else {
-        throw TensorError.invalidArgument(op: "globalAvgPool", message: "input must be NHWC [N, H, W, C], got shape \(x.shape)")
+        throw TensorError.invalidArgument(op: "globalAvgPool",
+                                          message: "input must be NHWC [N, H, W, C], got shape \(x.shape)")
     }
     let n = x.shape[0], hw = x.shape[1] * x.shape[2], c = x.shape[3]
     guard hw > 0 else {

@@ -6,7 +6,9 @@ public func reshape(_ x: Tensor, _ shape: [Int]) throws -> Tensor {
     var shape = shape
     let unknown = shape.indices.filter { shape[$0] == -1 }
     let known = shape.filter { $0 != -1 }.reduce(1, *)
-    let bad = { TensorError.invalidArgument(op: "reshape", message: "cannot view \(x.shape) (\(x.count) elements) as \(shape)") }
+    let bad = {
+        TensorError.invalidArgument(op: "reshape", message: "cannot view \(x.shape) (\(x.count) elements) as \(shape)")
+    }
     if shape.contains(where: { $0 < -1 }) || unknown.count > 1 { throw bad() }
     if let u = unknown.first {
         guard known > 0, x.count % known == 0 else { throw bad() }
@@ -26,7 +28,8 @@ public func reshape(_ x: Tensor, _ shape: [Int]) throws -> Tensor {
 /// both sides stay in cache.
 public func permute(_ x: Tensor, _ axes: [Int]) throws -> Tensor {
     guard axes.count == x.rank, axes.sorted() == Array(0..<x.rank) else {
-        throw TensorError.invalidArgument(op: "permute", message: "axes \(axes) are not a permutation of 0..<\(x.rank) (shape \(x.shape))")
+        throw TensorError.invalidArgument(op: "permute", message: "axes \(axes) are not a permutation of "
+                                          + "0..<\(x.rank) (shape \(x.shape))")
     }
     let outShape = axes.map { x.shape[$0] }
     let xs = contiguousStrides(x.shape)
@@ -58,7 +61,13 @@ private func permuteCopy(_ loop: StridedLoop, from src: UnsafePointer<Float>, to
                     for row in r0..<r1 {
                         for c in c0..<c1 {
                             let p = o0 + row * n + c, q = o1 + row + c * si
-                            if !scatter { dst[p] = src[q] } else if accumulate { dst[q] += src[p] } else { dst[q] = src[p] }
+                            if !scatter {
+                                dst[p] = src[q]
+                            } else if accumulate {
+                                dst[q] += src[p]
+                            } else {
+                                dst[q] = src[p]
+                            }
                         }
                     }
                 }
@@ -91,7 +100,8 @@ public func transpose(_ x: Tensor) throws -> Tensor {
 public func slice(_ x: Tensor, axis: Int, range: Range<Int>) throws -> Tensor {
     let ax = try normalizeAxis(axis, rank: x.rank, op: "slice")
     guard x.rank > 0, range.lowerBound >= 0, range.upperBound <= x.shape[ax] else {
-        throw TensorError.invalidArgument(op: "slice", message: "range \(range) out of bounds for axis \(axis) of shape \(x.shape)")
+        throw TensorError.invalidArgument(op: "slice",
+                                          message: "range \(range) out of bounds for axis \(axis) of shape \(x.shape)")
     }
     let (outer, n, inner) = splitAround(x.shape, axis: ax)
     var outShape = x.shape
@@ -160,10 +170,13 @@ public func concat(_ xs: [Tensor], axis: Int) throws -> Tensor {
 /// Backward: scatter-add, `gx[…, indices[k], …] += g[…, k, …]` (repeated indices accumulate).
 public func gather(_ x: Tensor, indices: [Int], axis: Int = 0) throws -> Tensor {
     let ax = try normalizeAxis(axis, rank: x.rank, op: "gather")
-    guard x.rank > 0 else { throw TensorError.invalidArgument(op: "gather", message: "cannot gather from a rank-0 tensor") }
+    guard x.rank > 0 else {
+        throw TensorError.invalidArgument(op: "gather", message: "cannot gather from a rank-0 tensor")
+    }
     let (outer, n, inner) = splitAround(x.shape, axis: ax)
     for (k, i) in indices.enumerated() where i < 0 || i >= n {
-        throw TensorError.invalidArgument(op: "gather", message: "index \(i) at position \(k) out of range 0..<\(n) for axis \(axis) of shape \(x.shape)")
+        throw TensorError.invalidArgument(op: "gather", message: "index \(i) at position \(k) out of range 0..<\(n) "
+                                          + "for axis \(axis) of shape \(x.shape)")
     }
     var outShape = x.shape
     outShape[ax] = indices.count

@@ -12,14 +12,15 @@
 ///
 ///     F(2,3): Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]
 ///             G  = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]          Aᵀ = [1 1 1 0; 0 1 −1 −1]
-///     F(4,3): Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
+///     F(4,3): Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0;
+///                   0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
 ///             G  = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1⁄24 1⁄12 ⅙; 1⁄24 −1⁄12 ⅙; 0 0 1]
 ///             Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
 ///
 /// Error growth (docs/ops.md): the transforms' entries bound how much float rounding in `V`, `U` and
-/// the GEMM sums is amplified. F(2,3) has ‖Bᵀ‖∞ = 2, ‖G‖∞ = 1.5, ‖Aᵀ‖∞ = 3 (max row sums of |entries|)
-/// and stays near the direct sum's error; F(4,3)'s ‖Bᵀ‖∞ = 10 and ‖Aᵀ‖∞ = 19 make its error ≈ 10×
-/// larger in practice (bound: 450×).
+/// the GEMM sums is amplified. F(2,3) has ‖Bᵀ‖∞ = 2, ‖G‖∞ = 1.5, ‖Aᵀ‖∞ = 3 (max row sums of
+/// |entries|) and stays near the direct sum's error; F(4,3)'s ‖Bᵀ‖∞ = 10 and ‖Aᵀ‖∞ = 19 make its
+/// error ≈ 10× larger in practice (bound: 450×).
 public enum WinogradVariant: Int, Sendable, CaseIterable {
     /// F(2×2, 3×3): 4×4 input tiles, 16 transform positions.
     case f2 = 2

@@ -37,7 +37,8 @@ public enum WinogradWorkspace {
 
 /// Winograd convolution with a fused epilogue, on raw NHWC buffers (no tape):
 ///
-///     out[n, i, j, o] = act( Σ_{ki,kj,c} x[n, i − p + ki, j − p + kj, c] · w[o, ki, kj, c] + b[o] + r[n, i, j, o] )
+///     out[n, i, j, o] = act( Σ_{ki,kj,c} x[n, i − p + ki, j − p + kj, c] · w[o, ki, kj, c]
+///                            + b[o] + r[n, i, j, o] )
 ///
 /// `x` `[n, h, w, filter.cin]`, output `[n, h + 2p − 2, w + 2p − 2, filter.cout]`, `bias` `[cout]` or
 /// nil, `residual` (same shape as the output, may alias `out`: each element is read before it is

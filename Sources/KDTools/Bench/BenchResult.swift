@@ -73,7 +73,8 @@ public struct BenchResult: Codable, Equatable {
         let d = JSONDecoder()
         d.keyDecodingStrategy = .convertFromSnakeCase
         do { return try d.decode(BenchResult.self, from: data) } catch DecodingError.keyNotFound(let key, _) {
-            throw TrainError.io(path: path, message: "no '\(snakeCase(key.stringValue))' (not a bench result of this version?)")
+            throw TrainError.io(path: path,
+                                message: "no '\(snakeCase(key.stringValue))' (not a bench result of this version?)")
         } catch {
             throw TrainError.io(path: path, message: "not a kdgraph bench result: \(error)")
         }

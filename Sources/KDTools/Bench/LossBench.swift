@@ -28,12 +28,15 @@ public enum LossBench {
                     var rng = KDRandom(keys: 17, UInt64(b), UInt64(name.utf8.count))
                     let inputs = LossInputs(
                         plan: BatchPlan(globalSamples: b), views: views,
-                        studentFeatures: Tensor.randn([n, dim], rng: &rng), studentEmbedding: Tensor.randn([n, dim], rng: &rng),
+                        studentFeatures: Tensor.randn([n, dim], rng: &rng),
+                        studentEmbedding: Tensor.randn([n, dim], rng: &rng),
                         studentLogits: Tensor.randn([n, classes], std: 3, rng: &rng),
                         teacherEmbedding: Tensor.randn([n, dim], rng: &rng),
                         teacherLogits: Tensor.randn([n, classes], std: 3, rng: &rng),
                         proxies: Tensor.randn([classes, dim], rng: &rng), labels: (0..<b).map { $0 % classes })
-                    for t in [inputs.studentFeatures, inputs.studentEmbedding, inputs.studentLogits] { t?.requiresGrad = true }
+                    for t in [inputs.studentFeatures, inputs.studentEmbedding, inputs.studentLogits] {
+                        t?.requiresGrad = true
+                    }
                     line["rows"] = n
                     Tape.reset()
                     BufferPool.shared.resetPeak()
@@ -61,5 +64,6 @@ public enum LossBench {
 func processCPUSeconds() -> Double {
     var u = rusage()
     getrusage(RUSAGE_SELF.rawValue, &u)
-    return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
+    return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6
+        + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
 }

@@ -23,8 +23,8 @@ public enum StepBench {
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }
         }
-        let stream = trainer.data.stream(trainer.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: warmup + steps,
-                                         depth: cfg.data.prefetch ? 2 : 1)
+        let stream = trainer.data.stream(trainer.sampler, from: SamplerPosition(epoch: 0, step: 0),
+                                         steps: warmup + steps, depth: cfg.data.prefetch ? 2 : 1)
         defer { stream.shutdown() }
         var records: [StepRecord] = []
         var statisticsCalls = 0, statisticsValues = 0
@@ -34,7 +34,8 @@ public enum StepBench {
             let dataWait = monotonicSeconds() - waitStart
             if k == warmup { BufferPool.shared.resetPeak() }
             trainer.keepLossInputs = !projectRanks.isEmpty && k == warmup + steps - 1
-            let (calls0, values0) = (trainer.statisticsReducer?.calls ?? 0, trainer.statisticsReducer?.valuesReduced ?? 0)
+            let (calls0, values0) = (trainer.statisticsReducer?.calls ?? 0,
+                                     trainer.statisticsReducer?.valuesReduced ?? 0)
             var record = try trainer.step(batch)
             record.phases[.data] = dataWait
             statisticsCalls = (trainer.statisticsReducer?.calls ?? 0) - calls0
@@ -49,7 +50,8 @@ public enum StepBench {
         if !projectRanks.isEmpty, let inputs = trainer.lastLossInputs {
             trainer.keepLossInputs = false
             let worlds = Array(Set(projectRanks + [comm.size])).sorted()
-            projection = try LossProjection.measure(objective: trainer.objective, inputs: inputs, perRank: perRank, ranks: worlds)
+            projection = try LossProjection.measure(objective: trainer.objective, inputs: inputs, perRank: perRank,
+                                                    ranks: worlds)
             var worst = projection.map { $0.seconds }
             try comm.allReduce(&worst, op: .max)
             for i in projection.indices { projection[i].seconds = worst[i] }
@@ -74,7 +76,9 @@ public enum StepBench {
         var rss = [Double(stepPeakRSS)]
         var allRSS = [Double](repeating: 0, count: comm.size)
         try allRSS.withUnsafeMutableBufferPointer { out in
-            try rss.withUnsafeMutableBufferPointer { try comm.allGather($0.baseAddress!, count: 1, into: out.baseAddress!) }
+            try rss.withUnsafeMutableBufferPointer {
+                try comm.allGather($0.baseAddress!, count: 1, into: out.baseAddress!)
+            }
         }
         let estimate = MemoryEstimate(config: trainer.config, data: trainer.data, worldSize: comm.size)
         if comm.rank == 0 {   // on stderr beside the conv choices; the JSON has the same figures

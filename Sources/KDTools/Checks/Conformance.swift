@@ -22,7 +22,8 @@ public enum Conformance {
         let url = URL(fileURLWithPath: directory).appendingPathComponent("manifest.json")
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw LossError.invalidArgument(loss: "conformance", message: "cannot read \(url.path): \(error.localizedDescription)")
+            throw LossError.invalidArgument(loss: "conformance",
+                                            message: "cannot read \(url.path): \(error.localizedDescription)")
         }
         guard let root = try JSONSerialization.jsonObject(with: data) as? [String: Any],
               let cases = root["cases"] as? [String: Any] else {
@@ -31,7 +32,8 @@ public enum Conformance {
         var report: [String] = [], ok = true
         for name in cases.keys.sorted() {
             guard let c = cases[name] as? [String: Any] else {
-                throw LossError.invalidArgument(loss: "conformance", message: "\(url.path): case '\(name)' is not an object")
+                throw LossError.invalidArgument(loss: "conformance",
+                                                message: "\(url.path): case '\(name)' is not an object")
             }
             let line: String, pass: Bool
             do {
@@ -55,11 +57,13 @@ public enum Conformance {
 
     static func kind(of name: String, _ c: [String: Any]) throws -> String {
         if let k = c["kind"] as? String { return k }
-        for (k, _) in runners where name == k || name.hasPrefix(k + "_") || name.hasPrefix(k + ".") || name.hasPrefix(k + "-") {
+        for (k, _) in runners
+        where name == k || name.hasPrefix(k + "_") || name.hasPrefix(k + ".") || name.hasPrefix(k + "-") {
             return k
         }
+        let known = runners.map { $0.kind }
         throw LossError.invalidArgument(loss: "conformance",
-                                        message: "case '\(name)': unknown loss kind (known: \(runners.map { $0.kind }))")
+                                        message: "case '\(name)': unknown loss kind (known: \(known))")
     }
 
     /// A manifest case: its `.npy` inputs (under the manifest's folder) and numeric `params`.
@@ -91,7 +95,8 @@ public enum Conformance {
         }
         let expected = c["expected"] as? [String: Any] ?? [:]
         let params = c["params"] as? [String: Any] ?? [:]
-        let fixture = FixtureCase(name: name, directory: dir, inputs: c["inputs"] as? [String: Any] ?? [:], params: params)
+        let fixture = FixtureCase(name: name, directory: dir, inputs: c["inputs"] as? [String: Any] ?? [:],
+                                  params: params)
         Tape.reset()
         let (loss, results) = try runner.run(fixture)
         Tape.reset()
@@ -107,7 +112,8 @@ public enum Conformance {
             guard let file = expected[key] else { continue }
             let e = try fixture.load(file, "expected.\(key)")
             guard e.count == got.count else {
-                throw LossError.invalidArgument(loss: "conformance", message: "case '\(name)': \(key) has shape \(e.shape), computed \(got.shape)")
+                throw LossError.invalidArgument(loss: "conformance", message: "case '\(name)': \(key) has shape "
+                                                + "\(e.shape), computed \(got.shape)")
             }
             var maxDiff = 0.0, maxRef = 0.0
             for i in 0..<e.count {

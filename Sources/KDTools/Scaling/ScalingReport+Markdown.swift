@@ -9,45 +9,70 @@ extension ScalingReport {
         var s = "# KDGraph \(mode.rawValue) scaling: \(configName)\n\n"
         s += "Machine: \(machine). Date: \(date).\n\n"
         s += mode == .weak
-            ? "Weak scaling: the per-rank batch is fixed, the global batch grows with the ranks. Efficiency(N) = throughput(N) / (N · throughput(1)).\n\n"
-            : "Strong scaling: the global batch is fixed. Speed-up(N) = throughput(N) / throughput(1); efficiency(N) = speed-up(N) / N.\n\n"
-        if let b = base, b.ranks != 1 { s += "(The smallest world measured is \(b.ranks) ranks; speed-up and efficiency are relative to it.)\n\n" }
-        s += "| ranks | global batch | samples/s | speed-up | efficiency | step (ms) | comm share | all-reduce wait (ms) | predicted all-reduce (ms) | peak RSS/rank (MiB) |\n"
+            ? "Weak scaling: the per-rank batch is fixed, the global batch grows with the ranks. "
+                + "Efficiency(N) = throughput(N) / (N · throughput(1)).\n\n"
+            : "Strong scaling: the global batch is fixed. "
+                + "Speed-up(N) = throughput(N) / throughput(1); efficiency(N) = speed-up(N) / N.\n\n"
+        if let b = base, b.ranks != 1 {
+            s += "(The smallest world measured is \(b.ranks) ranks; speed-up and efficiency are relative to it.)\n\n"
+        }
+        s += "| ranks | global batch | samples/s | speed-up | efficiency | step (ms) | comm share "
+        s += "| all-reduce wait (ms) | predicted all-reduce (ms) | peak RSS/rank (MiB) |\n"
         s += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         for p in points {
-            let pred = costModel.map { String(format: "%.2f", 1e3 * $0.predict(ranks: p.ranks, bytes: p.bytesAllReduced)) } ?? "n/a"
+            let pred = costModel.map {
+                String(format: "%.2f", 1e3 * $0.predict(ranks: p.ranks, bytes: p.bytesAllReduced))
+            } ?? "n/a"
             s += String(format: "| %d | %d | %.1f | %.2f | %.1f%% | %.1f | %.1f%% | %.2f | %@ | %.0f |\n",
-                        p.ranks, p.globalBatch, p.samplesPerSecond, speedup(p), 100 * efficiency(p), 1e3 * p.stepSeconds,
+                        p.ranks, p.globalBatch, p.samplesPerSecond, speedup(p), 100 * efficiency(p),
+                        1e3 * p.stepSeconds,
                         100 * (p.stepSeconds > 0 ? p.communicationSeconds / p.stepSeconds : 0),
                         1e3 * (p.phases[Phase.allreduce.rawValue] ?? 0), pred, p.peakRSSBytes / 1_048_576)
         }
-        s += "\nStep time by phase (median ms per step):\n\n| ranks | " + ScalingReport.phaseOrder.joined(separator: " | ") + " |\n"
+        s += "\nStep time by phase (median ms per step):\n\n| ranks | "
+            + ScalingReport.phaseOrder.joined(separator: " | ") + " |\n"
         s += "|---:|" + String(repeating: "---:|", count: ScalingReport.phaseOrder.count) + "\n"
         for p in points {
-            s += "| \(p.ranks) | " + ScalingReport.phaseOrder.map { String(format: "%.1f", 1e3 * (p.phases[$0] ?? 0)) }.joined(separator: " | ") + " |\n"
+            s += "| \(p.ranks) | "
+                + ScalingReport.phaseOrder.map { String(format: "%.1f", 1e3 * (p.phases[$0] ?? 0)) }
+                    .joined(separator: " | ") + " |\n"
         }
         if let m = costModel {
-            s += String(format: "\nAll-reduce cost model (fitted to this machine's measurements): t = 2(N−1)/N · bytes / %.2f GB/s + 2(N−1) · %.1f µs.\n",
+            s += String(format: "\nAll-reduce cost model (fitted to this machine's measurements): "
+                            + "t = 2(N−1)/N · bytes / %.2f GB/s + 2(N−1) · %.1f µs.\n",
                         m.bandwidthBytesPerSecond / 1e9, m.latencySeconds * 1e6)
             if let bytes = points.last?.bytesAllReduced, bytes > 0 {
-                s += "\nExtrapolated all-reduce time of this model's gradients (\(String(format: "%.1f", bytes / 1_048_576)) MiB) with that fit:\n\n| ranks | predicted all-reduce (ms) |\n|---:|---:|\n"
-                for n in [2, 4, 8, 16, 64, 512] { s += String(format: "| %d | %.2f |\n", n, 1e3 * m.predict(ranks: n, bytes: bytes)) }
+                s += "\nExtrapolated all-reduce time of this model's gradients "
+                    + "(\(String(format: "%.1f", bytes / 1_048_576)) MiB) with that fit:\n\n"
+                    + "| ranks | predicted all-reduce (ms) |\n|---:|---:|\n"
+                for n in [2, 4, 8, 16, 64, 512] {
+                    s += String(format: "| %d | %.2f |\n", n, 1e3 * m.predict(ranks: n, bytes: bytes))
+                }
             }
         }
         let proj = projection
         if !proj.isEmpty, let b = base {
             s += "\n## Weak-scaling projection (a model fed with measurements, not a measurement)\n\n"
-            s += "From the \(b.ranks)-rank bench: the networks' share of the step stays as measured; one rank's share of the loss "
-            s += "(forward + backward, the relational graphs over the whole global batch) is timed on this machine at each global batch; "
+            s += "From the \(b.ranks)-rank bench: the networks' share of the step stays as measured; "
+            s += "one rank's share of the loss "
+            s += "(forward + backward, the relational graphs over the whole global batch) "
+            s += "is timed on this machine at each global batch; "
+            let c = b.collectives
             s += costModel == nil
                 ? "communication is left out (no all-reduce fit: measure at least two world sizes). "
-                : "communication (gradient all-reduce, \(b.collectives!.statisticsAllReduces) SyncBN all-reduces, \(b.collectives!.gathers) all-gathers and \(b.collectives!.reduceScatters) reduce-scatters per step) comes from the cost model above. "
-            s += "step(N) = step(\(b.ranks)) − loss(\(b.ranks)) − comm(\(b.ranks)) + loss(N) + comm(N); efficiency(N) = step(\(b.ranks)) / step(N). "
-            s += "Not modelled: memory-bandwidth contention between ranks on one node, stragglers, a slower network than the one measured.\n\n"
-            s += "| ranks | global batch | loss share (ms) | predicted comm (ms) | projected step (ms) | projected efficiency | measured efficiency |\n"
+                : "communication (gradient all-reduce, \(c!.statisticsAllReduces) SyncBN all-reduces, "
+                    + "\(c!.gathers) all-gathers and \(c!.reduceScatters) reduce-scatters per step) "
+                    + "comes from the cost model above. "
+            s += "step(N) = step(\(b.ranks)) − loss(\(b.ranks)) − comm(\(b.ranks)) + loss(N) + comm(N); "
+            s += "efficiency(N) = step(\(b.ranks)) / step(N). "
+            s += "Not modelled: memory-bandwidth contention between ranks on one node, stragglers, "
+            s += "a slower network than the one measured.\n\n"
+            s += "| ranks | global batch | loss share (ms) | predicted comm (ms) | projected step (ms) "
+            s += "| projected efficiency | measured efficiency |\n"
             s += "|---:|---:|---:|---:|---:|---:|---:|\n"
             for p in proj {
-                s += String(format: "| %d | %d | %.1f | %.2f | %.1f | %.1f%% | %@ |\n", p.ranks, p.globalBatch, 1e3 * p.lossSeconds,
+                s += String(format: "| %d | %d | %.1f | %.2f | %.1f | %.1f%% | %@ |\n",
+                            p.ranks, p.globalBatch, 1e3 * p.lossSeconds,
                             1e3 * p.communicationSeconds, 1e3 * p.stepSeconds, 100 * p.efficiency,
                             p.measuredEfficiency.map { String(format: "%.1f%%", 100 * $0) } ?? "—")
             }

@@ -30,7 +30,9 @@ public struct ScalingPoint: Equatable {
 
     /// Communication share: gather+loss is partly compute, so only the all-reduce wait and the gather
     /// wait the bench reports separately count (`gather_wait` when present, else none of gather_loss).
-    public var communicationSeconds: Double { (phases[Phase.allreduce.rawValue] ?? 0) + (phases[Phase.gatherWait] ?? 0) }
+    public var communicationSeconds: Double {
+        (phases[Phase.allreduce.rawValue] ?? 0) + (phases[Phase.gatherWait] ?? 0)
+    }
 }
 
 /// The collectives one training step issues besides the gradient all-reduce, per rank.
@@ -50,7 +52,8 @@ public struct StepCollectives: Equatable {
     public init(perRankBatch: Int, statisticsAllReduces: Int, statisticsBytes: Double, gathers: Int,
                 gatheredBytesPerSample: Double, reduceScatters: Int, reduceScatteredBytesPerSample: Double) {
         self.perRankBatch = perRankBatch; self.statisticsAllReduces = statisticsAllReduces
-        self.statisticsBytes = statisticsBytes; self.gathers = gathers; self.gatheredBytesPerSample = gatheredBytesPerSample
+        self.statisticsBytes = statisticsBytes; self.gathers = gathers
+        self.gatheredBytesPerSample = gatheredBytesPerSample
         self.reduceScatters = reduceScatters; self.reduceScatteredBytesPerSample = reduceScatteredBytesPerSample
     }
 }
@@ -108,11 +111,13 @@ public struct ScalingReport {
         guard n > 1, let c = p.collectives else { return 0 }
         var t = m.predict(ranks: n, bytes: p.bytesAllReduced)
         if c.statisticsAllReduces > 0 {
-            t += Double(c.statisticsAllReduces) * m.predict(ranks: n, bytes: c.statisticsBytes / Double(c.statisticsAllReduces))
+            t += Double(c.statisticsAllReduces)
+                * m.predict(ranks: n, bytes: c.statisticsBytes / Double(c.statisticsAllReduces))
         }
         let samples = Double(c.perRankBatch * n)
         t += m.predictRingCollective(ranks: n, bytes: samples * c.gatheredBytesPerSample, calls: c.gathers)
-        t += m.predictRingCollective(ranks: n, bytes: samples * c.reduceScatteredBytesPerSample, calls: c.reduceScatters)
+        t += m.predictRingCollective(ranks: n, bytes: samples * c.reduceScatteredBytesPerSample,
+                                     calls: c.reduceScatters)
         return t
     }
 

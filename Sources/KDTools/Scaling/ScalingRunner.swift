@@ -27,7 +27,8 @@ public struct ScalingRunner {
     public var projectRanks: [Int] = []
 
     public init(configPath: String, overrides: [String], ranks: [Int], mode: ScalingMode, outDir: String,
-                warmup: Int, steps: Int, executable: String, mpirun: String = "mpirun", perRankBatch: Int, machine: String) {
+                warmup: Int, steps: Int, executable: String, mpirun: String = "mpirun", perRankBatch: Int,
+                machine: String) {
         self.configPath = configPath; self.overrides = overrides; self.ranks = ranks; self.mode = mode
         self.outDir = outDir; self.warmup = warmup; self.steps = steps; self.executable = executable
         self.mpirun = mpirun; self.perRankBatch = perRankBatch; self.machine = machine
@@ -43,13 +44,15 @@ public struct ScalingRunner {
         if mode == .weak { cmd += ["--set", "data.global_batch=\(perRankBatch * n)"] }
         cmd += ["--warmup", String(warmup), "--steps", String(steps), "--json-out", jsonOut]
         if mode == .weak, !projectRanks.isEmpty, n == ranks.min() {
-            cmd += ["--project-ranks", Array(Set(projectRanks + ranks)).sorted().map(String.init).joined(separator: ",")]
+            cmd += ["--project-ranks",
+                    Array(Set(projectRanks + ranks)).sorted().map(String.init).joined(separator: ",")]
         }
         return cmd
     }
 
     static func shellQuote(_ a: String) -> String {
-        a.allSatisfy { $0.isLetter || $0.isNumber || "-_./=,:".contains($0) } ? a : "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        a.allSatisfy { $0.isLetter || $0.isNumber || "-_./=,:".contains($0) }
+            ? a : "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
 
     /// Runs every world size, returns the report (also written to `outDir`).
@@ -76,12 +79,18 @@ public struct ScalingRunner {
             env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] ?? "1"
             p.environment = env
             do { try p.run() } catch {
-                throw TrainError.invalid("cannot launch \(mpirun) (\(error)); run these lines yourself, then the same `kdgraph scaling` command with --reuse:\n"
-                    + ranks.map { commandLine(ranks: $0, jsonOut: (outDir as NSString).appendingPathComponent("bench_\($0).json")).map(ScalingRunner.shellQuote).joined(separator: " ") }.joined(separator: "\n"))
+                let lines = ranks.map {
+                    commandLine(ranks: $0, jsonOut: (outDir as NSString).appendingPathComponent("bench_\($0).json"))
+                        .map(ScalingRunner.shellQuote).joined(separator: " ")
+                }
+                throw TrainError.invalid("cannot launch \(mpirun) (\(error)); run these lines yourself, "
+                    + "then the same `kdgraph scaling` command with --reuse:\n"
+                    + lines.joined(separator: "\n"))
             }
             p.waitUntilExit()
             guard p.terminationStatus == 0 else {
-                throw TrainError.invalid("the bench at \(n) ranks failed (exit \(p.terminationStatus)): \(cmd.joined(separator: " "))")
+                throw TrainError.invalid("the bench at \(n) ranks failed (exit \(p.terminationStatus)): "
+                                         + cmd.joined(separator: " "))
             }
             let (point, sweep) = try ScalingRunner.readBench(json)
             points.append(point)
@@ -90,15 +99,17 @@ public struct ScalingRunner {
         let df = DateFormatter()
         df.dateFormat = "yyyy-MM-dd"
         let report = ScalingReport(mode: mode, points: points, configName: (configPath as NSString).lastPathComponent,
-                                   machine: machine, date: df.string(from: Date()), costModel: AllReduceCostModel.fit(sweeps))
+                                   machine: machine, date: df.string(from: Date()),
+                                   costModel: AllReduceCostModel.fit(sweeps))
         try write(report)
         return report
     }
 
     public func write(_ report: ScalingReport) throws {
-        try report.markdown.write(toFile: (outDir as NSString).appendingPathComponent("report.md"), atomically: true, encoding: .utf8)
-        try report.csv.write(toFile: (outDir as NSString).appendingPathComponent("report.csv"), atomically: true, encoding: .utf8)
-        try report.svg.write(toFile: (outDir as NSString).appendingPathComponent("scaling.svg"), atomically: true, encoding: .utf8)
+        let dir = outDir as NSString
+        try report.markdown.write(toFile: dir.appendingPathComponent("report.md"), atomically: true, encoding: .utf8)
+        try report.csv.write(toFile: dir.appendingPathComponent("report.csv"), atomically: true, encoding: .utf8)
+        try report.svg.write(toFile: dir.appendingPathComponent("scaling.svg"), atomically: true, encoding: .utf8)
         let projection = (outDir as NSString).appendingPathComponent("projection.csv")
         if !report.projection.isEmpty {
             try report.projectionCSV.write(toFile: projection, atomically: true, encoding: .utf8)
@@ -108,7 +119,8 @@ public struct ScalingRunner {
     }
 
     /// Reads one `kdgraph bench` JSON file into a measured point and its all-reduce sweep.
-    public static func readBench(_ path: String) throws -> (ScalingPoint, [(ranks: Int, bytes: Double, seconds: Double)]) {
+    public static func readBench(_ path: String) throws
+        -> (ScalingPoint, [(ranks: Int, bytes: Double, seconds: Double)]) {
         let b = try BenchResult.read(path)
         let collectives = b.lossProjection.isEmpty ? nil : StepCollectives(
             perRankBatch: b.perRankBatch, statisticsAllReduces: b.statisticsAllreducesPerStep,

@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 import KDTensor
 
 /// `kdgraph selftest`: checks every collective of a `Communicator` against values each rank computes
@@ -50,7 +51,9 @@ public enum SelfTest {
         var failed: [String] = []
         var off = 0
         for c in counts {
-            if c > 0 { failed += String(decoding: bytes[off..<off + c], as: UTF8.self).split(separator: "\n").map(String.init) }
+            if c > 0 {
+                failed += String(decoding: bytes[off..<off + c], as: UTF8.self).split(separator: "\n").map(String.init)
+            }
             off += c
         }
         let timingText = times.map { "\"\($0.0)\": \(String(format: "%.1f", $0.1))" }.joined(separator: ", ")
@@ -136,7 +139,9 @@ public enum SelfTest {
         let send: [T] = (0..<5).map { value(r * 10 + $0) }
         var recv = [T](repeating: 0, count: 5 * n)
         try send.withUnsafeBufferPointer { s in
-            try recv.withUnsafeMutableBufferPointer { try comm.allGather(s.baseAddress!, count: 5, into: $0.baseAddress!) }
+            try recv.withUnsafeMutableBufferPointer {
+                try comm.allGather(s.baseAddress!, count: 5, into: $0.baseAddress!)
+            }
         }
         let badG = firstMismatch(recv) { value(($0 / 5) * 10 + $0 % 5) }
         rec.expect("allgather/\(label)", badG == nil, badG ?? "")
@@ -158,9 +163,13 @@ public enum SelfTest {
             var dummy: T = 0     // receive slot for a rank with an empty block
             try rs.withUnsafeBufferPointer { s in     // total ≥ 1: rank 0 always has a block
                 if rc[r] == 0 {
-                    try withUnsafeMutablePointer(to: &dummy) { try comm.reduceScatterV(s.baseAddress!, counts: rc, into: $0) }
+                    try withUnsafeMutablePointer(to: &dummy) {
+                        try comm.reduceScatterV(s.baseAddress!, counts: rc, into: $0)
+                    }
                 } else {
-                    try mineRS.withUnsafeMutableBufferPointer { try comm.reduceScatterV(s.baseAddress!, counts: rc, into: $0.baseAddress!) }
+                    try mineRS.withUnsafeMutableBufferPointer {
+                        try comm.reduceScatterV(s.baseAddress!, counts: rc, into: $0.baseAddress!)
+                    }
                 }
             }
             let badRS = firstMismatch(mineRS) { value(tri * ((rl.offsets[r] + $0) % 7 + 1)) }
@@ -240,7 +249,8 @@ public enum SelfTest {
         let n = comm.size, r = comm.rank, tri = n * (n + 1) / 2
         let layout = RowLayout(counts: counts)
         let dim = 3
-        let x = Tensor(shape: [counts[r], dim], data: (0..<counts[r] * dim).map { Float(r * 100 + ($0 / dim) * 10 + $0 % dim) })
+        let x = Tensor(shape: [counts[r], dim],
+                       data: (0..<counts[r] * dim).map { Float(r * 100 + ($0 / dim) * 10 + $0 % dim) })
         func wantRow(_ g: Int, _ d: Int) -> Float {
             let q = (0..<n).last { layout.offsets[$0] <= g && counts[$0] > 0 }!
             return Float(q * 100 + (g - layout.offsets[q]) * 10 + d)
@@ -258,14 +268,17 @@ public enum SelfTest {
             bad = "row \(g) col \(d): got \(y.ptr[g * dim + d]), want \(wantRow(g, d))"; break
         } }
         rec.expect("allgather_rows_forward_\(pattern)", bad == nil, bad ?? "")
-        let seed = Tensor(shape: y.shape, data: (0..<y.count).map { Float(r + 1) + Float($0 / dim) * 0.5 + Float($0 % dim) })
+        let seed = Tensor(shape: y.shape,
+                          data: (0..<y.count).map { Float(r + 1) + Float($0 / dim) * 0.5 + Float($0 % dim) })
         Tape.backward(y, seed: seed)
         bad = nil
         if counts[r] > 0 {
             if let gx = x.grad {
                 for k in 0..<counts[r] { for d in 0..<dim {
                     let want = Float(tri) + Float(n) * (Float(layout.offsets[r] + k) * 0.5 + Float(d))
-                    if gx.ptr[k * dim + d] != want && bad == nil { bad = "row \(k) col \(d): got \(gx.ptr[k * dim + d]), want \(want)" }
+                    if gx.ptr[k * dim + d] != want && bad == nil {
+                        bad = "row \(k) col \(d): got \(gx.ptr[k * dim + d]), want \(want)"
+                    }
                 } }
             } else { bad = "no gradient reached the local rows" }
         }
@@ -283,7 +296,8 @@ public enum SelfTest {
         let labels = try comm.allGatherInts((0..<counts[r]).map { r * 1000 + $0 })
         var wantLabels: [Int] = []
         for q in 0..<n { for i in 0..<counts[q] { wantLabels.append(q * 1000 + i) } }
-        rec.expect("allgather_ints_\(pattern)", labels == wantLabels, "got \(labels.prefix(12)), want \(wantLabels.prefix(12))")
+        rec.expect("allgather_ints_\(pattern)", labels == wantLabels,
+                   "got \(labels.prefix(12)), want \(wantLabels.prefix(12))")
     }
 
     // MARK: gradient buckets
@@ -317,7 +331,8 @@ public enum SelfTest {
             }
             rec.expect("buckets_\(mode)", bad == nil, bad ?? "")
             let s = buckets.lastStats
-            rec.expect("buckets_\(mode)_stats", s.bytesReduced == buckets.totalBytes && s.buckets == buckets.buckets.count,
+            rec.expect("buckets_\(mode)_stats",
+                       s.bytesReduced == buckets.totalBytes && s.buckets == buckets.buckets.count,
                        "bytes \(s.bytesReduced) (want \(buckets.totalBytes)), buckets \(s.buckets)")
         }
         // Overlap driven by the tape: the gradient equals the sum of every rank's gradient computed here.
@@ -347,7 +362,9 @@ public enum SelfTest {
         var rng = KDRandom(keys: 2026, 11)
         let w1 = Tensor.randn([4, 3], rng: &rng), w2 = Tensor.randn([2, 4], rng: &rng)
         w1.requiresGrad = true; w2.requiresGrad = true
-        func input(_ q: Int) -> Tensor { Tensor(shape: [3, 3], data: (0..<9).map { Float(q + 1) * 0.25 + Float($0) * 0.1 }) }
+        func input(_ q: Int) -> Tensor {
+            Tensor(shape: [3, 3], data: (0..<9).map { Float(q + 1) * 0.25 + Float($0) * 0.1 })
+        }
         let savedGrad = GradMode.isEnabled
         GradMode.isEnabled = true
         defer { GradMode.isEnabled = savedGrad }

@@ -1,4 +1,5 @@
 import Foundation
+import KDTensor
 
 /// Op-level benchmarks (`kdgraph bench --ops`): forward + backward of conv2d and linear beside plain
 /// `cblas_sgemm` on exactly the same GEMM shapes, plus batchNorm and pooling timings.
@@ -42,7 +43,8 @@ public enum OpBench {
         var lines: [String] = []
         func add(_ op: String, _ body: () throws -> String) {
             do { lines.append(try body()) } catch {
-                lines.append("{\"op\":\"\(op)\",\"error\":\"\(String(describing: error).replacingOccurrences(of: "\"", with: "'"))\"}")
+                let text = String(describing: error).replacingOccurrences(of: "\"", with: "'")
+                lines.append("{\"op\":\"\(op)\",\"error\":\"\(text)\"}")
             }
         }
         for c in convs { add("conv2d") { try benchConv(c, iterations: iters) } }
@@ -52,7 +54,9 @@ public enum OpBench {
                 lines.append("{\"op\":\"winograd\",\"error\":\"\(text)\"}")
             }
         }
-        for (n, fin, fout) in linears { add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) } }
+        for (n, fin, fout) in linears {
+            add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) }
+        }
         if includeOtherOps {
             add("batchNorm") { try benchBatchNorm([64, 32, 32, 32], iterations: iters) }
             add("batchNorm") { try benchBatchNorm([64, 8, 8, 128], iterations: iters) }
@@ -68,7 +72,8 @@ public enum OpBench {
         guard c.batch >= 1, c.size >= 1, c.cin >= 1, c.cout >= 1, c.kernel >= 1, c.stride >= 1, c.padding >= 0,
               c.size + 2 * c.padding >= c.kernel else {
             throw TensorError.invalidArgument(op: "conv2d", message:
-                "kernel \(c.kernel)×\(c.kernel) with padding \(c.padding) does not fit input \(c.size)×\(c.size) (bench case \(c))")
+                "kernel \(c.kernel)×\(c.kernel) with padding \(c.padding) does not fit input "
+                    + "\(c.size)×\(c.size) (bench case \(c))")
         }
         var rng = KDRandom(keys: 0xBE4C, UInt64(c.cin), UInt64(c.size), UInt64(c.kernel))
         let x = Tensor.randn([c.batch, c.size, c.size, c.cin], rng: &rng)
@@ -97,7 +102,8 @@ public enum OpBench {
             if tg == nil {
                 sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: w.ptr, ldb: k, c: dxC.ptr, ldc: k)
             } else {
-                sgemm(transB: true, m: dxM, n: dxN, k: dxK, a: dxA.ptr, lda: dxK, b: dxB.ptr, ldb: dxK, c: dxC.ptr, ldc: dxN)
+                sgemm(transB: true, m: dxM, n: dxN, k: dxK, a: dxA.ptr, lda: dxK, b: dxB.ptr, ldb: dxK,
+                      c: dxC.ptr, ldc: dxN)
             }
         })
         x.grad = nil; w.grad = nil
@@ -163,7 +169,8 @@ public enum OpBench {
 
     static func benchLinear(n: Int, fin: Int, fout: Int, iterations: Int) throws -> String {
         guard n >= 1, fin >= 1, fout >= 1 else {
-            throw TensorError.invalidArgument(op: "linear", message: "bench sizes \(n)×\(fin)→\(fout) must be positive")
+            throw TensorError.invalidArgument(op: "linear",
+                                              message: "bench sizes \(n)×\(fin)→\(fout) must be positive")
         }
         var rng = KDRandom(keys: 0xBE4D, UInt64(fin), UInt64(fout))
         let x = Tensor.randn([n, fin], rng: &rng), w = Tensor.randn([fout, fin], std: 0.05, rng: &rng)

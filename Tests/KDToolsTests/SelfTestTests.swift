@@ -1,6 +1,7 @@
 import XCTest
-@testable import KDComm
-@testable import KDTensor
+import KDComm
+import KDTestSupport
+@testable import KDTools
 
 final class SelfTestTests: XCTestCase {
     func testSelfTestPassesOnAWorldOfOne() throws {
@@ -16,7 +17,8 @@ final class SelfTestTests: XCTestCase {
     func testInjectedFailureThrowsOnThatRank() throws {
         let comm = try MPICommunicator.initialize()
         XCTAssertThrowsError(try SelfTest.run(comm: comm, failRank: 0, timings: false)) {
-            XCTAssertEqual("\($0)", "injected failure on rank 0: KDGRAPH_FAIL_RANK=0: selftest stops on purpose after the all-reduce checks")
+            XCTAssertEqual("\($0)", "injected failure on rank 0: KDGRAPH_FAIL_RANK=0: "
+                               + "selftest stops on purpose after the all-reduce checks")
         }
         XCTAssertNoThrow(try SelfTest.run(comm: comm, failRank: 1, timings: false), "other ranks are unaffected")
     }
@@ -28,5 +30,17 @@ final class SelfTestTests: XCTestCase {
         XCTAssertEqual(SelfTest.expectedBucketSum(5, 0, size: 4), 0)
         XCTAssertEqual(SelfTest.unevenCounts(5, base: 2), [2, 0, 4, 5, 0])
         XCTAssertEqual(SelfTest.jsonString("a\"b\n"), "\"a\\\"b\\n\"")
+    }
+
+    /// The whole self-test of `kdgraph selftest` (every collective and element type against closed
+    /// forms, the split and chunked paths, `allGatherRows`, buckets) passes on the in-process world.
+    func testSelfTestPassesOnEveryRank() throws {
+        for n in [2, 3, 4] {
+            let lines = try InProcessWorld(size: n).run { comm in
+                try SelfTest.run(comm: comm, failRank: nil, timings: false)
+            }
+            XCTAssertEqual(Set(lines).count, 1, "N = \(n): every rank reports the same line")
+            XCTAssertTrue(lines[0].hasPrefix("{\"ok\": true, \"ranks\": \(n),"), "N = \(n): \(lines[0])")
+        }
     }
 }

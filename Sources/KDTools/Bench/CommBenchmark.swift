@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 import KDTensor
 
 /// All-reduce timings over a range of message sizes (`kdgraph-mpi-checks --bench`).
@@ -117,8 +118,8 @@ public enum CommBenchmark {
             }
             let stepMs = try comm.allReduce(total / Double(steps) * 1e3, op: .max)
             let waitMs = try comm.allReduce(wait / Double(steps) * 1e3, op: .max)
-            let line = "{\"op\": \"buckets\", \"mode\": \"\(mode)\", \"ranks\": \(comm.size), \"bytes\": \(buckets.totalBytes), "
-                + "\"buckets\": \(buckets.buckets.count), "
+            let line = "{\"op\": \"buckets\", \"mode\": \"\(mode)\", \"ranks\": \(comm.size), "
+                + "\"bytes\": \(buckets.totalBytes), \"buckets\": \(buckets.buckets.count), "
                 + String(format: "\"step_ms\": %.2f, \"wait_ms\": %.2f}", stepMs, waitMs)
             lines.append(line)
             if comm.rank == 0 { print(line); fflush(stdout) }

@@ -1,0 +1,37 @@
+import Foundation
+import XCTest
+@testable import KDTools
+
+/// `OpBench` (`kdgraph bench --ops`), tiny cases.
+final class OpBenchTests: XCTestCase {
+    /// `kdgraph bench --ops` prints these lines: valid JSON with the agreed keys.
+    func testOpBenchEmitsJSONLines() throws {
+        let lines = OpBench.run(iterations: 1,
+                                convs: [.init(batch: 2, size: 6, cin: 3, cout: 4, kernel: 3, stride: 1, padding: 1),
+                                        .init(batch: 2, size: 6, cin: 3, cout: 4, kernel: 9, stride: 1, padding: 0)],
+                                linears: [(4, 8, 5)], includeOtherOps: false)
+        // conv2d ×2, then the stride-1 3×3 case's Winograd lines (3 forward, 2 forward + backward), linear.
+        XCTAssertEqual(lines.count, 8)
+        let ops = lines.compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["op"] as? String
+        }
+        XCTAssertEqual(ops, ["conv2d", "conv2d", "conv2d_fwd", "winograd2_fwd", "winograd4_fwd",
+                             "winograd2", "winograd4", "linear"])
+        for line in lines[2...4] {
+            let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
+            // Winograd on 3 channels, |x| ≲ 4: F(4×4)'s error bound ≈ 3.6e4·31·u·S/|y| stays well below 1e-2.
+            XCTAssertLessThan(obj["max_rel_err"] as? Double ?? 1, 1e-2, line)
+        }
+        for (i, line) in lines.enumerated() {
+            let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
+            if i == 1 {   // a kernel larger than the image is reported, not crashed on
+                XCTAssertTrue((obj["error"] as? String)?.contains("does not fit input 6×6") == true, line)
+                continue
+            }
+            for key in ["op", "shape", "ms", "gflops", "sgemm_gflops", "ratio"] {
+                XCTAssertNotNil(obj[key], "\(key) in \(line)")
+            }
+            XCTAssertGreaterThan(obj["gflops"] as? Double ?? 0, 0)
+        }
+    }
+}
