@@ -107,7 +107,7 @@ final class TrainerWorldTests: XCTestCase {
 /// what the uninterrupted one would have (Tests/mpi/faults.sh checks the losses under mpirun).
 final class ConvAlgorithmResumeTests: XCTestCase {
     func testResumeRunsTheCheckpointsAlgorithms() throws {
-        let world = TrainerWorldTests()
+        let world = TrainerWorldTests(name: "setUp", testClosure: { _ in })   // Linux XCTest has no init()
         try world.setUpWithError()
         defer { try? world.tearDownWithError() }
         var cfg = try world.config(overlap: false)
