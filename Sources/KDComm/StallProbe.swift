@@ -31,7 +31,7 @@ public struct PeerState: Equatable, Sendable {
 /// is stopped or hung outside MPI; one that answers outside the collective is late or elsewhere.
 ///
 /// Cost: nothing per collective; one `MPI_Test` per watchdog wake-up (at most once a second), and the
-/// thread level the world is initialised with (docs/communication.md, "Watchdog", measured there).
+/// thread level the world is initialised with (measured: docs/communication.md, "Measurements").
 final class StallProbe: @unchecked Sendable {
     static let queryTag: Int32 = 7101
     static let answerTag: Int32 = 7102

@@ -72,7 +72,8 @@ public final class Watchdog: @unchecked Sendable {
     /// What this rank tells a peer's stall probe.
     var state: PeerState {
         pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }
-        return PeerState(inCollective: started > 0, name: started > 0 ? "\(name)" : "", step: step, sequence: sequence)
+        return PeerState(inCollective: started > 0, name: started > 0 ? "\(name)" : "", step: step,
+                         sequence: sequence)
     }
 
     /// Installs (or, with nil, removes) the stall probe and starts the thread, so that this rank answers
@@ -166,24 +167,34 @@ public final class Watchdog: @unchecked Sendable {
         return Watchdog.message(name: "\(name)", timeout: timeout, step: step)
     }
 
-    /// The stall probe's verdict, appended to the timeout message: each other rank that has not reached
-    /// the collective `me` is in (`answers`, by rank: a smaller `sequence`; a missing rank did not answer
-    /// within `grace` seconds), or that every rank has reached it.
+    /// The stall probe's verdict, appended to the timeout message, from the other ranks' `answers` (by
+    /// rank) to the call `me` is in. `stalled:` the ranks that did not answer within `grace` seconds, and
+    /// those outside any call that have not got this far (a smaller `sequence`, or the same one: a rank
+    /// that had left this collective would have begun its next one within the timeout). `waiting in an
+    /// earlier collective:` ranks blocked in a collective this rank has left: not a cause but a victim
+    /// (a stalled rank's neighbour in the algorithm), or a sign the ranks took different paths. A rank in
+    /// this collective or past it is not named; when none is named, every rank has reached it.
     static func stallReport(_ me: PeerState, rank: Int, size: Int, answers: [Int: PeerState],
                             grace: Double) -> String {
         let g = grace == grace.rounded() ? String(Int(grace)) : String(grace)
-        var stalled: [String] = []
+        var stalled: [String] = [], earlier: [String] = []
         for r in 0..<size where r != rank {
             guard let a = answers[r] else {
                 stalled.append("rank \(r) (no answer within \(g)s: stopped, hung outside MPI, or gone)")
                 continue
             }
-            if a.sequence >= me.sequence { continue }   // in this collective, or already past it
-            stalled.append(a.inCollective ? "rank \(r) (in \(a.name) at step \(a.step), an earlier collective)"
-                                          : "rank \(r) (not in a collective, at step \(a.step))")
+            if a.sequence > me.sequence || (a.sequence == me.sequence && a.inCollective) { continue }
+            if a.inCollective {
+                earlier.append("rank \(r) (\(a.name) at step \(a.step))")
+            } else {
+                stalled.append("rank \(r) (not in a collective, at step \(a.step))")
+            }
         }
-        if stalled.isEmpty { return "every rank has reached it (suspect the network or MPI, not a rank)" }
-        return "stalled: " + stalled.joined(separator: ", ")
+        var parts: [String] = []
+        if !stalled.isEmpty { parts.append("stalled: " + stalled.joined(separator: ", ")) }
+        if !earlier.isEmpty { parts.append("waiting in an earlier collective: " + earlier.joined(separator: ", ")) }
+        return parts.isEmpty ? "every rank has reached it (suspect the network or MPI, not a rank)"
+                             : parts.joined(separator: "; ")
     }
 
     /// `collective <name> did not complete within Ts (step S)`.

@@ -55,10 +55,20 @@ final class WatchdogTests: XCTestCase {
         let earlier = PeerState(inCollective: true, name: "MPI_Barrier", step: 11, sequence: 38)
         XCTAssertEqual(Watchdog.stallReport(me, rank: 3, size: 4, answers: [0: me, 1: computing, 2: earlier],
                                             grace: 2.5),
-                       "stalled: rank 1 (not in a collective, at step 12), "
-                       + "rank 2 (in MPI_Barrier at step 11, an earlier collective)")
+                       "stalled: rank 1 (not in a collective, at step 12); "
+                       + "waiting in an earlier collective: rank 2 (MPI_Barrier at step 11)")
+        // Seen under mpirun -np 4 with rank 2 stopped: rank 1 had finished an all-reduce that rank 0 was
+        // still waiting in (rank 2's part had reached rank 1 through another rank); rank 0 is a victim.
+        XCTAssertEqual(Watchdog.stallReport(past, rank: 1, size: 4, answers: [0: me, 3: past], grace: 2),
+                       "stalled: rank 2 (no answer within 2s: stopped, hung outside MPI, or gone); "
+                       + "waiting in an earlier collective: rank 0 (MPI_Allreduce at step 12)")
         XCTAssertEqual(Watchdog.stallReport(me, rank: 1, size: 2, answers: [0: past], grace: 2),
                        "every rank has reached it (suspect the network or MPI, not a rank)")
+        // Waiting in MPI_Wait (not counted): a peer with the same count outside any call has not got there.
+        let waiting = PeerState(inCollective: true, name: "MPI_Wait(MPI_Iallreduce)", step: 12, sequence: 40)
+        let backward = PeerState(inCollective: false, name: "", step: 12, sequence: 40)
+        XCTAssertEqual(Watchdog.stallReport(waiting, rank: 0, size: 3, answers: [1: waiting, 2: backward], grace: 2),
+                       "stalled: rank 2 (not in a collective, at step 12)")
     }
 
     /// `sequence` counts collectives, not waits or MPI_Finalize (which ranks may skip or reach apart).
