@@ -4,18 +4,22 @@ import Foundation
 /// What a rank answered to the stall probe: whether it was inside a watched call, which one, at which
 /// training step, and how many blocking collectives it had begun (`sequence`: every rank issues the
 /// same collectives in the same order, so equal numbers mean the same collective, a smaller one a rank
-/// that has not reached it, a larger one a rank that already left it, e.g. the root of a broadcast).
+/// that has not reached it, a larger one a rank that already left it, e.g. the root of a broadcast),
+/// and for how many seconds it was recently stopped (`stoppedSeconds`, 0: not): a rank stopped with
+/// SIGSTOP and resumed by mpirun's SIGCONT once the first waiting rank aborts looks like it arrived.
 public struct PeerState: Equatable, Sendable {
     public var inCollective: Bool
     public var name: String
     public var step: Int
     public var sequence: Int
+    public var stoppedSeconds: Double
 
-    public init(inCollective: Bool, name: String, step: Int, sequence: Int) {
+    public init(inCollective: Bool, name: String, step: Int, sequence: Int, stoppedSeconds: Double = 0) {
         self.inCollective = inCollective
         self.name = name
         self.step = step
         self.sequence = sequence
+        self.stoppedSeconds = stoppedSeconds
     }
 }
 
@@ -35,8 +39,8 @@ public struct PeerState: Equatable, Sendable {
 final class StallProbe: @unchecked Sendable {
     static let queryTag: Int32 = 7101
     static let answerTag: Int32 = 7102
-    /// An answer: step and sequence (Int64 each), in a collective (one byte at 16), the call's name
-    /// (NUL-padded UTF-8 from byte 24).
+    /// An answer: step and sequence (Int64 each), in a collective (one byte at 16), milliseconds stopped
+    /// (Int64 at 24), the call's name (NUL-padded UTF-8 from byte 32).
     static let answerBytes = 64
 
     let comm: MPI_Comm
@@ -170,8 +174,9 @@ final class StallProbe: @unchecked Sendable {
         withUnsafeBytes(of: Int64(s.step).littleEndian) { out.replaceSubrange(0..<8, with: $0) }
         withUnsafeBytes(of: Int64(s.sequence).littleEndian) { out.replaceSubrange(8..<16, with: $0) }
         out[16] = s.inCollective ? 1 : 0
-        let name = Array(s.name.utf8.prefix(answerBytes - 24))
-        out.replaceSubrange(24..<(24 + name.count), with: name)
+        withUnsafeBytes(of: Int64(s.stoppedSeconds * 1000).littleEndian) { out.replaceSubrange(24..<32, with: $0) }
+        let name = Array(s.name.utf8.prefix(answerBytes - 32))
+        out.replaceSubrange(32..<(32 + name.count), with: name)
         return out
     }
 
@@ -181,8 +186,8 @@ final class StallProbe: @unchecked Sendable {
             withUnsafeMutableBytes(of: &v) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[at..<(at + 8)])) }
             return Int(Int64(littleEndian: v))
         }
-        let name = b[24..<answerBytes].prefix { $0 != 0 }
+        let name = b[32..<answerBytes].prefix { $0 != 0 }
         return PeerState(inCollective: b[16] != 0, name: String(decoding: name, as: UTF8.self), step: int64(0),
-                         sequence: int64(8))
+                         sequence: int64(8), stoppedSeconds: Double(int64(24)) / 1000)
     }
 }

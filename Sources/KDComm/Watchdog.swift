@@ -27,6 +27,8 @@ public final class Watchdog: @unchecked Sendable {
     private var threadRunning = false
     private var fired = false
     private var lastWake = 0.0
+    /// The last stop `noteWake` saw: when it was noticed, and for how long the process was stopped.
+    private var stoppedAt = 0.0, stoppedFor = 0.0
     /// Blocking collectives begun (`begin(_:collective:)`), the `PeerState.sequence` peers compare.
     private var sequence = 0
     /// Asks the other ranks what they are doing when a collective overruns; nil: not asked (a world of
@@ -72,8 +74,10 @@ public final class Watchdog: @unchecked Sendable {
     /// What this rank tells a peer's stall probe.
     var state: PeerState {
         pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }
+        // A stop noticed in the last minute is reported: the peers asking may have been waiting that long.
+        let recent = stoppedAt > 0 && monotonicSeconds() - stoppedAt < 60
         return PeerState(inCollective: started > 0, name: started > 0 ? "\(name)" : "", step: step,
-                         sequence: sequence)
+                         sequence: sequence, stoppedSeconds: recent ? stoppedFor : 0)
     }
 
     /// Installs (or, with nil, removes) the stall probe and starts the thread, so that this rank answers
@@ -150,11 +154,16 @@ public final class Watchdog: @unchecked Sendable {
 
     /// Records a wake-up of the watchdog thread at `now`, due `interval` after the previous one. A gap
     /// over `interval + 2` s means the process was stopped: the collective in progress is credited the
-    /// excess, so only time this process ran counts against the timeout.
+    /// excess, so only time this process ran counts against the timeout, and the stop is reported to
+    /// the peers that ask (`PeerState.stoppedSeconds`).
     func noteWake(now: Double, interval: Double) {
         pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }
         let gap = now - lastWake
-        if lastWake > 0, gap > interval + 2, started > 0 { started = Swift.min(now, started + gap - interval) }
+        if lastWake > 0, gap > interval + 2 {
+            stoppedAt = now
+            stoppedFor = gap - interval
+            if started > 0 { started = Swift.min(now, started + gap - interval) }
+        }
         lastWake = now
     }
 
@@ -168,7 +177,8 @@ public final class Watchdog: @unchecked Sendable {
     }
 
     /// The stall probe's verdict, appended to the timeout message, from the other ranks' `answers` (by
-    /// rank) to the call `me` is in. `stalled:` the ranks that did not answer within `grace` seconds, and
+    /// rank) to the call `me` is in. `stalled:` the ranks that did not answer within `grace` seconds or
+    /// were stopped (SIGSTOP) in the last minute, and
     /// those outside any call that have not got this far (a smaller `sequence`, or the same one: a rank
     /// that had left this collective would have begun its next one within the timeout). `waiting in an
     /// earlier collective:` ranks blocked in a collective this rank has left: not a cause but a victim
@@ -181,6 +191,10 @@ public final class Watchdog: @unchecked Sendable {
         for r in 0..<size where r != rank {
             guard let a = answers[r] else {
                 stalled.append("rank \(r) (no answer within \(g)s: stopped, hung outside MPI, or gone)")
+                continue
+            }
+            if a.stoppedSeconds > 0 {   // resumed (e.g. by mpirun's SIGCONT) after stalling everyone
+                stalled.append("rank \(r) (was stopped for \(Int(a.stoppedSeconds.rounded()))s)")
                 continue
             }
             if a.sequence > me.sequence || (a.sequence == me.sequence && a.inCollective) { continue }

@@ -37,6 +37,7 @@ final class WatchdogTests: XCTestCase {
         w.noteWake(now: t0 + 0.5, interval: 0.5)
         w.noteWake(now: t0 + 100.5, interval: 0.5)          // stopped for ~100 s
         XCTAssertNil(w.overdueMessage(now: t0 + 101), "the stopped time was counted")
+        XCTAssertEqual(w.state.stoppedSeconds, 99.5, accuracy: 1e-9, "the stop is reported to peers that ask")
         w.noteWake(now: t0 + 101, interval: 0.5)
         XCTAssertNil(w.overdueMessage(now: t0 + 104))
         XCTAssertEqual(w.overdueMessage(now: t0 + 106.5),    // > 5 s of running time since the gap
@@ -64,6 +65,12 @@ final class WatchdogTests: XCTestCase {
                        + "waiting in an earlier collective: rank 0 (MPI_Allreduce at step 12)")
         XCTAssertEqual(Watchdog.stallReport(me, rank: 1, size: 2, answers: [0: past], grace: 2),
                        "every rank has reached it (suspect the network or MPI, not a rank)")
+        // Seen: the first waiting rank aborted, mpirun sent SIGCONT, and the stopped rank answered the
+        // others from inside the collective; its stop gives it away.
+        var resumed = me
+        resumed.stoppedSeconds = 8.6
+        XCTAssertEqual(Watchdog.stallReport(me, rank: 1, size: 3, answers: [0: me, 2: resumed], grace: 2),
+                       "stalled: rank 2 (was stopped for 9s)")
         // Waiting in MPI_Wait (not counted): a peer with the same count outside any call has not got there.
         let waiting = PeerState(inCollective: true, name: "MPI_Wait(MPI_Iallreduce)", step: 12, sequence: 40)
         let backward = PeerState(inCollective: false, name: "", step: 12, sequence: 40)
@@ -84,7 +91,8 @@ final class WatchdogTests: XCTestCase {
     }
 
     func testProbeAnswerRoundTrips() {
-        for s in [PeerState(inCollective: true, name: "MPI_Wait(MPI_Iallreduce)", step: 123_456_789, sequence: 7),
+        for s in [PeerState(inCollective: true, name: "MPI_Wait(MPI_Iallreduce)", step: 123_456_789, sequence: 7,
+                            stoppedSeconds: 12.345),
                   PeerState(inCollective: false, name: "", step: -1, sequence: 0)] {
             let bytes = StallProbe.encode(s)
             XCTAssertEqual(bytes.count, StallProbe.answerBytes)

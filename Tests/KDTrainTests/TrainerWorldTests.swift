@@ -113,7 +113,7 @@ final class ConvAlgorithmResumeTests: XCTestCase {
         var cfg = try world.config(overlap: false)
         cfg.convAlgorithm = "auto"
         let dir = world.dir
-        try InProcessWorld(size: 1).run { comm in
+        _ = try InProcessWorld(size: 1).run { comm in
             let a = try Trainer(config: cfg, comm: comm)
             XCTAssertFalse(a.convAlgorithms.isEmpty, "resnet8 has stride-1 3×3 layers")
             // Record choices no timing would make for every shape: the opposite of what auto picked.
