@@ -3,7 +3,8 @@
 #   launch/hostfile.sh HOSTFILE N kdgraph-args...
 # The kdgraph binary and the data must be at the same path on every node (shared filesystem).
 # Environment: KDGRAPH (binary path), IFACE (network interface for MPI traffic, e.g. eth0 or ib0),
-# MPIRUN_ARGS (extra mpirun flags).
+# MPIRUN_ARGS (extra mpirun flags), KDGRAPH_STOP_GRACE (seconds the ranks get to checkpoint after Ctrl-C;
+# default 30: OpenMPI's odls_base_sigkill_timeout, on the command line so every node's daemon gets it).
 set -euo pipefail
 # mpirun refuses to run as root (containers, CI) unless told twice.
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
@@ -16,4 +17,4 @@ if [ -n "${IFACE:-}" ]; then net+=(--mca btl_tcp_if_include "$IFACE" --mca oob_t
 # Forward the library path to the other nodes when one is set (e.g. a non-system OpenBLAS).
 if [ -n "${LD_LIBRARY_PATH:-}" ]; then net+=(-x LD_LIBRARY_PATH); fi
 exec mpirun --hostfile "$hosts" -np "$n" --map-by core --bind-to core "${net[@]}" \
-  -x OPENBLAS_NUM_THREADS=1 ${MPIRUN_ARGS:-} "$bin" "$@"
+  --mca odls_base_sigkill_timeout "${KDGRAPH_STOP_GRACE:-30}" -x OPENBLAS_NUM_THREADS=1 ${MPIRUN_ARGS:-} "$bin" "$@"

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # One node, N ranks: one rank per core, one BLAS thread per rank, ranks bound to cores.
 #   launch/local.sh N kdgraph-args...      e.g.  launch/local.sh 4 train --config configs/quickstart-teacher.yaml
-# Environment: KDGRAPH (the binary; default .build/release/kdgraph), MPIRUN_ARGS (extra mpirun flags).
+# Environment: KDGRAPH (the binary; default .build/release/kdgraph), MPIRUN_ARGS (extra mpirun flags),
+# KDGRAPH_STOP_GRACE (seconds the ranks get to checkpoint after Ctrl-C; default 30).
 set -euo pipefail
+# Ctrl-C or SIGTERM to mpirun: OpenMPI sends the ranks SIGCONT, then SIGTERM after
+# odls_base_sigkill_timeout seconds, then SIGKILL after as many again (default 1: too short to finish a
+# step and write its checkpoint). KDGRAPH_STOP_GRACE (default 30) sets it (docs/launch.md).
+export OMPI_MCA_odls_base_sigkill_timeout="${KDGRAPH_STOP_GRACE:-30}"
 # mpirun refuses to run as root (containers, CI) unless told twice.
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 if [ $# -lt 2 ]; then echo "usage: $0 N kdgraph-subcommand [args...]" >&2; exit 2; fi

@@ -5,8 +5,13 @@
 #   3. the same student trained with labels, no teacher (configs/quickstart-baseline.yaml)
 # then a table of held-out accuracies. Extra arguments are passed to every `kdgraph train`
 # (e.g. --set train.epochs=1; --overwrite to rerun into the same OUT, since an output folder holding a
-# run's checkpoints is refused otherwise). Environment: RANKS (default 2), OUT (default runs/quickstart).
+# run's checkpoints is refused otherwise). Environment: RANKS (default 2), OUT (default runs/quickstart),
+# KDGRAPH_STOP_GRACE (seconds the ranks get to checkpoint after Ctrl-C; default 30).
 set -euo pipefail
+# Ctrl-C or SIGTERM to mpirun: OpenMPI sends the ranks SIGCONT, then SIGTERM after
+# odls_base_sigkill_timeout seconds, then SIGKILL after as many again (default 1: too short to finish a
+# step and write its checkpoint). KDGRAPH_STOP_GRACE (default 30) sets it (docs/launch.md).
+export OMPI_MCA_odls_base_sigkill_timeout="${KDGRAPH_STOP_GRACE:-30}"
 cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh
 ranks="${RANKS:-2}"

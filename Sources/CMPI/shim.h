@@ -28,6 +28,8 @@ static inline void *kd_mpi_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Errhandler kd_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 
 static inline int kd_mpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
+static inline int kd_mpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
+static inline int kd_mpi_any_source(void) { return MPI_ANY_SOURCE; }
 static inline int kd_mpi_success(void) { return MPI_SUCCESS; }
 static inline int kd_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int kd_mpi_undefined(void) { return MPI_UNDEFINED; }

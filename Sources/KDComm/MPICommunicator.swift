@@ -44,8 +44,10 @@ public let mpiIntLimit = Int(Int32.max)
 
 /// The `Communicator` over real OpenMPI.
 ///
-/// `MPICommunicator.initialize()` calls `MPI_Init_thread(MPI_THREAD_FUNNELED)` once per process (all
-/// MPI calls come from the thread that initialised it), works without `mpirun` as a singleton world
+/// `MPICommunicator.initialize()` calls `MPI_Init_thread` once per process: `MPI_THREAD_MULTIPLE`, so
+/// the watchdog thread's `StallProbe` can ask the other ranks which of them a timed-out collective
+/// waits for (every other MPI call comes from the thread that initialised MPI; `KDGRAPH_STALL_PROBE=0`
+/// asks for `MPI_THREAD_FUNNELED` and no probe). It works without `mpirun` as a singleton world
 /// of one, sets `MPI_ERRORS_RETURN` on the world so MPI failures become `CommError`s naming the
 /// collective, and registers `MPI_Finalize` to run at exit. Every blocking collective is watched by the
 /// process `Watchdog` (default 300 s); `abort` ends every rank of the job.
@@ -106,16 +108,23 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         if finalized != 0 {
             throw CommError.invalidArgument(op: "MPICommunicator.initialize", message: "MPI was already finalized")
         }
+        var provided: Int32 = 0
         if initialized == 0 {
-            var provided: Int32 = 0
-            try checkMPI(MPI_Init_thread(nil, nil, kd_mpi_thread_funneled(), &provided), "MPI_Init_thread")
+            let wanted = stallProbeEnabled ? kd_mpi_thread_multiple() : kd_mpi_thread_funneled()
+            try checkMPI(MPI_Init_thread(nil, nil, wanted, &provided), "MPI_Init_thread")
             ownsMPI = true
             atexit { MPICommunicator.finalize() }
+        } else {
+            MPI_Query_thread(&provided)
         }
         let world = try MPICommunicator(handle: kd_mpi_comm_world())
         worldInstance = world
         Watchdog.shared.rank = world.rank
         Watchdog.shared.onTimeout = { message in world.abort(message, code: MPICommunicator.timeoutExitCode) }
+        // Every rank takes the same branch (same environment, same MPI library): MPI_Comm_dup is collective.
+        if stallProbeEnabled && world.size > 1 && provided >= kd_mpi_thread_multiple() {
+            Watchdog.shared.setProbe(try StallProbe(world: world.handle, rank: world.rank, size: world.size))
+        }
         if let n = blasThreads {
             setBLASThreads(n)
         } else if world.size > 1, ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil {
@@ -124,11 +133,15 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return world
     }
 
+    /// False when `KDGRAPH_STALL_PROBE=0`: MPI at `MPI_THREAD_FUNNELED`, timeouts name no rank.
+    static var stallProbeEnabled: Bool { ProcessInfo.processInfo.environment["KDGRAPH_STALL_PROBE"] != "0" }
+
     /// Calls `MPI_Finalize` once (also registered with `atexit` by `initialize`). The watchdog guards it
     /// like a collective: a rank stuck in finalize (a peer never got there) is aborted.
     public static func finalize() {
         guard ownsMPI, isActive else { return }
-        Watchdog.shared.begin("MPI_Finalize")
+        Watchdog.shared.setProbe(nil)   // the watchdog thread makes no MPI call from here on
+        Watchdog.shared.begin("MPI_Finalize", collective: false)
         MPI_Finalize()
         Watchdog.shared.end()
     }
@@ -341,7 +354,7 @@ public final class MPIRequest: CommRequest {
     /// `MPI_Waitall`, watched by the watchdog.
     public func wait() throws {
         if isComplete { return }
-        Watchdog.shared.begin("MPI_Wait(MPI_Iallreduce)")
+        Watchdog.shared.begin("MPI_Wait(MPI_Iallreduce)", collective: false)   // skipped when `test` completed it
         let rc = requests.withUnsafeMutableBufferPointer {
             MPI_Waitall(Int32($0.count), $0.baseAddress, kd_mpi_statuses_ignore())
         }

@@ -16,9 +16,23 @@ public enum TrainError: Error, CustomStringConvertible {
             return "non-finite \(term) (\(value)) at step \(step); stopped before the optimizer applied it: \(advice)"
         case let .desync(step, detail): return "parameters out of sync across ranks at step \(step): \(detail)"
         case let .interrupted(step, signal, checkpoint):
-            return "stopped by signal \(signal) after step \(step); checkpoint written to \(checkpoint)"
+            return "interrupted by \(TrainError.signalName(signal)) at step \(step): checkpoint \(checkpoint) written; "
+                + "resume with --resume \(checkpoint)"
         }
     }
+
+    /// `SIGTERM`, `SIGINT`, else `signal N`.
+    static func signalName(_ signal: Int32) -> String {
+        switch signal {
+        case 15: return "SIGTERM"
+        case 2: return "SIGINT"
+        default: return "signal \(signal)"
+        }
+    }
+
+    /// The exit status of a run stopped by `signal` at a step boundary: 128 + the signal, as a shell
+    /// reports a process the signal ended (130 for Ctrl-C, 143 for SIGTERM).
+    public static func exitStatus(interruptedBy signal: Int32) -> Int32 { 128 + signal }
 }
 
 /// Where a non-finite loss or gradient came from, and so what the user can do about it: skipping steps

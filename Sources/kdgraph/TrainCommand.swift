@@ -25,7 +25,16 @@ struct Train: ParsableCommand {
         }
         withWorld(blasThreads: config.blasThreads) { comm in
             let trainer = try Trainer(config: config, comm: comm)
-            _ = try trainer.run(resumeFrom: resume, overwrite: overwrite)
+            do {
+                _ = try trainer.run(resumeFrom: resume, overwrite: overwrite)
+            } catch let e as TrainError {
+                // A signal stopped every rank after the same step and the checkpoint is written: not a
+                // failure to abort on. Rank 0 says where to resume; every rank exits 128 + the signal
+                // (MPI_Finalize runs at exit), so mpirun/srun and the shell see the interruption.
+                guard case let .interrupted(_, signal, _) = e else { throw e }
+                if comm.rank == 0 { fputs("kdgraph: \(e)\n", stderr) }
+                Foundation.exit(TrainError.exitStatus(interruptedBy: signal))
+            }
         }
     }
 }

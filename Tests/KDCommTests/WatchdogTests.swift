@@ -25,6 +25,81 @@ final class WatchdogTests: XCTestCase {
         XCTAssertNil(w.current)
     }
 
+    /// Issue 18 item 10: a rank that was stopped (SIGSTOP) and resumed must not find its own collective
+    /// overdue: the time it spent stopped does not count; time it ran does.
+    func testTimeStoppedDoesNotCount() {
+        let w = Watchdog()
+        w.timeoutSeconds = 0
+        let t0 = monotonicSeconds()
+        w.noteWake(now: t0, interval: 0.5)
+        w.begin("MPI_Allreduce")
+        w.timeoutSeconds = 5
+        w.noteWake(now: t0 + 0.5, interval: 0.5)
+        w.noteWake(now: t0 + 100.5, interval: 0.5)          // stopped for ~100 s
+        XCTAssertNil(w.overdueMessage(now: t0 + 101), "the stopped time was counted")
+        XCTAssertEqual(w.state.stoppedSeconds, 99.5, accuracy: 1e-9, "the stop is reported to peers that ask")
+        w.noteWake(now: t0 + 101, interval: 0.5)
+        XCTAssertNil(w.overdueMessage(now: t0 + 104))
+        XCTAssertEqual(w.overdueMessage(now: t0 + 106.5),    // > 5 s of running time since the gap
+                       "collective MPI_Allreduce did not complete within 5s (step -1)")
+        w.end()
+    }
+
+    /// The verdict names the silent rank and the ones behind (a smaller sequence), not the ranks in
+    /// the same collective or already past it (the root of a broadcast).
+    func testStallReportNamesTheRanksThatDidNotArrive() {
+        let me = PeerState(inCollective: true, name: "MPI_Allreduce", step: 12, sequence: 40)
+        let past = PeerState(inCollective: true, name: "MPI_Allgatherv", step: 12, sequence: 41)
+        XCTAssertEqual(Watchdog.stallReport(me, rank: 0, size: 4, answers: [1: me, 3: past], grace: 2),
+                       "stalled: rank 2 (no answer within 2s: stopped, hung outside MPI, or gone)")
+        let computing = PeerState(inCollective: false, name: "", step: 12, sequence: 39)
+        let earlier = PeerState(inCollective: true, name: "MPI_Barrier", step: 11, sequence: 38)
+        XCTAssertEqual(Watchdog.stallReport(me, rank: 3, size: 4, answers: [0: me, 1: computing, 2: earlier],
+                                            grace: 2.5),
+                       "stalled: rank 1 (not in a collective, at step 12); "
+                       + "waiting in an earlier collective: rank 2 (MPI_Barrier at step 11)")
+        // Seen under mpirun -np 4 with rank 2 stopped: rank 1 had finished an all-reduce that rank 0 was
+        // still waiting in (rank 2's part had reached rank 1 through another rank); rank 0 is a victim.
+        XCTAssertEqual(Watchdog.stallReport(past, rank: 1, size: 4, answers: [0: me, 3: past], grace: 2),
+                       "stalled: rank 2 (no answer within 2s: stopped, hung outside MPI, or gone); "
+                       + "waiting in an earlier collective: rank 0 (MPI_Allreduce at step 12)")
+        XCTAssertEqual(Watchdog.stallReport(me, rank: 1, size: 2, answers: [0: past], grace: 2),
+                       "every rank has reached it (suspect the network or MPI, not a rank)")
+        // Seen: the first waiting rank aborted, mpirun sent SIGCONT, and the stopped rank answered the
+        // others from inside the collective; its stop gives it away.
+        var resumed = me
+        resumed.stoppedSeconds = 8.6
+        XCTAssertEqual(Watchdog.stallReport(me, rank: 1, size: 3, answers: [0: me, 2: resumed], grace: 2),
+                       "stalled: rank 2 (was stopped for 9s)")
+        // Waiting in MPI_Wait (not counted): a peer with the same count outside any call has not got there.
+        let waiting = PeerState(inCollective: true, name: "MPI_Wait(MPI_Iallreduce)", step: 12, sequence: 40)
+        let backward = PeerState(inCollective: false, name: "", step: 12, sequence: 40)
+        XCTAssertEqual(Watchdog.stallReport(waiting, rank: 0, size: 3, answers: [1: waiting, 2: backward], grace: 2),
+                       "stalled: rank 2 (not in a collective, at step 12)")
+    }
+
+    /// `sequence` counts collectives, not waits or MPI_Finalize (which ranks may skip or reach apart).
+    func testSequenceCountsCollectivesOnly() {
+        let w = Watchdog()
+        w.timeoutSeconds = 0
+        w.begin("MPI_Allreduce"); w.end()
+        w.begin("MPI_Wait(MPI_Iallreduce)", collective: false); w.end()
+        w.begin("MPI_Barrier")
+        XCTAssertEqual(w.state, PeerState(inCollective: true, name: "MPI_Barrier", step: -1, sequence: 2))
+        w.end()
+        XCTAssertEqual(w.state, PeerState(inCollective: false, name: "", step: -1, sequence: 2))
+    }
+
+    func testProbeAnswerRoundTrips() {
+        for s in [PeerState(inCollective: true, name: "MPI_Wait(MPI_Iallreduce)", step: 123_456_789, sequence: 7,
+                            stoppedSeconds: 12.345),
+                  PeerState(inCollective: false, name: "", step: -1, sequence: 0)] {
+            let bytes = StallProbe.encode(s)
+            XCTAssertEqual(bytes.count, StallProbe.answerBytes)
+            bytes.withUnsafeBytes { XCTAssertEqual(StallProbe.decode($0), s) }
+        }
+    }
+
     func testNothingOverdueBetweenCollectives() {
         let w = Watchdog()
         w.timeoutSeconds = 0

@@ -45,7 +45,33 @@ final class ConfigTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("optim.kind: must be one of sgd, adamw, got 'lbfgs'"), "\(e)")
         }
         XCTAssertThrowsError(try KDConfig.parse(yaml: "mode: distill\nteacher: {kind: network}\nloss: [{kind: kd}]", file: "c.yaml")) { e in
-            XCTAssertEqual("\(e)", "c.yaml: teacher.checkpoint: a network teacher needs a checkpoint")
+            XCTAssertEqual("\(e)", "c.yaml: teacher.checkpoint: a network teacher needs a checkpoint "
+                           + "(or teacher.init: random for benchmarks)")
+        }
+    }
+
+    /// `teacher.init` (issue 18 item 13): `checkpoint` by default, so a distillation config without a
+    /// checkpoint is still refused; `random` only by name, for network teachers, and round-trips.
+    func testTeacherInit() throws {
+        let distill = "mode: distill\nloss: [{kind: kd}]\n"
+        let loaded = try KDConfig.parse(yaml: distill + "teacher: {checkpoint: t.safetensors}")
+        XCTAssertEqual(loaded.teacher.initialization, "checkpoint")
+        let random = try KDConfig.parse(yaml: distill + "teacher: {kind: network, init: random}", file: "b.yaml")
+        XCTAssertEqual(random.teacher.initialization, "random")
+        XCTAssertEqual(random.teacher.checkpoint, "")
+        XCTAssertTrue(random.resolvedYAML.contains("\n  init: random\n"), random.resolvedYAML)
+        XCTAssertEqual(try KDConfig.parse(yaml: random.resolvedYAML, file: "b.yaml").teacher, random.teacher)
+        XCTAssertThrowsError(try KDConfig.parse(yaml: distill + "teacher: {init: checkpoint}", file: "c.yaml")) { e in
+            XCTAssertEqual("\(e)", "c.yaml: teacher.checkpoint: a network teacher needs a checkpoint "
+                           + "(or teacher.init: random for benchmarks)")
+        }
+        XCTAssertThrowsError(try KDConfig.parse(yaml: distill + "teacher: {init: zeros}", file: "c.yaml")) { e in
+            XCTAssertEqual("\(e)", "c.yaml: teacher.init: must be one of checkpoint, random, got 'zeros' (line 3)")
+        }
+        let embeddings = "teacher: {kind: embeddings, embeddings: e.npy, init: random}"
+        XCTAssertThrowsError(try KDConfig.parse(yaml: distill + embeddings, file: "c.yaml")) { e in
+            XCTAssertEqual("\(e)", "c.yaml: teacher.init: 'random' applies to a network teacher; an embeddings "
+                           + "teacher has no weights")
         }
     }
 
@@ -96,6 +122,11 @@ final class ShippedConfigTests: XCTestCase {
             }
         }
         XCTAssertGreaterThanOrEqual(seen, 10)
+        // Benchmark configs run on a fresh clone: their teacher needs no file (docs/scaling.md).
+        let benchFile = root.appendingPathComponent("configs/bench-distill-resnet32x4-resnet8x4.yaml")
+        let bench = try KDConfig.load(path: benchFile.path)
+        XCTAssertEqual(bench.teacher.initialization, "random")
+        XCTAssertEqual(bench.teacher.checkpoint, "")
     }
 }
 

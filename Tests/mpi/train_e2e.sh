@@ -8,7 +8,8 @@
 #   - resume: 30 straight steps vs 15 + --resume + 15 give the same losses (rtol 1e-6) and weights,
 #     and the same checkpoint resumed on 4 ranks takes the same step 16;
 #   - an mlp student on .npy feature matrices distilled from an embeddings+prompts teacher;
-#   - `kdgraph bench` / `kdgraph scaling` (JSON fields, byte counts, report files, projection, --reuse);
+#   - `kdgraph bench` / `kdgraph scaling` (JSON fields, byte counts, report files, projection, --reuse),
+#     and the shipped bench config on a fresh clone (teacher.init: random, no teacher file);
 #   - resuming at or past train.steps is refused, nothing rewritten;
 #   - `kdgraph eval --checkpoint` without a config and `kdgraph predict` agree (weights carry their metadata);
 #   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
@@ -217,6 +218,17 @@ dry=$("$bin" scaling --config configs/bench-distill-resnet32x4-resnet8x4.yaml --
 if echo "$dry" | grep -q -- "-np 1 .*-x OPENBLAS_NUM_THREADS=1 .*bench --config .*data.global_batch=64 .*--project-ranks 1,2,4,8,16,64" \
    && echo "$dry" | grep -q -- "-np 2 .*data.global_batch=128" && [ ! -e "$tmp/dry" ]; then ok "scaling --dry-run prints the mpirun lines"
 else ko "scaling --dry-run" "$dry"; fi
+# The shipped benchmark config on a fresh clone (issue 18 item 13): no runs/ folder, no teacher file;
+# teacher.init: random runs it, and rank 0 says so.
+mkdir -p "$tmp/fresh"
+cp configs/bench-distill-resnet32x4-resnet8x4.yaml "$tmp/fresh/"
+abs_bin="$(pwd)/$bin"
+if (cd "$tmp/fresh" && "$abs_bin" bench --config bench-distill-resnet32x4-resnet8x4.yaml --warmup 0 --steps 1 \
+      --set runtime.conv_algorithm=direct >"$tmp/fresh.json" 2>"$tmp/fresh.log") \
+   && grep -q '"samples_per_s"' "$tmp/fresh.json" \
+   && grep -q "teacher resnet32x4 has RANDOM weights (teacher.init: random)" "$tmp/fresh.log"; then
+  ok "bench with the shipped bench-distill config on a fresh clone: runs, random teacher announced"
+else ko "bench on a fresh clone" "$(tail -3 "$tmp/fresh.log")"; fi
 if msg=$("$bin" bench --config Tests/mpi/configs/tiny-distill.yaml --project-ranks 4,0 2>&1); then ko "bad --project-ranks" "exit 0"
 elif echo "$msg" | grep -q "project-ranks: bad entry '0'"; then ok "bad --project-ranks refused with the entry named"
 else ko "bad --project-ranks" "$msg"; fi
@@ -247,7 +259,8 @@ fi
 if mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$tmp/missing.safetensors" \
      --set output.dir="$tmp/bad-teacher" >"$tmp/badt.log" 2>&1; then
   ko "missing teacher checkpoint" "exit 0"
-elif grep -q "missing.safetensors" "$tmp/badt.log"; then ok "missing teacher checkpoint named in the error"
+elif grep -q "teacher.checkpoint: .*missing.safetensors: cannot open" "$tmp/badt.log"; then
+  ok "missing teacher checkpoint: the error names teacher.checkpoint and the file (no random fallback)"
 else ko "missing teacher checkpoint" "$(tail -3 "$tmp/badt.log")"; fi
 if mpi 4 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
      --set data.global_batch=3 --set output.dir="$tmp/too-many" >"$tmp/toomany.log" 2>&1; then

@@ -36,6 +36,9 @@ public struct KDConfig: Equatable {
         public var kind = "network"              // network | embeddings
         public var model = "resnet32x4"
         public var checkpoint = ""
+        /// `checkpoint` (load `checkpoint`) or `random` (the zoo's seeded initialisation, for benchmarks
+        /// where the weights do not matter for speed; warned about on rank 0).
+        public var initialization = "checkpoint"
         public var embeddings = ""
         public var prompts = ""
         public var clipScale = 100.0
@@ -245,6 +248,7 @@ extension KDConfig {
         c.teacher.kind = try t.choice("kind", c.teacher.kind, ["network", "embeddings"])
         c.teacher.model = try t.string("model", c.teacher.model)
         c.teacher.checkpoint = try t.string("checkpoint", c.teacher.checkpoint)
+        c.teacher.initialization = try t.choice("init", c.teacher.initialization, ["checkpoint", "random"])
         c.teacher.embeddings = try t.string("embeddings", c.teacher.embeddings)
         c.teacher.prompts = try t.string("prompts", c.teacher.prompts)
         c.teacher.clipScale = try t.double("clip_scale", c.teacher.clipScale, min: 0, exclusiveMin: true)
@@ -315,8 +319,15 @@ extension KDConfig {
         if c.mode == .distill && c.loss.isEmpty {
             throw ConfigError(file: file, key: "loss", message: "mode 'distill' needs at least one loss term")
         }
-        if c.mode == .distill && c.teacher.kind == "network" && c.teacher.checkpoint.isEmpty {
-            throw ConfigError(file: file, key: "teacher.checkpoint", message: "a network teacher needs a checkpoint")
+        // Random teacher weights only when asked for by name: a missing checkpoint is never papered over.
+        if c.mode == .distill && c.teacher.kind == "network" && c.teacher.initialization == "checkpoint"
+            && c.teacher.checkpoint.isEmpty {
+            throw ConfigError(file: file, key: "teacher.checkpoint",
+                              message: "a network teacher needs a checkpoint (or teacher.init: random for benchmarks)")
+        }
+        if c.teacher.kind == "embeddings" && c.teacher.initialization == "random" {
+            throw ConfigError(file: file, key: "teacher.init",
+                              message: "'random' applies to a network teacher; an embeddings teacher has no weights")
         }
         if c.mode == .distill && c.teacher.kind == "embeddings" && c.teacher.embeddings.isEmpty {
             throw ConfigError(file: file, key: "teacher.embeddings", message: "an embeddings teacher needs teacher.embeddings (.npy)")

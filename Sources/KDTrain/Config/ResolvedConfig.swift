@@ -31,6 +31,7 @@ extension KDConfig {
           kind: \(teacher.kind)
           model: \(teacher.model)
           checkpoint: \(q(teacher.checkpoint))
+          init: \(teacher.initialization)
           embeddings: \(q(teacher.embeddings))
           prompts: \(q(teacher.prompts))
           clip_scale: \(teacher.clipScale)

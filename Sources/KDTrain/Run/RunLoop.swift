@@ -66,7 +66,7 @@ extension Trainer {
             guard let batch = try stream.next() else { break }
             let dataWait = monotonicSeconds() - waitStart
             try faults.beforeStep(step + 1, rank: comm.rank)
-            var record = try step(batch, stopRequested: Runtime.pendingSignal != 0)
+            var record = try step(batch, stopRequested: Runtime.pendingSignal != 0)   // read late in the step
             record.phases[.data] = dataWait
             let stop = record.stop
             windowSamples += record.plan.globalSamples
@@ -91,7 +91,8 @@ extension Trainer {
             if stop {
                 progress.finish()
                 let path = try saveCheckpoint(name: stepCheckpointName)
-                throw TrainError.interrupted(step: step, signal: Runtime.pendingSignal == 0 ? SIGTERM : Runtime.pendingSignal, checkpoint: path)
+                let signal = Runtime.pendingSignal == 0 ? SIGTERM : Runtime.pendingSignal   // 0: another rank's
+                throw TrainError.interrupted(step: step, signal: signal, checkpoint: path)
             }
             if config.train.checkpointEvery > 0 && step % config.train.checkpointEvery == 0 && step < totalSteps {
                 try saveCheckpoint(name: stepCheckpointName)

@@ -5,8 +5,9 @@ import KDTensor
 
 /// Stage ③: the frozen teacher. Forward only, never on the tape.
 ///
-/// - `network`: a model-zoo network loaded from a safetensors checkpoint; its embedding is the pooled
-///   penultimate feature, its logits the classifier output, its class proxies the classifier's rows.
+/// - `network`: a model-zoo network loaded from a safetensors checkpoint (or, with `teacher.init: random`,
+///   left at its seeded initialisation, for benchmarks); its embedding is the pooled penultimate feature,
+///   its logits the classifier output, its class proxies the classifier's rows.
 /// - `embeddings`: a foundation model's precomputed image embeddings (`N×D` or `N×V×D` .npy, memory-
 ///   mapped, each rank reads its rows by the sample's row in the data file) and optional prompt embeddings `K×C×D`, from
 ///   which PRG's confidence-weighted teacher logits and class proxies come (docs/losses.md, "PRG").
@@ -41,7 +42,21 @@ public final class TeacherSide {
                                           inputChannels: data.inputChannels, imageSize: data.inputSize,
                                           hiddenSizes: config.teacher.hidden.isEmpty ? [256, 256] : config.teacher.hidden,
                                           seed: UInt64(config.seed))
-            try Checkpoint.loadWeights(path: config.teacher.checkpoint, into: model)
+            if config.teacher.initialization == "random" {
+                // Benchmarks only (docs/config.md): said loudly, so a training run cannot miss it.
+                let ignored = config.teacher.checkpoint.isEmpty ? "" : "; teacher.checkpoint "
+                    + "\(config.teacher.checkpoint) is not read"
+                let warning = "teacher \(config.teacher.model) has RANDOM weights (teacher.init: random)"
+                    + "\(ignored): fine for timing, meaningless for distillation"
+                Runtime.logger.warning("\(warning)")
+            } else {
+                do {
+                    try Checkpoint.loadWeights(path: config.teacher.checkpoint, into: model)
+                } catch {
+                    throw TrainError.invalid("teacher.checkpoint: \(error) (teacher.init: checkpoint; "
+                                             + "benchmarks can set teacher.init: random)")
+                }
+            }
             model.eval()
             source = .network(model)
             embeddingSize = model.featureSize

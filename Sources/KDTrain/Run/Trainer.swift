@@ -146,9 +146,12 @@ public final class Trainer {
 
     /// Runs one optimizer step on `batch` (this rank's share of the global batch `batch.plan`) and returns
     /// what it did. A non-finite loss or gradient throws, or skips the step with `train.skip_nonfinite`
-    /// (`applied` false). `stopRequested` (a signal on this rank) is agreed on by all ranks (`stop`).
+    /// (`applied` false). `stopRequested` (a signal on this rank) is agreed on by all ranks (`stop`). It is
+    /// read just before the step's last all-reduce, not when the step starts, so a signal that arrives
+    /// during the step stops the run after this step rather than the next: under `mpirun` the ranks
+    /// have `odls_base_sigkill_timeout` seconds between SIGTERM and SIGKILL (docs/launch.md).
     @discardableResult
-    public func step(_ batch: Batch, stopRequested: Bool = false) throws -> StepRecord {
+    public func step(_ batch: Batch, stopRequested: @autoclosure () -> Bool = false) throws -> StepRecord {
         let stepNumber = step + 1
         comm.currentStep = stepNumber
         let plan = batch.plan
@@ -215,7 +218,7 @@ public final class Trainer {
 
         // Global loss, its terms, and the stop flag in one all-reduce (identical on every rank after it).
         var values = [Double(share.value.item)] + share.terms.map { $0.value }
-        values.append(stopRequested ? 1 : 0)
+        values.append(stopRequested() ? 1 : 0)
         values.append(student.firstNonFiniteBuffer() == nil ? 0 : 1)   // per rank without SyncBN
         try comm.allReduce(&values, op: .sum)
         let nonFiniteBuffers = values.removeLast() > 0
