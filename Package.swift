@@ -7,9 +7,19 @@
 // with KDTrain tying them into the training loop and `kdgraph` the command line.
 import PackageDescription
 
+/// The instruction set of the SIMD kernels (docs/ops.md, "Instruction set"). On x86-64 they are compiled for
+/// AVX2 + FMA (`-target-cpu haswell`: Intel since 2013, every AMD Zen), where a `SIMD8<Float>` operation is one
+/// 256-bit instruction instead of two SSE halves; `kdgraph` checks the CPU at start-up and says so when it
+/// lacks them. `KDGRAPH_PORTABLE=1 swift build …` builds for baseline x86-64 instead.
+#if arch(x86_64)
+let targetCPU: [String] = Context.environment["KDGRAPH_PORTABLE"] == "1" ? [] : ["-target-cpu", "haswell"]
+#else
+let targetCPU: [String] = []
+#endif
+
 /// Hot numeric modules are built without overflow/bounds checks in release builds.
 let fastMath: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+    .unsafeFlags(["-Ounchecked", "-wmo"] + targetCPU, .when(configuration: .release)),
 ]
 let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
@@ -61,7 +71,7 @@ let package = Package(
                 swiftSettings: v5 + fastMath),
         .executableTarget(name: "kdgraph", dependencies: [
             "KDTrain", "KDTools", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: v5),
+        ], swiftSettings: v5 + (targetCPU.isEmpty ? [] : [.define("KDGRAPH_HASWELL")])),
         // Multi-rank checks run under a real `mpirun -np 2/4` by Tests/mpi/run.sh.
         .executableTarget(name: "kdgraph-mpi-checks", dependencies: [
             "KDTrain", "KDTools", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData",

@@ -15,6 +15,15 @@ struct KDGraphCommand: ParsableCommand {
         """,
         subcommands: [Train.self, Eval.self, Predict.self, SelfTestCommand.self, Models.self, ConformanceCommand.self,
                       Bench.self, Scaling.self])
+
+    /// Checks the CPU before any kernel runs (this file is compiled for baseline x86-64), then parses.
+    static func main() {
+        if let message = InstructionSet.unsupportedMessage() {
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+            Foundation.exit(1)
+        }
+        main(nil)
+    }
 }
 
 /// Options shared by commands that read a config.

@@ -75,10 +75,9 @@ public final class FusedConv: @unchecked Sendable {
 
 /// `p[i] = max(p[i], 0)` for `i < count`, eight lanes at a time.
 func reluInPlace(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
-    let zero = WVec(repeating: 0)
     var i = 0
     while i + 8 <= count {
-        storeVec(pointwiseMax(loadVec(p + i, 8), zero), p + i, 8)
+        storeVec(reluVec(loadVec(p + i, 8)), p + i, 8)
         i += 8
     }
     while i < count { p[i] = max(p[i], 0); i += 1 }

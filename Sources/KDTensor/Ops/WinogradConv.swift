@@ -28,6 +28,10 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable, Codable {
 public enum WinogradWorkspace {
     public nonisolated(unsafe) static var targetElements = 1 << 18
     public nonisolated(unsafe) static var minTiles = 128
+    /// Floats between consecutive ξ matrices of the workspace. Without it the α² matrices start a
+    /// multiple of 4 KiB apart (tiles·C·4 bytes, tiles and C powers of two), so the transforms' α²
+    /// interleaved streams all map to the same L1 sets and evict one another.
+    public nonisolated(unsafe) static var matrixPadding = 16
 
     static func tilesPerChunk(total: Int, alpha: Int, cin: Int, cout: Int) -> Int {
         let byCache = targetElements / max(1, alpha * alpha * (cin + cout))
@@ -55,8 +59,10 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
     let tilesH = (ho + m - 1) / m, tilesW = (wo + m - 1) / m, perImage = tilesH * tilesW
     let total = n * perImage
     let chunk = WinogradWorkspace.tilesPerChunk(total: total, alpha: a, cin: cin, cout: cout)
-    let vBuf = Tensor(uninitializedShape: [a2 * chunk * max(cin, 1)])
-    let mBuf = Tensor(uninitializedShape: [a2 * chunk * cout])
+    let pad = WinogradWorkspace.matrixPadding
+    let vStride = chunk * max(cin, 1) + pad, mStride = chunk * cout + pad   // floats between ξ matrices
+    let vBuf = Tensor(uninitializedShape: [a2 * vStride])
+    let mBuf = Tensor(uninitializedShape: [a2 * mStride])
     let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 3 * a2)
     defer { scratch.deallocate() }
     let d = scratch, tmp = scratch + a2, res = scratch + 2 * a2
@@ -85,14 +91,14 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
                 }
                 winogradInputTile(v, d, tmp, res)
                 let dst = vBuf.ptr + tl * cin + c0
-                for xi2 in 0..<a2 { storeVec(res[xi2], dst + xi2 * rows * cin, cnt) }
+                for xi2 in 0..<a2 { storeVec(res[xi2], dst + xi2 * vStride, cnt) }
             }
         }
         // α² GEMMs: M_ξ[rows, Cout] = V_ξ[rows, Cin] · U_ξ[Cin, Cout].
         for xi2 in 0..<a2 {
-            sgemm(m: rows, n: cout, k: cin, a: vBuf.ptr + xi2 * rows * cin, lda: max(cin, 1),
+            sgemm(m: rows, n: cout, k: cin, a: vBuf.ptr + xi2 * vStride, lda: max(cin, 1),
                   b: filter.u.ptr + xi2 * cin * cout, ldb: cout, beta: 0,
-                  c: mBuf.ptr + xi2 * rows * cout, ldc: cout)
+                  c: mBuf.ptr + xi2 * mStride, ldc: cout)
         }
         // Output transform + epilogue.
         for tl in 0..<rows {
@@ -102,7 +108,7 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
             for k0 in stride(from: 0, to: cout, by: 8) {
                 let cnt = min(8, cout - k0)
                 let src = mBuf.ptr + tl * cout + k0
-                for xi2 in 0..<a2 { d[xi2] = loadVec(src + xi2 * rows * cout, cnt) }
+                for xi2 in 0..<a2 { d[xi2] = loadVec(src + xi2 * mStride, cnt) }
                 winogradOutputTile(v, d, tmp, res)
                 let b = bias.map { loadVec($0 + k0, cnt) } ?? zero
                 for i in 0..<hi {
@@ -110,7 +116,7 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
                         let off = ((img * ho + oh0 + i) * wo + ow0 + j) * cout + k0
                         var y = res[i * m + j] + b
                         if let residual { y += loadVec(residual + off, cnt) }
-                        if relu { y = pointwiseMax(y, zero) }
+                        if relu { y = reluVec(y) }
                         storeVec(y, out + off, cnt)
                     }
                 }
