@@ -111,11 +111,22 @@ public enum ConvAlgorithmTuner {
         var rng = KDRandom(keys: 0xC0_4E, UInt64(s.h), UInt64(s.cin), UInt64(s.cout))
         let x = Tensor.randn([max(1, batch), s.h, s.w, s.cin], rng: &rng)
         let w = weight.detached()
+        // Inference layers (the frozen teacher) run as FusedResNet does: Winograd filter transforms made
+        // once when the teacher is built, so they are not timed; training layers transform every call.
+        let banks = s.training ? [:] : Dictionary(uniqueKeysWithValues: [WinogradVariant.f2, .f4].map {
+            ($0, WinogradFilter(weight: w.ptr, cout: s.cout, cin: s.cin, variant: $0))
+        })
+        let out = Tensor(uninitializedShape: [x.shape[0], s.h + 2 * s.padding - 2, s.w + 2 * s.padding - 2, s.cout])
         func run(_ a: ConvAlgorithm) throws -> Tensor {
             if !s.training {
-                return try withNoGrad {
-                    try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: a)
+                guard let v = a.winogradVariant, let bank = banks[v] else {
+                    return try withNoGrad {
+                        try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: a)
+                    }
                 }
+                winogradConvolve(x.ptr, n: x.shape[0], h: s.h, w: s.w, padding: s.padding, filter: bank,
+                                 bias: nil, residual: nil, relu: true, out: out.ptr)
+                return out
             }
             x.requiresGrad = true; w.requiresGrad = true
             defer { x.requiresGrad = false; w.requiresGrad = false; x.grad = nil; w.grad = nil; Tape.reset() }
