@@ -24,13 +24,8 @@ public struct SafetensorsTensor: Equatable, Sendable {
 
     /// Float32 values (stored little-endian).
     public init(shape: [Int], floats: UnsafeBufferPointer<Float>) {
-        var b = [UInt8](repeating: 0, count: floats.count * 4)
-        b.withUnsafeMutableBytes { raw in
-            for (i, v) in floats.enumerated() {
-                raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
-            }
-        }
-        self.init(dtype: .F32, shape: shape, bytes: b)
+        self.init(dtype: .F32, shape: shape, bytes: Self.littleEndianBytes(floats.lazy.map(\.bitPattern),
+                                                                          count: floats.count))
     }
 
     public init(shape: [Int], floats: [Float]) {
@@ -39,24 +34,23 @@ public struct SafetensorsTensor: Equatable, Sendable {
 
     /// Float64 values.
     public init(shape: [Int], doubles: [Double]) {
-        var b = [UInt8](repeating: 0, count: doubles.count * 8)
-        b.withUnsafeMutableBytes { raw in
-            for (i, v) in doubles.enumerated() {
-                raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 8 * i, as: UInt64.self)
-            }
-        }
-        self.init(dtype: .F64, shape: shape, bytes: b)
+        self.init(dtype: .F64, shape: shape, bytes: Self.littleEndianBytes(doubles.lazy.map(\.bitPattern),
+                                                                          count: doubles.count))
     }
 
     /// Int64 values.
     public init(shape: [Int], int64s: [Int64]) {
-        var b = [UInt8](repeating: 0, count: int64s.count * 8)
+        self.init(dtype: .I64, shape: shape, bytes: Self.littleEndianBytes(int64s, count: int64s.count))
+    }
+
+    /// The `count` values as little-endian bytes (the safetensors byte order on every host).
+    static func littleEndianBytes<B: FixedWidthInteger>(_ values: some Sequence<B>, count: Int) -> [UInt8] {
+        let size = MemoryLayout<B>.size
+        var b = [UInt8](repeating: 0, count: count * size)
         b.withUnsafeMutableBytes { raw in
-            for (i, v) in int64s.enumerated() {
-                raw.storeBytes(of: v.littleEndian, toByteOffset: 8 * i, as: Int64.self)
-            }
+            for (i, v) in values.enumerated() { raw.storeBytes(of: v.littleEndian, toByteOffset: size * i, as: B.self) }
         }
-        self.init(dtype: .I64, shape: shape, bytes: b)
+        return b
     }
 
     /// Element count implied by the shape.

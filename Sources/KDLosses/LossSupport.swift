@@ -69,4 +69,20 @@ func recordFused(_ name: String, output out: Tensor, inputs: [Tensor], grads: [T
 }
 
 /// The scalar output of a fused loss.
+/// The share of a loss of the rows of `x` (`n × d`) whose gradient comes from the squared distances:
+/// `∂x` from `∂q` (`n × n`, nil when no gradient is needed) by `squaredDistancesBackward`, recorded as
+/// one fused tape node named `name`, the value reported as `term`.
+func squaredDistanceShare(_ name: String, term: String, value: Double, x: Tensor, dq: Tensor?,
+                          n: Int, d: Int) -> LossShare {
+    var grad: Tensor? = nil
+    if let dq {
+        let g = Tensor.zeros([n, d])
+        squaredDistancesBackward(dq.ptr, x: x.ptr, n: n, d: d, into: g.ptr)
+        grad = g
+    }
+    let out = scalarTensor(value)
+    recordFused(name, output: out, inputs: [x], grads: [grad])
+    return LossShare(value: out, terms: [(term, value)])
+}
+
 @inline(__always) func scalarTensor(_ v: Double) -> Tensor { Tensor(shape: [], data: [Float(v)]) }

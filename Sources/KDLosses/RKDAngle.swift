@@ -154,17 +154,12 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
         }
     }
     let share = total * invN3
-    var grad: Tensor? = nil
-    if let gq {
+    let g32 = gq.map { gq in
         let g32 = Tensor(uninitializedShape: [n, n])
         for k in 0..<(n * n) { g32.ptr[k] = Float(gq.ptr[k] * invN3) }
-        let g = Tensor.zeros([n, ds])
-        squaredDistancesBackward(g32.ptr, x: student.ptr, n: n, d: ds, into: g.ptr)
-        grad = g
+        return g32
     }
-    let out = scalarTensor(share)
-    recordFused(name, output: out, inputs: [student], grads: [grad])
-    return LossShare(value: out, terms: [("rkd_angle", share)])
+    return squaredDistanceShare(name, term: "rkd_angle", value: share, x: student, dq: g32, n: n, d: ds)
 }
 
 /// The deterministic anchor sample of the capped RKD angle loss: `count` distinct rows of `0..<n`

@@ -64,7 +64,6 @@ public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? 
         total += rowSum
     }
     let share = total * invN2
-    var grad: Tensor? = nil
     if let gd {
         // μ_s term reaches every off-diagonal entry; then ∂d/∂q = 1/(2d) where q was not clamped.
         let cMu = Float(-hd * invS * invS / Double(n * (n - 1)))
@@ -75,11 +74,6 @@ public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? 
                 gd.ptr[k] = (gd.ptr[k] + cMu) / (2 * ds.ptr[k])
             }
         }
-        let g = Tensor.zeros([n, d])
-        squaredDistancesBackward(gd.ptr, x: student.ptr, n: n, d: d, into: g.ptr)
-        grad = g
     }
-    let out = scalarTensor(share)
-    recordFused(name, output: out, inputs: [student], grads: [grad])
-    return LossShare(value: out, terms: [("rkd_distance", share)])
+    return squaredDistanceShare(name, term: "rkd_distance", value: share, x: student, dq: gd, n: n, d: d)
 }

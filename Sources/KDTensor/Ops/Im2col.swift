@@ -21,6 +21,27 @@ public struct ConvGeometry: Equatable, Sendable {
     public var isPointwise: Bool { kh == 1 && kw == 1 && stride == 1 && padding == 0 }
 }
 
+/// Visits the window of every output pixel of images `images`, in column-matrix row order:
+/// `body(row, image, ih0, iw0, interior)` with `row` the index of its column-matrix row (counted from
+/// the first image), `(ih0, iw0)` its top-left input pixel (negative in the padding) and `interior`
+/// whether all `kh × kw` input pixels exist (the fast path: `kh` contiguous runs of `kw·cin` floats).
+@inline(__always)
+func forEachWindow(_ g: ConvGeometry, images: Range<Int>,
+                   _ body: (_ row: Int, _ image: Int, _ ih0: Int, _ iw0: Int, _ interior: Bool) -> Void) {
+    var row = 0
+    for n in images {
+        for oh in 0..<g.ho {
+            let ih0 = oh * g.stride - g.padding
+            let rowsInside = ih0 >= 0 && ih0 + g.kh <= g.h
+            for ow in 0..<g.wo {
+                let iw0 = ow * g.stride - g.padding
+                body(row, n, ih0, iw0, rowsInside && iw0 >= 0 && iw0 + g.kw <= g.w)
+                row += 1
+            }
+        }
+    }
+}
+
 /// Copies the windows of images `images` of `x` into `col` (`images.count·ho·wo` rows of `k` floats).
 ///
 /// NHWC makes one kernel row of a window (`kw` neighbouring pixels × `cin` channels) one contiguous run
@@ -28,36 +49,27 @@ public struct ConvGeometry: Equatable, Sendable {
 /// per-pixel path that writes zeros for the padding.
 public func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>,
                    into col: UnsafeMutablePointer<Float>) {
-    let rowRun = g.kw * g.cin, k = g.k, imageSize = g.h * g.w * g.cin
-    var row = col
-    for n in images {
-        let xn = x + n * imageSize
-        for oh in 0..<g.ho {
-            let ih0 = oh * g.stride - g.padding
-            let rowsInside = ih0 >= 0 && ih0 + g.kh <= g.h
-            for ow in 0..<g.wo {
-                let iw0 = ow * g.stride - g.padding
-                if rowsInside && iw0 >= 0 && iw0 + g.kw <= g.w {
-                    var src = xn + (ih0 * g.w + iw0) * g.cin
-                    var dst = row
-                    for _ in 0..<g.kh {
-                        dst.update(from: src, count: rowRun)
-                        src += g.w * g.cin; dst += rowRun
-                    }
-                } else {
-                    for ki in 0..<g.kh {
-                        let ih = ih0 + ki
-                        let dst = row + ki * rowRun
-                        if ih < 0 || ih >= g.h { dst.update(repeating: 0, count: rowRun); continue }
-                        for kj in 0..<g.kw {
-                            let iw = iw0 + kj
-                            let d = dst + kj * g.cin
-                            if iw < 0 || iw >= g.w { d.update(repeating: 0, count: g.cin) }
-                            else { d.update(from: xn + (ih * g.w + iw) * g.cin, count: g.cin) }
-                        }
-                    }
-                }
-                row += k
+    let rowRun = g.kw * g.cin, imageSize = g.h * g.w * g.cin
+    forEachWindow(g, images: images) { r, n, ih0, iw0, interior in
+        let xn = x + n * imageSize, row = col + r * g.k
+        if interior {
+            var src = xn + (ih0 * g.w + iw0) * g.cin
+            var dst = row
+            for _ in 0..<g.kh {
+                dst.update(from: src, count: rowRun)
+                src += g.w * g.cin; dst += rowRun
+            }
+            return
+        }
+        for ki in 0..<g.kh {
+            let ih = ih0 + ki
+            let dst = row + ki * rowRun
+            if ih < 0 || ih >= g.h { dst.update(repeating: 0, count: rowRun); continue }
+            for kj in 0..<g.kw {
+                let iw = iw0 + kj
+                let d = dst + kj * g.cin
+                if iw < 0 || iw >= g.w { d.update(repeating: 0, count: g.cin) }
+                else { d.update(from: xn + (ih * g.w + iw) * g.cin, count: g.cin) }
             }
         }
     }
@@ -68,35 +80,26 @@ public func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<I
 /// or partial); padding entries are dropped.
 public func col2imAccumulate(_ dcol: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>,
                              into dx: UnsafeMutablePointer<Float>) {
-    let rowRun = g.kw * g.cin, k = g.k, imageSize = g.h * g.w * g.cin
-    var row = dcol
-    for n in images {
-        let xn = dx + n * imageSize
-        for oh in 0..<g.ho {
-            let ih0 = oh * g.stride - g.padding
-            let rowsInside = ih0 >= 0 && ih0 + g.kh <= g.h
-            for ow in 0..<g.wo {
-                let iw0 = ow * g.stride - g.padding
-                if rowsInside && iw0 >= 0 && iw0 + g.kw <= g.w {
-                    var dst = xn + (ih0 * g.w + iw0) * g.cin
-                    var src = row
-                    for _ in 0..<g.kh {
-                        addInPlace(dst, src, rowRun)
-                        dst += g.w * g.cin; src += rowRun
-                    }
-                } else {
-                    for ki in 0..<g.kh {
-                        let ih = ih0 + ki
-                        if ih < 0 || ih >= g.h { continue }
-                        let src = row + ki * rowRun
-                        for kj in 0..<g.kw {
-                            let iw = iw0 + kj
-                            if iw < 0 || iw >= g.w { continue }
-                            addInPlace(xn + (ih * g.w + iw) * g.cin, src + kj * g.cin, g.cin)
-                        }
-                    }
-                }
-                row += k
+    let rowRun = g.kw * g.cin, imageSize = g.h * g.w * g.cin
+    forEachWindow(g, images: images) { r, n, ih0, iw0, interior in
+        let xn = dx + n * imageSize, row = dcol + r * g.k
+        if interior {
+            var dst = xn + (ih0 * g.w + iw0) * g.cin
+            var src = row
+            for _ in 0..<g.kh {
+                addInPlace(dst, src, rowRun)
+                dst += g.w * g.cin; src += rowRun
+            }
+            return
+        }
+        for ki in 0..<g.kh {
+            let ih = ih0 + ki
+            if ih < 0 || ih >= g.h { continue }
+            let src = row + ki * rowRun
+            for kj in 0..<g.kw {
+                let iw = iw0 + kj
+                if iw < 0 || iw >= g.w { continue }
+                addInPlace(xn + (ih * g.w + iw) * g.cin, src + kj * g.cin, g.cin)
             }
         }
     }

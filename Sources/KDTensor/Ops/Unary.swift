@@ -11,6 +11,21 @@ private func accumulate(_ x: Tensor, _ value: (Int) -> Float) {
     if fresh { for i in 0..<n { ga[i] = value(i) } } else { for i in 0..<n { ga[i] += value(i) } }
 }
 
+/// An elementwise op off the hot path: `y[i] = f(x[i])`, backward `gx[i] (+)= df(g[i], x[i], y[i])`.
+/// (`relu`, which every network calls, keeps its own loops: the escaping `df` is not inlined.)
+@inline(__always)
+private func unary(_ name: String, _ x: Tensor, _ f: (Float) -> Float,
+                   backward df: @escaping (_ g: Float, _ x: Float, _ y: Float) -> Float) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let xp = x.ptr, yp = out.ptr
+    for i in 0..<x.count { yp[i] = f(xp[i]) }
+    Tape.record(name, inputs: [x], output: out) { g in
+        let gp = g.ptr
+        accumulate(x) { df(gp[$0], xp[$0], yp[$0]) }
+    }
+    return out
+}
+
 /// `y = max(x, 0)`. Backward: `gx = g · [x > 0]`.
 public func relu(_ x: Tensor) -> Tensor {
     let out = Tensor(uninitializedShape: x.shape)
@@ -25,50 +40,22 @@ public func relu(_ x: Tensor) -> Tensor {
 
 /// `y = eˣ`. Backward: `gx = g · y`.
 public func exp(_ x: Tensor) -> Tensor {
-    let out = Tensor(uninitializedShape: x.shape)
-    let xp = x.ptr, yp = out.ptr
-    for i in 0..<x.count { yp[i] = Foundation.exp(xp[i]) }
-    Tape.record("exp", inputs: [x], output: out) { g in
-        let gp = g.ptr
-        accumulate(x) { gp[$0] * yp[$0] }
-    }
-    return out
+    unary("exp", x, { Foundation.exp($0) }, backward: { g, _, y in g * y })
 }
 
 /// `y = ln x` (−∞ at 0, NaN below). Backward: `gx = g / x`.
 public func log(_ x: Tensor) -> Tensor {
-    let out = Tensor(uninitializedShape: x.shape)
-    let xp = x.ptr, yp = out.ptr
-    for i in 0..<x.count { yp[i] = Foundation.log(xp[i]) }
-    Tape.record("log", inputs: [x], output: out) { g in
-        let gp = g.ptr
-        accumulate(x) { gp[$0] / xp[$0] }
-    }
-    return out
+    unary("log", x, { Foundation.log($0) }, backward: { g, x, _ in g / x })
 }
 
 /// `y = √x`. Backward: `gx = g / (2y)` (∞ at x = 0, as in PyTorch).
 public func sqrt(_ x: Tensor) -> Tensor {
-    let out = Tensor(uninitializedShape: x.shape)
-    let xp = x.ptr, yp = out.ptr
-    for i in 0..<x.count { yp[i] = xp[i].squareRoot() }
-    Tape.record("sqrt", inputs: [x], output: out) { g in
-        let gp = g.ptr
-        accumulate(x) { gp[$0] / (2 * yp[$0]) }
-    }
-    return out
+    unary("sqrt", x, { $0.squareRoot() }, backward: { g, _, y in g / (2 * y) })
 }
 
 /// `y = |x|`. Backward: `gx = g · sign(x)` with `sign(0) = 0`.
 public func abs(_ x: Tensor) -> Tensor {
-    let out = Tensor(uninitializedShape: x.shape)
-    let xp = x.ptr, yp = out.ptr
-    for i in 0..<x.count { yp[i] = Swift.abs(xp[i]) }
-    Tape.record("abs", inputs: [x], output: out) { g in
-        let gp = g.ptr
-        accumulate(x) { xp[$0] > 0 ? gp[$0] : (xp[$0] < 0 ? -gp[$0] : 0) }
-    }
-    return out
+    unary("abs", x, { Swift.abs($0) }, backward: { g, x, _ in x > 0 ? g : (x < 0 ? -g : 0) })
 }
 
 /// `y = xᵖ` (C `powf` semantics: NaN for negative x and non-integer p). Backward:
@@ -90,14 +77,7 @@ public func pow(_ x: Tensor, _ p: Float) -> Tensor {
 
 /// `y = min(max(x, lo), hi)`. Backward: `gx = g · [lo ≤ x ≤ hi]` (PyTorch `clamp`).
 public func clamp(_ x: Tensor, min lo: Float = -.infinity, max hi: Float = .infinity) -> Tensor {
-    let out = Tensor(uninitializedShape: x.shape)
-    let xp = x.ptr, yp = out.ptr
-    for i in 0..<x.count { yp[i] = Swift.min(Swift.max(xp[i], lo), hi) }
-    Tape.record("clamp", inputs: [x], output: out) { g in
-        let gp = g.ptr
-        accumulate(x) { xp[$0] >= lo && xp[$0] <= hi ? gp[$0] : 0 }
-    }
-    return out
+    unary("clamp", x, { Swift.min(Swift.max($0, lo), hi) }, backward: { g, x, _ in x >= lo && x <= hi ? g : 0 })
 }
 
 /// `y = −x`. Backward: `gx = −g`.
