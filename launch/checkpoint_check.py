@@ -78,7 +78,8 @@ def main(argv):
                   "checksum": FILE_KEY if FILE_KEY in metadata else DATA_KEY if DATA_KEY in metadata else None}
         problem = digest_problem(path)
         if not problem and WEIGHTS_KEY in metadata:
-            weights = path[:-len(".state.safetensors")] + ".safetensors" if path.endswith(".state.safetensors") else None
+            state = ".state.safetensors"
+            weights = path[:-len(state)] + ".safetensors" if path.endswith(state) else None
             if weights is None or read(weights)[1].get(FILE_KEY) != metadata[WEIGHTS_KEY]:
                 problem = f"state file does not match its weights file {weights}"
         bad = nonfinite(path)

@@ -15,7 +15,8 @@ if [ "$kd_need_install" = 1 ]; then
     exit 1
   fi
   $kd_sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $kd_sudo apt-get install -y -qq libopenmpi-dev openmpi-bin libopenblas-dev pkg-config >/dev/null
+  DEBIAN_FRONTEND=noninteractive $kd_sudo apt-get install -y -qq \
+    libopenmpi-dev openmpi-bin libopenblas-dev pkg-config >/dev/null
 fi
 if ! command -v swift >/dev/null 2>&1; then
   echo "kdgraph: no 'swift' on PATH; install the Swift 6 toolchain (https://www.swift.org/install/linux/)" >&2

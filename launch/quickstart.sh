@@ -26,10 +26,12 @@ run() { echo; echo "== $1"; shift; "${mpi[@]}" "$bin" train "$@"; }
 run "teacher: resnet20, supervised" --config configs/quickstart-teacher.yaml --set output.dir="$out/teacher" "$@"
 run "student: resnet8, PRG distillation, no labels" --config configs/quickstart-prg.yaml \
   --set output.dir="$out/prg" --set teacher.checkpoint="$out/teacher/checkpoints/final.safetensors" "$@"
-run "baseline: resnet8, supervised, no teacher" --config configs/quickstart-baseline.yaml --set output.dir="$out/baseline" "$@"
+run "baseline: resnet8, supervised, no teacher" --config configs/quickstart-baseline.yaml \
+  --set output.dir="$out/baseline" "$@"
 
 acc() { "$bin" eval --config "$1" --checkpoint "$2/checkpoints/final.safetensors" --set output.dir="$2" \
-          --set teacher.checkpoint="$out/teacher/checkpoints/final.safetensors" | sed -n 's/.*"top1": *\([0-9.]*\).*/\1/p'; }
+          --set teacher.checkpoint="$out/teacher/checkpoints/final.safetensors" \
+        | sed -n 's/.*"top1": *\([0-9.]*\).*/\1/p'; }
 t=$(acc configs/quickstart-teacher.yaml "$out/teacher")
 s=$(acc configs/quickstart-prg.yaml "$out/prg")
 b=$(acc configs/quickstart-baseline.yaml "$out/baseline")

@@ -6,7 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh
 start=$(date +%s)
-swift build -c release --build-tests -Xswiftc -enable-testing || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+swift build -c release --build-tests -Xswiftc -enable-testing \
+  || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 total_pass=0; total_fail=0
 # Runs one suite, echoes its output, adds its "N passed, M failed" line to the totals.
 suite() {
@@ -24,7 +25,8 @@ suite() {
   rm -f "$log"
 }
 swift_tests() {
-  swift test -c release --skip-build 2>&1 | tee /tmp/kdgraph-swift-test.log | grep -vE "^Test Case '.*' (started|passed)"
+  swift test -c release --skip-build 2>&1 | tee /tmp/kdgraph-swift-test.log \
+    | grep -vE "^Test Case '.*' (started|passed)"
   local rc=${PIPESTATUS[0]}
   local n f
   n=$(grep -E "^\s+Executed [0-9]+ tests" /tmp/kdgraph-swift-test.log | tail -1 | awk '{print $2}')

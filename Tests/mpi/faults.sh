@@ -18,7 +18,10 @@ cd "$(dirname "$0")/../.."
 bin=.build/release/kdgraph
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d)
-cleanup() { umount "$tmp/small" 2>/dev/null; umount "$tmp/mfull" 2>/dev/null; chattr -i "$tmp/ro/checkpoints" 2>/dev/null; rm -rf "$tmp"; }
+cleanup() {
+  umount "$tmp/small" 2>/dev/null; umount "$tmp/mfull" 2>/dev/null
+  chattr -i "$tmp/ro/checkpoints" 2>/dev/null; rm -rf "$tmp"
+}
 trap cleanup EXIT
 pass=0; fail=0
 ok() { echo "PASS $1"; pass=$((pass + 1)); }
@@ -40,8 +43,15 @@ guard() {
   guard=$!
 }
 # Wait (up to $2 seconds) until file $1 exists.
-wait_for() { local i=0; while [ ! -e "$1" ] && [ $i -lt $(( $2 * 10 )) ]; do sleep 0.1; i=$((i + 1)); done; [ -e "$1" ]; }
-verify() { "$bin" eval --config "$cfg" "${set_t[@]}" --set output.dir="$tmp/verify" --checkpoint "$1" >/dev/null 2>"$tmp/verify.log"; }
+wait_for() {
+  local i=0
+  while [ ! -e "$1" ] && [ $i -lt $(( $2 * 10 )) ]; do sleep 0.1; i=$((i + 1)); done
+  [ -e "$1" ]
+}
+verify() {
+  "$bin" eval --config "$cfg" "${set_t[@]}" --set output.dir="$tmp/verify" --checkpoint "$1" \
+    >/dev/null 2>"$tmp/verify.log"
+}
 
 # 1. kill -9 one rank mid-training.
 # runtime.conv_algorithm stays auto: the resumed run must take the killed run's algorithms from the
@@ -58,11 +68,15 @@ if wait_for "$tmp/killed/checkpoints/step_00000010.safetensors" 120; then
   k=$(basename "$last" .safetensors | sed 's/step_0*//')
   if [ "$rc" != 0 ] && awk "BEGIN{exit !($dt < 10)}"; then ok "kill -9 of rank: mpirun exit $rc after ${dt}s"
   else ko "kill -9 of rank" "exit $rc after ${dt}s"; fi
-  if verify "$last"; then ok "last checkpoint (step $k) verifies after kill -9"; else ko "checkpoint after kill -9" "$(tail -2 "$tmp/verify.log")"; fi
+  if verify "$last"; then ok "last checkpoint (step $k) verifies after kill -9"
+  else ko "checkpoint after kill -9" "$(tail -2 "$tmp/verify.log")"; fi
   mkdir -p "$tmp/straight" && cp "$tmp/killed/conv_algorithms.json" "$tmp/straight/"
-  mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/straight >"$tmp/straight.log" 2>&1
-  if mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/recovered --resume "$last" >"$tmp/recovered.log" 2>&1 \
-     && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/recovered/metrics.jsonl" "$tmp/straight/metrics.jsonl" 1e-6 $((k + 1)) 2>&1); then
+  mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/straight \
+    >"$tmp/straight.log" 2>&1
+  if mpi 4 train --config "$cfg" "${set_t[@]}" --set train.steps=60 --set output.dir="$tmp"/recovered \
+       --resume "$last" >"$tmp/recovered.log" 2>&1 \
+     && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/recovered/metrics.jsonl" "$tmp/straight/metrics.jsonl" \
+                1e-6 $((k + 1)) 2>&1); then
     ok "resume after kill -9 from step $k matches the uninterrupted run: $out"
   else ko "resume after kill -9" "${out:-$(tail -3 "$tmp/recovered.log")}"; fi
 else
@@ -70,7 +84,8 @@ else
 fi
 
 # 2. SIGTERM to one rank: all ranks stop after the same step, checkpoint, exit non-zero.
-bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 --set output.dir="$tmp/term" >"$tmp/term.log" 2>&1
+bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 \
+  --set output.dir="$tmp/term" >"$tmp/term.log" 2>&1
 if wait_for "$tmp/term/metrics.jsonl" 120 && sleep 2; then
   kill -TERM "$(pgrep -P "$job" -f "kdgraph train" | sed -n 2p)"
   t0=$(date +%s)
@@ -78,7 +93,8 @@ if wait_for "$tmp/term/metrics.jsonl" 120 && sleep 2; then
   ck=$(ls "$tmp/term/checkpoints"/step_*[0-9].safetensors 2>/dev/null | tail -1)
   if [ "$rc" != 0 ] && [ -n "$ck" ] && verify "$ck" \
      && grep -q "interrupted by SIGTERM at step .*: checkpoint $ck written" "$tmp/term.log"; then
-    ok "SIGTERM: step finished, checkpoint $(basename "$ck") written and verified, exit $rc in $(( $(date +%s) - t0 )) s"
+    what="exit $rc in $(( $(date +%s) - t0 )) s"
+    ok "SIGTERM: step finished, checkpoint $(basename "$ck") written and verified, $what"
   else ko "SIGTERM" "exit $rc, checkpoint '${ck}', $(tail -3 "$tmp/term.log")"; fi
 else
   kill -9 "$job" 2>/dev/null; ko "SIGTERM" "run did not start: $(tail -3 "$tmp/term.log")"
@@ -86,9 +102,11 @@ fi
 
 # 3. A rank that throws.
 t0=$(date +%s)
-KDGRAPH_FAIL_RANK=1 KDGRAPH_FAIL_STEP=3 mpi 4 train --config "$cfg" "${set_t[@]}" --set output.dir="$tmp"/throw >"$tmp/throw.log" 2>&1
+KDGRAPH_FAIL_RANK=1 KDGRAPH_FAIL_STEP=3 mpi 4 train --config "$cfg" "${set_t[@]}" --set output.dir="$tmp"/throw \
+  >"$tmp/throw.log" 2>&1
 rc=$?; dt=$(( $(date +%s) - t0 ))
-if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$dt" -lt 10 ] && grep -q "rank 1: injected failure at step 3" "$tmp/throw.log"; then
+if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$dt" -lt 10 ] \
+   && grep -q "rank 1: injected failure at step 3" "$tmp/throw.log"; then
   ok "rank 1 throws at step 3: job ends in ${dt}s with exit $rc and the rank's message"
 else ko "rank that throws" "exit $rc after ${dt}s: $(grep -m1 'rank 1' "$tmp/throw.log")"; fi
 
@@ -108,7 +126,8 @@ else
   wait_for "$tmp/ro/checkpoints/step_00000005.safetensors" 120 && chattr +i "$tmp/ro/checkpoints"
   wait "$job"; rc=$?
   chattr -i "$tmp/ro/checkpoints"
-  if [ "$rc" != 0 ] && grep -q "checkpoint not written" "$tmp/ro.log" && verify "$tmp/ro/checkpoints/step_00000005.safetensors"; then
+  if [ "$rc" != 0 ] && grep -q "checkpoint not written" "$tmp/ro.log" \
+     && verify "$tmp/ro/checkpoints/step_00000005.safetensors"; then
     ok "unwritable checkpoint folder: clear error (exit $rc), earlier checkpoint intact"
   else ko "unwritable checkpoint folder" "exit $rc: $(tail -2 "$tmp/ro.log")"; fi
 fi
@@ -127,12 +146,14 @@ if mount -t tmpfs -o size=256k tmpfs "$tmp/mfull" 2>/dev/null; then
   wait "$job"; rc=$?
   kill "$guard" 2>/dev/null
   ck=$(ls "$tmp/mfull-ck"/step_*[0-9].safetensors 2>/dev/null | tail -1)
-  if [ "$rc" != 0 ] && grep -Eq "metrics\.(jsonl|csv): metrics not written: No space left on device; checkpoint .*step_.* written" "$tmp/mfull.log" \
+  full="metrics\.(jsonl|csv): metrics not written: No space left on device; checkpoint .*step_.* written"
+  if [ "$rc" != 0 ] && grep -Eq "$full" "$tmp/mfull.log" \
      && [ -n "$ck" ] && verify "$ck" \
      && python3 -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$tmp/mfull/metrics.jsonl" \
      && [ "$(wc -l <"$tmp/mfull/metrics.jsonl")" = "$(( $(wc -l <"$tmp/mfull/metrics.csv") - 1 ))" ] \
      && [ "$(tail -c 1 "$tmp/mfull/metrics.csv" | od -An -c | tr -d ' ')" = '\n' ]; then
-    ok "disk full while writing metrics: named error (exit $rc), checkpoint $(basename "$ck") verifies, whole lines only, the same records in both files"
+    what="checkpoint $(basename "$ck") verifies, whole lines only, the same records in both files"
+    ok "disk full while writing metrics: named error (exit $rc), $what"
   else ko "disk full while writing metrics" "exit $rc, checkpoint '$ck': $(grep -m2 'rank' "$tmp/mfull.log")"; fi
   rm -f "$tmp/mfull/filler"
 else
@@ -146,7 +167,8 @@ tt=(--config Tests/mpi/configs/tiny-teacher.yaml --set optim.lr=1e6 --set train.
 mpi 2 train "${tt[@]}" --set train.skip_nonfinite=true --set output.dir="$tmp/skip" >"$tmp/skip.log" 2>&1; rc=$?
 if [ "$rc" = 0 ] && grep -q "step skipped" "$tmp/skip.log" \
    && out=$(python3 launch/checkpoint_check.py "$tmp/skip/checkpoints"/*.safetensors 2>&1); then
-  ok "lr=1e6 with skip_nonfinite: exit 0, $(grep -c 'step skipped' "$tmp/skip.log") step(s) skipped, every checkpoint finite"
+  n=$(grep -c 'step skipped' "$tmp/skip.log")
+  ok "lr=1e6 with skip_nonfinite: exit 0, $n step(s) skipped, every checkpoint finite"
 else ko "lr=1e6 with skip_nonfinite" "exit $rc: $(grep -m1 -i 'nan\|non-finite' "$tmp/skip.log") ${out:-}"; fi
 mpi 2 train "${tt[@]}" --set output.dir="$tmp/diverge" >"$tmp/diverge.log" 2>&1; rc=$?
 cks=$(ls "$tmp/diverge/checkpoints"/*.safetensors 2>/dev/null)
@@ -157,14 +179,15 @@ else ko "lr=1e6 without skip" "exit $rc: $(grep -m1 'rank' "$tmp/diverge.log") $
 
 # 7. One run per output.dir (issue 18 item 3).
 short=(--config "$cfg" "${set_t[@]}" --set train.steps=6 --set train.checkpoint_every=3)
-bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 --set output.dir="$tmp/shared" \
-  >"$tmp/shared-a.log" 2>&1
+bg 2 train --config "$cfg" "${set_t[@]}" --set train.steps=100000 --set train.checkpoint_every=0 \
+  --set output.dir="$tmp/shared" >"$tmp/shared-a.log" 2>&1
 first=$job
 if wait_for "$tmp/shared/metrics.jsonl" 120; then
   t0=$(date +%s)
   mpi 2 train "${short[@]}" --set output.dir="$tmp/shared" >"$tmp/shared-b.log" 2>&1; rc=$?
   if [ "$rc" != 0 ] && [ $(( $(date +%s) - t0 )) -lt 30 ] \
-     && grep -q "rank [01]: .*shared: output.dir is in use by another run (pid [0-9]* on $(hostname)" "$tmp/shared-b.log" \
+     && grep -q "rank [01]: .*shared: output.dir is in use by another run (pid [0-9]* on $(hostname)" \
+          "$tmp/shared-b.log" \
      && kill -0 "$first" 2>/dev/null; then
     ok "a second run in a busy output.dir is refused (exit $rc), the first keeps running"
   else ko "second run in a busy output.dir" "exit $rc: $(grep -m1 'rank' "$tmp/shared-b.log")"; fi
@@ -174,9 +197,11 @@ if wait_for "$tmp/shared/metrics.jsonl" 120; then
   kill -TERM "$(pgrep -P "$first" -f "kdgraph train" | head -1)"; wait "$first"
   ck=$(ls "$tmp/shared/checkpoints"/step_*[0-9].safetensors 2>/dev/null | tail -1)
   k=$(basename "${ck:-step_0}" .safetensors | sed 's/step_0*//')
-  if [ -n "$ck" ] && mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=$((k + 2)) --set output.dir="$tmp/shared" \
-       --resume "$ck" >"$tmp/shared-c.log" 2>&1 && [ ! -e "$tmp/shared/kdgraph.lock" ]; then
-    ok "the stopped run resumes in its own folder ($(grep -c 'stale lock' "$tmp/shared-c.log") stale lock replaced), lock removed at the end"
+  if [ -n "$ck" ] && mpi 2 train --config "$cfg" "${set_t[@]}" --set train.steps=$((k + 2)) \
+       --set output.dir="$tmp/shared" --resume "$ck" >"$tmp/shared-c.log" 2>&1 \
+     && [ ! -e "$tmp/shared/kdgraph.lock" ]; then
+    n=$(grep -c 'stale lock' "$tmp/shared-c.log")
+    ok "the stopped run resumes in its own folder ($n stale lock replaced), lock removed at the end"
   else ko "resume in the stopped run's folder" "checkpoint '$ck': $(grep -m1 'rank' "$tmp/shared-c.log")"; fi
 else
   kill -9 "$first" 2>/dev/null; ko "busy output.dir" "first run did not start: $(tail -3 "$tmp/shared-a.log")"
@@ -189,13 +214,15 @@ if [ "$rc" != 0 ] && grep -q "already holds an earlier run's outputs (checkpoint
   ok "a rerun over an earlier run's checkpoints is refused (exit $rc), its files untouched"
 else ko "rerun over an earlier run" "exit $rc: $(grep -m1 'rank' "$tmp/rerun2.log")"; fi
 if mpi 2 train "${short[@]}" --set train.steps=4 --set output.dir="$tmp/rerun" --overwrite >"$tmp/rerun3.log" 2>&1 \
-   && [ ! -e "$tmp/rerun/checkpoints/step_00000006.safetensors" ] && [ -e "$tmp/rerun/checkpoints/step_00000003.safetensors" ] \
+   && [ ! -e "$tmp/rerun/checkpoints/step_00000006.safetensors" ] \
+   && [ -e "$tmp/rerun/checkpoints/step_00000003.safetensors" ] \
    && [ "$(grep -c '"loss"' "$tmp/rerun/metrics.jsonl")" = 4 ]; then
   ok "--overwrite: the earlier run's step_6 is gone, the new run's files only"
 else ko "--overwrite" "$(tail -2 "$tmp/rerun3.log"); $(ls "$tmp/rerun/checkpoints")"; fi
 mkdir -p "$tmp/stale"
 printf 'pid 999999999\nhost %s\nprocess_start 1\nstarted earlier\n' "$(hostname)" >"$tmp/stale/kdgraph.lock"
-if mpi 2 train "${short[@]}" --set output.dir="$tmp/stale" >"$tmp/stale.log" 2>&1 && grep -q "removing a stale lock" "$tmp/stale.log" \
+if mpi 2 train "${short[@]}" --set output.dir="$tmp/stale" >"$tmp/stale.log" 2>&1 \
+   && grep -q "removing a stale lock" "$tmp/stale.log" \
    && [ ! -e "$tmp/stale/kdgraph.lock" ]; then ok "a stale lock (dead pid) is replaced with a warning"
 else ko "stale lock" "$(grep -m1 'rank\|lock' "$tmp/stale.log")"; fi
 

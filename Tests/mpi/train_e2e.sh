@@ -23,7 +23,10 @@ trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok() { echo "PASS $1"; pass=$((pass + 1)); }
 ko() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
-mpi() { local n=$1; shift; timeout 600 mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 "$bin" "$@"; }
+mpi() {
+  local n=$1; shift
+  timeout 600 mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 "$bin" "$@"
+}
 teacher="$tmp/teacher/checkpoints/final.safetensors"
 
 # Tolerance of a world-size comparison of ONE step taken from identical state: the runs differ only in
@@ -46,7 +49,8 @@ resync() {
 invariance() {
   local label=$1 run=$2 ref=$3 ks=$4; shift 4
   local out k msg=""
-  if ! out=$(python3 Tests/mpi/compare_metrics.py "$run/metrics.jsonl" "$ref/metrics.jsonl" "$step_rtol" 1 1 skip skip 2>&1); then
+  if ! out=$(python3 Tests/mpi/compare_metrics.py "$run/metrics.jsonl" "$ref/metrics.jsonl" "$step_rtol" 1 1 \
+               skip skip 2>&1); then
     ko "$label" "step 1: $out"; return
   fi
   for k in $ks; do
@@ -56,7 +60,8 @@ invariance() {
   ok "$label: step 1 and the next step from the N-rank state at steps $ks agree to $step_rtol;$msg"
 }
 
-if mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/teacher" >"$tmp/teacher.log" 2>&1 && [ -f "$teacher" ]; then
+if mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/teacher" >"$tmp/teacher.log" 2>&1 \
+   && [ -f "$teacher" ]; then
   ok "teacher checkpoint (supervised, 2 ranks)"
 else
   ko "teacher checkpoint" "$(tail -5 "$tmp/teacher.log")"
@@ -75,7 +80,8 @@ done
 # Supervised training (SyncBN, global batch 64): the same criterion.
 for n in 1 2 4; do
   mpi "$n" train --config Tests/mpi/configs/invariance-supervised.yaml --set output.dir="$tmp/sup$n" \
-    --set train.checkpoint_every=10 >"$tmp/sup$n.log" 2>&1 || ko "supervised 30 steps on $n rank(s)" "$(tail -3 "$tmp/sup$n.log")"
+    --set train.checkpoint_every=10 >"$tmp/sup$n.log" 2>&1 \
+    || ko "supervised 30 steps on $n rank(s)" "$(tail -3 "$tmp/sup$n.log")"
 done
 for n in 2 4; do
   invariance "supervised world-size invariance np$n vs np1" "$tmp/sup$n" "$tmp/sup1" "10 20" \
@@ -87,9 +93,12 @@ done
 if mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
      --set output.dir="$tmp/straight" >"$tmp/straight.log" 2>&1 \
    && mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
-     --set output.dir="$tmp/resumed" --resume "$tmp/straight/checkpoints/step_00000015.safetensors" >"$tmp/resumed.log" 2>&1; then
-  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/resumed/metrics.jsonl" "$tmp/straight/metrics.jsonl" 1e-6 16 2>&1) \
-     && out2=$(python3 Tests/mpi/compare_safetensors.py "$tmp/resumed/checkpoints/final.safetensors" "$tmp/straight/checkpoints/final.safetensors" 1e-6 2>&1); then
+     --set output.dir="$tmp/resumed" --resume "$tmp/straight/checkpoints/step_00000015.safetensors" \
+     >"$tmp/resumed.log" 2>&1; then
+  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/resumed/metrics.jsonl" "$tmp/straight/metrics.jsonl" 1e-6 16 \
+             2>&1) \
+     && out2=$(python3 Tests/mpi/compare_safetensors.py "$tmp/resumed/checkpoints/final.safetensors" \
+                 "$tmp/straight/checkpoints/final.safetensors" 1e-6 2>&1); then
     ok "resume at 15 reproduces steps 16-30: $out; $out2"
   else ko "resume" "$out ${out2:-}"; fi
 else
@@ -104,11 +113,15 @@ if [ -f "$tmp/straight/checkpoints/final.safetensors" ]; then
     --resume "$tmp/straight/checkpoints/step_00000025.safetensors" >"$tmp/past.log" 2>&1; rc1=$?
   mpi 2 train "${dset[@]}" --set output.dir="$tmp/straight" \
     --resume "$tmp/straight/checkpoints/final.safetensors" >"$tmp/atend.log" 2>&1; rc2=$?
-  if [ "$rc1" != 0 ] && grep -q "checkpoint at step 25 is past the end of this run (train.steps = 20): nothing to resume" "$tmp/past.log" \
-     && [ "$rc2" != 0 ] && grep -q "checkpoint at step 30 is already at the end of this run (train.steps = 30): nothing to do" "$tmp/atend.log" \
+  past="checkpoint at step 25 is past the end of this run (train.steps = 20): nothing to resume"
+  atend="checkpoint at step 30 is already at the end of this run (train.steps = 30): nothing to do"
+  if [ "$rc1" != 0 ] && grep -q "$past" "$tmp/past.log" \
+     && [ "$rc2" != 0 ] && grep -q "$atend" "$tmp/atend.log" \
      && [ "$(snap)" = "$before" ]; then
     ok "resume past the end (exit $rc1) and at the end (exit $rc2) refused, nothing rewritten"
-  else ko "resume past/at the end" "exit $rc1/$rc2: $(grep -m1 rank "$tmp/past.log") $(grep -m1 rank "$tmp/atend.log")"; fi
+  else
+    ko "resume past/at the end" "exit $rc1/$rc2: $(grep -m1 rank "$tmp/past.log") $(grep -m1 rank "$tmp/atend.log")"
+  fi
 fi
 
 # Weights usable without the run's config (issue 18 item 11): a teacher trained on an .npy folder; then
@@ -141,13 +154,18 @@ assert abs(ce - ev["loss"]) <= 1e-4 * abs(ev["loss"]), (ce, ev["loss"])
 print(f"top-1 {top1:.4f} (eval {ev['top1']:.4f}), loss {ce:.6f} (eval {ev['loss']:.6f})")
 PY
      ); then ok "eval --checkpoint alone and predict agree on test_images.npy: $out"
-  else ko "eval without config / predict" "${out:-} $(tail -2 "$tmp/npyrun.log") $(tail -2 "$tmp/npyeval.log" "$tmp/predict.log")"; fi
+  else
+    ko "eval without config / predict" \
+       "${out:-} $(tail -2 "$tmp/npyrun.log") $(tail -2 "$tmp/npyeval.log" "$tmp/predict.log")"
+  fi
 else ko "npy fixture" "numpy"; fi
 
 # Resume on another world size: the 2-rank step-15 checkpoint continued on 4 ranks takes the same step 16.
 if mpi 4 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
-     --set output.dir="$tmp/resumed4" --resume "$tmp/straight/checkpoints/step_00000015.safetensors" >"$tmp/resumed4.log" 2>&1 \
-   && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/resumed4/metrics.jsonl" "$tmp/straight/metrics.jsonl" "$step_rtol" 16 1 skip skip 2>&1); then
+     --set output.dir="$tmp/resumed4" --resume "$tmp/straight/checkpoints/step_00000015.safetensors" \
+     >"$tmp/resumed4.log" 2>&1 \
+   && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/resumed4/metrics.jsonl" "$tmp/straight/metrics.jsonl" \
+              "$step_rtol" 16 1 skip skip 2>&1); then
   ok "resume a 2-rank checkpoint on 4 ranks: $out"
 else
   ko "resume on 4 ranks" "${out:-$(tail -3 "$tmp/resumed4.log")}"
@@ -193,30 +211,38 @@ for b, n in ((b1, 1), (b2, 2)):
     assert all(0 <= v["median_s"] <= v["p90_s"] for v in b["phases"].values())
     assert len(b["peak_rss_bytes_per_rank"]) == n and b["peak_rss_bytes"] == max(b["peak_rss_bytes_per_rank"]) > 0
 assert b1["bytes_gathered_per_step"] == 0
-assert b2["bytes_gathered_per_step"] == 10 * b2["gathered_bytes_per_sample"] > 0, (b2["bytes_gathered_per_step"], b2["gathered_bytes_per_sample"])
+assert b2["bytes_gathered_per_step"] == 10 * b2["gathered_bytes_per_sample"] > 0, \
+    (b2["bytes_gathered_per_step"], b2["gathered_bytes_per_sample"])
 assert b1["bytes_allreduced_per_step"] == b2["bytes_allreduced_per_step"] > 0
-assert b1["statistics_allreduces_per_step"] == 18 and b1["gathers_per_step"] == 5 and b1["reduce_scatters_per_step"] == 3
-assert [(p["ranks"], p["global_batch"]) for p in b1["loss_projection"]] == [(1, 10), (2, 20), (4, 40), (8, 80)], b1["loss_projection"]
+assert b1["statistics_allreduces_per_step"] == 18 and b1["gathers_per_step"] == 5 \
+    and b1["reduce_scatters_per_step"] == 3
+assert [(p["ranks"], p["global_batch"]) for p in b1["loss_projection"]] == [(1, 10), (2, 20), (4, 40), (8, 80)], \
+    b1["loss_projection"]
 assert b2["loss_projection"] == []
 md = open(os.path.join(d, "report.md")).read()
 assert "| 1 | 10 |" in md and "| 2 | 20 |" in md and "Weak-scaling projection" in md and "| 8 | 80 |" in md, md
 assert len(open(os.path.join(d, "report.csv")).read().strip().splitlines()) == 3
 assert len(open(os.path.join(d, "projection.csv")).read().strip().splitlines()) == 5
 assert open(os.path.join(d, "scaling.svg")).read().startswith("<svg")
-print(f"np1 {b1['samples_per_s']:.0f} samples/s, np2 {b2['samples_per_s']:.0f}, gathered {b2['bytes_gathered_per_step']} B/step")
+print(f"np1 {b1['samples_per_s']:.0f} samples/s, np2 {b2['samples_per_s']:.0f}, "
+      f"gathered {b2['bytes_gathered_per_step']} B/step")
 PY
   ); then ok "bench + scaling report (np 1, 2): $out"; else ko "bench + scaling report" "$out"; fi
   cp "$sc/report.md" "$tmp/report-first.md"
   if "$bin" scaling --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --ranks 1,2 \
        --project 4,8 --out "$sc" --reuse >"$tmp/reuse.log" 2>&1 && cmp -s "$sc/report.md" "$tmp/report-first.md" \
-     && [ "$(grep -c 'reusing' "$tmp/reuse.log")" = 2 ]; then ok "scaling --reuse rebuilds the same report from bench_N.json"
+     && [ "$(grep -c 'reusing' "$tmp/reuse.log")" = 2 ]; then
+    ok "scaling --reuse rebuilds the same report from bench_N.json"
   else ko "scaling --reuse" "$(tail -3 "$tmp/reuse.log")"; fi
 else
   ko "kdgraph scaling" "$(tail -5 "$tmp/scaling.log")"
 fi
-dry=$("$bin" scaling --config configs/bench-distill-resnet32x4-resnet8x4.yaml --ranks 1,2 --out "$tmp/dry" --dry-run 2>&1)
-if echo "$dry" | grep -q -- "-np 1 .*-x OPENBLAS_NUM_THREADS=1 .*bench --config .*data.global_batch=64 .*--project-ranks 1,2,4,8,16,64" \
-   && echo "$dry" | grep -q -- "-np 2 .*data.global_batch=128" && [ ! -e "$tmp/dry" ]; then ok "scaling --dry-run prints the mpirun lines"
+dry=$("$bin" scaling --config configs/bench-distill-resnet32x4-resnet8x4.yaml --ranks 1,2 --out "$tmp/dry" \
+        --dry-run 2>&1)
+want="-np 1 .*-x OPENBLAS_NUM_THREADS=1 .*bench --config .*data.global_batch=64 .*--project-ranks 1,2,4,8,16,64"
+if echo "$dry" | grep -q -- "$want" \
+   && echo "$dry" | grep -q -- "-np 2 .*data.global_batch=128" && [ ! -e "$tmp/dry" ]; then
+  ok "scaling --dry-run prints the mpirun lines"
 else ko "scaling --dry-run" "$dry"; fi
 # The shipped benchmark config on a fresh clone (issue 18 item 13): no runs/ folder, no teacher file;
 # teacher.init: random runs it, and rank 0 says so.
@@ -229,7 +255,8 @@ if (cd "$tmp/fresh" && "$abs_bin" bench --config bench-distill-resnet32x4-resnet
    && grep -q "teacher resnet32x4 has RANDOM weights (teacher.init: random)" "$tmp/fresh.log"; then
   ok "bench with the shipped bench-distill config on a fresh clone: runs, random teacher announced"
 else ko "bench on a fresh clone" "$(tail -3 "$tmp/fresh.log")"; fi
-if msg=$("$bin" bench --config Tests/mpi/configs/tiny-distill.yaml --project-ranks 4,0 2>&1); then ko "bad --project-ranks" "exit 0"
+if msg=$("$bin" bench --config Tests/mpi/configs/tiny-distill.yaml --project-ranks 4,0 2>&1); then
+  ko "bad --project-ranks" "exit 0"
 elif echo "$msg" | grep -q "project-ranks: bad entry '0'"; then ok "bad --project-ranks refused with the entry named"
 else ko "bad --project-ranks" "$msg"; fi
 
@@ -237,7 +264,8 @@ else ko "bad --project-ranks" "$msg"; fi
 # under `on` (exit non-zero) and skipped with the reason under `auto` (exit 0), torch installed or not.
 pt=(bench --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --warmup 0 --steps 1)
 if msg=$("$bin" "${pt[@]}" --pytorch on 2>&1); then ko "bench --pytorch on refuses SyncBN" "exit 0"
-elif echo "$msg" | grep -q "no PyTorch comparison: student.sync_bn"; then ok "bench --pytorch on refuses a step without a twin"
+elif echo "$msg" | grep -q "no PyTorch comparison: student.sync_bn"; then
+  ok "bench --pytorch on refuses a step without a twin"
 else ko "bench --pytorch on refuses SyncBN" "$(echo "$msg" | tail -2)"; fi
 if msg=$("$bin" "${pt[@]}" --set student.sync_bn=false --pytorch auto 2>&1) \
    && echo "$msg" | grep -q "no PyTorch comparison: loss\[0\].kind: prg has no twin" && echo "$msg" | grep -q '^{'; then
@@ -265,7 +293,8 @@ else ko "missing teacher checkpoint" "$(tail -3 "$tmp/badt.log")"; fi
 if mpi 4 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
      --set data.global_batch=3 --set output.dir="$tmp/too-many" >"$tmp/toomany.log" 2>&1; then
   ko "more ranks than samples" "exit 0"
-elif grep -q "data.global_batch: .*4 ranks but only 3 samples" "$tmp/toomany.log"; then ok "more ranks than samples per batch: clear error"
+elif grep -q "data.global_batch: .*4 ranks but only 3 samples" "$tmp/toomany.log"; then
+  ok "more ranks than samples per batch: clear error"
 else ko "more ranks than samples" "$(tail -3 "$tmp/toomany.log")"; fi
 
 echo "$pass passed, $fail failed"
