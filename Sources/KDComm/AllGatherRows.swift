@@ -73,17 +73,21 @@ func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: S
         let mine = [rows, rowSize, record ? 1 : 0]
         var all = [Int](repeating: 0, count: 3 * comm.size)
         try mine.withUnsafeBufferPointer { m in
-            try all.withUnsafeMutableBufferPointer { try comm.allGather(m.baseAddress!, count: 3, into: $0.baseAddress!) }
+            try all.withUnsafeMutableBufferPointer {
+                try comm.allGather(m.baseAddress!, count: 3, into: $0.baseAddress!)
+            }
         }
         counts = stride(from: 0, to: all.count, by: 3).map { all[$0] }
         let sizes = stride(from: 1, to: all.count, by: 3).map { all[$0] }
         let flags = stride(from: 2, to: all.count, by: 3).map { all[$0] }
         if Set(sizes).count > 1 {
-            throw CommError.rankMismatch(op: op, message: "row sizes per rank \(sizes) (local shape \(local.shape) on rank \(comm.rank))")
+            throw CommError.rankMismatch(op: op, message: "row sizes per rank \(sizes) "
+                                         + "(local shape \(local.shape) on rank \(comm.rank))")
         }
         if Set(flags).count > 1 {
             throw CommError.rankMismatch(op: op,
-                message: "only some ranks record the gather for backward (requiresGrad per rank \(flags)); all or none must")
+                message: "only some ranks record the gather for backward (requiresGrad per rank \(flags)); "
+                    + "all or none must")
         }
     }
     let layout = RowLayout(counts: counts)

@@ -61,7 +61,9 @@ extension Communicator {
                 var dummy: T = 0
                 try withUnsafePointer(to: &dummy) { try allGatherV($0, counts: counts, into: recv.baseAddress!) }
             } else {
-                try local.withUnsafeBufferPointer { try allGatherV($0.baseAddress!, counts: counts, into: recv.baseAddress!) }
+                try local.withUnsafeBufferPointer {
+                    try allGatherV($0.baseAddress!, counts: counts, into: recv.baseAddress!)
+                }
             }
         }
         return out
@@ -80,7 +82,8 @@ extension Communicator {
         try allReduce(&v, op: .max)
         let hi = v[0], lo = -v[1]
         if !(hi == lo) && !(hi.isNaN && lo.isNaN) {
-            throw CommError.rankMismatch(op: "verifyIdentical", message: "\(what) differs across ranks: min \(lo), max \(hi) (this rank \(value))")
+            throw CommError.rankMismatch(op: "verifyIdentical", message: "\(what) differs across ranks: "
+                                         + "min \(lo), max \(hi) (this rank \(value))")
         }
     }
 }

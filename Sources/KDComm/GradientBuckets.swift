@@ -63,7 +63,8 @@ public final class GradientBuckets {
     ///   - scale: applied to the sums (default 1).
     public init(parameters: [Tensor], comm: Communicator, bucketBytes: Int = 4 << 20, scale: Float = 1) throws {
         guard bucketBytes > 0 else {
-            throw CommError.invalidArgument(op: "GradientBuckets", message: "bucketBytes must be positive, got \(bucketBytes)")
+            throw CommError.invalidArgument(op: "GradientBuckets",
+                                            message: "bucketBytes must be positive, got \(bucketBytes)")
         }
         self.parameters = parameters
         self.comm = comm
@@ -106,7 +107,11 @@ public final class GradientBuckets {
         let b = buckets[k], buf = buffers[k].ptr
         for (j, p) in b.parameterIndices.enumerated() {
             let t = parameters[p], dst = buf + b.offsets[j]
-            if let g = t.grad { dst.update(from: g.ptr, count: t.count) } else { dst.update(repeating: 0, count: t.count) }
+            if let g = t.grad {
+                dst.update(from: g.ptr, count: t.count)
+            } else {
+                dst.update(repeating: 0, count: t.count)
+            }
         }
     }
 
@@ -115,7 +120,11 @@ public final class GradientBuckets {
         for (j, p) in b.parameterIndices.enumerated() {
             let t = parameters[p], src = buf + b.offsets[j]
             let (g, _) = t.gradBuffer()
-            if scale == 1 { g.update(from: src, count: t.count) } else { for i in 0..<t.count { g[i] = scale * src[i] } }
+            if scale == 1 {
+                g.update(from: src, count: t.count)
+            } else {
+                for i in 0..<t.count { g[i] = scale * src[i] }
+            }
         }
     }
 
@@ -155,7 +164,8 @@ public final class GradientBuckets {
         ready[b][pos] = true
         readyCount[b] += 1
         do {
-            while nextToStart < buckets.count && readyCount[nextToStart] == buckets[nextToStart].parameterIndices.count {
+            while nextToStart < buckets.count
+                    && readyCount[nextToStart] == buckets[nextToStart].parameterIndices.count {
                 try start(nextToStart)
                 stepStats.startedEarly += 1
             }

@@ -114,7 +114,8 @@ final class StallProbe: @unchecked Sendable {
                 var req = p.request
                 var flag: Int32 = 0
                 if MPI_Test(&req, &flag, kd_mpi_status_ignore()) == kd_mpi_success(), flag != 0 {
-                    answers[r] = StallProbe.decode(UnsafeRawBufferPointer(start: p.buffer, count: StallProbe.answerBytes))
+                    answers[r] = StallProbe.decode(
+                        UnsafeRawBufferPointer(start: p.buffer, count: StallProbe.answerBytes))
                     p.buffer.deallocate()
                     pending[r] = nil
                 } else {

@@ -8,7 +8,8 @@ public struct Normalization: Equatable, Sendable {
 
     public init(mean: [Float], std: [Float]) throws {
         guard mean.count == std.count, !mean.isEmpty else {
-            throw DataError.invalidConfig(field: "data.normalize", message: "mean has \(mean.count) values, std \(std.count)")
+            throw DataError.invalidConfig(field: "data.normalize",
+                                          message: "mean has \(mean.count) values, std \(std.count)")
         }
         guard std.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw DataError.invalidConfig(field: "data.normalize", message: "std \(std) must be positive")
@@ -22,7 +23,8 @@ public struct Normalization: Equatable, Sendable {
     public static let cifar100 = try! Normalization(mean: [0.5071, 0.4865, 0.4409], std: [0.2673, 0.2564, 0.2762])
     /// Maps [0, 255] to [−1, 1] on every channel (`channels` of them).
     public static func symmetric(channels: Int) -> Normalization {
-        try! Normalization(mean: [Float](repeating: 0.5, count: channels), std: [Float](repeating: 0.5, count: channels))
+        try! Normalization(mean: [Float](repeating: 0.5, count: channels),
+                           std: [Float](repeating: 0.5, count: channels))
     }
 
     /// Lookup table `lut[c·256 + byte]` of normalised values.
@@ -77,7 +79,8 @@ public struct AugmentPolicy: Equatable, Sendable {
         case "standard": return AugmentPolicy()
         case "strong": return AugmentPolicy(strongLastView: true)
         default:
-            throw DataError.invalidConfig(field: "data.augment", message: "unknown value '\(name)' (none, standard, strong)")
+            throw DataError.invalidConfig(field: "data.augment",
+                                          message: "unknown value '\(name)' (none, standard, strong)")
         }
     }
 }
@@ -94,13 +97,16 @@ public struct ViewRenderer: Sendable {
     public let seed: UInt64
     let lut: [Float]
 
-    public init(height: Int, width: Int, channels: Int, policy: AugmentPolicy, normalization: Normalization, seed: UInt64) throws {
+    public init(height: Int, width: Int, channels: Int, policy: AugmentPolicy, normalization: Normalization,
+                seed: UInt64) throws {
         guard normalization.mean.count == channels || normalization.mean.count == 1 else {
             throw DataError.invalidConfig(field: "data.normalize",
-                                          message: "\(normalization.mean.count) channel statistics for \(channels)-channel images")
+                                          message: "\(normalization.mean.count) channel statistics "
+                                              + "for \(channels)-channel images")
         }
         guard policy.padding >= 0, policy.cutout >= 0, policy.jitter >= 0, policy.jitter < 1 else {
-            throw DataError.invalidConfig(field: "data.augment", message: "padding/cutout must be ≥ 0 and jitter in [0, 1)")
+            throw DataError.invalidConfig(field: "data.augment",
+                                          message: "padding/cutout must be ≥ 0 and jitter in [0, 1)")
         }
         self.height = height; self.width = width; self.channels = channels
         self.policy = policy; self.normalization = normalization; self.seed = seed

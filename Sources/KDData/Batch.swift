@@ -22,7 +22,8 @@ public struct Batch {
     public var count: Int { indices.count }
 
     public init(images: Tensor, labels: [Int], indices: [Int], views: Int, plan: BatchPlan) {
-        precondition(indices.count == plan.counts[plan.rank], "\(indices.count) samples for a share of \(plan.counts[plan.rank])")
+        precondition(indices.count == plan.counts[plan.rank],
+                     "\(indices.count) samples for a share of \(plan.counts[plan.rank])")
         self.images = images; self.labels = labels; self.indices = indices
         self.views = views; self.plan = plan
     }
@@ -35,7 +36,8 @@ public final class BatchLoader: @unchecked Sendable {
     public let renderer: ViewRenderer
 
     /// `views ≥ 1` augmented views per sample; `seed` keys the augmentation.
-    public init(dataset: ImageDataset, views: Int, policy: AugmentPolicy, normalization: Normalization, seed: UInt64) throws {
+    public init(dataset: ImageDataset, views: Int, policy: AugmentPolicy, normalization: Normalization,
+                seed: UInt64) throws {
         guard views >= 1 else { throw DataError.invalidConfig(field: "data.views", message: "\(views) must be ≥ 1") }
         self.dataset = dataset; self.views = views
         renderer = try ViewRenderer(height: dataset.height, width: dataset.width, channels: dataset.channels,

@@ -33,11 +33,15 @@ public final class CIFARDataset: ImageDataset, @unchecked Sendable {
         var files: [MappedBytes] = [], starts: [Int] = [], labels: [UInt8] = []
         var total = 0
         for p in paths {
-            guard FileManager.default.fileExists(atPath: p) else { throw DataError.missingFile(path: p, what: "CIFAR batch file") }
+            guard FileManager.default.fileExists(atPath: p) else {
+                throw DataError.missingFile(path: p, what: "CIFAR batch file")
+            }
             let m = try MappedBytes(path: p)
             let r = variant.recordBytes
             guard m.bytes.count > 0, m.bytes.count % r == 0 else {
-                throw DataError.invalidFile(path: p, reason: "size \(m.bytes.count) bytes is not a positive multiple of the \(r)-byte record (truncated or not a \(variant == .cifar10 ? "CIFAR-10" : "CIFAR-100") batch)")
+                throw DataError.invalidFile(path: p, reason: "size \(m.bytes.count) bytes is not a positive multiple "
+                                            + "of the \(r)-byte record (truncated or not a "
+                                            + "\(variant == .cifar10 ? "CIFAR-10" : "CIFAR-100") batch)")
             }
             let n = m.bytes.count / r
             for k in 0..<n {
@@ -78,7 +82,9 @@ public enum CIFARSource {
         case 10: variant = .cifar10; train = (1...5).map { f("data_batch_\($0).bin") }; test = f("test_batch.bin")
         case 100, 20: variant = .cifar100(coarse: classes == 20); train = [f("train.bin")]; test = f("test.bin")
         default:
-            throw DataError.invalidConfig(field: "data.classes", message: "\(classes) does not select a CIFAR variant (10, 100, or 20 for CIFAR-100 coarse)")
+            throw DataError.invalidConfig(field: "data.classes",
+                                          message: "\(classes) does not select a CIFAR variant "
+                                              + "(10, 100, or 20 for CIFAR-100 coarse)")
         }
         let trainSet = try CIFARDataset(paths: train, variant: variant)
         if FileManager.default.fileExists(atPath: test) {

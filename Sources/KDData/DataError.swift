@@ -37,7 +37,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         case let .labelOutOfRange(p, i, v, c): return "\(p): label \(v) at index \(i) is out of range 0..<\(c)"
         case let .countMismatch(a, na, b, nb):
             return "sample count mismatch: \(a) has \(na) samples but \(b) has \(nb)"
-        case let .tooManyRanks(r, b, why): return "\(r) ranks but only \(b) samples in \(why): every rank needs at least one sample"
+        case let .tooManyRanks(r, b, why):
+            return "\(r) ranks but only \(b) samples in \(why): every rank needs at least one sample"
         case let .invalidConfig(f, m): return "config \(f): \(m)"
         case .prefetcherStopped: return "prefetcher: shut down while a batch was requested"
         }

@@ -17,7 +17,8 @@ public struct DataSourceConfig: Equatable, Sendable {
     public var syntheticTrainCount: Int
     public var syntheticEvalCount: Int
 
-    public init(source: String, path: String? = nil, classes: Int = 10, imageSize: Int? = 32, evalFraction: Double = 0.1,
+    public init(source: String, path: String? = nil, classes: Int = 10, imageSize: Int? = 32,
+                evalFraction: Double = 0.1,
                 seed: UInt64 = 0, syntheticTrainCount: Int = 50_000, syntheticEvalCount: Int = 10_000) {
         self.source = source; self.path = path; self.classes = classes; self.imageSize = imageSize
         self.evalFraction = evalFraction; self.seed = seed
@@ -33,8 +34,10 @@ public enum DataSources {
         case "synthetic":
             let s = c.imageSize ?? 32
             splits = ImageSplits(
-                train: try SyntheticDataset(count: c.syntheticTrainCount, classes: c.classes, height: s, width: s, seed: c.seed, split: 0),
-                eval: try SyntheticDataset(count: c.syntheticEvalCount, classes: c.classes, height: s, width: s, seed: c.seed, split: 1))
+                train: try SyntheticDataset(count: c.syntheticTrainCount, classes: c.classes, height: s, width: s,
+                                            seed: c.seed, split: 0),
+                eval: try SyntheticDataset(count: c.syntheticEvalCount, classes: c.classes, height: s, width: s,
+                                           seed: c.seed, split: 1))
         case "npy", "cifar":
             guard let p = c.path, !p.isEmpty else {
                 throw DataError.invalidConfig(field: "data.path", message: "source '\(c.source)' needs a folder")
@@ -47,7 +50,8 @@ public enum DataSources {
                 ? try NPYFolderSource.load(folder: p, classes: c.classes, evalFraction: c.evalFraction, seed: c.seed)
                 : try CIFARSource.load(folder: p, classes: c.classes, evalFraction: c.evalFraction, seed: c.seed)
         default:
-            throw DataError.invalidConfig(field: "data.source", message: "unknown source '\(c.source)' (synthetic, npy, cifar)")
+            throw DataError.invalidConfig(field: "data.source",
+                                          message: "unknown source '\(c.source)' (synthetic, npy, cifar)")
         }
         if let s = c.imageSize, c.source != "synthetic", splits.train.height != s || splits.train.width != s {
             let size = "\(splits.train.height)×\(splits.train.width)"

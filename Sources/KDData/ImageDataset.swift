@@ -63,7 +63,8 @@ public final class SubsetDataset: ImageDataset, @unchecked Sendable {
 /// Deterministic hold-out: a permutation of `0..<count` keyed by `(seed, 0xE7A1)` puts its first
 /// `round(fraction · count)` entries in the evaluation split and the rest in training, each sorted
 /// ascending (so the mapped file is read in order). `name` names the source in errors.
-public func holdOutIndices(count: Int, evalFraction: Double, seed: UInt64, name: String) throws -> (train: [Int], eval: [Int]) {
+public func holdOutIndices(count: Int, evalFraction: Double, seed: UInt64,
+                           name: String) throws -> (train: [Int], eval: [Int]) {
     guard evalFraction > 0, evalFraction < 1 else {
         throw DataError.invalidConfig(field: "data.eval_fraction",
                                       message: "\(evalFraction) must be in (0, 1) when \(name) has no test split")
@@ -80,7 +81,8 @@ public func holdOutIndices(count: Int, evalFraction: Double, seed: UInt64, name:
 
 /// Splits `base` into training and held-out evaluation subsets (`holdOutIndices`).
 public func holdOutSplit(_ base: ImageDataset, evalFraction: Double, seed: UInt64) throws -> ImageSplits {
-    let (trainIdx, evalIdx) = try holdOutIndices(count: base.count, evalFraction: evalFraction, seed: seed, name: base.name)
+    let (trainIdx, evalIdx) = try holdOutIndices(count: base.count, evalFraction: evalFraction, seed: seed,
+                                                 name: base.name)
     return ImageSplits(train: SubsetDataset(base: base, indices: trainIdx, name: "\(base.name) (train part)"),
                        eval: SubsetDataset(base: base, indices: evalIdx, name: "\(base.name) (held-out part)"))
 }

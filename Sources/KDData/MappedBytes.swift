@@ -12,7 +12,9 @@ final class MappedBytes: @unchecked Sendable {
     init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw DataError.missingFile(path: path, what: "file (\(String(cString: strerror(errno))))") }
+        guard fd >= 0 else {
+            throw DataError.missingFile(path: path, what: "file (\(String(cString: strerror(errno))))")
+        }
         var st = stat()
         guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
             close(fd); throw DataError.invalidFile(path: path, reason: "not a readable regular file")

@@ -13,7 +13,9 @@ func readLabels(_ path: String, classes: Int) throws -> [Int32] {
     var out = [Int32](repeating: 0, count: a.rowCount)
     for i in 0..<a.rowCount {
         let v = a.intValue(i) ?? -1
-        guard v >= 0, v < classes else { throw DataError.labelOutOfRange(path: path, index: i, value: v, classes: classes) }
+        guard v >= 0, v < classes else {
+            throw DataError.labelOutOfRange(path: path, index: i, value: v, classes: classes)
+        }
         out[i] = Int32(v)
     }
     return out
@@ -34,12 +36,20 @@ public final class NPYImageDataset: ImageDataset, @unchecked Sendable {
 
     /// Opens `imagesPath` and `labelsPath`; `classes` bounds the labels.
     public init(imagesPath: String, labelsPath: String, classes: Int) throws {
-        guard FileManager.default.fileExists(atPath: imagesPath) else { throw DataError.missingFile(path: imagesPath, what: "image array") }
-        guard FileManager.default.fileExists(atPath: labelsPath) else { throw DataError.missingFile(path: labelsPath, what: "label array") }
+        guard FileManager.default.fileExists(atPath: imagesPath) else {
+            throw DataError.missingFile(path: imagesPath, what: "image array")
+        }
+        guard FileManager.default.fileExists(atPath: labelsPath) else {
+            throw DataError.missingFile(path: labelsPath, what: "label array")
+        }
         let a = try wrapNPY(imagesPath) { try NPYArray(path: imagesPath) }
         try wrapNPY(imagesPath) {
             try a.expectDType([.uint8])
-            if a.shape.count == 3 { try a.expectShape([nil, nil, nil]) } else { try a.expectShape([nil, nil, nil, nil]) }
+            if a.shape.count == 3 {
+                try a.expectShape([nil, nil, nil])
+            } else {
+                try a.expectShape([nil, nil, nil, nil])
+            }
         }
         images = a
         count = a.shape[0]; height = a.shape[1]; width = a.shape[2]
@@ -50,7 +60,8 @@ public final class NPYImageDataset: ImageDataset, @unchecked Sendable {
         self.classes = classes
         labelValues = try readLabels(labelsPath, classes: classes)
         guard labelValues.count == count else {
-            throw DataError.countMismatch(pathA: imagesPath, countA: count, pathB: labelsPath, countB: labelValues.count)
+            throw DataError.countMismatch(pathA: imagesPath, countA: count,
+                                          pathB: labelsPath, countB: labelValues.count)
         }
     }
 
@@ -68,13 +79,16 @@ public final class NPYFeatureDataset: @unchecked Sendable {
     public let count: Int, dim: Int, classes: Int
 
     public init(featuresPath: String, labelsPath: String, classes: Int) throws {
-        guard FileManager.default.fileExists(atPath: featuresPath) else { throw DataError.missingFile(path: featuresPath, what: "feature array") }
+        guard FileManager.default.fileExists(atPath: featuresPath) else {
+            throw DataError.missingFile(path: featuresPath, what: "feature array")
+        }
         let a = try wrapNPY(featuresPath) { try NPYArray(path: featuresPath) }
         try wrapNPY(featuresPath) { try a.expectDType([.float32]); try a.expectShape([nil, nil]) }
         features = a; count = a.shape[0]; dim = a.shape[1]; self.classes = classes
         labelValues = try readLabels(labelsPath, classes: classes)
         guard labelValues.count == count else {
-            throw DataError.countMismatch(pathA: featuresPath, countA: count, pathB: labelsPath, countB: labelValues.count)
+            throw DataError.countMismatch(pathA: featuresPath, countA: count,
+                                          pathB: labelsPath, countB: labelValues.count)
         }
     }
 
@@ -110,12 +124,17 @@ public enum NPYFolderSource {
     public static func load(folder: String, classes: Int, evalFraction: Double, seed: UInt64) throws -> ImageSplits {
         let dir = URL(fileURLWithPath: folder)
         let f = { (n: String) in dir.appendingPathComponent(n).path }
-        let train = try NPYImageDataset(imagesPath: f("train_images.npy"), labelsPath: f("train_labels.npy"), classes: classes)
+        let train = try NPYImageDataset(imagesPath: f("train_images.npy"), labelsPath: f("train_labels.npy"),
+                                        classes: classes)
         let fm = FileManager.default
         if fm.fileExists(atPath: f("test_images.npy")) || fm.fileExists(atPath: f("test_labels.npy")) {
-            let test = try NPYImageDataset(imagesPath: f("test_images.npy"), labelsPath: f("test_labels.npy"), classes: classes)
+            let test = try NPYImageDataset(imagesPath: f("test_images.npy"), labelsPath: f("test_labels.npy"),
+                                           classes: classes)
             guard test.height == train.height, test.width == train.width, test.channels == train.channels else {
-                throw DataError.invalidFile(path: test.name, reason: "image shape \(test.height)×\(test.width)×\(test.channels) differs from \(train.name)'s \(train.height)×\(train.width)×\(train.channels)")
+                throw DataError.invalidFile(path: test.name,
+                                            reason: "image shape \(test.height)×\(test.width)×\(test.channels) "
+                                                + "differs from \(train.name)'s "
+                                                + "\(train.height)×\(train.width)×\(train.channels)")
             }
             return ImageSplits(train: train, eval: test)
         }
@@ -124,18 +143,24 @@ public enum NPYFolderSource {
 
     /// Float feature matrices for embedding-only students: `train_features.npy` (N×D float32) and
     /// `train_labels.npy`, optionally `test_features.npy` / `test_labels.npy` (else a hold-out, as for images).
-    public static func loadFeatures(folder: String, classes: Int, evalFraction: Double, seed: UInt64) throws -> (train: FeatureSplit, eval: FeatureSplit) {
+    public static func loadFeatures(folder: String, classes: Int, evalFraction: Double,
+                                    seed: UInt64) throws -> (train: FeatureSplit, eval: FeatureSplit) {
         let dir = URL(fileURLWithPath: folder)
         let f = { (n: String) in dir.appendingPathComponent(n).path }
-        let train = try NPYFeatureDataset(featuresPath: f("train_features.npy"), labelsPath: f("train_labels.npy"), classes: classes)
+        let train = try NPYFeatureDataset(featuresPath: f("train_features.npy"), labelsPath: f("train_labels.npy"),
+                                          classes: classes)
         if FileManager.default.fileExists(atPath: f("test_features.npy")) {
-            let test = try NPYFeatureDataset(featuresPath: f("test_features.npy"), labelsPath: f("test_labels.npy"), classes: classes)
+            let test = try NPYFeatureDataset(featuresPath: f("test_features.npy"), labelsPath: f("test_labels.npy"),
+                                             classes: classes)
             guard test.dim == train.dim else {
-                throw DataError.invalidFile(path: test.features.path, reason: "feature size \(test.dim) differs from \(train.features.path)'s \(train.dim)")
+                throw DataError.invalidFile(path: test.features.path, reason: "feature size \(test.dim) "
+                                            + "differs from \(train.features.path)'s \(train.dim)")
             }
-            return (FeatureSplit(features: train, rows: Array(0..<train.count)), FeatureSplit(features: test, rows: Array(0..<test.count)))
+            return (FeatureSplit(features: train, rows: Array(0..<train.count)),
+                    FeatureSplit(features: test, rows: Array(0..<test.count)))
         }
-        let (t, e) = try holdOutIndices(count: train.count, evalFraction: evalFraction, seed: seed, name: train.features.path)
+        let (t, e) = try holdOutIndices(count: train.count, evalFraction: evalFraction, seed: seed,
+                                        name: train.features.path)
         return (FeatureSplit(features: train, rows: t), FeatureSplit(features: train, rows: e))
     }
 }

@@ -38,22 +38,27 @@ public final class Sampler: @unchecked Sendable {
     /// one step per epoch, and no rank left without samples in any batch.
     public init(count: Int, globalBatch: Int, dropLast: Bool, seed: UInt64, rank: Int = 0, worldSize: Int = 1) throws {
         guard count > 0 else { throw DataError.invalidConfig(field: "data", message: "the training split is empty") }
-        guard globalBatch >= 1 else { throw DataError.invalidConfig(field: "data.global_batch", message: "\(globalBatch) must be ≥ 1") }
+        guard globalBatch >= 1 else {
+            throw DataError.invalidConfig(field: "data.global_batch", message: "\(globalBatch) must be ≥ 1")
+        }
         guard worldSize >= 1, rank >= 0, rank < worldSize else {
             throw DataError.invalidConfig(field: "rank", message: "rank \(rank) of world size \(worldSize)")
         }
         guard worldSize <= globalBatch else {
-            throw DataError.tooManyRanks(ranks: worldSize, batch: globalBatch, reason: "the global batch (data.global_batch)")
+            throw DataError.tooManyRanks(ranks: worldSize, batch: globalBatch,
+                                         reason: "the global batch (data.global_batch)")
         }
         let full = count / globalBatch, rest = count % globalBatch
         if dropLast {
             guard full >= 1 else {
                 throw DataError.invalidConfig(field: "data.global_batch",
-                                              message: "\(globalBatch) exceeds the \(count) training samples and drop_last is set: no step per epoch")
+                                              message: "\(globalBatch) exceeds the \(count) training samples "
+                                                  + "and drop_last is set: no step per epoch")
             }
         } else if rest > 0 && rest < worldSize {
             throw DataError.tooManyRanks(ranks: worldSize, batch: rest,
-                                         reason: "the last partial batch (set data.drop_last: true or change data.global_batch)")
+                                         reason: "the last partial batch "
+                                             + "(set data.drop_last: true or change data.global_batch)")
         }
         self.count = count; self.globalBatch = globalBatch; self.dropLast = dropLast; self.seed = seed
         self.rank = rank; self.worldSize = worldSize
@@ -105,7 +110,8 @@ public enum EvalSharding {
 
     /// Rank `r`'s plan and sample indices of every evaluation batch (a share may be empty when the last
     /// batch has fewer samples than ranks); `plan.step` is the batch number.
-    public static func rankBatches(count: Int, batch: Int, rank: Int, worldSize: Int) -> [(plan: BatchPlan, indices: [Int])] {
+    public static func rankBatches(count: Int, batch: Int, rank: Int,
+                                   worldSize: Int) -> [(plan: BatchPlan, indices: [Int])] {
         globalBatches(count: count, batch: batch).enumerated().map { b, g in
             let plan = BatchPlan(step: b, globalSamples: g.count, rank: rank, worldSize: worldSize)
             return (plan, Array((g.lowerBound + plan.share.lowerBound)..<(g.lowerBound + plan.share.upperBound)))

@@ -30,10 +30,12 @@ public final class SyntheticDataset: ImageDataset, @unchecked Sendable {
                                           message: "must be ≥ 1 (synthetic samples in the split), got \(count)")
         }
         guard classes >= 2, classes <= 120 else {
-            throw DataError.invalidConfig(field: "data.classes", message: "synthetic source supports 2…120 classes, got \(classes)")
+            throw DataError.invalidConfig(field: "data.classes",
+                                          message: "synthetic source supports 2…120 classes, got \(classes)")
         }
         guard height >= 8, width >= 8 else {
-            throw DataError.invalidConfig(field: "data.image_size", message: "synthetic images need at least 8×8, got \(height)×\(width)")
+            throw DataError.invalidConfig(field: "data.image_size",
+                                          message: "synthetic images need at least 8×8, got \(height)×\(width)")
         }
         self.count = count; self.classes = classes; self.height = height; self.width = width
         self.seed = seed; self.split = split
@@ -41,7 +43,9 @@ public final class SyntheticDataset: ImageDataset, @unchecked Sendable {
         self.nO = nO; self.nF = nF
         nS = (classes + nO * nF - 1) / (nO * nF)
         let scale = Float(min(height, width)) / 32
-        periods = (0..<nF).map { f in nF == 1 ? 5 * scale : 3 * scale * Float(pow(11.0 / 3.0, Double(f) / Double(nF - 1))) }
+        periods = (0..<nF).map { f in
+            nF == 1 ? 5 * scale : 3 * scale * Float(pow(11.0 / 3.0, Double(f) / Double(nF - 1)))
+        }
     }
 
     /// (orientation radians, period pixels, shape) of class `c`.
@@ -101,7 +105,8 @@ public final class SyntheticDataset: ImageDataset, @unchecked Sendable {
         func color() -> [Float] { [rng.nextFloat(), rng.nextFloat(), rng.nextFloat()] }
         // Background: colour plus a linear gradient per channel.
         let bg = (0..<3).map { _ in 0.25 + 0.5 * rng.nextFloat() }
-        let gx = (0..<3).map { _ in 0.5 * (rng.nextFloat() - 0.5) }, gy = (0..<3).map { _ in 0.5 * (rng.nextFloat() - 0.5) }
+        let gx = (0..<3).map { _ in 0.5 * (rng.nextFloat() - 0.5) },
+            gy = (0..<3).map { _ in 0.5 * (rng.nextFloat() - 0.5) }
         for y in 0..<height {
             for x in 0..<width {
                 let p = img + (y * width + x) * 3

@@ -18,7 +18,9 @@ public final class TeacherEmbeddings: @unchecked Sendable {
     }
 
     public init(path: String, expectedCount: Int, datasetName: String) throws {
-        guard FileManager.default.fileExists(atPath: path) else { throw DataError.missingFile(path: path, what: "teacher embeddings") }
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw DataError.missingFile(path: path, what: "teacher embeddings")
+        }
         let a = try wrapNPY(path) { try NPYArray(path: path) }
         try wrapNPY(path) {
             try a.expectDType([.float32])
@@ -29,13 +31,16 @@ public final class TeacherEmbeddings: @unchecked Sendable {
         guard count == expectedCount else {
             throw DataError.countMismatch(pathA: path, countA: count, pathB: datasetName, countB: expectedCount)
         }
-        guard dim > 0, storedViews > 0 else { throw DataError.invalidFile(path: path, reason: "empty embedding shape \(a.shape)") }
+        guard dim > 0, storedViews > 0 else {
+            throw DataError.invalidFile(path: path, reason: "empty embedding shape \(a.shape)")
+        }
     }
 
     /// Checks that a `views`-view run can use this file: `N×D` fits any `V`, `N×V'×D` needs `V' = V`.
     public func validate(views: Int) throws {
         guard storedViews == 1 || storedViews == views else {
-            throw DataError.invalidFile(path: path, reason: "stores \(storedViews) views per sample but data.views is \(views)")
+            throw DataError.invalidFile(path: path, reason: "stores \(storedViews) views per sample "
+                                        + "but data.views is \(views)")
         }
     }
 
@@ -45,7 +50,9 @@ public final class TeacherEmbeddings: @unchecked Sendable {
         try validate(views: views)
         let out = Tensor(uninitializedShape: [indices.count * views, dim])
         for (k, i) in indices.enumerated() {
-            guard i >= 0, i < count else { throw DataError.invalidFile(path: path, reason: "sample \(i) outside 0..<\(count)") }
+            guard i >= 0, i < count else {
+                throw DataError.invalidFile(path: path, reason: "sample \(i) outside 0..<\(count)")
+            }
             for v in 0..<views {
                 let dst = out.ptr + (k * views + v) * dim
                 if storedViews == 1 { array.copyAsFloat(elementOffset: i * dim, count: dim, into: dst) }
@@ -61,7 +68,9 @@ public final class TeacherEmbeddings: @unchecked Sendable {
 public enum PromptEmbeddings {
     /// Loads the prompts as a `[K, C, D]` tensor and checks `C == classes`.
     public static func load(path: String, classes: Int) throws -> Tensor {
-        guard FileManager.default.fileExists(atPath: path) else { throw DataError.missingFile(path: path, what: "prompt embeddings") }
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw DataError.missingFile(path: path, what: "prompt embeddings")
+        }
         let a = try wrapNPY(path) { try NPYArray(path: path) }
         try wrapNPY(path) {
             try a.expectDType([.float32, .float64])

@@ -50,8 +50,8 @@ enum RankState: Equatable { case running, finished, failed, parked }
 ///
 /// Matching follows MPI: the k-th collective call of every rank meets the k-th of every other rank.
 /// The last rank to arrive checks that the calls agree (name, element type, reduction, root, counts)
-/// and computes the combined elements in rank order — `((x₀ ∘ x₁) ∘ x₂) ∘ …` — so results never depend
-/// on which thread arrives first. A rank that waits sees the world fail (another rank threw or
+/// and computes the combined elements in rank order — `((x₀ ∘ x₁) ∘ x₂) ∘ …` — so results never
+/// depend on which thread arrives first. A rank that waits sees the world fail (another rank threw or
 /// aborted), a rank that can no longer arrive (it has returned or failed), or its timeout; then it
 /// records the failure and parks (`park()`), as `mpirun` would kill it.
 final class WorldState {

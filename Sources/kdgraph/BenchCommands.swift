@@ -8,9 +8,13 @@ import KDTrain
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks: --ops (op GFLOP/s beside cblas_sgemm, loss timings) or --config (training-step breakdown).")
+        abstract: "Benchmarks: --ops (op GFLOP/s beside cblas_sgemm, loss timings) "
+            + "or --config (training-step breakdown).")
 
-    @Flag(help: "Op-level GFLOP/s of conv2d/linear forward+backward beside plain cblas_sgemm, and loss timings (JSON lines).")
+    @Flag(help: """
+        Op-level GFLOP/s of conv2d/linear forward+backward beside plain cblas_sgemm, \
+        and loss timings (JSON lines).
+        """)
     var ops = false
     @Option(help: "The YAML configuration whose training step to measure.") var config: String?
     @Option(name: .customLong("set"), help: "Override a config key (repeatable).") var overrides: [String] = []
@@ -84,12 +88,16 @@ extension Bench {
 
 struct Scaling: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Scaling report: runs the bench under mpirun at each world size, writes report.md, report.csv, scaling.svg.")
+        abstract: "Scaling report: runs the bench under mpirun at each world size, "
+            + "writes report.md, report.csv, scaling.svg.")
 
     @Option(help: "The YAML configuration.") var config: String
     @Option(name: .customLong("set"), help: "Override a config key (repeatable).") var overrides: [String] = []
     @Option(help: "World sizes, e.g. 1,2,4,8.") var ranks = "1,2"
-    @Option(help: "Weak mode: world sizes to project from the smallest measured one (loss share timed here, communication from the cost model); empty for none.")
+    @Option(help: """
+        Weak mode: world sizes to project from the smallest measured one \
+        (loss share timed here, communication from the cost model); empty for none.
+        """)
     var project = "4,8,16,64"
     @Option(help: "weak (per-rank batch fixed) or strong (global batch fixed).") var mode = "weak"
     @Option(help: "Output folder.") var out: String
@@ -101,21 +109,29 @@ struct Scaling: ParsableCommand {
     @Flag(help: "Reuse bench_N.json files already in --out (e.g. measured on another machine).") var reuse = false
 
     func run() throws {
-        guard let m = ScalingMode(rawValue: mode) else { throw ValidationError("--mode must be weak or strong, got \(mode)") }
+        guard let m = ScalingMode(rawValue: mode) else {
+            throw ValidationError("--mode must be weak or strong, got \(mode)")
+        }
         let world = try parseRanks(ranks, option: "--ranks")
         guard !world.isEmpty else { throw ValidationError("--ranks: give at least one world size") }
         let projected = m == .weak ? try parseRanks(project, option: "--project") : []
         let cfg = try KDConfig.load(path: config, overrides: overrides)
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? CommandLine.arguments[0]
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
         var runner = ScalingRunner(configPath: config, overrides: overrides, ranks: world, mode: m, outDir: out,
-                                   warmup: warmup, steps: steps, executable: exe, perRankBatch: perRankBatch ?? cfg.data.globalBatch,
-                                   machine: machine ?? "\(String(cString: host)), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+                                   warmup: warmup, steps: steps, executable: exe,
+                                   perRankBatch: perRankBatch ?? cfg.data.globalBatch,
+                                   machine: machine ?? "\(String(cString: host)), "
+                                       + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
         runner.reuse = reuse
         runner.projectRanks = projected
         if dryRun {
-            for n in world { print(runner.commandLine(ranks: n, jsonOut: (out as NSString).appendingPathComponent("bench_\(n).json")).joined(separator: " ")) }
+            for n in world {
+                print(runner.commandLine(ranks: n, jsonOut: (out as NSString).appendingPathComponent("bench_\(n).json"))
+                          .joined(separator: " "))
+            }
             return
         }
         let report = try runner.run { fputs($0 + "\n", stderr) }

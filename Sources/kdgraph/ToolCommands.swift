@@ -37,8 +37,10 @@ struct Models: ParsableCommand {
             let m = try ModelZoo.make(name: save, classes: classes, inputChannels: channels, seed: UInt64(seed))
             let dir = (out as NSString).deletingLastPathComponent
             if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-            try Checkpoint.save(path: out, model: m, metadata: ["kdgraph.model": save, "kdgraph.init_seed": String(seed)])
-            print("wrote \(out): \(save), \(m.parameterCount) parameters, \(classes) classes, initialised from seed \(seed)")
+            try Checkpoint.save(path: out, model: m,
+                                metadata: ["kdgraph.model": save, "kdgraph.init_seed": String(seed)])
+            print("wrote \(out): \(save), \(m.parameterCount) parameters, \(classes) classes, "
+                  + "initialised from seed \(seed)")
             return
         }
         print(try ModelZoo.formattedTable(classes: classes, inputChannels: channels))

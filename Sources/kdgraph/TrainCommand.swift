@@ -67,7 +67,8 @@ struct Eval: ParsableCommand {
             let r = try trainer.evaluate()
             if comm.rank == 0 {
                 print(String(format: "{\"checkpoint\": \"%@\", \"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, "
-                             + "\"samples\": %d, \"ranks\": %d}", checkpoint, r.top1, r.top5, r.loss, r.samples, comm.size))
+                             + "\"samples\": %d, \"ranks\": %d}",
+                             checkpoint, r.top1, r.top5, r.loss, r.samples, comm.size))
             }
         }
     }
@@ -92,6 +93,7 @@ struct Predict: ParsableCommand {
         guard batch >= 1 else { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
         setBLASThreads(1)
         let n = try Prediction.run(checkpoint: checkpoint, images: images, out: out, batch: batch)
-        print("{\"checkpoint\": \"\(checkpoint)\", \"images\": \(n.images), \"classes\": \(n.classes), \"out\": \"\(out)\"}")
+        print("{\"checkpoint\": \"\(checkpoint)\", \"images\": \(n.images), \"classes\": \(n.classes), "
+              + "\"out\": \"\(out)\"}")
     }
 }

@@ -30,18 +30,24 @@ final class CommunicatorTests: XCTestCase {
         XCTAssertEqual(a, values)
         var out = [T](repeating: 0, count: values.count)
         try values.withUnsafeBufferPointer { s in
-            try out.withUnsafeMutableBufferPointer { try comm.allGather(s.baseAddress!, count: values.count, into: $0.baseAddress!) }
+            try out.withUnsafeMutableBufferPointer {
+                try comm.allGather(s.baseAddress!, count: values.count, into: $0.baseAddress!)
+            }
         }
         XCTAssertEqual(out, values)
         XCTAssertEqual(try comm.allGatherV(values), values)
         XCTAssertEqual(try comm.allGatherV([T]()), [])
         var rs = [T](repeating: 0, count: values.count)
         try values.withUnsafeBufferPointer { s in
-            try rs.withUnsafeMutableBufferPointer { try comm.reduceScatterV(s.baseAddress!, counts: [values.count], into: $0.baseAddress!) }
+            try rs.withUnsafeMutableBufferPointer {
+                try comm.reduceScatterV(s.baseAddress!, counts: [values.count], into: $0.baseAddress!)
+            }
         }
         XCTAssertEqual(rs, values)
         var b = values
-        let req = try b.withUnsafeMutableBufferPointer { try comm.allReduceAsync($0.baseAddress!, count: values.count, op: .max) }
+        let req = try b.withUnsafeMutableBufferPointer {
+            try comm.allReduceAsync($0.baseAddress!, count: values.count, op: .max)
+        }
         var spins = 0
         while try !req.test() { spins += 1; XCTAssertLessThan(spins, 1_000_000) }
         try req.wait()
@@ -104,10 +110,12 @@ final class CommunicatorTests: XCTestCase {
         }
         // Rejected before any memory is touched.
         XCTAssertThrowsError(try comm.allGather(&x, count: mpiIntLimit + 1, into: &y)) {
-            XCTAssertEqual("\($0)", "MPI_Allgather: count 2147483648 exceeds the MPI limit of 2147483647 elements per call (split the buffer into smaller messages)")
+            XCTAssertEqual("\($0)", "MPI_Allgather: count 2147483648 exceeds the MPI limit of 2147483647 elements "
+                           + "per call (split the buffer into smaller messages)")
         }
         XCTAssertThrowsError(try comm.allGatherV(&x, counts: [mpiIntLimit + 5], into: &y)) {
-            XCTAssertEqual($0 as? CommError, .countTooLarge(op: "MPI_Allgatherv", count: mpiIntLimit + 5, limit: mpiIntLimit))
+            XCTAssertEqual($0 as? CommError,
+                           .countTooLarge(op: "MPI_Allgatherv", count: mpiIntLimit + 5, limit: mpiIntLimit))
         }
         XCTAssertThrowsError(try comm.allGatherV([1, 2, 3], counts: [2])) {
             XCTAssertEqual("\($0)", "allGatherV: counts [2] do not give rank 0 its 3 elements")
@@ -138,8 +146,11 @@ final class CommunicatorTests: XCTestCase {
     func testVerifyIdenticalOnOneRank() throws {
         try comm.verifyIdentical(3.5, what: "checksum")
         try comm.verifyIdentical(.nan, what: "checksum")
-        XCTAssertEqual("\(CommError.rankMismatch(op: "verifyIdentical", message: "checksum differs across ranks: min 1.0, max 2.0 (this rank 1.0)"))",
-                       "verifyIdentical: ranks disagree: checksum differs across ranks: min 1.0, max 2.0 (this rank 1.0)")
+        let mismatch = CommError.rankMismatch(
+            op: "verifyIdentical", message: "checksum differs across ranks: min 1.0, max 2.0 (this rank 1.0)")
+        XCTAssertEqual("\(mismatch)",
+                       "verifyIdentical: ranks disagree: checksum differs across ranks: "
+                       + "min 1.0, max 2.0 (this rank 1.0)")
     }
 
     func testRunOrAbortPassesResults() {

@@ -91,7 +91,8 @@ final class GradientBucketsTests: XCTestCase {
         let b = try GradientBuckets(parameters: ps, comm: comm, bucketBytes: 16)
         b.markReady(ps[1])
         XCTAssertThrowsError(try b.allReduceBlocking()) {
-            XCTAssertEqual("\($0)", "GradientBuckets.allReduceBlocking: an overlapped step is in progress (1 buckets started); call finish()")
+            XCTAssertEqual("\($0)", "GradientBuckets.allReduceBlocking: an overlapped step is in progress "
+                           + "(1 buckets started); call finish()")
         }
         try b.finish()
         XCTAssertEqual(ps[1].grad?.array, [100, 101, 102, 103])

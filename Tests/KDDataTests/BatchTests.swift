@@ -30,21 +30,25 @@ final class BatchTests: XCTestCase {
 
     func testViewOrderIsSampleMajorAndViewsDiffer() throws {
         let ds = PatternDataset(count: 6)
-        let loader = try BatchLoader(dataset: ds, views: 3, policy: AugmentPolicy(), normalization: .symmetric(channels: 3), seed: 1)
+        let loader = try BatchLoader(dataset: ds, views: 3, policy: AugmentPolicy(),
+                                     normalization: .symmetric(channels: 3), seed: 1)
         let b = loader.load([4, 1], plan: BatchPlan(epoch: 0, step: 0, globalSamples: 2))
         XCTAssertEqual(b.images.shape, [6, 6, 5, 3])
-        XCTAssertEqual(b.labels, [0, 1]); XCTAssertEqual(b.rowLabels, [0, 0, 0, 1, 1, 1]); XCTAssertEqual(b.indices, [4, 1])
+        XCTAssertEqual(b.labels, [0, 1]); XCTAssertEqual(b.rowLabels, [0, 0, 0, 1, 1, 1])
+        XCTAssertEqual(b.indices, [4, 1])
         let per = 6 * 5 * 3
         let x = floats(b)
         // Row k·V + v is view v of sample k: it equals that sample's view rendered alone.
         for (k, i) in [4, 1].enumerated() {
             for v in 0..<3 {
                 let alone = floats(loader.load([i], plan: BatchPlan(globalSamples: 1)))
-                XCTAssertEqual(Array(x[((k * 3 + v) * per)..<((k * 3 + v + 1) * per)]), Array(alone[(v * per)..<((v + 1) * per)]))
+                XCTAssertEqual(Array(x[((k * 3 + v) * per)..<((k * 3 + v + 1) * per)]),
+                               Array(alone[(v * per)..<((v + 1) * per)]))
             }
         }
         // Different epochs give different augmentations, the same epoch the same.
-        XCTAssertEqual(floats(loader.load([3], plan: BatchPlan(epoch: 2, step: 0, globalSamples: 1))), floats(loader.load([3], plan: BatchPlan(epoch: 2, step: 9, globalSamples: 1))))
+        XCTAssertEqual(floats(loader.load([3], plan: BatchPlan(epoch: 2, step: 0, globalSamples: 1))),
+                       floats(loader.load([3], plan: BatchPlan(epoch: 2, step: 9, globalSamples: 1))))
         let e = (0..<8).map { floats(loader.load([3], plan: BatchPlan(epoch: $0, step: 0, globalSamples: 1))) }
         XCTAssertGreaterThan(Set(e.map { $0.description }).count, 1)
     }
@@ -62,10 +66,12 @@ final class BatchTests: XCTestCase {
 
     func testConfigErrors() throws {
         let ds = PatternDataset(count: 3)
-        XCTAssertThrowsError(try BatchLoader(dataset: ds, views: 0, policy: AugmentPolicy(), normalization: .cifar10, seed: 0)) {
+        XCTAssertThrowsError(try BatchLoader(dataset: ds, views: 0, policy: AugmentPolicy(),
+                                             normalization: .cifar10, seed: 0)) {
             XCTAssertEqual("\($0)", "config data.views: 0 must be ≥ 1")
         }
-        XCTAssertThrowsError(try BatchLoader(dataset: ds, views: 1, policy: AugmentPolicy(), normalization: .symmetric(channels: 2), seed: 0)) {
+        XCTAssertThrowsError(try BatchLoader(dataset: ds, views: 1, policy: AugmentPolicy(),
+                                             normalization: .symmetric(channels: 2), seed: 0)) {
             XCTAssertEqual("\($0)", "config data.normalize: 2 channel statistics for 3-channel images")
         }
         XCTAssertThrowsError(try AugmentPolicy.named("heavy")) {

@@ -33,7 +33,9 @@ final class PrefetcherTests: XCTestCase {
         produced.lock(); let ahead = count; produced.unlock()
         XCTAssertLessThanOrEqual(ahead, 3)   // the one consumed + at most `depth` queued
         p.shutdown()
-        XCTAssertThrowsError(try p.next()) { XCTAssertEqual("\($0)", "prefetcher: shut down while a batch was requested") }
+        XCTAssertThrowsError(try p.next()) {
+            XCTAssertEqual("\($0)", "prefetcher: shut down while a batch was requested")
+        }
     }
 
     func testMeasuresConsumerWait() throws {

@@ -4,10 +4,12 @@ import XCTest
 final class SamplerTests: XCTestCase {
     func testPermutationIsDeterministicAndEpochDependent() throws {
         let s = try Sampler(count: 50, globalBatch: 8, dropLast: true, seed: 3)
-        XCTAssertEqual(s.permutation(epoch: 0), try Sampler(count: 50, globalBatch: 8, dropLast: true, seed: 3).permutation(epoch: 0))
+        XCTAssertEqual(s.permutation(epoch: 0),
+                       try Sampler(count: 50, globalBatch: 8, dropLast: true, seed: 3).permutation(epoch: 0))
         XCTAssertNotEqual(s.permutation(epoch: 0), s.permutation(epoch: 1))
         XCTAssertEqual(s.permutation(epoch: 1).sorted(), Array(0..<50))
-        XCTAssertNotEqual(s.permutation(epoch: 0), try Sampler(count: 50, globalBatch: 8, dropLast: true, seed: 4).permutation(epoch: 0))
+        XCTAssertNotEqual(s.permutation(epoch: 0),
+                          try Sampler(count: 50, globalBatch: 8, dropLast: true, seed: 4).permutation(epoch: 0))
     }
 
     func testStepsPerEpochAndDropLast() throws {
@@ -33,10 +35,13 @@ final class SamplerTests: XCTestCase {
                 let one = try Sampler(count: 53, globalBatch: B, dropLast: dropLast, seed: 11)
                 for R in 1...4 {
                     if !dropLast && (1..<R).contains(53 % B) {
-                        XCTAssertThrowsError(try Sampler(count: 53, globalBatch: B, dropLast: false, seed: 11, rank: 0, worldSize: R))
+                        XCTAssertThrowsError(try Sampler(count: 53, globalBatch: B, dropLast: false, seed: 11,
+                                                         rank: 0, worldSize: R))
                         continue
                     }
-                    let ranks = try (0..<R).map { try Sampler(count: 53, globalBatch: B, dropLast: dropLast, seed: 11, rank: $0, worldSize: R) }
+                    let ranks = try (0..<R).map {
+                        try Sampler(count: 53, globalBatch: B, dropLast: dropLast, seed: 11, rank: $0, worldSize: R)
+                    }
                     for r in ranks { XCTAssertEqual(r.stepsPerEpoch, one.stepsPerEpoch) }
                     for e in 0..<2 {
                         for s in 0..<one.stepsPerEpoch {
@@ -58,18 +63,27 @@ final class SamplerTests: XCTestCase {
         let a = try Sampler(count: 40, globalBatch: 6, dropLast: true, seed: 9, rank: 1, worldSize: 2)
         let b = try Sampler(count: 40, globalBatch: 6, dropLast: true, seed: 9, rank: 1, worldSize: 2)
         _ = a.localIndices(a.plan(epoch: 0, step: 0))
-        XCTAssertEqual(a.localIndices(a.plan(epoch: p.epoch, step: p.step)), b.localIndices(b.plan(epoch: p.epoch, step: p.step)))
+        XCTAssertEqual(a.localIndices(a.plan(epoch: p.epoch, step: p.step)),
+                       b.localIndices(b.plan(epoch: p.epoch, step: p.step)))
     }
 
     func testConfigurationErrors() {
-        func msg(_ body: () throws -> Void) -> String { do { try body(); return "no error" } catch { return "\(error)" } }
-        XCTAssertEqual(msg { _ = try Sampler(count: 100, globalBatch: 3, dropLast: true, seed: 0, rank: 0, worldSize: 4) },
-                       "4 ranks but only 3 samples in the global batch (data.global_batch): every rank needs at least one sample")
-        XCTAssertEqual(msg { _ = try Sampler(count: 33, globalBatch: 8, dropLast: false, seed: 0, rank: 0, worldSize: 4) },
-                       "4 ranks but only 1 samples in the last partial batch (set data.drop_last: true or change data.global_batch): every rank needs at least one sample")
+        func msg(_ body: () throws -> Void) -> String {
+            do { try body(); return "no error" } catch { return "\(error)" }
+        }
+        XCTAssertEqual(msg { _ = try Sampler(count: 100, globalBatch: 3, dropLast: true, seed: 0,
+                                             rank: 0, worldSize: 4) },
+                       "4 ranks but only 3 samples in the global batch (data.global_batch): "
+                       + "every rank needs at least one sample")
+        XCTAssertEqual(msg { _ = try Sampler(count: 33, globalBatch: 8, dropLast: false, seed: 0,
+                                             rank: 0, worldSize: 4) },
+                       "4 ranks but only 1 samples in the last partial batch "
+                       + "(set data.drop_last: true or change data.global_batch): "
+                       + "every rank needs at least one sample")
         XCTAssertNoThrow(try Sampler(count: 33, globalBatch: 8, dropLast: true, seed: 0, rank: 0, worldSize: 4))
         XCTAssertEqual(msg { _ = try Sampler(count: 5, globalBatch: 8, dropLast: true, seed: 0) },
-                       "config data.global_batch: 8 exceeds the 5 training samples and drop_last is set: no step per epoch")
+                       "config data.global_batch: 8 exceeds the 5 training samples "
+                       + "and drop_last is set: no step per epoch")
         XCTAssertEqual(msg { _ = try Sampler(count: 5, globalBatch: 0, dropLast: true, seed: 0) },
                        "config data.global_batch: 0 must be ≥ 1")
         XCTAssertEqual(msg { _ = try Sampler(count: 0, globalBatch: 2, dropLast: true, seed: 0) },
@@ -83,9 +97,12 @@ final class SamplerTests: XCTestCase {
             for b in 0..<3 {
                 XCTAssertEqual(all.flatMap { $0[b].indices }, Array(EvalSharding.globalBatches(count: 10, batch: 4)[b]))
             }
-            XCTAssertEqual((0..<R).flatMap { EvalSharding.rankIndices(count: 10, batch: 4, rank: $0, worldSize: R) }.sorted(), Array(0..<10))
+            XCTAssertEqual((0..<R).flatMap {
+                EvalSharding.rankIndices(count: 10, batch: 4, rank: $0, worldSize: R)
+            }.sorted(), Array(0..<10))
         }
         XCTAssertEqual(EvalSharding.rankBatches(count: 10, batch: 4, rank: 0, worldSize: 4)[2].indices, [])
-        XCTAssertEqual(EvalSharding.rankBatches(count: 10, batch: 4, rank: 3, worldSize: 4)[2].plan.counts, [0, 1, 0, 1])
+        XCTAssertEqual(EvalSharding.rankBatches(count: 10, batch: 4, rank: 3, worldSize: 4)[2].plan.counts,
+                       [0, 1, 0, 1])
     }
 }

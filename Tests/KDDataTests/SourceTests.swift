@@ -3,17 +3,20 @@ import XCTest
 @testable import KDFormats
 
 final class SourceTests: TempDirTestCase {
-    func writeFolder(n: Int = 12, h: Int = 4, w: Int = 3, c: Int = 3, labels: [Int64]? = nil, version: Int = 1) throws -> [UInt8] {
+    func writeFolder(n: Int = 12, h: Int = 4, w: Int = 3, c: Int = 3, labels: [Int64]? = nil,
+                     version: Int = 1) throws -> [UInt8] {
         let px = (0..<(n * h * w * c)).map { UInt8($0 % 251) }
         try NPYWriter.write(px, shape: [n, h, w, c], to: path("train_images.npy"), version: version)
-        try NPYWriter.write(labels ?? (0..<n).map { Int64($0 % 5) }, shape: [n], to: path("train_labels.npy"), version: version)
+        try NPYWriter.write(labels ?? (0..<n).map { Int64($0 % 5) }, shape: [n], to: path("train_labels.npy"),
+                            version: version)
         return px
     }
 
     func testNPYFolderWithTestSplit() throws {
         for version in 1...3 {
             let px = try writeFolder(version: version)
-            try NPYWriter.write([UInt8](repeating: 9, count: 2 * 36), shape: [2, 4, 3, 3], to: path("test_images.npy"), version: version)
+            try NPYWriter.write([UInt8](repeating: 9, count: 2 * 36), shape: [2, 4, 3, 3],
+                                to: path("test_images.npy"), version: version)
             try NPYWriter.write([Int32(1), 4], shape: [2], to: path("test_labels.npy"), version: version)
             let s = try DataSources.open(DataSourceConfig(source: "npy", path: dir.path, classes: 5, imageSize: nil))
             XCTAssertEqual(s.train.count, 12); XCTAssertEqual(s.eval.count, 2)
@@ -26,13 +29,16 @@ final class SourceTests: TempDirTestCase {
 
     func testNPYHoldOutIsDeterministicAndDisjoint() throws {
         _ = try writeFolder(n: 40)
-        let cfg = DataSourceConfig(source: "npy", path: dir.path, classes: 5, imageSize: nil, evalFraction: 0.25, seed: 3)
+        let cfg = DataSourceConfig(source: "npy", path: dir.path, classes: 5, imageSize: nil,
+                                   evalFraction: 0.25, seed: 3)
         let a = try DataSources.open(cfg), b = try DataSources.open(cfg)
         let ia = (a.eval as! SubsetDataset).indices, ta = (a.train as! SubsetDataset).indices
         XCTAssertEqual(ia.count, 10); XCTAssertEqual(ta.count, 30)
         XCTAssertEqual(ia, (b.eval as! SubsetDataset).indices)
         XCTAssertEqual((ia + ta).sorted(), Array(0..<40))
-        XCTAssertEqual(a.eval.image(0), try NPYImageDataset(imagesPath: path("train_images.npy"), labelsPath: path("train_labels.npy"), classes: 5).image(ia[0]))
+        XCTAssertEqual(a.eval.image(0),
+                       try NPYImageDataset(imagesPath: path("train_images.npy"), labelsPath: path("train_labels.npy"),
+                                           classes: 5).image(ia[0]))
         var other = cfg; other.seed = 4
         XCTAssertNotEqual(ia, (try DataSources.open(other).eval as! SubsetDataset).indices)
     }
@@ -61,16 +67,19 @@ final class SourceTests: TempDirTestCase {
         XCTAssertEqual(message { _ = try NPYImageDataset(imagesPath: img, labelsPath: lab, classes: 5) },
                        "\(img): truncated data: the shape needs 216 bytes, the file has 206")
         let missing = path("nothing/train_images.npy")
-        XCTAssertEqual(message { _ = try NPYImageDataset(imagesPath: missing, labelsPath: lab, classes: 5) }, "\(missing): missing image array")
+        XCTAssertEqual(message { _ = try NPYImageDataset(imagesPath: missing, labelsPath: lab, classes: 5) },
+                       "\(missing): missing image array")
         XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "npy", path: nil)) },
                        "config data.path: source 'npy' needs a folder")
         XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "imagenet")) },
                        "config data.source: unknown source 'imagenet' (synthetic, npy, cifar)")
         try Data(full).write(to: URL(fileURLWithPath: img))
-        XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "npy", path: dir.path, classes: 5, imageSize: 32, evalFraction: 0.5)) },
+        XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "npy", path: dir.path, classes: 5,
+                                                                           imageSize: 32, evalFraction: 0.5)) },
                        "\(dir.path)/train_images.npy (train part): images are 4×3 but data.image_size is 32 "
                        + "(file sources take their size from the files: remove data.image_size)")
-        XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "npy", path: dir.path, classes: 5, imageSize: nil, evalFraction: 0)) },
+        XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "npy", path: dir.path, classes: 5,
+                                                                           imageSize: nil, evalFraction: 0)) },
                        "config data.eval_fraction: 0.0 must be in (0, 1) when \(img) has no test split")
     }
 
@@ -82,7 +91,9 @@ final class SourceTests: TempDirTestCase {
     func testCIFAR10And100() throws {
         var files: [[UInt8]] = []
         for f in 1...5 {
-            let recs = (0..<(f == 5 ? 1 : 2)).flatMap { k in cifarRecord(label: [UInt8((f + k) % 10)], seed: f * 10 + k) }
+            let recs = (0..<(f == 5 ? 1 : 2)).flatMap { k in
+                cifarRecord(label: [UInt8((f + k) % 10)], seed: f * 10 + k)
+            }
             try Data(recs).write(to: URL(fileURLWithPath: path("data_batch_\(f).bin"))); files.append(recs)
         }
         try Data(cifarRecord(label: [3], seed: 99)).write(to: URL(fileURLWithPath: path("test_batch.bin")))
@@ -102,7 +113,8 @@ final class SourceTests: TempDirTestCase {
         XCTAssertEqual(fine.train.count + fine.eval.count, 3)
         let whole = try CIFARDataset(paths: [path("train.bin")], variant: .cifar100(coarse: false))
         XCTAssertEqual(whole.labels(), [0, 40, 80])
-        XCTAssertEqual(try CIFARDataset(paths: [path("train.bin")], variant: .cifar100(coarse: true)).labels(), [17, 18, 19])
+        XCTAssertEqual(try CIFARDataset(paths: [path("train.bin")], variant: .cifar100(coarse: true)).labels(),
+                       [17, 18, 19])
         XCTAssertEqual(whole.image(2)[3 * 33 + 1], cifarRecord(label: [0, 0], seed: 2)[2 + 1024 + 33])
     }
 
@@ -110,12 +122,16 @@ final class SourceTests: TempDirTestCase {
         let p = path("data_batch_1.bin")
         try Data(cifarRecord(label: [1], seed: 0) + [1, 2, 3]).write(to: URL(fileURLWithPath: p))
         XCTAssertEqual(message { _ = try CIFARDataset(paths: [p], variant: .cifar10) },
-                       "\(p): size 3076 bytes is not a positive multiple of the 3073-byte record (truncated or not a CIFAR-10 batch)")
-        try Data(cifarRecord(label: [1], seed: 0) + cifarRecord(label: [12], seed: 1)).write(to: URL(fileURLWithPath: p))
-        XCTAssertEqual(message { _ = try CIFARDataset(paths: [p], variant: .cifar10) }, "\(p): label 12 at index 1 is out of range 0..<10")
+                       "\(p): size 3076 bytes is not a positive multiple of the 3073-byte record "
+                       + "(truncated or not a CIFAR-10 batch)")
+        try Data(cifarRecord(label: [1], seed: 0) + cifarRecord(label: [12], seed: 1))
+            .write(to: URL(fileURLWithPath: p))
+        XCTAssertEqual(message { _ = try CIFARDataset(paths: [p], variant: .cifar10) },
+                       "\(p): label 12 at index 1 is out of range 0..<10")
         let q = path("train.bin")
         try Data(cifarRecord(label: [25, 3], seed: 0)).write(to: URL(fileURLWithPath: q))
-        XCTAssertEqual(message { _ = try CIFARDataset(paths: [q], variant: .cifar100(coarse: true)) }, "\(q): label 25 at index 0 is out of range 0..<20")
+        XCTAssertEqual(message { _ = try CIFARDataset(paths: [q], variant: .cifar100(coarse: true)) },
+                       "\(q): label 25 at index 0 is out of range 0..<20")
         try Data(cifarRecord(label: [1], seed: 0)).write(to: URL(fileURLWithPath: p))
         XCTAssertEqual(message { _ = try CIFARSource.load(folder: dir.path, classes: 10, evalFraction: 0.1, seed: 0) },
                        "\(path("data_batch_2.bin")): missing CIFAR batch file")
@@ -133,7 +149,8 @@ final class SourceTests: TempDirTestCase {
         try NPYWriter.write((0..<30).map(Float.init), shape: [5, 2, 3], to: e)
         let tv = try TeacherEmbeddings(path: e, dataset: ds)
         XCTAssertEqual(try tv.gather([1], views: 2).array, [6, 7, 8, 9, 10, 11])
-        XCTAssertEqual(message { _ = try tv.gather([1], views: 3) }, "\(e): stores 2 views per sample but data.views is 3")
+        XCTAssertEqual(message { _ = try tv.gather([1], views: 3) },
+                       "\(e): stores 2 views per sample but data.views is 3")
 
         try NPYWriter.write([Float](repeating: 0, count: 12), shape: [4, 3], to: e)
         XCTAssertEqual(message { _ = try TeacherEmbeddings(path: e, dataset: ds) },
@@ -172,7 +189,8 @@ final class SourceTests: TempDirTestCase {
         XCTAssertEqual(y, [s.eval.rows[1] % 3, s.eval.rows[0] % 3])
         try NPYWriter.write((0..<6).map(Float.init), shape: [2, 3], to: path("test_features.npy"))
         try NPYWriter.write([Int64(0), 1], shape: [2], to: path("test_labels.npy"))
-        XCTAssertEqual(message { _ = try NPYFolderSource.loadFeatures(folder: dir.path, classes: 3, evalFraction: 0.2, seed: 1) },
+        XCTAssertEqual(message { _ = try NPYFolderSource.loadFeatures(folder: dir.path, classes: 3,
+                                                                       evalFraction: 0.2, seed: 1) },
                        "\(path("test_features.npy")): feature size 3 differs from \(path("train_features.npy"))'s 4")
     }
 }

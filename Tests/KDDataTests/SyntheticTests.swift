@@ -67,13 +67,15 @@ final class SyntheticTests: XCTestCase {
             let train = 0..<400, test = 400..<600
             let feats = (0..<600).map { feature(d.image($0)) }
             let dim = feats[0].count
-            var cent = [[Float]](repeating: [Float](repeating: 0, count: dim), count: C), n = [Float](repeating: 0, count: C)
+            var cent = [[Float]](repeating: [Float](repeating: 0, count: dim), count: C),
+                n = [Float](repeating: 0, count: C)
             for i in train { let l = d.label(i); n[l] += 1; for k in 0..<dim { cent[l][k] += feats[i][k] } }
             for c in 0..<C { for k in 0..<dim { cent[c][k] /= max(n[c], 1) } }
             var right = 0
             for i in test {
                 let best = (0..<C).min { a, b in
-                    zip(feats[i], cent[a]).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) < zip(feats[i], cent[b]).map { ($0 - $1) * ($0 - $1) }.reduce(0, +)
+                    zip(feats[i], cent[a]).map { ($0 - $1) * ($0 - $1) }.reduce(0, +)
+                        < zip(feats[i], cent[b]).map { ($0 - $1) * ($0 - $1) }.reduce(0, +)
                 }!
                 if best == d.label(i) { right += 1 }
             }

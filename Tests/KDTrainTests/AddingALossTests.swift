@@ -26,7 +26,8 @@ final class AddingALossTests: XCTestCase {
         XCTAssertEqual(term.weight, 2)
         XCTAssertEqual(LossObjective(terms: c.loss.map(\.term)).needs,
                        [.studentEmbedding, .teacherEmbedding, .studentLogits, .teacherLogits])
-        XCTAssertThrowsError(try KDConfig.parse(yaml: head + "loss: [{kind: cosine, margin: 1}]", file: "c.yaml")) { e in
+        XCTAssertThrowsError(try KDConfig.parse(yaml: head + "loss: [{kind: cosine, margin: 1}]",
+                                                file: "c.yaml")) { e in
             XCTAssertEqual("\(e)", "c.yaml: loss.0.margin: unknown key (line 3)")
         }
     }

@@ -44,7 +44,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try KDConfig.parse(yaml: "optim: {kind: lbfgs}", file: "c.yaml")) { e in
             XCTAssertTrue("\(e)".contains("optim.kind: must be one of sgd, adamw, got 'lbfgs'"), "\(e)")
         }
-        XCTAssertThrowsError(try KDConfig.parse(yaml: "mode: distill\nteacher: {kind: network}\nloss: [{kind: kd}]", file: "c.yaml")) { e in
+        XCTAssertThrowsError(try KDConfig.parse(yaml: "mode: distill\nteacher: {kind: network}\nloss: [{kind: kd}]",
+                                                file: "c.yaml")) { e in
             XCTAssertEqual("\(e)", "c.yaml: teacher.checkpoint: a network teacher needs a checkpoint "
                            + "(or teacher.init: random for benchmarks)")
         }
@@ -83,7 +84,8 @@ final class ConfigTests: XCTestCase {
 
     func testOverrides() throws {
         let c = try KDConfig.parse(yaml: "data: {global_batch: 8}\nloss: [{kind: kd, weight: 1}]",
-                                   overrides: ["data.global_batch=32", "train.steps=7", "loss.0.weight=2.5", "comm.overlap=true"])
+                                   overrides: ["data.global_batch=32", "train.steps=7", "loss.0.weight=2.5",
+                                               "comm.overlap=true"])
         XCTAssertEqual(c.data.globalBatch, 32)
         XCTAssertEqual(c.train.steps, 7)
         XCTAssertEqual(c.loss[0].weight, 2.5)
@@ -111,7 +113,8 @@ final class ConfigTests: XCTestCase {
 final class ShippedConfigTests: XCTestCase {
     /// Every config under configs/ and Tests/mpi/configs/ passes strict validation.
     func testShippedConfigsParse() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         var seen = 0
         for dir in ["configs", "Tests/mpi/configs"] {
             let folder = root.appendingPathComponent(dir)
@@ -135,18 +138,24 @@ final class LossConfigReaderTests: XCTestCase {
     /// teacher file is opened — with the file, the term's index, the key and the line, by the same
     /// reader as every other key (the kind's `LossRegistry` descriptor asks for its keys).
     func testLossKeysAreReadStrictlyByTheConfigReader() throws {
-        let head = "mode: distill\nteacher: {kind: network, model: resnet8, checkpoint: does-not-exist.safetensors}\nloss:\n"
+        let head = "mode: distill\n"
+            + "teacher: {kind: network, model: resnet8, checkpoint: does-not-exist.safetensors}\nloss:\n"
         func message(_ entries: String) -> String {
-            do { _ = try KDConfig.parse(yaml: head + entries, file: "t.yaml"); return "no error" } catch { return "\(error)" }
+            do { _ = try KDConfig.parse(yaml: head + entries, file: "t.yaml"); return "no error" } catch {
+                return "\(error)"
+            }
         }
         XCTAssertEqual(message("  - {kind: kd}\n  - {kind: rkd, distance_wieght: 25}\n"),
                        "t.yaml: loss.1.distance_wieght: unknown key (line 5)")
-        XCTAssertEqual(message("  - {kind: kd, temperature: 0}\n"), "t.yaml: loss.0.temperature: must be > 0.0, got 0.0 (line 4)")
-        XCTAssertEqual(message("  - {kind: rkd, angle_anchors: 0}\n"), "t.yaml: loss.0.angle_anchors: must be ≥ 1, got 0 (line 4)")
+        XCTAssertEqual(message("  - {kind: kd, temperature: 0}\n"),
+                       "t.yaml: loss.0.temperature: must be > 0.0, got 0.0 (line 4)")
+        XCTAssertEqual(message("  - {kind: rkd, angle_anchors: 0}\n"),
+                       "t.yaml: loss.0.angle_anchors: must be ≥ 1, got 0 (line 4)")
         XCTAssertEqual(message("  - {kind: vrm, q: 2}\n"), "t.yaml: loss.0.q: must be ≤ 1.0, got 2.0 (line 4)")
         XCTAssertEqual(message("  - {kind: rkd, input: logits}\n"),
                        "t.yaml: loss.0.input: must be one of features, embedding, got 'logits' (line 4)")
-        XCTAssertTrue(message("  - {kind: crd}\n").hasPrefix("t.yaml: loss.0.kind: loss config: unknown loss kind 'crd'"))
+        XCTAssertTrue(message("  - {kind: crd}\n")
+            .hasPrefix("t.yaml: loss.0.kind: loss config: unknown loss kind 'crd'"))
         let c = try KDConfig.parse(yaml: head + "  - {kind: rkd, angle_weight: 0, input: embedding}\n  - {kind: vrm}\n")
         let rkd = try XCTUnwrap(c.loss[0].term as? RKDTerm)
         XCTAssertEqual(rkd.angleWeight, 0); XCTAssertTrue(rkd.useEmbedding); XCTAssertEqual(rkd.distanceWeight, 25)

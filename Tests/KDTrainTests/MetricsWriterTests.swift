@@ -21,7 +21,8 @@ final class MetricsWriterTests: XCTestCase {
     }
 
     func lines(_ name: String) throws -> [String] {
-        try String(contentsOfFile: dir + "/" + name, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        try String(contentsOfFile: dir + "/" + name, encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false)
             .map(String.init)
     }
 
@@ -34,7 +35,8 @@ final class MetricsWriterTests: XCTestCase {
         try again.write(record(step: 2, loss: .nan))
         again.close()
         XCTAssertEqual(try lines("metrics.jsonl"), [#"{"step": 1, "loss": 2.5}"#, #"{"step": 2, "loss": NaN}"#, ""])
-        XCTAssertEqual(try lines("metrics.csv"), ["step,loss,eval.top1,eval.top5,eval.loss", "1,2.5,,,", "2,NaN,,,", ""])
+        XCTAssertEqual(try lines("metrics.csv"),
+                       ["step,loss,eval.top1,eval.top5,eval.loss", "1,2.5,,,", "2,NaN,,,", ""])
     }
 
     /// `/dev/full` fails every write with ENOSPC, as a full disk does.
@@ -42,7 +44,8 @@ final class MetricsWriterTests: XCTestCase {
         try FileManager.default.createSymbolicLink(atPath: dir + "/metrics.jsonl", withDestinationPath: "/dev/full")
         let w = try MetricsWriter(directory: dir, enabled: true)
         XCTAssertThrowsError(try w.write(record(step: 1, loss: 1))) { e in
-            XCTAssertEqual("\(e)", "\(self.dir)/metrics.jsonl: metrics not written: \(String(cString: strerror(ENOSPC)))")
+            XCTAssertEqual("\(e)",
+                           "\(self.dir)/metrics.jsonl: metrics not written: \(String(cString: strerror(ENOSPC)))")
         }
     }
 

@@ -15,7 +15,9 @@ final class OutputDirectoryTests: XCTestCase {
 
     func claim(_ dir: String, resume: String? = nil, overwrite: Bool = false) throws -> (OutputLock, [String]) {
         var warnings: [String] = []
-        let lock = try OutputDirectory.claim(directory: dir, resumingFrom: resume, overwrite: overwrite) { warnings.append($0) }
+        let lock = try OutputDirectory.claim(directory: dir, resumingFrom: resume, overwrite: overwrite) {
+            warnings.append($0)
+        }
         return (lock, warnings)
     }
 
@@ -32,7 +34,8 @@ final class OutputDirectoryTests: XCTestCase {
         let text = try String(contentsOfFile: dir + "/kdgraph.lock", encoding: .utf8)
         XCTAssertTrue(text.hasPrefix("pid \(getpid())\nhost \(hostName())\n"), text)
         XCTAssertThrowsError(try claim(dir)) {
-            XCTAssertTrue("\($0)".hasPrefix("\(dir): output.dir is in use by another run (pid \(getpid()) on \(hostName())"), "\($0)")
+            XCTAssertTrue("\($0)".hasPrefix("\(dir): output.dir is in use by another run "
+                                            + "(pid \(getpid()) on \(hostName())"), "\($0)")
         }
         lock.release()
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/kdgraph.lock"))
@@ -52,7 +55,8 @@ final class OutputDirectoryTests: XCTestCase {
             let (lock, warnings) = try claim(base + "/s")
             XCTAssertEqual(warnings.count, 1)
             XCTAssertTrue(warnings[0].contains("removing a stale lock"), warnings[0])
-            XCTAssertTrue(try String(contentsOfFile: base + "/s/kdgraph.lock", encoding: .utf8).hasPrefix("pid \(getpid())\n"))
+            XCTAssertTrue(try String(contentsOfFile: base + "/s/kdgraph.lock", encoding: .utf8)
+                .hasPrefix("pid \(getpid())\n"))
             lock.release()
         }
     }
@@ -74,7 +78,8 @@ final class OutputDirectoryTests: XCTestCase {
         }
         try write(dir + "/notes.txt", "kept")
         XCTAssertThrowsError(try claim(dir)) {
-            XCTAssertEqual("\($0)", "\(dir): output.dir already holds an earlier run's outputs (checkpoints/final.safetensors, "
+            XCTAssertEqual("\($0)", "\(dir): output.dir already holds an earlier run's outputs "
+                           + "(checkpoints/final.safetensors, "
                            + "checkpoints/step_00000005.safetensors, checkpoints/step_00000010.safetensors, …): pass "
                            + "--resume with one of its checkpoints to continue that run, --overwrite to replace it, or "
                            + "choose another output.dir")

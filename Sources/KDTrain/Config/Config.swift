@@ -280,7 +280,8 @@ extension KDConfig {
         c.optim.gamma = try o.double("gamma", c.optim.gamma, min: 0, exclusiveMin: true)
         try o.finish()
         if c.optim.betas.count != 2 || c.optim.betas.contains(where: { $0 < 0 || $0 >= 1 }) {
-            throw ConfigError(file: file, key: "optim.betas", message: "expected two numbers in [0, 1), got \(c.optim.betas)")
+            throw ConfigError(file: file, key: "optim.betas",
+                              message: "expected two numbers in [0, 1), got \(c.optim.betas)")
         }
         if c.optim.nesterov && c.optim.momentum == 0 {
             throw ConfigError(file: file, key: "optim.nesterov", message: "Nesterov momentum needs optim.momentum > 0")
@@ -330,7 +331,8 @@ extension KDConfig {
                               message: "'random' applies to a network teacher; an embeddings teacher has no weights")
         }
         if c.mode == .distill && c.teacher.kind == "embeddings" && c.teacher.embeddings.isEmpty {
-            throw ConfigError(file: file, key: "teacher.embeddings", message: "an embeddings teacher needs teacher.embeddings (.npy)")
+            throw ConfigError(file: file, key: "teacher.embeddings",
+                              message: "an embeddings teacher needs teacher.embeddings (.npy)")
         }
         return c
     }
@@ -339,7 +341,8 @@ extension KDConfig {
     /// `LossRegistry` descriptor through this strict reader (errors name `loss.N.key` and the line).
     static func decodeLoss(_ node: Node, file: String) throws -> [LossSpec] {
         guard let seq = node.sequence else {
-            throw ConfigError(file: file, key: "loss", message: "expected a list of {kind, weight, ...}", line: node.mark?.line)
+            throw ConfigError(file: file, key: "loss", message: "expected a list of {kind, weight, ...}",
+                              line: node.mark?.line)
         }
         return try seq.enumerated().map { i, entry in
             var e = try NodeReader(file: file, path: "loss.\(i)", node: entry)

@@ -17,7 +17,8 @@ struct NodeReader {
         guard let node else { return }
         if case .scalar(let s) = node, s.string.isEmpty || s.tag.description.hasSuffix("null") { return }
         guard let map = node.mapping else {
-            throw ConfigError(file: file, key: path, message: "expected a mapping of keys, got \(NodeReader.show(node))",
+            throw ConfigError(file: file, key: path,
+                              message: "expected a mapping of keys, got \(NodeReader.show(node))",
                               line: node.mark?.line)
         }
         for (k, v) in map {
@@ -52,13 +53,17 @@ struct NodeReader {
     }
 
     func isNull(_ n: Node) -> Bool {
-        if case .scalar(let s) = n { return s.tag.description.hasSuffix("null") || s.string == "~" || s.string == "null" }
+        if case .scalar(let s) = n {
+            return s.tag.description.hasSuffix("null") || s.string == "~" || s.string == "null"
+        }
         return false
     }
 
     mutating func int(_ key: String, _ def: Int, min lo: Int? = nil, max hi: Int? = nil) throws -> Int {
         guard let n = node(key), !isNull(n) else { return def }
-        guard case .scalar = n, let v = n.int else { throw error(key, "expected an integer, got \(NodeReader.show(n))", n) }
+        guard case .scalar = n, let v = n.int else {
+            throw error(key, "expected an integer, got \(NodeReader.show(n))", n)
+        }
         if let lo, v < lo { throw error(key, "must be ≥ \(lo), got \(v)", n) }
         if let hi, v > hi { throw error(key, "must be ≤ \(hi), got \(v)", n) }
         return v
@@ -71,14 +76,18 @@ struct NodeReader {
             throw error(key, "expected a number, got \(NodeReader.show(n))", n)
         }
         guard v.isFinite else { throw error(key, "must be finite, got \(v)", n) }
-        if let lo, exclusiveMin ? v <= lo : v < lo { throw error(key, "must be \(exclusiveMin ? ">" : "≥") \(lo), got \(v)", n) }
+        if let lo, exclusiveMin ? v <= lo : v < lo {
+            throw error(key, "must be \(exclusiveMin ? ">" : "≥") \(lo), got \(v)", n)
+        }
         if let hi, v > hi { throw error(key, "must be ≤ \(hi), got \(v)", n) }
         return v
     }
 
     mutating func bool(_ key: String, _ def: Bool) throws -> Bool {
         guard let n = node(key), !isNull(n) else { return def }
-        guard case .scalar = n, let v = n.bool else { throw error(key, "expected true or false, got \(NodeReader.show(n))", n) }
+        guard case .scalar = n, let v = n.bool else {
+            throw error(key, "expected true or false, got \(NodeReader.show(n))", n)
+        }
         return v
     }
 
@@ -91,7 +100,8 @@ struct NodeReader {
     mutating func choice(_ key: String, _ def: String, _ allowed: [String]) throws -> String {
         let v = try string(key, def)
         guard allowed.contains(v) else {
-            throw error(key, "must be one of \(allowed.joined(separator: ", ")), got '\(v)'", pairs.first { $0.0 == key }?.1)
+            throw error(key, "must be one of \(allowed.joined(separator: ", ")), got '\(v)'",
+                        pairs.first { $0.0 == key }?.1)
         }
         return v
     }
@@ -121,7 +131,9 @@ struct NodeReader {
 
     mutating func ints(_ key: String, _ def: [Int], min lo: Int? = nil) throws -> [Int] {
         guard let n = node(key), !isNull(n) else { return def }
-        guard let seq = n.sequence else { throw error(key, "expected a list of integers, got \(NodeReader.show(n))", n) }
+        guard let seq = n.sequence else {
+            throw error(key, "expected a list of integers, got \(NodeReader.show(n))", n)
+        }
         return try seq.map { e in
             guard let v = e.int else { throw error(key, "expected a list of integers, found \(NodeReader.show(e))", e) }
             if let lo, v < lo { throw error(key, "entries must be ≥ \(lo), got \(v)", e) }
@@ -144,7 +156,9 @@ struct NodeReader {
     /// resolved config); marks nothing as read.
     func scalars(except: Set<String>) throws -> [(String, String)] {
         try pairs.filter { !except.contains($0.0) }.map { k, v in
-            guard case .scalar(let s) = v else { throw error(k, "expected a number or a string, got \(NodeReader.show(v))", v) }
+            guard case .scalar(let s) = v else {
+                throw error(k, "expected a number or a string, got \(NodeReader.show(v))", v)
+            }
             return (k, s.string)
         }
     }
@@ -152,7 +166,8 @@ struct NodeReader {
 
 /// A `loss:` entry's parameters are read by the same strict reader as the rest of the config.
 extension NodeReader: LossParameterReader {
-    mutating func number(_ key: String, _ def: Double, min: Double?, max: Double?, exclusiveMin: Bool) throws -> Double {
+    mutating func number(_ key: String, _ def: Double, min: Double?, max: Double?,
+                         exclusiveMin: Bool) throws -> Double {
         try double(key, def, min: min, max: max, exclusiveMin: exclusiveMin)
     }
 

@@ -5,7 +5,9 @@ import Yams
 extension KDConfig {
     public var resolvedYAML: String {
         func list<T>(_ xs: [T]) -> String { "[" + xs.map { "\($0)" }.joined(separator: ", ") + "]" }
-        func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        func q(_ s: String) -> String {
+            "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
         var y = "# resolved KDGraph configuration (from \(file))\n"
         y += "seed: \(seed)\nmode: \(mode.rawValue)\n"
         y += """

@@ -10,7 +10,11 @@ public struct MetricRecord {
     public var fields: [(String, Double)] = []
     public init() {}
     public mutating func set(_ key: String, _ value: Double) {
-        if let i = fields.firstIndex(where: { $0.0 == key }) { fields[i].1 = value } else { fields.append((key, value)) }
+        if let i = fields.firstIndex(where: { $0.0 == key }) {
+            fields[i].1 = value
+        } else {
+            fields.append((key, value))
+        }
     }
     public subscript(key: String) -> Double? { fields.first(where: { $0.0 == key })?.1 }
 

@@ -22,7 +22,8 @@ public final class ProgressLine {
     static func clock(_ s: Double) -> String {
         guard s.isFinite, s >= 0 else { return "--:--" }
         let t = Int(s.rounded())
-        return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%02d:%02d", t / 60, t % 60)
+        return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60)
+                         : String(format: "%02d:%02d", t / 60, t % 60)
     }
 
     public func text(step: Int, loss: Double, samplesPerSecond: Double, startStep: Int) -> String {

@@ -13,7 +13,8 @@ extension Trainer {
     /// Metadata that lets `--resume` continue the same trajectory.
     func checkpointMetadata() -> [String: String] {
         let pos = samplerPosition(afterSteps: step)
-        return ["kdgraph.step": String(step), "kdgraph.epoch": String(pos.epoch), "kdgraph.sampler_step": String(pos.step),
+        return ["kdgraph.step": String(step), "kdgraph.epoch": String(pos.epoch),
+                "kdgraph.sampler_step": String(pos.step),
                 "kdgraph.total_steps": String(totalSteps), "kdgraph.world_size": String(comm.size),
                 "kdgraph.seed": String(config.seed), "kdgraph.rng": "keyed(seed, epoch, sample, view)",
                 "kdgraph.config_digest": sha256Hex(Array(config.resolvedYAML.utf8)),
@@ -78,10 +79,12 @@ extension Trainer {
             }
             for (name, p) in head.namedParameters() {
                 guard let st = f.tensors["state.head." + name] else {
-                    throw TrainError.io(path: path, message: "no projection head tensor state.head.\(name) (was it written by a run with the same losses?)")
+                    throw TrainError.io(path: path, message: "no projection head tensor state.head.\(name) "
+                                        + "(was it written by a run with the same losses?)")
                 }
                 guard st.shape == p.shape, st.dtype == .F32 else {
-                    throw TrainError.io(path: path, message: "state.head.\(name) is \(st.dtype) \(st.shape), the head needs F32 \(p.shape)")
+                    throw TrainError.io(path: path, message: "state.head.\(name) is \(st.dtype) \(st.shape), "
+                                        + "the head needs F32 \(p.shape)")
                 }
                 st.copyFloats(into: p.ptr)
             }

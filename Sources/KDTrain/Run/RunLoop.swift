@@ -51,7 +51,11 @@ extension Trainer {
         defer { metrics.close() }
         let startStep = step
         let progress = ProgressLine(total: totalSteps, enabled: isRoot)
-        log.info("kdgraph train: \(config.mode.rawValue) \(config.student.model) on \(comm.size) rank(s), global batch \(config.data.globalBatch), \(totalSteps) steps, \(parameters.reduce(0) { $0 + $1.1.count }) parameters")
+        log.info("""
+            kdgraph train: \(config.mode.rawValue) \(config.student.model) on \(comm.size) rank(s), \
+            global batch \(config.data.globalBatch), \(totalSteps) steps, \
+            \(parameters.reduce(0) { $0 + $1.1.count }) parameters
+            """)
         Runtime.installSignalHandlers()
 
         let start = samplerPosition(afterSteps: step)
@@ -104,7 +108,10 @@ extension Trainer {
         try writeEval(lastEval!, metrics: metrics, epoch: samplerPosition(afterSteps: max(step - 1, 0)).epoch)
         try record(nil, in: metrics)
         let path = try saveCheckpoint(name: "final.safetensors")
-        log.info("done: \(step) steps, loss \(lastLoss), eval top-1 \(String(format: "%.4f", lastEval!.top1)), checkpoint \(path)")
+        log.info("""
+            done: \(step) steps, loss \(lastLoss), eval top-1 \(String(format: "%.4f", lastEval!.top1)), \
+            checkpoint \(path)
+            """)
         return RunSummary(steps: step, finalLoss: lastLoss, eval: lastEval, checkpoint: path, samplesPerSecond: sps)
     }
 
@@ -116,7 +123,10 @@ extension Trainer {
         r.set("eval.top5", e.top5)
         r.set("eval.loss", e.loss)
         try record(r, in: metrics)
-        log.info("step \(step): eval top-1 \(String(format: "%.4f", e.top1)), top-5 \(String(format: "%.4f", e.top5)) on \(e.samples) samples")
+        log.info("""
+            step \(step): eval top-1 \(String(format: "%.4f", e.top1)), \
+            top-5 \(String(format: "%.4f", e.top5)) on \(e.samples) samples
+            """)
     }
 
     /// Writes `r` (or, with nil, syncs the files) on rank 0, and agrees on the outcome (`onRoot`). When

@@ -9,8 +9,8 @@ import KDTensor
 ///   left at its seeded initialisation, for benchmarks); its embedding is the pooled penultimate feature,
 ///   its logits the classifier output, its class proxies the classifier's rows.
 /// - `embeddings`: a foundation model's precomputed image embeddings (`N×D` or `N×V×D` .npy, memory-
-///   mapped, each rank reads its rows by the sample's row in the data file) and optional prompt embeddings `K×C×D`, from
-///   which PRG's confidence-weighted teacher logits and class proxies come (docs/losses.md, "PRG").
+///   mapped, each rank reads its rows by the sample's row in the data file) and optional prompt embeddings
+///   `K×C×D`, from which PRG's confidence-weighted teacher logits and class proxies come (docs/losses.md, "PRG").
 public final class TeacherSide {
     public enum Source {
         case network(any Classifier)
@@ -40,7 +40,8 @@ public final class TeacherSide {
         case "network":
             let model = try ModelZoo.make(name: config.teacher.model, classes: config.data.classes,
                                           inputChannels: data.inputChannels, imageSize: data.inputSize,
-                                          hiddenSizes: config.teacher.hidden.isEmpty ? [256, 256] : config.teacher.hidden,
+                                          hiddenSizes: config.teacher.hidden.isEmpty
+                                              ? [256, 256] : config.teacher.hidden,
                                           seed: UInt64(config.seed))
             if config.teacher.initialization == "random" {
                 // Benchmarks only (docs/config.md): said loudly, so a training run cannot miss it.
@@ -70,7 +71,9 @@ public final class TeacherSide {
             if !config.teacher.prompts.isEmpty {
                 prompts = try PromptEmbeddings.load(path: config.teacher.prompts, classes: config.data.classes)
                 guard prompts!.shape.last == emb.dim else {
-                    throw TrainError.invalid("\(config.teacher.prompts): prompt embedding size \(prompts!.shape.last ?? 0) does not match the image embeddings' \(emb.dim) in \(config.teacher.embeddings)")
+                    throw TrainError.invalid("\(config.teacher.prompts): prompt embedding size "
+                                             + "\(prompts!.shape.last ?? 0) does not match the image embeddings' "
+                                             + "\(emb.dim) in \(config.teacher.embeddings)")
                 }
             }
             source = .embeddings(emb, prompts: prompts)

@@ -77,13 +77,16 @@ public final class Trainer {
         totalSteps = config.train.steps > 0 ? config.train.steps : config.train.epochs * sampler.stepsPerEpoch
         if totalSteps == 0 {
             throw ConfigError(file: config.file, key: "data.global_batch",
-                              message: "an epoch of \(data.trainCount) samples has no full batch of \(B) (drop_last is on)")
+                              message: "an epoch of \(data.trainCount) samples has no full batch of \(B) "
+                                  + "(drop_last is on)")
         }
 
         // ③ teacher, ④ student (+ projection head), ⑥ objective
-        student = try ModelZoo.make(name: config.student.model, classes: config.data.classes, inputChannels: data.inputChannels,
+        student = try ModelZoo.make(name: config.student.model, classes: config.data.classes,
+                                    inputChannels: data.inputChannels,
                                     imageSize: data.inputSize,
-                                    hiddenSizes: config.student.hidden.isEmpty ? [256, 256] : config.student.hidden, seed: seed)
+                                    hiddenSizes: config.student.hidden.isEmpty ? [256, 256] : config.student.hidden,
+                                    seed: seed)
         // On one rank the reducer sends nothing (plain BatchNorm); it is installed anyway so that the
         // statistics all-reduces are counted the same way at every world size.
         statisticsReducer = config.student.syncBN ? CommStatisticsReducer(comm: comm) : nil
@@ -96,14 +99,16 @@ public final class Trainer {
         if needs.contains(.twoViews), config.data.views < 2,
            let i = config.loss.firstIndex(where: { $0.term.needs.contains(.twoViews) }) {
             throw ConfigError(file: config.file, key: "data.views",
-                              message: "loss.\(i) (\(config.loss[i].kind)) needs 2 views per sample (real + virtual), got \(config.data.views)")
+                              message: "loss.\(i) (\(config.loss[i].kind)) needs 2 views per sample "
+                                  + "(real + virtual), got \(config.data.views)")
         }
         teacher = config.mode == .supervised ? nil : try TeacherSide(config: config, data: data)
         if needs.contains(.studentEmbedding), let teacher {
             let dim = config.student.embedDim > 0 ? config.student.embedDim : teacher.embeddingSize
             if dim != teacher.embeddingSize {
                 throw ConfigError(file: config.file, key: "student.embed_dim",
-                                  message: "\(dim) must equal the teacher's embedding size \(teacher.embeddingSize) (the losses compare them directly), or 0")
+                                  message: "\(dim) must equal the teacher's embedding size \(teacher.embeddingSize) "
+                                      + "(the losses compare them directly), or 0")
             }
             head = ProjectionHead(inFeatures: student.featureSize, outFeatures: dim, seed: seed &+ 1)
         } else {
@@ -134,7 +139,8 @@ public final class Trainer {
         case "step": schedule = StepSchedule(base: config.optim.lr, milestones: config.optim.milestones,
                                              gamma: config.optim.gamma, warmupSteps: config.optim.warmupSteps)
         case "constant": schedule = ConstantSchedule(base: config.optim.lr, warmupSteps: config.optim.warmupSteps)
-        default: schedule = CosineSchedule(base: config.optim.lr, totalSteps: totalSteps, warmupSteps: config.optim.warmupSteps)
+        default: schedule = CosineSchedule(base: config.optim.lr, totalSteps: totalSteps,
+                                           warmupSteps: config.optim.warmupSteps)
         }
         // ⑧ gradient buckets: the loss is a sum of rank shares, so gradients are summed (scale 1).
         buckets = try GradientBuckets(parameters: parameters.map { $0.1 }, comm: comm,
@@ -289,8 +295,12 @@ public final class Trainer {
 
     /// The first non-finite value among the loss, its terms and the gradients, if any.
     func nonFinite(loss: Double, terms: [(name: String, value: Double)]) -> (String, Double)? {
-        if !loss.isFinite { return terms.first(where: { !$0.value.isFinite }).map { ($0.name, $0.value) } ?? ("loss", loss) }
-        let bad = parameters.first { p in p.1.grad.map { g in !(0..<g.count).allSatisfy { g.ptr[$0].isFinite } } ?? false }
+        if !loss.isFinite {
+            return terms.first(where: { !$0.value.isFinite }).map { ($0.name, $0.value) } ?? ("loss", loss)
+        }
+        let bad = parameters.first { p in
+            p.1.grad.map { g in !(0..<g.count).allSatisfy { g.ptr[$0].isFinite } } ?? false
+        }
         return bad.map { ("gradient of \($0.0)", Double.nan) }
     }
 
@@ -308,7 +318,8 @@ public final class Trainer {
         }
         let differing = (1..<comm.size).filter { r in all[2 * r] != all[0] || all[2 * r + 1] != all[1] }
         if !differing.isEmpty {
-            throw TrainError.desync(step: step, detail: "ranks \(differing.map(String.init).joined(separator: ", ")) differ from rank 0 (checksums \(all[0]) vs \(all[2 * differing[0]]))")
+            throw TrainError.desync(step: step, detail: "ranks \(differing.map(String.init).joined(separator: ", ")) "
+                                    + "differ from rank 0 (checksums \(all[0]) vs \(all[2 * differing[0]]))")
         }
     }
 }

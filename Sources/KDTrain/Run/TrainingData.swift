@@ -77,7 +77,8 @@ public final class TrainingData {
         if TrainingData.isFeatureFolder(c) {
             if c.data.views != 1 {
                 throw ConfigError(file: c.file, key: "data.views",
-                                  message: "feature matrices (\(c.data.path)/train_features.npy) have no augmented views: use 1, got \(c.data.views)")
+                                  message: "feature matrices (\(c.data.path)/train_features.npy) "
+                                      + "have no augmented views: use 1, got \(c.data.views)")
             }
             let (train, eval) = try NPYFolderSource.loadFeatures(folder: c.data.path, classes: c.data.classes,
                                                                   evalFraction: c.data.evalFraction, seed: seed)
@@ -108,7 +109,8 @@ public final class TrainingData {
         let norm = try Normalization(mean: mean.map(Float.init), std: std.map(Float.init))
         policy = AugmentPolicy.training(augment: c.data.augment, flip: c.data.flip, cropPadding: c.data.cropPadding,
                                         views: c.data.views, strongVirtualView: c.data.virtualAugment == "strong")
-        let loader = try BatchLoader(dataset: train, views: c.data.views, policy: policy, normalization: norm, seed: seed)
+        let loader = try BatchLoader(dataset: train, views: c.data.views, policy: policy,
+                                     normalization: norm, seed: seed)
         let evalLoader = try BatchLoader(dataset: splits.eval, views: 1, policy: AugmentPolicy(enabled: false),
                                          normalization: norm, seed: seed)
         source = .images(splits, train: loader, eval: evalLoader)
@@ -149,8 +151,11 @@ public final class TrainingData {
     }
 
     /// `steps` training batches from `start`, loaded on a background thread.
-    public func stream(_ sampler: Sampler, from start: SamplerPosition, steps: Int, depth: Int = 2) -> Prefetcher<Batch> {
-        trainBatchStream(sampler: sampler, start: start, steps: steps, depth: depth) { self.trainBatch(sampler, at: $0) }
+    public func stream(_ sampler: Sampler, from start: SamplerPosition, steps: Int,
+                       depth: Int = 2) -> Prefetcher<Batch> {
+        trainBatchStream(sampler: sampler, start: start, steps: steps, depth: depth) {
+            self.trainBatch(sampler, at: $0)
+        }
     }
 }
 
