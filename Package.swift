@@ -95,5 +95,7 @@ let package = Package(
         .testTarget(name: "KDToolsTests", dependencies: ["KDTools", "KDTrain", "KDData", "KDLosses", "KDTensor",
                                                          "KDComm", "KDTestSupport"],
                     swiftSettings: v5),
+        .testTarget(name: "kdgraphTests", dependencies: ["kdgraph"],
+                    swiftSettings: v5 + (targetCPU.isEmpty ? [] : [.define("KDGRAPH_HASWELL")])),
     ]
 )
