@@ -44,14 +44,10 @@ struct Bench: ParsableCommand {
         }
         withWorld { comm in
             let cfg = try KDConfig.load(path: config!, overrides: overrides)
-            if pytorch == .on {   // refuse before measuring what cannot be compared
-                _ = try PyTorchComparison.arguments(config: cfg, ranks: comm.size, warmup: warmup, steps: steps)
-            }
+            let twin = comm.rank == 0 ? try pytorchTwin(cfg, ranks: comm.size) : nil
             var result = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps,
                                            projectRanks: try parseRanks(projectRanks ?? "", option: "--project-ranks"))
-            if pytorch != .off && comm.rank == 0 {
-                result.pytorch = try comparePyTorch(cfg, result)
-            }
+            if let twin { result.pytorch = try PyTorchComparison.run(arguments: twin) }
             if pytorch != .off && comm.size > 1 { try PyTorchComparison.quietBarrier(comm) }
             if comm.rank == 0 {
                 if let p = result.pytorch {
@@ -68,21 +64,24 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench {
-    /// Rank 0: the PyTorch twin of the measured step, or nil (with the reason on stderr) under `auto`.
-    func comparePyTorch(_ cfg: KDConfig, _ k: BenchResult) throws -> PyTorchComparison.Result? {
-        func skip(_ why: String) throws -> PyTorchComparison.Result? {
+    /// Rank 0, before anything is measured: the PyTorch script's arguments for the config's step, or nil
+    /// (`off`, or under `auto` a step without a twin or no torch, the reason on stderr). Under `on` those
+    /// are errors, so nothing is measured that cannot be compared.
+    func pytorchTwin(_ cfg: KDConfig, ranks: Int) throws -> [String]? {
+        guard pytorch != .off else { return nil }
+        func skip(_ why: String) throws -> [String]? {
             if pytorch == .on { throw TrainError.invalid(why) }
             FileHandle.standardError.write(Data("bench: \(why)\n".utf8))
             return nil
         }
         let args: [String]
         do {
-            args = try PyTorchComparison.arguments(config: cfg, ranks: k.ranks, warmup: warmup, steps: steps)
+            args = try PyTorchComparison.arguments(config: cfg, ranks: ranks, warmup: warmup, steps: steps)
         } catch let r as PyTorchComparison.Refusal { return try skip("\(r)") }
         guard PyTorchComparison.torchAvailable() else {
             return try skip("no PyTorch comparison: python3 cannot import torch (pip install torch)")
         }
-        return try PyTorchComparison.run(arguments: args)
+        return args
     }
 }
 

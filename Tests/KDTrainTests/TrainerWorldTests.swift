@@ -124,10 +124,7 @@ final class TrainerWorldTests: XCTestCase {
             try b.resume(from: path)
             XCTAssertEqual(b.convAlgorithms.map(\.algorithm), forced.map(\.algorithm))
             XCTAssertTrue(b.convAlgorithms.allSatisfy { $0.source == "checkpoint" })
-            var convs: [String: Conv2d] = [:]
-            for (prefix, model, _) in b.convModels {
-                for (n, m) in model.namedModules() { if let c = m as? Conv2d { convs[prefix + "." + n] = c } }
-            }
+            let convs = ConvAlgorithmTuner.namedConvolutions(b.convModels)
             XCTAssertTrue(forced.flatMap(\.layers).contains { $0.hasPrefix("teacher.") }, "the teacher's layers too")
             for choice in forced {
                 for layer in choice.layers {

@@ -177,10 +177,7 @@ public enum ConvAlgorithmTuner {
     /// choices do not name keep their algorithm; a named layer that does not exist is an error.
     public static func apply(_ choices: [ConvAlgorithmChoice],
                              models: [(name: String, model: any Classifier, training: Bool)]) throws {
-        var convs: [String: Conv2d] = [:]
-        for (prefix, model, _) in models {
-            for (n, m) in model.namedModules() { if let c = m as? Conv2d { convs[prefix + "." + n] = c } }
-        }
+        let convs = namedConvolutions(models)
         for c in choices {
             for name in c.layers {
                 guard let conv = convs[name] else {
@@ -189,6 +186,16 @@ public enum ConvAlgorithmTuner {
                 conv.algorithm = c.algorithm
             }
         }
+    }
+
+    /// Every convolution of `models` by the name `configure` gives it (`student.layer1.0.conv1`).
+    public static func namedConvolutions(_ models: [(name: String, model: any Classifier, training: Bool)])
+        -> [String: Conv2d] {
+        var convs: [String: Conv2d] = [:]
+        for (prefix, model, _) in models {
+            for (n, m) in model.namedModules() { if let c = m as? Conv2d { convs[prefix + "." + n] = c } }
+        }
+        return convs
     }
 
     /// Reads a previous run's choices from `directory` (empty when absent or unreadable).
