@@ -34,20 +34,23 @@ public final class BatchLoader: @unchecked Sendable {
     public let dataset: ImageDataset
     public let views: Int
     public let renderer: ViewRenderer
+    /// Augmentation rounds (`teacher.cache.rounds`): epoch `e` renders the views of round `e mod rounds`,
+    /// so they repeat every `rounds` epochs (TinyViT's replay); 0: every epoch its own views.
+    public let rounds: Int
 
     /// `views ≥ 1` augmented views per sample; `seed` keys the augmentation.
     public init(dataset: ImageDataset, views: Int, policy: AugmentPolicy, normalization: Normalization,
-                seed: UInt64) throws {
+                seed: UInt64, rounds: Int = 0) throws {
         guard views >= 1 else { throw DataError.invalidConfig(field: "data.views", message: "\(views) must be ≥ 1") }
-        self.dataset = dataset; self.views = views
+        self.dataset = dataset; self.views = views; self.rounds = max(0, rounds)
         renderer = try ViewRenderer(height: dataset.height, width: dataset.width, channels: dataset.channels,
                                     policy: policy, normalization: normalization, seed: seed)
     }
 
     /// The batch of samples `indices` (this rank's share of `plan`): with `augment`, `views` augmented
-    /// views each (epoch `plan.epoch`); without (evaluation), one normalised view each.
+    /// views each (epoch `plan.epoch`, or its round); without (evaluation), one normalised view each.
     public func load(_ indices: [Int], plan: BatchPlan, augment: Bool = true) -> Batch {
-        let epoch = plan.epoch
+        let epoch = rounds > 0 ? plan.epoch % rounds : plan.epoch
         let V = augment ? views : 1
         let H = dataset.height, W = dataset.width, C = dataset.channels, per = H * W * C
         let images = Tensor(uninitializedShape: [indices.count * V, H, W, C])

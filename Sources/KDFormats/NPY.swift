@@ -108,6 +108,7 @@ public final class NPYArray: @unchecked Sendable {
         guard n > 0 else { return }
         let p = data.baseAddress! + offset * dtype.size
         switch dtype {
+        case .float16: for k in 0..<n { out[k] = Float(p.loadUnaligned(fromByteOffset: 2 * k, as: Float16.self)) }
         case .float32: memcpy(out, p, n * 4)
         case .float64: for k in 0..<n { out[k] = Float(p.loadUnaligned(fromByteOffset: 8 * k, as: Double.self)) }
         case .uint8: let b = p.assumingMemoryBound(to: UInt8.self); for k in 0..<n { out[k] = Float(b[k]) }
@@ -146,6 +147,9 @@ public final class NPYArray: @unchecked Sendable {
         case .int8: return Int(p.load(as: Int8.self))
         case .int32: return Int(p.loadUnaligned(as: Int32.self))
         case .int64: return Int(p.loadUnaligned(as: Int64.self))
+        case .float16:
+            let v = Float(p.loadUnaligned(as: Float16.self))
+            return v.isFinite && v.rounded() == v ? Int(v) : nil
         case .float32:
             let v = p.loadUnaligned(as: Float.self)
             return v.isFinite && abs(v) < 1e15 && v.rounded() == v ? Int(v) : nil

@@ -2,6 +2,7 @@ import Foundation
 
 /// Element types KDGraph reads from and writes to `.npy` files (little-endian or byte-order-free).
 public enum NPYDType: String, CaseIterable, Sendable {
+    case float16 = "<f2"
     case float32 = "<f4"
     case float64 = "<f8"
     case uint8 = "|u1"
@@ -13,17 +14,19 @@ public enum NPYDType: String, CaseIterable, Sendable {
     public var size: Int {
         switch self {
         case .uint8, .int8: return 1
+        case .float16: return 2
         case .float32, .int32: return 4
         case .float64, .int64: return 8
         }
     }
 
     /// True for the integer types (labels).
-    public var isInteger: Bool { self != .float32 && self != .float64 }
+    public var isInteger: Bool { self != .float16 && self != .float32 && self != .float64 }
 
     /// Parses a NumPy `descr` string; one-byte types accept any byte-order mark (`|u1`, `<u1`, `=u1`).
     public init?(descr: String) {
         switch descr {
+        case "<f2": self = .float16
         case "<f4": self = .float32
         case "<f8": self = .float64
         case "|u1", "<u1", "=u1", ">u1": self = .uint8

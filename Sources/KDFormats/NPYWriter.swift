@@ -2,6 +2,7 @@ import Foundation
 
 /// Scalar types the `.npy` writer stores (raw little-endian bytes).
 public protocol NPYElement { static var npyDType: NPYDType { get } }
+extension Float16: NPYElement { public static var npyDType: NPYDType { .float16 } }
 extension Float: NPYElement { public static var npyDType: NPYDType { .float32 } }
 extension Double: NPYElement { public static var npyDType: NPYDType { .float64 } }
 extension UInt8: NPYElement { public static var npyDType: NPYDType { .uint8 } }

@@ -95,4 +95,28 @@ final class FusedResNetTests: XCTestCase {
     func testNonResNetIsNotFused() throws {
         XCTAssertNil(FusedResNet(try ModelZoo.make(name: "wrn_16_1", classes: 3)))
     }
+
+    /// The teacher cache (docs/training.md, "Teacher cache") computes its records in fixed blocks and
+    /// relies on the fused teacher giving the same bits for the same batch, wherever the batch lives
+    /// in memory and whatever ran before it (workspaces reused across calls). Exact equality: the
+    /// claim is bitwise. (A sample's output does change with its batch mates: OpenBLAS's sgemm rounds
+    /// a row depending on its position and the row count — which is why the cache uses fixed blocks.)
+    func testSameBatchGivesTheSameBits() throws {
+        for alg in ConvAlgorithm.allCases {
+            let m = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3, imageSize: [16, 16], seed: 4)
+            perturbBatchNorm(m, seed: 9)
+            m.eval()
+            for (_, mod) in m.namedModules() { (mod as? Conv2d)?.algorithm = alg }
+            let fused = try XCTUnwrap(FusedResNet(m))
+            var rng = KDRandom(keys: 11, 2)
+            let x = Tensor.randn([6, 16, 16, 3], rng: &rng)
+            let (f, l) = try fused(x)
+            _ = try fused(Tensor.randn([9, 16, 16, 3], rng: &rng))   // another batch size in between
+            let (f2, l2) = try fused(x.copy())
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: f2.ptr, count: f2.count)),
+                           Array(UnsafeBufferPointer(start: f.ptr, count: f.count)), "\(alg): features")
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: l2.ptr, count: l2.count)),
+                           Array(UnsafeBufferPointer(start: l.ptr, count: l.count)), "\(alg): logits")
+        }
+    }
 }

@@ -43,6 +43,18 @@ public struct KDConfig: Equatable {
         public var prompts = ""
         public var clipScale = 100.0
         public var hidden: [Int] = []
+        public var cache = Cache()
+    }
+
+    /// `teacher.cache` (docs/training.md, "Teacher cache"): epoch `e` draws its augmentation from round
+    /// `e mod rounds`, and a network teacher's outputs of each round are stored under `path` once and
+    /// read back afterwards. `rounds: 0` (the default): fresh augmentation every epoch, no cache.
+    public struct Cache: Equatable {
+        public var rounds = 0
+        /// Empty: replay the rounds' augmentation without storing (the teacher runs every step).
+        public var path = ""
+        public var dtype = "float32"            // float32 | float16
+        public var enabled: Bool { rounds > 0 && !path.isEmpty }
     }
 
     public struct Student: Equatable {
@@ -253,7 +265,22 @@ extension KDConfig {
         c.teacher.prompts = try t.string("prompts", c.teacher.prompts)
         c.teacher.clipScale = try t.double("clip_scale", c.teacher.clipScale, min: 0, exclusiveMin: true)
         c.teacher.hidden = try t.ints("hidden", c.teacher.hidden, min: 1)
+        var tc = try t.child("cache")
+        c.teacher.cache.rounds = try tc.int("rounds", c.teacher.cache.rounds, min: 0)
+        c.teacher.cache.path = try tc.string("path", c.teacher.cache.path)
+        c.teacher.cache.dtype = try tc.choice("dtype", c.teacher.cache.dtype, ["float32", "float16"])
+        try tc.finish()
         try t.finish()
+        if c.teacher.cache.rounds > 0 && c.teacher.kind == "embeddings" {
+            throw ConfigError(file: file, key: "teacher.cache",
+                              message: "applies to a network teacher; an embeddings teacher is already a file "
+                                  + "of outputs (teacher.embeddings)")
+        }
+        if c.teacher.cache.rounds == 0 && !c.teacher.cache.path.isEmpty {
+            throw ConfigError(file: file, key: "teacher.cache.rounds",
+                              message: "teacher.cache.path is set but rounds is 0: set the number of augmentation "
+                                  + "rounds to store (e.g. 10), or remove the path")
+        }
 
         var s = try r.child("student")
         c.student.model = try s.string("model", c.student.model)

@@ -38,6 +38,10 @@ extension KDConfig {
           prompts: \(q(teacher.prompts))
           clip_scale: \(teacher.clipScale)
           hidden: \(list(teacher.hidden))
+          cache:
+            rounds: \(teacher.cache.rounds)
+            path: \(q(teacher.cache.path))
+            dtype: \(teacher.cache.dtype)
         student:
           model: \(student.model)
           embed_dim: \(student.embedDim)

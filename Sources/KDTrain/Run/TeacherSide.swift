@@ -26,6 +26,8 @@ public final class TeacherSide {
     /// A ResNet teacher's fused inference form (BN folded, epilogues fused, docs/ops.md), built on
     /// first use, after `runtime.conv_algorithm` has set the layers' algorithms.
     var fused: FusedResNet?
+    /// `teacher.cache` (network teachers): the stored outputs of each augmentation round.
+    public internal(set) var cache: TeacherOutputCache?
 
     public struct Output {
         public var embedding: Tensor
@@ -87,7 +89,13 @@ public final class TeacherSide {
             switch source {
             case .network(let model):
                 if fused == nil { fused = FusedResNet(model) }
-                let (feature, logits) = try fused?(batch.images) ?? model(batch.images)
+                let forward = { (x: Tensor) throws -> (embedding: Tensor, logits: Tensor) in
+                    let (feature, logits) = try self.fused?(x) ?? model(x)
+                    return (feature, logits)
+                }
+                let render = { (ids: [Int], round: Int) in self.data.roundBatch(ids, round: round).images }
+                let (feature, logits) = try cache?.outputs(batch, render: render, compute: forward)
+                    ?? forward(batch.images)
                 return Output(embedding: feature, logits: logits, promptLogits: nil)
             case .embeddings(let emb, let prompts):
                 let f = try emb.gather(data.fileRows(batch.indices), views: batch.views)

@@ -121,6 +121,10 @@ public final class Trainer {
             setting: config.convAlgorithm, models: convModels, imageShape: imageShape,
             batch: max(1, B / comm.size) * config.data.views, comm: comm,
             wisdom: ConvAlgorithmTuner.readWisdom(directory: config.outputDir))
+        if let teacher, case .network(let model) = teacher.source, config.teacher.cache.enabled {
+            teacher.cache = try TeacherOutputCache.open(config: config, data: data, teacher: teacher, model: model,
+                                                        algorithms: &convAlgorithms, comm: comm)
+        }
         parameters = student.namedParameters() + (head?.namedParameters().map { ("head." + $0.0, $0.1) } ?? [])
 
         // ⑨ optimizer and schedule

@@ -110,7 +110,7 @@ public final class TrainingData {
         policy = AugmentPolicy.training(augment: c.data.augment, flip: c.data.flip, cropPadding: c.data.cropPadding,
                                         views: c.data.views, strongVirtualView: c.data.virtualAugment == "strong")
         let loader = try BatchLoader(dataset: train, views: c.data.views, policy: policy,
-                                     normalization: norm, seed: seed)
+                                     normalization: norm, seed: seed, rounds: c.teacher.cache.rounds)
         let evalLoader = try BatchLoader(dataset: splits.eval, views: 1, policy: AugmentPolicy(enabled: false),
                                          normalization: norm, seed: seed)
         source = .images(splits, train: loader, eval: evalLoader)
@@ -134,6 +134,19 @@ public final class TrainingData {
         case .features(let train, _):
             let plan = sampler.plan(epoch: position.epoch, step: position.step)
             let indices = sampler.localIndices(plan)
+            let (x, labels) = train.batch(indices)
+            return Batch(images: x, labels: labels, indices: indices, views: 1, plan: plan)
+        }
+    }
+
+    /// Training samples `indices` with the views of augmentation round `round` (< `teacher.cache.rounds`),
+    /// as one batch of their own: what the teacher cache stores for them (`kdgraph teacher-cache`).
+    public func roundBatch(_ indices: [Int], round: Int) -> Batch {
+        let plan = BatchPlan(epoch: round, step: 0, globalSamples: indices.count)
+        switch source {
+        case .images(_, let loader, _):
+            return loader.load(indices, plan: plan)
+        case .features(let train, _):
             let (x, labels) = train.batch(indices)
             return Batch(images: x, labels: labels, indices: indices, views: 1, plan: plan)
         }

@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 
 /// Lowercase hexadecimal SHA-256 (FIPS 180-4, via swift-crypto) of `bytes`: the checksum that
 /// checkpoints store (see `Safetensors.checksumKey`).
@@ -26,4 +27,28 @@ private func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
     s.reserveCapacity(64)
     for b in digest { s.append(digits[Int(b >> 4)]); s.append(digits[Int(b & 0xF)]) }
     return s
+}
+
+/// The first 8 bytes of SHA-256(`prefix` ‖ `bytes`) as a little-endian integer: a record checksum
+/// (the teacher cache's), where a 2⁻⁶⁴ chance of accepting a torn or misplaced write is enough.
+public func sha256Prefix64(prefix: [UInt8], _ bytes: UnsafeRawBufferPointer) -> UInt64 {
+    var h = SHA256()
+    prefix.withUnsafeBytes { h.update(bufferPointer: $0) }
+    h.update(bufferPointer: bytes)
+    var v: UInt64 = 0
+    for (i, b) in h.finalize().prefix(8).enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
+    return v
+}
+
+/// SHA-256 of a whole file, hex, read in 1 MiB pieces (a teacher checkpoint's identity).
+public func sha256HexOfFile(_ path: String) throws -> String {
+    guard let handle = FileHandle(forReadingAtPath: path) else {
+        throw SafetensorsError.io(file: path, message: "cannot open for reading")
+    }
+    defer { try? handle.close() }
+    var h = SHA256()
+    while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+        chunk.withUnsafeBytes { h.update(bufferPointer: $0) }
+    }
+    return hex(h.finalize())
 }

@@ -1,0 +1,322 @@
+import Foundation
+import KDFormats
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a teacher-output cache holds (docs/training.md, "Teacher cache"): for each of `rounds`
+/// augmentation rounds, one record per dataset sample, `views` rows of `width` values each (the
+/// columns concatenated, e.g. the embedding then the logits), stored as `dtype`.
+public struct TeacherCacheLayout: Codable, Equatable, Sendable {
+    public struct Column: Codable, Equatable, Sendable {
+        public var name: String
+        public var size: Int
+        public init(name: String, size: Int) { self.name = name; self.size = size }
+    }
+    public var samples: Int
+    public var views: Int
+    public var rounds: Int
+    public var columns: [Column]
+    /// `float32` or `float16`.
+    public var dtype: String
+    /// Samples per teacher forward: records are computed in whole blocks `[b·⌊i/b⌋, b·⌊i/b⌋ + b)`,
+    /// one block per forward, so a record's bits do not depend on which run computed it.
+    public var block: Int
+
+    public init(samples: Int, views: Int, rounds: Int, columns: [Column], dtype: String, block: Int) {
+        self.samples = samples; self.views = views; self.rounds = rounds; self.columns = columns; self.dtype = dtype
+        self.block = block
+    }
+
+    /// The samples of the block holding sample `i`.
+    public func blockSamples(of i: Int) -> Range<Int> {
+        let lo = i / block * block
+        return lo..<min(samples, lo + block)
+    }
+    /// Number of blocks.
+    public var blockCount: Int { (samples + block - 1) / block }
+
+    /// Values per view row (the columns' sizes summed).
+    public var width: Int { columns.reduce(0) { $0 + $1.size } }
+    /// Values per sample record (`views · width`).
+    public var recordValues: Int { views * width }
+    var npyDType: NPYDType { dtype == "float16" ? .float16 : .float32 }
+    /// Bytes per sample record in a round file.
+    var recordBytes: Int { recordValues * npyDType.size }
+}
+
+/// The manifest of a cache: its layout and the ordered fields of everything that determines the
+/// stored values (teacher weights' SHA-256, data, augmentation, seed, …). A cache is used only when
+/// every field matches the run's; the first differing field is named in the error.
+public struct TeacherCacheManifest: Codable, Equatable, Sendable {
+    public static let format = "kdgraph-teacher-cache/1"
+    public var format: String
+    public var layout: TeacherCacheLayout
+    /// `[key, value]` pairs, in a fixed order.
+    public var fields: [[String]]
+
+    public init(layout: TeacherCacheLayout, fields: [(String, String)]) {
+        format = TeacherCacheManifest.format; self.layout = layout; self.fields = fields.map { [$0.0, $0.1] }
+    }
+
+    public func value(_ key: String) -> String? { fields.first { $0.first == key }?.last }
+
+    /// The first difference between `self` (the cache on disk) and `run`, as `key: cache → run`.
+    public func firstDifference(from run: TeacherCacheManifest) -> String? {
+        if format != run.format { return "format: \(format) → \(run.format)" }
+        let a = layout, b = run.layout
+        if a.samples != b.samples { return "training samples: \(a.samples) → \(b.samples)" }
+        if a.views != b.views { return "data.views: \(a.views) → \(b.views)" }
+        if a.rounds != b.rounds { return "teacher.cache.rounds: \(a.rounds) → \(b.rounds)" }
+        if a.dtype != b.dtype { return "teacher.cache.dtype: \(a.dtype) → \(b.dtype)" }
+        if a.block != b.block { return "samples per block: \(a.block) → \(b.block)" }
+        if a.columns != b.columns {
+            func show(_ c: [TeacherCacheLayout.Column]) -> String { c.map { "\($0.name)[\($0.size)]" }.joined(separator: " ") }
+            return "columns: \(show(a.columns)) → \(show(b.columns))"
+        }
+        for pair in run.fields where pair.count == 2 {
+            let mine = value(pair[0])
+            if mine != pair[1] { return "\(pair[0]): \(mine ?? "(none)") → \(pair[1])" }
+        }
+        for pair in fields where pair.count == 2 && run.value(pair[0]) == nil {
+            return "\(pair[0]): \(pair[1]) → (none)"
+        }
+        return nil
+    }
+}
+
+/// The files of a teacher-output cache under one directory, shared by every rank (a shared file
+/// system across nodes):
+///
+///     manifest.json        layout + the fields that determine the values (written last, atomically)
+///     round-0003.npy       [samples, views, width] float32 or float16, C order: the records
+///     round-0003.sums      samples × 8 bytes: record i's checksum, 0 = not written
+///
+/// A record is valid when its checksum is non-zero and equals the truncated SHA-256 of (round, index,
+/// record bytes). A writer stores the record first and its checksum second, so a record whose write
+/// was interrupted reads as absent (or fails its checksum) and is computed again — never read.
+/// Ranks write disjoint records (a sample belongs to one rank's share of a step, and a round's
+/// records are written once), with `pwrite`, and read any record with `pread`.
+public final class TeacherCacheStore: @unchecked Sendable {
+    public let directory: String
+    public let manifest: TeacherCacheManifest
+    public var layout: TeacherCacheLayout { manifest.layout }
+    private var dataFiles: [Int32] = []
+    private var sumFiles: [Int32] = []
+    private let dataOffset: Int
+    private var bytes: [UInt8]
+
+    public static func manifestPath(_ directory: String) -> String {
+        (directory as NSString).appendingPathComponent("manifest.json")
+    }
+    public static func roundPath(_ directory: String, _ r: Int, _ ext: String) -> String {
+        (directory as NSString).appendingPathComponent(String(format: "round-%04d.%@", r, ext))
+    }
+
+    /// Creates the cache at `directory` for `manifest` when it has no manifest yet (rank 0 only,
+    /// before the other ranks open it); checks an existing one. Refuses, naming the first differing
+    /// field, a cache made for other settings — it is never silently used or overwritten.
+    public static func prepare(directory: String, manifest: TeacherCacheManifest) throws {
+        let path = manifestPath(directory)
+        if FileManager.default.fileExists(atPath: path) {
+            let found = try readManifest(directory)
+            if let diff = found.firstDifference(from: manifest) {
+                throw DataError.invalidFile(path: path, reason: "this cache was made for other settings (\(diff)); "
+                                            + "use another teacher.cache.path or delete this one")
+            }
+            return
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw DataError.invalidConfig(field: "teacher.cache.path", message: "\(directory): cannot create (\(error))")
+        }
+        let l = manifest.layout
+        let header = NPYWriter.header(dtype: l.npyDType, shape: [l.samples, l.views, l.width])
+        for r in 0..<l.rounds {
+            try createFile(roundPath(directory, r, "npy"), header: header, size: header.count + l.samples * l.recordBytes)
+            try createFile(roundPath(directory, r, "sums"), header: [], size: l.samples * 8)
+        }
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let tmp = path + ".tmp"
+        do {
+            try e.encode(manifest).write(to: URL(fileURLWithPath: tmp))
+            guard rename(tmp, path) == 0 else { throw DataError.invalidFile(path: path, reason: errnoText()) }
+        } catch {
+            throw DataError.invalidFile(path: path, reason: "cannot write the manifest (\(error))")
+        }
+    }
+
+    /// The manifest at `directory`.
+    public static func readManifest(_ directory: String) throws -> TeacherCacheManifest {
+        let path = manifestPath(directory)
+        guard let d = FileManager.default.contents(atPath: path) else {
+            throw DataError.missingFile(path: path, what: "teacher cache manifest")
+        }
+        do {
+            let m = try JSONDecoder().decode(TeacherCacheManifest.self, from: d)
+            let l = m.layout
+            guard l.samples >= 0, l.views >= 1, l.rounds >= 1, l.block >= 1, l.columns.allSatisfy({ $0.size >= 1 }),
+                  ["float32", "float16"].contains(l.dtype) else {
+                throw DataError.invalidFile(path: path, reason: "layout \(l) is not valid")
+            }
+            return m
+        } catch let e as DataError {
+            throw e
+        } catch {
+            throw DataError.invalidFile(path: path, reason: "not a teacher cache manifest (\(error))")
+        }
+    }
+
+    /// Opens the cache every rank reads and writes; `expected` must match the manifest on disk.
+    public init(directory: String, expected: TeacherCacheManifest) throws {
+        let found = try TeacherCacheStore.readManifest(directory)
+        if let diff = found.firstDifference(from: expected) {
+            throw DataError.invalidFile(path: TeacherCacheStore.manifestPath(directory),
+                                        reason: "this cache was made for other settings (\(diff))")
+        }
+        self.directory = directory
+        manifest = found
+        let l = found.layout
+        dataOffset = NPYWriter.header(dtype: l.npyDType, shape: [l.samples, l.views, l.width]).count
+        bytes = [UInt8](repeating: 0, count: l.recordBytes)
+        for r in 0..<l.rounds {
+            dataFiles.append(try TeacherCacheStore.openFile(TeacherCacheStore.roundPath(directory, r, "npy"),
+                                                            size: dataOffset + l.samples * l.recordBytes))
+            sumFiles.append(try TeacherCacheStore.openFile(TeacherCacheStore.roundPath(directory, r, "sums"),
+                                                           size: l.samples * 8))
+        }
+    }
+
+    deinit {
+        for fd in dataFiles + sumFiles { close(fd) }
+    }
+
+    /// Reads record `sample` of `round` into `out` (`layout.recordValues` floats). False when it was
+    /// never written, or its checksum does not match (an interrupted write): compute it again.
+    public func read(round: Int, sample: Int, into out: UnsafeMutablePointer<Float>) throws -> Bool {
+        try checkPosition(round, sample)
+        var stored: UInt64 = 0
+        try withUnsafeMutableBytes(of: &stored) { try readFully(sumFiles[round], $0, at: sample * 8, round) }
+        guard stored != 0 else { return false }
+        let n = bytes.count
+        try bytes.withUnsafeMutableBytes { b in
+            try readFully(dataFiles[round], b, at: dataOffset + sample * n, round)
+        }
+        guard UInt64(littleEndian: stored) == checksum(round: round, sample: sample) else { return false }
+        bytes.withUnsafeBytes { b in
+            let count = layout.recordValues
+            if layout.dtype == "float16" {
+                for k in 0..<count { out[k] = Float(b.loadUnaligned(fromByteOffset: 2 * k, as: Float16.self)) }
+            } else {
+                for k in 0..<count { out[k] = b.loadUnaligned(fromByteOffset: 4 * k, as: Float.self) }
+            }
+        }
+        return true
+    }
+
+    /// Writes record `sample` of `round` from `values` (`layout.recordValues` floats, rounded to the
+    /// dtype), then its checksum.
+    public func write(round: Int, sample: Int, from values: UnsafePointer<Float>) throws {
+        try checkPosition(round, sample)
+        let count = layout.recordValues, half = layout.dtype == "float16"
+        bytes.withUnsafeMutableBytes { b in
+            for k in 0..<count {
+                if half {
+                    b.storeBytes(of: Float16(values[k]), toByteOffset: 2 * k, as: Float16.self)
+                } else {
+                    b.storeBytes(of: values[k], toByteOffset: 4 * k, as: Float.self)
+                }
+            }
+        }
+        let n = bytes.count
+        try bytes.withUnsafeBytes { try writeFully(dataFiles[round], $0, at: dataOffset + sample * n, round, "npy") }
+        var sum = checksum(round: round, sample: sample).littleEndian
+        try withUnsafeBytes(of: &sum) { try writeFully(sumFiles[round], $0, at: sample * 8, round, "sums") }
+    }
+
+    /// Rounds `values` in place to what `write` stores and `read` returns (float16: nearest even).
+    public func roundToStored(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        guard layout.dtype == "float16" else { return }
+        for k in 0..<count { values[k] = Float(Float16(values[k])) }
+    }
+
+    /// Records of `round` whose checksum is written (not verified), for progress reports.
+    public func writtenCount(round: Int) throws -> Int {
+        let n = layout.samples
+        var sums = [UInt64](repeating: 0, count: n)
+        try sums.withUnsafeMutableBytes { try readFully(sumFiles[round], $0, at: 0, round) }
+        return sums.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }
+    }
+
+    /// Bytes per sample and round on disk (record + checksum).
+    public var bytesPerSampleRound: Int { layout.recordBytes + 8 }
+
+    // MARK: - files
+
+    /// The truncated SHA-256 of (round, sample, the record bytes in `bytes`); never 0.
+    private func checksum(round: Int, sample: Int) -> UInt64 {
+        let key = [UInt64(round).littleEndian, UInt64(sample).littleEndian]
+        let digest = bytes.withUnsafeBytes { sha256Prefix64(prefix: key.withUnsafeBytes { [UInt8]($0) }, $0) }
+        return digest == 0 ? 1 : digest
+    }
+
+    private func checkPosition(_ round: Int, _ sample: Int) throws {
+        guard round >= 0, round < layout.rounds, sample >= 0, sample < layout.samples else {
+            throw DataError.invalidFile(path: directory, reason: "record (round \(round), sample \(sample)) outside "
+                                        + "\(layout.rounds) rounds × \(layout.samples) samples")
+        }
+    }
+
+    private func readFully(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer, at offset: Int, _ round: Int) throws {
+        var done = 0
+        while done < buf.count {
+            let k = pread(fd, buf.baseAddress! + done, buf.count - done, off_t(offset + done))
+            if k < 0 && errno == EINTR { continue }
+            guard k > 0 else {
+                throw DataError.invalidFile(path: TeacherCacheStore.roundPath(directory, round, "npy"),
+                                            reason: "read failed at byte \(offset + done): "
+                                                + (k == 0 ? "file too short" : errnoText()))
+            }
+            done += k
+        }
+    }
+
+    private func writeFully(_ fd: Int32, _ buf: UnsafeRawBufferPointer, at offset: Int, _ round: Int,
+                            _ ext: String) throws {
+        var done = 0
+        while done < buf.count {
+            let k = pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(offset + done))
+            if k < 0 && errno == EINTR { continue }
+            guard k > 0 else {
+                throw DataError.invalidFile(path: TeacherCacheStore.roundPath(directory, round, ext),
+                                            reason: "write failed at byte \(offset + done): \(errnoText())")
+            }
+            done += k
+        }
+    }
+
+    private static func createFile(_ path: String, header: [UInt8], size: Int) throws {
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw DataError.invalidFile(path: path, reason: "cannot create: \(errnoText())") }
+        defer { close(fd) }
+        let wrote = header.withUnsafeBytes { header.isEmpty ? 0 : Glibc.write(fd, $0.baseAddress!, $0.count) }
+        guard wrote == header.count, ftruncate(fd, off_t(size)) == 0 else {
+            throw DataError.invalidFile(path: path, reason: "cannot size to \(size) bytes: \(errnoText())")
+        }
+    }
+
+    private static func openFile(_ path: String, size: Int) throws -> Int32 {
+        let fd = open(path, O_RDWR)
+        guard fd >= 0 else { throw DataError.missingFile(path: path, what: "teacher cache file (\(errnoText()))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, Int(st.st_size) == size else {
+            close(fd)
+            throw DataError.invalidFile(path: path, reason: "size \(st.st_size) bytes, the manifest's layout needs \(size)")
+        }
+        return fd
+    }
+}
+
+private func errnoText() -> String { String(cString: strerror(errno)) }

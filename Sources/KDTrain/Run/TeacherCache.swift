@@ -1,0 +1,199 @@
+import Foundation
+import KDComm
+import KDData
+import KDFormats
+import KDModels
+import KDTensor
+
+/// Stage ③ with `teacher.cache` (docs/training.md, "Teacher cache"; TinyViT's fast pretraining
+/// distillation, Wu et al., ECCV 2022): a network teacher's outputs (embedding and logits of every
+/// view) of augmentation round `r = epoch mod R`, stored once per (round, sample) and read back on
+/// every later pass over that round, so the teacher forward runs once per round instead of once per
+/// epoch.
+///
+/// A step reads the records of its samples. For a sample without a valid record (first pass over
+/// the round, or an interrupted write) the teacher runs on its whole block of `blockSize` consecutive
+/// dataset indices, rendered in that round, as one batch, and every record of the block is stored:
+/// over a first pass each block is computed once, so the pass costs what an uncached epoch costs,
+/// front-loaded. Computing whole fixed blocks is what makes the stored bits independent of the run:
+/// OpenBLAS's `sgemm` rounds a row differently depending on its position and the call's row count
+/// (FusedResNetTests shows a sample's teacher output changing with its batch mates), so the same
+/// record computed inside two different training batches would differ in the last bits. A block is
+/// always the same batch, so a record is the same whether this run, an earlier one, another world
+/// size or `kdgraph teacher-cache` computed it. The values a step uses are always the stored ones
+/// (a float16 cache rounds a fresh record before using it).
+public final class TeacherOutputCache {
+    /// Samples per teacher forward when records are computed (`TeacherCacheLayout.block`): large
+    /// enough for efficient GEMMs (the convolution tuner times 16 images too), small enough that the
+    /// first pass over a round computes little beyond what its steps need at the start.
+    public static let blockSize = 16
+    public let store: TeacherCacheStore
+    public let rounds: Int
+    let embeddingSize: Int, classes: Int
+    /// Records read from the cache and records computed (and written) by this rank so far.
+    public private(set) var recordsRead = 0, recordsComputed = 0
+
+    init(store: TeacherCacheStore, embeddingSize: Int, classes: Int) {
+        self.store = store; rounds = store.layout.rounds
+        self.embeddingSize = embeddingSize; self.classes = classes
+    }
+
+    /// The images of samples `ids` (each with its views) in augmentation round `round`.
+    public typealias Render = (_ ids: [Int], _ round: Int) -> Tensor
+    /// The teacher on images `[m·V, …]`: embedding `[m·V, D]`, logits `[m·V, C]`.
+    public typealias Forward = (Tensor) throws -> (embedding: Tensor, logits: Tensor)
+
+    /// The teacher outputs of `batch` (rows `sample·V + view`): the stored records where valid; for
+    /// the other samples their whole blocks are rendered, run through the teacher and stored.
+    func outputs(_ batch: Batch, render: Render, compute: Forward) throws -> (Tensor, Tensor) {
+        let n = batch.count, V = batch.views, D = embeddingSize, C = classes, W = D + C, per = V * W
+        let round = batch.epoch % rounds
+        let records = Tensor(uninitializedShape: [max(1, n * per)])
+        var missingByBlock: [Int: [Int]] = [:]   // block number → positions in the batch
+        for k in 0..<n where !(try store.read(round: round, sample: batch.indices[k], into: records.ptr + k * per)) {
+            missingByBlock[batch.indices[k] / store.layout.block, default: []].append(k)
+        }
+        recordsRead += n - missingByBlock.values.reduce(0) { $0 + $1.count }
+        for block in missingByBlock.keys.sorted() {
+            let ids = Array(store.layout.blockSamples(of: block * store.layout.block))
+            let computed = try computeBlock(ids, round: round, render: render, compute: compute)
+            for k in missingByBlock[block]! {
+                (records.ptr + k * per).update(from: computed.ptr + (batch.indices[k] - ids[0]) * per, count: per)
+            }
+        }
+        let embedding = Tensor(uninitializedShape: [n * V, D]), logits = Tensor(uninitializedShape: [n * V, C])
+        for row in 0..<(n * V) {
+            (embedding.ptr + row * D).update(from: records.ptr + row * W, count: D)
+            (logits.ptr + row * C).update(from: records.ptr + row * W + D, count: C)
+        }
+        return (embedding, logits)
+    }
+
+    /// Runs the teacher on the block of samples `ids` of `round` as one batch, stores every record
+    /// (rounded to the cache's dtype) and returns them (`ids.count` records of `V·W` values).
+    @discardableResult
+    public func computeBlock(_ ids: [Int], round: Int, render: Render, compute: Forward) throws -> Tensor {
+        let V = store.layout.views, D = embeddingSize, C = classes, W = D + C, per = V * W
+        let (e, l) = try compute(render(ids, round))
+        precondition(e.shape == [ids.count * V, D] && l.shape == [ids.count * V, C],
+                     "teacher outputs \(e.shape), \(l.shape) for \(ids.count * V) rows")
+        let records = Tensor(uninitializedShape: [ids.count * per])
+        for (j, id) in ids.enumerated() {
+            let rec = records.ptr + j * per
+            for v in 0..<V {
+                (rec + v * W).update(from: e.ptr + (j * V + v) * D, count: D)
+                (rec + v * W + D).update(from: l.ptr + (j * V + v) * C, count: C)
+            }
+            store.roundToStored(rec, count: per)
+            try store.write(round: round, sample: id, from: rec)
+        }
+        recordsComputed += ids.count
+        return records
+    }
+
+    // MARK: - opening
+
+    /// The teacher's convolution algorithms as `layer=algorithm` pairs, sorted: they decide the stored
+    /// bits, so they are part of the manifest.
+    static func teacherAlgorithms(_ choices: [ConvAlgorithmChoice]) -> String {
+        choices.flatMap { c in c.layers.filter { $0.hasPrefix("teacher.") }.map { "\($0)=\(c.algorithm.rawValue)" } }
+            .sorted().joined(separator: " ")
+    }
+
+    /// The manifest this run expects: the layout, and every setting that decides the stored values.
+    static func manifest(config c: KDConfig, data: TrainingData, embeddingSize: Int, weights: String,
+                         algorithms: String) -> TeacherCacheManifest {
+        let layout = TeacherCacheLayout(samples: data.trainCount, views: c.data.views, rounds: c.teacher.cache.rounds,
+                                        columns: [.init(name: "embedding", size: embeddingSize),
+                                                  .init(name: "logits", size: c.data.classes)],
+                                        dtype: c.teacher.cache.dtype, block: blockSize)
+        func list(_ xs: [Double]?) -> String { xs.map { "\($0)" } ?? "~" }
+        let fields: [(String, String)] = [
+            ("teacher.model", c.teacher.model),
+            ("teacher.weights", weights),
+            ("teacher.convolutions", algorithms),
+            ("seed", "\(c.seed)"),
+            ("data.source", c.data.source),
+            ("data.path", c.data.path),
+            ("training split", "\(data.trainName), \(data.trainCount) samples"),
+            ("data.eval_fraction", "\(c.data.evalFraction)"),
+            ("data.image_size", c.data.imageSize.map(String.init) ?? "~"),
+            ("data.augment", "\(c.data.augment)"),
+            ("data.flip", "\(c.data.flip)"),
+            ("data.crop_padding", "\(c.data.cropPadding)"),
+            ("data.virtual_augment", c.data.views >= 2 ? c.data.virtualAugment : "(one view)"),
+            ("data.mean", list(c.data.mean)),
+            ("data.std", list(c.data.std)),
+        ]
+        return TeacherCacheManifest(layout: layout, fields: fields)
+    }
+
+    /// Opens (rank 0 creates) the cache of `config.teacher.cache` for `teacher`, on every rank. Under
+    /// `runtime.conv_algorithm: auto`, a cache made with other teacher algorithms imposes its own (the
+    /// stored bits depend on them) and `algorithms` is updated; any other difference is an error on
+    /// every rank naming the field.
+    static func open(config c: KDConfig, data: TrainingData, teacher: TeacherSide, model: any Classifier,
+                     algorithms: inout [ConvAlgorithmChoice], comm: Communicator) throws -> TeacherOutputCache {
+        let dir = c.teacher.cache.path
+        var weights = ""
+        try comm.onRoot {
+            weights = c.teacher.initialization == "random" ? "random (seed \(c.seed))"
+                : "sha256:" + (try sha256HexOfFile(c.teacher.checkpoint))
+        }
+        weights = try comm.broadcast(weights, root: 0)
+        // The algorithms of an existing cache (rank 0 reads, every rank decides the same way).
+        var stored = ""
+        if comm.rank == 0, let m = try? TeacherCacheStore.readManifest(dir) {
+            stored = m.value("teacher.convolutions") ?? ""
+        }
+        stored = try comm.broadcast(stored, root: 0)
+        if c.convAlgorithm == "auto", !stored.isEmpty, stored != teacherAlgorithms(algorithms) {
+            try adopt(stored, into: &algorithms, teacher: model)
+            if comm.rank == 0 {
+                Runtime.logger.info("teacher.cache \(dir): running the teacher's convolutions as the cache was made")
+            }
+        }
+        let expected = manifest(config: c, data: data, embeddingSize: teacher.embeddingSize, weights: weights,
+                                algorithms: teacherAlgorithms(algorithms))
+        do {
+            try comm.onRoot { try TeacherCacheStore.prepare(directory: dir, manifest: expected) }
+        } catch {
+            throw ConfigError(file: c.file, key: "teacher.cache.path", message: "\(error)")
+        }
+        var store: TeacherCacheStore?
+        var failure = ""
+        do { store = try TeacherCacheStore(directory: dir, expected: expected) } catch { failure = "\(error)" }
+        var failed = [failure.isEmpty ? 0.0 : 1.0]
+        try comm.allReduce(&failed, op: .max)
+        guard let store, failed[0] == 0 else {
+            throw ConfigError(file: c.file, key: "teacher.cache.path",
+                              message: failure.isEmpty ? "the cache could not be opened on another rank" : failure)
+        }
+        return TeacherOutputCache(store: store, embeddingSize: teacher.embeddingSize, classes: c.data.classes)
+    }
+
+    /// Sets the teacher's layers to the `layer=algorithm` pairs of `stored` and records them in
+    /// `algorithms` (source `teacher cache`).
+    static func adopt(_ stored: String, into algorithms: inout [ConvAlgorithmChoice], teacher: any Classifier) throws {
+        var wanted: [String: ConvAlgorithm] = [:]
+        for pair in stored.split(separator: " ") {
+            let parts = pair.split(separator: "=")
+            guard parts.count == 2, let a = ConvAlgorithm(rawValue: String(parts[1])) else {
+                throw TrainError.invalid("teacher cache manifest: teacher.convolutions entry '\(pair)' is not layer=algorithm")
+            }
+            wanted[String(parts[0])] = a
+        }
+        let convs = ConvAlgorithmTuner.namedConvolutions([("teacher", teacher, false)])
+        for (name, a) in wanted {
+            guard let conv = convs[name] else {
+                throw TrainError.invalid("teacher cache manifest: no layer \(name) in this teacher")
+            }
+            conv.algorithm = a
+        }
+        for i in algorithms.indices {
+            guard let a = algorithms[i].layers.compactMap({ wanted[$0] }).first else { continue }
+            algorithms[i].algorithm = a
+            algorithms[i].source = "teacher cache"
+        }
+    }
+}
