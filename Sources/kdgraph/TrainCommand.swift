@@ -97,3 +97,29 @@ struct Predict: ParsableCommand {
               + "\"out\": \"\(out)\"}")
     }
 }
+
+struct TeacherCacheCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "teacher-cache",
+        abstract: "Precompute the teacher cache (teacher.cache) of a distillation config: every round, every sample.",
+        discussion: """
+        The blocks of samples are split over the ranks; records already in the cache are kept, so an interrupted
+        fill resumes where it stopped. Training with the same config then reads the records instead of running
+        the teacher (docs/training.md, "Teacher cache"). Prints a JSON summary on rank 0.
+        """)
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        let config: KDConfig
+        do { config = try options.load() } catch {
+            withWorld { comm in throw error }
+            return
+        }
+        withWorld(blasThreads: config.blasThreads) { comm in
+            let trainer = try Trainer(config: config, comm: comm)
+            let fill = try trainer.fillTeacherCache { line in fputs("teacher-cache: \(line)\n", stderr) }
+            if comm.rank == 0 { print(fill.json) }
+        }
+    }
+}

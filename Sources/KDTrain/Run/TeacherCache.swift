@@ -197,3 +197,68 @@ public final class TeacherOutputCache {
         }
     }
 }
+
+/// What `kdgraph teacher-cache` did (docs/training.md, "Teacher cache").
+public struct TeacherCacheFill: Sendable {
+    public var rounds: Int, samples: Int
+    /// Records computed and written by all ranks, and records found valid (an earlier, interrupted fill).
+    public var computed: Int, present: Int
+    public var seconds: Double
+    /// Bytes of one record and its checksum.
+    public var bytesPerSampleRound: Int
+
+    public var json: String {
+        let mb = Double(computed * bytesPerSampleRound) / 1e6
+        return String(format: "{\"rounds\": %d, \"samples\": %d, \"records_computed\": %d, \"records_present\": %d, "
+                      + "\"seconds\": %.3f, \"records_per_s\": %.1f, \"bytes_per_sample_round\": %d, "
+                      + "\"cache_bytes\": %d, \"write_mb_per_s\": %.2f}",
+                      rounds, samples, computed, present, seconds, Double(computed) / max(seconds, 1e-9),
+                      bytesPerSampleRound, rounds * samples * bytesPerSampleRound, mb / max(seconds, 1e-9))
+    }
+}
+
+extension Trainer {
+    /// Computes every missing record of every round (`kdgraph teacher-cache`): the blocks are split over
+    /// the ranks in contiguous ranges, each block is one teacher forward; records already valid are
+    /// skipped, so a fill interrupted at any point resumes where it stopped (a record whose write was
+    /// cut short fails its checksum and is computed again). `progress` gets rank 0's lines.
+    public func fillTeacherCache(progress: (String) -> Void) throws -> TeacherCacheFill {
+        guard let teacher, let cache = teacher.cache, case .network(let model) = teacher.source else {
+            throw ConfigError(file: config.file, key: "teacher.cache",
+                              message: "kdgraph teacher-cache needs mode: distill, a network teacher and "
+                                  + "teacher.cache with rounds ≥ 1 and a path")
+        }
+        let layout = cache.store.layout
+        let mine = BatchPlan.share(rank: comm.rank, worldSize: comm.size, batch: layout.blockCount)
+        let scratch = Tensor(uninitializedShape: [max(1, layout.recordValues)])
+        let forward: TeacherOutputCache.Forward = { try teacher.networkOutputs($0, model: model) }
+        let start = monotonicSeconds()
+        var lastReport = start
+        var counts = [0.0, 0.0]   // computed, present
+        for round in 0..<layout.rounds {
+            for (done, block) in mine.enumerated() {
+                let ids = Array(layout.blockSamples(of: block * layout.block))
+                let missing = try ids.filter { !(try cache.store.read(round: round, sample: $0, into: scratch.ptr)) }
+                if missing.isEmpty {
+                    counts[1] += Double(ids.count)
+                } else {
+                    try cache.computeBlock(ids, round: round, render: teacher.roundImages, compute: forward)
+                    counts[0] += Double(ids.count)
+                }
+                let now = monotonicSeconds()
+                if comm.rank == 0 && (now - lastReport >= 5 || done + 1 == mine.count) {
+                    lastReport = now
+                    let fraction = Double(round * mine.count + done + 1) / Double(max(1, layout.rounds * mine.count))
+                    let eta = (now - start) * (1 - fraction) / max(fraction, 1e-9)
+                    progress(String(format: "round %d/%d: block %d/%d of rank 0 (%.0f%% of its share), "
+                                    + "%.1f records/s, ETA %.0f s", round + 1, layout.rounds, done + 1, mine.count,
+                                    100 * fraction, counts[0] / max(now - start, 1e-9), eta))
+                }
+            }
+        }
+        try comm.allReduce(&counts, op: .sum)
+        return TeacherCacheFill(rounds: layout.rounds, samples: layout.samples, computed: Int(counts[0]),
+                                present: Int(counts[1]), seconds: monotonicSeconds() - start,
+                                bytesPerSampleRound: cache.store.bytesPerSampleRound)
+    }
+}

@@ -83,18 +83,22 @@ public final class TeacherSide {
         }
     }
 
+    /// A network teacher on images: its fused inference form (built on first use), no tape.
+    func networkOutputs(_ x: Tensor, model: any Classifier) throws -> (embedding: Tensor, logits: Tensor) {
+        if fused == nil { fused = FusedResNet(model) }
+        return try withNoGrad { let (f, l) = try fused?(x) ?? model(x); return (f, l) }
+    }
+
+    /// The training images of samples `ids` in augmentation round `round` (what the cache stores).
+    func roundImages(_ ids: [Int], round: Int) -> Tensor { data.roundBatch(ids, round: round).images }
+
     /// The teacher's view of this rank's batch (rows `sample·V + view`).
     public func callAsFunction(_ batch: Batch) throws -> Output {
         try withNoGrad {
             switch source {
             case .network(let model):
-                if fused == nil { fused = FusedResNet(model) }
-                let forward = { (x: Tensor) throws -> (embedding: Tensor, logits: Tensor) in
-                    let (feature, logits) = try self.fused?(x) ?? model(x)
-                    return (feature, logits)
-                }
-                let render = { (ids: [Int], round: Int) in self.data.roundBatch(ids, round: round).images }
-                let (feature, logits) = try cache?.outputs(batch, render: render, compute: forward)
+                let forward = { (x: Tensor) in try self.networkOutputs(x, model: model) }
+                let (feature, logits) = try cache?.outputs(batch, render: roundImages, compute: forward)
                     ?? forward(batch.images)
                 return Output(embedding: feature, logits: logits, promptLogits: nil)
             case .embeddings(let emb, let prompts):
