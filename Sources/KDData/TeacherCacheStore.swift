@@ -71,7 +71,9 @@ public struct TeacherCacheManifest: Codable, Equatable, Sendable {
         if a.dtype != b.dtype { return "teacher.cache.dtype: \(a.dtype) → \(b.dtype)" }
         if a.block != b.block { return "samples per block: \(a.block) → \(b.block)" }
         if a.columns != b.columns {
-            func show(_ c: [TeacherCacheLayout.Column]) -> String { c.map { "\($0.name)[\($0.size)]" }.joined(separator: " ") }
+            func show(_ c: [TeacherCacheLayout.Column]) -> String {
+                c.map { "\($0.name)[\($0.size)]" }.joined(separator: " ")
+            }
             return "columns: \(show(a.columns)) → \(show(b.columns))"
         }
         for pair in run.fields where pair.count == 2 {
@@ -129,12 +131,14 @@ public final class TeacherCacheStore: @unchecked Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw DataError.invalidConfig(field: "teacher.cache.path", message: "\(directory): cannot create (\(error))")
+            throw DataError.invalidConfig(field: "teacher.cache.path",
+                                          message: "\(directory): cannot create (\(error))")
         }
         let l = manifest.layout
         let header = NPYWriter.header(dtype: l.npyDType, shape: [l.samples, l.views, l.width])
         for r in 0..<l.rounds {
-            try createFile(roundPath(directory, r, "npy"), header: header, size: header.count + l.samples * l.recordBytes)
+            try createFile(roundPath(directory, r, "npy"), header: header,
+                           size: header.count + l.samples * l.recordBytes)
             try createFile(roundPath(directory, r, "sums"), header: [], size: l.samples * 8)
         }
         let e = JSONEncoder()
@@ -313,7 +317,8 @@ public final class TeacherCacheStore: @unchecked Sendable {
         var st = stat()
         guard fstat(fd, &st) == 0, Int(st.st_size) == size else {
             close(fd)
-            throw DataError.invalidFile(path: path, reason: "size \(st.st_size) bytes, the manifest's layout needs \(size)")
+            throw DataError.invalidFile(path: path,
+                                        reason: "size \(st.st_size) bytes, the manifest's layout needs \(size)")
         }
         return fd
     }

@@ -179,7 +179,8 @@ public final class TeacherOutputCache {
         for pair in stored.split(separator: " ") {
             let parts = pair.split(separator: "=")
             guard parts.count == 2, let a = ConvAlgorithm(rawValue: String(parts[1])) else {
-                throw TrainError.invalid("teacher cache manifest: teacher.convolutions entry '\(pair)' is not layer=algorithm")
+                throw TrainError.invalid("teacher cache manifest: teacher.convolutions entry '\(pair)' is not "
+                                         + "layer=algorithm")
             }
             wanted[String(parts[0])] = a
         }

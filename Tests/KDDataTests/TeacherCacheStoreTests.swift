@@ -1,0 +1,121 @@
+import Foundation
+import XCTest
+import KDData
+
+/// The teacher cache's files (docs/training.md, "Teacher cache"): records round-trip exactly (float32)
+/// or rounded to nearest float16, absent and damaged records read as absent, and a cache made for other
+/// settings is refused naming the differing field.
+final class TeacherCacheStoreTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "kdgraph-cache-" + UUID().uuidString
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func manifest(dtype: String = "float32", seed: String = "1", samples: Int = 10) -> TeacherCacheManifest {
+        let layout = TeacherCacheLayout(samples: samples, views: 2, rounds: 3,
+                                        columns: [.init(name: "embedding", size: 4), .init(name: "logits", size: 3)],
+                                        dtype: dtype, block: 4)
+        return TeacherCacheManifest(layout: layout, fields: [("teacher.weights", "sha256:ab"), ("seed", seed)])
+    }
+
+    /// Record values with a spread of magnitudes (float16 rounding is relative).
+    func record(_ sample: Int, round: Int, count: Int) -> [Float] {
+        (0..<count).map { k in Float(sample * 100 + round * 10 + k) * 0.37 - 11.1 + Float(k) * 1e-3 }
+    }
+
+    func testRecordsRoundTripAndAbsentOnesReadAsAbsent() throws {
+        let m = manifest()
+        try TeacherCacheStore.prepare(directory: dir, manifest: m)
+        let store = try TeacherCacheStore(directory: dir, expected: m)
+        let n = m.layout.recordValues
+        XCTAssertEqual(n, 2 * 7)
+        var out = [Float](repeating: 0, count: n)
+        XCTAssertFalse(try store.read(round: 1, sample: 3, into: &out))
+        let values = record(3, round: 1, count: n)
+        try store.write(round: 1, sample: 3, from: values)
+        XCTAssertTrue(try store.read(round: 1, sample: 3, into: &out))
+        XCTAssertEqual(out, values)   // float32: the same bits
+        XCTAssertFalse(try store.read(round: 0, sample: 3, into: &out), "another round's record")
+        XCTAssertFalse(try store.read(round: 1, sample: 4, into: &out), "another sample's record")
+        XCTAssertEqual(try store.writtenCount(round: 1), 1)
+        // A second opening (another rank) sees the record.
+        let other = try TeacherCacheStore(directory: dir, expected: m)
+        XCTAssertTrue(try other.read(round: 1, sample: 3, into: &out))
+        XCTAssertEqual(out, values)
+        XCTAssertThrowsError(try store.read(round: 3, sample: 0, into: &out)) { e in
+            XCTAssertTrue("\(e)".contains("outside 3 rounds × 10 samples"), "\(e)")
+        }
+    }
+
+    func testFloat16RecordsAreRoundedToNearest() throws {
+        let m = manifest(dtype: "float16")
+        try TeacherCacheStore.prepare(directory: dir, manifest: m)
+        let store = try TeacherCacheStore(directory: dir, expected: m)
+        let n = m.layout.recordValues
+        let values = record(7, round: 2, count: n)
+        try store.write(round: 2, sample: 7, from: values)
+        var out = [Float](repeating: 0, count: n)
+        XCTAssertTrue(try store.read(round: 2, sample: 7, into: &out))
+        XCTAssertEqual(out, values.map { Float(Float16($0)) })
+        var rounded = values
+        store.roundToStored(&rounded, count: n)
+        XCTAssertEqual(rounded, out, "what a step uses for a fresh record is what later steps read")
+        XCTAssertNotEqual(rounded, values, "float16 must actually round these values")
+        XCTAssertEqual(store.bytesPerSampleRound, n * 2 + 8)
+    }
+
+    /// A torn write: data bytes changed after the checksum (or a checksum never written) must not be read.
+    func testDamagedRecordsReadAsAbsent() throws {
+        let m = manifest()
+        try TeacherCacheStore.prepare(directory: dir, manifest: m)
+        let store = try TeacherCacheStore(directory: dir, expected: m)
+        let n = m.layout.recordValues
+        for s in [2, 5] { try store.write(round: 0, sample: s, from: record(s, round: 0, count: n)) }
+        // Flip one byte inside record 5's data.
+        let path = TeacherCacheStore.roundPath(dir, 0, "npy")
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let offset = bytes.count - (m.layout.samples - 5) * n * 4 + 9
+        bytes[offset] ^= 0x10
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        var out = [Float](repeating: 0, count: n)
+        XCTAssertTrue(try store.read(round: 0, sample: 2, into: &out))
+        XCTAssertFalse(try store.read(round: 0, sample: 5, into: &out), "checksum must catch the flipped byte")
+        // Rewriting repairs it.
+        try store.write(round: 0, sample: 5, from: record(5, round: 0, count: n))
+        XCTAssertTrue(try store.read(round: 0, sample: 5, into: &out))
+        XCTAssertEqual(out, record(5, round: 0, count: n))
+    }
+
+    func testACacheForOtherSettingsIsRefusedNamingTheField() throws {
+        try TeacherCacheStore.prepare(directory: dir, manifest: manifest())
+        try TeacherCacheStore.prepare(directory: dir, manifest: manifest())   // the same settings: fine
+        XCTAssertThrowsError(try TeacherCacheStore.prepare(directory: dir, manifest: manifest(seed: "2"))) { e in
+            XCTAssertTrue("\(e)".contains("seed: 1 → 2"), "\(e)")
+            XCTAssertTrue("\(e)".contains("manifest.json"), "\(e)")
+        }
+        XCTAssertThrowsError(try TeacherCacheStore(directory: dir, expected: manifest(dtype: "float16"))) { e in
+            XCTAssertTrue("\(e)".contains("teacher.cache.dtype: float32 → float16"), "\(e)")
+        }
+        XCTAssertThrowsError(try TeacherCacheStore(directory: dir, expected: manifest(samples: 11))) { e in
+            XCTAssertTrue("\(e)".contains("training samples: 10 → 11"), "\(e)")
+        }
+        // A round file of the wrong size (truncated copy) is named.
+        let path = TeacherCacheStore.roundPath(dir, 2, "sums")
+        try Data([0, 0, 0]).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try TeacherCacheStore(directory: dir, expected: manifest())) { e in
+            XCTAssertTrue("\(e)".contains("round-0002.sums"), "\(e)")
+            XCTAssertTrue("\(e)".contains("size 3 bytes"), "\(e)")
+        }
+    }
+
+    func testBlocksCoverTheSamplesOnce() {
+        let l = manifest().layout
+        XCTAssertEqual(l.blockCount, 3)
+        XCTAssertEqual(l.blockSamples(of: 0), 0..<4)
+        XCTAssertEqual(l.blockSamples(of: 7), 4..<8)
+        XCTAssertEqual(l.blockSamples(of: 9), 8..<10)   // the last block is short
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import XCTest
+import KDComm
+import KDData
+import KDTestSupport
+@testable import KDTrain
+
+/// `teacher.cache` through the trainer (docs/training.md, "Teacher cache"), on in-process ranks:
+/// 40 samples, batches of 10, 2 views, 2 rounds, 12 steps = 3 epochs (the third reads round 0).
+final class TeacherCacheTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "kdgraph-teacher-cache-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func config(cache: String, dtype: String = "float32", out: String) throws -> KDConfig {
+        let yaml = """
+        seed: 3
+        mode: distill
+        data: {source: synthetic, classes: 5, image_size: 16, train_size: 40, eval_size: 10, global_batch: 10, \
+        views: 2, augment: true, prefetch: false}
+        teacher: {kind: network, model: resnet8, init: random, cache: {rounds: 2, path: "\(cache)", dtype: \(dtype)}}
+        student: {model: resnet8, sync_bn: true}
+        loss: [{kind: rkd, distance_weight: 25, angle_weight: 50}, {kind: kd, weight: 0.5}]
+        optim: {kind: sgd, lr: 0.01, momentum: 0.9, schedule: cosine}
+        train: {steps: 12, log_every: 1}
+        output: {dir: "\(dir)/\(out)"}
+        runtime: {conv_algorithm: winograd2}
+        """
+        return try KDConfig.parse(yaml: yaml, file: "teacher-cache.yaml")
+    }
+
+    struct Run { var losses: [Double] = []; var read = 0; var computed = 0; var firstTeacher: [Float] = [] }
+
+    /// Runs the 12 steps; with `captureTeacher`, first keeps the teacher's embedding of the first batch
+    /// (which, with a cache, computes and stores that batch's blocks before step 1 reads them).
+    static func train(_ cfg: KDConfig, comm: Communicator, captureTeacher: Bool = false) throws -> Run {
+        let t = try Trainer(config: cfg, comm: comm)
+        let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: 12, depth: 1)
+        defer { stream.shutdown() }
+        var run = Run()
+        while let b = try stream.next() {
+            if captureTeacher, run.losses.isEmpty, let teacher = t.teacher {
+                run.firstTeacher = try teacher(b).embedding.array
+            }
+            try t.step(b)
+            run.losses.append(t.lastLoss)
+        }
+        run.read = t.teacher?.cache?.recordsRead ?? 0
+        run.computed = t.teacher?.cache?.recordsComputed ?? 0
+        return run
+    }
+
+    func files(_ cache: String) throws -> [Data] {
+        try (0..<2).flatMap { r in
+            try ["npy", "sums"].map {
+                try Data(contentsOf: URL(fileURLWithPath: TeacherCacheStore.roundPath(cache, r, $0)))
+            }
+        }
+    }
+
+    /// The exactness contract: the records' bits do not depend on which run, or which world size, computed
+    /// them, so a run reading another run's cache takes bit-identical steps (exact comparisons).
+    func testRecordsAreTheSameWhoeverComputedThem() throws {
+        func run(_ ranks: Int, _ cache: String, _ out: String) throws -> [Run] {
+            try InProcessWorld(size: ranks).run { try Self.train(self.config(cache: cache, out: out), comm: $0) }
+        }
+        let a = try run(1, "\(dir)/A", "a")[0]
+        XCTAssertEqual(a.losses.count, 12)
+        XCTAssertEqual(a.computed, 2 * 40, "each record of the 2 rounds computed once (in whole blocks)")
+        // The first batch's samples were computed; the third epoch (round 0 again) is read entirely.
+        XCTAssertGreaterThanOrEqual(a.read, 40)
+        XCTAssertLessThanOrEqual(a.read, 12 * 10 - 10)
+        let b = try run(2, "\(dir)/B", "b")
+        // Two ranks may compute the same block at once (both write the same bytes): at least every record.
+        XCTAssertGreaterThanOrEqual(b[0].computed + b[1].computed, 2 * 40)
+        XCTAssertEqual(try files("\(dir)/A"), try files("\(dir)/B"), "a 2-rank fill stores the 1-rank fill's bytes")
+        let c = try run(1, "\(dir)/B", "c")[0]
+        XCTAssertEqual(c.computed, 0)
+        XCTAssertEqual(c.losses, a.losses, "reading the 2-rank cache: bit-identical steps")
+    }
+
+    /// Against the teacher run on each batch (no store, same round schedule): the records are the teacher's
+    /// outputs computed in another batch, so they differ from the per-batch outputs only by sgemm's
+    /// last-bit rounding (a row's rounding depends on its position in the call): ≤ 1e-5 relative to the
+    /// largest output is > 10× the few u (6e-8) per layer over resnet8's 8 layers. Float16 records are the
+    /// float32 ones rounded to 11 significant bits: within 2⁻¹¹ ≈ 4.9e-4 relative per value.
+    func testRecordsAgreeWithThePerBatchTeacher() throws {
+        let replay = try InProcessWorld(size: 1).run {
+            try Self.train(self.config(cache: "", out: "r"), comm: $0, captureTeacher: true)
+        }[0]
+        XCTAssertEqual(replay.computed, 0)
+        let f32 = try InProcessWorld(size: 1).run {
+            try Self.train(self.config(cache: "\(self.dir)/F", out: "f"), comm: $0, captureTeacher: true)
+        }[0]
+        let f16 = try InProcessWorld(size: 1).run {
+            try Self.train(self.config(cache: "\(self.dir)/H", dtype: "float16", out: "h"), comm: $0,
+                           captureTeacher: true)
+        }[0]
+        let scale = replay.firstTeacher.map { abs($0) }.max() ?? 1
+        let d32 = zip(f32.firstTeacher, replay.firstTeacher).map { abs($0 - $1) }.max() ?? 1
+        XCTAssertLessThanOrEqual(d32 / scale, 1e-5)
+        for (x, r) in zip(f16.firstTeacher, f32.firstTeacher) {
+            XCTAssertEqual(x, Float(Float16(r)), "a float16 record is the float32 value rounded")
+        }
+        // Step 1 from the same initial weights: the loss moves by the teacher outputs' relative change.
+        XCTAssertEqual(f32.losses[0], replay.losses[0], accuracy: 1e-5 * abs(replay.losses[0]))
+        XCTAssertEqual(f16.losses[0], replay.losses[0], accuracy: 2e-3 * abs(replay.losses[0]))
+    }
+
+    /// `kdgraph teacher-cache` on 2 ranks fills every record once; a second fill computes nothing; a record
+    /// whose checksum is lost is recomputed to the same bytes (its whole block).
+    func testFillIsCompleteAndResumable() throws {
+        let cache = "\(dir)/P"
+        let fills = try InProcessWorld(size: 2).run { comm in
+            try Trainer(config: self.config(cache: cache, out: "p"), comm: comm).fillTeacherCache { _ in }
+        }
+        XCTAssertEqual(fills[0].computed, 2 * 40)
+        XCTAssertEqual(fills[0].present, 0)
+        let before = try files(cache)
+        let sums = TeacherCacheStore.roundPath(cache, 1, "sums")
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: sums)))
+        for k in (8 * 21)..<(8 * 22) { bytes[k] = 0 }   // sample 21's checksum: an interrupted write
+        try Data(bytes).write(to: URL(fileURLWithPath: sums))
+        let again = try InProcessWorld(size: 1).run { comm in
+            try Trainer(config: self.config(cache: cache, out: "q"), comm: comm).fillTeacherCache { _ in }
+        }[0]
+        XCTAssertEqual(again.computed, TeacherOutputCache.blockSize, "only the damaged record's block")
+        XCTAssertEqual(again.present, 2 * 40 - TeacherOutputCache.blockSize)
+        XCTAssertEqual(try files(cache), before)
+        // The same cache read by a training run: nothing computed.
+        let run = try InProcessWorld(size: 1).run { try Self.train(self.config(cache: cache, out: "s"), comm: $0) }[0]
+        XCTAssertEqual(run.computed, 0)
+        XCTAssertEqual(run.read, 12 * 10)
+    }
+
+    func testACacheOfOtherSettingsFailsOnEveryRank() throws {
+        _ = try InProcessWorld(size: 1).run { comm in
+            try Trainer(config: self.config(cache: "\(self.dir)/M", out: "m"), comm: comm).fillTeacherCache { _ in }
+        }
+        var other = try config(cache: "\(dir)/M", out: "n")
+        other.data.cropPadding = 2
+        let errors = try InProcessWorld(size: 2).run { comm -> String in
+            do { _ = try Trainer(config: other, comm: comm); return "" } catch { return "\(error)" }
+        }
+        for e in errors {
+            XCTAssertTrue(e.contains("teacher.cache.path"), e)
+            XCTAssertTrue(e.contains("data.crop_padding: 4 → 2"), e)
+        }
+    }
+}
