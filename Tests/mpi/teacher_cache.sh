@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The teacher cache under a real mpirun (docs/training.md, "Teacher cache"):
+#   - `kdgraph teacher-cache` on 2 ranks fills every record; training at np 1, 2 and 4 that reads it takes
+#     bit-identical steps to the same world size filling its own cache on the fly, and every fill (on the
+#     fly at np 1, 2, 4, or by the command) stores the same bytes: a record does not depend on who computed it;
+#   - a fill resumes after damage (a lost checksum: that record's block is computed again, same bytes);
+#   - float16 records: the run's first step within the float16 rounding of the float32 run's;
+#   - a cache made for other settings is refused on every rank naming the field, the cache untouched.
+# Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+bin=.build/release/kdgraph
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { echo "PASS $1"; pass=$((pass + 1)); }
+ko() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
+mpi() {
+  local n=$1; shift
+  timeout 600 mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 "$bin" "$@"
+}
+teacher="$tmp/teacher/checkpoints/final.safetensors"
+mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/teacher" --set train.steps=4 \
+  >"$tmp/teacher.log" 2>&1 || ko "teacher checkpoint" "$(tail -3 "$tmp/teacher.log")"
+cfg=(--config Tests/mpi/configs/teacher-cache.yaml --set teacher.checkpoint="$teacher")
+# Usage: same_cache A B — the round files of caches A and B are byte-identical.
+same_cache() { local f; for f in "$1"/round-*; do cmp -s "$f" "$2/$(basename "$f")" || return 1; done; }
+
+if out=$(mpi 2 teacher-cache "${cfg[@]}" --set teacher.cache.path="$tmp/filled" 2>"$tmp/fill.err") \
+   && echo "$out" | grep -q '"records_computed": 128, "records_present": 0' \
+   && grep -q "round 2/2" "$tmp/fill.err"; then
+  ok "teacher-cache on 2 ranks: 2 rounds × 64 records computed ($(echo "$out" | tr -d '{}'))"
+else
+  ko "teacher-cache fill" "$out $(tail -3 "$tmp/fill.err")"
+fi
+
+for n in 1 2 4; do
+  mpi "$n" train "${cfg[@]}" --set teacher.cache.path="$tmp/own$n" --set output.dir="$tmp/own$n-run" \
+    >"$tmp/own$n.log" 2>&1 || { ko "np$n filling its own cache" "$(tail -3 "$tmp/own$n.log")"; continue; }
+  mpi "$n" train "${cfg[@]}" --set teacher.cache.path="$tmp/filled" --set output.dir="$tmp/read$n-run" \
+    >"$tmp/read$n.log" 2>&1 || { ko "np$n reading the filled cache" "$(tail -3 "$tmp/read$n.log")"; continue; }
+  if out=$(python3 Tests/mpi/compare_metrics.py "$tmp/read$n-run/metrics.jsonl" "$tmp/own$n-run/metrics.jsonl" 0 \
+             2>&1) \
+     && out2=$(python3 Tests/mpi/compare_safetensors.py "$tmp/read$n-run/checkpoints/final.safetensors" \
+                 "$tmp/own$n-run/checkpoints/final.safetensors" 0 2>&1) \
+     && same_cache "$tmp/own$n" "$tmp/filled"; then
+    ok "np$n: reading the 2-rank fill = filling its own cache, bit for bit ($out; $out2); the caches' bytes agree"
+  else
+    ko "np$n cache exactness" "$out ${out2:-} (or the caches' bytes differ)"
+  fi
+done
+
+# Damage: one lost checksum (an interrupted write) → the fill recomputes that record's block of 16, same bytes.
+cp -r "$tmp/filled" "$tmp/damaged"
+python3 - "$tmp/damaged/round-0001.sums" <<'PY'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[8 * 21:8 * 22] = bytes(8); open(p, "wb").write(b)
+PY
+if out=$(mpi 2 teacher-cache "${cfg[@]}" --set teacher.cache.path="$tmp/damaged" 2>/dev/null) \
+   && echo "$out" | grep -q '"records_computed": 16, "records_present": 112' && same_cache "$tmp/damaged" "$tmp/filled"
+then ok "a fill after a lost checksum recomputes one block of 16 records, to the same bytes"
+else ko "resumed fill" "$out"; fi
+
+# float16: step 1 (same initial weights) within the records' rounding: 2⁻¹¹ relative per teacher value moves
+# the loss by well under 2e-3 of its value.
+if mpi 2 train "${cfg[@]}" --set teacher.cache.path="$tmp/half" --set teacher.cache.dtype=float16 \
+     --set output.dir="$tmp/half-run" >"$tmp/half.log" 2>&1 \
+   && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/half-run/metrics.jsonl" "$tmp/own2-run/metrics.jsonl" 2e-3 1 1 \
+              skip skip 2>&1) \
+   && python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert m['layout']['dtype']=='float16'" \
+        "$tmp/half/manifest.json"; then
+  ok "float16 cache: $out"
+else ko "float16 cache" "${out:-$(tail -3 "$tmp/half.log")}"; fi
+
+# Other settings: refused on every rank, naming the field; the cache untouched.
+before=$(cd "$tmp/filled" && md5sum ./*)
+mpi 2 train "${cfg[@]}" --set teacher.cache.path="$tmp/filled" --set data.crop_padding=2 \
+  --set output.dir="$tmp/other" >"$tmp/other.log" 2>&1; rc=$?
+ranks=$(grep -c "data.crop_padding: 4 → 2" "$tmp/other.log")
+if [ "$rc" != 0 ] && [ "$ranks" -ge 1 ] && grep -q "teacher.cache.path" "$tmp/other.log" \
+   && [ "$(cd "$tmp/filled" && md5sum ./*)" = "$before" ]; then
+  ok "a cache for other settings refused (exit $rc): $(grep -m1 -o 'this cache was made[^;]*' "$tmp/other.log")"
+else
+  ko "cache for other settings" "exit $rc: $(tail -3 "$tmp/other.log")"
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
