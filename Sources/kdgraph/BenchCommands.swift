@@ -27,11 +27,16 @@ struct Bench: ParsableCommand {
                                + "(when torch imports and the step has a PyTorch twin), on (an error otherwise), off."))
     var pytorch: PyTorchMode = .auto
 
+    @Flag(help: ArgumentHelp("Also the step reading the teacher cache (filled fresh with one round under "
+                             + "output.dir), beside the step running the teacher."))
+    var teacherCache = false
+
     enum PyTorchMode: String, ExpressibleByArgument { case auto, on, off }
 
     func validate() throws {
         if ops == (config != nil) { throw ValidationError("give exactly one of --ops or --config FILE") }
         if projectRanks != nil && config == nil { throw ValidationError("--project-ranks needs --config") }
+        if teacherCache && config == nil { throw ValidationError("--teacher-cache needs --config") }
         _ = try parseRanks(projectRanks ?? "", option: "--project-ranks")
     }
 
@@ -47,9 +52,18 @@ struct Bench: ParsableCommand {
             let twin = comm.rank == 0 ? try pytorchTwin(cfg, ranks: comm.size) : nil
             var result = try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps,
                                            projectRanks: try parseRanks(projectRanks ?? "", option: "--project-ranks"))
+            if teacherCache {
+                result.teacherCache = try TeacherCacheBench.run(config: cfg, uncached: result, comm: comm,
+                                                                warmup: warmup, steps: steps)
+            }
             if let twin { result.pytorch = try PyTorchComparison.run(arguments: twin) }
             if pytorch != .off && comm.size > 1 { try PyTorchComparison.quietBarrier(comm) }
             if comm.rank == 0 {
+                if let r = result.teacherCache {
+                    for line in TeacherCacheBench.table(uncached: result, report: r) {
+                        FileHandle.standardError.write(Data((line + "\n").utf8))
+                    }
+                }
                 if let p = result.pytorch {
                     for line in PyTorchComparison.table(kdgraph: result, pytorch: p) {
                         FileHandle.standardError.write(Data((line + "\n").utf8))

@@ -53,6 +53,8 @@ public struct BenchResult: Codable, Equatable {
     public var cores: Int
     /// The same step in PyTorch, measured in the same run (`--pytorch`), when it was.
     public var pytorch: PyTorchComparison.Result? = nil
+    /// The step reading the teacher cache (`--teacher-cache`), when it was measured.
+    public var teacherCache: TeacherCacheBench.Report? = nil
     /// `MemoryEstimate` of one rank's step (what the trainer checks the config against before it
     /// allocates), beside the measured `peak_rss_bytes` and `tensor_pool_peak_bytes`; absent in results
     /// of earlier versions.

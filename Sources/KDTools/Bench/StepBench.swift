@@ -14,10 +14,23 @@ import KDTrain
 public enum StepBench {
     public static func run(config: KDConfig, comm: Communicator, warmup: Int, steps: Int, projectRanks: [Int] = [],
                            sweepBytes: [Int] = [4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20]) throws -> BenchResult {
+        let trainer = try Trainer(config: benchConfig(config, warmup: warmup, steps: steps), comm: comm)
+        return try run(trainer: trainer, comm: comm, warmup: warmup, steps: steps, projectRanks: projectRanks,
+                       sweepBytes: sweepBytes)
+    }
+
+    /// The config a bench trainer runs: exactly `warmup + steps` steps, no desync checks in between.
+    static func benchConfig(_ config: KDConfig, warmup: Int, steps: Int) -> KDConfig {
         var cfg = config
         cfg.train.steps = warmup + steps
         cfg.train.syncCheckEvery = 0
-        let trainer = try Trainer(config: cfg, comm: comm)
+        return cfg
+    }
+
+    /// Measures `trainer` (built from `benchConfig`).
+    static func run(trainer: Trainer, comm: Communicator, warmup: Int, steps: Int, projectRanks: [Int],
+                    sweepBytes: [Int]) throws -> BenchResult {
+        let cfg = trainer.config
         if comm.rank == 0 {   // the runtime.conv_algorithm choices, on stderr (stdout is the JSON)
             for line in ConvAlgorithmTuner.summary(trainer.convAlgorithms) {
                 FileHandle.standardError.write(Data((line + "\n").utf8))

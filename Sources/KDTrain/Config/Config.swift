@@ -55,6 +55,9 @@ public struct KDConfig: Equatable {
         public var path = ""
         public var dtype = "float32"            // float32 | float16
         public var enabled: Bool { rounds > 0 && !path.isEmpty }
+        public init(rounds: Int = 0, path: String = "", dtype: String = "float32") {
+            self.rounds = rounds; self.path = path; self.dtype = dtype
+        }
     }
 
     public struct Student: Equatable {
