@@ -91,7 +91,7 @@ let package = Package(
                     dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm", "KDData", "KDTools"],
                     resources: [.copy("Fixtures")], swiftSettings: v5),
         .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm", "KDData", "KDLosses", "KDModels",
-                                                         "KDTestSupport"], swiftSettings: v5),
+                                                         "KDFormats", "KDTestSupport"], swiftSettings: v5),
         .testTarget(name: "KDToolsTests", dependencies: ["KDTools", "KDTrain", "KDData", "KDLosses", "KDTensor",
                                                          "KDComm", "KDTestSupport"],
                     swiftSettings: v5),

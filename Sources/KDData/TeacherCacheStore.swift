@@ -1,8 +1,5 @@
 import Foundation
 import KDFormats
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// What a teacher-output cache holds (docs/training.md, "Teacher cache"): for each of `rounds`
 /// augmentation rounds, one record per dataset sample, `views` rows of `width` values each (the
@@ -92,27 +89,32 @@ public struct TeacherCacheManifest: Codable, Equatable, Sendable {
 ///
 ///     manifest.json        layout + the fields that determine the values (written last, atomically)
 ///     round-0003.npy       [samples, views, width] float32 or float16, C order: the records
-///     round-0003.sums      samples × 8 bytes: record i's checksum, 0 = not written
+///     round-0003.sums.npy  [samples] int64: record i's checksum, 0 = not written
 ///
 /// A record is valid when its checksum is non-zero and equals the truncated SHA-256 of (round, index,
 /// record bytes). A writer stores the record first and its checksum second, so a record whose write
 /// was interrupted reads as absent (or fails its checksum) and is computed again — never read.
-/// Ranks write disjoint records (a sample belongs to one rank's share of a step, and a round's
-/// records are written once), with `pwrite`, and read any record with `pread`.
+/// Ranks write disjoint records (`NPYRowFile`: `pwrite`/`pread` of whole rows); two ranks computing
+/// the same block write the same bytes.
 public final class TeacherCacheStore: @unchecked Sendable {
     public let directory: String
     public let manifest: TeacherCacheManifest
     public var layout: TeacherCacheLayout { manifest.layout }
-    private var dataFiles: [Int32] = []
-    private var sumFiles: [Int32] = []
-    private let dataOffset: Int
+    private let records: [NPYRowFile]
+    private let sums: [NPYRowFile]
     private var bytes: [UInt8]
 
     public static func manifestPath(_ directory: String) -> String {
         (directory as NSString).appendingPathComponent("manifest.json")
     }
-    public static func roundPath(_ directory: String, _ r: Int, _ ext: String) -> String {
-        (directory as NSString).appendingPathComponent(String(format: "round-%04d.%@", r, ext))
+    /// `round-NNNN.npy` (`kind` "records") or `round-NNNN.sums.npy` ("sums").
+    public static func roundPath(_ directory: String, _ r: Int, _ kind: String) -> String {
+        (directory as NSString).appendingPathComponent(String(format: "round-%04d", r)
+                                                        + (kind == "sums" ? ".sums.npy" : ".npy"))
+    }
+
+    static func shapes(_ l: TeacherCacheLayout) -> (records: [Int], sums: [Int]) {
+        ([l.samples, l.views, l.width], [l.samples])
     }
 
     /// Creates the cache at `directory` for `manifest` when it has no manifest yet (rank 0 only,
@@ -134,19 +136,21 @@ public final class TeacherCacheStore: @unchecked Sendable {
             throw DataError.invalidConfig(field: "teacher.cache.path",
                                           message: "\(directory): cannot create (\(error))")
         }
-        let l = manifest.layout
-        let header = NPYWriter.header(dtype: l.npyDType, shape: [l.samples, l.views, l.width])
-        for r in 0..<l.rounds {
-            try createFile(roundPath(directory, r, "npy"), header: header,
-                           size: header.count + l.samples * l.recordBytes)
-            try createFile(roundPath(directory, r, "sums"), header: [], size: l.samples * 8)
+        let l = manifest.layout, (recordShape, sumShape) = shapes(l)
+        do {
+            for r in 0..<l.rounds {
+                try NPYRowFile.create(path: roundPath(directory, r, "records"), dtype: l.npyDType, shape: recordShape)
+                try NPYRowFile.create(path: roundPath(directory, r, "sums"), dtype: .int64, shape: sumShape)
+            }
+        } catch let e as NPYError {
+            throw DataError.npy(e)
         }
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         let tmp = path + ".tmp"
         do {
             try e.encode(manifest).write(to: URL(fileURLWithPath: tmp))
-            guard rename(tmp, path) == 0 else { throw DataError.invalidFile(path: path, reason: errnoText()) }
+            try FileManager.default.moveItem(atPath: tmp, toPath: path)
         } catch {
             throw DataError.invalidFile(path: path, reason: "cannot write the manifest (\(error))")
         }
@@ -182,19 +186,19 @@ public final class TeacherCacheStore: @unchecked Sendable {
         }
         self.directory = directory
         manifest = found
-        let l = found.layout
-        dataOffset = NPYWriter.header(dtype: l.npyDType, shape: [l.samples, l.views, l.width]).count
+        let l = found.layout, (recordShape, sumShape) = TeacherCacheStore.shapes(l)
         bytes = [UInt8](repeating: 0, count: l.recordBytes)
-        for r in 0..<l.rounds {
-            dataFiles.append(try TeacherCacheStore.openFile(TeacherCacheStore.roundPath(directory, r, "npy"),
-                                                            size: dataOffset + l.samples * l.recordBytes))
-            sumFiles.append(try TeacherCacheStore.openFile(TeacherCacheStore.roundPath(directory, r, "sums"),
-                                                           size: l.samples * 8))
+        do {
+            records = try (0..<l.rounds).map {
+                try NPYRowFile(path: TeacherCacheStore.roundPath(directory, $0, "records"), dtype: l.npyDType,
+                               shape: recordShape)
+            }
+            sums = try (0..<l.rounds).map {
+                try NPYRowFile(path: TeacherCacheStore.roundPath(directory, $0, "sums"), dtype: .int64, shape: sumShape)
+            }
+        } catch let e as NPYError {
+            throw DataError.npy(e)
         }
-    }
-
-    deinit {
-        for fd in dataFiles + sumFiles { close(fd) }
     }
 
     /// Reads record `sample` of `round` into `out` (`layout.recordValues` floats). False when it was
@@ -202,12 +206,9 @@ public final class TeacherCacheStore: @unchecked Sendable {
     public func read(round: Int, sample: Int, into out: UnsafeMutablePointer<Float>) throws -> Bool {
         try checkPosition(round, sample)
         var stored: UInt64 = 0
-        try withUnsafeMutableBytes(of: &stored) { try readFully(sumFiles[round], $0, at: sample * 8, round) }
+        try npy { try withUnsafeMutableBytes(of: &stored) { try sums[round].read(row: sample, into: $0) } }
         guard stored != 0 else { return false }
-        let n = bytes.count
-        try bytes.withUnsafeMutableBytes { b in
-            try readFully(dataFiles[round], b, at: dataOffset + sample * n, round)
-        }
+        try npy { try bytes.withUnsafeMutableBytes { try records[round].read(row: sample, into: $0) } }
         guard UInt64(littleEndian: stored) == checksum(round: round, sample: sample) else { return false }
         bytes.withUnsafeBytes { b in
             let count = layout.recordValues
@@ -234,10 +235,9 @@ public final class TeacherCacheStore: @unchecked Sendable {
                 }
             }
         }
-        let n = bytes.count
-        try bytes.withUnsafeBytes { try writeFully(dataFiles[round], $0, at: dataOffset + sample * n, round, "npy") }
+        try npy { try bytes.withUnsafeBytes { try records[round].write(row: sample, $0) } }
         var sum = checksum(round: round, sample: sample).littleEndian
-        try withUnsafeBytes(of: &sum) { try writeFully(sumFiles[round], $0, at: sample * 8, round, "sums") }
+        try npy { try withUnsafeBytes(of: &sum) { try sums[round].write(row: sample, $0) } }
     }
 
     /// Rounds `values` in place to what `write` stores and `read` returns (float16: nearest even).
@@ -248,16 +248,17 @@ public final class TeacherCacheStore: @unchecked Sendable {
 
     /// Records of `round` whose checksum is written (not verified), for progress reports.
     public func writtenCount(round: Int) throws -> Int {
-        let n = layout.samples
-        var sums = [UInt64](repeating: 0, count: n)
-        try sums.withUnsafeMutableBytes { try readFully(sumFiles[round], $0, at: 0, round) }
-        return sums.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }
+        var n = 0
+        var stored: UInt64 = 0
+        for i in 0..<layout.samples {
+            try npy { try withUnsafeMutableBytes(of: &stored) { try sums[round].read(row: i, into: $0) } }
+            if stored != 0 { n += 1 }
+        }
+        return n
     }
 
     /// Bytes per sample and round on disk (record + checksum).
     public var bytesPerSampleRound: Int { layout.recordBytes + 8 }
-
-    // MARK: - files
 
     /// The truncated SHA-256 of (round, sample, the record bytes in `bytes`); never 0.
     private func checksum(round: Int, sample: Int) -> UInt64 {
@@ -273,55 +274,7 @@ public final class TeacherCacheStore: @unchecked Sendable {
         }
     }
 
-    private func readFully(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer, at offset: Int, _ round: Int) throws {
-        var done = 0
-        while done < buf.count {
-            let k = pread(fd, buf.baseAddress! + done, buf.count - done, off_t(offset + done))
-            if k < 0 && errno == EINTR { continue }
-            guard k > 0 else {
-                throw DataError.invalidFile(path: TeacherCacheStore.roundPath(directory, round, "npy"),
-                                            reason: "read failed at byte \(offset + done): "
-                                                + (k == 0 ? "file too short" : errnoText()))
-            }
-            done += k
-        }
-    }
-
-    private func writeFully(_ fd: Int32, _ buf: UnsafeRawBufferPointer, at offset: Int, _ round: Int,
-                            _ ext: String) throws {
-        var done = 0
-        while done < buf.count {
-            let k = pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(offset + done))
-            if k < 0 && errno == EINTR { continue }
-            guard k > 0 else {
-                throw DataError.invalidFile(path: TeacherCacheStore.roundPath(directory, round, ext),
-                                            reason: "write failed at byte \(offset + done): \(errnoText())")
-            }
-            done += k
-        }
-    }
-
-    private static func createFile(_ path: String, header: [UInt8], size: Int) throws {
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw DataError.invalidFile(path: path, reason: "cannot create: \(errnoText())") }
-        defer { close(fd) }
-        let wrote = header.withUnsafeBytes { header.isEmpty ? 0 : Glibc.write(fd, $0.baseAddress!, $0.count) }
-        guard wrote == header.count, ftruncate(fd, off_t(size)) == 0 else {
-            throw DataError.invalidFile(path: path, reason: "cannot size to \(size) bytes: \(errnoText())")
-        }
-    }
-
-    private static func openFile(_ path: String, size: Int) throws -> Int32 {
-        let fd = open(path, O_RDWR)
-        guard fd >= 0 else { throw DataError.missingFile(path: path, what: "teacher cache file (\(errnoText()))") }
-        var st = stat()
-        guard fstat(fd, &st) == 0, Int(st.st_size) == size else {
-            close(fd)
-            throw DataError.invalidFile(path: path,
-                                        reason: "size \(st.st_size) bytes, the manifest's layout needs \(size)")
-        }
-        return fd
+    private func npy(_ body: () throws -> Void) throws {
+        do { try body() } catch let e as NPYError { throw DataError.npy(e) }
     }
 }
-
-private func errnoText() -> String { String(cString: strerror(errno)) }

@@ -63,7 +63,7 @@ public enum NPYError: Error, CustomStringConvertible, Equatable {
             return "\(p): truncated .npy header: expected \(e) bytes, file has \(a)"
         case let .malformedHeader(p, r): return "\(p): malformed .npy header dict: \(r)"
         case let .unsupportedDType(p, d):
-            return "\(p): unsupported dtype '\(d)' (supported: <f4, <f8, |u1, |i1, <i4, <i8)"
+            return "\(p): unsupported dtype '\(d)' (supported: <f2, <f4, <f8, |u1, |i1, <i4, <i8)"
         case let .fortranOrder(p): return "\(p): fortran_order=True is not supported (C order only)"
         case let .truncatedData(p, e, a):
             return "\(p): truncated data: the shape needs \(e) bytes, the file has \(a)"

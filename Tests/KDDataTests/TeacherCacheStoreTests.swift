@@ -75,7 +75,7 @@ final class TeacherCacheStoreTests: XCTestCase {
         let n = m.layout.recordValues
         for s in [2, 5] { try store.write(round: 0, sample: s, from: record(s, round: 0, count: n)) }
         // Flip one byte inside record 5's data.
-        let path = TeacherCacheStore.roundPath(dir, 0, "npy")
+        let path = TeacherCacheStore.roundPath(dir, 0, "records")
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
         let offset = bytes.count - (m.layout.samples - 5) * n * 4 + 9
         bytes[offset] ^= 0x10
@@ -106,7 +106,7 @@ final class TeacherCacheStoreTests: XCTestCase {
         let path = TeacherCacheStore.roundPath(dir, 2, "sums")
         try Data([0, 0, 0]).write(to: URL(fileURLWithPath: path))
         XCTAssertThrowsError(try TeacherCacheStore(directory: dir, expected: manifest())) { e in
-            XCTAssertTrue("\(e)".contains("round-0002.sums"), "\(e)")
+            XCTAssertTrue("\(e)".contains("round-0002.sums.npy"), "\(e)")
             XCTAssertTrue("\(e)".contains("size 3 bytes"), "\(e)")
         }
     }

@@ -127,11 +127,11 @@ final class NPYTests: XCTestCase {
         }
         let pb = try writeBytes(withDict("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }"), "be.npy")
         XCTAssertEqual(message { _ = try NPYArray(path: pb) },
-                       "\(pb): unsupported dtype '>f4' (supported: <f4, <f8, |u1, |i1, <i4, <i8)")
+                       "\(pb): unsupported dtype '>f4' (supported: <f2, <f4, <f8, |u1, |i1, <i4, <i8)")
         let ps = try writeBytes(withDict("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }"),
                                 "struct.npy")
         XCTAssertEqual(message { _ = try NPYArray(path: ps) },
-                       "\(ps): unsupported dtype '(('a', '<f4'),)' (supported: <f4, <f8, |u1, |i1, <i4, <i8)")
+                       "\(ps): unsupported dtype '(('a', '<f4'),)' (supported: <f2, <f4, <f8, |u1, |i1, <i4, <i8)")
         let pf = try writeBytes(withDict("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }"), "fortran.npy")
         XCTAssertEqual(message { _ = try NPYArray(path: pf) },
                        "\(pf): fortran_order=True is not supported (C order only)")

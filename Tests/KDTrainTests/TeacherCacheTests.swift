@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import KDComm
 import KDData
+import KDFormats
 import KDTestSupport
 @testable import KDTrain
 
@@ -57,7 +58,7 @@ final class TeacherCacheTests: XCTestCase {
 
     func files(_ cache: String) throws -> [Data] {
         try (0..<2).flatMap { r in
-            try ["npy", "sums"].map {
+            try ["records", "sums"].map {
                 try Data(contentsOf: URL(fileURLWithPath: TeacherCacheStore.roundPath(cache, r, $0)))
             }
         }
@@ -122,10 +123,9 @@ final class TeacherCacheTests: XCTestCase {
         XCTAssertEqual(fills[0].computed, 2 * 40)
         XCTAssertEqual(fills[0].present, 0)
         let before = try files(cache)
-        let sums = TeacherCacheStore.roundPath(cache, 1, "sums")
-        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: sums)))
-        for k in (8 * 21)..<(8 * 22) { bytes[k] = 0 }   // sample 21's checksum: an interrupted write
-        try Data(bytes).write(to: URL(fileURLWithPath: sums))
+        // Sample 21's checksum lost: an interrupted write.
+        let sums = try NPYRowFile(path: TeacherCacheStore.roundPath(cache, 1, "sums"), dtype: .int64, shape: [40])
+        try withUnsafeBytes(of: Int64(0)) { try sums.write(row: 21, $0) }
         let again = try InProcessWorld(size: 1).run { comm in
             try Trainer(config: self.config(cache: cache, out: "q"), comm: comm).fillTeacherCache { _ in }
         }[0]

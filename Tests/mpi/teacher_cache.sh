@@ -53,9 +53,9 @@ done
 
 # Damage: one lost checksum (an interrupted write) → the fill recomputes that record's block of 16, same bytes.
 cp -r "$tmp/filled" "$tmp/damaged"
-python3 - "$tmp/damaged/round-0001.sums" <<'PY'
-import sys
-p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[8 * 21:8 * 22] = bytes(8); open(p, "wb").write(b)
+python3 - "$tmp/damaged/round-0001.sums.npy" <<'PY'
+import sys, numpy as np
+sums = np.load(sys.argv[1], mmap_mode="r+"); sums[21] = 0; sums.flush()
 PY
 if out=$(mpi 2 teacher-cache "${cfg[@]}" --set teacher.cache.path="$tmp/damaged" 2>/dev/null) \
    && echo "$out" | grep -q '"records_computed": 16, "records_present": 112' && same_cache "$tmp/damaged" "$tmp/filled"
