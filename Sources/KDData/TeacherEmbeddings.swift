@@ -2,14 +2,18 @@ import Foundation
 import KDFormats
 import KDTensor
 
-/// Precomputed teacher embeddings: a memory-mapped float32 `.npy` of shape `N×D` (one embedding per
-/// sample) or `N×V×D` (one per view), row `i` = dataset sample `i`. Each rank reads only its rows.
+/// Precomputed teacher embeddings: a memory-mapped float32 (or float16) `.npy` of shape `N×D` (one
+/// embedding per sample), `N×V×D` (one per view) or `N×R×V×D` (one per view of each augmentation
+/// round, `teacher.cache.rounds: R`: the views `kdgraph export-views` wrote), row `i` = dataset sample
+/// `i`. Each rank reads only its rows.
 public final class TeacherEmbeddings: @unchecked Sendable {
     public let array: NPYArray
     public let count: Int
     public let dim: Int
     /// Views stored per sample (1 for an `N×D` file).
     public let storedViews: Int
+    /// Augmentation rounds stored per sample (1 unless `N×R×V×D`).
+    public let storedRounds: Int
     public var path: String { array.path }
 
     /// Opens `path` and checks it has one row per sample of `dataset` (`N` equal).
@@ -23,11 +27,13 @@ public final class TeacherEmbeddings: @unchecked Sendable {
         }
         let a = try wrapNPY(path) { try NPYArray(path: path) }
         try wrapNPY(path) {
-            try a.expectDType([.float32])
-            if a.shape.count == 3 { try a.expectShape([nil, nil, nil]) } else { try a.expectShape([nil, nil]) }
+            try a.expectDType([.float32, .float16])
+            try a.expectShape([Int?](repeating: nil, count: min(max(a.shape.count, 2), 4)))
         }
         array = a
-        count = a.shape[0]; dim = a.shape.last!; storedViews = a.shape.count == 3 ? a.shape[1] : 1
+        count = a.shape[0]; dim = a.shape.last!
+        storedViews = a.shape.count >= 3 ? a.shape[a.shape.count - 2] : 1
+        storedRounds = a.shape.count == 4 ? a.shape[1] : 1
         guard count == expectedCount else {
             throw DataError.countMismatch(pathA: path, countA: count, pathB: datasetName, countB: expectedCount)
         }
@@ -36,18 +42,24 @@ public final class TeacherEmbeddings: @unchecked Sendable {
         }
     }
 
-    /// Checks that a `views`-view run can use this file: `N×D` fits any `V`, `N×V'×D` needs `V' = V`.
-    public func validate(views: Int) throws {
+    /// Checks that a `views`-view run with `rounds` augmentation rounds can use this file: `N×D` fits any
+    /// `V` and `R`, `N×V'×D` needs `V' = V`, `N×R'×V'×D` also `R' = R` (the rounds must be replayed).
+    public func validate(views: Int, rounds: Int = 0) throws {
         guard storedViews == 1 || storedViews == views else {
             throw DataError.invalidFile(path: path, reason: "stores \(storedViews) views per sample "
                                         + "but data.views is \(views)")
         }
+        guard array.shape.count < 4 || storedRounds == rounds else {
+            throw DataError.invalidFile(path: path, reason: "stores \(storedRounds) augmentation rounds per sample "
+                                        + "(N×R×V×D) but teacher.cache.rounds is \(rounds)")
+        }
     }
 
     /// Embeddings of `indices` as `[n·V, D]`, sample-major like `Batch.images`: an `N×D` file repeats
-    /// each sample's row `views` times, an `N×V×D` file gives view `v` of sample `k` in row `k·V + v`.
-    public func gather(_ indices: [Int], views: Int = 1) throws -> Tensor {
-        try validate(views: views)
+    /// each sample's row `views` times, an `N×V×D` file gives view `v` of sample `k` in row `k·V + v`, an
+    /// `N×R×V×D` file that view of round `round`.
+    public func gather(_ indices: [Int], views: Int = 1, round: Int = 0) throws -> Tensor {
+        precondition(round >= 0 && round < storedRounds || array.shape.count < 4, "round \(round) of \(storedRounds)")
         let out = Tensor(uninitializedShape: [indices.count * views, dim])
         for (k, i) in indices.enumerated() {
             guard i >= 0, i < count else {
@@ -56,7 +68,10 @@ public final class TeacherEmbeddings: @unchecked Sendable {
             for v in 0..<views {
                 let dst = out.ptr + (k * views + v) * dim
                 if storedViews == 1 { array.copyAsFloat(elementOffset: i * dim, count: dim, into: dst) }
-                else { array.copyAsFloat(elementOffset: (i * storedViews + v) * dim, count: dim, into: dst) }
+                else {
+                    let row = (i * storedRounds + (array.shape.count == 4 ? round : 0)) * storedViews + v
+                    array.copyAsFloat(elementOffset: row * dim, count: dim, into: dst)
+                }
             }
         }
         return out

@@ -123,3 +123,32 @@ struct TeacherCacheCommand: ParsableCommand {
         }
     }
 }
+
+struct ExportViews: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export-views",
+        abstract: "Write the augmented views of each round (float32 .npy) for a teacher outside KDGraph.",
+        discussion: """
+        OUT/round-NNNN.npy is [rows, views, H, W, C]: the normalised views the student sees of each training-file
+        row in round NNNN. Embed them (e.g. with open_clip in Python), save N×R×V×D, and train with
+        teacher.kind: embeddings and teacher.cache.rounds: R (docs/training.md, "Teachers outside KDGraph").
+        """)
+
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "Augmentation rounds to export (training replays epoch e as round e mod R).") var rounds: Int
+    @Option(help: "Output folder (must not hold an earlier export).") var out: String
+
+    func run() throws {
+        let config: KDConfig
+        do { config = try options.load() } catch {
+            withWorld { comm in throw error }
+            return
+        }
+        withWorld(blasThreads: config.blasThreads) { comm in
+            let summary = try ViewExport.run(config: config, rounds: rounds, out: out, comm: comm) { line in
+                fputs("export-views: \(line)\n", stderr)
+            }
+            if comm.rank == 0 { print(summary.json) }
+        }
+    }
+}

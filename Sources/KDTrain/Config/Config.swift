@@ -274,10 +274,10 @@ extension KDConfig {
         c.teacher.cache.dtype = try tc.choice("dtype", c.teacher.cache.dtype, ["float32", "float16"])
         try tc.finish()
         try t.finish()
-        if c.teacher.cache.rounds > 0 && c.teacher.kind == "embeddings" {
-            throw ConfigError(file: file, key: "teacher.cache",
+        if !c.teacher.cache.path.isEmpty && c.teacher.kind == "embeddings" {
+            throw ConfigError(file: file, key: "teacher.cache.path",
                               message: "applies to a network teacher; an embeddings teacher is already a file "
-                                  + "of outputs (teacher.embeddings)")
+                                  + "of outputs (teacher.embeddings; N×R×V×D with teacher.cache.rounds: R)")
         }
         if c.teacher.cache.rounds == 0 && !c.teacher.cache.path.isEmpty {
             throw ConfigError(file: file, key: "teacher.cache.rounds",

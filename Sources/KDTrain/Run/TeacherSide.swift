@@ -21,6 +21,8 @@ public final class TeacherSide {
     let data: TrainingData
     public let embeddingSize: Int
     public let clipScale: Float
+    /// `teacher.cache.rounds`: an `N×R×V×D` embeddings file is read at round `epoch mod R`.
+    let rounds: Int
     /// Class proxies `[C, D_t]` (nil for an embeddings teacher without prompts).
     public private(set) var proxies: Tensor?
     /// A ResNet teacher's fused inference form (BN folded, epilogues fused, docs/ops.md), built on
@@ -37,6 +39,7 @@ public final class TeacherSide {
 
     public init(config: KDConfig, data: TrainingData) throws {
         clipScale = Float(config.teacher.clipScale)
+        rounds = config.teacher.cache.rounds
         self.data = data
         switch config.teacher.kind {
         case "network":
@@ -68,7 +71,7 @@ public final class TeacherSide {
             // Keyed by the row in the data file, so a hold-out split keeps the user's row numbering.
             let emb = try TeacherEmbeddings(path: config.teacher.embeddings, expectedCount: data.trainFileCount,
                                             datasetName: data.trainName)
-            try emb.validate(views: config.data.views)
+            try emb.validate(views: config.data.views, rounds: config.teacher.cache.rounds)
             var prompts: Tensor?
             if !config.teacher.prompts.isEmpty {
                 prompts = try PromptEmbeddings.load(path: config.teacher.prompts, classes: config.data.classes)
@@ -102,7 +105,8 @@ public final class TeacherSide {
                     ?? forward(batch.images)
                 return Output(embedding: feature, logits: logits, promptLogits: nil)
             case .embeddings(let emb, let prompts):
-                let f = try emb.gather(data.fileRows(batch.indices), views: batch.views)
+                let round = rounds > 0 ? batch.epoch % rounds : 0
+                let f = try emb.gather(data.fileRows(batch.indices), views: batch.views, round: round)
                 guard let prompts else { return Output(embedding: f, logits: nil, promptLogits: nil) }
                 let (logits, proxies) = try prgTeacher(features: f, prompts: prompts, clipScale: clipScale)
                 if self.proxies == nil { self.proxies = proxies }
