@@ -5,6 +5,7 @@
 #     fly at np 1, 2, 4, or by the command) stores the same bytes: a record does not depend on who computed it;
 #   - a fill resumes after damage (a lost checksum: that record's block is computed again, same bytes);
 #   - float16 records: the run's first step within the float16 rounding of the float32 run's;
+#   - `kdgraph export-views` writes the same views on 1 and 2 ranks, and refuses a used folder;
 #   - a cache made for other settings is refused on every rank naming the field, the cache untouched.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
@@ -72,6 +73,21 @@ if mpi 2 train "${cfg[@]}" --set teacher.cache.path="$tmp/half" --set teacher.ca
         "$tmp/half/manifest.json"; then
   ok "float16 cache: $out"
 else ko "float16 cache" "${out:-$(tail -3 "$tmp/half.log")}"; fi
+
+# export-views: the same bytes from 1 and 2 ranks, the documented shape, and a second export refused.
+if mpi 2 export-views "${cfg[@]}" --rounds 2 --out "$tmp/views2" >"$tmp/views2.out" 2>&1 \
+   && mpi 1 export-views "${cfg[@]}" --rounds 2 --out "$tmp/views1" >"$tmp/views1.out" 2>&1 \
+   && same_cache "$tmp/views1" "$tmp/views2" \
+   && python3 -c "import numpy as np, sys; assert np.load(sys.argv[1], mmap_mode='r').shape == (64, 2, 16, 16, 3)" \
+        "$tmp/views2/round-0001.npy"; then
+  if mpi 2 export-views "${cfg[@]}" --rounds 2 --out "$tmp/views2" >"$tmp/again.log" 2>&1; then
+    ko "export-views into a used folder" "not refused"
+  elif grep -q "already holds exported views" "$tmp/again.log" && same_cache "$tmp/views1" "$tmp/views2"; then
+    ok "export-views: [64, 2, 16, 16, 3] per round, the same bytes on 1 and 2 ranks; a second export refused"
+  else ko "export-views refusal" "$(tail -2 "$tmp/again.log")"; fi
+else
+  ko "export-views" "$(tail -3 "$tmp/views2.out") $(tail -3 "$tmp/views1.out" 2>/dev/null)"
+fi
 
 # Other settings: refused on every rank, naming the field; the cache untouched.
 before=$(cd "$tmp/filled" && md5sum ./*)
