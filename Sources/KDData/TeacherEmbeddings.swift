@@ -59,7 +59,10 @@ public final class TeacherEmbeddings: @unchecked Sendable {
     /// each sample's row `views` times, an `N×V×D` file gives view `v` of sample `k` in row `k·V + v`, an
     /// `N×R×V×D` file that view of round `round`.
     public func gather(_ indices: [Int], views: Int = 1, round: Int = 0) throws -> Tensor {
-        precondition(round >= 0 && round < storedRounds || array.shape.count < 4, "round \(round) of \(storedRounds)")
+        try validate(views: views, rounds: array.shape.count == 4 ? storedRounds : 0)
+        guard array.shape.count < 4 || (0..<storedRounds).contains(round) else {
+            throw DataError.invalidFile(path: path, reason: "round \(round) outside the \(storedRounds) stored")
+        }
         let out = Tensor(uninitializedShape: [indices.count * views, dim])
         for (k, i) in indices.enumerated() {
             guard i >= 0, i < count else {

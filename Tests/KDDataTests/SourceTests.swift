@@ -151,13 +151,21 @@ final class SourceTests: TempDirTestCase {
         XCTAssertEqual(try tv.gather([1], views: 2).array, [6, 7, 8, 9, 10, 11])
         XCTAssertEqual(message { _ = try tv.gather([1], views: 3) },
                        "\(e): stores 2 views per sample but data.views is 3")
+        // N×R×V×D (teacher.cache.rounds: R): view v of sample i in round r at [i, r, v].
+        try NPYWriter.write((0..<60).map(Float.init), shape: [5, 2, 2, 3], to: e)
+        let tr = try TeacherEmbeddings(path: e, dataset: ds)
+        XCTAssertEqual(try tr.gather([1, 0], views: 2, round: 1).array, [18, 19, 20, 21, 22, 23, 6, 7, 8, 9, 10, 11])
+        XCTAssertEqual(try tr.gather([4], views: 2, round: 0).array, [48, 49, 50, 51, 52, 53])
+        XCTAssertEqual(message { try tr.validate(views: 2, rounds: 3) },
+                       "\(e): stores 2 augmentation rounds per sample (N×R×V×D) but teacher.cache.rounds is 3")
+        XCTAssertEqual(message { _ = try tr.gather([1], views: 2, round: 2) }, "\(e): round 2 outside the 2 stored")
 
         try NPYWriter.write([Float](repeating: 0, count: 12), shape: [4, 3], to: e)
         XCTAssertEqual(message { _ = try TeacherEmbeddings(path: e, dataset: ds) },
                        "sample count mismatch: \(e) has 4 samples but pattern has 5")
         try NPYWriter.write([Int64](repeating: 0, count: 5), shape: [5], to: e)
         XCTAssertEqual(message { _ = try TeacherEmbeddings(path: e, dataset: ds) },
-                       "\(e): dtype '<i8' does not fit here (expected one of <f4)")
+                       "\(e): dtype '<i8' does not fit here (expected one of <f4, <f2)")
 
         let p = path("prompts.npy")
         try NPYWriter.write((0..<24).map(Float.init), shape: [2, 4, 3], to: p)

@@ -1,0 +1,134 @@
+/// A GEMM whose every output element is one fixed sequence of fused multiply-adds,
+///
+///     C[i, j] = fma(A[i, K−1], B[K−1, j], … fma(A[i, 1], B[1, j], fma(A[i, 0], B[0, j], c₀)) …)
+///
+/// with `c₀ = C[i, j]` (accumulate) or 0, whatever the row count `m`, the row's position `i`, or the
+/// rows computed beside it. OpenBLAS's `sgemm` does not promise that: it rounds a row differently
+/// depending on its position in the call and the call's shape (measured with OpenBLAS 0.3.21 — a
+/// sample's convolution output changes in the last bits with its batch mates), so a sample's forward
+/// through it depends on which samples share its GEMM. Here it cannot (docs/ops.md, "Row-invariant
+/// GEMM"): the teacher computed in any batch gives every sample the same bits.
+///
+/// B is packed once (`RowInvariantGEMM.Packed`: panels of 16 columns, zero-padded), A is read in place.
+/// Register blocking 6 rows × 16 columns (12 eight-lane accumulators, the BLIS Haswell shape), K in
+/// chunks of `kc` that continue each element's chain through C (exact: the accumulators are float32
+/// either way), rows in blocks of `mc` so that the A block stays in L2.
+public enum RowInvariantGEMM {
+    public typealias V8 = SIMD8<Float>
+    static let nr = 16, mr = 6
+    public nonisolated(unsafe) static var kc = 256
+    public nonisolated(unsafe) static var mc = 96
+
+    /// B `[k, n]` as ⌈n/16⌉ panels, each `k` rows of 16 floats (columns past `n` are 0).
+    public struct Packed: @unchecked Sendable {
+        public let k: Int, n: Int
+        let panels: Tensor
+        var panelCount: Int { (n + 15) / 16 }
+
+        /// Packs B, given row-major `[k, n]` (`ldb` ≥ n), or with `transposed` as row-major `[n, k]`
+        /// (`ldb` ≥ k: a weight `[Cout, K]` used as `Wᵀ`).
+        public init(_ b: UnsafePointer<Float>, k: Int, n: Int, ldb: Int, transposed: Bool = false) {
+            self.k = k; self.n = n
+            let count = max(1, (n + 15) / 16) * k * 16
+            panels = Tensor(shape: [count], repeating: 0)
+            let p = panels.ptr
+            for j in 0..<n {
+                let base = (j / 16) * k * 16 + j % 16
+                if transposed {
+                    for kk in 0..<k { p[base + kk * 16] = b[j * ldb + kk] }
+                } else {
+                    for kk in 0..<k { p[base + kk * 16] = b[kk * ldb + j] }
+                }
+            }
+        }
+    }
+
+    /// `C[m, n] (+)= A[m, k] · B`, A row-major with leading dimension `lda`, C with `ldc`.
+    public static func multiply(m: Int, a: UnsafePointer<Float>, lda: Int, b: Packed,
+                                c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+        let k = b.k, n = b.n
+        guard m > 0, n > 0 else { return }
+        if k == 0 {
+            if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
+            return
+        }
+        let panels = b.panels.ptr
+        var tile = [Float](repeating: 0, count: mr * nr)
+        for i0 in stride(from: 0, to: m, by: mc) {
+            let rows = min(mc, m - i0)
+            for k0 in stride(from: 0, to: k, by: kc) {
+                let depth = min(kc, k - k0)
+                let startFromC = accumulate || k0 > 0
+                for p in 0..<b.panelCount {
+                    let panel = panels + p * k * 16 + k0 * 16
+                    let j0 = p * 16, cols = min(16, n - j0)
+                    for r0 in stride(from: 0, to: rows, by: mr) {
+                        let r = min(mr, rows - r0)
+                        let aRow = a + (i0 + r0) * lda + k0, cRow = c + (i0 + r0) * ldc + j0
+                        if r == mr && cols == 16 {
+                            kernel6x16(aRow, lda, panel, depth, cRow, ldc, startFromC)
+                        } else {
+                            tile.withUnsafeMutableBufferPointer { t in
+                                edge(aRow, lda, panel, depth, rows: r, cols: cols, cRow, ldc, startFromC, t.baseAddress!)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 6×16 block: 12 accumulators, one broadcast of A per row and k, two vectors of B per k.
+    @inline(__always)
+    static func kernel6x16(_ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ depth: Int,
+                           _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ startFromC: Bool) {
+        func load(_ p: UnsafePointer<Float>) -> V8 { UnsafeRawPointer(p).loadUnaligned(as: V8.self) }
+        func store(_ v: V8, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V8.self) }
+        var c00 = V8(), c01 = V8(), c10 = V8(), c11 = V8(), c20 = V8(), c21 = V8()
+        var c30 = V8(), c31 = V8(), c40 = V8(), c41 = V8(), c50 = V8(), c51 = V8()
+        if startFromC {
+            c00 = load(c); c01 = load(c + 8); c10 = load(c + ldc); c11 = load(c + ldc + 8)
+            c20 = load(c + 2 * ldc); c21 = load(c + 2 * ldc + 8); c30 = load(c + 3 * ldc); c31 = load(c + 3 * ldc + 8)
+            c40 = load(c + 4 * ldc); c41 = load(c + 4 * ldc + 8); c50 = load(c + 5 * ldc); c51 = load(c + 5 * ldc + 8)
+        }
+        let a0 = a, a1 = a + lda, a2 = a + 2 * lda, a3 = a + 3 * lda, a4 = a + 4 * lda, a5 = a + 5 * lda
+        var bp = b
+        for kk in 0..<depth {
+            let b0 = load(bp), b1 = load(bp + 8)
+            var x = V8(repeating: a0[kk]); c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
+            x = V8(repeating: a1[kk]); c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
+            x = V8(repeating: a2[kk]); c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+            x = V8(repeating: a3[kk]); c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+            x = V8(repeating: a4[kk]); c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+            x = V8(repeating: a5[kk]); c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            bp += 16
+        }
+        store(c00, c); store(c01, c + 8); store(c10, c + ldc); store(c11, c + ldc + 8)
+        store(c20, c + 2 * ldc); store(c21, c + 2 * ldc + 8); store(c30, c + 3 * ldc); store(c31, c + 3 * ldc + 8)
+        store(c40, c + 4 * ldc); store(c41, c + 4 * ldc + 8); store(c50, c + 5 * ldc); store(c51, c + 5 * ldc + 8)
+    }
+
+    /// Fewer than 6 rows or 16 columns: the same chain per element, one row at a time through a
+    /// 16-wide tile (`tile`: `mr · nr` scratch), then the valid columns are copied.
+    static func edge(_ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ depth: Int, rows: Int,
+                     cols: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ startFromC: Bool,
+                     _ tile: UnsafeMutablePointer<Float>) {
+        func load(_ p: UnsafePointer<Float>) -> V8 { UnsafeRawPointer(p).loadUnaligned(as: V8.self) }
+        for r in 0..<rows {
+            let t = tile + r * nr
+            t.update(repeating: 0, count: nr)
+            if startFromC { t.update(from: c + r * ldc, count: cols) }
+            var c0 = load(t), c1 = load(t + 8)
+            let ar = a + r * lda
+            var bp = b
+            for kk in 0..<depth {
+                let x = V8(repeating: ar[kk])
+                c0 = c0.addingProduct(x, load(bp)); c1 = c1.addingProduct(x, load(bp + 8))
+                bp += 16
+            }
+            UnsafeMutableRawPointer(t).storeBytes(of: c0, as: V8.self)
+            UnsafeMutableRawPointer(t + 8).storeBytes(of: c1, as: V8.self)
+            (c + r * ldc).update(from: t, count: cols)
+        }
+    }
+}
