@@ -16,7 +16,8 @@ public final class FusedResNet: @unchecked Sendable {
     struct Block { let conv1: FusedConv, conv2: FusedConv, shortcut: FusedConv? }
     let stem: FusedConv
     let blocks: [Block]
-    let fcWeight: Tensor, fcBias: Tensor?
+    /// The classifier: `Wᵀ` `[F, classes]` panels for the row-invariant GEMM, and the bias (zeros without).
+    let fcPacked: RowInvariantGEMM.Packed, fcBias: Tensor
     public let featureSize: Int
     /// (layer name, algorithm) of every fused conv, in forward order.
     public let algorithms: [(String, ConvAlgorithm)]
@@ -47,8 +48,9 @@ public final class FusedResNet: @unchecked Sendable {
             }
         }
         blocks = bl
-        fcWeight = r.fc.weight.copy()
-        fcBias = r.fc.bias?.copy()
+        let (classes, features) = (r.fc.weight.shape[0], r.fc.weight.shape[1])
+        fcPacked = RowInvariantGEMM.Packed(r.fc.weight.ptr, k: features, n: classes, ldb: features, transposed: true)
+        fcBias = r.fc.bias?.copy() ?? Tensor(shape: [classes], repeating: 0)
         featureSize = r.featureSize
         algorithms = names
     }
@@ -106,7 +108,12 @@ public final class FusedResNet: @unchecked Sendable {
         return try withNoGrad {
             let act = Tensor(shape: [n, h, w, c], storage: bufs[0].storage)
             let feature = try globalAvgPool(act)
-            return (feature, try linear(feature, weight: fcWeight, bias: fcBias))
+            // logits = b + feature · Wᵀ by the row-invariant GEMM, like the convolutions (docs/ops.md).
+            let logits = Tensor(uninitializedShape: [n, fcPacked.n])
+            for i in 0..<n { (logits.ptr + i * fcPacked.n).update(from: fcBias.ptr, count: fcPacked.n) }
+            RowInvariantGEMM.multiply(m: n, a: feature.ptr, lda: fcPacked.k, b: fcPacked, c: logits.ptr,
+                                      ldc: fcPacked.n, accumulate: true)
+            return (feature, logits)
         }
     }
 }

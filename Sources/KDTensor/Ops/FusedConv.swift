@@ -8,6 +8,8 @@ public final class FusedConv: @unchecked Sendable {
     /// The algorithm actually run (`direct` where Winograd does not apply).
     public let algorithm: ConvAlgorithm
     let filter: WinogradFilter?
+    /// The weight as `Wᵀ` `[K, Cout]` panels for the direct algorithm's row-invariant GEMM.
+    let packed: RowInvariantGEMM.Packed?
 
     /// `weight` `[Cout, k, k, Cin]`, `bias` `[Cout]` (both copied).
     public init(weight: Tensor, bias: Tensor, stride: Int, padding: Int, algorithm: ConvAlgorithm) {
@@ -20,9 +22,12 @@ public final class FusedConv: @unchecked Sendable {
            ConvAlgorithm.winogradApplies(kernelSize: kernelSize, stride: stride, padding: padding) {
             self.algorithm = algorithm
             filter = WinogradFilter(weight: weight.ptr, cout: cout, cin: cin, variant: v)
+            packed = nil
         } else {
             self.algorithm = .direct
             filter = nil
+            let k = kernelSize * kernelSize * cin
+            packed = RowInvariantGEMM.Packed(self.weight.ptr, k: k, n: cout, ldb: k, transposed: true)
         }
     }
 
@@ -43,7 +48,7 @@ public final class FusedConv: @unchecked Sendable {
         let g = ConvGeometry(n: n, h: h, w: w, cin: cin, kh: kernelSize, kw: kernelSize, stride: stride,
                              padding: padding)
         let rowsTotal = n * g.pixelsPerImage
-        // C = residual + b (or b), then C += col · Wᵀ, then ReLU: the add rides on the GEMM's β = 1.
+        // C = residual + b (or b), then C += col · Wᵀ (each element's chain starts from it), then ReLU.
         var p = out
         for r in 0..<rowsTotal {
             if let residual {
@@ -54,9 +59,10 @@ public final class FusedConv: @unchecked Sendable {
             }
             p += cout
         }
+        // Row-invariant GEMMs (docs/ops.md): a sample's output does not depend on its batch mates.
+        let wt = packed!
         if g.isPointwise {
-            sgemm(transB: true, m: rowsTotal, n: cout, k: cin, a: x, lda: cin, b: weight.ptr, ldb: cin,
-                  beta: 1, c: out, ldc: cout)
+            RowInvariantGEMM.multiply(m: rowsTotal, a: x, lda: cin, b: wt, c: out, ldc: cout, accumulate: true)
         } else {
             let chunk = Conv2dWorkspace.imagesPerChunk(g), k = g.k
             let need = chunk * g.pixelsPerImage * k
@@ -65,8 +71,8 @@ public final class FusedConv: @unchecked Sendable {
             for n0 in Swift.stride(from: 0, to: n, by: chunk) {
                 let n1 = min(n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
                 im2col(x, g, images: n0..<n1, into: col)
-                sgemm(transB: true, m: rows, n: cout, k: k, a: col, lda: k, b: weight.ptr, ldb: k,
-                      beta: 1, c: out + n0 * g.pixelsPerImage * cout, ldc: cout)
+                RowInvariantGEMM.multiply(m: rows, a: col, lda: k, b: wt, c: out + n0 * g.pixelsPerImage * cout,
+                                          ldc: cout, accumulate: true)
             }
         }
         if relu { reluInPlace(out, rowsTotal * cout) }

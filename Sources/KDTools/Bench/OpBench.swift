@@ -34,6 +34,10 @@ public enum OpBench {
     ]
     /// Linear cases as (batch, in, out).
     public static let defaultLinears: [(Int, Int, Int)] = [(64, 256, 100), (64, 512, 128), (64, 2048, 1024)]
+    /// GEMM shapes of the teacher's forward (resnet32x4, 64 images): Winograd F(4×4) per-ξ products
+    /// (tiles × Cin · Cin × Cout) and an im2col product, for `RowInvariantGEMM` beside `cblas_sgemm`.
+    public static let defaultGEMMs: [(m: Int, k: Int, n: Int)] = [(256, 64, 64), (256, 128, 128), (256, 256, 256),
+                                                                 (4096, 576, 64), (4096, 2304, 256)]
 
     /// Runs every case `iterations` times (after one warm-up) and returns one JSON line per case.
     public static func run(iterations: Int = 5, convs: [ConvCase] = defaultConvs,
@@ -57,6 +61,7 @@ public enum OpBench {
         for (n, fin, fout) in linears {
             add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) }
         }
+        for g in defaultGEMMs { lines.append(benchRowInvariantGEMM(m: g.m, k: g.k, n: g.n, iterations: iters)) }
         if includeOtherOps {
             add("batchNorm") { try benchBatchNorm([64, 32, 32, 32], iterations: iters) }
             add("batchNorm") { try benchBatchNorm([64, 8, 8, 128], iterations: iters) }
@@ -165,6 +170,21 @@ public enum OpBench {
             lines.append(gemmLine(op: alg.rawValue, shape: shape, ms: opMs, gemmMs: gemmMs, flops: 3 * fwdFlops))
         }
         return lines
+    }
+
+    /// `RowInvariantGEMM.multiply` (B packed beforehand, as the teacher packs its weights once) against
+    /// `cblas_sgemm` on the same `C[m, n] = A[m, k] · B[k, n]`.
+    static func benchRowInvariantGEMM(m: Int, k: Int, n: Int, iterations: Int) -> String {
+        var rng = KDRandom(keys: 31, UInt64(m), UInt64(k))
+        let a = Tensor.randn([m, k], rng: &rng), b = Tensor.randn([k, n], rng: &rng)
+        let c = Tensor(shape: [m, n], repeating: 0), packed = RowInvariantGEMM.Packed(b.ptr, k: k, n: n, ldb: n)
+        let (ms, gemmMs) = bestPairMs(iterations, op: {
+            RowInvariantGEMM.multiply(m: m, a: a.ptr, lda: k, b: packed, c: c.ptr, ldc: n, accumulate: false)
+        }, gemm: {
+            sgemm(m: m, n: n, k: k, a: a.ptr, lda: k, b: b.ptr, ldb: n, beta: 0, c: c.ptr, ldc: n)
+        })
+        return gemmLine(op: "row_invariant_gemm", shape: "\(m)x\(k)x\(n)", ms: ms, gemmMs: gemmMs,
+                        flops: 2 * Double(m * k * n))
     }
 
     static func benchLinear(n: Int, fin: Int, fout: Int, iterations: Int) throws -> String {
