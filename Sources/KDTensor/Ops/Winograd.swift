@@ -86,6 +86,8 @@ public struct WinogradFilter: @unchecked Sendable {
     public let variant: WinogradVariant
     public let cin: Int, cout: Int
     public let u: Tensor
+    /// `U_ξ` packed for the row-invariant GEMM, one per transform position.
+    public let panels: [RowInvariantGEMM.Packed]
 
     /// From an OHWI weight `[Cout, 3, 3, Cin]`. With `flipTransposed` the bank is that of the input
     /// gradient's convolution, `W'[c, ki, kj, o] = W[o, 2 − ki, 2 − kj, c]` (Cin and Cout swap).
@@ -116,6 +118,7 @@ public struct WinogradFilter: @unchecked Sendable {
             }
         }
         self.u = u
+        panels = (0..<(a * a)).map { RowInvariantGEMM.Packed(u.ptr + $0 * plane, k: inC, n: outC, ldb: outC) }
     }
 }
 

@@ -48,7 +48,7 @@ public enum WinogradWorkspace {
 /// nil, `residual` (same shape as the output, may alias `out`: each element is read before it is
 /// written) or nil, `act` ReLU when `relu`. The output is cut into m×m tiles (the last row/column
 /// of tiles cropped); per chunk of tiles: input transform `V = Bᵀ d B` (SIMD over channels),
-/// α² GEMMs `M_ξ = V_ξ · U_ξ`, output transform `Aᵀ M A` with the epilogue.
+/// α² GEMMs `M_ξ = V_ξ · U_ξ` (`RowInvariantGEMM`), output transform `Aᵀ M A` with the epilogue.
 public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, padding p: Int,
                              filter: WinogradFilter, bias: UnsafePointer<Float>?,
                              residual: UnsafePointer<Float>?, relu: Bool, out: UnsafeMutablePointer<Float>) {
@@ -95,10 +95,10 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
             }
         }
         // α² GEMMs: M_ξ[rows, Cout] = V_ξ[rows, Cin] · U_ξ[Cin, Cout].
+        // Row-invariant GEMMs (docs/ops.md): a tile's products do not depend on the other tiles of the chunk.
         for xi2 in 0..<a2 {
-            sgemm(m: rows, n: cout, k: cin, a: vBuf.ptr + xi2 * vStride, lda: max(cin, 1),
-                  b: filter.u.ptr + xi2 * cin * cout, ldb: cout, beta: 0,
-                  c: mBuf.ptr + xi2 * mStride, ldc: cout)
+            RowInvariantGEMM.multiply(m: rows, a: vBuf.ptr + xi2 * vStride, lda: max(cin, 1), b: filter.panels[xi2],
+                                      c: mBuf.ptr + xi2 * mStride, ldc: cout, accumulate: false)
         }
         // Output transform + epilogue.
         for tl in 0..<rows {
