@@ -15,13 +15,11 @@ import KDTensor
 /// the round, or an interrupted write) the teacher runs on its whole block of `blockSize` consecutive
 /// dataset indices, rendered in that round, as one batch, and every record of the block is stored:
 /// over a first pass each block is computed once, so the pass costs what an uncached epoch costs,
-/// front-loaded. Computing whole fixed blocks is what makes the stored bits independent of the run:
-/// OpenBLAS's `sgemm` rounds a row differently depending on its position and the call's row count
-/// (FusedResNetTests shows a sample's teacher output changing with its batch mates), so the same
-/// record computed inside two different training batches would differ in the last bits. A block is
-/// always the same batch, so a record is the same whether this run, an earlier one, another world
-/// size or `kdgraph teacher-cache` computed it. The values a step uses are always the stored ones
-/// (a float16 cache rounds a fresh record before using it).
+/// front-loaded. A block is always the same batch, so a record has the same bits whichever run,
+/// world size or `kdgraph teacher-cache` computed it, for any teacher; the fused ResNet teacher is
+/// moreover batch-independent (row-invariant GEMMs), so its records equal what it gives the sample in
+/// any training batch. The values a step uses are always the stored ones (a float16 cache rounds a
+/// fresh record before using it).
 public final class TeacherOutputCache {
     /// Samples per teacher forward when records are computed (`TeacherCacheLayout.block`): large
     /// enough for efficient GEMMs (the convolution tuner times 16 images too), small enough that the
