@@ -32,12 +32,16 @@ public enum RowInvariantGEMM {
             let count = max(1, (n + 15) / 16) * k * 16
             panels = Tensor(shape: [count], repeating: 0)
             let p = panels.ptr
-            for j in 0..<n {
-                let base = (j / 16) * k * 16 + j % 16
-                if transposed {
-                    for kk in 0..<k { p[base + kk * 16] = b[j * ldb + kk] }
-                } else {
-                    for kk in 0..<k { p[base + kk * 16] = b[kk * ldb + j] }
+            // Reads B along its rows (contiguous) in both layouts.
+            if transposed {
+                for j in 0..<n {
+                    let dst = p + (j / 16) * k * 16 + j % 16, src = b + j * ldb
+                    for kk in 0..<k { dst[kk * 16] = src[kk] }
+                }
+            } else {
+                for kk in 0..<k {
+                    let src = b + kk * ldb
+                    for j in 0..<n { p[(j / 16) * k * 16 + kk * 16 + j % 16] = src[j] }
                 }
             }
         }
@@ -131,4 +135,14 @@ public enum RowInvariantGEMM {
             (c + r * ldc).update(from: t, count: cols)
         }
     }
+}
+
+/// `C[m, n] (+)= A[m, k] · op(B)` by `RowInvariantGEMM` with B packed for this call (`op(B) = Bᵀ` when
+/// `transB`, B then `[n, k]`): the drop-in for a `sgemm` whose rows are samples' rows (a layer's
+/// forward, its input gradient), so that a sample's result does not depend on the rows beside it.
+public func rowInvariantGEMM(transB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                             b: UnsafePointer<Float>, ldb: Int, accumulate: Bool,
+                             c: UnsafeMutablePointer<Float>, ldc: Int) {
+    let packed = RowInvariantGEMM.Packed(b, k: k, n: n, ldb: ldb, transposed: transB)
+    RowInvariantGEMM.multiply(m: m, a: a, lda: lda, b: packed, c: c, ldc: ldc, accumulate: accumulate)
 }

@@ -78,9 +78,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             gathered = t; a = t.ptr
         }
         if let bias { broadcastRows(bias.ptr, rows: m, cols: cout, into: out.ptr) }
-        sgemm(transB: true, m: m, n: cout, k: k, a: a, lda: k, b: weight.ptr, ldb: k,
-              beta: bias == nil ? 0 : 1, c: out.ptr, ldc: cout)
+        rowInvariantGEMM(transB: true, m: m, n: cout, k: k, a: a, lda: k, b: weight.ptr, ldb: k,
+                         accumulate: bias != nil, c: out.ptr, ldc: cout)
     } else {
+        // Forward GEMMs are row-invariant (docs/ops.md): a sample's output does not depend on its batch.
+        let packed = RowInvariantGEMM.Packed(weight.ptr, k: k, n: cout, ldb: k, transposed: true)
         let chunk = Conv2dWorkspace.imagesPerChunk(g)
         let col = Tensor(uninitializedShape: [chunk * g.pixelsPerImage * k])
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
@@ -88,8 +90,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             let y = out.ptr + n0 * g.pixelsPerImage * cout
             im2col(x.ptr, g, images: n0..<n1, into: col.ptr)
             if let bias { broadcastRows(bias.ptr, rows: rows, cols: cout, into: y) }
-            sgemm(transB: true, m: rows, n: cout, k: k, a: col.ptr, lda: k, b: weight.ptr, ldb: k,
-                  beta: bias == nil ? 0 : 1, c: y, ldc: cout)
+            RowInvariantGEMM.multiply(m: rows, a: col.ptr, lda: k, b: packed, c: y, ldc: cout,
+                                      accumulate: bias != nil)
         }
     }
 
@@ -110,8 +112,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             }
             if needX {   // dx[M, Cin] = dY · W
                 let (gx, fresh) = x.gradBuffer()
-                sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: weight.ptr, ldb: k,
-                      beta: fresh ? 0 : 1, c: gx, ldc: k)
+                rowInvariantGEMM(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: weight.ptr, ldb: k,
+                                 accumulate: !fresh, c: gx, ldc: k)
             }
             return
         }
@@ -123,8 +125,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             }
             if needX {   // dcol = dY · W into the gathered buffer, then one pass over dx
                 let (gx, fresh) = x.gradBuffer()
-                sgemm(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: weight.ptr, ldb: k,
-                      beta: 0, c: gathered.ptr, ldc: k)
+                rowInvariantGEMM(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: weight.ptr, ldb: k,
+                                 accumulate: false, c: gathered.ptr, ldc: k)
                 col2imStridedPointwise(gathered.ptr, g, images: 0..<g.n, into: gx, overwrite: fresh)
             }
             return
@@ -156,6 +158,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             flipped = f
         }
         if let gw, wFresh, g.n == 0 { gw.update(repeating: 0, count: weight.count) }
+        // dx's GEMM operand, packed once for every chunk: W'ᵀ (stride 1) or W (dcol).
+        let dxPacked = !needX ? nil : flipped.map {
+            RowInvariantGEMM.Packed($0.ptr, k: tg!.k, n: g.cin, ldb: tg!.k, transposed: true)
+        } ?? RowInvariantGEMM.Packed(weight.ptr, k: cout, n: k, ldb: k)
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
             let dy = gy.ptr + n0 * g.pixelsPerImage * cout
@@ -165,14 +171,14 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
                       beta: (wFresh && n0 == 0) ? 0 : 1, c: gw, ldc: k)
             }
             guard let gx else { continue }
-            if let tg, let flipped {  // dx[rows_in, Cin] = im2col(dY) · W'ᵀ
+            if let tg, flipped != nil {  // dx[rows_in, Cin] = im2col(dY) · W'ᵀ
                 let inRows = (n1 - n0) * g.h * g.w
                 im2col(gy.ptr, tg, images: n0..<n1, into: col.ptr)
-                sgemm(transB: true, m: inRows, n: g.cin, k: tg.k, a: col.ptr, lda: tg.k, b: flipped.ptr, ldb: tg.k,
-                      beta: xFresh ? 0 : 1, c: gx + n0 * g.h * g.w * g.cin, ldc: g.cin)
+                RowInvariantGEMM.multiply(m: inRows, a: col.ptr, lda: tg.k, b: dxPacked!,
+                                          c: gx + n0 * g.h * g.w * g.cin, ldc: g.cin, accumulate: !xFresh)
             } else {      // dcol[rows, K] = dY · W, then scatter-add onto dx
-                sgemm(m: rows, n: k, k: cout, a: dy, lda: cout, b: weight.ptr, ldb: k,
-                      beta: 0, c: col.ptr, ldc: k)
+                RowInvariantGEMM.multiply(m: rows, a: dy, lda: cout, b: dxPacked!, c: col.ptr, ldc: k,
+                                          accumulate: false)
                 col2imAccumulate(col.ptr, g, images: n0..<n1, into: gx)
             }
         }
