@@ -9,14 +9,15 @@ final class OpBenchTests: XCTestCase {
         let lines = OpBench.run(iterations: 1,
                                 convs: [.init(batch: 2, size: 6, cin: 3, cout: 4, kernel: 3, stride: 1, padding: 1),
                                         .init(batch: 2, size: 6, cin: 3, cout: 4, kernel: 9, stride: 1, padding: 0)],
-                                linears: [(4, 8, 5)], includeOtherOps: false)
-        // conv2d ×2, then the stride-1 3×3 case's Winograd lines (3 forward, 2 forward + backward), linear.
-        XCTAssertEqual(lines.count, 8)
+                                linears: [(4, 8, 5)], gemms: [(m: 7, k: 20, n: 18)], includeOtherOps: false)
+        // conv2d ×2, then the stride-1 3×3 case's Winograd lines (3 forward, 2 forward + backward), linear,
+        // the row-invariant GEMM.
+        XCTAssertEqual(lines.count, 9)
         let ops = lines.compactMap {
             (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["op"] as? String
         }
         XCTAssertEqual(ops, ["conv2d", "conv2d", "conv2d_fwd", "winograd2_fwd", "winograd4_fwd",
-                             "winograd2", "winograd4", "linear"])
+                             "winograd2", "winograd4", "linear", "row_invariant_gemm"])
         for line in lines[2...4] {
             let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
             // Winograd on 3 channels, |x| ≲ 4: F(4×4)'s error bound ≈ 3.6e4·31·u·S/|y| stays well below 1e-2.

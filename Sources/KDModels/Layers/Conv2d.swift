@@ -13,8 +13,10 @@ public final class Conv2d: Module, UnaryLayer {
     /// The algorithm of this layer (`runtime.conv_algorithm`, set by `ConvAlgorithmTuner`); Winograd
     /// only takes effect on stride-1 3×3 layers, every other geometry runs `direct`.
     public var algorithm: ConvAlgorithm = .direct
-    /// Called with each input shape while set (`ConvAlgorithmTuner`'s one-image probe forward).
-    public nonisolated(unsafe) static var inputShapeProbe: ((Conv2d, [Int]) -> Void)?
+    /// The input shape of this layer's latest forward (`ConvAlgorithmTuner` reads it after a one-image
+    /// probe forward). Per layer, so ranks that are threads of one process (the in-process test world)
+    /// never see each other's shapes.
+    public private(set) var lastInputShape: [Int] = []
 
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                 bias: Bool = false) {
@@ -38,7 +40,7 @@ public final class Conv2d: Module, UnaryLayer {
 
     /// `x: [N, H, W, Cin] → [N, Ho, Wo, Cout]`.
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        Conv2d.inputShapeProbe?(self, x.shape)
+        lastInputShape = x.shape
         return try conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, algorithm: algorithm)
     }
 

@@ -42,6 +42,7 @@ public enum OpBench {
     /// Runs every case `iterations` times (after one warm-up) and returns one JSON line per case.
     public static func run(iterations: Int = 5, convs: [ConvCase] = defaultConvs,
                            linears: [(Int, Int, Int)] = defaultLinears,
+                           gemms: [(m: Int, k: Int, n: Int)] = defaultGEMMs,
                            includeOtherOps: Bool = true) -> [String] {
         let iters = max(1, iterations)
         var lines: [String] = []
@@ -61,7 +62,7 @@ public enum OpBench {
         for (n, fin, fout) in linears {
             add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) }
         }
-        for g in defaultGEMMs { lines.append(benchRowInvariantGEMM(m: g.m, k: g.k, n: g.n, iterations: iters)) }
+        for g in gemms { lines.append(benchRowInvariantGEMM(m: g.m, k: g.k, n: g.n, iterations: iters)) }
         if includeOtherOps {
             add("batchNorm") { try benchBatchNorm([64, 32, 32, 32], iterations: iters) }
             add("batchNorm") { try benchBatchNorm([64, 8, 8, 128], iterations: iters) }

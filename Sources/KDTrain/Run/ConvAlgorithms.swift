@@ -56,19 +56,18 @@ public enum ConvAlgorithmTuner {
         var layers: [(String, Conv2d, ConvLayerShape)] = []
         for (prefix, model, training) in models {
             guard imageShape.count == 3, !(model is MLP) else { continue }
-            var names: [ObjectIdentifier: String] = [:]
-            for (n, m) in model.namedModules() { names[ObjectIdentifier(m)] = n }
             let wasTraining = model.training
             model.eval()
             defer { model.train(wasTraining) }
-            Conv2d.inputShapeProbe = { conv, shape in
-                guard conv.winogradApplies, shape.count == 4 else { return }
-                layers.append((prefix + "." + (names[ObjectIdentifier(conv)] ?? "?"), conv,
+            _ = try withNoGrad { try model(Tensor.zeros([1] + imageShape)) }
+            // In module order: the same on every rank, so the choices line up for the broadcast.
+            for (n, m) in model.namedModules() {
+                guard let conv = m as? Conv2d, conv.winogradApplies, conv.lastInputShape.count == 4 else { continue }
+                let shape = conv.lastInputShape
+                layers.append((prefix + "." + n, conv,
                                ConvLayerShape(h: shape[1], w: shape[2], cin: shape[3], cout: conv.outChannels,
                                               padding: conv.padding, training: training)))
             }
-            defer { Conv2d.inputShapeProbe = nil }
-            _ = try withNoGrad { try model(Tensor.zeros([1] + imageShape)) }
         }
         var shapes: [ConvLayerShape] = []
         var first: [ConvLayerShape: Conv2d] = [:]
