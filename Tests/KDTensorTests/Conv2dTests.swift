@@ -181,4 +181,42 @@ final class Conv2dTests: XCTestCase {
         }
         XCTAssertThrowsError(try conv2d(x, weight: Tensor.zeros([2, 3, 3, 3]), bias: nil, stride: 0, padding: 0))
     }
+
+    /// A sample's forward output and input gradient do not depend on the other samples of the batch,
+    /// for every geometry and algorithm: their GEMMs are row-invariant (docs/ops.md). Exact equality.
+    func testASamplesRowsDoNotDependOnItsBatchMates() throws {
+        let cases: [(k: Int, stride: Int, padding: Int, alg: ConvAlgorithm)] = [
+            (3, 1, 1, .direct), (3, 2, 1, .direct), (1, 1, 0, .direct), (1, 2, 0, .direct),
+            (3, 1, 1, .winograd2), (3, 1, 1, .winograd4)]
+        for c in cases {
+            var rng = KDRandom(keys: 21, UInt64(c.k * 10 + c.stride))
+            let x = Tensor.randn([5, 9, 9, 6], rng: &rng)
+            let w = Tensor.randn([7, c.k, c.k, 6], rng: &rng), b = Tensor.randn([7], rng: &rng)
+            func run(_ samples: [Int]) throws -> (y: [[Float]], dx: [[Float]]) {
+                let per = 9 * 9 * 6
+                let xs = Tensor(uninitializedShape: [samples.count, 9, 9, 6], requiresGrad: true)
+                for (j, k) in samples.enumerated() { (xs.ptr + j * per).update(from: x.ptr + k * per, count: per) }
+                Tape.reset()
+                let y = try conv2d(xs, weight: w, bias: b, stride: c.stride, padding: c.padding, algorithm: c.alg)
+                let outPer = y.count / samples.count
+                let seed = Tensor(uninitializedShape: y.shape)
+                for (j, k) in samples.enumerated() {   // dY of sample k: the same values wherever it sits
+                    for t in 0..<outPer { seed.ptr[j * outPer + t] = Float((k * outPer + t) % 13) * 0.1 - 0.6 }
+                }
+                Tape.backward(sum(try mul(y, seed)))
+                let gx = try XCTUnwrap(xs.grad)
+                defer { Tape.reset() }
+                let ys = samples.indices.map { Array(UnsafeBufferPointer(start: y.ptr + $0 * outPer, count: outPer)) }
+                return (ys, samples.indices.map { Array(UnsafeBufferPointer(start: gx.ptr + $0 * per, count: per)) })
+            }
+            let all = try run([0, 1, 2, 3, 4])
+            for order in [[3], [4, 1], [2, 0, 4, 1, 3]] {
+                let sub = try run(order)
+                for (j, k) in order.enumerated() {
+                    XCTAssertEqual(sub.y[j], all.y[k], "\(c): output of sample \(k) at \(j) of \(order)")
+                    XCTAssertEqual(sub.dx[j], all.dx[k], "\(c): dx of sample \(k) at \(j) of \(order)")
+                }
+            }
+        }
+    }
 }
