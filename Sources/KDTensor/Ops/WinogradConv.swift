@@ -72,7 +72,8 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
     for t0 in stride(from: 0, to: total, by: chunk) {
         let rows = min(chunk, total - t0)
         // Input transform: V[ξ][tile][c]. A tile inside the image with 8 channels is read in place;
-        // otherwise its α×α channel vectors are gathered into `d` first, zeros for padding and tails.
+        // otherwise its α×α channel vectors are gathered into `d` first: zeros, then the rows and
+        // columns of the tile that lie in the image (the first `cnt` channels).
         for tl in 0..<rows {
             let t = t0 + tl, img = t / perImage, r = t % perImage
             let ih0 = (r / tilesW) * m - p, iw0 = (r % tilesW) * m - p
@@ -85,13 +86,10 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
                     winogradInputTile(v, xi + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, vStride, 8)
                     continue
                 }
-                for i in 0..<a {
-                    let ih = ih0 + i
-                    for j in 0..<a {
-                        let iw = iw0 + j
-                        let within = ih >= 0 && ih < h && iw >= 0 && iw < w
-                        d[i * a + j] = within ? loadVec(xi + (ih * w + iw) * cin + c0, cnt) : zero
-                    }
+                d.update(repeating: zero, count: a2)
+                for i in max(0, -ih0)..<max(0, min(a, h - ih0)) {
+                    let row = xi + ((ih0 + i) * w + iw0) * cin + c0
+                    for j in max(0, -iw0)..<max(0, min(a, w - iw0)) { d[i * a + j] = loadVec(row + j * cin, cnt) }
                 }
                 winogradInputTile(v, dFloats, a * 8, 8, tmp, dst, vStride, cnt)
             }
