@@ -74,6 +74,40 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(y.array, r.values.map(Float.init))
     }
 
+    func testFilterTransformMatchesScalarProduct() {
+        // U = G g Gᵀ as the plain matrix product in Double (the header's G), rounded once: the vectorised
+        // transform does the same operations in the same order, so the banks agree exactly, for both
+        // orientations and channel counts that leave vector tails.
+        let g2: [[Double]] = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
+        let g4: [[Double]] = [[0.25, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
+                              [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1]]
+        for v in WinogradVariant.allCases {
+            let gm = v == .f2 ? g2 : g4, a = v.alpha
+            for (cout, cin) in [(11, 5), (3, 17), (16, 8)] {
+                let w = randomTensor([cout, 3, 3, cin], seed: UInt64(cout * 100 + cin), std: 0.3)
+                for flip in [false, true] {
+                    let f = WinogradFilter(weight: w.ptr, cout: cout, cin: cin, variant: v, flipTransposed: flip)
+                    let (inC, outC) = flip ? (cout, cin) : (cin, cout)
+                    XCTAssertEqual([f.cin, f.cout], [inC, outC])
+                    for o in 0..<cout { for c in 0..<cin {
+                        // g[ki][kj] of the bank's filter (row, col) = (c, o), or (o, c) flipped.
+                        let g = (0..<3).map { ki in (0..<3).map { kj in
+                            Double(flip ? w.ptr[((o * 3 + 2 - ki) * 3 + 2 - kj) * cin + c]
+                                        : w.ptr[((o * 3 + ki) * 3 + kj) * cin + c])
+                        } }
+                        let (row, col) = flip ? (o, c) : (c, o)
+                        for i in 0..<a { for j in 0..<a {
+                            let t = (0..<3).map { k in gm[i][0] * g[0][k] + gm[i][1] * g[1][k] + gm[i][2] * g[2][k] }
+                            let e = Float(t[0] * gm[j][0] + t[1] * gm[j][1] + t[2] * gm[j][2])
+                            XCTAssertEqual(f.u.ptr[(i * a + j) * inC * outC + row * outC + col], e,
+                                           "\(v) flip \(flip) o \(o) c \(c) ξ \(i * a + j)")
+                        } }
+                    } }
+                }
+            }
+        }
+    }
+
     func testForwardMatchesReference() throws {
         for v in WinogradVariant.allCases {
             for (i, s) in shapes.enumerated() {

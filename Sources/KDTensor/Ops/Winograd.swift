@@ -34,50 +34,59 @@ public enum WinogradVariant: Int, Sendable, CaseIterable {
 }
 
 public typealias WVec = SIMD8<Float>
+/// Eight Double lanes: the filter transform's arithmetic (rounded to Float once, at the end).
+typealias WDVec = SIMD8<Double>
 
-/// `G` of F(m, 3) as α rows of 3 (Double: the filter transform runs once per weight, exactly enough).
-func winogradG(_ v: WinogradVariant) -> [[Double]] {
+/// `G` of F(m, 3) applied to 3 strided Double vectors `p[0], p[s], p[2s]`, α results to `q[0], q[t], …`:
+/// row k is `G[k][0]·g0 + G[k][1]·g1 + G[k][2]·g2` with the zero terms left out (G as in the header).
+@inline(__always)
+func winogradG(_ v: WinogradVariant, _ p: UnsafePointer<WDVec>, _ s: Int, _ q: UnsafeMutablePointer<WDVec>,
+               _ t: Int) {
+    let g0 = p[0], g1 = p[s], g2 = p[2 * s]
     switch v {
-    case .f2: return [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
-    case .f4: return [[0.25, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
-                      [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1]]
+    case .f2:
+        let h = 0.5
+        q[0] = g0; q[t] = h * g0 + h * g1 + h * g2; q[2 * t] = h * g0 - h * g1 + h * g2; q[3 * t] = g2
+    case .f4:
+        let sixth = 1.0 / 6, twelfth = 1.0 / 12, twentyFourth = 1.0 / 24
+        q[0] = 0.25 * g0
+        q[t] = -sixth * g0 - sixth * g1 - sixth * g2
+        q[2 * t] = -sixth * g0 + sixth * g1 - sixth * g2
+        q[3 * t] = twentyFourth * g0 + twelfth * g1 + sixth * g2
+        q[4 * t] = twentyFourth * g0 - twelfth * g1 + sixth * g2
+        q[5 * t] = g2
     }
 }
 
-/// `Bᵀ` applied to α values `p[0], p[s], …` in place of `q[0], q[t], …` (F(2,3)).
+/// `Bᵀ` of F(2,3) on the 4 values of a column or row of an input tile.
 @inline(__always)
-func winogradBT2(_ p: UnsafePointer<WVec>, _ s: Int, _ q: UnsafeMutablePointer<WVec>, _ t: Int) {
-    let d0 = p[0], d1 = p[s], d2 = p[2 * s], d3 = p[3 * s]
-    q[0] = d0 - d2; q[t] = d1 + d2; q[2 * t] = d2 - d1; q[3 * t] = d1 - d3
+func winogradBT2(_ d0: WVec, _ d1: WVec, _ d2: WVec, _ d3: WVec) -> (WVec, WVec, WVec, WVec) {
+    (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
 }
 
-/// `Bᵀ` of F(4,3) on 6 strided values.
+/// `Bᵀ` of F(4,3) on 6 values: rows 1, 2 are `d4 − 4d2 ± (d3 − 4d1)`, rows 3, 4 `d4 − d2 ± 2(d3 − d1)`.
 @inline(__always)
-func winogradBT4(_ p: UnsafePointer<WVec>, _ s: Int, _ q: UnsafeMutablePointer<WVec>, _ t: Int) {
-    let d0 = p[0], d1 = p[s], d2 = p[2 * s], d3 = p[3 * s], d4 = p[4 * s], d5 = p[5 * s]
+func winogradBT4(_ d0: WVec, _ d1: WVec, _ d2: WVec, _ d3: WVec, _ d4: WVec,
+                 _ d5: WVec) -> (WVec, WVec, WVec, WVec, WVec, WVec) {
     let four: Float = 4, five: Float = 5, two: Float = 2
-    q[0] = four * d0 - five * d2 + d4
-    let a = d4 - four * d2, b = d3 - four * d1            // rows 1, 2: d4 − 4d2 ± (d3 − 4d1)
-    q[t] = a + b; q[2 * t] = a - b
-    let c = d4 - d2, e = two * (d3 - d1)                  // rows 3, 4: d4 − d2 ± 2(d3 − d1)
-    q[3 * t] = c + e; q[4 * t] = c - e
-    q[5 * t] = four * d1 - five * d3 + d5
+    let a = d4 - four * d2, b = d3 - four * d1
+    let c = d4 - d2, e = two * (d3 - d1)
+    return (four * d0 - five * d2 + d4, a + b, a - b, c + e, c - e, four * d1 - five * d3 + d5)
 }
 
-/// `Aᵀ` of F(2,3): 4 strided values → 2.
+/// `Aᵀ` of F(2,3): 4 values → 2.
 @inline(__always)
-func winogradAT2(_ p: UnsafePointer<WVec>, _ s: Int, _ q: UnsafeMutablePointer<WVec>, _ t: Int) {
-    let m0 = p[0], m1 = p[s], m2 = p[2 * s], m3 = p[3 * s]
-    q[0] = m0 + m1 + m2; q[t] = m1 - m2 - m3
+func winogradAT2(_ m0: WVec, _ m1: WVec, _ m2: WVec, _ m3: WVec) -> (WVec, WVec) {
+    (m0 + m1 + m2, m1 - m2 - m3)
 }
 
-/// `Aᵀ` of F(4,3): 6 strided values → 4.
+/// `Aᵀ` of F(4,3): 6 values → 4, sharing `m1 ± m2` and `m3 ± m4`.
 @inline(__always)
-func winogradAT4(_ p: UnsafePointer<WVec>, _ s: Int, _ q: UnsafeMutablePointer<WVec>, _ t: Int) {
-    let m0 = p[0], m1 = p[s], m2 = p[2 * s], m3 = p[3 * s], m4 = p[4 * s], m5 = p[5 * s]
+func winogradAT4(_ m0: WVec, _ m1: WVec, _ m2: WVec, _ m3: WVec, _ m4: WVec,
+                 _ m5: WVec) -> (WVec, WVec, WVec, WVec) {
     let a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4
     let two: Float = 2, four: Float = 4, eight: Float = 8
-    q[0] = m0 + a + c; q[t] = b + two * d; q[2 * t] = a + four * c; q[3 * t] = b + eight * d + m5
+    return (m0 + a + c, b + two * d, a + four * c, b + eight * d + m5)
 }
 
 /// A 3×3 filter bank transformed for one variant: `u[ξ·Cin·Cout + c·Cout + o] = (G g_{o,c} Gᵀ)[ξ]`,
@@ -91,30 +100,38 @@ public struct WinogradFilter: @unchecked Sendable {
 
     /// From an OHWI weight `[Cout, 3, 3, Cin]`. With `flipTransposed` the bank is that of the input
     /// gradient's convolution, `W'[c, ki, kj, o] = W[o, 2 − ki, 2 − kj, c]` (Cin and Cout swap).
+    ///
+    /// `G g Gᵀ` runs in Double on 8 of the bank's output channels at once (one bank input channel, the
+    /// 3×3 filters gathered into 9 vectors), columns `t = G g` then rows `t Gᵀ`, each value rounded to
+    /// Float once — the same operations, in the same order, as the scalar product of the matrices.
     public init(weight: UnsafePointer<Float>, cout: Int, cin: Int, variant: WinogradVariant,
                 flipTransposed: Bool = false) {
         self.variant = variant
         let (inC, outC) = flipTransposed ? (cout, cin) : (cin, cout)
         self.cin = inC; self.cout = outC
-        let a = variant.alpha, gm = winogradG(variant)
-        let u = Tensor(uninitializedShape: [a * a, inC, outC])
-        let plane = inC * outC
-        var g = [Double](repeating: 0, count: 9), t = [Double](repeating: 0, count: a * 3)
-        for o in 0..<cout {
-            for c in 0..<cin {
+        let a = variant.alpha, a2 = a * a, plane = inC * outC
+        let u = Tensor(uninitializedShape: [a2, inC, outC])
+        let scratch = UnsafeMutablePointer<WDVec>.allocate(capacity: 9 + 3 * a + a2)
+        defer { scratch.deallocate() }
+        let g = scratch, t = scratch + 9, res = scratch + 9 + 3 * a
+        for row in 0..<inC {                                   // the bank's input channel
+            for col0 in stride(from: 0, to: outC, by: 8) {     // 8 of its output channels
+                let cnt = min(8, outC - col0)
                 for ki in 0..<3 { for kj in 0..<3 {
-                    let v = Double(weight[((o * 3 + ki) * 3 + kj) * cin + c])
-                    if flipTransposed { g[(2 - ki) * 3 + (2 - kj)] = v } else { g[ki * 3 + kj] = v }
+                    if flipTransposed {                        // W[o = row, 2 − ki, 2 − kj, c = col0 + l]
+                        let p = weight + ((row * 3 + 2 - ki) * 3 + 2 - kj) * cin + col0
+                        g[ki * 3 + kj] = WDVec(loadVec(p, cnt))
+                    } else {                                   // W[o = col0 + l, ki, kj, c = row]
+                        let p = weight + ((col0 * 3 + ki) * 3 + kj) * cin + row
+                        var gv = WDVec(repeating: 0)
+                        for l in 0..<cnt { gv[l] = Double(p[l * 9 * cin]) }
+                        g[ki * 3 + kj] = gv
+                    }
                 } }
-                // t = G g (α×3), then U = t Gᵀ (α×α).
-                for i in 0..<a { for j in 0..<3 {
-                    t[i * 3 + j] = gm[i][0] * g[j] + gm[i][1] * g[3 + j] + gm[i][2] * g[6 + j]
-                } }
-                let (row, col) = flipTransposed ? (o, c) : (c, o)   // the bank's (input, output) channel
-                for i in 0..<a { for j in 0..<a {
-                    let s = t[i * 3] * gm[j][0] + t[i * 3 + 1] * gm[j][1] + t[i * 3 + 2] * gm[j][2]
-                    u.ptr[(i * a + j) * plane + row * outC + col] = Float(s)
-                } }
+                for j in 0..<3 { winogradG(variant, g + j, 3, t + j, 3) }          // t = G g (α×3)
+                for i in 0..<a { winogradG(variant, t + i * 3, 1, res + i * a, 1) }  // U = t Gᵀ (α×α)
+                let dst = u.ptr + row * outC + col0
+                for xi in 0..<a2 { storeVec(WVec(res[xi]), dst + xi * plane, cnt) }
             }
         }
         self.u = u
@@ -143,31 +160,77 @@ func storeVec(_ v: WVec, _ p: UnsafeMutablePointer<Float>, _ count: Int) {
     for i in 0..<count { p[i] = v[i] }
 }
 
-/// `res = Bᵀ d B` for one α×α tile of channel vectors (row-major, `tmp` α² scratch); the strides are
-/// constants per variant so the transforms unroll.
+/// Unaligned load of 8 floats.
 @inline(__always)
-func winogradInputTile(_ v: WinogradVariant, _ d: UnsafeMutablePointer<WVec>, _ tmp: UnsafeMutablePointer<WVec>,
-                       _ res: UnsafeMutablePointer<WVec>) {
+func loadVec8(_ p: UnsafePointer<Float>) -> WVec { UnsafeRawPointer(p).loadUnaligned(as: WVec.self) }
+
+/// `V = Bᵀ d B` of one α×α tile of channel vectors: `d[i][j]` is the 8 floats at `src + i·rs + j·cs`,
+/// `V[ξ]` goes to the first `cnt` lanes at `dst + ξ·xs`. Columns `Bᵀ d` are loaded straight from `src`
+/// into `tmp` (α² scratch), rows `(Bᵀ d) B` from `tmp` straight to `dst`.
+@inline(__always)
+func winogradInputTile(_ v: WinogradVariant, _ src: UnsafePointer<Float>, _ rs: Int, _ cs: Int,
+                       _ tmp: UnsafeMutablePointer<WVec>, _ dst: UnsafeMutablePointer<Float>, _ xs: Int,
+                       _ cnt: Int) {
     switch v {
     case .f2:
-        for j in 0..<4 { winogradBT2(d + j, 4, tmp + j, 4) }          // Bᵀ d (columns)
-        for i in 0..<4 { winogradBT2(tmp + i * 4, 1, res + i * 4, 1) }  // (Bᵀ d) B (rows)
+        for j in 0..<4 {
+            let p = src + j * cs
+            let r = winogradBT2(loadVec8(p), loadVec8(p + rs), loadVec8(p + 2 * rs), loadVec8(p + 3 * rs))
+            tmp[j] = r.0; tmp[4 + j] = r.1; tmp[8 + j] = r.2; tmp[12 + j] = r.3
+        }
+        for i in 0..<4 {
+            let q = tmp + 4 * i, o = dst + 4 * i * xs
+            let r = winogradBT2(q[0], q[1], q[2], q[3])
+            storeVec(r.0, o, cnt); storeVec(r.1, o + xs, cnt); storeVec(r.2, o + 2 * xs, cnt)
+            storeVec(r.3, o + 3 * xs, cnt)
+        }
     case .f4:
-        for j in 0..<6 { winogradBT4(d + j, 6, tmp + j, 6) }
-        for i in 0..<6 { winogradBT4(tmp + i * 6, 1, res + i * 6, 1) }
+        for j in 0..<6 {
+            let p = src + j * cs
+            let r = winogradBT4(loadVec8(p), loadVec8(p + rs), loadVec8(p + 2 * rs), loadVec8(p + 3 * rs),
+                                loadVec8(p + 4 * rs), loadVec8(p + 5 * rs))
+            tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3; tmp[24 + j] = r.4
+            tmp[30 + j] = r.5
+        }
+        for i in 0..<6 {
+            let q = tmp + 6 * i, o = dst + 6 * i * xs
+            let r = winogradBT4(q[0], q[1], q[2], q[3], q[4], q[5])
+            storeVec(r.0, o, cnt); storeVec(r.1, o + xs, cnt); storeVec(r.2, o + 2 * xs, cnt)
+            storeVec(r.3, o + 3 * xs, cnt); storeVec(r.4, o + 4 * xs, cnt); storeVec(r.5, o + 5 * xs, cnt)
+        }
     }
 }
 
-/// `res = Aᵀ M A` (m×m, row-major) for one α×α tile of GEMM outputs.
+/// `Y = Aᵀ M A` of one tile: `M[ξ]` is the first `cnt` lanes at `src + ξ·xs` (zeros beyond), columns
+/// `Aᵀ M` go to `tmp` (m×α), and each of the first `hi` rows of `(Aᵀ M) A` is handed on as
+/// `emit(i, j, Y[i][j])`, j < m.
 @inline(__always)
-func winogradOutputTile(_ v: WinogradVariant, _ mm: UnsafeMutablePointer<WVec>, _ tmp: UnsafeMutablePointer<WVec>,
-                        _ res: UnsafeMutablePointer<WVec>) {
+func winogradOutputTile(_ v: WinogradVariant, _ src: UnsafePointer<Float>, _ xs: Int, _ cnt: Int,
+                        _ tmp: UnsafeMutablePointer<WVec>, hi: Int, _ emit: (Int, Int, WVec) -> Void) {
     switch v {
     case .f2:
-        for j in 0..<4 { winogradAT2(mm + j, 4, tmp + j, 4) }          // Aᵀ M (2×4)
-        for i in 0..<2 { winogradAT2(tmp + i * 4, 1, res + i * 2, 1) }  // (Aᵀ M) A (2×2)
+        for j in 0..<4 {
+            let p = src + j * xs
+            let r = winogradAT2(loadVec(p, cnt), loadVec(p + 4 * xs, cnt), loadVec(p + 8 * xs, cnt),
+                                loadVec(p + 12 * xs, cnt))
+            tmp[j] = r.0; tmp[4 + j] = r.1
+        }
+        for i in 0..<hi {
+            let q = tmp + 4 * i
+            let r = winogradAT2(q[0], q[1], q[2], q[3])
+            emit(i, 0, r.0); emit(i, 1, r.1)
+        }
     case .f4:
-        for j in 0..<6 { winogradAT4(mm + j, 6, tmp + j, 6) }
-        for i in 0..<4 { winogradAT4(tmp + i * 6, 1, res + i * 4, 1) }
+        for j in 0..<6 {
+            let p = src + j * xs
+            let r = winogradAT4(loadVec(p, cnt), loadVec(p + 6 * xs, cnt), loadVec(p + 12 * xs, cnt),
+                                loadVec(p + 18 * xs, cnt), loadVec(p + 24 * xs, cnt), loadVec(p + 30 * xs, cnt))
+            tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3
+        }
+        for i in 0..<hi {
+            let q = tmp + 6 * i
+            let r = winogradAT4(q[0], q[1], q[2], q[3], q[4], q[5])
+            emit(i, 0, r.0); emit(i, 1, r.1); emit(i, 2, r.2); emit(i, 3, r.3)
+        }
     }
 }

@@ -63,14 +63,17 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
     let vStride = chunk * max(cin, 1) + pad, mStride = chunk * cout + pad   // floats between ξ matrices
     let vBuf = Tensor(uninitializedShape: [a2 * vStride])
     let mBuf = Tensor(uninitializedShape: [a2 * mStride])
-    let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 3 * a2)
+    let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 2 * a2)
     defer { scratch.deallocate() }
-    let d = scratch, tmp = scratch + a2, res = scratch + 2 * a2
+    let d = scratch, tmp = scratch + a2
+    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
     let zero = WVec(repeating: 0)
 
     for t0 in stride(from: 0, to: total, by: chunk) {
         let rows = min(chunk, total - t0)
-        // Input transform: V[ξ][tile][c].
+        // Input transform: V[ξ][tile][c]. A tile inside the image with 8 channels is read in place;
+        // otherwise its α×α channel vectors are gathered into `d` first: zeros, then the rows and
+        // columns of the tile that lie in the image (the first `cnt` channels).
         for tl in 0..<rows {
             let t = t0 + tl, img = t / perImage, r = t % perImage
             let ih0 = (r / tilesW) * m - p, iw0 = (r % tilesW) * m - p
@@ -78,20 +81,17 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
             let inside = ih0 >= 0 && iw0 >= 0 && ih0 + a <= h && iw0 + a <= w
             for c0 in stride(from: 0, to: cin, by: 8) {
                 let cnt = min(8, cin - c0)
-                for i in 0..<a {
-                    let ih = ih0 + i
-                    for j in 0..<a {
-                        let iw = iw0 + j
-                        if inside || (ih >= 0 && ih < h && iw >= 0 && iw < w) {
-                            d[i * a + j] = loadVec(xi + (ih * w + iw) * cin + c0, cnt)
-                        } else {
-                            d[i * a + j] = zero
-                        }
-                    }
-                }
-                winogradInputTile(v, d, tmp, res)
                 let dst = vBuf.ptr + tl * cin + c0
-                for xi2 in 0..<a2 { storeVec(res[xi2], dst + xi2 * vStride, cnt) }
+                if inside && cnt == 8 {
+                    winogradInputTile(v, xi + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, vStride, 8)
+                    continue
+                }
+                d.update(repeating: zero, count: a2)
+                for i in max(0, -ih0)..<max(0, min(a, h - ih0)) {
+                    let row = xi + ((ih0 + i) * w + iw0) * cin + c0
+                    for j in max(0, -iw0)..<max(0, min(a, w - iw0)) { d[i * a + j] = loadVec(row + j * cin, cnt) }
+                }
+                winogradInputTile(v, dFloats, a * 8, 8, tmp, dst, vStride, cnt)
             }
         }
         // α² GEMMs: M_ξ[rows, Cout] = V_ξ[rows, Cin] · U_ξ[Cin, Cout].
@@ -105,20 +105,17 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
             let t = t0 + tl, img = t / perImage, r = t % perImage
             let oh0 = (r / tilesW) * m, ow0 = (r % tilesW) * m
             let hi = min(m, ho - oh0), wi = min(m, wo - ow0)
+            let base = out + ((img * ho + oh0) * wo + ow0) * cout, resBase = residual.map { $0 + (base - out) }
             for k0 in stride(from: 0, to: cout, by: 8) {
                 let cnt = min(8, cout - k0)
-                let src = mBuf.ptr + tl * cout + k0
-                for xi2 in 0..<a2 { d[xi2] = loadVec(src + xi2 * mStride, cnt) }
-                winogradOutputTile(v, d, tmp, res)
                 let b = bias.map { loadVec($0 + k0, cnt) } ?? zero
-                for i in 0..<hi {
-                    for j in 0..<wi {
-                        let off = ((img * ho + oh0 + i) * wo + ow0 + j) * cout + k0
-                        var y = res[i * m + j] + b
-                        if let residual { y += loadVec(residual + off, cnt) }
-                        if relu { y = reluVec(y) }
-                        storeVec(y, out + off, cnt)
-                    }
+                winogradOutputTile(v, mBuf.ptr + tl * cout + k0, mStride, cnt, tmp, hi: hi) { i, j, y0 in
+                    guard j < wi else { return }
+                    let off = (i * wo + j) * cout + k0
+                    var y = y0 + b
+                    if let resBase { y += loadVec(resBase + off, cnt) }
+                    if relu { y = reluVec(y) }
+                    storeVec(y, base + off, cnt)
                 }
             }
         }
