@@ -111,6 +111,38 @@ final class TeacherCacheTests: XCTestCase {
         XCTAssertEqual(f16.losses[0], replay.losses[0], accuracy: 2e-3 * abs(replay.losses[0]))
     }
 
+    /// A teacher that is not batch-invariant (forced here) gets its records computed in whole blocks: the
+    /// first step computes every block its samples touch, and the stored bytes are the same as when the
+    /// fused teacher computes only the step's own samples (both are the teacher's block-independent bits).
+    func testBlocksWhenTheTeacherIsNotBatchInvariant() throws {
+        let own = try InProcessWorld(size: 1).run {
+            try Self.train(self.config(cache: "\(self.dir)/O", out: "o"), comm: $0)
+        }[0]
+        let run = try InProcessWorld(size: 1).run { comm -> (first: Int, expected: Int, total: Int) in
+            let t = try Trainer(config: self.config(cache: "\(self.dir)/K", out: "k"), comm: comm)
+            let cache = try XCTUnwrap(t.teacher?.cache)
+            XCTAssertTrue(cache.batchInvariantTeacher, "the fused ResNet teacher is batch-invariant")
+            cache.batchInvariantTeacher = false
+            let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: 12, depth: 1)
+            defer { stream.shutdown() }
+            var first = -1, expected = 0
+            while let b = try stream.next() {
+                if first < 0 {
+                    let blocks = Set(b.indices.map { $0 / TeacherOutputCache.blockSize })
+                    expected = blocks.map { min(40, ($0 + 1) * TeacherOutputCache.blockSize)
+                                            - $0 * TeacherOutputCache.blockSize }.reduce(0, +)
+                }
+                try t.step(b)
+                if first < 0 { first = cache.recordsComputed }
+            }
+            return (first, expected, cache.recordsComputed)
+        }[0]
+        XCTAssertEqual(run.first, run.expected, "step 1 computes the whole blocks of its samples")
+        XCTAssertEqual(run.total, 2 * 40)
+        XCTAssertEqual(own.computed, 2 * 40)
+        XCTAssertEqual(try files("\(dir)/K"), try files("\(dir)/O"))
+    }
+
     /// `kdgraph teacher-cache` on 2 ranks fills every record once; a second fill computes nothing; a record
     /// whose checksum is lost is recomputed to the same bytes (its whole block).
     func testFillIsCompleteAndResumable() throws {

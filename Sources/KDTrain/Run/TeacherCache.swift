@@ -30,6 +30,10 @@ public final class TeacherOutputCache {
     let embeddingSize: Int, classes: Int
     /// Records read from the cache and records computed (and written) by this rank so far.
     public private(set) var recordsRead = 0, recordsComputed = 0
+    /// The teacher gives a sample the same bits in any batch (the fused ResNet: row-invariant GEMMs,
+    /// no batch statistics). Then a step computes only its missing samples, from its own views, and the
+    /// first pass over a round costs what an uncached step costs; otherwise whole blocks are computed.
+    public var batchInvariantTeacher = false
 
     init(store: TeacherCacheStore, embeddingSize: Int, classes: Int) {
         self.store = store; rounds = store.layout.rounds
@@ -47,16 +51,34 @@ public final class TeacherOutputCache {
         let n = batch.count, V = batch.views, D = embeddingSize, C = classes, W = D + C, per = V * W
         let round = batch.epoch % rounds
         let records = Tensor(uninitializedShape: [max(1, n * per)])
-        var missingByBlock: [Int: [Int]] = [:]   // block number → positions in the batch
+        var missing: [Int] = []   // positions in the batch
         for k in 0..<n where !(try store.read(round: round, sample: batch.indices[k], into: records.ptr + k * per)) {
-            missingByBlock[batch.indices[k] / store.layout.block, default: []].append(k)
+            missing.append(k)
         }
-        recordsRead += n - missingByBlock.values.reduce(0) { $0 + $1.count }
-        for block in missingByBlock.keys.sorted() {
-            let ids = Array(store.layout.blockSamples(of: block * store.layout.block))
-            let computed = try computeBlock(ids, round: round, render: render, compute: compute)
-            for k in missingByBlock[block]! {
-                (records.ptr + k * per).update(from: computed.ptr + (batch.indices[k] - ids[0]) * per, count: per)
+        recordsRead += n - missing.count
+        if batchInvariantTeacher, !missing.isEmpty {
+            // The batch's own views of its missing samples, as one batch: their bits are the block's.
+            let perImage = batch.images.count / max(1, n * V)
+            var shape = batch.images.shape
+            shape[0] = missing.count * V
+            let images = Tensor(uninitializedShape: shape)
+            for (j, k) in missing.enumerated() {
+                (images.ptr + j * V * perImage).update(from: batch.images.ptr + k * V * perImage, count: V * perImage)
+            }
+            let computed = try computeRecords(missing.map { batch.indices[$0] }, images: images, round: round,
+                                              compute: compute)
+            for (j, k) in missing.enumerated() {
+                (records.ptr + k * per).update(from: computed.ptr + j * per, count: per)
+            }
+        } else {
+            let byBlock = Dictionary(grouping: missing) { batch.indices[$0] / store.layout.block }
+            for block in byBlock.keys.sorted() {
+                let ids = Array(store.layout.blockSamples(of: block * store.layout.block))
+                let computed = try computeBlock(ids, round: round, render: render, compute: compute)
+                for k in byBlock[block]! {
+                    (records.ptr + k * per).update(from: computed.ptr + (batch.indices[k] - ids[0]) * per,
+                                                   count: per)
+                }
             }
         }
         let embedding = Tensor(uninitializedShape: [n * V, D]), logits = Tensor(uninitializedShape: [n * V, C])
@@ -71,11 +93,16 @@ public final class TeacherOutputCache {
     /// (rounded to the cache's dtype) and returns them (`ids.count` records of `V·W` values).
     @discardableResult
     public func computeBlock(_ ids: [Int], round: Int, render: Render, compute: Forward) throws -> Tensor {
+        try computeRecords(ids, images: render(ids, round), round: round, compute: compute)
+    }
+
+    /// Runs the teacher on `images` (the views of samples `ids` in `round`), stores and returns the records.
+    func computeRecords(_ ids: [Int], images: Tensor, round: Int, compute: Forward) throws -> Tensor {
         let V = store.layout.views, D = embeddingSize, C = classes, W = D + C, per = V * W
-        let (e, l) = try compute(render(ids, round))
+        let (e, l) = try compute(images)
         precondition(e.shape == [ids.count * V, D] && l.shape == [ids.count * V, C],
                      "teacher outputs \(e.shape), \(l.shape) for \(ids.count * V) rows")
-        let records = Tensor(uninitializedShape: [ids.count * per])
+        let records = Tensor(uninitializedShape: [max(1, ids.count * per)])
         for (j, id) in ids.enumerated() {
             let rec = records.ptr + j * per
             for v in 0..<V {

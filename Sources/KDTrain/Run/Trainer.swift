@@ -122,8 +122,12 @@ public final class Trainer {
             batch: max(1, B / comm.size) * config.data.views, comm: comm,
             wisdom: ConvAlgorithmTuner.readWisdom(directory: config.outputDir))
         if let teacher, case .network(let model) = teacher.source, config.teacher.cache.enabled {
-            teacher.cache = try TeacherOutputCache.open(config: config, data: data, teacher: teacher, model: model,
-                                                        algorithms: &convAlgorithms, comm: comm)
+            let cache = try TeacherOutputCache.open(config: config, data: data, teacher: teacher, model: model,
+                                                    algorithms: &convAlgorithms, comm: comm)
+            // Built now that the algorithms are final (the cache may have imposed its own).
+            teacher.fused = FusedResNet(model)
+            cache.batchInvariantTeacher = teacher.fused != nil
+            teacher.cache = cache
         }
         parameters = student.namedParameters() + (head?.namedParameters().map { ("head." + $0.0, $0.1) } ?? [])
 
