@@ -11,15 +11,14 @@ import KDTensor
 /// every later pass over that round, so the teacher forward runs once per round instead of once per
 /// epoch.
 ///
-/// A step reads the records of its samples. For a sample without a valid record (first pass over
-/// the round, or an interrupted write) the teacher runs on its whole block of `blockSize` consecutive
-/// dataset indices, rendered in that round, as one batch, and every record of the block is stored:
-/// over a first pass each block is computed once, so the pass costs what an uncached epoch costs,
-/// front-loaded. A block is always the same batch, so a record has the same bits whichever run,
-/// world size or `kdgraph teacher-cache` computed it, for any teacher; the fused ResNet teacher is
-/// moreover batch-independent (row-invariant GEMMs), so its records equal what it gives the sample in
-/// any training batch. The values a step uses are always the stored ones (a float16 cache rounds a
-/// fresh record before using it).
+/// A step reads the records of its samples. With a batch-invariant teacher (the fused ResNet: every
+/// GEMM row-invariant) the samples without a valid record (first pass over the round, or an
+/// interrupted write) are computed from the step's own views as one batch and stored: their bits are
+/// what the teacher gives them in any batch. Any other teacher computes each such sample's whole
+/// block of `blockSize` consecutive indices, rendered in that round, as one batch, and stores the
+/// block: a block is always the same batch, so its records have the same bits whichever run, world
+/// size or `kdgraph teacher-cache` (always in blocks) computed them. The values a step uses are
+/// always the stored ones (a float16 cache rounds a fresh record before using it).
 public final class TeacherOutputCache {
     /// Samples per teacher forward when records are computed (`TeacherCacheLayout.block`): large
     /// enough for efficient GEMMs (the convolution tuner times 16 images too), small enough that the
