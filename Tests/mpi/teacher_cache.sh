@@ -11,17 +11,7 @@
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-bin=.build/release/kdgraph
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { echo "PASS $1"; pass=$((pass + 1)); }
-ko() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
-mpi() {
-  local n=$1; shift
-  timeout 600 mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 "$bin" "$@"
-}
+source Tests/mpi/harness.sh
 teacher="$tmp/teacher/checkpoints/final.safetensors"
 mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/teacher" --set train.steps=4 \
   >"$tmp/teacher.log" 2>&1 || ko "teacher checkpoint" "$(tail -3 "$tmp/teacher.log")"
@@ -115,5 +105,4 @@ else
   ko "cache for other settings" "exit $rc: $(tail -3 "$tmp/other.log")"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

@@ -16,17 +16,7 @@
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-bin=.build/release/kdgraph
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { echo "PASS $1"; pass=$((pass + 1)); }
-ko() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
-mpi() {
-  local n=$1; shift
-  timeout 600 mpirun --oversubscribe --bind-to none -np "$n" -x OPENBLAS_NUM_THREADS=1 "$bin" "$@"
-}
+source Tests/mpi/harness.sh
 teacher="$tmp/teacher/checkpoints/final.safetensors"
 
 # Tolerance of a world-size comparison of ONE step taken from identical state: the runs differ only in
@@ -297,5 +287,4 @@ elif grep -q "data.global_batch: .*4 ranks but only 3 samples" "$tmp/toomany.log
   ok "more ranks than samples per batch: clear error"
 else ko "more ranks than samples" "$(tail -3 "$tmp/toomany.log")"; fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish
