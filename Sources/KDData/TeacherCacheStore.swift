@@ -246,7 +246,7 @@ public final class TeacherCacheStore: @unchecked Sendable {
         for k in 0..<count { values[k] = Float(Float16(values[k])) }
     }
 
-    /// Records of `round` whose checksum is written (not verified), for progress reports.
+    /// Records of `round` whose checksum is written (not verified): a quick count of what a fill has done.
     public func writtenCount(round: Int) throws -> Int {
         var n = 0
         var stored: UInt64 = 0

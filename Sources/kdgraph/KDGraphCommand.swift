@@ -35,6 +35,17 @@ struct ConfigOptions: ParsableArguments {
     var overrides: [String] = []
 
     func load() throws -> KDConfig { try KDConfig.load(path: config, overrides: overrides) }
+
+    /// Loads the config and runs `body` in the MPI world with its BLAS threads. A config that cannot
+    /// be loaded fails the same way on every rank (every rank reads the same file): the job aborts at once.
+    func withConfiguredWorld(_ body: (KDConfig, MPICommunicator) throws -> Void) {
+        let config: KDConfig
+        do { config = try load() } catch {
+            withWorld { _ in throw error }
+            return
+        }
+        withWorld(blasThreads: config.blasThreads) { comm in try body(config, comm) }
+    }
 }
 
 /// Initialises MPI and runs `body` so that any error on any rank ends the whole job with

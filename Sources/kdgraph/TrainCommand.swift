@@ -17,13 +17,7 @@ struct Train: ParsableCommand {
     var overwrite = false
 
     func run() throws {
-        let config: KDConfig
-        do { config = try options.load() } catch {
-            // Every rank reads the same file and fails the same way; abort so mpirun ends at once.
-            withWorld { comm in throw error }
-            return
-        }
-        withWorld(blasThreads: config.blasThreads) { comm in
+        options.withConfiguredWorld { config, comm in
             let trainer = try Trainer(config: config, comm: comm)
             do {
                 _ = try trainer.run(resumeFrom: resume, overwrite: overwrite)
@@ -111,12 +105,7 @@ struct TeacherCacheCommand: ParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() throws {
-        let config: KDConfig
-        do { config = try options.load() } catch {
-            withWorld { comm in throw error }
-            return
-        }
-        withWorld(blasThreads: config.blasThreads) { comm in
+        options.withConfiguredWorld { config, comm in
             let trainer = try Trainer(config: config, comm: comm)
             let fill = try trainer.fillTeacherCache { line in fputs("teacher-cache: \(line)\n", stderr) }
             if comm.rank == 0 { print(fill.json) }
@@ -139,12 +128,7 @@ struct ExportViews: ParsableCommand {
     @Option(help: "Output folder (must not hold an earlier export).") var out: String
 
     func run() throws {
-        let config: KDConfig
-        do { config = try options.load() } catch {
-            withWorld { comm in throw error }
-            return
-        }
-        withWorld(blasThreads: config.blasThreads) { comm in
+        options.withConfiguredWorld { config, comm in
             let summary = try ViewExport.run(config: config, rounds: rounds, out: out, comm: comm) { line in
                 fputs("export-views: \(line)\n", stderr)
             }

@@ -73,7 +73,8 @@ public enum RowInvariantGEMM {
                             kernel6x16(aRow, lda, panel, depth, cRow, ldc, startFromC)
                         } else {
                             tile.withUnsafeMutableBufferPointer { t in
-                                edge(aRow, lda, panel, depth, rows: r, cols: cols, cRow, ldc, startFromC, t.baseAddress!)
+                                edge(aRow, lda, panel, depth, rows: r, cols: cols, cRow, ldc, startFromC,
+                                     t.baseAddress!)
                             }
                         }
                     }
@@ -86,19 +87,21 @@ public enum RowInvariantGEMM {
     @inline(__always)
     static func kernel6x16(_ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ depth: Int,
                            _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ startFromC: Bool) {
-        func load(_ p: UnsafePointer<Float>) -> V8 { UnsafeRawPointer(p).loadUnaligned(as: V8.self) }
-        func store(_ v: V8, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V8.self) }
+        func store(_ v: V8, _ p: UnsafeMutablePointer<Float>) { storeVec(v, p, 8) }
         var c00 = V8(), c01 = V8(), c10 = V8(), c11 = V8(), c20 = V8(), c21 = V8()
         var c30 = V8(), c31 = V8(), c40 = V8(), c41 = V8(), c50 = V8(), c51 = V8()
         if startFromC {
-            c00 = load(c); c01 = load(c + 8); c10 = load(c + ldc); c11 = load(c + ldc + 8)
-            c20 = load(c + 2 * ldc); c21 = load(c + 2 * ldc + 8); c30 = load(c + 3 * ldc); c31 = load(c + 3 * ldc + 8)
-            c40 = load(c + 4 * ldc); c41 = load(c + 4 * ldc + 8); c50 = load(c + 5 * ldc); c51 = load(c + 5 * ldc + 8)
+            c00 = loadVec8(c); c01 = loadVec8(c + 8)
+            c10 = loadVec8(c + ldc); c11 = loadVec8(c + ldc + 8)
+            c20 = loadVec8(c + 2 * ldc); c21 = loadVec8(c + 2 * ldc + 8)
+            c30 = loadVec8(c + 3 * ldc); c31 = loadVec8(c + 3 * ldc + 8)
+            c40 = loadVec8(c + 4 * ldc); c41 = loadVec8(c + 4 * ldc + 8)
+            c50 = loadVec8(c + 5 * ldc); c51 = loadVec8(c + 5 * ldc + 8)
         }
         let a0 = a, a1 = a + lda, a2 = a + 2 * lda, a3 = a + 3 * lda, a4 = a + 4 * lda, a5 = a + 5 * lda
         var bp = b
         for kk in 0..<depth {
-            let b0 = load(bp), b1 = load(bp + 8)
+            let b0 = loadVec8(bp), b1 = loadVec8(bp + 8)
             var x = V8(repeating: a0[kk]); c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
             x = V8(repeating: a1[kk]); c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
             x = V8(repeating: a2[kk]); c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
@@ -117,21 +120,19 @@ public enum RowInvariantGEMM {
     static func edge(_ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ depth: Int, rows: Int,
                      cols: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ startFromC: Bool,
                      _ tile: UnsafeMutablePointer<Float>) {
-        func load(_ p: UnsafePointer<Float>) -> V8 { UnsafeRawPointer(p).loadUnaligned(as: V8.self) }
         for r in 0..<rows {
             let t = tile + r * nr
             t.update(repeating: 0, count: nr)
             if startFromC { t.update(from: c + r * ldc, count: cols) }
-            var c0 = load(t), c1 = load(t + 8)
+            var c0 = loadVec8(t), c1 = loadVec8(t + 8)
             let ar = a + r * lda
             var bp = b
             for kk in 0..<depth {
                 let x = V8(repeating: ar[kk])
-                c0 = c0.addingProduct(x, load(bp)); c1 = c1.addingProduct(x, load(bp + 8))
+                c0 = c0.addingProduct(x, loadVec8(bp)); c1 = c1.addingProduct(x, loadVec8(bp + 8))
                 bp += 16
             }
-            UnsafeMutableRawPointer(t).storeBytes(of: c0, as: V8.self)
-            UnsafeMutableRawPointer(t + 8).storeBytes(of: c1, as: V8.self)
+            storeVec(c0, t, 8); storeVec(c1, t + 8, 8)
             (c + r * ldc).update(from: t, count: cols)
         }
     }

@@ -145,9 +145,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             if fresh && tg == nil { p.update(repeating: 0, count: x.count) }   // col2im adds
             gx = p; xFresh = fresh
         }
-        // Flipped, transposed weights W'[c, ki, kj, o] = W[o, kh−1−ki, kw−1−kj, c].
-        var flipped: Tensor? = nil
-        if tg != nil {
+        // dx's GEMM operand, packed once for every chunk: for stride 1 the flipped, transposed weights
+        // W'[c, ki, kj, o] = W[o, kh−1−ki, kw−1−kj, c] as W'ᵀ; otherwise W itself (dcol = dY · W).
+        var dxPacked: RowInvariantGEMM.Packed? = nil
+        if let tg {
             let f = Tensor(uninitializedShape: [g.cin, g.kh, g.kw, cout])
             for o in 0..<cout { for ki in 0..<g.kh { for kj in 0..<g.kw {
                 let src = weight.ptr + ((o * g.kh + ki) * g.kw + kj) * g.cin
@@ -155,13 +156,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
                 let cStride = g.kh * g.kw * cout
                 for c in 0..<g.cin { dst[c * cStride] = src[c] }
             } } }
-            flipped = f
+            dxPacked = RowInvariantGEMM.Packed(f.ptr, k: tg.k, n: g.cin, ldb: tg.k, transposed: true)
+        } else if needX {
+            dxPacked = RowInvariantGEMM.Packed(weight.ptr, k: cout, n: k, ldb: k)
         }
         if let gw, wFresh, g.n == 0 { gw.update(repeating: 0, count: weight.count) }
-        // dx's GEMM operand, packed once for every chunk: W'ᵀ (stride 1) or W (dcol).
-        let dxPacked = !needX ? nil : flipped.map {
-            RowInvariantGEMM.Packed($0.ptr, k: tg!.k, n: g.cin, ldb: tg!.k, transposed: true)
-        } ?? RowInvariantGEMM.Packed(weight.ptr, k: cout, n: k, ldb: k)
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
             let dy = gy.ptr + n0 * g.pixelsPerImage * cout
@@ -170,14 +169,14 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
                 sgemm(transA: true, m: cout, n: k, k: rows, a: dy, lda: cout, b: col.ptr, ldb: k,
                       beta: (wFresh && n0 == 0) ? 0 : 1, c: gw, ldc: k)
             }
-            guard let gx else { continue }
-            if let tg, flipped != nil {  // dx[rows_in, Cin] = im2col(dY) · W'ᵀ
+            guard let gx, let dxPacked else { continue }
+            if let tg {  // dx[rows_in, Cin] = im2col(dY) · W'ᵀ
                 let inRows = (n1 - n0) * g.h * g.w
                 im2col(gy.ptr, tg, images: n0..<n1, into: col.ptr)
-                RowInvariantGEMM.multiply(m: inRows, a: col.ptr, lda: tg.k, b: dxPacked!,
+                RowInvariantGEMM.multiply(m: inRows, a: col.ptr, lda: tg.k, b: dxPacked,
                                           c: gx + n0 * g.h * g.w * g.cin, ldc: g.cin, accumulate: !xFresh)
             } else {      // dcol[rows, K] = dY · W, then scatter-add onto dx
-                RowInvariantGEMM.multiply(m: rows, a: dy, lda: cout, b: dxPacked!, c: col.ptr, ldc: k,
+                RowInvariantGEMM.multiply(m: rows, a: dy, lda: cout, b: dxPacked, c: col.ptr, ldc: k,
                                           accumulate: false)
                 col2imAccumulate(col.ptr, g, images: n0..<n1, into: gx)
             }

@@ -44,8 +44,9 @@ public final class TeacherOutputCache {
     /// The teacher on images `[m·V, …]`: embedding `[m·V, D]`, logits `[m·V, C]`.
     public typealias Forward = (Tensor) throws -> (embedding: Tensor, logits: Tensor)
 
-    /// The teacher outputs of `batch` (rows `sample·V + view`): the stored records where valid; for
-    /// the other samples their whole blocks are rendered, run through the teacher and stored.
+    /// The teacher outputs of `batch` (rows `sample·V + view`): the stored records where valid; the other
+    /// samples are run through the teacher and stored — from the batch's own views with a batch-invariant
+    /// teacher, otherwise with their whole blocks rendered.
     func outputs(_ batch: Batch, render: Render, compute: Forward) throws -> (Tensor, Tensor) {
         let n = batch.count, V = batch.views, D = embeddingSize, C = classes, W = D + C, per = V * W
         let round = batch.epoch % rounds
@@ -56,7 +57,8 @@ public final class TeacherOutputCache {
         }
         recordsRead += n - missing.count
         if batchInvariantTeacher, !missing.isEmpty {
-            // The batch's own views of its missing samples, as one batch: their bits are the block's.
+            // The batch's own views of its missing samples, as one batch: the teacher gives them the bits it
+            // gives them in any batch, a block's included.
             let perImage = batch.images.count / max(1, n * V)
             var shape = batch.images.shape
             shape[0] = missing.count * V
