@@ -43,8 +43,13 @@ extension Communicator {
 /// the local rows is `∂L/∂X_r = Σ_q G_q[rows of r]`: a reduce-scatter (SUM) of `G` with the row counts
 /// as blocks. Every rank must run `backward` (the node's gradient is pre-set to zeros so it runs even
 /// on a rank whose share ignores `Y`); an MPI failure inside backward aborts the job.
-public func allGatherRows(_ local: Tensor, comm: Communicator, counts: [Int]? = nil) throws -> Tensor {
-    try gatherRows(local, comm: comm, counts: counts, op: "allGatherRows", differentiable: true)
+///
+/// With `replicatedLoss` (deterministic training, docs/training.md) every rank evaluates the *whole*
+/// loss from `Y`, so `G` is the same on every rank and `∂L/∂X_r` is `G`'s own rows: no communication.
+public func allGatherRows(_ local: Tensor, comm: Communicator, counts: [Int]? = nil,
+                          replicatedLoss: Bool = false) throws -> Tensor {
+    try gatherRows(local, comm: comm, counts: counts, op: "allGatherRows", differentiable: true,
+                   replicatedLoss: replicatedLoss)
 }
 
 /// `allGatherRows` without a tape node (teacher embeddings, logits, anything not trained).
@@ -53,7 +58,7 @@ public func allGatherRowsNoGrad(_ local: Tensor, comm: Communicator, counts: [In
 }
 
 func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: String,
-                differentiable: Bool) throws -> Tensor {
+                differentiable: Bool, replicatedLoss: Bool = false) throws -> Tensor {
     guard local.rank >= 1 else {
         throw CommError.invalidArgument(op: op, message: "needs a tensor with a row axis, got shape \(local.shape)")
     }
@@ -95,6 +100,11 @@ func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: S
     let elementCounts = counts.map { $0 * rowSize }
     try comm.allGatherV(UnsafePointer(local.ptr), counts: elementCounts, into: out.ptr)
     guard record else { return out }
+    if replicatedLoss {
+        let mine = layout.offsets[comm.rank] * rowSize
+        Tape.record(op, inputs: [local], output: out) { g in local.accumulateGrad(g.ptr + mine) }
+        return out
+    }
 
     Tape.record(op, inputs: [local], output: out) { g in
         // ∂L/∂X_r = Σ_q G_q[rows of r]  (reduce-scatter SUM over ranks)

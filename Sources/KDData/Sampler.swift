@@ -29,6 +29,8 @@ public final class Sampler: @unchecked Sendable {
     public let worldSize: Int
     /// Steps in one epoch.
     public let stepsPerEpoch: Int
+    /// Samples per block of a global batch (`BatchPlan.blockSize`; `train.block_size` when deterministic).
+    public let blockSize: Int
 
     private var cachedEpoch = -1
     private var cachedPermutation: [Int] = []
@@ -36,7 +38,8 @@ public final class Sampler: @unchecked Sendable {
 
     /// Validates the configuration (before training starts): a non-empty dataset, `1 ≤ B`, at least
     /// one step per epoch, and no rank left without samples in any batch.
-    public init(count: Int, globalBatch: Int, dropLast: Bool, seed: UInt64, rank: Int = 0, worldSize: Int = 1) throws {
+    public init(count: Int, globalBatch: Int, dropLast: Bool, seed: UInt64, rank: Int = 0, worldSize: Int = 1,
+                blockSize: Int = 1) throws {
         guard count > 0 else { throw DataError.invalidConfig(field: "data", message: "the training split is empty") }
         guard globalBatch >= 1 else {
             throw DataError.invalidConfig(field: "data.global_batch", message: "\(globalBatch) must be ≥ 1")
@@ -48,6 +51,15 @@ public final class Sampler: @unchecked Sendable {
             throw DataError.tooManyRanks(ranks: worldSize, batch: globalBatch,
                                          reason: "the global batch (data.global_batch)")
         }
+        guard blockSize >= 1, globalBatch % blockSize == 0 else {
+            throw DataError.invalidConfig(field: "train.block_size", message: "data.global_batch \(globalBatch) "
+                                          + "must be a multiple of the block size \(blockSize) (whole blocks)")
+        }
+        guard worldSize <= globalBatch / blockSize else {
+            throw DataError.invalidConfig(field: "train.block_size", message: "\(worldSize) ranks need at least "
+                + "\(worldSize) blocks of \(blockSize) samples, data.global_batch \(globalBatch) has "
+                + "\(globalBatch / blockSize): a smaller train.block_size or a larger data.global_batch")
+        }
         let full = count / globalBatch, rest = count % globalBatch
         if dropLast {
             guard full >= 1 else {
@@ -55,13 +67,13 @@ public final class Sampler: @unchecked Sendable {
                                               message: "\(globalBatch) exceeds the \(count) training samples "
                                                   + "and drop_last is set: no step per epoch")
             }
-        } else if rest > 0 && rest < worldSize {
+        } else if rest > 0 && (rest + blockSize - 1) / blockSize < worldSize {
             throw DataError.tooManyRanks(ranks: worldSize, batch: rest,
                                          reason: "the last partial batch "
                                              + "(set data.drop_last: true or change data.global_batch)")
         }
         self.count = count; self.globalBatch = globalBatch; self.dropLast = dropLast; self.seed = seed
-        self.rank = rank; self.worldSize = worldSize
+        self.rank = rank; self.worldSize = worldSize; self.blockSize = blockSize
         stepsPerEpoch = full + (dropLast || rest == 0 ? 0 : 1)
     }
 
@@ -82,7 +94,8 @@ public final class Sampler: @unchecked Sendable {
     /// The plan of the global batch `(epoch, step)` seen from this rank: its size, every rank's count,
     /// this rank's share.
     public func plan(epoch: Int, step: Int) -> BatchPlan {
-        BatchPlan(epoch: epoch, step: step, globalSamples: batchSize(step: step), rank: rank, worldSize: worldSize)
+        BatchPlan(epoch: epoch, step: step, globalSamples: batchSize(step: step), rank: rank, worldSize: worldSize,
+                  blockSize: blockSize)
     }
 
     /// Sample indices of the global batch `(epoch, step)`, identical on every rank.

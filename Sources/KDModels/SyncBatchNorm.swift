@@ -1,6 +1,12 @@
 import KDComm
 import KDTensor
 
+/// A statistics reducer that counts the reductions asked for (`kdgraph bench` reports them).
+public protocol CountedStatisticsReducer: StatisticsReducer {
+    var calls: Int { get }
+    var valuesReduced: Int { get }
+}
+
 /// SyncBN's statistics reducer over a `Communicator`: an in-place all-reduce SUM of Doubles.
 ///
 /// `batchNorm` calls it in forward with per-channel `[Σx, Σx², n]` and in backward with
@@ -11,7 +17,7 @@ import KDTensor
 ///
 /// `calls` and `valuesReduced` count the reductions asked for (also on a world of one, where nothing
 /// is sent), so a benchmark can tell how many small all-reduces a step of this model needs.
-public final class CommStatisticsReducer: StatisticsReducer {
+public final class CommStatisticsReducer: CountedStatisticsReducer {
     public let comm: Communicator
     public private(set) var calls = 0
     public private(set) var valuesReduced = 0
@@ -20,5 +26,35 @@ public final class CommStatisticsReducer: StatisticsReducer {
         calls += 1
         valuesReduced += count
         if comm.size > 1 { try comm.allReduce(values, count: count, op: .sum) }
+    }
+}
+
+/// Deterministic training's SyncBN reducer (docs/training.md): the per-block statistics of every rank
+/// summed exactly (`ExactSum`, one fixed-point scale per statistic), so the batch mean and variance —
+/// and with them every normalised activation — are the same bits whatever the world size.
+/// `globalBlocks` bounds the blocks of a global batch (headroom of the fixed-point sum).
+public final class ExactStatisticsReducer: CountedStatisticsReducer {
+    public let comm: Communicator
+    public let globalBlocks: Int
+    public private(set) var calls = 0
+    public private(set) var valuesReduced = 0
+    public init(comm: Communicator, globalBlocks: Int) { self.comm = comm; self.globalBlocks = globalBlocks }
+
+    /// Without blocks: this rank's totals count as one block.
+    public func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws {
+        let copy = Array(UnsafeBufferPointer(start: values, count: count))
+        try copy.withUnsafeBufferPointer {
+            try sumBlocksAcrossRanks($0.baseAddress!, blocks: 1, count: count, into: values)
+        }
+    }
+
+    public func sumBlocksAcrossRanks(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
+                                     into result: UnsafeMutablePointer<Double>) throws {
+        calls += 1
+        valuesReduced += count
+        let groups = (0..<count).map {
+            ExactSum.Group(partials: partials + $0, blocks: blocks, count: 1, blockStride: count, result: result + $0)
+        }
+        try ExactSum.reduce(groups, globalBlocks: max(globalBlocks, comm.size), comm: comm)
     }
 }

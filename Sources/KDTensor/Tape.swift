@@ -29,6 +29,8 @@ public func withNoGrad<T>(_ body: () throws -> T) rethrows -> T {
 /// created on a thread's first use and freed when the thread exits.
 struct AutodiffState {
     var gradEnabled = true
+    /// `SampleBlocks.rowsPerBlock` (0: off).
+    var rowsPerBlock = 0
     let tape = Tape()
 
     static let key: pthread_key_t = {

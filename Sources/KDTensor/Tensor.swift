@@ -28,6 +28,9 @@ public final class Tensor: @unchecked Sendable {
     public internal(set) var isLeaf = true
     /// The accumulated gradient, same shape. `nil` means zero.
     public var grad: Tensor?
+    /// With `SampleBlocks` on, the per-block partials of a parameter's gradient, `[blocks, count]`
+    /// (`accumulateRowSum`); the trainer sums them into `grad` exactly.
+    public var blockGrad: Tensor?
     /// A name for error messages and checkpoints (parameters carry their PyTorch-style name).
     public var name: String = ""
     /// Tape bookkeeping: the generation and node index of this leaf's first use.
@@ -144,7 +147,7 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// Sets `grad` to nil (= zero).
-    public func zeroGrad() { grad = nil }
+    public func zeroGrad() { grad = nil; blockGrad = nil }
 }
 
 extension Tensor: CustomStringConvertible {

@@ -7,6 +7,27 @@
 /// and its backward in the same order, as for any collective.
 public protocol StatisticsReducer: AnyObject {
     func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws
+    /// With `SampleBlocks` on: `partials` holds `blocks` rows of `count` values (one per sample block of
+    /// this rank); `result` receives the sum over every block of every rank. The default adds the rows in
+    /// order and calls `sumAcrossRanks`; deterministic training's reducer adds them exactly
+    /// (`ExactStatisticsReducer`), so the sum does not depend on how blocks are spread over ranks.
+    func sumBlocksAcrossRanks(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
+                              into result: UnsafeMutablePointer<Double>) throws
+}
+
+extension StatisticsReducer {
+    public func sumBlocksAcrossRanks(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
+                                     into result: UnsafeMutablePointer<Double>) throws {
+        sumBlockRows(partials, blocks: blocks, count: count, into: result)
+        try sumAcrossRanks(result, count: count)
+    }
+}
+
+/// `result[i] = Σ_b partials[b·count + i]`, rows in order (zeros for no rows).
+func sumBlockRows(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
+                  into result: UnsafeMutablePointer<Double>) {
+    result.update(repeating: 0, count: count)
+    for b in 0..<blocks { for i in 0..<count { result[i] += partials[b * count + i] } }
 }
 
 /// Batch normalisation over every axis but the last (channels last: `[N, C]` or NHWC `[N, H, W, C]`).
@@ -46,20 +67,43 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
     var scale = [Float](repeating: 0, count: c)
     var globalRows = Double(rows)
 
-    if training {
-        var s = [Double](repeating: 0, count: 2 * c + 1)
+    // Rows of the leading axis (samples × views) and channel rows per leading row; the sums are taken
+    // per sample block (`SampleBlocks`; one block of all rows when off).
+    let leading = x.rank >= 2 ? x.shape[0] : 1
+    let perLeading = x.rank >= 2 ? rows / max(1, leading) : rows
+    let blocks = SampleBlocks.ranges(rows: leading) ?? [0..<leading]
+    /// `[blocks, width]` per-block sums: `body(row, sums)` adds one channel row's terms to its block's `sums`.
+    func blockSums(width: Int, _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+        var s = [Double](repeating: 0, count: blocks.count * width)
         s.withUnsafeMutableBufferPointer { sb in
-            let sp = sb.baseAddress!, sq = sp + c
-            var p = x.ptr
-            for _ in 0..<rows {
-                for j in 0..<c { let v = Double(p[j]); sp[j] += v; sq[j] += v * v }
-                p += c
+            for (b, r) in blocks.enumerated() {
+                for row in (r.lowerBound * perLeading)..<(r.upperBound * perLeading) {
+                    body(x.ptr + row * c, sb.baseAddress! + b * width)
+                }
             }
-            sp[2 * c] = Double(rows)
         }
-        if let reducer {
-            try s.withUnsafeMutableBufferPointer { try reducer.sumAcrossRanks($0.baseAddress!, count: 2 * c + 1) }
+        return s
+    }
+    /// The sums over all rows (all ranks through the reducer).
+    func total(_ partials: [Double], width: Int) throws -> [Double] {
+        var s = [Double](repeating: 0, count: width)
+        try partials.withUnsafeBufferPointer { pb in try s.withUnsafeMutableBufferPointer { sb in
+            if let reducer {
+                try reducer.sumBlocksAcrossRanks(pb.baseAddress!, blocks: blocks.count, count: width,
+                                                 into: sb.baseAddress!)
+            } else {
+                sumBlockRows(pb.baseAddress!, blocks: blocks.count, count: width, into: sb.baseAddress!)
+            }
+        } }
+        return s
+    }
+
+    if training {
+        let partials = blockSums(width: 2 * c + 1) { p, s in
+            for j in 0..<c { let v = Double(p[j]); s[j] += v; s[c + j] += v * v }
+            s[2 * c] += 1
         }
+        let s = try total(partials, width: 2 * c + 1)
         globalRows = s[2 * c]
         guard globalRows > 1 else {
             throw TensorError.invalidArgument(op: "batchNorm", message:
@@ -91,33 +135,31 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
     } }
 
     Tape.record("batchNorm", inputs: [x, gamma, beta], output: out) { gy in
-        // Local per-channel Σdy and Σdy·x̂, x̂ recomputed from x.
-        var s = [Double](repeating: 0, count: 2 * c)
-        s.withUnsafeMutableBufferPointer { sb in mean.withUnsafeBufferPointer { mb in
-            invStd.withUnsafeBufferPointer { ib in
-            let sdy = sb.baseAddress!, sdx = sdy + c, mu = mb.baseAddress!, inv = ib.baseAddress!
-            var p = x.ptr, d = gy.ptr
-            for _ in 0..<rows {
+        // Per-block per-channel Σdy and Σdy·x̂, x̂ recomputed from x.
+        let partials = mean.withUnsafeBufferPointer { mb in invStd.withUnsafeBufferPointer { ib in
+            let mu = mb.baseAddress!, inv = ib.baseAddress!, offset = gy.ptr - x.ptr
+            return blockSums(width: 2 * c) { p, s in
+                let d = p + offset
                 for j in 0..<c {
                     let dy = Double(d[j])
-                    sdy[j] += dy
-                    sdx[j] += dy * Double((p[j] - mu[j]) * inv[j])
+                    s[j] += dy
+                    s[c + j] += dy * Double((p[j] - mu[j]) * inv[j])
                 }
-                p += c; d += c
             }
-        } } }
-        if gamma.requiresGrad {
-            let (gg, fresh) = gamma.gradBuffer()
-            for j in 0..<c { gg[j] = (fresh ? 0 : gg[j]) + Float(s[c + j]) }
-        }
-        if beta.requiresGrad {
-            let (gb, fresh) = beta.gradBuffer()
-            for j in 0..<c { gb[j] = (fresh ? 0 : gb[j]) + Float(s[j]) }
+        } }
+        // dγ = Σ dy·x̂, dβ = Σ dy: this rank's rows (per block with `SampleBlocks`).
+        for (param, column) in [(gamma, c), (beta, 0)] where param.requiresGrad {
+            var b = 0
+            param.accumulateRowSum(rows: leading) { _, g, overwrite in
+                for j in 0..<c { g[j] = (overwrite ? 0 : g[j]) + Float(partials[b * 2 * c + column + j]) }
+                b += 1
+            }
         }
         // The backward reduction runs whenever forward reduced, whatever this rank needs, so that every
         // rank makes the same collective calls (a rank with an empty shard included).
-        if training, let reducer {
-            do { try s.withUnsafeMutableBufferPointer { try reducer.sumAcrossRanks($0.baseAddress!, count: 2 * c) } }
+        var s = [Double](repeating: 0, count: 2 * c)
+        if training {
+            do { s = try total(partials, width: 2 * c) }
             catch { preconditionFailure("batchNorm backward: statistics reducer failed: \(error)") }
         }
         guard x.requiresGrad else { return }

@@ -31,7 +31,8 @@ public enum Conv2dWorkspace {
 /// As GEMMs over the column matrix `col = im2col(x)` `[M = N·Ho·Wo, K = kh·kw·Cin]` and
 /// `W` viewed as `[Cout, K]`:
 /// - forward  `Y[M, Cout] = col · Wᵀ (+ b)`
-/// - backward `dW = dYᵀ · col`, `db = Σ_rows dY`, `dcol = dY · W`, `dx = col2im(dcol)` (accumulate);
+/// - backward `dW = dYᵀ · col`, `db = Σ_rows dY` (per sample block with `SampleBlocks`),
+///   `dcol = dY · W`, `dx = col2im(dcol)` (accumulate);
 ///   for stride 1, a square kernel and Cin ≥ max(16, Cout/2) `dx` is instead the convolution of `dY`
 ///   with the flipped, transposed kernel (`dx = im2col(dY) · W'ᵀ`, one GEMM with inner size
 ///   `k²·Cout`, no col2im).
@@ -98,18 +99,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
     Tape.record("conv2d", inputs: inputs, output: out) { gy in
-        if let bias, bias.requiresGrad {
-            let (gb, fresh) = bias.gradBuffer()
-            accumulateColumnSums(gy.ptr, rows: m, cols: cout, into: gb, overwrite: fresh)
-        }
+        if let bias, bias.requiresGrad { convBiasGradient(gy.ptr, g, cout: cout, into: bias) }
         let needW = weight.requiresGrad, needX = x.requiresGrad
         if !needW && !needX { return }
         if g.isPointwise {
-            if needW {   // dW[Cout, Cin] = dYᵀ · x
-                let (gw, fresh) = weight.gradBuffer()
-                sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: x.ptr, ldb: k,
-                      beta: fresh ? 0 : 1, c: gw, ldc: k)
-            }
+            if needW { pointwiseWeightGradient(x.ptr, gy.ptr, g, cout: cout, into: weight) }   // dW = dYᵀ · x
             if needX {   // dx[M, Cin] = dY · W
                 let (gx, fresh) = x.gradBuffer()
                 rowInvariantGEMM(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: weight.ptr, ldb: k,
@@ -118,11 +112,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             return
         }
         if let gathered {
-            if needW {   // dW[Cout, Cin] = dYᵀ · gathered x
-                let (gw, fresh) = weight.gradBuffer()
-                sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: gathered.ptr, ldb: k,
-                      beta: fresh ? 0 : 1, c: gw, ldc: k)
-            }
+            if needW { pointwiseWeightGradient(gathered.ptr, gy.ptr, g, cout: cout, into: weight) }
             if needX {   // dcol = dY · W into the gathered buffer, then one pass over dx
                 let (gx, fresh) = x.gradBuffer()
                 rowInvariantGEMM(m: m, n: k, k: cout, a: gy.ptr, lda: cout, b: weight.ptr, ldb: k,
@@ -131,23 +121,19 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             }
             return
         }
+        if needW { convWeightGradient(x.ptr, gy.ptr, g, cout: cout, into: weight) }   // dW = dYᵀ · im2col(x)
+        guard needX else { return }
         let chunk = Conv2dWorkspace.imagesPerChunk(g)
         // Stride 1: dx is itself a convolution of dY (see `transposedBackwardGeometry`), one GEMM
         // straight into dx. Otherwise dcol = dY · W and col2im.
-        let tg = needX ? transposedBackwardGeometry(g, cout: cout) : nil
+        let tg = transposedBackwardGeometry(g, cout: cout)
         let scratch = max(chunk * g.pixelsPerImage * k, tg.map { chunk * $0.pixelsPerImage * $0.k } ?? 0)
         let col = Tensor(uninitializedShape: [scratch])
-        var gw: UnsafeMutablePointer<Float>? = nil, wFresh = false
-        if needW { (gw, wFresh) = weight.gradBuffer() }
-        var gx: UnsafeMutablePointer<Float>? = nil, xFresh = false
-        if needX {
-            let (p, fresh) = x.gradBuffer()
-            if fresh && tg == nil { p.update(repeating: 0, count: x.count) }   // col2im adds
-            gx = p; xFresh = fresh
-        }
+        let (gx, xFresh) = x.gradBuffer()
+        if xFresh && tg == nil { gx.update(repeating: 0, count: x.count) }   // col2im adds
         // dx's GEMM operand, packed once for every chunk: for stride 1 the flipped, transposed weights
         // W'[c, ki, kj, o] = W[o, kh−1−ki, kw−1−kj, c] as W'ᵀ; otherwise W itself (dcol = dY · W).
-        var dxPacked: RowInvariantGEMM.Packed? = nil
+        let dxPacked: RowInvariantGEMM.Packed
         if let tg {
             let f = Tensor(uninitializedShape: [g.cin, g.kh, g.kw, cout])
             for o in 0..<cout { for ki in 0..<g.kh { for kj in 0..<g.kw {
@@ -157,19 +143,12 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
                 for c in 0..<g.cin { dst[c * cStride] = src[c] }
             } } }
             dxPacked = RowInvariantGEMM.Packed(f.ptr, k: tg.k, n: g.cin, ldb: tg.k, transposed: true)
-        } else if needX {
+        } else {
             dxPacked = RowInvariantGEMM.Packed(weight.ptr, k: cout, n: k, ldb: k)
         }
-        if let gw, wFresh, g.n == 0 { gw.update(repeating: 0, count: weight.count) }
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
             let dy = gy.ptr + n0 * g.pixelsPerImage * cout
-            if let gw {  // dW[Cout, K] += dYᵀ · col
-                im2col(x.ptr, g, images: n0..<n1, into: col.ptr)
-                sgemm(transA: true, m: cout, n: k, k: rows, a: dy, lda: cout, b: col.ptr, ldb: k,
-                      beta: (wFresh && n0 == 0) ? 0 : 1, c: gw, ldc: k)
-            }
-            guard let gx, let dxPacked else { continue }
             if let tg {  // dx[rows_in, Cin] = im2col(dY) · W'ᵀ
                 let inRows = (n1 - n0) * g.h * g.w
                 im2col(gy.ptr, tg, images: n0..<n1, into: col.ptr)

@@ -4,7 +4,8 @@
 /// `y[n, o] = b[o] + Σ_i x[n, i] · W[o, i]`.
 ///
 /// Backward (one sgemm each): `dx = dY · W` `[N, in]`, `dW = dYᵀ · x` `[out, in]`,
-/// `db = Σ_n dY[n, :]` (accumulated in Double).
+/// `db = Σ_n dY[n, :]` (accumulated in Double). With `SampleBlocks` on, `dW` and `db` are per sample
+/// block and the forward and `dx` GEMMs are row-invariant (`RowInvariantGEMM`).
 public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) throws -> Tensor {
     guard x.rank == 2, weight.rank == 2, x.shape[1] == weight.shape[1] else {
         throw TensorError.shapeMismatch(op: "linear", lhs: x.shape, rhs: weight.shape)
@@ -15,25 +16,40 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) throws -> Tensor 
     }
     let out = Tensor(uninitializedShape: [n, fout])
     if let bias { broadcastRows(bias.ptr, rows: n, cols: fout, into: out.ptr) }
-    sgemm(transB: true, m: n, n: fout, k: fin, a: x.ptr, lda: fin, b: weight.ptr, ldb: fin,
-          beta: bias == nil ? 0 : 1, c: out.ptr, ldc: fout)
+    // With sample blocks (deterministic training) a row's output must not depend on the other rows.
+    let rowInvariant = SampleBlocks.rowsPerBlock != nil
+    if rowInvariant {
+        rowInvariantGEMM(transB: true, m: n, n: fout, k: fin, a: x.ptr, lda: fin, b: weight.ptr, ldb: fin,
+                         accumulate: bias != nil, c: out.ptr, ldc: fout)
+    } else {
+        sgemm(transB: true, m: n, n: fout, k: fin, a: x.ptr, lda: fin, b: weight.ptr, ldb: fin,
+              beta: bias == nil ? 0 : 1, c: out.ptr, ldc: fout)
+    }
 
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
     Tape.record("linear", inputs: inputs, output: out) { gy in
         if x.requiresGrad {      // dx[N, in] = dY[N, out] · W[out, in]
             let (gx, fresh) = x.gradBuffer()
-            sgemm(m: n, n: fin, k: fout, a: gy.ptr, lda: fout, b: weight.ptr, ldb: fin,
-                  beta: fresh ? 0 : 1, c: gx, ldc: fin)
+            if rowInvariant {
+                rowInvariantGEMM(m: n, n: fin, k: fout, a: gy.ptr, lda: fout, b: weight.ptr, ldb: fin,
+                                 accumulate: !fresh, c: gx, ldc: fin)
+            } else {
+                sgemm(m: n, n: fin, k: fout, a: gy.ptr, lda: fout, b: weight.ptr, ldb: fin,
+                      beta: fresh ? 0 : 1, c: gx, ldc: fin)
+            }
         }
-        if weight.requiresGrad { // dW[out, in] = dYᵀ · x
-            let (gw, fresh) = weight.gradBuffer()
-            sgemm(transA: true, m: fout, n: fin, k: n, a: gy.ptr, lda: fout, b: x.ptr, ldb: fin,
-                  beta: fresh ? 0 : 1, c: gw, ldc: fin)
+        if weight.requiresGrad { // dW[out, in] = dYᵀ · x (per sample block with `SampleBlocks`)
+            weight.accumulateRowSum(rows: n) { r, gw, overwrite in
+                sgemm(transA: true, m: fout, n: fin, k: r.count, a: gy.ptr + r.lowerBound * fout, lda: fout,
+                      b: x.ptr + r.lowerBound * fin, ldb: fin, beta: overwrite ? 0 : 1, c: gw, ldc: fin)
+            }
         }
         if let bias, bias.requiresGrad {
-            let (gb, fresh) = bias.gradBuffer()
-            accumulateColumnSums(gy.ptr, rows: n, cols: fout, into: gb, overwrite: fresh)
+            bias.accumulateRowSum(rows: n) { r, gb, overwrite in
+                accumulateColumnSums(gy.ptr + r.lowerBound * fout, rows: r.count, cols: fout, into: gb,
+                                     overwrite: overwrite)
+            }
         }
     }
     return out

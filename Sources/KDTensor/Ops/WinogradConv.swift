@@ -160,11 +160,7 @@ public func winogradConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: 
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
     Tape.record("winogradConv2d", inputs: inputs, output: out) { gy in
-        let m = g.n * g.pixelsPerImage
-        if let bias, bias.requiresGrad {
-            let (gb, fresh) = bias.gradBuffer()
-            accumulateColumnSums(gy.ptr, rows: m, cols: cout, into: gb, overwrite: fresh)
-        }
+        if let bias, bias.requiresGrad { convBiasGradient(gy.ptr, g, cout: cout, into: bias) }
         if weight.requiresGrad { convWeightGradient(x.ptr, gy.ptr, g, cout: cout, into: weight) }
         if x.requiresGrad {
             let (gx, fresh) = x.gradBuffer()
@@ -177,19 +173,43 @@ public func winogradConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: 
     return out
 }
 
-/// `dW[Cout, K] (+)= dYᵀ · im2col(x)` over image chunks sized by `Conv2dWorkspace` (accumulates into
-/// `weight.grad`, creating it when absent).
+/// `dW[Cout, K] (+)= dYᵀ · im2col(x)`, accumulated into `weight.grad` (per sample block into
+/// `weight.blockGrad` with `SampleBlocks`), over chunks of whole images sized by `Conv2dWorkspace` for the
+/// images summed together, so a block's partial is computed the same way wherever the block sits.
 func convWeightGradient(_ x: UnsafePointer<Float>, _ gy: UnsafePointer<Float>, _ g: ConvGeometry, cout: Int,
                         into weight: Tensor) {
-    let (gw, fresh) = weight.gradBuffer()
-    if g.n == 0 { if fresh { gw.update(repeating: 0, count: weight.count) }; return }
-    let chunk = Conv2dWorkspace.imagesPerChunk(g), k = g.k
-    let col = Tensor(uninitializedShape: [chunk * g.pixelsPerImage * k])
-    for n0 in stride(from: 0, to: g.n, by: chunk) {
-        let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
-        im2col(x, g, images: n0..<n1, into: col.ptr)
-        sgemm(transA: true, m: cout, n: k, k: rows, a: gy + n0 * g.pixelsPerImage * cout, lda: cout,
-              b: col.ptr, ldb: k, beta: (fresh && n0 == 0) ? 0 : 1, c: gw, ldc: k)
+    let k = g.k, ppi = g.pixelsPerImage
+    weight.accumulateRowSum(rows: g.n) { images, gw, overwrite in
+        let part = ConvGeometry(n: images.count, h: g.h, w: g.w, cin: g.cin, kh: g.kh, kw: g.kw,
+                                stride: g.stride, padding: g.padding)
+        let chunk = Conv2dWorkspace.imagesPerChunk(part)
+        let col = Tensor(uninitializedShape: [chunk * ppi * k])
+        for n0 in stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
+            let n1 = min(images.upperBound, n0 + chunk)
+            im2col(x, g, images: n0..<n1, into: col.ptr)
+            sgemm(transA: true, m: cout, n: k, k: (n1 - n0) * ppi, a: gy + n0 * ppi * cout, lda: cout,
+                  b: col.ptr, ldb: k, beta: (overwrite && n0 == images.lowerBound) ? 0 : 1, c: gw, ldc: k)
+        }
+    }
+}
+
+/// `dW[Cout, Cin] (+)= dYᵀ · x` for a 1×1 convolution whose input rows are `x` (the image itself, or the
+/// strided pixels it samples), per sample block with `SampleBlocks`.
+func pointwiseWeightGradient(_ x: UnsafePointer<Float>, _ gy: UnsafePointer<Float>, _ g: ConvGeometry, cout: Int,
+                             into weight: Tensor) {
+    let k = g.k, ppi = g.pixelsPerImage
+    weight.accumulateRowSum(rows: g.n) { images, gw, overwrite in
+        sgemm(transA: true, m: cout, n: k, k: images.count * ppi, a: gy + images.lowerBound * ppi * cout,
+              lda: cout, b: x + images.lowerBound * ppi * k, ldb: k, beta: overwrite ? 0 : 1, c: gw, ldc: k)
+    }
+}
+
+/// `db[Cout] (+)= Σ_rows dY` (per sample block with `SampleBlocks`; accumulated in Double).
+func convBiasGradient(_ gy: UnsafePointer<Float>, _ g: ConvGeometry, cout: Int, into bias: Tensor) {
+    let ppi = g.pixelsPerImage
+    bias.accumulateRowSum(rows: g.n) { images, gb, overwrite in
+        accumulateColumnSums(gy + images.lowerBound * ppi * cout, rows: images.count * ppi, cols: cout,
+                             into: gb, overwrite: overwrite)
     }
 }
 

@@ -107,6 +107,10 @@ public struct KDConfig: Equatable {
         public var checkpointEvery = 0           // 0: at the end only
         public var syncCheckEvery = 50
         public var skipNonfinite = false
+        /// Bit-identical training at any world size (docs/training.md): fixed sample blocks, exact sums.
+        public var deterministic = false
+        /// Samples per block when `deterministic` (the global batch a multiple of it).
+        public var blockSize = 16
     }
 
     public struct Comm: Equatable {
@@ -325,6 +329,8 @@ extension KDConfig {
         c.train.checkpointEvery = try tr.int("checkpoint_every", c.train.checkpointEvery, min: 0)
         c.train.syncCheckEvery = try tr.int("sync_check_every", c.train.syncCheckEvery, min: 0)
         c.train.skipNonfinite = try tr.bool("skip_nonfinite", c.train.skipNonfinite)
+        c.train.deterministic = try tr.bool("deterministic", c.train.deterministic)
+        c.train.blockSize = try tr.int("block_size", c.train.blockSize, min: 1)
         try tr.finish()
 
         var cm = try r.child("comm")
@@ -332,6 +338,7 @@ extension KDConfig {
         c.comm.overlap = try cm.bool("overlap", c.comm.overlap)
         c.comm.timeoutS = try cm.double("timeout_s", c.comm.timeoutS, min: 0, exclusiveMin: true)
         try cm.finish()
+        if c.train.deterministic { try c.checkDeterministic() }
 
         var out = try r.child("output")
         c.outputDir = try out.string("dir", c.outputDir)

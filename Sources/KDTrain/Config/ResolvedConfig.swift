@@ -79,6 +79,8 @@ extension KDConfig {
           checkpoint_every: \(train.checkpointEvery)
           sync_check_every: \(train.syncCheckEvery)
           skip_nonfinite: \(train.skipNonfinite)
+          deterministic: \(train.deterministic)
+          block_size: \(train.blockSize)
         comm:
           bucket_mb: \(comm.bucketMB)
           overlap: \(comm.overlap)

@@ -51,7 +51,8 @@ public enum ConvAlgorithmTuner {
     /// `imageShape` (`[H, W, C]`) in batches of `batch` images, and returns the choices.
     public static func configure(setting: String, models: [(name: String, model: any Classifier, training: Bool)],
                                  imageShape: [Int], batch: Int, comm: Communicator,
-                                 wisdom: [ConvAlgorithmChoice] = []) throws -> [ConvAlgorithmChoice] {
+                                 wisdom: [ConvAlgorithmChoice] = [],
+                                 untimed: Bool = false) throws -> [ConvAlgorithmChoice] {
         // One-image probe forward (eval mode, no tape) to see each conv's input shape.
         var layers: [(String, Conv2d, ConvLayerShape)] = []
         for (prefix, model, training) in models {
@@ -86,6 +87,8 @@ public enum ConvAlgorithmTuner {
                 for (i, s) in shapes.enumerated() {
                     if let a = known[s] {
                         choices[i].algorithm = a; choices[i].source = "reused"
+                    } else if untimed {
+                        choices[i] = byRule(choices[i], weight: first[s]!.weight)
                     } else {
                         choices[i] = measure(choices[i], weight: first[s]!.weight, batch: min(batch, timingImages))
                     }
@@ -95,12 +98,44 @@ public enum ConvAlgorithmTuner {
             try comm.broadcast(&codes, root: 0)
             for i in choices.indices where comm.rank != 0 {
                 choices[i].algorithm = ConvAlgorithm.allCases[Int(codes[i])]
-                choices[i].source = "auto"
+                choices[i].source = untimed ? "rule" : "auto"
             }
         }
         let byShape = Dictionary(uniqueKeysWithValues: choices.map { ($0.shape, $0.algorithm) })
         for (_, conv, s) in layers { conv.algorithm = byShape[s] ?? .direct }
         return choices
+    }
+
+    /// `auto` without timing (deterministic training: a choice that depends on the machine's load would
+    /// make two runs differ): direct for a stem layer (fewer than 16 input channels), F(2×2) from 256
+    /// channels, F(4×4) otherwise when its error on `weight` (measured as `measure` does, on seeded
+    /// images) is within `winograd4Tolerance`, else F(2×2) — what `auto` measured on this project's
+    /// networks (docs/ops.md).
+    static func byRule(_ c: ConvAlgorithmChoice, weight: Tensor) -> ConvAlgorithmChoice {
+        var c = c
+        let s = c.shape
+        c.source = "rule"
+        if s.cin < 16 { c.algorithm = .direct; return c }
+        if max(s.cin, s.cout) >= 256 { c.algorithm = .winograd2; return c }
+        c.winograd4Error = winograd4Error(s, weight: weight, batch: timingImages)
+        c.algorithm = (c.winograd4Error ?? 1) <= winograd4Tolerance ? .winograd4 : .winograd2
+        return c
+    }
+
+    /// F(4×4)'s `max|Δ| / max|y|` against the direct convolution on `batch` seeded random images.
+    static func winograd4Error(_ s: ConvLayerShape, weight: Tensor, batch: Int) -> Double? {
+        var rng = KDRandom(keys: 0xC0_4E, UInt64(s.h), UInt64(s.cin), UInt64(s.cout))
+        let x = Tensor.randn([max(1, batch), s.h, s.w, s.cin], rng: &rng)
+        let w = weight.detached()
+        guard let direct = try? withNoGrad({ try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding) }),
+              let f4 = try? withNoGrad({
+                  try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: .winograd4)
+              }) else { return nil }
+        var maxY: Float = 0, maxD: Float = 0
+        for i in 0..<direct.count {
+            maxY = max(maxY, abs(direct.ptr[i])); maxD = max(maxD, abs(direct.ptr[i] - f4.ptr[i]))
+        }
+        return maxY > 0 ? Double(maxD / maxY) : 0
     }
 
     /// Times direct, F(2×2) and F(4×4) on `batch` random images with `weight`, and picks.
@@ -135,15 +170,7 @@ public enum ConvAlgorithmTuner {
             return y
         }
         do {
-            let direct = try withNoGrad { try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding) }
-            let f4 = try withNoGrad {
-                try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: .winograd4)
-            }
-            var maxY: Float = 0, maxD: Float = 0
-            for i in 0..<direct.count {
-                maxY = max(maxY, abs(direct.ptr[i])); maxD = max(maxD, abs(direct.ptr[i] - f4.ptr[i]))
-            }
-            c.winograd4Error = maxY > 0 ? Double(maxD / maxY) : 0
+            c.winograd4Error = winograd4Error(s, weight: weight, batch: x.shape[0])
             var best = (ConvAlgorithm.direct, Double.infinity)
             for a in ConvAlgorithm.allCases {
                 if a == .winograd4, (c.winograd4Error ?? 1) > winograd4Tolerance { continue }

@@ -25,7 +25,10 @@ extension Trainer {
                                                rank: comm.rank, worldSize: comm.size)
         var sums = [0.0, 0.0, 0.0, 0.0]   // top-1 correct, top-5 correct, Σ CE, samples
         var scratch: [Double] = []
-        try withNoGrad {
+        // Deterministic training: row-invariant GEMMs, and Σ CE summed exactly over the samples (below).
+        let deterministic = config.train.deterministic
+        var losses: [Double] = []
+        try SampleBlocks.with(rowsPerBlock: deterministic ? 1 : nil) { try withNoGrad {
             for (plan, indices) in batches where !indices.isEmpty {
                 let batch = data.evalBatch(indices, plan: plan)
                 let (_, logits) = try m(batch.images)
@@ -37,10 +40,15 @@ extension Trainer {
                     let rank = rowLabelRank(z, count: C, label: label)
                     if rank == 0 { sums[0] += 1 }
                     if rank < 5 { sums[1] += 1 }
-                    sums[2] += rowCrossEntropy(z, count: C, label: label, scale: 0, grad: nil, scratch: &scratch)
+                    let ce = rowCrossEntropy(z, count: C, label: label, scale: 0, grad: nil, scratch: &scratch)
+                    if deterministic { losses.append(ce) } else { sums[2] += ce }
                     sums[3] += 1
                 }
             }
+        } }
+        if deterministic {   // counts are exact in Double; Σ CE one fixed-point sum over every sample
+            let total = try ExactSum.sum(losses, globalBlocks: max(1, data.evalCount), comm: comm)
+            sums[2] = comm.rank == 0 ? total : 0
         }
         try comm.allReduce(&sums, op: .sum)
         let n = max(sums[3], 1)

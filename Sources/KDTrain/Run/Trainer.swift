@@ -21,6 +21,10 @@ public final class Trainer {
     public let optimizer: Optimizer
     let schedule: LRSchedule
     public let buckets: GradientBuckets
+    /// `train.deterministic`: the exact gradient sum over sample blocks that replaces `buckets`.
+    public let exactGradients: ExactGradients?
+    /// Leading rows per sample block (`train.block_size × views`) when deterministic, else nil.
+    public let rowsPerBlock: Int?
     /// Student (and projection-head) parameters, in the order buckets and the optimizer see them.
     public let parameters: [(String, Tensor)]
     public let totalSteps: Int
@@ -36,7 +40,7 @@ public final class Trainer {
         return models
     }
     /// SyncBN's reducer (nil without `student.sync_bn`); counts the statistics all-reduces.
-    public let statisticsReducer: CommStatisticsReducer?
+    public let statisticsReducer: CountedStatisticsReducer?
     /// Test switches (environment), applied outside the step: a failing rank, a NaN loss term.
     public let faults: FaultInjection
     /// When set, `step` keeps the loss inputs of the step in `lastLossInputs` (the benchmark's loss
@@ -70,7 +74,8 @@ public final class Trainer {
         let B = config.data.globalBatch
         do {
             sampler = try Sampler(count: data.trainCount, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
-                                  rank: comm.rank, worldSize: comm.size)
+                                  rank: comm.rank, worldSize: comm.size,
+                                  blockSize: config.train.deterministic ? config.train.blockSize : 1)
         } catch let e as DataError {
             throw ConfigError(file: config.file, key: e.configKey ?? "data", message: "\(e)")
         }
@@ -89,7 +94,21 @@ public final class Trainer {
                                     seed: seed)
         // On one rank the reducer sends nothing (plain BatchNorm); it is installed anyway so that the
         // statistics all-reduces are counted the same way at every world size.
-        statisticsReducer = config.student.syncBN ? CommStatisticsReducer(comm: comm) : nil
+        let deterministic = config.train.deterministic
+        rowsPerBlock = deterministic ? config.train.blockSize * max(1, config.data.views) : nil
+        if deterministic && !config.student.syncBN && student.namedModules().contains(where: { $0.1 is BatchNorm2d }) {
+            throw ConfigError(file: config.file, key: "student.sync_bn", message: "false keeps BatchNorm statistics "
+                + "per rank, which change with the world size; train.deterministic needs student.sync_bn: true "
+                + "(statistics of the global batch, summed exactly) or train.deterministic: false")
+        }
+        let globalBlocks = (B + config.train.blockSize - 1) / config.train.blockSize
+        if !config.student.syncBN {
+            statisticsReducer = nil
+        } else if deterministic {
+            statisticsReducer = ExactStatisticsReducer(comm: comm, globalBlocks: globalBlocks)
+        } else {
+            statisticsReducer = CommStatisticsReducer(comm: comm)
+        }
         if let statisticsReducer { student.setStatisticsReducer(statisticsReducer) }
         // ⑥ the objective (its terms were built and validated when the config was read)
         faults = FaultInjection.fromEnvironment()
@@ -120,7 +139,7 @@ public final class Trainer {
         convAlgorithms = try ConvAlgorithmTuner.configure(
             setting: config.convAlgorithm, models: convModels, imageShape: imageShape,
             batch: max(1, B / comm.size) * config.data.views, comm: comm,
-            wisdom: ConvAlgorithmTuner.readWisdom(directory: config.outputDir))
+            wisdom: ConvAlgorithmTuner.readWisdom(directory: config.outputDir), untimed: deterministic)
         if let teacher, case .network(let model) = teacher.source, config.teacher.cache.enabled {
             let cache = try TeacherOutputCache.open(config: config, data: data, teacher: teacher, model: model,
                                                     algorithms: &convAlgorithms, comm: comm)
@@ -153,6 +172,7 @@ public final class Trainer {
         // ⑧ gradient buckets: the loss is a sum of rank shares, so gradients are summed (scale 1).
         buckets = try GradientBuckets(parameters: parameters.map { $0.1 }, comm: comm,
                                       bucketBytes: max(1, Int(config.comm.bucketMB * 1_048_576)), scale: 1)
+        exactGradients = deterministic ? ExactGradients(parameters: parameters.map { $0.1 }, comm: comm) : nil
         comm.timeoutSeconds = config.comm.timeoutS
     }
 
@@ -171,6 +191,11 @@ public final class Trainer {
         let plan = batch.plan
         var timer = PhaseTimer()
 
+        // Deterministic training: sums over samples per fixed block, row-invariant GEMMs (SampleBlocks).
+        let savedBlocks = SampleBlocks.rowsPerBlock
+        SampleBlocks.rowsPerBlock = rowsPerBlock
+        defer { SampleBlocks.rowsPerBlock = savedBlocks }
+
         // ③ teacher (frozen, no tape)
         let t = try teacher?(batch)
         timer.lap(.teacher)
@@ -182,13 +207,15 @@ public final class Trainer {
         let embedding = try head.map { try $0(feature) }
         timer.lap(.studentForward)
 
-        // ⑤ all-gather (student rows differentiable), ⑥ this rank's share of the loss
+        // ⑤ all-gather (student rows differentiable), ⑥ this rank's share of the loss — deterministic: the
+        // whole loss on every rank, as one process computes it, and no reduce-scatter in backward.
+        let replicated = exactGradients != nil
         var gathers = GatherLedger()
         let rowCounts = plan.rowCounts(views: batch.views)
         func gather(_ x: Tensor?, _ need: LossNeeds, grad: Bool) throws -> Tensor? {
             guard let x, needs.contains(need) else { return nil }
             let t0 = monotonicSeconds()
-            let g = grad ? try allGatherRows(x, comm: comm, counts: rowCounts)
+            let g = grad ? try allGatherRows(x, comm: comm, counts: rowCounts, replicatedLoss: replicated)
                          : try allGatherRowsNoGrad(x, comm: comm, counts: rowCounts)
             gathers.seconds += monotonicSeconds() - t0
             let perSample = g.count / max(1, plan.globalSamples) * MemoryLayout<Float>.stride
@@ -205,8 +232,10 @@ public final class Trainer {
             gathers.seconds += monotonicSeconds() - t0
             gathers.calls += 1; gathers.bytesPerSample += MemoryLayout<Int>.stride
         }
+        let lossPlan = replicated ? BatchPlan(epoch: plan.epoch, step: plan.step, globalSamples: plan.globalSamples,
+                                              blockSize: plan.blockSize) : plan
         let inputs = LossInputs(
-            plan: plan, views: batch.views,
+            plan: lossPlan, views: batch.views,
             studentFeatures: try gather(feature, .studentFeatures, grad: true),
             studentEmbedding: try gather(embedding, .studentEmbedding, grad: true),
             studentLogits: try gather(logits, .studentLogits, grad: true),
@@ -226,12 +255,17 @@ public final class Trainer {
         }
         timer.lap(.backward)
 
-        // ⑧ all-reduce of gradients (sum of the shares' gradients = the global gradient)
-        if config.comm.overlap { try buckets.finish() } else { try buckets.allReduceBlocking() }
+        // ⑧ all-reduce of gradients (sum of the shares' gradients = the global gradient; deterministic:
+        // the exact sum of every block's partial)
+        if let exactGradients {
+            try exactGradients.reduce(globalBlocks: plan.blocks)
+        } else if config.comm.overlap { try buckets.finish() } else { try buckets.allReduceBlocking() }
         timer.lap(.allreduce)
 
         // Global loss, its terms, and the stop flag in one all-reduce (identical on every rank after it).
-        var values = [Double(share.value.item)] + share.terms.map { $0.value }
+        // A replicated loss is rank 0's (the others add zeros: exact).
+        let contributes = !replicated || comm.rank == 0
+        var values = ([Double(share.value.item)] + share.terms.map { $0.value }).map { contributes ? $0 : 0 }
         values.append(stopRequested() ? 1 : 0)
         values.append(student.firstNonFiniteBuffer() == nil ? 0 : 1)   // per rank without SyncBN
         try comm.allReduce(&values, op: .sum)
@@ -239,7 +273,7 @@ public final class Trainer {
         let terms = zip(share.terms.map { $0.name }, values[1..<(values.count - 1)]).map { (name: $0, value: $1) }
         var record = StepRecord(step: stepNumber, plan: plan, applied: true, stop: values[values.count - 1] > 0,
                                 loss: values[0], terms: terms, phases: [:], gathers: gathers,
-                                bytesAllReduced: buckets.totalBytes)
+                                bytesAllReduced: exactGradients?.lastBytes ?? buckets.totalBytes)
 
         // Numerical guard: the summed loss, the all-reduced gradients and the buffer flag are the same on
         // every rank, so every rank takes the same decision without another collective.

@@ -1,0 +1,108 @@
+import Foundation
+
+/// An exact, order-independent sum of per-block partials over all ranks: the combination step of
+/// deterministic training (docs/training.md, "Bit-identical training at any world size").
+///
+/// Float addition is not associative, so a sum whose terms are grouped by rank changes in the last bits
+/// with the world size. Here every partial `x` (a block's contribution to one element) is converted to
+/// a 64-bit fixed-point integer on a scale shared by every rank, the integers are added — exactly, in
+/// any order — locally and with one `MPI_SUM` all-reduce of `Int64`, and the total is converted back
+/// once. The scale of a group of elements is `2^s` with `s = 62 − h − (e + 1)`, where `2^e ≤ m < 2^(e+1)`
+/// for the group's largest magnitude `m` over all partials of all ranks (one small `MPI_MAX` all-reduce)
+/// and `h = ⌈log₂(globalBlocks + 1)⌉` bits of headroom, so that `|q| ≤ 2^(62−h)` and a sum of up to
+/// `globalBlocks` terms stays below `2^62`.
+///
+/// - Result: `Σ_blocks round(x · 2^s) · 2^−s`, rounded once to the element type: a function of the
+///   multiset of partials only (not of their order, their split over ranks, or the world size).
+/// - Accuracy: each term is rounded to `2^−s ≤ m · 2^(h−61)`, so the sum is within
+///   `globalBlocks · m · 2^(h−62)` of the exact sum (`globalBlocks = 4096`: `m · 2^−37`), before the final
+///   rounding to Float or Double; float32 summation of the same terms is within `globalBlocks · m · 2^−24`.
+/// - Non-finite partials make the group's result NaN (the trainer's non-finite guard then fires).
+/// - Cost: one pass over the partials for the maxima, one to convert, `count` Int64 values all-reduced
+///   (twice the bytes of a Float all-reduce) and one small MAX all-reduce per call.
+public enum ExactSum {
+    /// One group of elements sharing a scale: `blocks` partials of `count` values, partial `b` of
+    /// element `i` at `partials[b · blockStride + i]`; the sums are written to `result[i]`.
+    public struct Group<T: BinaryFloatingPoint> {
+        public var partials: UnsafePointer<T>
+        public var blocks: Int
+        public var count: Int
+        public var blockStride: Int
+        public var result: UnsafeMutablePointer<T>
+        public init(partials: UnsafePointer<T>, blocks: Int, count: Int, blockStride: Int? = nil,
+                    result: UnsafeMutablePointer<T>) {
+            self.partials = partials; self.blocks = blocks; self.count = count
+            self.blockStride = blockStride ?? count; self.result = result
+        }
+    }
+
+    /// Sums every group's partials over the blocks of all ranks into its `result`; `globalBlocks` must
+    /// bound the number of blocks over all ranks and be the same on every rank. Collective: every rank
+    /// calls it with the same groups' `count`s (a rank may hold no block).
+    public static func reduce<T: BinaryFloatingPoint>(_ groups: [Group<T>], globalBlocks: Int,
+                                                      comm: Communicator) throws {
+        // ① the largest magnitude of each group over all ranks (∞ for a non-finite partial)
+        var maxima = groups.map { g -> Double in
+            var m = 0.0
+            for b in 0..<g.blocks {
+                let p = g.partials + b * g.blockStride
+                for i in 0..<g.count {
+                    let v = Double(p[i]).magnitude
+                    if !(v <= m) { m = v.isFinite ? v : .infinity }   // NaN compares false: becomes ∞
+                }
+            }
+            return m
+        }
+        if comm.size > 1 && !maxima.isEmpty { try comm.allReduce(&maxima, op: .max) }
+        // ② each partial on its group's scale, added as integers
+        let total = groups.reduce(0) { $0 + $1.count }
+        var sums = [Int64](repeating: 0, count: total)
+        let scales = maxima.map { scaleExponent(maxMagnitude: $0, globalBlocks: globalBlocks) }
+        sums.withUnsafeMutableBufferPointer { s in
+            var offset = 0
+            for (g, e) in zip(groups, scales) {
+                defer { offset += g.count }
+                guard let e else { continue }
+                let q = s.baseAddress! + offset, up = Double(sign: .plus, exponent: e, significand: 1)
+                for b in 0..<g.blocks {
+                    let p = g.partials + b * g.blockStride
+                    for i in 0..<g.count { q[i] &+= Int64((Double(p[i]) * up).rounded(.toNearestOrEven)) }
+                }
+            }
+        }
+        if comm.size > 1 && total > 0 {
+            try sums.withUnsafeMutableBufferPointer { try comm.allReduce($0.baseAddress!, count: total, op: .sum) }
+        }
+        // ③ back to floating point, once
+        var offset = 0
+        for (g, (e, m)) in zip(groups, zip(scales, maxima)) {
+            defer { offset += g.count }
+            guard let e else {
+                g.result.update(repeating: m == 0 ? 0 : .nan, count: g.count)
+                continue
+            }
+            let down = Double(sign: .plus, exponent: -e, significand: 1)
+            for i in 0..<g.count { g.result[i] = T(Double(sums[offset + i]) * down) }
+        }
+    }
+
+    /// The exact sum of scalar `terms` over all ranks (each term one block). Collective.
+    public static func sum(_ terms: [Double], globalBlocks: Int, comm: Communicator) throws -> Double {
+        var result = [0.0]
+        let padded = terms.isEmpty ? [0.0] : terms
+        try padded.withUnsafeBufferPointer { t in
+            try result.withUnsafeMutableBufferPointer { r in
+                let group = Group(partials: t.baseAddress!, blocks: terms.count, count: 1, result: r.baseAddress!)
+                try reduce([group], globalBlocks: globalBlocks, comm: comm)
+            }
+        }
+        return result[0]
+    }
+
+    /// The fixed-point exponent `s` for a group whose largest magnitude is `m` (nil: all zero, or not finite).
+    public static func scaleExponent(maxMagnitude m: Double, globalBlocks: Int) -> Int? {
+        guard m > 0, m.isFinite else { return nil }
+        let headroom = Int.bitWidth - max(1, globalBlocks).leadingZeroBitCount   // ⌈log₂(n + 1)⌉
+        return 62 - headroom - (Int(m.exponent) + 1)
+    }
+}

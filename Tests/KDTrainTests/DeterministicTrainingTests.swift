@@ -1,0 +1,137 @@
+import Foundation
+import XCTest
+import KDComm
+import KDData
+import KDModels
+import KDTestSupport
+@testable import KDTrain
+
+/// `train.deterministic` (docs/training.md, "Bit-identical training at any world size") over in-process
+/// worlds of 1–4 ranks: the per-step losses and every parameter after training are compared for
+/// *equality* — no tolerance, the scheme is exact by construction (fixed sample blocks, exact
+/// fixed-point sums, a replicated loss). The same comparisons run under a real `mpirun` in
+/// Tests/mpi/train_e2e.sh.
+final class DeterministicTrainingTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "kdgraph-deterministic-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let teacher = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3, imageSize: [16, 16], seed: 99)
+        try Checkpoint.save(path: dir + "/teacher.safetensors", model: teacher, metadata: ["purpose": "test"], rank: 0)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    /// Global batch 10 in blocks of 2: five blocks, shared 5 / 3+2 / 1+2+2 / 1+1+1+2 over 1–4 ranks.
+    func config(_ extra: String = "", losses: String = "[{kind: prg}, {kind: rkd}, {kind: kd, weight: 0.5}]",
+                views: Int = 1, algorithm: String = "winograd2", overrides: [String] = []) throws -> KDConfig {
+        let yaml = """
+        seed: 5
+        mode: distill
+        data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: 10, \
+        views: \(views), augment: true, prefetch: false}
+        teacher: {kind: network, model: resnet8, checkpoint: "\(dir)/teacher.safetensors"}
+        student: {model: resnet8, sync_bn: true}
+        loss: \(losses)
+        optim: {kind: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, schedule: cosine, warmup_steps: 2}
+        train: {steps: 6, log_every: 1, deterministic: true, block_size: 2}
+        output: {dir: "\(dir)/out"}
+        runtime: {conv_algorithm: \(algorithm)}
+        \(extra)
+        """
+        return try KDConfig.parse(yaml: yaml, file: "deterministic.yaml", overrides: overrides)
+    }
+
+    struct Run: Equatable {
+        var losses: [Double] = []
+        var terms: [[Double]] = []
+        var final: [[Float]] = []
+        var buffers: [[Float]] = []
+    }
+
+    static func train(_ cfg: KDConfig, comm: Communicator, steps: Int) throws -> Run {
+        let t = try Trainer(config: cfg, comm: comm)
+        let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: steps, depth: 1)
+        defer { stream.shutdown() }
+        var run = Run()
+        for s in 0..<steps {
+            guard let b = try stream.next() else { throw CheckFailure("batch stream ended at step \(s)") }
+            let record = try t.step(b)
+            run.losses.append(record.loss)
+            run.terms.append(record.terms.map(\.value))
+        }
+        run.final = t.parameters.map { $0.1.array }
+        run.buffers = t.student.namedBuffers().map { $0.1.array }
+        return run
+    }
+
+    func assertSameAtEveryWorldSize(_ cfg: KDConfig, steps: Int = 6, sizes: [Int] = [2, 3, 4],
+                                    file: StaticString = #filePath, line: UInt = #line) throws {
+        let one = try InProcessWorld(size: 1).run { try Self.train(cfg, comm: $0, steps: steps) }[0]
+        XCTAssertTrue(one.losses.allSatisfy { $0.isFinite && $0 > 0 }, "\(one.losses)", file: file, line: line)
+        for n in sizes {
+            let runs = try InProcessWorld(size: n).run { try Self.train(cfg, comm: $0, steps: steps) }
+            for (r, run) in runs.enumerated() {
+                XCTAssertEqual(run.losses, one.losses, "N = \(n), rank \(r): losses", file: file, line: line)
+                XCTAssertEqual(run.terms, one.terms, "N = \(n), rank \(r): loss terms", file: file, line: line)
+                XCTAssertTrue(run.final == one.final, "N = \(n), rank \(r): parameters", file: file, line: line)
+                XCTAssertTrue(run.buffers == one.buffers, "N = \(n), rank \(r): running statistics",
+                              file: file, line: line)
+            }
+        }
+    }
+
+    func testDistillationIsBitIdenticalOnOneToFourRanks() throws {
+        try assertSameAtEveryWorldSize(try config())
+    }
+
+    /// Two views per sample (VRM's real + virtual rows): a block is 2 samples × 2 views = 4 rows.
+    func testTwoViewsAndVRMAreBitIdentical() throws {
+        try assertSameAtEveryWorldSize(try config(losses: "[{kind: vrm}]", views: 2), sizes: [2, 4])
+    }
+
+    /// `auto` picks by a fixed rule (no timing) and the spectral term's eigensolver runs on every rank.
+    func testSpectralWithAutoAlgorithmsIsBitIdentical() throws {
+        try assertSameAtEveryWorldSize(try config(losses: "[{kind: spectral}, {kind: kd}]", algorithm: "auto"),
+                                       sizes: [3])
+    }
+
+    /// The deterministic run learns what the ordinary one learns: the same first-step loss to float32
+    /// reassociation (1e-5 relative: sums of at most a few thousand terms in another order, n·u ≤ 1e-4
+    /// relative to Σ|x| and far less in practice; the losses themselves add in Float64).
+    func testFirstStepMatchesTheOrdinaryStep() throws {
+        let det = try config()
+        var plain = det
+        plain.train.deterministic = false
+        let a = try InProcessWorld(size: 2).run { try Self.train(det, comm: $0, steps: 1) }[0]
+        let b = try InProcessWorld(size: 2).run { try Self.train(plain, comm: $0, steps: 1) }[0]
+        XCTAssertEqual(a.losses[0], b.losses[0], accuracy: 1e-5 * abs(b.losses[0]))
+        XCTAssertLessThan(TrainerWorldTests.maxRelDiff(a.final, b.final), 1e-4)
+    }
+
+    func testWhatCannotBeInvariantIsRefused() throws {
+        XCTAssertThrowsError(try config(overrides: ["train.block_size=3"])) {
+            XCTAssertTrue("\($0)".contains("train.block_size"), "\($0)")
+        }
+        let noSync = try KDConfig.parse(yaml: """
+            seed: 1
+            mode: distill
+            data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: 10}
+            teacher: {kind: network, model: resnet8, checkpoint: "\(dir)/teacher.safetensors"}
+            student: {model: resnet8, sync_bn: false}
+            loss: [{kind: kd}]
+            train: {steps: 1, deterministic: true, block_size: 2}
+            output: {dir: "\(dir)/out2"}
+            """, file: "nosync.yaml")
+        XCTAssertThrowsError(try InProcessWorld(size: 1).run { try Trainer(config: noSync, comm: $0) }) {
+            XCTAssertTrue("\($0)".contains("nosync.yaml: student.sync_bn"), "\($0)")
+        }
+        XCTAssertThrowsError(try config("comm: {overlap: true}")) {
+            XCTAssertTrue("\($0)".contains("deterministic.yaml: comm.overlap"), "\($0)")
+        }
+        XCTAssertThrowsError(try InProcessWorld(size: 6).run { try Trainer(config: try self.config(), comm: $0) }) {
+            XCTAssertTrue("\($0)".contains("train.block_size") && "\($0)".contains("6 ranks"), "\($0)")
+        }
+    }
+}
