@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole KDGraph test suite: installs missing Debian packages, builds once in release mode,
 # runs the unit tests (swift test), then the multi-rank tests under a real mpirun -np 2 and -np 4
-# (collectives and per-module checks, the trainer end to end, the teacher cache, fault tests).
+# (collectives and per-module checks, the trainer end to end, the teacher cache, bit-identical
+# deterministic training at 1-4 ranks, fault tests).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh
@@ -38,6 +39,7 @@ suite "unit tests (swift test)" swift_tests
 suite "multi-rank checks (mpirun -np 2, -np 4)" env SKIP_BUILD=1 bash Tests/mpi/run.sh
 suite "trainer end to end (mpirun -np 1, 2, 4)" bash Tests/mpi/train_e2e.sh
 suite "teacher cache (mpirun -np 1, 2, 4)" bash Tests/mpi/teacher_cache.sh
+suite "deterministic training (mpirun -np 1, 2, 3, 4)" bash Tests/mpi/deterministic.sh
 suite "fault tests" bash Tests/mpi/faults.sh
 echo
 echo "kdgraph tests: $(( $(date +%s) - start )) s"

@@ -4,6 +4,7 @@
 #     bit-identical steps to the same world size filling its own cache on the fly, and every fill (on the
 #     fly at np 1, 2, 4, or by the command) stores the same bytes: a record does not depend on who computed it;
 #   - and bit-identical to running the teacher on every step (no cache, the same round schedule);
+#   - with train.deterministic, a 4-rank run reading the 2-rank cache is bit-identical to the 2-rank run;
 #   - a fill resumes after damage (a lost checksum: that record's block is computed again, same bytes);
 #   - float16 records: the run's first step within the float16 rounding of the float32 run's;
 #   - `kdgraph export-views` writes the same views on 1 and 2 ranks, and refuses a used folder;
@@ -55,6 +56,17 @@ for n in 1 2 4; do
     ok "np$n: reading the 2-rank cache = running the teacher every step, bit for bit ($out; $out2)"
   else ko "np$n cache vs no cache" "$out ${out2:-}"; fi
 done
+
+# Deterministic training (docs/training.md): the 2-rank cache read by a 4-rank run takes the 2-rank run's
+# steps, bit for bit (losses, terms, evaluations, every final tensor).
+det=(--set teacher.cache.path="$tmp/filled" --set train.deterministic=true --set train.block_size=4)
+if mpi 2 train "${cfg[@]}" "${det[@]}" --set output.dir="$tmp/det2" >"$tmp/det2.log" 2>&1 \
+   && mpi 4 train "${cfg[@]}" "${det[@]}" --set output.dir="$tmp/det4" >"$tmp/det4.log" 2>&1 \
+   && out=$(python3 Tests/mpi/compare_exact.py "$tmp/det4" "$tmp/det2" 2>&1); then
+  ok "deterministic: the 2-rank cache read on 4 ranks = the 2-rank run: $out"
+else
+  ko "deterministic 2-rank cache on 4 ranks" "${out:-} $(tail -3 "$tmp/det4.log" "$tmp/det2.log")"
+fi
 
 # Damage: one lost checksum (an interrupted write) → the fill recomputes that record's block of 16, same bytes.
 cp -r "$tmp/filled" "$tmp/damaged"
