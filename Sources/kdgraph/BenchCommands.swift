@@ -30,6 +30,9 @@ struct Bench: ParsableCommand {
     @Flag(help: ArgumentHelp("Also the step reading the teacher cache (filled fresh with one round under "
                              + "output.dir), beside the step running the teacher."))
     var teacherCache = false
+    @Flag(help: ArgumentHelp("Also the step with train.deterministic on and off (student.sync_bn on for both), "
+                             + "and the cost of bit-identical training."))
+    var deterministic = false
 
     enum PyTorchMode: String, ExpressibleByArgument { case auto, on, off }
 
@@ -37,6 +40,7 @@ struct Bench: ParsableCommand {
         if ops == (config != nil) { throw ValidationError("give exactly one of --ops or --config FILE") }
         if projectRanks != nil && config == nil { throw ValidationError("--project-ranks needs --config") }
         if teacherCache && config == nil { throw ValidationError("--teacher-cache needs --config") }
+        if deterministic && config == nil { throw ValidationError("--deterministic needs --config") }
         _ = try parseRanks(projectRanks ?? "", option: "--project-ranks")
     }
 
@@ -56,6 +60,9 @@ struct Bench: ParsableCommand {
                 result.teacherCache = try TeacherCacheBench.run(config: cfg, uncached: result, comm: comm,
                                                                 warmup: warmup, steps: steps)
             }
+            if deterministic {
+                result.deterministic = try DeterministicBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps)
+            }
             if let twin { result.pytorch = try PyTorchComparison.run(arguments: twin) }
             if pytorch != .off && comm.size > 1 { try PyTorchComparison.quietBarrier(comm) }
             if comm.rank == 0 {
@@ -63,6 +70,9 @@ struct Bench: ParsableCommand {
                     for line in TeacherCacheBench.table(uncached: result, report: r) {
                         FileHandle.standardError.write(Data((line + "\n").utf8))
                     }
+                }
+                if let d = result.deterministic {
+                    for line in DeterministicBench.table(d) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
                 }
                 if let p = result.pytorch {
                     for line in PyTorchComparison.table(kdgraph: result, pytorch: p) {

@@ -106,3 +106,37 @@ final class SamplerTests: XCTestCase {
                        [0, 1, 0, 1])
     }
 }
+
+/// `BatchPlan` with blocks (deterministic training): every rank holds whole blocks, the shares tile the
+/// batch in rank order, and blocks of 1 are the sample shares.
+final class BatchPlanBlockTests: XCTestCase {
+    func testSharesAreWholeBlocks() {
+        for (b, s) in [(64, 16), (10, 2), (30, 4), (7, 1)] {
+            for n in 1...min(4, (b + s - 1) / s) {
+                let shares = (0..<n).map { BatchPlan(globalSamples: b, rank: $0, worldSize: n, blockSize: s).share }
+                XCTAssertEqual(shares.first?.lowerBound, 0)
+                XCTAssertEqual(shares.last?.upperBound, b)
+                for (a, c) in zip(shares, shares.dropFirst()) { XCTAssertEqual(a.upperBound, c.lowerBound) }
+                for r in shares where r.upperBound < b { XCTAssertEqual(r.count % s, 0, "b \(b) s \(s) N \(n) \(r)") }
+                XCTAssertTrue(shares.allSatisfy { !$0.isEmpty })
+            }
+        }
+        // 64 in blocks of 16 on 3 ranks: blocks 0 | 1 | 2–3.
+        XCTAssertEqual((0..<3).map { BatchPlan(globalSamples: 64, rank: $0, worldSize: 3, blockSize: 16).share },
+                       [0..<16, 16..<32, 32..<64])
+        XCTAssertEqual(BatchPlan(globalSamples: 30, blockSize: 4).blocks, 8)
+        for r in 0..<3 {   // blocks of 1 are the old sample shares ⌊r·b/R⌋
+            XCTAssertEqual(BatchPlan(globalSamples: 10, rank: r, worldSize: 3).share, (r * 10 / 3)..<((r + 1) * 10 / 3))
+        }
+    }
+
+    func testSamplerRefusesBlocksThatDoNotFit() {
+        XCTAssertThrowsError(try Sampler(count: 100, globalBatch: 10, dropLast: true, seed: 1, blockSize: 4)) {
+            XCTAssertEqual(($0 as? DataError)?.configKey, "train.block_size")
+        }
+        XCTAssertThrowsError(try Sampler(count: 100, globalBatch: 16, dropLast: true, seed: 1, rank: 0, worldSize: 3,
+                                         blockSize: 8)) {
+            XCTAssertTrue("\($0)".contains("3 ranks need at least 3 blocks"), "\($0)")
+        }
+    }
+}

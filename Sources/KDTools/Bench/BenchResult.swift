@@ -55,6 +55,8 @@ public struct BenchResult: Codable, Equatable {
     public var pytorch: PyTorchComparison.Result? = nil
     /// The step reading the teacher cache (`--teacher-cache`), when it was measured.
     public var teacherCache: TeacherCacheBench.Report? = nil
+    /// The step with and without `train.deterministic` (`--deterministic`), when it was measured.
+    public var deterministic: DeterministicBench.Report? = nil
     /// `MemoryEstimate` of one rank's step (what the trainer checks the config against before it
     /// allocates), beside the measured `peak_rss_bytes` and `tensor_pool_peak_bytes`; absent in results
     /// of earlier versions.

@@ -1,0 +1,114 @@
+import Foundation
+import XCTest
+import KDComm
+import KDTensor
+import KDTestSupport
+
+/// `ExactSum`: the same bits whatever the split of the partials over ranks and their order, within its
+/// stated bound of the exact sum, and NaN for a non-finite partial.
+final class ExactSumTests: XCTestCase {
+    /// 40 blocks of 7 values spanning 2⁻³⁰…2³⁰ with both signs (heavy cancellation).
+    func partials() -> [[Float]] {
+        var rng = KDRandom(keys: 17, 3)
+        return (0..<40).map { _ in
+            (0..<7).map { i in
+                let mag = Float(sign: .plus, exponent: Int(rng.next() % 61) - 30, significand: 1)
+                return (rng.next() % 2 == 0 ? 1 : -1) * mag * Float(1 + i) / 7
+            }
+        }
+    }
+
+    /// Rank r of N sums the blocks given by `split`, in the order given.
+    func reduce(_ blocks: [[Float]], split: @escaping @Sendable (Int, Int) -> [Int], sizes: [Int]) throws -> [[Float]] {
+        try sizes.map { n in
+            try InProcessWorld(size: n).run { comm -> [Float] in
+                let mine = split(comm.rank, n).flatMap { blocks[$0] }
+                var out = [Float](repeating: 0, count: 7)
+                try mine.withUnsafeBufferPointer { p in
+                    try out.withUnsafeMutableBufferPointer { o in
+                        let partial = p.baseAddress ?? UnsafePointer(o.baseAddress!)
+                        let g = ExactSum.Group(partials: partial, blocks: mine.count / 7, count: 7,
+                                               result: o.baseAddress!)
+                        try ExactSum.reduce([g], globalBlocks: blocks.count, comm: comm)
+                    }
+                }
+                return out
+            }[0]
+        }
+    }
+
+    func testSameBitsForAnySplitAndOrder() throws {
+        let blocks = partials()
+        let contiguous = try reduce(blocks, split: { r, n in Array((r * 40 / n)..<((r + 1) * 40 / n)) },
+                                    sizes: [1, 2, 3, 4])
+        let strided = try reduce(blocks, split: { r, n in Array(stride(from: r, to: 40, by: n)).reversed() },
+                                 sizes: [2, 4])
+        let lopsided = try reduce(blocks, split: { r, _ in r == 0 ? [] : Array(0..<40).shuffledBy(seed: 5) },
+                                  sizes: [2])
+        for r in contiguous + strided + lopsided { XCTAssertEqual(r, contiguous[0]) }
+        // Against the exact sum (Double is exact here: the terms span 2⁻³⁰…2³⁰, 61 binades, but each
+        // column's exact sum fits in Double's 53 bits only approximately, so compare with the bound):
+        // |error| ≤ n·m·2^(h−62) + one final Float rounding, n = 40 blocks, h = 6.
+        for i in 0..<7 {
+            let column = blocks.map { Double($0[i]) }
+            let exact = column.sorted { abs($0) < abs($1) }.reduce(0, +)
+            let m = column.map(abs).max()!
+            let bound = 40 * m * pow(2, 6 - 62) + abs(exact) * Double(Float.ulpOfOne)
+            XCTAssertLessThanOrEqual(abs(Double(contiguous[0][i]) - exact), bound, "element \(i)")
+        }
+        // Float summation in two orders typically differs: the property ExactSum removes.
+        let forward = blocks.map { $0[0] }.reduce(0, +), backward = blocks.map { $0[0] }.reversed().reduce(0, +)
+        print("ExactSumTests: float32 forward \(forward), backward \(backward), exact-sum \(contiguous[0][0])")
+    }
+
+    func testZerosNonFiniteAndHeadroom() throws {
+        let out = try InProcessWorld(size: 2).run { comm -> [Float] in
+            // group 0: zeros; group 1: a NaN on rank 1 only; group 2: 1e30 from 1000 blocks (no overflow).
+            var zeros: [Float] = [0, 0], bad: [Float] = [1, comm.rank == 1 ? .nan : 2]
+            var big = [Float](repeating: 1e30, count: 500)
+            var res = [Float](repeating: -1, count: 3)
+            try zeros.withUnsafeMutableBufferPointer { z in try bad.withUnsafeMutableBufferPointer { b in
+                try big.withUnsafeMutableBufferPointer { g in try res.withUnsafeMutableBufferPointer { r in
+                    let groups = [
+                        ExactSum.Group(partials: UnsafePointer(z.baseAddress!), blocks: 2, count: 1,
+                                       result: r.baseAddress!),
+                        ExactSum.Group(partials: UnsafePointer(b.baseAddress!), blocks: 2, count: 1,
+                                       result: r.baseAddress! + 1),
+                        ExactSum.Group(partials: UnsafePointer(g.baseAddress!), blocks: 500, count: 1,
+                                       result: r.baseAddress! + 2)]
+                    try ExactSum.reduce(groups, globalBlocks: 1000, comm: comm)
+                } }
+            } }
+            return res
+        }
+        for r in out {
+            XCTAssertEqual(r[0], 0)
+            XCTAssertTrue(r[1].isNaN, "a non-finite partial on one rank makes the sum NaN on every rank")
+            XCTAssertEqual(Double(r[2]), 1e33, accuracy: 1e33 * 1e-6)
+        }
+        XCTAssertEqual(out[0].map(\.bitPattern), out[1].map(\.bitPattern))
+        // s = 62 − h − (e + 1): m = 1 (e = 0) with 1000 blocks (h = 10) → 51.
+        XCTAssertEqual(ExactSum.scaleExponent(maxMagnitude: 1, globalBlocks: 1000), 51)
+        XCTAssertNil(ExactSum.scaleExponent(maxMagnitude: 0, globalBlocks: 4))
+        XCTAssertNil(ExactSum.scaleExponent(maxMagnitude: .infinity, globalBlocks: 4))
+    }
+
+    func testScalarSum() throws {
+        let terms = (0..<30).map { 0.1 * Double($0 + 1) }
+        let sums = try InProcessWorld(size: 3).run { comm in
+            try ExactSum.sum(Array(terms[(comm.rank * 10)..<((comm.rank + 1) * 10)]), globalBlocks: 30, comm: comm)
+        }
+        let alone = try InProcessWorld(size: 1).run { try ExactSum.sum(terms.reversed(), globalBlocks: 30, comm: $0) }
+        XCTAssertEqual(sums, [alone[0], alone[0], alone[0]])
+        XCTAssertEqual(alone[0], 46.5, accuracy: 1e-12)
+    }
+}
+
+private extension Array {
+    func shuffledBy(seed: UInt64) -> [Element] {
+        var rng = KDRandom(keys: seed)
+        var a = self
+        for i in stride(from: a.count - 1, to: 0, by: -1) { a.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        return a
+    }
+}
