@@ -85,6 +85,20 @@ final class SampleBlocksTests: XCTestCase {
            params: [positiveTensor([6], seed: 15), randomTensor([6], seed: 16)], outputShape: [5, 3, 3, 6], positionInvariant: false, sameInputGradient: false)
     }
 
+    /// With blocks on, `linear` runs the row-invariant GEMM: a row's output has the same bits alone or
+    /// among 12 others (with sgemm it need not: OpenBLAS rounds by the row's position, docs/ops.md).
+    func testLinearRowsDoNotDependOnTheirBatchMates() throws {
+        let w = randomTensor([7, 300], seed: 1), b = randomTensor([7], seed: 3), x = randomTensor([13, 300], seed: 2)
+        try SampleBlocks.with(rowsPerBlock: 1) {
+            let all = try withNoGrad { try linear(x, weight: w, bias: b) }
+            for i in [0, 5, 12] {
+                let row = try slice(x, axis: 0, range: i..<(i + 1)).detached().copy()
+                let one = try withNoGrad { try linear(row, weight: w, bias: b) }
+                XCTAssertEqual(one.array, Array(all.array[(i * 7)..<((i + 1) * 7)]), "row \(i)")
+            }
+        }
+    }
+
     func testARankWithoutRowsReportsNoPartials() throws {
         let w = randomTensor([4, 3], seed: 1)
         w.requiresGrad = true
