@@ -1,10 +1,13 @@
 import Foundation
 import KDComm
+import KDData
 import KDTrain
 
 /// `kdgraph bench --config C --deterministic`: the step with `train.deterministic: true` beside the same
 /// step with it off (docs/training.md, "Bit-identical training at any world size"), both with
-/// `student.sync_bn: true` (deterministic mode needs it), measured one after the other in the same run.
+/// `student.sync_bn: true` (deterministic mode needs it): two trainers built side by side, their steps
+/// taken in alternation so that both modes see the same machine load, on the same convolution
+/// algorithms (the deterministic trainer's).
 public enum DeterministicBench {
     public struct Report: Codable, Equatable {
         public var blockSize: Int
@@ -20,17 +23,44 @@ public enum DeterministicBench {
     }
 
     public static func run(config: KDConfig, comm: Communicator, warmup: Int, steps: Int) throws -> Report {
-        func measure(_ deterministic: Bool) throws -> BenchResult {
-            var cfg = config
+        func trainer(_ deterministic: Bool) throws -> Trainer {
+            var cfg = StepBench.benchConfig(config, warmup: warmup, steps: steps)
             cfg.train.deterministic = deterministic
             cfg.student.syncBN = true
             cfg.comm.overlap = cfg.comm.overlap && !deterministic
-            return try StepBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps, sweepBytes: [])
+            return try Trainer(config: cfg, comm: comm)
         }
-        let off = try measure(false), on = try measure(true)
-        return Report(blockSize: config.train.blockSize, offStepMedianS: off.stepMedianS, onStepMedianS: on.stepMedianS,
-                      offPhases: off.phases, onPhases: on.phases, offBytesAllReduced: off.bytesAllreducedPerStep,
-                      onBytesAllReduced: on.bytesAllreducedPerStep, cost: on.stepMedianS / off.stepMedianS - 1)
+        let trainers = [try trainer(false), try trainer(true)]
+        // The same convolutions in both (under `auto` the ordinary trainer would time its own choices):
+        // the difference measured is the deterministic machinery alone.
+        try trainers[0].useConvAlgorithms(trainers[1].convAlgorithms)
+        let streams = trainers.map {
+            $0.data.stream($0.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: warmup + steps, depth: 1)
+        }
+        defer { streams.forEach { $0.shutdown() } }
+        // Step by step in alternation (which goes first alternating too), so that both modes see the same
+        // load on a shared machine.
+        var records: [[StepRecord]] = [[], []]
+        for k in 0..<(warmup + steps) {
+            for i in (k % 2 == 0 ? [0, 1] : [1, 0]) {
+                guard let batch = try streams[i].next() else { continue }
+                let r = try trainers[i].step(batch)
+                if k >= warmup { records[i].append(r) }
+            }
+        }
+        func spread(_ xs: [Double]) -> BenchResult.Spread {
+            BenchResult.Spread(medianS: PhaseTimer.percentile(xs, 0.5), p90S: PhaseTimer.percentile(xs, 0.9))
+        }
+        func phases(_ rs: [StepRecord]) -> [String: BenchResult.Spread] {
+            Dictionary(uniqueKeysWithValues: Phase.allCases.map { p in
+                (p.rawValue, spread(rs.map { $0.phases[p] ?? 0 }))
+            })
+        }
+        let median = records.map { PhaseTimer.percentile($0.map(\.seconds), 0.5) }
+        return Report(blockSize: config.train.blockSize, offStepMedianS: median[0], onStepMedianS: median[1],
+                      offPhases: phases(records[0]), onPhases: phases(records[1]),
+                      offBytesAllReduced: records[0].last?.bytesAllReduced ?? 0,
+                      onBytesAllReduced: records[1].last?.bytesAllReduced ?? 0, cost: median[1] / median[0] - 1)
     }
 
     /// The side-by-side lines (ms, medians) for stderr.

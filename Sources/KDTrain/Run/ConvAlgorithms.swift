@@ -107,16 +107,14 @@ public enum ConvAlgorithmTuner {
     }
 
     /// `auto` without timing (deterministic training: a choice that depends on the machine's load would
-    /// make two runs differ): direct for a stem layer (fewer than 16 input channels), F(2×2) from 256
-    /// channels, F(4×4) otherwise when its error on `weight` (measured as `measure` does, on seeded
-    /// images) is within `winograd4Tolerance`, else F(2×2) — what `auto` measured on this project's
-    /// networks (docs/ops.md).
+    /// make two runs differ): direct for a stem layer (fewer than 16 input channels), else F(4×4) when its
+    /// error on `weight` (measured as `measure` does, on seeded images) is within `winograd4Tolerance`,
+    /// else F(2×2) — what `auto` picks by timing on this project's ResNets (docs/ops.md).
     static func byRule(_ c: ConvAlgorithmChoice, weight: Tensor) -> ConvAlgorithmChoice {
         var c = c
         let s = c.shape
         c.source = "rule"
         if s.cin < 16 { c.algorithm = .direct; return c }
-        if max(s.cin, s.cout) >= 256 { c.algorithm = .winograd2; return c }
         c.winograd4Error = winograd4Error(s, weight: weight, batch: timingImages)
         c.algorithm = (c.winograd4Error ?? 1) <= winograd4Tolerance ? .winograd4 : .winograd2
         return c
@@ -249,6 +247,18 @@ public enum ConvAlgorithmTuner {
             let err = c.winograd4Error.map { String(format: ", F4 error %.1e", $0) } ?? ""
             let timings = ms.isEmpty ? "" : "; " + ms.joined(separator: ", ")
             return "conv \(c.shape): \(c.algorithm.rawValue) (\(c.source)\(timings)\(err)) × \(c.layers.count) layers"
+        }
+    }
+}
+
+extension Trainer {
+    /// Runs `choices` (e.g. another trainer's) instead of the algorithms chosen at start-up, so that two
+    /// trainers compared by a benchmark run the same convolutions. Call it before the first step.
+    public func useConvAlgorithms(_ choices: [ConvAlgorithmChoice]) throws {
+        try ConvAlgorithmTuner.apply(choices, models: convModels)
+        convAlgorithms = choices
+        if let teacher, teacher.fused != nil, case .network(let model) = teacher.source {
+            teacher.fused = FusedResNet(model)   // the fused form bakes in the algorithms: rebuild it
         }
     }
 }
