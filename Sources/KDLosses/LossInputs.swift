@@ -1,3 +1,4 @@
+import KDComm
 import KDData
 import KDTensor
 
@@ -35,12 +36,17 @@ public struct LossInputs {
     /// The global step: keys the deterministic sampling of capped terms (RKD `angle_anchors`), the
     /// same on every rank.
     public var step: Int
+    /// The ranks sharing the batch. Set: terms that are row-sharded (RKD distance so far) build only the
+    /// shard's rows of their global matrices and combine global normalisers with small all-reduces
+    /// inside the term, so every rank of `comm` must evaluate the objective. Nil: every term builds the
+    /// global matrices itself (deterministic training's whole-loss evaluation; single-process tools).
+    public var comm: Communicator?
 
     public init(plan: BatchPlan, views: Int = 1,
                 studentFeatures: Tensor? = nil, studentEmbedding: Tensor? = nil, studentLogits: Tensor? = nil,
                 teacherEmbedding: Tensor? = nil, teacherLogits: Tensor? = nil, promptTeacherLogits: Tensor? = nil,
-                proxies: Tensor? = nil, labels: [Int]? = nil, step: Int = 0) {
-        self.plan = plan; self.views = views; self.step = step
+                proxies: Tensor? = nil, labels: [Int]? = nil, step: Int = 0, comm: Communicator? = nil) {
+        self.plan = plan; self.views = views; self.step = step; self.comm = comm
         self.studentFeatures = studentFeatures; self.studentEmbedding = studentEmbedding
         self.studentLogits = studentLogits; self.teacherEmbedding = teacherEmbedding
         self.teacherLogits = teacherLogits; self.promptTeacherLogits = promptTeacherLogits

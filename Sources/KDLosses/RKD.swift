@@ -18,7 +18,8 @@ public struct RKDTerm: LossTerm {
         let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
         var parts: [(LossShare, Float, String?)] = []
         if distanceWeight != 0 {
-            parts.append((try rkdDistanceLoss(student: s, teacher: t, rows: x.shardRows), distanceWeight, nil))
+            parts.append((try rkdDistanceLoss(student: s, teacher: t, rows: x.shardRows, comm: x.comm),
+                          distanceWeight, nil))
         }
         if angleWeight != 0 {
             let sample = angleAnchors.flatMap {

@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 import KDTensor
 
 /// RKD distance loss (Park et al., CVPR 2019; source: lenscloth/RKD `metric/loss.py`, `metric/utils.py`),
@@ -13,7 +14,14 @@ import KDTensor
 /// `h_ij = Huber'(r_ij)/n²` on the shard's rows: `∂/∂d_ij = h_ij/μ_s − (Σ h·d)/(μ_s² n(n−1))` off the
 /// diagonal, then `∂d/∂q = 1/(2d)` where unclamped and `∂q/∂x` by one sgemm. Memory `O(n²)`.
 /// Term: `rkd_distance` (share, unweighted).
-public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil) throws -> LossShare {
+///
+/// With `comm` (row-sharded, docs/losses.md "share contract"): only the shard's rows of the two distance
+/// matrices are built (`O(|rows|·n·D)` time, `O(|rows|·n)` memory); `μ_s`, `μ_t` come from the ranks'
+/// row sums by one all-reduce and `Σ h·d` (the `μ_s` term of the gradient) by a second, both in forward;
+/// rank `r`'s gradient carries the `μ_s` term through its own rows' distances, so the ranks' gradients
+/// add up to the one-process gradient. Every rank of `comm` must call it (a rank may have no rows).
+public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil,
+                            comm: Communicator? = nil) throws -> LossShare {
     let name = "rkd_distance"
     try check2D(name, "student", student)
     let n = student.shape[0]
@@ -21,6 +29,7 @@ public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? 
     guard n >= 2 else { throw LossError.invalidArgument(loss: name, message: "needs at least 2 rows, got \(n)") }
     let rows = rows ?? 0..<n
     try checkRows(name, rows, n)
+    if let comm { return try rkdDistanceRowShare(student: student, teacher: teacher, rows: rows, comm: comm) }
     let d = student.shape[1]
     let eps: Float = 1e-12
 
@@ -76,4 +85,56 @@ public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? 
         }
     }
     return squaredDistanceShare(name, term: "rkd_distance", value: share, x: student, dq: gd, n: n, d: d)
+}
+
+/// `rkdDistanceLoss` row-sharded over `comm`: the shard's rows of the distance matrices only.
+func rkdDistanceRowShare(student: Tensor, teacher: Tensor, rows: Range<Int>, comm: Communicator) throws -> LossShare {
+    let n = student.shape[0], m = rows.count, eps: Float = 1e-12
+    /// The shard's rows of the distance matrix (diagonal 0, clamped at √ε), their sum, what was clamped.
+    func distanceRows(_ x: Tensor) -> (Tensor, Double, [Bool]) {
+        let q = Tensor(uninitializedShape: [m, n])
+        squaredDistanceRows(x.ptr, n: n, d: x.shape[1], rows: rows, into: q.ptr)
+        var clamped = [Bool](repeating: false, count: m * n)
+        var s = 0.0
+        for (r, i) in rows.enumerated() {
+            for j in 0..<n {
+                let k = r * n + j
+                if i == j { q.ptr[k] = 0; clamped[k] = true; continue }
+                if q.ptr[k] < eps { clamped[k] = true }
+                q.ptr[k] = max(q.ptr[k], eps).squareRoot()
+                s += Double(q.ptr[k])
+            }
+        }
+        return (q, s, clamped)
+    }
+    let (ds, sumS, clampedS) = distanceRows(student)
+    let (dt, sumT, _) = withNoGrad { distanceRows(teacher) }
+    var sums = [sumS, sumT]
+    try comm.allReduce(&sums, op: .sum)
+    let pairs = Double(n * (n - 1)), invS = pairs / sums[0], invT = pairs / sums[1], invN2 = 1 / Double(n * n)
+
+    let wantGrad = needsGrad(student)
+    let gd = Tensor(uninitializedShape: [m, n])
+    var total = 0.0, hd = 0.0
+    for k in 0..<(m * n) {
+        let r = Float(Double(ds.ptr[k]) * invS - Double(dt.ptr[k]) * invT)
+        total += Double(huber(r, 1))
+        let h = Double(huberDerivative(r, 1)) * invN2
+        gd.ptr[k] = Float(h * invS)
+        hd += h * Double(ds.ptr[k])
+    }
+    var hdAll = [hd]   // Σ_ranks Σ h·d: the μ_s term of every rank's gradient
+    try comm.allReduce(&hdAll, op: .sum)
+    let share = total * invN2
+    var grad: Tensor? = nil
+    if wantGrad {
+        let cMu = Float(-hdAll[0] * invS * invS / pairs)
+        for k in 0..<(m * n) { gd.ptr[k] = clampedS[k] ? 0 : (gd.ptr[k] + cMu) / (2 * ds.ptr[k]) }
+        let g = Tensor.zeros(student.shape)
+        squaredDistanceRowsBackward(gd.ptr, x: student.ptr, n: n, d: student.shape[1], rows: rows, into: g.ptr)
+        grad = g
+    }
+    let out = scalarTensor(share)
+    recordFused("rkd_distance", output: out, inputs: [student], grads: [grad])
+    return LossShare(value: out, terms: [("rkd_distance", share)])
 }

@@ -87,7 +87,7 @@ enum LossChecks {
         let share = try objective.evaluate(LossInputs(plan: plan, views: v, studentFeatures: gathered[0],
                                                       studentEmbedding: gathered[1], studentLogits: gathered[2],
                                                       teacherEmbedding: tEmbG, teacherLogits: ztG, proxies: proxies,
-                                                      labels: labels, step: step))
+                                                      labels: labels, step: step, comm: comm))
         share.value.backward()
         let loss = try comm.allReduce(Double(share.value.item), op: .sum)
         var termSums = share.terms.map { $0.value }

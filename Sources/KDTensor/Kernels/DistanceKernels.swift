@@ -98,3 +98,61 @@ public func squaredDistancesDouble(_ x: UnsafePointer<Float>, n: Int, d: Int) ->
     }
     return q
 }
+
+/// The rows `rows` of the squared-distance matrix of an `[n, d]` matrix: `q[i − rows.lowerBound, j] =
+/// ‖x_i − x_j‖²` for `i ∈ rows`, all `j` (`[rows.count, n]`, Float32), computed as `squaredDistances`
+/// computes each entry (Gram from one sgemm of the row block against all rows, Float64 norms, the
+/// direct difference where cancellation would dominate, 0 on the diagonal, clamped at 0). A row-sharded
+/// loss builds only its anchors' rows: `O(|rows|·n·d)` instead of `O(n²·d)`.
+public func squaredDistanceRows(_ x: UnsafePointer<Float>, n: Int, d: Int, rows: Range<Int>,
+                                into q: UnsafeMutablePointer<Float>) {
+    let m = rows.count
+    guard m > 0 else { return }
+    let gram = Tensor(uninitializedShape: [m, n])
+    sgemm(transA: false, transB: true, m: m, n: n, k: d, a: x + rows.lowerBound * d, lda: d, b: x, ldb: d,
+          c: gram.ptr, ldc: n)
+    var sq = [Double](repeating: 0, count: n)
+    for i in 0..<n {
+        var s = 0.0
+        for c in 0..<d { s += Double(x[i * d + c]) * Double(x[i * d + c]) }
+        sq[i] = s
+    }
+    for (r, i) in rows.enumerated() {
+        for j in 0..<n {
+            if i == j { q[r * n + j] = 0; continue }
+            var v = sq[i] + sq[j] - 2 * Double(gram.ptr[r * n + j])
+            if v < 1e-3 * (sq[i] + sq[j]) {
+                var s = 0.0
+                for c in 0..<d { let t = Double(x[i * d + c]) - Double(x[j * d + c]); s += t * t }
+                v = s
+            }
+            q[r * n + j] = Float(max(v, 0))
+        }
+    }
+}
+
+/// Gradient of `Σ_{i∈rows, j} G_ij ‖x_i − x_j‖²` with respect to `x` (`[n, d]`), `G` the `[rows.count, n]`
+/// block: `x_i` (`i ∈ rows`) gets `2(Σ_j G_ij x_i − Σ_j G_ij x_j)` and every `x_j` gets
+/// `2(Σ_i G_ij x_j − Σ_i G_ij x_i)` — two sgemms (`G·X`, `Gᵀ·X_rows`), Float64 row and column sums;
+/// added into `gx`.
+public func squaredDistanceRowsBackward(_ g: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, d: Int,
+                                        rows: Range<Int>, into gx: UnsafeMutablePointer<Float>) {
+    let m = rows.count
+    guard m > 0 else { return }
+    var colSums = [Double](repeating: 0, count: n)
+    for r in 0..<m {
+        var rowSum = 0.0
+        for j in 0..<n { let v = Double(g[r * n + j]); rowSum += v; colSums[j] += v }
+        let i = rows.lowerBound + r, fr = Float(2 * rowSum)
+        for c in 0..<d { gx[i * d + c] += fr * x[i * d + c] }
+    }
+    for j in 0..<n {
+        let fc = Float(2 * colSums[j])
+        for c in 0..<d { gx[j * d + c] += fc * x[j * d + c] }
+    }
+    let xr = x + rows.lowerBound * d
+    sgemm(transA: false, transB: false, m: m, n: d, k: n, alpha: -2, a: g, lda: n, b: x, ldb: d,
+          beta: 1, c: gx + rows.lowerBound * d, ldc: d)
+    sgemm(transA: true, transB: false, m: n, n: d, k: m, alpha: -2, a: g, lda: n, b: xr, ldb: d,
+          beta: 1, c: gx, ldc: d)
+}

@@ -27,7 +27,8 @@ public enum LossProjection {
 
     /// `inputs` grown to the global batch of `ranks` ranks with `perRank` samples each (rows tiled, copies
     /// perturbed), seen from rank 0.
-    public static func tiled(_ inputs: LossInputs, perRank: Int, ranks: Int, seed: UInt64 = 0x5CA1E) -> LossInputs {
+    public static func tiled(_ inputs: LossInputs, perRank: Int, ranks: Int, seed: UInt64 = 0x5CA1E,
+                             comm: Communicator? = nil) -> LossInputs {
         let samples = perRank * ranks
         var rng = KDRandom(keys: seed, UInt64(samples))
         let rows = inputs.rowCount, newRows = samples * inputs.views
@@ -56,17 +57,22 @@ public enum LossProjection {
                           teacherEmbedding: grow(inputs.teacherEmbedding, trainable: false),
                           teacherLogits: grow(inputs.teacherLogits, trainable: false),
                           promptTeacherLogits: grow(inputs.promptTeacherLogits, trainable: false),
-                          proxies: inputs.proxies, labels: labels, step: inputs.step)
+                          proxies: inputs.proxies, labels: labels, step: inputs.step, comm: comm)
     }
 
     /// Forward + backward of rank 0's share at each world size in `ranks`, with `perRank` samples per
     /// rank. Each point: one untimed run (buffers), then up to `repeats` timed runs while they stay
     /// under `budgetSeconds` in total; the median is reported.
+    ///
+    /// `comm` (a world of one, `Communicator.alone()`) times the row-sharded terms as a rank of `N` runs
+    /// them — its shard's rows only — with their small all-reduces reduced to this rank (their latency is
+    /// the cost model's); nil times every term building the global matrices.
     public static func measure(objective: LossObjective, inputs: LossInputs, perRank: Int, ranks: [Int],
-                               repeats: Int = 3, budgetSeconds: Double = 2) throws -> [Point] {
+                               repeats: Int = 3, budgetSeconds: Double = 2,
+                               comm: Communicator? = nil) throws -> [Point] {
         var points: [Point] = []
         for n in ranks {
-            let grown = tiled(inputs, perRank: perRank, ranks: n)
+            let grown = tiled(inputs, perRank: perRank, ranks: n, comm: comm)
             func once() throws -> Double {
                 Tape.reset()
                 let t0 = monotonicSeconds()

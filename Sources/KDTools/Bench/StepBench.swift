@@ -63,8 +63,10 @@ public enum StepBench {
         if !projectRanks.isEmpty, let inputs = trainer.lastLossInputs {
             trainer.keepLossInputs = false
             let worlds = Array(Set(projectRanks + [comm.size])).sorted()
+            // Row-sharded terms run as in the step (with a communicator), here over this rank alone.
+            let solo = inputs.comm == nil ? nil : try comm.alone()
             projection = try LossProjection.measure(objective: trainer.objective, inputs: inputs, perRank: perRank,
-                                                    ranks: worlds)
+                                                    ranks: worlds, comm: solo)
             var worst = projection.map { $0.seconds }
             try comm.allReduce(&worst, op: .max)
             for i in projection.indices { projection[i].seconds = worst[i] }

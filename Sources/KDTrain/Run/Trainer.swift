@@ -242,7 +242,7 @@ public final class Trainer {
             teacherEmbedding: try gather(t?.embedding, .teacherEmbedding, grad: false),
             teacherLogits: try gather(t?.logits, .teacherLogits, grad: false),
             promptTeacherLogits: try gather(t?.promptLogits, .teacherLogits, grad: false),
-            proxies: teacher?.proxies, labels: labels, step: stepNumber)
+            proxies: teacher?.proxies, labels: labels, step: stepNumber, comm: replicated ? nil : comm)
         lastLossInputs = keepLossInputs ? inputs : nil
         let share = try objective.evaluate(inputs)
         timer.lap(.gatherLoss)
