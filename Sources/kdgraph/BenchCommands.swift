@@ -121,7 +121,7 @@ struct Scaling: ParsableCommand {
         Weak mode: world sizes to project from the smallest measured one \
         (loss share timed here, communication from the cost model); empty for none.
         """)
-    var project = "4,8,16,64"
+    var project = "4,8,16,64,256"
     @Option(help: "weak (per-rank batch fixed) or strong (global batch fixed).") var mode = "weak"
     @Option(help: "Output folder.") var out: String
     @Option(help: "Warm-up steps per world size.") var warmup = 3

@@ -21,8 +21,10 @@ public enum LossProjection {
     public struct Point: Equatable, Codable {
         public var ranks: Int
         public var globalBatch: Int
-        /// Median seconds of the objective's forward + backward for one rank's share.
+        /// Median seconds of the objective's forward + backward for one rank's share (the sum over its terms).
         public var seconds: Double
+        /// The same per term (`kind`, `kind#2` for a repeated kind); nil in results of earlier versions.
+        public var terms: [String: Double]? = nil
     }
 
     /// `inputs` grown to the global batch of `ranks` ranks with `perRank` samples each (rows tiled, copies
@@ -61,8 +63,9 @@ public enum LossProjection {
     }
 
     /// Forward + backward of rank 0's share at each world size in `ranks`, with `perRank` samples per
-    /// rank. Each point: one untimed run (buffers), then up to `repeats` timed runs while they stay
-    /// under `budgetSeconds` in total; the median is reported.
+    /// rank, term by term. Each term: one untimed run (buffers), then up to `repeats` timed runs while
+    /// they stay under `budgetSeconds` in total; the median is reported, and the point's `seconds` is
+    /// their sum.
     ///
     /// `comm` (a world of one, `Communicator.alone()`) times the row-sharded terms as a rank of `N` runs
     /// them — its shard's rows only — with their small all-reduces reduced to this rank (their latency is
@@ -73,23 +76,32 @@ public enum LossProjection {
         var points: [Point] = []
         for n in ranks {
             let grown = tiled(inputs, perRank: perRank, ranks: n, comm: comm)
-            func once() throws -> Double {
-                Tape.reset()
-                let t0 = monotonicSeconds()
-                let share = try objective.evaluate(grown)
-                Tape.backward(share.value)
-                let t = monotonicSeconds() - t0
-                for x in [grown.studentFeatures, grown.studentEmbedding, grown.studentLogits] { x?.grad = nil }
-                return t
+            // Each term on its own (the objective only adds them): the share per term, and their sum.
+            var terms: [String: Double] = [:]
+            var seen: [String: Int] = [:]
+            for term in objective.terms {
+                let single = LossObjective(terms: [term])
+                func once() throws -> Double {
+                    Tape.reset()
+                    let t0 = monotonicSeconds()
+                    let share = try single.evaluate(grown)
+                    Tape.backward(share.value)
+                    let t = monotonicSeconds() - t0
+                    for x in [grown.studentFeatures, grown.studentEmbedding, grown.studentLogits] { x?.grad = nil }
+                    return t
+                }
+                let first = try once()
+                var times: [Double] = []
+                var spent = 0.0
+                while times.count < max(1, repeats) && (times.isEmpty || spent + first <= budgetSeconds) {
+                    let t = try once()
+                    times.append(t); spent += t
+                }
+                seen[term.kind, default: 0] += 1
+                let name = seen[term.kind]! > 1 ? "\(term.kind)#\(seen[term.kind]!)" : term.kind
+                terms[name] = PhaseTimer.percentile(times, 0.5)
             }
-            let first = try once()
-            var times: [Double] = []
-            var spent = 0.0
-            while times.count < max(1, repeats) && (times.isEmpty || spent + first <= budgetSeconds) {
-                let t = try once()
-                times.append(t); spent += t
-            }
-            points.append(Point(ranks: n, globalBatch: perRank * n, seconds: PhaseTimer.percentile(times, 0.5)))
+            points.append(Point(ranks: n, globalBatch: perRank * n, seconds: terms.values.reduce(0, +), terms: terms))
         }
         Tape.reset()
         return points

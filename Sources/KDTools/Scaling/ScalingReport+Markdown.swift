@@ -77,6 +77,16 @@ extension ScalingReport {
                             p.measuredEfficiency.map { String(format: "%.1f%%", 100 * $0) } ?? "—")
             }
         }
+        let perTerm = proj.isEmpty ? [] : (base?.lossProjection ?? []).filter { $0.terms != nil }
+        if let names = perTerm.first?.terms?.keys.sorted(), !names.isEmpty {
+            s += "\nOne rank's loss share by term (ms, forward + backward, timed as above):\n\n"
+            s += "| ranks | global batch | " + names.joined(separator: " | ") + " |\n"
+            s += "|---:|---:|" + String(repeating: "---:|", count: names.count) + "\n"
+            for p in perTerm {
+                let cells = names.map { String(format: "%.1f", 1e3 * (p.terms?[$0] ?? 0)) }
+                s += "| \(p.ranks) | \(p.globalBatch) | " + cells.joined(separator: " | ") + " |\n"
+            }
+        }
         s += "\nCommunication share = (all-reduce wait + gather wait) / step time. Files: report.csv, scaling.svg"
         s += proj.isEmpty ? ".\n" : ", projection.csv.\n"
         return s
