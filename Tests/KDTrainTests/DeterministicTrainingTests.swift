@@ -14,12 +14,7 @@ import KDTestSupport
 final class DeterministicTrainingTests: XCTestCase {
     var dir = ""
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-deterministic-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let teacher = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3, imageSize: [16, 16], seed: 99)
-        try Checkpoint.save(path: dir + "/teacher.safetensors", model: teacher, metadata: ["purpose": "test"], rank: 0)
-    }
+    override func setUpWithError() throws { dir = try makeFolderWithTeacher("kdgraph-deterministic-") }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
 
@@ -51,13 +46,8 @@ final class DeterministicTrainingTests: XCTestCase {
     }
 
     static func train(_ cfg: KDConfig, comm: Communicator, steps: Int) throws -> Run {
-        let t = try Trainer(config: cfg, comm: comm)
-        let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: steps, depth: 1)
-        defer { stream.shutdown() }
         var run = Run()
-        for s in 0..<steps {
-            guard let b = try stream.next() else { throw CheckFailure("batch stream ended at step \(s)") }
-            let record = try t.step(b)
+        let t = try runTrainer(cfg, comm: comm, steps: steps) { _, record, _ in
             run.losses.append(record.loss)
             run.terms.append(record.terms.map(\.value))
         }

@@ -21,12 +21,7 @@ import KDTestSupport
 final class TrainerWorldTests: XCTestCase {
     var dir = ""
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-trainer-world-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let teacher = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3, imageSize: [16, 16], seed: 99)
-        try Checkpoint.save(path: dir + "/teacher.safetensors", model: teacher, metadata: ["purpose": "test"], rank: 0)
-    }
+    override func setUpWithError() throws { dir = try makeFolderWithTeacher("kdgraph-trainer-world-") }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
 
@@ -56,14 +51,9 @@ final class TrainerWorldTests: XCTestCase {
 
     /// Runs `steps` steps of a fresh trainer on `comm`.
     static func train(_ cfg: KDConfig, comm: Communicator, steps: Int) throws -> Run {
-        let t = try Trainer(config: cfg, comm: comm)
-        let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: steps, depth: 1)
-        defer { stream.shutdown() }
         var run = Run()
-        for s in 0..<steps {
-            guard let b = try stream.next() else { throw CheckFailure("batch stream ended at step \(s)") }
-            try t.step(b)
-            run.losses.append(t.lastLoss)
+        let t = try runTrainer(cfg, comm: comm, steps: steps) { t, record, s in
+            run.losses.append(record.loss)
             if s == 0 { run.afterFirst = t.parameters.map { $0.1.array } }
         }
         try t.checkParametersInSync()

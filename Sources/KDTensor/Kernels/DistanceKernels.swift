@@ -10,26 +10,7 @@ import CBLAS
 /// (`q_ij < 10⁻³(‖x_i‖² + ‖x_j‖²)`, e.g. duplicated rows) the entry is recomputed directly as
 /// `Σ_c (x_ic − x_jc)²`, so equal rows give exactly 0 as an explicit difference does.
 public func squaredDistances(_ x: UnsafePointer<Float>, n: Int, d: Int, into q: UnsafeMutablePointer<Float>) {
-    let gram = Tensor(uninitializedShape: [n, n])
-    sgemm(transA: false, transB: true, m: n, n: n, k: d, a: x, lda: d, b: x, ldb: d, c: gram.ptr, ldc: n)
-    var sq = [Double](repeating: 0, count: n)
-    for i in 0..<n {
-        var s = 0.0
-        for c in 0..<d { s += Double(x[i * d + c]) * Double(x[i * d + c]) }
-        sq[i] = s
-    }
-    for i in 0..<n {
-        for j in 0..<n {
-            if i == j { q[i * n + j] = 0; continue }
-            var v = sq[i] + sq[j] - 2 * Double(gram.ptr[i * n + j])
-            if v < 1e-3 * (sq[i] + sq[j]) {
-                var s = 0.0
-                for c in 0..<d { let t = Double(x[i * d + c]) - Double(x[j * d + c]); s += t * t }
-                v = s
-            }
-            q[i * n + j] = Float(max(v, 0))
-        }
-    }
+    squaredDistanceRows(x, n: n, d: d, rows: 0..<n, into: q)
 }
 
 /// Gradient of `Σ_ij G_ij ‖x_i − x_j‖²` with respect to `x` (`[n, d]`): `2(rowsum(S) ⊙ x − S·x)` with
@@ -100,10 +81,9 @@ public func squaredDistancesDouble(_ x: UnsafePointer<Float>, n: Int, d: Int) ->
 }
 
 /// The rows `rows` of the squared-distance matrix of an `[n, d]` matrix: `q[i − rows.lowerBound, j] =
-/// ‖x_i − x_j‖²` for `i ∈ rows`, all `j` (`[rows.count, n]`, Float32), computed as `squaredDistances`
-/// computes each entry (Gram from one sgemm of the row block against all rows, Float64 norms, the
-/// direct difference where cancellation would dominate, 0 on the diagonal, clamped at 0). A row-sharded
-/// loss builds only its anchors' rows: `O(|rows|·n·d)` instead of `O(n²·d)`.
+/// ‖x_i − x_j‖²` for `i ∈ rows`, all `j` (`[rows.count, n]`, Float32), each entry as `squaredDistances`
+/// describes (the Gram from one sgemm of the row block against all rows). A row-sharded loss builds only
+/// its anchors' rows: `O(|rows|·n·d)` instead of `O(n²·d)`.
 public func squaredDistanceRows(_ x: UnsafePointer<Float>, n: Int, d: Int, rows: Range<Int>,
                                 into q: UnsafeMutablePointer<Float>) {
     let m = rows.count
