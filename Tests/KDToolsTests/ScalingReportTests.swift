@@ -60,7 +60,8 @@ final class ScalingReportTests: XCTestCase {
                                 lossProjection: [.init(ranks: 1, globalBatch: 64, seconds: 0.01),
                                                  .init(ranks: 2, globalBatch: 128, seconds: 0.02),
                                                  .init(ranks: 16, globalBatch: 1024, seconds: 0.3)])
-        let two = ScalingPoint(ranks: 2, globalBatch: 128, samplesPerSecond: 62, stepSeconds: 128 / 62.0, phases: [:],
+        let two = ScalingPoint(ranks: 2, globalBatch: 128, samplesPerSecond: 62, stepSeconds: 128 / 62.0,
+                               phases: ["gather_loss": 0.025, "gather_wait": 0.004],
                                bytesAllReduced: 5e6, bytesGathered: 1e5, peakRSSBytes: 1e8)
         let m = AllReduceCostModel(latencySeconds: 5e-6, bandwidthBytesPerSecond: 4e9)
         let r = ScalingReport(mode: .weak, points: [two, base], configName: "c", machine: "m", date: "d", costModel: m)
@@ -82,7 +83,12 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertEqual(proj[0].efficiency, 1, accuracy: 1e-12)
         XCTAssertEqual(try XCTUnwrap(proj[1].measuredEfficiency), (62.0 / 2) / 32, accuracy: 1e-12)
         XCTAssertTrue(r.markdown.contains("Weak-scaling projection"), r.markdown)
-        XCTAssertTrue(r.markdown.contains(String(format: "| 16 | 1024 | 300.0 | %.2f |", 1e3 * comm16)), r.markdown)
+        XCTAssertTrue(r.markdown.contains(String(format: "| 16 | 1024 | 300.0 | — | %.2f |", 1e3 * comm16)),
+                      r.markdown)
+        // The measured 2-rank loss share (gather_loss − gather_wait) stands beside the projected 20 ms.
+        XCTAssertEqual(try XCTUnwrap(proj[1].measuredLossSeconds), 0.021, accuracy: 1e-12)
+        XCTAssertNil(proj[2].measuredLossSeconds)
+        XCTAssertTrue(r.markdown.contains("| 2 | 128 | 20.0 | 21.0 |"), r.markdown)
         XCTAssertEqual(r.projectionCSV.split(separator: "\n").count, 4)
         // The plot adds the projected throughput and efficiency, dotted, a hollow marker pair at 16
         // (the only world size not measured) and a legend entry; the axis runs to 16.

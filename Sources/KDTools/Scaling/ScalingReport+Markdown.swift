@@ -67,15 +67,20 @@ extension ScalingReport {
             s += "efficiency(N) = step(\(b.ranks)) / step(N). "
             s += "Not modelled: memory-bandwidth contention between ranks on one node, stragglers, "
             s += "a slower network than the one measured.\n\n"
-            s += "| ranks | global batch | loss share (ms) | predicted comm (ms) | projected step (ms) "
-            s += "| projected efficiency | measured efficiency |\n"
-            s += "|---:|---:|---:|---:|---:|---:|---:|\n"
+            s += "| ranks | global batch | loss share (ms) | measured loss share (ms) | predicted comm (ms) "
+            s += "| projected step (ms) | projected efficiency | measured efficiency |\n"
+            s += "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
             for p in proj {
-                s += String(format: "| %d | %d | %.1f | %.2f | %.1f | %.1f%% | %@ |\n",
+                s += String(format: "| %d | %d | %.1f | %@ | %.2f | %.1f | %.1f%% | %@ |\n",
                             p.ranks, p.globalBatch, 1e3 * p.lossSeconds,
+                            p.measuredLossSeconds.map { String(format: "%.1f", 1e3 * $0) } ?? "—",
                             1e3 * p.communicationSeconds, 1e3 * p.stepSeconds, 100 * p.efficiency,
                             p.measuredEfficiency.map { String(format: "%.1f%%", 100 * $0) } ?? "—")
             }
+            s += "\nMeasured loss share: where that world size was run, its step's gather_loss phase without "
+            s += "the time inside the gathers (the row-sharded terms' all-reduces included); beside the projected "
+            s += "share it is the projection's error on the measured points.\n"
+
         }
         let perTerm = proj.isEmpty ? [] : (base?.lossProjection ?? []).filter { $0.terms != nil }
         if let names = perTerm.first?.terms?.keys.sorted(), !names.isEmpty {

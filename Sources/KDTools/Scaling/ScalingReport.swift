@@ -70,6 +70,10 @@ public struct ProjectedPoint: Equatable {
     public var efficiency: Double
     /// The measured weak efficiency where that world size was also run.
     public var measuredEfficiency: Double?
+    /// Where that world size was also run: its step's loss share as measured there — the `gather_loss`
+    /// phase without the time inside the gathers (`gather_wait`), the row-sharded terms' all-reduces
+    /// included — beside `lossSeconds`, the projection's error.
+    public var measuredLossSeconds: Double? = nil
 }
 
 /// Weak or strong scaling (definitions in docs/scaling.md, "Measuring").
@@ -133,10 +137,14 @@ public struct ScalingReport {
         let fixed = b.stepSeconds - own.seconds - comm(b.ranks)
         return b.lossProjection.map { lp in
             let c = comm(lp.ranks), step = fixed + lp.seconds + c
-            let measured = points.first(where: { $0.ranks == lp.ranks }).map { efficiency($0) }
+            let run = points.first(where: { $0.ranks == lp.ranks })
+            let loss = run.flatMap { p in
+                p.phases["gather_loss"].map { max(0, $0 - (p.phases["gather_wait"] ?? 0)) }
+            }
             return ProjectedPoint(ranks: lp.ranks, globalBatch: lp.globalBatch, lossSeconds: lp.seconds,
                                   communicationSeconds: c, stepSeconds: step,
-                                  efficiency: step > 0 ? b.stepSeconds / step : 0, measuredEfficiency: measured)
+                                  efficiency: step > 0 ? b.stepSeconds / step : 0,
+                                  measuredEfficiency: run.map { efficiency($0) }, measuredLossSeconds: loss)
         }
     }
 }
