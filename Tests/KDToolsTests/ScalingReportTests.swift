@@ -60,9 +60,10 @@ final class ScalingReportTests: XCTestCase {
                                 lossProjection: [.init(ranks: 1, globalBatch: 64, seconds: 0.01),
                                                  .init(ranks: 2, globalBatch: 128, seconds: 0.02),
                                                  .init(ranks: 16, globalBatch: 1024, seconds: 0.3)])
-        let two = ScalingPoint(ranks: 2, globalBatch: 128, samplesPerSecond: 62, stepSeconds: 128 / 62.0,
-                               phases: ["gather_loss": 0.025, "gather_wait": 0.004],
+        var two = ScalingPoint(ranks: 2, globalBatch: 128, samplesPerSecond: 62, stepSeconds: 128 / 62.0,
+                               phases: [:],
                                bytesAllReduced: 5e6, bytesGathered: 1e5, peakRSSBytes: 1e8)
+        two.lossShareSeconds = 0.021
         let m = AllReduceCostModel(latencySeconds: 5e-6, bandwidthBytesPerSecond: 4e9)
         let r = ScalingReport(mode: .weak, points: [two, base], configName: "c", machine: "m", date: "d", costModel: m)
         let proj = r.projection
@@ -85,7 +86,7 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertTrue(r.markdown.contains("Weak-scaling projection"), r.markdown)
         XCTAssertTrue(r.markdown.contains(String(format: "| 16 | 1024 | 300.0 | — | %.2f |", 1e3 * comm16)),
                       r.markdown)
-        // The measured 2-rank loss share (gather_loss − gather_wait) stands beside the projected 20 ms.
+        // The measured 2-rank loss share stands beside the projected 20 ms.
         XCTAssertEqual(try XCTUnwrap(proj[1].measuredLossSeconds), 0.021, accuracy: 1e-12)
         XCTAssertNil(proj[2].measuredLossSeconds)
         XCTAssertTrue(r.markdown.contains("| 2 | 128 | 20.0 | 21.0 |"), r.markdown)

@@ -55,6 +55,10 @@ public struct BenchResult: Codable, Equatable {
     public var pytorch: PyTorchComparison.Result? = nil
     /// The step reading the teacher cache (`--teacher-cache`), when it was measured.
     public var teacherCache: TeacherCacheBench.Report? = nil
+    /// One rank's share of the objective, forward + backward, timed on the last step's real inputs at this
+    /// world size (the row-sharded terms' all-reduces included; the slowest rank's median of 3); absent in
+    /// results of earlier versions.
+    public var lossShareS: Double? = nil
     /// The step with and without `train.deterministic` (`--deterministic`), when it was measured.
     public var deterministic: DeterministicBench.Report? = nil
     /// `MemoryEstimate` of one rank's step (what the trainer checks the config against before it

@@ -46,7 +46,7 @@ public enum StepBench {
             guard let batch = try stream.next() else { break }
             let dataWait = monotonicSeconds() - waitStart
             if k == warmup { BufferPool.shared.resetPeak() }
-            trainer.keepLossInputs = !projectRanks.isEmpty && k == warmup + steps - 1
+            trainer.keepLossInputs = k == warmup + steps - 1
             let (calls0, values0) = (trainer.statisticsReducer?.calls ?? 0,
                                      trainer.statisticsReducer?.valuesReduced ?? 0)
             var record = try trainer.step(batch)
@@ -59,6 +59,7 @@ public enum StepBench {
         // Memory of the training step itself, before the projection grows the loss inputs.
         let stepPeakRSS = Runtime.peakRSSBytes(), stepPoolPeak = BufferPool.shared.peakBytes
         let perRank = cfg.data.globalBatch / comm.size
+        let lossShare = try trainer.lastLossInputs.map { try timeLossShare(trainer.objective, inputs: $0, comm: comm) }
         var projection: [LossProjection.Point] = []
         if !projectRanks.isEmpty, let inputs = trainer.lastLossInputs {
             trainer.keepLossInputs = false
@@ -115,7 +116,7 @@ public enum StepBench {
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
         let teacher = cfg.mode == .distill ? (cfg.teacher.kind == "network" ? cfg.teacher.model : "embeddings") : "none"
-        return BenchResult(
+        var result = BenchResult(
             samplesPerS: sps, samplesPerSPerRank: sps / Double(comm.size), ranks: comm.size, globalBatch: B,
             views: cfg.data.views, steps: records.count, warmup: warmup, student: cfg.student.model, teacher: teacher,
             stepMedianS: stepMedian, stepP90S: PhaseTimer.percentile(stepTimes, 0.9), phases: phases,
@@ -132,5 +133,23 @@ public enum StepBench {
             reduceScatteredBytesPerSample: last.gathers.differentiableBytesPerSample,
             lossProjection: projection, host: String(cString: host),
             cores: ProcessInfo.processInfo.activeProcessorCount, estimatedStepBytes: estimate.total)
+        result.lossShareS = lossShare
+        return result
+    }
+
+    /// One rank's share of `objective` on a step's real `inputs` (forward + backward, every rank at once, so
+    /// the row-sharded terms' all-reduces are real): the slowest rank's median of three.
+    static func timeLossShare(_ objective: LossObjective, inputs: LossInputs, comm: Communicator) throws -> Double {
+        var times: [Double] = []
+        for _ in 0..<3 {
+            try comm.barrier()
+            Tape.reset()
+            let t0 = monotonicSeconds()
+            let share = try objective.evaluate(inputs)
+            Tape.backward(share.value)
+            times.append(monotonicSeconds() - t0)
+            for x in [inputs.studentFeatures, inputs.studentEmbedding, inputs.studentLogits] { x?.grad = nil }
+        }
+        return try comm.allReduce(PhaseTimer.percentile(times, 0.5), op: .max)
     }
 }

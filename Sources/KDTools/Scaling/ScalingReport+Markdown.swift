@@ -77,9 +77,9 @@ extension ScalingReport {
                             1e3 * p.communicationSeconds, 1e3 * p.stepSeconds, 100 * p.efficiency,
                             p.measuredEfficiency.map { String(format: "%.1f%%", 100 * $0) } ?? "—")
             }
-            s += "\nMeasured loss share: where that world size was run, its step's gather_loss phase without "
-            s += "the time inside the gathers (the row-sharded terms' all-reduces included); beside the projected "
-            s += "share it is the projection's error on the measured points.\n"
+            s += "\nMeasured loss share: where that world size was run, one rank's share timed on that run's "
+            s += "real inputs, every rank at once (the row-sharded terms' all-reduces included; the slowest "
+            s += "rank); beside the projected share it is the projection's error on the measured points.\n"
 
         }
         let perTerm = proj.isEmpty ? [] : (base?.lossProjection ?? []).filter { $0.terms != nil }

@@ -18,6 +18,8 @@ public struct ScalingPoint: Equatable {
     public var collectives: StepCollectives?
     /// One rank's loss share timed at other world sizes (`LossProjection`), by the same bench.
     public var lossProjection: [LossProjection.Point]
+    /// One rank's loss share measured at this world size (`BenchResult.lossShareS`), when the bench has it.
+    public var lossShareSeconds: Double? = nil
 
     public init(ranks: Int, globalBatch: Int, samplesPerSecond: Double, stepSeconds: Double,
                 phases: [String: Double], bytesAllReduced: Double, bytesGathered: Double, peakRSSBytes: Double,
@@ -70,9 +72,8 @@ public struct ProjectedPoint: Equatable {
     public var efficiency: Double
     /// The measured weak efficiency where that world size was also run.
     public var measuredEfficiency: Double?
-    /// Where that world size was also run: its step's loss share as measured there — the `gather_loss`
-    /// phase without the time inside the gathers (`gather_wait`), the row-sharded terms' all-reduces
-    /// included — beside `lossSeconds`, the projection's error.
+    /// Where that world size was also run: one rank's loss share measured there on the step's real inputs
+    /// (`ScalingPoint.lossShareSeconds`) — beside `lossSeconds`, the projection's error.
     public var measuredLossSeconds: Double? = nil
 }
 
@@ -138,13 +139,11 @@ public struct ScalingReport {
         return b.lossProjection.map { lp in
             let c = comm(lp.ranks), step = fixed + lp.seconds + c
             let run = points.first(where: { $0.ranks == lp.ranks })
-            let loss = run.flatMap { p in
-                p.phases["gather_loss"].map { max(0, $0 - (p.phases["gather_wait"] ?? 0)) }
-            }
             return ProjectedPoint(ranks: lp.ranks, globalBatch: lp.globalBatch, lossSeconds: lp.seconds,
                                   communicationSeconds: c, stepSeconds: step,
                                   efficiency: step > 0 ? b.stepSeconds / step : 0,
-                                  measuredEfficiency: run.map { efficiency($0) }, measuredLossSeconds: loss)
+                                  measuredEfficiency: run.map { efficiency($0) },
+                                  measuredLossSeconds: run?.lossShareSeconds)
         }
     }
 }

@@ -132,6 +132,8 @@ public struct ScalingRunner {
                                  bytesAllReduced: Double(b.bytesAllreducedPerStep),
                                  bytesGathered: Double(b.bytesGatheredPerStep), peakRSSBytes: Double(b.peakRssBytes),
                                  collectives: collectives, lossProjection: b.lossProjection)
-        return (point, b.allreduceSweep.map { (b.ranks, Double($0.bytes), $0.seconds) })
+        var measured = point
+        measured.lossShareSeconds = b.lossShareS
+        return (measured, b.allreduceSweep.map { (b.ranks, Double($0.bytes), $0.seconds) })
     }
 }
