@@ -57,10 +57,12 @@ public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double)
 ///     L_IC = (1/(C(C−1)/2)) Σ_{c<d} Σ Huber_δ(E^IC,S_cd − E^IC,T_cd)
 ///     L_VRM = λ_IS L_IS + λ_IC L_IC + w_KD · T² (1/B) Σ_i KL(σ(z^T_i,real/T) ‖ σ(z^S_i,real/T))
 ///
-/// Sharding (`shard` in samples): inter-sample pairs whose first vertex `m` (sample-major order)
-/// belongs to a shard sample; the real-view KD over the shard's samples; the inter-class graph, whose
-/// edges are normalised over all vertices and so do not split by rows, is computed fully on every rank
-/// and taken with weight `|shard|/B`. Edges are built pair by pair (never `(2B)²·C` floats at once);
+/// Sharding (`shard` in samples): inter-sample pairs `{m, n}` owned by vertex `min(m, n)` when `m + n` is
+/// even and `max(m, n)` when odd (sample-major order), those owned by a shard sample's vertices; the
+/// real-view KD over the shard's samples; the inter-class graph, whose edges are normalised over all
+/// vertices and so do not split by rows, is computed fully on every rank (its `O(C²M)` sweep on
+/// transposed copies, contiguous) and taken with weight `|shard|/B`. Edges are built pair by pair (never
+/// `(2B)²·C` floats at once);
 /// memory `O(M·C)`. Backward fused: Huber', then through each `n(·)`, then through the standardisation
 /// `dz = dy − mean(dy)`. Terms: `inter_sample`, `inter_class`, `kd` (shares, unweighted).
 public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
@@ -150,13 +152,15 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
         return Double(sum)
     }
 
-    // Inter-sample edges: m with sample in shard, n > m.
+    // Inter-sample edges {m, n}: the one of vertex min(m, n) when m + n is even, of max(m, n) when odd —
+    // each pair once over the ranks, and every vertex owns about half of its M − 1 pairs, so the shards
+    // carry equal work (owning the pairs with n > m would give the first rank twice the average).
     let pairs = Double(mCount) * Double(mCount - 1) / 2
     var isSum = 0.0
     if pairs > 0 {
         let scale = Float(Double(p.interSampleWeight) / pairs)
         for m in 0..<mCount where shard.contains(vsample[m]) {
-            for nn in (m + 1)..<mCount {
+            for nn in 0..<mCount where nn != m && ((m + nn) % 2 == 0) == (nn > m) {
                 isSum += edge(hs.ptr + m * c, hs.ptr + nn * c, ht.ptr + m * c, ht.ptr + nn * c, stride: 1, len: c,
                               scale: scale, ga: gh.map { $0.ptr + m * c }, gb: gh.map { $0.ptr + nn * c })
             }
@@ -164,17 +168,29 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
     }
     let isShare = pairs > 0 ? isSum / pairs : 0
 
-    // Inter-class edges over all kept vertices, full on every rank, weight |shard|/B.
+    // Inter-class edges over all kept vertices, full on every rank, weight |shard|/B. The class columns
+    // are read from transposed copies ([C, M], contiguous), not with stride C through [M, C].
     let frac = Double(shard.count) / Double(b)
     let classPairs = Double(c) * Double(c - 1) / 2
     var icSum = 0.0
     if classPairs > 0 && frac > 0 {
         let scale = Float(Double(p.interClassWeight) * frac / classPairs)
+        func transposed(_ x: Tensor) -> Tensor {
+            let t = Tensor(uninitializedShape: [c, mCount])
+            for m in 0..<mCount { for j in 0..<c { t.ptr[j * mCount + m] = x.ptr[m * c + j] } }
+            return t
+        }
+        let hsT = transposed(hs), htT = transposed(ht)
+        let ghT: Tensor? = gh == nil ? nil : Tensor.zeros([c, mCount])
         for cc in 0..<c {
             for dd in (cc + 1)..<c {
-                icSum += edge(hs.ptr + cc, hs.ptr + dd, ht.ptr + cc, ht.ptr + dd, stride: c, len: mCount,
-                              scale: scale, ga: gh.map { $0.ptr + cc }, gb: gh.map { $0.ptr + dd })
+                icSum += edge(hsT.ptr + cc * mCount, hsT.ptr + dd * mCount, htT.ptr + cc * mCount,
+                              htT.ptr + dd * mCount, stride: 1, len: mCount, scale: scale,
+                              ga: ghT.map { $0.ptr + cc * mCount }, gb: ghT.map { $0.ptr + dd * mCount })
             }
+        }
+        if let gh, let ghT {
+            for m in 0..<mCount { for j in 0..<c { gh.ptr[m * c + j] += ghT.ptr[j * mCount + m] } }
         }
     }
     let icShare = classPairs > 0 ? icSum / classPairs * frac : 0
