@@ -8,11 +8,13 @@ import KDTensor
 public final class ExactGradients {
     public let parameters: [Tensor]
     let comm: Communicator
-    /// Bytes all-reduced in the last `reduce` (Int64 sums and the per-parameter maxima).
-    public private(set) var lastBytes = 0
+    /// Bytes all-reduced by each `reduce` (Int64 sums and the per-parameter maxima).
+    public let bytesPerReduce: Int
 
     public init(parameters: [Tensor], comm: Communicator) {
         self.parameters = parameters; self.comm = comm
+        bytesPerReduce = parameters.reduce(0) { $0 + $1.count } * MemoryLayout<Int64>.stride
+            + parameters.count * MemoryLayout<Double>.stride
     }
 
     /// Sums every parameter's `blockGrad` into its `grad` (and clears `blockGrad`); `globalBlocks` bounds
@@ -32,7 +34,5 @@ public final class ExactGradients {
         }
         try ExactSum.reduce(groups, globalBlocks: globalBlocks, comm: comm)
         for p in parameters { p.blockGrad = nil }
-        lastBytes = parameters.reduce(0) { $0 + $1.count } * MemoryLayout<Int64>.stride
-            + parameters.count * MemoryLayout<Double>.stride
     }
 }

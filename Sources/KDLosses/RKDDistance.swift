@@ -31,28 +31,10 @@ public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? 
     try checkRows(name, rows, n)
     if let comm { return try rkdDistanceRowShare(student: student, teacher: teacher, rows: rows, comm: comm) }
     let d = student.shape[1]
-    let eps: Float = 1e-12
-
-    /// Distances (diagonal 0), their off-diagonal mean, and which entries the clamp held at √ε.
-    func distances(_ x: Tensor) -> (Tensor, Double, [Bool]) {
-        let q = Tensor(uninitializedShape: [n, n])
-        squaredDistances(x.ptr, n: n, d: x.shape[1], into: q.ptr)
-        var clamped = [Bool](repeating: false, count: n * n)
-        var s = 0.0
-        for i in 0..<n {
-            for j in 0..<n {
-                let k = i * n + j
-                if i == j { q.ptr[k] = 0; clamped[k] = true; continue }
-                if q.ptr[k] < eps { clamped[k] = true }
-                let v = max(q.ptr[k], eps).squareRoot()
-                q.ptr[k] = v
-                s += Double(v)
-            }
-        }
-        return (q, s / Double(n * (n - 1)), clamped)
-    }
-    let (ds, muS, clampedS) = distances(student)
-    let (dt, muT, _) = withNoGrad { distances(teacher) }
+    let pairs = Double(n * (n - 1))
+    let (ds, sumS, clampedS) = rkdDistanceRows(student, rows: 0..<n)
+    let (dt, sumT, _) = withNoGrad { rkdDistanceRows(teacher, rows: 0..<n) }
+    let muS = sumS / pairs, muT = sumT / pairs
 
     let invN2 = 1 / Double(n * n)
     let wantGrad = needsGrad(student)
@@ -87,28 +69,31 @@ public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? 
     return squaredDistanceShare(name, term: "rkd_distance", value: share, x: student, dq: gd, n: n, d: d)
 }
 
+/// The rows `rows` of RKD's distance matrix of `x` (`[rows.count, n]`: `d_ij = √max(q_ij, ε)`, `d_ii = 0`),
+/// their sum, and which entries the clamp held at `√ε` (the diagonal included).
+func rkdDistanceRows(_ x: Tensor, rows: Range<Int>) -> (Tensor, Double, [Bool]) {
+    let n = x.shape[0], m = rows.count, eps: Float = 1e-12
+    let q = Tensor(uninitializedShape: [m, n])
+    squaredDistanceRows(x.ptr, n: n, d: x.shape[1], rows: rows, into: q.ptr)
+    var clamped = [Bool](repeating: false, count: m * n)
+    var s = 0.0
+    for (r, i) in rows.enumerated() {
+        for j in 0..<n {
+            let k = r * n + j
+            if i == j { q.ptr[k] = 0; clamped[k] = true; continue }
+            if q.ptr[k] < eps { clamped[k] = true }
+            q.ptr[k] = max(q.ptr[k], eps).squareRoot()
+            s += Double(q.ptr[k])
+        }
+    }
+    return (q, s, clamped)
+}
+
 /// `rkdDistanceLoss` row-sharded over `comm`: the shard's rows of the distance matrices only.
 func rkdDistanceRowShare(student: Tensor, teacher: Tensor, rows: Range<Int>, comm: Communicator) throws -> LossShare {
-    let n = student.shape[0], m = rows.count, eps: Float = 1e-12
-    /// The shard's rows of the distance matrix (diagonal 0, clamped at √ε), their sum, what was clamped.
-    func distanceRows(_ x: Tensor) -> (Tensor, Double, [Bool]) {
-        let q = Tensor(uninitializedShape: [m, n])
-        squaredDistanceRows(x.ptr, n: n, d: x.shape[1], rows: rows, into: q.ptr)
-        var clamped = [Bool](repeating: false, count: m * n)
-        var s = 0.0
-        for (r, i) in rows.enumerated() {
-            for j in 0..<n {
-                let k = r * n + j
-                if i == j { q.ptr[k] = 0; clamped[k] = true; continue }
-                if q.ptr[k] < eps { clamped[k] = true }
-                q.ptr[k] = max(q.ptr[k], eps).squareRoot()
-                s += Double(q.ptr[k])
-            }
-        }
-        return (q, s, clamped)
-    }
-    let (ds, sumS, clampedS) = distanceRows(student)
-    let (dt, sumT, _) = withNoGrad { distanceRows(teacher) }
+    let n = student.shape[0], m = rows.count
+    let (ds, sumS, clampedS) = rkdDistanceRows(student, rows: rows)
+    let (dt, sumT, _) = withNoGrad { rkdDistanceRows(teacher, rows: rows) }
     var sums = [sumS, sumT]
     try comm.allReduce(&sums, op: .sum)
     let pairs = Double(n * (n - 1)), invS = pairs / sums[0], invT = pairs / sums[1], invN2 = 1 / Double(n * n)

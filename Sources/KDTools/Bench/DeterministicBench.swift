@@ -48,17 +48,9 @@ public enum DeterministicBench {
                 if k >= warmup { records[i].append(r) }
             }
         }
-        func spread(_ xs: [Double]) -> BenchResult.Spread {
-            BenchResult.Spread(medianS: PhaseTimer.percentile(xs, 0.5), p90S: PhaseTimer.percentile(xs, 0.9))
-        }
-        func phases(_ rs: [StepRecord]) -> [String: BenchResult.Spread] {
-            Dictionary(uniqueKeysWithValues: Phase.allCases.map { p in
-                (p.rawValue, spread(rs.map { $0.phases[p] ?? 0 }))
-            })
-        }
         let median = records.map { PhaseTimer.percentile($0.map(\.seconds), 0.5) }
         return Report(blockSize: config.train.blockSize, offStepMedianS: median[0], onStepMedianS: median[1],
-                      offPhases: phases(records[0]), onPhases: phases(records[1]),
+                      offPhases: StepBench.phaseSpreads(records[0]), onPhases: StepBench.phaseSpreads(records[1]),
                       offBytesAllReduced: records[0].last?.bytesAllReduced ?? 0,
                       onBytesAllReduced: records[1].last?.bytesAllReduced ?? 0, cost: median[1] / median[0] - 1)
     }

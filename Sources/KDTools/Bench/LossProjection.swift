@@ -81,15 +81,7 @@ public enum LossProjection {
             var seen: [String: Int] = [:]
             for term in objective.terms {
                 let single = LossObjective(terms: [term])
-                func once() throws -> Double {
-                    Tape.reset()
-                    let t0 = monotonicSeconds()
-                    let share = try single.evaluate(grown)
-                    Tape.backward(share.value)
-                    let t = monotonicSeconds() - t0
-                    for x in [grown.studentFeatures, grown.studentEmbedding, grown.studentLogits] { x?.grad = nil }
-                    return t
-                }
+                func once() throws -> Double { try timeOnce(single, on: grown) }
                 let first = try once()
                 var times: [Double] = []
                 var spent = 0.0
@@ -105,5 +97,17 @@ public enum LossProjection {
         }
         Tape.reset()
         return points
+    }
+
+    /// Seconds of one forward + backward of `objective` on `inputs` (a fresh tape; the student rows'
+    /// gradients cleared after).
+    static func timeOnce(_ objective: LossObjective, on inputs: LossInputs) throws -> Double {
+        Tape.reset()
+        let t0 = monotonicSeconds()
+        let share = try objective.evaluate(inputs)
+        Tape.backward(share.value)
+        let t = monotonicSeconds() - t0
+        for x in [inputs.studentFeatures, inputs.studentEmbedding, inputs.studentLogits] { x?.grad = nil }
+        return t
     }
 }

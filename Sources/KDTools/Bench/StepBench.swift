@@ -103,13 +103,9 @@ public enum StepBench {
             FileHandle.standardError.write(Data(line.utf8))
         }
         let B = cfg.data.globalBatch
-        let stepTimes = records.map(\.seconds), gatherWaits = records.map(\.gathers.seconds)
-        func spread(_ xs: [Double]) -> BenchResult.Spread {
-            BenchResult.Spread(medianS: PhaseTimer.percentile(xs, 0.5), p90S: PhaseTimer.percentile(xs, 0.9))
-        }
-        var phases: [String: BenchResult.Spread] = [:]
-        for p in Phase.allCases { phases[p.rawValue] = spread(records.map { $0.phases[p] ?? 0 }) }
-        phases[Phase.gatherWait] = spread(gatherWaits)
+        let stepTimes = records.map(\.seconds)
+        var phases = phaseSpreads(records)
+        phases[Phase.gatherWait] = spread(records.map(\.gathers.seconds))
         let stepMedian = PhaseTimer.percentile(stepTimes, 0.5)
         let sps = stepMedian > 0 ? Double(B) / stepMedian : 0
         let commMedian = phases[Phase.allreduce.rawValue]!.medianS + phases[Phase.gatherWait]!.medianS
@@ -137,18 +133,25 @@ public enum StepBench {
         return result
     }
 
+    /// Median and 90th percentile of `xs`.
+    static func spread(_ xs: [Double]) -> BenchResult.Spread {
+        BenchResult.Spread(medianS: PhaseTimer.percentile(xs, 0.5), p90S: PhaseTimer.percentile(xs, 0.9))
+    }
+
+    /// The spread of each phase (`Phase` names) over `records`.
+    static func phaseSpreads(_ records: [StepRecord]) -> [String: BenchResult.Spread] {
+        Dictionary(uniqueKeysWithValues: Phase.allCases.map { p in
+            (p.rawValue, spread(records.map { $0.phases[p] ?? 0 }))
+        })
+    }
+
     /// One rank's share of `objective` on a step's real `inputs` (forward + backward, every rank at once, so
     /// the row-sharded terms' all-reduces are real): the slowest rank's median of three.
     static func timeLossShare(_ objective: LossObjective, inputs: LossInputs, comm: Communicator) throws -> Double {
         var times: [Double] = []
         for _ in 0..<3 {
             try comm.barrier()
-            Tape.reset()
-            let t0 = monotonicSeconds()
-            let share = try objective.evaluate(inputs)
-            Tape.backward(share.value)
-            times.append(monotonicSeconds() - t0)
-            for x in [inputs.studentFeatures, inputs.studentEmbedding, inputs.studentLogits] { x?.grad = nil }
+            times.append(try LossProjection.timeOnce(objective, on: inputs))
         }
         return try comm.allReduce(PhaseTimer.percentile(times, 0.5), op: .max)
     }

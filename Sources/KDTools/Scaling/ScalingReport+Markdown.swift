@@ -80,7 +80,6 @@ extension ScalingReport {
             s += "\nMeasured loss share: where that world size was run, one rank's share timed on that run's "
             s += "real inputs, every rank at once (the row-sharded terms' all-reduces included; the slowest "
             s += "rank); beside the projected share it is the projection's error on the measured points.\n"
-
         }
         let perTerm = proj.isEmpty ? [] : (base?.lossProjection ?? []).filter { $0.terms != nil }
         if let names = perTerm.first?.terms?.keys.sorted(), !names.isEmpty {

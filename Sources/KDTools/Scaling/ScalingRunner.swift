@@ -127,13 +127,12 @@ public struct ScalingRunner {
             statisticsBytes: Double(b.statisticsBytesPerStep), gathers: b.gathersPerStep,
             gatheredBytesPerSample: Double(b.gatheredBytesPerSample), reduceScatters: b.reduceScattersPerStep,
             reduceScatteredBytesPerSample: Double(b.reduceScatteredBytesPerSample))
-        let point = ScalingPoint(ranks: b.ranks, globalBatch: b.globalBatch, samplesPerSecond: b.samplesPerS,
+        var point = ScalingPoint(ranks: b.ranks, globalBatch: b.globalBatch, samplesPerSecond: b.samplesPerS,
                                  stepSeconds: b.stepMedianS, phases: b.phases.mapValues(\.medianS),
                                  bytesAllReduced: Double(b.bytesAllreducedPerStep),
                                  bytesGathered: Double(b.bytesGatheredPerStep), peakRSSBytes: Double(b.peakRssBytes),
                                  collectives: collectives, lossProjection: b.lossProjection)
-        var measured = point
-        measured.lossShareSeconds = b.lossShareS
-        return (measured, b.allreduceSweep.map { (b.ranks, Double($0.bytes), $0.seconds) })
+        point.lossShareSeconds = b.lossShareS
+        return (point, b.allreduceSweep.map { (b.ranks, Double($0.bytes), $0.seconds) })
     }
 }

@@ -115,15 +115,19 @@ public enum ConvAlgorithmTuner {
         let s = c.shape
         c.source = "rule"
         if s.cin < 16 { c.algorithm = .direct; return c }
-        c.winograd4Error = winograd4Error(s, weight: weight, batch: timingImages)
+        c.winograd4Error = winograd4Error(s, weight: weight, images: probeImages(s, batch: timingImages))
         c.algorithm = (c.winograd4Error ?? 1) <= winograd4Tolerance ? .winograd4 : .winograd2
         return c
     }
 
-    /// F(4×4)'s `max|Δ| / max|y|` against the direct convolution on `batch` seeded random images.
-    static func winograd4Error(_ s: ConvLayerShape, weight: Tensor, batch: Int) -> Double? {
+    /// `batch` random images of layer shape `s`, seeded by the shape (the same on every rank and run).
+    static func probeImages(_ s: ConvLayerShape, batch: Int) -> Tensor {
         var rng = KDRandom(keys: 0xC0_4E, UInt64(s.h), UInt64(s.cin), UInt64(s.cout))
-        let x = Tensor.randn([max(1, batch), s.h, s.w, s.cin], rng: &rng)
+        return Tensor.randn([max(1, batch), s.h, s.w, s.cin], rng: &rng)
+    }
+
+    /// F(4×4)'s `max|Δ| / max|y|` against the direct convolution on `images` (`probeImages`).
+    static func winograd4Error(_ s: ConvLayerShape, weight: Tensor, images x: Tensor) -> Double? {
         let w = weight.detached()
         guard let direct = try? withNoGrad({ try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding) }),
               let f4 = try? withNoGrad({
@@ -140,8 +144,7 @@ public enum ConvAlgorithmTuner {
     static func measure(_ c: ConvAlgorithmChoice, weight: Tensor, batch: Int) -> ConvAlgorithmChoice {
         var c = c
         let s = c.shape
-        var rng = KDRandom(keys: 0xC0_4E, UInt64(s.h), UInt64(s.cin), UInt64(s.cout))
-        let x = Tensor.randn([max(1, batch), s.h, s.w, s.cin], rng: &rng)
+        let x = probeImages(s, batch: batch)
         let w = weight.detached()
         // Inference layers (the frozen teacher) run as FusedResNet does: Winograd filter transforms made
         // once when the teacher is built, so they are not timed; training layers transform every call.
@@ -168,7 +171,7 @@ public enum ConvAlgorithmTuner {
             return y
         }
         do {
-            c.winograd4Error = winograd4Error(s, weight: weight, batch: x.shape[0])
+            c.winograd4Error = winograd4Error(s, weight: weight, images: x)
             var best = (ConvAlgorithm.direct, Double.infinity)
             for a in ConvAlgorithm.allCases {
                 if a == .winograd4, (c.winograd4Error ?? 1) > winograd4Tolerance { continue }

@@ -52,10 +52,12 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         studentActivations = bytes(images * student.activations * f)
         // Weights, gradients, optimizer state (SGD momentum: 1, AdamW: 2), and the bucket copy.
         let states = c.optim.kind == "adamw" ? 2.0 : (c.optim.momentum > 0 ? 1 : 0)
-        var params = student.parameters * f * (3 + states)
-        if c.train.deterministic {   // one gradient partial per local sample block, and the Int64 sums
+        var params = student.parameters * f * (2 + states)
+        if c.train.deterministic {   // instead of the bucket copy: a gradient partial per local block, Int64 sums
             let blocks = Double((Int(perRank) + c.train.blockSize - 1) / c.train.blockSize)
             params += student.parameters * (blocks * f + Double(MemoryLayout<Int64>.stride))
+        } else {
+            params += student.parameters * f
         }
         if c.mode == .distill && c.teacher.kind == "network" {
             let teacherHidden = c.teacher.hidden.isEmpty ? [256, 256] : c.teacher.hidden

@@ -20,8 +20,9 @@ public final class Trainer {
     public let objective: LossObjective
     public let optimizer: Optimizer
     let schedule: LRSchedule
-    public let buckets: GradientBuckets
-    /// `train.deterministic`: the exact gradient sum over sample blocks that replaces `buckets`.
+    /// The gradient all-reduce: bucketed SUM, or with `train.deterministic` the exact sum over sample blocks
+    /// (one of the two is set).
+    public let buckets: GradientBuckets?
     public let exactGradients: ExactGradients?
     /// Leading rows per sample block (`train.block_size × views`) when deterministic, else nil.
     public let rowsPerBlock: Int?
@@ -170,9 +171,14 @@ public final class Trainer {
                                            warmupSteps: config.optim.warmupSteps)
         }
         // ⑧ gradient buckets: the loss is a sum of rank shares, so gradients are summed (scale 1).
-        buckets = try GradientBuckets(parameters: parameters.map { $0.1 }, comm: comm,
-                                      bucketBytes: max(1, Int(config.comm.bucketMB * 1_048_576)), scale: 1)
-        exactGradients = deterministic ? ExactGradients(parameters: parameters.map { $0.1 }, comm: comm) : nil
+        if deterministic {
+            buckets = nil
+            exactGradients = ExactGradients(parameters: parameters.map { $0.1 }, comm: comm)
+        } else {
+            buckets = try GradientBuckets(parameters: parameters.map { $0.1 }, comm: comm,
+                                          bucketBytes: max(1, Int(config.comm.bucketMB * 1_048_576)), scale: 1)
+            exactGradients = nil
+        }
         comm.timeoutSeconds = config.comm.timeoutS
     }
 
@@ -248,7 +254,7 @@ public final class Trainer {
         timer.lap(.gatherLoss)
 
         // ⑦ backward (⑧ overlapped: buckets start as their gradients become final)
-        if config.comm.overlap {
+        if config.comm.overlap, let buckets {
             Tape.backward(share.value, onGradReady: buckets.onGradReady)
         } else {
             Tape.backward(share.value)
@@ -259,7 +265,9 @@ public final class Trainer {
         // the exact sum of every block's partial)
         if let exactGradients {
             try exactGradients.reduce(globalBlocks: plan.blocks)
-        } else if config.comm.overlap { try buckets.finish() } else { try buckets.allReduceBlocking() }
+        } else if let buckets {
+            if config.comm.overlap { try buckets.finish() } else { try buckets.allReduceBlocking() }
+        }
         timer.lap(.allreduce)
 
         // Global loss, its terms, and the stop flag in one all-reduce (identical on every rank after it).
@@ -273,7 +281,7 @@ public final class Trainer {
         let terms = zip(share.terms.map { $0.name }, values[1..<(values.count - 1)]).map { (name: $0, value: $1) }
         var record = StepRecord(step: stepNumber, plan: plan, applied: true, stop: values[values.count - 1] > 0,
                                 loss: values[0], terms: terms, phases: [:], gathers: gathers,
-                                bytesAllReduced: exactGradients?.lastBytes ?? buckets.totalBytes)
+                                bytesAllReduced: exactGradients?.bytesPerReduce ?? buckets?.totalBytes ?? 0)
 
         // Numerical guard: the summed loss, the all-reduced gradients and the buffer flag are the same on
         // every rank, so every rank takes the same decision without another collective.
