@@ -23,35 +23,87 @@ import KDTensor
 /// blocks of 8 so the `n×n` rows stream from memory once per block, four triplets per SIMD step
 /// (n = 1024, 64 anchors: 159 ms forward + backward on one core). Term: `rkd_angle` (share, unweighted).
 ///
-/// `sampledAnchors` (optional) caps the work: only the anchors `i` in that set count, the sum scaled by
-/// `n / |set|` (an unbiased estimate of the full loss). Use `rkdAngleAnchorSample` so every rank
-/// draws the same set.
+/// Two optional caps make it an unbiased estimate whose cost no longer grows as `n³`:
+/// * `sampledAnchors` — only the anchors `i` in that set count, the sum scaled by `n / |set|`;
+/// * `partners` — the vertices `j, k` run over that set `S` only (`|S| = P ≥ 2`, distinct rows), the
+///   off-diagonal triplets (`j ≠ k`) scaled by `n(n−1) / (P(P−1))` and the diagonal ones (`j = k`) by
+///   `n / P` (their probabilities of being sampled), so `E[share]` is the exact share.
+/// With partners the squared distances are built over the anchors and partners only (`O((a+P)²D)`), the
+/// sweep is `O(a·P²)`, and the gradient reaches the rows of both. Use `rkdAngleAnchorSample` and
+/// `rkdAnglePartnerSample` so every rank draws the same sets.
 public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil,
-                         sampledAnchors: [Int]? = nil) throws -> LossShare {
+                         sampledAnchors: [Int]? = nil, partners: [Int]? = nil) throws -> LossShare {
     let name = "rkd_angle"
     try check2D(name, "student", student)
     let n = student.shape[0]
     try check2D(name, "teacher", teacher, rows: n)
     let rows = rows ?? 0..<n
     try checkRows(name, rows, n)
+    func checkSample(_ sample: [Int], _ what: String, least: Int) throws {
+        guard sample.count >= least, sample.allSatisfy({ $0 >= 0 && $0 < n }), Set(sample).count == sample.count else {
+            throw LossError.invalidArgument(loss: name, message: "sampled \(what) must be at least \(least) distinct "
+                                            + "rows in 0..<\(n), got \(sample.count) of them")
+        }
+    }
     var anchorList = Array(rows)
     var scale = 1.0
     if let sampled = sampledAnchors {
-        guard !sampled.isEmpty, sampled.allSatisfy({ $0 >= 0 && $0 < n }), Set(sampled).count == sampled.count else {
-            throw LossError.invalidArgument(loss: name, message: "sampled anchors must be distinct rows in 0..<\(n), "
-                                            + "got \(sampled.count) of them")
-        }
+        try checkSample(sampled, "anchors", least: 1)
         anchorList = sampled.filter { rows.contains($0) }.sorted()
         scale = Double(n) / Double(sampled.count)
     }
+    var diagonalRatio = 1.0
+    if let partners { try checkSample(partners, "partners", least: 2) }
+    let partnerSet = partners.flatMap { $0.count < n ? $0.sorted() : nil }
+    if let s = partnerSet {
+        let p = Double(s.count), nn = Double(n)
+        scale *= nn * (nn - 1) / (p * (p - 1))
+        diagonalRatio = (nn / p) / (nn * (nn - 1) / (p * (p - 1)))
+    }
+    // The points the sweep reads: every row (all partners: the anchors index the rows themselves), or
+    // the partners' rows followed by those of the anchors that are not partners. An anchor that is also
+    // a partner is that one point, so its own triplets (`j = i`) are exactly degenerate, as in the full loss.
+    var points: [Int]? = nil, anchorsAt = anchorList, partnerRange = 0..<n
+    if let set = partnerSet {
+        var position = [Int: Int](uniqueKeysWithValues: set.enumerated().map { ($1, $0) })
+        var list = set
+        for i in anchorList where position[i] == nil { position[i] = list.count; list.append(i) }
+        anchorsAt = anchorList.map { position[$0]! }
+        partnerRange = 0..<set.count
+        points = list
+    }
+    let ns = points.map { selectRows(student, $0) } ?? student
+    let nt = points.map { selectRows(teacher, $0) } ?? teacher
+    let result = try rkdAngleSweep(student: ns, teacher: nt, anchors: anchorsAt, partners: partnerRange,
+                                   invN3: scale / (Double(n) * Double(n) * Double(n)), diagonalRatio: diagonalRatio,
+                                   wantGrad: needsGrad(student))
+    let grad: Tensor? = result.grad.map { g in
+        guard let points else { return g }
+        let d = student.shape[1], full = Tensor.zeros([n, d])
+        for (r, row) in points.enumerated() {
+            for c in 0..<d { full.ptr[row * d + c] += g.ptr[r * d + c] }
+        }
+        return full
+    }
+    let out = scalarTensor(result.share)
+    recordFused(name, output: out, inputs: [student], grads: [grad])
+    return LossShare(value: out, terms: [("rkd_angle", result.share)])
+}
+
+/// The blocked angle sweep of `rkdAngleLoss` over the points `x` (student) and `t` (teacher): anchors
+/// `anchors` (indices of `x`'s rows), vertices `j, k` in `partners` (a range of `x`'s rows). Returns
+/// the share `invN3 · Σ_i Σ_{j,k} Huber_1(a^S_ijk − a^T_ijk)` (the diagonal `j = k` weighted by an extra
+/// `diagonalRatio`) and, with `wantGrad`, its gradient with respect to `x`.
+func rkdAngleSweep(student: Tensor, teacher: Tensor, anchors anchorList: [Int], partners: Range<Int>,
+                   invN3: Double, diagonalRatio: Double, wantGrad: Bool) throws -> (share: Double, grad: Tensor?) {
+    let n = student.shape[0]
     let ds = student.shape[1]
-    let wantGrad = needsGrad(student)
+    let lo = partners.lowerBound, hi = partners.upperBound
 
     let qs = squaredDistancesDouble(student.ptr, n: n, d: ds)
     let qt = squaredDistancesDouble(teacher.ptr, n: n, d: teacher.shape[1])
     let gq: DoubleScratch? = wantGrad ? DoubleScratch.zeros(n * n) : nil   // ∂q, unscaled by 1/n³ to the end
     let eps = Double(rowNormEpsilon)
-    let invN3 = scale / (Double(n) * Double(n) * Double(n))
     // Per anchor i, with α_k = ½c_k and β_k = ½c_k q_ik (student and teacher), every angle of the
     // anchor is a_jk = c_j (α_k (q_ij − q_jk) + β_k): two multiply-adds and a multiply per triplet.
     // With G = Huber'(r) (the 1/n³ applied at the end) and t_jk = G α_k, the fused backward adds
@@ -73,14 +125,14 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
         let anchors = anchorList[blockStart..<min(blockStart + ab, anchorList.count)]
         for (a, i) in anchors.enumerated() {
             let qsi = qs.ptr + i * n, qti = qt.ptr + i * n, v = vecs.ptr + 6 * n * a
-            for k in 0..<n {
+            for k in lo..<hi {
                 let cs = 1 / max(qsi[k].squareRoot(), eps), ct = 1 / max(qti[k].squareRoot(), eps)
                 v[k] = 0.5 * cs; v[n + k] = 0.5 * cs * qsi[k]
                 v[2 * n + k] = 0.5 * ct; v[3 * n + k] = 0.5 * ct * qti[k]
                 v[4 * n + k] = 0; v[5 * n + k] = 0
             }
         }
-        for j in 0..<n {
+        for j in lo..<hi {
             let qsj = qs.ptr + j * n, qtj = qt.ptr + j * n
             for (a, i) in anchors.enumerated() {
                 let v = vecs.ptr + 6 * n * a
@@ -101,16 +153,16 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                 @inline(__always) func teacherAngle1(_ k: Int) -> Double { ctj * (aT[k] * (qtij - qtj[k]) + bT[k]) }
                 // k = j: the diagonal entry, counted once (total gets 2·rowSum).
                 let asd = studentAngle1(j), rd = asd - teacherAngle1(j)
-                var rowSum = 0.5 * huberUnit(rd)
+                var rowSum = 0.5 * diagonalRatio * huberUnit(rd)
                 var sumV = V(repeating: 0)
                 var k = j + 1
                 if let gq {
                     let gqj = gq.ptr + j * n
-                    let gd = huberUnitDerivative(rd)
+                    let gd = diagonalRatio * huberUnitDerivative(rd)
                     var tj = gd * aS[j], gj = gd * asd
                     let c2 = 2 * csj, c2V = V(repeating: c2)
                     var tV = V(repeating: 0), gV = V(repeating: 0)
-                    while k + 4 <= n {
+                    while k + 4 <= hi {
                         let sa = studentAngle4(k), r = sa - teacherAngle4(k)
                         sumV += huberUnit(r)
                         let g = huberUnitDerivative(r)
@@ -124,7 +176,7 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                         k += 4
                     }
                     tj += tV.sum(); gj += gV.sum()
-                    while k < n {
+                    while k < hi {
                         let sa = studentAngle1(k), r = sa - teacherAngle1(k)
                         rowSum += huberUnit(r)
                         let g = huberUnitDerivative(r)
@@ -135,8 +187,8 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
                     }
                     rowW[j] += tj * c2; gamma[j] += gj
                 } else {
-                    while k + 4 <= n { sumV += huberUnit(studentAngle4(k) - teacherAngle4(k)); k += 4 }
-                    while k < n { rowSum += huberUnit(studentAngle1(k) - teacherAngle1(k)); k += 1 }
+                    while k + 4 <= hi { sumV += huberUnit(studentAngle4(k) - teacherAngle4(k)); k += 4 }
+                    while k < hi { rowSum += huberUnit(studentAngle1(k) - teacherAngle1(k)); k += 1 }
                 }
                 total += 2 * (rowSum + sumV.sum())
             }
@@ -145,7 +197,7 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
             for (a, i) in anchors.enumerated() {
                 let qsi = qs.ptr + i * n, gqi = gq.ptr + i * n, v = vecs.ptr + 6 * n * a
                 let aS = v, rowW = v + 4 * n, gamma = v + 5 * n
-                for j in 0..<n {
+                for j in lo..<hi {
                     var w = rowW[j]
                     if qsi[j].squareRoot() > eps { let c = 2 * aS[j]; w -= c * c * gamma[j] }
                     gqi[j] += w
@@ -153,13 +205,14 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
             }
         }
     }
-    let share = total * invN3
-    let g32 = gq.map { gq in
+    let grad = gq.map { gq in
         let g32 = Tensor(uninitializedShape: [n, n])
         for k in 0..<(n * n) { g32.ptr[k] = Float(gq.ptr[k] * invN3) }
-        return g32
+        let g = Tensor.zeros([n, ds])
+        squaredDistancesBackward(g32.ptr, x: student.ptr, n: n, d: ds, into: g.ptr)
+        return g
     }
-    return squaredDistanceShare(name, term: "rkd_angle", value: share, x: student, dq: g32, n: n, d: ds)
+    return (total * invN3, grad)
 }
 
 /// The deterministic anchor sample of the capped RKD angle loss: `count` distinct rows of `0..<n`
@@ -167,4 +220,18 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
 public func rkdAngleAnchorSample(rows n: Int, count: Int, seed: UInt64, step: Int) -> [Int] {
     var rng = KDRandom(keys: seed, UInt64(max(step, 0)), 0xA6)
     return Array(rng.permutation(n).prefix(max(1, min(count, n))))
+}
+
+/// The deterministic partner sample of the RKD angle loss: `count` distinct rows of `0..<n` (at least 2)
+/// drawn by `KDRandom(keys: seed, step, 0xA7)` — independent of the anchor sample, the same on every rank.
+public func rkdAnglePartnerSample(rows n: Int, count: Int, seed: UInt64, step: Int) -> [Int] {
+    var rng = KDRandom(keys: seed, UInt64(max(step, 0)), 0xA7)
+    return Array(rng.permutation(n).prefix(max(2, min(count, n))))
+}
+
+/// The rows `rows` of a 2-D tensor as a new constant tensor (no tape).
+private func selectRows(_ x: Tensor, _ rows: [Int]) -> Tensor {
+    let d = x.shape[1], out = Tensor(uninitializedShape: [rows.count, d])
+    for (r, row) in rows.enumerated() { (out.ptr + r * d).update(from: x.ptr + row * d, count: d) }
+    return out
 }

@@ -20,6 +20,10 @@ enum LossChecks {
         MultiRankCheck("losses.rkd_capped_angle_share") {
             try shareCheck($0, "[{kind: rkd, angle_anchors: 4, seed: 9}]", batch: 11, views: 1, step: 17)
         },
+        MultiRankCheck("losses.rkd_sampled_partners_share") {
+            try shareCheck($0, "[{kind: rkd, angle_partners: 5, angle_anchors: 7, seed: 9}]", batch: 11, views: 1,
+                           step: 17)
+        },
         MultiRankCheck("losses.prg_share") { try shareCheck($0, "[{kind: prg}]", batch: 11, views: 1) },
         MultiRankCheck("losses.vrm_share") { try shareCheck($0, "[{kind: vrm, q: 0.25}]", batch: 9, views: 2) },
         MultiRankCheck("losses.spectral_share") { try shareCheck($0, "[{kind: spectral, k: 3}]", batch: 10, views: 1) },

@@ -38,6 +38,10 @@ final class GradientCheckTests: XCTestCase {
         try check("rkd_angle sampled", [x.sFeat]) {
             try rkdAngleLoss(student: $0[0], teacher: x.tEmb, rows: 2..<7, sampledAnchors: [5, 0, 3]).value
         }
+        try check("rkd_angle sampled partners", [x.sFeat]) {
+            try rkdAngleLoss(student: $0[0], teacher: x.tEmb, rows: 1..<6, sampledAnchors: [5, 0, 3, 2],
+                             partners: [4, 2, 6]).value
+        }
     }
 
     func testPRG() throws {

@@ -101,6 +101,76 @@ final class LossValueTests: XCTestCase {
         }
     }
 
+    /// Sampled partners are unbiased: averaged over every partner set of size P (all C(n, P) of them) the
+    /// estimate, and its gradient, equal the exact loss and gradient — for P = 2 (diagonal and off-diagonal
+    /// factors far apart) and P = 4, with the anchors a shard that overlaps and misses the sets, and a
+    /// student with a duplicated row (its diagonal triplets `j = k` are then non-zero: the `n/P` factor
+    /// counts; with the off-diagonal factor instead the P = 2 mean is off by 20%). The tolerance 1e-5: the same Float64 sums in another order, rounded to float32 once per set.
+    func testAnglePartnerSamplingIsUnbiased() throws {
+        let x = LossCase(b: 6)
+        let n = 6, d = x.sFeat.shape[1]
+        let duplicated = Tensor(shape: x.sFeat.shape, data: x.sFeat.array)
+        for c in 0..<d { duplicated.ptr[4 * d + c] = duplicated.ptr[1 * d + c] }
+        for (s, rows) in [(x.sFeat, 0..<6), (x.sFeat, 1..<4), (duplicated, 0..<6)] {
+            s.requiresGrad = true
+            Tape.reset(); s.grad = nil
+            let exact = try rkdAngleLoss(student: s, teacher: x.tEmb, rows: rows)
+            exact.value.backward()
+            let exactGrad = s.grad!.array
+            for p in [2, 4] {
+                var sets: [[Int]] = [[]]
+                for i in 0..<n { sets += sets.filter { $0.count < p }.map { $0 + [i] } }
+                sets = sets.filter { $0.count == p }
+                var mean = 0.0, meanGrad = [Double](repeating: 0, count: n * d)
+                for set in sets {
+                    Tape.reset(); s.grad = nil
+                    let r = try rkdAngleLoss(student: s, teacher: x.tEmb, rows: rows, partners: set.reversed())
+                    r.value.backward()
+                    mean += Double(r.value.item) / Double(sets.count)
+                    for k in 0..<(n * d) { meanGrad[k] += Double(s.grad!.array[k]) / Double(sets.count) }
+                }
+                let label = "rows \(rows) P = \(p) (\(sets.count) sets)"
+                XCTAssertEqual(mean, Double(exact.value.item), accuracy: 1e-5 * Double(exact.value.item), label)
+                // At coincident points the gradient runs through n(v) at ‖v‖ < 1e-12 (factors of 1e12): values only.
+                if s !== duplicated { XCTAssertLessThan(relErr(meanGrad.map { Float($0) }, exactGrad), 1e-5, label) }
+            }
+            s.requiresGrad = false
+        }
+        // One set alone is an estimate, not the loss; the sample is deterministic per (seed, step).
+        let set = rkdAnglePartnerSample(rows: 6, count: 3, seed: 2, step: 5)
+        XCTAssertEqual(set, rkdAnglePartnerSample(rows: 6, count: 3, seed: 2, step: 5))
+        XCTAssertNotEqual(set, rkdAngleAnchorSample(rows: 6, count: 3, seed: 2, step: 5))
+        XCTAssertEqual(Set(set).count, 3)
+        XCTAssertThrowsError(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, partners: [3])) { e in
+            XCTAssertTrue("\(e)".contains("sampled partners must be at least 2 distinct rows"), "\(e)")
+        }
+    }
+
+    /// The RKD term samples partners only when the batch has more rows than `angle_partners`; its shares
+    /// over the rows add up to the whole sampled loss (the same set on every shard).
+    func testAnglePartnersInTheTerm() throws {
+        let x = LossCase(b: 9)
+        let capped = try XCTUnwrap(try makeLossTerm(["kind": "rkd", "angle_partners": 4, "seed": 3]) as? RKDTerm)
+        XCTAssertEqual(capped.anglePartners, 4)
+        XCTAssertEqual(try XCTUnwrap(try makeLossTerm(["kind": "rkd"]) as? RKDTerm).anglePartners, 256)
+        XCTAssertNil(try XCTUnwrap(try makeLossTerm(["kind": "rkd", "angle_partners": 0]) as? RKDTerm).anglePartners)
+        XCTAssertThrowsError(try makeLossTerm(["kind": "rkd", "angle_partners": 1])) { e in
+            XCTAssertEqual("\(e)", "loss config: angle_partners: expected 0 (every row) or an integer ≥ 2, got 1")
+        }
+        let whole = try capped.evaluate(x.inputs()).value.item
+        let partners = rkdAnglePartnerSample(rows: 9, count: 4, seed: 3, step: 0)
+        let angle = try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, partners: partners).value.item
+        let distance = try rkdDistanceLoss(student: x.sFeat, teacher: x.tEmb).value.item
+        XCTAssertEqual(whole, 25 * distance + 50 * angle, accuracy: 1e-5 * whole)
+        let exact = try makeLossTerm(["kind": "rkd"]).evaluate(x.inputs()).value.item
+        XCTAssertNotEqual(whole, exact, "4 partners of 9 rows is a sample, not the exact loss")
+        var parts: Float = 0
+        for r in [0..<2, 2..<2, 2..<9] {
+            parts += try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, rows: r, partners: partners).value.item
+        }
+        XCTAssertEqual(parts, angle, accuracy: 1e-5 * angle)
+    }
+
     /// The angle loss gives the same value anchor block by anchor block as in one sweep.
     func testAngleSplitsExactlyByAnchors() throws {
         let x = LossCase(b: 9)

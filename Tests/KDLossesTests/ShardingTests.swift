@@ -59,7 +59,8 @@ final class ShardingTests: XCTestCase {
     /// communicator. 1e-5 relative: the same float32 sums regrouped by rank (n ≤ 64 terms, n·u ≈ 4e-6).
     func testRowShardedSharesOverACommunicatorSumToTheWholeLoss() throws {
         let configs: [[String: Any]] = [["kind": "rkd"], ["kind": "rkd", "input": "embedding", "angle_weight": 0],
-                                        ["kind": "rkd", "distance_weight": 25, "angle_weight": 50]]
+                                        ["kind": "rkd", "distance_weight": 25, "angle_weight": 50],
+                                        ["kind": "rkd", "angle_partners": 3, "angle_anchors": 4, "seed": 5]]
         for config in configs {
             for (b, views) in [(7, 1), (3, 1), (5, 2)] {
                 let term = try makeLossTerm(config)
