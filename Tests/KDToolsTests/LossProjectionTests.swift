@@ -52,6 +52,14 @@ final class LossProjectionTests: XCTestCase {
         XCTAssertEqual(points.map { $0.ranks }, [2, 8])
         XCTAssertEqual(points.map { $0.globalBatch }, [8, 32])
         XCTAssertTrue(points.allSatisfy { $0.seconds > 0 && $0.seconds.isFinite })
+        // Memory: the gathered inputs grow with the global batch (4× the rows, 4× the bytes), and the
+        // objective's working memory above them is counted and grows too (RKD's row-sharded distances
+        // are |rows|·B, PRG's row similarities |rows|·B).
+        let bytes = points.map { $0.inputBytes }, peaks = points.map { $0.peakBytes ?? 0 }
+        XCTAssertEqual(bytes[1] ?? 0, 4 * (bytes[0] ?? 0))
+        XCTAssertGreaterThan(bytes[0] ?? 0, 0)
+        XCTAssertGreaterThan(peaks[0], 0)
+        XCTAssertGreaterThan(peaks[1], peaks[0])
         XCTAssertThrowsError(try LossProjection.measure(objective: LossObjective(
                                                             terms: try KDConfig.lossTerms(yaml: "[{kind: vrm}]")),
                                                         inputs: base, perRank: 4, ranks: [2])) { e in

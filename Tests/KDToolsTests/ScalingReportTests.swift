@@ -59,7 +59,9 @@ final class ScalingReportTests: XCTestCase {
                                 bytesAllReduced: 5e6, bytesGathered: 0, peakRSSBytes: 1e8, collectives: collectives,
                                 lossProjection: [.init(ranks: 1, globalBatch: 64, seconds: 0.01),
                                                  .init(ranks: 2, globalBatch: 128, seconds: 0.02),
-                                                 .init(ranks: 16, globalBatch: 1024, seconds: 0.3)])
+                                                 .init(ranks: 16, globalBatch: 1024, seconds: 0.3,
+                                                       terms: ["rkd": 0.3], inputBytes: 3 * 1_048_576,
+                                                       peakBytes: 2.5 * 1_048_576)])
         var two = ScalingPoint(ranks: 2, globalBatch: 128, samplesPerSecond: 62, stepSeconds: 128 / 62.0,
                                phases: [:],
                                bytesAllReduced: 5e6, bytesGathered: 1e5, peakRSSBytes: 1e8)
@@ -90,6 +92,8 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(proj[1].measuredLossSeconds), 0.021, accuracy: 1e-12)
         XCTAssertNil(proj[2].measuredLossSeconds)
         XCTAssertTrue(r.markdown.contains("| 2 | 128 | 20.0 | 21.0 |"), r.markdown)
+        // The per-term table carries the loss's memory at each global batch (— where a point has none).
+        XCTAssertTrue(r.markdown.contains("| 16 | 1024 | 300.0 | 3.0 | 2.5 |"), r.markdown)
         XCTAssertEqual(r.projectionCSV.split(separator: "\n").count, 4)
         // The plot adds the projected throughput and efficiency, dotted, a hollow marker pair at 16
         // (the only world size not measured) and a legend entry; the axis runs to 16.

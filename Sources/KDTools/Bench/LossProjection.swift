@@ -25,6 +25,13 @@ public enum LossProjection {
         public var seconds: Double
         /// The same per term (`kind`, `kind#2` for a repeated kind); nil in results of earlier versions.
         public var terms: [String: Double]? = nil
+        /// Bytes of the loss's gathered inputs at this global batch (every `[B·V, ·]` matrix the objective
+        /// reads, student and teacher); nil in results of earlier versions.
+        public var inputBytes: Double? = nil
+        /// The objective's working memory for one rank's share: the tensor pool's high-water mark above
+        /// the inputs during one forward + backward of all terms (every tensor and Float64 scratch; the
+        /// few Swift arrays of O(B) or O(C²) a term keeps are not counted). Nil in earlier results.
+        public var peakBytes: Double? = nil
     }
 
     /// `inputs` grown to the global batch of `ranks` ranks with `perRank` samples each (rows tiled, copies
@@ -93,7 +100,16 @@ public enum LossProjection {
                 let name = seen[term.kind]! > 1 ? "\(term.kind)#\(seen[term.kind]!)" : term.kind
                 terms[name] = PhaseTimer.percentile(times, 0.5)
             }
-            points.append(Point(ranks: n, globalBatch: perRank * n, seconds: terms.values.reduce(0, +), terms: terms))
+            let inputs = [grown.studentFeatures, grown.studentEmbedding, grown.studentLogits, grown.teacherEmbedding,
+                          grown.teacherLogits, grown.promptTeacherLogits].compactMap { $0 }
+            let inputBytes = inputs.reduce(0) { $0 + Double($1.count * MemoryLayout<Float>.stride) }
+            Tape.reset()
+            BufferPool.shared.resetPeak()
+            let base = BufferPool.shared.bytesInUse
+            _ = try timeOnce(objective, on: grown)
+            let peak = Double(BufferPool.shared.peakBytes - base)
+            points.append(Point(ranks: n, globalBatch: perRank * n, seconds: terms.values.reduce(0, +), terms: terms,
+                                inputBytes: inputBytes, peakBytes: peak))
         }
         Tape.reset()
         return points

@@ -83,12 +83,16 @@ extension ScalingReport {
         }
         let perTerm = proj.isEmpty ? [] : (base?.lossProjection ?? []).filter { $0.terms != nil }
         if let names = perTerm.first?.terms?.keys.sorted(), !names.isEmpty {
-            s += "\nOne rank's loss share by term (ms, forward + backward, timed as above):\n\n"
-            s += "| ranks | global batch | " + names.joined(separator: " | ") + " |\n"
-            s += "|---:|---:|" + String(repeating: "---:|", count: names.count) + "\n"
+            s += "\nOne rank's loss share by term (ms, forward + backward, timed as above), and its memory "
+            s += "(MiB): the gathered inputs, and the objective's working memory above them (tensor-pool "
+            s += "high-water mark during one forward + backward of all terms):\n\n"
+            s += "| ranks | global batch | " + names.joined(separator: " | ") + " | inputs (MiB) | working (MiB) |\n"
+            s += "|---:|---:|" + String(repeating: "---:|", count: names.count + 2) + "\n"
+            func mib(_ v: Double?) -> String { v.map { String(format: "%.1f", $0 / 1_048_576) } ?? "—" }
             for p in perTerm {
                 let cells = names.map { String(format: "%.1f", 1e3 * (p.terms?[$0] ?? 0)) }
-                s += "| \(p.ranks) | \(p.globalBatch) | " + cells.joined(separator: " | ") + " |\n"
+                s += "| \(p.ranks) | \(p.globalBatch) | " + cells.joined(separator: " | ")
+                    + " | \(mib(p.inputBytes)) | \(mib(p.peakBytes)) |\n"
             }
         }
         s += "\nCommunication share = (all-reduce wait + gather wait) / step time. Files: report.csv, scaling.svg"
