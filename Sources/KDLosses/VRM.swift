@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 import KDTensor
 
 /// Settings of the VRM loss (defaults of `docs/losses.md` "VRM").
@@ -59,14 +60,16 @@ public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double)
 ///
 /// Sharding (`shard` in samples): inter-sample pairs `{m, n}` owned by vertex `min(m, n)` when `m + n` is
 /// even and `max(m, n)` when odd (sample-major order), those owned by a shard sample's vertices; the
-/// real-view KD over the shard's samples; the inter-class graph, whose edges are normalised over all
-/// vertices and so do not split by rows, is computed fully on every rank (its `O(C²M)` sweep on
-/// transposed copies, contiguous) and taken with weight `|shard|/B`. Edges are built pair by pair (never
-/// `(2B)²·C` floats at once);
-/// memory `O(M·C)`. Backward fused: Huber', then through each `n(·)`, then through the standardisation
+/// real-view KD over the shard's samples. The inter-class graph, whose edges are normalised over all
+/// vertices: with `comm` it is row-sharded (`vrmInterClassRows`: each rank sums the Huber terms of its own
+/// vertices' components, the edges' squared lengths and the normalisation's `⟨e, g⟩` combined by two
+/// all-reduces of `C(C−1)/2` pairs each, `O(C²·M/N)` per rank); without, it is computed fully on every rank
+/// (its `O(C²M)` sweep on transposed copies, contiguous) and taken with weight `|shard|/B`. Edges are built
+/// pair by pair (never `(2B)²·C` floats at once); memory `O(M·C)`. Backward fused: Huber', then through each `n(·)`, then through the standardisation
 /// `dz = dy − mean(dy)`. Terms: `inter_sample`, `inter_class`, `kd` (shares, unweighted).
 public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
-                    parameters p: VRMParameters = VRMParameters(), shard: Range<Int>? = nil) throws -> LossShare {
+                    parameters p: VRMParameters = VRMParameters(), shard: Range<Int>? = nil,
+                    comm: Communicator? = nil) throws -> LossShare {
     let name = "vrm"
     try check2D(name, "student logits", zs)
     try check2D(name, "teacher logits", zt, rows: zs.shape[0], cols: zs.shape[1])
@@ -168,12 +171,18 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
     }
     let isShare = pairs > 0 ? isSum / pairs : 0
 
-    // Inter-class edges over all kept vertices, full on every rank, weight |shard|/B. The class columns
-    // are read from transposed copies ([C, M], contiguous), not with stride C through [M, C].
-    let frac = Double(shard.count) / Double(b)
+    // Inter-class edges: row-sharded over `comm`, or over all kept vertices, full on every rank, weight
+    // |shard|/B. The class columns are read from transposed copies ([C, M], contiguous), not with stride C
+    // through [M, C].
+    let frac = comm == nil ? Double(shard.count) / Double(b) : 1
     let classPairs = Double(c) * Double(c - 1) / 2
     var icSum = 0.0
-    if classPairs > 0 && frac > 0 {
+    if let comm, classPairs > 0 {
+        let first = vsample.firstIndex { $0 >= shard.lowerBound } ?? mCount
+        let own = first..<(vsample[first...].firstIndex { $0 >= shard.upperBound } ?? mCount)
+        icSum = try vrmInterClassRows(student: hs, teacher: ht, grad: gh, vertices: own, delta: delta,
+                                      scale: Float(Double(p.interClassWeight) / classPairs), comm: comm)
+    } else if classPairs > 0 && frac > 0 {
         let scale = Float(Double(p.interClassWeight) * frac / classPairs)
         func transposed(_ x: Tensor) -> Tensor {
             let t = Tensor(uninitializedShape: [c, mCount])
@@ -241,7 +250,8 @@ public struct VRMTerm: LossTerm {
         try x.validate(kind)
         let zs = try x.require(x.studentLogits, kind, "student logits")
         let zt = try x.require(x.teacherLogits, kind, "teacher logits")
-        let r = try vrmLoss(student: zs, teacher: zt, views: x.views, parameters: parameters, shard: x.shard)
+        let r = try vrmLoss(student: zs, teacher: zt, views: x.views, parameters: parameters, shard: x.shard,
+                            comm: x.comm)
         return weighted(kind, weight: weight, [(r, 1, nil)])
     }
 
@@ -293,4 +303,81 @@ public struct VRMTerm: LossTerm {
         for i in 0..<n { (out.ptr + i * c).update(from: z.ptr + (2 * i + v) * c, count: c) }
         return out
     }
+}
+
+/// VRM's inter-class share over the vertices `vertices` (a range of the rows of the standardised `[M, C]`
+/// student and teacher vertices): `Σ_{c<d} Σ_{m∈vertices} Huber_δ(E^S_cd,m − E^T_cd,m)` with the edges
+/// `E_cd = n(w_c − w_d)` normalised over ALL `M` vertices. Three sweeps over the shard's `[C, |vertices|]`
+/// columns: the partial squared lengths `Σ_m (w_cm − w_dm)²` (student, teacher), all-reduced; the Huber
+/// terms and, with `grad`, `G = scale·Huber'` and the partial `⟨e, G⟩` of each edge, all-reduced; then
+/// `∂w_c,m = (G_m − e_m⟨e, G⟩) / ‖w_c − w_d‖` (`G_m / ‖·‖` for a zero-length edge) added for c and
+/// subtracted for d into `grad`'s own rows. The ranks' shares add up to the whole graph and their
+/// gradients to its gradient. Every rank of `comm` must call it (with an empty range if it owns nothing).
+func vrmInterClassRows(student hs: Tensor, teacher ht: Tensor, grad gh: Tensor?, vertices: Range<Int>,
+                       delta: Float, scale: Float, comm: Communicator) throws -> Double {
+    let c = hs.shape[1], mo = vertices.count, pairs = c * (c - 1) / 2
+    func transposed(_ x: Tensor) -> Tensor {
+        let t = Tensor(uninitializedShape: [c, max(mo, 1)])
+        for (q, m) in vertices.enumerated() { for j in 0..<c { t.ptr[j * mo + q] = x.ptr[m * c + j] } }
+        return t
+    }
+    let hsT = transposed(hs), htT = transposed(ht)
+    var lengths = [Double](repeating: 0, count: 2 * pairs)
+    var k = 0
+    for cc in 0..<c {
+        for dd in (cc + 1)..<c {
+            let aS = hsT.ptr + cc * mo, bS = hsT.ptr + dd * mo, aT = htT.ptr + cc * mo, bT = htT.ptr + dd * mo
+            var s2 = 0.0, t2 = 0.0
+            for q in 0..<mo {
+                let x = aS[q] - bS[q], y = aT[q] - bT[q]
+                s2 += Double(x) * Double(x); t2 += Double(y) * Double(y)
+            }
+            lengths[2 * k] = s2; lengths[2 * k + 1] = t2
+            k += 1
+        }
+    }
+    try comm.allReduce(&lengths, op: .sum)
+    /// The edge's student and teacher inverse lengths, and whether the student edge is longer than ε.
+    func inverse(_ k: Int) -> (s: Float, t: Float, long: Bool) {
+        let rs = Float(lengths[2 * k].squareRoot()), rt = Float(lengths[2 * k + 1].squareRoot())
+        return (1 / max(rs, rowNormEpsilon), 1 / max(rt, rowNormEpsilon), rs > rowNormEpsilon)
+    }
+    var sum = 0.0
+    var dots = [Double](repeating: 0, count: gh == nil ? 0 : pairs)
+    k = 0
+    for cc in 0..<c {
+        for dd in (cc + 1)..<c {
+            let aS = hsT.ptr + cc * mo, bS = hsT.ptr + dd * mo, aT = htT.ptr + cc * mo, bT = htT.ptr + dd * mo
+            let inv = inverse(k)
+            var edgeSum: Float = 0, dot: Float = 0
+            for q in 0..<mo {
+                let e = (aS[q] - bS[q]) * inv.s, r = e - (aT[q] - bT[q]) * inv.t
+                edgeSum += huber(r, delta)
+                if gh != nil { dot += e * huberDerivative(r, delta) * scale }
+            }
+            sum += Double(edgeSum)
+            if gh != nil { dots[k] = Double(dot) }
+            k += 1
+        }
+    }
+    guard let gh else { return sum }
+    try comm.allReduce(&dots, op: .sum)
+    let ghT = Tensor.zeros([c, max(mo, 1)])
+    k = 0
+    for cc in 0..<c {
+        for dd in (cc + 1)..<c {
+            let aS = hsT.ptr + cc * mo, bS = hsT.ptr + dd * mo, aT = htT.ptr + cc * mo, bT = htT.ptr + dd * mo
+            let ga = ghT.ptr + cc * mo, gb = ghT.ptr + dd * mo
+            let inv = inverse(k), dot = Float(dots[k])
+            for q in 0..<mo {
+                let e = (aS[q] - bS[q]) * inv.s, r = e - (aT[q] - bT[q]) * inv.t
+                let g = huberDerivative(r, delta) * scale
+                let dw = (inv.long ? g - e * dot : g) * inv.s
+                ga[q] += dw; gb[q] -= dw
+            }
+            k += 1
+        }
+    }
+    for (q, m) in vertices.enumerated() { for j in 0..<c { gh.ptr[m * c + j] += ghT.ptr[j * mo + q] } }
+    return sum
 }

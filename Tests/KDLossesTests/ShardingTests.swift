@@ -54,15 +54,18 @@ final class ShardingTests: XCTestCase {
     }
 
     /// Row-sharded terms (`LossInputs.comm` set: RKD distance builds only its rows and all-reduces μ and
-    /// Σh·d inside the term) over in-process worlds of 1–4 ranks, uneven shards and, for a batch of 3 on
+    /// Σh·d inside the term; RKD angle with sampled partners; VRM's inter-class graph all-reduces its edge
+    /// lengths and ⟨e, G⟩; `delta: 0.05` puts most residuals on Huber's linear side) over in-process worlds of 1–4 ranks, uneven shards and, for a batch of 3 on
     /// 4 ranks, an empty one: the shares and their gradients add up to the whole loss computed without a
     /// communicator. 1e-5 relative: the same float32 sums regrouped by rank (n ≤ 64 terms, n·u ≈ 4e-6).
     func testRowShardedSharesOverACommunicatorSumToTheWholeLoss() throws {
         let configs: [[String: Any]] = [["kind": "rkd"], ["kind": "rkd", "input": "embedding", "angle_weight": 0],
                                         ["kind": "rkd", "distance_weight": 25, "angle_weight": 50],
-                                        ["kind": "rkd", "angle_partners": 3, "angle_anchors": 4, "seed": 5]]
+                                        ["kind": "rkd", "angle_partners": 3, "angle_anchors": 4, "seed": 5],
+                                        ["kind": "vrm", "q": 0.25], ["kind": "vrm", "q": 0, "delta": 0.05]]
         for config in configs {
-            for (b, views) in [(7, 1), (3, 1), (5, 2)] {
+            let cases = config["kind"] as? String == "vrm" ? [(7, 2), (3, 2), (5, 3)] : [(7, 1), (3, 1), (5, 2)]
+            for (b, views) in cases {
                 let term = try makeLossTerm(config)
                 let (full, fullGrad) = try evaluate(term, LossCase(b: b, views: views, seed: 11))
                 for ranks in [1, 2, 3, 4] {
