@@ -66,6 +66,11 @@ final class GradientCheckTests: XCTestCase {
         try check("vrm shard", [x.zs]) {
             try vrmLoss(student: $0[0], teacher: x.zt, views: 2, parameters: p, shard: 2..<5).value
         }
+        // 11 classes: the edge sweeps' eight-lane body and their scalar tail both run.
+        let wide = LossCase(b: 5, views: 2, c: 11)
+        try check("vrm 11 classes", [wide.zs]) {
+            try vrmLoss(student: $0[0], teacher: wide.zt, views: 2, parameters: p, shard: 1..<4).value
+        }
     }
 
     func testSpectral() throws {

@@ -47,4 +47,21 @@ final class HuberKernelTests: XCTestCase {
             }
         }
     }
+
+    func testEightLaneFormAgreesWithTheScalar() {
+        // The SIMD8 form m(|x| − ½m), m = min(|x|, δ): inside it is |x|·(½|x|) (one rounding each, like
+        // ½x·x: equal up to 1 ulp), outside δ(|x| − ½δ) as the scalar; the derivative is the same clamp.
+        let xs: [Float] = [-3.1, -2, -0.7, -0.2, 0, 0.1, 0.45, 0.5, 1, 1.3, 2, 2.9, 40, -40, 0.999, -1.001]
+        for delta: Float in [0.05, 0.5, 1, 2] {
+            for k in stride(from: 0, to: xs.count, by: 8) {
+                let v = SIMD8(xs[k..<(k + 8)])
+                let h = huber(v, delta), d = huberDerivative(v, delta)
+                for l in 0..<8 {
+                    let ref = huber(xs[k + l], delta)
+                    XCTAssertEqual(h[l], ref, accuracy: 2 * ref.ulp, "x \(xs[k + l]), δ \(delta)")
+                    XCTAssertEqual(d[l], huberDerivative(xs[k + l], delta), "x \(xs[k + l]), δ \(delta)")
+                }
+            }
+        }
+    }
 }

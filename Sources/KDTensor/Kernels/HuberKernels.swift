@@ -41,3 +41,18 @@ public func huberUnitDerivative(_ r: SIMD4<Double>) -> SIMD4<Double> {
     let one = SIMD4<Double>(repeating: 1)
     return r.replacing(with: one, where: r .> one).replacing(with: -one, where: r .< -one)
 }
+
+/// `Huber_δ` on eight Float32 lanes, branch-free: `m(|x| − ½m)`, `m = min(|x|, δ)` (VRM's edge sweeps).
+@inlinable @inline(__always)
+public func huber(_ x: SIMD8<Float>, _ delta: Float) -> SIMD8<Float> {
+    let ax = x.replacing(with: -x, where: x .< 0)
+    let m = ax.replacing(with: SIMD8(repeating: delta), where: ax .> delta)
+    return m * (ax - 0.5 * m)
+}
+
+/// `Huber_δ'(x) = clamp(x, −δ, δ)` on eight Float32 lanes.
+@inlinable @inline(__always)
+public func huberDerivative(_ x: SIMD8<Float>, _ delta: Float) -> SIMD8<Float> {
+    x.replacing(with: SIMD8(repeating: delta), where: x .> delta)
+        .replacing(with: SIMD8(repeating: -delta), where: x .< -delta)
+}
