@@ -62,6 +62,23 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(Double(e.total) * 2.5, Double(rss), "\(e)")
     }
 
+    /// The loss matrices: the rank's rows × the global batch's rows with row-sharded losses, the whole
+    /// B×B when every rank evaluates the whole loss (train.deterministic). 4096 samples, one view, 64 ranks.
+    func testLossMatricesFollowTheSharding() throws {
+        let cfg = try KDConfig.load(path: Self.root.appendingPathComponent(
+            "configs/bench-distill-resnet32x4-resnet8x4.yaml").path,
+                                    overrides: ["data.global_batch=4096", "data.train_size=8192"])
+        func estimate(_ c: KDConfig, _ ranks: Int) -> Int {
+            MemoryEstimate(config: c, inputChannels: 3, inputSize: [32, 32], features: false, residentBytes: 0,
+                           worldSize: ranks).lossMatrices
+        }
+        XCTAssertEqual(estimate(cfg, 64), 64 * 4096 * 4)
+        XCTAssertEqual(estimate(cfg, 1), 4096 * 4096 * 4)
+        var det = cfg
+        det.train.deterministic = true
+        XCTAssertEqual(estimate(det, 64), 4096 * 4096 * 4)
+    }
+
     /// Every shipped config fits in 4 GB per rank on one rank (so none is refused on a laptop), and the
     /// check passes on this machine.
     func testShippedConfigsAreNotRefused() throws {

@@ -6,7 +6,7 @@ import Foundation
 ///
 /// It is a lower estimate on purpose: it counts only what the step cannot avoid holding at once (the
 /// tensors the student's tape keeps, the teacher's two largest activations, parameters with their
-/// gradients and optimizer state, the gradient buckets, the B×B loss matrices, the batches in flight,
+/// gradients and optimizer state, the gradient buckets, the loss matrices, the batches in flight,
 /// the mapped data) and leaves out kernel scratch (im2col), so a config it refuses cannot fit and one
 /// that fits is never refused. `kdgraph bench` prints it beside the measured peak (`BenchResult`).
 public struct MemoryEstimate: Equatable, CustomStringConvertible {
@@ -68,9 +68,11 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         }
         parameters = bytes(params)
         if c.mode == .distill {
-            // One B·V × B·V Float matrix over the global batch (the relational losses hold several).
+            // One Float matrix over the global batch (the relational losses hold several): the rank's rows
+            // × all rows when the losses are row-sharded (docs/losses.md, "share contract"), all × all when
+            // every rank evaluates the whole loss (train.deterministic).
             let rows = Double(c.data.globalBatch * c.data.views)
-            lossMatrices = bytes(rows * rows * f)
+            lossMatrices = bytes((c.train.deterministic ? rows : perRank * Double(c.data.views)) * rows * f)
         }
         data = residentBytes
     }
@@ -152,7 +154,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
             ("teacher activations", teacherActivations, "\(images) and teacher.model"),
             ("input batches", batches, images),
             ("parameters and optimizer state", parameters, "student.model, teacher.model, student.hidden"),
-            ("B×B loss matrices", lossMatrices, "data.global_batch and data.views"),
+            ("loss matrices (own rows × B)", lossMatrices, "data.global_batch and data.views"),
             ("data in memory", data, "data.path"),
         ]
         let top = parts.filter { $0.1 > 0 }.sorted { $0.1 > $1.1 }.prefix(2)
