@@ -4,7 +4,7 @@ import KDTensor
 
 /// How the spectral term solves the teacher eigenproblem (config key `solver`).
 public enum SpectralSolver: String, CaseIterable, Sendable {
-    /// `dense` below `spectralIterativeMinRows` rows, `iterative` from there on.
+    /// `iterative` from the measured crossover on (`spectralAutoIterative`), `dense` below it.
     case auto
     /// The whole `n×n` Laplacian on every rank, LAPACK `dsyevd_` (`O(n³)`).
     case dense
@@ -12,13 +12,28 @@ public enum SpectralSolver: String, CaseIterable, Sendable {
     case iterative
 }
 
-/// Rows from which `solver: auto` takes the iterative eigensolver (measured on one core: docs/losses.md
-/// "Spectral").
-public let spectralIterativeMinRows = 512
+/// The iterative solver's block for `k` eigenvectors: `k − 1` wanted (the top one is locked) plus
+/// `max(8, k/4)` guard vectors.
+func spectralBlock(_ k: Int) -> Int { k - 1 + max(8, k / 4) }
+
+/// Whether `solver: auto` takes the iterative eigensolver for `n` rows and `k` eigenvectors: from
+/// `n ≥ max(256, 6·block)` on, the crossover measured on one core with a clustered teacher (docs/losses.md
+/// "Spectral": `k = 10` between 128 and 256 rows, `k = 40` between 256 and 512, `k = 100` between 512
+/// and 768 — the solver's work grows as `n·k²`, `dsyevd_`'s as `n³`).
+public func spectralAutoIterative(n: Int, k: Int) -> Bool { n >= max(256, 6 * spectralBlock(k)) }
 
 /// The iterative solver's settings: residual bound on the wanted Ritz pairs (`‖N y − θ y‖₂`, `‖N‖ = 1`),
-/// restart cycles before the dense fallback, Krylov blocks per cycle.
-let spectralTolerance = 1e-8, spectralMaxCycles = 30, spectralBlocksPerCycle = 3
+/// Krylov blocks per restart cycle.
+let spectralTolerance = 1e-8, spectralBlocksPerCycle = 3
+
+/// The iterative solver's cycle cap for `n` rows and a block of `p` vectors (basis `s = 3p`): a cycle's
+/// replicated work is ≈ 12·n·s² flops and `dsyevd_`'s ≈ 5n³ at a higher rate (measured: 0.1 s a cycle,
+/// 0.3 s dense at n = 1024, s = 372), so `n²/(2s²)` cycles cost about one dense solve and a fallback at
+/// most about two; clamped to 4…30.
+func spectralCycleCap(n: Int, block p: Int) -> Int {
+    let s = min(spectralBlocksPerCycle * p, n)
+    return min(30, max(4, n * n / (2 * s * s)))
+}
 
 /// What the spectral term's teacher eigensolves did in this process (each rank counts its own solves;
 /// threads of one process share the counts). Nothing is printed from the training path: a fallback
@@ -85,8 +100,7 @@ func spectralEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: 
 /// fraction `|rows|/n` of the whole loss (memory `O(n²)`).
 public func spectralLoss(student: Tensor, teacher: Tensor, k: Int, rows: Range<Int>? = nil,
                          comm: Communicator? = nil, solver: SpectralSolver = .auto) throws -> LossShare {
-    try spectralShare(student: student, teacher: teacher, k: k, rows: rows, comm: comm, solver: solver,
-                      maxCycles: spectralMaxCycles)
+    try spectralShare(student: student, teacher: teacher, k: k, rows: rows, comm: comm, solver: solver)
 }
 
 /// One side's graph over the rows `rows` (`m` of the `n` gathered rows): the normalised rows (all `n`)
@@ -158,9 +172,10 @@ func spectralRowCounts(_ rows: Range<Int>, n: Int, comm: Communicator) throws ->
     return counts
 }
 
-/// `spectralLoss` with the iterative solver's cycle cap (tests lower it to force the fallback).
+/// `spectralLoss` with the iterative solver's cycle cap (nil: `spectralCycleCap`; tests lower it to force
+/// the fallback).
 func spectralShare(student: Tensor, teacher: Tensor, k: Int, rows: Range<Int>?, comm: Communicator?,
-                   solver: SpectralSolver, maxCycles: Int) throws -> LossShare {
+                   solver: SpectralSolver, maxCycles: Int? = nil) throws -> LossShare {
     let name = "spectral"
     try check2D(name, "student", student)
     let n = student.shape[0]
@@ -169,6 +184,9 @@ func spectralShare(student: Tensor, teacher: Tensor, k: Int, rows: Range<Int>?, 
     guard k >= 1 && k <= n else { throw LossError.invalidArgument(loss: name, message: "k = \(k) outside 1...\(n)") }
     let rows = rows ?? 0..<n
     try checkRows(name, rows, n)
+    // A world of one holds every row (or, in `kdgraph bench`'s projection, stands in for a larger world
+    // whose other rows no rank here holds): the whole graph, as without a communicator.
+    let comm = (comm?.size ?? 1) > 1 ? comm : nil
     // Without a communicator this process builds the whole graph and takes the fraction |rows|/n.
     let own = comm == nil ? 0..<n : rows, m = own.count
     let scale = comm == nil ? Double(rows.count) / Double(n) : 1
@@ -275,17 +293,17 @@ func spectralLaplacian(_ g: SpectralRows) -> [Double] {
 ///   `k − 1 + max(8, k/4)` vectors: each rank multiplies its rows of `N` by the block and one all-gather
 ///   assembles the product; the start block is seeded and everything after the gather is replicated,
 ///   so every rank computes the same `U`. Residual test `‖N y − θ y‖₂ ≤ spectralTolerance` on the
-///   `k − 1` wanted pairs (agreed by an all-reduce MAX); past `maxCycles` cycles it falls back to
-///   dense (counted in `SpectralSolverStatistics.fallbacks`).
+///   `k − 1` wanted pairs (agreed by an all-reduce MAX); past `maxCycles` (`spectralCycleCap`) cycles it
+///   falls back to dense (counted in `SpectralSolverStatistics.fallbacks`).
 func spectralTeacherEigen(_ tg: SpectralRows, teacher: Tensor, k: Int, counts: [Int], comm: Communicator?,
-                          solver: SpectralSolver, maxCycles: Int) throws -> (ut: [Double], base: Double) {
+                          solver: SpectralSolver, maxCycles: Int?) throws -> (ut: [Double], base: Double) {
     let n = teacher.shape[0], own = tg.rows, m = own.count
     func dense() throws -> ([Double], Double) {
         let lap = spectralLaplacian(own == 0..<n ? tg : SpectralRows.whole(teacher))
         let (values, vectors) = try spectralEigen(lap, n: n)
         return (Array(vectors[0..<(k * n)]), values[0..<k].reduce(0, +) / Double(k))
     }
-    guard solver == .iterative || (solver == .auto && n >= spectralIterativeMinRows) else {
+    guard solver == .iterative || (solver == .auto && spectralAutoIterative(n: n, k: k)) else {
         spectralStatistics.update { $0.dense += 1 }
         return try dense()
     }
@@ -312,8 +330,10 @@ func spectralTeacherEigen(_ tg: SpectralRows, teacher: Tensor, k: Int, counts: [
         for i in 0..<n { for c in 0..<p { into[c * n + i] = y[i * p + c] } }
     }
     func agree(_ v: Double) throws -> Double { try comm?.allReduce(v, op: .max) ?? v }
-    let r = try topEigenBlockKrylov(n: n, count: k - 1, locked: top, lockedValue: 1, block: k - 1 + max(8, k / 4),
-                                    blocksPerCycle: spectralBlocksPerCycle, maxCycles: maxCycles,
+    let block = spectralBlock(k)
+    let r = try topEigenBlockKrylov(n: n, count: k - 1, locked: top, lockedValue: 1, block: block,
+                                    blocksPerCycle: spectralBlocksPerCycle,
+                                    maxCycles: maxCycles ?? spectralCycleCap(n: n, block: block),
                                     tolerance: spectralTolerance, apply: apply, agree: agree)
     spectralStatistics.update { $0.cycles += r.cycles }
     guard r.converged else {

@@ -23,7 +23,7 @@ final class SpectralSolverTests: XCTestCase {
     }
 
     /// The teacher graph and its `k` eigenvectors (rows of `[k, n]`) by `solver`, one process.
-    func teacherVectors(_ t: Tensor, k: Int, solver: SpectralSolver, maxCycles: Int = spectralMaxCycles)
+    func teacherVectors(_ t: Tensor, k: Int, solver: SpectralSolver, maxCycles: Int? = nil)
         throws -> [Double] {
         let g = SpectralRows.whole(t)
         return try spectralTeacherEigen(g, teacher: t, k: k, counts: [t.shape[0]], comm: nil, solver: solver,
@@ -42,7 +42,7 @@ final class SpectralSolverTests: XCTestCase {
     }
 
     /// (share, gradient of the student) of one process evaluating rows `rows` without a communicator.
-    func single(_ s: Tensor, _ t: Tensor, k: Int, solver: SpectralSolver, maxCycles: Int = spectralMaxCycles)
+    func single(_ s: Tensor, _ t: Tensor, k: Int, solver: SpectralSolver, maxCycles: Int? = nil)
         throws -> (Double, [Float]) {
         Tape.reset()
         let x = s.copy(); x.requiresGrad = true
@@ -54,7 +54,7 @@ final class SpectralSolverTests: XCTestCase {
 
     /// The sum over the ranks of an in-process world of their shares (Float64 term values) and gradients.
     func world(_ ranks: Int, _ s: Tensor, _ t: Tensor, k: Int, solver: SpectralSolver,
-               maxCycles: Int = spectralMaxCycles) throws -> (Double, [Float]) {
+               maxCycles: Int? = nil) throws -> (Double, [Float]) {
         let n = s.shape[0]
         let results = try InProcessWorld(size: ranks).run { comm -> (Double, [Float]) in
             Tape.reset()
@@ -99,6 +99,25 @@ final class SpectralSolverTests: XCTestCase {
         let (vi, gi) = try single(s, t, k: k, solver: .iterative)
         XCTAssertEqual(vi, vd, accuracy: 1e-6 * abs(vd))
         XCTAssertLessThan(relErr(gi, gd), 1e-5)
+    }
+
+    /// `auto` follows the measured crossover (docs/losses.md "Spectral"): dense below `max(256, 6·block)`
+    /// rows, iterative from there on, as the statistics show.
+    func testAutoPicksTheSolverByRowsAndK() throws {
+        XCTAssertFalse(spectralAutoIterative(n: 128, k: 10))
+        XCTAssertTrue(spectralAutoIterative(n: 256, k: 10))
+        XCTAssertFalse(spectralAutoIterative(n: 512, k: 100))
+        XCTAssertTrue(spectralAutoIterative(n: 768, k: 100))
+        let t = clustered(n: 256, dim: 8, centres: 4, noise: 0.1, seed: 8)
+        var rng = KDRandom(keys: 9)
+        let s = Tensor.randn([256, 4], rng: &rng)
+        for (k, iterative) in [(4, 1), (60, 0)] {
+            let before = SpectralSolverStatistics.current
+            _ = try single(s, t, k: k, solver: .auto)
+            let after = SpectralSolverStatistics.current
+            XCTAssertEqual(after.iterative - before.iterative, iterative, "k = \(k)")
+            XCTAssertEqual(after.dense - before.dense, 1 - iterative, "k = \(k)")
+        }
     }
 
     /// The iterative solver's subspace is wrong for a random start block if it stops early: one cycle on

@@ -47,9 +47,10 @@ public struct TopEigenResult {
 ///
 /// Every step after `apply` is deterministic on identical data: with the same `seed` (the start block is
 /// `KDRandom(keys: seed, n)` normals) and the same gathered products, every process computes the same
-/// vectors. Orthogonalisation: two passes of block Gram–Schmidt against the basis (dgemm), then modified
-/// Gram–Schmidt within the block; a vector that loses more than `1 − 10⁻⁸` of its norm is replaced by a
-/// fresh random one (once), then dropped. Cost per cycle: `(blocksPerCycle − 1)·block` products and
+/// vectors. Orthogonalisation, all level-3: two passes of block Gram–Schmidt against the basis, then the
+/// block among itself through the eigendecomposition of its Gram matrix (SVQB, Stathopoulos & Wu 2002),
+/// one more pass of each when that Gram is ill-conditioned; a vector that loses more than `1 − 10⁻⁸` of
+/// its norm is replaced by a fresh random one (once), then dropped. Cost per cycle: `(blocksPerCycle − 1)·block` products and
 /// `O(n·s²)` for the basis of `s = blocksPerCycle·block` vectors; memory `2·s·n` Float64.
 public func topEigenBlockKrylov(n: Int, count k: Int, locked: [Double] = [], lockedValue: Double = 0,
                                 block: Int, blocksPerCycle: Int = 3, maxCycles: Int, tolerance: Double,
@@ -72,33 +73,53 @@ public func topEigenBlockKrylov(n: Int, count k: Int, locked: [Double] = [], loc
     var q = [Double](repeating: 0, count: cap * n), aq = [Double](repeating: 0, count: cap * n)
     var s = 0
 
-    /// Orthonormalises the `count` rows of `z` against `locked` and `q[0..<s]` and within themselves;
-    /// returns the rows kept (moved to the front of `z`).
-    func orthonormalise(_ z: inout [Double], _ count: Int) -> Int {
+    /// `z`'s `count` rows minus their components along `locked` and `q[0..<s]` (block Gram–Schmidt).
+    func project(_ zp: UnsafeMutablePointer<Double>, _ count: Int) {
+        var coef = [Double](repeating: 0, count: max(l, s, 1) * count)
+        for (basis, rowsIn) in [(locked, l), (q, s)] where rowsIn > 0 {
+            basis.withUnsafeBufferPointer { bp in
+                dgemm(transB: true, m: rowsIn, n: count, k: n, a: bp.baseAddress!, lda: n, b: zp, ldb: n,
+                      c: &coef, ldc: count)
+                dgemm(transA: true, m: count, n: n, k: rowsIn, alpha: -1, a: coef, lda: count,
+                      b: bp.baseAddress!, ldb: n, beta: 1, c: zp, ldc: n)
+            }
+        }
+    }
+
+    /// Orthonormalises `z`'s `count` rows among themselves by the eigendecomposition of their Gram
+    /// `Z Zᵀ = V Λ Vᵀ`: `Z ← Λ^{-½} Vᵀ Z` over the eigenvalues above `10⁻¹²` (the rows have unit norm on
+    /// entry, so this drops only directions they do not span); returns the rows kept.
+    func svqb(_ z: inout [Double], _ count: Int) throws -> (kept: Int, smallest: Double) {
+        guard count > 0 else { return (0, 1) }
+        var g = [Double](repeating: 0, count: count * count)
+        dgemm(transB: true, m: count, n: count, k: n, a: z, lda: n, b: z, ldb: n, c: &g, ldc: count)
+        let (lambda, v) = try symmetricEigen(g, n: count)
+        var y: [Double] = []
+        for j in (0..<count).reversed() where lambda[j] > 1e-12 {
+            let f = 1 / lambda[j].squareRoot()
+            y += v[(j * count)..<((j + 1) * count)].map { $0 * f }
+        }
+        let kept = y.count / count
+        var out = [Double](repeating: 0, count: max(kept, 1) * n)
+        dgemm(m: kept, n: n, k: count, a: y, lda: count, b: z, ldb: n, c: &out, ldc: n)
+        z = out
+        return (kept, lambda.first { $0 > 1e-12 } ?? 1)
+    }
+
+    /// Orthonormalises the `count` rows of `z` against `locked` and `q[0..<s]` and among themselves
+    /// (block Gram–Schmidt twice; rows left with less than `10⁻⁸` of their norm dropped, the others
+    /// scaled to unit norm; `svqb`; once more each if that Gram was ill-conditioned, smallest eigenvalue
+    /// below `10⁻⁴`); returns the rows kept (the first rows of `z`).
+    func orthonormalise(_ z: inout [Double], _ count: Int) throws -> Int {
         var kept = 0
         z.withUnsafeMutableBufferPointer { zb in
             let zp = zb.baseAddress!
             var norm0 = [Double](repeating: 0, count: count)
             for i in 0..<count { norm0[i] = cblas_dnrm2(Int32(n), zp + i * n, 1) }
-            var coef = [Double](repeating: 0, count: max(l, s, 1) * count)
-            for _ in 0..<2 {
-                for (basis, rowsIn) in [(locked, l), (q, s)] where rowsIn > 0 {
-                    basis.withUnsafeBufferPointer { bp in
-                        dgemm(transB: true, m: rowsIn, n: count, k: n, a: bp.baseAddress!, lda: n, b: zp, ldb: n,
-                              c: &coef, ldc: count)
-                        dgemm(transA: true, m: count, n: n, k: rowsIn, alpha: -1, a: coef, lda: count,
-                              b: bp.baseAddress!, ldb: n, beta: 1, c: zp, ldc: n)
-                    }
-                }
-            }
+            project(zp, count)
+            project(zp, count)
             for i in 0..<count {
                 let zi = zp + i * n
-                for _ in 0..<2 {
-                    for j in 0..<kept {
-                        let c = cblas_ddot(Int32(n), zp + j * n, 1, zi, 1)
-                        cblas_daxpy(Int32(n), -c, zp + j * n, 1, zi, 1)
-                    }
-                }
                 let r = cblas_dnrm2(Int32(n), zi, 1)
                 guard r > 1e-8 * norm0[i], r > 0 else { continue }
                 cblas_dscal(Int32(n), 1 / r, zi, 1)
@@ -106,7 +127,11 @@ public func topEigenBlockKrylov(n: Int, count k: Int, locked: [Double] = [], loc
                 kept += 1
             }
         }
-        return kept
+        let first = try svqb(&z, kept)
+        // Λ^{-½} amplifies the rows' remaining components along the basis by at most 1/√smallest.
+        if first.smallest >= 1e-4 { return first.kept }
+        z.withUnsafeMutableBufferPointer { project($0.baseAddress!, first.kept) }
+        return try svqb(&z, first.kept).kept
     }
 
     /// `count` new orthonormal rows from `z` (random replacements for the ones lost), appended to `q`,
@@ -115,14 +140,14 @@ public func topEigenBlockKrylov(n: Int, count k: Int, locked: [Double] = [], loc
         let room = min(count, cap - s)
         guard room > 0 else { return 0 }
         var z = Array(zIn.prefix(room * n))
-        var kept = orthonormalise(&z, room)
+        var kept = try orthonormalise(&z, room)
         if kept < room {
             var fresh = [Double](repeating: 0, count: (room - kept) * n)
             for i in fresh.indices { fresh[i] = Double(rng.nextNormal()) }
             // Orthogonal to the basis so far and to the kept rows of z.
             let keptRows = Array(z.prefix(kept * n))
             var all = keptRows + fresh
-            let more = orthonormalise(&all, kept + fresh.count / n)
+            let more = try orthonormalise(&all, kept + fresh.count / n)
             kept = more
             z = all
         }
