@@ -143,7 +143,11 @@ final class SpectralSolverTests: XCTestCase {
         let (dense, _) = try single(s, t, k: k, solver: .dense)
         XCTAssertEqual(full, dense, accuracy: 1e-6 * abs(dense))
         for ranks in 1...4 {
+            let before = SpectralSolverStatistics.current
             let (sum, grad) = try world(ranks, s, t, k: k, solver: .iterative)
+            // Converged on every rank (the fallback would hide wrong gathered products).
+            XCTAssertEqual(SpectralSolverStatistics.current.iterative - before.iterative, ranks)
+            XCTAssertEqual(SpectralSolverStatistics.current.fallbacks, before.fallbacks)
             XCTAssertEqual(sum, full, accuracy: 1e-5 * abs(full), "N=\(ranks)")
             XCTAssertLessThan(relErr(grad, fullGrad), 1e-4, "N=\(ranks)")
         }
