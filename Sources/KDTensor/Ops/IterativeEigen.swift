@@ -42,16 +42,20 @@ public struct TopEigenResult {
 /// (e.g. a normalised Laplacian's `D^{½}1`); every basis vector is kept orthogonal to them and they are
 /// returned first, so `values.count = l + k`. `apply(x, count, into)` writes `A x_i` for the `count`
 /// vectors stored as the rows of `x` (`[count, n]`) into the rows of `into`; a distributed operator
-/// multiplies its rows and gathers the result there. `agree` combines the convergence measure over the
-/// processes that share the operator (e.g. an all-reduce MAX) so that all of them take the same branch.
+/// multiplies its rows and gathers the result there. `agree` takes the maximum of a value over the
+/// processes that share the operator (an all-reduce MAX; identity for one process): of the convergence
+/// measure, so that all of them take the same branch, and of each new block's width (negated: its
+/// minimum), so that all of them multiply blocks of the same width even if their replicated arithmetic
+/// differed (e.g. different BLAS kernels).
 ///
 /// Every step after `apply` is deterministic on identical data: with the same `seed` (the start block is
 /// `KDRandom(keys: seed, n)` normals) and the same gathered products, every process computes the same
 /// vectors. Orthogonalisation, all level-3: two passes of block Gram–Schmidt against the basis, then the
 /// block among itself through the eigendecomposition of its Gram matrix (SVQB, Stathopoulos & Wu 2002),
 /// one more pass of each when that Gram is ill-conditioned; a vector that loses more than `1 − 10⁻⁸` of
-/// its norm is replaced by a fresh random one (once), then dropped. Cost per cycle: `(blocksPerCycle − 1)·block` products and
-/// `O(n·s²)` for the basis of `s = blocksPerCycle·block` vectors; memory `2·s·n` Float64.
+/// its norm is replaced by a fresh random one (once), then dropped. Cost per cycle:
+/// `(blocksPerCycle − 1)·block` products and `O(n·s²)` for the basis of `s = blocksPerCycle·block`
+/// vectors; memory `2·s·n` Float64.
 public func topEigenBlockKrylov(n: Int, count k: Int, locked: [Double] = [], lockedValue: Double = 0,
                                 block: Int, blocksPerCycle: Int = 3, maxCycles: Int, tolerance: Double,
                                 seed: UInt64 = 0x5EC7,
@@ -151,6 +155,9 @@ public func topEigenBlockKrylov(n: Int, count k: Int, locked: [Double] = [], loc
             kept = more
             z = all
         }
+        // The processes must multiply blocks of one width: the fewest kept anywhere (−max(−kept)); on
+        // identical data this is `kept` itself.
+        kept = min(kept, Int(-(try agree(-Double(kept)))))
         guard kept > 0 else { return 0 }
         let az = UnsafeMutablePointer<Double>.allocate(capacity: kept * n)
         defer { az.deallocate() }
