@@ -1,5 +1,64 @@
 import Foundation
+import KDComm
 import KDTensor
+
+/// How the spectral term solves the teacher eigenproblem (config key `solver`).
+public enum SpectralSolver: String, CaseIterable, Sendable {
+    /// `iterative` from the measured crossover on (`spectralAutoIterative`), `dense` below it.
+    case auto
+    /// The whole `n×n` Laplacian on every rank, LAPACK `dsyevd_` (`O(n³)`).
+    case dense
+    /// Restarted block Krylov on row-distributed products (`topEigenBlockKrylov`), dense on failure.
+    case iterative
+}
+
+/// The iterative solver's block for `k` eigenvectors: `k − 1` wanted (the top one is locked) plus
+/// `max(8, k/4)` guard vectors.
+func spectralBlock(_ k: Int) -> Int { k - 1 + max(8, k / 4) }
+
+/// Whether `solver: auto` takes the iterative eigensolver for `n` rows and `k` eigenvectors: from
+/// `n ≥ max(256, 6·block)` on, the crossover measured on one core with a clustered teacher (docs/losses.md
+/// "Spectral": `k = 10` between 128 and 256 rows, `k = 40` between 256 and 512, `k = 100` between 512
+/// and 768 — the solver's work grows as `n·k²`, `dsyevd_`'s as `n³`).
+public func spectralAutoIterative(n: Int, k: Int) -> Bool { n >= max(256, 6 * spectralBlock(k)) }
+
+/// The iterative solver's settings: residual bound on the wanted Ritz pairs (`‖N y − θ y‖₂`, `‖N‖ = 1`),
+/// Krylov blocks per restart cycle.
+let spectralTolerance = 1e-8, spectralBlocksPerCycle = 3
+
+/// The iterative solver's cycle cap for `n` rows and a block of `p` vectors (basis `s = 3p`): a cycle's
+/// replicated work is ≈ 12·n·s² flops and `dsyevd_`'s ≈ 5n³ at a higher rate (measured: 0.1 s a cycle,
+/// 0.3 s dense at n = 1024, s = 372), so `n²/(2s²)` cycles cost about one dense solve and a fallback at
+/// most about two; clamped to 4…30.
+func spectralCycleCap(n: Int, block p: Int) -> Int {
+    let s = min(spectralBlocksPerCycle * p, n)
+    return min(30, max(4, n * n / (2 * s * s)))
+}
+
+/// What the spectral term's teacher eigensolves did in this process (each rank counts its own solves;
+/// threads of one process share the counts). Nothing is printed from the training path: a fallback
+/// is visible here and in `kdgraph bench`'s output.
+public struct SpectralSolverStatistics: Equatable, Sendable {
+    /// Solves by `dsyevd_` chosen up front (`dense`, or `auto` below the threshold).
+    public var dense = 0
+    /// Solves by the iterative method that converged.
+    public var iterative = 0
+    /// Iterative solves that hit the cycle cap and fell back to `dsyevd_`.
+    public var fallbacks = 0
+    /// Restart cycles run by the iterative solves (converged or not).
+    public var cycles = 0
+
+    /// The counts so far.
+    public static var current: SpectralSolverStatistics { spectralStatistics.read() }
+}
+
+final class SpectralStatisticsBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = SpectralSolverStatistics()
+    func read() -> SpectralSolverStatistics { lock.lock(); defer { lock.unlock() }; return value }
+    func update(_ body: (inout SpectralSolverStatistics) -> Void) { lock.lock(); body(&value); lock.unlock() }
+}
+let spectralStatistics = SpectralStatisticsBox()
 
 /// Eigen-decomposition of the teacher Laplacian by the tensor engine's `symmetricEigen` (LAPACK
 /// `dsyevd_`): eigenvalues ascending, eigenvectors as the columns of a column-major `n×n` array
@@ -18,16 +77,105 @@ func spectralEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: 
 ///
 ///     W_ij = exp(−‖u_i − u_j‖² / σ²),   σ² = Σ_{i≠j} ‖u_i − u_j‖² / (n(n−1)),   W_ii = 1
 ///     L = I − D^{-½} W D^{-½}
-///     U = the k eigenvectors of L^T of smallest eigenvalue (dsyevd_, teacher only, constant)
+///     U = the k eigenvectors of L^T of smallest eigenvalue (teacher only, constant; `solver`)
 ///     L_SE = (1/k) trace(Uᵀ L^S U) − (1/k) Σ_{m≤k} λ^T_m
 ///
 /// The student Laplacian is differentiable, `σ²` and the degrees included. With `Π = U Uᵀ`,
-/// `trace(Uᵀ L U) = Σ_i Π_ii − Σ_ij d_i W_ij d_j Π_ij` (`d = deg^{-½}`). Backward:
-/// `∂/∂W_ij = d_i d_j Π_ij − ½ d_i³ a_i` with `a_i = 2 Σ_j W_ij d_j Π_ij`, then through `exp`, `σ²`,
-/// `‖u_i − u_j‖²` (one sgemm) and `n(·)`. The teacher eigenproblem couples all rows and is solved on
-/// every rank anyway, so the loss is computed fully on every rank and this rank's share is the
-/// fraction `|rows|/n`. Memory `O(n²)`. Term: `spectral` (share).
-public func spectralLoss(student: Tensor, teacher: Tensor, k: Int, rows: Range<Int>? = nil) throws -> LossShare {
+/// `trace(Uᵀ L U) = Σ_i Π_ii − Σ_ij d_i W_ij d_j Π_ij` (`d = deg^{-½}`), a sum over rows `i`: the share
+/// of rows `R` is `(1/k)(Σ_{i∈R} Π_ii − Σ_{i∈R} d_i α_i) − (|R|/n)(1/k) Σ λ^T_m`, `α_i = Σ_j W_ij d_j Π_ij`.
+/// Backward: `∂/∂W_ij = d_i d_j Π_ij − d_i³ α_i` (the second part is `d_i`'s, through `deg_i`, from every
+/// row's sum — `2α_i` by the symmetry of `W` and `Π` — so the owner of row `i` carries it), then through
+/// `exp`, `σ²` (`∂W_ij/∂σ² = W_ij q_ij/σ⁴`, reaching every off-diagonal `q`), `q_ij = ‖u_i − u_j‖²` (two
+/// sgemms) and `n(·)`. Term: `spectral` (share).
+///
+/// With `comm` (row-sharded, docs/losses.md "share contract"): this rank builds only its rows `R` of the
+/// teacher's and student's `W` (`O(|R|·n·D)`), `σ²` from an all-reduce of the ranks' row sums of `q`,
+/// every vertex's degree by one all-gather of the rows' degrees, `Π[R,:] = U[R,:]·Uᵀ`, and the `σ²`
+/// term of the gradient by an all-reduce of `Σ_{i∈R,j} ∂/∂W_ij · W_ij q_ij` — all in forward — so the
+/// ranks' shares and gradients add up to the one-process ones. The teacher's `U` comes from the
+/// iterative solver on the rows of `N = D^{-½} W D^{-½}` each rank holds (`spectralTeacherEigen`), or
+/// from `dsyevd_` on the whole Laplacian. Per-rank memory `O(|R|·n)` (iterative) and time
+/// `O(|R|·n·(D + k))` plus the solver's replicated `O(n·k²)` per cycle. Every rank of `comm` must call
+/// it (a rank may have no rows). Without `comm` the whole graph is built and the share is the
+/// fraction `|rows|/n` of the whole loss (memory `O(n²)`).
+public func spectralLoss(student: Tensor, teacher: Tensor, k: Int, rows: Range<Int>? = nil,
+                         comm: Communicator? = nil, solver: SpectralSolver = .auto) throws -> LossShare {
+    try spectralShare(student: student, teacher: teacher, k: k, rows: rows, comm: comm, solver: solver)
+}
+
+/// One side's graph over the rows `rows` (`m` of the `n` gathered rows): the normalised rows (all `n`)
+/// and their norms, the rows' squared distances `q` (`[m, n]`) and their sum; then, once `σ²` is known,
+/// the rows' affinities `W` (`[m, n]`) and degrees, and `d = deg^{-½}` of all `n` vertices.
+struct SpectralRows {
+    let u: Tensor, norms: Tensor, q: Tensor, qSum: Double, rows: Range<Int>
+    var sigma2 = 0.0, w: Tensor? = nil, degRows: [Double] = [], d: [Double] = []
+
+    init(_ x: Tensor, rows: Range<Int>) {
+        let n = x.shape[0], dim = x.shape[1], m = rows.count
+        u = Tensor(uninitializedShape: [n, dim]); norms = Tensor(uninitializedShape: [n])
+        normalizeRows(x.ptr, rows: n, cols: dim, into: u.ptr, norms: norms.ptr)
+        q = Tensor(uninitializedShape: [m, n])
+        squaredDistanceRows(u.ptr, n: n, d: dim, rows: rows, into: q.ptr)
+        var s = 0.0
+        for k in 0..<(m * n) { s += Double(q.ptr[k]) }
+        qSum = s; self.rows = rows
+    }
+
+    /// `W` and the rows' degrees for `σ² = sigma2`.
+    mutating func affinities(sigma2: Double) {
+        let n = u.shape[0], m = rows.count
+        self.sigma2 = sigma2
+        let w = Tensor(uninitializedShape: [m, n])
+        degRows = [Double](repeating: 0, count: m)
+        for r in 0..<m {
+            var deg = 0.0
+            for j in 0..<n {
+                let v = exp(-Double(q.ptr[r * n + j]) / sigma2)
+                w.ptr[r * n + j] = Float(v)
+                deg += v
+            }
+            degRows[r] = deg
+        }
+        self.w = w
+    }
+
+    /// The whole graph of `x` built here (one process's view): `d` from its own degrees.
+    static func whole(_ x: Tensor) -> SpectralRows {
+        let n = x.shape[0]
+        var g = SpectralRows(x, rows: 0..<n)
+        g.affinities(sigma2: g.qSum / Double(n * (n - 1)))
+        g.d = g.degRows.map { 1 / $0.squareRoot() }
+        return g
+    }
+}
+
+/// Every rank's row count, checked on every rank alike: the ranks' `rows` must tile `0..<n` in rank
+/// order (one all-gather of the bounds).
+func spectralRowCounts(_ rows: Range<Int>, n: Int, comm: Communicator) throws -> [Int] {
+    let bounds = [rows.lowerBound, rows.upperBound]
+    var all = [Int](repeating: 0, count: 2 * comm.size)
+    try bounds.withUnsafeBufferPointer { b in
+        try all.withUnsafeMutableBufferPointer { try comm.allGather(b.baseAddress!, count: 2, into: $0.baseAddress!) }
+    }
+    var next = 0, counts: [Int] = []
+    for r in 0..<comm.size {
+        guard all[2 * r] == next, all[2 * r + 1] >= next else {
+            throw LossError.invalidArgument(loss: "spectral", message: "the ranks' rows \(all) do not tile "
+                                            + "0..<\(n) in rank order")
+        }
+        counts.append(all[2 * r + 1] - next)
+        next = all[2 * r + 1]
+    }
+    guard next == n else {
+        throw LossError.invalidArgument(loss: "spectral", message: "the ranks' rows end at \(next), not \(n)")
+    }
+    return counts
+}
+
+/// `spectralLoss` with the iterative solver's cycle cap (nil: `spectralCycleCap`; tests lower it to force
+/// the fallback).
+func spectralShare(student: Tensor, teacher: Tensor, k: Int, rows: Range<Int>?, comm: Communicator?,
+                   solver: SpectralSolver, maxCycles: Int? = nil) throws -> LossShare {
     let name = "spectral"
     try check2D(name, "student", student)
     let n = student.shape[0]
@@ -36,94 +184,88 @@ public func spectralLoss(student: Tensor, teacher: Tensor, k: Int, rows: Range<I
     guard k >= 1 && k <= n else { throw LossError.invalidArgument(loss: name, message: "k = \(k) outside 1...\(n)") }
     let rows = rows ?? 0..<n
     try checkRows(name, rows, n)
-    let frac = Double(rows.count) / Double(n)
+    // A world of one holds every row (or, in `kdgraph bench`'s projection, stands in for a larger world
+    // whose other rows no rank here holds): the whole graph, as without a communicator.
+    let comm = (comm?.size ?? 1) > 1 ? comm : nil
+    // Without a communicator this process builds the whole graph and takes the fraction |rows|/n.
+    let own = comm == nil ? 0..<n : rows, m = own.count
+    let scale = comm == nil ? Double(rows.count) / Double(n) : 1
+    let counts = try comm.map { try spectralRowCounts(rows, n: n, comm: $0) } ?? [n]
 
-    /// Normalised rows, squared distances, σ², affinities W (Float32 `[n, n]`) and d = deg^{-½}.
-    func graph(_ x: Tensor) -> (u: Tensor, norms: Tensor, d2: Tensor, sigma2: Double, w: Tensor, dinv: [Double]) {
-        let dim = x.shape[1]
-        let u = Tensor(uninitializedShape: [n, dim]), norms = Tensor(uninitializedShape: [n])
-        normalizeRows(x.ptr, rows: n, cols: dim, into: u.ptr, norms: norms.ptr)
-        let d2 = Tensor(uninitializedShape: [n, n])
-        squaredDistances(u.ptr, n: n, d: dim, into: d2.ptr)
-        var s = 0.0
-        for k in 0..<(n * n) { s += Double(d2.ptr[k]) }
-        let sigma2 = s / Double(n * (n - 1))
-        let w = Tensor(uninitializedShape: [n, n])
-        var dinv = [Double](repeating: 0, count: n)
-        for i in 0..<n {
-            var deg = 0.0
-            for j in 0..<n {
-                let v = exp(-Double(d2.ptr[i * n + j]) / sigma2)
-                w.ptr[i * n + j] = Float(v)
-                deg += v
-            }
-            dinv[i] = 1 / deg.squareRoot()
-        }
-        return (u, norms, d2, sigma2, w, dinv)
+    // σ² of both graphs from the ranks' row sums, then every vertex's degree (teacher's, student's).
+    var tg = withNoGrad { SpectralRows(teacher, rows: own) }
+    var sg = SpectralRows(student, rows: own)
+    var sums = [tg.qSum, sg.qSum]
+    if let comm { try comm.allReduce(&sums, op: .sum) }
+    let pairs = Double(n * (n - 1))
+    for (who, s) in [("teacher", sums[0]), ("student", sums[1])] where !(s > 0 && s.isFinite) {
+        throw LossError.invalidArgument(loss: name, message: "\(who) rows are all equal (σ² = \(s / pairs))")
+    }
+    tg.affinities(sigma2: sums[0] / pairs)
+    sg.affinities(sigma2: sums[1] / pairs)
+    var degrees = tg.degRows + sg.degRows
+    if let comm { degrees = try comm.allGatherV(degrees, counts: counts.map { 2 * $0 }) }
+    var offset = 0
+    for c in counts {
+        tg.d += degrees[offset..<(offset + c)].map { 1 / $0.squareRoot() }
+        sg.d += degrees[(offset + c)..<(offset + 2 * c)].map { 1 / $0.squareRoot() }
+        offset += 2 * c
     }
 
-    // Teacher: Laplacian, its k lowest eigenvectors, Π = U Uᵀ, baseline.
-    let (pi, base): (Tensor, Double) = try withNoGrad {
-        let g = graph(teacher)
-        guard g.sigma2 > 0 && g.sigma2.isFinite else {
-            throw LossError.invalidArgument(loss: name, message: "teacher rows are all equal (σ² = \(g.sigma2))")
-        }
-        var lap = [Double](repeating: 0, count: n * n)
-        for i in 0..<n {
-            for j in 0..<n {
-                lap[i * n + j] = (i == j ? 1 : 0) - g.dinv[i] * Double(g.w.ptr[i * n + j]) * g.dinv[j]
-            }
-        }
-        let (values, vectors) = try spectralEigen(lap, n: n)
-        let uk = Tensor(uninitializedShape: [n, k])       // row-major n×k
-        for j in 0..<k { for i in 0..<n { uk.ptr[i * k + j] = Float(vectors[j * n + i]) } }
-        let pi = Tensor(uninitializedShape: [n, n])
-        sgemm(transA: false, transB: true, m: n, n: n, k: k, a: uk.ptr, lda: k, b: uk.ptr, ldb: k, c: pi.ptr, ldc: n)
-        var b = 0.0
-        for j in 0..<k { b += values[j] }
-        return (pi, b / Double(k))
+    // Teacher: U (rows of [k, n]), the baseline; Π's rows of this rank.
+    let (ut, base) = try withNoGrad {
+        try spectralTeacherEigen(tg, teacher: teacher, k: k, counts: counts, comm: comm, solver: solver,
+                                 maxCycles: maxCycles)
     }
+    let uf = Tensor(uninitializedShape: [k, n])
+    for i in 0..<(k * n) { uf.ptr[i] = Float(ut[i]) }
+    let pi = Tensor(uninitializedShape: [m, n])
+    sgemm(transA: true, m: m, n: n, k: k, a: uf.ptr + own.lowerBound, lda: n, b: uf.ptr, ldb: n, c: pi.ptr, ldc: n)
 
-    let g = graph(student)
-    guard g.sigma2 > 0 && g.sigma2.isFinite else {
-        throw LossError.invalidArgument(loss: name, message: "student rows are all equal (σ² = \(g.sigma2))")
-    }
+    let w = sg.w!, d = sg.d, q = sg.q
     var trace = 0.0, sTerm = 0.0
-    var a = [Double](repeating: 0, count: n)
-    for i in 0..<n {
-        trace += Double(pi.ptr[i * n + i])
+    var alpha = [Double](repeating: 0, count: m)
+    for r in 0..<m {
+        let i = own.lowerBound + r
+        trace += Double(pi.ptr[r * n + i])
         var ai = 0.0
-        for j in 0..<n { ai += Double(g.w.ptr[i * n + j]) * g.dinv[j] * Double(pi.ptr[i * n + j]) }
-        a[i] = 2 * ai
-        sTerm += g.dinv[i] * ai
+        for j in 0..<n { ai += Double(w.ptr[r * n + j]) * d[j] * Double(pi.ptr[r * n + j]) }
+        alpha[r] = ai
+        sTerm += d[i] * ai
     }
-    let full = (trace - sTerm) / Double(k) - base
-    let share = full * frac
+    let share = scale * ((trace - sTerm) / Double(k) - base * Double(m) / Double(n))
 
-    var grad: Tensor? = nil
-    if needsGrad(student) && frac > 0 {
-        let coef = -frac / Double(k)          // ∂share/∂S
-        let gd2 = Tensor(uninitializedShape: [n, n])
-        var gSigma = 0.0
-        for i in 0..<n {
-            let bi = -0.5 * g.dinv[i] * g.dinv[i] * g.dinv[i] * a[i]
+    // ∂share/∂q on the rows (in place over q), and this rank's part of ∂share/∂σ².
+    let wantGrad = needsGrad(student) && scale > 0
+    let coef = -scale / Double(k), sigma2 = sg.sigma2
+    var gSigma = [0.0]
+    if wantGrad {
+        for r in 0..<m {
+            let i = own.lowerBound + r
+            let bi = -d[i] * d[i] * d[i] * alpha[r]
             for j in 0..<n {
-                let kk = i * n + j
-                let gw = coef * (g.dinv[i] * g.dinv[j] * Double(pi.ptr[kk]) + bi)
-                let wv = Double(g.w.ptr[kk])
-                gSigma += gw * wv * Double(g.d2.ptr[kk])
-                gd2.ptr[kk] = Float(-gw * wv / g.sigma2)
+                let kk = r * n + j
+                let gw = coef * (d[i] * d[j] * Double(pi.ptr[kk]) + bi)
+                let wv = Double(w.ptr[kk])
+                gSigma[0] += gw * wv * Double(q.ptr[kk])
+                q.ptr[kk] = Float(-gw * wv / sigma2)
             }
         }
-        gSigma /= g.sigma2 * g.sigma2
-        let add = Float(gSigma / Double(n * (n - 1)))
-        for i in 0..<n {
-            for j in 0..<n { gd2.ptr[i * n + j] = i == j ? 0 : gd2.ptr[i * n + j] + add }
+    }
+    if let comm { try comm.allReduce(&gSigma, op: .sum) }    // every rank, rows or not
+    var grad: Tensor? = nil
+    if wantGrad && m > 0 {
+        let add = Float(gSigma[0] / (sigma2 * sigma2) / pairs)
+        for r in 0..<m {
+            let i = own.lowerBound + r
+            for j in 0..<n { q.ptr[r * n + j] = i == j ? 0 : q.ptr[r * n + j] + add }
         }
         let dim = student.shape[1]
         let gu = Tensor.zeros([n, dim])
-        squaredDistancesBackward(gd2.ptr, x: g.u.ptr, n: n, d: dim, into: gu.ptr)
-        for i in 0..<n { normalizeBackward(gu.ptr + i * dim, u: g.u.ptr + i * dim, norm: g.norms.ptr[i], count: dim) }
+        squaredDistanceRowsBackward(q.ptr, x: sg.u.ptr, n: n, d: dim, rows: own, into: gu.ptr)
+        for i in 0..<n {
+            normalizeBackward(gu.ptr + i * dim, u: sg.u.ptr + i * dim, norm: sg.norms.ptr[i], count: dim)
+        }
         grad = gu
     }
     let out = scalarTensor(share)
@@ -131,12 +273,85 @@ public func spectralLoss(student: Tensor, teacher: Tensor, k: Int, rows: Range<I
     return LossShare(value: out, terms: [("spectral", share)])
 }
 
+/// `L = I − D^{-½} W D^{-½}` of a whole graph (`g` holds every row), row-major Float64 `n×n`.
+func spectralLaplacian(_ g: SpectralRows) -> [Double] {
+    let n = g.u.shape[0], w = g.w!
+    var lap = [Double](repeating: 0, count: n * n)
+    for i in 0..<n {
+        for j in 0..<n { lap[i * n + j] = (i == j ? 1 : 0) - g.d[i] * Double(w.ptr[i * n + j]) * g.d[j] }
+    }
+    return lap
+}
+
+/// The teacher's `k` lowest Laplacian eigenvectors (the rows of a `[k, n]` Float64 array) and the mean
+/// of their eigenvalues, from the graph rows `tg` this rank holds.
+///
+/// * dense: `L = I − D^{-½} W D^{-½}` whole (rebuilt here when `tg` holds only some rows) and `dsyevd_`.
+/// * iterative: the `k` largest eigenpairs of `N = D^{-½} W D^{-½}` (`λ^L = 1 − θ`; `W` is a Gaussian
+///   kernel, so `N` is PSD with eigenvalues in `[0, 1]`), the top one known in closed form
+///   (`D^{½}1/‖D^{½}1‖`, `θ = 1`, locked) and the other `k − 1` by `topEigenBlockKrylov` with a block of
+///   `k − 1 + max(8, k/4)` vectors: each rank multiplies its rows of `N` by the block and one all-gather
+///   assembles the product; the start block is seeded and everything after the gather is replicated,
+///   so every rank computes the same `U`. Residual test `‖N y − θ y‖₂ ≤ spectralTolerance` on the
+///   `k − 1` wanted pairs (agreed by an all-reduce MAX); past `maxCycles` (`spectralCycleCap`) cycles it
+///   falls back to dense (counted in `SpectralSolverStatistics.fallbacks`).
+func spectralTeacherEigen(_ tg: SpectralRows, teacher: Tensor, k: Int, counts: [Int], comm: Communicator?,
+                          solver: SpectralSolver, maxCycles: Int?) throws -> (ut: [Double], base: Double) {
+    let n = teacher.shape[0], own = tg.rows, m = own.count
+    func dense() throws -> ([Double], Double) {
+        let lap = spectralLaplacian(own == 0..<n ? tg : SpectralRows.whole(teacher))
+        let (values, vectors) = try spectralEigen(lap, n: n)
+        return (Array(vectors[0..<(k * n)]), values[0..<k].reduce(0, +) / Double(k))
+    }
+    guard solver == .iterative || (solver == .auto && spectralAutoIterative(n: n, k: k)) else {
+        spectralStatistics.update { $0.dense += 1 }
+        return try dense()
+    }
+    // This rank's rows of N, and the locked top eigenvector D^{½}1 (d = deg^{-½}).
+    let w = tg.w!, d = tg.d
+    var rowsN = [Double](repeating: 0, count: m * n)
+    for r in 0..<m {
+        let di = d[own.lowerBound + r]
+        for j in 0..<n { rowsN[r * n + j] = di * Double(w.ptr[r * n + j]) * d[j] }
+    }
+    var top = d.map { 1 / $0 }
+    let norm = top.reduce(0) { $0 + $1 * $1 }.squareRoot()
+    for i in 0..<n { top[i] /= norm }
+    /// `N x` for the rows of `x` (`[p, n]`): this rank's rows of the product, gathered, transposed back.
+    func apply(_ x: UnsafePointer<Double>, _ p: Int, _ into: UnsafeMutablePointer<Double>) throws {
+        var y = [Double](repeating: 0, count: m * p)
+        rowsN.withUnsafeBufferPointer { a in
+            y.withUnsafeMutableBufferPointer { c in
+                dgemm(transB: true, m: m, n: p, k: n, a: a.baseAddress!, lda: n, b: x, ldb: n,
+                      c: c.baseAddress!, ldc: p)
+            }
+        }
+        if let comm { y = try comm.allGatherV(y, counts: counts.map { $0 * p }) }
+        for i in 0..<n { for c in 0..<p { into[c * n + i] = y[i * p + c] } }
+    }
+    func agree(_ v: Double) throws -> Double { try comm?.allReduce(v, op: .max) ?? v }
+    let block = spectralBlock(k)
+    let r = try topEigenBlockKrylov(n: n, count: k - 1, locked: top, lockedValue: 1, block: block,
+                                    blocksPerCycle: spectralBlocksPerCycle,
+                                    maxCycles: maxCycles ?? spectralCycleCap(n: n, block: block),
+                                    tolerance: spectralTolerance, apply: apply, agree: agree)
+    spectralStatistics.update { $0.cycles += r.cycles }
+    guard r.converged else {
+        spectralStatistics.update { $0.fallbacks += 1 }
+        return try dense()
+    }
+    spectralStatistics.update { $0.iterative += 1 }
+    return (r.vectors, r.values.reduce(0) { $0 + (1 - $1) } / Double(k))
+}
+
 /// `spectral`: spectral graph alignment of the student embedding (or features) to the teacher
 /// embedding's Laplacian, over all `B·V` rows. Without `k` it uses the class count (from the logits)
-/// capped at half the rows.
+/// capped at half the rows. `solver` picks the teacher eigensolver; with `LossInputs.comm` set the term is
+/// row-sharded.
 public struct SpectralTerm: LossTerm {
     public let kind = "spectral"
     public var weight: Float, k: Int?, useFeatures: Bool
+    public var solver: SpectralSolver = .auto
     public var needs: LossNeeds {
         let inputs: LossNeeds = [useFeatures ? .studentFeatures : .studentEmbedding, .teacherEmbedding]
         return k == nil ? inputs.union(.studentLogits) : inputs
@@ -155,15 +370,18 @@ public struct SpectralTerm: LossTerm {
             }
             kk = max(1, min(c, n / 2))
         }
-        let r = try spectralLoss(student: s, teacher: t, k: kk, rows: x.shardRows)
+        let r = try spectralLoss(student: s, teacher: t, k: kk, rows: x.shardRows, comm: x.comm, solver: solver)
         return LossShare(value: weightedScalarSum([(r.value, weight)]),
                          terms: [("loss/spectral", Double(weight) * r.terms[0].value)])
     }
 
-    /// `{kind: spectral, weight: 1, k: (classes, at most rows/2), input: embedding | features}`
+    /// `{kind: spectral, weight: 1, k: (classes, at most rows/2), input: embedding | features,
+    /// solver: auto | dense | iterative}`
     public static let descriptor = LossDescriptor(kind: "spectral", fixtures: [("spectral", runFixture)]) { weight, p in
         SpectralTerm(weight: weight, k: try p.optionalInteger("k", min: 1),
-                     useFeatures: try p.choice("input", "embedding", ["embedding", "features"]) == "features")
+                     useFeatures: try p.choice("input", "embedding", ["embedding", "features"]) == "features",
+                     solver: SpectralSolver(rawValue: try p.choice("solver", "auto",
+                                                                   SpectralSolver.allCases.map(\.rawValue)))!)
     }
 
     /// Fixture `spectral`: inputs `student`, `teacher`; parameter `k` (required).

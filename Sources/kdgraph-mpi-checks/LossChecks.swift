@@ -27,6 +27,19 @@ enum LossChecks {
         MultiRankCheck("losses.prg_share") { try shareCheck($0, "[{kind: prg}]", batch: 11, views: 1) },
         MultiRankCheck("losses.vrm_share") { try shareCheck($0, "[{kind: vrm, q: 0.25}]", batch: 9, views: 2) },
         MultiRankCheck("losses.spectral_share") { try shareCheck($0, "[{kind: spectral, k: 3}]", batch: 10, views: 1) },
+        MultiRankCheck("losses.spectral_iterative_share") {   // 48 rows, block 10: Krylov cycles on gathered products
+            let before = SpectralSolverStatistics.current
+            try shareCheck($0, "[{kind: spectral, k: 3, solver: iterative}]", batch: 48, views: 1)
+            let after = SpectralSolverStatistics.current
+            // The dense fallback would hide wrong products: both solves (reference, share) must converge.
+            guard after.fallbacks == before.fallbacks, after.iterative - before.iterative == 2 else {
+                throw CheckFailure("iterative solves \(after.iterative - before.iterative), fallbacks "
+                                   + "\(after.fallbacks - before.fallbacks) (expected 2 and 0)")
+            }
+        },
+        MultiRankCheck("losses.spectral_tiny_batch_empty_shard") {
+            try shareCheck($0, "[{kind: spectral, k: 2, solver: iterative}]", batch: 3, views: 1)
+        },
         MultiRankCheck("losses.objective_two_views") {
             try shareCheck($0, "[{kind: kd}, {kind: rkd, input: embedding}, {kind: prg, weight: 0.5}, "
                                + "{kind: vrm}, {kind: spectral}]", batch: 7, views: 2)

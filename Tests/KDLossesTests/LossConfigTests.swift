@@ -17,6 +17,20 @@ final class LossConfigTests: XCTestCase {
         XCTAssertEqual(kd.temperature, 2); XCTAssertEqual(kd.ceWeight, 0)
         let sp = try XCTUnwrap(try makeLossTerm(["kind": "spectral", "k": "3"]) as? SpectralTerm)
         XCTAssertEqual(sp.k, 3)
+        XCTAssertEqual(sp.solver, .auto)
+        let it = try XCTUnwrap(try makeLossTerm(["kind": "spectral", "solver": "iterative"]) as? SpectralTerm)
+        XCTAssertEqual(it.solver, .iterative)
+        let de = try XCTUnwrap(try makeLossTerm(["kind": "spectral", "solver": "dense"]) as? SpectralTerm)
+        XCTAssertEqual(de.solver, .dense)
+    }
+
+    func testSpectralSolverKeyErrors() {
+        XCTAssertThrowsError(try makeLossTerm(["kind": "spectral", "solver": "lanczos"])) { e in
+            XCTAssertEqual("\(e)", "loss config: solver: expected one of [\"auto\", \"dense\", \"iterative\"]")
+        }
+        XCTAssertThrowsError(try makeLossTerm(["kind": "spectral", "solvr": "dense"])) { e in
+            XCTAssertTrue("\(e)".contains("unknown key(s) 'solvr'"), "\(e)")
+        }
     }
 
     func testUnknownKeyAndKindAreErrors() {

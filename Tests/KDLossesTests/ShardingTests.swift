@@ -16,6 +16,7 @@ final class ShardingTests: XCTestCase {
         ("prg", ["kind": "prg"]),
         ("vrm", ["kind": "vrm", "q": 0.3]),
         ("spectral", ["kind": "spectral", "k": 3]),
+        ("spectral iterative", ["kind": "spectral", "k": 3, "solver": "iterative"]),
     ]
 
     /// (loss, gradients of the student inputs) for one shard.
@@ -55,14 +56,20 @@ final class ShardingTests: XCTestCase {
 
     /// Row-sharded terms (`LossInputs.comm` set: RKD distance builds only its rows and all-reduces μ and
     /// Σh·d inside the term; RKD angle with sampled partners; VRM's inter-class graph all-reduces its edge
-    /// lengths and ⟨e, G⟩; `delta: 0.05` puts most residuals on Huber's linear side) over in-process worlds of 1–4 ranks, uneven shards and, for a batch of 3 on
-    /// 4 ranks, an empty one: the shares and their gradients add up to the whole loss computed without a
-    /// communicator. 1e-5 relative: the same float32 sums regrouped by rank (n ≤ 64 terms, n·u ≈ 4e-6).
+    /// lengths and ⟨e, G⟩, `delta: 0.05` putting most residuals on Huber's linear side; spectral builds its
+    /// rows of W, all-reduces σ² and its σ² gradient term and gathers the degrees, dense and iterative) over
+    /// in-process worlds of 1–4 ranks, uneven shards and, for a batch of 3 on 4 ranks, an empty one: the
+    /// shares and their gradients add up to the whole loss computed without a communicator. 1e-5 relative:
+    /// the same float32 sums regrouped by rank (n ≤ 64 terms, n·u ≈ 4e-6); the spectral iterative solves
+    /// are exact here (n ≤ 10: the first block spans the whole space, Rayleigh–Ritz is dense).
     func testRowShardedSharesOverACommunicatorSumToTheWholeLoss() throws {
         let configs: [[String: Any]] = [["kind": "rkd"], ["kind": "rkd", "input": "embedding", "angle_weight": 0],
                                         ["kind": "rkd", "distance_weight": 25, "angle_weight": 50],
                                         ["kind": "rkd", "angle_partners": 3, "angle_anchors": 4, "seed": 5],
-                                        ["kind": "vrm", "q": 0.25], ["kind": "vrm", "q": 0, "delta": 0.05]]
+                                        ["kind": "vrm", "q": 0.25], ["kind": "vrm", "q": 0, "delta": 0.05],
+                                        ["kind": "spectral", "k": 3, "solver": "dense"],
+                                        ["kind": "spectral", "k": 2, "solver": "iterative"],
+                                        ["kind": "spectral", "input": "features"]]
         for config in configs {
             let cases = config["kind"] as? String == "vrm" ? [(7, 2), (3, 2), (5, 3)] : [(7, 1), (3, 1), (5, 2)]
             for (b, views) in cases {
