@@ -82,11 +82,12 @@ func spectralEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: 
 ///
 /// The student Laplacian is differentiable, `σ²` and the degrees included. With `Π = U Uᵀ`,
 /// `trace(Uᵀ L U) = Σ_i Π_ii − Σ_ij d_i W_ij d_j Π_ij` (`d = deg^{-½}`), a sum over rows `i`: the share
-/// of rows `R` is `(1/k)(Σ_{i∈R} Π_ii − Σ_{i∈R} d_i α_i) − (|R|/n)(1/k) Σ λ^T_m`, `α_i = Σ_j W_ij d_j Π_ij`.
+/// of rows `R` is `(1/k)(Σ_{i∈R} Π_ii − Σ_{i∈R} d_i α_i) − (|R|/n)(1/k) Σ λ^T_m`,
+/// `α_i = Σ_j W_ij d_j Π_ij`.
 /// Backward: `∂/∂W_ij = d_i d_j Π_ij − d_i³ α_i` (the second part is `d_i`'s, through `deg_i`, from every
 /// row's sum — `2α_i` by the symmetry of `W` and `Π` — so the owner of row `i` carries it), then through
-/// `exp`, `σ²` (`∂W_ij/∂σ² = W_ij q_ij/σ⁴`, reaching every off-diagonal `q`), `q_ij = ‖u_i − u_j‖²` (two
-/// sgemms) and `n(·)`. Term: `spectral` (share).
+/// `exp`, `σ²` (`∂W_ij/∂σ² = W_ij q_ij/σ⁴`, reaching every off-diagonal `q`), `q_ij = ‖u_i − u_j‖²`
+/// (two sgemms) and `n(·)`. Term: `spectral` (share).
 ///
 /// With `comm` (row-sharded, docs/losses.md "share contract"): this rank builds only its rows `R` of the
 /// teacher's and student's `W` (`O(|R|·n·D)`), `σ²` from an all-reduce of the ranks' row sums of `q`,

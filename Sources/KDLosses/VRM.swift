@@ -65,8 +65,9 @@ public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double)
 /// vertices' components, the edges' squared lengths and the normalisation's `⟨e, g⟩` combined by two
 /// all-reduces of `C(C−1)/2` pairs each, `O(C²·M/N)` per rank); without, it is computed fully on every rank
 /// (its `O(C²M)` sweep on transposed copies, contiguous) and taken with weight `|shard|/B`. Edges are built
-/// pair by pair (never `(2B)²·C` floats at once); memory `O(M·C)`. Backward fused: Huber', then through each `n(·)`, then through the standardisation
-/// `dz = dy − mean(dy)`. Terms: `inter_sample`, `inter_class`, `kd` (shares, unweighted).
+/// pair by pair (never `(2B)²·C` floats at once); memory `O(M·C)`. Backward fused: Huber', then through
+/// each `n(·)`, then through the standardisation `dz = dy − mean(dy)`. Terms: `inter_sample`,
+/// `inter_class`, `kd` (shares, unweighted).
 public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
                     parameters p: VRMParameters = VRMParameters(), shard: Range<Int>? = nil,
                     comm: Communicator? = nil) throws -> LossShare {

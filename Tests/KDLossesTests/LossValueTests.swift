@@ -105,7 +105,8 @@ final class LossValueTests: XCTestCase {
     /// estimate, and its gradient, equal the exact loss and gradient — for P = 2 (diagonal and off-diagonal
     /// factors far apart) and P = 4, with the anchors a shard that overlaps and misses the sets, and a
     /// student with a duplicated row (its diagonal triplets `j = k` are then non-zero: the `n/P` factor
-    /// counts; with the off-diagonal factor instead the P = 2 mean is off by 20%). The tolerance 1e-5: the same Float64 sums in another order, rounded to float32 once per set.
+    /// counts; with the off-diagonal factor instead the P = 2 mean is off by 20%). The tolerance 1e-5: the
+    /// same Float64 sums in another order, rounded to float32 once per set.
     func testAnglePartnerSamplingIsUnbiased() throws {
         let x = LossCase(b: 6)
         let n = 6, d = x.sFeat.shape[1]
@@ -131,8 +132,11 @@ final class LossValueTests: XCTestCase {
                 }
                 let label = "rows \(rows) P = \(p) (\(sets.count) sets)"
                 XCTAssertEqual(mean, Double(exact.value.item), accuracy: 1e-5 * Double(exact.value.item), label)
-                // At coincident points the gradient runs through n(v) at ‖v‖ < 1e-12 (factors of 1e12): values only.
-                if s !== duplicated { XCTAssertLessThan(relErr(meanGrad.map { Float($0) }, exactGrad), 1e-5, label) }
+                // At coincident points the gradient runs through n(v) at ‖v‖ < 1e-12 (factors of 1e12):
+                // values only.
+                if s !== duplicated {
+                    XCTAssertLessThan(relErr(meanGrad.map { Float($0) }, exactGrad), 1e-5, label)
+                }
             }
             s.requiresGrad = false
         }

@@ -84,7 +84,8 @@ final class ShardingTests: XCTestCase {
                         inputs.comm = comm
                         let r = try term.evaluate(inputs)
                         if r.value.requiresGrad { r.value.backward() }
-                        return (Double(r.value.item), x.students.map { $0.grad?.array ?? [Float](repeating: 0, count: $0.count) })
+                        return (Double(r.value.item),
+                                x.students.map { $0.grad?.array ?? [Float](repeating: 0, count: $0.count) })
                     }
                     let sum = results.reduce(0) { $0 + $1.0 }
                     let label = "\(config) b \(b) views \(views) N=\(ranks)"

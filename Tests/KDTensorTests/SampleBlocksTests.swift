@@ -75,14 +75,16 @@ final class SampleBlocksTests: XCTestCase {
         // linear: with blocks the forward and dx GEMMs are row-invariant (another summation order).
         try check("linear", { x, p in try linear(x, weight: p[0], bias: p[1]) },
                   x: randomTensor([5, 12], seed: 11),
-                  params: [randomTensor([7, 12], seed: 12), randomTensor([7], seed: 13)], outputShape: [5, 7], sameInputGradient: false)
+                  params: [randomTensor([7, 12], seed: 12), randomTensor([7], seed: 13)], outputShape: [5, 7],
+                  sameInputGradient: false)
         // BatchNorm: the statistics couple the rows, so a block alone has other partials; the per-block
         // statistics regroup the same Double sums (x's gradient within float32 rounding).
         let rm = Tensor.zeros([6]), rv = Tensor(shape: [6], repeating: 1)
         try check("batchNorm (training)", { x, p in
             try batchNorm(x, gamma: p[0], beta: p[1], runningMean: rm, runningVar: rv, training: true)
         }, x: randomTensor([5, 3, 3, 6], seed: 14),
-           params: [positiveTensor([6], seed: 15), randomTensor([6], seed: 16)], outputShape: [5, 3, 3, 6], positionInvariant: false, sameInputGradient: false)
+           params: [positiveTensor([6], seed: 15), randomTensor([6], seed: 16)], outputShape: [5, 3, 3, 6],
+           positionInvariant: false, sameInputGradient: false)
     }
 
     /// With blocks on, `linear` runs the row-invariant GEMM: a row's output has the same bits alone or

@@ -63,8 +63,8 @@ public func topEigenBlockKrylov(n: Int, count k: Int, locked: [Double] = [], loc
                                 agree: (Double) throws -> Double = { $0 }) throws -> TopEigenResult {
     let l = locked.count / max(n, 1)
     guard n > 0, locked.count == l * n, k >= 0, k <= n - l else {
-        throw TensorError.invalidArgument(op: "topEigenBlockKrylov",
-                                          message: "needs 0 ≤ k ≤ n − locked, got k = \(k), n = \(n), locked \(l)")
+        throw TensorError.invalidArgument(op: "topEigenBlockKrylov", message: "needs 0 ≤ k ≤ n − locked, "
+                                          + "got k = \(k), n = \(n), locked \(l)")
     }
     if k == 0 {
         return TopEigenResult(values: [Double](repeating: lockedValue, count: l), vectors: locked, converged: true,

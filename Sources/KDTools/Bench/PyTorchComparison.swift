@@ -69,8 +69,8 @@ public enum PyTorchComparison {
                 }
                 guard t.anglePartners.map({ $0 >= c.data.globalBatch * c.data.views }) ?? true || t.angleWeight == 0
                 else {
-                    throw Refusal(key: key + ".angle_partners", reason: "the script computes every triplet: set it to 0 "
-                                  + "or at least the \(c.data.globalBatch * c.data.views) rows")
+                    throw Refusal(key: key + ".angle_partners", reason: "the script computes every triplet: "
+                                  + "set it to 0 or at least the \(c.data.globalBatch * c.data.views) rows")
                 }
                 rkd = [Double(t.weight), Double(t.distanceWeight), Double(t.angleWeight)]
             default:
