@@ -39,7 +39,7 @@ final class PyTorchComparisonTests: XCTestCase {
             .contains("loss[1].angle_anchors"))
         // 128 rows: a partner cap below them samples the angle (the script does not), at or above it is exact.
         XCTAssertTrue(refusal(try config(loss: "[{kind: rkd, angle_partners: 64}]"))
-            .contains("loss[0].angle_partners: the script computes every triplet: set it to 0 or at least the 128 rows"))
+            .contains("loss[0].angle_partners: the script computes every triplet: set it to 0 or at least the 128"))
         XCTAssertEqual(refusal(try config(loss: "[{kind: rkd, angle_partners: 128}]")), "")
         XCTAssertEqual(refusal(try config(loss: "[{kind: rkd}]")), "")
         XCTAssertTrue(refusal(try config(), ranks: 3).contains("data.global_batch"))
