@@ -38,7 +38,7 @@ func spectralCycleCap(n: Int, block p: Int) -> Int {
 /// What the spectral term's teacher eigensolves did in this process (each rank counts its own solves;
 /// threads of one process share the counts). Nothing is printed from the training path: a fallback
 /// is visible here and in `kdgraph bench`'s output.
-public struct SpectralSolverStatistics: Equatable, Sendable {
+public struct SpectralSolverStatistics: Equatable, Sendable, Codable {
     /// Solves by `dsyevd_` chosen up front (`dense`, or `auto` below the threshold).
     public var dense = 0
     /// Solves by the iterative method that converged.

@@ -209,6 +209,11 @@ assert b1["statistics_allreduces_per_step"] == 18 and b1["gathers_per_step"] == 
 assert [(p["ranks"], p["global_batch"]) for p in b1["loss_projection"]] == [(1, 10), (2, 20), (4, 40), (8, 80)], \
     b1["loss_projection"]
 assert b2["loss_projection"] == []
+# The loss's memory at each projected global batch: gathered inputs linear in it, working memory counted.
+pts = b1["loss_projection"]
+assert all(p["input_bytes"] > 0 and p["peak_bytes"] > 0 for p in pts), pts
+assert all(abs(p["input_bytes"] / p["global_batch"] - pts[0]["input_bytes"] / 10) < 1e-9 for p in pts), pts
+assert "spectral_solves" not in b1
 md = open(os.path.join(d, "report.md")).read()
 assert "| 1 | 10 |" in md and "| 2 | 20 |" in md and "Weak-scaling projection" in md and "| 8 | 80 |" in md, md
 assert len(open(os.path.join(d, "report.csv")).read().strip().splitlines()) == 3
@@ -245,6 +250,18 @@ if (cd "$tmp/fresh" && "$abs_bin" bench --config bench-distill-resnet32x4-resnet
    && grep -q "teacher resnet32x4 has RANDOM weights (teacher.init: random)" "$tmp/fresh.log"; then
   ok "bench with the shipped bench-distill config on a fresh clone: runs, random teacher announced"
 else ko "bench on a fresh clone" "$(tail -3 "$tmp/fresh.log")"; fi
+# The spectral term's eigensolves are reported by the bench (2 ranks, the iterative solver forced: it
+# converges on 20 rows: a solve per step and per loss timing, no fallback, no dense solve).
+if mpi 2 bench --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --warmup 1 \
+     --steps 2 --pytorch off --set 'loss=[{kind: spectral, k: 3, solver: iterative}]' \
+     --set data.global_batch=20 >"$tmp/spectral.json" 2>"$tmp/spectral.log" \
+   && out=$(python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))["spectral_solves"]
+assert s["iterative"] >= 3 and s["dense"] == 0 and s["fallbacks"] == 0 and s["cycles"] >= 3, s
+print(s)' "$tmp/spectral.json" 2>&1); then
+  ok "bench reports the spectral solves: $out"
+else ko "bench spectral solves" "${out:-$(tail -3 "$tmp/spectral.log")}"; fi
 if msg=$("$bin" bench --config Tests/mpi/configs/tiny-distill.yaml --project-ranks 4,0 2>&1); then
   ko "bad --project-ranks" "exit 0"
 elif echo "$msg" | grep -q "project-ranks: bad entry '0'"; then ok "bad --project-ranks refused with the entry named"

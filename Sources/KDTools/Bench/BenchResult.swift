@@ -65,6 +65,9 @@ public struct BenchResult: Codable, Equatable {
     /// allocates), beside the measured `peak_rss_bytes` and `tensor_pool_peak_bytes`; absent in results
     /// of earlier versions.
     public var estimatedStepBytes: Int? = nil
+    /// The spectral term's teacher eigensolves during the bench on rank 0 (dense, iterative, fallbacks to
+    /// dense, restart cycles), when the objective has one; absent otherwise.
+    public var spectralSolves: SpectralSolverStatistics? = nil
 
     public func json() throws -> String {
         let e = JSONEncoder()

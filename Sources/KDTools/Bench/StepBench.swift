@@ -130,6 +130,9 @@ public enum StepBench {
             lossProjection: projection, host: String(cString: host),
             cores: ProcessInfo.processInfo.activeProcessorCount, estimatedStepBytes: estimate.total)
         result.lossShareS = lossShare
+        if trainer.objective.terms.contains(where: { $0 is SpectralTerm }) {
+            result.spectralSolves = SpectralSolverStatistics.current
+        }
         return result
     }
 
