@@ -74,9 +74,9 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
     }
     let ns = points.map { selectRows(student, $0) } ?? student
     let nt = points.map { selectRows(teacher, $0) } ?? teacher
-    let result = try rkdAngleSweep(student: ns, teacher: nt, anchors: anchorsAt, partners: partnerRange,
-                                   invN3: scale / (Double(n) * Double(n) * Double(n)), diagonalRatio: diagonalRatio,
-                                   wantGrad: needsGrad(student))
+    let result = rkdAngleSweep(student: ns, teacher: nt, anchors: anchorsAt, partners: partnerRange,
+                               invN3: scale / (Double(n) * Double(n) * Double(n)), diagonalRatio: diagonalRatio,
+                               wantGrad: needsGrad(student))
     let grad: Tensor? = result.grad.map { g in
         guard let points else { return g }
         let d = student.shape[1], full = Tensor.zeros([n, d])
@@ -95,7 +95,7 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
 /// the share `invN3 · Σ_i Σ_{j,k} Huber_1(a^S_ijk − a^T_ijk)` (the diagonal `j = k` weighted by an extra
 /// `diagonalRatio`) and, with `wantGrad`, its gradient with respect to `x`.
 func rkdAngleSweep(student: Tensor, teacher: Tensor, anchors anchorList: [Int], partners: Range<Int>,
-                   invN3: Double, diagonalRatio: Double, wantGrad: Bool) throws -> (share: Double, grad: Tensor?) {
+                   invN3: Double, diagonalRatio: Double, wantGrad: Bool) -> (share: Double, grad: Tensor?) {
     let n = student.shape[0]
     let ds = student.shape[1]
     let lo = partners.lowerBound, hi = partners.upperBound
