@@ -1,20 +1,5 @@
 import CBLAS
 
-/// Row-major DGEMM on raw pointers, the Float64 sibling of `sgemm`: `C = alpha · op(A) · op(B) + beta · C`.
-@inline(__always)
-public func dgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
-                  alpha: Double = 1, a: UnsafePointer<Double>, lda: Int,
-                  b: UnsafePointer<Double>, ldb: Int,
-                  beta: Double = 0, c: UnsafeMutablePointer<Double>, ldc: Int) {
-    if m == 0 || n == 0 { return }
-    if k == 0 {
-        if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
-        return
-    }
-    cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-}
-
 /// The `k` largest eigenpairs of a symmetric operator found by `topEigenBlockKrylov`.
 public struct TopEigenResult {
     /// Eigenvalues, descending (the locked vector's first).

@@ -6,13 +6,31 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
                   alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                   b: UnsafePointer<Float>, ldb: Int,
                   beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
-    if m == 0 || n == 0 { return }
-    if k == 0 {
-        if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
-        return
-    }
+    if gemmWithoutProducts(m: m, n: n, k: k, beta: beta, c: c, ldc: ldc) { return }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// The Float64 sibling of `sgemm` (the spectral loss's iterative eigensolver).
+@inline(__always)
+public func dgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                  alpha: Double = 1, a: UnsafePointer<Double>, lda: Int,
+                  b: UnsafePointer<Double>, ldb: Int,
+                  beta: Double = 0, c: UnsafeMutablePointer<Double>, ldc: Int) {
+    if gemmWithoutProducts(m: m, n: n, k: k, beta: beta, c: c, ldc: ldc) { return }
+    cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// The GEMMs BLAS is not called for: an empty C (nothing to do), or K = 0 (no products: C = 0 when
+/// beta = 0, else left as it is). True when handled here.
+@inline(__always)
+func gemmWithoutProducts<T: FloatingPoint>(m: Int, n: Int, k: Int, beta: T, c: UnsafeMutablePointer<T>,
+                                           ldc: Int) -> Bool {
+    if m == 0 || n == 0 { return true }
+    guard k == 0 else { return false }
+    if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
+    return true
 }
 
 /// Sets the number of OpenBLAS threads (KDGraph's default under MPI: 1 per rank).
