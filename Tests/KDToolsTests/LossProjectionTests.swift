@@ -17,9 +17,10 @@ final class LossProjectionTests: XCTestCase {
                           labels: (0..<b).map { $0 % 5 }, step: 7)
     }
 
-    /// Rows are tiled sample-major (the first copy exact, the others scaled by 1 + 0.01·u per row),
+    /// Rows are tiled sample-major (the first copy exact, the others perturbed: scaled by 1 + 0.01·u and
+    /// given noise of 20% of the row's RMS),
     /// student rows are trainable leaves, teacher rows constants, labels tiled, the shard is rank 0's.
-    func testTiledLayout() {
+    func testTiledLayout() throws {
         let base = inputs(samples: 6, views: 2)
         let g = LossProjection.tiled(base, perRank: 5, ranks: 3)
         XCTAssertEqual(g.batchSize, 15); XCTAssertEqual(g.views, 2)
@@ -33,11 +34,24 @@ final class LossProjectionTests: XCTestCase {
         XCTAssertTrue(g.proxies === base.proxies)
         let src = base.studentEmbedding!, dst = g.studentEmbedding!
         for k in 0..<(12 * 4) { XCTAssertEqual(dst.ptr[k], src.ptr[k]) }
-        // Row 12 (copy 2, row 0) is row 0 times one factor, not equal to it.
-        let f = dst.ptr[12 * 4] / src.ptr[0]
-        XCTAssertNotEqual(f, 1)
-        XCTAssertEqual(f, 1, accuracy: 0.06)
-        for c in 1..<4 { XCTAssertEqual(dst.ptr[12 * 4 + c], src.ptr[c] * f, accuracy: 1e-5 * abs(src.ptr[c]) + 1e-7) }
+        // Every further copy is its row scaled and given noise of 20% of the row's RMS: ‖x' − x‖/‖x‖ has mean
+        // ≈ 0.19 over 78 copies of 4-element rows (0.2·√(χ²₄/4): between 0.1 and 0.35), and only the odd one
+        // (χ²₄ < 0.2: 0.5% each) falls in the near-duplicate range (< 0.045: squared distance below 1e-3 of
+        // the squared norms) where the distance kernels recompute differences exactly.
+        let wide = LossProjection.tiled(inputs(samples: 2, views: 1), perRank: 2, ranks: 40)
+        let x = try XCTUnwrap(wide.teacherEmbedding), d = 4
+        var ratios: [Float] = []
+        for r in 2..<80 {
+            var diff: Float = 0, norm: Float = 0
+            for c in 0..<d {
+                let a = x.ptr[r * d + c], b = x.ptr[(r % 2) * d + c]
+                diff += (a - b) * (a - b); norm += b * b
+            }
+            ratios.append((diff / norm).squareRoot())
+        }
+        XCTAssertLessThanOrEqual(ratios.filter { $0 < 0.045 }.count, 4)
+        let mean = ratios.reduce(0, +) / Float(ratios.count)
+        XCTAssertGreaterThan(mean, 0.1); XCTAssertLessThan(mean, 0.35)
     }
 
     /// The timed objective at the bench's own world size is the real objective on the real inputs:

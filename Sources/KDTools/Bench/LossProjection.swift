@@ -13,8 +13,11 @@ import KDTrain
 /// cost does not grow, so the loss is what changes the step (docs/scaling.md).
 ///
 /// The projection takes the loss inputs of a real step (student rows on the tape, teacher rows,
-/// proxies, labels), tiles their rows to `b·N` samples — each further copy scaled by `1 + 0.01·u`,
-/// `u ~ N(0, 1)` per row, so no two rows coincide — and times the objective's forward and backward
+/// proxies, labels), tiles their rows to `b·N` samples — each further copy scaled by `1 + 0.01·u` and
+/// given noise of 20% of the row's RMS (`u`, the noise ~ N(0, 1)), so no two rows coincide or nearly
+/// coincide: copies lie as far from their original as distinct samples do, not in the near-duplicate range
+/// where the distance kernels recompute differences exactly, which would time a path real batches rarely
+/// take — and times the objective's forward and backward
 /// for the shard of rank 0 (`b` samples), exactly the work one rank does between the gather and the
 /// networks' backward. The gathers, reduce-scatters and all-reduces are left to the cost model.
 public enum LossProjection {
@@ -47,8 +50,11 @@ public enum LossProjection {
             let out = Tensor(uninitializedShape: [newRows, d])
             for r in 0..<newRows {
                 let src = t.ptr + (r % rows) * d, dst = out.ptr + r * d
-                let factor: Float = r < rows ? 1 : 1 + 0.01 * rng.nextNormal()
-                for k in 0..<d { dst[k] = src[k] * factor }
+                guard r >= rows else { dst.update(from: src, count: d); continue }
+                var ss: Float = 0
+                for k in 0..<d { ss += src[k] * src[k] }
+                let factor = 1 + 0.01 * rng.nextNormal(), noise = 0.2 * (ss / Float(d)).squareRoot()
+                for k in 0..<d { dst[k] = src[k] * factor + noise * rng.nextNormal() }
             }
             out.requiresGrad = trainable
             return out
