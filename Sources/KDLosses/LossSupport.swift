@@ -68,7 +68,6 @@ func recordFused(_ name: String, output out: Tensor, inputs: [Tensor], grads: [T
     }
 }
 
-/// The scalar output of a fused loss.
 /// The share of a loss of the rows of `x` (`n × d`) whose gradient comes from the squared distances:
 /// `∂x` from `∂q` (`n × n`, nil when no gradient is needed) by `squaredDistancesBackward`, recorded as
 /// one fused tape node named `name`, the value reported as `term`.
@@ -85,4 +84,5 @@ func squaredDistanceShare(_ name: String, term: String, value: Double, x: Tensor
     return LossShare(value: out, terms: [(term, value)])
 }
 
+/// The scalar output of a fused loss.
 @inline(__always) func scalarTensor(_ v: Double) -> Tensor { Tensor(shape: [], data: [Float(v)]) }

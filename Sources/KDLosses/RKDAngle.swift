@@ -72,21 +72,14 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
         partnerRange = 0..<set.count
         points = list
     }
-    let ns = points.map { selectRows(student, $0) } ?? student
-    let nt = points.map { selectRows(teacher, $0) } ?? teacher
-    let result = rkdAngleSweep(student: ns, teacher: nt, anchors: anchorsAt, partners: partnerRange,
+    // Those points' rows by `gather` (on the tape: its backward scatter-adds the points' gradient to the rows).
+    let xs = try points.map { try gather(student, indices: $0) } ?? student
+    let xt = try points.map { try gather(teacher, indices: $0) } ?? teacher
+    let result = rkdAngleSweep(student: xs, teacher: xt, anchors: anchorsAt, partners: partnerRange,
                                invN3: scale / (Double(n) * Double(n) * Double(n)), diagonalRatio: diagonalRatio,
-                               wantGrad: needsGrad(student))
-    let grad: Tensor? = result.grad.map { g in
-        guard let points else { return g }
-        let d = student.shape[1], full = Tensor.zeros([n, d])
-        for (r, row) in points.enumerated() {
-            for c in 0..<d { full.ptr[row * d + c] += g.ptr[r * d + c] }
-        }
-        return full
-    }
+                               wantGrad: needsGrad(xs))
     let out = scalarTensor(result.share)
-    recordFused(name, output: out, inputs: [student], grads: [grad])
+    recordFused(name, output: out, inputs: [xs], grads: [result.grad])
     return LossShare(value: out, terms: [("rkd_angle", result.share)])
 }
 
@@ -227,11 +220,4 @@ public func rkdAngleAnchorSample(rows n: Int, count: Int, seed: UInt64, step: In
 public func rkdAnglePartnerSample(rows n: Int, count: Int, seed: UInt64, step: Int) -> [Int] {
     var rng = KDRandom(keys: seed, UInt64(max(step, 0)), 0xA7)
     return Array(rng.permutation(n).prefix(max(2, min(count, n))))
-}
-
-/// The rows `rows` of a 2-D tensor as a new constant tensor (no tape).
-private func selectRows(_ x: Tensor, _ rows: [Int]) -> Tensor {
-    let d = x.shape[1], out = Tensor(uninitializedShape: [rows.count, d])
-    for (r, row) in rows.enumerated() { (out.ptr + r * d).update(from: x.ptr + row * d, count: d) }
-    return out
 }
