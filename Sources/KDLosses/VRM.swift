@@ -63,8 +63,8 @@ public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double)
 /// real-view KD over the shard's samples. The inter-class graph, whose edges are normalised over all
 /// vertices: with `comm` it is row-sharded (`vrmInterClassRows`: each rank sums the Huber terms of its own
 /// vertices' components, the edges' squared lengths and the normalisation's `⟨e, g⟩` combined by two
-/// all-reduces of `C(C−1)/2` pairs each, `O(C²·M/N)` per rank); without, it is computed fully on every rank
-/// (its `O(C²M)` sweep on transposed copies, contiguous) and taken with weight `|shard|/B`. Edges are built
+/// all-reduces of `C(C−1)/2` pairs each, `O(C²·M/N)` per rank); without, the same sweep runs over every
+/// vertex on every rank (`O(C²M)`) and is taken with weight `|shard|/B`. Edges are built
 /// pair by pair (never `(2B)²·C` floats at once); memory `O(M·C)`. Backward fused: Huber', then through
 /// each `n(·)`, then through the standardisation `dz = dy − mean(dy)`. Terms: `inter_sample`,
 /// `inter_class`, `kd` (shares, unweighted).
@@ -120,7 +120,7 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
 
     /// One edge `n(a − b)` of length `len` for student and teacher; adds `Σ Huber_δ` to the return value
     /// and, with `scale`, the gradient into `ga` (+) and `gb` (−). Eight lanes at a time, a scalar tail.
-    let vs = Tensor(uninitializedShape: [max(mCount, c)]), vt = Tensor(uninitializedShape: [max(mCount, c)])
+    let vs = Tensor(uninitializedShape: [c]), vt = Tensor(uninitializedShape: [c])
     typealias F8 = SIMD8<Float>
     @inline(__always) func ld(_ p: UnsafePointer<Float>, _ q: Int) -> F8 {
         UnsafeRawPointer(p + q).loadUnaligned(as: F8.self)
@@ -197,36 +197,19 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
     }
     let isShare = pairs > 0 ? isSum / pairs : 0
 
-    // Inter-class edges: row-sharded over `comm`, or over all kept vertices, full on every rank, weight
-    // |shard|/B. The class columns are read from transposed copies ([C, M], contiguous), not with stride C
-    // through [M, C].
+    // Inter-class edges (`vrmInterClassRows`): row-sharded over `comm` (this rank's vertices); without one,
+    // over all kept vertices on every rank, weight |shard|/B.
     let frac = comm == nil ? Double(shard.count) / Double(b) : 1
     let classPairs = Double(c) * Double(c - 1) / 2
     var icSum = 0.0
-    if let comm, classPairs > 0 {
-        let first = vsample.firstIndex { $0 >= shard.lowerBound } ?? mCount
-        let own = first..<(vsample[first...].firstIndex { $0 >= shard.upperBound } ?? mCount)
+    if classPairs > 0 && (comm != nil || frac > 0) {
+        var own = 0..<mCount
+        if comm != nil {
+            let first = vsample.firstIndex { $0 >= shard.lowerBound } ?? mCount
+            own = first..<(vsample[first...].firstIndex { $0 >= shard.upperBound } ?? mCount)
+        }
         icSum = try vrmInterClassRows(student: hs, teacher: ht, grad: gh, vertices: own, delta: delta,
-                                      scale: Float(Double(p.interClassWeight) / classPairs), comm: comm)
-    } else if classPairs > 0 && frac > 0 {
-        let scale = Float(Double(p.interClassWeight) * frac / classPairs)
-        func transposed(_ x: Tensor) -> Tensor {
-            let t = Tensor(uninitializedShape: [c, mCount])
-            for m in 0..<mCount { for j in 0..<c { t.ptr[j * mCount + m] = x.ptr[m * c + j] } }
-            return t
-        }
-        let hsT = transposed(hs), htT = transposed(ht)
-        let ghT: Tensor? = gh == nil ? nil : Tensor.zeros([c, mCount])
-        for cc in 0..<c {
-            for dd in (cc + 1)..<c {
-                icSum += edge(hsT.ptr + cc * mCount, hsT.ptr + dd * mCount, htT.ptr + cc * mCount,
-                              htT.ptr + dd * mCount, len: mCount, scale: scale,
-                              ga: ghT.map { $0.ptr + cc * mCount }, gb: ghT.map { $0.ptr + dd * mCount })
-            }
-        }
-        if let gh, let ghT {
-            for m in 0..<mCount { for j in 0..<c { gh.ptr[m * c + j] += ghT.ptr[j * mCount + m] } }
-        }
+                                      scale: Float(Double(p.interClassWeight) * frac / classPairs), comm: comm)
     }
     let icShare = classPairs > 0 ? icSum / classPairs * frac : 0
 
@@ -338,9 +321,10 @@ public struct VRMTerm: LossTerm {
 /// terms and, with `grad`, `G = scale·Huber'` and the partial `⟨e, G⟩` of each edge, all-reduced; then
 /// `∂w_c,m = (G_m − e_m⟨e, G⟩) / ‖w_c − w_d‖` (`G_m / ‖·‖` for a zero-length edge) added for c and
 /// subtracted for d into `grad`'s own rows. The ranks' shares add up to the whole graph and their
-/// gradients to its gradient. Every rank of `comm` must call it (with an empty range if it owns nothing).
+/// gradients to its gradient. Every rank of `comm` must call it (with an empty range if it owns nothing);
+/// without a communicator `vertices` must be all `M` of them (the whole graph, no all-reduce).
 func vrmInterClassRows(student hs: Tensor, teacher ht: Tensor, grad gh: Tensor?, vertices: Range<Int>,
-                       delta: Float, scale: Float, comm: Communicator) throws -> Double {
+                       delta: Float, scale: Float, comm: Communicator?) throws -> Double {
     let c = hs.shape[1], mo = vertices.count, pairs = c * (c - 1) / 2
     func transposed(_ x: Tensor) -> Tensor {
         let t = Tensor(uninitializedShape: [c, max(mo, 1)])
@@ -362,7 +346,7 @@ func vrmInterClassRows(student hs: Tensor, teacher ht: Tensor, grad gh: Tensor?,
             k += 1
         }
     }
-    try comm.allReduce(&lengths, op: .sum)
+    if let comm { try comm.allReduce(&lengths, op: .sum) }
     /// The edge's student and teacher inverse lengths, and whether the student edge is longer than ε.
     func inverse(_ k: Int) -> (s: Float, t: Float, long: Bool) {
         let rs = Float(lengths[2 * k].squareRoot()), rt = Float(lengths[2 * k + 1].squareRoot())
@@ -387,7 +371,7 @@ func vrmInterClassRows(student hs: Tensor, teacher ht: Tensor, grad gh: Tensor?,
         }
     }
     guard let gh else { return sum }
-    try comm.allReduce(&dots, op: .sum)
+    if let comm { try comm.allReduce(&dots, op: .sum) }
     let ghT = Tensor.zeros([c, max(mo, 1)])
     k = 0
     for cc in 0..<c {
