@@ -1,4 +1,5 @@
 import Foundation
+import KDFormats
 import KDTensor
 
 /// A labelled image collection, read by index. Images are `height × width × channels` UInt8, HWC
@@ -33,6 +34,20 @@ extension ImageDataset {
 
     /// Every label, in index order.
     public func labels() -> [Int] { (0..<count).map(label) }
+
+    /// SHA-256 (hex) of the shape and of every image's bytes in index order: what a teacher sees of this
+    /// split. Reordered, edited or replaced images give another digest (the teacher cache's manifest
+    /// records it); labels are not part of it.
+    public func contentDigest() -> String {
+        var h = SHA256Stream()
+        h.update("images \(count)x\(height)x\(width)x\(channels)\n")
+        var image = [UInt8](repeating: 0, count: imageBytes)
+        for i in 0..<count {
+            image.withUnsafeMutableBufferPointer { copyImage(i, into: $0.baseAddress!) }
+            image.withUnsafeBytes { h.update($0) }
+        }
+        return h.finalizeHex()
+    }
 }
 
 /// A training split and an evaluation split of one source.

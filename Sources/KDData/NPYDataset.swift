@@ -115,6 +115,19 @@ public struct FeatureSplit: @unchecked Sendable {
         features.copyRows(indices.map { rows[$0] }, into: t.ptr)
         return (t, indices.map(label))
     }
+
+    /// SHA-256 (hex) of the shape and of the split's rows as float32, in split order (see
+    /// `ImageDataset.contentDigest`).
+    public func contentDigest() -> String {
+        var h = SHA256Stream()
+        h.update("features \(count)x\(dim)\n")
+        var row = [Float](repeating: 0, count: dim)
+        for r in rows {
+            row.withUnsafeMutableBufferPointer { features.copyRows([r], into: $0.baseAddress!) }
+            row.withUnsafeBytes { h.update($0) }
+        }
+        return h.finalizeHex()
+    }
 }
 
 /// The `npy` source: a folder with `train_images.npy` (N×H×W×C uint8) and `train_labels.npy`

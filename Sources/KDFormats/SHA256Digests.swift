@@ -52,3 +52,13 @@ public func sha256HexOfFile(_ path: String) throws -> String {
     }
     return hex(h.finalize())
 }
+
+/// SHA-256 over data fed in pieces (a data set's content, image by image), hex at the end.
+public struct SHA256Stream {
+    private var hasher = SHA256()
+    public init() {}
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) { hasher.update(bufferPointer: bytes) }
+    public mutating func update(_ text: String) { update(Array(text.utf8)) }
+    public mutating func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { hasher.update(bufferPointer: $0) } }
+    public func finalizeHex() -> String { hex(hasher.finalize()) }
+}

@@ -69,9 +69,9 @@ public enum Checkpoint {
         var meta = metadata
         meta[weightsChecksumKey] = weightsDigest
         if let optimizer {
-            let layouts = Dictionary(model.stateEntries().map { ($0.name, $0.layout) }, uniquingKeysWith: { a, _ in a })
+            let entries = entriesByName(model)
             for (name, t) in optimizer.stateTensors() {
-                let layout = layouts[paramName(ofSlot: name)] ?? .plain
+                let layout = slotLayout(name, shape: t.shape, entries: entries)
                 tensors.append((optimizerPrefix + name, export(t, layout: layout, integer: false)))
             }
             meta["optim.step_count"] = String(optimizer.stepCount)
@@ -129,12 +129,12 @@ public enum Checkpoint {
                 throw ModelError.checkpoint(file: path, message: "no optimizer state (neither \(statePath(of: path)) "
                                             + "nor optim.step_count in this file)")
             }
-            let layouts = Dictionary(model.stateEntries().map { ($0.name, $0.layout) }, uniquingKeysWith: { a, _ in a })
+            let entries = entriesByName(model)
             var state: [String: Tensor] = [:]
             for name in f.names where name.hasPrefix(optimizerPrefix) {
-                let slot = String(name.dropFirst(optimizerPrefix.count))
-                state[slot] = try importTensor(f.tensors[name]!, layout: layouts[paramName(ofSlot: slot)] ?? .plain,
-                                               file: f.file, name: name)
+                let slot = String(name.dropFirst(optimizerPrefix.count)), stored = f.tensors[name]!
+                let layout = slotLayout(slot, shape: stored.shape, entries: entries)
+                state[slot] = try importTensor(stored, layout: layout, file: f.file, name: name)
             }
             let kind = String(describing: type(of: optimizer))
             if let saved = f.metadata["optim.kind"], saved != kind {
@@ -203,6 +203,21 @@ public enum Checkpoint {
 
     /// Where `loadWeights` reports conversions it made (stderr unless a caller replaces it).
     nonisolated(unsafe) public static var warn: (String) -> Void = { fputs("warning: \($0)\n", stderr) }
+
+    static func entriesByName(_ model: Module) -> [String: (count: Int, layout: ParameterLayout)] {
+        Dictionary(model.stateEntries().map { ($0.name, ($0.tensor.count, $0.layout)) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// The file layout of optimizer slot `slot` of shape `shape`: its parameter's layout when the slot
+    /// mirrors the parameter element by element (momentum, `exp_avg`, `exp_avg_sq`), plain for anything
+    /// else (AdamW's 0-d per-parameter `step`), so export and import permute the same tensors.
+    static func slotLayout(_ slot: String, shape: [Int],
+                           entries: [String: (count: Int, layout: ParameterLayout)]) -> ParameterLayout {
+        guard let e = entries[paramName(ofSlot: slot)], !shape.isEmpty, e.count == shape.reduce(1, *) else {
+            return .plain
+        }
+        return e.layout
+    }
 
     /// `layer1.0.conv1.weight.exp_avg` → `layer1.0.conv1.weight`.
     static func paramName(ofSlot slot: String) -> String {

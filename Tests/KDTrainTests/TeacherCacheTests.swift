@@ -182,4 +182,38 @@ final class TeacherCacheTests: XCTestCase {
             XCTAssertTrue(e.contains("data.crop_padding: 4 → 2"), e)
         }
     }
+
+    /// Issue 24 item 2: rows of `train_images.npy` shuffled in place (same count, shape and statistics)
+    /// must not be served the records of the old rows. The manifest's training-data digest differs,
+    /// and the cache is refused on every rank naming the field and the file; the same bytes written
+    /// again (a new modification time, same content) still open the cache.
+    func testACacheOfOtherDataContentIsRefused() throws {
+        let data = dir + "/npy"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        let n = 40, pixels = 16 * 16 * 3
+        var images = (0..<(n * pixels)).map { UInt8(truncatingIfNeeded: ($0 * 7919) >> 3) }
+        func writeImages() throws { try NPYWriter.write(images, shape: [n, 16, 16, 3], to: data + "/train_images.npy") }
+        try writeImages()
+        try NPYWriter.write((0..<n).map { Int64($0 % 5) }, shape: [n], to: data + "/train_labels.npy")
+        try NPYWriter.write(Array(images[..<(10 * pixels)]), shape: [10, 16, 16, 3], to: data + "/test_images.npy")
+        try NPYWriter.write((0..<10).map { Int64($0 % 5) }, shape: [10], to: data + "/test_labels.npy")
+        var cfg = try config(cache: "\(dir)/D", out: "d")
+        cfg.data.source = "npy"; cfg.data.path = data; cfg.data.imageSize = nil
+        _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm).fillTeacherCache { _ in } }
+        try writeImages()   // same bytes, new file: still the cache's data
+        _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm) }
+        // Swap the first two images: same count, shape and pixel statistics.
+        let first = Array(images[..<pixels])
+        images.replaceSubrange(0..<pixels, with: images[pixels..<(2 * pixels)])
+        images.replaceSubrange(pixels..<(2 * pixels), with: first)
+        try writeImages()
+        let errors = try InProcessWorld(size: 2).run { comm -> String in
+            do { _ = try Trainer(config: cfg, comm: comm); return "" } catch { return "\(error)" }
+        }
+        for e in errors {
+            XCTAssertTrue(e.contains("teacher.cache.path"), e)
+            XCTAssertTrue(e.contains("training data content: sha256:"), e)
+            XCTAssertTrue(e.contains("of \(data)/train_images.npy"), e)
+        }
+    }
 }

@@ -128,7 +128,7 @@ public final class TeacherOutputCache {
 
     /// The manifest this run expects: the layout, and every setting that decides the stored values.
     static func manifest(config c: KDConfig, data: TrainingData, embeddingSize: Int, weights: String,
-                         algorithms: String) -> TeacherCacheManifest {
+                         content: String, algorithms: String) -> TeacherCacheManifest {
         let layout = TeacherCacheLayout(samples: data.trainCount, views: c.data.views, rounds: c.teacher.cache.rounds,
                                         columns: [.init(name: "embedding", size: embeddingSize),
                                                   .init(name: "logits", size: c.data.classes)],
@@ -142,6 +142,7 @@ public final class TeacherOutputCache {
             ("data.source", c.data.source),
             ("data.path", c.data.path),
             ("training split", "\(data.trainName), \(data.trainCount) samples"),
+            ("training data content", content),
             ("data.eval_fraction", "\(c.data.evalFraction)"),
             ("data.image_size", c.data.imageSize.map(String.init) ?? "~"),
             ("data.augment", "\(c.data.augment)"),
@@ -161,12 +162,15 @@ public final class TeacherOutputCache {
     static func open(config c: KDConfig, data: TrainingData, teacher: TeacherSide, model: any Classifier,
                      algorithms: inout [ConvAlgorithmChoice], comm: Communicator) throws -> TeacherOutputCache {
         let dir = c.teacher.cache.path
-        var weights = ""
+        // What decides the stored values beyond the config: the teacher's weights and the training data's
+        // content (rows shuffled or edited in place under the same path change it). Rank 0 reads both.
+        var identity = ["", ""]
         try comm.onRoot {
-            weights = c.teacher.initialization == "random" ? "random (seed \(c.seed))"
+            identity[0] = c.teacher.initialization == "random" ? "random (seed \(c.seed))"
                 : "sha256:" + (try sha256HexOfFile(c.teacher.checkpoint))
+            identity[1] = "sha256:" + data.trainContentDigest() + " of " + data.trainName
         }
-        weights = try comm.broadcast(weights, root: 0)
+        let weights = try comm.broadcast(identity[0], root: 0), content = try comm.broadcast(identity[1], root: 0)
         // The algorithms of an existing cache (rank 0 reads, every rank decides the same way).
         var stored = ""
         if comm.rank == 0, let m = try? TeacherCacheStore.readManifest(dir) {
@@ -180,7 +184,7 @@ public final class TeacherOutputCache {
             }
         }
         let expected = manifest(config: c, data: data, embeddingSize: teacher.embeddingSize, weights: weights,
-                                algorithms: teacherAlgorithms(algorithms))
+                                content: content, algorithms: teacherAlgorithms(algorithms))
         do {
             try comm.onRoot { try TeacherCacheStore.prepare(directory: dir, manifest: expected) }
         } catch {

@@ -57,6 +57,16 @@ public final class TrainingData {
         }
     }
 
+    /// SHA-256 (hex) of what the teacher sees of the training split: every image's bytes (or feature
+    /// row) in split order, with the shape. One pass over the split; the teacher cache's manifest
+    /// records it, so a cache is never read for data whose content changed under the same path.
+    public func trainContentDigest() -> String {
+        switch source {
+        case .images(let splits, _, _): return splits.train.contentDigest()
+        case .features(let train, _): return train.contentDigest()
+        }
+    }
+
     /// File rows of training-split indices (teacher embeddings are keyed by the row in the data file).
     public func fileRows(_ indices: [Int]) -> [Int] {
         guard let map = trainFileRows else { return indices }
