@@ -117,4 +117,26 @@ else
   ko "cache for other settings" "exit $rc: $(tail -3 "$tmp/other.log")"
 fi
 
+# Training images changed in place (rows shuffled: same count, shape and statistics): the cache filled
+# on the old rows is refused on every rank naming the data file, never read (issue 24 item 2).
+mkdir -p "$tmp/npy"
+python3 - "$tmp/npy" <<'PY'
+import sys, numpy as np
+d = sys.argv[1]; rng = np.random.default_rng(7)
+for split, n in (("train", 64), ("test", 16)):
+    np.save(f"{d}/{split}_images.npy", rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8))
+    np.save(f"{d}/{split}_labels.npy", (np.arange(n) % 5).astype(np.int64))
+PY
+npy=(--set data.source=npy --set data.path="$tmp/npy" --set data.image_size=~ --set teacher.cache.path="$tmp/npycache")
+mpi 2 teacher-cache "${cfg[@]}" "${npy[@]}" >"$tmp/npyfill.log" 2>&1
+python3 -c "import numpy as np, sys; a = np.load(sys.argv[1]); np.save(sys.argv[1], a[np.random.default_rng(1).permutation(len(a))])" \
+  "$tmp/npy/train_images.npy"
+mpi 2 train "${cfg[@]}" "${npy[@]}" --set output.dir="$tmp/shuffled" >"$tmp/shuffled.log" 2>&1; rc=$?
+ranks=$(grep -c "training data content: sha256:.* of $tmp/npy/train_images.npy → sha256:" "$tmp/shuffled.log")
+if [ "$rc" != 0 ] && [ "$ranks" -ge 1 ] && [ ! -e "$tmp/shuffled/metrics.jsonl" ]; then
+  ok "a cache of other training images (rows shuffled in place) refused (exit $rc), naming the data file"
+else
+  ko "cache of shuffled images" "exit $rc: $(tail -3 "$tmp/npyfill.log" "$tmp/shuffled.log")"
+fi
+
 finish
