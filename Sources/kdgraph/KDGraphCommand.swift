@@ -44,7 +44,10 @@ struct ConfigOptions: ParsableArguments {
             withWorld { _ in throw error }
             return
         }
-        withWorld(blasThreads: config.blasThreads) { comm in try body(config, comm) }
+        withWorld(blasThreads: config.runtime.blasThreads) { comm in
+            if comm.rank == 0 { for note in config.overrideNotes { Runtime.logger.info("\(note)") } }
+            try body(config, comm)
+        }
     }
 }
 

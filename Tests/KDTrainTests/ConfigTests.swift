@@ -56,9 +56,9 @@ final class ConfigTests: XCTestCase {
     func testTeacherInit() throws {
         let distill = "mode: distill\nloss: [{kind: kd}]\n"
         let loaded = try KDConfig.parse(yaml: distill + "teacher: {checkpoint: t.safetensors}")
-        XCTAssertEqual(loaded.teacher.initialization, "checkpoint")
+        XCTAssertEqual(loaded.teacher.initialization, .checkpoint)
         let random = try KDConfig.parse(yaml: distill + "teacher: {kind: network, init: random}", file: "b.yaml")
-        XCTAssertEqual(random.teacher.initialization, "random")
+        XCTAssertEqual(random.teacher.initialization, .random)
         XCTAssertEqual(random.teacher.checkpoint, "")
         XCTAssertTrue(random.resolvedYAML.contains("\n  init: random\n"), random.resolvedYAML)
         XCTAssertEqual(try KDConfig.parse(yaml: random.resolvedYAML, file: "b.yaml").teacher, random.teacher)
@@ -72,7 +72,7 @@ final class ConfigTests: XCTestCase {
         let embeddings = "teacher: {kind: embeddings, embeddings: e.npy, init: random}"
         XCTAssertThrowsError(try KDConfig.parse(yaml: distill + embeddings, file: "c.yaml")) { e in
             XCTAssertEqual("\(e)", "c.yaml: teacher.init: 'random' applies to a network teacher; an embeddings "
-                           + "teacher has no weights")
+                           + "teacher has no weights (line 3)")
         }
     }
 
@@ -128,7 +128,7 @@ final class ShippedConfigTests: XCTestCase {
         // Benchmark configs run on a fresh clone: their teacher needs no file (docs/scaling.md).
         let benchFile = root.appendingPathComponent("configs/bench-distill-resnet32x4-resnet8x4.yaml")
         let bench = try KDConfig.load(path: benchFile.path)
-        XCTAssertEqual(bench.teacher.initialization, "random")
+        XCTAssertEqual(bench.teacher.initialization, .random)
         XCTAssertEqual(bench.teacher.checkpoint, "")
     }
 }

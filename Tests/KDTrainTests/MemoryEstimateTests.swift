@@ -90,7 +90,7 @@ final class MemoryEstimateTests: XCTestCase {
                 let s = c.data.imageSize ?? 32
                 // CIFAR in memory: 60 000 images of 32×32×3 bytes.
                 let e = MemoryEstimate(config: c, inputChannels: 3, inputSize: [s, s], features: false,
-                                       residentBytes: c.data.source == "synthetic" ? 0 : 60_000 * 3072, worldSize: 1)
+                                       residentBytes: c.data.source == .synthetic ? 0 : 60_000 * 3072, worldSize: 1)
                 XCTAssertLessThan(e.total, 4_000_000_000, "\(name): \(e)")
                 XCTAssertNoThrow(try e.check(config: c), name)
                 seen += 1
@@ -123,10 +123,10 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/big"))
         // Without the key: the machine's memory, shared by the ranks on it.
         var unlimited = cfg
-        unlimited.memoryLimitGB = 0
+        unlimited.runtime.memoryLimitGB = 0
         XCTAssertTrue(MemoryEstimate.limitBytes(config: unlimited).source.hasSuffix(
             "of physical memory shared by 1 rank(s) on this machine"))
-        XCTAssertEqual(try KDConfig.parse(yaml: "runtime: {memory_limit_gb: 2.5}").memoryLimitGB, 2.5)
+        XCTAssertEqual(try KDConfig.parse(yaml: "runtime: {memory_limit_gb: 2.5}").runtime.memoryLimitGB, 2.5)
         XCTAssertThrowsError(try KDConfig.parse(yaml: "runtime: {memory_limit_gb: -1}", file: "r.yaml")) { e in
             XCTAssertEqual("\(e)", "r.yaml: runtime.memory_limit_gb: must be ≥ 0.0, got -1.0 (line 1)")
         }

@@ -198,7 +198,7 @@ final class TeacherCacheTests: XCTestCase {
         try NPYWriter.write(Array(images[..<(10 * pixels)]), shape: [10, 16, 16, 3], to: data + "/test_images.npy")
         try NPYWriter.write((0..<10).map { Int64($0 % 5) }, shape: [10], to: data + "/test_labels.npy")
         var cfg = try config(cache: "\(dir)/D", out: "d")
-        cfg.data.source = "npy"; cfg.data.path = data; cfg.data.imageSize = nil
+        cfg.data.source = .npy; cfg.data.path = data; cfg.data.imageSize = nil
         _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm).fillTeacherCache { _ in } }
         try writeImages()   // same bytes, new file: still the cache's data
         _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm) }

@@ -96,7 +96,7 @@ final class TrainerWorldTests: XCTestCase {
     /// what the uninterrupted one would have (Tests/mpi/faults.sh checks the losses under mpirun).
     func testResumeRunsTheCheckpointsAlgorithms() throws {
         var cfg = try config(overlap: false)
-        cfg.convAlgorithm = "auto"
+        cfg.convAlgorithm = .auto
         let dir = self.dir
         _ = try InProcessWorld(size: 1).run { comm in
             let a = try Trainer(config: cfg, comm: comm)

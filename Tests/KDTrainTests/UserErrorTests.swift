@@ -53,8 +53,8 @@ final class UserErrorTests: XCTestCase {
                        "--set: .data.global_batch=4: empty key segment in '.data.global_batch'" + hint)
         XCTAssertEqual(refused("=4"), "--set: =4: no key before '='" + hint)
         XCTAssertEqual(refused("data.global_batch"), "--set: data.global_batch: no '='" + hint)
-        XCTAssertEqual(refused("data=1"), "--set: data=1: 'data' is a section; set one of its keys" + hint)
-        XCTAssertEqual(refused("data="), "--set: data=: 'data' is a section; set one of its keys" + hint)
+        XCTAssertEqual(refused("data=1"), "--set: data=1: 'data' is a section; set one of its keys (or give a mapping of them)" + hint)
+        XCTAssertEqual(refused("data="), "--set: data=: 'data' is a section; set one of its keys (or give a mapping of them)" + hint)
         // Well-formed overrides still apply on top of the file.
         XCTAssertEqual(try KDConfig.parse(yaml: yaml, overrides: ["data.views=2"]).data.globalBatch, 8)
     }
@@ -86,9 +86,10 @@ final class UserErrorTests: XCTestCase {
 
     func testEmptyOutputDirAndUnwritableFolder() throws {
         XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "output: {dir: ''}", file: "c.yaml") },
-                       "c.yaml: output.dir: is empty: name the folder the run writes to (e.g. runs/my-run)")
+                       "c.yaml: output.dir: is empty: name the folder the run writes to (e.g. runs/my-run) (line 1)")
+        // Set by an override: the override is named, not a line of the file.
         XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "", file: "c.yaml", overrides: ["output.dir="]) },
-                       "c.yaml: output.dir: is empty: name the folder the run writes to (e.g. runs/my-run)")
+                       "--set: output.dir=: output.dir: is empty: name the folder the run writes to (e.g. runs/my-run)")
         // config.yaml cannot be written (a folder stands in its way): the file and the OS reason, no
         // NSCocoaErrorDomain dump.
         try FileManager.default.createDirectory(atPath: dir + "/out/config.yaml/x", withIntermediateDirectories: true)
@@ -260,6 +261,6 @@ final class UserErrorTests: XCTestCase {
         XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "data: {crop_padding: 2.5}", file: "a.yaml") },
                        "a.yaml: data.crop_padding: expected an integer, got '2.5' (line 1)")
         XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "data: {std: [0.2, 0]}", file: "a.yaml") },
-                       "a.yaml: data.std: needs one positive entry per channel, got [0.2, 0.0]")
+                       "a.yaml: data.std: needs one positive entry per channel, got [0.2, 0.0] (line 1)")
     }
 }

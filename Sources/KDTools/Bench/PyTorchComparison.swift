@@ -41,7 +41,7 @@ public enum PyTorchComparison {
 
     /// The script's arguments for `config`'s step on `ranks` processes.
     public static func arguments(config c: KDConfig, ranks: Int, warmup: Int, steps: Int) throws -> [String] {
-        guard c.mode == .distill, c.teacher.kind == "network" else {
+        guard c.mode == .distill, c.teacher.kind == .network else {
             throw Refusal(key: "teacher.kind", reason: "the script distils from a network teacher")
         }
         guard c.data.views == 1 else { throw Refusal(key: "data.views", reason: "the script has one view") }
@@ -49,11 +49,11 @@ public enum PyTorchComparison {
             throw Refusal(key: "student.sync_bn", reason: "PyTorch's SyncBatchNorm has no CPU implementation; "
                           + "compare with --set student.sync_bn=false")
         }
-        guard c.optim.kind == "sgd" else { throw Refusal(key: "optim.kind", reason: "the script runs SGD") }
+        guard c.optim.kind == .sgd else { throw Refusal(key: "optim.kind", reason: "the script runs SGD") }
         guard c.data.globalBatch % ranks == 0 else {
             throw Refusal(key: "data.global_batch", reason: "not a multiple of the \(ranks) ranks")
         }
-        guard c.data.source == "synthetic" else {
+        guard c.data.source == .synthetic else {
             throw Refusal(key: "data.source", reason: "the script times random images (use the synthetic source)")
         }
         var kd = [0.0, 4, 0], rkd = [0.0, 25, 50]

@@ -25,13 +25,13 @@ public enum TeacherCacheBench {
 
     public static func run(config: KDConfig, uncached: BenchResult, comm: Communicator, warmup: Int,
                            steps: Int) throws -> Report {
-        guard config.mode == .distill, config.teacher.kind == "network" else {
+        guard config.mode == .distill, config.teacher.kind == .network else {
             throw TrainError.invalid("--teacher-cache needs mode: distill with a network teacher")
         }
         var cfg = StepBench.benchConfig(config, warmup: warmup, steps: steps)
         let dir = (config.outputDir as NSString).appendingPathComponent("bench-teacher-cache")
         cfg.teacher.cache = .init(rounds: 1, path: dir, dtype: config.teacher.cache.dtype)
-        if cfg.data.source == "synthetic" { cfg.data.trainSize = cfg.data.globalBatch * (warmup + steps) }
+        if cfg.data.source == .synthetic { cfg.data.trainSize = cfg.data.globalBatch * (warmup + steps) }
         try comm.onRoot {
             if FileManager.default.fileExists(atPath: dir) { try FileManager.default.removeItem(atPath: dir) }
         }
@@ -43,7 +43,7 @@ public enum TeacherCacheBench {
                                        sweepBytes: [])
         let teacher = uncached.phases["teacher"]?.medianS ?? 0
         let nonTeacher = max(uncached.stepMedianS - teacher, 1e-9)
-        return Report(dtype: cfg.teacher.cache.dtype, bytesPerSampleRound: fill.bytesPerSampleRound,
+        return Report(dtype: cfg.teacher.cache.dtype.rawValue, bytesPerSampleRound: fill.bytesPerSampleRound,
                       filledRecords: fill.computed, fillSeconds: fill.seconds,
                       recordsPerS: Double(fill.computed) / max(fill.seconds, 1e-9),
                       writeMBPerS: Double(fill.computed * fill.bytesPerSampleRound) / 1e6 / max(fill.seconds, 1e-9),

@@ -2,12 +2,27 @@ import Foundation
 import KDLosses
 import Yams
 
-/// The run configuration. Every key is documented in docs/config.md; unknown keys are errors.
-public struct KDConfig: Equatable {
-    public enum Mode: String { case supervised, distill }
+/// The run configuration: one `Codable` section per YAML mapping, each key one field whose initial value
+/// is its default (YAML `global_batch` ↔ `globalBatch`, ConfigCoding.swift). docs/config.md documents
+/// every key (a test compares the two lists); `validate()` holds every rule; `parse` decodes strictly
+/// (unknown keys, wrong types and unknown kinds are errors naming file, key and line) and `resolvedYAML`
+/// is the encoder's output.
+public struct KDConfig: Codable, Equatable {
+    public enum Mode: String, ConfigChoice { case supervised, distill }
+    public enum DataSource: String, ConfigChoice { case synthetic, npy, cifar }
+    /// The VRM virtual view's augmentation.
+    public enum VirtualAugment: String, ConfigChoice { case strong, standard }
+    public enum TeacherKind: String, ConfigChoice { case network, embeddings }
+    /// `checkpoint`: load `teacher.checkpoint`; `random`: the zoo's seeded initialisation (benchmarks).
+    public enum TeacherInit: String, ConfigChoice { case checkpoint, random }
+    public enum CacheDType: String, ConfigChoice { case float32, float16 }
+    public enum OptimizerKind: String, ConfigChoice { case sgd, adamw }
+    public enum ScheduleKind: String, ConfigChoice { case cosine, step, constant }
+    /// `runtime.conv_algorithm` (`ConvAlgorithmTuner`).
+    public enum ConvAlgorithmSetting: String, ConfigChoice { case auto, direct, winograd2, winograd4 }
 
-    public struct Data: Equatable {
-        public var source = "synthetic"          // synthetic | npy | cifar
+    public struct Data: Codable, Equatable {
+        public var source = DataSource.synthetic
         public var path = ""
         public var classes = 10
         /// Side of the synthetic images (nil: 32). File sources take size and channels from the files;
@@ -22,7 +37,7 @@ public struct KDConfig: Equatable {
         public var flip = true
         /// Zero padding of the random crop in pixels on each side (0: no crop).
         public var cropPadding = 4
-        public var virtualAugment = "strong"     // the VRM virtual view: strong | standard
+        public var virtualAugment = VirtualAugment.strong
         public var dropLast = true
         public var evalFraction = 0.1
         /// Per-channel normalisation; nil: 0.5 and 0.25 for each channel the data has (the trainer fills
@@ -32,74 +47,62 @@ public struct KDConfig: Equatable {
         public var prefetch = true
     }
 
-    public struct Teacher: Equatable {
-        public var kind = "network"              // network | embeddings
+    public struct Teacher: Codable, Equatable {
+        public var kind = TeacherKind.network
         public var model = "resnet32x4"
         public var checkpoint = ""
-        /// `checkpoint` (load `checkpoint`) or `random` (the zoo's seeded initialisation, for benchmarks
-        /// where the weights do not matter for speed; warned about on rank 0).
-        public var initialization = "checkpoint"
+        public var initialization = TeacherInit.checkpoint
         public var embeddings = ""
         public var prompts = ""
+        /// `τ_clip` of the prompt logits (PRG's teacher side).
         public var clipScale = 100.0
         public var hidden: [Int] = []
         public var cache = Cache()
+
+        enum CodingKeys: String, CodingKey {
+            case kind, model, checkpoint, initialization = "init", embeddings, prompts, clipScale, hidden, cache
+        }
     }
 
     /// `teacher.cache` (docs/training.md, "Teacher cache"): epoch `e` draws its augmentation from round
     /// `e mod rounds`, and a network teacher's outputs of each round are stored under `path` once and
     /// read back afterwards. `rounds: 0` (the default): fresh augmentation every epoch, no cache.
-    public struct Cache: Equatable {
+    public struct Cache: Codable, Equatable {
         public var rounds = 0
         /// Empty: replay the rounds' augmentation without storing (the teacher runs every step).
         public var path = ""
-        public var dtype = "float32"            // float32 | float16
+        public var dtype = CacheDType.float32
         public var enabled: Bool { rounds > 0 && !path.isEmpty }
-        public init(rounds: Int = 0, path: String = "", dtype: String = "float32") {
+        public init(rounds: Int = 0, path: String = "", dtype: CacheDType = .float32) {
             self.rounds = rounds; self.path = path; self.dtype = dtype
         }
     }
 
-    public struct Student: Equatable {
+    public struct Student: Codable, Equatable {
         public var model = "resnet8"
         public var embedDim = 0                  // 0: the teacher's embedding size
         public var syncBN = true
         public var hidden: [Int] = []
     }
 
-    public struct LossSpec: Equatable {
-        public var kind: String
-        public var weight: Double
-        /// Term-specific keys as written (numbers or words such as `input: embedding`), echoed into the
-        /// resolved config.
-        public var params: [String: String]
-        public var line: Int?
-        /// The term, built from the entry by its `LossRegistry` descriptor when the config is read.
-        public var term: any LossTerm
-
-        /// Equal when the term is the same (where it stood in the file does not matter).
-        public static func == (a: LossSpec, b: LossSpec) -> Bool {
-            a.kind == b.kind && a.weight == b.weight && a.params == b.params
-        }
-    }
-
-    public struct Optim: Equatable {
-        public var kind = "sgd"                  // sgd | adamw
+    public struct Optim: Codable, Equatable {
+        public var kind = OptimizerKind.sgd
         public var lr = 0.05
         public var momentum = 0.9
         public var nesterov = false
         public var weightDecay = 5e-4
         public var decoupled = false
-        public var decayBNAndBias = false
+        /// Also decay BatchNorm parameters and biases.
+        public var decayBNBias = false
         public var betas: [Double] = [0.9, 0.999]
         public var eps = 1e-8
-        public var schedule = "cosine"           // cosine | step | constant
+        public var schedule = ScheduleKind.cosine
         public var warmupSteps = 0
         public var milestones: [Int] = []
         public var gamma = 0.1
     }
 
-    public struct Train: Equatable {
+    public struct Train: Codable, Equatable {
         public var epochs = 1
         public var steps = 0                     // > 0 overrides epochs
         public var logEvery = 10
@@ -113,10 +116,22 @@ public struct KDConfig: Equatable {
         public var blockSize = 16
     }
 
-    public struct Comm: Equatable {
+    public struct Comm: Codable, Equatable {
         public var bucketMB = 4.0
         public var overlap = false
         public var timeoutS = 300.0
+    }
+
+    public struct Output: Codable, Equatable {
+        public var dir = "runs/default"
+    }
+
+    public struct RuntimeSettings: Codable, Equatable {
+        public var blasThreads = 1
+        public var convAlgorithm = ConvAlgorithmSetting.auto
+        /// What one rank's step may use, in GB (0: the machine's physical memory shared by its ranks); a
+        /// config whose estimate exceeds it is refused (`MemoryEstimate`).
+        public var memoryLimitGB = 0.0
     }
 
     public var seed = 0
@@ -128,17 +143,87 @@ public struct KDConfig: Equatable {
     public var optim = Optim()
     public var train = Train()
     public var comm = Comm()
-    public var outputDir = "runs/default"
-    public var blasThreads = 1
-    /// `runtime.conv_algorithm`: auto | direct | winograd2 | winograd4 (`ConvAlgorithmTuner`).
-    public var convAlgorithm = "auto"
-    /// `runtime.memory_limit_gb`: what one rank's step may use (0: the machine's physical memory shared
-    /// by its ranks); a config whose estimate exceeds it is refused (`MemoryEstimate`).
-    public var memoryLimitGB = 0.0
-    /// The file the config came from (for error messages).
+    public var output = Output()
+    public var runtime = RuntimeSettings()
+    /// The file the config came from (for error messages; not a key).
     public var file = "<defaults>"
+    /// What each `--set` replaced or merged (rank 0 logs them; not a key).
+    public var overrideNotes: [String] = []
+
+    enum CodingKeys: String, CodingKey {
+        case seed, mode, data, teacher, student, loss, optim, train, comm, output, runtime
+    }
 
     public init() {}
+
+    public var outputDir: String {
+        get { output.dir }
+        set { output.dir = newValue }
+    }
+    public var convAlgorithm: ConvAlgorithmSetting {
+        get { runtime.convAlgorithm }
+        set { runtime.convAlgorithm = newValue }
+    }
+}
+
+/// One `loss:` entry: its `kind` and `weight`, and its term built by the kind's `LossRegistry`
+/// descriptor, which reads the entry's parameters through the strict `NodeReader` (errors name
+/// `loss.N.key` and the line). Encoded as written (`params` in key order) for the resolved config.
+public struct LossSpec: Codable, Equatable {
+    public var kind: String
+    public var weight: Double
+    /// Term-specific keys as written (numbers or words such as `input: embedding`).
+    public var params: [String: String]
+    public var line: Int?
+    /// The term, built from the entry when the config is read.
+    public var term: any LossTerm
+
+    public init(kind: String, weight: Double, params: [String: String], line: Int?, term: any LossTerm) {
+        self.kind = kind; self.weight = weight; self.params = params; self.line = line; self.term = term
+    }
+
+    /// Equal when the term is the same (where it stood in the file does not matter).
+    public static func == (a: LossSpec, b: LossSpec) -> Bool {
+        a.kind == b.kind && a.weight == b.weight && a.params == b.params
+    }
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ s: String) { stringValue = s }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encode(kind, forKey: Key("kind"))
+        try c.encode(weight, forKey: Key("weight"))
+        for k in params.keys.sorted() { try c.encode(PlainScalar(text: params[k]!), forKey: Key(k)) }
+    }
+
+    /// Only the config decoder builds entries (it hands over the YAML node and where it came from).
+    public init(from decoder: Decoder) throws {
+        guard let d = decoder as? ConfigNodeDecoder else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "loss entries are read from a KDGraph config"))
+        }
+        let key = d.key, file = d.source.override(of: key).map { _ in "--set" } ?? d.source.file
+        var e = try NodeReader(file: file, path: key, node: d.node)
+        kind = try e.string("kind", "").lowercased()
+        if kind.isEmpty { throw e.error("kind", "each loss term needs a kind", d.node) }
+        weight = try e.double("weight", 1.0, min: 0, max: Double(Float.greatestFiniteMagnitude))
+        params = [:]
+        for (k, v) in try e.scalars(except: ["kind", "weight"]) { params[k] = v }
+        line = d.source.override(of: key) == nil ? d.node.mark?.line : nil
+        var reader: any LossParameterReader = e
+        do {
+            term = try LossRegistry.make(kind, weight: Float(weight), reader: &reader)
+        } catch let error as LossError {
+            throw ConfigError(file: file, key: key + ".kind", message: "\(error)", line: line)
+        }
+        try reader.finish()
+    }
 }
 
 extension KDConfig {
@@ -160,32 +245,89 @@ extension KDConfig {
             throw ConfigError(file: path, key: "", message: "not a YAML config: the file is not UTF-8 text "
                               + "(invalid byte at offset \(at)); --config takes a YAML file such as configs/*.yaml")
         }
+        // An empty file is a mistake (a truncated copy, the wrong path), not a request for every default.
+        if text.allSatisfy({ $0.isWhitespace }) || (try? Yams.compose(yaml: text)) == .some(nil) {
+            throw ConfigError(file: path, key: "", message: "is empty: a config is a mapping of sections "
+                              + "(\(sectionList)); see configs/*.yaml")
+        }
         return try parse(yaml: text, file: path, overrides: overrides)
     }
 
+    /// The sections a config file may hold, for messages.
+    static var sectionList: String { CodingKeys.allKeyNames.joined(separator: ", ") }
+
+    /// Decodes `yaml` (a mapping of sections; an empty or non-mapping document is refused), applies the
+    /// overrides, merges the result over the defaults (an unknown key is an error naming its line),
+    /// decodes it and validates it.
     public static func parse(yaml: String, file: String = "<string>", overrides: [String] = []) throws -> KDConfig {
-        var root: Node
+        let fileTree: Node
         do {
-            root = try Yams.compose(yaml: yaml) ?? Node.mapping(Node.Mapping([]))
+            fileTree = try Yams.compose(yaml: yaml) ?? .mapping(Node.Mapping([]))
         } catch {
             // Yams quotes the offending line; a pathological file (e.g. 100 000 nested brackets) would
             // print all of it, so each line of its message is cut (and ConfigError bounds the whole).
             let lines = "\(error)".split(separator: "\n").map { abbreviated(String($0), limit: 100) }
             throw ConfigError(file: file, key: "", message: "malformed YAML: " + lines.joined(separator: " ⏎ "))
         }
-        for o in overrides { root = try applyOverride(o, to: root, file: file) }
-        return try decode(root, file: file)
+        guard fileTree.mapping != nil else {
+            throw ConfigError(file: file, key: "", message: "expected a mapping of sections (\(sectionList)), got "
+                              + "\(describe(fileTree)): not a KDGraph config", line: fileTree.mark?.line)
+        }
+        let schema = try ConfigNodeEncoder.node(KDConfig())
+        var source = ConfigSource(file: file, fileTree: fileTree)
+        var tree = fileTree, notes: [String] = []
+        for o in overrides {
+            tree = try ConfigOverride(spec: o).apply(to: tree, schema: schema, source: &source, notes: &notes)
+        }
+        let merged = try mergeOverDefaults(tree, schema, path: "", source: source)
+        var c = try ConfigNodeDecoder(node: merged, path: [], source: source).decode(KDConfig.self)
+        c.file = file
+        c.overrideNotes = notes
+        do { try c.validate() } catch let e as ConfigError { throw source.locate(e) }
+        return c
     }
 
-    /// `a.b.c=value`: sets a nested key (list entries by index, e.g. `loss.0.weight=2`). A malformed key
-    /// (empty, an empty segment such as `.`, `a..b` or `a.`) or a value that would replace a whole section
-    /// is an error naming the override: before, `--set .=1` replaced the whole file by defaults.
-    static func applyOverride(_ spec: String, to root: Node, file: String) throws -> Node {
-        let shown = abbreviated(spec, limit: 120)
-        func refuse(_ why: String) -> ConfigError {
-            ConfigError(file: "--set", key: shown, message: why + " (expected key=value, e.g. "
-                        + "data.global_batch=256)")
+    /// The user's tree over the defaults' (`schema`): a mapping key by key (a key the defaults lack is
+    /// unknown: an error), anything else replaced; `~` keeps the default.
+    static func mergeOverDefaults(_ user: Node, _ schema: Node, path: String, source: ConfigSource) throws -> Node {
+        if isNull(user) { return schema }
+        guard let defaults = schema.mapping else { return user }
+        guard let given = user.mapping else {
+            throw source.error(path, "expected a mapping of keys, got \(describe(user))", node: user)
         }
+        var seen: Set<String> = []
+        var values: [String: Node] = [:]
+        for (k, v) in given {
+            let full = path.isEmpty ? (k.string ?? "?") : "\(path).\(k.string ?? "?")"
+            guard let key = k.string else { throw source.error(path, "keys must be strings", node: k) }
+            guard seen.insert(key).inserted else { throw source.error(full, "duplicate key", node: k) }
+            guard let d = defaults[key] else { throw source.error(full, "unknown key", node: k) }
+            values[key] = try mergeOverDefaults(v, d, path: full, source: source)
+        }
+        return .mapping(Node.Mapping(defaults.map { k, d in (k, values[k.string ?? ""] ?? d) }))
+    }
+}
+
+extension KDConfig.CodingKeys {
+    static var allKeyNames: [String] {
+        ["seed", "mode", "data", "teacher", "student", "loss", "optim", "train", "comm", "output", "runtime"]
+    }
+}
+
+/// One `--set key=value` (docs/config.md): `key` is dotted section names and keys (list entries by
+/// index, `loss.0.weight=2`), each segment non-empty; `value` is YAML. A mapping value merges key by key
+/// into the section it names (`--set 'train={steps: 3}'` sets `train.steps` only); a scalar never
+/// replaces a section; a list replaces a list (the `loss:` list is replaced whole: its documented
+/// meaning). Each application adds a note saying what it replaced, logged by rank 0.
+struct ConfigOverride {
+    let spec: String
+    var shown: String { abbreviated(spec, limit: 120) }
+
+    func refuse(_ why: String) -> ConfigError {
+        ConfigError(file: "--set", key: shown, message: why + " (expected key=value, e.g. data.global_batch=256)")
+    }
+
+    func apply(to root: Node, schema: Node, source: inout ConfigSource, notes: inout [String]) throws -> Node {
         guard let eq = spec.firstIndex(of: "=") else { throw refuse("no '='") }
         let keyText = String(spec[..<eq])
         guard !keyText.isEmpty else { throw refuse("no key before '='") }
@@ -197,212 +339,185 @@ extension KDConfig {
             throw ConfigError(file: "--set", key: shown,
                               message: "malformed value '\(abbreviated(valueText, limit: 80))'")
         }
-        func set(_ node: Node?, _ path: ArraySlice<String>) throws -> Node {
-            guard let key = path.first else {
-                if node?.mapping != nil && value.mapping == nil {
-                    throw refuse("'\(keyText)' is a section; set one of its keys")
-                }
-                return value
-            }
-            if let idx = Int(key) {
-                guard case .sequence(var seq)? = node, idx >= 0, idx < seq.count else {
-                    throw ConfigError(file: "--set", key: shown, message: "no list entry \(key)")
-                }
-                seq[idx] = try set(seq[idx], path.dropFirst())
-                return .sequence(seq)
-            }
-            var pairs: [(Node, Node)] = []
-            if let m = node?.mapping { pairs = m.map { ($0.key, $0.value) } }
-            if let i = pairs.firstIndex(where: { $0.0.string == key }) {
-                pairs[i].1 = try set(pairs[i].1, path.dropFirst())
-            } else {
-                pairs.append((Node(key), try set(nil, path.dropFirst())))
-            }
-            return .mapping(Node.Mapping(pairs))
-        }
-        return try set(root, keys[...])
+        var written: [String] = []
+        let result = try set(root, schema, keys[...], value, path: "", written: &written, notes: &notes)
+        for k in written { source.overridden[k] = spec }
+        return result
     }
 
-    static func decode(_ root: Node, file: String) throws -> KDConfig {
-        var c = KDConfig()
-        c.file = file
-        var r = try NodeReader(file: file, path: "", node: root)
-        c.seed = try r.int("seed", 0, min: 0)
-        c.mode = Mode(rawValue: try r.choice("mode", "supervised", ["supervised", "distill"]))!
+    /// `node` (the user's tree at `path`; `schema` the defaults' there) with `value` written at `rest`.
+    private func set(_ node: Node?, _ schema: Node?, _ rest: ArraySlice<String>, _ value: Node, path: String,
+                     written: inout [String], notes: inout [String]) throws -> Node {
+        guard let key = rest.first else { return try put(node, schema, value, path: path, written: &written,
+                                                         notes: &notes) }
+        let full = path.isEmpty ? key : "\(path).\(key)"
+        if let idx = Int(key) {
+            guard case .sequence(var seq)? = node, idx >= 0, idx < seq.count else {
+                throw ConfigError(file: "--set", key: shown, message: "no list entry \(full)")
+            }
+            seq[idx] = try set(seq[idx], nil, rest.dropFirst(), value, path: full, written: &written, notes: &notes)
+            return .sequence(seq)
+        }
+        var pairs: [(Node, Node)] = node?.mapping.map { $0.map { ($0.key, $0.value) } } ?? []
+        let sub = schema?.mapping?[key]
+        if let i = pairs.firstIndex(where: { $0.0.string == key }) {
+            pairs[i].1 = try set(pairs[i].1, sub, rest.dropFirst(), value, path: full, written: &written,
+                                 notes: &notes)
+        } else {
+            pairs.append((Node(key), try set(nil, sub, rest.dropFirst(), value, path: full, written: &written,
+                                             notes: &notes)))
+        }
+        return .mapping(Node.Mapping(pairs))
+    }
 
-        var d = try r.child("data")
-        c.data.source = try d.choice("source", c.data.source, ["synthetic", "npy", "cifar"])
-        c.data.path = try d.string("path", c.data.path)
-        c.data.classes = try d.int("classes", c.data.classes, min: 2)
-        c.data.imageSize = try d.optionalInt("image_size", min: 4)
-        c.data.trainSize = try d.int("train_size", c.data.trainSize, min: 1)
-        c.data.evalSize = try d.int("eval_size", c.data.evalSize, min: 1)
-        c.data.globalBatch = try d.int("global_batch", c.data.globalBatch, min: 1)
-        c.data.views = try d.int("views", c.data.views, min: 1, max: 8)
-        c.data.augment = try d.bool("augment", c.data.augment)
-        c.data.flip = try d.bool("flip", c.data.flip)
-        c.data.cropPadding = try d.int("crop_padding", c.data.cropPadding, min: 0, max: 64)
-        c.data.virtualAugment = try d.choice("virtual_augment", c.data.virtualAugment, ["strong", "standard"])
-        c.data.dropLast = try d.bool("drop_last", c.data.dropLast)
-        c.data.evalFraction = try d.double("eval_fraction", c.data.evalFraction, min: 0, max: 0.9)
-        c.data.mean = try d.optionalDoubles("mean")
-        c.data.std = try d.optionalDoubles("std")
-        c.data.prefetch = try d.bool("prefetch", c.data.prefetch)
-        try d.finish()
-        if c.data.source != "synthetic" && c.data.path.isEmpty {
-            throw ConfigError(file: file, key: "data.path", message: "required for data.source '\(c.data.source)'")
+    /// `value` written over `node` at `path`: merged into a section, or replacing a value.
+    private func put(_ node: Node?, _ schema: Node?, _ value: Node, path: String, written: inout [String],
+                     notes: inout [String]) throws -> Node {
+        if schema?.mapping != nil || node?.mapping != nil {
+            guard let entries = value.mapping else {
+                throw refuse("'\(path)' is a section; set one of its keys (or give a mapping of them)")
+            }
+            var merged = node ?? .mapping(Node.Mapping([]))
+            var keys: [String] = []
+            for (k, v) in entries {
+                guard let key = k.string, !key.isEmpty else { throw refuse("keys must be non-empty strings") }
+                merged = try set(merged, schema, [key][...], v, path: path, written: &written, notes: &notes)
+                keys.append(key)
+            }
+            notes.append("--set \(shown): " + (keys.isEmpty ? "sets nothing (an empty mapping)"
+                : "sets \(keys.map { "\(path).\($0)" }.joined(separator: ", ")); the other \(path) keys unchanged"))
+            return merged
         }
-        if let mean = c.data.mean, let std = c.data.std, mean.count != std.count {
-            throw ConfigError(file: file, key: "data.std", message: "mean and std need one entry per channel "
-                              + "(got \(mean.count) means, \(std.count) stds)")
+        written.append(path)
+        if let old = node, !isNull(old) {
+            if path == "loss", let n = old.sequence?.count {
+                let m = value.sequence?.count ?? 0
+                notes.append("--set \(shown): replaces the file's loss list (\(n) term(s)) with \(m) term(s)")
+            } else if old != value {
+                let before = (try? Yams.serialize(node: old)) ?? "?"
+                notes.append("--set \(shown): replaces \(path): "
+                             + abbreviated(before.trimmingCharacters(in: .whitespacesAndNewlines), limit: 60))
+            }
         }
-        if let std = c.data.std, std.isEmpty || std.contains(where: { $0 <= 0 }) {
-            throw ConfigError(file: file, key: "data.std", message: "needs one positive entry per channel, got \(std)")
-        }
-        if let mean = c.data.mean, mean.isEmpty {
-            throw ConfigError(file: file, key: "data.mean", message: "needs one entry per channel, got []")
-        }
+        return value
+    }
+}
 
-        var t = try r.child("teacher")
-        c.teacher.kind = try t.choice("kind", c.teacher.kind, ["network", "embeddings"])
-        c.teacher.model = try t.string("model", c.teacher.model)
-        c.teacher.checkpoint = try t.string("checkpoint", c.teacher.checkpoint)
-        c.teacher.initialization = try t.choice("init", c.teacher.initialization, ["checkpoint", "random"])
-        c.teacher.embeddings = try t.string("embeddings", c.teacher.embeddings)
-        c.teacher.prompts = try t.string("prompts", c.teacher.prompts)
-        c.teacher.clipScale = try t.double("clip_scale", c.teacher.clipScale, min: 0, exclusiveMin: true)
-        c.teacher.hidden = try t.ints("hidden", c.teacher.hidden, min: 1)
-        var tc = try t.child("cache")
-        c.teacher.cache.rounds = try tc.int("rounds", c.teacher.cache.rounds, min: 0)
-        c.teacher.cache.path = try tc.string("path", c.teacher.cache.path)
-        c.teacher.cache.dtype = try tc.choice("dtype", c.teacher.cache.dtype, ["float32", "float16"])
-        try tc.finish()
-        try t.finish()
-        if !c.teacher.cache.path.isEmpty && c.teacher.kind == "embeddings" {
-            throw ConfigError(file: file, key: "teacher.cache.path",
-                              message: "applies to a network teacher; an embeddings teacher is already a file "
-                                  + "of outputs (teacher.embeddings; N×R×V×D with teacher.cache.rounds: R)")
+extension KDConfig {
+    /// Bounds on sizes: far above any real run, low enough that no product of them overflows and that a
+    /// typo (`train_size: 2e9`) is named here rather than failing an allocation later.
+    static let maxSamples = 100_000_000, maxClasses = 1_000_000, maxImageSide = 131_072, maxWidth = 1 << 20
+    static let maxRounds = 100_000, maxSteps = 1_000_000_000
+
+    /// Every rule a config must satisfy beyond its types, in one place: bounds of each key, then the
+    /// rules between keys. Errors name the dotted key (`parse` adds the line or the `--set`).
+    public func validate() throws {
+        func fail(_ key: String, _ message: String) -> ConfigError { ConfigError(file: file, key: key, message: message) }
+        func check(_ key: String, _ v: Int, _ lo: Int, _ hi: Int) throws {
+            if v < lo { throw fail(key, "must be ≥ \(lo), got \(v)") }
+            if v > hi { throw fail(key, "must be ≤ \(hi), got \(v)") }
         }
-        if c.teacher.cache.rounds == 0 && !c.teacher.cache.path.isEmpty {
-            throw ConfigError(file: file, key: "teacher.cache.rounds",
-                              message: "teacher.cache.path is set but rounds is 0: set the number of augmentation "
-                                  + "rounds to store (e.g. 10), or remove the path")
+        func check(_ key: String, _ v: Double, above lo: Double? = nil, atLeast min: Double? = nil,
+                   atMost hi: Double = Double(Float.greatestFiniteMagnitude)) throws {
+            if let lo, v <= lo { throw fail(key, "must be > \(lo), got \(v)") }
+            if let min, v < min { throw fail(key, "must be ≥ \(min), got \(v)") }
+            if v > hi { throw fail(key, "must be ≤ \(hi), got \(v)") }
         }
-
-        var s = try r.child("student")
-        c.student.model = try s.string("model", c.student.model)
-        c.student.embedDim = try s.int("embed_dim", c.student.embedDim, min: 0)
-        c.student.syncBN = try s.bool("sync_bn", c.mode == .distill ? true : c.student.syncBN)
-        c.student.hidden = try s.ints("hidden", c.student.hidden, min: 1)
-        try s.finish()
-
-        if let lossNode = r.node("loss") { c.loss = try decodeLoss(lossNode, file: file) }
-
-        var o = try r.child("optim")
-        c.optim.kind = try o.choice("kind", c.optim.kind, ["sgd", "adamw"])
-        c.optim.lr = try o.double("lr", c.optim.lr, min: 0, exclusiveMin: true)
-        c.optim.momentum = try o.double("momentum", c.optim.momentum, min: 0, max: 1)
-        c.optim.nesterov = try o.bool("nesterov", c.optim.nesterov)
-        c.optim.weightDecay = try o.double("weight_decay", c.optim.weightDecay, min: 0)
-        c.optim.decoupled = try o.bool("decoupled", c.optim.decoupled)
-        c.optim.decayBNAndBias = try o.bool("decay_bn_bias", c.optim.decayBNAndBias)
-        c.optim.betas = try o.doubles("betas", c.optim.betas)
-        c.optim.eps = try o.double("eps", c.optim.eps, min: 0, exclusiveMin: true)
-        c.optim.schedule = try o.choice("schedule", c.optim.schedule, ["cosine", "step", "constant"])
-        c.optim.warmupSteps = try o.int("warmup_steps", c.optim.warmupSteps, min: 0)
-        c.optim.milestones = try o.ints("milestones", c.optim.milestones, min: 0)
-        c.optim.gamma = try o.double("gamma", c.optim.gamma, min: 0, exclusiveMin: true)
-        try o.finish()
-        if c.optim.betas.count != 2 || c.optim.betas.contains(where: { $0 < 0 || $0 >= 1 }) {
-            throw ConfigError(file: file, key: "optim.betas",
-                              message: "expected two numbers in [0, 1), got \(c.optim.betas)")
+        func checkEach(_ key: String, _ vs: [Int], _ lo: Int, _ hi: Int) throws {
+            for v in vs where v < lo || v > hi { throw fail(key, "entries must be in [\(lo), \(hi)], got \(v)") }
         }
-        if c.optim.nesterov && c.optim.momentum == 0 {
-            throw ConfigError(file: file, key: "optim.nesterov", message: "Nesterov momentum needs optim.momentum > 0")
+        try check("seed", seed, 0, Int(Int32.max))
+        try check("data.classes", data.classes, 2, Self.maxClasses)
+        if let s = data.imageSize { try check("data.image_size", s, 4, Self.maxImageSide) }
+        try check("data.train_size", data.trainSize, 1, Self.maxSamples)
+        try check("data.eval_size", data.evalSize, 1, Self.maxSamples)
+        try check("data.global_batch", data.globalBatch, 1, Self.maxSamples)
+        try check("data.views", data.views, 1, 8)
+        try check("data.crop_padding", data.cropPadding, 0, 64)
+        try check("data.eval_fraction", data.evalFraction, atLeast: 0, atMost: 0.9)
+        if data.source != .synthetic && data.path.isEmpty {
+            throw fail("data.path", "required for data.source '\(data.source.rawValue)'")
         }
-
-        var tr = try r.child("train")
-        c.train.epochs = try tr.int("epochs", c.train.epochs, min: 1)
-        c.train.steps = try tr.int("steps", c.train.steps, min: 0)
-        c.train.logEvery = try tr.int("log_every", c.train.logEvery, min: 1)
-        c.train.evalEvery = try tr.int("eval_every", c.train.evalEvery, min: 0)
-        c.train.checkpointEvery = try tr.int("checkpoint_every", c.train.checkpointEvery, min: 0)
-        c.train.syncCheckEvery = try tr.int("sync_check_every", c.train.syncCheckEvery, min: 0)
-        c.train.skipNonfinite = try tr.bool("skip_nonfinite", c.train.skipNonfinite)
-        c.train.deterministic = try tr.bool("deterministic", c.train.deterministic)
-        c.train.blockSize = try tr.int("block_size", c.train.blockSize, min: 1)
-        try tr.finish()
-
-        var cm = try r.child("comm")
-        c.comm.bucketMB = try cm.double("bucket_mb", c.comm.bucketMB, min: 0, exclusiveMin: true)
-        c.comm.overlap = try cm.bool("overlap", c.comm.overlap)
-        c.comm.timeoutS = try cm.double("timeout_s", c.comm.timeoutS, min: 0, exclusiveMin: true)
-        try cm.finish()
-        if c.train.deterministic { try c.checkDeterministic() }
-
-        var out = try r.child("output")
-        c.outputDir = try out.string("dir", c.outputDir)
-        try out.finish()
-        if c.outputDir.trimmingCharacters(in: .whitespaces).isEmpty {
-            throw ConfigError(file: file, key: "output.dir", message: "is empty: name the folder the run writes to "
-                              + "(e.g. runs/my-run)")
+        if let mean = data.mean, mean.isEmpty { throw fail("data.mean", "needs one entry per channel, got []") }
+        if let std = data.std, std.isEmpty || std.contains(where: { $0 <= 0 }) {
+            throw fail("data.std", "needs one positive entry per channel, got \(std)")
         }
-        var rt = try r.child("runtime")
-        c.blasThreads = try rt.int("blas_threads", c.blasThreads, min: 1, max: 256)
-        c.convAlgorithm = try rt.choice("conv_algorithm", c.convAlgorithm, ["auto", "direct", "winograd2", "winograd4"])
-        c.memoryLimitGB = try rt.double("memory_limit_gb", c.memoryLimitGB, min: 0)
-        try rt.finish()
-        try r.finish()
-
-        if c.mode == .distill && c.loss.isEmpty {
-            throw ConfigError(file: file, key: "loss", message: "mode 'distill' needs at least one loss term")
+        if let mean = data.mean, let std = data.std, mean.count != std.count {
+            throw fail("data.std", "mean and std need one entry per channel (got \(mean.count) means, "
+                       + "\(std.count) stds)")
         }
+        try check("teacher.clip_scale", teacher.clipScale, above: 0)
+        try checkEach("teacher.hidden", teacher.hidden, 1, Self.maxWidth)
+        try check("teacher.cache.rounds", teacher.cache.rounds, 0, Self.maxRounds)
+        try check("student.embed_dim", student.embedDim, 0, Self.maxWidth)
+        try checkEach("student.hidden", student.hidden, 1, Self.maxWidth)
+        try check("optim.lr", optim.lr, above: 0)
+        try check("optim.momentum", optim.momentum, atLeast: 0, atMost: 1)
+        try check("optim.weight_decay", optim.weightDecay, atLeast: 0)
+        try check("optim.eps", optim.eps, above: 0)
+        try check("optim.gamma", optim.gamma, above: 0)
+        try check("optim.warmup_steps", optim.warmupSteps, 0, Self.maxSteps)
+        try checkEach("optim.milestones", optim.milestones, 0, Self.maxSteps)
+        if optim.betas.count != 2 || optim.betas.contains(where: { $0 < 0 || $0 >= 1 }) {
+            throw fail("optim.betas", "expected two numbers in [0, 1), got \(optim.betas)")
+        }
+        if optim.nesterov && optim.momentum == 0 {
+            throw fail("optim.nesterov", "Nesterov momentum needs optim.momentum > 0")
+        }
+        try check("train.epochs", train.epochs, 1, Self.maxSteps)
+        try check("train.steps", train.steps, 0, Self.maxSteps)
+        try check("train.log_every", train.logEvery, 1, Self.maxSteps)
+        try check("train.eval_every", train.evalEvery, 0, Self.maxSteps)
+        try check("train.checkpoint_every", train.checkpointEvery, 0, Self.maxSteps)
+        try check("train.sync_check_every", train.syncCheckEvery, 0, Self.maxSteps)
+        try check("train.block_size", train.blockSize, 1, Self.maxSamples)
+        try check("comm.bucket_mb", comm.bucketMB, above: 0, atMost: 1_048_576)
+        try check("comm.timeout_s", comm.timeoutS, above: 0, atMost: 1e7)
+        if output.dir.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw fail("output.dir", "is empty: name the folder the run writes to (e.g. runs/my-run)")
+        }
+        try check("runtime.blas_threads", runtime.blasThreads, 1, 256)
+        try check("runtime.memory_limit_gb", runtime.memoryLimitGB, atLeast: 0, atMost: 1e6)
+
+        if !teacher.cache.path.isEmpty && teacher.kind == .embeddings {
+            throw fail("teacher.cache.path", "applies to a network teacher; an embeddings teacher is already a "
+                       + "file of outputs (teacher.embeddings; N×R×V×D with teacher.cache.rounds: R)")
+        }
+        if teacher.cache.rounds == 0 && !teacher.cache.path.isEmpty {
+            throw fail("teacher.cache.rounds", "teacher.cache.path is set but rounds is 0: set the number of "
+                       + "augmentation rounds to store (e.g. 10), or remove the path")
+        }
+        if train.deterministic {
+            if data.globalBatch % train.blockSize != 0 {
+                throw fail("train.block_size", "data.global_batch \(data.globalBatch) must be a multiple of the "
+                           + "block size \(train.blockSize) (train.deterministic shares whole blocks between ranks)")
+            }
+            if comm.overlap {
+                throw fail("comm.overlap", "true cannot apply with train.deterministic: the exact gradient sum "
+                           + "needs every block's gradient first (set comm.overlap: false)")
+            }
+        }
+        if mode == .distill && loss.isEmpty { throw fail("loss", "mode 'distill' needs at least one loss term") }
         // Random teacher weights only when asked for by name: a missing checkpoint is never papered over.
-        if c.mode == .distill && c.teacher.kind == "network" && c.teacher.initialization == "checkpoint"
-            && c.teacher.checkpoint.isEmpty {
-            throw ConfigError(file: file, key: "teacher.checkpoint",
-                              message: "a network teacher needs a checkpoint (or teacher.init: random for benchmarks)")
+        if mode == .distill && teacher.kind == .network && teacher.initialization == .checkpoint
+            && teacher.checkpoint.isEmpty {
+            throw fail("teacher.checkpoint", "a network teacher needs a checkpoint (or teacher.init: random for "
+                       + "benchmarks)")
         }
-        if c.teacher.kind == "embeddings" && c.teacher.initialization == "random" {
-            throw ConfigError(file: file, key: "teacher.init",
-                              message: "'random' applies to a network teacher; an embeddings teacher has no weights")
+        if teacher.kind == .embeddings && teacher.initialization == .random {
+            throw fail("teacher.init", "'random' applies to a network teacher; an embeddings teacher has no weights")
         }
-        if c.mode == .distill && c.teacher.kind == "embeddings" && c.teacher.embeddings.isEmpty {
-            throw ConfigError(file: file, key: "teacher.embeddings",
-                              message: "an embeddings teacher needs teacher.embeddings (.npy)")
-        }
-        return c
-    }
-
-    /// The `loss:` list: each entry's `kind` and `weight`, its parameters read by the kind's
-    /// `LossRegistry` descriptor through this strict reader (errors name `loss.N.key` and the line).
-    static func decodeLoss(_ node: Node, file: String) throws -> [LossSpec] {
-        guard let seq = node.sequence else {
-            throw ConfigError(file: file, key: "loss", message: "expected a list of {kind, weight, ...}",
-                              line: node.mark?.line)
-        }
-        return try seq.enumerated().map { i, entry in
-            var e = try NodeReader(file: file, path: "loss.\(i)", node: entry)
-            let kind = try e.string("kind", "")
-            if kind.isEmpty { throw e.error("kind", "each loss term needs a kind", entry) }
-            let weight = try e.double("weight", 1.0, min: 0, max: Double(Float.greatestFiniteMagnitude))
-            var params: [String: String] = [:]
-            for (k, v) in try e.scalars(except: ["kind", "weight"]) { params[k] = v }
-            var reader: any LossParameterReader = e
-            let term: any LossTerm
-            do {
-                term = try LossRegistry.make(kind, weight: Float(weight), reader: &reader)
-            } catch let error as LossError {
-                throw ConfigError(file: file, key: "loss.\(i).kind", message: "\(error)", line: entry.mark?.line)
-            }
-            try reader.finish()
-            return LossSpec(kind: kind.lowercased(), weight: weight, params: params, line: entry.mark?.line, term: term)
+        if mode == .distill && teacher.kind == .embeddings && teacher.embeddings.isEmpty {
+            throw fail("teacher.embeddings", "an embeddings teacher needs teacher.embeddings (.npy)")
         }
     }
+}
 
+extension KDConfig {
     /// The terms of a `loss:` list written in YAML, e.g. `[{kind: rkd}, {kind: kd, weight: 0.5}]`.
     public static func lossTerms(yaml: String, file: String = "<string>") throws -> [any LossTerm] {
         guard let node = try Yams.compose(yaml: yaml) else { return [] }
-        return try decodeLoss(node, file: file).map(\.term)
+        let source = ConfigSource(file: file, fileTree: .mapping(Node.Mapping([(Node("loss"), node)])))
+        return try ConfigNodeDecoder(node: node, path: ["loss"], source: source).decode([LossSpec].self).map(\.term)
     }
 }

@@ -51,7 +51,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
                                            classes: c.data.classes, hidden: hidden)
         studentActivations = bytes(images * student.activations * f)
         // Weights, gradients, optimizer state (SGD momentum: 1, AdamW: 2), and the bucket copy.
-        let states = c.optim.kind == "adamw" ? 2.0 : (c.optim.momentum > 0 ? 1 : 0)
+        let states = c.optim.kind == .adamw ? 2.0 : (c.optim.momentum > 0 ? 1 : 0)
         var params = student.parameters * f * (2 + states)
         if c.train.deterministic {   // instead of the bucket copy: a gradient partial per local block, Int64 sums
             let blocks = Double((Int(perRank) + c.train.blockSize - 1) / c.train.blockSize)
@@ -59,7 +59,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         } else {
             params += student.parameters * f
         }
-        if c.mode == .distill && c.teacher.kind == "network" {
+        if c.mode == .distill && c.teacher.kind == .network {
             let teacherHidden = c.teacher.hidden.isEmpty ? [256, 256] : c.teacher.hidden
             let t = MemoryEstimate.shape(c.teacher.model, channels: inputChannels, height: h, width: w,
                                          classes: c.data.classes, hidden: teacherHidden)
@@ -134,8 +134,8 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
     /// The bytes one rank may use: `runtime.memory_limit_gb`, or the machine's physical memory shared
     /// by the ranks on it (Open MPI's `OMPI_COMM_WORLD_LOCAL_SIZE`, else 1).
     public static func limitBytes(config c: KDConfig) -> (bytes: Int, source: String) {
-        if c.memoryLimitGB > 0 {
-            return (Int(c.memoryLimitGB * 1e9), "runtime.memory_limit_gb \(c.memoryLimitGB)")
+        if c.runtime.memoryLimitGB > 0 {
+            return (Int(c.runtime.memoryLimitGB * 1e9), "runtime.memory_limit_gb \(c.runtime.memoryLimitGB)")
         }
         let env = ProcessInfo.processInfo.environment
         let local = max(1, env["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init) ?? 1)

@@ -132,14 +132,14 @@ public final class TeacherOutputCache {
         let layout = TeacherCacheLayout(samples: data.trainCount, views: c.data.views, rounds: c.teacher.cache.rounds,
                                         columns: [.init(name: "embedding", size: embeddingSize),
                                                   .init(name: "logits", size: c.data.classes)],
-                                        dtype: c.teacher.cache.dtype, block: blockSize)
+                                        dtype: c.teacher.cache.dtype.rawValue, block: blockSize)
         func list(_ xs: [Double]?) -> String { xs.map { "\($0)" } ?? "~" }
         let fields: [(String, String)] = [
             ("teacher.model", c.teacher.model),
             ("teacher.weights", weights),
             ("teacher.convolutions", algorithms),
             ("seed", "\(c.seed)"),
-            ("data.source", c.data.source),
+            ("data.source", c.data.source.rawValue),
             ("data.path", c.data.path),
             ("training split", "\(data.trainName), \(data.trainCount) samples"),
             ("training data content", content),
@@ -148,7 +148,7 @@ public final class TeacherOutputCache {
             ("data.augment", "\(c.data.augment)"),
             ("data.flip", "\(c.data.flip)"),
             ("data.crop_padding", "\(c.data.cropPadding)"),
-            ("data.virtual_augment", c.data.views >= 2 ? c.data.virtualAugment : "(one view)"),
+            ("data.virtual_augment", c.data.views >= 2 ? c.data.virtualAugment.rawValue : "(one view)"),
             ("data.mean", list(c.data.mean)),
             ("data.std", list(c.data.std)),
         ]
@@ -166,7 +166,7 @@ public final class TeacherOutputCache {
         // content (rows shuffled or edited in place under the same path change it). Rank 0 reads both.
         var identity = ["", ""]
         try comm.onRoot {
-            identity[0] = c.teacher.initialization == "random" ? "random (seed \(c.seed))"
+            identity[0] = c.teacher.initialization == .random ? "random (seed \(c.seed))"
                 : "sha256:" + (try sha256HexOfFile(c.teacher.checkpoint))
             identity[1] = "sha256:" + data.trainContentDigest() + " of " + data.trainName
         }
@@ -177,7 +177,7 @@ public final class TeacherOutputCache {
             stored = m.value("teacher.convolutions") ?? ""
         }
         stored = try comm.broadcast(stored, root: 0)
-        if c.convAlgorithm == "auto", !stored.isEmpty, stored != teacherAlgorithms(algorithms) {
+        if c.convAlgorithm == .auto, !stored.isEmpty, stored != teacherAlgorithms(algorithms) {
             try adopt(stored, into: &algorithms, teacher: model)
             if comm.rank == 0 {
                 Runtime.logger.info("teacher.cache \(dir): running the teacher's convolutions as the cache was made")

@@ -42,13 +42,13 @@ public final class TeacherSide {
         rounds = config.teacher.cache.rounds
         self.data = data
         switch config.teacher.kind {
-        case "network":
+        case .network:
             let model = try ModelZoo.make(name: config.teacher.model, classes: config.data.classes,
                                           inputChannels: data.inputChannels, imageSize: data.inputSize,
                                           hiddenSizes: config.teacher.hidden.isEmpty
                                               ? [256, 256] : config.teacher.hidden,
                                           seed: UInt64(config.seed))
-            if config.teacher.initialization == "random" {
+            if config.teacher.initialization == .random {
                 // Benchmarks only (docs/config.md): said loudly, so a training run cannot miss it.
                 let ignored = config.teacher.checkpoint.isEmpty ? "" : "; teacher.checkpoint "
                     + "\(config.teacher.checkpoint) is not read"

@@ -138,7 +138,7 @@ public final class Trainer {
         if case .network(let t)? = teacher?.source { convModels.append(("teacher", t, false)) }
         let imageShape = data.inputSize.count == 2 ? data.inputSize + [data.inputChannels] : []
         convAlgorithms = try ConvAlgorithmTuner.configure(
-            setting: config.convAlgorithm, models: convModels, imageShape: imageShape,
+            setting: config.convAlgorithm.rawValue, models: convModels, imageShape: imageShape,
             batch: max(1, B / comm.size) * config.data.views, comm: comm,
             wisdom: ConvAlgorithmTuner.readWisdom(directory: config.outputDir), untimed: deterministic)
         if let teacher, case .network(let model) = teacher.source, config.teacher.cache.enabled {
@@ -152,22 +152,22 @@ public final class Trainer {
         parameters = student.namedParameters() + (head?.namedParameters().map { ("head." + $0.0, $0.1) } ?? [])
 
         // ⑨ optimizer and schedule
-        let rule: WeightDecayRule = config.optim.decayBNAndBias ? .all : .skipBiasAndNorm
+        let rule: WeightDecayRule = config.optim.decayBNBias ? .all : .skipBiasAndNorm
         switch config.optim.kind {
-        case "adamw":
+        case .adamw:
             optimizer = try AdamW(parameters: parameters, learningRate: config.optim.lr, beta1: config.optim.betas[0],
                                   beta2: config.optim.betas[1], eps: config.optim.eps,
                                   weightDecay: config.optim.weightDecay, decayRule: rule)
-        default:
+        case .sgd:
             optimizer = try SGD(parameters: parameters, learningRate: config.optim.lr, momentum: config.optim.momentum,
                                 nesterov: config.optim.nesterov, weightDecay: config.optim.weightDecay,
                                 decoupledWeightDecay: config.optim.decoupled, decayRule: rule)
         }
         switch config.optim.schedule {
-        case "step": schedule = StepSchedule(base: config.optim.lr, milestones: config.optim.milestones,
+        case .step: schedule = StepSchedule(base: config.optim.lr, milestones: config.optim.milestones,
                                              gamma: config.optim.gamma, warmupSteps: config.optim.warmupSteps)
-        case "constant": schedule = ConstantSchedule(base: config.optim.lr, warmupSteps: config.optim.warmupSteps)
-        default: schedule = CosineSchedule(base: config.optim.lr, totalSteps: totalSteps,
+        case .constant: schedule = ConstantSchedule(base: config.optim.lr, warmupSteps: config.optim.warmupSteps)
+        case .cosine: schedule = CosineSchedule(base: config.optim.lr, totalSteps: totalSteps,
                                            warmupSteps: config.optim.warmupSteps)
         }
         // ⑧ gradient buckets: the loss is a sum of rank shares, so gradients are summed (scale 1).
@@ -337,7 +337,7 @@ public final class Trainer {
         try comm.allReduce(&flags, op: .sum)
         if flags[0] > 0 { return .data(data.trainName) }
         if flags[1] > 0 {
-            return .teacher(config.teacher.kind == "embeddings" ? "teacher.embeddings \(config.teacher.embeddings)"
+            return .teacher(config.teacher.kind == .embeddings ? "teacher.embeddings \(config.teacher.embeddings)"
                             : "teacher.checkpoint \(config.teacher.checkpoint)")
         }
         return .training

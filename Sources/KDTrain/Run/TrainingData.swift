@@ -75,7 +75,7 @@ public final class TrainingData {
 
     /// True when `data.source: npy` names a folder of feature matrices rather than images.
     static func isFeatureFolder(_ c: KDConfig) -> Bool {
-        guard c.data.source == "npy" else { return false }
+        guard c.data.source == .npy else { return false }
         let dir = URL(fileURLWithPath: c.data.path)
         let fm = FileManager.default
         return fm.fileExists(atPath: dir.appendingPathComponent("train_features.npy").path)
@@ -102,7 +102,7 @@ public final class TrainingData {
             return
         }
         let splits = try DataSources.open(DataSourceConfig(
-            source: c.data.source, path: c.data.path.isEmpty ? nil : c.data.path,
+            source: c.data.source.rawValue, path: c.data.path.isEmpty ? nil : c.data.path,
             classes: c.data.classes, imageSize: c.data.imageSize, evalFraction: c.data.evalFraction,
             seed: seed, syntheticTrainCount: c.data.trainSize, syntheticEvalCount: c.data.evalSize))
         let train = splits.train
@@ -118,7 +118,7 @@ public final class TrainingData {
         }
         let norm = try Normalization(mean: mean.map(Float.init), std: std.map(Float.init))
         policy = AugmentPolicy.training(augment: c.data.augment, flip: c.data.flip, cropPadding: c.data.cropPadding,
-                                        views: c.data.views, strongVirtualView: c.data.virtualAugment == "strong")
+                                        views: c.data.views, strongVirtualView: c.data.virtualAugment == .strong)
         let loader = try BatchLoader(dataset: train, views: c.data.views, policy: policy,
                                      normalization: norm, seed: seed, rounds: c.teacher.cache.rounds)
         let evalLoader = try BatchLoader(dataset: splits.eval, views: 1, policy: AugmentPolicy(enabled: false),

@@ -1,0 +1,154 @@
+import Foundation
+import XCTest
+@testable import KDTrain
+import Yams
+
+/// The config model (Config.swift, ConfigCoding.swift): the documented keys are the decoded keys, a
+/// file that is not a mapping is refused, `--set` merges a mapping key by key and says what it replaced,
+/// sizes are bounded, kinds are closed sets, and the resolved YAML is the encoder's and reads back.
+final class ConfigModelTests: XCTestCase {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    func message(_ body: () throws -> Void) -> String {
+        do { try body(); return "" } catch { return "\(error)" }
+    }
+
+    /// Every leaf key of the defaults' tree (`loss` is one key: a list of terms).
+    static func decodedKeys() throws -> Set<String> {
+        var keys: Set<String> = []
+        func walk(_ n: Node, _ path: String) {
+            guard let m = n.mapping else { keys.insert(path); return }
+            for (k, v) in m { walk(v, path.isEmpty ? k.string! : "\(path).\(k.string!)") }
+        }
+        walk(try ConfigNodeEncoder.node(KDConfig()), "")
+        return keys
+    }
+
+    /// The keys docs/config.md's table documents (first column, each key in backquotes).
+    static func documentedKeys() throws -> Set<String> {
+        let text = try String(contentsOf: root.appendingPathComponent("docs/config.md"), encoding: .utf8)
+        var keys: Set<String> = []
+        for line in text.split(separator: "\n") where line.hasPrefix("| `") {
+            let cell = line.split(separator: "|", omittingEmptySubsequences: true)[0]
+            for part in cell.split(separator: "`") where !part.trimmingCharacters(in: .whitespaces).isEmpty
+                && !part.contains(",") {
+                keys.insert(String(part))
+            }
+        }
+        return keys
+    }
+
+    func testDocsDocumentExactlyTheKeysTheDecoderReads() throws {
+        let decoded = try Self.decodedKeys(), documented = try Self.documentedKeys()
+        XCTAssertGreaterThan(decoded.count, 50, "the walk sees every section")
+        XCTAssertEqual(decoded.subtracting(documented).sorted(), [], "read by the decoder, missing from docs/config.md")
+        XCTAssertEqual(documented.subtracting(decoded).sorted(), [], "in docs/config.md, not read by the decoder")
+    }
+
+    /// Issue 24 item 3: an empty file, a list, a number or a sentence trained on every default.
+    func testAConfigThatIsNotAMappingIsRefusedNamingTheFile() throws {
+        let dir = NSTemporaryDirectory() + "kdgraph-config-model-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (text, shown) in [("", "is empty"), ("\n  \n", "is empty"), ("# only a comment\n", "is empty"),
+                              ("- 1\n", "got a list"), ("42\n", "got '42'"), ("hello world\n", "got 'hello world'")] {
+            let path = dir + "/c.yaml"
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let m = message { _ = try KDConfig.load(path: path) }
+            XCTAssertTrue(m.hasPrefix(path + ":") || m.hasPrefix(path + " (line 1):"), m)
+            XCTAssertTrue(m.contains(shown), "\(text.debugDescription): \(m)")
+            XCTAssertTrue(m.contains("seed, mode, data"), m)
+        }
+    }
+
+    /// Issue 24 item 4: a mapping in `--set` merges key by key; a list replaces a list; notes say what.
+    func testMappingOverridesMergeKeyByKey() throws {
+        let file = "train: {steps: 9, log_every: 3, checkpoint_every: 5, sync_check_every: 7}\n"
+            + "data: {global_batch: 32, flip: false}\nmode: distill\nteacher: {init: random}\n"
+            + "loss: [{kind: kd}, {kind: rkd}]\n"
+        let c = try KDConfig.parse(yaml: file, file: "f.yaml",
+                                   overrides: ["train={steps: 3}", "data={}", "loss=[{kind: prg}]"])
+        XCTAssertEqual(c.train.steps, 3)
+        XCTAssertEqual([c.train.logEvery, c.train.checkpointEvery, c.train.syncCheckEvery], [3, 5, 7])
+        XCTAssertEqual(c.data.globalBatch, 32)
+        XCTAssertFalse(c.data.flip)
+        XCTAssertEqual(c.loss.map(\.kind), ["prg"], "the loss list is replaced whole (documented)")
+        XCTAssertEqual(c.overrideNotes, [
+            "--set train={steps: 3}: replaces train.steps: 9",
+            "--set train={steps: 3}: sets train.steps; the other train keys unchanged",
+            "--set data={}: sets nothing (an empty mapping)",
+            "--set loss=[{kind: prg}]: replaces the file's loss list (2 term(s)) with 1 term(s)",
+        ])
+        // A nested mapping merges too; an unknown key inside it is named at its override.
+        let t = try KDConfig.parse(yaml: file, overrides: ["teacher={cache: {rounds: 2}}"])
+        XCTAssertEqual(t.teacher.cache.rounds, 2)
+        XCTAssertEqual(t.teacher.initialization, .random)
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: file, overrides: ["train={stepz: 3}"]) },
+                       "--set: train={stepz: 3}: train.stepz: unknown key")
+    }
+
+    /// Issue 24 item 11: a bad value given by `--set` names the override, not "(line 1)" of the file.
+    func testErrorsInOverridesNameTheOverride() {
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "seed: 1\n", file: "f.yaml",
+                                                          overrides: ["data.global_batch=abc"]) },
+                       "--set: data.global_batch=abc: data.global_batch: expected an integer, got 'abc'")
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "seed: 1\n", file: "f.yaml",
+                                                          overrides: ["data.global_batch=0"]) },
+                       "--set: data.global_batch=0: data.global_batch: must be ≥ 1, got 0")
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "seed: 1\ndata: {global_batch: 0}\n", file: "f.yaml") },
+                       "f.yaml: data.global_batch: must be ≥ 1, got 0 (line 2)")
+    }
+
+    /// Issue 24 items 7 and 10: every size key is bounded, values beyond float32 refused when read.
+    func testBoundsOnSizesAndFloatValues() {
+        let cases: [(String, String)] = [
+            ("data: {train_size: 9223372036854775807}", "data.train_size: must be ≤ 100000000"),
+            ("data: {train_size: 2000000000}", "data.train_size: must be ≤ 100000000"),
+            ("runtime: {memory_limit_gb: 1e10}", "runtime.memory_limit_gb: must be ≤ 1000000.0"),
+            ("teacher: {clip_scale: 1e39}", "teacher.clip_scale: must be ≤ 3.4028234663852886e+38, got 1e+39"),
+            ("teacher: {cache: {rounds: 1000000}}", "teacher.cache.rounds: must be ≤ 100000"),
+            ("optim: {lr: 1e39}", "optim.lr: must be ≤ 3.4028234663852886e+38"),
+            ("data: {global_batch: 1e3}", "data.global_batch: expected an integer, got '1e3'"),
+        ]
+        for (yaml, expected) in cases {
+            let m = message { _ = try KDConfig.parse(yaml: yaml, file: "b.yaml") }
+            XCTAssertTrue(m.contains(expected), "\(yaml): \(m)")
+            XCTAssertTrue(m.hasPrefix("b.yaml: "), m)
+        }
+    }
+
+    /// Kinds are closed sets: an unknown one is an error listing the allowed, never a fallback.
+    func testUnknownKindsAreErrors() {
+        let cases: [(String, String)] = [
+            ("optim: {kind: lbfgs}", "optim.kind: must be one of sgd, adamw, got 'lbfgs' (line 1)"),
+            ("optim: {schedule: linear}", "optim.schedule: must be one of cosine, step, constant, got 'linear'"),
+            ("runtime: {conv_algorithm: fft}", "runtime.conv_algorithm: must be one of auto, direct, winograd2, "
+                + "winograd4, got 'fft'"),
+            ("teacher: {kind: oracle}", "teacher.kind: must be one of network, embeddings, got 'oracle'"),
+            ("data: {source: hdf5}", "data.source: must be one of synthetic, npy, cifar, got 'hdf5'"),
+            ("teacher: {cache: {dtype: int8}}", "teacher.cache.dtype: must be one of float32, float16, got 'int8'"),
+            ("mode: teach", "mode: must be one of supervised, distill, got 'teach'"),
+        ]
+        for (yaml, expected) in cases {
+            let m = message { _ = try KDConfig.parse(yaml: yaml, file: "k.yaml") }
+            XCTAssertTrue(m.contains(expected), "\(yaml): \(m)")
+        }
+    }
+
+    /// The resolved YAML is the encoder's: it reads back to the same config, every key present.
+    func testResolvedYAMLReadsBackToTheSameConfig() throws {
+        let c = try KDConfig.parse(yaml: "mode: distill\nteacher: {init: random, model: resnet8}\n"
+                                   + "loss: [{kind: kd, temperature: 4}, {kind: rkd}]\ndata: {mean: [0.4], std: [0.2]}\n"
+                                   + "optim: {kind: adamw, schedule: step, milestones: [3]}", file: "r.yaml")
+        let again = try KDConfig.parse(yaml: c.resolvedYAML, file: "r.yaml")
+        XCTAssertEqual(again, c)
+        XCTAssertEqual(again.resolvedYAML, c.resolvedYAML)
+        let tree = try XCTUnwrap(try Yams.compose(yaml: c.resolvedYAML))
+        for key in try Self.decodedKeys() {
+            var node: Node? = tree
+            for part in key.split(separator: ".") { node = node?.mapping?[String(part)] }
+            XCTAssertNotNil(node, "\(key) in the resolved YAML")
+        }
+    }
+}
