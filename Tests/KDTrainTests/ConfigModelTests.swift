@@ -139,7 +139,8 @@ final class ConfigModelTests: XCTestCase {
     /// The resolved YAML is the encoder's: it reads back to the same config, every key present.
     func testResolvedYAMLReadsBackToTheSameConfig() throws {
         let c = try KDConfig.parse(yaml: "mode: distill\nteacher: {init: random, model: resnet8}\n"
-                                   + "loss: [{kind: kd, temperature: 4}, {kind: rkd}]\ndata: {mean: [0.4], std: [0.2]}\n"
+                                   + "loss: [{kind: kd, temperature: 4}, {kind: rkd}]\n"
+                                   + "data: {mean: [0.4], std: [0.2]}\n"
                                    + "optim: {kind: adamw, schedule: step, milestones: [3]}", file: "r.yaml")
         let again = try KDConfig.parse(yaml: c.resolvedYAML, file: "r.yaml")
         XCTAssertEqual(again, c)

@@ -412,7 +412,9 @@ extension KDConfig {
     /// Every rule a config must satisfy beyond its types, in one place: bounds of each key, then the
     /// rules between keys. Errors name the dotted key (`parse` adds the line or the `--set`).
     public func validate() throws {
-        func fail(_ key: String, _ message: String) -> ConfigError { ConfigError(file: file, key: key, message: message) }
+        func fail(_ key: String, _ message: String) -> ConfigError {
+            ConfigError(file: file, key: key, message: message)
+        }
         func check(_ key: String, _ v: Int, _ lo: Int, _ hi: Int) throws {
             if v < lo { throw fail(key, "must be ≥ \(lo), got \(v)") }
             if v > hi { throw fail(key, "must be ≤ \(hi), got \(v)") }

@@ -108,7 +108,9 @@ final class ConfigNodeDecoder: Decoder {
         if let choice = T.self as? any ConfigChoice.Type { return try decodeChoice(choice) as! T }
         switch T.self {
         case is Int.Type:
-            guard case .scalar = node, let v = node.int else { throw error("expected an integer, got \(describe(node))") }
+            guard case .scalar = node, let v = node.int else {
+                throw error("expected an integer, got \(describe(node))")
+            }
             return v as! T
         case is Double.Type:
             guard case .scalar = node, let v = node.float ?? node.int.map(Double.init) else {
@@ -117,7 +119,9 @@ final class ConfigNodeDecoder: Decoder {
             guard v.isFinite else { throw error("must be finite, got \(v)") }
             return v as! T
         case is Bool.Type:
-            guard case .scalar = node, let v = node.bool else { throw error("expected true or false, got \(describe(node))") }
+            guard case .scalar = node, let v = node.bool else {
+                throw error("expected true or false, got \(describe(node))")
+            }
             return v as! T
         case is String.Type:
             guard case .scalar(let s) = node else { throw error("expected a string, got \(describe(node))") }
@@ -292,7 +296,9 @@ private struct KeyedNodeEncoding<Key: CodingKey>: KeyedEncodingContainerProtocol
     func put(_ key: Key, _ node: Node) { encoder.result.pairs!.append((snakeCase(key.stringValue), node)) }
 
     mutating func encodeNil(forKey key: Key) throws { put(key, Node("~")) }
-    mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws { put(key, try ConfigNodeEncoder.node(value)) }
+    mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
+        put(key, try ConfigNodeEncoder.node(value))
+    }
     mutating func encodeIfPresent<T: Encodable>(_ value: T?, forKey key: Key) throws {
         if let value { try encode(value, forKey: key) } else { try encodeNil(forKey: key) }
     }
@@ -324,7 +330,9 @@ private struct UnkeyedNodeEncoding: UnkeyedEncodingContainer {
     var codingPath: [CodingKey] { encoder.codingPath }
     var count: Int { encoder.result.items?.count ?? 0 }
     mutating func encodeNil() throws { encoder.result.items!.append(Node("~")) }
-    mutating func encode<T: Encodable>(_ value: T) throws { encoder.result.items!.append(try ConfigNodeEncoder.node(value)) }
+    mutating func encode<T: Encodable>(_ value: T) throws {
+        encoder.result.items!.append(try ConfigNodeEncoder.node(value))
+    }
     mutating func nestedContainer<N: CodingKey>(keyedBy keyType: N.Type) -> KeyedEncodingContainer<N> {
         fatalError("KDConfig lists hold values")
     }

@@ -1,8 +1,9 @@
 import KDLosses
 import Yams
 
-/// Reads one YAML mapping strictly: every typed getter marks its key as used, and `finish()` rejects any
-/// key that no getter asked for, so a misspelt key is an error rather than silently ignored.
+/// Reads one `loss:` entry strictly (its parameters are the loss kind's, read through
+/// `LossParameterReader`): every getter marks its key as used, and `finish()` rejects any key that no
+/// getter asked for, so a misspelt parameter is an error rather than silently ignored.
 struct NodeReader {
     let file: String
     let path: String
@@ -18,7 +19,7 @@ struct NodeReader {
         if case .scalar(let s) = node, s.string.isEmpty || s.tag.description.hasSuffix("null") { return }
         guard let map = node.mapping else {
             throw ConfigError(file: file, key: path,
-                              message: "expected a mapping of keys, got \(NodeReader.show(node))",
+                              message: "expected a mapping of keys, got \(describe(node))",
                               line: node.mark?.line)
         }
         for (k, v) in map {
@@ -34,15 +35,6 @@ struct NodeReader {
 
     func full(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
-    static func show(_ node: Node) -> String {
-        switch node {
-        case .scalar(let s): return "'\(s.string)'"
-        case .mapping: return "a mapping"
-        case .sequence: return "a list"
-        case .alias: return "an alias"
-        }
-    }
-
     mutating func node(_ key: String) -> Node? {
         used.insert(key)
         return pairs.first(where: { $0.0 == key })?.1
@@ -52,17 +44,10 @@ struct NodeReader {
         ConfigError(file: file, key: full(key), message: message, line: node?.mark?.line ?? line)
     }
 
-    func isNull(_ n: Node) -> Bool {
-        if case .scalar(let s) = n {
-            return s.tag.description.hasSuffix("null") || s.string == "~" || s.string == "null"
-        }
-        return false
-    }
-
     mutating func int(_ key: String, _ def: Int, min lo: Int? = nil, max hi: Int? = nil) throws -> Int {
         guard let n = node(key), !isNull(n) else { return def }
         guard case .scalar = n, let v = n.int else {
-            throw error(key, "expected an integer, got \(NodeReader.show(n))", n)
+            throw error(key, "expected an integer, got \(describe(n))", n)
         }
         if let lo, v < lo { throw error(key, "must be ≥ \(lo), got \(v)", n) }
         if let hi, v > hi { throw error(key, "must be ≤ \(hi), got \(v)", n) }
@@ -73,7 +58,7 @@ struct NodeReader {
                          exclusiveMin: Bool = false) throws -> Double {
         guard let n = node(key), !isNull(n) else { return def }
         guard case .scalar = n, let v = n.float ?? n.int.map(Double.init) else {
-            throw error(key, "expected a number, got \(NodeReader.show(n))", n)
+            throw error(key, "expected a number, got \(describe(n))", n)
         }
         guard v.isFinite else { throw error(key, "must be finite, got \(v)", n) }
         if let lo, exclusiveMin ? v <= lo : v < lo {
@@ -83,17 +68,9 @@ struct NodeReader {
         return v
     }
 
-    mutating func bool(_ key: String, _ def: Bool) throws -> Bool {
-        guard let n = node(key), !isNull(n) else { return def }
-        guard case .scalar = n, let v = n.bool else {
-            throw error(key, "expected true or false, got \(NodeReader.show(n))", n)
-        }
-        return v
-    }
-
     mutating func string(_ key: String, _ def: String) throws -> String {
         guard let n = node(key), !isNull(n) else { return def }
-        guard case .scalar(let s) = n else { throw error(key, "expected a string, got \(NodeReader.show(n))", n) }
+        guard case .scalar(let s) = n else { throw error(key, "expected a string, got \(describe(n))", n) }
         return s.string
     }
 
@@ -104,45 +81,6 @@ struct NodeReader {
                         pairs.first { $0.0 == key }?.1)
         }
         return v
-    }
-
-    mutating func doubles(_ key: String, _ def: [Double]) throws -> [Double] {
-        guard let n = node(key), !isNull(n) else { return def }
-        guard let seq = n.sequence else { throw error(key, "expected a list of numbers, got \(NodeReader.show(n))", n) }
-        return try seq.map { e in
-            guard let v = e.float ?? e.int.map(Double.init), v.isFinite else {
-                throw error(key, "expected a list of numbers, found \(NodeReader.show(e))", e)
-            }
-            return v
-        }
-    }
-
-    /// An integer, nil when absent (keys whose default depends on something else, e.g. the data).
-    mutating func optionalInt(_ key: String, min lo: Int? = nil) throws -> Int? {
-        guard let n = node(key), !isNull(n) else { return nil }
-        return try int(key, 0, min: lo)
-    }
-
-    /// A list of finite numbers, nil when absent.
-    mutating func optionalDoubles(_ key: String) throws -> [Double]? {
-        guard let n = node(key), !isNull(n) else { return nil }
-        return try doubles(key, [])
-    }
-
-    mutating func ints(_ key: String, _ def: [Int], min lo: Int? = nil) throws -> [Int] {
-        guard let n = node(key), !isNull(n) else { return def }
-        guard let seq = n.sequence else {
-            throw error(key, "expected a list of integers, got \(NodeReader.show(n))", n)
-        }
-        return try seq.map { e in
-            guard let v = e.int else { throw error(key, "expected a list of integers, found \(NodeReader.show(e))", e) }
-            if let lo, v < lo { throw error(key, "entries must be ≥ \(lo), got \(v)", e) }
-            return v
-        }
-    }
-
-    mutating func child(_ key: String) throws -> NodeReader {
-        try NodeReader(file: file, path: full(key), node: node(key))
     }
 
     /// Rejects keys no getter asked for.
@@ -157,7 +95,7 @@ struct NodeReader {
     func scalars(except: Set<String>) throws -> [(String, String)] {
         try pairs.filter { !except.contains($0.0) }.map { k, v in
             guard case .scalar(let s) = v else {
-                throw error(k, "expected a number or a string, got \(NodeReader.show(v))", v)
+                throw error(k, "expected a number or a string, got \(describe(v))", v)
             }
             return (k, s.string)
         }
