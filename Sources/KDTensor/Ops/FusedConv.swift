@@ -79,12 +79,12 @@ public final class FusedConv: @unchecked Sendable {
     }
 }
 
-/// `p[i] = max(p[i], 0)` for `i < count`, eight lanes at a time.
+/// `p[i] = max(p[i], 0)` for `i < count`, eight lanes at a time; NaN stays NaN (`reluVec`).
 func reluInPlace(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
     var i = 0
     while i + 8 <= count {
         storeVec(reluVec(loadVec(p + i, 8)), p + i, 8)
         i += 8
     }
-    while i < count { p[i] = max(p[i], 0); i += 1 }
+    while i < count { if p[i] < 0 { p[i] = 0 }; i += 1 }
 }

@@ -22,6 +22,7 @@ private func poolGeometry(_ op: String, _ x: Tensor, kernel: Int, stride: Int, p
 /// `y[n, i, j, c] = max_{ki,kj} x[n, i·s − p + ki, j·s − p + kj, c]` over in-range positions,
 /// `Ho = (H + 2p − k)/s + 1`. Backward routes each `dy` to its window's argmax (the first maximum):
 /// `dx[argmax] += dy`. The argmax (offset within the image) is stored as Int32 only when recording.
+/// A NaN in a window wins (the first one is the argmax): the output is NaN, as PyTorch's `max_pool2d`.
 public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int, padding: Int = 0) throws -> Tensor {
     let g = try poolGeometry("maxPool2d", x, kernel: kernel, stride: stride, padding: padding)
     let c = g.cin, imageSize = g.h * g.w * c, outImage = g.ho * g.wo * c
@@ -50,7 +51,7 @@ public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int, padding: Int = 0) t
                         if let a {
                             maxWithArgmax(y, a, src, base: Int32(truncatingIfNeeded: off), count: c)
                         } else {
-                            for j in 0..<c { y[j] = Swift.max(y[j], src[j]) }
+                            for j in 0..<c where src[j] > y[j] || src[j].isNaN { y[j] = src[j] }
                         }
                     }
                 }
@@ -81,7 +82,7 @@ private func maxWithArgmax(_ y: UnsafeMutablePointer<Float>, _ a: UnsafeMutableP
         let v = UnsafeRawPointer(src + j).loadUnaligned(as: SIMD8<Float>.self)
         let cur = UnsafeRawPointer(y + j).loadUnaligned(as: SIMD8<Float>.self)
         let idx = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Int32>.self)
-        let better = v .> cur
+        let better = (v .> cur) .| (v .!= v)   // a NaN wins and stays (PyTorch's max_pool2d)
         UnsafeMutableRawPointer(y + j).storeBytes(of: cur.replacing(with: v, where: better), as: SIMD8<Float>.self)
         let lane = lanes &+ (base &+ Int32(truncatingIfNeeded: j))
         UnsafeMutableRawPointer(a + j).storeBytes(of: idx.replacing(with: lane, where: better),
@@ -89,7 +90,7 @@ private func maxWithArgmax(_ y: UnsafeMutablePointer<Float>, _ a: UnsafeMutableP
         j += 8
     }
     while j < c {
-        if src[j] > y[j] { y[j] = src[j]; a[j] = base &+ Int32(truncatingIfNeeded: j) }
+        if src[j] > y[j] || src[j].isNaN { y[j] = src[j]; a[j] = base &+ Int32(truncatingIfNeeded: j) }
         j += 1
     }
 }

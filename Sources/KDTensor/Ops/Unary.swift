@@ -26,14 +26,15 @@ private func unary(_ name: String, _ x: Tensor, _ f: (Float) -> Float,
     return out
 }
 
-/// `y = max(x, 0)`. Backward: `gx = g · [x > 0]`.
+/// `y = max(x, 0)`, NaN propagated (`relu(NaN) = NaN`, as PyTorch's). Backward: `gx = g · [¬(x ≤ 0)]`
+/// (PyTorch's `threshold_backward`: a NaN input passes its gradient).
 public func relu(_ x: Tensor) -> Tensor {
     let out = Tensor(uninitializedShape: x.shape)
     let xp = x.ptr, yp = out.ptr
-    for i in 0..<x.count { yp[i] = xp[i] > 0 ? xp[i] : 0 }
+    for i in 0..<x.count { yp[i] = xp[i] <= 0 ? 0 : xp[i] }
     Tape.record("relu", inputs: [x], output: out) { g in
         let gp = g.ptr
-        accumulate(x) { xp[$0] > 0 ? gp[$0] : 0 }
+        accumulate(x) { xp[$0] <= 0 ? 0 : gp[$0] }
     }
     return out
 }

@@ -14,6 +14,16 @@ public struct EvalResult: Equatable {
 }
 
 extension Trainer {
+    /// A NaN or Inf in an evaluation input would reach the logits (ReLU and pooling propagate it) and
+    /// make the reported loss and accuracy meaningless: refused, naming the file and the sample.
+    func refuseNonFinite(_ batch: Batch) throws {
+        let perSample = batch.images.count / max(1, batch.count)
+        guard let bad = (0..<batch.images.count).first(where: { !batch.images.ptr[$0].isFinite }) else { return }
+        throw TrainError.io(path: data.evalName, message: "evaluation sample \(batch.indices[bad / perSample]) "
+                            + "holds a non-finite value (\(batch.images.ptr[bad])): the evaluation would report "
+                            + "a meaningless loss and accuracy; fix or drop that sample")
+    }
+
     /// Top-1/top-5 accuracy and mean cross-entropy of the student on the held-out split; each rank
     /// evaluates its contiguous share of every evaluation batch, the counts are summed over ranks.
     public func evaluate(model: (any Classifier)? = nil) throws -> EvalResult {
@@ -31,6 +41,7 @@ extension Trainer {
         try SampleBlocks.with(rowsPerBlock: deterministic ? 1 : nil) { try withNoGrad {
             for (plan, indices) in batches where !indices.isEmpty {
                 let batch = data.evalBatch(indices, plan: plan)
+                try refuseNonFinite(batch)
                 let (_, logits) = try m(batch.images)
                 let C = logits.shape[1]
                 if scratch.count < C { scratch = [Double](repeating: 0, count: C) }

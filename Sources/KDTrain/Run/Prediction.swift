@@ -66,7 +66,10 @@ public enum Prediction {
 
         let a = try NPYArray(path: images)
         let perImage = size[0] * size[1] * channels
-        guard a.rowCount >= 1, a.rowElements == perImage else {
+        guard a.rowCount >= 1 else {
+            throw TrainError.io(path: images, message: "holds no images (shape \(a.shape)): nothing to predict")
+        }
+        guard a.rowElements == perImage else {
             throw TrainError.io(path: images, message: "shape \(a.shape): the model takes "
                                 + "\(size[0])×\(size[1])×\(channels) "
                                 + "(NHWC) per image, \(perImage) values")
@@ -95,6 +98,11 @@ public enum Prediction {
             let x = Tensor(uninitializedShape: [n, size[0], size[1], channels])
             a.copyAsFloat(elementOffset: start * perImage, count: n * perImage, into: x.ptr)
             if let normalise { for k in 0..<(n * perImage) { x.ptr[k] = normalise(k % perImage, x.ptr[k]) } }
+            if let bad = (0..<(n * perImage)).first(where: { !x.ptr[$0].isFinite }) {
+                throw TrainError.io(path: images, message: "image \(start + bad / perImage) holds a non-finite value "
+                                    + "(\(x.ptr[bad]) at element \(bad % perImage)): the model's outputs would be "
+                                    + "meaningless; fix or drop that image")
+            }
             let (_, z) = try withNoGrad { try model(x) }
             logits.append(contentsOf: UnsafeBufferPointer(start: z.ptr, count: z.count))
             start += n

@@ -21,6 +21,8 @@ public final class TrainingData {
     public let inputChannels: Int
     public let inputSize: [Int]
     public let trainName: String
+    /// The evaluation split's file (or generator), named in errors.
+    public let evalName: String
     /// Rows of the training file (before a hold-out split): what per-sample teacher files are keyed by.
     public let trainFileCount: Int
     /// The file row of each training-split index (nil: the split is the whole file).
@@ -97,6 +99,7 @@ public final class TrainingData {
             inputChannels = 1; inputSize = [1, train.dim]
             mean = []; std = []; normalizationDefaulted = false; policy = AugmentPolicy(enabled: false)
             trainName = train.features.features.path
+            evalName = eval.features.features.path
             trainFileCount = train.features.count
             trainFileRows = train.rows == Array(0..<train.features.count) ? nil : train.rows
             return
@@ -127,6 +130,7 @@ public final class TrainingData {
         trainCount = train.count; evalCount = splits.eval.count
         inputChannels = train.channels; inputSize = [train.height, train.width]
         trainName = train.name
+        evalName = splits.eval.name
         if let subset = train as? SubsetDataset {
             trainFileCount = subset.base.count
             trainFileRows = subset.indices

@@ -1,0 +1,71 @@
+import Foundation
+import XCTest
+import KDFormats
+import KDTestSupport
+@testable import KDTrain
+
+/// Issue 24 item 5: `predict` on NaN images returned finite logits and `eval` with a NaN row reported a
+/// finite loss and accuracy. Both refuse non-finite inputs, naming the file and the image or sample.
+final class NonFiniteInputTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "kdgraph-nonfinite-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func message(_ body: () throws -> Void) -> String {
+        do { try body(); return "" } catch { return "\(error)" }
+    }
+
+    func config(_ extra: [String] = []) throws -> KDConfig {
+        let yaml = """
+        seed: 1
+        data: {source: synthetic, classes: 4, image_size: 8, train_size: 32, eval_size: 8, global_batch: 8}
+        student: {model: resnet8}
+        train: {steps: 1, log_every: 1}
+        output: {dir: "\(dir)/out"}
+        runtime: {conv_algorithm: direct}
+        """
+        return try KDConfig.parse(yaml: yaml, file: "n.yaml", overrides: extra)
+    }
+
+    func testEvaluationRefusesANaNSampleNamingIt() throws {
+        let feat = dir + "/feat"
+        try FileManager.default.createDirectory(atPath: feat, withIntermediateDirectories: true)
+        try NPYWriter.write((0..<(32 * 4)).map { Float($0 % 7) }, shape: [32, 4], to: feat + "/train_features.npy")
+        try NPYWriter.write((0..<32).map { Int64($0 % 4) }, shape: [32], to: feat + "/train_labels.npy")
+        var test: [Float] = (0..<(8 * 4)).map { Float($0 % 5) }
+        test[3 * 4 + 2] = .nan
+        try NPYWriter.write(test, shape: [8, 4], to: feat + "/test_features.npy")
+        try NPYWriter.write((0..<8).map { Int64($0 % 4) }, shape: [8], to: feat + "/test_labels.npy")
+        let cfg = try config(["data.source=npy", "data.path=\(feat)", "data.image_size=~", "student.model=mlp",
+                              "student.hidden=[8]"])
+        let m = message { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm).evaluate() } }
+        XCTAssertTrue(m.contains("\(feat)/test_features.npy: evaluation sample 3 holds a non-finite value (nan)"), m)
+    }
+
+    func testPredictRefusesNaNImagesAndAnEmptyFile() throws {
+        let cfg = try config()
+        let checkpoint = try InProcessWorld(size: 1).run { comm in
+            try Trainer(config: cfg, comm: comm).saveCheckpoint(name: "w.safetensors")
+        }[0]
+        var pixels = [Float](repeating: 0.25, count: 4 * 8 * 8 * 3)
+        pixels[2 * 192 + 17] = .nan
+        try NPYWriter.write(pixels, shape: [4, 8, 8, 3], to: dir + "/x.npy")
+        let m = message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/x.npy",
+                                                 out: dir + "/z.npy", batch: 3) }
+        XCTAssertTrue(m.contains("\(dir)/x.npy: image 2 holds a non-finite value (nan at element 17)"), m)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/z.npy"), "nothing written")
+        let finite = [Float](repeating: 0.25, count: 4 * 8 * 8 * 3)
+        try NPYWriter.write(finite, shape: [4, 8, 8, 3], to: dir + "/ok.npy")
+        XCTAssertEqual(try Prediction.run(checkpoint: checkpoint, images: dir + "/ok.npy", out: dir + "/z.npy",
+                                          batch: 3).images, 4)
+        try NPYWriter.write([Float](), shape: [0, 8, 8, 3], to: dir + "/none.npy")
+        let e = message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/none.npy",
+                                                 out: dir + "/e.npy", batch: 3) }
+        XCTAssertTrue(e.contains("\(dir)/none.npy: holds no images (shape [0, 8, 8, 3])"), e)
+    }
+}
