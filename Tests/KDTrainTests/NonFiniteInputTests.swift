@@ -43,7 +43,9 @@ final class NonFiniteInputTests: XCTestCase {
         try NPYWriter.write((0..<8).map { Int64($0 % 4) }, shape: [8], to: feat + "/test_labels.npy")
         let cfg = try config(["data.source=npy", "data.path=\(feat)", "data.image_size=~", "student.model=mlp",
                               "student.hidden=[8]"])
-        let m = message { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm).evaluate() } }
+        let m = message {
+            _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm).evaluate() }
+        }
         XCTAssertTrue(m.contains("\(feat)/test_features.npy: evaluation sample 3 holds a non-finite value (nan)"), m)
     }
 
