@@ -130,13 +130,14 @@ public final class TeacherCacheStore: @unchecked Sendable {
             }
             return
         }
+        let l = manifest.layout, (recordShape, sumShape) = shapes(l)
+        try checkSpace(directory: directory, layout: l)
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             throw DataError.invalidConfig(field: "teacher.cache.path",
-                                          message: "\(directory): cannot create (\(error))")
+                                          message: "\(directory): cannot create the folder (\(ioReason(error)))")
         }
-        let l = manifest.layout, (recordShape, sumShape) = shapes(l)
         do {
             for r in 0..<l.rounds {
                 try NPYRowFile.create(path: roundPath(directory, r, "records"), dtype: l.npyDType, shape: recordShape)
@@ -153,6 +154,37 @@ public final class TeacherCacheStore: @unchecked Sendable {
             try FileManager.default.moveItem(atPath: tmp, toPath: path)
         } catch {
             throw DataError.invalidFile(path: path, reason: "cannot write the manifest (\(error))")
+        }
+    }
+
+    /// Bytes of a complete cache of `l`: per round, the records and checksums with their headers.
+    public static func bytes(_ l: TeacherCacheLayout) -> Int {
+        let (records, sums) = shapes(l)
+        let recordFile = NPYWriter.header(dtype: l.npyDType, shape: records).count + l.samples * l.recordBytes
+        let sumFile = NPYWriter.header(dtype: .int64, shape: sums).count + l.samples * 8
+        return l.rounds * (recordFile + sumFile)
+    }
+
+    /// Refuses a cache that the file system under `directory` cannot hold once filled (the round files
+    /// are created sparse, so the space is taken as records are written): its bytes and files are
+    /// compared with the free space of the nearest existing folder before anything is created.
+    static func checkSpace(directory: String, layout l: TeacherCacheLayout) throws {
+        var folder = directory.isEmpty ? "." : directory
+        while !FileManager.default.fileExists(atPath: folder) && folder != "/" && folder != "." {
+            folder = (folder as NSString).deletingLastPathComponent
+            if folder.isEmpty { folder = "." }
+        }
+        var fs = statvfs()
+        guard statvfs(folder, &fs) == 0 else { return }
+        let need = bytes(l), free = Int(fs.f_bavail) * Int(fs.f_frsize), files = 2 * l.rounds + 1
+        let freeFiles = Int(fs.f_favail)
+        func gb(_ b: Int) -> String { String(format: "%.2f GB", Double(b) / 1e9) }
+        if need > free || (fs.f_files > 0 && files > freeFiles) {
+            throw DataError.invalidConfig(
+                field: "teacher.cache.rounds",
+                message: "\(l.rounds) round(s) of \(l.samples) samples need \(gb(need)) in \(files) files under "
+                    + "\(directory), but its file system has \(gb(free)) and \(freeFiles) files free: lower "
+                    + "teacher.cache.rounds, use teacher.cache.dtype: float16, or another teacher.cache.path")
         }
     }
 

@@ -15,6 +15,8 @@ public final class NPYRowFile: @unchecked Sendable {
     public let rowBytes: Int
     let dataOffset: Int
     private let fd: Int32
+    /// Opened for reading only (a read-only file system, or no write permission): `write` refuses.
+    public let readOnly: Bool
 
     /// Creates (or truncates) `path` for `shape` (`shape[0]` rows).
     public static func create(path: String, dtype: NPYDType, shape: [Int]) throws {
@@ -29,13 +31,17 @@ public final class NPYRowFile: @unchecked Sendable {
         }
     }
 
-    /// Opens `path`, which must have been created for exactly `dtype` and `shape`.
+    /// Opens `path`, which must have been created for exactly `dtype` and `shape`: for reading and
+    /// writing, or for reading only where the file cannot be written (a shared cache on a read-only
+    /// file system is read as it is).
     public init(path: String, dtype: NPYDType, shape: [Int]) throws {
         self.path = path; self.dtype = dtype; self.shape = shape
         rowBytes = shape.dropFirst().reduce(1, *) * dtype.size
         dataOffset = NPYWriter.header(dtype: dtype, shape: shape).count
         let expected = dataOffset + shape.reduce(1, *) * dtype.size
-        let fd = open(path, O_RDWR)
+        var fd = open(path, O_RDWR)
+        readOnly = fd < 0 && (errno == EROFS || errno == EACCES || errno == EPERM)
+        if readOnly { fd = open(path, O_RDONLY) }
         guard fd >= 0 else { throw NPYError.cannotOpen(path: path, reason: errnoText()) }
         var st = stat()
         guard fstat(fd, &st) == 0, Int(st.st_size) == expected else {
@@ -73,6 +79,9 @@ public final class NPYRowFile: @unchecked Sendable {
     /// Writes `bytes` into row `row` from byte `offset` within it.
     public func write(row: Int, offset: Int = 0, _ bytes: UnsafeRawBufferPointer) throws {
         let start = try position(row, offset, bytes.count)
+        if readOnly {
+            throw NPYError.writeFailed(path: path, reason: "cannot write row \(row): the file is read-only here")
+        }
         var done = 0
         while done < bytes.count {
             let k = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(start + done))

@@ -118,4 +118,29 @@ final class TeacherCacheStoreTests: XCTestCase {
         XCTAssertEqual(l.blockSamples(of: 7), 4..<8)
         XCTAssertEqual(l.blockSamples(of: 9), 8..<10)   // the last block is short
     }
+
+    /// Issue 24 item 8: `rounds: 1000000` created 1.58 M files before it was killed. A cache that the file
+    /// system cannot hold is refused before anything is created, naming the key, the size and the space.
+    func testACacheLargerThanTheFreeSpaceIsRefusedBeforeAnythingIsCreated() throws {
+        let layout = TeacherCacheLayout(samples: 50_000_000, views: 2, rounds: 10_000,
+                                        columns: [.init(name: "embedding", size: 1024),
+                                                  .init(name: "logits", size: 1000)],
+                                        dtype: "float32", block: 16)
+        let m = TeacherCacheManifest(layout: layout, fields: [("seed", "1")])
+        // 10⁴ rounds × 5·10⁷ samples × 2 views × 2024 floats: about 8·10¹⁵ bytes, more than any disk here.
+        XCTAssertGreaterThan(TeacherCacheStore.bytes(layout), 8_000_000_000_000_000)
+        XCTAssertThrowsError(try TeacherCacheStore.prepare(directory: dir + "/big", manifest: m)) { e in
+            let text = "\(e)"
+            XCTAssertTrue(text.contains("teacher.cache.rounds"), text)
+            XCTAssertTrue(text.contains("10000 round(s) of 50000000 samples need"), text)
+            XCTAssertTrue(text.contains("in 20001 files under \(self.dir)/big, but its file system has"), text)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/big"), "nothing created")
+        // The size counted is what the files take once every record is written.
+        let small = manifest()
+        try TeacherCacheStore.prepare(directory: dir, manifest: small)
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("round-") }
+        let onDisk = try files.map { try FileManager.default.attributesOfItem(atPath: dir + "/" + $0)[.size] as! Int }
+        XCTAssertEqual(onDisk.reduce(0, +), TeacherCacheStore.bytes(small.layout))
+    }
 }

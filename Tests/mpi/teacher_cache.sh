@@ -8,7 +8,8 @@
 #   - a fill resumes after damage (a lost checksum: that record's block is computed again, same bytes);
 #   - float16 records: the run's first step within the float16 rounding of the float32 run's;
 #   - `kdgraph export-views` writes the same views on 1 and 2 ranks, and refuses a used folder;
-#   - a cache made for other settings is refused on every rank naming the field, the cache untouched.
+#   - a cache made for other settings is refused on every rank naming the field, the cache untouched;
+#   - a complete cache on a read-only file system is read; a cache of changed training images is refused.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -115,6 +116,22 @@ if [ "$rc" != 0 ] && [ "$ranks" -ge 1 ] && grep -q "teacher.cache.path" "$tmp/ot
   ok "a cache for other settings refused (exit $rc): $(grep -m1 -o 'this cache was made[^;]*' "$tmp/other.log")"
 else
   ko "cache for other settings" "exit $rc: $(tail -3 "$tmp/other.log")"
+fi
+
+# A complete cache on a read-only file system is read as it is (a shared cache on a cluster file
+# system), giving the writable cache's bits (issue 24 item 9: it was refused, "Read-only file system").
+mkdir -p "$tmp/rofs"
+if mount -t tmpfs -o size=64m tmpfs "$tmp/rofs" 2>"$tmp/mount.err"; then
+  cp -r "$tmp/filled" "$tmp/rofs/cache" && mount -o remount,ro "$tmp/rofs"
+  mpi 2 train "${cfg[@]}" --set teacher.cache.path="$tmp/rofs/cache" --set output.dir="$tmp/ro-run" \
+    >"$tmp/ro.log" 2>&1; rc=$?
+  if [ "$rc" = 0 ] && out=$(python3 Tests/mpi/compare_metrics.py "$tmp/ro-run/metrics.jsonl" \
+                              "$tmp/read2-run/metrics.jsonl" 0 2>&1); then
+    ok "a complete cache on a read-only file system is read: $out"
+  else ko "read-only cache" "exit $rc: ${out:-} $(tail -3 "$tmp/ro.log")"; fi
+  umount "$tmp/rofs"
+else
+  echo "SKIP read-only cache: cannot mount a tmpfs here ($(head -1 "$tmp/mount.err"))"
 fi
 
 # Training images changed in place (rows shuffled: same count, shape and statistics): the cache filled

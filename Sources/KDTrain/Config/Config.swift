@@ -1,4 +1,5 @@
 import Foundation
+import KDFormats
 import KDLosses
 import Yams
 
@@ -407,7 +408,7 @@ extension KDConfig {
     /// Bounds on sizes: far above any real run, low enough that no product of them overflows and that a
     /// typo (`train_size: 2e9`) is named here rather than failing an allocation later.
     static let maxSamples = 100_000_000, maxClasses = 1_000_000, maxImageSide = 131_072, maxWidth = 1 << 20
-    static let maxRounds = 100_000, maxSteps = 1_000_000_000
+    static let maxRounds = 10_000, maxSteps = 1_000_000_000
 
     /// Every rule a config must satisfy beyond its types, in one place: bounds of each key, then the
     /// rules between keys. Errors name the dotted key (`parse` adds the line or the `--set`).

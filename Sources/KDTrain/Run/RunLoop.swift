@@ -1,6 +1,7 @@
 import Foundation
 import KDComm
 import KDData
+import KDFormats
 import KDTensor
 
 /// Summary of a finished (or stopped) run.
