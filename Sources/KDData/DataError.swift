@@ -15,6 +15,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     case countMismatch(pathA: String, countA: Int, pathB: String, countB: Int)
     /// More ranks than samples in a (global or last partial) batch.
     case tooManyRanks(ranks: Int, batch: Int, reason: String)
+    /// Fewer sample blocks than ranks in a batch (`train.deterministic` shares whole blocks).
+    case tooFewBlocks(ranks: Int, batch: Int, blockSize: Int, reason: String)
     /// A configuration value that cannot be used.
     case invalidConfig(field: String, message: String)
     /// The prefetcher was shut down while a batch was requested.
@@ -25,6 +27,7 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         switch self {
         case let .invalidConfig(field, _): return field
         case .tooManyRanks: return "data.global_batch"
+        case .tooFewBlocks: return "data.drop_last"
         default: return nil
         }
     }
@@ -39,6 +42,10 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
             return "sample count mismatch: \(a) has \(na) samples but \(b) has \(nb)"
         case let .tooManyRanks(r, b, why):
             return "\(r) ranks but only \(b) samples in \(why): every rank needs at least one sample"
+        case let .tooFewBlocks(r, b, s, why):
+            return "\(r) ranks but \(why) of \(b) samples has \((b + s - 1) / s) block(s) of train.block_size \(s): "
+                + "every rank needs at least one block (train.deterministic shares whole blocks); set "
+                + "data.drop_last: true or change data.global_batch"
         case let .invalidConfig(f, m): return "config \(f): \(m)"
         case .prefetcherStopped: return "prefetcher: shut down while a batch was requested"
         }

@@ -68,8 +68,10 @@ public final class Sampler: @unchecked Sendable {
                                                   + "and drop_last is set: no step per epoch")
             }
         } else if rest > 0 && (rest + blockSize - 1) / blockSize < worldSize {
-            throw DataError.tooManyRanks(ranks: worldSize, batch: rest,
-                                         reason: "the last partial batch "
+            throw blockSize > 1
+                ? DataError.tooFewBlocks(ranks: worldSize, batch: rest, blockSize: blockSize,
+                                         reason: "the last partial batch")
+                : DataError.tooManyRanks(ranks: worldSize, batch: rest, reason: "the last partial batch "
                                              + "(set data.drop_last: true or change data.global_batch)")
         }
         self.count = count; self.globalBatch = globalBatch; self.dropLast = dropLast; self.seed = seed

@@ -138,5 +138,14 @@ final class BatchPlanBlockTests: XCTestCase {
                                          blockSize: 8)) {
             XCTAssertTrue("\($0)".contains("3 ranks need at least 3 blocks"), "\($0)")
         }
+        // Issue 24 item 11: a last partial batch of 20 samples = 2 blocks of 16 for 3 ranks: the rule named is
+        // one block per rank, not one sample.
+        XCTAssertThrowsError(try Sampler(count: 116, globalBatch: 48, dropLast: false, seed: 1, rank: 0,
+                                         worldSize: 3, blockSize: 16)) {
+            XCTAssertEqual("\($0)", "3 ranks but the last partial batch of 20 samples has 2 block(s) of "
+                           + "train.block_size 16: every rank needs at least one block (train.deterministic shares "
+                           + "whole blocks); set data.drop_last: true or change data.global_batch")
+            XCTAssertEqual(($0 as? DataError)?.configKey, "data.drop_last")
+        }
     }
 }

@@ -131,4 +131,23 @@ final class MemoryEstimateTests: XCTestCase {
             XCTAssertEqual("\(e)", "r.yaml: runtime.memory_limit_gb: must be ≥ 0.0, got -1.0 (line 1)")
         }
     }
+
+    /// Issue 24 item 7: `data.train_size: 2e9` aborted allocating the sampler's permutation on the prefetch
+    /// thread. The sampler's index arrays are counted (two of 8 bytes per sample) and named when they
+    /// do not fit.
+    func testTheSamplersArraysAreCounted() throws {
+        let yaml = """
+        data: {source: synthetic, classes: 10, image_size: 8, train_size: 100000000, global_batch: 8}
+        student: {model: mlp, hidden: [8]}
+        output: {dir: "\(dir)/sampler"}
+        runtime: {memory_limit_gb: 1}
+        """
+        let cfg = try KDConfig.parse(yaml: yaml, file: "s.yaml")
+        var m = ""
+        do { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm) } } catch {
+            m = "\(error)"
+        }
+        XCTAssertTrue(m.contains("s.yaml: data.train_size: one rank's training step needs at least 1.6 GB"), m)
+        XCTAssertTrue(m.contains("sampler indices 1.6 GB (data.train_size, data.path)"), m)
+    }
 }

@@ -17,19 +17,22 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
     public var parameters = 0
     public var lossMatrices = 0
     public var data = 0
+    /// The sampler's index arrays: an epoch's permutation and the one being drawn (8 bytes per sample).
+    public var sampler = 0
     /// Images (or feature rows) per rank per step: per-rank batch × views.
     public var imagesPerRank = 0
     /// `H×W×C` of one input (for the message).
     public var imageShape = ""
 
     public var total: Int {
-        studentActivations + teacherActivations + batches + parameters + lossMatrices + data
+        studentActivations + teacherActivations + batches + parameters + lossMatrices + data + sampler
     }
 
     /// The estimate for `c` on the opened data.
     public init(config c: KDConfig, data d: TrainingData, worldSize: Int) {
         self.init(config: c, inputChannels: d.inputChannels, inputSize: d.inputSize, features: d.isFeatures,
                   residentBytes: d.residentBytes, worldSize: worldSize)
+        sampler = 2 * d.trainCount * MemoryLayout<Int>.stride
     }
 
     /// The estimate for `c` on inputs of `inputChannels` × `inputSize` (`[H, W]`; feature rows: `[1, D]`)
@@ -156,6 +159,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
             ("parameters and optimizer state", parameters, "student.model, teacher.model, student.hidden"),
             ("loss matrices (own rows × B)", lossMatrices, "data.global_batch and data.views"),
             ("data in memory", data, "data.path"),
+            ("sampler indices", sampler, "data.train_size, data.path"),
         ]
         let top = parts.filter { $0.1 > 0 }.sorted { $0.1 > $1.1 }.prefix(2)
         let listed = top.map { "\($0.0) \(MemoryEstimate.gb($0.1)) (\($0.2))" }.joined(separator: "; ")
