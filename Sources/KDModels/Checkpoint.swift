@@ -87,8 +87,16 @@ public enum Checkpoint {
         return true
     }
 
-    /// Reads and validates a checkpoint's weights file (format and checksum); errors name the file.
+    /// Reads and validates a checkpoint's weights file (format and checksum); errors name the file, and
+    /// say so when it is the training-state file.
     public static func read(path: String) throws -> SafetensorsFile {
+        let f = try readFile(path: path)
+        try refuseStateFile(f)
+        return f
+    }
+
+    /// Reads and validates either file of a checkpoint (format and checksum).
+    static func readFile(path: String) throws -> SafetensorsFile {
         let f = try Safetensors.read(path: path)
         guard f.metadata[Safetensors.checksumKey] != nil || f.metadata[Safetensors.legacyDataChecksumKey] != nil else {
             throw ModelError.checkpoint(file: path, message: "has no \(Safetensors.checksumKey) in __metadata__: "
@@ -106,7 +114,7 @@ public enum Checkpoint {
             let legacy = weights.names.contains { $0.hasPrefix(optimizerPrefix) || $0.hasPrefix("state.") }
             return legacy || weights.metadata["optim.step_count"] != nil ? weights : nil
         }
-        let f = try read(path: state)
+        let f = try readFile(path: state)
         let expected = weights.metadata[Safetensors.checksumKey]
         guard let paired = f.metadata[weightsChecksumKey], paired == expected else {
             throw ModelError.checkpoint(file: state, message: "was written with other weights than \(path) "
@@ -152,7 +160,20 @@ public enum Checkpoint {
     /// name must match the model. A missing `num_batches_tracked` is 0 (as PyTorch does); F16/BF16
     /// tensors are converted with a warning (`warn`).
     public static func loadWeights(path: String, into model: Module) throws {
-        try loadWeights(try Safetensors.read(path: path), into: model)
+        let f = try Safetensors.read(path: path)
+        try refuseStateFile(f)
+        try loadWeights(f, into: model)
+    }
+
+    /// A checkpoint's training-state file (`X.state.safetensors`: optimizer slots and `state.` tensors
+    /// only) named where weights are expected: said so, with the weights file beside it.
+    static func refuseStateFile(_ f: SafetensorsFile) throws {
+        let suffix = ".state.safetensors"
+        guard f.file.hasSuffix(suffix), !f.names.isEmpty,
+              f.names.allSatisfy({ $0.hasPrefix(optimizerPrefix) || $0.hasPrefix("state.") }) else { return }
+        let weights = String(f.file.dropLast(suffix.count)) + ".safetensors"
+        throw ModelError.checkpoint(file: f.file, message: "is a checkpoint's optimizer-state file, not its weights: "
+                                    + "use the weights file beside it, \(weights)")
     }
 
     /// Loads weights from a parsed file (see `loadWeights(path:into:)`).

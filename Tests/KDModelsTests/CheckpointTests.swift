@@ -60,6 +60,12 @@ final class CheckpointTests: XCTestCase {
         XCTAssertTrue(f.names.contains("optim.layer1.0.conv1.weight.momentum_buffer"))
         XCTAssertEqual(f.metadata[Checkpoint.weightsChecksumKey], w.metadata[Safetensors.checksumKey])
         XCTAssertEqual(f.metadata["step"], "17")
+        // Issue 24 item 11: the state file named where weights are expected says what it is.
+        let expected = "is a checkpoint's optimizer-state file, not its weights: use the weights file beside it, "
+            + path
+        for read in [{ _ = try Checkpoint.read(path: f.file) }, { try Checkpoint.loadWeights(path: f.file, into: b) }] {
+            XCTAssertThrowsError(try read()) { XCTAssertTrue("\($0)".contains(expected), "\($0)") }
+        }
     }
 
     /// A state file from another write of the weights (a crash between the two writes) is refused.

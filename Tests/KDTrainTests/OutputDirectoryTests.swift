@@ -109,4 +109,24 @@ final class OutputDirectoryTests: XCTestCase {
                            + String(cString: strerror(ENOTDIR)))
         }
     }
+
+    /// Issue 24 item 11: a kill during a checkpoint write left `.step_….safetensors.tmp-PID` behind; the next
+    /// start in that folder removes it and says so, and leaves the checkpoints themselves alone.
+    func testStaleTemporaryFilesAreRemovedAndNamed() throws {
+        let dir = base + "/t"
+        let stale = dir + "/checkpoints/.step_00000004.safetensors.tmp-4242"
+        try write(stale, "partial")
+        try write(dir + "/checkpoints/step_00000002.safetensors", "kept")
+        try write(dir + "/.config.yaml.tmp-77", "partial")
+        let (lock, warnings) = try claim(dir, resume: dir + "/checkpoints/step_00000002.safetensors")
+        lock.release()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/.config.yaml.tmp-77"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoints/step_00000002.safetensors"))
+        XCTAssertEqual(warnings, [
+            "\(dir)/.config.yaml.tmp-77: removed a partial file left by an interrupted write (the file it was to "
+                + "replace is intact)",
+            "\(stale): removed a partial file left by an interrupted write (the file it was to replace is intact)",
+        ])
+    }
 }

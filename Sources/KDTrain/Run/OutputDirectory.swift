@@ -29,6 +29,7 @@ public enum OutputDirectory {
         try makeDirectories(directory)
         let lock = try OutputLock.acquire(directory: directory, warn: warn)
         do {
+            removeStaleTemporaryFiles(directory, warn: warn)
             let earlier = previousRunFiles(in: directory)
             if earlier.isEmpty { return lock }
             let keep = resume.flatMap(resolvedPath)
@@ -58,6 +59,22 @@ public enum OutputDirectory {
         } catch {
             lock.release()
             throw error
+        }
+    }
+
+    /// Removes the temporary files (`.NAME.tmp-PID`, `Safetensors.writeAtomically`) that a run killed in
+    /// the middle of writing a checkpoint or the resolved config left in `directory` or its checkpoints
+    /// folder, naming each. The folder is locked (`OutputLock`), so no live run of it is writing them.
+    static func removeStaleTemporaryFiles(_ directory: String, warn: (String) -> Void) {
+        for folder in [directory, (directory as NSString).appendingPathComponent("checkpoints")] {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+            for name in names.sorted() where name.hasPrefix(".") && name.contains(".tmp-") {
+                let path = (folder as NSString).appendingPathComponent(name)
+                if unlink(path) == 0 {
+                    warn("\(path): removed a partial file left by an interrupted write (the file it was to "
+                         + "replace is intact)")
+                }
+            }
         }
     }
 
