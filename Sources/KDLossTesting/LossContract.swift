@@ -215,46 +215,90 @@ public enum LossContract {
         }
     }
 
-    /// Every case of the manifest in `dir` that `d` answers, row-sharded over 1–4 in-process ranks (the
-    /// communicator passed to the kernels): the shares add up to the reference within the conformance
-    /// tolerances; arrays other than gradients are compared as rank 0 computed them.
-    static func checkFixtures(_ d: LossDescriptor, _ dir: String, _ r: inout Report) throws {
+    /// A fixture case that a descriptor answers: its runner, arrays and expectations.
+    struct FixtureSubject {
+        let name: String, directory: String, inputs: [String: Any], params: [String: Any]
+        let expected: [String: Any], loss: Double
+        let runner: LossFixtureRunner
+
+        /// Rank `comm.rank`'s share: the loss share and the computed arrays.
+        func share(_ comm: Communicator) throws -> (loss: Double, outputs: [(String, [Float])]) {
+            let f = Conformance.FixtureCase(name: name, directory: directory, inputs: inputs, params: params,
+                                            rank: comm.rank, worldSize: comm.size, comm: comm)
+            Tape.reset()
+            defer { Tape.reset() }
+            let (loss, outputs) = try runner(f)
+            return (loss, outputs.map { ($0.0, $0.1.array) })
+        }
+
+        /// The summed shares against the reference, within the conformance tolerances.
+        func compare(loss: Double, outputs: [(String, [Float])], _ label: String, _ r: inout Report) throws {
+            r.expect(Conformance.relativeError(loss, self.loss) <= Conformance.lossTolerance,
+                     "\(label): Σ shares \(loss), reference \(self.loss)")
+            let reference = Conformance.FixtureCase(name: name, directory: directory, inputs: inputs, params: params)
+            for (key, got) in outputs {
+                guard let file = expected[key] else { continue }
+                let e = try reference.load(file, "expected.\(key)").array
+                let ok = got.count == e.count
+                    && Conformance.maxNormRelativeError(got, e) <= Conformance.gradientTolerance
+                r.expect(ok, "\(label): \(key) off the reference")
+            }
+        }
+    }
+
+    /// The cases of the manifest in `dir` that `d` answers (by their fixture kind).
+    static func fixtureSubjects(_ d: LossDescriptor, _ dir: String) throws -> [FixtureSubject] {
         let url = URL(fileURLWithPath: dir).appendingPathComponent("manifest.json")
         let root = try JSONSerialization.jsonObject(with: try Data(contentsOf: url)) as? [String: Any]
         guard let cases = root?["cases"] as? [String: Any] else { throw Failure("\(url.path): no 'cases' object") }
-        for name in cases.keys.sorted() {
-            guard let c = cases[name] as? [String: Any] else { continue }
-            let kind = try Conformance.kind(of: name, c)
-            guard let runner = d.fixtures.first(where: { $0.kind == kind })?.run else { continue }
-            let inputs = c["inputs"] as? [String: Any] ?? [:], params = c["params"] as? [String: Any] ?? [:]
+        return try cases.keys.sorted().compactMap { name in
+            guard let c = cases[name] as? [String: Any],
+                  let runner = d.fixtures.first(where: { $0.kind == (try? Conformance.kind(of: name, c)) })?.run else {
+                return nil
+            }
             let expected = c["expected"] as? [String: Any] ?? [:]
             guard let want = (expected["loss"] as? NSNumber)?.doubleValue else { throw Failure("\(name): no loss") }
-            let reference = Conformance.FixtureCase(name: name, directory: dir, inputs: inputs, params: params)
+            return FixtureSubject(name: name, directory: dir, inputs: c["inputs"] as? [String: Any] ?? [:],
+                                  params: c["params"] as? [String: Any] ?? [:], expected: expected, loss: want,
+                                  runner: runner)
+        }
+    }
+
+    /// Every case of the manifest in `dir` that `d` answers, row-sharded over 1–4 in-process ranks (the
+    /// communicator passed to the kernels): the shares add up to the reference within the conformance
+    /// tolerances; `grad_*` arrays are summed over the ranks, any other array compared as rank 0 has it.
+    static func checkFixtures(_ d: LossDescriptor, _ dir: String, _ r: inout Report) throws {
+        for subject in try fixtureSubjects(d, dir) {
             for ranks in 1...4 {
-                let results = try InProcessWorld(size: ranks).run { comm -> (Double, [(String, [Float])]) in
-                    let f = Conformance.FixtureCase(name: name, directory: dir, inputs: inputs, params: params,
-                                                    rank: comm.rank, worldSize: comm.size, comm: comm)
-                    Tape.reset()
-                    defer { Tape.reset() }
-                    let (loss, outputs) = try runner(f)
-                    return (loss, outputs.map { ($0.0, $0.1.array) })
-                }
-                let label = "fixture \(dir.split(separator: "/").last ?? "") \(name) N=\(ranks)"
-                let loss = results.reduce(0) { $0 + $1.0 }
-                r.expect(Conformance.relativeError(loss, want) <= Conformance.lossTolerance,
-                         "\(label): Σ shares \(loss), reference \(want)")
-                for (i, (key, first)) in results[0].1.enumerated() {
-                    guard let file = expected[key] else { continue }
-                    var got = first
-                    if key.hasPrefix("grad_") {
-                        for res in results.dropFirst() { for j in got.indices { got[j] += res.1[i].1[j] } }
+                let results = try InProcessWorld(size: ranks).run { try subject.share($0) }
+                var outputs = results[0].outputs
+                for i in outputs.indices where outputs[i].0.hasPrefix("grad_") {
+                    for res in results.dropFirst() {
+                        for j in outputs[i].1.indices { outputs[i].1[j] += res.outputs[i].1[j] }
                     }
-                    let e = try reference.load(file, "expected.\(key)").array
-                    let ok = got.count == e.count
-                        && Conformance.maxNormRelativeError(got, e) <= Conformance.gradientTolerance
-                    r.expect(ok, "\(label): \(key) off the reference")
                 }
+                try subject.compare(loss: results.reduce(0) { $0 + $1.loss }, outputs: outputs,
+                                    "fixture \(dir.split(separator: "/").last ?? "") \(subject.name) N=\(ranks)", &r)
             }
         }
+    }
+
+    /// The fixture check on a real communicator (`kdgraph-mpi-checks`): every case of the manifests in
+    /// `directories` that `d` answers, each rank its share, the loss and the `grad_*` arrays all-reduced
+    /// (SUM), against the reference. Every rank of `comm` must call it; it throws on any failure.
+    public static func multiRankFixtures(_ comm: Communicator, _ d: LossDescriptor, directories: [String]) throws {
+        var r = Report()
+        for dir in directories {
+            for subject in try fixtureSubjects(d, dir) {
+                var (loss, outputs) = try subject.share(comm)
+                loss = try comm.allReduce(loss, op: .sum)
+                for i in outputs.indices where outputs[i].0.hasPrefix("grad_") {
+                    try comm.allReduce(&outputs[i].1, op: .sum)
+                }
+                try subject.compare(loss: loss, outputs: outputs, "\(dir) \(subject.name)", &r)
+            }
+        }
+        guard r.checks > 0 else { throw Failure("no fixture case of \(d.kind) in \(directories)") }
+        if !r.failures.isEmpty { throw Failure(r.failures.joined(separator: "; ")) }
     }
 }

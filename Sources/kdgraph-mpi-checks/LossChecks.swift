@@ -1,14 +1,17 @@
+import Foundation
 import KDComm
 import KDLosses
 import KDLossTesting
-import KDTensor
 
 /// Multi-rank checks of the losses' share contract, generated from the loss registry: every
 /// configuration `LossContract.configurations` derives from each registered descriptor (its defaults,
 /// then each parameter off its default) runs `LossContract.multiRankShares` under the real
 /// communicator — a linear student on each rank's rows, gathered, each rank's share with the
 /// communicator, backward, parameter gradients all-reduced — over uneven shards, an empty one and two
-/// views. A new loss is checked here without a line in this file. Besides: the objective of every
+/// views; and each kind's fixture cases (`LossContract.multiRankFixtures`, the manifests under
+/// `$KDGRAPH_LOSS_FIXTURES`, default `Tests/KDLossesTests/Fixtures` and its sub-folders, from the
+/// repository root as Tests/mpi/run.sh runs it) against the float64 reference, each rank its share with
+/// the communicator. A new loss is checked here without a line in this file. Besides: the objective of every
 /// registered kind at once, the iterative spectral solver's convergence on gathered products, and the
 /// contract's own test (a share that forgets its all-reduce must fail it).
 enum LossChecks {
@@ -18,6 +21,11 @@ enum LossChecks {
             for c in LossContract.configurations(d) {
                 checks.append(MultiRankCheck("losses.\(c.label.replacingOccurrences(of: " ", with: "."))") {
                     try LossContract.multiRankShares($0, c)
+                })
+            }
+            if !d.fixtures.isEmpty {
+                checks.append(MultiRankCheck("losses.\(d.kind).fixtures") {
+                    try LossContract.multiRankFixtures($0, d, directories: try fixtureDirectories())
                 })
             }
         }
@@ -52,5 +60,18 @@ enum LossChecks {
             if comm.size > 1 { throw LossContract.Failure("a share without its all-reduce passed the contract") }
         })
         return checks
+    }
+
+    /// The fixture manifests: `$KDGRAPH_LOSS_FIXTURES` (or the repository's bundled set) and every
+    /// sub-folder of it holding a `manifest.json`.
+    static func fixtureDirectories() throws -> [String] {
+        let root = ProcessInfo.processInfo.environment["KDGRAPH_LOSS_FIXTURES"] ?? "Tests/KDLossesTests/Fixtures"
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: root + "/manifest.json") else {
+            throw LossContract.Failure("no manifest.json in \(root) (set KDGRAPH_LOSS_FIXTURES)")
+        }
+        let subfolders = (try fm.contentsOfDirectory(atPath: root)).sorted()
+            .filter { fm.fileExists(atPath: root + "/" + $0 + "/manifest.json") }
+        return [root] + subfolders.map { root + "/" + $0 }
     }
 }
