@@ -229,15 +229,6 @@ extension LossParameterReader {
     }
 }
 
-/// A reader with no keys: every parameter takes its default.
-public struct DefaultParameters: LossParameterReader {
-    public init() {}
-    public func number(_ key: String, _ def: Double, min: Double?, max: Double?, exclusiveMin: Bool) -> Double { def }
-    public func optionalInteger(_ key: String, min: Int?) -> Int? { nil }
-    public func choice(_ key: String, _ def: String, _ allowed: [String]) -> String { def }
-    public func finish() {}
-}
-
 /// The inputs a term reads from the step. The trainer computes and gathers exactly the union over the
 /// configured terms (`LossObjective.needs`).
 public struct LossNeeds: OptionSet, Sendable {

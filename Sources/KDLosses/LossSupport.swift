@@ -28,8 +28,11 @@ public struct LossShare {
     public let terms: [(name: String, value: Double)]
     public init(value: Tensor, terms: [(name: String, value: Double)]) { self.value = value; self.terms = terms }
 
-    /// The value of the term `name` (a kernel's documented term), 0 when it has none of that name.
-    public func term(_ name: String) -> Double { terms.first { $0.name == name }?.value ?? 0 }
+    /// The value of the term `name`, one the kernel documents (a name it lacks is a programming error).
+    public func term(_ name: String) -> Double {
+        guard let t = terms.first(where: { $0.name == name }) else { preconditionFailure("no term '\(name)'") }
+        return t.value
+    }
 }
 
 /// Sample shard → row range for `views` views per sample (sample-major rows: `row = sample·V + view`).
