@@ -4,16 +4,12 @@ import KDTensor
 /// embedding) and the teacher embedding, over all `B·V` rows; anchors = the shard's rows. The kernels
 /// are `rkdDistanceLoss` (RKDDistance.swift) and `rkdAngleLoss` (RKDAngle.swift). The angle term's
 /// vertices `j, k` are `anglePartners` rows drawn by `rkdAnglePartnerSample(seed, inputs.step)` once the
-/// batch has more rows than that (default 256: exact up to 256 rows; nil: every row), and with
+/// batch has more rows than that (`angle_partners`, `parameters`; nil: every row), and with
 /// `angleAnchors` its anchors are that many rows drawn by `rkdAngleAnchorSample` — unbiased, scaled.
 public struct RKDTerm: LossTerm {
     public let kind = "rkd"
     public var weight: Float, distanceWeight: Float, angleWeight: Float, useEmbedding: Bool
-    public var angleAnchors: Int? = nil, anglePartners: Int? = RKDTerm.defaultAnglePartners, seed: UInt64 = 0
-    /// The default partner cap (256, `parameters`): RKD's usual batches (≤ 256 rows) keep the exact loss;
-    /// beyond, one rank's angle share is `O(|rows|·256²)` instead of `O(|rows|·n²)` (docs/losses.md
-    /// "Capping the angle triplets").
-    public static let defaultAnglePartners = LossParameterValues(defaults: parameters).integer("angle_partners")!
+    public var angleAnchors: Int?, anglePartners: Int?, seed: UInt64
     public var needs: LossNeeds { [useEmbedding ? .studentEmbedding : .studentFeatures, .teacherEmbedding] }
 
     public func evaluate(_ x: LossInputs) throws -> LossShare {
@@ -44,7 +40,9 @@ public struct RKDTerm: LossTerm {
     }
 
     /// The `rkd` keys, their defaults and ranges (`angle_anchors` absent: every anchor; `angle_partners`
-    /// 0: every row, 1: refused).
+    /// 0: every row, 1: refused). The default partner cap, 256: RKD's usual batches (≤ 256 rows) keep the
+    /// exact loss; beyond, one rank's angle share is `O(|rows|·256²)` instead of `O(|rows|·n²)`
+    /// (docs/losses.md "Capping the angle triplets").
     public static let parameters: [LossParameter] = [
         .number("distance_weight", 25, min: 0),
         .number("angle_weight", 50, min: 0),

@@ -352,7 +352,7 @@ func spectralTeacherEigen(_ tg: SpectralRows, teacher: Tensor, k: Int, counts: [
 public struct SpectralTerm: LossTerm {
     public let kind = "spectral"
     public var weight: Float, k: Int?, useFeatures: Bool
-    public var solver: SpectralSolver = .auto
+    public var solver: SpectralSolver
     public var needs: LossNeeds {
         let inputs: LossNeeds = [useFeatures ? .studentFeatures : .studentEmbedding, .teacherEmbedding]
         return k == nil ? inputs.union(.studentLogits) : inputs

@@ -176,7 +176,8 @@ final class SpectralSolverTests: XCTestCase {
 
     /// Central differences of the world's summed share (3 ranks, uneven, iterative with Krylov cycles:
     /// n = 48 > 3 blocks of 11) against the sum of the ranks' gradients, every element. Bound 1e-2
-    /// max-norm relative at ε = 1e-2 as in GradientCheckTests (Float32 inputs, O(ε²) truncation).
+    /// max-norm relative at ε = 1e-2 as in the loss contract (`LossContract.finiteDifferenceTolerance`:
+    /// Float32 inputs, O(ε²) truncation).
     func testFiniteDifferencesThroughTheShardedIterativePath() throws {
         let n = 48, k = 4, dim = 4
         let t = clustered(n: n, dim: 6, centres: k, noise: 0.2, seed: 6)
@@ -186,7 +187,7 @@ final class SpectralSolverTests: XCTestCase {
         let (_, analytic) = try world(3, s, t, k: k, solver: .iterative)
         XCTAssertEqual(SpectralSolverStatistics.current.iterative - before.iterative, 3)
         XCTAssertEqual(SpectralSolverStatistics.current.fallbacks, before.fallbacks)
-        let eps: Float = 1e-2
+        let eps = LossContract.finiteDifferenceEpsilon
         var maxDiff = 0.0, maxNum = 0.0
         for i in 0..<s.count {
             let p = s.copy(), m = s.copy()
@@ -197,6 +198,6 @@ final class SpectralSolverTests: XCTestCase {
             maxDiff = max(maxDiff, abs(num - Double(analytic[i])))
         }
         XCTAssertGreaterThan(maxNum, 1e-4)
-        XCTAssertLessThan(maxDiff / maxNum, 1e-2)
+        XCTAssertLessThan(maxDiff / maxNum, LossContract.finiteDifferenceTolerance)
     }
 }
