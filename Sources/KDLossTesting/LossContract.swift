@@ -19,8 +19,9 @@ import KDTestSupport
 /// 4. **Shares** over N = 1–4 ranks, uneven shards and an empty one (3 samples on 4 ranks), without a
 ///    communicator (each rank evaluates its share of the global matrices) and row-sharded over an
 ///    in-process world (`LossInputs.comm`): the shares of the loss, of every logged term and of the
-///    gradients add up to the whole. Inputs have two views when the term needs them (`.twoViews`), and
-///    every term also sees two views per sample.
+///    gradients add up to the whole, which is non-zero with a non-zero gradient on these random
+///    inputs. Inputs have two views when the term needs them (`.twoViews`), and every term also sees
+///    two views per sample.
 /// 5. **Fixtures** where the descriptor registers fixture kinds: every case of the given manifests,
 ///    row-sharded over in-process worlds of 1–4 ranks, adds up to the float64 reference within the
 ///    conformance tolerances.
@@ -183,7 +184,9 @@ public enum LossContract {
     static func checkShares(_ term: any LossTerm, _ label: String, views: Int, _ r: inout Report) throws {
         for (b, v) in layouts(views) {
             let whole = try evaluate(term, LossCase(b: b, views: v, seed: 11))
-            r.expect(whole.value.isFinite, "\(label) b \(b) views \(v): loss \(whole.value)")
+            // Random inputs: a loss that is 0 or has no gradient would pass every sum below vacuously.
+            r.expect(whole.value.isFinite && whole.value != 0, "\(label) b \(b) views \(v): loss \(whole.value)")
+            r.expect(whole.grads.contains { $0.contains { $0 != 0 } }, "\(label) b \(b) views \(v): no gradient")
             for ranks in 1...4 {
                 let parts = try (0..<ranks).map {
                     try evaluate(term, LossCase(b: b, views: v, seed: 11), rank: $0, of: ranks)
