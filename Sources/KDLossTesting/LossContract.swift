@@ -9,8 +9,8 @@ import KDTestSupport
 /// descriptor alone — no list of kinds, parameters or inputs is kept by hand:
 ///
 /// 1. **Configurations** from the descriptor's parameters: the defaults, then each parameter moved off
-///    its default (a number halved, or 0.5 when its default is 0; an integer 2 above its minimum; every
-///    other value of a choice). Refused keys must be refused naming their replacement; unknown keys
+///    its default (a number halved — or, out of its range or 0, doubled, then ± 0.5; an integer 2 above
+///    its minimum; every other value of a choice). Refused keys must be refused naming their replacement; unknown keys
 ///    refused.
 /// 2. **Unweighted**: a term's `evaluate` does not apply its weight (weight 3 and 1 give the same share),
 ///    the objective does (`loss/<kind>` = 3 × the share).
@@ -78,7 +78,12 @@ public enum LossContract {
         for p in d.parameters {
             var values: [Any] = []
             switch p.defaultValue {
-            case let .number(x)?: values = [x != 0 ? x / 2 : 0.5]
+            case let .number(x)?:
+                let inRange = { (y: Double) -> Bool in
+                    y != x && (p.max.map { y <= $0 } ?? true)
+                        && (p.min.map { p.exclusiveMin ? y > $0 : y >= $0 } ?? true)
+                }
+                values = [x / 2, 2 * x, x + 0.5, x - 0.5].filter(inRange).prefix(1).map { $0 }
             case let .integer(def)?:
                 let v = Int(p.min ?? 0) + 2
                 values = [v == def ? v + 1 : v]
