@@ -74,11 +74,14 @@ let package = Package(
         ], swiftSettings: v5 + (targetCPU.isEmpty ? [] : [.define("KDGRAPH_HASWELL")])),
         // Multi-rank checks run under a real `mpirun -np 2/4` by Tests/mpi/run.sh.
         .executableTarget(name: "kdgraph-mpi-checks", dependencies: [
-            "KDTrain", "KDTools", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData",
+            "KDTrain", "KDTools", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData", "KDLossTesting",
         ], swiftSettings: v5 + fastMath),
 
         // Tests only: `InProcessWorld`, N ranks as threads of one process (docs/communication.md).
         .target(name: "KDTestSupport", dependencies: ["KDComm", "KDTensor"], swiftSettings: v5),
+        // Tests only: the loss contract every registered loss is checked against (docs/losses.md).
+        .target(name: "KDLossTesting", dependencies: ["KDLosses", "KDTensor", "KDComm", "KDData", "KDTestSupport"],
+                swiftSettings: v5),
 
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], swiftSettings: v5),
         .testTarget(name: "KDCommTests", dependencies: ["KDComm", "KDTensor", "KDTestSupport"], swiftSettings: v5),
@@ -88,11 +91,12 @@ let package = Package(
                     dependencies: ["KDModels", "KDTensor", "KDFormats", "KDComm", "KDTestSupport"],
                     swiftSettings: v5),
         .testTarget(name: "KDLossesTests",
-                    dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm", "KDData", "KDTools",
+                    dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm", "KDData", "KDLossTesting",
                                    "KDTestSupport"],
                     resources: [.copy("Fixtures")], swiftSettings: v5),
         .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm", "KDData", "KDLosses", "KDModels",
-                                                         "KDFormats", "KDTestSupport"], swiftSettings: v5),
+                                                         "KDFormats", "KDTestSupport", "KDLossTesting"],
+                    swiftSettings: v5),
         .testTarget(name: "KDToolsTests", dependencies: ["KDTools", "KDTrain", "KDData", "KDLosses", "KDTensor",
                                                          "KDComm", "KDTestSupport"],
                     swiftSettings: v5),

@@ -12,8 +12,9 @@ import KDTensor
 /// `∂/∂z^S_i = (T/n)(σ(z^S_i/T) − σ(z^T_i/T)) + (w_CE/n)(σ(z^S_i) − onehot(y_i))`.
 /// The student may be the gathered global matrix or only the local rows (`rows` indexes `student`).
 /// Terms: `kd` and `ce` (shares, unweighted).
-public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = 4, rows: Range<Int>? = nil,
-                   count: Int? = nil, labels: [Int]? = nil, ceWeight: Float = 0) throws -> LossShare {
+public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = KDTerm.defaultTemperature,
+                   rows: Range<Int>? = nil, count: Int? = nil, labels: [Int]? = nil,
+                   ceWeight: Float = 0) throws -> LossShare {
     let name = "kd"
     try check2D(name, "student logits", student)
     try check2D(name, "teacher logits", teacher, rows: student.shape[0], cols: student.shape[1])
@@ -108,22 +109,31 @@ public struct KDTerm: LossTerm {
         let zs = try x.require(x.studentLogits, kind, "student logits")
         let zt = try x.require(x.teacherLogits, kind, "teacher logits")
         let labels = ceWeight != 0 ? try x.rowLabels("kd (ce_weight)") : nil
-        let s = try kdLoss(student: zs, teacher: zt, temperature: temperature, rows: x.shardRows, count: x.rowCount,
-                           labels: labels, ceWeight: ceWeight)
-        return weighted(kind, weight: weight, [(s, 1, nil)])
+        return try kdLoss(student: zs, teacher: zt, temperature: temperature, rows: x.shardRows, count: x.rowCount,
+                          labels: labels, ceWeight: ceWeight)
     }
 
-    /// `{kind: kd, weight: 1, temperature: 4, ce_weight: 0}`
-    public static let descriptor = LossDescriptor(kind: "kd", fixtures: [("kd", runFixture)]) { weight, p in
-        KDTerm(weight: weight, temperature: try p.float("temperature", 4, min: 0, exclusiveMin: true),
-               ceWeight: try p.float("ce_weight", 0, min: 0))
+    /// The `kd` keys, their defaults and ranges.
+    public static let parameters: [LossParameter] = [
+        .number("temperature", 4, min: 0, exclusiveMin: true),
+        .number("ce_weight", 0, min: 0),
+    ]
+    /// The default temperature `T` (`kdLoss`'s default too).
+    public static let defaultTemperature = LossParameterValues(defaults: parameters).float("temperature")
+
+    public static let descriptor = LossDescriptor(kind: "kd", parameters: parameters,
+                                                  fixtures: [("kd", runFixture)]) { weight, v in
+        KDTerm(weight: weight, temperature: v.float("temperature"), ceWeight: v.float("ce_weight"))
     }
 
     /// Fixture `kd`: inputs `student_logits`, `teacher_logits`; parameter `temperature`.
     static func runFixture(_ f: any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)]) {
         let zs = try f.input("student_logits"), zt = try f.input("teacher_logits")
         zs.requiresGrad = true
-        let r = try kdLoss(student: zs, teacher: zt, temperature: Float(f.parameter("temperature", 4)))
+        let rows = f.share(samples: zs.shape[0])
+        let v = LossParameterValues(parameters, fixture: f)
+        let r = try kdLoss(student: zs, teacher: zt, temperature: v.float("temperature"), rows: rows,
+                           count: zs.shape[0])
         r.value.backward()
         return (Double(r.value.item), [("grad_student_logits", zs.grad ?? Tensor.zeros(zs.shape))])
     }
@@ -139,10 +149,9 @@ public struct CETerm: LossTerm {
         try x.validate(kind)
         let zs = try x.require(x.studentLogits, kind, "student logits")
         let s = try crossEntropyLoss(logits: zs, labels: try x.rowLabels(kind), rows: x.shardRows, count: x.rowCount)
-        return LossShare(value: weightedScalarSum([(s.value, weight)]),
-                         terms: [("loss/ce", Double(weight) * s.terms[0].value)])
+        return LossShare(value: s.value, terms: [])     // one part: the objective's `loss/ce` is all
     }
 
-    /// `{kind: ce, weight: 1}` (the objective of `mode: supervised`)
+    /// `{kind: ce, weight: 1}` (the objective of `mode: supervised`): no parameters.
     public static let descriptor = LossDescriptor(kind: "ce") { weight, _ in CETerm(weight: weight) }
 }

@@ -36,10 +36,11 @@ public struct LossInputs {
     /// The global step: keys the deterministic sampling of capped terms (RKD `angle_anchors`), the
     /// same on every rank.
     public var step: Int
-    /// The ranks sharing the batch. Set: terms that are row-sharded (RKD distance so far) build only the
-    /// shard's rows of their global matrices and combine global normalisers with small all-reduces
-    /// inside the term, so every rank of `comm` must evaluate the objective. Nil: every term builds the
-    /// global matrices itself (deterministic training's whole-loss evaluation; single-process tools).
+    /// The ranks sharing the batch. Set: terms that are row-sharded (RKD distance, VRM's inter-class
+    /// graph, spectral) build only the shard's rows of their global matrices and combine global
+    /// normalisers with small all-reduces inside the term, so every rank of `comm` must evaluate the
+    /// objective. Nil: every term builds the global matrices itself (deterministic training's whole-loss
+    /// evaluation; single-process tools).
     public var comm: Communicator?
 
     public init(plan: BatchPlan, views: Int = 1,
@@ -63,7 +64,7 @@ public struct LossInputs {
     public var shardRows: Range<Int> { (shard.lowerBound * views)..<(shard.upperBound * views) }
 
     /// Validates the layout (batch, views, shard) for the loss `loss`.
-    func validate(_ loss: String) throws {
+    package func validate(_ loss: String) throws {
         guard batchSize > 0, views > 0 else {
             throw LossError.invalidArgument(loss: loss,
                                             message: "batch size \(batchSize) and views \(views) must be > 0")
@@ -74,7 +75,7 @@ public struct LossInputs {
     }
 
     /// `t` unwrapped, checked to hold `B·V` rows.
-    func require(_ t: Tensor?, _ loss: String, _ input: String) throws -> Tensor {
+    package func require(_ t: Tensor?, _ loss: String, _ input: String) throws -> Tensor {
         guard let t else { throw LossError.missingInput(loss: loss, input: input) }
         guard t.rank == 2, t.shape[0] == rowCount else {
             throw LossError.invalidArgument(loss: loss, message: "\(input) has shape \(t.shape), expected "
@@ -84,7 +85,7 @@ public struct LossInputs {
     }
 
     /// Labels expanded to one per row.
-    func rowLabels(_ loss: String) throws -> [Int] {
+    package func rowLabels(_ loss: String) throws -> [Int] {
         guard let labels else { throw LossError.missingInput(loss: loss, input: "labels") }
         if labels.count == rowCount { return labels }
         if labels.count == batchSize { return (0..<rowCount).map { labels[$0 / views] } }

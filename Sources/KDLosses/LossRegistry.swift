@@ -1,8 +1,9 @@
+import KDComm
 import KDTensor
 
-/// The table of loss kinds. The config, the trainer, the conformance harness and the loss benchmark
-/// all read it; adding a loss is one file (kernel, term, descriptor) plus one line here
-/// (docs/losses.md, "Adding a loss").
+/// The table of loss kinds. The config, the trainer, the conformance harness, the loss benchmark and
+/// the loss contract check (`KDLossTesting`) all read it; adding a loss is one file (kernel, term,
+/// descriptor) plus one line here (docs/losses.md, "Adding a loss").
 public enum LossRegistry {
     public static let all: [LossDescriptor] = [
         KDTerm.descriptor,
@@ -21,52 +22,183 @@ public enum LossRegistry {
         throw LossError.config("unknown loss kind '\(kind)' (known: \(known))")
     }
 
-    /// Builds `kind` with weight `weight`, reading its parameters from `reader` (which rejects unread keys
-    /// when the caller finishes it).
+    /// Builds `kind` with weight `weight`, reading its declared parameters from `reader` (which rejects
+    /// unread keys when the caller finishes it).
     public static func make(_ kind: String, weight: Float,
                             reader: inout any LossParameterReader) throws -> any LossTerm {
-        try descriptor(kind).make(weight, &reader)
+        let d = try descriptor(kind)
+        return try d.make(weight, try LossParameterValues(d.parameters, reader: &reader))
     }
 
     /// Builds `kind` with every parameter at its default.
     public static func makeDefault(_ kind: String, weight: Float = 1) throws -> any LossTerm {
-        var r: any LossParameterReader = DefaultParameters()
-        return try make(kind, weight: weight, reader: &r)
+        let d = try descriptor(kind)
+        return try d.make(weight, LossParameterValues(defaults: d.parameters))
     }
 
     /// Kinds registered at run time (tests register theirs here; the product's are in `all`).
     nonisolated(unsafe) public static var extra: [LossDescriptor] = []
 }
 
-/// One loss kind: its config name, and how to build its term from the entry's typed parameters.
+/// One loss kind: its config name, its parameters (each key's default and range, written once, here),
+/// how to build its term from the values read, and the conformance fixture kinds it answers.
 /// Each loss file ends with its descriptor, e.g. `extension RKDTerm { static let descriptor = … }`.
 public struct LossDescriptor: @unchecked Sendable {
     /// The `kind:` of a `loss:` entry.
     public let kind: String
-    /// Reads the entry's parameters (each with its default and range) and builds the term.
-    public let make: (_ weight: Float, _ parameters: inout any LossParameterReader) throws -> any LossTerm
+    /// The entry's keys besides `kind` and `weight` (docs/losses.md "Parameters and defaults").
+    public let parameters: [LossParameter]
+    /// Builds the term from its weight and its parameters' values (read and checked against the ranges).
+    public let make: (_ weight: Float, _ values: LossParameterValues) throws -> any LossTerm
     /// The conformance fixture kinds it answers (`kdgraph conformance`), e.g. `rkd_distance`, `rkd_angle`.
     public let fixtures: [(kind: String, run: LossFixtureRunner)]
 
-    public init(kind: String, fixtures: [(kind: String, run: LossFixtureRunner)] = [],
-                make: @escaping (Float, inout any LossParameterReader) throws -> any LossTerm) {
+    public init(kind: String, parameters: [LossParameter] = [], fixtures: [(kind: String, run: LossFixtureRunner)] = [],
+                make: @escaping (Float, LossParameterValues) throws -> any LossTerm) {
         self.kind = kind
+        self.parameters = parameters
         self.fixtures = fixtures
         self.make = make
     }
 }
 
+/// One key of a `loss:` entry: its default and range, or, for a refused spelling, its replacement.
+public struct LossParameter: Sendable, Equatable {
+    public enum Value: Sendable, Equatable, CustomStringConvertible {
+        /// A finite number.
+        case number(Double)
+        /// An integer, nil when absent (the term then picks its own, e.g. `k` from the class count).
+        case integer(Int?)
+        /// One of `LossParameter.allowed`.
+        case choice(String)
+
+        /// As docs/losses.md writes a default: `4`, `0.1`, `(none)`, `features`.
+        public var description: String {
+            switch self {
+            case let .number(x): return x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : "\(x)"
+            case let .integer(i): return i.map(String.init) ?? "(none)"
+            case let .choice(s): return s
+            }
+        }
+    }
+
+    public let key: String
+    /// The value when the key is absent (nil for a refused key).
+    public let defaultValue: Value?
+    public let min: Double?, max: Double?, exclusiveMin: Bool
+    /// A choice's values.
+    public let allowed: [String]
+    /// A refused key: the error names this replacement.
+    public let replacement: String?
+
+    /// A finite number, `min` inclusive unless `exclusiveMin`.
+    public static func number(_ key: String, _ def: Double, min: Double? = nil, max: Double? = nil,
+                              exclusiveMin: Bool = false) -> LossParameter {
+        LossParameter(key: key, defaultValue: .number(def), min: min, max: max, exclusiveMin: exclusiveMin,
+                      allowed: [], replacement: nil)
+    }
+    /// An integer ≥ `min`, `def` when absent (nil: the term decides).
+    public static func integer(_ key: String, _ def: Int? = nil, min: Int? = nil) -> LossParameter {
+        LossParameter(key: key, defaultValue: .integer(def), min: min.map(Double.init), max: nil, exclusiveMin: false,
+                      allowed: [], replacement: nil)
+    }
+    /// One of `allowed`, `def` when absent.
+    public static func choice(_ key: String, _ def: String, _ allowed: [String]) -> LossParameter {
+        LossParameter(key: key, defaultValue: .choice(def), min: nil, max: nil, exclusiveMin: false, allowed: allowed,
+                      replacement: nil)
+    }
+    /// A key this kind no longer reads: writing it is an error naming `replacement`.
+    public static func refused(_ key: String, replacement: String) -> LossParameter {
+        LossParameter(key: key, defaultValue: nil, min: nil, max: nil, exclusiveMin: false, allowed: [],
+                      replacement: replacement)
+    }
+}
+
+/// The values of a descriptor's parameters, read and range-checked (`LossRegistry.make`), at their
+/// defaults (`init(defaults:)`) or from a fixture case (`init(_:fixture:)`).
+public struct LossParameterValues {
+    var values: [String: LossParameter.Value]
+
+    /// Every parameter at its default.
+    public init(defaults parameters: [LossParameter]) {
+        values = [:]
+        for p in parameters { if let d = p.defaultValue { values[p.key] = d } }
+    }
+
+    /// Reads every parameter through `reader` (each with its default and range); a refused key present
+    /// is an error naming its replacement.
+    public init(_ parameters: [LossParameter], reader r: inout any LossParameterReader) throws {
+        values = [:]
+        for p in parameters {
+            switch p.defaultValue {
+            case nil:
+                try r.refuse(p.key, replacement: p.replacement ?? "")
+            case let .number(def)?:
+                let largest = Double(Float.greatestFiniteMagnitude)
+                values[p.key] = .number(try r.number(p.key, def, min: p.min, max: Swift.min(p.max ?? largest, largest),
+                                                     exclusiveMin: p.exclusiveMin))
+            case let .integer(def)?:
+                values[p.key] = .integer(try r.optionalInteger(p.key, min: p.min.map { Int($0) }) ?? def)
+            case let .choice(def)?:
+                values[p.key] = .choice(try r.choice(p.key, def, p.allowed))
+            }
+        }
+    }
+
+    /// A fixture case's numeric parameters, the descriptor's defaults for those it does not set.
+    public init(_ parameters: [LossParameter], fixture f: any LossFixture) {
+        self.init(defaults: parameters)
+        for p in parameters {
+            switch p.defaultValue {
+            case let .number(def)?: values[p.key] = .number(f.parameter(p.key, def))
+            case .integer?: if f.hasParameter(p.key) { values[p.key] = .integer(Int(f.parameter(p.key, 0))) }
+            default: break
+            }
+        }
+    }
+
+    /// The value of `key`; a key the descriptor does not declare is a programming error.
+    public subscript(key: String) -> LossParameter.Value {
+        guard let v = values[key] else { preconditionFailure("loss parameter '\(key)' is not declared") }
+        return v
+    }
+    public func number(_ key: String) -> Double {
+        guard case let .number(x) = self[key] else { preconditionFailure("'\(key)' is not a number") }
+        return x
+    }
+    /// A number parameter as the Float the kernels take (the reader bounds it by Float's largest value:
+    /// `temperature: 1e39` is a finite Double but an infinite Float).
+    public func float(_ key: String) -> Float { Float(number(key)) }
+    public func integer(_ key: String) -> Int? {
+        guard case let .integer(i) = self[key] else { preconditionFailure("'\(key)' is not an integer") }
+        return i
+    }
+    public func choice(_ key: String) -> String {
+        guard case let .choice(s) = self[key] else { preconditionFailure("'\(key)' is not a choice") }
+        return s
+    }
+}
+
 /// One case of a loss fixture manifest (docs/losses.md, "Conformance") as a loss file's runner sees it.
+/// The runner evaluates the share of the rows `share(samples:)` gives (the whole batch for
+/// `kdgraph conformance`; one rank's samples in the row-sharded fixture check), passing `comm` to the
+/// kernels that take one.
 public protocol LossFixture {
     /// The named float32 input array.
     func input(_ key: String) throws -> Tensor
     /// A numeric parameter of the case, `def` when absent (reading marks it as used).
     func parameter(_ key: String, _ def: Double) -> Double
     func hasParameter(_ key: String) -> Bool
+    /// This rank's samples of a batch of `samples` (`0..<samples` on one rank).
+    func share(samples: Int) -> Range<Int>
+    /// The ranks sharing the case (nil: one rank, every kernel builds its whole matrices).
+    var comm: Communicator? { get }
 }
 
-/// Runs one fixture case through the real loss code (one rank, the whole batch): the loss, and the
-/// computed arrays to compare with the case's `expected` arrays of the same names (`grad_<input>`, …).
+/// Runs one fixture case through the real loss code: the loss share and the computed arrays to
+/// compare with the case's `expected` arrays of the same names. Arrays named `grad_<input>` are
+/// shares (they add up over the ranks); any other array (PRG's `teacher_logits`, `proxies`) is the
+/// same on every rank.
 public typealias LossFixtureRunner = (any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)])
 
 /// Reads one `loss:` entry's parameters strictly: every getter marks its key as read, and the owner
@@ -84,24 +216,17 @@ public protocol LossParameterReader {
 }
 
 extension LossParameterReader {
-    /// A finite Float, `def` when absent; `min` inclusive unless `exclusiveMin`. The bound is at most
-    /// Float's largest value: `temperature: 1e39` is a finite Double but an infinite Float, which would
-    /// pass the reader and fail at step 1.
-    public mutating func float(_ key: String, _ def: Float, min: Double? = nil, max: Double? = nil,
-                               exclusiveMin: Bool = false) throws -> Float {
-        let largest = Double(Float.greatestFiniteMagnitude)
-        return Float(try number(key, Double(def), min: min, max: Swift.min(max ?? largest, largest),
-                                exclusiveMin: exclusiveMin))
+    /// Refuses `key` when the entry has it (with any value), naming `replacement`; marks it as read.
+    /// (A NaN default cannot be a written value: the reader returns only finite numbers.)
+    public mutating func refuse(_ key: String, replacement: String) throws {
+        let present: Bool
+        do {
+            present = !(try number(key, .nan, min: nil, max: nil, exclusiveMin: false)).isNaN
+        } catch {
+            present = true
+        }
+        if present { throw LossError.config("\(key) is not a key of this loss: use \(replacement) instead") }
     }
-}
-
-/// A reader with no keys: every parameter takes its default (benchmarks, `LossRegistry.makeDefault`).
-public struct DefaultParameters: LossParameterReader {
-    public init() {}
-    public func number(_ key: String, _ def: Double, min: Double?, max: Double?, exclusiveMin: Bool) -> Double { def }
-    public func optionalInteger(_ key: String, min: Int?) -> Int? { nil }
-    public func choice(_ key: String, _ def: String, _ allowed: [String]) -> String { def }
-    public func finish() {}
 }
 
 /// The inputs a term reads from the step. The trainer computes and gathers exactly the union over the

@@ -27,22 +27,28 @@ public struct LossShare {
     public let value: Tensor
     public let terms: [(name: String, value: Double)]
     public init(value: Tensor, terms: [(name: String, value: Double)]) { self.value = value; self.terms = terms }
+
+    /// The value of the term `name`, one the kernel documents (a name it lacks is a programming error).
+    public func term(_ name: String) -> Double {
+        guard let t = terms.first(where: { $0.name == name }) else { preconditionFailure("no term '\(name)'") }
+        return t.value
+    }
 }
 
 /// Sample shard → row range for `views` views per sample (sample-major rows: `row = sample·V + view`).
-@inline(__always) func rowRange(_ shard: Range<Int>, views: Int) -> Range<Int> {
+@inline(__always) package func rowRange(_ shard: Range<Int>, views: Int) -> Range<Int> {
     (shard.lowerBound * views)..<(shard.upperBound * views)
 }
 
 /// Checks a row range against `n` rows.
-func checkRows(_ loss: String, _ rows: Range<Int>, _ n: Int) throws {
+package func checkRows(_ loss: String, _ rows: Range<Int>, _ n: Int) throws {
     if rows.lowerBound < 0 || rows.upperBound > n {
         throw LossError.invalidArgument(loss: loss, message: "shard rows \(rows) outside 0..<\(n)")
     }
 }
 
 /// Checks that `t` is 2-D with `rows` rows (and `cols` columns when given).
-func check2D(_ loss: String, _ name: String, _ t: Tensor, rows: Int? = nil, cols: Int? = nil) throws {
+package func check2D(_ loss: String, _ name: String, _ t: Tensor, rows: Int? = nil, cols: Int? = nil) throws {
     guard t.rank == 2 else {
         throw LossError.invalidArgument(loss: loss, message: "\(name) must be 2-D, got shape \(t.shape)")
     }
@@ -55,11 +61,11 @@ func check2D(_ loss: String, _ name: String, _ t: Tensor, rows: Int? = nil, cols
 }
 
 /// Whether the fused op must produce a gradient for `t` (recording on and `t` requires grad).
-@inline(__always) func needsGrad(_ t: Tensor) -> Bool { GradMode.isEnabled && t.requiresGrad }
+@inline(__always) package func needsGrad(_ t: Tensor) -> Bool { GradMode.isEnabled && t.requiresGrad }
 
 /// Records a fused loss node: `out` (scalar) with precomputed gradients `grads[k]` for `inputs[k]`
 /// (nil = no gradient). The backward accumulates `gOut · grads[k]`.
-func recordFused(_ name: String, output out: Tensor, inputs: [Tensor], grads: [Tensor?]) {
+package func recordFused(_ name: String, output out: Tensor, inputs: [Tensor], grads: [Tensor?]) {
     Tape.record(name, inputs: inputs, output: out) { gOut in
         let s = gOut.ptr[0]
         for (x, g) in zip(inputs, grads) where x.requiresGrad {
@@ -85,4 +91,4 @@ func squaredDistanceShare(_ name: String, term: String, value: Double, x: Tensor
 }
 
 /// The scalar output of a fused loss.
-@inline(__always) func scalarTensor(_ v: Double) -> Tensor { Tensor(shape: [], data: [Float(v)]) }
+@inline(__always) package func scalarTensor(_ v: Double) -> Tensor { Tensor(shape: [], data: [Float(v)]) }

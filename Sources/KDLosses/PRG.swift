@@ -2,18 +2,33 @@ import Foundation
 import KDTensor
 
 /// Settings of the PRG loss (`docs/losses.md` "PRG"; the edge and weight constants are KDGraph's own).
+/// Keys, defaults and ranges: `PRGParameters.keys`, written once.
 public struct PRGParameters: Equatable {
     /// KD temperature `T` of the node term.
-    public var temperature: Float = 4
+    public var temperature: Float
     /// Sample–proxy edge temperature `τ_e`.
-    public var edgeTemperature: Float = 0.1
-    public var nodeWeight: Float = 1
-    public var edgeWeight: Float = 1
-    public var pseudoLabelWeight: Float = 1
-    public init(temperature: Float = 4, edgeTemperature: Float = 0.1, nodeWeight: Float = 1,
-                edgeWeight: Float = 1, pseudoLabelWeight: Float = 1) {
-        self.temperature = temperature; self.edgeTemperature = edgeTemperature
-        self.nodeWeight = nodeWeight; self.edgeWeight = edgeWeight; self.pseudoLabelWeight = pseudoLabelWeight
+    public var edgeTemperature: Float
+    public var nodeWeight: Float
+    public var edgeWeight: Float
+    public var pseudoLabelWeight: Float
+
+    /// The `prg` keys. The teacher's `τ_clip` is `teacher.clip_scale` (the teacher computes the prompt
+    /// logits and proxies before any loss runs); a `clip_scale` in the loss entry is refused.
+    public static let keys: [LossParameter] = [
+        .number("temperature", 4, min: 0, exclusiveMin: true),
+        .number("edge_temperature", 0.1, min: 0, exclusiveMin: true),
+        .number("node_weight", 1, min: 0),
+        .number("edge_weight", 1, min: 0),
+        .number("pseudo_label_weight", 1, min: 0),
+        .refused("clip_scale", replacement: "teacher.clip_scale"),
+    ]
+    /// Every key at its default.
+    public static let defaults = PRGParameters(LossParameterValues(defaults: keys))
+
+    public init(_ v: LossParameterValues) {
+        temperature = v.float("temperature"); edgeTemperature = v.float("edge_temperature")
+        nodeWeight = v.float("node_weight"); edgeWeight = v.float("edge_weight")
+        pseudoLabelWeight = v.float("pseudo_label_weight")
     }
 }
 
@@ -33,7 +48,7 @@ public struct PRGParameters: Equatable {
 /// on the shard's rows, `H u^S` (rows) and `Hᵀ u^S_rows` (all rows), both sgemm; then through `n(s)`.
 /// Memory `O(|rows|·n)`. Terms: `node`, `edge`, `pseudo_label` (shares, unweighted).
 public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teacherEmbedding t: Tensor,
-                    teacherLogits zt: Tensor, proxies: Tensor, parameters p: PRGParameters = PRGParameters(),
+                    teacherLogits zt: Tensor, proxies: Tensor, parameters p: PRGParameters = .defaults,
                     rows: Range<Int>? = nil) throws -> LossShare {
     let name = "prg"
     try check2D(name, "student embedding", s)
@@ -145,10 +160,10 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
 }
 
 /// `prg`: Proxy Relational Graph (proxies and teacher logits from `LossInputs`; prompt-derived ones
-/// preferred). `clipScale` is the teacher-side `τ_clip` for `prgTeacher`.
+/// preferred, computed by the teacher with `teacher.clip_scale`).
 public struct PRGTerm: LossTerm {
     public let kind = "prg"
-    public var weight: Float, parameters: PRGParameters, clipScale: Float
+    public var weight: Float, parameters: PRGParameters
     public var needs: LossNeeds { [.studentEmbedding, .studentLogits, .teacherEmbedding, .teacherLogits, .proxies] }
     public func evaluate(_ x: LossInputs) throws -> LossShare {
         try x.validate(kind)
@@ -157,37 +172,28 @@ public struct PRGTerm: LossTerm {
         let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
         let zt = try x.require(x.promptTeacherLogits ?? x.teacherLogits, kind, "teacher logits")
         guard let p = x.proxies else { throw LossError.missingInput(loss: kind, input: "proxies") }
-        let r = try prgLoss(studentEmbedding: s, studentLogits: zs, teacherEmbedding: t, teacherLogits: zt, proxies: p,
-                            parameters: parameters, rows: x.shardRows)
-        return weighted(kind, weight: weight, [(r, 1, nil)])
+        return try prgLoss(studentEmbedding: s, studentLogits: zs, teacherEmbedding: t, teacherLogits: zt, proxies: p,
+                           parameters: parameters, rows: x.shardRows)
     }
 
-    /// `{kind: prg, weight: 1, temperature: 4, edge_temperature: 0.1, node_weight: 1, edge_weight: 1,
-    /// pseudo_label_weight: 1, clip_scale: 100}`
-    public static let descriptor = LossDescriptor(kind: "prg", fixtures: [("prg", runFixture)]) { weight, p in
-        PRGTerm(weight: weight, parameters: PRGParameters(
-            temperature: try p.float("temperature", 4, min: 0, exclusiveMin: true),
-            edgeTemperature: try p.float("edge_temperature", 0.1, min: 0, exclusiveMin: true),
-            nodeWeight: try p.float("node_weight", 1, min: 0), edgeWeight: try p.float("edge_weight", 1, min: 0),
-            pseudoLabelWeight: try p.float("pseudo_label_weight", 1, min: 0)),
-            clipScale: try p.float("clip_scale", 100, min: 0, exclusiveMin: true))
+    public static let descriptor = LossDescriptor(kind: "prg", parameters: PRGParameters.keys,
+                                                  fixtures: [("prg", runFixture)]) { weight, v in
+        PRGTerm(weight: weight, parameters: PRGParameters(v))
     }
 
     /// Fixture `prg`: inputs `teacher_features`, `prompt_embeddings`, `student_embedding`,
-    /// `student_logits`; the teacher side (`prgTeacher`) is checked too (`teacher_logits`, `proxies`).
+    /// `student_logits`; the teacher side (`prgTeacher`, parameter `clip_scale`) is checked too
+    /// (`teacher_logits`, `proxies`).
     static func runFixture(_ f: any LossFixture) throws -> (loss: Double, outputs: [(String, Tensor)]) {
         let feats = try f.input("teacher_features"), prompts = try f.input("prompt_embeddings")
         let s = try f.input("student_embedding"), zs = try f.input("student_logits")
         let (zt, proxies) = try prgTeacher(features: feats, prompts: prompts,
-                                           clipScale: Float(f.parameter("clip_scale", 100)))
+                                           clipScale: Float(f.parameter("clip_scale", Double(prgDefaultClipScale))))
         s.requiresGrad = true; zs.requiresGrad = true
-        let p = PRGParameters(temperature: Float(f.parameter("temperature", 4)),
-                              edgeTemperature: Float(f.parameter("edge_temperature", 0.1)),
-                              nodeWeight: Float(f.parameter("node_weight", 1)),
-                              edgeWeight: Float(f.parameter("edge_weight", 1)),
-                              pseudoLabelWeight: Float(f.parameter("pseudo_label_weight", 1)))
         let r = try prgLoss(studentEmbedding: s, studentLogits: zs, teacherEmbedding: feats, teacherLogits: zt,
-                            proxies: proxies, parameters: p)
+                            proxies: proxies, parameters: PRGParameters(LossParameterValues(PRGParameters.keys,
+                                                                                            fixture: f)),
+                            rows: f.share(samples: s.shape[0]))
         r.value.backward()
         return (Double(r.value.item), [("teacher_logits", zt), ("proxies", proxies),
                                        ("grad_student_embedding", s.grad ?? Tensor.zeros(s.shape)),

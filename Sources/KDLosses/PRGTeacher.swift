@@ -1,6 +1,9 @@
 import Foundation
 import KDTensor
 
+/// The default `τ_clip` of `prgTeacher` (CLIP's logit scale).
+public let prgDefaultClipScale: Float = 100
+
 /// Teacher-side preprocessing of PRG for a foundation-model (CLIP-like) teacher with `K` text prompts
 /// per class (`docs/losses.md` "PRG", teacher side; Xu et al., arXiv 2408.12248). No gradient (the teacher is frozen).
 ///
@@ -12,7 +15,7 @@ import KDTensor
 /// `features` is `[n, D]`, `prompts` `[K, C, D]` (or `[C, D]` for `K = 1`: a network teacher's
 /// classifier rows). Returns `logits` `[n, C]` and `proxies` `[C, D]`.
 public func prgTeacher(features: Tensor, prompts: Tensor,
-                       clipScale: Float = 100) throws -> (logits: Tensor, proxies: Tensor) {
+                       clipScale: Float = prgDefaultClipScale) throws -> (logits: Tensor, proxies: Tensor) {
     let name = "prg teacher"
     try check2D(name, "teacher features", features)
     let n = features.shape[0], d = features.shape[1]

@@ -352,7 +352,7 @@ func spectralTeacherEigen(_ tg: SpectralRows, teacher: Tensor, k: Int, counts: [
 public struct SpectralTerm: LossTerm {
     public let kind = "spectral"
     public var weight: Float, k: Int?, useFeatures: Bool
-    public var solver: SpectralSolver = .auto
+    public var solver: SpectralSolver
     public var needs: LossNeeds {
         let inputs: LossNeeds = [useFeatures ? .studentFeatures : .studentEmbedding, .teacherEmbedding]
         return k == nil ? inputs.union(.studentLogits) : inputs
@@ -372,17 +372,20 @@ public struct SpectralTerm: LossTerm {
             kk = max(1, min(c, n / 2))
         }
         let r = try spectralLoss(student: s, teacher: t, k: kk, rows: x.shardRows, comm: x.comm, solver: solver)
-        return LossShare(value: weightedScalarSum([(r.value, weight)]),
-                         terms: [("loss/spectral", Double(weight) * r.terms[0].value)])
+        return LossShare(value: r.value, terms: [])     // one part: the objective's `loss/spectral` is all
     }
 
-    /// `{kind: spectral, weight: 1, k: (classes, at most rows/2), input: embedding | features,
-    /// solver: auto | dense | iterative}`
-    public static let descriptor = LossDescriptor(kind: "spectral", fixtures: [("spectral", runFixture)]) { weight, p in
-        SpectralTerm(weight: weight, k: try p.optionalInteger("k", min: 1),
-                     useFeatures: try p.choice("input", "embedding", ["embedding", "features"]) == "features",
-                     solver: SpectralSolver(rawValue: try p.choice("solver", "auto",
-                                                                   SpectralSolver.allCases.map(\.rawValue)))!)
+    /// The `spectral` keys (`k` absent: the class count, at most rows/2).
+    public static let parameters: [LossParameter] = [
+        .integer("k", min: 1),
+        .choice("input", "embedding", ["embedding", "features"]),
+        .choice("solver", SpectralSolver.auto.rawValue, SpectralSolver.allCases.map(\.rawValue)),
+    ]
+
+    public static let descriptor = LossDescriptor(kind: "spectral", parameters: parameters,
+                                                  fixtures: [("spectral", runFixture)]) { weight, v in
+        SpectralTerm(weight: weight, k: v.integer("k"), useFeatures: v.choice("input") == "features",
+                     solver: SpectralSolver(rawValue: v.choice("solver"))!)
     }
 
     /// Fixture `spectral`: inputs `student`, `teacher`; parameter `k` (required).
@@ -392,7 +395,8 @@ public struct SpectralTerm: LossTerm {
             throw LossError.invalidArgument(loss: "spectral", message: "the case needs params.k")
         }
         s.requiresGrad = true
-        let r = try spectralLoss(student: s, teacher: t, k: Int(f.parameter("k", 1)))
+        let r = try spectralLoss(student: s, teacher: t, k: Int(f.parameter("k", 1)),
+                                 rows: f.share(samples: s.shape[0]), comm: f.comm)
         r.value.backward()
         return (Double(r.value.item), [("grad_student", s.grad ?? Tensor.zeros(s.shape))])
     }

@@ -2,21 +2,35 @@ import Foundation
 import KDComm
 import KDTensor
 
-/// Settings of the VRM loss (defaults of `docs/losses.md` "VRM").
+/// Settings of the VRM loss (`docs/losses.md` "VRM"). Keys, defaults and ranges: `VRMParameters.keys`,
+/// written once.
 public struct VRMParameters: Equatable {
     /// Fraction of samples whose virtual vertex is pruned (count `⌊q·B⌋`).
-    public var pruneFraction: Double = 0.1
+    public var pruneFraction: Double
     /// KD temperature of the real-view KD term.
-    public var temperature: Float = 4
+    public var temperature: Float
     /// Huber threshold `δ` of both graphs.
-    public var delta: Float = 1
-    public var interSampleWeight: Float = 1
-    public var interClassWeight: Float = 1
-    public var kdWeight: Float = 1
-    public init(pruneFraction: Double = 0.1, temperature: Float = 4, delta: Float = 1, interSampleWeight: Float = 1,
-                interClassWeight: Float = 1, kdWeight: Float = 1) {
-        self.pruneFraction = pruneFraction; self.temperature = temperature; self.delta = delta
-        self.interSampleWeight = interSampleWeight; self.interClassWeight = interClassWeight; self.kdWeight = kdWeight
+    public var delta: Float
+    public var interSampleWeight: Float
+    public var interClassWeight: Float
+    public var kdWeight: Float
+
+    /// The `vrm` keys.
+    public static let keys: [LossParameter] = [
+        .number("q", 0.1, min: 0, max: 1),
+        .number("temperature", 4, min: 0, exclusiveMin: true),
+        .number("delta", 1, min: 0, exclusiveMin: true),
+        .number("inter_sample_weight", 1, min: 0),
+        .number("inter_class_weight", 1, min: 0),
+        .number("kd_weight", 1, min: 0),
+    ]
+    /// Every key at its default.
+    public static let defaults = VRMParameters(LossParameterValues(defaults: keys))
+
+    public init(_ v: LossParameterValues) {
+        pruneFraction = v.number("q"); temperature = v.float("temperature"); delta = v.float("delta")
+        interSampleWeight = v.float("inter_sample_weight"); interClassWeight = v.float("inter_class_weight")
+        kdWeight = v.float("kd_weight")
     }
 }
 
@@ -69,7 +83,7 @@ public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double)
 /// each `n(·)`, then through the standardisation `dz = dy − mean(dy)`. Terms: `inter_sample`,
 /// `inter_class`, `kd` (shares, unweighted).
 public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
-                    parameters p: VRMParameters = VRMParameters(), shard: Range<Int>? = nil,
+                    parameters p: VRMParameters = .defaults, shard: Range<Int>? = nil,
                     comm: Communicator? = nil) throws -> LossShare {
     let name = "vrm"
     try check2D(name, "student logits", zs)
@@ -259,21 +273,13 @@ public struct VRMTerm: LossTerm {
         try x.validate(kind)
         let zs = try x.require(x.studentLogits, kind, "student logits")
         let zt = try x.require(x.teacherLogits, kind, "teacher logits")
-        let r = try vrmLoss(student: zs, teacher: zt, views: x.views, parameters: parameters, shard: x.shard,
-                            comm: x.comm)
-        return weighted(kind, weight: weight, [(r, 1, nil)])
+        return try vrmLoss(student: zs, teacher: zt, views: x.views, parameters: parameters, shard: x.shard,
+                           comm: x.comm)
     }
 
-    /// `{kind: vrm, weight: 1, q: 0.1, temperature: 4, delta: 1, inter_sample_weight: 1,
-    /// inter_class_weight: 1, kd_weight: 1}`
-    public static let descriptor = LossDescriptor(kind: "vrm", fixtures: [("vrm", runFixture)]) { weight, p in
-        VRMTerm(weight: weight, parameters: VRMParameters(
-            pruneFraction: try p.number("q", 0.1, min: 0, max: 1, exclusiveMin: false),
-            temperature: try p.float("temperature", 4, min: 0, exclusiveMin: true),
-            delta: try p.float("delta", 1, min: 0, exclusiveMin: true),
-            interSampleWeight: try p.float("inter_sample_weight", 1, min: 0),
-            interClassWeight: try p.float("inter_class_weight", 1, min: 0),
-            kdWeight: try p.float("kd_weight", 1, min: 0)))
+    public static let descriptor = LossDescriptor(kind: "vrm", parameters: VRMParameters.keys,
+                                                  fixtures: [("vrm", runFixture)]) { weight, v in
+        VRMTerm(weight: weight, parameters: VRMParameters(v))
     }
 
     /// Fixture `vrm`: inputs `student_logits_real`/`_virtual`, `teacher_logits_real`/`_virtual` (`[B, C]`
@@ -282,12 +288,9 @@ public struct VRMTerm: LossTerm {
         let zs = interleave(try f.input("student_logits_real"), try f.input("student_logits_virtual"))
         let zt = interleave(try f.input("teacher_logits_real"), try f.input("teacher_logits_virtual"))
         zs.requiresGrad = true
-        let p = VRMParameters(pruneFraction: f.parameter("q", 0.1), temperature: Float(f.parameter("temperature", 4)),
-                              delta: Float(f.parameter("delta", 1)),
-                              interSampleWeight: Float(f.parameter("inter_sample_weight", 1)),
-                              interClassWeight: Float(f.parameter("inter_class_weight", 1)),
-                              kdWeight: Float(f.parameter("kd_weight", 1)))
-        let r = try vrmLoss(student: zs, teacher: zt, views: 2, parameters: p)
+        let p = VRMParameters(LossParameterValues(VRMParameters.keys, fixture: f))
+        let r = try vrmLoss(student: zs, teacher: zt, views: 2, parameters: p,
+                            shard: f.share(samples: zs.shape[0] / 2), comm: f.comm)
         r.value.backward()
         let g = zs.grad ?? Tensor.zeros(zs.shape)
         return (Double(r.value.item),

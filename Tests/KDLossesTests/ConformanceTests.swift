@@ -1,7 +1,8 @@
 import XCTest
 import KDTensor
 @testable import KDLosses
-@testable import KDTools
+import KDLossTesting
+
 
 final class ConformanceTests: XCTestCase {
     func fixturesDirectory() throws -> String {

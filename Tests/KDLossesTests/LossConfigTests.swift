@@ -2,6 +2,7 @@ import XCTest
 import KDData
 import KDTensor
 @testable import KDLosses
+import KDLossTesting
 
 final class LossConfigTests: XCTestCase {
     func testDescriptorDefaults() throws {
@@ -9,10 +10,12 @@ final class LossConfigTests: XCTestCase {
         XCTAssertEqual(rkd.distanceWeight, 25); XCTAssertEqual(rkd.angleWeight, 50); XCTAssertEqual(rkd.weight, 1)
         XCTAssertFalse(rkd.useEmbedding)
         let prg = try XCTUnwrap(try makeLossTerm(["kind": "prg", "edge_temperature": 0.2]) as? PRGTerm)
-        XCTAssertEqual(prg.parameters, PRGParameters(temperature: 4, edgeTemperature: 0.2))
-        XCTAssertEqual(prg.clipScale, 100)
+        XCTAssertEqual(prg.parameters.temperature, 4); XCTAssertEqual(prg.parameters.edgeTemperature, 0.2)
+        XCTAssertEqual(prg.parameters.nodeWeight, 1); XCTAssertEqual(prg.parameters.pseudoLabelWeight, 1)
         let vrm = try XCTUnwrap(try makeLossTerm(["kind": "vrm"]) as? VRMTerm)
-        XCTAssertEqual(vrm.parameters, VRMParameters(pruneFraction: 0.1, temperature: 4, delta: 1))
+        XCTAssertEqual(vrm.parameters, VRMParameters.defaults)
+        XCTAssertEqual(vrm.parameters.pruneFraction, 0.1); XCTAssertEqual(vrm.parameters.temperature, 4)
+        XCTAssertEqual(vrm.parameters.delta, 1)
         let kd = try XCTUnwrap(try makeLossTerm(["kind": "KD", "temperature": 2]) as? KDTerm)
         XCTAssertEqual(kd.temperature, 2); XCTAssertEqual(kd.ceWeight, 0)
         let sp = try XCTUnwrap(try makeLossTerm(["kind": "spectral", "k": "3"]) as? SpectralTerm)
@@ -22,6 +25,18 @@ final class LossConfigTests: XCTestCase {
         XCTAssertEqual(it.solver, .iterative)
         let de = try XCTUnwrap(try makeLossTerm(["kind": "spectral", "solver": "dense"]) as? SpectralTerm)
         XCTAssertEqual(de.solver, .dense)
+    }
+
+    /// PRG's `τ_clip` is the teacher's (`teacher.clip_scale`): a `clip_scale` in the loss entry used to be
+    /// read and ignored; it is refused, naming its replacement.
+    func testPRGClipScaleIsRefusedNamingTheTeacherKey() {
+        XCTAssertThrowsError(try makeLossTerm(["kind": "prg", "clip_scale": 50])) { e in
+            XCTAssertEqual("\(e)", "loss config: clip_scale is not a key of this loss: use teacher.clip_scale instead")
+        }
+        XCTAssertThrowsError(try makeLossTerm(["kind": "prg", "clip_scale": "fifty"])) { e in
+            XCTAssertTrue("\(e)".contains("teacher.clip_scale"), "\(e)")
+        }
+        XCTAssertNoThrow(try makeLossTerm(["kind": "prg"]))
     }
 
     func testSpectralSolverKeyErrors() {

@@ -1,6 +1,7 @@
 import XCTest
 import KDTensor
 @testable import KDLosses
+import KDLossTesting
 
 /// Values checked against closed forms and degenerate inputs.
 final class LossValueTests: XCTestCase {
@@ -135,7 +136,7 @@ final class LossValueTests: XCTestCase {
                 // At coincident points the gradient runs through n(v) at ‖v‖ < 1e-12 (factors of 1e12):
                 // values only.
                 if s !== duplicated {
-                    XCTAssertLessThan(relErr(meanGrad.map { Float($0) }, exactGrad), 1e-5, label)
+                    XCTAssertLessThan(relativeError(meanGrad.map { Float($0) }, exactGrad), 1e-5, label)
                 }
             }
             s.requiresGrad = false
@@ -184,5 +185,20 @@ final class LossValueTests: XCTestCase {
             parts += Double(try rkdAngleLoss(student: x.sFeat, teacher: x.tEmb, rows: r).value.item)
         }
         XCTAssertEqual(parts, whole, accuracy: 1e-6 * whole)
+    }
+
+    /// VRM with 11 classes: the edge sweeps' eight-lane body and their scalar tail both run (the contract
+    /// check's inputs have 4 classes), on a partial shard; ⌊0.34·6⌋ = 2 pruned virtual vertices.
+    func testVRMFiniteDifferencesOverElevenClasses() throws {
+        var p = VRMParameters.defaults
+        p.pruneFraction = 0.34; p.temperature = 3; p.delta = 0.1
+        let x = LossCase(b: 6, views: 2)
+        XCTAssertEqual(vrmPrunedSamples(teacher: x.zt, views: 2, fraction: 0.34).filter { $0 }.count, 2)
+        let wide = LossCase(b: 5, views: 2, c: 11)
+        // The contract's finite-difference settings and bound (`LossContract`, justified there).
+        let r = try gradientCheck([wide.zs], eps: LossContract.finiteDifferenceEpsilon) {
+            try vrmLoss(student: $0[0], teacher: wide.zt, views: 2, parameters: p, shard: 1..<4).value
+        }
+        XCTAssertLessThan(r.maxRelativeError, LossContract.finiteDifferenceTolerance, "\(r)")
     }
 }

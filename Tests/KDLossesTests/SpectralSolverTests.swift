@@ -4,6 +4,7 @@ import KDData
 import KDTestSupport
 import KDTensor
 @testable import KDLosses
+import KDLossTesting
 
 /// The spectral term's iterative teacher eigensolver and its row-sharded path: the subspace and the loss
 /// against `dsyevd_` on a graph with cluster structure, the shares over in-process worlds, the dense
@@ -98,7 +99,7 @@ final class SpectralSolverTests: XCTestCase {
         let (vd, gd) = try single(s, t, k: k, solver: .dense)
         let (vi, gi) = try single(s, t, k: k, solver: .iterative)
         XCTAssertEqual(vi, vd, accuracy: 1e-6 * abs(vd))
-        XCTAssertLessThan(relErr(gi, gd), 1e-5)
+        XCTAssertLessThan(relativeError(gi, gd), 1e-5)
     }
 
     /// `auto` follows the measured crossover (docs/losses.md "Spectral"): dense below `max(256, 6·block)`
@@ -149,7 +150,7 @@ final class SpectralSolverTests: XCTestCase {
             XCTAssertEqual(SpectralSolverStatistics.current.iterative - before.iterative, ranks)
             XCTAssertEqual(SpectralSolverStatistics.current.fallbacks, before.fallbacks)
             XCTAssertEqual(sum, full, accuracy: 1e-5 * abs(full), "N=\(ranks)")
-            XCTAssertLessThan(relErr(grad, fullGrad), 1e-4, "N=\(ranks)")
+            XCTAssertLessThan(relativeError(grad, fullGrad), 1e-4, "N=\(ranks)")
         }
     }
 
@@ -170,12 +171,13 @@ final class SpectralSolverTests: XCTestCase {
         let (v3, g3) = try world(3, s, t, k: k, solver: .iterative, maxCycles: 1)
         XCTAssertEqual(SpectralSolverStatistics.current.fallbacks - before3.fallbacks, 3)
         XCTAssertEqual(v3, vd, accuracy: 1e-5 * abs(vd))
-        XCTAssertLessThan(relErr(g3, gd), 1e-5)
+        XCTAssertLessThan(relativeError(g3, gd), 1e-5)
     }
 
     /// Central differences of the world's summed share (3 ranks, uneven, iterative with Krylov cycles:
     /// n = 48 > 3 blocks of 11) against the sum of the ranks' gradients, every element. Bound 1e-2
-    /// max-norm relative at ε = 1e-2 as in GradientCheckTests (Float32 inputs, O(ε²) truncation).
+    /// max-norm relative at ε = 1e-2 as in the loss contract (`LossContract.finiteDifferenceTolerance`:
+    /// Float32 inputs, O(ε²) truncation).
     func testFiniteDifferencesThroughTheShardedIterativePath() throws {
         let n = 48, k = 4, dim = 4
         let t = clustered(n: n, dim: 6, centres: k, noise: 0.2, seed: 6)
@@ -185,7 +187,7 @@ final class SpectralSolverTests: XCTestCase {
         let (_, analytic) = try world(3, s, t, k: k, solver: .iterative)
         XCTAssertEqual(SpectralSolverStatistics.current.iterative - before.iterative, 3)
         XCTAssertEqual(SpectralSolverStatistics.current.fallbacks, before.fallbacks)
-        let eps: Float = 1e-2
+        let eps = LossContract.finiteDifferenceEpsilon
         var maxDiff = 0.0, maxNum = 0.0
         for i in 0..<s.count {
             let p = s.copy(), m = s.copy()
@@ -196,6 +198,6 @@ final class SpectralSolverTests: XCTestCase {
             maxDiff = max(maxDiff, abs(num - Double(analytic[i])))
         }
         XCTAssertGreaterThan(maxNum, 1e-4)
-        XCTAssertLessThan(maxDiff / maxNum, 1e-2)
+        XCTAssertLessThan(maxDiff / maxNum, LossContract.finiteDifferenceTolerance)
     }
 }

@@ -1,23 +1,16 @@
 import XCTest
 import KDData
 import KDLosses
+import KDLossTesting
 import KDTensor
 @testable import KDTrain
 
 /// The "Adding a loss" walkthrough of docs/losses.md, run: the example loss (ExampleLoss/, one file)
-/// plus one registry line is configurable, strictly validated, correct, differentiable and shardable.
+/// plus one registry line is configurable, strictly validated, correct against its formula, and holds
+/// the loss contract (finite differences, shares over 1–4 ranks) with no list to add it to.
 final class AddingALossTests: XCTestCase {
     override func setUp() { LossRegistry.extra = [CosineTerm.descriptor] }      // the registry line
-    override func tearDown() { LossRegistry.extra = [] }
-
-    func inputs(rank: Int = 0, of ranks: Int = 1) -> (LossInputs, Tensor, Tensor) {
-        var rng = KDRandom(keys: 41)
-        let s = Tensor.randn([7, 5], rng: &rng), t = Tensor.randn([7, 5], rng: &rng)
-        s.requiresGrad = true
-        let x = LossInputs(plan: BatchPlan(globalSamples: 7, rank: rank, worldSize: ranks),
-                           studentEmbedding: s, teacherEmbedding: t)
-        return (x, s, t)
-    }
+    override func tearDown() { LossRegistry.extra = []; Tape.reset() }
 
     func testConfiguredThroughTheStrictReader() throws {
         let head = "mode: distill\nteacher: {kind: network, checkpoint: t.safetensors}\n"
@@ -33,38 +26,36 @@ final class AddingALossTests: XCTestCase {
     }
 
     func testValueAgainstTheFormula() throws {
-        let (x, s, t) = inputs()
-        let got = try CosineTerm(weight: 1).evaluate(x).value.item
+        let x = LossCase(b: 7, seed: 41)
+        let got = try CosineTerm(weight: 1).evaluate(x.inputs()).value.item
         var want = 0.0
         for i in 0..<7 {
             var st = 0.0, ss = 0.0, tt = 0.0
-            for k in 0..<5 {
-                let a = Double(s.ptr[i * 5 + k]), b = Double(t.ptr[i * 5 + k])
+            for k in 0..<x.d {
+                let a = Double(x.sEmb.ptr[i * x.d + k]), b = Double(x.tEmb.ptr[i * x.d + k])
                 st += a * b; ss += a * a; tt += b * b
             }
             want += 1 - st / (ss.squareRoot() * tt.squareRoot())
         }
-        // Float32 inputs, Double accumulation, one Float32 rounding of the result: 1e-6 relative.
+        // Float32 products accumulated in Double, one Float32 rounding of the result: 1e-6 relative.
         XCTAssertEqual(Double(got), want / 7, accuracy: 1e-6 * want / 7)
-        Tape.reset()
     }
 
-    func testFiniteDifferenceGradient() throws {
-        let (_, s, t) = inputs()
-        // Central differences with ε = 1e-2 on a smooth function of O(1) inputs: truncation O(ε²) ≈ 1e-4
-        // relative, Float32 evaluation noise ≈ 6e-8/ε ≈ 6e-6; 1e-2 leaves a wide margin for both.
-        let r = try gradientCheck([s], eps: 1e-2) { v in
-            try cosineEmbeddingLoss(student: v[0], teacher: t, rows: 0..<7).value
-        }
-        XCTAssertLessThan(r.maxRelativeError, 1e-2, "\(r)")
+    /// The weight is the objective's: `loss/cosine` is 2 × the term's share.
+    func testTheObjectiveAppliesTheWeight() throws {
+        let x = LossCase(b: 7, seed: 41)
+        let share = try CosineTerm(weight: 2).evaluate(x.inputs()).value.item
+        let objective = try LossObjective(terms: [CosineTerm(weight: 2)]).evaluate(x.inputs())
+        XCTAssertEqual(objective.value.item, 2 * share)      // one Float product, exact either way
+        XCTAssertEqual(objective.terms.map(\.name), ["loss/cosine"])
     }
 
-    func testSharesAddUpToTheWholeLoss() throws {
-        let whole = try CosineTerm(weight: 1).evaluate(inputs().0).value.item
-        var sum = 0.0
-        for r in 0..<3 { sum += Double(try CosineTerm(weight: 1).evaluate(inputs(rank: r, of: 3).0).value.item) }
-        // Three Float32 partial sums instead of one: a few ulps of the total.
-        XCTAssertEqual(sum, Double(whole), accuracy: 1e-6 * Double(whole))
-        Tape.reset()
+    /// The registry-driven contract check picks the new kind up from its registry line.
+    func testHoldsTheLossContract() throws {
+        let report = LossContract.check(try LossRegistry.descriptor("cosine"))
+        XCTAssertEqual(report.failures, [], "\(report)")
+        // One configuration (no parameters): 2 unweighted + 2 finite-difference checks and 3 layouts ×
+        // 4 world sizes × 2 share checks of the loss, at least.
+        XCTAssertGreaterThanOrEqual(report.checks, 4 + 24)
     }
 }

@@ -16,7 +16,8 @@
 # Prints each run's result and a final "N passed, M failed" line; exits non-zero on any failure.
 #
 # Environment: NP_LIST (default "2 4"), MPIRUN_ARGS (default "--oversubscribe --mca btl self,vader"),
-# CHECK_TIMEOUT (seconds per mpirun, default 300).
+# CHECK_TIMEOUT (seconds per mpirun, default 300), KDGRAPH_LOSS_FIXTURES (the loss fixture manifests the
+# `losses.<kind>.fixtures` checks read; default the bundled Tests/KDLossesTests/Fixtures and its sets).
 set -u
 cd "$(dirname "$0")/../.."
 
@@ -27,6 +28,7 @@ CHECK_TIMEOUT="${CHECK_TIMEOUT:-300}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # containers run as root
 export OPENBLAS_NUM_THREADS=1                                     # one BLAS thread per rank
 export OMPI_MCA_rmaps_base_oversubscribe=1
+export KDGRAPH_LOSS_FIXTURES="${KDGRAPH_LOSS_FIXTURES:-$PWD/Tests/KDLossesTests/Fixtures}"
 
 if [ "${SKIP_BUILD:-0}" != "1" ]; then
     echo "== swift build -c $CONFIG --product kdgraph-mpi-checks"

@@ -1,14 +1,19 @@
-import XCTest
+import KDComm
 import KDData
+import KDLosses
 import KDTensor
-@testable import KDLosses
 
-/// Deterministic small inputs for the loss tests.
-struct LossCase {
-    let b: Int, views: Int, d: Int, c: Int
-    let sFeat: Tensor, sEmb: Tensor, zs: Tensor, tEmb: Tensor, zt: Tensor, proxies: Tensor, labels: [Int]
+/// Deterministic random inputs for a loss: every matrix a term may read (`LossInputs`), the GLOBAL
+/// batch of `b` samples × `views` views (sample-major rows). The one place the loss tests, the
+/// contract check and the multi-rank checks build random loss inputs.
+public struct LossCase {
+    public let b: Int, views: Int, d: Int, c: Int
+    public let sFeat: Tensor, sEmb: Tensor, zs: Tensor, tEmb: Tensor, zt: Tensor, proxies: Tensor
+    public let labels: [Int]
 
-    init(b: Int = 7, views: Int = 1, d: Int = 5, c: Int = 4, seed: UInt64 = 1) {
+    /// Student features are `d + 1` wide (RKD compares them with the `d`-wide teacher embedding), logits
+    /// `c` wide with std 2 (peaked but not saturated softmaxes), labels `i mod c`.
+    public init(b: Int = 7, views: Int = 1, d: Int = 5, c: Int = 4, seed: UInt64 = 1) {
         self.b = b; self.views = views; self.d = d; self.c = c
         var rng = KDRandom(keys: seed, 99)
         let n = b * views
@@ -21,32 +26,32 @@ struct LossCase {
         labels = (0..<b).map { $0 % c }
     }
 
-    /// The inputs seen by rank `rank` of `ranks` (the whole batch by default).
-    func inputs(rank: Int = 0, of ranks: Int = 1) -> LossInputs {
+    /// The inputs seen by rank `rank` of `ranks` (the whole batch by default), with `comm` when given.
+    public func inputs(rank: Int = 0, of ranks: Int = 1, step: Int = 0, comm: Communicator? = nil) -> LossInputs {
         LossInputs(plan: BatchPlan(globalSamples: b, rank: rank, worldSize: ranks), views: views,
                    studentFeatures: sFeat, studentEmbedding: sEmb, studentLogits: zs, teacherEmbedding: tEmb,
-                   teacherLogits: zt, proxies: proxies, labels: labels)
+                   teacherLogits: zt, proxies: proxies, labels: labels, step: step, comm: comm)
     }
-    var students: [Tensor] { [sFeat, sEmb, zs] }
+
+    /// The student matrices (on the tape when a test sets `requiresGrad`).
+    public var students: [Tensor] { [sFeat, sEmb, zs] }
 }
 
-/// Relative max-norm difference of two arrays.
-func relErr(_ a: [Float], _ b: [Float]) -> Double {
-    var d = 0.0, m = 0.0
-    for (x, y) in zip(a, b) { d = max(d, abs(Double(x) - Double(y))); m = max(m, abs(Double(y))) }
-    return d / max(m, 1e-12)
-}
+/// Max-norm relative difference `max|a − b| / max(max|b|, 1e-6)` (the conformance harness's measure).
+public func relativeError(_ a: [Float], _ b: [Float]) -> Double { Conformance.maxNormRelativeError(a, b) }
 
 /// A loss entry given as a dictionary, read strictly (the product reads YAML through the config's
-/// reader; this one lets the loss tests build terms without a config file).
-struct DictionaryParameters: LossParameterReader {
+/// reader; this one lets the loss tests and checks build terms without a config file).
+public struct DictionaryParameters: LossParameterReader {
     let entry: [String: Any]
     var read: Set<String> = ["kind", "weight"]
 
+    public init(entry: [String: Any]) { self.entry = entry }
+
     mutating func value(_ key: String) -> Any? { read.insert(key); return entry[key] }
 
-    mutating func number(_ key: String, _ def: Double, min: Double?, max: Double?,
-                         exclusiveMin: Bool) throws -> Double {
+    public mutating func number(_ key: String, _ def: Double, min: Double?, max: Double?,
+                                exclusiveMin: Bool) throws -> Double {
         guard let v = value(key) else { return def }
         guard let d = (v as? Double) ?? (v as? Int).map(Double.init) ?? (v as? String).flatMap(Double.init),
               d.isFinite else {
@@ -57,7 +62,7 @@ struct DictionaryParameters: LossParameterReader {
         return d
     }
 
-    mutating func optionalInteger(_ key: String, min: Int?) throws -> Int? {
+    public mutating func optionalInteger(_ key: String, min: Int?) throws -> Int? {
         guard let v = value(key) else { return nil }
         guard let i = (v as? Int) ?? (v as? String).flatMap({ Int($0) }) else {
             throw LossError.config("\(key): expected an integer, got '\(v)'")
@@ -66,7 +71,7 @@ struct DictionaryParameters: LossParameterReader {
         return i
     }
 
-    mutating func choice(_ key: String, _ def: String, _ allowed: [String]) throws -> String {
+    public mutating func choice(_ key: String, _ def: String, _ allowed: [String]) throws -> String {
         guard let v = value(key) else { return def }
         guard let s = v as? String, allowed.contains(s) else {
             throw LossError.config("\(key): expected one of \(allowed)")
@@ -74,7 +79,7 @@ struct DictionaryParameters: LossParameterReader {
         return s
     }
 
-    func finish() throws {
+    public func finish() throws {
         let unknown = Set(entry.keys).subtracting(read).sorted()
         if !unknown.isEmpty {
             throw LossError.config("unknown key(s) \(unknown.map { "'\($0)'" }.joined(separator: ", "))")
@@ -83,7 +88,7 @@ struct DictionaryParameters: LossParameterReader {
 }
 
 /// The term of a dictionary entry, e.g. `["kind": "rkd", "angle_weight": 0]`, through the registry.
-func makeLossTerm(_ entry: [String: Any]) throws -> any LossTerm {
+public func makeLossTerm(_ entry: [String: Any]) throws -> any LossTerm {
     guard let kind = entry["kind"] as? String else { throw LossError.config("entry without 'kind'") }
     let weight = (entry["weight"] as? Double) ?? (entry["weight"] as? Int).map(Double.init) ?? 1
     var reader: any LossParameterReader = DictionaryParameters(entry: entry)
@@ -93,5 +98,6 @@ func makeLossTerm(_ entry: [String: Any]) throws -> any LossTerm {
 }
 
 extension LossObjective {
-    init(config: [[String: Any]]) throws { self.init(terms: try config.map(makeLossTerm)) }
+    /// The objective of dictionary entries (`makeLossTerm`).
+    public init(config: [[String: Any]]) throws { self.init(terms: try config.map(makeLossTerm)) }
 }
