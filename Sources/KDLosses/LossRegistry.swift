@@ -213,6 +213,8 @@ public protocol LossParameterReader {
     mutating func choice(_ key: String, _ def: String, _ allowed: [String]) throws -> String
     /// Rejects the keys no getter read (a misspelt parameter is an error, not a silent default).
     func finish() throws
+    /// Refuses `key` when the entry has it, naming `replacement`; marks it as read.
+    mutating func refuse(_ key: String, replacement: String) throws
 }
 
 extension LossParameterReader {

@@ -152,4 +152,12 @@ final class ConfigModelTests: XCTestCase {
             XCTAssertNotNil(node, "\(key) in the resolved YAML")
         }
     }
+
+    /// Issue 25 item 2: a PRG entry's `clip_scale` did nothing (the teacher reads `teacher.clip_scale`);
+    /// it is refused naming the entry's key, its line and the one key that works.
+    func testPRGClipScaleInTheLossEntryIsRefused() {
+        let yaml = "mode: distill\nteacher: {init: random}\nloss:\n  - {kind: prg, clip_scale: 50}\n"
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: yaml, file: "p.yaml") },
+                       "p.yaml: loss.0.clip_scale: is not a key of this loss: use teacher.clip_scale instead (line 4)")
+    }
 }

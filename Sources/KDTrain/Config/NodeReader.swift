@@ -109,6 +109,12 @@ extension NodeReader: LossParameterReader {
         try double(key, def, min: min, max: max, exclusiveMin: exclusiveMin)
     }
 
+    /// A refused spelling present in the entry: an error naming `loss.N.key`, its line and the replacement.
+    mutating func refuse(_ key: String, replacement: String) throws {
+        guard let n = node(key) else { return }
+        throw error(key, "is not a key of this loss: use \(replacement) instead", n)
+    }
+
     mutating func optionalInteger(_ key: String, min lo: Int?) throws -> Int? {
         guard let n = node(key), !isNull(n) else { return nil }
         return try int(key, 0, min: lo)
