@@ -120,41 +120,63 @@ public final class TeacherCacheStore: @unchecked Sendable {
     /// Creates the cache at `directory` for `manifest` when it has no manifest yet (rank 0 only,
     /// before the other ranks open it); checks an existing one. Refuses, naming the first differing
     /// field, a cache made for other settings — it is never silently used or overwritten.
+    ///
+    /// A new cache is built in a staging folder beside `directory` (round files, then the manifest) and
+    /// renamed into place in one step, so two runs creating the same cache at once never write into each
+    /// other's files: the second rename fails, and that run checks the winner's manifest instead.
     public static func prepare(directory: String, manifest: TeacherCacheManifest) throws {
-        let path = manifestPath(directory)
-        if FileManager.default.fileExists(atPath: path) {
-            let found = try readManifest(directory)
-            if let diff = found.firstDifference(from: manifest) {
-                throw DataError.invalidFile(path: path, reason: "this cache was made for other settings (\(diff)); "
-                                            + "use another teacher.cache.path or delete this one")
-            }
-            return
-        }
+        if try checkExisting(directory: directory, manifest: manifest) { return }
         let l = manifest.layout, (recordShape, sumShape) = shapes(l)
         try checkSpace(directory: directory, layout: l)
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw DataError.invalidConfig(field: "teacher.cache.path",
-                                          message: "\(directory): cannot create the folder (\(ioReason(error)))")
+        let fm = FileManager.default
+        let staging = directory + ".creating-\(getpid())"
+        func refuse(_ what: String, _ error: Error) -> DataError {
+            .invalidConfig(field: "teacher.cache.path", message: "\(directory): \(what) (\(ioReason(error)))")
         }
         do {
+            try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        } catch {
+            throw refuse("cannot create the folder", error)
+        }
+        defer { try? fm.removeItem(atPath: staging) }
+        do {
             for r in 0..<l.rounds {
-                try NPYRowFile.create(path: roundPath(directory, r, "records"), dtype: l.npyDType, shape: recordShape)
-                try NPYRowFile.create(path: roundPath(directory, r, "sums"), dtype: .int64, shape: sumShape)
+                try NPYRowFile.create(path: roundPath(staging, r, "records"), dtype: l.npyDType, shape: recordShape)
+                try NPYRowFile.create(path: roundPath(staging, r, "sums"), dtype: .int64, shape: sumShape)
             }
         } catch let e as NPYError {
             throw DataError.npy(e)
         }
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let tmp = path + ".tmp"
         do {
-            try e.encode(manifest).write(to: URL(fileURLWithPath: tmp))
-            try FileManager.default.moveItem(atPath: tmp, toPath: path)
+            try e.encode(manifest).write(to: URL(fileURLWithPath: manifestPath(staging)))
         } catch {
-            throw DataError.invalidFile(path: path, reason: "cannot write the manifest (\(error))")
+            throw refuse("cannot write the manifest", error)
         }
+        guard rename(staging, directory) != 0 else { return }
+        let reason = String(cString: strerror(errno))
+        // Another run created the cache meanwhile (or the folder holds something else).
+        if try checkExisting(directory: directory, manifest: manifest) { return }
+        var isFolder: ObjCBool = false
+        let exists = fm.fileExists(atPath: directory, isDirectory: &isFolder)
+        throw DataError.invalidConfig(field: "teacher.cache.path", message: "\(directory): "
+            + (exists && !isFolder.boolValue ? "is a file, not a folder"
+               : exists ? "is a folder with other files and no manifest.json: not a teacher cache; use a new or "
+                   + "empty folder" : "cannot create the cache there (\(reason))"))
+    }
+
+    /// True when `directory` holds a cache whose manifest matches `manifest`; throws when it holds one
+    /// made for other settings; false when there is no manifest.
+    static func checkExisting(directory: String, manifest: TeacherCacheManifest) throws -> Bool {
+        let path = manifestPath(directory)
+        guard FileManager.default.fileExists(atPath: path) else { return false }
+        let found = try readManifest(directory)
+        if let diff = found.firstDifference(from: manifest) {
+            throw DataError.invalidFile(path: path, reason: "this cache was made for other settings (\(diff)); "
+                                        + "use another teacher.cache.path or delete this one")
+        }
+        return true
     }
 
     /// Bytes of a complete cache of `l`: per round, the records and checksums with their headers.

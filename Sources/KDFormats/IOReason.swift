@@ -14,6 +14,9 @@ public func ioReason(_ error: Error, path: String? = nil) -> String {
     case NSFileWriteOutOfSpaceError: return "no space left on the device"
     case NSFileWriteVolumeReadOnlyError: return "read-only file system"
     case NSFileNoSuchFileError, NSFileReadNoSuchFileError: return "no such file or folder"
+    case NSFileWriteFileExistsError:
+        if let path, FileManager.default.fileExists(atPath: path) { return "a file of that name is in the way" }
+        return "a file of that name already exists"
     default: break
     }
     if let path {

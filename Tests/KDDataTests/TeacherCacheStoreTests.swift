@@ -143,4 +143,40 @@ final class TeacherCacheStoreTests: XCTestCase {
         let onDisk = try files.map { try FileManager.default.attributesOfItem(atPath: dir + "/" + $0)[.size] as! Int }
         XCTAssertEqual(onDisk.reduce(0, +), TeacherCacheStore.bytes(small.layout))
     }
+
+    /// Issue 24 item 11: two runs creating one cache at once, a path that is a file, a folder holding
+    /// other files: each gets a plain answer (no NSCocoaErrorDomain dump), the winner's files intact.
+    func testConcurrentCreationAndPathsThatAreNotCaches() throws {
+        let m = manifest()
+        let results = UnsafeMutableBufferPointer<Int>.allocate(capacity: 8)
+        defer { results.deallocate() }
+        DispatchQueue.concurrentPerform(iterations: 8) { k in
+            results[k] = (try? TeacherCacheStore.prepare(directory: dir, manifest: m)) == nil ? 0 : 1
+        }
+        XCTAssertEqual(Array(results), Array(repeating: 1, count: 8), "every creator finds the same cache")
+        let store = try TeacherCacheStore(directory: dir, expected: m)
+        let values = record(1, round: 0, count: m.layout.recordValues)
+        try store.write(round: 0, sample: 1, from: values)
+        var out = [Float](repeating: 0, count: values.count)
+        XCTAssertTrue(try store.read(round: 0, sample: 1, into: &out))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: (dir as NSString).deletingLastPathComponent)
+            .filter { $0.contains(".creating-") }
+        XCTAssertEqual(leftovers, [], "no staging folder left behind")
+
+        let file = dir + "-file"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        XCTAssertThrowsError(try TeacherCacheStore.prepare(directory: file, manifest: m)) {
+            XCTAssertTrue("\($0)".contains("teacher.cache.path: \(file): "), "\($0)")
+            XCTAssertFalse("\($0)".contains("NSCocoaErrorDomain"), "\($0)")
+        }
+        let other = dir + "-other"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        try Data("notes".utf8).write(to: URL(fileURLWithPath: other + "/notes.txt"))
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        XCTAssertThrowsError(try TeacherCacheStore.prepare(directory: other, manifest: m)) {
+            XCTAssertTrue("\($0)".contains("is a folder with other files and no manifest.json"), "\($0)")
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: other + "/notes.txt"), "the folder untouched")
+    }
 }

@@ -134,6 +134,18 @@ else
   echo "SKIP read-only cache: cannot mount a tmpfs here ($(head -1 "$tmp/mount.err"))"
 fi
 
+# A file where a folder is expected (export-views --out, teacher.cache.path): refused on every rank with
+# the reason, no NSCocoaErrorDomain dump, the file untouched.
+echo keep >"$tmp/afile"
+mpi 2 export-views "${cfg[@]}" --rounds 2 --out "$tmp/afile" >"$tmp/outfile.log" 2>&1; rc1=$?
+mpi 2 train "${cfg[@]}" --set teacher.cache.path="$tmp/afile" --set output.dir="$tmp/cachefile" \
+  >"$tmp/cachefile.log" 2>&1; rc2=$?
+if [ "$rc1" != 0 ] && [ "$rc2" != 0 ] && grep -q "afile: --out: cannot create the folder (a file of that name is in the way)" \
+     "$tmp/outfile.log" && grep -q "teacher.cache.path: $tmp/afile: is a file, not a folder" "$tmp/cachefile.log" \
+   && ! grep -q NSCocoaErrorDomain "$tmp/outfile.log" "$tmp/cachefile.log" && [ "$(cat "$tmp/afile")" = keep ]; then
+  ok "a file as export-views --out and as teacher.cache.path: refused naming it (exit $rc1, $rc2)"
+else ko "file in the way" "exit $rc1/$rc2: $(tail -2 "$tmp/outfile.log" "$tmp/cachefile.log")"; fi
+
 # Training images changed in place (rows shuffled: same count, shape and statistics): the cache filled
 # on the old rows is refused on every rank naming the data file, never read (issue 24 item 2).
 mkdir -p "$tmp/npy"

@@ -53,8 +53,16 @@ public enum ViewExport {
                 throw TrainError.io(path: description, message: "this folder already holds exported views; "
                                     + "choose another --out or delete it")
             }
-            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-            for p in paths { try NPYRowFile.create(path: p, dtype: .float32, shape: shape) }
+            do {
+                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            } catch {
+                throw TrainError.io(path: out, message: "--out: cannot create the folder (\(ioReason(error, path: out)))")
+            }
+            do {
+                for p in paths { try NPYRowFile.create(path: p, dtype: .float32, shape: shape) }
+            } catch let e as NPYError {
+                throw TrainError.io(path: out, message: "--out: \(e)")
+            }
         }
         let files = try paths.map { try NPYRowFile(path: $0, dtype: .float32, shape: shape) }
         let mine = Array(BatchPlan.share(rank: comm.rank, worldSize: comm.size, batch: data.trainCount))
