@@ -140,8 +140,8 @@ echo keep >"$tmp/afile"
 mpi 2 export-views "${cfg[@]}" --rounds 2 --out "$tmp/afile" >"$tmp/outfile.log" 2>&1; rc1=$?
 mpi 2 train "${cfg[@]}" --set teacher.cache.path="$tmp/afile" --set output.dir="$tmp/cachefile" \
   >"$tmp/cachefile.log" 2>&1; rc2=$?
-if [ "$rc1" != 0 ] && [ "$rc2" != 0 ] && grep -q "afile: --out: cannot create the folder (a file of that name is in the way)" \
-     "$tmp/outfile.log" && grep -q "teacher.cache.path: $tmp/afile: is a file, not a folder" "$tmp/cachefile.log" \
+in_way="afile: --out: cannot create the folder (a file of that name is in the way)"
+if [ "$rc1" != 0 ] && [ "$rc2" != 0 ] && grep -q "$in_way" "$tmp/outfile.log" && grep -q "teacher.cache.path: $tmp/afile: is a file, not a folder" "$tmp/cachefile.log" \
    && ! grep -q NSCocoaErrorDomain "$tmp/outfile.log" "$tmp/cachefile.log" && [ "$(cat "$tmp/afile")" = keep ]; then
   ok "a file as export-views --out and as teacher.cache.path: refused naming it (exit $rc1, $rc2)"
 else ko "file in the way" "exit $rc1/$rc2: $(tail -2 "$tmp/outfile.log" "$tmp/cachefile.log")"; fi
@@ -158,8 +158,8 @@ for split, n in (("train", 64), ("test", 16)):
 PY
 npy=(--set data.source=npy --set data.path="$tmp/npy" --set data.image_size=~ --set teacher.cache.path="$tmp/npycache")
 mpi 2 teacher-cache "${cfg[@]}" "${npy[@]}" >"$tmp/npyfill.log" 2>&1
-python3 -c "import numpy as np, sys; a = np.load(sys.argv[1]); np.save(sys.argv[1], a[np.random.default_rng(1).permutation(len(a))])" \
-  "$tmp/npy/train_images.npy"
+python3 -c "import numpy as np, sys; a = np.load(sys.argv[1]); \
+np.save(sys.argv[1], a[np.random.default_rng(1).permutation(len(a))])" "$tmp/npy/train_images.npy"
 mpi 2 train "${cfg[@]}" "${npy[@]}" --set output.dir="$tmp/shuffled" >"$tmp/shuffled.log" 2>&1; rc=$?
 ranks=$(grep -c "training data content: sha256:.* of $tmp/npy/train_images.npy → sha256:" "$tmp/shuffled.log")
 if [ "$rc" != 0 ] && [ "$ranks" -ge 1 ] && [ ! -e "$tmp/shuffled/metrics.jsonl" ]; then

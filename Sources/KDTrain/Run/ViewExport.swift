@@ -56,7 +56,8 @@ public enum ViewExport {
             do {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             } catch {
-                throw TrainError.io(path: out, message: "--out: cannot create the folder (\(ioReason(error, path: out)))")
+                throw TrainError.io(path: out,
+                                    message: "--out: cannot create the folder (\(ioReason(error, path: out)))")
             }
             do {
                 for p in paths { try NPYRowFile.create(path: p, dtype: .float32, shape: shape) }
