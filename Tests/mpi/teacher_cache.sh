@@ -141,7 +141,8 @@ mpi 2 export-views "${cfg[@]}" --rounds 2 --out "$tmp/afile" >"$tmp/outfile.log"
 mpi 2 train "${cfg[@]}" --set teacher.cache.path="$tmp/afile" --set output.dir="$tmp/cachefile" \
   >"$tmp/cachefile.log" 2>&1; rc2=$?
 in_way="afile: --out: cannot create the folder (a file of that name is in the way)"
-if [ "$rc1" != 0 ] && [ "$rc2" != 0 ] && grep -q "$in_way" "$tmp/outfile.log" && grep -q "teacher.cache.path: $tmp/afile: is a file, not a folder" "$tmp/cachefile.log" \
+if [ "$rc1" != 0 ] && [ "$rc2" != 0 ] && grep -q "$in_way" "$tmp/outfile.log" \
+   && grep -q "teacher.cache.path: $tmp/afile: is a file, not a folder" "$tmp/cachefile.log" \
    && ! grep -q NSCocoaErrorDomain "$tmp/outfile.log" "$tmp/cachefile.log" && [ "$(cat "$tmp/afile")" = keep ]; then
   ok "a file as export-views --out and as teacher.cache.path: refused naming it (exit $rc1, $rc2)"
 else ko "file in the way" "exit $rc1/$rc2: $(tail -2 "$tmp/outfile.log" "$tmp/cachefile.log")"; fi
