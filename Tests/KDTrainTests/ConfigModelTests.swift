@@ -110,11 +110,13 @@ final class ConfigModelTests: XCTestCase {
             ("teacher: {cache: {rounds: 1000000}}", "teacher.cache.rounds: must be ≤ 10000"),
             ("optim: {lr: 1e39}", "optim.lr: must be ≤ 3.4028234663852886e+38"),
             ("data: {global_batch: 1e3}", "data.global_batch: expected an integer, got '1e3'"),
+            ("student: {model: \(String(repeating: "x", count: 1_000_000))}", "student.model: unknown model 'xxx"),
         ]
         for (yaml, expected) in cases {
             let m = message { _ = try KDConfig.parse(yaml: yaml, file: "b.yaml") }
             XCTAssertTrue(m.contains(expected), "\(yaml): \(m)")
             XCTAssertTrue(m.hasPrefix("b.yaml: "), m)
+            XCTAssertLessThanOrEqual(m.count, ConfigError.maxMessageLength + 200, "echoed values are cut")
         }
     }
 

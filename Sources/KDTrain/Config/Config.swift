@@ -1,6 +1,7 @@
 import Foundation
 import KDFormats
 import KDLosses
+import KDModels
 import Yams
 
 /// The run configuration: one `Codable` section per YAML mapping, each key one field whose initial value
@@ -452,6 +453,11 @@ extension KDConfig {
         try check("teacher.clip_scale", teacher.clipScale, above: 0)
         try checkEach("teacher.hidden", teacher.hidden, 1, Self.maxWidth)
         try check("teacher.cache.rounds", teacher.cache.rounds, 0, Self.maxRounds)
+        for (key, name) in [("student.model", student.model), ("teacher.model", teacher.model)]
+        where !ModelZoo.names.contains(name) {
+            throw fail(key, "unknown model '\(abbreviated(name, limit: 60))' (kdgraph models lists them: "
+                       + ModelZoo.names.joined(separator: ", ") + ")")
+        }
         try check("student.embed_dim", student.embedDim, 0, Self.maxWidth)
         try checkEach("student.hidden", student.hidden, 1, Self.maxWidth)
         try check("optim.lr", optim.lr, above: 0)
