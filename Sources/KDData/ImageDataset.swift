@@ -35,6 +35,30 @@ extension ImageDataset {
     /// Every label, in index order.
     public func labels() -> [Int] { (0..<count).map(label) }
 
+    /// Per-channel mean and (population) standard deviation of the pixels scaled to [0, 1], over every
+    /// image in index order: one pass, sums in Double (exact for any realistic count: each term is an
+    /// integer ≤ 255², the sums stay below 2⁵³ up to 10¹¹ pixels), so every rank gets the same values.
+    /// A channel with no spread gets std 1 (nothing to scale).
+    public func channelStatistics() -> (mean: [Double], std: [Double]) {
+        var sum = [Double](repeating: 0, count: channels), squares = sum
+        var image = [UInt8](repeating: 0, count: imageBytes)
+        for i in 0..<count {
+            image.withUnsafeMutableBufferPointer { copyImage(i, into: $0.baseAddress!) }
+            for (k, v) in image.enumerated() {
+                let x = Double(v)
+                sum[k % channels] += x
+                squares[k % channels] += x * x
+            }
+        }
+        let n = Double(max(1, count * height * width))
+        let mean = sum.map { $0 / n / 255 }
+        let std = zip(sum, squares).map { s, q in
+            let variance = max(0, q / n - (s / n) * (s / n)) / (255 * 255)
+            return variance > 0 ? variance.squareRoot() : 1
+        }
+        return (mean, std)
+    }
+
     /// SHA-256 (hex) of the shape and of every image's bytes in index order: what a teacher sees of this
     /// split. Reordered, edited or replaced images give another digest (the teacher cache's manifest
     /// records it); labels are not part of it.

@@ -228,11 +228,23 @@ final class UserErrorTests: XCTestCase {
             return (t.config, meta, t.data.policy)
         }[0]
         XCTAssertEqual(resolved.data.imageSize, 28)
-        XCTAssertEqual(resolved.data.mean, [0.5])
-        XCTAssertEqual(resolved.data.std, [0.25])
+        // Issue 29 item 1: unset, mean and std are the training files' own statistics (here computed
+        // independently from the pixels digitsFolder wrote; Double sums of integers: the same values up
+        // to the last bit of the final divisions, hence 1e-12).
+        var pixels: [Double] = []
+        for i in 0..<(32 * 784) { pixels.append(Double((i * 7 + i / 784 * 13) % 256) / 255) }
+        let count = Double(pixels.count)
+        let m = pixels.reduce(0, +) / count
+        var squares = 0.0
+        for p in pixels { squares += (p - m) * (p - m) }
+        let sd = (squares / count).squareRoot()
+        XCTAssertEqual(resolved.data.mean?.count, 1)
+        XCTAssertEqual(resolved.data.mean?[0] ?? 0, m, accuracy: 1e-12)
+        XCTAssertEqual(resolved.data.std?[0] ?? 0, sd, accuracy: 1e-12)
+        XCTAssertNotEqual(sd, 0.25, accuracy: 1e-2, "the files' std, not the old default")
         XCTAssertEqual(meta["kdgraph.input_channels"], "1")
         XCTAssertEqual(meta["kdgraph.input_size"], "28,28")
-        XCTAssertEqual(meta["kdgraph.mean"], "0.5")
+        XCTAssertEqual(meta["kdgraph.mean"], "\(resolved.data.mean![0])")
         XCTAssertEqual(policy, AugmentPolicy(enabled: true, padding: 2, flip: false))
         XCTAssertTrue(try String(contentsOfFile: "\(dir)/digits-run/config.yaml", encoding: .utf8)
             .contains("  image_size: 28\n"))
@@ -247,7 +259,7 @@ final class UserErrorTests: XCTestCase {
             + "from the files: remove data.image_size)"), refused(["data.image_size=32"]))
         XCTAssertTrue(refused(["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.2, 0.2, 0.2]"]).hasSuffix(
             "data.mean: needs one entry per image channel (1 in \(folder)/train_images.npy), got 3; remove it to use "
-            + "0.5 / 0.25 per channel"), refused(["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.2, 0.2, 0.2]"]))
+            + "the files' own statistics"), refused(["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.2, 0.2, 0.2]"]))
     }
 
     func testAugmentationKeysParseAndAreRefusedWhenMalformed() throws {

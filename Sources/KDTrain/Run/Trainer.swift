@@ -67,8 +67,7 @@ public final class Trainer {
         let config = userConfig.resolved(by: data)
         self.config = config
         if comm.rank == 0 && data.normalizationDefaulted {
-            let used = "using mean \(data.mean), std \(data.std) for the \(data.inputChannels) channel(s)"
-            Runtime.logger.info("data.mean/data.std not set: \(used) of \(data.trainName)")
+            Runtime.logger.info("data.mean/data.std not set: \(data.normalizationNote)")
         }
         // Refuse a step that cannot fit before its tensors are allocated (docs/reliability.md).
         try MemoryEstimate(config: config, data: data, worldSize: comm.size).check(config: config)

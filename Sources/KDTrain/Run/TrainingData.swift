@@ -33,6 +33,14 @@ public final class TrainingData {
     public let mean: [Double]
     public let std: [Double]
     public let normalizationDefaulted: Bool
+    /// The unset normalisation was computed from the training files (not the synthetic 0.5 / 0.25).
+    public let normalizationComputed: Bool
+    /// Where an unset normalisation came from, for the start-up line (`data.mean/data.std not set: …`).
+    public var normalizationNote: String {
+        let values = "mean \(mean.map { ($0 * 1e4).rounded() / 1e4 }), std \(std.map { ($0 * 1e4).rounded() / 1e4 })"
+        return normalizationComputed ? "computed from the \(trainCount) training images of \(trainName): \(values)"
+            : "using \(values) for the \(inputChannels) channel(s) of \(trainName)"
+    }
     /// The training views' augmentation (`data.augment`, `data.flip`, `data.crop_padding`).
     public let policy: AugmentPolicy
 
@@ -97,7 +105,8 @@ public final class TrainingData {
             source = .features(train: train, eval: eval)
             trainCount = train.count; evalCount = eval.count
             inputChannels = 1; inputSize = [1, train.dim]
-            mean = []; std = []; normalizationDefaulted = false; policy = AugmentPolicy(enabled: false)
+            mean = []; std = []; normalizationDefaulted = false; normalizationComputed = false
+            policy = AugmentPolicy(enabled: false)
             trainName = train.features.features.path
             evalName = eval.features.features.path
             trainFileCount = train.features.count
@@ -109,15 +118,17 @@ public final class TrainingData {
             classes: c.data.classes, imageSize: c.data.imageSize, evalFraction: c.data.evalFraction,
             seed: seed, syntheticTrainCount: c.data.trainSize, syntheticEvalCount: c.data.evalSize))
         let train = splits.train
-        // Normalisation follows the channel count of the data unless the user set it: neutral 0.5 / 0.25
-        // per channel (what the 3-channel default always was), so a 1-channel folder works as is.
+        // Unset, the normalisation comes from the data: a file source's per-channel statistics over its
+        // training split (one pass), the synthetic source's neutral 0.5 / 0.25 (what its runs always used).
         normalizationDefaulted = c.data.mean == nil || c.data.std == nil
-        mean = c.data.mean ?? [Double](repeating: 0.5, count: train.channels)
-        std = c.data.std ?? [Double](repeating: 0.25, count: train.channels)
+        let computed = normalizationDefaulted && c.data.source != .synthetic ? train.channelStatistics() : nil
+        normalizationComputed = computed != nil
+        mean = c.data.mean ?? computed?.mean ?? [Double](repeating: 0.5, count: train.channels)
+        std = c.data.std ?? computed?.std ?? [Double](repeating: 0.25, count: train.channels)
         for (key, values) in [("data.mean", mean), ("data.std", std)] where values.count != train.channels {
             throw ConfigError(file: c.file, key: key, message: "needs one entry per image channel "
                               + "(\(train.channels) in \(train.name)), got \(values.count); remove it to use "
-                              + "0.5 / 0.25 per channel")
+                              + "the files' own statistics")
         }
         let norm = try Normalization(mean: mean.map(Float.init), std: std.map(Float.init))
         policy = AugmentPolicy.training(augment: c.data.augment, flip: c.data.flip, cropPadding: c.data.cropPadding,
