@@ -36,10 +36,11 @@ public struct LossInputs {
     /// The global step: keys the deterministic sampling of capped terms (RKD `angle_anchors`), the
     /// same on every rank.
     public var step: Int
-    /// The ranks sharing the batch. Set: terms that are row-sharded (RKD distance so far) build only the
-    /// shard's rows of their global matrices and combine global normalisers with small all-reduces
-    /// inside the term, so every rank of `comm` must evaluate the objective. Nil: every term builds the
-    /// global matrices itself (deterministic training's whole-loss evaluation; single-process tools).
+    /// The ranks sharing the batch. Set: the row-sharded terms (RKD distance, VRM's inter-class edges,
+    /// spectral) build only the shard's rows of their global matrices and combine global normalisers
+    /// with small collectives inside the term, so every rank of `comm` must evaluate the objective.
+    /// Nil: every term builds the global matrices itself (deterministic training's whole-loss
+    /// evaluation; single-process tools).
     public var comm: Communicator?
 
     public init(plan: BatchPlan, views: Int = 1,
