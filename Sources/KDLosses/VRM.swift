@@ -1,5 +1,5 @@
 import Foundation
-import KDComm
+import KDCore
 import KDTensor
 
 /// Settings of the VRM loss (defaults of `docs/losses.md` "VRM").

@@ -1,4 +1,3 @@
-import KDTensor
 
 /// Models by name, with PyTorch-style parameter names matching RepDistiller/mdistiller.
 ///

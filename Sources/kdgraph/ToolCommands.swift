@@ -1,9 +1,7 @@
 import ArgumentParser
 import Foundation
-import KDComm
-import KDLosses
+import KDCore
 import KDModels
-import KDTensor
 import KDTools
 import KDTrain
 

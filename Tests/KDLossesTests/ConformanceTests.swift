@@ -1,6 +1,4 @@
 import XCTest
-import KDTensor
-@testable import KDLosses
 @testable import KDTools
 
 final class ConformanceTests: XCTestCase {

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import KDData
+import KDCore
 import KDTensor
 import KDTestSupport
 @testable import KDLosses

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import KDComm
+import KDCore
 import KDData
 import KDTestSupport
 @testable import KDTrain
@@ -73,7 +73,7 @@ final class ResumeTests: XCTestCase {
         for (n, (optim, distill)) in cases.enumerated() {
             let straight = try config(optim: optim, distill: distill, out: "straight\(n)")
             let interrupted = try config(optim: optim, distill: distill, out: "interrupted\(n)")
-            let world = try InProcessWorld(size: 1)
+            let world = InProcessWorld(size: 1)
             let (whole, _) = try world.run { try Self.run(straight, comm: $0) }[0]
             let (firstHalf, path) = try world.run { try Self.run(interrupted, comm: $0, saveAt: 3) }[0]
             XCTAssertEqual(firstHalf.losses, Array(whole.losses), "\(optim): the same run until the end")

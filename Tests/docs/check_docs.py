@@ -11,6 +11,8 @@
    be left out), so "Stopping a run" names "Stopping a run: Ctrl-C, SIGTERM, preemption".
 3. No line of a Swift file under Sources/ or Tests/ is longer than 120 characters.
 4. No `__pycache__` folder or `*.pyc` file is tracked by git.
+5. The module edges of docs/architecture.md: the targets that must not link MPI (KDCore, KDData,
+   KDModels, KDLosses, KDTestSupport, KDTensor, KDFormats) import neither CMPI nor KDComm.
 
 Prints one line per failure and ends with "N passed, M failed"; exits 1 when anything failed.
 Standard library only. Run from anywhere: paths are taken relative to the repository root.
@@ -262,6 +264,26 @@ def check_swift_lines():
                     ok()
 
 
+NO_MPI_TARGETS = ("KDCore", "KDData", "KDModels", "KDLosses", "KDTestSupport", "KDTensor", "KDFormats")
+MPI_IMPORT = re.compile(r"^\s*(?:@testable\s+|@_exported\s+)?import\s+(CMPI|KDComm)\b", re.M)
+
+
+def check_module_edges():
+    for target in NO_MPI_TARGETS:
+        bad = 0
+        for folder, dirs, names in os.walk(os.path.join(ROOT, "Sources", target)):
+            dirs.sort()
+            for name in sorted(n for n in names if n.endswith(".swift")):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    for m in MPI_IMPORT.finditer(f.read()):
+                        bad += 1
+                        fail(f"{rel(path)}: imports {m.group(1)}, but {target} must not depend on MPI "
+                             "(code against KDCore's Communicator)")
+        if bad == 0:
+            ok()
+
+
 def check_tracked_build_products(files):
     bad = [p for p in files if "__pycache__/" in p or p.endswith((".pyc", ".pyo"))]
     for p in bad:
@@ -276,6 +298,7 @@ def main():
     check_prose_references(files)
     check_swift_lines()
     check_tracked_build_products(files)
+    check_module_edges()
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 

@@ -2,7 +2,6 @@ import Foundation
 import KDFormats
 import KDLosses
 import KDTensor
-import KDTrain
 
 /// Loss conformance against a fixture manifest (format of the project's loss fixtures: `manifest.json`
 /// with `cases.<name>.{inputs, params, expected}`, float32 `.npy` inputs, a scalar expected `loss` and

@@ -1,7 +1,5 @@
 import Foundation
-import KDLosses
 import KDTensor
-import KDTrain
 
 /// The all-reduce cost model of a ring / Rabenseifner all-reduce:
 ///

@@ -1,4 +1,5 @@
 import Foundation
+import KDCore
 import KDData
 import KDTensor
 
