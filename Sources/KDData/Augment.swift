@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// Per-channel normalisation `x̂ = (pixel/255 − mean[c]) / std[c]`.

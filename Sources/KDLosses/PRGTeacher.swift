@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// Teacher-side preprocessing of PRG for a foundation-model (CLIP-like) teacher with `K` text prompts

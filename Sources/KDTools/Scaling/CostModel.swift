@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// The all-reduce cost model of a ring / Rabenseifner all-reduce:

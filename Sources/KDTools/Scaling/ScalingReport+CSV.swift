@@ -1,4 +1,3 @@
-import Foundation
 import KDTrain
 
 /// `report.csv` (one row per measured world size) and `projection.csv` (one per projected one).

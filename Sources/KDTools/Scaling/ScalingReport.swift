@@ -1,4 +1,3 @@
-import Foundation
 import KDTrain
 
 /// One world size's measurement, from `kdgraph bench` JSON.
