@@ -1,3 +1,4 @@
+import Foundation
 
 /// Models by name, with PyTorch-style parameter names matching RepDistiller/mdistiller.
 ///
