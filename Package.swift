@@ -4,7 +4,10 @@
 // The targets follow one training step's data flow:
 //   KDData (shards, sampler, views) → KDModels (teacher, student) → KDComm (all-gather)
 //   → KDLosses (global graphs) → KDTensor (backward) → KDComm (all-reduce) → KDModels (optimizer)
-// with KDTrain tying them into the training loop and `kdgraph` the command line.
+// with KDTrain tying them into the training loop and `kdgraph` the command line. As in swift-nio
+// (NIOCore / NIOPosix / NIOEmbedded), the communication seam is split from its implementations:
+// KDCore holds the `Communicator` protocol and `BatchPlan` and links no MPI; KDComm is the MPI
+// implementation; KDTestSupport the in-process one. KDData, KDModels and KDLosses see only KDCore.
 import PackageDescription
 
 /// The instruction set of the SIMD kernels (docs/ops.md, "Instruction set"). On x86-64 they are compiled for
@@ -43,62 +46,70 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
+        // The seam every library codes against, without MPI: the `Communicator` protocol (its scalar
+        // types, reduce ops, errors, array conveniences), the exact fixed-point all-reduce `ExactSum`,
+        // and `BatchPlan`, the geometry of one step's global batch.
+        .target(name: "KDCore", swiftSettings: v5 + fastMath),
         // Numerical core: tensors, tape autodiff, ops on OpenBLAS.
         .target(name: "KDTensor", dependencies: ["CBLAS"], swiftSettings: v5 + fastMath),
-        // Communication: MPI communicator, collectives, gradient buckets, differentiable all-gather.
-        .target(name: "KDComm", dependencies: ["CMPI", "KDTensor"], swiftSettings: v5 + fastMath),
+        // Communication over MPI: `MPICommunicator`, the watchdog and stall probe, gradient buckets,
+        // exact gradients, the differentiable all-gather.
+        .target(name: "KDComm", dependencies: ["CMPI", "KDCore", "KDTensor"], swiftSettings: v5 + fastMath),
         // File formats users exchange with NumPy and PyTorch: .npy and safetensors.
         .target(name: "KDFormats", dependencies: [.product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: v5 + fastMath),
         // Data: sources, world-size-invariant sampler, augmented views, prefetch.
-        .target(name: "KDData", dependencies: ["KDFormats", "KDTensor"], swiftSettings: v5 + fastMath),
+        .target(name: "KDData", dependencies: ["KDCore", "KDFormats", "KDTensor"], swiftSettings: v5 + fastMath),
         // Models: layers, model zoo, SyncBN, optimizers, checkpoints.
-        .target(name: "KDModels", dependencies: ["KDTensor", "KDComm", "KDFormats"],
+        .target(name: "KDModels", dependencies: ["KDCore", "KDTensor", "KDFormats"],
                 swiftSettings: v5 + fastMath),
         // Losses: KD, RKD, PRG, VRM, spectral over the gathered global batch.
-        .target(name: "KDLosses", dependencies: ["KDTensor", "KDComm", "KDFormats", "KDData"],
+        .target(name: "KDLosses", dependencies: ["KDCore", "KDTensor", "KDFormats"],
                 swiftSettings: v5 + fastMath),
         // Training: config, the step, the run loop, metrics, checkpoint/resume.
         .target(name: "KDTrain", dependencies: [
-            "KDTensor", "KDComm", "KDFormats", "KDData", "KDModels", "KDLosses",
+            "KDCore", "KDTensor", "KDComm", "KDFormats", "KDData", "KDModels", "KDLosses",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5 + fastMath),
         // What measures or checks training, kept out of the training libraries: the step, op and
-        // communication benchmarks, the loss projection, scaling reports, the loss conformance harness,
+        // communication benchmarks, the loss projection, scaling reports,
         // the communication self-test (`kdgraph selftest`, `kdgraph-mpi-checks --selftest`).
-        .target(name: "KDTools", dependencies: ["KDTrain", "KDTensor", "KDComm", "KDData", "KDLosses", "KDFormats"],
+        .target(name: "KDTools",
+                dependencies: ["KDTrain", "KDCore", "KDTensor", "KDComm", "KDData", "KDLosses", "KDFormats"],
                 swiftSettings: v5 + fastMath),
         .executableTarget(name: "kdgraph", dependencies: [
-            "KDTrain", "KDTools", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "KDTrain", "KDTools", "KDCore", "KDComm", "KDModels", "KDLosses", "KDTensor",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: v5 + (targetCPU.isEmpty ? [] : [.define("KDGRAPH_HASWELL")])),
         // Multi-rank checks run under a real `mpirun -np 2/4` by Tests/mpi/run.sh.
         .executableTarget(name: "kdgraph-mpi-checks", dependencies: [
-            "KDTrain", "KDTools", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData", "KDLossTesting",
+            "KDTrain", "KDTools", "KDCore", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData", "KDLossTesting",
         ], swiftSettings: v5 + fastMath),
 
-        // Tests only: `InProcessWorld`, N ranks as threads of one process (docs/communication.md).
-        .target(name: "KDTestSupport", dependencies: ["KDComm", "KDTensor"], swiftSettings: v5),
+        // Tests only: `InProcessWorld`, N ranks as threads of one process (docs/communication.md); no MPI.
+        .target(name: "KDTestSupport", dependencies: ["KDCore", "KDTensor"], swiftSettings: v5),
         // Tests only: the loss contract every registered loss is checked against (docs/losses.md).
-        .target(name: "KDLossTesting", dependencies: ["KDLosses", "KDTensor", "KDComm", "KDData", "KDTestSupport"],
-                swiftSettings: v5),
+        .target(name: "KDLossTesting",
+                dependencies: ["KDLosses", "KDTensor", "KDCore", "KDComm", "KDTestSupport"], swiftSettings: v5),
 
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], swiftSettings: v5),
-        .testTarget(name: "KDCommTests", dependencies: ["KDComm", "KDTensor", "KDTestSupport"], swiftSettings: v5),
+        .testTarget(name: "KDCommTests", dependencies: ["KDCore", "KDComm", "KDTensor", "KDTestSupport"],
+                    swiftSettings: v5),
         .testTarget(name: "KDFormatsTests", dependencies: ["KDFormats"], swiftSettings: v5),
-        .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDFormats", "KDTensor"], swiftSettings: v5),
+        .testTarget(name: "KDDataTests", dependencies: ["KDCore", "KDData", "KDFormats", "KDTensor"],
+                    swiftSettings: v5),
         .testTarget(name: "KDModelsTests",
-                    dependencies: ["KDModels", "KDTensor", "KDFormats", "KDComm", "KDTestSupport"],
+                    dependencies: ["KDModels", "KDTensor", "KDFormats", "KDCore", "KDComm", "KDTestSupport"],
                     swiftSettings: v5),
         .testTarget(name: "KDLossesTests",
-                    dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDComm", "KDData", "KDLossTesting",
-                                   "KDTestSupport"],
+                    dependencies: ["KDLosses", "KDTensor", "KDFormats", "KDCore", "KDLossTesting", "KDTestSupport"],
                     resources: [.copy("Fixtures")], swiftSettings: v5),
-        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDComm", "KDData", "KDLosses", "KDModels",
-                                                         "KDFormats", "KDTestSupport", "KDLossTesting"],
+        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDCore", "KDData", "KDLosses", "KDModels",
+                                                         "KDFormats", "KDTensor", "KDTestSupport", "KDLossTesting"],
                     swiftSettings: v5),
         .testTarget(name: "KDToolsTests", dependencies: ["KDTools", "KDTrain", "KDData", "KDLosses", "KDTensor",
-                                                         "KDComm", "KDTestSupport"],
+                                                         "KDCore", "KDComm", "KDTestSupport"],
                     swiftSettings: v5),
         .testTarget(name: "kdgraphTests", dependencies: ["kdgraph"],
                     swiftSettings: v5 + (targetCPU.isEmpty ? [] : [.define("KDGRAPH_HASWELL")])),

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole KDGraph test suite: installs missing Debian packages, builds once in release mode,
+# Runs the whole KDGraph test suite: installs missing Debian packages, checks the docs' links and the
+# repository's hygiene (Tests/docs/check_docs.py), builds once in release mode,
 # runs the unit tests (swift test), then the multi-rank tests under a real mpirun -np 2 and -np 4
 # (collectives and per-module checks, the trainer end to end, the teacher cache, bit-identical
 # deterministic training at 1-4 ranks, fault tests).
@@ -7,8 +8,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh
 start=$(date +%s)
-swift build -c release --build-tests -Xswiftc -enable-testing \
-  || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 total_pass=0; total_fail=0
 # Runs one suite, echoes its output, adds its "N passed, M failed" line to the totals.
 suite() {
@@ -25,6 +24,10 @@ suite() {
   total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
   rm -f "$log"
 }
+# Docs links and hygiene first: seconds, no build needed.
+suite "docs and hygiene" python3 Tests/docs/check_docs.py
+swift build -c release --build-tests -Xswiftc -enable-testing \
+  || { echo "build failed"; echo "$total_pass passed, $((total_fail + 1)) failed"; exit 1; }
 swift_tests() {
   swift test -c release --skip-build 2>&1 | tee /tmp/kdgraph-swift-test.log \
     | grep -vE "^Test Case '.*' (started|passed)"

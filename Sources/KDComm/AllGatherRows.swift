@@ -1,3 +1,4 @@
+import KDCore
 import KDTensor
 
 /// Where each rank's rows sit in a gathered matrix.

@@ -1,3 +1,4 @@
+import KDCore
 import KDTensor
 
 /// Deterministic training's gradient all-reduce (docs/training.md, "Bit-identical training at any world

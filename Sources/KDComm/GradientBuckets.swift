@@ -1,4 +1,4 @@
-import Foundation
+import KDCore
 import KDTensor
 
 /// Bucketed gradient all-reduce: `g_p ← scale · Σ_r g_p^(r)` for every parameter `p`.

@@ -1,5 +1,6 @@
 import CMPI
 import Foundation
+import KDCore
 import KDTensor
 
 /// The MPI datatype of a `CommScalar` (`Int` travels as `MPI_INT64_T`).

@@ -1,5 +1,6 @@
 import CMPI
 import Foundation
+import KDCore
 
 /// What a rank answered to the stall probe: whether it was inside a watched call, which one, at which
 /// training step, and how many blocking collectives it had begun (`sequence`: every rank issues the

@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// Per-channel normalisation `x̂ = (pixel/255 − mean[c]) / std[c]`.
@@ -61,10 +60,10 @@ public struct AugmentPolicy: Equatable, Sendable {
         self.strongLastView = strongLastView; self.jitter = jitter; self.cutout = cutout
     }
 
-    /// The training views' policy from the config (docs/config.md, "Augmentation"): `data.augment` is
-    /// the master switch (off: every view is the normalised image); with it on, `data.crop_padding`
-    /// (0: no crop) and `data.flip` choose the standard transforms, so digits can keep the crop and drop
-    /// the flip. The last view is strong when there are ≥ 2 views and `strongVirtualView`.
+    /// The training views' policy from the config (docs/data.md, "Views, augmentation, normalisation"):
+    /// `data.augment` is the master switch (off: every view is the normalised image); with it on,
+    /// `data.crop_padding` (0: no crop) and `data.flip` choose the standard transforms, so digits can keep
+    /// the crop and drop the flip. The last view is strong when there are ≥ 2 views and `strongVirtualView`.
     public static func training(augment: Bool, flip: Bool, cropPadding: Int, views: Int,
                                 strongVirtualView: Bool) -> AugmentPolicy {
         AugmentPolicy(enabled: augment, padding: cropPadding, flip: flip,

@@ -1,4 +1,4 @@
-import Foundation
+import KDCore
 import KDTensor
 
 /// One rank's share of a batch, ready for the model.

@@ -1,4 +1,5 @@
 import Foundation
+import KDCore
 import KDTensor
 
 /// Where the sampler stands: the next step to run is `step` of `epoch` (saved in checkpoints).

@@ -1,6 +1,5 @@
 import Foundation
-import KDComm
-import KDData
+import KDCore
 import KDLosses
 import KDTensor
 import KDTestSupport

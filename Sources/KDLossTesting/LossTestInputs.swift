@@ -1,5 +1,4 @@
-import KDComm
-import KDData
+import KDCore
 import KDLosses
 import KDTensor
 

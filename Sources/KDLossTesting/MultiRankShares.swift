@@ -1,5 +1,5 @@
 import KDComm
-import KDData
+import KDCore
 import KDLosses
 import KDTensor
 

@@ -1,6 +1,5 @@
 import Foundation
-import KDComm
-import KDData
+import KDCore
 import KDFormats
 import KDTensor
 

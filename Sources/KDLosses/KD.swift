@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// Knowledge distillation (Hinton et al. 2015; source: mdistiller `distillers/KD.py`), with an

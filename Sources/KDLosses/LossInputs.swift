@@ -1,5 +1,4 @@
-import KDComm
-import KDData
+import KDCore
 import KDTensor
 
 /// Everything a loss term may read for one step: the GLOBAL (all-gathered, rank order) matrices, the

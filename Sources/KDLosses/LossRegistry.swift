@@ -1,4 +1,4 @@
-import KDComm
+import KDCore
 import KDTensor
 
 /// The table of loss kinds. The config, the trainer, the conformance harness, the loss benchmark and

@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// Errors raised by the losses: each names the loss (or file/field) and the offending values.

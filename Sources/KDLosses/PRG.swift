@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// Settings of the PRG loss (`docs/losses.md` "PRG"; the edge and weight constants are KDGraph's own).

@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// The default `τ_clip` of `prgTeacher` (CLIP's logit scale).

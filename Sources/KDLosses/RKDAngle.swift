@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// RKD angle loss (Park et al., CVPR 2019; source: lenscloth/RKD `metric/loss.py`), one rank's share

@@ -1,5 +1,4 @@
-import Foundation
-import KDComm
+import KDCore
 import KDTensor
 
 /// RKD distance loss (Park et al., CVPR 2019; source: lenscloth/RKD `metric/loss.py`, `metric/utils.py`),

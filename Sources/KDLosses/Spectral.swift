@@ -1,5 +1,5 @@
 import Foundation
-import KDComm
+import KDCore
 import KDTensor
 
 /// How the spectral term solves the teacher eigenproblem (config key `solver`).

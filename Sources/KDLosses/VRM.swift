@@ -1,5 +1,5 @@
 import Foundation
-import KDComm
+import KDCore
 import KDTensor
 
 /// Settings of the VRM loss (`docs/losses.md` "VRM"). Keys, defaults and ranges: `VRMParameters.keys`,

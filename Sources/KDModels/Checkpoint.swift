@@ -226,7 +226,8 @@ public enum Checkpoint {
     nonisolated(unsafe) public static var warn: (String) -> Void = { fputs("warning: \($0)\n", stderr) }
 
     static func entriesByName(_ model: Module) -> [String: (count: Int, layout: ParameterLayout)] {
-        Dictionary(model.stateEntries().map { ($0.name, ($0.tensor.count, $0.layout)) }, uniquingKeysWith: { a, _ in a })
+        Dictionary(model.stateEntries().map { ($0.name, ($0.tensor.count, $0.layout)) },
+                   uniquingKeysWith: { a, _ in a })
     }
 
     /// The file layout of optimizer slot `slot` of shape `shape`: its parameter's layout when the slot

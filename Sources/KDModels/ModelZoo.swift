@@ -1,4 +1,4 @@
-import KDTensor
+import Foundation
 
 /// Models by name, with PyTorch-style parameter names matching RepDistiller/mdistiller.
 ///

@@ -1,4 +1,4 @@
-import KDComm
+import KDCore
 import KDTensor
 
 /// A statistics reducer that counts the reductions asked for (`kdgraph bench` reports them).

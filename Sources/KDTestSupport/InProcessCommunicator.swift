@@ -1,5 +1,5 @@
 import Foundation
-import KDComm
+import KDCore
 
 /// One rank of an `InProcessWorld`: the whole `Communicator` contract over shared memory, for tests.
 ///

@@ -1,5 +1,5 @@
 import Foundation
-import KDComm
+import KDCore
 import KDTensor
 
 /// N ranks as N threads of one process, for unit tests of multi-rank code (in the spirit of

@@ -1,5 +1,5 @@
 import Foundation
-import KDComm
+import KDCore
 
 /// One rank's side of a collective: what it asked for and a copy of what it contributes.
 struct CollectiveCall {

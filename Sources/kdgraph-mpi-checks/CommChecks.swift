@@ -1,4 +1,5 @@
 import KDComm
+import KDCore
 import KDTensor
 import KDTools
 

@@ -1,4 +1,4 @@
-import KDComm
+import KDCore
 import KDData
 
 /// Multi-rank checks of the Data layer: each rank's batch (indices, labels, augmented pixels) equals its

@@ -1,5 +1,6 @@
 import Foundation
 import KDComm
+import KDCore
 import KDLosses
 import KDLossTesting
 

@@ -1,4 +1,4 @@
-import KDComm
+import KDCore
 import KDLosses
 import KDModels
 import KDTensor

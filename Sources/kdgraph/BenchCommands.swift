@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
-import KDComm
-import KDLosses
+import KDCore
 import KDTensor
 import KDTools
 import KDTrain

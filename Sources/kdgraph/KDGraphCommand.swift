@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import KDComm
-import KDTools
 import KDTrain
 
 @main

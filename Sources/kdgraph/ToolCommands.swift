@@ -1,9 +1,8 @@
 import ArgumentParser
 import Foundation
-import KDComm
+import KDCore
 import KDLosses
 import KDModels
-import KDTensor
 import KDTools
 import KDTrain
 

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import KDComm
+import KDCore
 import KDTensor
 import KDTrain
 

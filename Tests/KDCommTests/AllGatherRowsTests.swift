@@ -1,5 +1,6 @@
 import XCTest
 @testable import KDComm
+import KDCore
 @testable import KDTensor
 
 final class AllGatherRowsTests: XCTestCase {

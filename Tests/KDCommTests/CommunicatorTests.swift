@@ -1,6 +1,7 @@
 import CMPI
 import XCTest
 @testable import KDComm
+import KDCore
 @testable import KDTensor
 
 /// Every collective on the singleton world of one (no mpirun), argument errors and MPI errors.

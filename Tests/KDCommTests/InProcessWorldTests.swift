@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KDComm
+import KDCore
 import KDTensor
 import KDTestSupport
 

@@ -1,5 +1,6 @@
 import XCTest
 @testable import KDComm
+import KDCore
 
 final class WatchdogTests: XCTestCase {
     func testMessageFormat() {

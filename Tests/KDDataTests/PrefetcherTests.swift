@@ -45,10 +45,24 @@ final class PrefetcherTests: XCTestCase {
         XCTAssertGreaterThan(p.lastWaitSeconds, 0.02)
     }
 
-    func testDeinitStopsTheThread() {
+    /// Dropping the last reference runs deinit (the worker does not keep the prefetcher alive), which
+    /// stops an endless producer and waits for its thread: no item is produced after it returns.
+    func testDeinitStopsTheThread() throws {
         for _ in 0..<20 {
-            let p = Prefetcher<Int>(depth: 2) { k in k }
-            _ = try? p.next()
+            let lock = NSLock()
+            var produced = 0
+            weak var released: Prefetcher<Int>?
+            do {
+                let p = Prefetcher<Int>(depth: 2) { k in lock.lock(); produced += 1; lock.unlock(); return k }
+                released = p
+                XCTAssertEqual(try p.next(), 0)
+            }
+            XCTAssertNil(released, "the prefetcher outlived its last reference")
+            lock.lock(); let atDeinit = produced; lock.unlock()
+            XCTAssertLessThanOrEqual(atDeinit, 4)   // the one consumed + `depth` queued + one in flight
+            Thread.sleep(forTimeInterval: 0.02)
+            lock.lock(); let later = produced; lock.unlock()
+            XCTAssertEqual(later, atDeinit, "the worker kept producing after deinit")
         }
     }
 

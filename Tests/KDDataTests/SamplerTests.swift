@@ -1,4 +1,5 @@
 import XCTest
+import KDCore
 @testable import KDData
 
 final class SamplerTests: XCTestCase {

@@ -1,7 +1,6 @@
 import Foundation
 import XCTest
 @testable import KDData
-@testable import KDFormats
 
 /// A fresh temporary folder per test.
 class TempDirTestCase: XCTestCase {

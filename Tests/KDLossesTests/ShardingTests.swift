@@ -1,5 +1,5 @@
 import XCTest
-import KDData
+import KDCore
 import KDTensor
 @testable import KDLosses
 import KDLossTesting

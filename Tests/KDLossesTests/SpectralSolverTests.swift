@@ -1,6 +1,5 @@
 import XCTest
-import KDComm
-import KDData
+import KDCore
 import KDTestSupport
 import KDTensor
 @testable import KDLosses

@@ -1,5 +1,6 @@
 import XCTest
 import KDComm
+import KDCore
 import KDTensor
 @testable import KDModels
 

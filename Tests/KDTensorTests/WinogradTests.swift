@@ -27,7 +27,7 @@ private func referenceConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?,
     return (out, absMax)
 }
 
-/// Error budget (docs/ops.md, "Winograd error"): with unit roundoff u = 2⁻²⁴, a float sum of K = 9·Cin
+/// Error budget (docs/ops.md, "Error bound"): with unit roundoff u = 2⁻²⁴, a float sum of K = 9·Cin
 /// products in any order is within K·u·Σ|x·w| of the exact value. Winograd computes the same sum through
 /// the transforms, whose rounding is amplified by the transforms' norms: every output is a combination
 /// of α² GEMM results with |Aᵀ|-weights, each of those a Cin-term dot product of transformed values

@@ -1,4 +1,5 @@
 import XCTest
+import KDCore
 import KDData
 import KDLosses
 import KDTensor

@@ -1,5 +1,5 @@
 import XCTest
-import KDData
+import KDCore
 import KDLosses
 import KDLossTesting
 import KDTensor

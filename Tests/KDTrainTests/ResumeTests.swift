@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import KDComm
+import KDCore
 import KDData
 import KDTestSupport
 @testable import KDTrain
@@ -53,7 +53,8 @@ final class ResumeTests: XCTestCase {
             losses.append(try t.step(b).loss)
             if t.step == saveAt { saved = try t.saveCheckpoint(name: t.stepCheckpointName) }
         }
-        let optimizer = Dictionary(t.optimizer.stateTensors().map { ($0.0, $0.1.array) }, uniquingKeysWith: { a, _ in a })
+        let optimizer = Dictionary(t.optimizer.stateTensors().map { ($0.0, $0.1.array) },
+                                   uniquingKeysWith: { a, _ in a })
         return (State(losses: losses, parameters: t.parameters.map { $0.1.array }, optimizer: optimizer), saved)
     }
 
@@ -78,7 +79,8 @@ final class ResumeTests: XCTestCase {
             XCTAssertEqual(firstHalf.losses, Array(whole.losses), "\(optim): the same run until the end")
             let checkpoint = try XCTUnwrap(path, optim)
             let (resumed, _) = try world.run { try Self.run(interrupted, comm: $0, resume: checkpoint) }[0]
-            XCTAssertEqual(resumed.losses, Array(whole.losses[3...]), "\(optim) distill \(distill): losses after resume")
+            XCTAssertEqual(resumed.losses, Array(whole.losses[3...]),
+                           "\(optim) distill \(distill): losses after resume")
             XCTAssertTrue(resumed.parameters == whole.parameters, "\(optim) distill \(distill): parameters")
             XCTAssertEqual(Set(resumed.optimizer.keys), Set(whole.optimizer.keys), optim)
             XCTAssertFalse(whole.optimizer.isEmpty, "\(optim): the optimizer has state to resume")

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import KDComm
+import KDCore
 import KDData
 import KDFormats
 import KDTestSupport

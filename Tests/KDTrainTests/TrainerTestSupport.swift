@@ -1,5 +1,5 @@
 import Foundation
-import KDComm
+import KDCore
 import KDData
 import KDModels
 @testable import KDTrain

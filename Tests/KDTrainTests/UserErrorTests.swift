@@ -2,7 +2,6 @@ import Foundation
 import XCTest
 import KDData
 import KDFormats
-import KDLosses
 import KDModels
 import KDTestSupport
 @testable import KDTrain

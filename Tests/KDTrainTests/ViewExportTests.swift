@@ -1,6 +1,5 @@
 import Foundation
 import XCTest
-import KDComm
 import KDData
 import KDFormats
 import KDModels

@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// 2-D convolution on NHWC images, weight stored as `[Cout, kh, kw, Cin]` (PyTorch's

@@ -1,4 +1,3 @@
-import Foundation
 import KDTensor
 
 /// Fully connected layer `y = x·Wᵀ + b`, weight `[out, in]` as PyTorch `nn.Linear`.

@@ -1,6 +1,5 @@
 import Foundation
 import KDLosses
-import KDTensor
 import KDTrain
 
 /// The output of `kdgraph bench --config C.yaml`, one JSON object (keys in snake_case, e.g.

@@ -1,5 +1,6 @@
 import Foundation
 import KDComm
+import KDCore
 import KDTensor
 
 /// All-reduce timings over a range of message sizes (`kdgraph-mpi-checks --bench`).

@@ -1,8 +1,8 @@
 import Foundation
+import KDCore
 import KDData
 import KDLosses
 import KDTensor
-import KDTrain
 
 /// Loss micro-benchmarks for `kdgraph bench --ops`: for each registered loss kind (its default
 /// parameters) and global batch, one forward+backward of this rank's share with the shard = the whole

@@ -1,6 +1,7 @@
 import Foundation
-import KDData
 import KDComm
+import KDCore
+import KDData
 import KDLosses
 import KDTensor
 import KDTrain

@@ -1,5 +1,5 @@
 import Foundation
-import KDComm
+import KDCore
 import KDTrain
 
 /// `kdgraph bench --config C --teacher-cache`: the step reading the teacher cache beside the step

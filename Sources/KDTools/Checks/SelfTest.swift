@@ -1,5 +1,6 @@
 import Foundation
 import KDComm
+import KDCore
 import KDTensor
 
 /// `kdgraph selftest`: checks every collective of a `Communicator` against values each rank computes

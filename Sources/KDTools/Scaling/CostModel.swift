@@ -1,7 +1,4 @@
-import Foundation
-import KDLosses
 import KDTensor
-import KDTrain
 
 /// The all-reduce cost model of a ring / Rabenseifner all-reduce:
 ///

@@ -1,6 +1,3 @@
-import Foundation
-import KDLosses
-import KDTensor
 import KDTrain
 
 /// `report.csv` (one row per measured world size) and `projection.csv` (one per projected one).

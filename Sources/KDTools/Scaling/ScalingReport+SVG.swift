@@ -1,7 +1,5 @@
 import Foundation
-import KDLosses
 import KDTensor
-import KDTrain
 
 /// `scaling.svg`: efficiency against ranks (log₂ axis), measured and projected.
 extension ScalingReport {

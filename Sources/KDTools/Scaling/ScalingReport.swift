@@ -1,6 +1,3 @@
-import Foundation
-import KDLosses
-import KDTensor
 import KDTrain
 
 /// One world size's measurement, from `kdgraph bench` JSON.

@@ -1,5 +1,4 @@
 import Foundation
-import KDLosses
 import KDTensor
 import KDTrain
 

@@ -1,4 +1,3 @@
-import Foundation
 import KDComm
 
 /// The phases of one training step (docs/training.md, "The step"), in the order they run; their raw

@@ -1,7 +1,5 @@
-import Foundation
-import KDComm
+import KDCore
 import KDData
-import KDFormats
 import KDModels
 import KDTensor
 

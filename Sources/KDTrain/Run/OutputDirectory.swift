@@ -5,7 +5,7 @@ import Glibc
 import Darwin
 #endif
 
-/// One run per `output.dir` (docs/reliability.md, "Output folders"). `claim` creates the folder,
+/// One run per `output.dir` (docs/reliability.md, "Guarantees"). `claim` creates the folder,
 /// takes its lock and checks it against earlier runs before anything is written there:
 ///
 /// - the lock `output.dir/kdgraph.lock` is created with `O_CREAT | O_EXCL` and holds the pid, the host

@@ -1,4 +1,4 @@
-import KDComm
+import KDCore
 
 extension Communicator {
     /// Runs `body` on `root` alone (file-system work: checkpoints, the output folder, metrics) and

@@ -1,5 +1,6 @@
 import Foundation
 import KDComm
+import KDCore
 import KDData
 import KDFormats
 import KDTensor
@@ -20,9 +21,9 @@ extension Trainer {
     /// finishes the current step, checkpoints and throws `TrainError.interrupted`.
     ///
     /// Before anything is written: the checkpoint `resumeFrom` is loaded and must leave steps to run
-    /// (docs/training.md, "Resuming"), and rank 0 claims `output.dir` for the run's lifetime (its lock;
-    /// an earlier run's outputs refused unless resuming from one of its checkpoints or `overwrite`,
-    /// docs/reliability.md). Every rank fails with the same message.
+    /// (docs/training.md, "Resume and preemption"), and rank 0 claims `output.dir` for the run's lifetime
+    /// (its lock; an earlier run's outputs refused unless resuming from one of its checkpoints or
+    /// `overwrite`, docs/reliability.md). Every rank fails with the same message.
     public func run(resumeFrom: String? = nil, overwrite: Bool = false) throws -> RunSummary {
         let isRoot = comm.rank == 0
         if let resumeFrom {

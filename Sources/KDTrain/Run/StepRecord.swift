@@ -1,4 +1,4 @@
-import KDData
+import KDCore
 
 /// What one training step did, returned by `Trainer.step`: the metrics line, the progress line, the
 /// benchmark and the loss projection observe it; the step itself keeps no counters.

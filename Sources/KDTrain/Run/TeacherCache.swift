@@ -1,5 +1,6 @@
 import Foundation
 import KDComm
+import KDCore
 import KDData
 import KDFormats
 import KDModels

@@ -1,4 +1,5 @@
 import Foundation
+import KDCore
 import KDData
 import KDTensor
 
@@ -199,8 +200,9 @@ public final class TrainingData {
 
 extension KDConfig {
     /// The config with what the data decides filled in: the image size and the normalisation of an
-    /// image source (docs/config.md, "Data"). This is what `config.yaml`, the config digest and the
-    /// checkpoint's `kdgraph.config` record, so a resumed run or `kdgraph eval` sees the same values.
+    /// image source (docs/data.md, "Views, augmentation, normalisation"). This is what `config.yaml`,
+    /// the config digest and the checkpoint's `kdgraph.config` record, so a resumed run or `kdgraph eval`
+    /// sees the same values.
     func resolved(by data: TrainingData) -> KDConfig {
         var c = self
         guard case .images = data.source else { return c }

@@ -1,5 +1,3 @@
-import Foundation
-
 /// An exact, order-independent sum of per-block partials over all ranks: the combination step of
 /// deterministic training (docs/training.md, "Bit-identical training at any world size").
 ///

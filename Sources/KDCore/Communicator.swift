@@ -17,9 +17,10 @@ public protocol CommRequest: AnyObject {
     func wait() throws
 }
 
-/// The communication seam of KDGraph. One product implementation, `MPICommunicator`; a world of one
-/// (no `mpirun`) is the same implementation over an MPI singleton. Tests also run several ranks as
-/// threads of one process over `InProcessWorld` (target `KDTestSupport`, docs/communication.md).
+/// The communication seam of KDGraph, in `KDCore` so that the libraries coding against it link no MPI.
+/// One product implementation, `MPICommunicator` (target `KDComm`); a world of one (no `mpirun`) is the
+/// same implementation over an MPI singleton. Tests also run several ranks as threads of one process
+/// over `InProcessWorld` (target `KDTestSupport`, docs/communication.md).
 ///
 /// All buffers are raw pointers to contiguous elements. Every rank must call collectives in the same
 /// order with matching counts (the MPI contract). Variable-count collectives take the per-rank counts,
