@@ -53,7 +53,8 @@ final class ResumeTests: XCTestCase {
             losses.append(try t.step(b).loss)
             if t.step == saveAt { saved = try t.saveCheckpoint(name: t.stepCheckpointName) }
         }
-        let optimizer = Dictionary(t.optimizer.stateTensors().map { ($0.0, $0.1.array) }, uniquingKeysWith: { a, _ in a })
+        let optimizer = Dictionary(t.optimizer.stateTensors().map { ($0.0, $0.1.array) },
+                                   uniquingKeysWith: { a, _ in a })
         return (State(losses: losses, parameters: t.parameters.map { $0.1.array }, optimizer: optimizer), saved)
     }
 
@@ -72,13 +73,14 @@ final class ResumeTests: XCTestCase {
         for (n, (optim, distill)) in cases.enumerated() {
             let straight = try config(optim: optim, distill: distill, out: "straight\(n)")
             let interrupted = try config(optim: optim, distill: distill, out: "interrupted\(n)")
-            let world = try InProcessWorld(size: 1)
+            let world = InProcessWorld(size: 1)
             let (whole, _) = try world.run { try Self.run(straight, comm: $0) }[0]
             let (firstHalf, path) = try world.run { try Self.run(interrupted, comm: $0, saveAt: 3) }[0]
             XCTAssertEqual(firstHalf.losses, Array(whole.losses), "\(optim): the same run until the end")
             let checkpoint = try XCTUnwrap(path, optim)
             let (resumed, _) = try world.run { try Self.run(interrupted, comm: $0, resume: checkpoint) }[0]
-            XCTAssertEqual(resumed.losses, Array(whole.losses[3...]), "\(optim) distill \(distill): losses after resume")
+            XCTAssertEqual(resumed.losses, Array(whole.losses[3...]),
+                           "\(optim) distill \(distill): losses after resume")
             XCTAssertTrue(resumed.parameters == whole.parameters, "\(optim) distill \(distill): parameters")
             XCTAssertEqual(Set(resumed.optimizer.keys), Set(whole.optimizer.keys), optim)
             XCTAssertFalse(whole.optimizer.isEmpty, "\(optim): the optimizer has state to resume")

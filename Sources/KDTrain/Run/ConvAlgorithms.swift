@@ -253,15 +253,3 @@ public enum ConvAlgorithmTuner {
         }
     }
 }
-
-extension Trainer {
-    /// Runs `choices` (e.g. another trainer's) instead of the algorithms chosen at start-up, so that two
-    /// trainers compared by a benchmark run the same convolutions. Call it before the first step.
-    public func useConvAlgorithms(_ choices: [ConvAlgorithmChoice]) throws {
-        try ConvAlgorithmTuner.apply(choices, models: convModels)
-        convAlgorithms = choices
-        if let teacher, teacher.fused != nil, case .network(let model) = teacher.source {
-            teacher.fused = FusedResNet(model)   // the fused form bakes in the algorithms: rebuild it
-        }
-    }
-}
