@@ -20,6 +20,8 @@ import KDTensor
 /// size or `kdgraph teacher-cache` (always in blocks) computed them. The values a step uses are
 /// always the stored ones (a float16 cache rounds a fresh record before using it).
 public final class TeacherOutputCache {
+    /// The teacher network on images `[m·V, …]`: embedding `[m·V, D]`, logits `[m·V, C]`.
+    public typealias Forward = (Tensor) throws -> (embedding: Tensor, logits: Tensor)
     /// Samples per teacher forward when records are computed (`TeacherCacheLayout.block`): large
     /// enough for efficient GEMMs (the convolution tuner times 16 images too), small enough that the
     /// first pass over a round computes little beyond what its steps need at the start.
@@ -36,8 +38,7 @@ public final class TeacherOutputCache {
     public internal(set) var batchInvariantTeacher: Bool
     /// The training data, whose augmentation rounds a block is rendered from.
     let data: TrainingData
-    /// The teacher network on images `[m·V, …]`: embedding `[m·V, D]`, logits `[m·V, C]`, no tape.
-    public typealias Forward = (Tensor) throws -> (embedding: Tensor, logits: Tensor)
+    /// The teacher network's forward, no tape.
     let forward: Forward
 
     /// The cache of `store` for the teacher network `forward` (built by `TeacherSide`, which owns it).
