@@ -7,7 +7,7 @@ import KDTrain
 /// step with it off (docs/training.md, "Bit-identical training at any world size"), both with
 /// `student.sync_bn: true` (deterministic mode needs it): two trainers built side by side, their steps
 /// taken in alternation so that both modes see the same machine load, on the same convolution
-/// algorithms (the deterministic trainer's).
+/// algorithms (the deterministic trainer's, given to the other when it is built).
 public enum DeterministicBench {
     public struct Report: Codable, Equatable {
         public var blockSize: Int
@@ -23,17 +23,17 @@ public enum DeterministicBench {
     }
 
     public static func run(config: KDConfig, comm: Communicator, warmup: Int, steps: Int) throws -> Report {
-        func trainer(_ deterministic: Bool) throws -> Trainer {
+        func trainer(_ deterministic: Bool, convAlgorithms: [ConvAlgorithmChoice]? = nil) throws -> Trainer {
             var cfg = StepBench.benchConfig(config, warmup: warmup, steps: steps)
             cfg.train.deterministic = deterministic
             cfg.student.syncBN = true
             cfg.comm.overlap = cfg.comm.overlap && !deterministic
-            return try Trainer(config: cfg, comm: comm)
+            return try Trainer(config: cfg, comm: comm, convAlgorithms: convAlgorithms)
         }
-        let trainers = [try trainer(false), try trainer(true)]
         // The same convolutions in both (under `auto` the ordinary trainer would time its own choices):
         // the difference measured is the deterministic machinery alone.
-        try trainers[0].useConvAlgorithms(trainers[1].convAlgorithms)
+        let on = try trainer(true)
+        let trainers = [try trainer(false, convAlgorithms: on.convAlgorithms), on]
         let streams = trainers.map {
             $0.data.stream($0.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: warmup + steps, depth: 1)
         }

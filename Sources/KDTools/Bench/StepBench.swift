@@ -42,12 +42,13 @@ public enum StepBench {
         defer { stream.shutdown() }
         var records: [StepRecord] = []
         var statisticsCalls = 0, statisticsValues = 0
+        let kept = LossInputsKeeper(step: trainer.step + warmup + steps)
+        trainer.observers.append(kept)
         for k in 0..<(warmup + steps) {
             let waitStart = monotonicSeconds()
             guard let batch = try stream.next() else { break }
             let dataWait = monotonicSeconds() - waitStart
             if k == warmup { BufferPool.shared.resetPeak() }
-            trainer.keepLossInputs = k == warmup + steps - 1
             let (calls0, values0) = (trainer.statisticsReducer?.calls ?? 0,
                                      trainer.statisticsReducer?.valuesReduced ?? 0)
             var record = try trainer.step(batch)
@@ -60,10 +61,9 @@ public enum StepBench {
         // Memory of the training step itself, before the projection grows the loss inputs.
         let stepPeakRSS = Runtime.peakRSSBytes(), stepPoolPeak = BufferPool.shared.peakBytes
         let perRank = cfg.data.globalBatch / comm.size
-        let lossShare = try trainer.lastLossInputs.map { try timeLossShare(trainer.objective, inputs: $0, comm: comm) }
+        let lossShare = try kept.inputs.map { try timeLossShare(trainer.objective, inputs: $0, comm: comm) }
         var projection: [LossProjection.Point] = []
-        if !projectRanks.isEmpty, let inputs = trainer.lastLossInputs {
-            trainer.keepLossInputs = false
+        if !projectRanks.isEmpty, let inputs = kept.inputs {
             let worlds = Array(Set(projectRanks + [comm.size])).sorted()
             // Row-sharded terms run as in the step (with a communicator), here over this rank alone.
             let solo = inputs.comm == nil ? nil : try comm.alone()
@@ -135,6 +135,15 @@ public enum StepBench {
             result.spectralSolves = SpectralSolverStatistics.current
         }
         return result
+    }
+
+    /// Keeps the loss inputs of optimizer step `step` (the last measured one), which the loss projection
+    /// re-evaluates at larger global batches.
+    final class LossInputsKeeper: StepObserver {
+        let step: Int
+        private(set) var inputs: LossInputs?
+        init(step: Int) { self.step = step }
+        func lossInputsGathered(_ inputs: LossInputs, step: Int) { if step == self.step { self.inputs = inputs } }
     }
 
     /// Median and 90th percentile of `xs`.

@@ -20,8 +20,13 @@ public struct KDConfig: Codable, Equatable {
     public enum CacheDType: String, ConfigChoice { case float32, float16 }
     public enum OptimizerKind: String, ConfigChoice { case sgd, adamw }
     public enum ScheduleKind: String, ConfigChoice { case cosine, step, constant }
-    /// `runtime.conv_algorithm` (`ConvAlgorithmTuner`).
-    public enum ConvAlgorithmSetting: String, ConfigChoice { case auto, direct, winograd2, winograd4 }
+    /// `runtime.conv_algorithm` (`ConvAlgorithmTuner`): `auto` by a fixed rule (no timing: the same
+    /// choice on every run), `timed` by timing on this machine (an explicit opt-in, written and reused).
+    public enum ConvAlgorithmSetting: String, ConfigChoice {
+        case auto, timed, direct, winograd2, winograd4
+        /// Chosen per layer shape (not one algorithm named by the config).
+        public var perLayer: Bool { self == .auto || self == .timed }
+    }
 
     public struct Data: Codable, Equatable {
         public var source = DataSource.synthetic

@@ -98,7 +98,7 @@ extension Trainer {
             let what = changes.isEmpty ? "config digest differs" : "\(changes.count) key(s) differ: \(shown)"
             log.warning("\(path): written with a different configuration (\(what)); continuing with the current one")
         }
-        if config.convAlgorithm == .auto, let json = meta["kdgraph.conv_algorithms"] {
+        if config.convAlgorithm.perLayer, let json = meta["kdgraph.conv_algorithms"] {
             guard let recorded = try? JSONDecoder().decode([ConvAlgorithmChoice].self, from: Data(json.utf8)) else {
                 throw TrainError.io(path: path, message: "kdgraph.conv_algorithms in __metadata__ is not readable JSON")
             }

@@ -32,14 +32,17 @@ public struct ConvAlgorithmChoice: Codable, Sendable {
 /// stride-1 3×3 layer of the student and the teacher.
 ///
 /// - `direct`, `winograd2`, `winograd4`: that algorithm everywhere it applies.
-/// - `auto`: rank 0 times each distinct layer shape once (in the spirit of cuDNN's benchmark mode
-///   and FFTW's wisdom) — direct, F(2×2) and F(4×4) on up to `timingImages` random images, one
+/// - `auto` (the default): each distinct layer shape by a fixed rule (`byRule`: the shape and the
+///   measured error bound of F(4×4) on the layer's own weights, never a timing), so the same command
+///   gives the same bits on every run, whatever the machine's load.
+/// - `timed` (opt-in, in the spirit of cuDNN's benchmark mode and FFTW's wisdom): rank 0 times each
+///   distinct layer shape once — direct, F(2×2) and F(4×4) on up to `timingImages` random images, one
 ///   warm-up then the best of `timingRepeats` — and takes the fastest; F(4×4) only when its measured
-///   error against the direct convolution on the layer's own weights is at most
-///   `winograd4Tolerance`. The choice is broadcast, so every rank runs the same algorithm and the
-///   ranks' numerics stay identical. Choices already in `wisdom` (a previous run's
-///   `conv_algorithms.json` in the same output.dir, e.g. on resume) are reused without timing, so a
-///   resumed run keeps its numerics.
+///   error against the direct convolution is at most `winograd4Tolerance`. The choice is broadcast, so
+///   every rank runs the same algorithm.
+///
+/// Choices already in `wisdom` (a previous run's `conv_algorithms.json` in the same output.dir, e.g.
+/// on resume) are reused as they are, so a resumed or repeated run keeps its numerics.
 public enum ConvAlgorithmTuner {
     /// F(4×4)'s per-layer error budget: the end-to-end logits budget 1e-4 (docs/ops.md) over ~25
     /// layers whose independent rounding errors grow like √L: 1e-4 / √25 = 2e-5.
@@ -48,12 +51,13 @@ public enum ConvAlgorithmTuner {
     public static let timingRepeats = 2
     public static let fileName = "conv_algorithms.json"
 
-    /// Applies `setting` (`auto` or a `ConvAlgorithm` raw value) to `models` for NHWC inputs of
-    /// `imageShape` (`[H, W, C]`) in batches of `batch` images, and returns the choices.
+    /// Applies `setting` (`auto`, `timed` or a `ConvAlgorithm` raw value) to `models` for NHWC inputs of
+    /// `imageShape` (`[H, W, C]`) in batches of `batch` images, and returns the choices; `timed` chooses
+    /// the per-layer algorithms by timing, otherwise by the fixed rule.
     public static func configure(setting: String, models: [(name: String, model: any Classifier, training: Bool)],
                                  imageShape: [Int], batch: Int, comm: Communicator,
                                  wisdom: [ConvAlgorithmChoice] = [],
-                                 untimed: Bool = false) throws -> [ConvAlgorithmChoice] {
+                                 timed: Bool = false) throws -> [ConvAlgorithmChoice] {
         // One-image probe forward (eval mode, no tape) to see each conv's input shape.
         var layers: [(String, Conv2d, ConvLayerShape)] = []
         for (prefix, model, training) in models {
@@ -88,10 +92,10 @@ public enum ConvAlgorithmTuner {
                 for (i, s) in shapes.enumerated() {
                     if let a = known[s] {
                         choices[i].algorithm = a; choices[i].source = "reused"
-                    } else if untimed {
-                        choices[i] = byRule(choices[i], weight: first[s]!.weight)
-                    } else {
+                    } else if timed {
                         choices[i] = measure(choices[i], weight: first[s]!.weight, batch: min(batch, timingImages))
+                    } else {
+                        choices[i] = byRule(choices[i], weight: first[s]!.weight)
                     }
                     codes[i] = Int32(ConvAlgorithm.allCases.firstIndex(of: choices[i].algorithm)!)
                 }
@@ -99,7 +103,7 @@ public enum ConvAlgorithmTuner {
             try comm.broadcast(&codes, root: 0)
             for i in choices.indices where comm.rank != 0 {
                 choices[i].algorithm = ConvAlgorithm.allCases[Int(codes[i])]
-                choices[i].source = untimed ? "rule" : "auto"
+                choices[i].source = timed ? "timed" : "rule"
             }
         }
         let byShape = Dictionary(uniqueKeysWithValues: choices.map { ($0.shape, $0.algorithm) })
@@ -107,8 +111,8 @@ public enum ConvAlgorithmTuner {
         return choices
     }
 
-    /// `auto` without timing (deterministic training: a choice that depends on the machine's load would
-    /// make two runs differ): direct for a stem layer (fewer than 16 input channels), else F(4×4) when its
+    /// `auto`: no timing (a choice that depends on the machine's load would make two runs of one command
+    /// differ): direct for a stem layer (fewer than 16 input channels), else F(4×4) when its
     /// error on `weight` (measured as `measure` does, on seeded images) is within `winograd4Tolerance`,
     /// else F(2×2) — what `auto` picks by timing on this project's ResNets (docs/ops.md).
     static func byRule(_ c: ConvAlgorithmChoice, weight: Tensor) -> ConvAlgorithmChoice {
@@ -188,7 +192,7 @@ public enum ConvAlgorithmTuner {
         } catch {
             c.algorithm = .direct   // shapes come from a successful forward; direct always applies
         }
-        c.source = "auto"
+        c.source = "timed"
         return c
     }
 
@@ -251,18 +255,6 @@ public enum ConvAlgorithmTuner {
             let err = c.winograd4Error.map { String(format: ", F4 error %.1e", $0) } ?? ""
             let timings = ms.isEmpty ? "" : "; " + ms.joined(separator: ", ")
             return "conv \(c.shape): \(c.algorithm.rawValue) (\(c.source)\(timings)\(err)) × \(c.layers.count) layers"
-        }
-    }
-}
-
-extension Trainer {
-    /// Runs `choices` (e.g. another trainer's) instead of the algorithms chosen at start-up, so that two
-    /// trainers compared by a benchmark run the same convolutions. Call it before the first step.
-    public func useConvAlgorithms(_ choices: [ConvAlgorithmChoice]) throws {
-        try ConvAlgorithmTuner.apply(choices, models: convModels)
-        convAlgorithms = choices
-        if let teacher, teacher.fused != nil, case .network(let model) = teacher.source {
-            teacher.fused = FusedResNet(model)   // the fused form bakes in the algorithms: rebuild it
         }
     }
 }

@@ -21,6 +21,8 @@ import KDTensor
 /// size or `kdgraph teacher-cache` (always in blocks) computed them. The values a step uses are
 /// always the stored ones (a float16 cache rounds a fresh record before using it).
 public final class TeacherOutputCache {
+    /// The teacher network on images `[m·V, …]`: embedding `[m·V, D]`, logits `[m·V, C]`.
+    public typealias Forward = (Tensor) throws -> (embedding: Tensor, logits: Tensor)
     /// Samples per teacher forward when records are computed (`TeacherCacheLayout.block`): large
     /// enough for efficient GEMMs (the convolution tuner times 16 images too), small enough that the
     /// first pass over a round computes little beyond what its steps need at the start.
@@ -33,22 +35,25 @@ public final class TeacherOutputCache {
     /// The teacher gives a sample the same bits in any batch (the fused ResNet: row-invariant GEMMs,
     /// no batch statistics). Then a step computes only its missing samples, from its own views, and the
     /// first pass over a round costs what an uncached step costs; otherwise whole blocks are computed.
-    public var batchInvariantTeacher = false
+    /// Set when the cache is built (tests force the block path).
+    public internal(set) var batchInvariantTeacher: Bool
+    /// The training data, whose augmentation rounds a block is rendered from.
+    let data: TrainingData
+    /// The teacher network's forward, no tape.
+    let forward: Forward
 
-    init(store: TeacherCacheStore, embeddingSize: Int, classes: Int) {
-        self.store = store; rounds = store.layout.rounds
+    /// The cache of `store` for the teacher network `forward` (built by `TeacherSide`, which owns it).
+    init(store: TeacherCacheStore, data: TrainingData, embeddingSize: Int, classes: Int, batchInvariantTeacher: Bool,
+         forward: @escaping Forward) {
+        self.store = store; rounds = store.layout.rounds; self.data = data
         self.embeddingSize = embeddingSize; self.classes = classes
+        self.batchInvariantTeacher = batchInvariantTeacher; self.forward = forward
     }
-
-    /// The images of samples `ids` (each with its views) in augmentation round `round`.
-    public typealias Render = (_ ids: [Int], _ round: Int) -> Tensor
-    /// The teacher on images `[m·V, …]`: embedding `[m·V, D]`, logits `[m·V, C]`.
-    public typealias Forward = (Tensor) throws -> (embedding: Tensor, logits: Tensor)
 
     /// The teacher outputs of `batch` (rows `sample·V + view`): the stored records where valid; the other
     /// samples are run through the teacher and stored — from the batch's own views with a batch-invariant
     /// teacher, otherwise with their whole blocks rendered.
-    func outputs(_ batch: Batch, render: Render, compute: Forward) throws -> (Tensor, Tensor) {
+    func outputs(_ batch: Batch) throws -> (Tensor, Tensor) {
         let n = batch.count, V = batch.views, D = embeddingSize, C = classes, W = D + C, per = V * W
         let round = batch.epoch % rounds
         let records = Tensor(uninitializedShape: [max(1, n * per)])
@@ -67,8 +72,7 @@ public final class TeacherOutputCache {
             for (j, k) in missing.enumerated() {
                 (images.ptr + j * V * perImage).update(from: batch.images.ptr + k * V * perImage, count: V * perImage)
             }
-            let computed = try computeRecords(missing.map { batch.indices[$0] }, images: images, round: round,
-                                              compute: compute)
+            let computed = try computeRecords(missing.map { batch.indices[$0] }, images: images, round: round)
             for (j, k) in missing.enumerated() {
                 (records.ptr + k * per).update(from: computed.ptr + j * per, count: per)
             }
@@ -76,7 +80,7 @@ public final class TeacherOutputCache {
             let byBlock = Dictionary(grouping: missing) { batch.indices[$0] / store.layout.block }
             for block in byBlock.keys.sorted() {
                 let ids = Array(store.layout.blockSamples(of: block * store.layout.block))
-                let computed = try computeBlock(ids, round: round, render: render, compute: compute)
+                let computed = try computeBlock(ids, round: round)
                 for k in byBlock[block]! {
                     (records.ptr + k * per).update(from: computed.ptr + (batch.indices[k] - ids[0]) * per,
                                                    count: per)
@@ -91,17 +95,18 @@ public final class TeacherOutputCache {
         return (embedding, logits)
     }
 
-    /// Runs the teacher on the block of samples `ids` of `round` as one batch, stores every record
-    /// (rounded to the cache's dtype) and returns them (`ids.count` records of `V·W` values).
+    /// Runs the teacher on the block of samples `ids` of `round` (rendered from the training data) as one
+    /// batch, stores every record (rounded to the cache's dtype) and returns them (`ids.count` records of
+    /// `V·W` values).
     @discardableResult
-    public func computeBlock(_ ids: [Int], round: Int, render: Render, compute: Forward) throws -> Tensor {
-        try computeRecords(ids, images: render(ids, round), round: round, compute: compute)
+    public func computeBlock(_ ids: [Int], round: Int) throws -> Tensor {
+        try computeRecords(ids, images: data.roundBatch(ids, round: round).images, round: round)
     }
 
     /// Runs the teacher on `images` (the views of samples `ids` in `round`), stores and returns the records.
-    func computeRecords(_ ids: [Int], images: Tensor, round: Int, compute: Forward) throws -> Tensor {
+    func computeRecords(_ ids: [Int], images: Tensor, round: Int) throws -> Tensor {
         let V = store.layout.views, D = embeddingSize, C = classes, W = D + C, per = V * W
-        let (e, l) = try compute(images)
+        let (e, l) = try forward(images)
         precondition(e.shape == [ids.count * V, D] && l.shape == [ids.count * V, C],
                      "teacher outputs \(e.shape), \(l.shape) for \(ids.count * V) rows")
         let records = Tensor(uninitializedShape: [max(1, ids.count * per)])
@@ -156,12 +161,15 @@ public final class TeacherOutputCache {
         return TeacherCacheManifest(layout: layout, fields: fields)
     }
 
-    /// Opens (rank 0 creates) the cache of `config.teacher.cache` for `teacher`, on every rank. Under
+    /// Opens (rank 0 creates) the store of `config.teacher.cache` for the teacher network `model`, on
+    /// every rank, and returns it with the algorithms the teacher runs: under
     /// `runtime.conv_algorithm: auto`, a cache made with other teacher algorithms imposes its own (the
-    /// stored bits depend on them) and `algorithms` is updated; any other difference is an error on
-    /// every rank naming the field.
-    static func open(config c: KDConfig, data: TrainingData, teacher: TeacherSide, model: any Classifier,
-                     algorithms: inout [ConvAlgorithmChoice], comm: Communicator) throws -> TeacherOutputCache {
+    /// stored bits depend on them; set on `model`'s layers); any other difference is an error on every
+    /// rank naming the field.
+    static func openStore(config c: KDConfig, data: TrainingData, model: any Classifier, embeddingSize: Int,
+                          algorithms chosen: [ConvAlgorithmChoice],
+                          comm: Communicator) throws -> (TeacherCacheStore, [ConvAlgorithmChoice]) {
+        var algorithms = chosen
         let dir = c.teacher.cache.path
         // What decides the stored values beyond the config: the teacher's weights and the training data's
         // content (rows shuffled or edited in place under the same path change it). Rank 0 reads both.
@@ -178,13 +186,13 @@ public final class TeacherOutputCache {
             stored = m.value("teacher.convolutions") ?? ""
         }
         stored = try comm.broadcast(stored, root: 0)
-        if c.convAlgorithm == .auto, !stored.isEmpty, stored != teacherAlgorithms(algorithms) {
+        if c.convAlgorithm.perLayer, !stored.isEmpty, stored != teacherAlgorithms(algorithms) {
             try adopt(stored, into: &algorithms, teacher: model)
             if comm.rank == 0 {
                 Runtime.logger.info("teacher.cache \(dir): running the teacher's convolutions as the cache was made")
             }
         }
-        let expected = manifest(config: c, data: data, embeddingSize: teacher.embeddingSize, weights: weights,
+        let expected = manifest(config: c, data: data, embeddingSize: embeddingSize, weights: weights,
                                 content: content, algorithms: teacherAlgorithms(algorithms))
         do {
             try comm.onRoot { try TeacherCacheStore.prepare(directory: dir, manifest: expected) }
@@ -200,7 +208,7 @@ public final class TeacherOutputCache {
             throw ConfigError(file: c.file, key: "teacher.cache.path",
                               message: failure.isEmpty ? "the cache could not be opened on another rank" : failure)
         }
-        return TeacherOutputCache(store: store, embeddingSize: teacher.embeddingSize, classes: c.data.classes)
+        return (store, algorithms)
     }
 
     /// Sets the teacher's layers to the `layer=algorithm` pairs of `stored` and records them in
@@ -255,7 +263,7 @@ extension Trainer {
     /// skipped, so a fill interrupted at any point resumes where it stopped (a record whose write was
     /// cut short fails its checksum and is computed again). `progress` gets rank 0's lines.
     public func fillTeacherCache(progress: (String) -> Void) throws -> TeacherCacheFill {
-        guard let teacher, let cache = teacher.cache, case .network(let model) = teacher.source else {
+        guard let cache = teacher?.cache else {
             throw ConfigError(file: config.file, key: "teacher.cache",
                               message: "kdgraph teacher-cache needs mode: distill, a network teacher and "
                                   + "teacher.cache with rounds ≥ 1 and a path")
@@ -263,7 +271,6 @@ extension Trainer {
         let layout = cache.store.layout
         let mine = BatchPlan.share(rank: comm.rank, worldSize: comm.size, batch: layout.blockCount)
         let scratch = Tensor(uninitializedShape: [max(1, layout.recordValues)])
-        let forward: TeacherOutputCache.Forward = { try teacher.networkOutputs($0, model: model) }
         let start = monotonicSeconds()
         var lastReport = start
         var counts = [0.0, 0.0]   // computed, present
@@ -274,7 +281,7 @@ extension Trainer {
                 if missing.isEmpty {
                     counts[1] += Double(ids.count)
                 } else {
-                    try cache.computeBlock(ids, round: round, render: teacher.roundImages, compute: forward)
+                    try cache.computeBlock(ids, round: round)
                     counts[0] += Double(ids.count)
                 }
                 let now = monotonicSeconds()

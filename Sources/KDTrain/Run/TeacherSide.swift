@@ -3,7 +3,9 @@ import KDLosses
 import KDModels
 import KDTensor
 
-/// Stage ③: the frozen teacher. Forward only, never on the tape.
+/// Stage ③: the frozen teacher. Forward only, never on the tape. Built complete by its one initialiser
+/// from the loaded source and, with `teacher.cache`, the opened cache store: nothing is set on it
+/// afterwards.
 ///
 /// - `network`: a model-zoo network loaded from a safetensors checkpoint (or, with `teacher.init: random`,
 ///   left at its seeded initialisation, for benchmarks); its embedding is the pooled penultimate feature,
@@ -23,13 +25,15 @@ public final class TeacherSide {
     public let clipScale: Float
     /// `teacher.cache.rounds`: an `N×R×V×D` embeddings file is read at round `epoch mod R`.
     let rounds: Int
-    /// Class proxies `[C, D_t]` (nil for an embeddings teacher without prompts).
+    /// Class proxies `[C, D_t]` (nil for an embeddings teacher without prompts; with prompts, set by the
+    /// first batch).
     public private(set) var proxies: Tensor?
-    /// A ResNet teacher's fused inference form (BN folded, epilogues fused, docs/ops.md), built on
-    /// first use, after `runtime.conv_algorithm` has set the layers' algorithms.
-    var fused: FusedResNet?
+    /// A ResNet teacher's fused inference form (BN folded, epilogues fused, docs/ops.md). It bakes in the
+    /// layers' convolution algorithms, so it is built once they are final: here with a cache (whose
+    /// algorithms are final when it opens), else on the first batch (after a resumed checkpoint's).
+    private var fused: FusedResNet?
     /// `teacher.cache` (network teachers): the stored outputs of each augmentation round.
-    public internal(set) var cache: TeacherOutputCache?
+    public let cache: TeacherOutputCache?
 
     public struct Output {
         public var embedding: Tensor
@@ -37,10 +41,67 @@ public final class TeacherSide {
         public var promptLogits: Tensor?
     }
 
-    public init(config: KDConfig, data: TrainingData) throws {
+    /// The teacher of `source`; with `cacheStore` (a network teacher's `teacher.cache`, opened with the
+    /// algorithms its layers now run) its outputs are read from and written to the cache.
+    public init(source: Source, config: KDConfig, data: TrainingData, cacheStore: TeacherCacheStore?) {
+        self.source = source
+        self.data = data
         clipScale = Float(config.teacher.clipScale)
         rounds = config.teacher.cache.rounds
-        self.data = data
+        let size = source.embeddingSize
+        embeddingSize = size
+        switch source {
+        case .network(let model):
+            proxies = model.fc.weight.copy()
+            if let cacheStore {
+                let fused = FusedResNet(model)
+                self.fused = fused
+                cache = TeacherOutputCache(store: cacheStore, data: data, embeddingSize: size,
+                                           classes: config.data.classes, batchInvariantTeacher: fused != nil,
+                                           forward: { x in try TeacherSide.forward(x, model: model, fused: fused) })
+            } else {
+                cache = nil
+            }
+        case .embeddings:
+            cache = nil
+        }
+    }
+
+    /// A network teacher on images, no tape: the fused form when there is one.
+    static func forward(_ x: Tensor, model: any Classifier,
+                        fused: FusedResNet?) throws -> (embedding: Tensor, logits: Tensor) {
+        try withNoGrad { let (f, l) = try fused?(x) ?? model(x); return (f, l) }
+    }
+
+    /// The teacher's view of this rank's batch (rows `sample·V + view`).
+    public func callAsFunction(_ batch: Batch) throws -> Output {
+        try withNoGrad {
+            switch source {
+            case .network(let model):
+                if let cache {
+                    let (feature, logits) = try cache.outputs(batch)
+                    return Output(embedding: feature, logits: logits, promptLogits: nil)
+                }
+                if fused == nil { fused = FusedResNet(model) }
+                let (feature, logits) = try Self.forward(batch.images, model: model, fused: fused)
+                return Output(embedding: feature, logits: logits, promptLogits: nil)
+            case .embeddings(let emb, let prompts):
+                let round = rounds > 0 ? batch.epoch % rounds : 0
+                let f = try emb.gather(data.fileRows(batch.indices), views: batch.views, round: round)
+                guard let prompts else { return Output(embedding: f, logits: nil, promptLogits: nil) }
+                let (logits, proxies) = try prgTeacher(features: f, prompts: prompts, clipScale: clipScale)
+                if self.proxies == nil { self.proxies = proxies }
+                return Output(embedding: f, logits: nil, promptLogits: logits)
+            }
+        }
+    }
+}
+
+extension TeacherSide.Source {
+    /// The teacher of `config` (`teacher.kind`): a model-zoo network with its checkpoint's weights (or,
+    /// with `teacher.init: random`, its seeded initialisation, said loudly), in eval mode; or the
+    /// precomputed embeddings, validated against the data, with their prompt embeddings if any.
+    init(config: KDConfig, data: TrainingData) throws {
         switch config.teacher.kind {
         case .network:
             let model = try ModelZoo.make(name: config.teacher.model, classes: config.data.classes,
@@ -64,9 +125,7 @@ public final class TeacherSide {
                 }
             }
             model.eval()
-            source = .network(model)
-            embeddingSize = model.featureSize
-            proxies = model.fc.weight.copy()
+            self = .network(model)
         default:
             // Keyed by the row in the data file, so a hold-out split keeps the user's row numbering.
             let emb = try TeacherEmbeddings(path: config.teacher.embeddings, expectedCount: data.trainFileCount,
@@ -81,37 +140,21 @@ public final class TeacherSide {
                                              + "\(emb.dim) in \(config.teacher.embeddings)")
                 }
             }
-            source = .embeddings(emb, prompts: prompts)
-            embeddingSize = emb.dim
+            self = .embeddings(emb, prompts: prompts)
         }
     }
 
-    /// A network teacher on images: its fused inference form (built on first use), no tape.
-    func networkOutputs(_ x: Tensor, model: any Classifier) throws -> (embedding: Tensor, logits: Tensor) {
-        if fused == nil { fused = FusedResNet(model) }
-        return try withNoGrad { let (f, l) = try fused?(x) ?? model(x); return (f, l) }
+    /// The network of a network teacher, nil for embeddings.
+    public var network: (any Classifier)? {
+        if case .network(let model) = self { return model }
+        return nil
     }
 
-    /// The training images of samples `ids` in augmentation round `round` (what the cache stores).
-    func roundImages(_ ids: [Int], round: Int) -> Tensor { data.roundBatch(ids, round: round).images }
-
-    /// The teacher's view of this rank's batch (rows `sample·V + view`).
-    public func callAsFunction(_ batch: Batch) throws -> Output {
-        try withNoGrad {
-            switch source {
-            case .network(let model):
-                let forward = { (x: Tensor) in try self.networkOutputs(x, model: model) }
-                let (feature, logits) = try cache?.outputs(batch, render: roundImages, compute: forward)
-                    ?? forward(batch.images)
-                return Output(embedding: feature, logits: logits, promptLogits: nil)
-            case .embeddings(let emb, let prompts):
-                let round = rounds > 0 ? batch.epoch % rounds : 0
-                let f = try emb.gather(data.fileRows(batch.indices), views: batch.views, round: round)
-                guard let prompts else { return Output(embedding: f, logits: nil, promptLogits: nil) }
-                let (logits, proxies) = try prgTeacher(features: f, prompts: prompts, clipScale: clipScale)
-                if self.proxies == nil { self.proxies = proxies }
-                return Output(embedding: f, logits: nil, promptLogits: logits)
-            }
+    /// The size of the teacher's embedding: the network's pooled feature, or the embeddings' width.
+    public var embeddingSize: Int {
+        switch self {
+        case .network(let model): return model.featureSize
+        case .embeddings(let emb, _): return emb.dim
         }
     }
 }

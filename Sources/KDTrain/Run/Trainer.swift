@@ -7,8 +7,9 @@ import KDModels
 import KDTensor
 import Logging
 
-/// One training run: the nine stages of one step (docs/training.md, "The step") in `step()`, and the
-/// loop around them in RunLoop.swift (evaluation, metrics, checkpoints, resume, signals, desync check).
+/// One training run: the stages of one step (docs/training.md, "The step") in `step()`, their
+/// strategies chosen once here (gradient synchronisation, pass schedule, non-finite guard), and the loop
+/// around them in RunLoop.swift (evaluation, metrics, checkpoints, resume, signals, desync check).
 public final class Trainer {
     public let config: KDConfig
     public let comm: Communicator
@@ -20,13 +21,13 @@ public final class Trainer {
     public let teacher: TeacherSide?
     public let objective: LossObjective
     public let optimizer: Optimizer
-    let schedule: LRSchedule
-    /// The gradient all-reduce: bucketed SUM, or with `train.deterministic` the exact sum over sample blocks
-    /// (one of the two is set).
-    public let buckets: GradientBuckets?
-    public let exactGradients: ExactGradients?
-    /// Leading rows per sample block (`train.block_size × views`) when deterministic, else nil.
-    public let rowsPerBlock: Int?
+    let learningRates: LRSchedule
+    /// Stage ⑧: bucketed, overlapped, or exact (`train.deterministic`).
+    public let gradientSync: any GradientSync
+    /// Stages ③–⑦ in order: one pass.
+    let passes: any PassSchedule
+    /// Stops the run, or skips the step (`train.skip_nonfinite`), on a non-finite value.
+    let nonFiniteGuard: NonFiniteGuard
     /// Student (and projection-head) parameters, in the order buckets and the optimizer see them.
     public let parameters: [(String, Tensor)]
     public let totalSteps: Int
@@ -37,33 +38,31 @@ public final class Trainer {
     public internal(set) var convAlgorithms: [ConvAlgorithmChoice]
     /// The networks whose convolutions `runtime.conv_algorithm` sets, with the layer-name prefix.
     var convModels: [(name: String, model: any Classifier, training: Bool)] {
-        var models: [(name: String, model: any Classifier, training: Bool)] = [("student", student, true)]
-        if case .network(let t)? = teacher?.source { models.append(("teacher", t, false)) }
-        return models
+        Self.convModels(student: student, teacher: teacher?.source.network)
     }
     /// SyncBN's reducer (nil without `student.sync_bn`); counts the statistics all-reduces.
     public let statisticsReducer: CountedStatisticsReducer?
     /// Test switches (environment), applied outside the step: a failing rank, a NaN loss term.
     public let faults: FaultInjection
-    /// When set, `step` keeps the loss inputs of the step in `lastLossInputs` (the benchmark's loss
-    /// projection re-evaluates the objective on them at larger global batches).
-    public var keepLossInputs = false
-    public private(set) var lastLossInputs: LossInputs?
+    /// Told of every step's gathered loss inputs and record (the bench attaches its own).
+    public var observers: [any StepObserver] = []
     /// The last step's record.
     public private(set) var lastRecord: StepRecord?
     /// The last step's global loss.
     public var lastLoss: Double { lastRecord?.loss ?? 0 }
     /// What the objective reads: the step computes and gathers exactly this.
     let needs: LossNeeds
-    /// Non-finite steps in a row (skipping cannot help a value that persists: the warning says so).
-    var consecutiveNonFinite = 0
-    /// What a step skipped by `train.skip_nonfinite` puts back (parameters, buffers, optimizer state).
-    lazy var rollback = StepRollback(tensors: parameters + student.namedBuffers(), optimizer: optimizer)
 
-    public init(config userConfig: KDConfig, comm: Communicator) throws {
+    /// Builds the run of `userConfig` on `comm`: data, sampler, student, objective, teacher, optimizer and
+    /// the step's strategies. `convAlgorithms` (e.g. another trainer's) replaces the
+    /// `runtime.conv_algorithm` choice, so that two trainers compared by a benchmark run the same
+    /// convolutions.
+    public init(config userConfig: KDConfig, comm: Communicator,
+                convAlgorithms given: [ConvAlgorithmChoice]? = nil) throws {
         self.comm = comm
         let seed = UInt64(userConfig.seed)
-        data = try TrainingData(config: userConfig)
+        let data = try TrainingData(config: userConfig)
+        self.data = data
         // What the data decides (image size, normalisation) is part of the run's config from here on.
         let config = userConfig.resolved(by: data)
         self.config = config
@@ -87,31 +86,14 @@ public final class Trainer {
                                   + "(drop_last is on)")
         }
 
-        // ③ teacher, ④ student (+ projection head), ⑥ objective
+        // ④ student, ⑥ objective, ③ teacher (+ the projection head the objective's needs ask for)
         student = try ModelZoo.make(name: config.student.model, classes: config.data.classes,
                                     inputChannels: data.inputChannels,
                                     imageSize: data.inputSize,
                                     hiddenSizes: config.student.hidden.isEmpty ? [256, 256] : config.student.hidden,
                                     seed: seed)
-        // On one rank the reducer sends nothing (plain BatchNorm); it is installed anyway so that the
-        // statistics all-reduces are counted the same way at every world size.
-        let deterministic = config.train.deterministic
-        rowsPerBlock = deterministic ? config.train.blockSize * max(1, config.data.views) : nil
-        if deterministic && !config.student.syncBN && student.namedModules().contains(where: { $0.1 is BatchNorm2d }) {
-            throw ConfigError(file: config.file, key: "student.sync_bn", message: "false keeps BatchNorm statistics "
-                + "per rank, which change with the world size; train.deterministic needs student.sync_bn: true "
-                + "(statistics of the global batch, summed exactly) or train.deterministic: false")
-        }
-        let globalBlocks = (B + config.train.blockSize - 1) / config.train.blockSize
-        if !config.student.syncBN {
-            statisticsReducer = nil
-        } else if deterministic {
-            statisticsReducer = ExactStatisticsReducer(comm: comm, globalBlocks: globalBlocks)
-        } else {
-            statisticsReducer = CommStatisticsReducer(comm: comm)
-        }
+        statisticsReducer = try Self.statisticsReducer(config: config, student: student, comm: comm)
         if let statisticsReducer { student.setStatisticsReducer(statisticsReducer) }
-        // ⑥ the objective (its terms were built and validated when the config was read)
         faults = FaultInjection.fromEnvironment()
         let terms = config.mode == .supervised ? [CETerm(weight: 1)] : config.loss.map(\.term)
         objective = LossObjective(terms: terms + (faults.term.map { [$0] } ?? []))
@@ -122,63 +104,35 @@ public final class Trainer {
                               message: "loss.\(i) (\(config.loss[i].kind)) needs 2 views per sample "
                                   + "(real + virtual), got \(config.data.views)")
         }
-        teacher = config.mode == .supervised ? nil : try TeacherSide(config: config, data: data)
-        if needs.contains(.studentEmbedding), let teacher {
-            let dim = config.student.embedDim > 0 ? config.student.embedDim : teacher.embeddingSize
-            if dim != teacher.embeddingSize {
-                throw ConfigError(file: config.file, key: "student.embed_dim",
-                                  message: "\(dim) must equal the teacher's embedding size \(teacher.embeddingSize) "
-                                      + "(the losses compare them directly), or 0")
-            }
-            head = ProjectionHead(inFeatures: student.featureSize, outFeatures: dim, seed: seed &+ 1)
-        } else {
-            head = nil
-        }
-        var convModels: [(name: String, model: any Classifier, training: Bool)] = [("student", student, true)]
-        if case .network(let t)? = teacher?.source { convModels.append(("teacher", t, false)) }
+        let teacherSource = config.mode == .supervised ? nil : try TeacherSide.Source(config: config, data: data)
+        head = try Self.projectionHead(config: config, needs: needs, student: student,
+                                       teacherEmbeddingSize: teacherSource?.embeddingSize, seed: seed)
+        // The convolution algorithms, then the teacher built complete on them (a cache may impose its own).
         let imageShape = data.inputSize.count == 2 ? data.inputSize + [data.inputChannels] : []
-        convAlgorithms = try ConvAlgorithmTuner.configure(
-            setting: config.convAlgorithm.rawValue, models: convModels, imageShape: imageShape,
-            batch: max(1, B / comm.size) * config.data.views, comm: comm,
-            wisdom: ConvAlgorithmTuner.readWisdom(directory: config.outputDir), untimed: deterministic)
-        if let teacher, case .network(let model) = teacher.source, config.teacher.cache.enabled {
-            let cache = try TeacherOutputCache.open(config: config, data: data, teacher: teacher, model: model,
-                                                    algorithms: &convAlgorithms, comm: comm)
-            // Built now that the algorithms are final (the cache may have imposed its own).
-            teacher.fused = FusedResNet(model)
-            cache.batchInvariantTeacher = teacher.fused != nil
-            teacher.cache = cache
+        let models = Self.convModels(student: student, teacher: teacherSource?.network)
+        var algorithms = try given.map { try ConvAlgorithmTuner.apply($0, models: models); return $0 }
+            ?? ConvAlgorithmTuner.configure(
+                setting: config.convAlgorithm.rawValue, models: models, imageShape: imageShape,
+                batch: max(1, B / comm.size) * config.data.views, comm: comm,
+                wisdom: ConvAlgorithmTuner.readWisdom(directory: config.outputDir),
+                timed: config.convAlgorithm == .timed)
+        var cacheStore: TeacherCacheStore?
+        if let model = teacherSource?.network, let source = teacherSource, config.teacher.cache.enabled {
+            (cacheStore, algorithms) = try TeacherOutputCache.openStore(
+                config: config, data: data, model: model, embeddingSize: source.embeddingSize,
+                algorithms: algorithms, comm: comm)
         }
+        convAlgorithms = algorithms
+        teacher = teacherSource.map { TeacherSide(source: $0, config: config, data: data, cacheStore: cacheStore) }
         parameters = student.namedParameters() + (head?.namedParameters().map { ("head." + $0.0, $0.1) } ?? [])
 
-        // ⑨ optimizer and schedule
-        let rule: WeightDecayRule = config.optim.decayBNBias ? .all : .skipBiasAndNorm
-        switch config.optim.kind {
-        case .adamw:
-            optimizer = try AdamW(parameters: parameters, learningRate: config.optim.lr, beta1: config.optim.betas[0],
-                                  beta2: config.optim.betas[1], eps: config.optim.eps,
-                                  weightDecay: config.optim.weightDecay, decayRule: rule)
-        case .sgd:
-            optimizer = try SGD(parameters: parameters, learningRate: config.optim.lr, momentum: config.optim.momentum,
-                                nesterov: config.optim.nesterov, weightDecay: config.optim.weightDecay,
-                                decoupledWeightDecay: config.optim.decoupled, decayRule: rule)
-        }
-        switch config.optim.schedule {
-        case .step: schedule = StepSchedule(base: config.optim.lr, milestones: config.optim.milestones,
-                                             gamma: config.optim.gamma, warmupSteps: config.optim.warmupSteps)
-        case .constant: schedule = ConstantSchedule(base: config.optim.lr, warmupSteps: config.optim.warmupSteps)
-        case .cosine: schedule = CosineSchedule(base: config.optim.lr, totalSteps: totalSteps,
-                                           warmupSteps: config.optim.warmupSteps)
-        }
-        // ⑧ gradient buckets: the loss is a sum of rank shares, so gradients are summed (scale 1).
-        if deterministic {
-            buckets = nil
-            exactGradients = ExactGradients(parameters: parameters.map { $0.1 }, comm: comm)
-        } else {
-            buckets = try GradientBuckets(parameters: parameters.map { $0.1 }, comm: comm,
-                                          bucketBytes: max(1, Int(config.comm.bucketMB * 1_048_576)), scale: 1)
-            exactGradients = nil
-        }
+        // ⑨ optimizer and learning-rate schedule; ⑧ gradient synchronisation; the step's pass and guard
+        optimizer = try Self.optimizer(config: config, parameters: parameters)
+        learningRates = Self.learningRates(config: config, totalSteps: totalSteps)
+        gradientSync = try makeGradientSync(config: config, parameters: parameters.map { $0.1 }, comm: comm)
+        passes = OnePassSchedule()
+        nonFiniteGuard = NonFiniteGuard(config: config, dataName: data.trainName, parameters: parameters,
+                                        student: student, optimizer: optimizer, comm: comm)
         comm.timeoutSeconds = config.comm.timeoutS
     }
 
@@ -192,166 +146,38 @@ public final class Trainer {
     /// have `odls_base_sigkill_timeout` seconds between SIGTERM and SIGKILL (docs/launch.md).
     @discardableResult
     public func step(_ batch: Batch, stopRequested: @autoclosure () -> Bool = false) throws -> StepRecord {
-        let stepNumber = step + 1
-        comm.currentStep = stepNumber
-        let plan = batch.plan
-        var timer = PhaseTimer()
-
-        // Deterministic training: sums over samples per fixed block, row-invariant GEMMs (SampleBlocks).
-        let savedBlocks = SampleBlocks.rowsPerBlock
-        SampleBlocks.rowsPerBlock = rowsPerBlock
-        defer { SampleBlocks.rowsPerBlock = savedBlocks }
-
-        // ③ teacher (frozen, no tape)
-        let t = try teacher?(batch)
-        timer.lap(.teacher)
-
-        // ④ student on the tape
-        if config.train.skipNonfinite { rollback.capture() }   // the forward updates BN running statistics
-        student.train(true)
-        let (feature, logits) = try student(batch.images)
-        let embedding = try head.map { try $0(feature) }
-        timer.lap(.studentForward)
-
-        // ⑤ all-gather (student rows differentiable), ⑥ this rank's share of the loss — deterministic: the
-        // whole loss on every rank, as one process computes it, and no reduce-scatter in backward.
-        let replicated = exactGradients != nil
-        var gathers = GatherLedger()
-        let rowCounts = plan.rowCounts(views: batch.views)
-        func gather(_ x: Tensor?, _ need: LossNeeds, grad: Bool) throws -> Tensor? {
-            guard let x, needs.contains(need) else { return nil }
-            let t0 = monotonicSeconds()
-            let g = grad ? try allGatherRows(x, comm: comm, counts: rowCounts, replicatedLoss: replicated)
-                         : try allGatherRowsNoGrad(x, comm: comm, counts: rowCounts)
-            gathers.seconds += monotonicSeconds() - t0
-            let perSample = g.count / max(1, plan.globalSamples) * MemoryLayout<Float>.stride
-            gathers.calls += 1
-            gathers.bytesReceived += (g.count - x.count) * MemoryLayout<Float>.stride
-            gathers.bytesPerSample += perSample
-            if grad { gathers.differentiableCalls += 1; gathers.differentiableBytesPerSample += perSample }
-            return g
-        }
-        var labels: [Int]? = nil
-        if needs.contains(.labels) {
-            let t0 = monotonicSeconds()
-            labels = try comm.allGatherInts(batch.labels, counts: plan.counts)
-            gathers.seconds += monotonicSeconds() - t0
-            gathers.calls += 1; gathers.bytesPerSample += MemoryLayout<Int>.stride
-        }
-        let lossPlan = replicated ? BatchPlan(epoch: plan.epoch, step: plan.step, globalSamples: plan.globalSamples,
-                                              blockSize: plan.blockSize) : plan
-        let inputs = LossInputs(
-            plan: lossPlan, views: batch.views,
-            studentFeatures: try gather(feature, .studentFeatures, grad: true),
-            studentEmbedding: try gather(embedding, .studentEmbedding, grad: true),
-            studentLogits: try gather(logits, .studentLogits, grad: true),
-            teacherEmbedding: try gather(t?.embedding, .teacherEmbedding, grad: false),
-            teacherLogits: try gather(t?.logits, .teacherLogits, grad: false),
-            promptTeacherLogits: try gather(t?.promptLogits, .teacherLogits, grad: false),
-            proxies: teacher?.proxies, labels: labels, step: stepNumber, comm: replicated ? nil : comm)
-        lastLossInputs = keepLossInputs ? inputs : nil
-        let share = try objective.evaluate(inputs)
-        timer.lap(.gatherLoss)
-
-        // ⑦ backward (⑧ overlapped: buckets start as their gradients become final)
-        if config.comm.overlap, let buckets {
-            Tape.backward(share.value, onGradReady: buckets.onGradReady)
-        } else {
-            Tape.backward(share.value)
-        }
-        timer.lap(.backward)
-
-        // ⑧ all-reduce of gradients (sum of the shares' gradients = the global gradient; deterministic:
-        // the exact sum of every block's partial)
-        if let exactGradients {
-            try exactGradients.reduce(globalBlocks: plan.blocks)
-        } else if let buckets {
-            if config.comm.overlap { try buckets.finish() } else { try buckets.allReduceBlocking() }
-        }
-        timer.lap(.allreduce)
-
-        // Global loss, its terms, and the stop flag in one all-reduce (identical on every rank after it).
-        // A replicated loss is rank 0's (the others add zeros: exact).
-        let contributes = !replicated || comm.rank == 0
-        var values = ([Double(share.value.item)] + share.terms.map { $0.value }).map { contributes ? $0 : 0 }
-        values.append(stopRequested() ? 1 : 0)
-        values.append(student.firstNonFiniteBuffer() == nil ? 0 : 1)   // per rank without SyncBN
-        try comm.allReduce(&values, op: .sum)
-        let nonFiniteBuffers = values.removeLast() > 0
-        let terms = zip(share.terms.map { $0.name }, values[1..<(values.count - 1)]).map { (name: $0, value: $1) }
-        var record = StepRecord(step: stepNumber, plan: plan, applied: true, stop: values[values.count - 1] > 0,
-                                loss: values[0], terms: terms, phases: [:], gathers: gathers,
-                                bytesAllReduced: exactGradients?.bytesPerReduce ?? buckets?.totalBytes ?? 0)
-
-        // Numerical guard: the summed loss, the all-reduced gradients and the buffer flag are the same on
-        // every rank, so every rank takes the same decision without another collective.
-        var bad = nonFinite(loss: record.loss, terms: terms)
-        if bad == nil, nonFiniteBuffers {
-            bad = ("running statistic \(student.firstNonFiniteBuffer() ?? "on another rank")", Double.nan)
-        }
-        if let (term, value) = bad {
-            optimizer.zeroGrad()
-            let cause = try nonFiniteCause(batch: batch, teacherOutput: t)
-            consecutiveNonFinite += 1
-            let advice = cause.advice(skipping: config.train.skipNonfinite, consecutive: consecutiveNonFinite)
-            guard config.train.skipNonfinite else {
-                throw TrainError.nonFinite(step: stepNumber, term: term, value: value, advice: advice)
+        let number = step + 1
+        comm.currentStep = number
+        let record = try gradientSync.scope { () throws -> StepRecord in
+            var timer = PhaseTimer()
+            nonFiniteGuard.capture()
+            // ③ teacher → ④ student forward → ⑤ gather → ⑥ objective → ⑦ backward
+            let pass = try passes.run(batch, step: number, stages: self, timer: &timer)
+            // ⑧ the global gradient
+            try gradientSync.reduce(batch.plan)
+            timer.lap(.allreduce)
+            // The global loss, its terms and the stop vote (identical on every rank)
+            let agreed = try agree(pass, plan: batch.plan, step: number, stopRequested: stopRequested())
+            var record = agreed.record
+            // The guard: the same decision on every rank, from the same all-reduced values
+            var fault = try nonFiniteGuard.inspect(record, nonFiniteBuffers: agreed.nonFiniteBuffers, batch: batch,
+                                                   teacher: pass.teacher)
+            if fault == nil {
+                // ⑨ optimizer
+                optimizer.learningRate = learningRates.learningRate(at: step)
+                try optimizer.step()
+                fault = nonFiniteGuard.inspectUpdate()
             }
-            try rollback.restore()
-            let because = cause == .training && consecutiveNonFinite == 1 ? "" : ": \(advice)"
-            let what = "non-finite \(term) (\(value))"
-            log.warning("step \(stepNumber): \(what); step skipped (train.skip_nonfinite)\(because)")
-            record.applied = false
-        } else {
-            // ⑨ optimizer
-            optimizer.learningRate = schedule.learningRate(at: step)
-            try optimizer.step()
             optimizer.zeroGrad()
-            if config.train.skipNonfinite, let (name, n) = rollback.firstNonFinite() {
-                try rollback.restore()   // an update that overflowed: skipped like a non-finite gradient
-                consecutiveNonFinite += 1
-                let what = "the update made \(n) value(s) of \(name) non-finite"
-                let advice = NonFiniteCause.training.advice(skipping: true, consecutive: consecutiveNonFinite)
-                let because = consecutiveNonFinite > 1 ? ": \(advice)" : ""
-                log.warning("step \(stepNumber): \(what); step skipped (train.skip_nonfinite)\(because)")
-                record.applied = false
-            } else {
-                consecutiveNonFinite = 0
-            }
+            record.applied = try nonFiniteGuard.settle(fault, step: number)
+            step += 1
+            timer.lap(.optimizer)
+            record.phases = timer.current
+            return record
         }
-        step += 1
-        timer.lap(.optimizer)
-        record.phases = timer.current
+        for o in observers { o.stepFinished(record) }
         lastRecord = record
         return record
-    }
-
-    /// Where a non-finite loss or gradient came from (the batch, the teacher, or the student's step):
-    /// scanned only once the guard fired, so good steps pay nothing. The guard's decision is the same on
-    /// every rank, so every rank is here and one all-reduce of the two flags gives every rank the same
-    /// cause, even when only one rank's batch or teacher output is bad.
-    func nonFiniteCause(batch: Batch, teacherOutput t: TeacherSide.Output?) throws -> NonFiniteCause {
-        func finite(_ x: Tensor?) -> Bool { x.map { x in (0..<x.count).allSatisfy { x.ptr[$0].isFinite } } ?? true }
-        let teacherFinite = t.map { finite($0.embedding) && finite($0.logits) && finite($0.promptLogits) } ?? true
-        var flags = [finite(batch.images) ? 0.0 : 1, teacherFinite ? 0 : 1]
-        try comm.allReduce(&flags, op: .sum)
-        if flags[0] > 0 { return .data(data.trainName) }
-        if flags[1] > 0 {
-            return .teacher(config.teacher.kind == .embeddings ? "teacher.embeddings \(config.teacher.embeddings)"
-                            : "teacher.checkpoint \(config.teacher.checkpoint)")
-        }
-        return .training
-    }
-
-    /// The first non-finite value among the loss, its terms and the gradients, if any.
-    func nonFinite(loss: Double, terms: [(name: String, value: Double)]) -> (String, Double)? {
-        if !loss.isFinite {
-            return terms.first(where: { !$0.value.isFinite }).map { ($0.name, $0.value) } ?? ("loss", loss)
-        }
-        let bad = parameters.first { p in
-            p.1.grad.map { g in !(0..<g.count).allSatisfy { g.ptr[$0].isFinite } } ?? false
-        }
-        return bad.map { ("gradient of \($0.0)", Double.nan) }
     }
 
     // MARK: - consistency
@@ -370,6 +196,74 @@ public final class Trainer {
         if !differing.isEmpty {
             throw TrainError.desync(step: step, detail: "ranks \(differing.map(String.init).joined(separator: ", ")) "
                                     + "differ from rank 0 (checksums \(all[0]) vs \(all[2 * differing[0]]))")
+        }
+    }
+}
+
+// MARK: - construction
+
+extension Trainer {
+    /// The networks whose convolutions `runtime.conv_algorithm` sets: the student (trained) and a network
+    /// teacher (frozen), with their layer-name prefixes.
+    static func convModels(student: any Classifier,
+                           teacher: (any Classifier)?) -> [(name: String, model: any Classifier, training: Bool)] {
+        [("student", student, true)] + (teacher.map { [("teacher", $0, false)] } ?? [])
+    }
+
+    /// SyncBN's reducer: nil without `student.sync_bn`, the exact sum over sample blocks when deterministic.
+    /// On one rank the reducer sends nothing (plain BatchNorm); it is installed anyway so that the
+    /// statistics all-reduces are counted the same way at every world size. Deterministic training
+    /// without SyncBN on a student with BatchNorm is refused (per-rank statistics change with the world size).
+    static func statisticsReducer(config: KDConfig, student: any Classifier,
+                                  comm: Communicator) throws -> CountedStatisticsReducer? {
+        let deterministic = config.train.deterministic
+        if deterministic && !config.student.syncBN && student.namedModules().contains(where: { $0.1 is BatchNorm2d }) {
+            throw ConfigError(file: config.file, key: "student.sync_bn", message: "false keeps BatchNorm statistics "
+                + "per rank, which change with the world size; train.deterministic needs student.sync_bn: true "
+                + "(statistics of the global batch, summed exactly) or train.deterministic: false")
+        }
+        guard config.student.syncBN else { return nil }
+        guard deterministic else { return CommStatisticsReducer(comm: comm) }
+        let globalBlocks = (config.data.globalBatch + config.train.blockSize - 1) / config.train.blockSize
+        return ExactStatisticsReducer(comm: comm, globalBlocks: globalBlocks)
+    }
+
+    /// The projection head from the student's features to the teacher's embedding size, when a loss reads
+    /// the student's embedding (`student.embed_dim`, 0: the teacher's size; any other size is refused).
+    static func projectionHead(config: KDConfig, needs: LossNeeds, student: any Classifier,
+                               teacherEmbeddingSize size: Int?, seed: UInt64) throws -> ProjectionHead? {
+        guard needs.contains(.studentEmbedding), let size else { return nil }
+        let dim = config.student.embedDim > 0 ? config.student.embedDim : size
+        if dim != size {
+            throw ConfigError(file: config.file, key: "student.embed_dim",
+                              message: "\(dim) must equal the teacher's embedding size \(size) "
+                                  + "(the losses compare them directly), or 0")
+        }
+        return ProjectionHead(inFeatures: student.featureSize, outFeatures: dim, seed: seed &+ 1)
+    }
+
+    /// `optim.kind`: SGD or AdamW.
+    static func optimizer(config: KDConfig, parameters: [(String, Tensor)]) throws -> Optimizer {
+        let o = config.optim
+        let rule: WeightDecayRule = o.decayBNBias ? .all : .skipBiasAndNorm
+        switch o.kind {
+        case .adamw:
+            return try AdamW(parameters: parameters, learningRate: o.lr, beta1: o.betas[0], beta2: o.betas[1],
+                             eps: o.eps, weightDecay: o.weightDecay, decayRule: rule)
+        case .sgd:
+            return try SGD(parameters: parameters, learningRate: o.lr, momentum: o.momentum, nesterov: o.nesterov,
+                           weightDecay: o.weightDecay, decoupledWeightDecay: o.decoupled, decayRule: rule)
+        }
+    }
+
+    /// `optim.schedule`: step, constant, or cosine over `totalSteps`.
+    static func learningRates(config: KDConfig, totalSteps: Int) -> LRSchedule {
+        let o = config.optim
+        switch o.schedule {
+        case .step:
+            return StepSchedule(base: o.lr, milestones: o.milestones, gamma: o.gamma, warmupSteps: o.warmupSteps)
+        case .constant: return ConstantSchedule(base: o.lr, warmupSteps: o.warmupSteps)
+        case .cosine: return CosineSchedule(base: o.lr, totalSteps: totalSteps, warmupSteps: o.warmupSteps)
         }
     }
 }

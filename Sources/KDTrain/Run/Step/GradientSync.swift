@@ -1,0 +1,111 @@
+import KDComm
+import KDCore
+import KDData
+import KDLosses
+import KDTensor
+
+/// Stage ⑧, the gradient synchronisation of a step, chosen once when the trainer is built
+/// (`makeGradientSync`): it owns the sample-block scope the step runs in, the hook backward calls as
+/// gradients become final, the reduction that makes every rank's gradients the global gradient, how
+/// the loss is shared between the ranks, and the bytes it all-reduces.
+public protocol GradientSync: AnyObject {
+    /// Leading rows per sample block while a step runs (`SampleBlocks`), nil for none.
+    var rowsPerBlock: Int? { get }
+    /// Whether each rank evaluates its share of the loss or the whole loss.
+    var lossSharing: LossSharing { get }
+    /// Called by backward with each parameter whose gradient is final (nil: nothing to start early).
+    var onGradReady: ((Tensor) -> Void)? { get }
+    /// Makes every parameter's gradient the gradient of the global loss over the global batch `plan`,
+    /// after backward. Collective.
+    func reduce(_ plan: BatchPlan) throws
+    /// Bytes all-reduced by each `reduce`.
+    var bytesPerStep: Int { get }
+}
+
+extension GradientSync {
+    /// Runs `body` (one step) with this strategy's sample blocks, then restores the thread's setting.
+    public func scope<T>(_ body: () throws -> T) rethrows -> T {
+        try SampleBlocks.with(rowsPerBlock: rowsPerBlock, body)
+    }
+}
+
+/// How the ranks share the loss (docs/training.md, "The step").
+public enum LossSharing: Sendable {
+    /// Each rank evaluates its share `L_r` of `L = Σ_r L_r` from the gathered rows (row-sharded terms with
+    /// the communicator); a differentiable gather's backward is a reduce-scatter.
+    case rowShared
+    /// Every rank evaluates the whole loss from the gathered rows, as one process computes it
+    /// (deterministic training): no communicator for the terms, no reduce-scatter in backward, and only
+    /// rank 0's values enter the global sum (the others add zeros: exact).
+    case replicated
+
+    /// Passed to `allGatherRows`: whether a differentiable gather's backward skips the reduce-scatter.
+    var replicatedLoss: Bool { self == .replicated }
+
+    /// The batch plan the objective sees: `plan`, or with a replicated loss the whole global batch as one
+    /// rank's share.
+    func lossPlan(_ plan: BatchPlan) -> BatchPlan {
+        switch self {
+        case .rowShared: return plan
+        case .replicated:
+            return BatchPlan(epoch: plan.epoch, step: plan.step, globalSamples: plan.globalSamples,
+                             blockSize: plan.blockSize)
+        }
+    }
+
+    /// The communicator the row-sharded terms use: none with a replicated loss.
+    func lossComm(_ comm: Communicator) -> Communicator? { self == .rowShared ? comm : nil }
+
+    /// What rank `rank` adds to the all-reduced sum of the loss values `values`.
+    func contribution(_ values: [Double], rank: Int) -> [Double] {
+        self == .rowShared || rank == 0 ? values : values.map { _ in 0 }
+    }
+}
+
+/// The bucketed SUM all-reduce after backward (`GradientBuckets`, `comm.bucket_mb`): the loss is a sum of
+/// rank shares, so the shares' gradients are summed (scale 1).
+final class BucketedSync: GradientSync {
+    let buckets: GradientBuckets
+    init(buckets: GradientBuckets) { self.buckets = buckets }
+    var rowsPerBlock: Int? { nil }
+    var lossSharing: LossSharing { .rowShared }
+    var onGradReady: ((Tensor) -> Void)? { nil }
+    func reduce(_ plan: BatchPlan) throws { try buckets.allReduceBlocking() }
+    var bytesPerStep: Int { buckets.totalBytes }
+}
+
+/// The bucketed SUM all-reduce overlapped with backward (`comm.overlap`): each bucket starts as soon as
+/// its gradients are final; `reduce` waits for the last.
+final class OverlappedSync: GradientSync {
+    let buckets: GradientBuckets
+    let onGradReady: ((Tensor) -> Void)?
+    init(buckets: GradientBuckets) { self.buckets = buckets; onGradReady = buckets.onGradReady }
+    var rowsPerBlock: Int? { nil }
+    var lossSharing: LossSharing { .rowShared }
+    func reduce(_ plan: BatchPlan) throws { try buckets.finish() }
+    var bytesPerStep: Int { buckets.totalBytes }
+}
+
+/// Deterministic training (`train.deterministic`, docs/training.md "Bit-identical training at any world
+/// size"): the step runs in sample blocks of `train.block_size × views` rows, every rank evaluates the
+/// whole loss, and the gradient is the exact sum of every block's partial (`ExactGradients`).
+final class ExactSync: GradientSync {
+    let exact: ExactGradients
+    let rowsPerBlock: Int?
+    init(exact: ExactGradients, rowsPerBlock: Int) { self.exact = exact; self.rowsPerBlock = rowsPerBlock }
+    var lossSharing: LossSharing { .replicated }
+    var onGradReady: ((Tensor) -> Void)? { nil }
+    func reduce(_ plan: BatchPlan) throws { try exact.reduce(globalBlocks: plan.blocks) }
+    var bytesPerStep: Int { exact.bytesPerReduce }
+}
+
+/// The strategy of `config`: exact with `train.deterministic`, else bucketed, overlapped with `comm.overlap`.
+func makeGradientSync(config: KDConfig, parameters: [Tensor], comm: Communicator) throws -> any GradientSync {
+    if config.train.deterministic {
+        return ExactSync(exact: ExactGradients(parameters: parameters, comm: comm),
+                         rowsPerBlock: config.train.blockSize * max(1, config.data.views))
+    }
+    let buckets = try GradientBuckets(parameters: parameters, comm: comm,
+                                      bucketBytes: max(1, Int(config.comm.bucketMB * 1_048_576)), scale: 1)
+    return config.comm.overlap ? OverlappedSync(buckets: buckets) : BucketedSync(buckets: buckets)
+}

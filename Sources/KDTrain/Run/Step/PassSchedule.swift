@@ -1,0 +1,59 @@
+import KDData
+import KDLosses
+import KDTensor
+
+/// The student's outputs on this rank's batch (stage ④): rows `sample·V + view`.
+struct StudentOutput {
+    var features: Tensor
+    var logits: Tensor
+    /// The projection head's output (nil without a head).
+    var embedding: Tensor?
+}
+
+/// What a step's passes leave for the rest of the step: this rank's loss share (its gradients are in
+/// the parameters), the teacher's outputs (the non-finite guard looks for the cause in them) and the
+/// ledger of the all-gathers.
+struct StepPass {
+    var share: LossShare
+    var teacher: TeacherSide.Output?
+    var gathers: GatherLedger
+}
+
+/// The stages a pass schedule puts in order (the trainer's, TrainerStages.swift).
+protocol StepStages {
+    /// ③ The frozen teacher on the batch (nil in supervised mode).
+    func teacherOutputs(_ batch: Batch) throws -> TeacherSide.Output?
+    /// ④ The student (and projection head) on the tape.
+    func studentForward(_ batch: Batch) throws -> StudentOutput
+    /// ⑤ The rows the objective reads, gathered from every rank, and the ledger of the gathers.
+    func gatherLossInputs(_ batch: Batch, student: StudentOutput, teacher: TeacherSide.Output?,
+                step: Int) throws -> (LossInputs, GatherLedger)
+    /// ⑥ This rank's share of the loss.
+    func lossShare(_ inputs: LossInputs) throws -> LossShare
+    /// ⑦ Backward from the share (the gradient synchronisation's hook sees each final gradient).
+    func backward(_ share: LossShare)
+}
+
+/// How a step turns its batch into this rank's loss share and gradients (stages ③–⑦), chosen once when
+/// the trainer is built. One pass today; a schedule that accumulates the relational graph over several
+/// passes is another type beside `OnePassSchedule`.
+protocol PassSchedule {
+    /// Runs the stages on `batch` (optimizer step `step`), charging each phase to `timer`.
+    func run(_ batch: Batch, step: Int, stages: StepStages, timer: inout PhaseTimer) throws -> StepPass
+}
+
+/// One pass over the batch: teacher, student forward, gather, objective, backward.
+struct OnePassSchedule: PassSchedule {
+    func run(_ batch: Batch, step: Int, stages: StepStages, timer: inout PhaseTimer) throws -> StepPass {
+        let teacher = try stages.teacherOutputs(batch)
+        timer.lap(.teacher)
+        let student = try stages.studentForward(batch)
+        timer.lap(.studentForward)
+        let (inputs, gathers) = try stages.gatherLossInputs(batch, student: student, teacher: teacher, step: step)
+        let share = try stages.lossShare(inputs)
+        timer.lap(.gatherLoss)
+        stages.backward(share)
+        timer.lap(.backward)
+        return StepPass(share: share, teacher: teacher, gathers: gathers)
+    }
+}

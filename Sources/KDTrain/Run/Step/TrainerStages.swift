@@ -1,0 +1,80 @@
+import KDComm
+import KDCore
+import KDData
+import KDLosses
+import KDTensor
+
+/// The trainer's stages ③–⑦, put in order by its pass schedule, and the one all-reduce that ends them.
+extension Trainer: StepStages {
+    func teacherOutputs(_ batch: Batch) throws -> TeacherSide.Output? { try teacher?(batch) }
+
+    func studentForward(_ batch: Batch) throws -> StudentOutput {
+        student.train(true)
+        let (features, logits) = try student(batch.images)
+        return StudentOutput(features: features, logits: logits, embedding: try head.map { try $0(features) })
+    }
+
+    /// All-gathers what the objective reads (student rows differentiable; how their backward reduces
+    /// follows the gradient synchronisation's loss sharing), tells the observers, and counts the gathers:
+    /// calls, bytes, and the time spent inside them.
+    func gatherLossInputs(_ batch: Batch, student s: StudentOutput, teacher t: TeacherSide.Output?,
+                step: Int) throws -> (LossInputs, GatherLedger) {
+        let plan = batch.plan, sharing = gradientSync.lossSharing
+        var ledger = GatherLedger()
+        let rowCounts = plan.rowCounts(views: batch.views)
+        func gather(_ x: Tensor?, _ need: LossNeeds, grad: Bool) throws -> Tensor? {
+            guard let x, needs.contains(need) else { return nil }
+            let t0 = monotonicSeconds()
+            let g = grad ? try allGatherRows(x, comm: comm, counts: rowCounts, replicatedLoss: sharing.replicatedLoss)
+                         : try allGatherRowsNoGrad(x, comm: comm, counts: rowCounts)
+            ledger.seconds += monotonicSeconds() - t0
+            let perSample = g.count / max(1, plan.globalSamples) * MemoryLayout<Float>.stride
+            ledger.calls += 1
+            ledger.bytesReceived += (g.count - x.count) * MemoryLayout<Float>.stride
+            ledger.bytesPerSample += perSample
+            if grad { ledger.differentiableCalls += 1; ledger.differentiableBytesPerSample += perSample }
+            return g
+        }
+        var labels: [Int]? = nil
+        if needs.contains(.labels) {
+            let t0 = monotonicSeconds()
+            labels = try comm.allGatherInts(batch.labels, counts: plan.counts)
+            ledger.seconds += monotonicSeconds() - t0
+            ledger.calls += 1; ledger.bytesPerSample += MemoryLayout<Int>.stride
+        }
+        let inputs = LossInputs(
+            plan: sharing.lossPlan(plan), views: batch.views,
+            studentFeatures: try gather(s.features, .studentFeatures, grad: true),
+            studentEmbedding: try gather(s.embedding, .studentEmbedding, grad: true),
+            studentLogits: try gather(s.logits, .studentLogits, grad: true),
+            teacherEmbedding: try gather(t?.embedding, .teacherEmbedding, grad: false),
+            teacherLogits: try gather(t?.logits, .teacherLogits, grad: false),
+            promptTeacherLogits: try gather(t?.promptLogits, .teacherLogits, grad: false),
+            proxies: teacher?.proxies, labels: labels, step: step, comm: sharing.lossComm(comm))
+        for o in observers { o.lossInputsGathered(inputs, step: step) }
+        return (inputs, ledger)
+    }
+
+    func lossShare(_ inputs: LossInputs) throws -> LossShare { try objective.evaluate(inputs) }
+
+    func backward(_ share: LossShare) { Tape.backward(share.value, onGradReady: gradientSync.onGradReady) }
+
+    /// The step's record from one all-reduce (identical on every rank after it): the global loss and its
+    /// terms (the sums of the ranks' contributions), whether some rank asked to stop, and whether some
+    /// rank's running statistics went non-finite (the guard's flag).
+    func agree(_ pass: StepPass, plan: BatchPlan, step: Int,
+               stopRequested: Bool) throws -> (record: StepRecord, nonFiniteBuffers: Bool) {
+        let share = pass.share
+        var values = gradientSync.lossSharing.contribution([Double(share.value.item)] + share.terms.map { $0.value },
+                                                           rank: comm.rank)
+        values.append(stopRequested ? 1 : 0)
+        values.append(nonFiniteGuard.localBufferFlag())
+        try comm.allReduce(&values, op: .sum)
+        let nonFiniteBuffers = values.removeLast() > 0
+        let terms = zip(share.terms.map { $0.name }, values[1..<(values.count - 1)]).map { (name: $0, value: $1) }
+        let record = StepRecord(step: step, plan: plan, applied: true, stop: values[values.count - 1] > 0,
+                                loss: values[0], terms: terms, phases: [:], gathers: pass.gathers,
+                                bytesAllReduced: gradientSync.bytesPerStep)
+        return (record, nonFiniteBuffers)
+    }
+}
