@@ -3,7 +3,8 @@
 # size") with the real `kdgraph` binary under a real mpirun: 200 steps at np 1, 2, 3 and 4 give the same
 # per-step losses and loss terms, the same evaluations and the same final checkpoint tensors, bit for bit
 # (Tests/mpi/compare_exact.py: equality and SHA-256, no tolerance):
-#   - configs/quickstart-prg.yaml distilled from a 30-step quickstart teacher (conv_algorithm auto);
+#   - the 30-step quickstart teacher run twice at np 2 (conv_algorithm auto: no timing): the same bits;
+#   - configs/quickstart-prg.yaml distilled from that teacher (conv_algorithm auto);
 #   - PRG + RKD + KD on 16×16 images, blocks of 2 (uneven shares), and its 2-rank checkpoint at step 100
 #     resumed on 4 ranks;
 #   - VRM with 2 views per sample, the spectral term, supervised resnet20 with SyncBN.
@@ -30,9 +31,17 @@ same_bits() {
   done
 }
 
+# The same command twice gives the same bits (issue 26 item 3): the quickstart teacher at np 2 with the
+# shipped runtime.conv_algorithm (auto: a fixed rule, no timing), run again in a fresh folder.
+qt=(--config configs/quickstart-teacher.yaml --set train.steps=30 --set train.log_every=1)
+if mpi 2 train "${qt[@]}" --set output.dir="$tmp/qteacher" >"$tmp/qteacher.log" 2>&1 \
+   && mpi 2 train "${qt[@]}" --set output.dir="$tmp/qteacher-again" >"$tmp/qteacher-again.log" 2>&1 \
+   && out=$(python3 Tests/mpi/compare_exact.py "$tmp/qteacher-again" "$tmp/qteacher" 2>&1); then
+  ok "the same command twice (quickstart teacher, np 2, conv_algorithm auto): $out"
+else ko "the same command twice" "${out:-} $(tail -2 "$tmp/qteacher.log" "$tmp/qteacher-again.log")"; fi
+
 # The issue's check: the quickstart's PRG student from a short quickstart teacher, 200 steps.
-if mpi 2 train --config configs/quickstart-teacher.yaml --set train.steps=30 --set output.dir="$tmp/qteacher" \
-     >"$tmp/qteacher.log" 2>&1; then
+if [ -f "$tmp/qteacher/checkpoints/final.safetensors" ]; then
   same_bits quickstart-prg "1 2 3 4" --config configs/quickstart-prg.yaml --set train.steps=200 \
     --set train.deterministic=true --set train.log_every=1 \
     --set teacher.checkpoint="$tmp/qteacher/checkpoints/final.safetensors"
