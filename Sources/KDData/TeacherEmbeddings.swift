@@ -97,6 +97,13 @@ public enum PromptEmbeddings {
         let shape = a.shape.count == 2 ? [1] + a.shape : a.shape
         let t = Tensor(uninitializedShape: shape)
         if a.count > 0 { a.copyAsFloat(elementOffset: 0, count: a.count, into: t.ptr) }
+        // Small (K × C × D) and read on every step: a NaN here would surface as a non-finite teacher output
+        // blamed on the embeddings file, so it is named now.
+        if let bad = (0..<t.count).first(where: { !t.ptr[$0].isFinite }) {
+            let n = (0..<t.count).filter { !t.ptr[$0].isFinite }.count
+            throw DataError.invalidFile(path: path, reason: "prompt embeddings (teacher.prompts) hold \(n) NaN/Inf "
+                                        + "value(s), the first at element \(bad) (\(t.ptr[bad]))")
+        }
         return t
     }
 }

@@ -5,6 +5,8 @@ public enum TrainError: Error, CustomStringConvertible {
     /// `advice` says what can help: set by the trainer from where the value came from
     /// (`NonFiniteCause`).
     case nonFinite(step: Int, term: String, value: Double, advice: String)
+    /// The optimizer's update made values non-finite (the step's inputs and gradients were finite).
+    case nonFiniteUpdate(step: Int, what: String, advice: String)
     case desync(step: Int, detail: String)
     case interrupted(step: Int, signal: Int32, checkpoint: String)
 
@@ -14,6 +16,8 @@ public enum TrainError: Error, CustomStringConvertible {
         case let .invalid(m): return m
         case let .nonFinite(step, term, value, advice):
             return "non-finite \(term) (\(value)) at step \(step); stopped before the optimizer applied it: \(advice)"
+        case let .nonFiniteUpdate(step, what, advice):
+            return "at step \(step) \(what); stopped there (no checkpoint holds it): \(advice)"
         case let .desync(step, detail): return "parameters out of sync across ranks at step \(step): \(detail)"
         case let .interrupted(step, signal, checkpoint):
             return "interrupted by \(TrainError.signalName(signal)) at step \(step): checkpoint \(checkpoint) written; "

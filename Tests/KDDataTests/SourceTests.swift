@@ -175,6 +175,12 @@ final class SourceTests: TempDirTestCase {
         XCTAssertEqual(try PromptEmbeddings.load(path: p, classes: 4).shape, [1, 4, 3])
         XCTAssertEqual(message { _ = try PromptEmbeddings.load(path: p, classes: 10) },
                        "\(p): shape [4, 3] does not match the expected [10, *]")
+        // Issue 24 item 10: a NaN in the prompts was blamed on teacher.embeddings at the first step.
+        var values = (0..<12).map(Float.init)
+        values[7] = .nan; values[9] = .infinity
+        try NPYWriter.write(values, shape: [4, 3], to: p)
+        XCTAssertTrue(message { _ = try PromptEmbeddings.load(path: p, classes: 4) }.hasSuffix(
+            "\(p): prompt embeddings (teacher.prompts) hold 2 NaN/Inf value(s), the first at element 7 (nan)"))
     }
 
     func testFeatureDataset() throws {

@@ -125,8 +125,8 @@ final class ConfigModelTests: XCTestCase {
         let cases: [(String, String)] = [
             ("optim: {kind: lbfgs}", "optim.kind: must be one of sgd, adamw, got 'lbfgs' (line 1)"),
             ("optim: {schedule: linear}", "optim.schedule: must be one of cosine, step, constant, got 'linear'"),
-            ("runtime: {conv_algorithm: fft}", "runtime.conv_algorithm: must be one of auto, direct, winograd2, "
-                + "winograd4, got 'fft'"),
+            ("runtime: {conv_algorithm: fft}", "runtime.conv_algorithm: must be one of auto, timed, direct, "
+                + "winograd2, winograd4, got 'fft'"),
             ("teacher: {kind: oracle}", "teacher.kind: must be one of network, embeddings, got 'oracle'"),
             ("data: {source: hdf5}", "data.source: must be one of synthetic, npy, cifar, got 'hdf5'"),
             ("teacher: {cache: {dtype: int8}}", "teacher.cache.dtype: must be one of float32, float16, got 'int8'"),

@@ -85,7 +85,8 @@ final class StepStrategyTests: XCTestCase {
         let cfg = try config()
         _ = try InProcessWorld(size: 1).run { comm in
             XCTAssertThrowsError(try runTrainer(cfg, comm: comm, steps: 3) { _, _, _ in }) {
-                XCTAssertEqual("\($0)", "non-finite loss (nan) at step 2; stopped before the optimizer applied it: "
+                XCTAssertEqual("\($0)", "non-finite loss/injected_nan (nan) at step 2; stopped before the optimizer "
+                               + "applied it: "
                                + "lower optim.lr (or the loss weights) or, for a rare overflow, set "
                                + "train.skip_nonfinite: true to skip such steps")
             }
@@ -158,5 +159,23 @@ final class StepStrategyTests: XCTestCase {
             }
         }
         XCTAssertEqual(seen[0].1.map(\.loss), seen[1].1.map(\.loss), "the ranks agree on the global loss")
+    }
+
+    /// Issue 24 item 6: an update that overflows (a step schedule multiplying the rate by 1e38 at step 2)
+    /// turned every weight Inf; without `train.skip_nonfinite` the run logged on and died in the
+    /// checkpoint writer. The guard stops it at that step, naming what the update made non-finite.
+    func testAnOverflowingUpdateStopsTheRunWithoutSkipping() throws {
+        var cfg = try config()
+        cfg.optim.schedule = .step
+        cfg.optim.milestones = [2]
+        cfg.optim.gamma = 1e38
+        cfg.optim.lr = 10
+        _ = try InProcessWorld(size: 1).run { comm in
+            XCTAssertThrowsError(try runTrainer(cfg, comm: comm, steps: 4) { _, _, _ in }) {
+                let m = "\($0)"
+                XCTAssertTrue(m.hasPrefix("at step 3 the update made "), m)
+                XCTAssertTrue(m.contains("non-finite; stopped there (no checkpoint holds it): lower optim.lr"), m)
+            }
+        }
     }
 }

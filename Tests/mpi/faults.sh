@@ -87,7 +87,8 @@ fi
 # 2 ranks, supervised and distillation: the step-3 checkpoint of a 6-step run, resumed, gives the
 # uninterrupted run's losses of steps 4-6 (same build and ranks: compare_metrics with tolerance 0).
 for kind in teacher distill; do
-  if [ $kind = teacher ]; then c=(--config Tests/mpi/configs/tiny-teacher.yaml); else c=(--config "$cfg" "${set_t[@]}"); fi
+  c=(--config "$cfg" "${set_t[@]}")
+  [ $kind = teacher ] && c=(--config Tests/mpi/configs/tiny-teacher.yaml)
   a=(--set optim.kind=adamw --set optim.lr=0.002 --set train.steps=6 --set train.log_every=1
      --set runtime.conv_algorithm=winograd2)
   if mpi 2 train "${c[@]}" "${a[@]}" --set train.checkpoint_every=3 --set output.dir="$tmp/adamw-$kind" \
@@ -245,8 +246,15 @@ else ko "stale lock" "$(grep -m1 'rank\|lock' "$tmp/stale.log")"; fi
 
 # 8. Bad input under mpirun (issue 18 items 6 and 8): a malformed --set and a step that cannot fit in
 # memory end every rank with the message, non-zero, before output.dir is created.
+# Issue 24's reproductions (items 4, 7, 8, 10): a --set mapping with an unknown key, sizes beyond their
+# bounds, a float beyond float32, a refused loss key.
 for bad in ".=1|--set: .=1: empty key segment in '.'" \
-           "data.image_size=100000|data.image_size: one rank's training step needs at least"; do
+           "data.image_size=100000|data.image_size: one rank's training step needs at least" \
+           "train={stepz: 3}|--set: train={stepz: 3}: train.stepz: unknown key" \
+           "data.train_size=9223372036854775807|data.train_size: must be ≤ 100000000" \
+           "runtime.memory_limit_gb=1e10|runtime.memory_limit_gb: must be ≤ 1000000.0" \
+           "teacher.cache.rounds=1000000|teacher.cache.rounds: must be ≤ 10000" \
+           "teacher.clip_scale=1e39|teacher.clip_scale: must be ≤ 3.4028234663852886e+38"; do
   key=${bad%%|*}; msg=${bad#*|}
   mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/bad" --set "$key" \
     >"$tmp/bad.log" 2>&1; rc=$?
@@ -254,6 +262,23 @@ for bad in ".=1|--set: .=1: empty key segment in '.'" \
     ok "--set $key refused on every rank (exit $rc), nothing written"
   else ko "--set $key" "exit $rc: $(grep -m1 'rank' "$tmp/bad.log")"; fi
 done
+
+# Issue 24 item 3: a config that is not a mapping of sections trained on every default (rc 0).
+for text in "" "- 1" "42" "hello world"; do
+  printf '%s\n' "$text" >"$tmp/notmap.yaml"
+  mpi 2 train --config "$tmp/notmap.yaml" --set output.dir="$tmp/notmap" >"$tmp/notmap.log" 2>&1; rc=$?
+  if [ "$rc" != 0 ] && grep -q "$tmp/notmap.yaml.*\(is empty\|expected a mapping of sections\)" "$tmp/notmap.log" \
+     && [ ! -e "$tmp/notmap" ]; then ok "config '$text' refused naming the file (exit $rc), nothing written"
+  else ko "config '$text'" "exit $rc: $(grep -m1 'rank' "$tmp/notmap.log")"; fi
+done
+# Issue 24 item 5: predict on NaN images named the image instead of returning finite logits.
+ck=$(ls "$tmp"/teacher/checkpoints/final.safetensors)
+python3 -c "import numpy as np, sys; x = np.zeros((3, 16, 16, 3), np.float32); x[1, 2, 3, 0] = np.nan; \
+np.save(sys.argv[1], x)" "$tmp/nan.npy"
+"$bin" predict --checkpoint "$ck" --images "$tmp/nan.npy" --out "$tmp/nan-logits.npy" >"$tmp/nan.log" 2>&1; rc=$?
+if [ "$rc" != 0 ] && grep -q "nan.npy: image 1 holds a non-finite value" "$tmp/nan.log" \
+   && [ ! -e "$tmp/nan-logits.npy" ]; then ok "predict on a NaN image refused naming image 1 (exit $rc)"
+else ko "predict on NaN" "exit $rc: $(tail -1 "$tmp/nan.log")"; fi
 
 # 9. Ctrl-C on mpirun (issue 18 item 1). OpenMPI sends the ranks SIGCONT, then SIGTERM after
 # odls_base_sigkill_timeout seconds and SIGKILL as long after that (default 1 s). launch/local.sh sets it

@@ -72,8 +72,13 @@ extension Trainer {
             guard let batch = try stream.next() else { break }
             let dataWait = monotonicSeconds() - waitStart
             try faults.beforeStep(step + 1, rank: comm.rank)
+            let stepStart = monotonicSeconds()
             var record = try step(batch, stopRequested: Runtime.pendingSignal != 0)   // read late in the step
             record.phases[.data] = dataWait
+            if step == startStep + 1, comm.rank == 0,
+               let warning = Runtime.stopGraceWarning(stepSeconds: monotonicSeconds() - stepStart) {
+                log.warning("\(warning)")
+            }
             let stop = record.stop
             windowSamples += record.plan.globalSamples
 

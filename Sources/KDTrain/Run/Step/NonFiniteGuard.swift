@@ -13,6 +13,8 @@ struct NonFiniteFault {
     /// What was non-finite, as the skip warning says it.
     var what: String
     var cause: NonFiniteCause
+    /// Found after the optimizer's update (the inputs and gradients were finite).
+    var afterUpdate = false
 }
 
 /// The numerical guard of the step (docs/reliability.md): a non-finite loss, loss term, gradient or
@@ -68,11 +70,16 @@ final class NonFiniteGuard {
                               cause: try cause(batch: batch, teacher: teacher))
     }
 
-    /// After the optimizer: a value the update made non-finite (looked for only when skipping).
+    /// After the optimizer: a value the update made non-finite (an overflowing learning rate), in both
+    /// modes: skipping scans everything it would put back; otherwise the parameters (identical on every
+    /// rank after the all-reduced gradients, so every rank takes the same decision), and the run stops at
+    /// this step with the guard's advice instead of training on Inf and failing in the checkpoint writer.
     func inspectUpdate() -> NonFiniteFault? {
-        guard let (name, n) = rollback?.firstNonFinite() else { return nil }
+        let hit = rollback.map { $0.firstNonFinite() }
+            ?? parameters.lazy.compactMap { p in nonFiniteCount(p.1).map { (name: p.0, count: $0) } }.first
+        guard let (name, n) = hit else { return nil }
         return NonFiniteFault(term: name, value: .nan, what: "the update made \(n) value(s) of \(name) non-finite",
-                              cause: .training)
+                              cause: .training, afterUpdate: true)
     }
 
     /// Settles step `step` after `fault`: nil counts a good step and returns true (applied); a fault
@@ -83,6 +90,7 @@ final class NonFiniteGuard {
         consecutive += 1
         let advice = fault.cause.advice(skipping: rollback != nil, consecutive: consecutive)
         guard let rollback else {
+            if fault.afterUpdate { throw TrainError.nonFiniteUpdate(step: step, what: fault.what, advice: advice) }
             throw TrainError.nonFinite(step: step, term: fault.term, value: fault.value, advice: advice)
         }
         try rollback.restore()
