@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole KDGraph test suite: installs missing Debian packages, checks the docs' links and the
-# repository's hygiene (Tests/docs/check_docs.py), builds once in release mode,
-# runs the unit tests (swift test), then the multi-rank tests under a real mpirun -np 2 and -np 4
+# repository's hygiene (Tests/docs/check_docs.py), builds the release products (`swift build -c release`,
+# the same build the README and launch/quickstart.sh use, in .build/) and the unit tests in their own
+# scratch folder (.build/testing: they need -enable-testing for @testable imports, which would otherwise
+# make the two configurations rebuild each other), runs the unit tests (swift test), then the multi-rank
+# tests under a real mpirun -np 2 and -np 4
 # (collectives and per-module checks, the trainer end to end, the teacher cache, bit-identical
 # deterministic training at 1-4 ranks, fault tests).
 set -uo pipefail
@@ -26,10 +29,11 @@ suite() {
 }
 # Docs links and hygiene first: seconds, no build needed.
 suite "docs and hygiene" python3 Tests/docs/check_docs.py
-swift build -c release --build-tests -Xswiftc -enable-testing \
+tests=(--scratch-path .build/testing)
+{ swift build -c release && swift build -c release --build-tests -Xswiftc -enable-testing "${tests[@]}"; } \
   || { echo "build failed"; echo "$total_pass passed, $((total_fail + 1)) failed"; exit 1; }
 swift_tests() {
-  swift test -c release --skip-build 2>&1 | tee /tmp/kdgraph-swift-test.log \
+  swift test -c release --skip-build "${tests[@]}" 2>&1 | tee /tmp/kdgraph-swift-test.log \
     | grep -vE "^Test Case '.*' (started|passed)"
   local rc=${PIPESTATUS[0]}
   local n f

@@ -25,6 +25,9 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("The same step in PyTorch (launch/pytorch_step_bench.py), printed beside: auto "
                                + "(when torch imports and the step has a PyTorch twin), on (an error otherwise), off."))
     var pytorch: PyTorchMode = .auto
+    @Option(help: ArgumentHelp("The Python interpreter with torch for --pytorch: a name on PATH or a path, e.g. "
+                               + "a venv's bin/python."))
+    var python = "python3"
 
     @Flag(help: ArgumentHelp("Also the step reading the teacher cache (filled fresh with one round under "
                              + "output.dir), beside the step running the teacher."))
@@ -62,7 +65,7 @@ struct Bench: ParsableCommand {
             if deterministic {
                 result.deterministic = try DeterministicBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps)
             }
-            if let twin { result.pytorch = try PyTorchComparison.run(arguments: twin) }
+            if let twin { result.pytorch = try PyTorchComparison.run(arguments: twin, python: python) }
             if pytorch != .off && comm.size > 1 { try PyTorchComparison.quietBarrier(comm) }
             if comm.rank == 0 {
                 if let r = result.teacherCache {
@@ -101,8 +104,9 @@ extension Bench {
         do {
             args = try PyTorchComparison.arguments(config: cfg, ranks: ranks, warmup: warmup, steps: steps)
         } catch let r as PyTorchComparison.Refusal { return try skip("\(r)") }
-        guard PyTorchComparison.torchAvailable() else {
-            return try skip("no PyTorch comparison: python3 cannot import torch (pip install torch)")
+        guard PyTorchComparison.torchAvailable(python: python) else {
+            return try skip("no PyTorch comparison: \(python) cannot import torch (pip install torch, or name a "
+                            + "venv's interpreter with --python)")
         }
         return args
     }

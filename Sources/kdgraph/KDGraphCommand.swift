@@ -13,7 +13,7 @@ struct KDGraphCommand: ParsableCommand {
         Documentation: docs/ in the source tree.
         """,
         subcommands: [Train.self, Eval.self, Predict.self, SelfTestCommand.self, Models.self, ConformanceCommand.self,
-                      Bench.self, Scaling.self, TeacherCacheCommand.self, ExportViews.self])
+                      Bench.self, Scaling.self, TeacherCacheCommand.self, ExportViews.self, ExportData.self])
 
     /// Checks the CPU before any kernel runs (this file is compiled for baseline x86-64), then parses.
     static func main() {

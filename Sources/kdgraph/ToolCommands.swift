@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KDCore
+import KDData
 import KDLosses
 import KDModels
 import KDTools
@@ -18,6 +19,31 @@ struct SelfTestCommand: ParsableCommand {
             if comm.rank == 0 { print(line) }
             if !line.contains("\"ok\": true") { throw ValidationError("self-test failed: \(line)") }
         }
+    }
+}
+
+struct ExportData: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export-data",
+        abstract: "Write the embedded synthetic images as an npy folder (a first data.path to train on).",
+        discussion: "Writes train_images.npy, train_labels.npy, test_images.npy and test_labels.npy (uint8 NHWC, "
+            + "int64) into --out; refuses a folder that already holds them. Then: kdgraph train --config "
+            + "configs/quickstart-teacher.yaml --set data.source=npy --set data.path=OUT.")
+
+    @Option(help: "The folder to create.") var out: String
+    @Option(help: "Training images.") var train = 2048
+    @Option(help: "Test images.") var test = 512
+    @Option(help: "Classes.") var classes = 10
+    @Option(help: "Image side in pixels.") var size = 32
+    @Option(help: "Seed of the generator.") var seed = 0
+
+    func run() throws {
+        guard train >= 1, test >= 1, classes >= 2, (4...512).contains(size), seed >= 0 else {
+            throw ValidationError("need --train ≥ 1, --test ≥ 1, --classes ≥ 2, --size in 4…512, --seed ≥ 0")
+        }
+        try SyntheticExport.write(folder: out, train: train, test: test, classes: classes, size: size,
+                                  seed: UInt64(seed))
+        print("wrote \(train) training and \(test) test images (\(size)×\(size)×3, \(classes) classes) to \(out)")
     }
 }
 

@@ -41,7 +41,12 @@ public enum PyTorchComparison {
 
     /// The script's arguments for `config`'s step on `ranks` processes.
     public static func arguments(config c: KDConfig, ranks: Int, warmup: Int, steps: Int) throws -> [String] {
-        guard c.mode == .distill, c.teacher.kind == .network else {
+        guard c.mode == .distill else {
+            throw Refusal(key: "mode", reason: "the script times a distillation step (a network teacher, the "
+                          + "config's KD/RKD terms); a supervised step has no twin there: compare "
+                          + "configs/bench-kd-rkd-resnet32x4-resnet8x4.yaml")
+        }
+        guard c.teacher.kind == .network else {
             throw Refusal(key: "teacher.kind", reason: "the script distils from a network teacher")
         }
         guard c.data.views == 1 else { throw Refusal(key: "data.views", reason: "the script has one view") }
@@ -85,14 +90,15 @@ public enum PyTorchComparison {
                 "--warmup", String(warmup), "--steps", String(steps)]
     }
 
-    /// Whether `python3` can import torch (`--pytorch auto` skips the comparison when it cannot).
-    public static func torchAvailable() -> Bool {
-        (try? runPython(["-c", "import torch"]).status) == 0
+    /// Whether `python` (a name on PATH or a path, e.g. a venv's `bin/python`) can import torch
+    /// (`--pytorch auto` skips the comparison when it cannot).
+    public static func torchAvailable(python: String = "python3") -> Bool {
+        (try? runPython(["-c", "import torch"], python: python).status) == 0
     }
 
-    /// Runs the script; the error carries its last lines of output.
-    public static func run(arguments: [String]) throws -> Result {
-        let (status, out, err) = try runPython(arguments)
+    /// Runs the script with `python`; the error carries its last lines of output.
+    public static func run(arguments: [String], python: String = "python3") throws -> Result {
+        let (status, out, err) = try runPython(arguments, python: python)
         guard status == 0, let line = out.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
             let tail = err.split(separator: "\n").suffix(5).joined(separator: "\n")
             throw TrainError.io(path: script, message: "exit \(status): \(tail)")
@@ -132,10 +138,10 @@ public enum PyTorchComparison {
         }
     }
 
-    static func runPython(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+    static func runPython(_ arguments: [String], python: String) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3"] + arguments
+        p.arguments = [python] + arguments
         var env = ProcessInfo.processInfo.environment
         env["OMP_NUM_THREADS"] = "1"
         p.environment = env
