@@ -55,8 +55,8 @@ def markdown_files():
 FENCE = re.compile(r"^\s*(```|~~~)")
 
 
-def prose_lines(text):
-    """The lines outside fenced code blocks, with inline code spans blanked."""
+def fenced_lines(text):
+    """Each line with whether it is inside (or delimits) a fenced code block."""
     fence = None
     for line in text.splitlines():
         m = FENCE.match(line)
@@ -65,9 +65,16 @@ def prose_lines(text):
                 fence = m.group(1)
             elif m.group(1) == fence:
                 fence = None
-            yield ""
+            yield line, True
             continue
-        yield "" if fence else re.sub(r"`+[^`]*`+", "", line)
+        yield line, fence is not None
+
+
+def prose_lines(text):
+    """The lines outside fenced code blocks, with inline code spans blanked (fenced lines as "", so line
+    numbers stay those of the file)."""
+    for line, fenced in fenced_lines(text):
+        yield "" if fenced else re.sub(r"`+[^`]*`+", "", line)
 
 
 def slug(heading):
@@ -103,16 +110,8 @@ def anchors(path):
 
 def prose_lines_keep_code(text):
     """The lines outside fenced code blocks (headings keep their inline code)."""
-    fence = None
-    for line in text.splitlines():
-        m = FENCE.match(line)
-        if m:
-            if fence is None:
-                fence = m.group(1)
-            elif m.group(1) == fence:
-                fence = None
-            continue
-        if fence is None:
+    for line, fenced in fenced_lines(text):
+        if not fenced:
             yield line
 
 
