@@ -9,6 +9,12 @@ import Foundation
 /// | wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2 | Wide ResNet depth_width |
 /// | mlp | flattened input → hidden sizes (ReLU) → fc |
 public enum ModelZoo {
+    /// `mlp`'s hidden widths when none are configured (`student.hidden: []`, `teacher.hidden: []`).
+    public static let defaultHidden = [256, 256]
+
+    /// The hidden widths `make` uses for `configured` (empty: `defaultHidden`).
+    public static func hiddenSizes(_ configured: [Int]) -> [Int] { configured.isEmpty ? defaultHidden : configured }
+
     /// Every name `make` accepts.
     public static let names = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                                "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "mlp"]
@@ -19,7 +25,7 @@ public enum ModelZoo {
     ///   - imageSize: `[H, W]` of the input, used by `mlp` only (its first layer's width is H·W·C).
     ///   - hiddenSizes: hidden widths of `mlp`.
     public static func make(name: String, classes: Int, inputChannels: Int = 3, imageSize: [Int] = [32, 32],
-                            hiddenSizes: [Int] = [256, 256], seed: UInt64 = 0) throws -> any Classifier {
+                            hiddenSizes: [Int] = defaultHidden, seed: UInt64 = 0) throws -> any Classifier {
         let model: any Classifier
         let small = [16, 16, 32, 64], wide = [32, 64, 128, 256]
         switch name {
@@ -59,7 +65,7 @@ public enum ModelZoo {
 
     /// The zoo with parameter counts for `classes` classes and `inputChannels` channels.
     public static func table(classes: Int = 100, inputChannels: Int = 3, imageSize: [Int] = [32, 32],
-                             hiddenSizes: [Int] = [256, 256]) throws -> [Row] {
+                             hiddenSizes: [Int] = defaultHidden) throws -> [Row] {
         try names.map { n in
             let m = try make(name: n, classes: classes, inputChannels: inputChannels, imageSize: imageSize,
                              hiddenSizes: hiddenSizes)

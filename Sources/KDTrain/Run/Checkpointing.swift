@@ -31,8 +31,9 @@ extension Trainer {
         return ["kdgraph.model": config.student.model, "kdgraph.classes": String(config.data.classes),
                 "kdgraph.input_channels": String(data.inputChannels),
                 "kdgraph.input_size": data.inputSize.map(String.init).joined(separator: ","),
-                "kdgraph.hidden": (config.student.hidden.isEmpty ? [256, 256] : config.student.hidden)
-                    .map(String.init).joined(separator: ","),
+                // Hidden widths mean something for an mlp only (a resnet8 recorded 256,256 before).
+                "kdgraph.hidden": config.student.model == "mlp"
+                    ? ModelZoo.hiddenSizes(config.student.hidden).map(String.init).joined(separator: ",") : "",
                 "kdgraph.mean": list(data.mean), "kdgraph.std": list(data.std),
                 "kdgraph.layout": "NHWC", "kdgraph.config": config.resolvedYAML]
     }

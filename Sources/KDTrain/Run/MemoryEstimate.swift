@@ -1,4 +1,5 @@
 import Foundation
+import KDModels
 
 /// What one rank's training step needs in memory, estimated from the config and the opened data before
 /// any tensor is allocated, so that `data.image_size: 100000` is refused with the keys that drive it
@@ -49,7 +50,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         let f = Double(MemoryLayout<Float>.stride)
         // The batch the step runs on and the one the prefetcher has ready.
         batches = bytes(2 * images * h * w * Double(inputChannels) * f)
-        let hidden = c.student.hidden.isEmpty ? [256, 256] : c.student.hidden
+        let hidden = ModelZoo.hiddenSizes(c.student.hidden)
         let student = MemoryEstimate.shape(c.student.model, channels: inputChannels, height: h, width: w,
                                            classes: c.data.classes, hidden: hidden)
         studentActivations = bytes(images * student.activations * f)
@@ -63,7 +64,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
             params += student.parameters * f
         }
         if c.mode == .distill && c.teacher.kind == .network {
-            let teacherHidden = c.teacher.hidden.isEmpty ? [256, 256] : c.teacher.hidden
+            let teacherHidden = ModelZoo.hiddenSizes(c.teacher.hidden)
             let t = MemoryEstimate.shape(c.teacher.model, channels: inputChannels, height: h, width: w,
                                          classes: c.data.classes, hidden: teacherHidden)
             teacherActivations = bytes(images * t.largestTwo * f)

@@ -60,7 +60,7 @@ public enum Prediction {
         }
         let hidden = try ints("kdgraph.hidden")
         let model = try ModelZoo.make(name: try field("kdgraph.model"), classes: classes, inputChannels: channels,
-                                      imageSize: size, hiddenSizes: hidden.isEmpty ? [256, 256] : hidden)
+                                      imageSize: size, hiddenSizes: ModelZoo.hiddenSizes(hidden))
         try Checkpoint.loadWeights(f, into: model)
         model.eval()
 

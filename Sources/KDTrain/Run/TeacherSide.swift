@@ -106,8 +106,7 @@ extension TeacherSide.Source {
         case .network:
             let model = try ModelZoo.make(name: config.teacher.model, classes: config.data.classes,
                                           inputChannels: data.inputChannels, imageSize: data.inputSize,
-                                          hiddenSizes: config.teacher.hidden.isEmpty
-                                              ? [256, 256] : config.teacher.hidden,
+                                          hiddenSizes: ModelZoo.hiddenSizes(config.teacher.hidden),
                                           seed: UInt64(config.seed))
             if config.teacher.initialization == .random {
                 // Benchmarks only (docs/config.md): said loudly, so a training run cannot miss it.

@@ -90,7 +90,7 @@ public final class Trainer {
         student = try ModelZoo.make(name: config.student.model, classes: config.data.classes,
                                     inputChannels: data.inputChannels,
                                     imageSize: data.inputSize,
-                                    hiddenSizes: config.student.hidden.isEmpty ? [256, 256] : config.student.hidden,
+                                    hiddenSizes: ModelZoo.hiddenSizes(config.student.hidden),
                                     seed: seed)
         statisticsReducer = try Self.statisticsReducer(config: config, student: student, comm: comm)
         if let statisticsReducer { student.setStatisticsReducer(statisticsReducer) }
