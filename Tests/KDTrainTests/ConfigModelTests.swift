@@ -162,4 +162,17 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertEqual(message { _ = try KDConfig.parse(yaml: yaml, file: "p.yaml") },
                        "p.yaml: loss.0.clip_scale: is not a key of this loss: use teacher.clip_scale instead (line 4)")
     }
+
+    /// Issue 29 item 10: the resolved config of an npy run listed the synthetic-only sizes, and a supervised
+    /// run's showed a teacher. Both are left out; reading the YAML back gives the same run.
+    func testTheResolvedConfigSaysWhatTheRunUses() throws {
+        let npy = try KDConfig.parse(yaml: "data: {source: npy, path: d}\n", file: "n.yaml")
+        XCTAssertFalse(npy.resolvedYAML.contains("train_size"), npy.resolvedYAML)
+        XCTAssertFalse(npy.resolvedYAML.contains("teacher:"), "supervised: no teacher section")
+        XCTAssertTrue(npy.resolvedYAML.contains("  path: \"d\"\n"), npy.resolvedYAML)
+        XCTAssertEqual(try KDConfig.parse(yaml: npy.resolvedYAML, file: "n.yaml"), npy)
+        let synthetic = try KDConfig.parse(yaml: "mode: distill\nteacher: {init: random}\nloss: [{kind: kd}]\n")
+        XCTAssertTrue(synthetic.resolvedYAML.contains("  train_size: 8192\n"))
+        XCTAssertTrue(synthetic.resolvedYAML.contains("teacher:\n  kind: network\n"))
+    }
 }

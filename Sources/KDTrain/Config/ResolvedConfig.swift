@@ -6,10 +6,27 @@ import Yams
 extension KDConfig {
     public var resolvedYAML: String {
         let body: String
-        do { body = try Yams.serialize(node: try ConfigNodeEncoder.node(self), width: -1, allowUnicode: true) } catch {
+        do { body = try Yams.serialize(node: try resolvedTree(), width: -1, allowUnicode: true) } catch {
             preconditionFailure("the config encodes to a YAML tree: \(error)")
         }
         return "# resolved KDGraph configuration (from \(file))\n" + body
+    }
+
+    /// The encoded config without what cannot apply to this run, so the file says what the run used: the
+    /// synthetic-only sizes of a file source, and the teacher of a supervised run (reading the YAML back
+    /// restores them as defaults, which nothing reads).
+    func resolvedTree() throws -> Node {
+        var unused: [String: Set<String>] = [:]
+        if data.source != .synthetic { unused["data"] = ["train_size", "eval_size"] }
+        let tree = try ConfigNodeEncoder.node(self)
+        guard let sections = tree.mapping else { return tree }
+        let pairs: [(Node, Node)] = sections.compactMap { key, value in
+            let name = key.string ?? ""
+            if name == "teacher" && mode == .supervised { return nil }
+            guard let drop = unused[name], let fields = value.mapping else { return (key, value) }
+            return (key, .mapping(Node.Mapping(fields.filter { !drop.contains($0.key.string ?? "") })))
+        }
+        return .mapping(Node.Mapping(pairs))
     }
 }
 
