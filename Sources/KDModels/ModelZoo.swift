@@ -76,7 +76,9 @@ public enum ModelZoo {
     /// The table as aligned text (name, parameters, millions, feature size).
     public static func formattedTable(classes: Int = 100, inputChannels: Int = 3) throws -> String {
         let rows = try table(classes: classes, inputChannels: inputChannels)
-        var s = "model        parameters  (M)     feature\n"
+        var s = "parameters for \(classes) classes and \(inputChannels) input channel(s) (--classes, --channels; "
+            + "mlp: 32×32 inputs, hidden \(defaultHidden.map(String.init).joined(separator: ",")))\n"
+            + "model        parameters  (M)     feature\n"
         for r in rows {
             let m = Double(r.parameterCount) / 1e6
             let mm = String(Int((m * 100).rounded())) // hundredths
