@@ -18,6 +18,15 @@ struct Train: ParsableCommand {
 
     func run() throws {
         options.withConfiguredWorld { config, comm in
+            // An output.dir holding an earlier run is refused before anything is built, by rank 0 alone
+            // (the folder may be on its node only), printed once; every rank exits non-zero.
+            var refusal = comm.rank == 0 ? OutputDirectory.refusalBeforeStart(
+                directory: config.outputDir, resumingFrom: resume, overwrite: overwrite).map { "\($0)" } ?? "" : ""
+            refusal = try comm.broadcast(refusal, root: 0)
+            if !refusal.isEmpty {
+                if comm.rank == 0 { fputs("kdgraph: \(refusal)\n", stderr) }
+                Foundation.exit(1)
+            }
             let trainer = try Trainer(config: config, comm: comm)
             do {
                 _ = try trainer.run(resumeFrom: resume, overwrite: overwrite)

@@ -46,20 +46,38 @@ public enum OutputDirectory {
                 warn("\(directory): --overwrite removed \(removed) file(s) of an earlier run")
                 return lock
             }
-            let checkpoints = resolvedPath((directory as NSString).appendingPathComponent("checkpoints"))
-            if let resume, let folder = resolvedPath((resume as NSString).deletingLastPathComponent),
-               folder == checkpoints {
-                return lock   // continuing the run this folder holds
+            if let refusal = earlierRunRefusal(directory: directory, earlier: earlier, resumingFrom: resume) {
+                throw refusal
             }
-            let shown = earlier.prefix(3).joined(separator: ", ") + (earlier.count > 3 ? ", …" : "")
-            throw TrainError.io(path: directory, message: "output.dir already holds an earlier run's outputs "
-                                + "(\(shown)): "
-                                + "pass --resume with one of its checkpoints to continue that run, --overwrite to "
-                                + "replace it, or choose another output.dir")
+            return lock   // continuing the run this folder holds
         } catch {
             lock.release()
             throw error
         }
+    }
+
+    /// The refusal of a run into `directory` holding `earlier` run files, unless it resumes from one of
+    /// this folder's checkpoints (or `--overwrite`, which the caller handles).
+    static func earlierRunRefusal(directory: String, earlier: [String], resumingFrom resume: String?) -> TrainError? {
+        guard !earlier.isEmpty else { return nil }
+        let checkpoints = resolvedPath((directory as NSString).appendingPathComponent("checkpoints"))
+        if let resume, let folder = resolvedPath((resume as NSString).deletingLastPathComponent),
+           folder == checkpoints {
+            return nil
+        }
+        let shown = earlier.prefix(3).joined(separator: ", ") + (earlier.count > 3 ? ", …" : "")
+        return TrainError.io(path: directory, message: "output.dir already holds an earlier run's outputs "
+                             + "(\(shown)): pass --resume with one of its checkpoints to continue that run, "
+                             + "--overwrite to replace it, or choose another output.dir")
+    }
+
+    /// The same refusal as `claim`, checked before anything is built (no lock taken, nothing created):
+    /// a run that would be refused is refused within a second, not after its data and models are ready.
+    public static func refusalBeforeStart(directory: String, resumingFrom resume: String?,
+                                          overwrite: Bool) -> TrainError? {
+        guard !overwrite else { return nil }
+        return earlierRunRefusal(directory: directory, earlier: previousRunFiles(in: directory),
+                                 resumingFrom: resume)
     }
 
     /// Removes the temporary files (`.NAME.tmp-PID`, `Safetensors.writeAtomically`) that a run killed in
