@@ -58,6 +58,26 @@ final class RunResultsTests: XCTestCase {
         XCTAssertEqual(SVG.escape("a<b & \"c\">"), "a&lt;b &amp; &quot;c&quot;&gt;")
     }
 
+    /// Three panels in two columns: 920 × (36 + 2 × 280) pixels; an empty panel (or one of non-finite
+    /// values only) says "no data"; one point is a circle, not a line.
+    func testSmallMultiplesLayout() throws {
+        let panels = [
+            SVG.Panel(title: "a<b", xLabel: "step", series: [SVG.Series(name: "x", color: "red",
+                                                                         points: [(1, 1), (2, 4)])]),
+            SVG.Panel(title: "empty", xLabel: "step", series: [SVG.Series(name: "y", color: "red",
+                                                                           points: [(1, .nan)])]),
+            SVG.Panel(title: "one", xLabel: "step", series: [SVG.Series(name: "z", color: "red", points: [(3, 2)])]),
+        ]
+        let text = SVG.smallMultiples(title: "t", panels: panels)
+        XCTAssertTrue(text.hasPrefix("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"920\" height=\"596\" "), text)
+        let svg = try XMLCollector.parse(text)
+        XCTAssertEqual(svg.elements.filter { $0 == "g" }.count, 3)
+        XCTAssertEqual(svg.elements.filter { $0 == "polyline" }.count, 1)
+        XCTAssertEqual(svg.elements.filter { $0 == "circle" }.count, 1)
+        XCTAssertEqual(svg.texts.filter { $0 == "no data" }.count, 1)
+        XCTAssertTrue(svg.texts.contains("a<b"))
+    }
+
     /// A hand-written metrics file (a resumed run's: steps before this invocation, a NaN loss, a tie
     /// for the best top-1): the summary's rows, the log lines and the curves.
     func testSummaryOfAHandWrittenMetricsFile() throws {

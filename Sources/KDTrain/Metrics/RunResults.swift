@@ -104,7 +104,7 @@ public struct RunResults {
         var f: [(String, String)] = [
             ("summary.md", "this summary"),
             ("curves.svg", "loss and its terms, lr, eval top-1 and samples/s against the step"),
-            ("config.yaml", "the resolved configuration (`kdgraph train --config` reruns it)"),
+            ("config.yaml", "the resolved configuration: every key, defaults included"),
             ("metrics.jsonl", "one JSON object per logged step and per evaluation (also `metrics.csv`)"),
             ("checkpoints/", "`step_NNNNNNNN.safetensors` and `final.safetensors`"
                              + (checkpoint.map { "; last written: `\($0)`" } ?? "")),

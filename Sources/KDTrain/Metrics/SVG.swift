@@ -95,8 +95,8 @@ public enum SVG {
         let pw = width - l - r, ph = height - t - b
         var s = "<text x=\"\(l + pw / 2)\" y=\"16\" text-anchor=\"middle\" font-weight=\"bold\">"
         s += "\(escape(panel.title))</text>\n"
-        s += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
-                        + "stroke=\"black\"/>\n", l, t, pw, ph)
+        let frame = String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+                               + "stroke=\"black\"/>\n", l, t, pw, ph)
         s += "<text x=\"\(l + pw / 2)\" y=\"\(height - 6)\" text-anchor=\"middle\">\(escape(panel.xLabel))</text>\n"
         let series = panel.series.map { sr in
             Series(name: sr.name, color: sr.color, points: sr.points.filter { $0.x.isFinite && $0.y.isFinite })
@@ -105,7 +105,7 @@ public enum SVG {
         guard let minX = all.map(\.x).min(), let maxX = all.map(\.x).max(),
               let minY = all.map(\.y).min(), let maxY = all.map(\.y).max() else {
             s += "<text x=\"\(l + pw / 2)\" y=\"\(t + ph / 2)\" text-anchor=\"middle\" fill=\"gray\">no data</text>\n"
-            return s
+            return s + frame
         }
         let xt = ticks(minX, maxX), yt = ticks(minY, maxY)
         let xs = (xt.first!, xt.last!), ys = (yt.first!, yt.last!)
@@ -124,6 +124,7 @@ public enum SVG {
             s += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", l - 6, py(v) + 4)
             s += "\(label(v, step: yStep))</text>\n"
         }
+        s += frame   // over the grid lines
         for sr in series where !sr.points.isEmpty {
             if sr.points.count == 1 {
                 s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" ", px(sr.points[0].x), py(sr.points[0].y))
