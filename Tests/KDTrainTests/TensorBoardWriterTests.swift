@@ -181,6 +181,22 @@ final class TensorBoardWriterTests: XCTestCase {
         }
     }
 
+    /// Two files of the same second and host (a run resumed at once) are both kept, whole.
+    func testTheSameSecondDoesNotTruncateAnEarlierFile() throws {
+        var r = MetricRecord()
+        r.set("step", 1); r.set("loss", 3)
+        let first = try TensorBoardWriter(directory: dir, wallTime: 1_700_000_000, host: "h")
+        try first.write(r)
+        first.close()
+        let second = try TensorBoardWriter(directory: dir, wallTime: 1_700_000_000.5, host: "h")
+        second.close()
+        XCTAssertEqual(first.path, dir + "/tensorboard/events.out.tfevents.1700000000.h")
+        XCTAssertEqual(second.path, dir + "/tensorboard/events.out.tfevents.1700000000.h.1")
+        XCTAssertEqual(try EventFileReader.events(path: first.path).map(\.scalars), [[:], ["loss": 3]])
+        XCTAssertEqual(try EventFileReader.events(path: second.path).map(\.fileVersion), ["brain.Event:2"])
+        XCTAssertEqual(try EventFileReader.events(path: first.path).first?.wallTime, 1_700_000_000)
+    }
+
     /// A folder that cannot be created is named with the OS reason, never ignored.
     func testAFolderThatCannotBeCreatedIsNamed() throws {
         XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/tensorboard", contents: Data("x".utf8)))

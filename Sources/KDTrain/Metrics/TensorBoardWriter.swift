@@ -82,7 +82,7 @@ public final class TensorBoardWriter {
     }
 
     /// Creates `<directory>/tensorboard/` and the event file (named with `host`, by default this
-    /// machine's name), and writes its `file_version` record.
+    /// machine's name; suffixed `.1`, `.2`, … when that name exists), and writes its `file_version` record.
     public init(directory: String, wallTime: Double = Date().timeIntervalSince1970, host: String? = nil) throws {
         let folder = (directory as NSString).appendingPathComponent("tensorboard")
         do {
@@ -91,8 +91,14 @@ public final class TensorBoardWriter {
             throw TrainError.io(path: folder, message: "cannot create the TensorBoard folder: "
                                 + ioReason(error, path: folder))
         }
+        // A run resumed within the same second must not truncate the earlier file: `.1`, `.2`, … then.
         let name = "events.out.tfevents.\(Int(wallTime)).\(host ?? hostName())"
-        path = (folder as NSString).appendingPathComponent(name)
+        var candidate = (folder as NSString).appendingPathComponent(name), n = 0
+        while FileManager.default.fileExists(atPath: candidate) {
+            n += 1
+            candidate = (folder as NSString).appendingPathComponent("\(name).\(n)")
+        }
+        path = candidate
         sink = try MetricsWriter.Sink(path: path, append: false)
         var event = [UInt8]()
         ProtobufEncoding.double(1, wallTime, into: &event)
