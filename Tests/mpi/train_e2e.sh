@@ -12,6 +12,8 @@
 #     and the shipped bench config on a fresh clone (teacher.init: random, no teacher file);
 #   - resuming at or past train.steps is refused, nothing rewritten;
 #   - `kdgraph eval --checkpoint` without a config and `kdgraph predict` agree (weights carry their metadata);
+#   - a run's results: summary.md, curves.svg, the summary logged, one TensorBoard event file (rank 0),
+#     read by TensorBoard's EventAccumulator where tensorboard is installed (SKIP otherwise);
 #   - bad configs fail on every rank with the file and key, non-zero exit, nothing written.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
@@ -278,6 +280,42 @@ if msg=$("$bin" "${pt[@]}" --set student.sync_bn=false --pytorch auto 2>&1) \
    && echo "$msg" | grep -q "no PyTorch comparison: loss\[0\].kind: prg has no twin" && echo "$msg" | grep -q '^{'; then
   ok "bench --pytorch auto skips with the reason and still prints the result"
 else ko "bench --pytorch auto" "$(echo "$msg" | tail -2)"; fi
+
+# Results of a run (docs/training.md): summary.md, curves.svg, the summary in the log, and with
+# output.tensorboard exactly one event file (rank 0's), which TensorBoard's own reader loads where it
+# is installed (it is not installed for this test: SKIP otherwise).
+tb="$tmp/tb"
+if mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tb" --set train.steps=10 \
+     --set output.tensorboard=true >"$tmp/tb.log" 2>&1; then
+  events=("$tb"/tensorboard/events.out.tfevents.*)
+  if [ "${#events[@]}" != 1 ] || [ ! -s "${events[0]}" ]; then
+    ko "tensorboard: one event file" "found: $(ls "$tb/tensorboard" 2>&1 | tr '\n' ' ')"
+  elif ! grep -q "| final eval top-1 | " "$tb/summary.md" || ! grep -q "<svg " "$tb/curves.svg" \
+       || ! grep -q "eval top-1: final " "$tmp/tb.log" || ! grep -q "results in $tb/: summary.md" "$tmp/tb.log"; then
+    ko "run results" "summary.md, curves.svg or the summary lines missing: $(tail -3 "$tmp/tb.log")"
+  else
+    ok "2-rank run: summary.md, curves.svg, the summary logged, exactly one TensorBoard event file (rank 0)"
+    if python3 -c "import tensorboard" 2>/dev/null; then
+      if out=$(python3 - "$tb/tensorboard" <<'PY' 2>&1
+import sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+acc = EventAccumulator(sys.argv[1])
+acc.Reload()
+loss = acc.Scalars("loss")
+steps = [e.step for e in loss]
+assert steps == [5, 10], steps
+assert "eval.top1" in acc.Tags()["scalars"], acc.Tags()
+print(f"loss at steps {steps}: {[round(e.value, 4) for e in loss]}")
+PY
+      ); then ok "TensorBoard's EventAccumulator reads the event file: $out"
+      else ko "TensorBoard's EventAccumulator" "$out"; fi
+    else
+      echo "SKIP TensorBoard's EventAccumulator: python3 cannot import tensorboard"
+    fi
+  fi
+else
+  ko "2-rank run with output.tensorboard" "$(tail -3 "$tmp/tb.log")"
+fi
 
 # Bad input: every rank fails with the file and the key, non-zero exit, no output written.
 bad="$tmp/bad.yaml"

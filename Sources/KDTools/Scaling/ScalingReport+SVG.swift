@@ -1,7 +1,8 @@
 import Foundation
 import KDTensor
+import KDTrain
 
-/// `scaling.svg`: efficiency against ranks (log₂ axis), measured and projected.
+/// `scaling.svg`: efficiency against ranks (log₂ axis), measured and projected (drawn with `SVG`).
 extension ScalingReport {
     public var svg: String {
         let w = 720.0, h = 420.0, l = 70.0, r = 70.0, t = 40.0, b = 60.0
@@ -15,14 +16,8 @@ extension ScalingReport {
         func x(_ n: Double) -> Double { l + (maxN > minN ? log2(n / minN) / log2(maxN / minN) : 0.5) * pw }
         func y(_ v: Double) -> Double { t + ph - v / maxY * ph }
         func ye(_ e: Double) -> Double { t + ph - min(e, 1.2) / 1.2 * ph }
-        func polyline(_ pts: [(Double, Double)], _ color: String, _ dash: String?) -> String {
-            let coords = pts.map { String(format: "%.1f,%.1f", $0.0, $0.1) }.joined(separator: " ")
-            let dashed = dash.map { " stroke-dasharray=\"\($0)\"" } ?? ""
-            return "<polyline points=\"\(coords)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"\(dashed)/>\n"
-        }
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" "
-        s += "font-family=\"sans-serif\" font-size=\"12\">\n"
-        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        let polyline = SVG.polyline
+        var s = SVG.open(width: w, height: h)
         s += "<text x=\"\(w / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">"
         s += "KDGraph \(mode.rawValue) scaling — \(configName)</text>\n"
         s += "<line x1=\"\(l)\" y1=\"\(t + ph)\" x2=\"\(l + pw)\" y2=\"\(t + ph)\" stroke=\"black\"/>\n"

@@ -131,6 +131,8 @@ public struct KDConfig: Codable, Equatable {
 
     public struct Output: Codable, Equatable {
         public var dir = "runs/default"
+        /// Also write the metrics' scalars as a TensorBoard event file in `dir/tensorboard/`.
+        public var tensorboard = false
     }
 
     public struct RuntimeSettings: Codable, Equatable {

@@ -18,6 +18,12 @@ public struct MetricRecord {
     }
     public subscript(key: String) -> Double? { fields.first(where: { $0.0 == key })?.1 }
 
+    /// Whether `key` is one of a step's curves (`curves.svg`, TensorBoard): the loss, each
+    /// `loss/<term>`, the learning rate, the throughput.
+    public static func isCurve(_ key: String) -> Bool {
+        key == "loss" || key.hasPrefix("loss/") || key == "lr" || key == "samples_per_s"
+    }
+
     public var json: String {
         "{" + fields.map { k, v in "\"\(k)\": \(MetricRecord.format(v, integral: k == "step" || k == "epoch"))" }
             .joined(separator: ", ") + "}"
@@ -31,7 +37,8 @@ public struct MetricRecord {
 }
 
 /// Writes `metrics.jsonl` (one object per logged step and per evaluation) and `metrics.csv` (the same
-/// records; columns fixed by the first record, plus the evaluation columns). Rank 0 only.
+/// records; columns fixed by the first record, plus the evaluation columns), and with `tensorboard`
+/// the same records' scalars as a TensorBoard event file (`TensorBoardWriter`). Rank 0 only.
 ///
 /// Each record is one `write(2)` per file; a failed or short write (disk full, I/O error) is cut back
 /// to the files' previous lengths, so both files hold whole lines only and the same records, and is
@@ -54,9 +61,11 @@ public final class MetricsWriter {
         var size: Int { var st = stat(); return fstat(fd, &st) == 0 ? Int(st.st_size) : -1 }
 
         /// Appends `text` whole, or restores the previous length and throws.
-        func append(_ text: String) throws {
+        func append(_ text: String) throws { try append(bytes: Array(text.utf8)) }
+
+        /// Appends `bytes` whole, or restores the previous length and throws.
+        func append(bytes: [UInt8]) throws {
             let before = size
-            let bytes = Array(text.utf8)
             var done = 0
             while done < bytes.count {
                 let w = bytes.withUnsafeBytes { posixWrite(fd, $0.baseAddress! + done, $0.count - done) }
@@ -81,16 +90,21 @@ public final class MetricsWriter {
 
     let jsonl: Sink?
     let csv: Sink?
+    /// The TensorBoard event file (`output.tensorboard`), or nil.
+    public let tensorboard: TensorBoardWriter?
     var columns: [String] = []
     public static let evalColumns = ["eval.top1", "eval.top5", "eval.loss"]
 
     /// `enabled` false (ranks other than 0) makes every call a no-op. With `append`, existing files are
-    /// continued (a resumed run) and the CSV keeps the columns of its header line.
-    public init(directory: String, enabled: Bool, append: Bool = false) throws {
-        guard enabled else { jsonl = nil; csv = nil; return }
+    /// continued (a resumed run) and the CSV keeps the columns of its header line. With `tensorboard`, a
+    /// new event file in `<directory>/tensorboard/` receives every record too (a resumed run adds a file:
+    /// TensorBoard reads them all).
+    public init(directory: String, enabled: Bool, append: Bool = false, tensorboard: Bool = false) throws {
+        guard enabled else { jsonl = nil; csv = nil; self.tensorboard = nil; return }
         let csvPath = (directory as NSString).appendingPathComponent("metrics.csv")
         jsonl = try Sink(path: (directory as NSString).appendingPathComponent("metrics.jsonl"), append: append)
         csv = try Sink(path: csvPath, append: append)
+        self.tensorboard = tensorboard ? try TensorBoardWriter(directory: directory) : nil
         if append, let csv, csv.size > 0 {
             // Re-read the header of the existing CSV so appended rows keep its columns.
             if let text = try? String(contentsOfFile: csvPath, encoding: .utf8),
@@ -100,7 +114,8 @@ public final class MetricsWriter {
         }
     }
 
-    /// Appends `r` to both files; throws `TrainError.io` naming the file that could not be written.
+    /// Appends `r` to both files (and its scalars to the event file); throws `TrainError.io` naming the
+    /// file that could not be written.
     public func write(_ r: MetricRecord) throws {
         guard let jsonl, let csv else { return }
         let jsonlBefore = jsonl.size
@@ -123,17 +138,20 @@ public final class MetricsWriter {
             throw error
         }
         columns = newColumns
+        try tensorboard?.write(r)
     }
 
-    /// Flushes both files to the disk; throws `TrainError.io` naming the file.
+    /// Flushes the files to the disk; throws `TrainError.io` naming the file.
     public func sync() throws {
         try jsonl?.sync()
         try csv?.sync()
+        try tensorboard?.sync()
     }
 
     public func close() {
         jsonl?.close()
         csv?.close()
+        tensorboard?.close()
     }
 
     deinit { close() }

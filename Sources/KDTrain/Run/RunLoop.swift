@@ -18,7 +18,8 @@ extension Trainer {
     /// Trains from the current step to `totalSteps`: logs every `train.log_every` steps, evaluates
     /// every `train.eval_every` steps and at the end, checkpoints every `train.checkpoint_every` steps
     /// and at the end, checks parameter sync every `train.sync_check_every` steps. A SIGTERM/SIGINT
-    /// finishes the current step, checkpoints and throws `TrainError.interrupted`.
+    /// finishes the current step, checkpoints and throws `TrainError.interrupted`. Either way rank 0 ends
+    /// by writing `summary.md` and `curves.svg` and logging a short summary (`writeResults`).
     ///
     /// Before anything is written: the checkpoint `resumeFrom` is loaded and must leave steps to run
     /// (docs/training.md, "Resume and preemption"), and rank 0 claims `output.dir` for the run's lifetime
@@ -26,6 +27,7 @@ extension Trainer {
     /// `overwrite`, docs/reliability.md). Every rank fails with the same message.
     public func run(resumeFrom: String? = nil, overwrite: Bool = false) throws -> RunSummary {
         let isRoot = comm.rank == 0
+        let runStart = monotonicSeconds()
         if let resumeFrom {
             try resume(from: resumeFrom)
             try checkStepsLeft(resumedFrom: resumeFrom)
@@ -49,7 +51,8 @@ extension Trainer {
             }
             for line in ConvAlgorithmTuner.summary(convAlgorithms) { log.info("\(line)") }
         }
-        let metrics = try MetricsWriter(directory: config.outputDir, enabled: isRoot, append: resumeFrom != nil)
+        let metrics = try MetricsWriter(directory: config.outputDir, enabled: isRoot, append: resumeFrom != nil,
+                                        tensorboard: config.output.tensorboard)
         defer { metrics.close() }
         let startStep = step
         let progress = ProgressLine(total: totalSteps, enabled: isRoot)
@@ -103,6 +106,10 @@ extension Trainer {
                 progress.finish()
                 let path = try saveCheckpoint(name: stepCheckpointName)
                 let signal = Runtime.pendingSignal == 0 ? SIGTERM : Runtime.pendingSignal   // 0: another rank's
+                // Rank 0 alone (no collective on the way out); a failure is logged, the stop still reported.
+                do {
+                    try writeResults(seconds: monotonicSeconds() - runStart, checkpoint: path, stoppedBySignal: true)
+                } catch { log.warning("\(error)") }
                 throw TrainError.interrupted(step: step, signal: signal, checkpoint: path)
             }
             if config.train.checkpointEvery > 0 && step % config.train.checkpointEvery == 0 && step < totalSteps {
@@ -119,6 +126,9 @@ extension Trainer {
             done: \(step) steps, loss \(lastLoss), eval top-1 \(String(format: "%.4f", lastEval!.top1)), \
             checkpoint \(path)
             """)
+        try comm.onRoot {
+            try writeResults(seconds: monotonicSeconds() - runStart, checkpoint: path, stoppedBySignal: false)
+        }
         return RunSummary(steps: step, finalLoss: lastLoss, eval: lastEval, checkpoint: path, samplesPerSecond: sps)
     }
 
