@@ -73,9 +73,11 @@ public enum OutputDirectory {
 
     /// The same refusal as `claim`, checked before anything is built (no lock taken, nothing created):
     /// a run that would be refused is refused within a second, not after its data and models are ready.
+    /// A folder with a lock is left to `claim`, which tells a live run (in use) from a stale lock.
     public static func refusalBeforeStart(directory: String, resumingFrom resume: String?,
                                           overwrite: Bool) -> TrainError? {
-        guard !overwrite else { return nil }
+        let lock = (directory as NSString).appendingPathComponent(lockName)
+        guard !overwrite, !FileManager.default.fileExists(atPath: lock) else { return nil }
         return earlierRunRefusal(directory: directory, earlier: previousRunFiles(in: directory),
                                  resumingFrom: resume)
     }
