@@ -100,7 +100,8 @@ public enum Checkpoint {
         let f = try Safetensors.read(path: path)
         guard f.metadata[Safetensors.checksumKey] != nil || f.metadata[Safetensors.legacyDataChecksumKey] != nil else {
             throw ModelError.checkpoint(file: path, message: "has no \(Safetensors.checksumKey) in __metadata__: "
-                                        + "not a KDGraph checkpoint (use loadWeights for plain safetensors files)")
+                                        + "not a KDGraph checkpoint but plain safetensors weights (e.g. a PyTorch "
+                                        + "state_dict): name the model and preprocessing with --config C.yaml")
         }
         return f
     }
@@ -167,7 +168,7 @@ public enum Checkpoint {
 
     /// A checkpoint's training-state file (`X.state.safetensors`: optimizer slots and `state.` tensors
     /// only) named where weights are expected: said so, with the weights file beside it.
-    static func refuseStateFile(_ f: SafetensorsFile) throws {
+    public static func refuseStateFile(_ f: SafetensorsFile) throws {
         let suffix = ".state.safetensors"
         guard f.file.hasSuffix(suffix), !f.names.isEmpty,
               f.names.allSatisfy({ $0.hasPrefix(optimizerPrefix) || $0.hasPrefix("state.") }) else { return }

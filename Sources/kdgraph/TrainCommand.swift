@@ -69,9 +69,11 @@ struct Eval: ParsableCommand {
             try trainer.loadWeights(checkpoint)
             let r = try trainer.evaluate()
             if comm.rank == 0 {
+                func list(_ v: [Double]) -> String { "[" + v.map { "\($0)" }.joined(separator: ", ") + "]" }
                 print(String(format: "{\"checkpoint\": \"%@\", \"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, "
-                             + "\"samples\": %d, \"ranks\": %d}",
-                             checkpoint, r.top1, r.top5, r.loss, r.samples, comm.size))
+                             + "\"samples\": %d, \"ranks\": %d, \"mean\": %@, \"std\": %@}",
+                             checkpoint, r.top1, r.top5, r.loss, r.samples, comm.size,
+                             list(trainer.data.mean), list(trainer.data.std)))
             }
         }
     }
@@ -82,22 +84,32 @@ struct Predict: ParsableCommand {
         abstract: "Logits of a checkpoint's model for the images of an .npy file, written as float32 .npy.",
         discussion: """
         The checkpoint's metadata names the model, classes, input size and normalisation (docs/training.md,
-        "Using the weights"). --images: uint8 N×H×W×C (or N×H×W for one channel) is preprocessed as in
-        training, (pixel/255 − mean[c]) / std[c]; float32/float64 N×H×W×C (or N×D feature rows) is taken
-        as the model's input as it is. Eval mode (running statistics), one process.
+        "Using the weights"); for weights without it (a PyTorch state_dict saved with safetensors) --config
+        names them (student.model, data.*; the normalisation the data decides, printed). --images: uint8
+        N×H×W×C (or N×H×W for one channel) is preprocessed as in training, (pixel/255 − mean[c]) / std[c];
+        float32/float64 N×H×W×C (or N×D feature rows) is taken as the model's input as it is. Eval mode
+        (running statistics), one process.
         """)
 
     @Option(help: "The checkpoint (safetensors) whose model to run.") var checkpoint: String
     @Option(help: "The input images (.npy).") var images: String
     @Option(help: "Where to write the logits (.npy, float32 N×classes).") var out: String
     @Option(help: "Images per forward pass.") var batch = 256
+    @Option(help: ArgumentHelp("A config naming the model and preprocessing (student.model, data.*), for weights "
+                               + "without KDGraph metadata such as a PyTorch state_dict saved with safetensors."))
+    var config: String?
+    @Option(name: .customLong("set"), help: "Override a key of --config (repeatable).") var overrides: [String] = []
 
     func run() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
+        guard config != nil || overrides.isEmpty else { throw ValidationError("--set needs --config") }
         setBLASThreads(1)
-        let n = try Prediction.run(checkpoint: checkpoint, images: images, out: out, batch: batch)
+        let cfg = try config.map { try KDConfig.load(path: $0, overrides: overrides) }
+        let n = try Prediction.run(checkpoint: checkpoint, config: cfg, images: images, out: out, batch: batch)
+        func list(_ v: [Float]) -> String { "[" + v.map { "\($0)" }.joined(separator: ", ") + "]" }
         print("{\"checkpoint\": \"\(checkpoint)\", \"images\": \(n.images), \"classes\": \(n.classes), "
-              + "\"out\": \"\(out)\"}")
+              + "\"out\": \"\(out)\", \"model\": \"\(n.input.model)\", \"mean\": \(list(n.input.mean)), "
+              + "\"std\": \(list(n.input.std)), \"preprocessing_from\": \"\(n.input.source)\"}")
     }
 }
 

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 import KDFormats
+import KDData
+import KDModels
 import KDTestSupport
 @testable import KDTrain
 
@@ -69,5 +71,48 @@ final class NonFiniteInputTests: XCTestCase {
         let e = message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/none.npy",
                                                  out: dir + "/e.npy", batch: 3) }
         XCTAssertTrue(e.contains("\(dir)/none.npy: holds no images (shape [0, 8, 8, 3])"), e)
+    }
+}
+
+/// Issue 29 item 2: weights without KDGraph metadata (a PyTorch `state_dict` saved with safetensors) run
+/// from the command line with `--config` naming the model and the data; without it the message says so.
+final class PlainWeightsTests: XCTestCase {
+    func testPredictTakesPlainWeightsWithAConfig() throws {
+        let dir = NSTemporaryDirectory() + "kdgraph-plain-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try SyntheticExport.write(folder: dir + "/data", train: 24, test: 8, classes: 4, size: 8, seed: 1)
+        let yaml = """
+        data: {source: npy, path: "\(dir)/data", classes: 4, global_batch: 8}
+        student: {model: resnet8}
+        train: {steps: 1}
+        output: {dir: "\(dir)/out"}
+        runtime: {conv_algorithm: direct}
+        """
+        let cfg = try KDConfig.parse(yaml: yaml, file: "plain.yaml")
+        let checkpoint = try InProcessWorld(size: 1).run { comm -> String in
+            let t = try Trainer(config: cfg, comm: comm)
+            let path = try t.saveCheckpoint(name: "w.safetensors")
+            // The same weights as PyTorch would save them: the state_dict, no metadata, no checksum.
+            try Safetensors.write(Checkpoint.modelTensors(t.student), metadata: [:], addChecksum: false,
+                                  to: dir + "/plain.safetensors")
+            return path
+        }[0]
+        let images = dir + "/data/test_images.npy"
+        let a = try Prediction.run(checkpoint: checkpoint, images: images, out: dir + "/a.npy", batch: 3)
+        let b = try Prediction.run(checkpoint: dir + "/plain.safetensors", config: cfg, images: images,
+                                   out: dir + "/b.npy", batch: 3)
+        XCTAssertEqual(b.input.source, "plain.yaml")
+        XCTAssertEqual(b.input.mean, a.input.mean, "the files' statistics, as the checkpoint recorded them")
+        XCTAssertNotEqual(b.input.std, [0.25, 0.25, 0.25], "not the synthetic defaults")
+        // Same model, weights, preprocessing and batches: the same logits, bit for bit.
+        XCTAssertEqual(try NPYArray(path: dir + "/a.npy").floatArray(), try NPYArray(path: dir + "/b.npy").floatArray())
+        do {
+            _ = try Prediction.run(checkpoint: dir + "/plain.safetensors", images: images, out: dir + "/c.npy",
+                                   batch: 4)
+            XCTFail("plain weights need --config")
+        } catch {
+            XCTAssertTrue("\(error)".contains("plain safetensors weights (e.g. a PyTorch state_dict): name the model "
+                                              + "and preprocessing with --config C.yaml"), "\(error)")
+        }
     }
 }

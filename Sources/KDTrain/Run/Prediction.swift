@@ -17,20 +17,21 @@ public enum CheckpointConfig {
     }
 }
 
-/// `kdgraph predict`: a checkpoint's logits for the images of an `.npy` file, from the checkpoint alone.
-public enum Prediction {
-    /// Builds the model the metadata names (`kdgraph.model`, `classes`, `input_channels`, `input_size`,
-    /// `hidden`), loads the weights, preprocesses `images` (uint8: `(pixel/255 − mean[c]) / std[c]` with
-    /// `kdgraph.mean`/`kdgraph.std`; float: as it is), runs eval mode in batches of `batch` and writes the
-    /// float32 logits `[N, classes]` to `out`. Returns the counts.
-    public static func run(checkpoint: String, images: String, out: String,
-                           batch: Int) throws -> (images: Int, classes: Int) {
-        let f = try Checkpoint.read(path: checkpoint)
+/// What `predict` needs to run a model on an `.npy` file: the model, its input and the normalisation of
+/// uint8 pixels, from a KDGraph checkpoint's metadata or from a config (for weights from elsewhere, e.g.
+/// a PyTorch `state_dict` saved with safetensors).
+public struct ModelInput: Equatable {
+    public var model: String, classes: Int, channels: Int, size: [Int], hidden: [Int]
+    public var mean: [Float], std: [Float]
+    /// Where the values came from, for the output line (`checkpoint metadata` or the config file).
+    public var source: String
+
+    /// The values a KDGraph checkpoint records (docs/training.md, "Using the weights").
+    public static func metadata(of f: SafetensorsFile) throws -> ModelInput {
         func field(_ key: String) throws -> String {
             guard let v = f.metadata[key] else {
-                throw TrainError.io(path: checkpoint, message: "no \(key) in its metadata (written by another tool "
-                                    + "or an "
-                                    + "older KDGraph): use `kdgraph eval --config` with the run's configuration")
+                throw TrainError.io(path: f.file, message: "no \(key) in its metadata (written by another tool or an "
+                                    + "older KDGraph): name the model and preprocessing with --config")
             }
             return v
         }
@@ -39,29 +40,68 @@ public enum Prediction {
             if text.isEmpty { return [] }
             let v = text.split(separator: ",").compactMap { Int($0) }
             guard v.count == text.split(separator: ",").count else {
-                throw TrainError.io(path: checkpoint, message: "metadata \(key) '\(text)' is not a list of integers")
+                throw TrainError.io(path: f.file, message: "metadata \(key) '\(text)' is not a list of integers")
             }
             return v
         }
         func floats(_ key: String) throws -> [Float] {
             let text = try field(key)
             let v = text.split(separator: ",").compactMap { Float($0) }
-            guard v.count == text.split(separator: ",").count, !v.isEmpty else {
-                throw TrainError.io(path: checkpoint, message: "metadata \(key) '\(text)' is not a list of numbers")
+            guard v.count == text.split(separator: ",").count else {
+                throw TrainError.io(path: f.file, message: "metadata \(key) '\(text)' is not a list of numbers")
             }
             return v
         }
-        let classes = try ints("kdgraph.classes").first ?? 0
-        let channels = try ints("kdgraph.input_channels").first ?? 0
-        let size = try ints("kdgraph.input_size")
-        guard size.count == 2, channels >= 1, classes >= 2 else {
-            throw TrainError.io(path: checkpoint, message: "metadata: classes \(classes), input_channels \(channels), "
-                                + "input_size \(size) do not describe a model input")
+        return ModelInput(model: try field("kdgraph.model"), classes: try ints("kdgraph.classes").first ?? 0,
+                          channels: try ints("kdgraph.input_channels").first ?? 0,
+                          size: try ints("kdgraph.input_size"), hidden: try ints("kdgraph.hidden"),
+                          mean: try floats("kdgraph.mean"), std: try floats("kdgraph.std"),
+                          source: "checkpoint metadata")
+    }
+
+    /// The values of `config`'s student on its data: the input and the normalisation the data decides
+    /// (`data.mean`/`data.std`, or a file source's own statistics), as training would use them.
+    public static func of(config c: KDConfig) throws -> ModelInput {
+        let data = try TrainingData(config: c)
+        return ModelInput(model: c.student.model, classes: c.data.classes, channels: data.inputChannels,
+                          size: data.inputSize, hidden: c.student.hidden, mean: data.mean.map(Float.init),
+                          std: data.std.map(Float.init), source: c.file)
+    }
+}
+
+/// `kdgraph predict`: a model's logits for the images of an `.npy` file.
+public enum Prediction {
+    /// `checkpoint` run on `images`: with `config` nil a KDGraph checkpoint described by its own metadata;
+    /// with a config, any safetensors weights (a PyTorch `state_dict`) described by the config's student and
+    /// data. Returns the counts and the description used (the output names its normalisation).
+    public static func run(checkpoint: String, config: KDConfig? = nil, images: String, out: String,
+                           batch: Int) throws -> (images: Int, classes: Int, input: ModelInput) {
+        let weights: SafetensorsFile, input: ModelInput
+        if let config {
+            weights = try Safetensors.read(path: checkpoint)
+            try Checkpoint.refuseStateFile(weights)
+            input = try ModelInput.of(config: config)
+        } else {
+            weights = try Checkpoint.read(path: checkpoint)
+            input = try ModelInput.metadata(of: weights)
         }
-        let hidden = try ints("kdgraph.hidden")
-        let model = try ModelZoo.make(name: try field("kdgraph.model"), classes: classes, inputChannels: channels,
-                                      imageSize: size, hiddenSizes: ModelZoo.hiddenSizes(hidden))
-        try Checkpoint.loadWeights(f, into: model)
+        let n = try run(weights: weights, input: input, images: images, out: out, batch: batch)
+        return (n.images, n.classes, input)
+    }
+
+    /// Builds the model `input` names, loads the weights of `weights` (any safetensors file whose names
+    /// match the model), preprocesses `images` (uint8: `(pixel/255 − mean[c]) / std[c]`; float: as it is),
+    /// runs eval mode in batches of `batch` and writes the float32 logits `[N, classes]` to `out`.
+    public static func run(weights: SafetensorsFile, input m: ModelInput, images: String, out: String,
+                           batch: Int) throws -> (images: Int, classes: Int) {
+        let (classes, channels, size) = (m.classes, m.channels, m.size)
+        guard size.count == 2, channels >= 1, classes >= 2 else {
+            throw TrainError.io(path: weights.file, message: "\(m.source): classes \(classes), input channels "
+                                + "\(channels), input size \(size) do not describe a model input")
+        }
+        let model = try ModelZoo.make(name: m.model, classes: classes, inputChannels: channels,
+                                      imageSize: size, hiddenSizes: ModelZoo.hiddenSizes(m.hidden))
+        try Checkpoint.loadWeights(weights, into: model)
         model.eval()
 
         let a = try NPYArray(path: images)
@@ -77,11 +117,10 @@ public enum Prediction {
         let normalise: ((Int, Float) -> Float)?
         switch a.dtype {
         case .uint8:
-            let (mean, std) = (try floats("kdgraph.mean"), try floats("kdgraph.std"))
+            let (mean, std) = (m.mean, m.std)
             guard mean.count == channels, std.count == channels else {
-                throw TrainError.io(path: checkpoint, message: "metadata kdgraph.mean/std have "
-                                    + "\(mean.count)/\(std.count) "
-                                    + "entries for \(channels) channel(s)")
+                throw TrainError.io(path: weights.file, message: "\(m.source): mean/std have "
+                                    + "\(mean.count)/\(std.count) entries for \(channels) channel(s)")
             }
             normalise = { k, x in (x / 255 - mean[k % channels]) / std[k % channels] }
         case .float32, .float64:
