@@ -45,12 +45,19 @@ extension Communicator {
 /// as blocks. Every rank must run `backward` (the node's gradient is pre-set to zeros so it runs even
 /// on a rank whose share ignores `Y`); an MPI failure inside backward aborts the job.
 ///
-/// With `replicatedLoss` (deterministic training, docs/training.md) every rank evaluates the *whole*
-/// loss from `Y`, so `G` is the same on every rank and `∂L/∂X_r` is `G`'s own rows: no communication.
+/// With `blocks` (deterministic training, docs/training.md "Bit-identical training at any world size")
+/// the rank evaluates its share block by block (`LossBlocks`): `Y` keeps each loss block's gradient
+/// apart, and backward sums the partials of every block of every rank exactly
+/// (`ExactSum.reduceScatterRows`), so `∂L/∂X_r` does not depend on how the blocks are spread over ranks.
 public func allGatherRows(_ local: Tensor, comm: Communicator, counts: [Int]? = nil,
-                          replicatedLoss: Bool = false) throws -> Tensor {
-    try gatherRows(local, comm: comm, counts: counts, op: "allGatherRows", differentiable: true,
-                   replicatedLoss: replicatedLoss)
+                          blocks: LossBlockCounts? = nil) throws -> Tensor {
+    try gatherRows(local, comm: comm, counts: counts, op: "allGatherRows", differentiable: true, blocks: blocks)
+}
+
+/// The loss blocks of a step (`LossBlocks`): this rank's and the global batch's.
+public struct LossBlockCounts: Equatable, Sendable {
+    public let local: Int, global: Int
+    public init(local: Int, global: Int) { self.local = local; self.global = global }
 }
 
 /// `allGatherRows` without a tape node (teacher embeddings, logits, anything not trained).
@@ -59,7 +66,7 @@ public func allGatherRowsNoGrad(_ local: Tensor, comm: Communicator, counts: [In
 }
 
 func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: String,
-                differentiable: Bool, replicatedLoss: Bool = false) throws -> Tensor {
+                differentiable: Bool, blocks: LossBlockCounts? = nil) throws -> Tensor {
     guard local.rank >= 1 else {
         throw CommError.invalidArgument(op: op, message: "needs a tensor with a row axis, got shape \(local.shape)")
     }
@@ -101,9 +108,17 @@ func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: S
     let elementCounts = counts.map { $0 * rowSize }
     try comm.allGatherV(UnsafePointer(local.ptr), counts: elementCounts, into: out.ptr)
     guard record else { return out }
-    if replicatedLoss {
-        let mine = layout.offsets[comm.rank] * rowSize
-        Tape.record(op, inputs: [local], output: out) { g in local.accumulateGrad(g.ptr + mine) }
+    if let blocks {
+        out.lossBlocks = blocks.local
+        Tape.record(op, inputs: [local], output: out) { g in
+            do {
+                try exactGatherBackward(local: local, out: out, g: g, counts: counts, rowSize: rowSize,
+                                        blocks: blocks, comm: comm)
+            } catch {
+                comm.abort("\(op) backward: \(error)", code: MPICommunicator.errorExitCode)
+            }
+        }
+        out.grad = Tensor.zeros(out.shape)
         return out
     }
 
@@ -125,4 +140,23 @@ func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: S
     // Guarantees the node runs on every rank (its collective must be matched everywhere).
     out.grad = Tensor.zeros(out.shape)
     return out
+}
+
+/// The exact backward of a gather whose loss was evaluated in loss blocks: the partials of every block
+/// of every rank summed into each rank's own rows. A gradient that reached `Y` outside the blocks (`g`,
+/// pre-set to zeros) cannot be summed exactly and stops the job with the op's name.
+func exactGatherBackward(local: Tensor, out: Tensor, g: Tensor, counts: [Int], rowSize: Int,
+                         blocks: LossBlockCounts, comm: Communicator) throws {
+    if let i = (0..<g.count).first(where: { g.ptr[$0] != 0 }) {
+        throw CommError.invalidArgument(op: "deterministic gather", message: "element \(i) of the gathered "
+            + "rows received a gradient outside the loss blocks (an op recorded outside LossBlocks.recording), "
+            + "which cannot be summed exactly")
+    }
+    let partials = out.blockGrad ?? Tensor.zeros([max(1, blocks.local), out.count])
+    out.blockGrad = nil
+    let own = Tensor(uninitializedShape: local.shape)
+    try ExactSum.reduceScatterRows(partials.ptr, blocks: partials.shape[0],
+                                   rowSize: rowSize, rowCounts: counts, globalBlocks: blocks.global, comm: comm,
+                                   into: own.ptr)
+    local.accumulateGrad(own.ptr)
 }

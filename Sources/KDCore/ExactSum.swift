@@ -36,9 +36,11 @@ public enum ExactSum {
 
     /// Sums every group's partials over the blocks of all ranks into its `result`; `globalBlocks` must
     /// bound the number of blocks over all ranks and be the same on every rank. Collective: every rank
-    /// calls it with the same groups' `count`s (a rank may hold no block).
+    /// calls it with the same groups' `count`s (a rank may hold no block). Without a communicator (or on
+    /// one rank) the sum is over the given partials only.
     public static func reduce<T: BinaryFloatingPoint>(_ groups: [Group<T>], globalBlocks: Int,
-                                                      comm: Communicator) throws {
+                                                      comm: Communicator?) throws {
+        let comm = (comm?.size ?? 1) > 1 ? comm : nil
         // ① the largest magnitude of each group over all ranks (∞ for a non-finite partial)
         var maxima = groups.map { g -> Double in
             var m = 0.0
@@ -51,7 +53,7 @@ public enum ExactSum {
             }
             return m
         }
-        if comm.size > 1 && !maxima.isEmpty { try comm.allReduce(&maxima, op: .max) }
+        if let comm, !maxima.isEmpty { try comm.allReduce(&maxima, op: .max) }
         // ② each partial on its group's scale, added as integers
         let total = groups.reduce(0) { $0 + $1.count }
         var sums = [Int64](repeating: 0, count: total)
@@ -68,7 +70,7 @@ public enum ExactSum {
                 }
             }
         }
-        if comm.size > 1 && total > 0 {
+        if let comm, total > 0 {
             try sums.withUnsafeMutableBufferPointer { try comm.allReduce($0.baseAddress!, count: total, op: .sum) }
         }
         // ③ back to floating point, once
@@ -82,6 +84,90 @@ public enum ExactSum {
             let down = Double(sign: .plus, exponent: -e, significand: 1)
             for i in 0..<g.count { g.result[i] = T(Double(sums[offset + i]) * down) }
         }
+    }
+
+    /// The exact sum of per-block partials of a gathered matrix's rows over all ranks, each rank keeping
+    /// its own rows: the reduce-scatter of deterministic training's row-sharded loss (`LossBlocks`).
+    ///
+    /// `partials` holds this rank's `blocks` partials of the whole `[Σ rowCounts, rowSize]` matrix (block
+    /// `b` at `b · total · rowSize`); rank `r` owns the `rowCounts[r]` rows after those of the ranks
+    /// before it and receives their sums in `result` (`rowCounts[rank] · rowSize` values). Each row is
+    /// its own group (its scale from its largest magnitude over every partial of every rank: one
+    /// `MPI_MAX` all-reduce of one Double per row), the integers go through one `Int64` reduce-scatter,
+    /// and the result has the accuracy and the independence of the split stated for `reduce`.
+    /// Collective: every rank passes the same `rowCounts`, `rowSize` and `globalBlocks`.
+    public static func reduceScatterRows(_ partials: UnsafePointer<Float>, blocks: Int, rowSize: Int,
+                                         rowCounts: [Int], globalBlocks: Int, comm: Communicator,
+                                         into result: UnsafeMutablePointer<Float>) throws {
+        let rows = rowCounts.reduce(0, +), total = rows * rowSize, stride = total
+        var maxima = [Double](repeating: 0, count: rows)
+        for b in 0..<blocks {
+            let p = partials + b * stride
+            for i in 0..<rows {
+                var m = maxima[i]
+                for j in 0..<rowSize {
+                    let v = Double(p[i * rowSize + j]).magnitude
+                    if !(v <= m) { m = v.isFinite ? v : .infinity }
+                }
+                maxima[i] = m
+            }
+        }
+        if comm.size > 1 && rows > 0 { try comm.allReduce(&maxima, op: .max) }
+        let scales = maxima.map { scaleExponent(maxMagnitude: $0, globalBlocks: globalBlocks) }
+        var sums = [Int64](repeating: 0, count: max(1, total))
+        sums.withUnsafeMutableBufferPointer { s in
+            for i in 0..<rows {
+                guard let e = scales[i] else { continue }
+                let up = Double(sign: .plus, exponent: e, significand: 1), q = s.baseAddress! + i * rowSize
+                for b in 0..<blocks {
+                    let p = partials + b * stride + i * rowSize
+                    for j in 0..<rowSize { q[j] &+= Int64((Double(p[j]) * up).rounded(.toNearestOrEven)) }
+                }
+            }
+        }
+        let first = rowCounts[..<comm.rank].reduce(0, +), mine = rowCounts[comm.rank]
+        var own = [Int64](repeating: 0, count: max(1, mine * rowSize))
+        if comm.size > 1 {
+            try sums.withUnsafeBufferPointer { s in
+                try own.withUnsafeMutableBufferPointer {
+                    try comm.reduceScatterV(s.baseAddress!, counts: rowCounts.map { $0 * rowSize },
+                                            into: $0.baseAddress!)
+                }
+            }
+        } else {
+            own = sums
+        }
+        for r in 0..<mine {
+            let i = first + r, out = result + r * rowSize
+            guard let e = scales[i] else {
+                out.update(repeating: maxima[i] == 0 ? 0 : .nan, count: rowSize)
+                continue
+            }
+            let down = Double(sign: .plus, exponent: -e, significand: 1)
+            for j in 0..<rowSize { out[j] = Float(Double(own[r * rowSize + j]) * down) }
+        }
+    }
+
+    /// The exact sums of per-block vectors over all ranks: `partials[b][i]` is block `b`'s part of value
+    /// `i` (every block the same length); each value is its own group. Collective (a rank may hold no
+    /// block, but every rank passes vectors of the same length `count`). Without a communicator the sum
+    /// is over the given blocks only — the same result as when they are spread over ranks.
+    public static func sums(_ partials: [[Double]], count: Int, globalBlocks: Int,
+                            comm: Communicator?) throws -> [Double] {
+        guard count > 0 else { return [] }
+        precondition(partials.allSatisfy { $0.count == count }, "exact sums: blocks of unequal length")
+        let flat = partials.isEmpty ? [Double](repeating: 0, count: count) : partials.flatMap { $0 }
+        var result = [Double](repeating: 0, count: count)
+        try flat.withUnsafeBufferPointer { f in
+            try result.withUnsafeMutableBufferPointer { r in
+                let groups = (0..<count).map { i in
+                    Group(partials: f.baseAddress! + i, blocks: partials.count, count: 1, blockStride: count,
+                          result: r.baseAddress! + i)
+                }
+                try reduce(groups, globalBlocks: globalBlocks, comm: comm)
+            }
+        }
+        return result
     }
 
     /// The exact sum of scalar `terms` over all ranks (each term one block). Collective.

@@ -38,15 +38,22 @@ public struct LossInputs {
     /// The ranks sharing the batch. Set: terms that are row-sharded (RKD distance, VRM's inter-class
     /// graph, spectral) build only the shard's rows of their global matrices and combine global
     /// normalisers with small all-reduces inside the term, so every rank of `comm` must evaluate the
-    /// objective. Nil: every term builds the global matrices itself (deterministic training's whole-loss
-    /// evaluation; single-process tools).
+    /// objective. Nil: every term builds the global matrices itself (single-process tools).
     public var comm: Communicator?
+    /// Deterministic training (docs/training.md, "Bit-identical training at any world size"): the share
+    /// is evaluated in loss blocks of `plan.blockSize` samples (`lossBlocks`, `LossBlocks`), and every
+    /// sum over rows a term combines between ranks is formed per block and added exactly (`blockSums`).
+    public var exact = false
+    /// The samples this share covers: `plan.share`, or one loss block of it (`restricted(to:)`).
+    public private(set) var shard: Range<Int>
 
     public init(plan: BatchPlan, views: Int = 1,
                 studentFeatures: Tensor? = nil, studentEmbedding: Tensor? = nil, studentLogits: Tensor? = nil,
                 teacherEmbedding: Tensor? = nil, teacherLogits: Tensor? = nil, promptTeacherLogits: Tensor? = nil,
-                proxies: Tensor? = nil, labels: [Int]? = nil, step: Int = 0, comm: Communicator? = nil) {
-        self.plan = plan; self.views = views; self.step = step; self.comm = comm
+                proxies: Tensor? = nil, labels: [Int]? = nil, step: Int = 0, comm: Communicator? = nil,
+                exact: Bool = false) {
+        self.plan = plan; self.views = views; self.step = step; self.comm = comm; self.exact = exact
+        shard = plan.share
         self.studentFeatures = studentFeatures; self.studentEmbedding = studentEmbedding
         self.studentLogits = studentLogits; self.teacherEmbedding = teacherEmbedding
         self.teacherLogits = teacherLogits; self.promptTeacherLogits = promptTeacherLogits
@@ -55,12 +62,40 @@ public struct LossInputs {
 
     /// Global batch size `B` in samples.
     public var batchSize: Int { plan.globalSamples }
-    /// This rank's samples, a sub-range of `0..<batchSize`.
-    public var shard: Range<Int> { plan.share }
     /// Total rows `B·V`.
     public var rowCount: Int { batchSize * views }
     /// This rank's rows (`shard` expanded by the views).
     public var shardRows: Range<Int> { (shard.lowerBound * views)..<(shard.upperBound * views) }
+
+    /// This share's loss blocks, in samples: the blocks of `plan.blockSize` in `shard` when `exact`, else
+    /// `shard` whole (one block).
+    public var lossBlocks: [Range<Int>] {
+        guard exact else { return [shard] }
+        return stride(from: shard.lowerBound, to: shard.upperBound, by: plan.blockSize).map {
+            $0..<min(shard.upperBound, $0 + plan.blockSize)
+        }
+    }
+
+    /// These inputs with the share cut down to `samples` (one loss block of `shard`).
+    public func restricted(to samples: Range<Int>) -> LossInputs {
+        var x = self
+        x.shard = samples
+        return x
+    }
+
+    /// The sums over all ranks of `count` values whose parts are `partials[b]`, one vector per loss block
+    /// of this share (`lossBlocks`). `exact`: every block's part added exactly (`ExactSum`), whichever rank
+    /// holds it; else the blocks added here and the ranks by one all-reduce SUM (none without `comm`).
+    /// Collective over `comm`: every rank calls it with the same `count`.
+    public func blockSums(_ partials: [[Double]], count: Int) throws -> [Double] {
+        if exact {
+            return try ExactSum.sums(partials, count: count, globalBlocks: plan.blocks, comm: comm)
+        }
+        var total = [Double](repeating: 0, count: count)
+        for p in partials { for i in 0..<count { total[i] += p[i] } }
+        if let comm, count > 0 { try comm.allReduce(&total, op: .sum) }
+        return total
+    }
 
     /// Validates the layout (batch, views, shard) for the loss `loss`.
     package func validate(_ loss: String) throws {

@@ -25,6 +25,9 @@ public enum LossError: Error, CustomStringConvertible, Equatable {
 public struct LossShare {
     public let value: Tensor
     public let terms: [(name: String, value: Double)]
+    /// The objective's share only (`LossObjective.evaluate`): per loss block, the block's total and its
+    /// values of `terms` in order — what deterministic training adds exactly over every block of every rank.
+    public var blockValues: [[Double]] = []
     public init(value: Tensor, terms: [(name: String, value: Double)]) { self.value = value; self.terms = terms }
 
     /// The value of the term `name`, one the kernel documents (a name it lacks is a programming error).

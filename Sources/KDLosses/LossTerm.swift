@@ -13,6 +13,24 @@ public protocol LossTerm {
     var needs: LossNeeds { get }
     /// This rank's unweighted share (see the protocol's comment).
     func evaluate(_ inputs: LossInputs) throws -> LossShare
+    /// This rank's share as one share per loss block of `inputs` (`inputs.lossBlocks`), each block's ops
+    /// recorded as that block's (`LossBlocks.recording`); one share when `inputs.exact` is off. The
+    /// default runs `evaluate` on each block's samples; a term that combines sums between ranks
+    /// evaluates all its blocks at once instead (its collectives must match on every rank, whatever
+    /// the rank's number of blocks), forming each sum per block with `inputs.blockSums`.
+    func evaluateBlocks(_ inputs: LossInputs) throws -> [LossShare]
+}
+
+extension LossTerm {
+    public func evaluateBlocks(_ inputs: LossInputs) throws -> [LossShare] { try evaluateEachBlock(inputs) }
+
+    /// `evaluate` on each loss block's samples, recorded as that block's (one share when not `exact`).
+    public func evaluateEachBlock(_ inputs: LossInputs) throws -> [LossShare] {
+        guard inputs.exact else { return [try evaluate(inputs)] }
+        return try inputs.lossBlocks.enumerated().map { b, samples in
+            try LossBlocks.recording(b) { try evaluate(inputs.restricted(to: samples)) }
+        }
+    }
 }
 
 /// `Σ_k w_k x_k` of scalar tensors, one node: backward `∂x_k += w_k · g`.
@@ -37,19 +55,40 @@ public struct LossObjective {
     /// This rank's share of the objective `Σ_t w_t L_t` (one scalar on the tape) and every term's share:
     /// `loss/<kind>` is the weighted share `w_t L_t`, `loss/<kind>/<sub>` its unweighted sub-terms; a kind
     /// listed again is named `<kind>#2`, `<kind>#3`, … The weights and the names are applied here, once.
+    /// With `inputs.exact` each term is evaluated per loss block (`LossTerm.evaluateBlocks`) and the share
+    /// also carries every block's values (`LossShare.blockValues`), which the trainer adds exactly.
     public func evaluate(_ inputs: LossInputs) throws -> LossShare {
+        if inputs.exact && inputs.lossBlocks.isEmpty {
+            throw LossError.invalidArgument(loss: "objective", message: "this rank holds no loss block of the "
+                + "batch (samples \(inputs.shard)); deterministic training gives every rank at least one block")
+        }
         var parts: [(Tensor, Float)] = []
-        var named: [(name: String, value: Double)] = []
+        var names: [String] = []
+        var blockValues: [[Double]] = []     // per block: the weighted term shares and sub-terms, in `names` order
         var seen: [String: Int] = [:]
         for t in terms {
-            let r = try t.evaluate(inputs)
+            let shares = try t.evaluateBlocks(inputs)
+            if blockValues.isEmpty { blockValues = Array(repeating: [], count: shares.count) }
+            guard shares.count == blockValues.count else {
+                throw LossError.invalidArgument(loss: t.kind, message: "\(shares.count) block shares, the "
+                                                + "objective's other terms \(blockValues.count)")
+            }
             seen[t.kind, default: 0] += 1
             let base = "loss/\(t.kind)" + (seen[t.kind]! > 1 ? "#\(seen[t.kind]!)" : "")
-            let weighted = weightedScalarSum([(r.value, t.weight)])
-            parts.append((weighted, 1))
-            named.append((base, Double(weighted.item)))
-            for (name, v) in r.terms { named.append((base + "/" + name, v)) }
+            names.append(base)
+            names += shares[0].terms.map { base + "/" + $0.name }
+            for (b, r) in shares.enumerated() {
+                let weighted = weightedScalarSum([(r.value, t.weight)])
+                parts.append((weighted, 1))
+                blockValues[b].append(Double(weighted.item))
+                blockValues[b] += r.terms.map(\.value)
+            }
         }
-        return LossShare(value: weightedScalarSum(parts), terms: named)
+        let weightedIndices = names.indices.filter { !names[$0].dropFirst(5).contains("/") }
+        var share = LossShare(value: weightedScalarSum(parts), terms: names.indices.map { i in
+            (names[i], blockValues.reduce(0) { $0 + $1[i] })
+        })
+        share.blockValues = blockValues.map { v in [weightedIndices.reduce(0) { $0 + v[$1] }] + v }
+        return share
     }
 }

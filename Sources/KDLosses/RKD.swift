@@ -14,13 +14,40 @@ public struct RKDTerm: LossTerm {
 
     public func evaluate(_ x: LossInputs) throws -> LossShare {
         try x.validate(kind)
+        let (s, t) = try inputs(x)
+        let distance = distanceWeight == 0 ? nil : try rkdDistanceLoss(student: s, teacher: t, rows: x.shardRows,
+                                                                       comm: x.comm)
+        return try share(x, student: s, teacher: t, distance: distance)
+    }
+
+    /// Per loss block: the distance term's blocks at once (its `μ` and `Σ h·d` are sums over every block),
+    /// then each block's angle term.
+    public func evaluateBlocks(_ x: LossInputs) throws -> [LossShare] {
+        guard x.exact, distanceWeight != 0 else { return try evaluateEachBlock(x) }
+        try x.validate(kind)
+        let (s, t) = try inputs(x)
+        let blocks = x.lossBlocks
+        let distances = try rkdDistanceBlockShares(student: s, teacher: t,
+                                                   blocks: blocks.map { rowRange($0, views: x.views) },
+                                                   sums: x.blockSums)
+        return try blocks.enumerated().map { b, samples in
+            try LossBlocks.recording(b) {
+                try share(x.restricted(to: samples), student: s, teacher: t, distance: distances[b])
+            }
+        }
+    }
+
+    func inputs(_ x: LossInputs) throws -> (Tensor, Tensor) {
         let s = try x.require(useEmbedding ? x.studentEmbedding : x.studentFeatures, kind,
                               useEmbedding ? "student embedding" : "student features")
-        let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
+        return (s, try x.require(x.teacherEmbedding, kind, "teacher embedding"))
+    }
+
+    /// The weighted parts of the share of `x.shard`, given its distance share.
+    func share(_ x: LossInputs, student s: Tensor, teacher t: Tensor, distance: LossShare?) throws -> LossShare {
         var parts: [(Tensor, Float)] = []
         var terms: [(name: String, value: Double)] = []
-        if distanceWeight != 0 {
-            let d = try rkdDistanceLoss(student: s, teacher: t, rows: x.shardRows, comm: x.comm)
+        if let d = distance {
             parts.append((d.value, distanceWeight))
             terms.append(("distance", d.term("rkd_distance")))
         }

@@ -90,35 +90,54 @@ func rkdDistanceRows(_ x: Tensor, rows: Range<Int>) -> (Tensor, Double, [Bool]) 
 
 /// `rkdDistanceLoss` row-sharded over `comm`: the shard's rows of the distance matrices only.
 func rkdDistanceRowShare(student: Tensor, teacher: Tensor, rows: Range<Int>, comm: Communicator) throws -> LossShare {
-    let n = student.shape[0], m = rows.count
-    let (ds, sumS, clampedS) = rkdDistanceRows(student, rows: rows)
-    let (dt, sumT, _) = withNoGrad { rkdDistanceRows(teacher, rows: rows) }
-    var sums = [sumS, sumT]
-    try comm.allReduce(&sums, op: .sum)
-    let pairs = Double(n * (n - 1)), invS = pairs / sums[0], invT = pairs / sums[1], invN2 = 1 / Double(n * n)
+    let shares = try rkdDistanceBlockShares(student: student, teacher: teacher, blocks: [rows]) { partials, count in
+        var total = partials[0]
+        try comm.allReduce(&total, op: .sum)
+        return total
+    }
+    return shares[0]
+}
+
+/// RKD distance over the anchor rows of each loss block of `blocks` (row ranges; `LossBlocks`), one share
+/// per block, each recorded as its block's. `sums(partials, count)` adds per-block vectors over every
+/// block of every rank (`LossInputs.blockSums`): `Σd` of student and teacher for `μ_s`, `μ_t`, then
+/// `Σ h·d` for the `μ_s` term of the gradient. Every block's rows are built by their own kernel calls,
+/// so a block's values and gradient do not depend on the rank's other blocks.
+func rkdDistanceBlockShares(student: Tensor, teacher: Tensor, blocks: [Range<Int>],
+                            sums: ([[Double]], Int) throws -> [Double]) throws -> [LossShare] {
+    let n = student.shape[0]
+    let ds = blocks.map { rkdDistanceRows(student, rows: $0) }
+    let dt = withNoGrad { blocks.map { rkdDistanceRows(teacher, rows: $0) } }
+    let total = try sums(zip(ds, dt).map { [$0.1, $1.1] }, 2)
+    let pairs = Double(n * (n - 1)), invS = pairs / total[0], invT = pairs / total[1], invN2 = 1 / Double(n * n)
 
     let wantGrad = needsGrad(student)
-    let gd = Tensor(uninitializedShape: [m, n])
-    var total = 0.0, hd = 0.0
-    for k in 0..<(m * n) {
-        let r = Float(Double(ds.ptr[k]) * invS - Double(dt.ptr[k]) * invT)
-        total += Double(huber(r, 1))
-        let h = Double(huberDerivative(r, 1)) * invN2
-        gd.ptr[k] = Float(h * invS)
-        hd += h * Double(ds.ptr[k])
+    var values: [Double] = [], hds: [[Double]] = [], gds: [Tensor] = []
+    for (b, rows) in blocks.enumerated() {
+        let m = rows.count, s = ds[b].0, t = dt[b].0
+        let gd = Tensor(uninitializedShape: [m, n])
+        var huberSum = 0.0, hd = 0.0
+        for k in 0..<(m * n) {
+            let r = Float(Double(s.ptr[k]) * invS - Double(t.ptr[k]) * invT)
+            huberSum += Double(huber(r, 1))
+            let h = Double(huberDerivative(r, 1)) * invN2
+            gd.ptr[k] = Float(h * invS)
+            hd += h * Double(s.ptr[k])
+        }
+        values.append(huberSum * invN2); hds.append([hd]); gds.append(gd)
     }
-    var hdAll = [hd]   // Σ_ranks Σ h·d: the μ_s term of every rank's gradient
-    try comm.allReduce(&hdAll, op: .sum)
-    let share = total * invN2
-    var grad: Tensor? = nil
-    if wantGrad {
-        let cMu = Float(-hdAll[0] * invS * invS / pairs)
-        for k in 0..<(m * n) { gd.ptr[k] = clampedS[k] ? 0 : (gd.ptr[k] + cMu) / (2 * ds.ptr[k]) }
-        let g = Tensor.zeros(student.shape)
-        squaredDistanceRowsBackward(gd.ptr, x: student.ptr, n: n, d: student.shape[1], rows: rows, into: g.ptr)
-        grad = g
+    let hdAll = try sums(hds, 1)[0]     // Σ over every block of Σ h·d: the μ_s term of every block's gradient
+    return blocks.enumerated().map { b, rows in
+        var grad: Tensor? = nil
+        if wantGrad {
+            let cMu = Float(-hdAll * invS * invS / pairs), gd = gds[b], s = ds[b].0, clamped = ds[b].2
+            for k in 0..<(rows.count * n) { gd.ptr[k] = clamped[k] ? 0 : (gd.ptr[k] + cMu) / (2 * s.ptr[k]) }
+            let g = Tensor.zeros(student.shape)
+            squaredDistanceRowsBackward(gd.ptr, x: student.ptr, n: n, d: student.shape[1], rows: rows, into: g.ptr)
+            grad = g
+        }
+        let out = scalarTensor(values[b])
+        LossBlocks.recording(b) { recordFused("rkd_distance", output: out, inputs: [student], grads: [grad]) }
+        return LossShare(value: out, terms: [("rkd_distance", values[b])])
     }
-    let out = scalarTensor(share)
-    recordFused("rkd_distance", output: out, inputs: [student], grads: [grad])
-    return LossShare(value: out, terms: [("rkd_distance", share)])
 }

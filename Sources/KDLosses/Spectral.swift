@@ -108,18 +108,28 @@ public func spectralLoss(student: Tensor, teacher: Tensor, k: Int, rows: Range<I
 /// and their norms, the rows' squared distances `q` (`[m, n]`) and their sum; then, once `σ²` is known,
 /// the rows' affinities `W` (`[m, n]`) and degrees, and `d = deg^{-½}` of all `n` vertices.
 struct SpectralRows {
-    let u: Tensor, norms: Tensor, q: Tensor, qSum: Double, rows: Range<Int>
+    let u: Tensor, norms: Tensor, q: Tensor, rows: Range<Int>
+    /// The sum of `q` over each chunk of rows (`chunks`): one chunk when the rows are not cut.
+    let qSums: [Double]
+    var qSum: Double { qSums.reduce(0, +) }
     var sigma2 = 0.0, w: Tensor? = nil, degRows: [Double] = [], d: [Double] = []
 
-    init(_ x: Tensor, rows: Range<Int>) {
+    /// With `chunks` (ranges of `rows`, in order, covering them) each chunk's rows of `q` come from their
+    /// own kernel call and have their own sum: a row's values then do not depend on the other chunks.
+    init(_ x: Tensor, rows: Range<Int>, chunks: [Range<Int>]? = nil) {
         let n = x.shape[0], dim = x.shape[1], m = rows.count
         u = Tensor(uninitializedShape: [n, dim]); norms = Tensor(uninitializedShape: [n])
         normalizeRows(x.ptr, rows: n, cols: dim, into: u.ptr, norms: norms.ptr)
         q = Tensor(uninitializedShape: [m, n])
-        squaredDistanceRows(u.ptr, n: n, d: dim, rows: rows, into: q.ptr)
-        var s = 0.0
-        for k in 0..<(m * n) { s += Double(q.ptr[k]) }
-        qSum = s; self.rows = rows
+        var sums: [Double] = []
+        for chunk in chunks ?? [rows] {
+            let base = q.ptr + (chunk.lowerBound - rows.lowerBound) * n
+            squaredDistanceRows(u.ptr, n: n, d: dim, rows: chunk, into: base)
+            var s = 0.0
+            for k in 0..<(chunk.count * n) { s += Double(base[k]) }
+            sums.append(s)
+        }
+        qSums = sums; self.rows = rows
     }
 
     /// `W` and the rows' degrees for `σ² = sigma2`.
@@ -140,14 +150,25 @@ struct SpectralRows {
         self.w = w
     }
 
-    /// The whole graph of `x` built here (one process's view): `d` from its own degrees.
-    static func whole(_ x: Tensor) -> SpectralRows {
+    /// The whole graph of `x` built here (one process's view): `d` from its own degrees. With `exact`
+    /// (deterministic training) the rows are built in the loss blocks' chunks and `σ²` is their exact
+    /// sum, so the graph is bit for bit the one the ranks build row-sharded.
+    static func whole(_ x: Tensor, exact: SpectralBlocks? = nil) throws -> SpectralRows {
         let n = x.shape[0]
-        var g = SpectralRows(x, rows: 0..<n)
-        g.affinities(sigma2: g.qSum / Double(n * (n - 1)))
+        let chunks = exact.map { e in stride(from: 0, to: n, by: e.rows).map { $0..<min(n, $0 + e.rows) } }
+        var g = SpectralRows(x, rows: 0..<n, chunks: chunks)
+        let sum = try exact.map { e in try ExactSum.sums(g.qSums.map { [$0] }, count: 1, globalBlocks: e.global,
+                                                          comm: nil)[0] } ?? g.qSum
+        g.affinities(sigma2: sum / Double(n * (n - 1)))
         g.d = g.degRows.map { 1 / $0.squareRoot() }
         return g
     }
+}
+
+/// Deterministic training's loss blocks as the spectral term sees them: rows per block (`block_size ×
+/// views`) and blocks in the global batch.
+struct SpectralBlocks {
+    let rows: Int, global: Int
 }
 
 /// Every rank's row count, checked on every rank alike: the ranks' `rows` must tile `0..<n` in rank
@@ -177,33 +198,55 @@ func spectralRowCounts(_ rows: Range<Int>, n: Int, comm: Communicator) throws ->
 /// the fallback).
 func spectralShare(student: Tensor, teacher: Tensor, k: Int, rows: Range<Int>?, comm: Communicator?,
                    solver: SpectralSolver, maxCycles: Int? = nil) throws -> LossShare {
+    try spectralBlockShares(student: student, teacher: teacher, k: k, blocks: rows.map { [$0] }, comm: comm,
+                            solver: solver, maxCycles: maxCycles, exact: nil)[0]
+}
+
+/// The spectral term over the row blocks `blocks` (nil: all rows, one block), one share per block, each
+/// recorded as its block's (`LossBlocks`). With `exact` (deterministic training) the blocks are this
+/// rank's loss blocks: every row-block product (`q`, `Π`, the solver's `N·X`) is its own kernel call,
+/// and `σ²` and the `σ²` term of the gradient are exact sums over every block of every rank
+/// (`ExactSum`), so each block's value and gradient — and the teacher's eigenvectors — are the same
+/// at every world size (the dense solver builds the whole graph in the same blocks).
+func spectralBlockShares(student: Tensor, teacher: Tensor, k: Int, blocks given: [Range<Int>]?,
+                         comm givenComm: Communicator?, solver: SpectralSolver, maxCycles: Int? = nil,
+                         exact: SpectralBlocks?) throws -> [LossShare] {
     let name = "spectral"
     try check2D(name, "student", student)
     let n = student.shape[0]
     try check2D(name, "teacher", teacher, rows: n)
     guard n >= 2 else { throw LossError.invalidArgument(loss: name, message: "needs at least 2 rows, got \(n)") }
     guard k >= 1 && k <= n else { throw LossError.invalidArgument(loss: name, message: "k = \(k) outside 1...\(n)") }
-    let rows = rows ?? 0..<n
-    try checkRows(name, rows, n)
+    let blocks = given ?? [0..<n]
+    for rows in blocks { try checkRows(name, rows, n) }
     // A world of one holds every row (or, in `kdgraph bench`'s projection, stands in for a larger world
-    // whose other rows no rank here holds): the whole graph, as without a communicator.
-    let comm = (comm?.size ?? 1) > 1 ? comm : nil
-    // Without a communicator this process builds the whole graph and takes the fraction |rows|/n.
-    let own = comm == nil ? 0..<n : rows, m = own.count
-    let scale = comm == nil ? Double(rows.count) / Double(n) : 1
-    let counts = try comm.map { try spectralRowCounts(rows, n: n, comm: $0) } ?? [n]
+    // whose other rows no rank here holds): the whole graph, as without a communicator — unless exact,
+    // whose blocks are row-sharded at every world size.
+    let comm = (givenComm?.size ?? 1) > 1 ? givenComm : nil
+    let rowSharded = comm != nil || exact != nil
+    // Without row sharding this process builds the whole graph and each block takes its fraction |rows|/n.
+    let own = rowSharded ? (blocks.first?.lowerBound ?? 0)..<(blocks.last?.upperBound ?? 0) : 0..<n, m = own.count
+    let chunks = rowSharded ? blocks : nil
+    let counts = try comm.map { try spectralRowCounts(own, n: n, comm: $0) } ?? [n]
+    /// Sums of per-block vectors over every block of every rank.
+    func sums(_ partials: [[Double]], _ count: Int) throws -> [Double] {
+        if let exact { return try ExactSum.sums(partials, count: count, globalBlocks: exact.global, comm: comm) }
+        var total = [Double](repeating: 0, count: count)
+        for p in partials { for i in 0..<count { total[i] += p[i] } }
+        if let comm { try comm.allReduce(&total, op: .sum) }
+        return total
+    }
 
-    // σ² of both graphs from the ranks' row sums, then every vertex's degree (teacher's, student's).
-    var tg = withNoGrad { SpectralRows(teacher, rows: own) }
-    var sg = SpectralRows(student, rows: own)
-    var sums = [tg.qSum, sg.qSum]
-    if let comm { try comm.allReduce(&sums, op: .sum) }
+    // σ² of both graphs from the blocks' sums, then every vertex's degree (teacher's, student's).
+    var tg = withNoGrad { SpectralRows(teacher, rows: own, chunks: chunks) }
+    var sg = SpectralRows(student, rows: own, chunks: chunks)
+    let total = try sums(zip(tg.qSums, sg.qSums).map { [$0, $1] }, 2)
     let pairs = Double(n * (n - 1))
-    for (who, s) in [("teacher", sums[0]), ("student", sums[1])] where !(s > 0 && s.isFinite) {
+    for (who, s) in [("teacher", total[0]), ("student", total[1])] where !(s > 0 && s.isFinite) {
         throw LossError.invalidArgument(loss: name, message: "\(who) rows are all equal (σ² = \(s / pairs))")
     }
-    tg.affinities(sigma2: sums[0] / pairs)
-    sg.affinities(sigma2: sums[1] / pairs)
+    tg.affinities(sigma2: total[0] / pairs)
+    sg.affinities(sigma2: total[1] / pairs)
     var degrees = tg.degRows + sg.degRows
     if let comm { degrees = try comm.allGatherV(degrees, counts: counts.map { 2 * $0 }) }
     var offset = 0
@@ -213,65 +256,82 @@ func spectralShare(student: Tensor, teacher: Tensor, k: Int, rows: Range<Int>?, 
         offset += 2 * c
     }
 
-    // Teacher: U (rows of [k, n]), the baseline; Π's rows of this rank.
+    // Teacher: U (rows of [k, n]), the baseline; Π's rows of this rank, block by block.
     let (ut, base) = try withNoGrad {
         try spectralTeacherEigen(tg, teacher: teacher, k: k, counts: counts, comm: comm, solver: solver,
-                                 maxCycles: maxCycles)
+                                 maxCycles: maxCycles, exact: exact, chunks: chunks)
     }
     let uf = Tensor(uninitializedShape: [k, n])
     for i in 0..<(k * n) { uf.ptr[i] = Float(ut[i]) }
     let pi = Tensor(uninitializedShape: [m, n])
-    sgemm(transA: true, m: m, n: n, k: k, a: uf.ptr + own.lowerBound, lda: n, b: uf.ptr, ldb: n, c: pi.ptr, ldc: n)
+    for chunk in chunks ?? [own] where !chunk.isEmpty {
+        sgemm(transA: true, m: chunk.count, n: n, k: k, a: uf.ptr + chunk.lowerBound, lda: n, b: uf.ptr, ldb: n,
+              c: pi.ptr + (chunk.lowerBound - own.lowerBound) * n, ldc: n)
+    }
 
     let w = sg.w!, d = sg.d, q = sg.q
-    var trace = 0.0, sTerm = 0.0
+    // α_i and each block's trace terms, row by row (every row without row sharding).
     var alpha = [Double](repeating: 0, count: m)
-    for r in 0..<m {
-        let i = own.lowerBound + r
-        trace += Double(pi.ptr[r * n + i])
-        var ai = 0.0
-        for j in 0..<n { ai += Double(w.ptr[r * n + j]) * d[j] * Double(pi.ptr[r * n + j]) }
-        alpha[r] = ai
-        sTerm += d[i] * ai
+    func traceTerms(_ rows: Range<Int>) -> Double {
+        var trace = 0.0, sTerm = 0.0
+        for i in rows {
+            let r = i - own.lowerBound
+            trace += Double(pi.ptr[r * n + i])
+            var ai = 0.0
+            for j in 0..<n { ai += Double(w.ptr[r * n + j]) * d[j] * Double(pi.ptr[r * n + j]) }
+            alpha[r] = ai
+            sTerm += d[i] * ai
+        }
+        return (trace - sTerm) / Double(k) - base * Double(rows.count) / Double(n)
     }
-    let share = scale * ((trace - sTerm) / Double(k) - base * Double(m) / Double(n))
+    precondition(rowSharded || blocks.count == 1, "spectral: several blocks need row sharding")
+    let scales = blocks.map { rowSharded ? 1 : Double($0.count) / Double(n) }
+    let shares = rowSharded ? blocks.map(traceTerms) : [scales[0] * traceTerms(0..<n)]
 
-    // ∂share/∂q on the rows (in place over q), and this rank's part of ∂share/∂σ².
-    let wantGrad = needsGrad(student) && scale > 0
-    let coef = -scale / Double(k), sigma2 = sg.sigma2
-    var gSigma = [0.0]
-    if wantGrad {
-        for r in 0..<m {
-            let i = own.lowerBound + r
-            let bi = -d[i] * d[i] * d[i] * alpha[r]
+    // ∂share/∂q per block (over its rows of q, or a scaled copy of the whole q), and each block's part
+    // of ∂share/∂σ².
+    let wantGrad = needsGrad(student), sigma2 = sg.sigma2
+    var dq: [Tensor?] = [], gSigma: [[Double]] = []
+    for (b, rows) in blocks.enumerated() {
+        let gRows = rowSharded ? rows : 0..<n
+        guard wantGrad && scales[b] > 0 && !gRows.isEmpty else { dq.append(nil); gSigma.append([0]); continue }
+        let coef = -scales[b] / Double(k)
+        let g = Tensor(uninitializedShape: [gRows.count, n])
+        var part = 0.0
+        for (r, i) in gRows.enumerated() {
+            let ro = i - own.lowerBound
+            let bi = -d[i] * d[i] * d[i] * alpha[ro]
             for j in 0..<n {
-                let kk = r * n + j
+                let kk = ro * n + j
                 let gw = coef * (d[i] * d[j] * Double(pi.ptr[kk]) + bi)
                 let wv = Double(w.ptr[kk])
-                gSigma[0] += gw * wv * Double(q.ptr[kk])
-                q.ptr[kk] = Float(-gw * wv / sigma2)
+                part += gw * wv * Double(q.ptr[kk])
+                g.ptr[r * n + j] = Float(-gw * wv / sigma2)
             }
         }
+        dq.append(g); gSigma.append([part])
     }
-    if let comm { try comm.allReduce(&gSigma, op: .sum) }    // every rank, rows or not
-    var grad: Tensor? = nil
-    if wantGrad && m > 0 {
-        let add = Float(gSigma[0] / (sigma2 * sigma2) / pairs)
-        for r in 0..<m {
-            let i = own.lowerBound + r
-            for j in 0..<n { q.ptr[r * n + j] = i == j ? 0 : q.ptr[r * n + j] + add }
+    let gSigmaAll = try sums(gSigma, 1)[0]    // every rank, rows or not
+    let dim = student.shape[1]
+    return blocks.enumerated().map { b, rows in
+        var grad: Tensor? = nil
+        if let g = dq[b] {
+            let gRows = rowSharded ? rows : 0..<n
+            let add = Float(gSigmaAll / (sigma2 * sigma2) / pairs)
+            for (r, i) in gRows.enumerated() {
+                for j in 0..<n { g.ptr[r * n + j] = i == j ? 0 : g.ptr[r * n + j] + add }
+            }
+            let gu = Tensor.zeros([n, dim])
+            squaredDistanceRowsBackward(g.ptr, x: sg.u.ptr, n: n, d: dim, rows: gRows, into: gu.ptr)
+            for i in 0..<n {
+                normalizeBackward(gu.ptr + i * dim, u: sg.u.ptr + i * dim, norm: sg.norms.ptr[i], count: dim)
+            }
+            grad = gu
         }
-        let dim = student.shape[1]
-        let gu = Tensor.zeros([n, dim])
-        squaredDistanceRowsBackward(q.ptr, x: sg.u.ptr, n: n, d: dim, rows: own, into: gu.ptr)
-        for i in 0..<n {
-            normalizeBackward(gu.ptr + i * dim, u: sg.u.ptr + i * dim, norm: sg.norms.ptr[i], count: dim)
-        }
-        grad = gu
+        let out = scalarTensor(shares[b])
+        LossBlocks.recording(b) { recordFused(name, output: out, inputs: [student], grads: [grad]) }
+        return LossShare(value: out, terms: [("spectral", shares[b])])
     }
-    let out = scalarTensor(share)
-    recordFused(name, output: out, inputs: [student], grads: [grad])
-    return LossShare(value: out, terms: [("spectral", share)])
 }
 
 /// `L = I − D^{-½} W D^{-½}` of a whole graph (`g` holds every row), row-major Float64 `n×n`.
@@ -297,10 +357,11 @@ func spectralLaplacian(_ g: SpectralRows) -> [Double] {
 ///   `k − 1` wanted pairs (agreed by an all-reduce MAX); past `maxCycles` (`spectralCycleCap`) cycles it
 ///   falls back to dense (counted in `SpectralSolverStatistics.fallbacks`).
 func spectralTeacherEigen(_ tg: SpectralRows, teacher: Tensor, k: Int, counts: [Int], comm: Communicator?,
-                          solver: SpectralSolver, maxCycles: Int?) throws -> (ut: [Double], base: Double) {
+                          solver: SpectralSolver, maxCycles: Int?, exact: SpectralBlocks? = nil,
+                          chunks: [Range<Int>]? = nil) throws -> (ut: [Double], base: Double) {
     let n = teacher.shape[0], own = tg.rows, m = own.count
     func dense() throws -> ([Double], Double) {
-        let lap = spectralLaplacian(own == 0..<n ? tg : SpectralRows.whole(teacher))
+        let lap = spectralLaplacian(own == 0..<n ? tg : try SpectralRows.whole(teacher, exact: exact))
         let (values, vectors) = try spectralEigen(lap, n: n)
         return (Array(vectors[0..<(k * n)]), values[0..<k].reduce(0, +) / Double(k))
     }
@@ -323,8 +384,11 @@ func spectralTeacherEigen(_ tg: SpectralRows, teacher: Tensor, k: Int, counts: [
         var y = [Double](repeating: 0, count: m * p)
         rowsN.withUnsafeBufferPointer { a in
             y.withUnsafeMutableBufferPointer { c in
-                dgemm(transB: true, m: m, n: p, k: n, a: a.baseAddress!, lda: n, b: x, ldb: n,
-                      c: c.baseAddress!, ldc: p)
+                for chunk in chunks ?? [own] where !chunk.isEmpty {     // one product per row block
+                    let r = chunk.lowerBound - own.lowerBound
+                    dgemm(transB: true, m: chunk.count, n: p, k: n, a: a.baseAddress! + r * n, lda: n, b: x, ldb: n,
+                          c: c.baseAddress! + r * p, ldc: p)
+                }
             }
         }
         if let comm { y = try comm.allGatherV(y, counts: counts.map { $0 * p }) }
@@ -362,17 +426,33 @@ public struct SpectralTerm: LossTerm {
         let s = try x.require(useFeatures ? x.studentFeatures : x.studentEmbedding, kind,
                               useFeatures ? "student features" : "student embedding")
         let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
-        let n = x.rowCount
-        let kk: Int
-        if let k { kk = k } else {
-            guard let c = x.studentLogits?.shape.last ?? x.proxies?.shape.first else {
-                throw LossError.invalidArgument(loss: kind, message: "k not set and the class count is unknown "
-                                                + "(no logits or proxies)")
-            }
-            kk = max(1, min(c, n / 2))
-        }
-        let r = try spectralLoss(student: s, teacher: t, k: kk, rows: x.shardRows, comm: x.comm, solver: solver)
+        let r = try spectralLoss(student: s, teacher: t, k: try eigenvectors(x), rows: x.shardRows, comm: x.comm, solver: solver)
         return LossShare(value: r.value, terms: [])     // one part: the objective's `loss/spectral` is all
+    }
+
+    /// Every loss block at once: `σ²` and its gradient term are sums over every block, and the teacher's
+    /// eigenvectors come from products over every block's rows.
+    public func evaluateBlocks(_ x: LossInputs) throws -> [LossShare] {
+        guard x.exact else { return [try evaluate(x)] }
+        try x.validate(kind)
+        let s = try x.require(useFeatures ? x.studentFeatures : x.studentEmbedding, kind,
+                              useFeatures ? "student features" : "student embedding")
+        let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
+        let blocks = SpectralBlocks(rows: x.plan.blockSize * x.views, global: x.plan.blocks)
+        let shares = try spectralBlockShares(student: s, teacher: t, k: try eigenvectors(x),
+                                             blocks: x.lossBlocks.map { rowRange($0, views: x.views) },
+                                             comm: x.comm, solver: solver, exact: blocks)
+        return shares.map { LossShare(value: $0.value, terms: []) }
+    }
+
+    /// `k`, or the class count (from the logits or proxies) capped at half the rows.
+    func eigenvectors(_ x: LossInputs) throws -> Int {
+        if let k { return k }
+        guard let c = x.studentLogits?.shape.last ?? x.proxies?.shape.first else {
+            throw LossError.invalidArgument(loss: kind, message: "k not set and the class count is unknown "
+                                            + "(no logits or proxies)")
+        }
+        return max(1, min(c, x.rowCount / 2))
     }
 
     /// The `spectral` keys (`k` absent: the class count, at most rows/2).

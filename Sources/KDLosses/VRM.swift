@@ -85,6 +85,24 @@ public func vrmPrunedSamples(teacher zt: Tensor, views: Int, fraction q: Double)
 public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
                     parameters p: VRMParameters = .defaults, shard: Range<Int>? = nil,
                     comm: Communicator? = nil) throws -> LossShare {
+    let sums = comm.map { comm in
+        { (partials: [[Double]], count: Int) throws -> [Double] in
+            var total = partials[0]
+            if count > 0 { try comm.allReduce(&total, op: .sum) }
+            return total
+        }
+    }
+    return try vrmBlockShares(student: zs, teacher: zt, views: views, parameters: p, blocks: shard.map { [$0] },
+                              sums: sums)[0]
+}
+
+/// `vrmLoss` over the loss blocks `blocks` (sample ranges; nil: the whole batch, one block), one share
+/// per block, each recorded as its block's (`LossBlocks`). With `sums` (`LossInputs.blockSums`: per-block
+/// vectors added over every block of every rank) the inter-class graph is row-sharded and its edge
+/// lengths and `⟨e, G⟩` are formed per block; without, the whole inter-class graph is swept here and
+/// weighted by the block's fraction of the batch.
+func vrmBlockShares(student zs: Tensor, teacher zt: Tensor, views: Int, parameters p: VRMParameters,
+                    blocks given: [Range<Int>]?, sums: (([[Double]], Int) throws -> [Double])?) throws -> [LossShare] {
     let name = "vrm"
     try check2D(name, "student logits", zs)
     try check2D(name, "teacher logits", zt, rows: zs.shape[0], cols: zs.shape[1])
@@ -101,8 +119,8 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
     }
     let c = zs.shape[1], b = zs.shape[0] / views
     guard b > 0 else { throw LossError.invalidArgument(loss: name, message: "empty batch") }
-    let shard = shard ?? 0..<b
-    try checkRows(name, shard, b)
+    let blocks = given ?? [0..<b]
+    for shard in blocks { try checkRows(name, shard, b) }
     let pruned = withNoGrad { vrmPrunedSamples(teacher: zt, views: views, fraction: p.pruneFraction) }
 
     // Kept vertices in sample-major order: their logit rows and owning samples.
@@ -129,7 +147,7 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
     }
     standardise(zs, into: hs, norms: ns)
     standardise(zt, into: ht, norms: nt)
-    let gh: Tensor? = wantGrad ? Tensor.zeros([mCount, c]) : nil
+    let ghs: [Tensor]? = wantGrad ? blocks.map { _ in Tensor.zeros([mCount, c]) } : nil
     let delta = p.delta
 
     /// One edge `n(a − b)` of length `len` for student and teacher; adds `Σ Huber_δ` to the return value
@@ -199,69 +217,83 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
     // each pair once over the ranks, and every vertex owns about half of its M − 1 pairs, so the shards
     // carry equal work (owning the pairs with n > m would give the first rank twice the average).
     let pairs = Double(mCount) * Double(mCount - 1) / 2
-    var isSum = 0.0
+    var isShares = [Double](repeating: 0, count: blocks.count)
     if pairs > 0 {
         let scale = Float(Double(p.interSampleWeight) / pairs)
-        for m in 0..<mCount where shard.contains(vsample[m]) {
-            for nn in 0..<mCount where nn != m && ((m + nn) % 2 == 0) == (nn > m) {
-                isSum += edge(hs.ptr + m * c, hs.ptr + nn * c, ht.ptr + m * c, ht.ptr + nn * c, len: c,
-                              scale: scale, ga: gh.map { $0.ptr + m * c }, gb: gh.map { $0.ptr + nn * c })
+        for (k, shard) in blocks.enumerated() {
+            let gh = ghs?[k]
+            var isSum = 0.0
+            for m in 0..<mCount where shard.contains(vsample[m]) {
+                for nn in 0..<mCount where nn != m && ((m + nn) % 2 == 0) == (nn > m) {
+                    isSum += edge(hs.ptr + m * c, hs.ptr + nn * c, ht.ptr + m * c, ht.ptr + nn * c, len: c,
+                                  scale: scale, ga: gh.map { $0.ptr + m * c }, gb: gh.map { $0.ptr + nn * c })
+                }
+            }
+            isShares[k] = isSum / pairs
+        }
+    }
+
+    // Inter-class edges (`vrmInterClassRows`): row-sharded (each block's vertices) with `sums`; without,
+    // over all kept vertices, weight |block|/B.
+    let classPairs = Double(c) * Double(c - 1) / 2
+    var icShares = [Double](repeating: 0, count: blocks.count)
+    if classPairs > 0 {
+        if sums != nil {
+            let own = blocks.map { shard in
+                let first = vsample.firstIndex { $0 >= shard.lowerBound } ?? mCount
+                return first..<(vsample[first...].firstIndex { $0 >= shard.upperBound } ?? mCount)
+            }
+            let icSums = try vrmInterClassRows(student: hs, teacher: ht, grads: ghs, vertexBlocks: own, delta: delta,
+                                               scale: Float(Double(p.interClassWeight) / classPairs), sums: sums)
+            icShares = icSums.map { $0 / classPairs }
+        } else {
+            for (k, shard) in blocks.enumerated() where !shard.isEmpty {
+                let frac = Double(shard.count) / Double(b)
+                let icSum = try vrmInterClassRows(
+                    student: hs, teacher: ht, grads: ghs.map { [$0[k]] }, vertexBlocks: [0..<mCount], delta: delta,
+                    scale: Float(Double(p.interClassWeight) * frac / classPairs), sums: nil)[0]
+                icShares[k] = icSum / classPairs * frac
             }
         }
     }
-    let isShare = pairs > 0 ? isSum / pairs : 0
 
-    // Inter-class edges (`vrmInterClassRows`): row-sharded over `comm` (this rank's vertices); without one,
-    // over all kept vertices on every rank, weight |shard|/B.
-    let frac = comm == nil ? Double(shard.count) / Double(b) : 1
-    let classPairs = Double(c) * Double(c - 1) / 2
-    var icSum = 0.0
-    if classPairs > 0 && (comm != nil || frac > 0) {
-        var own = 0..<mCount
-        if comm != nil {
-            let first = vsample.firstIndex { $0 >= shard.lowerBound } ?? mCount
-            own = first..<(vsample[first...].firstIndex { $0 >= shard.upperBound } ?? mCount)
-        }
-        icSum = try vrmInterClassRows(student: hs, teacher: ht, grad: gh, vertices: own, delta: delta,
-                                      scale: Float(Double(p.interClassWeight) * frac / classPairs), comm: comm)
-    }
-    let icShare = classPairs > 0 ? icSum / classPairs * frac : 0
-
-    var grad: Tensor? = nil
-    if let gh {
-        let g = Tensor.zeros(zs.shape)
-        for m in 0..<mCount {
-            let gm = gh.ptr + m * c
-            normalizeBackward(gm, u: hs.ptr + m * c, norm: ns.ptr[m], count: c)
-            var mean = 0.0
-            for j in 0..<c { mean += Double(gm[j]) }
-            let mu = Float(mean / Double(c))
-            let dst = g.ptr + vrows[m] * c
-            for j in 0..<c { dst[j] += gm[j] - mu }
-        }
-        grad = g
-    }
-
-    // KD on the real view over the shard's samples.
     let T = Double(p.temperature)
     var ls = [Double](repeating: 0, count: c), lt = [Double](repeating: 0, count: c)
-    var kl = 0.0
-    for i in shard {
-        let row = i * views
-        rowLogSoftmax(zs.ptr + row * c, count: c, invT: 1 / T, into: &ls)
-        rowLogSoftmax(zt.ptr + row * c, count: c, invT: 1 / T, into: &lt)
-        kl = rowKLDivergence(logP: lt, logQ: ls, count: c, adding: kl)
-        if let g = grad {
-            rowKLGradient(logP: lt, logQ: ls, count: c, scale: Double(p.kdWeight) * T / Double(b),
-                          into: g.ptr + row * c, accumulate: true)
+    return blocks.enumerated().map { k, shard in
+        var grad: Tensor? = nil
+        if let gh = ghs?[k] {
+            let g = Tensor.zeros(zs.shape)
+            for m in 0..<mCount {
+                let gm = gh.ptr + m * c
+                normalizeBackward(gm, u: hs.ptr + m * c, norm: ns.ptr[m], count: c)
+                var mean = 0.0
+                for j in 0..<c { mean += Double(gm[j]) }
+                let mu = Float(mean / Double(c))
+                let dst = g.ptr + vrows[m] * c
+                for j in 0..<c { dst[j] += gm[j] - mu }
+            }
+            grad = g
         }
+        // KD on the real view over the block's samples.
+        var kl = 0.0
+        for i in shard {
+            let row = i * views
+            rowLogSoftmax(zs.ptr + row * c, count: c, invT: 1 / T, into: &ls)
+            rowLogSoftmax(zt.ptr + row * c, count: c, invT: 1 / T, into: &lt)
+            kl = rowKLDivergence(logP: lt, logQ: ls, count: c, adding: kl)
+            if let g = grad {
+                rowKLGradient(logP: lt, logQ: ls, count: c, scale: Double(p.kdWeight) * T / Double(b),
+                              into: g.ptr + row * c, accumulate: true)
+            }
+        }
+        let kdShare = T * T * kl / Double(b)
+        let share = Double(p.interSampleWeight) * isShares[k] + Double(p.interClassWeight) * icShares[k]
+            + Double(p.kdWeight) * kdShare
+        let out = scalarTensor(share)
+        LossBlocks.recording(k) { recordFused(name, output: out, inputs: [zs], grads: [grad]) }
+        return LossShare(value: out, terms: [("inter_sample", isShares[k]), ("inter_class", icShares[k]),
+                                             ("kd", kdShare)])
     }
-    let kdShare = T * T * kl / Double(b)
-    let share = Double(p.interSampleWeight) * isShare + Double(p.interClassWeight) * icShare
-        + Double(p.kdWeight) * kdShare
-    let out = scalarTensor(share)
-    recordFused(name, output: out, inputs: [zs], grads: [grad])
-    return LossShare(value: out, terms: [("inter_sample", isShare), ("inter_class", icShare), ("kd", kdShare)])
 }
 
 /// `vrm`: Virtual Relation Matching over views 0 (real) and 1 (virtual) of the student/teacher logits.
@@ -275,6 +307,16 @@ public struct VRMTerm: LossTerm {
         let zt = try x.require(x.teacherLogits, kind, "teacher logits")
         return try vrmLoss(student: zs, teacher: zt, views: x.views, parameters: parameters, shard: x.shard,
                            comm: x.comm)
+    }
+
+    /// Every loss block at once: the inter-class graph's edge lengths and `⟨e, G⟩` are sums over every block.
+    public func evaluateBlocks(_ x: LossInputs) throws -> [LossShare] {
+        guard x.exact else { return [try evaluate(x)] }
+        try x.validate(kind)
+        let zs = try x.require(x.studentLogits, kind, "student logits")
+        let zt = try x.require(x.teacherLogits, kind, "teacher logits")
+        return try vrmBlockShares(student: zs, teacher: zt, views: x.views, parameters: parameters,
+                                  blocks: x.lossBlocks, sums: x.blockSums)
     }
 
     public static let descriptor = LossDescriptor(kind: "vrm", parameters: VRMParameters.keys,
@@ -317,80 +359,95 @@ public struct VRMTerm: LossTerm {
     }
 }
 
-/// VRM's inter-class share over the vertices `vertices` (a range of the rows of the standardised `[M, C]`
-/// student and teacher vertices): `Σ_{c<d} Σ_{m∈vertices} Huber_δ(E^S_cd,m − E^T_cd,m)` with the edges
-/// `E_cd = n(w_c − w_d)` normalised over ALL `M` vertices. Three sweeps over the shard's `[C, |vertices|]`
-/// columns: the partial squared lengths `Σ_m (w_cm − w_dm)²` (student, teacher), all-reduced; the Huber
-/// terms and, with `grad`, `G = scale·Huber'` and the partial `⟨e, G⟩` of each edge, all-reduced; then
+/// VRM's inter-class share over the vertex blocks `vertexBlocks` (ranges of the rows of the standardised
+/// `[M, C]` student and teacher vertices), one sum per block: `Σ_{c<d} Σ_{m∈block} Huber_δ(E^S_cd,m −
+/// E^T_cd,m)` with the edges `E_cd = n(w_c − w_d)` normalised over ALL `M` vertices. Three sweeps over each
+/// block's `[C, |block|]` columns: the partial squared lengths `Σ_m (w_cm − w_dm)²` (student, teacher),
+/// added over every block of every rank by `sums`; the Huber terms and, with `grads` (one per block),
+/// `G = scale·Huber'` and the partial `⟨e, G⟩` of each edge, added by `sums`; then
 /// `∂w_c,m = (G_m − e_m⟨e, G⟩) / ‖w_c − w_d‖` (`G_m / ‖·‖` for a zero-length edge) added for c and
-/// subtracted for d into `grad`'s own rows. The ranks' shares add up to the whole graph and their
-/// gradients to its gradient. Every rank of `comm` must call it (with an empty range if it owns nothing);
-/// without a communicator `vertices` must be all `M` of them (the whole graph, no all-reduce).
-func vrmInterClassRows(student hs: Tensor, teacher ht: Tensor, grad gh: Tensor?, vertices: Range<Int>,
-                       delta: Float, scale: Float, comm: Communicator?) throws -> Double {
-    let c = hs.shape[1], mo = vertices.count, pairs = c * (c - 1) / 2
-    func transposed(_ x: Tensor) -> Tensor {
-        let t = Tensor(uninitializedShape: [c, max(mo, 1)])
+/// subtracted for d into the block's rows of its gradient. The blocks' shares add up to the whole graph
+/// and their gradients to its gradient. Every rank calls `sums` alike (with no block if it owns
+/// nothing); without `sums` the one block must be all `M` vertices (the whole graph).
+func vrmInterClassRows(student hs: Tensor, teacher ht: Tensor, grads: [Tensor]?, vertexBlocks: [Range<Int>],
+                       delta: Float, scale: Float, sums: (([[Double]], Int) throws -> [Double])?) throws -> [Double] {
+    let c = hs.shape[1], pairs = c * (c - 1) / 2
+    func transposed(_ x: Tensor, _ vertices: Range<Int>) -> Tensor {
+        let mo = vertices.count, t = Tensor(uninitializedShape: [c, max(mo, 1)])
         for (q, m) in vertices.enumerated() { for j in 0..<c { t.ptr[j * mo + q] = x.ptr[m * c + j] } }
         return t
     }
-    let hsT = transposed(hs), htT = transposed(ht)
-    var lengths = [Double](repeating: 0, count: 2 * pairs)
-    var k = 0
-    for cc in 0..<c {
-        for dd in (cc + 1)..<c {
-            let aS = hsT.ptr + cc * mo, bS = hsT.ptr + dd * mo, aT = htT.ptr + cc * mo, bT = htT.ptr + dd * mo
-            var s2 = 0.0, t2 = 0.0
-            for q in 0..<mo {
-                let x = aS[q] - bS[q], y = aT[q] - bT[q]
-                s2 += Double(x) * Double(x); t2 += Double(y) * Double(y)
+    let hsT = vertexBlocks.map { transposed(hs, $0) }, htT = vertexBlocks.map { transposed(ht, $0) }
+    let partialLengths = vertexBlocks.indices.map { b -> [Double] in
+        let mo = vertexBlocks[b].count
+        var lengths = [Double](repeating: 0, count: 2 * pairs)
+        var k = 0
+        for cc in 0..<c {
+            for dd in (cc + 1)..<c {
+                let aS = hsT[b].ptr + cc * mo, bS = hsT[b].ptr + dd * mo
+                let aT = htT[b].ptr + cc * mo, bT = htT[b].ptr + dd * mo
+                var s2 = 0.0, t2 = 0.0
+                for q in 0..<mo {
+                    let x = aS[q] - bS[q], y = aT[q] - bT[q]
+                    s2 += Double(x) * Double(x); t2 += Double(y) * Double(y)
+                }
+                lengths[2 * k] = s2; lengths[2 * k + 1] = t2
+                k += 1
             }
-            lengths[2 * k] = s2; lengths[2 * k + 1] = t2
-            k += 1
         }
+        return lengths
     }
-    if let comm { try comm.allReduce(&lengths, op: .sum) }
+    let lengths = try sums?(partialLengths, 2 * pairs) ?? partialLengths[0]
     /// The edge's student and teacher inverse lengths, and whether the student edge is longer than ε.
     func inverse(_ k: Int) -> (s: Float, t: Float, long: Bool) {
         let rs = Float(lengths[2 * k].squareRoot()), rt = Float(lengths[2 * k + 1].squareRoot())
         return (1 / max(rs, rowNormEpsilon), 1 / max(rt, rowNormEpsilon), rs > rowNormEpsilon)
     }
-    var sum = 0.0
-    var dots = [Double](repeating: 0, count: gh == nil ? 0 : pairs)
-    k = 0
-    for cc in 0..<c {
-        for dd in (cc + 1)..<c {
-            let aS = hsT.ptr + cc * mo, bS = hsT.ptr + dd * mo, aT = htT.ptr + cc * mo, bT = htT.ptr + dd * mo
-            let inv = inverse(k)
-            var edgeSum: Float = 0, dot: Float = 0
-            for q in 0..<mo {
-                let e = (aS[q] - bS[q]) * inv.s, r = e - (aT[q] - bT[q]) * inv.t
-                edgeSum += huber(r, delta)
-                if gh != nil { dot += e * huberDerivative(r, delta) * scale }
+    var huberSums = [Double](repeating: 0, count: vertexBlocks.count)
+    var partialDots = [[Double]](repeating: [Double](repeating: 0, count: grads == nil ? 0 : pairs),
+                                 count: vertexBlocks.count)
+    for b in vertexBlocks.indices {
+        let mo = vertexBlocks[b].count
+        var k = 0
+        for cc in 0..<c {
+            for dd in (cc + 1)..<c {
+                let aS = hsT[b].ptr + cc * mo, bS = hsT[b].ptr + dd * mo
+                let aT = htT[b].ptr + cc * mo, bT = htT[b].ptr + dd * mo
+                let inv = inverse(k)
+                var edgeSum: Float = 0, dot: Float = 0
+                for q in 0..<mo {
+                    let e = (aS[q] - bS[q]) * inv.s, r = e - (aT[q] - bT[q]) * inv.t
+                    edgeSum += huber(r, delta)
+                    if grads != nil { dot += e * huberDerivative(r, delta) * scale }
+                }
+                huberSums[b] += Double(edgeSum)
+                if grads != nil { partialDots[b][k] = Double(dot) }
+                k += 1
             }
-            sum += Double(edgeSum)
-            if gh != nil { dots[k] = Double(dot) }
-            k += 1
         }
     }
-    guard let gh else { return sum }
-    if let comm { try comm.allReduce(&dots, op: .sum) }
-    let ghT = Tensor.zeros([c, max(mo, 1)])
-    k = 0
-    for cc in 0..<c {
-        for dd in (cc + 1)..<c {
-            let aS = hsT.ptr + cc * mo, bS = hsT.ptr + dd * mo, aT = htT.ptr + cc * mo, bT = htT.ptr + dd * mo
-            let ga = ghT.ptr + cc * mo, gb = ghT.ptr + dd * mo
-            let inv = inverse(k), dot = Float(dots[k])
-            for q in 0..<mo {
-                let e = (aS[q] - bS[q]) * inv.s, r = e - (aT[q] - bT[q]) * inv.t
-                let g = huberDerivative(r, delta) * scale
-                let dw = (inv.long ? g - e * dot : g) * inv.s
-                ga[q] += dw; gb[q] -= dw
+    guard let grads else { return huberSums }
+    let dots = try sums?(partialDots, pairs) ?? partialDots[0]
+    for b in vertexBlocks.indices {
+        let mo = vertexBlocks[b].count, ghT = Tensor.zeros([c, max(mo, 1)])
+        var k = 0
+        for cc in 0..<c {
+            for dd in (cc + 1)..<c {
+                let aS = hsT[b].ptr + cc * mo, bS = hsT[b].ptr + dd * mo
+                let aT = htT[b].ptr + cc * mo, bT = htT[b].ptr + dd * mo
+                let ga = ghT.ptr + cc * mo, gb = ghT.ptr + dd * mo
+                let inv = inverse(k), dot = Float(dots[k])
+                for q in 0..<mo {
+                    let e = (aS[q] - bS[q]) * inv.s, r = e - (aT[q] - bT[q]) * inv.t
+                    let g = huberDerivative(r, delta) * scale
+                    let dw = (inv.long ? g - e * dot : g) * inv.s
+                    ga[q] += dw; gb[q] -= dw
+                }
+                k += 1
             }
-            k += 1
         }
+        let gh = grads[b]
+        for (q, m) in vertexBlocks[b].enumerated() { for j in 0..<c { gh.ptr[m * c + j] += ghT.ptr[j * mo + q] } }
     }
-    for (q, m) in vertices.enumerated() { for j in 0..<c { gh.ptr[m * c + j] += ghT.ptr[j * mo + q] } }
-    return sum
+    return huberSums
 }

@@ -31,6 +31,10 @@ struct AutodiffState {
     var gradEnabled = true
     /// `SampleBlocks.rowsPerBlock` (0: off).
     var rowsPerBlock = 0
+    /// The loss block whose ops are being recorded (`LossBlocks.recording`), −1 for none.
+    var recordingBlock = -1
+    /// The loss block of the node whose backward is running, −1 for none.
+    var backwardBlock = -1
     let tape = Tape()
 
     static let key: pthread_key_t = {
@@ -76,6 +80,8 @@ public final class Tape {
         let backward: (Tensor) -> Void
         /// Leaves first used by this node: their gradients are final once it has run.
         var leavesFirstUsed: [Tensor]
+        /// The loss block it was recorded for (`LossBlocks`), −1 for none.
+        let block: Int
     }
 
     /// The calling thread's tape (each thread records on its own; see `AutodiffState`).
@@ -107,10 +113,12 @@ public final class Tape {
         var any = false
         for t in inputs where t.requiresGrad { any = true; break }
         guard any else { return }
-        state.pointee.tape.append(name: name, inputs: inputs, output: output, backward: backward)
+        state.pointee.tape.append(name: name, inputs: inputs, output: output, block: state.pointee.recordingBlock,
+                                  backward: backward)
     }
 
-    func append(name: String, inputs: [Tensor], output: Tensor, backward: @escaping (Tensor) -> Void) {
+    func append(name: String, inputs: [Tensor], output: Tensor, block: Int,
+                backward: @escaping (Tensor) -> Void) {
         output.requiresGrad = true
         output.isLeaf = false
         var firsts: [Tensor] = []
@@ -118,7 +126,7 @@ public final class Tape {
             t.tapeGeneration = generation
             firsts.append(t)
         }
-        nodes.append(Node(name: name, output: output, backward: backward, leavesFirstUsed: firsts))
+        nodes.append(Node(name: name, output: output, backward: backward, leavesFirstUsed: firsts, block: block))
     }
 
     /// Back-propagates from `root`. With no `seed`, `root` must hold one element and its gradient is 1.
@@ -138,9 +146,12 @@ public final class Tape {
             root.accumulateGrad([Float(1)])
         }
         if root.isLeaf { if root.requiresGrad { onGradReady?(root) }; return }
+        let state = AutodiffState.current
+        defer { state.pointee.backwardBlock = -1 }
         for k in stride(from: nodes.count - 1, through: 0, by: -1) {
             let node = nodes[k]
             if let g = node.output.grad {
+                state.pointee.backwardBlock = node.block
                 node.backward(g)
                 node.output.grad = nil     // intermediate gradient no longer needed
             }

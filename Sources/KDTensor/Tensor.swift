@@ -29,8 +29,11 @@ public final class Tensor: @unchecked Sendable {
     /// The accumulated gradient, same shape. `nil` means zero.
     public var grad: Tensor?
     /// With `SampleBlocks` on, the per-block partials of a parameter's gradient, `[blocks, count]`
-    /// (`accumulateRowSum`); the trainer sums them into `grad` exactly.
+    /// (`accumulateRowSum`); the trainer sums them into `grad` exactly. For a tensor that keeps its
+    /// loss blocks apart (`lossBlocks > 0`), the partial of each loss block (`LossBlocks`).
     public var blockGrad: Tensor?
+    /// Loss blocks whose gradients this tensor keeps apart in `blockGrad` (`LossBlocks`); 0: one `grad`.
+    public var lossBlocks = 0
     /// A name for error messages and checkpoints (parameters carry their PyTorch-style name).
     public var name: String = ""
     /// Tape bookkeeping: the generation and node index of this leaf's first use.
@@ -126,8 +129,10 @@ public final class Tensor: @unchecked Sendable {
 
     /// Gradient buffer for accumulation: allocates it on first use. `fresh` is true when the buffer was
     /// just created and holds garbage, so the caller must overwrite (e.g. sgemm beta = 0) not add.
+    /// A tensor that keeps its loss blocks apart returns the running node's block partial.
     @inline(__always)
     public func gradBuffer() -> (ptr: UnsafeMutablePointer<Float>, fresh: Bool) {
+        if lossBlocks > 0, let block = LossBlocks.backwardBlock { return (lossBlockPartial(block), false) }
         if let g = grad { return (g.ptr, false) }
         let g = Tensor(uninitializedShape: shape)
         grad = g

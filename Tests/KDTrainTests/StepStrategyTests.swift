@@ -54,7 +54,7 @@ final class StepStrategyTests: XCTestCase {
             let exact = try Trainer(config: self.config(["train.deterministic=true", "train.block_size=2"]),
                                     comm: comm).gradientSync
             XCTAssertTrue(exact is ExactSync)
-            XCTAssertEqual(exact.lossSharing, .replicated)
+            XCTAssertEqual(exact.lossSharing, .exactBlocks)
             XCTAssertEqual(exact.rowsPerBlock, 2)
             XCTAssertNil(exact.onGradReady)
         }

@@ -29,36 +29,21 @@ extension GradientSync {
     }
 }
 
-/// How the ranks share the loss (docs/training.md, "The step").
+/// How the ranks share the loss (docs/training.md, "The step"): each rank evaluates its share `L_r` of
+/// `L = Σ_r L_r` from the gathered rows (row-sharded terms with the communicator); a differentiable
+/// gather's backward is a reduce-scatter.
 public enum LossSharing: Sendable {
-    /// Each rank evaluates its share `L_r` of `L = Σ_r L_r` from the gathered rows (row-sharded terms with
-    /// the communicator); a differentiable gather's backward is a reduce-scatter.
+    /// The shares' values and gradients are added by float all-reduces (their grouping follows the ranks).
     case rowShared
-    /// Every rank evaluates the whole loss from the gathered rows, as one process computes it
-    /// (deterministic training): no communicator for the terms, no reduce-scatter in backward, and only
-    /// rank 0's values enter the global sum (the others add zeros: exact).
-    case replicated
+    /// Deterministic training: the share is evaluated per loss block (`LossBlocks`), and the blocks' values,
+    /// the terms' global sums and the gathered rows' gradients are added exactly (`ExactSum`), whichever
+    /// rank holds each block.
+    case exactBlocks
 
-    /// Passed to `allGatherRows`: whether a differentiable gather's backward skips the reduce-scatter.
-    var replicatedLoss: Bool { self == .replicated }
-
-    /// The batch plan the objective sees: `plan`, or with a replicated loss the whole global batch as one
-    /// rank's share.
-    func lossPlan(_ plan: BatchPlan) -> BatchPlan {
-        switch self {
-        case .rowShared: return plan
-        case .replicated:
-            return BatchPlan(epoch: plan.epoch, step: plan.step, globalSamples: plan.globalSamples,
-                             blockSize: plan.blockSize)
-        }
-    }
-
-    /// The communicator the row-sharded terms use: none with a replicated loss.
-    func lossComm(_ comm: Communicator) -> Communicator? { self == .rowShared ? comm : nil }
-
-    /// What rank `rank` adds to the all-reduced sum of the loss values `values`.
-    func contribution(_ values: [Double], rank: Int) -> [Double] {
-        self == .rowShared || rank == 0 ? values : values.map { _ in 0 }
+    /// The gathers' loss blocks under `plan` (nil: not exact).
+    func gatherBlocks(_ plan: BatchPlan) -> LossBlockCounts? {
+        guard self == .exactBlocks else { return nil }
+        return LossBlockCounts(local: (plan.share.count + plan.blockSize - 1) / plan.blockSize, global: plan.blocks)
     }
 }
 
@@ -87,13 +72,14 @@ final class OverlappedSync: GradientSync {
 }
 
 /// Deterministic training (`train.deterministic`, docs/training.md "Bit-identical training at any world
-/// size"): the step runs in sample blocks of `train.block_size × views` rows, every rank evaluates the
-/// whole loss, and the gradient is the exact sum of every block's partial (`ExactGradients`).
+/// size"): the step runs in sample blocks of `train.block_size × views` rows, each rank evaluates its
+/// share of the loss block by block, and the gradient is the exact sum of every block's partial
+/// (`ExactGradients`).
 final class ExactSync: GradientSync {
     let exact: ExactGradients
     let rowsPerBlock: Int?
     init(exact: ExactGradients, rowsPerBlock: Int) { self.exact = exact; self.rowsPerBlock = rowsPerBlock }
-    var lossSharing: LossSharing { .replicated }
+    var lossSharing: LossSharing { .exactBlocks }
     var onGradReady: ((Tensor) -> Void)? { nil }
     func reduce(_ plan: BatchPlan) throws { try exact.reduce(globalBlocks: plan.blocks) }
     var bytesPerStep: Int { exact.bytesPerReduce }

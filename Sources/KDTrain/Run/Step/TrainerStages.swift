@@ -25,7 +25,7 @@ extension Trainer: StepStages {
         func gather(_ x: Tensor?, _ need: LossNeeds, grad: Bool) throws -> Tensor? {
             guard let x, needs.contains(need) else { return nil }
             let t0 = monotonicSeconds()
-            let g = grad ? try allGatherRows(x, comm: comm, counts: rowCounts, replicatedLoss: sharing.replicatedLoss)
+            let g = grad ? try allGatherRows(x, comm: comm, counts: rowCounts, blocks: sharing.gatherBlocks(plan))
                          : try allGatherRowsNoGrad(x, comm: comm, counts: rowCounts)
             ledger.seconds += monotonicSeconds() - t0
             let perSample = g.count / max(1, plan.globalSamples) * MemoryLayout<Float>.stride
@@ -43,14 +43,14 @@ extension Trainer: StepStages {
             ledger.calls += 1; ledger.bytesPerSample += MemoryLayout<Int>.stride
         }
         let inputs = LossInputs(
-            plan: sharing.lossPlan(plan), views: batch.views,
+            plan: plan, views: batch.views,
             studentFeatures: try gather(s.features, .studentFeatures, grad: true),
             studentEmbedding: try gather(s.embedding, .studentEmbedding, grad: true),
             studentLogits: try gather(s.logits, .studentLogits, grad: true),
             teacherEmbedding: try gather(t?.embedding, .teacherEmbedding, grad: false),
             teacherLogits: try gather(t?.logits, .teacherLogits, grad: false),
             promptTeacherLogits: try gather(t?.promptLogits, .teacherLogits, grad: false),
-            proxies: teacher?.proxies, labels: labels, step: step, comm: sharing.lossComm(comm))
+            proxies: teacher?.proxies, labels: labels, step: step, comm: comm, exact: sharing == .exactBlocks)
         for o in observers { o.lossInputsGathered(inputs, step: step) }
         return (inputs, ledger)
     }
@@ -60,16 +60,22 @@ extension Trainer: StepStages {
     func backward(_ share: LossShare) { Tape.backward(share.value, onGradReady: gradientSync.onGradReady) }
 
     /// The step's record from one all-reduce (identical on every rank after it): the global loss and its
-    /// terms (the sums of the ranks' contributions), whether some rank asked to stop, and whether some
-    /// rank's running statistics went non-finite (the guard's flag).
+    /// terms (the sums of the ranks' shares; exact sums of the blocks' values with `.exactBlocks`), whether
+    /// some rank asked to stop, and whether some rank's running statistics went non-finite (the guard's flag).
     func agree(_ pass: StepPass, plan: BatchPlan, step: Int,
                stopRequested: Bool) throws -> (record: StepRecord, nonFiniteBuffers: Bool) {
         let share = pass.share
-        var values = gradientSync.lossSharing.contribution([Double(share.value.item)] + share.terms.map { $0.value },
-                                                           rank: comm.rank)
+        var values = [Double(share.value.item)] + share.terms.map { $0.value }
         values.append(stopRequested ? 1 : 0)
         values.append(nonFiniteGuard.localBufferFlag())
-        try comm.allReduce(&values, op: .sum)
+        if gradientSync.lossSharing == .exactBlocks {
+            var flags = Array(values.suffix(2))
+            try comm.allReduce(&flags, op: .sum)
+            values = try ExactSum.sums(share.blockValues, count: values.count - 2, globalBlocks: plan.blocks,
+                                       comm: comm) + flags
+        } else {
+            try comm.allReduce(&values, op: .sum)
+        }
         let nonFiniteBuffers = values.removeLast() > 0
         let terms = zip(share.terms.map { $0.name }, values[1..<(values.count - 1)]).map { (name: $0, value: $1) }
         let record = StepRecord(step: step, plan: plan, applied: true, stop: values[values.count - 1] > 0,
