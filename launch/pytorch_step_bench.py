@@ -32,14 +32,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class BlockBatchNorm2d(nn.BatchNorm2d):
+    """Block (ghost) BatchNorm, the twin of KDGraph's `student.batch_norm: block`: in training each block of
+    `rows` samples is normalised with its own statistics (what plain BatchNorm gives a DDP process whose
+    batch is one block); evaluation uses the running statistics. Running statistics are updated once per
+    block here (KDGraph averages the blocks' statistics once per step): the same work, a timing twin."""
+    rows = 0
+
+    def forward(self, x):
+        if not self.training or self.rows <= 0 or x.shape[0] <= self.rows:
+            return super().forward(x)
+        return torch.cat([super(BlockBatchNorm2d, self).forward(c) for c in x.split(self.rows)])
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin, cout, stride):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False); self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False); self.bn2 = nn.BatchNorm2d(cout)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False); self.bn1 = BlockBatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False); self.bn2 = BlockBatchNorm2d(cout)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), BlockBatchNorm2d(cout))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -52,7 +65,7 @@ class ResNet(nn.Module):
     def __init__(self, depth, filters, classes):
         super().__init__()
         n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, filters[0], 3, 1, 1, bias=False); self.bn1 = nn.BatchNorm2d(filters[0])
+        self.conv1 = nn.Conv2d(3, filters[0], 3, 1, 1, bias=False); self.bn1 = BlockBatchNorm2d(filters[0])
         layers, cin = [], filters[0]
         for i, stride in enumerate([1, 2, 2]):
             blocks = []
@@ -128,6 +141,9 @@ def worker(rank, a, port, queue):
     torch.manual_seed(a.seed + rank)
     mf = torch.channels_last
     student = ResNet(*ZOO[a.student], a.classes).to(memory_format=mf).train()
+    for m in student.modules():
+        if isinstance(m, BlockBatchNorm2d):
+            m.rows = a.bn_block
     teacher = ResNet(*ZOO[a.teacher], a.classes).to(memory_format=mf).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -195,6 +211,8 @@ def main():
     p.add_argument("--kd", default="0,4,0", help="weight,temperature,ce_weight (weight 0: no KD)")
     p.add_argument("--rkd", default="0,25,50", help="weight,distance_weight,angle_weight (weight 0: no RKD)")
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--bn-block", type=int, default=0,
+                   help="block BatchNorm over blocks of this many samples (0: plain per-process BatchNorm)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,10 @@ import KDTestSupport
 ///    gradients add up to the whole, which is non-zero with a non-zero gradient on these random
 ///    inputs. Inputs have two views when the term needs them (`.twoViews`), and every term also sees
 ///    two views per sample.
-/// 5. **Fixtures** where the descriptor registers fixture kinds: every case of the given manifests,
+/// 5. **Exact blocks** (deterministic training): evaluated in loss blocks over in-process worlds of 1–3
+///    ranks, the exact sums of the blocks' loss, logged terms and student gradients are the same bits at
+///    every world size, and agree with the ordinary evaluation within the share tolerance.
+/// 6. **Fixtures** where the descriptor registers fixture kinds: every case of the given manifests,
 ///    row-sharded over in-process worlds of 1–4 ranks, adds up to the float64 reference within the
 ///    conformance tolerances.
 public enum LossContract {
@@ -96,7 +99,7 @@ public enum LossContract {
         return out
     }
 
-    /// Checks 1–5 for `d`; `fixtureDirectories` are manifest folders (fixture check 5).
+    /// Checks 1–6 for `d`; `fixtureDirectories` are manifest folders (fixture check 6).
     public static func check(_ d: LossDescriptor, fixtureDirectories: [String] = []) -> Report {
         var report = Report()
         checkKeys(d, &report)
@@ -107,6 +110,7 @@ public enum LossContract {
                 try checkUnweighted(c, views: views, &r)
                 try checkFiniteDifferences(term, c.label, views: views, &r)
                 try checkShares(term, c.label, views: views, &r)
+                try checkExactBlocks(term, c.label, views: views, &r)
             }
         }
         for dir in fixtureDirectories { report.record("\(d.kind) fixtures \(dir)") { try checkFixtures(d, dir, &$0) } }
@@ -200,6 +204,61 @@ public enum LossContract {
                     try evaluate(term, LossCase(b: b, views: v, seed: 11), rank: comm.rank, of: comm.size, comm: comm)
                 }
                 compare(world, whole, "\(label) b \(b) views \(v) N=\(ranks) row-sharded", &r)
+            }
+        }
+    }
+
+    /// Deterministic training's evaluation (`LossInputs.exact`): 6 samples in loss blocks of 2 over 1–3
+    /// in-process ranks (uneven: 1 + 2 blocks on 2 ranks). On each rank the student matrices keep their
+    /// blocks' gradients apart (`Tensor.lossBlocks`); the blocks' values and gradients are added exactly
+    /// over the ranks (`ExactSum`), as the trainer does. Every world size gives the same bits; the result
+    /// agrees with the ordinary whole-batch evaluation within `shareTolerance`.
+    static func checkExactBlocks(_ term: any LossTerm, _ label: String, views: Int, _ r: inout Report) throws {
+        let b = 6, blockSize = 2, blocks = b / blockSize
+        let whole = try evaluate(term, LossCase(b: b, views: views, seed: 13))
+        var first: Evaluation?
+        for ranks in 1...3 {
+            let world = try InProcessWorld(size: ranks).run { comm -> Evaluation in
+                Tape.reset()
+                defer { Tape.reset() }
+                let x = LossCase(b: b, views: views, seed: 13)
+                let inputs = x.inputs(rank: comm.rank, of: comm.size, comm: comm, blockSize: blockSize, exact: true)
+                for s in x.students { s.requiresGrad = true; s.lossBlocks = inputs.lossBlocks.count }
+                let share = try LossObjective(terms: [term]).evaluate(inputs)
+                share.value.backward()
+                let values = try ExactSum.sums(share.blockValues, count: 1 + share.terms.count, globalBlocks: blocks,
+                                               comm: comm)
+                let grads = try x.students.map { s -> [Float] in
+                    let partials = s.blockGrad ?? Tensor.zeros([1, s.count])
+                    var out = [Float](repeating: 0, count: s.count)
+                    let rowSize = s.count / s.shape[0]
+                    try out.withUnsafeMutableBufferPointer { o in
+                        let groups = (0..<s.shape[0]).map { i in
+                            ExactSum.Group(partials: UnsafePointer(partials.ptr + i * rowSize),
+                                           blocks: partials.shape[0], count: rowSize, blockStride: s.count,
+                                           result: o.baseAddress! + i * rowSize)
+                        }
+                        try ExactSum.reduce(groups, globalBlocks: blocks, comm: comm)
+                    }
+                    return out
+                }
+                let terms = zip(share.terms.map(\.name), values.dropFirst()).map { (name: $0, value: $1) }
+                return Evaluation(value: values[0], terms: terms, grads: grads)
+            }[0]
+            let tag = "\(label) views \(views) exact blocks N=\(ranks)"
+            guard let reference = first else {
+                first = world
+                compare([world], whole, tag + " vs the ordinary evaluation", &r)
+                continue
+            }
+            r.expect(world.value.bitPattern == reference.value.bitPattern,
+                     "\(tag): loss \(world.value), one rank's \(reference.value) (not the same bits)")
+            r.expect(zip(world.terms, reference.terms).allSatisfy { $0.value.bitPattern == $1.value.bitPattern },
+                     "\(tag): logged terms \(world.terms) differ from one rank's \(reference.terms)")
+            for k in world.grads.indices {
+                r.expect(world.grads[k].map { $0.bitPattern } == reference.grads[k].map { $0.bitPattern },
+                         "\(tag): gradient of student input \(k) differs from one rank's (max-norm relative "
+                             + "\(relativeError(world.grads[k], reference.grads[k])))")
             }
         }
     }

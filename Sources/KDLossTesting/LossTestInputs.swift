@@ -26,10 +26,12 @@ public struct LossCase {
     }
 
     /// The inputs seen by rank `rank` of `ranks` (the whole batch by default), with `comm` when given.
-    public func inputs(rank: Int = 0, of ranks: Int = 1, step: Int = 0, comm: Communicator? = nil) -> LossInputs {
-        LossInputs(plan: BatchPlan(globalSamples: b, rank: rank, worldSize: ranks), views: views,
+    /// With `exact`, in loss blocks of `blockSize` samples (deterministic training's evaluation).
+    public func inputs(rank: Int = 0, of ranks: Int = 1, step: Int = 0, comm: Communicator? = nil,
+                       blockSize: Int = 1, exact: Bool = false) -> LossInputs {
+        LossInputs(plan: BatchPlan(globalSamples: b, rank: rank, worldSize: ranks, blockSize: blockSize), views: views,
                    studentFeatures: sFeat, studentEmbedding: sEmb, studentLogits: zs, teacherEmbedding: tEmb,
-                   teacherLogits: zt, proxies: proxies, labels: labels, step: step, comm: comm)
+                   teacherLogits: zt, proxies: proxies, labels: labels, step: step, comm: comm, exact: exact)
     }
 
     /// The student matrices (on the tape when a test sets `requiresGrad`).

@@ -55,7 +55,7 @@ enum TrainChecks {
         data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, \
         global_batch: \(batch), views: \(views), augment: \(augment), prefetch: false}
         teacher: {kind: network, model: resnet8, checkpoint: "\(teacher)"}
-        student: {model: resnet8, sync_bn: true}
+        student: {model: resnet8, batch_norm: sync}
         loss: \(losses ?? "[]")
         optim: {kind: sgd, lr: 0.02, momentum: 0.9, weight_decay: 5e-4, schedule: cosine, warmup_steps: 2}
         train: {steps: \(steps), log_every: 1, sync_check_every: 4}

@@ -32,7 +32,8 @@ struct Bench: ParsableCommand {
     @Flag(help: ArgumentHelp("Also the step reading the teacher cache (filled fresh with one round under "
                              + "output.dir), beside the step running the teacher."))
     var teacherCache = false
-    @Flag(help: ArgumentHelp("Also the step with train.deterministic on and off (student.sync_bn on for both), "
+    @Flag(help: ArgumentHelp("Also the step with train.deterministic on and off (the config's student.batch_norm; "
+                             + "local becomes sync), "
                              + "and the cost of bit-identical training."))
     var deterministic = false
 

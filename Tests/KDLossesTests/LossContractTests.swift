@@ -35,18 +35,22 @@ final class LossContractTests: XCTestCase {
     }
 
     /// A test registers a term whose row-sharded share forgets its all-reduce: the contract fails it on
-    /// the row-sharded worlds of 2–4 ranks — and only there: its finite differences, its shares without
-    /// a communicator and a world of one rank hold, and the same term with the all-reduce passes.
+    /// the row-sharded worlds of 2–4 ranks and in loss blocks on 2–3 ranks — and only there: its finite
+    /// differences, its shares without a communicator and a world of one rank hold, and the same term
+    /// with the all-reduce passes.
     func testTheContractCatchesAShareThatForgetsItsAllReduce() throws {
         LossRegistry.extra = [NormalisedDistanceTerm.descriptor(kind: "forgetful", forgetsAllReduce: true),
                               NormalisedDistanceTerm.descriptor(kind: "faithful", forgetsAllReduce: false)]
         let broken = LossContract.check(try LossRegistry.descriptor("forgetful"))
         XCTAssertFalse(broken.failures.isEmpty, "\(broken)")
         for f in broken.failures {
-            XCTAssertTrue(f.contains("row-sharded") && !f.contains("N=1"), f)
+            XCTAssertTrue((f.contains("row-sharded") || f.contains("exact blocks")) && !f.contains("N=1"), f)
         }
         for ranks in 2...4 {
             XCTAssertTrue(broken.failures.contains { $0.contains("N=\(ranks) row-sharded") }, "N=\(ranks)")
+        }
+        for ranks in 2...3 {
+            XCTAssertTrue(broken.failures.contains { $0.contains("exact blocks N=\(ranks): loss") }, "N=\(ranks)")
         }
         let sound = LossContract.check(try LossRegistry.descriptor("faithful"))
         XCTAssertEqual(sound.failures, [], "\(sound)")

@@ -25,7 +25,7 @@ final class SpectralSolverTests: XCTestCase {
     /// The teacher graph and its `k` eigenvectors (rows of `[k, n]`) by `solver`, one process.
     func teacherVectors(_ t: Tensor, k: Int, solver: SpectralSolver, maxCycles: Int? = nil)
         throws -> [Double] {
-        let g = SpectralRows.whole(t)
+        let g = try SpectralRows.whole(t)
         return try spectralTeacherEigen(g, teacher: t, k: k, counts: [t.shape[0]], comm: nil, solver: solver,
                                         maxCycles: maxCycles).ut
     }

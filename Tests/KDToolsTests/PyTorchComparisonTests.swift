@@ -5,13 +5,13 @@ import KDTrain
 /// `kdgraph bench --pytorch`: the config's step becomes the script's command line, a step the script
 /// cannot reproduce is refused naming the key, and the side-by-side table shows both medians.
 final class PyTorchComparisonTests: XCTestCase {
-    func config(_ extra: String = "", sync: Bool = false,
+    func config(_ extra: String = "", batchNorm: String = "local",
                 loss: String = "[{kind: kd, temperature: 3}, {kind: rkd, angle_weight: 0}]") throws -> KDConfig {
         try KDConfig.parse(yaml: """
         mode: distill
         data: {source: synthetic, classes: 100, image_size: 32, train_size: 256, eval_size: 64, global_batch: 128}
         teacher: {kind: network, model: resnet32x4, checkpoint: t.safetensors}
-        student: {model: resnet8x4, sync_bn: \(sync)}
+        student: {model: resnet8x4, batch_norm: \(batchNorm)}
         loss: \(loss)
         optim: {kind: sgd, lr: 0.1}
         \(extra)
@@ -22,8 +22,12 @@ final class PyTorchComparisonTests: XCTestCase {
         let args = try PyTorchComparison.arguments(config: try config(), ranks: 2, warmup: 1, steps: 4)
         XCTAssertEqual(args, [PyTorchComparison.script, "--teacher", "resnet32x4", "--student", "resnet8x4",
                               "--classes", "100", "--image-size", "32", "--per-rank", "64", "--ranks", "2",
-                              "--kd", "1.0,3.0,0.0", "--rkd", "1.0,25.0,0.0", "--lr", "0.1",
+                              "--kd", "1.0,3.0,0.0", "--rkd", "1.0,25.0,0.0", "--lr", "0.1", "--bn-block", "0",
                               "--warmup", "1", "--steps", "4"])
+        // Block BatchNorm's twin: BatchNorm per block of train.block_size samples.
+        let block = try PyTorchComparison.arguments(config: try config("train: {block_size: 8}", batchNorm: "block"),
+                                                    ranks: 2, warmup: 1, steps: 4)
+        XCTAssertEqual(block[block.firstIndex(of: "--bn-block")! + 1], "8")
     }
 
     func testStepsWithoutATwinAreRefusedNamingTheKey() throws {
@@ -32,7 +36,7 @@ final class PyTorchComparisonTests: XCTestCase {
                 return "\(error)"
             }
         }
-        XCTAssertTrue(refusal(try config(sync: true)).contains("student.sync_bn"))
+        XCTAssertTrue(refusal(try config(batchNorm: "sync")).contains("student.batch_norm: PyTorch's SyncBatchNorm"))
         XCTAssertTrue(refusal(try config(loss: "[{kind: prg}]")).contains("loss[0].kind: prg has no twin"))
         XCTAssertTrue(refusal(try config(loss: "[{kind: kd}, {kind: rkd, angle_anchors: 8}]"))
             .contains("loss[1].angle_anchors"))

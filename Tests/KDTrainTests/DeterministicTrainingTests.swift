@@ -27,7 +27,7 @@ final class DeterministicTrainingTests: XCTestCase {
         data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: 10, \
         views: \(views), augment: true, prefetch: false}
         teacher: {kind: network, model: resnet8, checkpoint: "\(dir)/teacher.safetensors"}
-        student: {model: resnet8, sync_bn: true}
+        student: {model: resnet8, batch_norm: sync}
         loss: \(losses)
         optim: {kind: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, schedule: cosine, warmup_steps: 2}
         train: {steps: 6, log_every: 1, deterministic: true, block_size: 2}
@@ -109,13 +109,13 @@ final class DeterministicTrainingTests: XCTestCase {
             mode: distill
             data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: 10}
             teacher: {kind: network, model: resnet8, checkpoint: "\(dir)/teacher.safetensors"}
-            student: {model: resnet8, sync_bn: false}
+            student: {model: resnet8, batch_norm: local}
             loss: [{kind: kd}]
             train: {steps: 1, deterministic: true, block_size: 2}
             output: {dir: "\(dir)/out2"}
             """, file: "nosync.yaml")
         XCTAssertThrowsError(try InProcessWorld(size: 1).run { try Trainer(config: noSync, comm: $0) }) {
-            XCTAssertTrue("\($0)".contains("nosync.yaml: student.sync_bn"), "\($0)")
+            XCTAssertTrue("\($0)".contains("nosync.yaml: student.batch_norm: local keeps"), "\($0)")
         }
         XCTAssertThrowsError(try config("comm: {overlap: true}")) {
             XCTAssertTrue("\($0)".contains("deterministic.yaml: comm.overlap"), "\($0)")

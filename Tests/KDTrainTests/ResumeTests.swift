@@ -28,7 +28,7 @@ final class ResumeTests: XCTestCase {
         \(distill ? distillation : "mode: supervised")
         data: {source: synthetic, classes: 5, image_size: 16, train_size: 40, eval_size: 8, global_batch: 8, \
         views: 1, augment: true, prefetch: false}
-        student: {model: resnet8, sync_bn: true}
+        student: {model: resnet8, batch_norm: sync}
         optim: \(optim)
         train: {steps: 6, log_every: 1}
         output: {dir: "\(dir)/\(out)"}

@@ -28,7 +28,7 @@ final class StepStrategyTests: XCTestCase {
         mode: supervised
         data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 8, global_batch: 8, \
         augment: false, prefetch: false}
-        student: {model: resnet8, sync_bn: true}
+        student: {model: resnet8, batch_norm: sync}
         optim: {kind: sgd, lr: 0.05, momentum: 0.9, schedule: constant}
         train: {steps: 4, log_every: 1}
         output: {dir: "\(dir)/out"}

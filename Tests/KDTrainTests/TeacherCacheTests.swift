@@ -25,7 +25,7 @@ final class TeacherCacheTests: XCTestCase {
         data: {source: synthetic, classes: 5, image_size: 16, train_size: 40, eval_size: 10, global_batch: 10, \
         views: 2, augment: true, prefetch: false}
         teacher: {kind: network, model: resnet8, init: random, cache: {rounds: 2, path: "\(cache)", dtype: \(dtype)}}
-        student: {model: resnet8, sync_bn: true}
+        student: {model: resnet8, batch_norm: sync}
         loss: [{kind: rkd, distance_weight: 25, angle_weight: 50}, {kind: kd, weight: 0.5}]
         optim: {kind: sgd, lr: 0.01, momentum: 0.9, schedule: cosine}
         train: {steps: 12, log_every: 1}

@@ -32,7 +32,7 @@ final class TrainerWorldTests: XCTestCase {
         data: {source: synthetic, classes: 5, image_size: 16, train_size: 64, eval_size: 20, global_batch: 10, \
         views: 1, augment: false, prefetch: false}
         teacher: {kind: network, model: resnet8, checkpoint: "\(dir)/teacher.safetensors"}
-        student: {model: resnet8, sync_bn: true}
+        student: {model: resnet8, batch_norm: sync}
         loss: [{kind: prg}, {kind: rkd}, {kind: kd, weight: 0.5}]
         optim: {kind: sgd, lr: 0.02, momentum: 0.9, weight_decay: 5e-4, schedule: cosine, warmup_steps: 2}
         train: {steps: 8, log_every: 1}

@@ -30,7 +30,7 @@ final class ViewExportTests: XCTestCase {
         data: {source: synthetic, classes: 5, image_size: 16, train_size: 40, eval_size: 10, global_batch: 10, \
         views: 2, augment: true, prefetch: false}
         teacher: \(teacher)
-        student: {model: resnet8, sync_bn: true}
+        student: {model: resnet8, batch_norm: sync}
         loss: [{kind: rkd, distance_weight: 25, angle_weight: 50}]
         optim: {kind: sgd, lr: 0.01, momentum: 0.9, schedule: cosine}
         train: {steps: 12, log_every: 1}

@@ -273,10 +273,10 @@ else ko "bad --project-ranks" "$msg"; fi
 # under `on` (exit non-zero) and skipped with the reason under `auto` (exit 0), torch installed or not.
 pt=(bench --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --warmup 0 --steps 1)
 if msg=$("$bin" "${pt[@]}" --pytorch on 2>&1); then ko "bench --pytorch on refuses SyncBN" "exit 0"
-elif echo "$msg" | grep -q "no PyTorch comparison: student.sync_bn"; then
+elif echo "$msg" | grep -q "no PyTorch comparison: student.batch_norm"; then
   ok "bench --pytorch on refuses a step without a twin"
 else ko "bench --pytorch on refuses SyncBN" "$(echo "$msg" | tail -2)"; fi
-if msg=$("$bin" "${pt[@]}" --set student.sync_bn=false --pytorch auto 2>&1) \
+if msg=$("$bin" "${pt[@]}" --set student.batch_norm=block --pytorch auto 2>&1) \
    && echo "$msg" | grep -q "no PyTorch comparison: loss\[0\].kind: prg has no twin" && echo "$msg" | grep -q '^{'; then
   ok "bench --pytorch auto skips with the reason and still prints the result"
 else ko "bench --pytorch auto" "$(echo "$msg" | tail -2)"; fi

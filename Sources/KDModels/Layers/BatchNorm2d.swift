@@ -17,8 +17,11 @@ public final class BatchNorm2d: Module, UnaryLayer {
     public let runningMean: Tensor, runningVar: Tensor, numBatchesTracked: Tensor
     public let channels: Int
     public let momentum: Float, eps: Float
-    /// All-reduces statistics across ranks (SyncBN) when set.
+    /// All-reduces statistics across ranks (SyncBN) when set; with `blockRows`, only the running statistics.
     public var reducer: StatisticsReducer?
+    /// Block BatchNorm (`student.batch_norm: block`): training statistics per block of this many leading
+    /// rows (`batchNorm`'s `blockRows`); nil: over the batch.
+    public var blockRows: Int?
 
     public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5, reducer: StatisticsReducer? = nil) {
         self.channels = channels; self.momentum = momentum; self.eps = eps; self.reducer = reducer
@@ -41,7 +44,8 @@ public final class BatchNorm2d: Module, UnaryLayer {
     /// `x: [..., C] → [..., C]`.
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let y = try batchNorm(x, gamma: weight, beta: bias, runningMean: runningMean, runningVar: runningVar,
-                              training: training, momentum: momentum, eps: eps, reducer: reducer)
+                              training: training, momentum: momentum, eps: eps, reducer: reducer,
+                              blockRows: blockRows)
         if training { numBatchesTracked.ptr[0] += 1 }
         return y
     }
@@ -52,5 +56,10 @@ extension Module {
     /// `CommStatisticsReducer` this turns the model into its SyncBN form.
     public func setStatisticsReducer(_ reducer: StatisticsReducer?) {
         for (_, m) in namedModules() { (m as? BatchNorm2d)?.reducer = reducer }
+    }
+
+    /// Sets (or clears) the statistics blocks of every `BatchNorm2d` in the tree (block BatchNorm).
+    public func setBatchNormBlocks(rows: Int?) {
+        for (_, m) in namedModules() { (m as? BatchNorm2d)?.blockRows = rows }
     }
 }

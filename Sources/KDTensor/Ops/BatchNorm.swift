@@ -50,15 +50,23 @@ func sumBlockRows(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
 /// an empty shard, `[0, …, C]`, takes part and gets zero dγ, dβ). A reducer error in forward is
 /// thrown; in backward (which cannot throw) it stops the process with the reducer's message, since
 /// the ranks could no longer agree on a gradient.
+///
+/// With `blockRows` (block BatchNorm, `student.batch_norm: block`) training normalises each block of
+/// `blockRows` leading rows with its own statistics (`blockBatchNorm`); the reducer then only averages
+/// the running statistics.
 public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
                       training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
-                      reducer: StatisticsReducer? = nil) throws -> Tensor {
+                      reducer: StatisticsReducer? = nil, blockRows: Int? = nil) throws -> Tensor {
     guard x.rank >= 1, let c = x.shape.last, c > 0 else {
         throw TensorError.invalidArgument(op: "batchNorm", message: "input needs a channel axis, got shape \(x.shape)")
     }
     for (label, t) in [("gamma", gamma), ("beta", beta), ("runningMean", runningMean), ("runningVar", runningVar)]
     where t.shape != [c] {
         throw TensorError.shapeMismatch(op: "batchNorm (input vs \(label))", lhs: x.shape, rhs: t.shape)
+    }
+    if training, let blockRows {
+        return try blockBatchNorm(x, gamma: gamma, beta: beta, runningMean: runningMean, runningVar: runningVar,
+                                  momentum: momentum, eps: eps, reducer: reducer, blockRows: blockRows)
     }
     let rows = x.count / c
     let out = Tensor(uninitializedShape: x.shape)
@@ -189,6 +197,113 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
                 }
             }
         } } }
+    }
+    return out
+}
+
+/// Block BatchNorm in training (ghost batch normalisation, Hoffer et al., NeurIPS 2017; docs/training.md
+/// "BatchNorm"): the leading rows are cut into blocks of `blockRows` (the last may be shorter) and each
+/// block `b` is normalised with its own statistics over its `n_b` rows × spatial positions:
+///
+///     μ_b = Σ_b x / n_b,  σ²_b = Σ_b x² / n_b − μ_b²,  x̂ = (x − μ_b)/√(σ²_b + ε),  y = γ·x̂ + β
+///     running_mean ← (1 − m)·running_mean + m·mean_b μ_b
+///     running_var  ← (1 − m)·running_var  + m·mean_b σ²_b·n_b/(n_b − 1)
+///
+/// the means over every block of every rank (`reducer`, one reduction in forward; this rank's blocks
+/// without one). A block's output depends on its own rows only, so it is the same whichever rank holds
+/// the block and however many ranks there are — what a PyTorch DDP user gets from plain BatchNorm with a
+/// per-process batch of `blockRows`.
+///
+/// Backward, per block: `dx = γ/√(σ²_b + ε) · (dy − mean_b(dy) − x̂ · mean_b(dy·x̂))` (no communication);
+/// `dγ = Σ dy·x̂`, `dβ = Σ dy` over this rank's rows (per `SampleBlocks` block when on, which must hold
+/// whole statistics blocks).
+func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
+                    momentum: Float, eps: Float, reducer: StatisticsReducer?, blockRows: Int) throws -> Tensor {
+    let c = x.shape.last!, rows = x.count / c
+    let leading = x.rank >= 2 ? x.shape[0] : 1
+    let perLeading = x.rank >= 2 ? rows / max(1, leading) : rows
+    let blocks = Swift.stride(from: 0, to: leading, by: max(1, blockRows)).map { $0..<min(leading, $0 + blockRows) }
+    /// The channel rows of block `b`.
+    func channelRows(_ b: Int) -> Range<Int> { (blocks[b].lowerBound * perLeading)..<(blocks[b].upperBound * perLeading) }
+    // Per block: μ_b, 1/√(σ²_b + ε), and the running statistics' partials [μ_b, unbiased σ²_b, 1].
+    var mean = [Float](repeating: 0, count: blocks.count * c), invStd = mean
+    var running = [Double](repeating: 0, count: blocks.count * (2 * c + 1))
+    for b in blocks.indices {
+        let r = channelRows(b), n = Double(r.count)
+        guard r.count > 1 else {
+            throw TensorError.invalidArgument(op: "batchNorm", message: "block \(b) of \(blockRows) rows has "
+                + "\(r.count) value per channel; block BatchNorm needs more than 1 (input \(x.shape))")
+        }
+        var s1 = [Double](repeating: 0, count: c), s2 = s1
+        for row in r { let p = x.ptr + row * c; for j in 0..<c { let v = Double(p[j]); s1[j] += v; s2[j] += v * v } }
+        for j in 0..<c {
+            let mu = s1[j] / n, v = max(s2[j] / n - mu * mu, 0)
+            mean[b * c + j] = Float(mu)
+            invStd[b * c + j] = Float(1 / (v + Double(eps)).squareRoot())
+            running[b * (2 * c + 1) + j] = mu
+            running[b * (2 * c + 1) + c + j] = v * n / (n - 1)
+        }
+        running[b * (2 * c + 1) + 2 * c] = 1
+    }
+    var totals = [Double](repeating: 0, count: 2 * c + 1)
+    try running.withUnsafeBufferPointer { pb in try totals.withUnsafeMutableBufferPointer { tb in
+        if let reducer {
+            try reducer.sumBlocksAcrossRanks(pb.baseAddress!, blocks: blocks.count, count: 2 * c + 1,
+                                             into: tb.baseAddress!)
+        } else {
+            sumBlockRows(pb.baseAddress!, blocks: blocks.count, count: 2 * c + 1, into: tb.baseAddress!)
+        }
+    } }
+    let m = Double(momentum), count = totals[2 * c]
+    for j in 0..<c {
+        runningMean.ptr[j] = Float((1 - m) * Double(runningMean.ptr[j]) + m * totals[j] / count)
+        runningVar.ptr[j] = Float((1 - m) * Double(runningVar.ptr[j]) + m * totals[c + j] / count)
+    }
+    let out = Tensor(uninitializedShape: x.shape)
+    for b in blocks.indices {
+        for row in channelRows(b) {
+            let p = x.ptr + row * c, q = out.ptr + row * c
+            for j in 0..<c { q[j] = (p[j] - mean[b * c + j]) * gamma.ptr[j] * invStd[b * c + j] + beta.ptr[j] }
+        }
+    }
+
+    Tape.record("batchNorm", inputs: [x, gamma, beta], output: out) { gy in
+        // Per block and channel: Σdy and Σdy·x̂.
+        var sums = [Double](repeating: 0, count: blocks.count * 2 * c)
+        for b in blocks.indices {
+            for row in channelRows(b) {
+                let p = x.ptr + row * c, d = gy.ptr + row * c
+                for j in 0..<c {
+                    let dy = Double(d[j])
+                    sums[b * 2 * c + j] += dy
+                    sums[b * 2 * c + c + j] += dy * Double((p[j] - mean[b * c + j]) * invStd[b * c + j])
+                }
+            }
+        }
+        // dγ, dβ: the blocks' sums, added per sample block (`SampleBlocks`) or over all rows.
+        for (param, column) in [(gamma, c), (beta, 0)] where param.requiresGrad {
+            param.accumulateRowSum(rows: leading) { r, g, overwrite in
+                for j in 0..<c {
+                    var v = 0.0
+                    for b in blocks.indices where r.contains(blocks[b].lowerBound) { v += sums[b * 2 * c + column + j] }
+                    g[j] = (overwrite ? 0 : g[j]) + Float(v)
+                }
+            }
+        }
+        guard x.requiresGrad else { return }
+        let (gx, fresh) = x.gradBuffer()
+        for b in blocks.indices {
+            let n = Double(channelRows(b).count)
+            for row in channelRows(b) {
+                let p = x.ptr + row * c, d = gy.ptr + row * c, q = gx + row * c
+                for j in 0..<c {
+                    let inv = invStd[b * c + j], k = Double(gamma.ptr[j]) * Double(inv)
+                    let xhat = Double((p[j] - mean[b * c + j]) * inv)
+                    let v = Float(k * (Double(d[j]) - sums[b * 2 * c + j] / n - xhat * sums[b * 2 * c + c + j] / n))
+                    q[j] = fresh ? v : q[j] + v
+                }
+            }
+        }
     }
     return out
 }

@@ -11,9 +11,11 @@ import KDTrain
 ///
 /// The step is the config's: teacher and student from the model zoo, per-rank batch, image size,
 /// classes, SGD, and the losses KD (`kd`, `ce`) and RKD (`rkd`, distance and angle over the gathered
-/// batch). Anything the script cannot reproduce (other losses, SyncBN — PyTorch's `SyncBatchNorm`
-/// has no CPU kernel —, an embeddings teacher, views > 1, an angle-anchor cap) is a `Refusal` that
-/// names the key, so a comparison is never made between two different steps.
+/// batch), BatchNorm per process (`student.batch_norm: local`) or per block (`block`: the script's
+/// `BlockBatchNorm2d`, blocks of `train.block_size`). Anything the script cannot reproduce (other
+/// losses, SyncBN — PyTorch's `SyncBatchNorm` has no CPU kernel —, an embeddings teacher, views > 1, an
+/// angle-anchor cap) is a `Refusal` that names the key, so a comparison is never made between two
+/// different steps.
 public enum PyTorchComparison {
     /// What PyTorch measured (one JSON line of the script, snake_case keys).
     public struct Result: Codable, Equatable {
@@ -50,9 +52,9 @@ public enum PyTorchComparison {
             throw Refusal(key: "teacher.kind", reason: "the script distils from a network teacher")
         }
         guard c.data.views == 1 else { throw Refusal(key: "data.views", reason: "the script has one view") }
-        guard !c.student.syncBN else {
-            throw Refusal(key: "student.sync_bn", reason: "PyTorch's SyncBatchNorm has no CPU implementation; "
-                          + "compare with --set student.sync_bn=false")
+        guard c.student.batchNorm != .sync else {
+            throw Refusal(key: "student.batch_norm", reason: "PyTorch's SyncBatchNorm has no CPU implementation; "
+                          + "compare with --set student.batch_norm=block (its twin: BatchNorm per block) or local")
         }
         guard c.optim.kind == .sgd else { throw Refusal(key: "optim.kind", reason: "the script runs SGD") }
         guard c.data.globalBatch % ranks == 0 else {
@@ -87,6 +89,7 @@ public enum PyTorchComparison {
                 "--classes", String(c.data.classes), "--image-size", String(c.data.imageSize ?? 32),
                 "--per-rank", String(c.data.globalBatch / ranks), "--ranks", String(ranks),
                 "--kd", list(kd), "--rkd", list(rkd), "--lr", String(c.optim.lr),
+                "--bn-block", String(c.student.batchNorm == .block ? c.train.blockSize : 0),
                 "--warmup", String(warmup), "--steps", String(steps)]
     }
 

@@ -19,6 +19,10 @@ public struct KDConfig: Codable, Equatable {
     public enum TeacherInit: String, ConfigChoice { case checkpoint, random }
     public enum CacheDType: String, ConfigChoice { case float32, float16 }
     public enum OptimizerKind: String, ConfigChoice { case sgd, adamw }
+    /// `student.batch_norm` (docs/training.md, "BatchNorm"): statistics over the global batch (`sync`,
+    /// SyncBN), per block of `train.block_size` samples (`block`), or per rank (`local`, what plain
+    /// BatchNorm under PyTorch DDP does; changes with the world size).
+    public enum BatchNormMode: String, ConfigChoice { case sync, block, local }
     public enum ScheduleKind: String, ConfigChoice { case cosine, step, constant }
     /// `runtime.conv_algorithm` (`ConvAlgorithmTuner`): `auto` by a fixed rule (no timing: the same
     /// choice on every run), `timed` by timing on this machine (an explicit opt-in, written and reused).
@@ -88,7 +92,7 @@ public struct KDConfig: Codable, Equatable {
     public struct Student: Codable, Equatable {
         public var model = "resnet8"
         public var embedDim = 0                  // 0: the teacher's embedding size
-        public var syncBN = true
+        public var batchNorm = BatchNormMode.sync
         public var hidden: [Int] = []
     }
 
@@ -118,7 +122,7 @@ public struct KDConfig: Codable, Equatable {
         public var syncCheckEvery = 50
         public var skipNonfinite = false
         /// Bit-identical training at any world size (docs/training.md): fixed sample blocks, exact sums.
-        public var deterministic = false
+        public var deterministic = true
         /// Samples per block when `deterministic` (the global batch a multiple of it).
         public var blockSize = 16
     }
@@ -296,6 +300,15 @@ extension KDConfig {
         return c
     }
 
+    /// Whether the ranks share the batch in whole blocks of `train.block_size` (deterministic training,
+    /// block BatchNorm).
+    public var sharesWholeBlocks: Bool { train.deterministic || student.batchNorm == .block }
+
+    /// Keys of earlier versions, refused naming what replaced them.
+    static let replacedKeys = [
+        "student.sync_bn": "student.batch_norm: sync | block | local (sync_bn: true was sync, false was local)",
+    ]
+
     /// The user's tree over the defaults' (`schema`): a mapping key by key (a key the defaults lack is
     /// unknown: an error), anything else replaced; `~` keeps the default.
     static func mergeOverDefaults(_ user: Node, _ schema: Node, path: String, source: ConfigSource) throws -> Node {
@@ -310,6 +323,9 @@ extension KDConfig {
             let full = path.isEmpty ? (k.string ?? "?") : "\(path).\(k.string ?? "?")"
             guard let key = k.string else { throw source.error(path, "keys must be strings", node: k) }
             guard seen.insert(key).inserted else { throw source.error(full, "duplicate key", node: k) }
+            if let replacement = replacedKeys[full] {
+                throw source.error(full, "replaced by \(replacement)", node: k)
+            }
             guard let d = defaults[key] else { throw source.error(full, "unknown key", node: k) }
             values[key] = try mergeOverDefaults(v, d, path: full, source: source)
         }
@@ -503,11 +519,15 @@ extension KDConfig {
             throw fail("teacher.cache.rounds", "teacher.cache.path is set but rounds is 0: set the number of "
                        + "augmentation rounds to store (e.g. 10), or remove the path")
         }
-        if train.deterministic {
+        if train.deterministic || student.batchNorm == .block {
             if data.globalBatch % train.blockSize != 0 {
+                let why = train.deterministic ? "train.deterministic shares whole blocks between ranks"
+                                              : "student.batch_norm: block normalises whole blocks"
                 throw fail("train.block_size", "data.global_batch \(data.globalBatch) must be a multiple of the "
-                           + "block size \(train.blockSize) (train.deterministic shares whole blocks between ranks)")
+                           + "block size \(train.blockSize) (\(why))")
             }
+        }
+        if train.deterministic {
             if comm.overlap {
                 throw fail("comm.overlap", "true cannot apply with train.deterministic: the exact gradient sum "
                            + "needs every block's gradient first (set comm.overlap: false)")

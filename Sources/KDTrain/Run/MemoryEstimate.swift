@@ -73,10 +73,16 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         parameters = bytes(params)
         if c.mode == .distill {
             // One Float matrix over the global batch (the relational losses hold several): the rank's rows
-            // × all rows when the losses are row-sharded (docs/losses.md, "share contract"), all × all when
-            // every rank evaluates the whole loss (train.deterministic).
+            // × all rows (the losses are row-sharded, docs/losses.md "share contract"); deterministic
+            // training adds one gradient partial of the gathered rows per local loss block (the widest
+            // gathered student matrix: the class count or 512 features, whichever is larger).
             let rows = Double(c.data.globalBatch * c.data.views)
-            lossMatrices = bytes((c.train.deterministic ? rows : perRank * Double(c.data.views)) * rows * f)
+            var matrices = perRank * Double(c.data.views) * rows
+            if c.train.deterministic {
+                let blocks = Double((Int(perRank) + c.train.blockSize - 1) / c.train.blockSize)
+                matrices += blocks * rows * Double(max(c.data.classes, 512))
+            }
+            lossMatrices = bytes(matrices * f)
         }
         data = residentBytes
     }

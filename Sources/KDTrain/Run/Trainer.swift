@@ -40,7 +40,7 @@ public final class Trainer {
     var convModels: [(name: String, model: any Classifier, training: Bool)] {
         Self.convModels(student: student, teacher: teacher?.source.network)
     }
-    /// SyncBN's reducer (nil without `student.sync_bn`); counts the statistics all-reduces.
+    /// BatchNorm's statistics reducer (nil with `student.batch_norm: local`); counts the all-reduces.
     public let statisticsReducer: CountedStatisticsReducer?
     /// Test switches (environment), applied outside the step: a failing rank, a NaN loss term.
     public let faults: FaultInjection
@@ -75,7 +75,7 @@ public final class Trainer {
         do {
             sampler = try Sampler(count: data.trainCount, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
                                   rank: comm.rank, worldSize: comm.size,
-                                  blockSize: config.train.deterministic ? config.train.blockSize : 1)
+                                  blockSize: config.sharesWholeBlocks ? config.train.blockSize : 1)
         } catch let e as DataError {
             throw ConfigError(file: config.file, key: e.configKey ?? "data", message: "\(e)")
         }
@@ -94,6 +94,9 @@ public final class Trainer {
                                     seed: seed)
         statisticsReducer = try Self.statisticsReducer(config: config, student: student, comm: comm)
         if let statisticsReducer { student.setStatisticsReducer(statisticsReducer) }
+        if config.student.batchNorm == .block {
+            student.setBatchNormBlocks(rows: config.train.blockSize * max(1, config.data.views))
+        }
         faults = FaultInjection.fromEnvironment()
         let terms = config.mode == .supervised ? [CETerm(weight: 1)] : config.loss.map(\.term)
         objective = LossObjective(terms: terms + (faults.term.map { [$0] } ?? []))
@@ -210,19 +213,23 @@ extension Trainer {
         [("student", student, true)] + (teacher.map { [("teacher", $0, false)] } ?? [])
     }
 
-    /// SyncBN's reducer: nil without `student.sync_bn`, the exact sum over sample blocks when deterministic.
-    /// On one rank the reducer sends nothing (plain BatchNorm); it is installed anyway so that the
-    /// statistics all-reduces are counted the same way at every world size. Deterministic training
-    /// without SyncBN on a student with BatchNorm is refused (per-rank statistics change with the world size).
+    /// BatchNorm's statistics reducer (`student.batch_norm`): nil for `local`; for `sync` (the statistics)
+    /// and `block` (the running statistics' average over blocks), the exact sum over sample blocks when
+    /// deterministic, else an all-reduce. On one rank the reducer sends nothing; it is installed anyway so
+    /// that the statistics all-reduces are counted the same way at every world size. Deterministic
+    /// training with `local` on a student with BatchNorm is refused (per-rank statistics change with the
+    /// world size).
     static func statisticsReducer(config: KDConfig, student: any Classifier,
                                   comm: Communicator) throws -> CountedStatisticsReducer? {
         let deterministic = config.train.deterministic
-        if deterministic && !config.student.syncBN && student.namedModules().contains(where: { $0.1 is BatchNorm2d }) {
-            throw ConfigError(file: config.file, key: "student.sync_bn", message: "false keeps BatchNorm statistics "
-                + "per rank, which change with the world size; train.deterministic needs student.sync_bn: true "
-                + "(statistics of the global batch, summed exactly) or train.deterministic: false")
+        if deterministic && config.student.batchNorm == .local
+            && student.namedModules().contains(where: { $0.1 is BatchNorm2d }) {
+            throw ConfigError(file: config.file, key: "student.batch_norm", message: "local keeps BatchNorm "
+                + "statistics per rank, which change with the world size; train.deterministic needs "
+                + "student.batch_norm: sync (statistics of the global batch, summed exactly) or block (per "
+                + "train.block_size samples), or train.deterministic: false")
         }
-        guard config.student.syncBN else { return nil }
+        guard config.student.batchNorm != .local else { return nil }
         guard deterministic else { return CommStatisticsReducer(comm: comm) }
         let globalBlocks = (config.data.globalBatch + config.train.blockSize - 1) / config.train.blockSize
         return ExactStatisticsReducer(comm: comm, globalBlocks: globalBlocks)
