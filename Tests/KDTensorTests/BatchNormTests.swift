@@ -170,4 +170,41 @@ final class BatchNormTests: XCTestCase {
         XCTAssertNoThrow(try batchNorm(Tensor.zeros([1, 4]), gamma: g, beta: b, runningMean: rm, runningVar: rv,
                                        training: false))
     }
+
+    // MARK: block BatchNorm (`blockRows`)
+
+    func testBlockBatchNormGradients() throws {
+        var rng = KDRandom(keys: 12)
+        let x = Tensor.randn([6, 2, 2, 3], rng: &rng)
+        let (g, b, rm, rv) = params(3)
+        // Central differences in float32 with the harness's default step: 1e-2 max-norm relative, as for
+        // the batch-wide op above (a missing per-block mean term is an O(1) error).
+        let r = try gradientCheck([x, g, b]) {
+            try batchNorm($0[0], gamma: $0[1], beta: $0[2], runningMean: rm, runningVar: rv, training: true,
+                          blockRows: 2)
+        }
+        XCTAssertLessThan(r.maxRelativeError, 1e-2, "\(r)")
+    }
+
+    /// Each block is normalised with its own statistics: the output of blocks of 2 is plain BatchNorm on
+    /// each block alone, bit for bit, and running statistics move by the mean of the blocks' statistics.
+    func testBlocksAreNormalisedAlone() throws {
+        var rng = KDRandom(keys: 13)
+        let x = Tensor.randn([4, 3, 3, 2], rng: &rng)
+        let (g, b, rm, rv) = params(2)
+        let y = try batchNorm(x, gamma: g, beta: b, runningMean: rm, runningVar: rv, training: true, blockRows: 2)
+        var means: [[Float]] = [], vars: [[Float]] = []
+        for k in 0..<2 {
+            let part = Tensor(shape: [2, 3, 3, 2], data: Array(x.array[(k * 36)..<((k + 1) * 36)]))
+            let (_, _, m1, v1) = params(2)
+            let alone = try batchNorm(part, gamma: g, beta: b, runningMean: m1, runningVar: v1, training: true)
+            XCTAssertEqual(Array(y.array[(k * 36)..<((k + 1) * 36)]), alone.array, "block \(k)")
+            means.append(m1.array); vars.append(v1.array)
+        }
+        for j in 0..<2 {
+            // Each alone-run moved its running mean from 0 by m·μ_b (m = 0.1): the mean of the two.
+            XCTAssertEqual(rm.array[j], (means[0][j] + means[1][j]) / 2, accuracy: 1e-6)
+            XCTAssertEqual(rv.array[j], (vars[0][j] + vars[1][j]) / 2, accuracy: 1e-6)
+        }
+    }
 }

@@ -85,7 +85,7 @@ final class ConfigTests: XCTestCase {
     func testOverrides() throws {
         let c = try KDConfig.parse(yaml: "data: {global_batch: 8}\nloss: [{kind: kd, weight: 1}]",
                                    overrides: ["data.global_batch=32", "train.steps=7", "loss.0.weight=2.5",
-                                               "comm.overlap=true"])
+                                               "train.deterministic=false", "comm.overlap=true"])
         XCTAssertEqual(c.data.globalBatch, 32)
         XCTAssertEqual(c.train.steps, 7)
         XCTAssertEqual(c.loss[0].weight, 2.5)

@@ -72,11 +72,15 @@ final class MemoryEstimateTests: XCTestCase {
             MemoryEstimate(config: c, inputChannels: 3, inputSize: [32, 32], features: false, residentBytes: 0,
                            worldSize: ranks).lossMatrices
         }
-        XCTAssertEqual(estimate(cfg, 64), 64 * 4096 * 4)
-        XCTAssertEqual(estimate(cfg, 1), 4096 * 4096 * 4)
-        var det = cfg
-        det.train.deterministic = true
-        XCTAssertEqual(estimate(det, 64), 4096 * 4096 * 4)
+        var plain = cfg
+        plain.train.deterministic = false
+        XCTAssertEqual(estimate(plain, 64), 64 * 4096 * 4)
+        XCTAssertEqual(estimate(plain, 1), 4096 * 4096 * 4)
+        // Deterministic (the default): the same rows, plus one gradient partial of the gathered rows per
+        // local loss block (blocks of 16: 4 at 64 ranks, 256 on one), 512 wide.
+        XCTAssertEqual(cfg.samplesPerBlock, 16)
+        XCTAssertEqual(estimate(cfg, 64), 64 * 4096 * 4 + 4 * 4096 * 512 * 4)
+        XCTAssertEqual(estimate(cfg, 1), 4096 * 4096 * 4 + 256 * 4096 * 512 * 4)
     }
 
     /// Every shipped config fits in 4 GB per rank on one rank (so none is refused on a laptop), and the

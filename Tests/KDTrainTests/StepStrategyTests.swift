@@ -45,14 +45,14 @@ final class StepStrategyTests: XCTestCase {
 
     func testStrategiesFollowTheConfig() throws {
         _ = try InProcessWorld(size: 1).run { comm in
-            let plain = try Trainer(config: self.config(), comm: comm)
+            let plain = try Trainer(config: self.config(["train.deterministic=false"]), comm: comm)
             XCTAssertTrue(plain.gradientSync is BucketedSync)
             XCTAssertEqual(plain.gradientSync.lossSharing, .rowShared)
             XCTAssertNil(plain.gradientSync.rowsPerBlock)
-            XCTAssertTrue(try Trainer(config: self.config(["comm.overlap=true"]), comm: comm).gradientSync
-                          is OverlappedSync)
-            let exact = try Trainer(config: self.config(["train.deterministic=true", "train.block_size=2"]),
-                                    comm: comm).gradientSync
+            XCTAssertTrue(try Trainer(config: self.config(["train.deterministic=false", "comm.overlap=true"]),
+                                      comm: comm).gradientSync is OverlappedSync)
+            // The default: deterministic.
+            let exact = try Trainer(config: self.config(["train.block_size=2"]), comm: comm).gradientSync
             XCTAssertTrue(exact is ExactSync)
             XCTAssertEqual(exact.lossSharing, .exactBlocks)
             XCTAssertEqual(exact.rowsPerBlock, 2)

@@ -35,7 +35,7 @@ final class TrainerWorldTests: XCTestCase {
         student: {model: resnet8, batch_norm: sync}
         loss: [{kind: prg}, {kind: rkd}, {kind: kd, weight: 0.5}]
         optim: {kind: sgd, lr: 0.02, momentum: 0.9, weight_decay: 5e-4, schedule: cosine, warmup_steps: 2}
-        train: {steps: 8, log_every: 1}
+        train: {steps: 8, log_every: 1, deterministic: \(!overlap)}
         comm: {overlap: \(overlap), bucket_mb: 0.05}
         output: {dir: "\(dir)/out"}
         runtime: {conv_algorithm: winograd2}

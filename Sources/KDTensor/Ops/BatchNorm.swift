@@ -263,7 +263,7 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
     for b in blocks.indices {
         for row in channelRows(b) {
             let p = x.ptr + row * c, q = out.ptr + row * c
-            for j in 0..<c { q[j] = (p[j] - mean[b * c + j]) * gamma.ptr[j] * invStd[b * c + j] + beta.ptr[j] }
+            for j in 0..<c { q[j] = (p[j] - mean[b * c + j]) * (gamma.ptr[j] * invStd[b * c + j]) + beta.ptr[j] }
         }
     }
 

@@ -51,7 +51,7 @@ public enum DeterministicBench {
             }
         }
         let median = records.map { PhaseTimer.percentile($0.map(\.seconds), 0.5) }
-        return Report(blockSize: config.train.blockSize, batchNorm: on.config.student.batchNorm.rawValue,
+        return Report(blockSize: on.config.samplesPerBlock, batchNorm: on.config.student.batchNorm.rawValue,
                       offStepMedianS: median[0], onStepMedianS: median[1],
                       offPhases: StepBench.phaseSpreads(records[0]), onPhases: StepBench.phaseSpreads(records[1]),
                       offBytesAllReduced: records[0].last?.bytesAllReduced ?? 0,

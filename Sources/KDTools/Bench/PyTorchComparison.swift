@@ -89,7 +89,7 @@ public enum PyTorchComparison {
                 "--classes", String(c.data.classes), "--image-size", String(c.data.imageSize ?? 32),
                 "--per-rank", String(c.data.globalBatch / ranks), "--ranks", String(ranks),
                 "--kd", list(kd), "--rkd", list(rkd), "--lr", String(c.optim.lr),
-                "--bn-block", String(c.student.batchNorm == .block ? c.train.blockSize : 0),
+                "--bn-block", String(c.student.batchNorm == .block ? c.samplesPerBlock : 0),
                 "--warmup", String(warmup), "--steps", String(steps)]
     }
 

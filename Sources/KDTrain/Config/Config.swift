@@ -123,8 +123,9 @@ public struct KDConfig: Codable, Equatable {
         public var skipNonfinite = false
         /// Bit-identical training at any world size (docs/training.md): fixed sample blocks, exact sums.
         public var deterministic = true
-        /// Samples per block when `deterministic` (the global batch a multiple of it).
-        public var blockSize = 16
+        /// Samples per block when `deterministic` or with block BatchNorm (the global batch a multiple of
+        /// it); 0: automatic (`KDConfig.samplesPerBlock`).
+        public var blockSize = 0
     }
 
     public struct Comm: Codable, Equatable {
@@ -298,6 +299,15 @@ extension KDConfig {
         c.overrideNotes = notes
         do { try c.validate() } catch let e as ConfigError { throw source.locate(e) }
         return c
+    }
+
+    /// The samples per block in effect: `train.block_size`, or for 0 (the default) the largest divisor of
+    /// `data.global_batch` that is at most 16 and at most `global_batch / 8` — so that up to 8 ranks each
+    /// hold a block — (64: 8, 256: 16, 10: 1). A function of the config alone, never of the world size.
+    public var samplesPerBlock: Int {
+        if train.blockSize > 0 { return train.blockSize }
+        let b = max(1, data.globalBatch), cap = max(1, min(16, b / 8))
+        return (1...cap).last { b % $0 == 0 } ?? 1
     }
 
     /// Whether the ranks share the batch in whole blocks of `train.block_size` (deterministic training,
@@ -502,7 +512,7 @@ extension KDConfig {
         try check("train.eval_every", train.evalEvery, 0, Self.maxSteps)
         try check("train.checkpoint_every", train.checkpointEvery, 0, Self.maxSteps)
         try check("train.sync_check_every", train.syncCheckEvery, 0, Self.maxSteps)
-        try check("train.block_size", train.blockSize, 1, Self.maxSamples)
+        try check("train.block_size", train.blockSize, 0, Self.maxSamples)
         try check("comm.bucket_mb", comm.bucketMB, above: 0, atMost: 1_048_576)
         try check("comm.timeout_s", comm.timeoutS, above: 0, atMost: 1e7)
         if output.dir.trimmingCharacters(in: .whitespaces).isEmpty {
@@ -520,11 +530,11 @@ extension KDConfig {
                        + "augmentation rounds to store (e.g. 10), or remove the path")
         }
         if train.deterministic || student.batchNorm == .block {
-            if data.globalBatch % train.blockSize != 0 {
+            if data.globalBatch % samplesPerBlock != 0 {
                 let why = train.deterministic ? "train.deterministic shares whole blocks between ranks"
                                               : "student.batch_norm: block normalises whole blocks"
                 throw fail("train.block_size", "data.global_batch \(data.globalBatch) must be a multiple of the "
-                           + "block size \(train.blockSize) (\(why))")
+                           + "block size \(samplesPerBlock) (\(why))")
             }
         }
         if train.deterministic {

@@ -58,7 +58,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         let states = c.optim.kind == .adamw ? 2.0 : (c.optim.momentum > 0 ? 1 : 0)
         var params = student.parameters * f * (2 + states)
         if c.train.deterministic {   // instead of the bucket copy: a gradient partial per local block, Int64 sums
-            let blocks = Double((Int(perRank) + c.train.blockSize - 1) / c.train.blockSize)
+            let blocks = Double((Int(perRank) + c.samplesPerBlock - 1) / c.samplesPerBlock)
             params += student.parameters * (blocks * f + Double(MemoryLayout<Int64>.stride))
         } else {
             params += student.parameters * f
@@ -79,7 +79,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
             let rows = Double(c.data.globalBatch * c.data.views)
             var matrices = perRank * Double(c.data.views) * rows
             if c.train.deterministic {
-                let blocks = Double((Int(perRank) + c.train.blockSize - 1) / c.train.blockSize)
+                let blocks = Double((Int(perRank) + c.samplesPerBlock - 1) / c.samplesPerBlock)
                 matrices += blocks * rows * Double(max(c.data.classes, 512))
             }
             lossMatrices = bytes(matrices * f)

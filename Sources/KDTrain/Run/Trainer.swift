@@ -75,7 +75,7 @@ public final class Trainer {
         do {
             sampler = try Sampler(count: data.trainCount, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
                                   rank: comm.rank, worldSize: comm.size,
-                                  blockSize: config.sharesWholeBlocks ? config.train.blockSize : 1)
+                                  blockSize: config.sharesWholeBlocks ? config.samplesPerBlock : 1)
         } catch let e as DataError {
             throw ConfigError(file: config.file, key: e.configKey ?? "data", message: "\(e)")
         }
@@ -95,7 +95,7 @@ public final class Trainer {
         statisticsReducer = try Self.statisticsReducer(config: config, student: student, comm: comm)
         if let statisticsReducer { student.setStatisticsReducer(statisticsReducer) }
         if config.student.batchNorm == .block {
-            student.setBatchNormBlocks(rows: config.train.blockSize * max(1, config.data.views))
+            student.setBatchNormBlocks(rows: config.samplesPerBlock * max(1, config.data.views))
         }
         faults = FaultInjection.fromEnvironment()
         let terms = config.mode == .supervised ? [CETerm(weight: 1)] : config.loss.map(\.term)
@@ -231,7 +231,7 @@ extension Trainer {
         }
         guard config.student.batchNorm != .local else { return nil }
         guard deterministic else { return CommStatisticsReducer(comm: comm) }
-        let globalBlocks = (config.data.globalBatch + config.train.blockSize - 1) / config.train.blockSize
+        let globalBlocks = (config.data.globalBatch + config.samplesPerBlock - 1) / config.samplesPerBlock
         return ExactStatisticsReducer(comm: comm, globalBlocks: globalBlocks)
     }
 

@@ -89,7 +89,7 @@ final class ExactSync: GradientSync {
 func makeGradientSync(config: KDConfig, parameters: [Tensor], comm: Communicator) throws -> any GradientSync {
     if config.train.deterministic {
         return ExactSync(exact: ExactGradients(parameters: parameters, comm: comm),
-                         rowsPerBlock: config.train.blockSize * max(1, config.data.views))
+                         rowsPerBlock: config.samplesPerBlock * max(1, config.data.views))
     }
     let buckets = try GradientBuckets(parameters: parameters, comm: comm,
                                       bucketBytes: max(1, Int(config.comm.bucketMB * 1_048_576)), scale: 1)
