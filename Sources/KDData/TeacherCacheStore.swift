@@ -129,7 +129,8 @@ public final class TeacherCacheStore: @unchecked Sendable {
         let l = manifest.layout, (recordShape, sumShape) = shapes(l)
         try checkSpace(directory: directory, layout: l)
         let fm = FileManager.default
-        let staging = directory + ".creating-\(getpid())"
+        // A staging folder of this creator alone (ranks on several hosts may share a pid; threads share one).
+        let staging = directory + ".creating-\(getpid())-\(UUID().uuidString)"
         func refuse(_ what: String, _ error: Error) -> DataError {
             .invalidConfig(field: "teacher.cache.path", message: "\(directory): \(what) (\(ioReason(error)))")
         }

@@ -426,7 +426,8 @@ public struct SpectralTerm: LossTerm {
         let s = try x.require(useFeatures ? x.studentFeatures : x.studentEmbedding, kind,
                               useFeatures ? "student features" : "student embedding")
         let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
-        let r = try spectralLoss(student: s, teacher: t, k: try eigenvectors(x), rows: x.shardRows, comm: x.comm, solver: solver)
+        let r = try spectralLoss(student: s, teacher: t, k: try eigenvectors(x), rows: x.shardRows, comm: x.comm,
+                                 solver: solver)
         return LossShare(value: r.value, terms: [])     // one part: the objective's `loss/spectral` is all
     }
 

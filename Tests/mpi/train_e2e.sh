@@ -336,7 +336,8 @@ elif grep -q "teacher.checkpoint: .*missing.safetensors: cannot open" "$tmp/badt
   ok "missing teacher checkpoint: the error names teacher.checkpoint and the file (no random fallback)"
 else ko "missing teacher checkpoint" "$(tail -3 "$tmp/badt.log")"; fi
 if mpi 4 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
-     --set data.global_batch=3 --set output.dir="$tmp/too-many" >"$tmp/toomany.log" 2>&1; then
+     --set data.global_batch=3 --set train.block_size=1 --set output.dir="$tmp/too-many" >"$tmp/toomany.log" 2>&1
+then
   ko "more ranks than samples" "exit 0"
 elif grep -q "data.global_batch: .*4 ranks but only 3 samples" "$tmp/toomany.log"; then
   ok "more ranks than samples per batch: clear error"

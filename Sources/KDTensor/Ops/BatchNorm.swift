@@ -224,7 +224,9 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
     let perLeading = x.rank >= 2 ? rows / max(1, leading) : rows
     let blocks = Swift.stride(from: 0, to: leading, by: max(1, blockRows)).map { $0..<min(leading, $0 + blockRows) }
     /// The channel rows of block `b`.
-    func channelRows(_ b: Int) -> Range<Int> { (blocks[b].lowerBound * perLeading)..<(blocks[b].upperBound * perLeading) }
+    func channelRows(_ b: Int) -> Range<Int> {
+        (blocks[b].lowerBound * perLeading)..<(blocks[b].upperBound * perLeading)
+    }
     // Per block: μ_b, 1/√(σ²_b + ε), and the running statistics' partials [μ_b, unbiased σ²_b, 1].
     var mean = [Float](repeating: 0, count: blocks.count * c), invStd = mean
     var running = [Double](repeating: 0, count: blocks.count * (2 * c + 1))

@@ -5,8 +5,8 @@ import KDTrain
 
 /// `kdgraph bench --config C --deterministic`: the step with `train.deterministic: true` beside the same
 /// step with it off (docs/training.md, "Bit-identical training at any world size"), both with the config's
-/// `student.batch_norm` (`local`, which deterministic mode refuses, becomes `sync`): two trainers built side by side, their steps
-/// taken in alternation so that both modes see the same machine load, on the same convolution
+/// `student.batch_norm` (`local`, which deterministic mode refuses, becomes `sync`): two trainers built side
+/// by side, their steps taken in alternation so that both modes see the same machine load, on the same convolution
 /// algorithms (the deterministic trainer's, given to the other when it is built).
 public enum DeterministicBench {
     public struct Report: Codable, Equatable {

@@ -65,15 +65,24 @@ public enum LossProjection {
             let n = l.count == rows ? newRows : samples
             labels = (0..<n).map { l[$0 % l.count] }
         }
-        return LossInputs(plan: BatchPlan(step: inputs.plan.step, globalSamples: samples, rank: 0, worldSize: ranks),
-                          views: inputs.views,
+        let plan = BatchPlan(step: inputs.plan.step, globalSamples: samples, rank: 0, worldSize: ranks,
+                             blockSize: inputs.plan.blockSize)
+        let grown = LossInputs(plan: plan, views: inputs.views,
                           studentFeatures: grow(inputs.studentFeatures, trainable: true),
                           studentEmbedding: grow(inputs.studentEmbedding, trainable: true),
                           studentLogits: grow(inputs.studentLogits, trainable: true),
                           teacherEmbedding: grow(inputs.teacherEmbedding, trainable: false),
                           teacherLogits: grow(inputs.teacherLogits, trainable: false),
                           promptTeacherLogits: grow(inputs.promptTeacherLogits, trainable: false),
-                          proxies: inputs.proxies, labels: labels, step: inputs.step, comm: comm)
+                          proxies: inputs.proxies, labels: labels, step: inputs.step, comm: comm,
+                          exact: inputs.exact)
+        // Deterministic training: the student rows keep their loss blocks' gradients apart, as gathered.
+        if grown.exact {
+            for x in [grown.studentFeatures, grown.studentEmbedding, grown.studentLogits] {
+                x?.lossBlocks = grown.lossBlocks.count
+            }
+        }
+        return grown
     }
 
     /// Forward + backward of rank 0's share at each world size in `ranks`, with `perRank` samples per
@@ -123,14 +132,30 @@ public enum LossProjection {
     }
 
     /// Seconds of one forward + backward of `objective` on `inputs` (a fresh tape; the student rows'
-    /// gradients cleared after).
+    /// gradients cleared after). In deterministic training (`inputs.exact`) also the exact sum of the
+    /// student rows' loss-block gradients that the gather's backward does (`ExactSum.reduceScatterRows`),
+    /// over `inputs.comm`: the real reduce-scatter on the step's communicator, this rank's conversions only
+    /// on a world of one.
     static func timeOnce(_ objective: LossObjective, on inputs: LossInputs) throws -> Double {
         Tape.reset()
+        let students = [inputs.studentFeatures, inputs.studentEmbedding, inputs.studentLogits].compactMap { $0 }
         let t0 = monotonicSeconds()
         let share = try objective.evaluate(inputs)
         Tape.backward(share.value)
+        if inputs.exact, let comm = inputs.comm {
+            for x in students where x.lossBlocks > 0 {
+                let partials = x.blockGrad ?? Tensor.zeros([x.lossBlocks, x.count])
+                let rowSize = x.count / max(1, x.shape[0])
+                var counts = inputs.plan.rowCounts(views: inputs.views)
+                if comm.size != counts.count { counts = [x.shape[0]] }    // a world of one stands in for N
+                let own = Tensor(uninitializedShape: [counts[comm.rank] * rowSize])
+                try ExactSum.reduceScatterRows(partials.ptr, blocks: partials.shape[0], rowSize: rowSize,
+                                               rowCounts: counts, globalBlocks: inputs.plan.blocks, comm: comm,
+                                               into: own.ptr)
+            }
+        }
         let t = monotonicSeconds() - t0
-        for x in [inputs.studentFeatures, inputs.studentEmbedding, inputs.studentLogits] { x?.grad = nil }
+        for x in students { x.grad = nil; x.blockGrad = nil }
         return t
     }
 }
