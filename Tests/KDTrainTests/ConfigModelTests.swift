@@ -131,6 +131,10 @@ final class ConfigModelTests: XCTestCase {
             ("data: {source: hdf5}", "data.source: must be one of synthetic, npy, cifar, got 'hdf5'"),
             ("teacher: {cache: {dtype: int8}}", "teacher.cache.dtype: must be one of float32, float16, got 'int8'"),
             ("mode: teach", "mode: must be one of supervised, distill, got 'teach'"),
+            ("student: {batch_norm: ghost}", "student.batch_norm: must be one of sync, block, local, got 'ghost'"),
+            // The key of earlier versions is refused naming its replacement, not ignored or read as unknown.
+            ("student: {sync_bn: false}", "student.sync_bn: replaced by student.batch_norm: sync | block | local "
+                + "(sync_bn: true was sync, false was local) (line 1)"),
         ]
         for (yaml, expected) in cases {
             let m = message { _ = try KDConfig.parse(yaml: yaml, file: "k.yaml") }

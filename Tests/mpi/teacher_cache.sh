@@ -58,9 +58,9 @@ for n in 1 2 4; do
   else ko "np$n cache vs no cache" "$out ${out2:-}"; fi
 done
 
-# Deterministic training (docs/training.md): the 2-rank cache read by a 4-rank run takes the 2-rank run's
-# steps, bit for bit (losses, terms, evaluations, every final tensor).
-det=(--set teacher.cache.path="$tmp/filled" --set train.deterministic=true --set train.block_size=4)
+# Deterministic training (the default; docs/training.md): the 2-rank cache read by a 4-rank run takes the
+# 2-rank run's steps, bit for bit (losses, terms, evaluations, every final tensor).
+det=(--set teacher.cache.path="$tmp/filled" --set train.block_size=4)   # deterministic: the default
 if mpi 2 train "${cfg[@]}" "${det[@]}" --set output.dir="$tmp/det2" >"$tmp/det2.log" 2>&1 \
    && mpi 4 train "${cfg[@]}" "${det[@]}" --set output.dir="$tmp/det4" >"$tmp/det4.log" 2>&1 \
    && out=$(python3 Tests/mpi/compare_exact.py "$tmp/det4" "$tmp/det2" 2>&1); then
