@@ -120,6 +120,18 @@ final class ConfigModelTests: XCTestCase {
         }
     }
 
+    /// `train.block_size: 0` (the default) picks the largest divisor of the global batch that is at most 64
+    /// and at most a sixteenth of it — from the config alone; a set value is kept.
+    func testAutomaticBlockSize() throws {
+        for (batch, expected) in [(64, 4), (256, 16), (4096, 64), (16384, 64), (10, 1), (48, 3), (1, 1)] {
+            let c = try KDConfig.parse(yaml: "data: {global_batch: \(batch)}", file: "b.yaml")
+            XCTAssertEqual(c.samplesPerBlock, expected, "global batch \(batch)")
+            XCTAssertEqual(c.data.globalBatch % c.samplesPerBlock, 0)
+        }
+        let set = try KDConfig.parse(yaml: "data: {global_batch: 64}\ntrain: {block_size: 8}", file: "b.yaml")
+        XCTAssertEqual(set.samplesPerBlock, 8)
+    }
+
     /// Kinds are closed sets: an unknown one is an error listing the allowed, never a fallback.
     func testUnknownKindsAreErrors() {
         let cases: [(String, String)] = [

@@ -77,10 +77,10 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertEqual(estimate(plain, 64), 64 * 4096 * 4)
         XCTAssertEqual(estimate(plain, 1), 4096 * 4096 * 4)
         // Deterministic (the default): the same rows, plus one gradient partial of the gathered rows per
-        // local loss block (blocks of 16: 4 at 64 ranks, 256 on one), 512 wide.
-        XCTAssertEqual(cfg.samplesPerBlock, 16)
-        XCTAssertEqual(estimate(cfg, 64), 64 * 4096 * 4 + 4 * 4096 * 512 * 4)
-        XCTAssertEqual(estimate(cfg, 1), 4096 * 4096 * 4 + 256 * 4096 * 512 * 4)
+        // local loss block (the config's blocks of 64: 1 at 64 ranks, 64 on one), 512 wide.
+        XCTAssertEqual(cfg.samplesPerBlock, 64)
+        XCTAssertEqual(estimate(cfg, 64), 64 * 4096 * 4 + 1 * 4096 * 512 * 4)
+        XCTAssertEqual(estimate(cfg, 1), 4096 * 4096 * 4 + 64 * 4096 * 512 * 4)
     }
 
     /// Every shipped config fits in 4 GB per rank on one rank (so none is refused on a laptop), and the

@@ -143,8 +143,9 @@ public enum LossProjection {
         let share = try objective.evaluate(inputs)
         Tape.backward(share.value)
         if inputs.exact, let comm = inputs.comm {
-            for x in students where x.lossBlocks > 0 {
-                let partials = x.blockGrad ?? Tensor.zeros([x.lossBlocks, x.count])
+            // The rows a term read (the step converts the others' zeros too; a term alone reads its own).
+            for x in students where x.lossBlocks > 0 && x.blockGrad != nil {
+                let partials = x.blockGrad!
                 let rowSize = x.count / max(1, x.shape[0])
                 var counts = inputs.plan.rowCounts(views: inputs.views)
                 if comm.size != counts.count { counts = [x.shape[0]] }    // a world of one stands in for N

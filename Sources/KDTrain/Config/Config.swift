@@ -302,11 +302,13 @@ extension KDConfig {
     }
 
     /// The samples per block in effect: `train.block_size`, or for 0 (the default) the largest divisor of
-    /// `data.global_batch` that is at most 16 and at most `global_batch / 8` — so that up to 8 ranks each
-    /// hold a block — (64: 8, 256: 16, 10: 1). A function of the config alone, never of the world size.
+    /// `data.global_batch` that is at most 64 and at most `global_batch / 16` — so that up to 16 ranks each
+    /// hold a block — (64: 4, 256: 16, 4096: 64, 10: 1). Larger blocks are cheaper (each block of a rank
+    /// carries its own gradient partials), more blocks allow more ranks. A function of the config alone,
+    /// never of the world size.
     public var samplesPerBlock: Int {
         if train.blockSize > 0 { return train.blockSize }
-        let b = max(1, data.globalBatch), cap = max(1, min(16, b / 8))
+        let b = max(1, data.globalBatch), cap = max(1, min(64, b / 16))
         return (1...cap).last { b % $0 == 0 } ?? 1
     }
 
