@@ -104,42 +104,55 @@ public enum ExactSum {
                                          rowCounts: [Int], globalBlocks: Int, comm: Communicator,
                                          into result: UnsafeMutablePointer<Float>) throws {
         let rows = rowCounts.reduce(0, +), total = rows * rowSize, stride = total
+        // ① each row's largest magnitude over the blocks, in Float (exact), eight lanes at a time; a
+        // non-finite value makes the row's maximum ∞ (`x − x` is NaN only for ±∞ and NaN).
         var maxima = [Double](repeating: 0, count: rows)
-        for b in 0..<blocks {
-            let p = partials + b * stride
-            for i in 0..<rows {
-                var m = maxima[i]
-                for j in 0..<rowSize {
-                    let v = Double(p[i * rowSize + j]).magnitude
-                    if !(v <= m) { m = v.isFinite ? v : .infinity }
+        let wide = rowSize & ~7
+        for i in 0..<rows {
+            var m = SIMD8<Float>(repeating: 0), bad = SIMD8<Float>(repeating: 0), tail: Float = 0, tailBad: Float = 0
+            for b in 0..<blocks {
+                let p = partials + b * stride + i * rowSize
+                for j in Swift.stride(from: 0, to: wide, by: 8) {
+                    let x = UnsafeRawPointer(p + j).loadUnaligned(as: SIMD8<Float>.self)
+                    m = pointwiseMax(m, pointwiseMax(x, -x))
+                    bad += x - x
                 }
-                maxima[i] = m
+                for j in wide..<rowSize { tail = Swift.max(tail, p[j].magnitude); tailBad += p[j] - p[j] }
             }
+            let finite = (bad.sum() + tailBad).isFinite
+            maxima[i] = finite ? Double(Swift.max(m.max(), tail)) : .infinity
         }
         if comm.size > 1 && rows > 0 { try comm.allReduce(&maxima, op: .max) }
         let scales = maxima.map { scaleExponent(maxMagnitude: $0, globalBlocks: globalBlocks) }
-        var sums = [Int64](repeating: 0, count: max(1, total))
-        sums.withUnsafeMutableBufferPointer { s in
+        // ② every partial on its row's scale, the blocks added as integers (the first block written).
+        let sums = [Int64](unsafeUninitializedCapacity: max(1, total)) { s, initialized in
             for i in 0..<rows {
-                guard let e = scales[i] else { continue }
-                let up = Double(sign: .plus, exponent: e, significand: 1), q = s.baseAddress! + i * rowSize
+                let q = s.baseAddress! + i * rowSize
+                guard let e = scales[i], blocks > 0 else { q.initialize(repeating: 0, count: rowSize); continue }
+                let up = Double(sign: .plus, exponent: e, significand: 1)
                 for b in 0..<blocks {
                     let p = partials + b * stride + i * rowSize
-                    for j in 0..<rowSize { q[j] &+= Int64((Double(p[j]) * up).rounded(.toNearestOrEven)) }
+                    if b == 0 {
+                        for j in 0..<rowSize { q[j] = Int64((Double(p[j]) * up).rounded(.toNearestOrEven)) }
+                    } else {
+                        for j in 0..<rowSize { q[j] &+= Int64((Double(p[j]) * up).rounded(.toNearestOrEven)) }
+                    }
                 }
             }
+            if total == 0 { s[0] = 0 }
+            initialized = max(1, total)
         }
+        // ③ the reduce-scatter of the integers (on one rank, its own sums)
         let first = rowCounts[..<comm.rank].reduce(0, +), mine = rowCounts[comm.rank]
-        var own = [Int64](repeating: 0, count: max(1, mine * rowSize))
+        var own = sums
         if comm.size > 1 {
+            own = [Int64](repeating: 0, count: max(1, mine * rowSize))
             try sums.withUnsafeBufferPointer { s in
                 try own.withUnsafeMutableBufferPointer {
                     try comm.reduceScatterV(s.baseAddress!, counts: rowCounts.map { $0 * rowSize },
                                             into: $0.baseAddress!)
                 }
             }
-        } else {
-            own = sums
         }
         for r in 0..<mine {
             let i = first + r, out = result + r * rowSize

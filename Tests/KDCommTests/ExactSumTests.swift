@@ -102,6 +102,48 @@ final class ExactSumTests: XCTestCase {
         XCTAssertEqual(sums, [alone[0], alone[0], alone[0]])
         XCTAssertEqual(alone[0], 46.5, accuracy: 1e-12)
     }
+
+    /// The exact reduce-scatter of a gathered matrix's block partials (deterministic training's gather
+    /// backward): 6 blocks of a [7, 11] matrix (11 columns: the 8-lane maximum and its tail) spread over
+    /// 1–3 ranks in every contiguous way the plan allows give each rank its rows with the same bits, equal
+    /// to `reduce` with one group per row; a row with a NaN partial is NaN, an all-zero row 0.
+    func testReduceScatterRowsIsTheSameAtAnyWorldSize() throws {
+        let rows = 7, width = 11, blocks = 6
+        var rng = KDRandom(keys: 31)
+        var partials: [Float] = (0..<(blocks * rows * width)).map { _ in Float(rng.nextNormal()) * 3 }
+        for b in 0..<blocks { for j in 0..<width { partials[(b * rows + 5) * width + j] = 0 } }   // row 5: zeros
+        partials[(2 * rows + 6) * width + 9] = .nan                                              // row 6: NaN
+        var expected = [Float](repeating: 0, count: rows * width)
+        try partials.withUnsafeBufferPointer { p in
+            try expected.withUnsafeMutableBufferPointer { e in
+                let groups = (0..<rows).map { i in
+                    ExactSum.Group(partials: p.baseAddress! + i * width, blocks: blocks, count: width,
+                                   blockStride: rows * width, result: e.baseAddress! + i * width)
+                }
+                try ExactSum.reduce(groups, globalBlocks: blocks, comm: nil)
+            }
+        }
+        XCTAssertTrue(expected[(5 * width)..<(6 * width)].allSatisfy { $0 == 0 })
+        XCTAssertTrue(expected[(6 * width)..<(7 * width)].allSatisfy { $0.isNaN })
+        let everyPartial = partials
+        for ranks in 1...3 {
+            let counts = (0..<ranks).map { BatchPlan.share(rank: $0, worldSize: ranks, batch: rows).count }
+            let got = try InProcessWorld(size: ranks).run { comm -> [Float] in
+                let mine = BatchPlan.share(rank: comm.rank, worldSize: ranks, batch: blocks)
+                var out = [Float](repeating: 0, count: counts[comm.rank] * width)
+                let first = mine.lowerBound * rows * width
+                try everyPartial.withUnsafeBufferPointer { p in
+                    try out.withUnsafeMutableBufferPointer { o in
+                        try ExactSum.reduceScatterRows(p.baseAddress! + first,
+                                                       blocks: mine.count, rowSize: width, rowCounts: counts,
+                                                       globalBlocks: blocks, comm: comm, into: o.baseAddress!)
+                    }
+                }
+                return out
+            }.flatMap { $0 }
+            XCTAssertEqual(got.map { $0.bitPattern }, expected.map { $0.bitPattern }, "\(ranks) ranks")
+        }
+    }
 }
 
 private extension Array {
