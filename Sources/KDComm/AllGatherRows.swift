@@ -109,7 +109,8 @@ func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: S
     try comm.allGatherV(UnsafePointer(local.ptr), counts: elementCounts, into: out.ptr)
     guard record else { return out }
     if let blocks {
-        out.lossBlocks = blocks.local
+        // One block: its partial is the plain gradient (nothing to keep apart).
+        out.lossBlocks = blocks.local > 1 ? blocks.local : 0
         Tape.record(op, inputs: [local], output: out) { g in
             do {
                 try exactGatherBackward(local: local, out: out, g: g, counts: counts, rowSize: rowSize,
@@ -143,20 +144,27 @@ func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: S
 }
 
 /// The exact backward of a gather whose loss was evaluated in loss blocks: the partials of every block
-/// of every rank summed into each rank's own rows. A gradient that reached `Y` outside the blocks (`g`,
-/// pre-set to zeros) cannot be summed exactly and stops the job with the op's name.
+/// of every rank summed into each rank's own rows. With several local blocks a gradient that reached `Y`
+/// outside them (`g`, pre-set to zeros) cannot be summed exactly and stops the job with the op's name;
+/// with one block, `g` is that block's partial.
 func exactGatherBackward(local: Tensor, out: Tensor, g: Tensor, counts: [Int], rowSize: Int,
                          blocks: LossBlockCounts, comm: Communicator) throws {
-    if let i = (0..<g.count).first(where: { g.ptr[$0] != 0 }) {
+    if blocks.local > 1, let i = (0..<g.count).first(where: { g.ptr[$0] != 0 }) {
         throw CommError.invalidArgument(op: "deterministic gather", message: "element \(i) of the gathered "
             + "rows received a gradient outside the loss blocks (an op recorded outside LossBlocks.recording), "
             + "which cannot be summed exactly")
     }
-    let partials = out.blockGrad ?? Tensor.zeros([max(1, blocks.local), out.count])
+    // [blocks, count] partials; one block's is `g` itself, none (a rank without rows) zeros.
+    let partials = out.blockGrad ?? (blocks.local == 1 ? g : Tensor.zeros([1, out.count]))
+    let count = out.blockGrad?.shape[0] ?? 1
     out.blockGrad = nil
     let own = Tensor(uninitializedShape: local.shape)
-    try ExactSum.reduceScatterRows(partials.ptr, blocks: partials.shape[0],
-                                   rowSize: rowSize, rowCounts: counts, globalBlocks: blocks.global, comm: comm,
-                                   into: own.ptr)
+    // The integers in pooled storage (two Floats each): fresh pages would cost more than the sums.
+    let n = ExactSum.scratchCount(rowCounts: counts, rowSize: rowSize, rank: comm.rank)
+    let scratch = Tensor(uninitializedShape: [2 * n])
+    try scratch.ptr.withMemoryRebound(to: Int64.self, capacity: n) { s in
+        try ExactSum.reduceScatterRows(partials.ptr, blocks: count, rowSize: rowSize, rowCounts: counts,
+                                       globalBlocks: blocks.global, comm: comm, into: own.ptr, scratch: s)
+    }
     local.accumulateGrad(own.ptr)
 }

@@ -144,6 +144,21 @@ final class ExactSumTests: XCTestCase {
             XCTAssertEqual(got.map { $0.bitPattern }, expected.map { $0.bitPattern }, "\(ranks) ranks")
         }
     }
+
+    /// The conversion's rounding equals the library's `.toNearestOrEven` for ties, signs, the 2^51 and 2^52
+    /// boundaries and random magnitudes up to 2^62 (a wrong constant or threshold fails here).
+    func testRoundedToEvenIsTheLibrarys() {
+        var values: [Double] = [0, -0.0, 0.5, 1.5, 2.5, -2.5, -3.5, 0x1p51 - 0.5, -(0x1p51 - 0.5), 0x1p51 + 0.5,
+                                -(0x1p51 + 1.5), 0x1p52 - 0.5, 0x1p52, 0x1p62, -0x1p62, 0.49999999999999994]
+        var rng = KDRandom(keys: 77)
+        for _ in 0..<100_000 {
+            let e = Int(rng.next() % 63)
+            values.append(Double(rng.nextNormal()) * Double(sign: .plus, exponent: e, significand: 1))
+        }
+        for v in values {
+            XCTAssertEqual(ExactSum.roundedToEven(v).bitPattern, v.rounded(.toNearestOrEven).bitPattern, "\(v)")
+        }
+    }
 }
 
 private extension Array {

@@ -76,8 +76,9 @@ public enum LossProjection {
                           promptTeacherLogits: grow(inputs.promptTeacherLogits, trainable: false),
                           proxies: inputs.proxies, labels: labels, step: inputs.step, comm: comm,
                           exact: inputs.exact)
-        // Deterministic training: the student rows keep their loss blocks' gradients apart, as gathered.
-        if grown.exact {
+        // Deterministic training: the student rows keep their loss blocks' gradients apart, as gathered
+        // (one block: its partial is the plain gradient).
+        if grown.exact, grown.lossBlocks.count > 1 {
             for x in [grown.studentFeatures, grown.studentEmbedding, grown.studentLogits] {
                 x?.lossBlocks = grown.lossBlocks.count
             }
@@ -144,15 +145,21 @@ public enum LossProjection {
         Tape.backward(share.value)
         if inputs.exact, let comm = inputs.comm {
             // The rows a term read (the step converts the others' zeros too; a term alone reads its own).
-            for x in students where x.lossBlocks > 0 && x.blockGrad != nil {
-                let partials = x.blockGrad!
+            for x in students {
+                guard let partials = x.lossBlocks > 0 ? x.blockGrad : x.grad.map({ Tensor(shape: [1, $0.count],
+                                                                                      storage: $0.storage) })
+                else { continue }
                 let rowSize = x.count / max(1, x.shape[0])
                 var counts = inputs.plan.rowCounts(views: inputs.views)
                 if comm.size != counts.count { counts = [x.shape[0]] }    // a world of one stands in for N
                 let own = Tensor(uninitializedShape: [counts[comm.rank] * rowSize])
-                try ExactSum.reduceScatterRows(partials.ptr, blocks: partials.shape[0], rowSize: rowSize,
-                                               rowCounts: counts, globalBlocks: inputs.plan.blocks, comm: comm,
-                                               into: own.ptr)
+                let n = ExactSum.scratchCount(rowCounts: counts, rowSize: rowSize, rank: comm.rank)
+                let scratch = Tensor(uninitializedShape: [2 * n])
+                try scratch.ptr.withMemoryRebound(to: Int64.self, capacity: n) { s in
+                    try ExactSum.reduceScatterRows(partials.ptr, blocks: partials.shape[0], rowSize: rowSize,
+                                                   rowCounts: counts, globalBlocks: inputs.plan.blocks, comm: comm,
+                                                   into: own.ptr, scratch: s)
+                }
             }
         }
         let t = monotonicSeconds() - t0
