@@ -150,8 +150,9 @@ public enum LossProjection {
                                                                                       storage: $0.storage) })
                 else { continue }
                 let rowSize = x.count / max(1, x.shape[0])
-                var counts = inputs.plan.rowCounts(views: inputs.views)
-                if comm.size != counts.count { counts = [x.shape[0]] }    // a world of one stands in for N
+                // On a world of one standing in for N ranks, rank 0's rows: it converts back its own rows
+                // only, as rank 0 of N does (the reduce-scatter itself is the cost model's).
+                let counts = inputs.plan.rowCounts(views: inputs.views)
                 let own = Tensor(uninitializedShape: [counts[comm.rank] * rowSize])
                 let n = ExactSum.scratchCount(rowCounts: counts, rowSize: rowSize, rank: comm.rank)
                 let scratch = Tensor(uninitializedShape: [2 * n])
