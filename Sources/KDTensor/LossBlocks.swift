@@ -4,8 +4,9 @@
 /// Each rank evaluates its share of the loss block by block — one block per `train.block_size` samples
 /// it holds (`SampleBlocks`), the same blocks whichever rank holds them. The ops of block `b` are
 /// recorded inside `LossBlocks.recording(b)`; their tape nodes remember `b`, and when backward runs
-/// them, a tensor that keeps its loss blocks apart (`lossBlocks > 0`, the gathered student rows)
-/// receives their gradient in partial `b` of its `blockGrad` (`[lossBlocks, count]`) instead of `grad`.
+/// them, a tensor that keeps its loss blocks apart (`lossBlocks > 0`: the gathered student rows of a rank
+/// with several blocks; with one, its `grad` is that block's partial) receives their gradient in partial
+/// `b` of its `blockGrad` (`[lossBlocks, count]`) instead of `grad`.
 /// The gather's backward then adds the partials of every block of every rank with an exact,
 /// order-independent sum (`KDCore.ExactSum`), so each row's gradient is a function of the blocks only.
 public enum LossBlocks {
