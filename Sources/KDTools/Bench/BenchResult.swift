@@ -67,6 +67,9 @@ public struct BenchResult: Codable, Equatable {
     /// The spectral term's teacher eigensolves during the bench on rank 0 (dense, iterative, fallbacks to
     /// dense, restart cycles), when the objective has one; absent otherwise.
     public var spectralSolves: SpectralSolverStatistics? = nil
+    /// Whether the machine stayed quiet during the measurement (`MachineLoad`: its readings and warnings);
+    /// nil in results of earlier versions.
+    public var load: MachineLoad? = nil
 
     public func json() throws -> String {
         let e = JSONEncoder()

@@ -37,6 +37,8 @@ public enum StepBench {
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }
         }
+        // The machine's speed before the measurement, and its CPU time (MachineLoad: warnings only).
+        let calibrationBefore = try MachineLoad.calibrateAll(comm), cpuBefore = MachineLoad.cpuTimes()
         let stream = trainer.data.stream(trainer.sampler, from: SamplerPosition(epoch: 0, step: 0),
                                          steps: warmup + steps, depth: cfg.data.prefetch ? 2 : 1)
         defer { stream.shutdown() }
@@ -97,7 +99,17 @@ public enum StepBench {
                 try comm.allGather($0.baseAddress!, count: 1, into: out.baseAddress!)
             }
         }
+        let calibrationAfter = try MachineLoad.calibrateAll(comm), cpuAfter = MachineLoad.cpuTimes()
+        var steal: Double? = nil
+        if let a = cpuBefore, let b = cpuAfter, b.total > a.total { steal = (b.steal - a.steal) / (b.total - a.total) }
+        let load = MachineLoad(calibrationBeforeS: calibrationBefore, calibrationAfterS: calibrationAfter,
+                               stealShare: steal,
+                               warnings: MachineLoad.warnings(before: calibrationBefore, after: calibrationAfter,
+                                                              stealShare: steal))
         let estimate = MemoryEstimate(config: trainer.config, data: trainer.data, worldSize: comm.size)
+        if comm.rank == 0 {
+            for w in load.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
+        }
         if comm.rank == 0 {   // on stderr beside the conv choices; the JSON has the same figures
             let line = "memory per rank: estimated ≥ \(estimate), measured peak RSS "
                 + "\(MemoryEstimate.gb(Int(allRSS.max() ?? 0))), tensor pool peak \(MemoryEstimate.gb(stepPoolPeak))\n"
@@ -131,6 +143,7 @@ public enum StepBench {
             lossProjection: projection, host: String(cString: host),
             cores: ProcessInfo.processInfo.activeProcessorCount, estimatedStepBytes: estimate.total)
         result.lossShareS = lossShare
+        result.load = load
         if trainer.objective.terms.contains(where: { $0 is SpectralTerm }) {
             result.spectralSolves = SpectralSolverStatistics.current
         }

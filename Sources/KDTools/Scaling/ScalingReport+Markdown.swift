@@ -94,6 +94,11 @@ extension ScalingReport {
                     + " | \(mib(p.inputBytes)) | \(mib(p.peakBytes)) |\n"
             }
         }
+        let warned = points.filter { !$0.loadWarnings.isEmpty }
+        if !warned.isEmpty {
+            s += "\n**Measurements not to be trusted** (the machine was not quiet; `MachineLoad`):\n\n"
+            for p in warned { for w in p.loadWarnings { s += "- \(p.ranks) rank(s): \(w)\n" } }
+        }
         s += "\nCommunication share = (all-reduce wait + gather wait) / step time. Files: report.csv, scaling.svg"
         s += proj.isEmpty ? ".\n" : ", projection.csv.\n"
         return s

@@ -17,6 +17,9 @@ public struct ScalingPoint: Equatable {
     public var lossProjection: [LossProjection.Point]
     /// One rank's loss share measured at this world size (`BenchResult.lossShareS`), when the bench has it.
     public var lossShareSeconds: Double? = nil
+    /// Why this world size's measurement may not be trusted (`MachineLoad`); empty when the machine
+    /// stayed quiet or the bench did not check.
+    public var loadWarnings: [String] = []
 
     public init(ranks: Int, globalBatch: Int, samplesPerSecond: Double, stepSeconds: Double,
                 phases: [String: Double], bytesAllReduced: Double, bytesGathered: Double, peakRSSBytes: Double,

@@ -132,6 +132,7 @@ public struct ScalingRunner {
                                  bytesGathered: Double(b.bytesGatheredPerStep), peakRSSBytes: Double(b.peakRssBytes),
                                  collectives: collectives, lossProjection: b.lossProjection)
         point.lossShareSeconds = b.lossShareS
+        point.loadWarnings = b.load?.warnings ?? []
         return (point, b.allreduceSweep.map { (b.ranks, Double($0.bytes), $0.seconds) })
     }
 }
