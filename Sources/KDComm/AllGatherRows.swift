@@ -109,12 +109,10 @@ func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: S
     try comm.allGatherV(UnsafePointer(local.ptr), counts: elementCounts, into: out.ptr)
     guard record else { return out }
     if let blocks {
-        // One block: its partial is the plain gradient (nothing to keep apart).
-        out.lossBlocks = blocks.local > 1 ? blocks.local : 0
+        out.keepLossBlocksApart(blocks.local)
         Tape.record(op, inputs: [local], output: out) { g in
             do {
-                try exactGatherBackward(local: local, out: out, g: g, counts: counts, rowSize: rowSize,
-                                        blocks: blocks, comm: comm)
+                try exactGatherBackward(local: local, out: out, g: g, counts: counts, blocks: blocks, comm: comm)
             } catch {
                 comm.abort("\(op) backward: \(error)", code: MPICommunicator.errorExitCode)
             }
@@ -147,24 +145,35 @@ func gatherRows(_ local: Tensor, comm: Communicator, counts given: [Int]?, op: S
 /// of every rank summed into each rank's own rows. With several local blocks a gradient that reached `Y`
 /// outside them (`g`, pre-set to zeros) cannot be summed exactly and stops the job with the op's name;
 /// with one block, `g` is that block's partial.
-func exactGatherBackward(local: Tensor, out: Tensor, g: Tensor, counts: [Int], rowSize: Int,
-                         blocks: LossBlockCounts, comm: Communicator) throws {
+func exactGatherBackward(local: Tensor, out: Tensor, g: Tensor, counts: [Int], blocks: LossBlockCounts,
+                         comm: Communicator) throws {
     if blocks.local > 1, let i = (0..<g.count).first(where: { g.ptr[$0] != 0 }) {
         throw CommError.invalidArgument(op: "deterministic gather", message: "element \(i) of the gathered "
             + "rows received a gradient outside the loss blocks (an op recorded outside LossBlocks.recording), "
             + "which cannot be summed exactly")
     }
-    // [blocks, count] partials; one block's is `g` itself, none (a rank without rows) zeros.
-    let partials = out.blockGrad ?? (blocks.local == 1 ? g : Tensor.zeros([1, out.count]))
-    let count = out.blockGrad?.shape[0] ?? 1
-    out.blockGrad = nil
-    let own = Tensor(uninitializedShape: local.shape)
-    // The integers in pooled storage (two Floats each): fresh pages would cost more than the sums.
-    let n = ExactSum.scratchCount(rowCounts: counts, rowSize: rowSize, rank: comm.rank)
+    let own = try exactBlockGradientRows(out, single: blocks.local == 1 ? g : nil, rowCounts: counts,
+                                         globalBlocks: blocks.global, comm: comm)
+    local.accumulateGrad(own.ptr)
+}
+
+/// This rank's rows of the exact sum, over every loss block of every rank, of the gradient partials of
+/// the gathered matrix `gathered` (`[Σ rowCounts, …]`, `ExactSum.reduceScatterRows`): its `blockGrad`
+/// (`[blocks, count]`, cleared here), or with one local block its plain gradient `single`, or zeros on a
+/// rank without blocks. The integers go through pooled storage (two Floats each): fresh pages would cost
+/// more than the sums. Collective.
+public func exactBlockGradientRows(_ gathered: Tensor, single: Tensor?, rowCounts: [Int], globalBlocks: Int,
+                                   comm: Communicator) throws -> Tensor {
+    let rowSize = gathered.count / max(1, gathered.shape[0])
+    let partials = gathered.blockGrad ?? single ?? Tensor.zeros([1, gathered.count])
+    let blocks = gathered.blockGrad?.shape[0] ?? 1
+    gathered.blockGrad = nil
+    let own = Tensor(uninitializedShape: [rowCounts[comm.rank] * rowSize])
+    let n = ExactSum.scratchCount(rowCounts: rowCounts, rowSize: rowSize, rank: comm.rank)
     let scratch = Tensor(uninitializedShape: [2 * n])
     try scratch.ptr.withMemoryRebound(to: Int64.self, capacity: n) { s in
-        try ExactSum.reduceScatterRows(partials.ptr, blocks: count, rowSize: rowSize, rowCounts: counts,
-                                       globalBlocks: blocks.global, comm: comm, into: own.ptr, scratch: s)
+        try ExactSum.reduceScatterRows(partials.ptr, blocks: blocks, rowSize: rowSize, rowCounts: rowCounts,
+                                       globalBlocks: globalBlocks, comm: comm, into: own.ptr, scratch: s)
     }
-    local.accumulateGrad(own.ptr)
+    return own
 }

@@ -191,15 +191,7 @@ public enum ExactSum {
 
     /// The exact sum of scalar `terms` over all ranks (each term one block). Collective.
     public static func sum(_ terms: [Double], globalBlocks: Int, comm: Communicator) throws -> Double {
-        var result = [0.0]
-        let padded = terms.isEmpty ? [0.0] : terms
-        try padded.withUnsafeBufferPointer { t in
-            try result.withUnsafeMutableBufferPointer { r in
-                let group = Group(partials: t.baseAddress!, blocks: terms.count, count: 1, result: r.baseAddress!)
-                try reduce([group], globalBlocks: globalBlocks, comm: comm)
-            }
-        }
-        return result[0]
+        try sums(terms.map { [$0] }, count: 1, globalBlocks: globalBlocks, comm: comm)[0]
     }
 
     /// `v.rounded(.toNearestOrEven)`, without the library call: below 2^51 in magnitude, adding and

@@ -88,13 +88,7 @@ public struct LossInputs {
     /// holds it; else the blocks added here and the ranks by one all-reduce SUM (none without `comm`).
     /// Collective over `comm`: every rank calls it with the same `count`.
     public func blockSums(_ partials: [[Double]], count: Int) throws -> [Double] {
-        if exact {
-            return try ExactSum.sums(partials, count: count, globalBlocks: plan.blocks, comm: comm)
-        }
-        var total = [Double](repeating: 0, count: count)
-        for p in partials { for i in 0..<count { total[i] += p[i] } }
-        if let comm, count > 0 { try comm.allReduce(&total, op: .sum) }
-        return total
+        try KDLosses.blockSums(partials, count: count, comm: comm, exactBlocks: exact ? plan.blocks : nil)
     }
 
     /// Validates the layout (batch, views, shard) for the loss `loss`.
@@ -126,4 +120,19 @@ public struct LossInputs {
         throw LossError.invalidArgument(loss: loss,
                                         message: "\(labels.count) labels for batch \(batchSize) × views \(views)")
     }
+}
+
+/// The sums over all ranks of `count` values whose parts are `partials[b]`, one vector per block: with
+/// `exactBlocks` (the blocks of the global batch) every block's part added exactly (`ExactSum`); else the
+/// blocks added here and the ranks by one all-reduce SUM over `comm` (none without it). What
+/// `LossInputs.blockSums` and the row-sharded kernels called without `LossInputs` use. Collective.
+package func blockSums(_ partials: [[Double]], count: Int, comm: Communicator?,
+                       exactBlocks: Int?) throws -> [Double] {
+    if let exactBlocks {
+        return try ExactSum.sums(partials, count: count, globalBlocks: exactBlocks, comm: comm)
+    }
+    var total = [Double](repeating: 0, count: count)
+    for p in partials { for i in 0..<count { total[i] += p[i] } }
+    if let comm, count > 0 { try comm.allReduce(&total, op: .sum) }
+    return total
 }

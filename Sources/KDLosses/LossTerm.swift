@@ -63,7 +63,7 @@ public struct LossObjective {
                 + "batch (samples \(inputs.shard)); deterministic training gives every rank at least one block")
         }
         var parts: [(Tensor, Float)] = []
-        var names: [String] = []
+        var names: [String] = [], weightedIndices: [Int] = []   // `loss/<kind>` entries among `names`
         var blockValues: [[Double]] = []     // per block: the weighted term shares and sub-terms, in `names` order
         var seen: [String: Int] = [:]
         for t in terms {
@@ -75,6 +75,7 @@ public struct LossObjective {
             }
             seen[t.kind, default: 0] += 1
             let base = "loss/\(t.kind)" + (seen[t.kind]! > 1 ? "#\(seen[t.kind]!)" : "")
+            weightedIndices.append(names.count)
             names.append(base)
             names += shares[0].terms.map { base + "/" + $0.name }
             for (b, r) in shares.enumerated() {
@@ -84,7 +85,6 @@ public struct LossObjective {
                 blockValues[b] += r.terms.map(\.value)
             }
         }
-        let weightedIndices = names.indices.filter { !names[$0].dropFirst(5).contains("/") }
         var share = LossShare(value: weightedScalarSum(parts), terms: names.indices.map { i in
             (names[i], blockValues.reduce(0) { $0 + $1[i] })
         })

@@ -90,12 +90,9 @@ func rkdDistanceRows(_ x: Tensor, rows: Range<Int>) -> (Tensor, Double, [Bool]) 
 
 /// `rkdDistanceLoss` row-sharded over `comm`: the shard's rows of the distance matrices only.
 func rkdDistanceRowShare(student: Tensor, teacher: Tensor, rows: Range<Int>, comm: Communicator) throws -> LossShare {
-    let shares = try rkdDistanceBlockShares(student: student, teacher: teacher, blocks: [rows]) { partials, count in
-        var total = partials[0]
-        try comm.allReduce(&total, op: .sum)
-        return total
-    }
-    return shares[0]
+    try rkdDistanceBlockShares(student: student, teacher: teacher, blocks: [rows]) {
+        try blockSums($0, count: $1, comm: comm, exactBlocks: nil)
+    }[0]
 }
 
 /// RKD distance over the anchor rows of each loss block of `blocks` (row ranges; `LossBlocks`), one share

@@ -230,11 +230,7 @@ func spectralBlockShares(student: Tensor, teacher: Tensor, k: Int, blocks given:
     let counts = try comm.map { try spectralRowCounts(own, n: n, comm: $0) } ?? [n]
     /// Sums of per-block vectors over every block of every rank.
     func sums(_ partials: [[Double]], _ count: Int) throws -> [Double] {
-        if let exact { return try ExactSum.sums(partials, count: count, globalBlocks: exact.global, comm: comm) }
-        var total = [Double](repeating: 0, count: count)
-        for p in partials { for i in 0..<count { total[i] += p[i] } }
-        if let comm { try comm.allReduce(&total, op: .sum) }
-        return total
+        try blockSums(partials, count: count, comm: comm, exactBlocks: exact?.global)
     }
 
     // σ² of both graphs from the blocks' sums, then every vertex's degree (teacher's, student's).

@@ -86,11 +86,7 @@ public func vrmLoss(student zs: Tensor, teacher zt: Tensor, views: Int = 2,
                     parameters p: VRMParameters = .defaults, shard: Range<Int>? = nil,
                     comm: Communicator? = nil) throws -> LossShare {
     let sums = comm.map { comm in
-        { (partials: [[Double]], count: Int) throws -> [Double] in
-            var total = partials[0]
-            if count > 0 { try comm.allReduce(&total, op: .sum) }
-            return total
-        }
+        { (partials: [[Double]], count: Int) in try blockSums(partials, count: count, comm: comm, exactBlocks: nil) }
     }
     return try vrmBlockShares(student: zs, teacher: zt, views: views, parameters: p, blocks: shard.map { [$0] },
                               sums: sums)[0]

@@ -28,6 +28,10 @@ public enum LossBlocks {
 }
 
 extension Tensor {
+    /// Keeps the gradients of this rank's `count` loss blocks apart; with one block there is nothing to
+    /// keep apart, and `grad` is that block's partial.
+    public func keepLossBlocksApart(_ count: Int) { lossBlocks = count > 1 ? count : 0 }
+
     /// Partial `block` of a tensor that keeps its loss blocks apart, zeroed on first use.
     func lossBlockPartial(_ block: Int) -> UnsafeMutablePointer<Float> {
         precondition(block < lossBlocks, "\(name): loss block \(block) of \(lossBlocks)")

@@ -69,11 +69,10 @@ struct Eval: ParsableCommand {
             try trainer.loadWeights(checkpoint)
             let r = try trainer.evaluate()
             if comm.rank == 0 {
-                func list(_ v: [Double]) -> String { "[" + v.map { "\($0)" }.joined(separator: ", ") + "]" }
                 print(String(format: "{\"checkpoint\": \"%@\", \"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, "
                              + "\"samples\": %d, \"ranks\": %d, \"mean\": %@, \"std\": %@}",
                              checkpoint, r.top1, r.top5, r.loss, r.samples, comm.size,
-                             list(trainer.data.mean), list(trainer.data.std)))
+                             jsonList(trainer.data.mean), jsonList(trainer.data.std)))
             }
         }
     }
@@ -106,10 +105,9 @@ struct Predict: ParsableCommand {
         setBLASThreads(1)
         let cfg = try config.map { try KDConfig.load(path: $0, overrides: overrides) }
         let n = try Prediction.run(checkpoint: checkpoint, config: cfg, images: images, out: out, batch: batch)
-        func list(_ v: [Float]) -> String { "[" + v.map { "\($0)" }.joined(separator: ", ") + "]" }
         print("{\"checkpoint\": \"\(checkpoint)\", \"images\": \(n.images), \"classes\": \(n.classes), "
-              + "\"out\": \"\(out)\", \"model\": \"\(n.input.model)\", \"mean\": \(list(n.input.mean)), "
-              + "\"std\": \(list(n.input.std)), \"preprocessing_from\": \"\(n.input.source)\"}")
+              + "\"out\": \"\(out)\", \"model\": \"\(n.input.model)\", \"mean\": \(jsonList(n.input.mean)), "
+              + "\"std\": \(jsonList(n.input.std)), \"preprocessing_from\": \"\(n.input.source)\"}")
     }
 }
 
@@ -156,4 +154,9 @@ struct ExportViews: ParsableCommand {
             if comm.rank == 0 { print(summary.json) }
         }
     }
+}
+
+/// A JSON array of numbers, as `eval` and `predict` print the normalisation they used.
+private func jsonList<T: CustomStringConvertible>(_ values: [T]) -> String {
+    "[" + values.map(\.description).joined(separator: ", ") + "]"
 }

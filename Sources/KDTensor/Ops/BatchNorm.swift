@@ -23,6 +23,20 @@ extension StatisticsReducer {
     }
 }
 
+/// The sums over `blocks` rows of `width` values (`partials`, row-major): over every block of every rank
+/// through `reducer`, or this rank's rows in order without one.
+func sumBlocks(_ partials: [Double], blocks: Int, width: Int, reducer: StatisticsReducer?) throws -> [Double] {
+    var s = [Double](repeating: 0, count: width)
+    try partials.withUnsafeBufferPointer { pb in try s.withUnsafeMutableBufferPointer { sb in
+        if let reducer {
+            try reducer.sumBlocksAcrossRanks(pb.baseAddress!, blocks: blocks, count: width, into: sb.baseAddress!)
+        } else {
+            sumBlockRows(pb.baseAddress!, blocks: blocks, count: width, into: sb.baseAddress!)
+        }
+    } }
+    return s
+}
+
 /// `result[i] = Σ_b partials[b·count + i]`, rows in order (zeros for no rows).
 func sumBlockRows(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
                   into result: UnsafeMutablePointer<Double>) {
@@ -94,16 +108,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
     }
     /// The sums over all rows (all ranks through the reducer).
     func total(_ partials: [Double], width: Int) throws -> [Double] {
-        var s = [Double](repeating: 0, count: width)
-        try partials.withUnsafeBufferPointer { pb in try s.withUnsafeMutableBufferPointer { sb in
-            if let reducer {
-                try reducer.sumBlocksAcrossRanks(pb.baseAddress!, blocks: blocks.count, count: width,
-                                                 into: sb.baseAddress!)
-            } else {
-                sumBlockRows(pb.baseAddress!, blocks: blocks.count, count: width, into: sb.baseAddress!)
-            }
-        } }
-        return s
+        try sumBlocks(partials, blocks: blocks.count, width: width, reducer: reducer)
     }
 
     if training {
@@ -247,15 +252,7 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
         }
         running[b * (2 * c + 1) + 2 * c] = 1
     }
-    var totals = [Double](repeating: 0, count: 2 * c + 1)
-    try running.withUnsafeBufferPointer { pb in try totals.withUnsafeMutableBufferPointer { tb in
-        if let reducer {
-            try reducer.sumBlocksAcrossRanks(pb.baseAddress!, blocks: blocks.count, count: 2 * c + 1,
-                                             into: tb.baseAddress!)
-        } else {
-            sumBlockRows(pb.baseAddress!, blocks: blocks.count, count: 2 * c + 1, into: tb.baseAddress!)
-        }
-    } }
+    let totals = try sumBlocks(running, blocks: blocks.count, width: 2 * c + 1, reducer: reducer)
     let m = Double(momentum), count = totals[2 * c]
     for j in 0..<c {
         runningMean.ptr[j] = Float((1 - m) * Double(runningMean.ptr[j]) + m * totals[j] / count)

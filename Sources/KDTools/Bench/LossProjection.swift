@@ -76,11 +76,10 @@ public enum LossProjection {
                           promptTeacherLogits: grow(inputs.promptTeacherLogits, trainable: false),
                           proxies: inputs.proxies, labels: labels, step: inputs.step, comm: comm,
                           exact: inputs.exact)
-        // Deterministic training: the student rows keep their loss blocks' gradients apart, as gathered
-        // (one block: its partial is the plain gradient).
-        if grown.exact, grown.lossBlocks.count > 1 {
+        // Deterministic training: the student rows keep their loss blocks' gradients apart, as gathered.
+        if grown.exact {
             for x in [grown.studentFeatures, grown.studentEmbedding, grown.studentLogits] {
-                x?.lossBlocks = grown.lossBlocks.count
+                x?.keepLossBlocksApart(grown.lossBlocks.count)
             }
         }
         return grown
@@ -144,23 +143,12 @@ public enum LossProjection {
         let share = try objective.evaluate(inputs)
         Tape.backward(share.value)
         if inputs.exact, let comm = inputs.comm {
-            // The rows a term read (the step converts the others' zeros too; a term alone reads its own).
-            for x in students {
-                guard let partials = x.lossBlocks > 0 ? x.blockGrad : x.grad.map({ Tensor(shape: [1, $0.count],
-                                                                                      storage: $0.storage) })
-                else { continue }
-                let rowSize = x.count / max(1, x.shape[0])
-                // On a world of one standing in for N ranks, rank 0's rows: it converts back its own rows
-                // only, as rank 0 of N does (the reduce-scatter itself is the cost model's).
-                let counts = inputs.plan.rowCounts(views: inputs.views)
-                let own = Tensor(uninitializedShape: [counts[comm.rank] * rowSize])
-                let n = ExactSum.scratchCount(rowCounts: counts, rowSize: rowSize, rank: comm.rank)
-                let scratch = Tensor(uninitializedShape: [2 * n])
-                try scratch.ptr.withMemoryRebound(to: Int64.self, capacity: n) { s in
-                    try ExactSum.reduceScatterRows(partials.ptr, blocks: partials.shape[0], rowSize: rowSize,
-                                                   rowCounts: counts, globalBlocks: inputs.plan.blocks, comm: comm,
-                                                   into: own.ptr, scratch: s)
-                }
+            // The rows a term read (the step converts the others' zeros too; a term alone reads its own). On a
+            // world of one standing in for N ranks, rank 0's rows: it converts back its own rows only, as
+            // rank 0 of N does (the reduce-scatter itself is the cost model's).
+            for x in students where x.blockGrad != nil || x.grad != nil {
+                _ = try exactBlockGradientRows(x, single: x.grad, rowCounts: inputs.plan.rowCounts(views: inputs.views),
+                                               globalBlocks: inputs.plan.blocks, comm: comm)
             }
         }
         let t = monotonicSeconds() - t0

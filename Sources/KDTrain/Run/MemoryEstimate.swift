@@ -57,9 +57,10 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         // Weights, gradients, optimizer state (SGD momentum: 1, AdamW: 2), and the bucket copy.
         let states = c.optim.kind == .adamw ? 2.0 : (c.optim.momentum > 0 ? 1 : 0)
         var params = student.parameters * f * (2 + states)
+        // Deterministic training's sample blocks on this rank (each carries its own gradient partials).
+        let localBlocks = Double((Int(perRank) + c.samplesPerBlock - 1) / c.samplesPerBlock)
         if c.train.deterministic {   // instead of the bucket copy: a gradient partial per local block, Int64 sums
-            let blocks = Double((Int(perRank) + c.samplesPerBlock - 1) / c.samplesPerBlock)
-            params += student.parameters * (blocks * f + Double(MemoryLayout<Int64>.stride))
+            params += student.parameters * (localBlocks * f + Double(MemoryLayout<Int64>.stride))
         } else {
             params += student.parameters * f
         }
@@ -78,10 +79,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
             // gathered student matrix: the class count or 512 features, whichever is larger).
             let rows = Double(c.data.globalBatch * c.data.views)
             var matrices = perRank * Double(c.data.views) * rows
-            if c.train.deterministic {
-                let blocks = Double((Int(perRank) + c.samplesPerBlock - 1) / c.samplesPerBlock)
-                matrices += blocks * rows * Double(max(c.data.classes, 512))
-            }
+            if c.train.deterministic { matrices += localBlocks * rows * Double(max(c.data.classes, 512)) }
             lossMatrices = bytes(matrices * f)
         }
         data = residentBytes
