@@ -18,4 +18,7 @@ bin="${KDGRAPH:-$here/.build/release/kdgraph}"
 extra=()
 cores=$(nproc)
 if [ "$n" -gt "$cores" ]; then extra+=(--oversubscribe); bind=none; else bind=core; fi
+# A config error or an output folder holding an earlier run is refused here, in a second: under mpirun a rank
+# that exits non-zero costs OpenMPI's kill sequence (two odls_base_sigkill_timeout waits, 60 s with ours).
+if [ "$1" = train ]; then "$bin" "$@" --check >/dev/null || exit 1; fi
 exec mpirun -np "$n" --bind-to "$bind" "${extra[@]}" -x OPENBLAS_NUM_THREADS=1 ${MPIRUN_ARGS:-} "$bin" "$@"

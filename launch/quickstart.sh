@@ -23,7 +23,9 @@ bin=.build/release/kdgraph
 mpi=(mpirun -np "$ranks" -x OPENBLAS_NUM_THREADS=1)
 if [ "$ranks" -gt "$(nproc)" ]; then mpi+=(--oversubscribe --bind-to none); else mpi+=(--bind-to core); fi
 
-run() { echo; echo "== $1"; shift; "${mpi[@]}" "$bin" train "$@"; }
+# Each run is checked first in this process (`train --check`: the config, an output folder holding an earlier
+# run), so a refusal takes a second instead of mpirun's kill sequence (twice odls_base_sigkill_timeout).
+run() { echo; echo "== $1"; shift; "$bin" train "$@" --check >/dev/null && "${mpi[@]}" "$bin" train "$@"; }
 run "teacher: resnet20, supervised" --config configs/quickstart-teacher.yaml --set output.dir="$out/teacher" "$@"
 run "student: resnet8, PRG distillation, no labels" --config configs/quickstart-prg.yaml \
   --set output.dir="$out/prg" --set teacher.checkpoint="$out/teacher/checkpoints/final.safetensors" "$@"

@@ -16,17 +16,32 @@ struct Train: ParsableCommand {
     @Flag(help: "Start in an output.dir that holds an earlier run's checkpoints and metrics, deleting them first.")
     var overwrite = false
 
+    @Flag(help: ArgumentHelp("Check the config and the output folder, print the folder, and exit: no MPI, nothing "
+                             + "written (the launch scripts run it before mpirun, so a refusal takes a second)."))
+    var check = false
+
     func run() throws {
+        if check { return try preflight() }
         options.withConfiguredWorld { config, comm in
-            // An output.dir holding an earlier run is refused before anything is built, by rank 0 alone
-            // (the folder may be on its node only), printed once; every rank exits non-zero.
-            var refusal = comm.rank == 0 ? OutputDirectory.refusalBeforeStart(
-                directory: config.outputDir, resumingFrom: resume, overwrite: overwrite).map { "\($0)" } ?? "" : ""
-            refusal = try comm.broadcast(refusal, root: 0)
-            if !refusal.isEmpty {
-                if comm.rank == 0 { fputs("kdgraph: \(refusal)\n", stderr) }
+            // Rank 0 alone (the folder may be on its node only) picks the run's folder — the next
+            // runs/<config>/version_N when the config names none — and refuses one that holds an earlier
+            // run before anything is built: printed once, and every rank exits non-zero.
+            var config = config
+            var outcome = ""
+            if comm.rank == 0 {
+                do {
+                    let dir = try runFolder(config, create: true)
+                    outcome = OutputDirectory.refusalBeforeStart(directory: dir, resumingFrom: resume,
+                                                                 overwrite: overwrite).map { "\($0)" } ?? ""
+                    if outcome.isEmpty { config.output.dir = dir }
+                } catch { outcome = "\(error)" }
+            }
+            outcome = try comm.broadcast(outcome, root: 0)
+            if !outcome.isEmpty {
+                if comm.rank == 0 { fputs("kdgraph: \(outcome)\n", stderr) }
                 Foundation.exit(1)
             }
+            config.output.dir = try comm.broadcast(config.output.dir, root: 0)
             let trainer = try Trainer(config: config, comm: comm)
             do {
                 _ = try trainer.run(resumeFrom: resume, overwrite: overwrite)
@@ -38,6 +53,32 @@ struct Train: ParsableCommand {
                 if comm.rank == 0 { fputs("kdgraph: \(e)\n", stderr) }
                 Foundation.exit(TrainError.exitStatus(interruptedBy: signal))
             }
+        }
+    }
+}
+
+extension Train {
+    /// The folder the run writes to: `output.dir`, or (none named) the next `version_N` of the config's
+    /// `versionRoot` — or, resuming from a checkpoint in a run's `checkpoints/`, that run's folder.
+    func runFolder(_ config: KDConfig, create: Bool) throws -> String {
+        guard config.output.dir.isEmpty else { return config.output.dir }
+        let dir = try OutputDirectory.nextVersion(root: config.versionRoot, resumingFrom: resume, create: create)
+        if create { Runtime.logger.info("output.dir: \(dir) (none named: the config's next version)") }
+        return dir
+    }
+
+    /// `--check`: what the run would be refused for before it starts (the config's errors, an output folder
+    /// holding an earlier run), in this process alone; prints the folder on success.
+    func preflight() throws {
+        do {
+            let config = try options.load()
+            let dir = try runFolder(config, create: false)
+            if let refusal = OutputDirectory.refusalBeforeStart(directory: dir, resumingFrom: resume,
+                                                                overwrite: overwrite) { throw refusal }
+            print("kdgraph train --check: \(config.file) is valid; the run writes to \(dir)")
+        } catch {
+            fputs("kdgraph: \(error)\n", stderr)
+            Foundation.exit(1)
         }
     }
 }

@@ -102,6 +102,31 @@ final class OutputDirectoryTests: XCTestCase {
         fresh.release()
     }
 
+    /// Issue 29 item 3: a run that names no output.dir gets `root/version_N`, N one past the highest
+    /// (gaps and other names ignored), created by mkdir so that the next call moves on; a resume from a
+    /// run's `checkpoints/` continues in that run; `create: false` (the `--check` preflight) creates nothing.
+    func testNextVersionNumbersRunsAndResumesInPlace() throws {
+        let root = base + "/runs/cfg"
+        XCTAssertEqual(try OutputDirectory.nextVersion(root: root, create: false), root + "/version_0")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root), "the preflight creates nothing")
+        XCTAssertEqual(try OutputDirectory.nextVersion(root: root, create: true), root + "/version_0")
+        XCTAssertEqual(try OutputDirectory.nextVersion(root: root, create: true), root + "/version_1")
+        for name in ["version_7", "version_x", "notes"] {
+            try FileManager.default.createDirectory(atPath: root + "/" + name, withIntermediateDirectories: false)
+        }
+        XCTAssertEqual(try OutputDirectory.nextVersion(root: root, create: false), root + "/version_8")
+        XCTAssertEqual(try OutputDirectory.nextVersion(root: root, create: true), root + "/version_8")
+        XCTAssertEqual(OutputDirectory.versions(in: root).sorted(), [0, 1, 7, 8])
+        let ck = root + "/version_1/checkpoints/step_00000010.safetensors"
+        XCTAssertEqual(try OutputDirectory.nextVersion(root: root, resumingFrom: ck, create: true), root + "/version_1")
+        XCTAssertEqual(try OutputDirectory.nextVersion(root: root, resumingFrom: base + "/elsewhere.safetensors",
+                                                       create: true), root + "/version_9")
+        try write(base + "/runs/file", "x")
+        XCTAssertThrowsError(try OutputDirectory.nextVersion(root: base + "/runs/file", create: true)) {
+            XCTAssertEqual("\($0)", "\(self.base)/runs/file: output.dir exists and is not a folder")
+        }
+    }
+
     func testUncreatableFolderIsNamed() throws {
         try write(base + "/file", "x")
         XCTAssertThrowsError(try claim(base + "/file/sub")) {

@@ -84,12 +84,17 @@ final class UserErrorTests: XCTestCase {
                        + String(repeating: "x", count: 14))
     }
 
-    func testEmptyOutputDirAndUnwritableFolder() throws {
-        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "output: {dir: ''}", file: "c.yaml") },
-                       "c.yaml: output.dir: is empty: name the folder the run writes to (e.g. runs/my-run) (line 1)")
+    func testBlankOutputDirAndUnwritableFolder() throws {
+        let blank = "output.dir: is blank: name the folder the run writes to (e.g. runs/my-run), or leave the key "
+            + "out for a fresh runs/c/version_N"
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "output: {dir: ' '}", file: "c.yaml") },
+                       "c.yaml: \(blank) (line 1)")
         // Set by an override: the override is named, not a line of the file.
-        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "", file: "c.yaml", overrides: ["output.dir="]) },
-                       "--set: output.dir=: output.dir: is empty: name the folder the run writes to (e.g. runs/my-run)")
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "", file: "c.yaml", overrides: ["output.dir=' '"]) },
+                       "--set: output.dir=' ': \(blank)")
+        // "" is the default: no folder named, the run gets the config's next version folder.
+        let unnamed = try KDConfig.parse(yaml: "", file: "configs/c.yaml", overrides: ["output.dir="])
+        XCTAssertEqual([unnamed.output.dir, unnamed.outputDir, unnamed.versionRoot], ["", "runs/c", "runs/c"])
         // config.yaml cannot be written (a folder stands in its way): the file and the OS reason, no
         // NSCocoaErrorDomain dump.
         try FileManager.default.createDirectory(atPath: dir + "/out/config.yaml/x", withIntermediateDirectories: true)

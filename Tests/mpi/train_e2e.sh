@@ -317,6 +317,41 @@ else
   ko "2-rank run with output.tensorboard" "$(tail -3 "$tmp/tb.log")"
 fi
 
+# Issue 29 item 3: a run that names no output.dir gets the next runs/<config>/version_N (two runs under
+# mpirun -np 2: version_0 then version_1, both complete); a resume from version_0's checkpoint continues
+# in version_0; and launch/local.sh refuses a folder holding an earlier run before mpirun starts (its
+# `train --check`), printed once, in well under mpirun's kill sequence (2 × KDGRAPH_STOP_GRACE = 60 s).
+here=$PWD
+# vrun LOG args…: the tiny teacher on 2 ranks from $tmp (runs/ relative to it), logging every step.
+vrun() {
+  local log=$1; shift
+  timeout 300 mpirun --oversubscribe --bind-to none -np 2 "$here/$bin" train --config vcfg/tiny-teacher.yaml \
+    --set train.log_every=1 "$@" >"$log" 2>&1
+}
+v=runs/tiny-teacher
+if (cd "$tmp" && mkdir -p vcfg \
+      && grep -v "^output:" "$here/Tests/mpi/configs/tiny-teacher.yaml" >vcfg/tiny-teacher.yaml \
+      && vrun v1.log --set train.steps=4 && vrun v2.log --set train.steps=4 \
+      && [ -f $v/version_0/checkpoints/final.safetensors ] && [ -f $v/version_1/checkpoints/final.safetensors ] \
+      && [ ! -e $v/version_2 ] && grep -q "output.dir: $v/version_1 (none named" v2.log \
+      && vrun v3.log --set train.steps=6 --resume $v/version_0/checkpoints/final.safetensors \
+      && [ "$(grep -c '"loss"' $v/version_0/metrics.jsonl)" = 6 ] && [ ! -e $v/version_2 ])
+then
+  ok "no output.dir: runs/<config>/version_0, version_1 in turn; --resume continues in version_0"
+else
+  ko "versioned output folders" "$(ls -R "$tmp/runs" 2>&1 | head -5); $(tail -n 2 "$tmp"/v*.log)"
+fi
+start=$(date +%s)
+KDGRAPH_STOP_GRACE=30 bash launch/local.sh 2 train --config Tests/mpi/configs/tiny-teacher.yaml \
+  --set output.dir="$tmp/teacher" >"$tmp/again.log" 2>&1; rc=$?
+took=$(( $(date +%s) - start ))
+if [ "$rc" != 0 ] && [ "$took" -lt 10 ] && [ "$(grep -c 'already holds an earlier run' "$tmp/again.log")" = 1 ] \
+   && ! grep -q "MPI_ABORT\|mpirun" "$tmp/again.log"; then
+  ok "local.sh into a folder holding a run: refused once in ${took} s before mpirun (exit $rc)"
+else
+  ko "local.sh refusal" "exit $rc after ${took} s: $(tail -3 "$tmp/again.log")"
+fi
+
 # Bad input: every rank fails with the file and the key, non-zero exit, no output written.
 bad="$tmp/bad.yaml"
 printf 'data: {global_batch: 0}\n' > "$bad"

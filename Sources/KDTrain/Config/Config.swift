@@ -135,7 +135,8 @@ public struct KDConfig: Codable, Equatable {
     }
 
     public struct Output: Codable, Equatable {
-        public var dir = "runs/default"
+        /// The run's folder; "" (the default): a fresh `runs/<config file name>/version_N` (`OutputDirectory`).
+        public var dir = ""
         /// Also write the metrics' scalars as a TensorBoard event file in `dir/tensorboard/`.
         public var tensorboard = false
     }
@@ -170,9 +171,18 @@ public struct KDConfig: Codable, Equatable {
 
     public init() {}
 
+    /// `output.dir`, or where a run that names none keeps its `version_N` folders (`versionRoot`): the
+    /// train command replaces "" with the next of them before the run starts (`OutputDirectory.nextVersion`).
     public var outputDir: String {
-        get { output.dir }
+        get { output.dir.isEmpty ? versionRoot : output.dir }
         set { output.dir = newValue }
+    }
+
+    /// `runs/<the config file's name without extension>`: the folder of the `version_N` folders of the runs
+    /// of this config that name no `output.dir`, as PyTorch Lightning's `lightning_logs/version_N`.
+    public var versionRoot: String {
+        let name = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
+        return "runs/" + (name.isEmpty || name.hasPrefix("<") ? "default" : name)
     }
     public var convAlgorithm: ConvAlgorithmSetting {
         get { runtime.convAlgorithm }
@@ -517,8 +527,9 @@ extension KDConfig {
         try check("train.block_size", train.blockSize, 0, Self.maxSamples)
         try check("comm.bucket_mb", comm.bucketMB, above: 0, atMost: 1_048_576)
         try check("comm.timeout_s", comm.timeoutS, above: 0, atMost: 1e7)
-        if output.dir.trimmingCharacters(in: .whitespaces).isEmpty {
-            throw fail("output.dir", "is empty: name the folder the run writes to (e.g. runs/my-run)")
+        if !output.dir.isEmpty && output.dir.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw fail("output.dir", "is blank: name the folder the run writes to (e.g. runs/my-run), or leave "
+                       + "the key out for a fresh \(versionRoot)/version_N")
         }
         try check("runtime.blas_threads", runtime.blasThreads, 1, 256)
         try check("runtime.memory_limit_gb", runtime.memoryLimitGB, atLeast: 0, atMost: 1e6)

@@ -82,6 +82,35 @@ public enum OutputDirectory {
                                  resumingFrom: resume)
     }
 
+    /// The folder of a run that names no `output.dir`: `root/version_N`, N one more than the highest
+    /// `version_*` already in `root` (0 for the first; PyTorch Lightning numbers its logs so). With `create`
+    /// the folder is made here by `mkdir`, which is atomic: two runs started together get different numbers.
+    /// A run resumed from a checkpoint of `…/checkpoints/` continues in that run's folder instead.
+    public static func nextVersion(root: String, resumingFrom resume: String? = nil, create: Bool) throws -> String {
+        if let resume, (resume as NSString).deletingLastPathComponent.hasSuffix("checkpoints") {
+            let run = ((resume as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
+            return run.isEmpty ? "." : run
+        }
+        if create { try makeDirectories(root) }
+        var next = versions(in: root).max().map { $0 + 1 } ?? 0
+        guard create else { return (root as NSString).appendingPathComponent("version_\(next)") }
+        while true {
+            let folder = (root as NSString).appendingPathComponent("version_\(next)")
+            if mkdir(folder, 0o755) == 0 { return folder }
+            guard errno == EEXIST else {
+                throw TrainError.io(path: folder, message: "cannot create the run's folder: \(errnoText())")
+            }
+            next += 1   // another run took it between the listing and mkdir
+        }
+    }
+
+    /// The N of every `version_N` entry of `root`.
+    static func versions(in root: String) -> [Int] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap { name in
+            name.hasPrefix("version_") ? Int(name.dropFirst("version_".count)) : nil
+        }
+    }
+
     /// Removes the temporary files (`.NAME.tmp-PID`, `Safetensors.writeAtomically`) that a run killed in
     /// the middle of writing a checkpoint or the resolved config left in `directory` or its checkpoints
     /// folder, naming each. The folder is locked (`OutputLock`), so no live run of it is writing them.
