@@ -317,6 +317,20 @@ else
   ko "2-rank run with output.tensorboard" "$(tail -3 "$tmp/tb.log")"
 fi
 
+# Issue 29 item 2: a resnet8 trained in PyTorch, evaluated and predicted by kdgraph from the command line
+# (launch/pytorch_trained_check.py: the normalisation from the files, the same top-1, logits to 1e-4), where
+# the interpreter $KDGRAPH_PYTHON (default python3) imports torch and safetensors (SKIP otherwise: CI).
+py=${KDGRAPH_PYTHON:-python3}
+if "$py" -c "import torch, safetensors" 2>/dev/null; then
+  if "$bin" export-data --out "$tmp/digits" >/dev/null 2>&1 \
+     && out=$("$py" launch/pytorch_trained_check.py --data "$tmp/digits" --out "$tmp/pt" --epochs 3 --kdgraph "$bin" \
+              2>&1); then
+    ok "PyTorch-trained resnet8 through kdgraph eval/predict: $(echo "$out" | tail -1 | cut -c1-200)"
+  else ko "PyTorch-trained resnet8" "$(echo "${out:-export-data failed}" | tail -2)"; fi
+else
+  echo "SKIP PyTorch-trained resnet8 through kdgraph eval/predict: $py cannot import torch and safetensors"
+fi
+
 # Issue 29 item 3: a run that names no output.dir gets the next runs/<config>/version_N (two runs under
 # mpirun -np 2: version_0 then version_1, both complete); a resume from version_0's checkpoint continues
 # in version_0; and launch/local.sh refuses a folder holding an earlier run before mpirun starts (its
