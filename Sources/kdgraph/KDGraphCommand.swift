@@ -9,7 +9,7 @@ struct KDGraphCommand: ParsableCommand {
         commandName: "kdgraph",
         abstract: "Distributed relational knowledge distillation over MPI.",
         discussion: """
-        Run under mpirun (or srun) for several ranks; without a launcher it is a world of one.
+        Run under mpirun (or srun) for several ranks; without a launcher it is a world of one. \
         Documentation: docs/ in the source tree.
         """,
         subcommands: [Train.self, Eval.self, Predict.self, SelfTestCommand.self, Models.self, ConformanceCommand.self,

@@ -87,7 +87,7 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Top-1/top-5 accuracy of a checkpoint on the evaluation split, as JSON on stdout.",
         discussion: """
-        Without --config, the run's configuration recorded in the checkpoint (metadata kdgraph.config) is
+        Without --config, the run's configuration recorded in the checkpoint (metadata kdgraph.config) is \
         used: data source, model, classes, preprocessing. --set overrides either.
         """)
 
@@ -123,11 +123,11 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Logits of a checkpoint's model for the images of an .npy file, written as float32 .npy.",
         discussion: """
-        The checkpoint's metadata names the model, classes, input size and normalisation (docs/training.md,
-        "Using the weights"); for weights without it (a PyTorch state_dict saved with safetensors) --config
-        names them (student.model, data.*; the normalisation the data decides, printed). --images: uint8
-        N×H×W×C (or N×H×W for one channel) is preprocessed as in training, (pixel/255 − mean[c]) / std[c];
-        float32/float64 N×H×W×C (or N×D feature rows) is taken as the model's input as it is. Eval mode
+        The checkpoint's metadata names the model, classes, input size and normalisation (docs/training.md, \
+        "Using the weights"); for weights without it (a PyTorch state_dict saved with safetensors) --config \
+        names them (student.model, data.*; the normalisation the data decides, printed). --images: uint8 \
+        N×H×W×C (or N×H×W for one channel) is preprocessed as in training, (pixel/255 − mean[c]) / std[c]; \
+        float32/float64 N×H×W×C (or N×D feature rows) is taken as the model's input as it is. Eval mode \
         (running statistics), one process.
         """)
 
@@ -157,8 +157,8 @@ struct TeacherCacheCommand: ParsableCommand {
         commandName: "teacher-cache",
         abstract: "Precompute the teacher cache (teacher.cache) of a distillation config: every round, every sample.",
         discussion: """
-        The blocks of samples are split over the ranks; records already in the cache are kept, so an interrupted
-        fill resumes where it stopped. Training with the same config then reads the records instead of running
+        The blocks of samples are split over the ranks; records already in the cache are kept, so an interrupted \
+        fill resumes where it stopped. Training with the same config then reads the records instead of running \
         the teacher (docs/training.md, "Teacher cache"). Prints a JSON summary on rank 0.
         """)
 
@@ -178,8 +178,8 @@ struct ExportViews: ParsableCommand {
         commandName: "export-views",
         abstract: "Write the augmented views of each round (float32 .npy) for a teacher outside KDGraph.",
         discussion: """
-        OUT/round-NNNN.npy is [rows, views, H, W, C]: the normalised views the student sees of each training-file
-        row in round NNNN. Embed them (e.g. with open_clip in Python), save N×R×V×D, and train with
+        OUT/round-NNNN.npy is [rows, views, H, W, C]: the normalised views the student sees of each training-file \
+        row in round NNNN. Embed them (e.g. with open_clip in Python), save N×R×V×D, and train with \
         teacher.kind: embeddings and teacher.cache.rounds: R (docs/training.md, "Teachers outside KDGraph").
         """)
 
