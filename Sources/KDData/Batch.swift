@@ -27,6 +27,33 @@ public struct Batch {
         self.images = images; self.labels = labels; self.indices = indices
         self.views = views; self.plan = plan
     }
+
+    private init(part images: Tensor, labels: [Int], indices: [Int], views: Int, plan: BatchPlan) {
+        self.images = images; self.labels = labels; self.indices = indices
+        self.views = views; self.plan = plan
+    }
+
+    /// The same samples with other image rows (same shape): a test's differently augmented views.
+    public func replacingImages(_ images: Tensor) -> Batch {
+        precondition(images.shape == self.images.shape, "images \(images.shape) for \(self.images.shape)")
+        return Batch(part: images, labels: labels, indices: indices, views: views, plan: plan)
+    }
+
+    /// Samples `range` of this share as a batch of their own (their image rows, labels and indices), for a
+    /// step that runs in chunks (`train.micro_batch`). Its `plan` is still the whole share's, so its `count`
+    /// is not `plan.counts[plan.rank]`: it is for what reads samples (the student, the teacher), not for
+    /// what reads the plan (the gathers, the loss).
+    public func samples(_ range: Range<Int>) -> Batch {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "samples \(range) of a batch of \(count)")
+        if range == 0..<count { return self }
+        var shape = images.shape
+        let perSample = images.count / max(1, count)
+        shape[0] = range.count * views
+        let part = Tensor(uninitializedShape: shape)
+        part.ptr.update(from: images.ptr + range.lowerBound * perSample, count: range.count * perSample)
+        return Batch(part: part, labels: Array(labels[range]), indices: Array(indices[range]), views: views,
+                     plan: plan)
+    }
 }
 
 /// Loads samples of an `ImageDataset` and renders their views into a `Batch`.

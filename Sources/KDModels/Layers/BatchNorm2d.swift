@@ -22,6 +22,13 @@ public final class BatchNorm2d: Module, UnaryLayer {
     /// Block BatchNorm (`student.batch_norm: block`): training statistics per block of this many leading
     /// rows (`batchNorm`'s `blockRows`); nil: over the batch.
     public var blockRows: Int?
+    /// With `blockRows`: whether a training forward updates the running statistics now (`.now`, the default),
+    /// leaves them alone (`.skip`) or collects its blocks' partials for `commitRunningStatistics` (`.collect`),
+    /// as graph accumulation's two passes need (`train.micro_batch`).
+    public var runningMode = RunningMode.now
+    public enum RunningMode: Sendable { case now, skip, collect }
+    private var collected: [Double] = []
+    private var collectedBlocks = 0
 
     public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5, reducer: StatisticsReducer? = nil) {
         self.channels = channels; self.momentum = momentum; self.eps = eps; self.reducer = reducer
@@ -43,11 +50,30 @@ public final class BatchNorm2d: Module, UnaryLayer {
 
     /// `x: [..., C] → [..., C]`.
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        precondition(runningMode == .now || blockRows != nil, "\(runningMode) running statistics need block BatchNorm")
+        let update: RunningStatisticsUpdate
+        switch runningMode {
+        case .now: update = .now
+        case .skip: update = .skip
+        case .collect: update = .collect { [unowned self] partials, blocks in
+            collected += partials
+            collectedBlocks += blocks
+        }
+        }
         let y = try batchNorm(x, gamma: weight, beta: bias, runningMean: runningMean, runningVar: runningVar,
                               training: training, momentum: momentum, eps: eps, reducer: reducer,
-                              blockRows: blockRows)
-        if training { numBatchesTracked.ptr[0] += 1 }
+                              blockRows: blockRows, runningUpdate: update)
+        if training && runningMode == .now { numBatchesTracked.ptr[0] += 1 }
         return y
+    }
+
+    /// Applies the partials collected since the last commit as one training forward over all their blocks
+    /// would (`updateRunningStatistics`; collective with a reducer: every rank commits every layer).
+    public func commitRunningStatistics() throws {
+        defer { collected = []; collectedBlocks = 0 }
+        try updateRunningStatistics(partials: collected, blocks: collectedBlocks, runningMean: runningMean,
+                                    runningVar: runningVar, momentum: momentum, reducer: reducer)
+        numBatchesTracked.ptr[0] += 1
     }
 }
 
@@ -56,6 +82,16 @@ extension Module {
     /// `CommStatisticsReducer` this turns the model into its SyncBN form.
     public func setStatisticsReducer(_ reducer: StatisticsReducer?) {
         for (_, m) in namedModules() { (m as? BatchNorm2d)?.reducer = reducer }
+    }
+
+    /// Sets what every `BatchNorm2d` in the tree does with its running statistics (`BatchNorm2d.runningMode`).
+    public func setBatchNormRunningMode(_ mode: BatchNorm2d.RunningMode) {
+        for (_, m) in namedModules() { (m as? BatchNorm2d)?.runningMode = mode }
+    }
+
+    /// Commits every `BatchNorm2d`'s collected running statistics, in the tree's order (collective).
+    public func commitBatchNormRunningStatistics() throws {
+        for (_, m) in namedModules() { try (m as? BatchNorm2d)?.commitRunningStatistics() }
     }
 
     /// Sets (or clears) the statistics blocks of every `BatchNorm2d` in the tree (block BatchNorm).

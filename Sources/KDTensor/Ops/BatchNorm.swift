@@ -37,6 +37,33 @@ func sumBlocks(_ partials: [Double], blocks: Int, width: Int, reducer: Statistic
     return s
 }
 
+/// What a block-BatchNorm training forward does with its running statistics' partials (`[blocks, 2C + 1]`:
+/// per block μ_b, the unbiased σ²_b and 1).
+public enum RunningStatisticsUpdate {
+    /// Sum them (through the reducer) and update the running statistics now.
+    case now
+    /// Leave the running statistics alone: a forward that the step computes again (graph accumulation's
+    /// first pass, `train.micro_batch`).
+    case skip
+    /// Hand them on; `updateRunningStatistics` applies everything collected at once, as one forward would.
+    case collect((_ partials: [Double], _ blocks: Int) -> Void)
+}
+
+/// The running statistics' update of block BatchNorm from its blocks' partials (`[blocks, 2C + 1]`, see
+/// `blockBatchNorm`): `running ← (1 − m)·running + m·(Σ_b partial_b / blocks)` with the sums over every block
+/// of every rank through `reducer` (collective: every rank calls it, with or without blocks).
+public func updateRunningStatistics(partials: [Double], blocks: Int, runningMean: Tensor, runningVar: Tensor,
+                                    momentum: Float, reducer: StatisticsReducer?) throws {
+    let c = runningMean.count
+    let totals = try sumBlocks(partials, blocks: blocks, width: 2 * c + 1, reducer: reducer)
+    let m = Double(momentum), count = totals[2 * c]
+    guard count > 0 else { return }
+    for j in 0..<c {
+        runningMean.ptr[j] = Float((1 - m) * Double(runningMean.ptr[j]) + m * totals[j] / count)
+        runningVar.ptr[j] = Float((1 - m) * Double(runningVar.ptr[j]) + m * totals[c + j] / count)
+    }
+}
+
 /// `result[i] = Σ_b partials[b·count + i]`, rows in order (zeros for no rows).
 func sumBlockRows(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
                   into result: UnsafeMutablePointer<Double>) {
@@ -67,10 +94,11 @@ func sumBlockRows(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
 ///
 /// With `blockRows` (block BatchNorm, `student.batch_norm: block`) training normalises each block of
 /// `blockRows` leading rows with its own statistics (`blockBatchNorm`); the reducer then only averages
-/// the running statistics.
+/// the running statistics, which `runningUpdate` may skip or defer (`RunningStatisticsUpdate`).
 public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
                       training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
-                      reducer: StatisticsReducer? = nil, blockRows: Int? = nil) throws -> Tensor {
+                      reducer: StatisticsReducer? = nil, blockRows: Int? = nil,
+                      runningUpdate: RunningStatisticsUpdate = .now) throws -> Tensor {
     guard x.rank >= 1, let c = x.shape.last, c > 0 else {
         throw TensorError.invalidArgument(op: "batchNorm", message: "input needs a channel axis, got shape \(x.shape)")
     }
@@ -80,7 +108,8 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
     }
     if training, let blockRows {
         return try blockBatchNorm(x, gamma: gamma, beta: beta, runningMean: runningMean, runningVar: runningVar,
-                                  momentum: momentum, eps: eps, reducer: reducer, blockRows: blockRows)
+                                  momentum: momentum, eps: eps, reducer: reducer, blockRows: blockRows,
+                                  runningUpdate: runningUpdate)
     }
     let rows = x.count / c
     let out = Tensor(uninitializedShape: x.shape)
@@ -223,7 +252,8 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
 /// `dγ = Σ dy·x̂`, `dβ = Σ dy` over this rank's rows (per `SampleBlocks` block when on, which must hold
 /// whole statistics blocks).
 func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
-                    momentum: Float, eps: Float, reducer: StatisticsReducer?, blockRows: Int) throws -> Tensor {
+                    momentum: Float, eps: Float, reducer: StatisticsReducer?, blockRows: Int,
+                    runningUpdate: RunningStatisticsUpdate = .now) throws -> Tensor {
     let c = x.shape.last!, rows = x.count / c
     let leading = x.rank >= 2 ? x.shape[0] : 1
     let perLeading = x.rank >= 2 ? rows / max(1, leading) : rows
@@ -252,11 +282,12 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
         }
         running[b * (2 * c + 1) + 2 * c] = 1
     }
-    let totals = try sumBlocks(running, blocks: blocks.count, width: 2 * c + 1, reducer: reducer)
-    let m = Double(momentum), count = totals[2 * c]
-    for j in 0..<c {
-        runningMean.ptr[j] = Float((1 - m) * Double(runningMean.ptr[j]) + m * totals[j] / count)
-        runningVar.ptr[j] = Float((1 - m) * Double(runningVar.ptr[j]) + m * totals[c + j] / count)
+    switch runningUpdate {
+    case .now:
+        try updateRunningStatistics(partials: running, blocks: blocks.count, runningMean: runningMean,
+                                    runningVar: runningVar, momentum: momentum, reducer: reducer)
+    case .skip: break
+    case .collect(let take): take(running, blocks.count)
     }
     let out = Tensor(uninitializedShape: x.shape)
     for b in blocks.indices {

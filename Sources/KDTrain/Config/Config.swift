@@ -126,6 +126,9 @@ public struct KDConfig: Codable, Equatable {
         /// Samples per block when `deterministic` or with block BatchNorm (the global batch a multiple of
         /// it); 0: automatic (`KDConfig.samplesPerBlock`).
         public var blockSize = 0
+        /// Graph accumulation: samples per rank per pass (whole blocks); 0: off (docs/training.md, "Graphs
+        /// larger than memory").
+        public var microBatch = 0
     }
 
     public struct Comm: Codable, Equatable {
@@ -548,6 +551,20 @@ extension KDConfig {
                                               : "student.batch_norm: block normalises whole blocks"
                 throw fail("train.block_size", "data.global_batch \(data.globalBatch) must be a multiple of the "
                            + "block size \(samplesPerBlock) (\(why))")
+            }
+        }
+        try check("train.micro_batch", train.microBatch, 0, Self.maxSamples)
+        if train.microBatch > 0 {
+            if student.model != "mlp" && student.batchNorm != .block {
+                let bn = student.batchNorm.rawValue
+                let over = student.batchNorm == .sync ? "the whole global batch" : "the rank's whole share"
+                throw fail("train.micro_batch", "needs student.batch_norm: block (got \(bn)): a pass sees "
+                           + "\(train.microBatch) samples of the rank and \(bn) BatchNorm normalises over \(over), "
+                           + "so the two passes would not compute the one-pass step")
+            }
+            if train.microBatch % samplesPerBlock != 0 {
+                throw fail("train.micro_batch", "\(train.microBatch) must be a multiple of the block size "
+                           + "\(samplesPerBlock) (train.block_size): a pass holds whole sample blocks")
             }
         }
         if train.deterministic {

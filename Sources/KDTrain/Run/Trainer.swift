@@ -25,7 +25,7 @@ public final class Trainer {
     /// Stage ⑧: bucketed, overlapped, or exact (`train.deterministic`).
     public let gradientSync: any GradientSync
     /// Stages ③–⑦ in order: one pass.
-    let passes: any PassSchedule
+    var passes: any PassSchedule
     /// Stops the run, or skips the step (`train.skip_nonfinite`), on a non-finite value.
     let nonFiniteGuard: NonFiniteGuard
     /// Student (and projection-head) parameters, in the order buckets and the optimizer see them.
@@ -133,7 +133,8 @@ public final class Trainer {
         optimizer = try Self.optimizer(config: config, parameters: parameters)
         learningRates = Self.learningRates(config: config, totalSteps: totalSteps)
         gradientSync = try makeGradientSync(config: config, parameters: parameters.map { $0.1 }, comm: comm)
-        passes = OnePassSchedule()
+        passes = config.train.microBatch > 0 ? MicroBatchSchedule(samplesPerChunk: config.train.microBatch)
+                                             : OnePassSchedule()
         nonFiniteGuard = NonFiniteGuard(config: config, dataName: data.trainName, parameters: parameters,
                                         student: student, optimizer: optimizer, comm: comm)
         comm.timeoutSeconds = config.comm.timeoutS

@@ -1,5 +1,6 @@
 import KDData
 import KDLosses
+import KDModels
 import KDTensor
 
 /// The student's outputs on this rank's batch (stage ④): rows `sample·V + view`.
@@ -32,11 +33,22 @@ protocol StepStages {
     func lossShare(_ inputs: LossInputs) throws -> LossShare
     /// ⑦ Backward from the share (the gradient synchronisation's hook sees each final gradient).
     func backward(_ share: LossShare)
+
+    // Graph accumulation (`MicroBatchSchedule`):
+    /// What the student's block BatchNorm layers do with their running statistics from now on.
+    func setRunningStatistics(_ mode: BatchNorm2d.RunningMode)
+    /// Applies the running statistics collected since `.collect` was set (collective).
+    func commitRunningStatistics() throws
+    /// The parameters whose gradients the step computes.
+    var trainedParameters: [Tensor] { get }
+    /// Backward from the student's outputs `out`, seeded with `gradients` (rows of the loss's gradient) in
+    /// the order the gathers deliver them; the synchronisation's hook only on the `last` chunk's.
+    func backward(seeding out: StudentOutput, with gradients: StudentOutputGradients, last: Bool)
 }
 
 /// How a step turns its batch into this rank's loss share and gradients (stages ③–⑦), chosen once when
-/// the trainer is built. One pass today; a schedule that accumulates the relational graph over several
-/// passes is another type beside `OnePassSchedule`.
+/// the trainer is built: `OnePassSchedule`, or `MicroBatchSchedule` (graph accumulation,
+/// `train.micro_batch`, GraphAccumulation.swift).
 protocol PassSchedule {
     /// Runs the stages on `batch` (optimizer step `step`), charging each phase to `timer`.
     func run(_ batch: Batch, step: Int, stages: StepStages, timer: inout PhaseTimer) throws -> StepPass

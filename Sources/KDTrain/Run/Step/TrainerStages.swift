@@ -2,6 +2,7 @@ import KDComm
 import KDCore
 import KDData
 import KDLosses
+import KDModels
 import KDTensor
 
 /// The trainer's stages ③–⑦, put in order by its pass schedule, and the one all-reduce that ends them.
@@ -58,6 +59,32 @@ extension Trainer: StepStages {
     func lossShare(_ inputs: LossInputs) throws -> LossShare { try objective.evaluate(inputs) }
 
     func backward(_ share: LossShare) { Tape.backward(share.value, onGradReady: gradientSync.onGradReady) }
+
+    func setRunningStatistics(_ mode: BatchNorm2d.RunningMode) {
+        student.setBatchNormRunningMode(mode)
+        head?.setBatchNormRunningMode(mode)
+    }
+
+    func commitRunningStatistics() throws {
+        try student.commitBatchNormRunningStatistics()
+        try head?.commitBatchNormRunningStatistics()
+    }
+
+    var trainedParameters: [Tensor] { parameters.map { $0.1 } }
+
+    /// One node recorded after the forward hands each output its gradient rows; run first in backward, it
+    /// does what the gathers' backward does in one pass (each output's gradient is set before the head's
+    /// and the classifier's contributions are added to the features'), so the sums keep their order.
+    func backward(seeding out: StudentOutput, with g: StudentOutputGradients, last: Bool) {
+        let pairs = [(out.features, g.features), (out.embedding, g.embedding), (out.logits, g.logits)]
+            .compactMap { o, s in o.flatMap { o in s.map { (o, $0) } } }
+        guard !pairs.isEmpty else { return }
+        let root = Tensor.zeros([1])
+        Tape.record("graphAccumulationSeed", inputs: pairs.map(\.0), output: root) { _ in
+            for (o, s) in pairs where o.requiresGrad { o.accumulateGrad(s.ptr) }
+        }
+        Tape.backward(root, onGradReady: last ? gradientSync.onGradReady : nil)
+    }
 
     /// The step's record from one all-reduce (identical on every rank after it): the global loss and its
     /// terms (the sums of the ranks' shares; exact sums of the blocks' values with `.exactBlocks`), whether

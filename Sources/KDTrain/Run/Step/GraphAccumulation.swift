@@ -1,0 +1,144 @@
+import KDData
+import KDModels
+import KDTensor
+
+/// Graph accumulation (`train.micro_batch`, docs/training.md "Graphs larger than memory"; GradCache, Gao
+/// et al. 2021): the relational graph spans the whole global batch while the student's activations are
+/// only ever held for `samplesPerChunk` samples of this rank.
+///
+/// 1. **Pass 1**, chunk by chunk without a tape: the teacher's outputs and the student's (features, logits,
+///    embedding). Only those rows stay; block BatchNorm leaves its running statistics alone.
+/// 2. **The graph**, once over the global batch as in one pass: the gathers, this rank's share of the loss,
+///    and its backward, which ends at the kept outputs (leaves): the gradient of the loss with respect to
+///    this rank's rows of each.
+/// 3. **Pass 2**, chunk by chunk on the tape: the student's forward again, and its backward seeded with the
+///    chunk's rows of those gradients. Parameter gradients accumulate over the chunks: in deterministic
+///    mode as per-block partials (the exact sum does not depend on their order), otherwise in `grad`.
+///    Block BatchNorm collects its blocks' running statistics and applies them once at the end.
+///
+/// Exact to the one-pass step in deterministic mode: every op is row-invariant over sample blocks, a
+/// chunk holds whole blocks, the seeds arrive in the order the gathers' backward delivers them (before
+/// the head's and the classifier's contributions to the features), and the running statistics see the
+/// same blocks. Needs `student.batch_norm: block` (or no BatchNorm): sync and local BatchNorm normalise over
+/// more rows than a chunk holds. Costs one more student forward (pass 1) per step.
+struct MicroBatchSchedule: PassSchedule {
+    let samplesPerChunk: Int
+    /// Test hook: replaces the images of pass 2's chunks (the test that shows a differently augmented
+    /// second pass breaks exactness). Nil in training.
+    var secondPassImages: ((Tensor) -> Tensor)? = nil
+
+    func run(_ batch: Batch, step: Int, stages: StepStages, timer: inout PhaseTimer) throws -> StepPass {
+        let chunks = Swift.stride(from: 0, to: batch.count, by: samplesPerChunk).map {
+            $0..<Swift.min(batch.count, $0 + samplesPerChunk)
+        }
+        // Pass 1: outputs only.
+        var teacherParts: [TeacherSide.Output] = [], studentParts: [StudentOutput] = []
+        stages.setRunningStatistics(.skip)
+        defer { stages.setRunningStatistics(.now) }
+        for chunk in chunks {
+            let part = batch.samples(chunk)
+            if let t = try stages.teacherOutputs(part) { teacherParts.append(t) }
+            timer.lap(.teacher)
+            studentParts.append(try withNoGrad { try stages.studentForward(part) })
+            timer.lap(.studentForward)
+        }
+        let teacher = try teacherParts.isEmpty ? nil : TeacherSide.Output(concatenating: teacherParts)
+        let outputs = try StudentOutput(concatenating: studentParts)
+        // The graph over the global batch; its backward stops at this rank's outputs.
+        let (inputs, gathers) = try stages.gatherLossInputs(batch, student: outputs, teacher: teacher, step: step)
+        let share = try stages.lossShare(inputs)
+        Tape.backward(share.value)
+        timer.lap(.gatherLoss)
+        // Pass 2: each chunk on the tape, seeded with its rows of the outputs' gradients.
+        stages.setRunningStatistics(.collect)
+        var partials = BlockPartials(parameters: stages.trainedParameters)
+        let rowsPerSample = batch.views
+        for (k, chunk) in chunks.enumerated() {
+            var part = batch.samples(chunk)
+            if let replace = secondPassImages { part = part.replacingImages(replace(part.images)) }
+            let again = try stages.studentForward(part)
+            timer.lap(.studentForward)
+            let rows = (chunk.lowerBound * rowsPerSample)..<(chunk.upperBound * rowsPerSample)
+            stages.backward(seeding: again, with: outputs.gradientRows(rows), last: k == chunks.count - 1)
+            partials.take()
+            timer.lap(.backward)
+        }
+        try partials.install()
+        try stages.commitRunningStatistics()
+        timer.lap(.backward)
+        return StepPass(share: share, teacher: teacher, gathers: gathers)
+    }
+}
+
+/// Deterministic training's per-block parameter partials (`blockGrad`) over the chunks of pass 2: each
+/// chunk's backward writes its blocks' partials afresh, so they are set aside after it and put back, all
+/// blocks together, for the exact sum (`ExactGradients`, which does not depend on the blocks' order).
+struct BlockPartials {
+    let parameters: [Tensor]
+    private var kept: [[Tensor]]
+
+    init(parameters: [Tensor]) {
+        self.parameters = parameters
+        kept = Array(repeating: [], count: parameters.count)
+    }
+
+    mutating func take() {
+        for (i, p) in parameters.enumerated() {
+            if let partial = p.blockGrad { kept[i].append(partial); p.blockGrad = nil }
+        }
+    }
+
+    func install() throws {
+        for (i, p) in parameters.enumerated() where !kept[i].isEmpty {
+            p.blockGrad = kept[i].count == 1 ? kept[i][0] : try concat(kept[i], axis: 0)
+        }
+    }
+}
+
+extension StudentOutput {
+    /// The chunks' outputs of pass 1 as one tensor each, leaves that require their gradient.
+    init(concatenating parts: [StudentOutput]) throws {
+        func joined(_ xs: [Tensor]) throws -> Tensor {
+            let t = try withNoGrad { xs.count == 1 ? xs[0].copy() : try concat(xs, axis: 0) }
+            t.requiresGrad = true
+            return t
+        }
+        features = try joined(parts.map(\.features))
+        logits = try joined(parts.map(\.logits))
+        embedding = try parts.first?.embedding == nil ? nil : joined(parts.compactMap(\.embedding))
+    }
+
+    /// Rows `rows` of each output's gradient (nil where the loss did not reach that output).
+    func gradientRows(_ rows: Range<Int>) -> StudentOutputGradients {
+        func slice(_ t: Tensor?) -> Tensor? {
+            guard let g = t?.grad else { return nil }
+            let per = g.count / max(1, g.shape[0])
+            var shape = g.shape
+            shape[0] = rows.count
+            let out = Tensor(uninitializedShape: shape)
+            out.ptr.update(from: g.ptr + rows.lowerBound * per, count: rows.count * per)
+            return out
+        }
+        return StudentOutputGradients(features: slice(features), logits: slice(logits), embedding: slice(embedding))
+    }
+}
+
+/// The gradients pass 2 seeds the student's outputs with (nil: none reached that output).
+struct StudentOutputGradients {
+    var features: Tensor?
+    var logits: Tensor?
+    var embedding: Tensor?
+}
+
+extension TeacherSide.Output {
+    /// The chunks' teacher outputs of pass 1, rows in order.
+    init(concatenating parts: [TeacherSide.Output]) throws {
+        func joined(_ xs: [Tensor]) throws -> Tensor { xs.count == 1 ? xs[0] : try concat(xs, axis: 0) }
+        let (embedding, logits, prompts) = try withNoGrad {
+            (try joined(parts.map(\.embedding)),
+             try parts.first?.logits == nil ? nil : joined(parts.compactMap(\.logits)),
+             try parts.first?.promptLogits == nil ? nil : joined(parts.compactMap(\.promptLogits)))
+        }
+        self.init(embedding: embedding, logits: logits, promptLogits: prompts)
+    }
+}
