@@ -133,8 +133,9 @@ public final class Trainer {
         optimizer = try Self.optimizer(config: config, parameters: parameters)
         learningRates = Self.learningRates(config: config, totalSteps: totalSteps)
         gradientSync = try makeGradientSync(config: config, parameters: parameters.map { $0.1 }, comm: comm)
-        passes = config.train.microBatch > 0 ? MicroBatchSchedule(samplesPerChunk: config.train.microBatch)
-                                             : OnePassSchedule()
+        passes = config.train.microBatch > 0
+            ? MicroBatchSchedule(samplesPerChunk: config.train.microBatch, secondPassImages: faults.secondPassImages)
+            : OnePassSchedule()
         nonFiniteGuard = NonFiniteGuard(config: config, dataName: data.trainName, parameters: parameters,
                                         student: student, optimizer: optimizer, comm: comm)
         comm.timeoutSeconds = config.comm.timeoutS
