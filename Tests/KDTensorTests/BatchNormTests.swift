@@ -207,4 +207,35 @@ final class BatchNormTests: XCTestCase {
             XCTAssertEqual(rv.array[j], (vars[0][j] + vars[1][j]) / 2, accuracy: 1e-6)
         }
     }
+
+    /// Graph accumulation's running statistics (`RunningStatisticsUpdate`): `.skip` leaves them alone and
+    /// gives the same output; `.collect` over two chunks of two blocks each, then `updateRunningStatistics`,
+    /// gives the running statistics of one forward over all four blocks, bit for bit.
+    func testCollectedRunningStatisticsEqualOneForward() throws {
+        var rng = KDRandom(keys: 14)
+        let x = Tensor.randn([8, 2, 2, 3], rng: &rng)
+        let (g, b, rm, rv) = params(3)
+        let y = try batchNorm(x, gamma: g, beta: b, runningMean: rm, runningVar: rv, training: true, blockRows: 2)
+        let (_, _, skipMean, skipVar) = params(3)
+        let skipped = try batchNorm(x, gamma: g, beta: b, runningMean: skipMean, runningVar: skipVar, training: true,
+                                    blockRows: 2, runningUpdate: .skip)
+        XCTAssertEqual(skipped.array, y.array)
+        XCTAssertEqual(skipMean.array, [0, 0, 0])
+        XCTAssertEqual(skipVar.array, [1, 1, 1])
+        let (_, _, cm, cv) = params(3)
+        var partials: [Double] = [], blocks = 0
+        for k in 0..<2 {
+            let part = Tensor(shape: [4, 2, 2, 3], data: Array(x.array[(k * 48)..<((k + 1) * 48)]))
+            let out = try batchNorm(part, gamma: g, beta: b, runningMean: cm, runningVar: cv, training: true,
+                                    blockRows: 2, runningUpdate: .collect { partials += $0; blocks += $1 })
+            XCTAssertEqual(out.array, Array(y.array[(k * 48)..<((k + 1) * 48)]), "chunk \(k)")
+        }
+        XCTAssertEqual(blocks, 4)
+        XCTAssertEqual(cm.array, [0, 0, 0], "collecting does not update")
+        try updateRunningStatistics(partials: partials, blocks: blocks, runningMean: cm, runningVar: cv,
+                                    momentum: 0.1, reducer: nil)
+        XCTAssertEqual(cm.array, rm.array)
+        XCTAssertEqual(cv.array, rv.array)
+        XCTAssertNotEqual(cm.array, [0, 0, 0])
+    }
 }

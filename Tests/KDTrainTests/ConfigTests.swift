@@ -51,6 +51,29 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// `train.micro_batch` (issue 27): sync and local BatchNorm are refused naming both keys (a pass sees
+    /// fewer rows than they normalise over); the value must hold whole sample blocks; block BatchNorm and a
+    /// student without BatchNorm (mlp) are accepted.
+    func testMicroBatchNeedsBlockBatchNormAndWholeBlocks() throws {
+        let base = "data: {global_batch: 256}\ntrain: {block_size: 16, micro_batch: 32}\n"
+        for (bn, over) in [("sync", "the whole global batch"), ("local", "the rank's whole share")] {
+            XCTAssertThrowsError(try KDConfig.parse(yaml: base + "student: {batch_norm: \(bn)}", file: "c.yaml")) {
+                XCTAssertEqual("\($0)", "c.yaml: train.micro_batch: needs student.batch_norm: block (got \(bn)): a "
+                               + "pass sees 32 samples of the rank and \(bn) BatchNorm normalises over \(over), so "
+                               + "the two passes would not compute the one-pass step (line 2)")
+            }
+        }
+        XCTAssertThrowsError(try KDConfig.parse(yaml: "data: {global_batch: 256}\ntrain: {block_size: 16, "
+                                                + "micro_batch: 24}\nstudent: {batch_norm: block}", file: "c.yaml")) {
+            XCTAssertEqual("\($0)", "c.yaml: train.micro_batch: 24 must be a multiple of the block size 16 "
+                           + "(train.block_size): a pass holds whole sample blocks (line 2)")
+        }
+        let block = try KDConfig.parse(yaml: base + "student: {batch_norm: block}", file: "c.yaml")
+        XCTAssertEqual(block.train.microBatch, 32)
+        XCTAssertNoThrow(try KDConfig.parse(yaml: base + "student: {model: mlp}", file: "c.yaml"))
+        XCTAssertEqual(try KDConfig.parse(yaml: "", file: "c.yaml").train.microBatch, 0, "off by default")
+    }
+
     /// `teacher.init` (issue 18 item 13): `checkpoint` by default, so a distillation config without a
     /// checkpoint is still refused; `random` only by name, for network teachers, and round-trips.
     func testTeacherInit() throws {

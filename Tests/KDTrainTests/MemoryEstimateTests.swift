@@ -83,6 +83,29 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertEqual(estimate(cfg, 1), 4096 * 4096 * 4 + 64 * 4096 * 512 * 4)
     }
 
+    /// Graph accumulation (issue 27): the student's tape and the teacher hold one pass (micro_batch images),
+    /// plus the share's kept outputs and their gradients (counted as logits); the loss matrices are the
+    /// whole global batch's as before. Global batch 16384 on 2 ranks, passes of 64.
+    func testMicroBatchBoundsTheActivations() throws {
+        let cfg = try KDConfig.load(path: Self.root.appendingPathComponent(
+            "configs/bench-kd-rkd-resnet32x4-resnet8x4.yaml").path,
+                                    overrides: ["data.global_batch=16384", "data.train_size=16384"])
+        var micro = cfg
+        micro.train.microBatch = 64
+        func estimate(_ c: KDConfig) -> MemoryEstimate {
+            MemoryEstimate(config: c, inputChannels: 3, inputSize: [32, 32], features: false, residentBytes: 0,
+                           worldSize: 2)
+        }
+        let one = estimate(cfg), two = estimate(micro)
+        // 8192 images per rank in one pass against 64 per pass: the tape's part shrinks 128×.
+        let perImage = Double(one.studentActivations) / 8192
+        XCTAssertEqual(Double(two.studentActivations), 64 * perImage + 2 * 8192 * 100 * 4, accuracy: perImage)
+        XCTAssertEqual(Double(two.teacherActivations), Double(one.teacherActivations) / 128, accuracy: 1e3)
+        XCTAssertEqual(two.lossMatrices, one.lossMatrices)
+        XCTAssertGreaterThan(one.studentActivations, 8_000_000_000, "one pass: beyond a 2 GiB rank")
+        XCTAssertLessThan(two.studentActivations, 250_000_000, "an eighth of a 2 GiB rank")
+    }
+
     /// Every shipped config fits in 4 GB per rank on one rank (so none is refused on a laptop), and the
     /// check passes on this machine.
     func testShippedConfigsAreNotRefused() throws {

@@ -53,7 +53,11 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         let hidden = ModelZoo.hiddenSizes(c.student.hidden)
         let student = MemoryEstimate.shape(c.student.model, channels: inputChannels, height: h, width: w,
                                            classes: c.data.classes, hidden: hidden)
-        studentActivations = bytes(images * student.activations * f)
+        // With graph accumulation (`train.micro_batch`) the tape and the teacher hold one pass's images; the
+        // outputs of the whole share stay, with their gradients (counted as the logits: a lower bound).
+        let passImages = c.train.microBatch > 0 ? min(images, Double(c.train.microBatch * c.data.views)) : images
+        studentActivations = bytes(passImages * student.activations * f)
+        if c.train.microBatch > 0 { studentActivations += bytes(2 * images * Double(c.data.classes) * f) }
         // Weights, gradients, optimizer state (SGD momentum: 1, AdamW: 2), and the bucket copy.
         let states = c.optim.kind == .adamw ? 2.0 : (c.optim.momentum > 0 ? 1 : 0)
         var params = student.parameters * f * (2 + states)
@@ -68,7 +72,7 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
             let teacherHidden = ModelZoo.hiddenSizes(c.teacher.hidden)
             let t = MemoryEstimate.shape(c.teacher.model, channels: inputChannels, height: h, width: w,
                                          classes: c.data.classes, hidden: teacherHidden)
-            teacherActivations = bytes(images * t.largestTwo * f)
+            teacherActivations = bytes(passImages * t.largestTwo * f)
             params += t.parameters * f
         }
         parameters = bytes(params)
