@@ -110,6 +110,41 @@ final class ScalingReportTests: XCTestCase {
                                      costModel: m).markdown.contains("projection"))
     }
 
+    /// Issue 27 item 5: beside the measured schedule, the projection models the other one. A one-pass
+    /// bench gets accumulated columns (one more student forward, F = the measured `student_forward`); a bench
+    /// that accumulated (`micro_batch`, two forwards measured) gets one-pass columns (F = half of it).
+    func testProjectionModelsTheOtherPassSchedule() throws {
+        let collectives = StepCollectives(perRankBatch: 64, statisticsAllReduces: 0, statisticsBytes: 0,
+                                          gathers: 2, gatheredBytesPerSample: 1000, reduceScatters: 1,
+                                          reduceScatteredBytesPerSample: 500)
+        var base = ScalingPoint(ranks: 1, globalBatch: 64, samplesPerSecond: 32, stepSeconds: 2.0,
+                                phases: [Phase.studentForward.rawValue: 0.4], bytesAllReduced: 5e6,
+                                bytesGathered: 0, peakRSSBytes: 1e8, collectives: collectives,
+                                lossProjection: [.init(ranks: 1, globalBatch: 64, seconds: 0.01),
+                                                 .init(ranks: 64, globalBatch: 4096, seconds: 0.5)])
+        let m = AllReduceCostModel(latencySeconds: 5e-6, bandwidthBytesPerSecond: 4e9)
+        var r = ScalingReport(mode: .weak, points: [base], configName: "c", machine: "m", date: "d", costModel: m)
+        XCTAssertEqual(r.otherSchedule, .accumulated)
+        var p = try XCTUnwrap(r.projection.last)
+        XCTAssertEqual(p.otherStepSeconds, p.stepSeconds + 0.4, accuracy: 1e-12)
+        XCTAssertEqual(p.otherEfficiency, 2.4 / (p.stepSeconds + 0.4), accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(r.projection.first).otherEfficiency, 1, accuracy: 1e-12)
+        XCTAssertGreaterThan(p.otherEfficiency, p.efficiency, "a fixed extra forward dilutes the loss's growth")
+        XCTAssertTrue(r.markdown.contains("accumulated step (ms) | accumulated efficiency"), r.markdown)
+        XCTAssertTrue(r.markdown.contains("one more student forward over the rank's share (400.0 ms"), r.markdown)
+        XCTAssertTrue(r.projectionCSV.hasPrefix("ranks,global_batch,loss_share_s,predicted_comm_s,projected_step_s,"
+                                                + "projected_efficiency,measured_efficiency,accumulated_step_s,"
+                                                + "accumulated_efficiency\n"), r.projectionCSV)
+        base.microBatch = 16
+        r = ScalingReport(mode: .weak, points: [base], configName: "c", machine: "m", date: "d", costModel: m)
+        XCTAssertEqual(r.otherSchedule, .onePass)
+        p = try XCTUnwrap(r.projection.last)
+        XCTAssertEqual(p.otherStepSeconds, p.stepSeconds - 0.2, accuracy: 1e-12)
+        XCTAssertEqual(p.otherEfficiency, 1.8 / (p.stepSeconds - 0.2), accuracy: 1e-12)
+        XCTAssertTrue(r.markdown.contains("`train.micro_batch 16`: two student forwards per step"), r.markdown)
+        XCTAssertTrue(r.markdown.contains("one-pass step (ms) | one-pass efficiency"), r.markdown)
+    }
+
     /// `readBench` takes the projection fields of a bench JSON file; a file without them gives a
     /// point without projection, and a missing field of a projected bench is an error naming it.
     func testReadBenchProjectionFields() throws {

@@ -64,6 +64,12 @@ public struct BenchResult: Codable, Equatable {
     /// allocates), beside the measured `peak_rss_bytes` and `tensor_pool_peak_bytes`; absent in results
     /// of earlier versions.
     public var estimatedStepBytes: Int? = nil
+    /// Each rank's tensor-pool high-water mark (rank order); absent in results of earlier versions.
+    public var tensorPoolPeakBytesPerRank: [Int]? = nil
+    /// Graph accumulation (`train.micro_batch`): samples per rank per pass, and the estimate of the same step
+    /// in one pass (not run); absent without it.
+    public var microBatch: Int? = nil
+    public var estimatedOnePassBytes: Int? = nil
     /// The spectral term's teacher eigensolves during the bench on rank 0 (dense, iterative, fallbacks to
     /// dense, restart cycles), when the objective has one; absent otherwise.
     public var spectralSolves: SpectralSolverStatistics? = nil

@@ -92,13 +92,15 @@ public enum StepBench {
             try comm.allReduce(&worst, op: .max)
             sweep.append((bytes, worst[0]))
         }
-        var rss = [Double(stepPeakRSS)]
-        var allRSS = [Double](repeating: 0, count: comm.size)
-        try allRSS.withUnsafeMutableBufferPointer { out in
-            try rss.withUnsafeMutableBufferPointer {
-                try comm.allGather($0.baseAddress!, count: 1, into: out.baseAddress!)
+        // Per rank: peak RSS and the tensor pool's high-water mark during the measured steps.
+        var memory = [Double(stepPeakRSS), Double(stepPoolPeak)]
+        var allMemory = [Double](repeating: 0, count: 2 * comm.size)
+        try allMemory.withUnsafeMutableBufferPointer { out in
+            try memory.withUnsafeMutableBufferPointer {
+                try comm.allGather($0.baseAddress!, count: 2, into: out.baseAddress!)
             }
         }
+        let allRSS = (0..<comm.size).map { allMemory[2 * $0] }, allPool = (0..<comm.size).map { allMemory[2 * $0 + 1] }
         let calibrationAfter = try MachineLoad.calibrateAll(comm), cpuAfter = MachineLoad.cpuTimes()
         var steal: Double? = nil
         if let a = cpuBefore, let b = cpuAfter, b.total > a.total { steal = (b.steal - a.steal) / (b.total - a.total) }
@@ -107,12 +109,22 @@ public enum StepBench {
                                warnings: MachineLoad.warnings(before: calibrationBefore, after: calibrationAfter,
                                                               stealShare: steal))
         let estimate = MemoryEstimate(config: trainer.config, data: trainer.data, worldSize: comm.size)
+        // With graph accumulation, what the same step would need in one pass (it is not run: it may not fit).
+        var onePass: MemoryEstimate? = nil
+        if trainer.config.train.microBatch > 0 {
+            var c = trainer.config
+            c.train.microBatch = 0
+            onePass = MemoryEstimate(config: c, data: trainer.data, worldSize: comm.size)
+        }
         if comm.rank == 0 {
             for w in load.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
         }
         if comm.rank == 0 {   // on stderr beside the conv choices; the JSON has the same figures
-            let line = "memory per rank: estimated ≥ \(estimate), measured peak RSS "
-                + "\(MemoryEstimate.gb(Int(allRSS.max() ?? 0))), tensor pool peak \(MemoryEstimate.gb(stepPoolPeak))\n"
+            let passes = onePass.map { " with train.micro_batch \(trainer.config.train.microBatch) (one pass would "
+                + "need ≥ \(MemoryEstimate.gb($0.total)))" } ?? ""
+            let line = "memory per rank: estimated ≥ \(estimate)\(passes), measured peak RSS "
+                + allRSS.map { MemoryEstimate.gb(Int($0)) }.joined(separator: " / ") + ", tensor pool peak "
+                + allPool.map { MemoryEstimate.gb(Int($0)) }.joined(separator: " / ") + " (rank 0 / 1 / …)\n"
             FileHandle.standardError.write(Data(line.utf8))
         }
         let B = cfg.data.globalBatch
@@ -143,6 +155,11 @@ public enum StepBench {
             lossProjection: projection, host: String(cString: host),
             cores: ProcessInfo.processInfo.activeProcessorCount, estimatedStepBytes: estimate.total)
         result.lossShareS = lossShare
+        result.tensorPoolPeakBytesPerRank = allPool.map { Int($0) }
+        if let onePass {
+            result.microBatch = trainer.config.train.microBatch
+            result.estimatedOnePassBytes = onePass.total
+        }
         result.load = load
         if trainer.objective.terms.contains(where: { $0 is SpectralTerm }) {
             result.spectralSolves = SpectralSolverStatistics.current

@@ -3,12 +3,13 @@ import KDTrain
 /// `report.csv` (one row per measured world size) and `projection.csv` (one per projected one).
 extension ScalingReport {
     public var projectionCSV: String {
+        let other = otherSchedule == .accumulated ? "accumulated" : "one_pass"
         var s = "ranks,global_batch,loss_share_s,predicted_comm_s,projected_step_s,projected_efficiency,"
-            + "measured_efficiency\n"
+            + "measured_efficiency,\(other)_step_s,\(other)_efficiency\n"
         for p in projection {
             s += "\(p.ranks),\(p.globalBatch),\(p.lossSeconds),\(p.communicationSeconds),\(p.stepSeconds),"
             s += "\(p.efficiency),"
-            s += "\(p.measuredEfficiency.map { String($0) } ?? "")\n"
+            s += "\(p.measuredEfficiency.map { String($0) } ?? ""),\(p.otherStepSeconds),\(p.otherEfficiency)\n"
         }
         return s
     }

@@ -20,6 +20,8 @@ public struct ScalingPoint: Equatable {
     /// Why this world size's measurement may not be trusted (`MachineLoad`); empty when the machine
     /// stayed quiet or the bench did not check.
     public var loadWarnings: [String] = []
+    /// Graph accumulation's samples per rank per pass when the bench ran with `train.micro_batch`, else nil.
+    public var microBatch: Int? = nil
 
     public init(ranks: Int, globalBatch: Int, samplesPerSecond: Double, stepSeconds: Double,
                 phases: [String: Double], bytesAllReduced: Double, bytesGathered: Double, peakRSSBytes: Double,
@@ -75,6 +77,17 @@ public struct ProjectedPoint: Equatable {
     /// Where that world size was also run: one rank's loss share measured there on the step's real inputs
     /// (`ScalingPoint.lossShareSeconds`) — beside `lossSeconds`, the projection's error.
     public var measuredLossSeconds: Double? = nil
+    /// The same step under the other pass schedule (`otherSchedule`): its projected seconds and efficiency.
+    public var otherStepSeconds: Double = 0
+    public var otherEfficiency: Double = 0
+}
+
+/// The pass schedule the projection's other columns model beside the measured one (docs/scaling.md).
+public enum OtherSchedule: Equatable {
+    /// The bench ran one pass: the columns add graph accumulation's extra student forward (`train.micro_batch`).
+    case accumulated
+    /// The bench ran with `train.micro_batch` (two student forwards per step): the columns take one away.
+    case onePass
 }
 
 /// Weak or strong scaling (definitions in docs/scaling.md, "Measuring").
@@ -131,11 +144,19 @@ public struct ScalingReport {
     /// communication comes from the cost model (zero without one):
     ///
     ///     step(N) = step(R) − loss(R) − comm(R) + loss(N) + comm(N),   efficiency(N) = step(R) / step(N)
+    ///
+    /// Beside it, the same step under the other pass schedule (`otherSchedule`): graph accumulation
+    /// (`train.micro_batch`) runs the student's forward once more per step over the rank's share and changes
+    /// nothing else (the loss and the collectives are the same), so with `F` one student forward over the
+    /// share — the bench's `student_forward` phase, or half of it when the bench itself accumulated —
+    ///
+    ///     accumulated(N) = step(N) + F,   one-pass(N) = step(N) − F,   efficiency = the same ratio to N = R.
     public var projection: [ProjectedPoint] {
         guard mode == .weak, let b = base, b.collectives != nil,
               let own = b.lossProjection.first(where: { $0.ranks == b.ranks }) else { return [] }
         func comm(_ n: Int) -> Double { costModel.map { predictedCommunication(ranks: n, point: b, model: $0) } ?? 0 }
         let fixed = b.stepSeconds - own.seconds - comm(b.ranks)
+        let delta = otherScheduleSeconds, otherBase = b.stepSeconds + delta
         return b.lossProjection.map { lp in
             let c = comm(lp.ranks), step = fixed + lp.seconds + c
             let run = points.first(where: { $0.ranks == lp.ranks })
@@ -143,7 +164,19 @@ public struct ScalingReport {
                                   communicationSeconds: c, stepSeconds: step,
                                   efficiency: step > 0 ? b.stepSeconds / step : 0,
                                   measuredEfficiency: run.map { efficiency($0) },
-                                  measuredLossSeconds: run?.lossShareSeconds)
+                                  measuredLossSeconds: run?.lossShareSeconds,
+                                  otherStepSeconds: step + delta,
+                                  otherEfficiency: step + delta > 0 ? otherBase / (step + delta) : 0)
         }
+    }
+
+    /// Which schedule the projection's other columns model: the one the base bench did not run.
+    public var otherSchedule: OtherSchedule { base?.microBatch == nil ? .accumulated : .onePass }
+
+    /// Seconds the other schedule adds to the measured step (negative: takes away): ± one student forward.
+    var otherScheduleSeconds: Double {
+        guard let b = base else { return 0 }
+        let forward = b.phases[Phase.studentForward.rawValue] ?? 0
+        return otherSchedule == .accumulated ? forward : -forward / 2
     }
 }

@@ -133,6 +133,7 @@ public struct ScalingRunner {
                                  collectives: collectives, lossProjection: b.lossProjection)
         point.lossShareSeconds = b.lossShareS
         point.loadWarnings = b.load?.warnings ?? []
+        point.microBatch = b.microBatch
         return (point, b.allreduceSweep.map { (b.ranks, Double($0.bytes), $0.seconds) })
     }
 }
