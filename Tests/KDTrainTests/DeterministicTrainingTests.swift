@@ -124,4 +124,37 @@ final class DeterministicTrainingTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("train.block_size") && "\($0)".contains("6 ranks"), "\($0)")
         }
     }
+
+    /// Graph accumulation (issue 27): `train.micro_batch: 2` (one block per pass) gives the one-pass step's
+    /// losses, terms, parameters and running statistics at 1 and 2 in-process ranks; a second pass on
+    /// mirrored images (`secondPassImages`) does not, so the comparison can fail.
+    func testMicroBatchIsTheOnePassStep() throws {
+        let onePass = try config(overrides: ["student.batch_norm=block"])
+        let reference = try InProcessWorld(size: 1).run { try Self.train(onePass, comm: $0, steps: 4) }[0]
+        var micro = onePass
+        micro.train.microBatch = 2
+        for n in [1, 2] {
+            let runs = try InProcessWorld(size: n).run { try Self.train(micro, comm: $0, steps: 4) }
+            for (r, run) in runs.enumerated() {
+                XCTAssertEqual(run.losses, reference.losses, "N = \(n), rank \(r)")
+                XCTAssertEqual(run.terms, reference.terms, "N = \(n), rank \(r)")
+                XCTAssertTrue(run.final == reference.final, "N = \(n), rank \(r): parameters")
+                XCTAssertTrue(run.buffers == reference.buffers, "N = \(n), rank \(r): running statistics")
+            }
+        }
+        let mirrored = try InProcessWorld(size: 1).run { comm -> Run in
+            var run = Run()
+            let t = try Trainer(config: micro, comm: comm)
+            t.passes = MicroBatchSchedule(samplesPerChunk: 2,
+                                          secondPassImages: FaultInjection(mirrorSecondPass: true).secondPassImages)
+            let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: 4, depth: 1)
+            defer { stream.shutdown() }
+            while let batch = try stream.next() { run.losses.append(try t.step(batch).loss) }
+            run.final = t.parameters.map { $0.1.array }
+            return run
+        }[0]
+        XCTAssertEqual(mirrored.losses[0], reference.losses[0], "step 1's loss comes from the first pass")
+        XCTAssertNotEqual(mirrored.losses, reference.losses)
+        XCTAssertFalse(mirrored.final == reference.final)
+    }
 }

@@ -25,7 +25,9 @@ public final class BatchNorm2d: Module, UnaryLayer {
     /// With `blockRows`: whether a training forward updates the running statistics now (`.now`, the default),
     /// leaves them alone (`.skip`) or collects its blocks' partials for `commitRunningStatistics` (`.collect`),
     /// as graph accumulation's two passes need (`train.micro_batch`).
-    public var runningMode = RunningMode.now
+    public var runningMode = RunningMode.now {
+        didSet { collected = []; collectedBlocks = 0 }   // a step that failed midway leaves nothing behind
+    }
     public enum RunningMode: Sendable { case now, skip, collect }
     private var collected: [Double] = []
     private var collectedBlocks = 0
