@@ -104,12 +104,15 @@ final class RunResultsTests: XCTestCase {
             "stopped after 2m 05s at step 4, loss 1.5",
             "eval top-1: final 0.5000 (step 4), best 0.5000 (step 2)",
             "results in \(dir)/: summary.md, curves.svg, config.yaml, metrics.jsonl, checkpoints/",
+            "metrics.jsonl: 1 line(s) are not a metrics record (line 6); left out of summary.md and curves.svg",
         ])
+        XCTAssertEqual(r.unreadableLines, [6], "the cut line is named, not silently dropped")
         let md = r.markdown
         for row in ["| ended | stopped by a signal at step 4 of 10 |", "| time | 2m 05s (this invocation) |",
                     "| final loss | 1.5 (step 4) |", "| final eval top-1 | 0.5000 (step 4) |",
                     "| best eval top-1 | 0.5000 (step 2) |", "| samples/s | 200.0 (last logged, step 4) |",
-                    "last written: `checkpoints/step_00000004.safetensors`", "![training curves](curves.svg)"] {
+                    "last written: `checkpoints/step_00000004.safetensors`", "![training curves](curves.svg)",
+                    "**Note:** metrics.jsonl: 1 line(s) are not a metrics record (line 6)"] {
             XCTAssertTrue(md.contains(row), row + "\n" + md)
         }
         XCTAssertFalse(md.contains("tensorboard/"))

@@ -25,8 +25,12 @@ public struct RunResults {
     public var tensorboard: Bool
     /// What ran, one line (mode, models, ranks, batch).
     public var description: String
+    /// The 1-based numbers of `metrics.jsonl`'s lines that are not a metrics record (e.g. a line cut short
+    /// when a run was killed mid-write): left out of the curves and the summary, and named in both.
+    public var unreadableLines: [Int] = []
 
-    /// Reads `<directory>/metrics.jsonl`; unreadable lines are skipped (the file is this run's own).
+    /// Reads `<directory>/metrics.jsonl`; a line that is not a metrics record is left out and counted
+    /// (`unreadableLines`).
     public init(directory: String, description: String, seconds: Double, steps: Int, totalSteps: Int,
                 stoppedBySignal: Bool, checkpoint: String?, tensorboard: Bool) throws {
         self.directory = directory
@@ -48,8 +52,9 @@ public struct RunResults {
             throw TrainError.io(path: path, message: "cannot read the metrics back: \(ioReason(error, path: path))")
         }
         var index: [String: Int] = [:]
-        for line in text.split(separator: "\n") {
-            guard let r = Self.parse(line) else { continue }
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+        where !line.allSatisfy(\.isWhitespace) {
+            guard let r = Self.parse(line) else { unreadableLines.append(number + 1); continue }
             guard let step = r["step"] else { continue }
             if let top1 = r["eval.top1"] { evalTop1.append((step, top1)); continue }
             for (k, v) in r where MetricRecord.isCurve(k) {
@@ -128,6 +133,7 @@ public struct RunResults {
         if let sps = curve("samples_per_s").last {
             s += String(format: "| samples/s | %.1f (last logged, step %d) |\n", sps.y, Int(sps.x))
         }
+        if let w = unreadableWarning { s += "\n**Note:** \(w).\n" }
         s += "\n## Files\n\n| file | what |\n|---|---|\n"
         for f in files { s += "| `\(f.name)` | \(f.what) |\n" }
         s += "\n![training curves](curves.svg)\n"
@@ -160,7 +166,16 @@ public struct RunResults {
                 + (finalLoss.map { String(format: ", loss %.6g", $0.value) } ?? ""),
             "eval top-1: final \(Self.eval(finalTop1)), best \(Self.eval(bestTop1))",
             "results in \(directory)/: " + files.map(\.name).joined(separator: ", "),
-        ]
+        ] + (unreadableWarning.map { [$0] } ?? [])
+    }
+
+    /// The unreadable lines of `metrics.jsonl`, named (nil when every line was read).
+    public var unreadableWarning: String? {
+        guard !unreadableLines.isEmpty else { return nil }
+        let shown = unreadableLines.prefix(5).map(String.init).joined(separator: ", ")
+            + (unreadableLines.count > 5 ? ", …" : "")
+        return "metrics.jsonl: \(unreadableLines.count) line(s) are not a metrics record (line \(shown)); "
+            + "left out of summary.md and curves.svg"
     }
 
     /// Writes `summary.md` and `curves.svg` into `directory`; throws `TrainError.io` naming the file and
