@@ -2,9 +2,9 @@
 # launch/slurm.sbatch without a cluster (issue 28 item 5): its syntax (bash -n), its #SBATCH directives
 # (--signal=TERM@120 among them), and what it runs, with stub `srun` and `mpirun` first on PATH and the
 # variables SLURM sets inside a job (SLURM_SUBMIT_DIR, SLURM_NTASKS): the command line, the environment
-# the ranks get, and that the script execs the launcher, so the SIGTERM that --signal sends to the batch
-# shell reaches srun/mpirun itself (the stub records it). Not tested here: sbatch, srun or PMIx
-# themselves, the signal's timing, several nodes (docs/launch.md, "SLURM").
+# the ranks get, and that the script execs the launcher, so a SIGTERM to the batch shell (scancel
+# --batch, --signal=B:…) reaches srun/mpirun itself (the stub records it). Not tested here: sbatch, srun
+# or PMIx themselves, the signal's timing, several nodes (docs/launch.md, "SLURM").
 # Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
