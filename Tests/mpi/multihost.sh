@@ -13,8 +13,6 @@
 # Teardown (namespaces, links, qdiscs) runs on exit, also after a failure or Ctrl-C; the last check is
 # that nothing of this run is left on the machine. Where namespaces cannot be made (not root, no
 # iproute2), prints the reason and "0 passed, 0 failed".
-# `--measure` instead runs the measurements of docs/scaling.md ("Across hosts"): sweeps at 1 and 10
-# Gbit/s, `kdgraph scaling` over 2 and 3 hosts (minutes; not part of the test command).
 # Needs a release build. Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -131,8 +129,7 @@ else ko "resume on the healed network" "${out:-} $(tail -3 "$tmp/healed.log")"; 
 # all-reduce sweep over 2 hosts (4 KiB … 16 MiB, median of 7), fitted by `kdgraph scaling --reuse`.
 # Tolerance 20% (the issue's): TCP/IP and Ethernet headers take ~4.5% of a 1500-byte frame (tbf counts
 # them), OpenMPI's TCP transport a little more, and measured fits here were 6-10% below the rate; a fit
-# more than 20% off means the model or the measurement is wrong (at 1 Gbit/s this machine's CPUs are
-# not the limit: the unshaped link carries several times more, docs/scaling.md "Across hosts").
+# more than 20% off means the model or the measurement is wrong.
 for h in 0 1; do shape $h 1gbit; done
 mkdir -p "$tmp/shaped"
 if hostfile_run 2 2 bench --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
