@@ -46,8 +46,6 @@ final class WatchdogTests: XCTestCase {
         w.end()
     }
 
-    /// The verdict names the silent rank and the ones behind (a smaller sequence), not the ranks in
-    /// the same collective or already past it (the root of a broadcast).
     /// Across hosts, every named rank comes with its host (a host cut off cannot say where it runs);
     /// on one host, or without the names, the verdict is unchanged.
     func testStallReportNamesTheHostOfEachNamedRank() {
@@ -70,6 +68,8 @@ final class WatchdogTests: XCTestCase {
                        "stalled: rank 2 (no answer within 2s: stopped, hung outside MPI, or gone)")
     }
 
+    /// The verdict names the silent rank and the ones behind (a smaller sequence), not the ranks in
+    /// the same collective or already past it (the root of a broadcast).
     func testStallReportNamesTheRanksThatDidNotArrive() {
         let me = PeerState(inCollective: true, name: "MPI_Allreduce", step: 12, sequence: 40)
         let past = PeerState(inCollective: true, name: "MPI_Allgatherv", step: 12, sequence: 41)
