@@ -2,7 +2,8 @@
 # Several nodes with an OpenMPI hostfile (see launch/hostfile.example):
 #   launch/hostfile.sh HOSTFILE N kdgraph-args...
 # The kdgraph binary and the data must be at the same path on every node (shared filesystem).
-# Environment: KDGRAPH (binary path), IFACE (network interface for MPI traffic, e.g. eth0 or ib0),
+# Environment: KDGRAPH (binary path), IFACE (network interface or subnet for MPI traffic, e.g. eth0, ib0
+# or 10.1.0.0/16),
 # MPIRUN_ARGS (extra mpirun flags), KDGRAPH_STOP_GRACE (seconds the ranks get to checkpoint after Ctrl-C;
 # default 30: OpenMPI's odls_base_sigkill_timeout, on the command line so every node's daemon gets it).
 set -euo pipefail

@@ -6,7 +6,10 @@
 # make the two configurations rebuild each other), runs the unit tests (swift test), then the multi-rank
 # tests under a real mpirun -np 2 and -np 4
 # (collectives and per-module checks, the trainer end to end, the teacher cache, bit-identical
-# deterministic training at 1-4 ranks, fault tests).
+# deterministic training at 1-4 ranks, fault tests), and 2-3 hosts made of network namespaces
+# (Tests/mpi/multihost.sh in its default mode, ~10-25 s: selftest over 2 and 3 hosts, a distillation over
+# 2 hosts = one host; skipped, with the reason, where namespaces cannot be made; its --full mode, with the
+# link cut and the shaped-link fit, is not run here).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh
@@ -48,6 +51,8 @@ suite "trainer end to end (mpirun -np 1, 2, 4)" bash Tests/mpi/train_e2e.sh
 suite "teacher cache (mpirun -np 1, 2, 4)" bash Tests/mpi/teacher_cache.sh
 suite "deterministic training (mpirun -np 1, 2, 3, 4)" bash Tests/mpi/deterministic.sh
 suite "fault tests" bash Tests/mpi/faults.sh
+suite "launch/slurm.sbatch with stub srun/mpirun" bash Tests/mpi/slurm.sh
+suite "several hosts (network namespaces, mpirun --hostfile over TCP)" bash Tests/mpi/multihost.sh
 echo
 echo "kdgraph tests: $(( $(date +%s) - start )) s"
 echo "$total_pass passed, $total_fail failed"

@@ -325,9 +325,18 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         fflush(stdout)
         // A world of one has nobody to take down: exit without OpenMPI's MPI_ABORT banner.
         let worldSize = MPICommunicator.worldInstance?.size ?? size
-        if MPICommunicator.isActive && worldSize > 1 { MPI_Abort(kd_mpi_comm_world(), code) }
+        if MPICommunicator.isActive && worldSize > 1 {
+            // MPI_Abort ends every rank within seconds, but waits for mpirun's answer: on a host cut off
+            // from it (a link down) this rank would live on, spinning. SIGALRM's default action ends it.
+            signal(SIGALRM, SIG_DFL)
+            alarm(MPICommunicator.abortExitSeconds)
+            MPI_Abort(kd_mpi_comm_world(), code)
+        }
         _exit(code)
     }
+
+    /// Seconds `abort` gives `MPI_Abort` before the process ends itself (SIGALRM).
+    public static let abortExitSeconds: UInt32 = 10
 }
 
 /// A pending `MPI_Iallreduce` (one request per chunk when the count was split).

@@ -47,6 +47,11 @@ final class StallProbe: @unchecked Sendable {
     let comm: MPI_Comm
     let rank: Int
     let size: Int
+    /// Each rank's host (`MPI_Get_processor_name`, by rank), gathered once at start-up: a rank that no
+    /// longer answers (a host cut off, a node gone) cannot say where it runs.
+    let hosts: [String]
+    /// Bytes per host name in the start-up gather (OpenMPI's `MPI_MAX_PROCESSOR_NAME`; longer names are cut).
+    static let hostNameBytes = 256
     private let lock = NSLock()
     private var closed = false
     private var queryRequest: MPI_Request? = nil
@@ -65,6 +70,26 @@ final class StallProbe: @unchecked Sendable {
         comm = dup
         self.rank = rank
         self.size = size
+        hosts = try StallProbe.gatherHostNames(dup, size: size)
+    }
+
+    /// Every rank's `MPI_Get_processor_name`, by rank (collective over `comm`).
+    static func gatherHostNames(_ comm: MPI_Comm, size: Int) throws -> [String] {
+        let n = hostNameBytes
+        var mine = [CChar](repeating: 0, count: n + 1)
+        var length: Int32 = 0
+        try checkMPI(MPI_Get_processor_name(&mine, &length), "MPI_Get_processor_name")
+        var all = [UInt8](repeating: 0, count: n * size)
+        try mine.withUnsafeBytes { send in
+            try all.withUnsafeMutableBytes { recv in
+                try checkMPI(MPI_Allgather(send.baseAddress, Int32(n), kd_mpi_byte(), recv.baseAddress, Int32(n),
+                                           kd_mpi_byte(), comm), "MPI_Allgather (host names)")
+            }
+        }
+        return (0..<size).map { r in
+            let bytes = all[r * n..<(r + 1) * n].prefix { $0 != 0 }
+            return String(decoding: bytes, as: UTF8.self)
+        }
     }
 
     /// Answers every query that has arrived with `state()`, and frees the buffers of sent answers.

@@ -142,7 +142,7 @@ public final class Watchdog: @unchecked Sendable {
                     let me = state
                     let answers = probe.ask(grace: grace) { state }
                     message += "; " + Watchdog.stallReport(me, rank: rank, size: probe.size, answers: answers,
-                                                           grace: grace)
+                                                           grace: grace, hosts: probe.hosts)
                 }
                 if let onTimeout { onTimeout(message) }
                 fputs("rank \(rank): \(message)\n", stderr)
@@ -184,24 +184,28 @@ public final class Watchdog: @unchecked Sendable {
     /// earlier collective:` ranks blocked in a collective this rank has left: not a cause but a victim
     /// (a stalled rank's neighbour in the algorithm), or a sign the ranks took different paths. A rank in
     /// this collective or past it is not named; when none is named, every rank has reached it.
+    /// When the ranks run on more than one host (`hosts`, by rank), each named rank is followed by
+    /// `on host NAME`: the host to look at, e.g. the one whose link went down.
     static func stallReport(_ me: PeerState, rank: Int, size: Int, answers: [Int: PeerState],
-                            grace: Double) -> String {
+                            grace: Double, hosts: [String] = []) -> String {
         let g = grace == grace.rounded() ? String(Int(grace)) : String(grace)
+        let named = hosts.count == size && Set(hosts).count > 1
+        func on(_ r: Int) -> String { named ? " on host \(hosts[r])" : "" }
         var stalled: [String] = [], earlier: [String] = []
         for r in 0..<size where r != rank {
             guard let a = answers[r] else {
-                stalled.append("rank \(r) (no answer within \(g)s: stopped, hung outside MPI, or gone)")
+                stalled.append("rank \(r) (no answer within \(g)s: stopped, hung outside MPI, or gone)\(on(r))")
                 continue
             }
             if a.stoppedSeconds > 0 {   // resumed (e.g. by mpirun's SIGCONT) after stalling everyone
-                stalled.append("rank \(r) (was stopped for \(Int(a.stoppedSeconds.rounded()))s)")
+                stalled.append("rank \(r) (was stopped for \(Int(a.stoppedSeconds.rounded()))s)\(on(r))")
                 continue
             }
             if a.sequence > me.sequence || (a.sequence == me.sequence && a.inCollective) { continue }
             if a.inCollective {
-                earlier.append("rank \(r) (\(a.name) at step \(a.step))")
+                earlier.append("rank \(r) (\(a.name) at step \(a.step))\(on(r))")
             } else {
-                stalled.append("rank \(r) (not in a collective, at step \(a.step))")
+                stalled.append("rank \(r) (not in a collective, at step \(a.step))\(on(r))")
             }
         }
         var parts: [String] = []

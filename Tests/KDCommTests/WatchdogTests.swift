@@ -46,6 +46,28 @@ final class WatchdogTests: XCTestCase {
         w.end()
     }
 
+    /// Across hosts, every named rank comes with its host (a host cut off cannot say where it runs);
+    /// on one host, or without the names, the verdict is unchanged.
+    func testStallReportNamesTheHostOfEachNamedRank() {
+        let me = PeerState(inCollective: true, name: "MPI_Allreduce", step: 7, sequence: 20)
+        let computing = PeerState(inCollective: false, name: "", step: 7, sequence: 19)
+        let earlier = PeerState(inCollective: true, name: "MPI_Barrier", step: 6, sequence: 18)
+        let hosts = ["kdg-h0", "kdg-h1", "kdg-h2", "kdg-h2"]
+        XCTAssertEqual(Watchdog.stallReport(me, rank: 0, size: 4, answers: [1: me, 3: computing], grace: 2,
+                                            hosts: hosts),
+                       "stalled: rank 2 (no answer within 2s: stopped, hung outside MPI, or gone) on host kdg-h2, "
+                       + "rank 3 (not in a collective, at step 7) on host kdg-h2")
+        XCTAssertEqual(Watchdog.stallReport(me, rank: 1, size: 4, answers: [0: earlier, 2: me, 3: me], grace: 2,
+                                            hosts: hosts),
+                       "waiting in an earlier collective: rank 0 (MPI_Barrier at step 6) on host kdg-h0")
+        let oneHost = [String](repeating: "node7", count: 4)
+        XCTAssertEqual(Watchdog.stallReport(me, rank: 0, size: 4, answers: [1: me, 3: me], grace: 2, hosts: oneHost),
+                       "stalled: rank 2 (no answer within 2s: stopped, hung outside MPI, or gone)")
+        // A list that does not match the world (never expected) is ignored rather than misattributed.
+        XCTAssertEqual(Watchdog.stallReport(me, rank: 0, size: 3, answers: [1: me], grace: 2, hosts: ["a", "b"]),
+                       "stalled: rank 2 (no answer within 2s: stopped, hung outside MPI, or gone)")
+    }
+
     /// The verdict names the silent rank and the ones behind (a smaller sequence), not the ranks in
     /// the same collective or already past it (the root of a broadcast).
     func testStallReportNamesTheRanksThatDidNotArrive() {
