@@ -99,7 +99,7 @@ extension StudentOutput {
     /// The chunks' outputs of pass 1 as one tensor each, leaves that require their gradient.
     init(concatenating parts: [StudentOutput]) throws {
         func joined(_ xs: [Tensor]) throws -> Tensor {
-            let t = try withNoGrad { xs.count == 1 ? xs[0].copy() : try concat(xs, axis: 0) }
+            let t = try withNoGrad { xs.count == 1 ? xs[0] : try concat(xs, axis: 0) }
             t.requiresGrad = true
             return t
         }
