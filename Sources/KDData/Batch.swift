@@ -43,14 +43,9 @@ public struct Batch {
     /// step that runs in chunks (`train.micro_batch`). Its `plan` is still the whole share's, so its `count`
     /// is not `plan.counts[plan.rank]`: it is for what reads samples (the student, the teacher), not for
     /// what reads the plan (the gathers, the loss).
-    public func samples(_ range: Range<Int>) -> Batch {
-        precondition(range.lowerBound >= 0 && range.upperBound <= count, "samples \(range) of a batch of \(count)")
+    public func samples(_ range: Range<Int>) throws -> Batch {
         if range == 0..<count { return self }
-        var shape = images.shape
-        let perSample = images.count / max(1, count)
-        shape[0] = range.count * views
-        let part = Tensor(uninitializedShape: shape)
-        part.ptr.update(from: images.ptr + range.lowerBound * perSample, count: range.count * perSample)
+        let part = try slice(images, axis: 0, range: (range.lowerBound * views)..<(range.upperBound * views))
         return Batch(part: part, labels: Array(labels[range]), indices: Array(indices[range]), views: views,
                      plan: plan)
     }

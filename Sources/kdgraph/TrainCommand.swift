@@ -29,12 +29,7 @@ struct Train: ParsableCommand {
             var config = config
             var outcome = ""
             if comm.rank == 0 {
-                do {
-                    let dir = try runFolder(config, create: true)
-                    outcome = OutputDirectory.refusalBeforeStart(directory: dir, resumingFrom: resume,
-                                                                 overwrite: overwrite).map { "\($0)" } ?? ""
-                    if outcome.isEmpty { config.output.dir = dir }
-                } catch { outcome = "\(error)" }
+                do { config.output.dir = try runFolder(config, create: true) } catch { outcome = "\(error)" }
             }
             outcome = try comm.broadcast(outcome, root: 0)
             if !outcome.isEmpty {
@@ -59,11 +54,16 @@ struct Train: ParsableCommand {
 
 extension Train {
     /// The folder the run writes to: `output.dir`, or (none named) the next `version_N` of the config's
-    /// `versionRoot` — or, resuming from a checkpoint in a run's `checkpoints/`, that run's folder.
+    /// `versionRoot` — or, resuming from a checkpoint in a run's `checkpoints/`, that run's folder. Throws the
+    /// refusal of a folder that holds an earlier run (`OutputDirectory.refusalBeforeStart`).
     func runFolder(_ config: KDConfig, create: Bool) throws -> String {
-        guard config.output.dir.isEmpty else { return config.output.dir }
-        let dir = try OutputDirectory.nextVersion(root: config.versionRoot, resumingFrom: resume, create: create)
-        if create { Runtime.logger.info("output.dir: \(dir) (none named: the config's next version)") }
+        var dir = config.output.dir
+        if dir.isEmpty {
+            dir = try OutputDirectory.nextVersion(root: config.versionRoot, resumingFrom: resume, create: create)
+            if create { Runtime.logger.info("output.dir: \(dir) (none named: the config's next version)") }
+        }
+        if let refusal = OutputDirectory.refusalBeforeStart(directory: dir, resumingFrom: resume,
+                                                            overwrite: overwrite) { throw refusal }
         return dir
     }
 
@@ -73,8 +73,6 @@ extension Train {
         do {
             let config = try options.load()
             let dir = try runFolder(config, create: false)
-            if let refusal = OutputDirectory.refusalBeforeStart(directory: dir, resumingFrom: resume,
-                                                                overwrite: overwrite) { throw refusal }
             print("kdgraph train --check: \(config.file) is valid; the run writes to \(dir)")
         } catch {
             fputs("kdgraph: \(error)\n", stderr)

@@ -104,8 +104,9 @@ final class RunResultsTests: XCTestCase {
             "stopped after 2m 05s at step 4, loss 1.5",
             "eval top-1: final 0.5000 (step 4), best 0.5000 (step 2)",
             "results in \(dir)/: summary.md, curves.svg, config.yaml, metrics.jsonl, checkpoints/",
-            "metrics.jsonl: 1 line(s) are not a metrics record (line 6); left out of summary.md and curves.svg",
         ])
+        XCTAssertEqual(r.unreadableWarning, "metrics.jsonl: 1 line(s) are not a metrics record (line 6); left out "
+                       + "of summary.md and curves.svg")
         XCTAssertEqual(r.unreadableLines, [6], "the cut line is named, not silently dropped")
         let md = r.markdown
         for row in ["| ended | stopped by a signal at step 4 of 10 |", "| time | 2m 05s (this invocation) |",

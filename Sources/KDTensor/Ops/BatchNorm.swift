@@ -239,7 +239,8 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
 /// "BatchNorm"): the leading rows are cut into blocks of `blockRows` (the last may be shorter) and each
 /// block `b` is normalised with its own statistics over its `n_b` rows × spatial positions:
 ///
-///     μ_b = Σ_b x / n_b,  σ²_b = Σ_b x² / n_b − μ_b²,  x̂ = (x − μ_b)/√(σ²_b + ε),  y = γ·x̂ + β
+///     μ_b = Σ_b x / n_b,  σ²_b = Σ_b x² / n_b − μ_b²
+///     x̂ = (x − μ_b)/√(σ²_b + ε),  y = γ·x̂ + β
 ///     running_mean ← (1 − m)·running_mean + m·mean_b μ_b
 ///     running_var  ← (1 − m)·running_var  + m·mean_b σ²_b·n_b/(n_b − 1)
 ///
@@ -248,7 +249,8 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
 /// the block and however many ranks there are — what a PyTorch DDP user gets from plain BatchNorm with a
 /// per-process batch of `blockRows`.
 ///
-/// Backward, per block: `dx = γ/√(σ²_b + ε) · (dy − mean_b(dy) − x̂ · mean_b(dy·x̂))` (no communication);
+/// Backward, per block, with no communication:
+/// `dx = γ/√(σ²_b + ε) · (dy − mean_b(dy) − x̂ · mean_b(dy·x̂))`;
 /// `dγ = Σ dy·x̂`, `dβ = Σ dy` over this rank's rows (per `SampleBlocks` block when on, which must hold
 /// whole statistics blocks).
 func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,

@@ -93,13 +93,8 @@ public enum StepBench {
             sweep.append((bytes, worst[0]))
         }
         // Per rank: peak RSS and the tensor pool's high-water mark during the measured steps.
-        var memory = [Double(stepPeakRSS), Double(stepPoolPeak)]
-        var allMemory = [Double](repeating: 0, count: 2 * comm.size)
-        try allMemory.withUnsafeMutableBufferPointer { out in
-            try memory.withUnsafeMutableBufferPointer {
-                try comm.allGather($0.baseAddress!, count: 2, into: out.baseAddress!)
-            }
-        }
+        let allMemory = try comm.allGatherV([Double(stepPeakRSS), Double(stepPoolPeak)],
+                                            counts: Array(repeating: 2, count: comm.size))
         let allRSS = (0..<comm.size).map { allMemory[2 * $0] }, allPool = (0..<comm.size).map { allMemory[2 * $0 + 1] }
         let calibrationAfter = try MachineLoad.calibrateAll(comm), cpuAfter = MachineLoad.cpuTimes()
         var steal: Double? = nil
@@ -116,10 +111,8 @@ public enum StepBench {
             c.train.microBatch = 0
             onePass = MemoryEstimate(config: c, data: trainer.data, worldSize: comm.size)
         }
-        if comm.rank == 0 {
-            for w in load.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
-        }
         if comm.rank == 0 {   // on stderr beside the conv choices; the JSON has the same figures
+            for w in load.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
             let passes = onePass.map { " with train.micro_batch \(trainer.config.train.microBatch) (one pass would "
                 + "need ≥ \(MemoryEstimate.gb($0.total)))" } ?? ""
             let line = "memory per rank: estimated ≥ \(estimate)\(passes), measured peak RSS "

@@ -1,9 +1,10 @@
+import Foundation
 import KDTrain
 
 /// `report.csv` (one row per measured world size) and `projection.csv` (one per projected one).
 extension ScalingReport {
     public var projectionCSV: String {
-        let other = otherSchedule == .accumulated ? "accumulated" : "one_pass"
+        let other = otherSchedule.name.replacingOccurrences(of: "-", with: "_")
         var s = "ranks,global_batch,loss_share_s,predicted_comm_s,projected_step_s,projected_efficiency,"
             + "measured_efficiency,\(other)_step_s,\(other)_efficiency\n"
         for p in projection {

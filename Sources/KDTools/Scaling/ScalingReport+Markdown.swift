@@ -67,7 +67,7 @@ extension ScalingReport {
             s += "Not modelled: memory-bandwidth contention between ranks on one node, stragglers, "
             s += "a slower network than the one measured.\n\n"
             let accumulated = otherSchedule == .accumulated
-            let other = accumulated ? "accumulated" : "one-pass"
+            let other = otherSchedule.name
             let forward = abs(otherScheduleSeconds)
             s += accumulated
                 ? "The accumulated columns model the same step with graph accumulation (`train.micro_batch`): "

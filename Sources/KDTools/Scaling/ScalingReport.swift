@@ -88,6 +88,9 @@ public enum OtherSchedule: Equatable {
     case accumulated
     /// The bench ran with `train.micro_batch` (two student forwards per step): the columns take one away.
     case onePass
+
+    /// The columns' name in report.md (projection.csv writes it with `_`).
+    public var name: String { self == .accumulated ? "accumulated" : "one-pass" }
 }
 
 /// Weak or strong scaling (definitions in docs/scaling.md, "Measuring").

@@ -166,7 +166,7 @@ public struct RunResults {
                 + (finalLoss.map { String(format: ", loss %.6g", $0.value) } ?? ""),
             "eval top-1: final \(Self.eval(finalTop1)), best \(Self.eval(bestTop1))",
             "results in \(directory)/: " + files.map(\.name).joined(separator: ", "),
-        ] + (unreadableWarning.map { [$0] } ?? [])
+        ]
     }
 
     /// The unreadable lines of `metrics.jsonl`, named (nil when every line was read).

@@ -14,7 +14,7 @@ extension Trainer {
                                      totalSteps: totalSteps, stoppedBySignal: stoppedBySignal,
                                      checkpoint: checkpoint, tensorboard: config.output.tensorboard)
         try results.write()
-        for line in results.logLines where line != results.unreadableWarning { log.info("\(line)") }
+        for line in results.logLines { log.info("\(line)") }
         if let w = results.unreadableWarning { log.warning("\(w)") }
     }
 }

@@ -36,7 +36,7 @@ struct MicroBatchSchedule: PassSchedule {
         stages.setRunningStatistics(.skip)
         defer { stages.setRunningStatistics(.now) }
         for chunk in chunks {
-            let part = batch.samples(chunk)
+            let part = try batch.samples(chunk)
             if let t = try stages.teacherOutputs(part) { teacherParts.append(t) }
             timer.lap(.teacher)
             studentParts.append(try withNoGrad { try stages.studentForward(part) })
@@ -54,12 +54,12 @@ struct MicroBatchSchedule: PassSchedule {
         var partials = BlockPartials(parameters: stages.trainedParameters)
         let rowsPerSample = batch.views
         for (k, chunk) in chunks.enumerated() {
-            var part = batch.samples(chunk)
+            var part = try batch.samples(chunk)
             if let replace = secondPassImages { part = part.replacingImages(replace(part.images)) }
             let again = try stages.studentForward(part)
             timer.lap(.studentForward)
             let rows = (chunk.lowerBound * rowsPerSample)..<(chunk.upperBound * rowsPerSample)
-            stages.backward(seeding: again, with: outputs.gradientRows(rows), last: k == chunks.count - 1)
+            stages.backward(seeding: again, with: try outputs.gradientRows(rows), last: k == chunks.count - 1)
             partials.take()
             timer.lap(.backward)
         }
@@ -90,7 +90,7 @@ struct BlockPartials {
 
     func install() throws {
         for (i, p) in parameters.enumerated() where !kept[i].isEmpty {
-            p.blockGrad = kept[i].count == 1 ? kept[i][0] : try concat(kept[i], axis: 0)
+            p.blockGrad = try rowsJoined(kept[i])
         }
     }
 }
@@ -99,7 +99,7 @@ extension StudentOutput {
     /// The chunks' outputs of pass 1 as one tensor each, leaves that require their gradient.
     init(concatenating parts: [StudentOutput]) throws {
         func joined(_ xs: [Tensor]) throws -> Tensor {
-            let t = try withNoGrad { xs.count == 1 ? xs[0] : try concat(xs, axis: 0) }
+            let t = try rowsJoined(xs)
             t.requiresGrad = true
             return t
         }
@@ -109,17 +109,10 @@ extension StudentOutput {
     }
 
     /// Rows `rows` of each output's gradient (nil where the loss did not reach that output).
-    func gradientRows(_ rows: Range<Int>) -> StudentOutputGradients {
-        func slice(_ t: Tensor?) -> Tensor? {
-            guard let g = t?.grad else { return nil }
-            let per = g.count / max(1, g.shape[0])
-            var shape = g.shape
-            shape[0] = rows.count
-            let out = Tensor(uninitializedShape: shape)
-            out.ptr.update(from: g.ptr + rows.lowerBound * per, count: rows.count * per)
-            return out
-        }
-        return StudentOutputGradients(features: slice(features), logits: slice(logits), embedding: slice(embedding))
+    func gradientRows(_ rows: Range<Int>) throws -> StudentOutputGradients {
+        func part(_ t: Tensor?) throws -> Tensor? { try t?.grad.map { try slice($0, axis: 0, range: rows) } }
+        return StudentOutputGradients(features: try part(features), logits: try part(logits),
+                                      embedding: try part(embedding))
     }
 }
 
@@ -133,12 +126,14 @@ struct StudentOutputGradients {
 extension TeacherSide.Output {
     /// The chunks' teacher outputs of pass 1, rows in order.
     init(concatenating parts: [TeacherSide.Output]) throws {
-        func joined(_ xs: [Tensor]) throws -> Tensor { xs.count == 1 ? xs[0] : try concat(xs, axis: 0) }
-        let (embedding, logits, prompts) = try withNoGrad {
-            (try joined(parts.map(\.embedding)),
-             try parts.first?.logits == nil ? nil : joined(parts.compactMap(\.logits)),
-             try parts.first?.promptLogits == nil ? nil : joined(parts.compactMap(\.promptLogits)))
-        }
-        self.init(embedding: embedding, logits: logits, promptLogits: prompts)
+        self.init(embedding: try rowsJoined(parts.map(\.embedding)),
+                  logits: try parts.first?.logits == nil ? nil : rowsJoined(parts.compactMap(\.logits)),
+                  promptLogits: try parts.first?.promptLogits == nil ? nil
+                      : rowsJoined(parts.compactMap(\.promptLogits)))
     }
+}
+
+/// The chunks' rows of one tensor, in order, off the tape (one chunk: that tensor itself).
+private func rowsJoined(_ xs: [Tensor]) throws -> Tensor {
+    try withNoGrad { xs.count == 1 ? xs[0] : try concat(xs, axis: 0) }
 }
