@@ -158,22 +158,25 @@ func exactGatherBackward(local: Tensor, out: Tensor, g: Tensor, counts: [Int], b
 }
 
 /// This rank's rows of the exact sum, over every loss block of every rank, of the gradient partials of
-/// the gathered matrix `gathered` (`[Σ rowCounts, …]`, `ExactSum.reduceScatterRows`): its `blockGrad`
-/// (`[blocks, count]`, cleared here), or with one local block its plain gradient `single`, or zeros on a
-/// rank without blocks. The integers go through pooled storage (two Floats each): fresh pages would cost
-/// more than the sums. Collective.
+/// the gathered matrix `gathered` (`[Σ rowCounts, …]`, `ExactSum.reduceScatterRows`): its
+/// `lossBlockGrad` (the rows each block wrote, cleared here), or with one local block its plain gradient
+/// `single`, or zeros on a rank without blocks. The integers go through pooled storage (two Floats
+/// each): fresh pages would cost more than the sums. Collective.
 public func exactBlockGradientRows(_ gathered: Tensor, single: Tensor?, rowCounts: [Int], globalBlocks: Int,
                                    comm: Communicator) throws -> Tensor {
-    let rowSize = gathered.count / max(1, gathered.shape[0])
-    let partials = gathered.blockGrad ?? single ?? Tensor.zeros([1, gathered.count])
-    let blocks = gathered.blockGrad?.shape[0] ?? 1
-    gathered.blockGrad = nil
+    let rows = gathered.shape[0], rowSize = gathered.count / max(1, rows)
+    let partials = gathered.lossBlockGrad
+    gathered.lossBlockGrad = nil
+    let entries = partials?.entries
+        ?? single.map { g in (0..<rows).map { (row: $0, values: UnsafePointer(g.ptr + $0 * rowSize)) } } ?? []
     let own = Tensor(uninitializedShape: [rowCounts[comm.rank] * rowSize])
     let n = ExactSum.scratchCount(rowCounts: rowCounts, rowSize: rowSize, rank: comm.rank)
     let scratch = Tensor(uninitializedShape: [2 * n])
-    try scratch.ptr.withMemoryRebound(to: Int64.self, capacity: n) { s in
-        try ExactSum.reduceScatterRows(partials.ptr, blocks: blocks, rowSize: rowSize, rowCounts: rowCounts,
-                                       globalBlocks: globalBlocks, comm: comm, into: own.ptr, scratch: s)
+    try withExtendedLifetime(partials) {
+        try scratch.ptr.withMemoryRebound(to: Int64.self, capacity: n) { s in
+            try ExactSum.reduceScatterRows(entries: entries, rowSize: rowSize, rowCounts: rowCounts,
+                                           globalBlocks: globalBlocks, comm: comm, into: own.ptr, scratch: s)
+        }
     }
     return own
 }

@@ -95,52 +95,61 @@ public enum ExactSum {
     ///
     /// `partials` holds this rank's `blocks` partials of the whole `[Σ rowCounts, rowSize]` matrix (block
     /// `b` at `b · total · rowSize`); rank `r` owns the `rowCounts[r]` rows after those of the ranks
-    /// before it and receives their sums in `result` (`rowCounts[rank] · rowSize` values). Each row is
-    /// its own group (its scale from its largest magnitude over every partial of every rank: one
-    /// `MPI_MAX` all-reduce of one Double per row), the integers go through one `Int64` reduce-scatter,
-    /// and the result has the accuracy and the independence of the split stated for `reduce`.
-    /// Collective: every rank passes the same `rowCounts`, `rowSize` and `globalBlocks`. `scratch`, when
-    /// given, holds `scratchCount(rowCounts:rowSize:rank:)` integers for the sums (a buffer the caller
-    /// reuses: fresh pages for megabytes of integers cost more than the arithmetic).
+    /// before it and receives their sums in `result` (`rowCounts[rank] · rowSize` values). The dense form
+    /// of `reduceScatterRows(entries:…)`, with every row of every block as an entry.
     public static func reduceScatterRows(_ partials: UnsafePointer<Float>, blocks: Int, rowSize: Int,
                                          rowCounts: [Int], globalBlocks: Int, comm: Communicator,
                                          into result: UnsafeMutablePointer<Float>,
                                          scratch: UnsafeMutablePointer<Int64>? = nil) throws {
-        let rows = rowCounts.reduce(0, +), total = rows * rowSize, stride = total
-        // ① each row's largest magnitude over the blocks, in Float (exact); a non-finite value makes the
+        let rows = rowCounts.reduce(0, +)
+        let entries = (0..<blocks).flatMap { b in
+            (0..<rows).map { i in (row: i, values: partials + (b * rows + i) * rowSize) }
+        }
+        try reduceScatterRows(entries: entries, rowSize: rowSize, rowCounts: rowCounts, globalBlocks: globalBlocks,
+                              comm: comm, into: result, scratch: scratch)
+    }
+
+    /// The exact sum over all ranks of row partials of a gathered `[Σ rowCounts, rowSize]` matrix, each rank
+    /// keeping its own rows. `entries` are this rank's partials, row by row: `(i, v)` is one block's part of
+    /// row `i` (a row absent from a block is zero there; `Tensor.LossBlockPartials` stores only the rows a
+    /// block's ops wrote). Rank `r` owns the `rowCounts[r]` rows after those of the ranks before it and
+    /// receives their sums in `result` (`rowCounts[rank] · rowSize` values). Each row is its own group
+    /// (its scale from its largest magnitude over every partial of every rank: one `MPI_MAX` all-reduce
+    /// of one Double per row), the integers go through one `Int64` reduce-scatter, and the result has the
+    /// accuracy and the independence of the split stated for `reduce` — and does not depend on which rows
+    /// an entry list leaves out as zero. Collective: every rank passes the same `rowCounts`, `rowSize` and
+    /// `globalBlocks`. `scratch`, when given, holds `scratchCount(rowCounts:rowSize:rank:)` integers for
+    /// the sums (a buffer the caller reuses: fresh pages for megabytes of integers cost more than the
+    /// arithmetic).
+    public static func reduceScatterRows(entries: [(row: Int, values: UnsafePointer<Float>)], rowSize: Int,
+                                         rowCounts: [Int], globalBlocks: Int, comm: Communicator,
+                                         into result: UnsafeMutablePointer<Float>,
+                                         scratch: UnsafeMutablePointer<Int64>? = nil) throws {
+        let rows = rowCounts.reduce(0, +), total = rows * rowSize
+        // ① each row's largest magnitude over its entries, in Float (exact); a non-finite value makes the
         // row's maximum ∞ (`x − x` is NaN only for ±∞ and NaN, and NaN survives the sum).
         var maxima = [Double](repeating: 0, count: rows)
-        for i in 0..<rows {
-            var m: Float = 0, bad: Float = 0
-            for b in 0..<blocks {
-                let p = partials + b * stride + i * rowSize
-                for j in 0..<rowSize { let x = p[j]; m = Swift.max(m, x.magnitude); bad += x - x }
-            }
-            maxima[i] = bad.isNaN ? .infinity : Double(m)
+        var bad = [Float](repeating: 0, count: rows)
+        for (i, p) in entries {
+            var m = Float(maxima[i]), nan = bad[i]
+            for j in 0..<rowSize { let x = p[j]; m = Swift.max(m, x.magnitude); nan += x - x }
+            maxima[i] = Double(m); bad[i] = nan
         }
+        for i in 0..<rows where bad[i].isNaN { maxima[i] = .infinity }
         if comm.size > 1 && rows > 0 { try comm.allReduce(&maxima, op: .max) }
         let scales = maxima.map { scaleExponent(maxMagnitude: $0, globalBlocks: globalBlocks) }
-        // ② every partial on its row's scale, the blocks added as integers (the first block written).
+        // ② every partial on its row's scale, added as integers.
         let first = rowCounts[..<comm.rank].reduce(0, +), mine = rowCounts[comm.rank]
         let owned = scratch == nil
         let sums = scratch ?? UnsafeMutablePointer<Int64>.allocate(capacity: scratchCount(rowCounts: rowCounts,
                                                                                            rowSize: rowSize,
                                                                                            rank: comm.rank))
         defer { if owned { sums.deallocate() } }
-        do {
-            for i in 0..<rows {
-                let q = sums + i * rowSize
-                guard let e = scales[i], blocks > 0 else { q.initialize(repeating: 0, count: rowSize); continue }
-                let up = Double(sign: .plus, exponent: e, significand: 1)
-                for b in 0..<blocks {
-                    let p = partials + b * stride + i * rowSize
-                    if b == 0 {
-                        for j in 0..<rowSize { q[j] = Int64(roundedToEven(Double(p[j]) * up)) }
-                    } else {
-                        for j in 0..<rowSize { q[j] &+= Int64(roundedToEven(Double(p[j]) * up)) }
-                    }
-                }
-            }
+        sums.initialize(repeating: 0, count: total)
+        for (i, p) in entries {
+            guard let e = scales[i] else { continue }
+            let up = Double(sign: .plus, exponent: e, significand: 1), q = sums + i * rowSize
+            for j in 0..<rowSize { q[j] &+= Int64(roundedToEven(Double(p[j]) * up)) }
         }
         // ③ the reduce-scatter of the integers (on one rank, its own sums)
         var own = UnsafePointer(sums)

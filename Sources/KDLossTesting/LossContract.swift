@@ -229,7 +229,7 @@ public enum LossContract {
                 let values = try ExactSum.sums(share.blockValues, count: 1 + share.terms.count, globalBlocks: blocks,
                                                comm: comm)
                 let grads = try x.students.map { s -> [Float] in
-                    let partials = s.blockGrad ?? Tensor.zeros([1, s.count])
+                    let partials = s.lossBlockGrad?.allRows() ?? Tensor.zeros([1, s.count])
                     var out = [Float](repeating: 0, count: s.count)
                     let rowSize = s.count / s.shape[0]
                     try out.withUnsafeMutableBufferPointer { o in

@@ -34,7 +34,8 @@ public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = KDTerm
         }
     }
     let wantGrad = needsGrad(student)
-    let grad: Tensor? = wantGrad ? Tensor.zeros(student.shape) : nil
+    let grad: Tensor? = wantGrad ? Tensor.zeros([rows.count, c]) : nil    // the rows' gradient, row i at i − r0
+    let r0 = rows.lowerBound
     let T = Double(temperature), invT = 1 / T
     var ls = [Double](repeating: 0, count: c), lt = [Double](repeating: 0, count: c)
     var kd = 0.0, ce = 0.0
@@ -44,7 +45,7 @@ public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = KDTerm
         rowLogSoftmax(zt, count: c, invT: invT, into: &lt)
         kd += rowKLDivergence(logP: lt, logQ: ls, count: c)
         if let g = grad {
-            rowKLGradient(logP: lt, logQ: ls, count: c, scale: T / Double(total), into: g.ptr + i * c,
+            rowKLGradient(logP: lt, logQ: ls, count: c, scale: T / Double(total), into: g.ptr + (i - r0) * c,
                           accumulate: false)
         }
         if ceWeight != 0, let labels {
@@ -53,12 +54,12 @@ public func kdLoss(student: Tensor, teacher: Tensor, temperature: Float = KDTerm
                 throw LossError.invalidArgument(loss: "kd (ce)", message: "label \(y) of row \(i) outside 0..<\(c)")
             }
             ce += rowCrossEntropy(zs, count: c, label: y, scale: Double(ceWeight) / Double(total),
-                                  grad: grad.map { $0.ptr + i * c }, scratch: &ls)
+                                  grad: grad.map { $0.ptr + (i - r0) * c }, scratch: &ls)
         }
     }
     let kdShare = T * T * kd / Double(total), ceShare = ce / Double(total)
     let out = scalarTensor(kdShare + Double(ceWeight) * ceShare)
-    recordFused(name, output: out, inputs: [student], grads: [grad])
+    recordFused(name, output: out, inputs: [student], rowGrads: [grad.map { RowGradient(rows: rows, values: $0) }])
     var terms: [(name: String, value: Double)] = [("kd", kdShare)]
     if ceWeight != 0 { terms.append(("ce", ceShare)) }
     return LossShare(value: out, terms: terms)
@@ -80,7 +81,7 @@ public func crossEntropyLoss(logits: Tensor, labels: [Int], rows: Range<Int>? = 
     guard total > 0 else {
         throw LossError.invalidArgument(loss: name, message: "normaliser count must be > 0, got \(total)")
     }
-    let grad: Tensor? = needsGrad(logits) ? Tensor.zeros(logits.shape) : nil
+    let grad: Tensor? = needsGrad(logits) ? Tensor.zeros([rows.count, c]) : nil   // row i at i − rows.lowerBound
     var scratch = [Double](repeating: 0, count: c)
     var ce = 0.0
     for i in rows {
@@ -88,11 +89,11 @@ public func crossEntropyLoss(logits: Tensor, labels: [Int], rows: Range<Int>? = 
             throw LossError.invalidArgument(loss: name, message: "label \(labels[i]) of row \(i) outside 0..<\(c)")
         }
         ce += rowCrossEntropy(logits.ptr + i * c, count: c, label: labels[i], scale: 1 / Double(total),
-                              grad: grad.map { $0.ptr + i * c }, scratch: &scratch)
+                              grad: grad.map { $0.ptr + (i - rows.lowerBound) * c }, scratch: &scratch)
     }
     let share = ce / Double(total)
     let out = scalarTensor(share)
-    recordFused(name, output: out, inputs: [logits], grads: [grad])
+    recordFused(name, output: out, inputs: [logits], rowGrads: [grad.map { RowGradient(rows: rows, values: $0) }])
     return LossShare(value: out, terms: [("ce", share)])
 }
 

@@ -76,6 +76,44 @@ package func recordFused(_ name: String, output out: Tensor, inputs: [Tensor], g
     }
 }
 
+/// A fused loss's gradient with respect to some rows of an input: row `rows[r]` gets `values[r]`
+/// (`values`: `[rows.count, width]`), every other row zero. A row-sharded term's gradient lives on its
+/// shard's rows (and a sampled term's on its samples), so a loss block's node holds those rows only, and
+/// so does the block's partial of the gathered rows (`Tensor.accumulateGradRows`).
+package struct RowGradient {
+    package var rows: [Int]
+    package var values: Tensor
+    package init(rows: [Int], values: Tensor) {
+        precondition(values.rank >= 1 && values.shape[0] == rows.count, "row gradient: \(rows.count) rows, "
+                     + "values \(values.shape)")
+        self.rows = rows; self.values = values
+    }
+    package init(rows: Range<Int>, values: Tensor) { self.init(rows: Array(rows), values: values) }
+}
+
+/// Records a fused loss node whose gradients are given by rows: the backward adds `gOut · grads[k]` to the
+/// rows of `inputs[k]` that `grads[k]` names (nil = no gradient).
+package func recordFused(_ name: String, output out: Tensor, inputs: [Tensor], rowGrads: [RowGradient?]) {
+    Tape.record(name, inputs: inputs, output: out) { gOut in
+        let s = gOut.ptr[0]
+        for (x, g) in zip(inputs, rowGrads) where x.requiresGrad {
+            if let g { x.accumulateGradRows(g.rows, g.values.ptr, scale: s) }
+        }
+    }
+}
+
+/// Rows per tile of a row-sharded pairwise term over `n` columns: a tile's `[rows, n]` matrices hold at
+/// most 2²² values (16 MiB) each, so the term's memory no longer grows with the shard (a shard of 8192
+/// rows of a 16384-row batch in 32 tiles of 256 rows). A function of `n` only: the numbers never depend
+/// on the machine or its load.
+package func pairwiseTileRows(columns n: Int) -> Int { max(1, (1 << 22) / max(1, n)) }
+
+/// `rows` cut into consecutive tiles of `pairwiseTileRows(columns:)` rows.
+package func pairwiseTiles(_ rows: Range<Int>, columns n: Int) -> [Range<Int>] {
+    let t = pairwiseTileRows(columns: n)
+    return stride(from: rows.lowerBound, to: rows.upperBound, by: t).map { $0..<min(rows.upperBound, $0 + t) }
+}
+
 /// The share of a loss of the rows of `x` (`n × d`) whose gradient comes from the squared distances:
 /// `∂x` from `∂q` (`n × n`, nil when no gradient is needed) by `squaredDistancesBackward`, recorded as
 /// one fused tape node named `name`, the value reported as `term`.

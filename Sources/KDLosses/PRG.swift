@@ -43,9 +43,11 @@ public struct PRGParameters: Equatable {
 ///
 /// The shard takes the per-sample terms of its rows and the sample–sample rows `i ∈ rows` (all `j`).
 /// Backward (fused): `∂z^S_i = λ_node (T/n)(σ(z^S_i/T) − σ(z^T_i/T)) + λ_pl (σ(z^S_i) − onehot)/n`;
-/// `∂u^S_i = −λ_node u^T_i/n + λ_edge (A^S_i − A^T_i) P / (n τ_e)` plus, with `H = λ_edge Huber'(·)/n²`
-/// on the shard's rows, `H u^S` (rows) and `Hᵀ u^S_rows` (all rows), both sgemm; then through `n(s)`.
-/// Memory `O(|rows|·n)`. Terms: `node`, `edge`, `pseudo_label` (shares, unweighted).
+/// `∂u^S_i = −λ_node u^T_i/n + λ_edge (A^S_i − A^T_i) P / (n τ_e) + 2 H_i u^S` with
+/// `H = λ_edge Huber'(G^S − G^T)/n²` — `H` is symmetric, so the `j = i` side of every pair gives row `i`
+/// as much as its own side, and the shard's gradient is on its own rows only (one sgemm per tile); then
+/// through `n(s)`. The pairs are built in tiles of `pairwiseTileRows(columns: n)` rows: memory
+/// `O(min(|rows|, tile)·n)`. Terms: `node`, `edge`, `pseudo_label` (shares, unweighted).
 public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teacherEmbedding t: Tensor,
                     teacherLogits zt: Tensor, proxies: Tensor, parameters p: PRGParameters = .defaults,
                     rows: Range<Int>? = nil) throws -> LossShare {
@@ -71,8 +73,9 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
     let uT = Tensor(uninitializedShape: [n, d]), normT = Tensor(uninitializedShape: [n])
     normalizeRows(s.ptr, rows: n, cols: d, into: uS.ptr, norms: normS.ptr)
     normalizeRows(t.ptr, rows: n, cols: d, into: uT.ptr, norms: normT.ptr)
-    let gu: Tensor? = wantS ? Tensor.zeros([n, d]) : nil
-    let gz: Tensor? = wantZ ? Tensor.zeros([n, c]) : nil
+    // The gradients of the shard's rows only (row `i` at `i − r0`).
+    let gu: Tensor? = wantS ? Tensor.zeros([nr, d]) : nil
+    let gz: Tensor? = wantZ ? Tensor.zeros([nr, c]) : nil
 
     // Node: cosine part and KD part; pseudo-label CE.
     var cosSum = 0.0, klSum = 0.0, plSum = 0.0
@@ -84,7 +87,7 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
         for q in 0..<d { dot += Double(us[q]) * Double(ut[q]) }
         cosSum += 1 - dot
         if let gu {
-            let g = gu.ptr + i * d, w = Float(-Double(p.nodeWeight) * invN)
+            let g = gu.ptr + (i - r0) * d, w = Float(-Double(p.nodeWeight) * invN)
             for q in 0..<d { g[q] += w * ut[q] }
         }
         let zsi = zs.ptr + i * c, zti = zt.ptr + i * c
@@ -93,11 +96,11 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
         klSum += rowKLDivergence(logP: lt, logQ: ls, count: c)
         if let gz {
             rowKLGradient(logP: lt, logQ: ls, count: c, scale: Double(p.nodeWeight) * T * invN,
-                          into: gz.ptr + i * c, accumulate: true)
+                          into: gz.ptr + (i - r0) * c, accumulate: true)
         }
         let y = rowArgmax(zti, count: c)
         plSum += rowCrossEntropy(zsi, count: c, label: y, scale: Double(p.pseudoLabelWeight) * invN,
-                                 grad: gz.map { $0.ptr + i * c }, scratch: &ls)
+                                 grad: gz.map { $0.ptr + (i - r0) * c }, scratch: &ls)
     }
     let node = (cosSum + T * T * klSum) * invN
 
@@ -121,40 +124,42 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
         }
         if let gu {
             sgemm(transA: false, transB: false, m: nr, n: d, k: c, a: aS.ptr, lda: c, b: proxies.ptr, ldb: d,
-                  beta: 1, c: gu.ptr + r0 * d, ldc: d)
+                  beta: 1, c: gu.ptr, ldc: d)
         }
     }
 
-    // Sample–sample edges: rows i ∈ shard, all j.
+    // Sample–sample edges: rows i ∈ shard, all j, tile by tile.
     var ssSum = 0.0
-    if nr > 0 {
-        let gS = Tensor(uninitializedShape: [nr, n]), gT = Tensor(uninitializedShape: [nr, n])
-        sgemm(transA: false, transB: true, m: nr, n: n, k: d, a: uS.ptr + r0 * d, lda: d, b: uS.ptr, ldb: d,
+    let w = Float(Double(p.edgeWeight) * invN * invN)
+    for tile in pairwiseTiles(rows, columns: n) {
+        let m = tile.count, t0 = tile.lowerBound
+        let gS = Tensor(uninitializedShape: [m, n]), gT = Tensor(uninitializedShape: [m, n])
+        sgemm(transA: false, transB: true, m: m, n: n, k: d, a: uS.ptr + t0 * d, lda: d, b: uS.ptr, ldb: d,
               c: gS.ptr, ldc: n)
-        sgemm(transA: false, transB: true, m: nr, n: n, k: d, a: uT.ptr + r0 * d, lda: d, b: uT.ptr, ldb: d,
+        sgemm(transA: false, transB: true, m: m, n: n, k: d, a: uT.ptr + t0 * d, lda: d, b: uT.ptr, ldb: d,
               c: gT.ptr, ldc: n)
-        let w = Float(Double(p.edgeWeight) * invN * invN)
-        for k in 0..<(nr * n) {
+        for k in 0..<(m * n) {
             let x = gS.ptr[k] - gT.ptr[k]
             ssSum += Double(huber(x, 1))
             gS.ptr[k] = w * huberDerivative(x, 1)
         }
         if let gu {
-            sgemm(transA: false, transB: false, m: nr, n: d, k: n, a: gS.ptr, lda: n, b: uS.ptr, ldb: d,
-                  beta: 1, c: gu.ptr + r0 * d, ldc: d)
-            sgemm(transA: true, transB: false, m: n, n: d, k: nr, a: gS.ptr, lda: n, b: uS.ptr + r0 * d, ldb: d,
-                  beta: 1, c: gu.ptr, ldc: d)
+            sgemm(transA: false, transB: false, m: m, n: d, k: n, alpha: 2, a: gS.ptr, lda: n, b: uS.ptr, ldb: d,
+                  beta: 1, c: gu.ptr + (t0 - r0) * d, ldc: d)
         }
     }
     let edge = scSum * invN + ssSum * invN * invN
     let pl = plSum * invN
 
     if let gu {
-        for i in 0..<n { normalizeBackward(gu.ptr + i * d, u: uS.ptr + i * d, norm: normS.ptr[i], count: d) }
+        for i in rows {
+            normalizeBackward(gu.ptr + (i - r0) * d, u: uS.ptr + i * d, norm: normS.ptr[i], count: d)
+        }
     }
     let share = Double(p.nodeWeight) * node + Double(p.edgeWeight) * edge + Double(p.pseudoLabelWeight) * pl
     let out = scalarTensor(share)
-    recordFused(name, output: out, inputs: [s, zs], grads: [gu, gz])
+    recordFused(name, output: out, inputs: [s, zs], rowGrads: [gu.map { RowGradient(rows: rows, values: $0) },
+                                                               gz.map { RowGradient(rows: rows, values: $0) }])
     return LossShare(value: out, terms: [("node", node), ("edge", edge), ("pseudo_label", pl)])
 }
 

@@ -27,8 +27,9 @@ import KDTensor
 /// * `partners` — the vertices `j, k` run over that set `S` only (`|S| = P ≥ 2`, distinct rows), the
 ///   off-diagonal triplets (`j ≠ k`) scaled by `n(n−1) / (P(P−1))` and the diagonal ones (`j = k`) by
 ///   `n / P` (their probabilities of being sampled), so `E[share]` is the exact share.
-/// With partners the squared distances are built over the anchors and partners only (`O((a+P)²D)`), the
-/// sweep is `O(a·P²)`, and the gradient reaches the rows of both. Use `rkdAngleAnchorSample` and
+/// With partners the squared distances are built from the anchors and partners to the partners only
+/// (`O((a+P)·P·D)` time, three Float64 `[a+P, P]` matrices), the sweep is `O(a·P²)`, and the gradient
+/// reaches the rows of both (a row gradient of those rows only). Use `rkdAngleAnchorSample` and
 /// `rkdAnglePartnerSample` so every rank draws the same sets.
 public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil,
                          sampledAnchors: [Int]? = nil, partners: [Int]? = nil) throws -> LossShare {
@@ -62,39 +63,39 @@ public func rkdAngleLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = n
     // The points the sweep reads: every row (all partners: the anchors index the rows themselves), or
     // the partners' rows followed by those of the anchors that are not partners. An anchor that is also
     // a partner is that one point, so its own triplets (`j = i`) are exactly degenerate, as in the full loss.
-    var points: [Int]? = nil, anchorsAt = anchorList, partnerRange = 0..<n
+    var points: [Int]? = nil, anchorsAt = anchorList, partnerCount = n
     if let set = partnerSet {
         var position = [Int: Int](uniqueKeysWithValues: set.enumerated().map { ($1, $0) })
         var list = set
         for i in anchorList where position[i] == nil { position[i] = list.count; list.append(i) }
         anchorsAt = anchorList.map { position[$0]! }
-        partnerRange = 0..<set.count
+        partnerCount = set.count
         points = list
     }
-    // Those points' rows by `gather` (on the tape: its backward scatter-adds the points' gradient to the rows).
-    let xs = try points.map { try gather(student, indices: $0) } ?? student
-    let xt = try points.map { try gather(teacher, indices: $0) } ?? teacher
-    let result = rkdAngleSweep(student: xs, teacher: xt, anchors: anchorsAt, partners: partnerRange,
+    // Those points' rows, copied; the sweep's gradient of the points goes back to their rows (`RowGradient`).
+    let xs = try points.map { p in try withNoGrad { try gather(student, indices: p) } } ?? student
+    let xt = try points.map { p in try withNoGrad { try gather(teacher, indices: p) } } ?? teacher
+    let result = rkdAngleSweep(student: xs, teacher: xt, anchors: anchorsAt, partners: partnerCount,
                                invN3: scale / (Double(n) * Double(n) * Double(n)), diagonalRatio: diagonalRatio,
-                               wantGrad: needsGrad(xs))
+                               wantGrad: needsGrad(student))
     let out = scalarTensor(result.share)
-    recordFused(name, output: out, inputs: [xs], grads: [result.grad])
+    recordFused(name, output: out, inputs: [student],
+                rowGrads: [result.grad.map { RowGradient(rows: points ?? Array(0..<n), values: $0) }])
     return LossShare(value: out, terms: [("rkd_angle", result.share)])
 }
 
 /// The blocked angle sweep of `rkdAngleLoss` over the points `x` (student) and `t` (teacher): anchors
-/// `anchors` (indices of `x`'s rows), vertices `j, k` in `partners` (a range of `x`'s rows). Returns
+/// `anchors` (indices of `x`'s rows), vertices `j, k` the first `partners` rows of `x`. Returns
 /// the share `invN3 · Σ_i Σ_{j,k} Huber_1(a^S_ijk − a^T_ijk)` (the diagonal `j = k` weighted by an extra
 /// `diagonalRatio`) and, with `wantGrad`, its gradient with respect to `x`.
-func rkdAngleSweep(student: Tensor, teacher: Tensor, anchors anchorList: [Int], partners: Range<Int>,
+func rkdAngleSweep(student: Tensor, teacher: Tensor, anchors anchorList: [Int], partners hi: Int,
                    invN3: Double, diagonalRatio: Double, wantGrad: Bool) -> (share: Double, grad: Tensor?) {
     let n = student.shape[0]
     let ds = student.shape[1]
-    let lo = partners.lowerBound, hi = partners.upperBound
-
-    let qs = squaredDistancesDouble(student.ptr, n: n, d: ds)
-    let qt = squaredDistancesDouble(teacher.ptr, n: n, d: teacher.shape[1])
-    let gq: DoubleScratch? = wantGrad ? DoubleScratch.zeros(n * n) : nil   // ∂q, unscaled by 1/n³ to the end
+    // The distances of every point to the partners only (`[n, hi]`, stride `hi`): the sweep reads no other.
+    let qs = squaredDistancesDouble(student.ptr, n: n, d: ds, columns: hi)
+    let qt = squaredDistancesDouble(teacher.ptr, n: n, d: teacher.shape[1], columns: hi)
+    let gq: DoubleScratch? = wantGrad ? DoubleScratch.zeros(n * hi) : nil   // ∂q, unscaled by 1/n³ to the end
     let eps = Double(rowNormEpsilon)
     // Per anchor i, with α_k = ½c_k and β_k = ½c_k q_ik (student and teacher), every angle of the
     // anchor is a_jk = c_j (α_k (q_ij − q_jk) + β_k): two multiply-adds and a multiply per triplet.
@@ -103,7 +104,7 @@ func rkdAngleSweep(student: Tensor, teacher: Tensor, anchors anchorList: [Int], 
     // and at the end of the block ∂q_ij += −c_j² γ_j where √q_ij > ε (the ∂c_j = −c_j³/2 ∂√q chain).
     // Anchors run in blocks of `ab`, so each row j of q^S, q^T and ∂q is read once per block.
     let ab = 8
-    let vecs = DoubleScratch(6 * n * ab)
+    let vecs = DoubleScratch(6 * hi * ab)
     var total = 0.0
     typealias V = SIMD4<Double>
     @inline(__always) func ld(_ p: UnsafeMutablePointer<Double>, _ k: Int) -> V {
@@ -116,20 +117,20 @@ func rkdAngleSweep(student: Tensor, teacher: Tensor, anchors anchorList: [Int], 
     for blockStart in stride(from: 0, to: anchorList.count, by: ab) {
         let anchors = anchorList[blockStart..<min(blockStart + ab, anchorList.count)]
         for (a, i) in anchors.enumerated() {
-            let qsi = qs.ptr + i * n, qti = qt.ptr + i * n, v = vecs.ptr + 6 * n * a
-            for k in lo..<hi {
+            let qsi = qs.ptr + i * hi, qti = qt.ptr + i * hi, v = vecs.ptr + 6 * hi * a
+            for k in 0..<hi {
                 let cs = 1 / max(qsi[k].squareRoot(), eps), ct = 1 / max(qti[k].squareRoot(), eps)
-                v[k] = 0.5 * cs; v[n + k] = 0.5 * cs * qsi[k]
-                v[2 * n + k] = 0.5 * ct; v[3 * n + k] = 0.5 * ct * qti[k]
-                v[4 * n + k] = 0; v[5 * n + k] = 0
+                v[k] = 0.5 * cs; v[hi + k] = 0.5 * cs * qsi[k]
+                v[2 * hi + k] = 0.5 * ct; v[3 * hi + k] = 0.5 * ct * qti[k]
+                v[4 * hi + k] = 0; v[5 * hi + k] = 0
             }
         }
-        for j in lo..<hi {
-            let qsj = qs.ptr + j * n, qtj = qt.ptr + j * n
+        for j in 0..<hi {
+            let qsj = qs.ptr + j * hi, qtj = qt.ptr + j * hi
             for (a, i) in anchors.enumerated() {
-                let v = vecs.ptr + 6 * n * a
-                let aS = v, bS = v + n, aT = v + 2 * n, bT = v + 3 * n, rowW = v + 4 * n, gamma = v + 5 * n
-                let qsij = qs.ptr[i * n + j], qtij = qt.ptr[i * n + j]
+                let v = vecs.ptr + 6 * hi * a
+                let aS = v, bS = v + hi, aT = v + 2 * hi, bT = v + 3 * hi, rowW = v + 4 * hi, gamma = v + 5 * hi
+                let qsij = qs.ptr[i * hi + j], qtij = qt.ptr[i * hi + j]
                 let csj = 2 * aS[j], ctj = 2 * aT[j]
                 let qsijV = V(repeating: qsij), qtijV = V(repeating: qtij)
                 let csjV = V(repeating: csj), ctjV = V(repeating: ctj)
@@ -149,7 +150,7 @@ func rkdAngleSweep(student: Tensor, teacher: Tensor, anchors anchorList: [Int], 
                 var sumV = V(repeating: 0)
                 var k = j + 1
                 if let gq {
-                    let gqj = gq.ptr + j * n
+                    let gqj = gq.ptr + j * hi
                     let gd = diagonalRatio * huberUnitDerivative(rd)
                     var tj = gd * aS[j], gj = gd * asd
                     let c2 = 2 * csj, c2V = V(repeating: c2)
@@ -187,9 +188,9 @@ func rkdAngleSweep(student: Tensor, teacher: Tensor, anchors anchorList: [Int], 
         }
         if let gq {
             for (a, i) in anchors.enumerated() {
-                let qsi = qs.ptr + i * n, gqi = gq.ptr + i * n, v = vecs.ptr + 6 * n * a
-                let aS = v, rowW = v + 4 * n, gamma = v + 5 * n
-                for j in lo..<hi {
+                let qsi = qs.ptr + i * hi, gqi = gq.ptr + i * hi, v = vecs.ptr + 6 * hi * a
+                let aS = v, rowW = v + 4 * hi, gamma = v + 5 * hi
+                for j in 0..<hi {
                     var w = rowW[j]
                     if qsi[j].squareRoot() > eps { let c = 2 * aS[j]; w -= c * c * gamma[j] }
                     gqi[j] += w
@@ -197,11 +198,12 @@ func rkdAngleSweep(student: Tensor, teacher: Tensor, anchors anchorList: [Int], 
             }
         }
     }
+    // ∂x from ∂q (`[n, hi]`), transposed to the partners' rows `[hi, n]` for `squaredDistanceRowsBackward`.
     let grad = gq.map { gq in
-        let g32 = Tensor(uninitializedShape: [n, n])
-        for k in 0..<(n * n) { g32.ptr[k] = Float(gq.ptr[k] * invN3) }
+        let g32 = Tensor(uninitializedShape: [hi, n])
+        for i in 0..<n { for k in 0..<hi { g32.ptr[k * n + i] = Float(gq.ptr[i * hi + k] * invN3) } }
         let g = Tensor.zeros([n, ds])
-        squaredDistancesBackward(g32.ptr, x: student.ptr, n: n, d: ds, into: g.ptr)
+        squaredDistanceRowsBackward(g32.ptr, x: student.ptr, n: n, d: ds, rows: 0..<hi, into: g.ptr)
         return g
     }
     return (total * invN3, grad)

@@ -15,10 +15,11 @@ import KDTensor
 /// Term: `rkd_distance` (share, unweighted).
 ///
 /// With `comm` (row-sharded, docs/losses.md "share contract"): only the shard's rows of the two distance
-/// matrices are built (`O(|rows|·n·D)` time, `O(|rows|·n)` memory); `μ_s`, `μ_t` come from the ranks'
-/// row sums by one all-reduce and `Σ h·d` (the `μ_s` term of the gradient) by a second, both in forward;
-/// rank `r`'s gradient carries the `μ_s` term through its own rows' distances, so the ranks' gradients
-/// add up to the one-process gradient. Every rank of `comm` must call it (a rank may have no rows).
+/// matrices are built, in tiles (`O(|rows|·n·D)` time, `O(tile·n)` memory; `rkdDistanceBlockShares`);
+/// `μ_s`, `μ_t` come from the ranks' row sums by one all-reduce and `Σ h·d` (the `μ_s` term of the
+/// gradient) by a second, both in forward. The distances are symmetric, so rank `r`'s gradient is its
+/// own rows' whole gradient (both sides of each of their pairs, the `μ_s` term included), and the ranks'
+/// gradients add up to the one-process gradient. Every rank of `comm` must call it (a rank may have no rows).
 public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil,
                             comm: Communicator? = nil) throws -> LossShare {
     let name = "rkd_distance"
@@ -98,43 +99,64 @@ func rkdDistanceRowShare(student: Tensor, teacher: Tensor, rows: Range<Int>, com
 /// RKD distance over the anchor rows of each loss block of `blocks` (row ranges; `LossBlocks`), one share
 /// per block, each recorded as its block's. `sums(partials, count)` adds per-block vectors over every
 /// block of every rank (`LossInputs.blockSums`): `Σd` of student and teacher for `μ_s`, `μ_t`, then
-/// `Σ h·d` for the `μ_s` term of the gradient. Every block's rows are built by their own kernel calls,
-/// so a block's values and gradient do not depend on the rank's other blocks.
+/// `Σ h·d` for the `μ_s` term of the gradient. A block's rows are built in tiles of
+/// `pairwiseTileRows(columns: n)` rows, three times (for the sums, for the values and `Σ h·d`, for the
+/// gradient), so memory stays `O(tile·n)` whatever the shard; every tile by its own kernel calls, so a
+/// block's values and gradient do not depend on the rank's other blocks. The distances are symmetric, so
+/// each block's gradient is on its own rows only (`symmetricSquaredDistanceRowsBackward`).
 func rkdDistanceBlockShares(student: Tensor, teacher: Tensor, blocks: [Range<Int>],
                             sums: ([[Double]], Int) throws -> [Double]) throws -> [LossShare] {
-    let n = student.shape[0]
-    let ds = blocks.map { rkdDistanceRows(student, rows: $0) }
-    let dt = withNoGrad { blocks.map { rkdDistanceRows(teacher, rows: $0) } }
-    let total = try sums(zip(ds, dt).map { [$0.1, $1.1] }, 2)
-    let pairs = Double(n * (n - 1)), invS = pairs / total[0], invT = pairs / total[1], invN2 = 1 / Double(n * n)
-
-    let wantGrad = needsGrad(student)
-    var values: [Double] = [], hds: [[Double]] = [], gds: [Tensor] = []
-    for (b, rows) in blocks.enumerated() {
-        let m = rows.count, s = ds[b].0, t = dt[b].0
-        let gd = Tensor(uninitializedShape: [m, n])
-        var huberSum = 0.0, hd = 0.0
-        for k in 0..<(m * n) {
-            let r = Float(Double(s.ptr[k]) * invS - Double(t.ptr[k]) * invT)
-            huberSum += Double(huber(r, 1))
-            let h = Double(huberDerivative(r, 1)) * invN2
-            gd.ptr[k] = Float(h * invS)
-            hd += h * Double(s.ptr[k])
+    let n = student.shape[0], d = student.shape[1]
+    // ① Σd of each block, for μ_s and μ_t.
+    let distanceSums = blocks.map { rows -> [Double] in
+        pairwiseTiles(rows, columns: n).reduce(into: [0.0, 0.0]) { s, tile in
+            s[0] += rkdDistanceRows(student, rows: tile).1
+            s[1] += withNoGrad { rkdDistanceRows(teacher, rows: tile).1 }
         }
-        values.append(huberSum * invN2); hds.append([hd]); gds.append(gd)
+    }
+    let total = try sums(distanceSums, 2)
+    let pairs = Double(n * (n - 1)), invS = pairs / total[0], invT = pairs / total[1], invN2 = 1 / Double(n * n)
+    /// `h_ij = Huber'(d^S_ij/μ_s − d^T_ij/μ_t)/n²` and the Huber value of one tile's entry `k`.
+    func residual(_ s: Float, _ t: Float) -> (huber: Double, h: Double) {
+        let r = Float(Double(s) * invS - Double(t) * invT)
+        return (Double(huber(r, 1)), Double(huberDerivative(r, 1)) * invN2)
+    }
+    // ② each block's value and Σ h·d.
+    var values: [Double] = [], hds: [[Double]] = []
+    for rows in blocks {
+        var huberSum = 0.0, hd = 0.0
+        for tile in pairwiseTiles(rows, columns: n) {
+            let s = rkdDistanceRows(student, rows: tile).0, t = withNoGrad { rkdDistanceRows(teacher, rows: tile).0 }
+            for k in 0..<(tile.count * n) {
+                let (v, h) = residual(s.ptr[k], t.ptr[k])
+                huberSum += v; hd += h * Double(s.ptr[k])
+            }
+        }
+        values.append(huberSum * invN2); hds.append([hd])
     }
     let hdAll = try sums(hds, 1)[0]     // Σ over every block of Σ h·d: the μ_s term of every block's gradient
+    let cMu = Float(-hdAll * invS * invS / pairs)
+    // ③ each block's gradient, on its own rows: ∂/∂d_ij = h_ij/μ_s + cMu, then ∂d/∂q = 1/(2d) where unclamped.
+    let wantGrad = needsGrad(student)
     return blocks.enumerated().map { b, rows in
-        var grad: Tensor? = nil
+        var grad: RowGradient? = nil
         if wantGrad {
-            let cMu = Float(-hdAll * invS * invS / pairs), gd = gds[b], s = ds[b].0, clamped = ds[b].2
-            for k in 0..<(rows.count * n) { gd.ptr[k] = clamped[k] ? 0 : (gd.ptr[k] + cMu) / (2 * s.ptr[k]) }
-            let g = Tensor.zeros(student.shape)
-            squaredDistanceRowsBackward(gd.ptr, x: student.ptr, n: n, d: student.shape[1], rows: rows, into: g.ptr)
-            grad = g
+            let g = Tensor.zeros([rows.count, d])
+            for tile in pairwiseTiles(rows, columns: n) {
+                let (s, _, clamped) = rkdDistanceRows(student, rows: tile)
+                let t = withNoGrad { rkdDistanceRows(teacher, rows: tile).0 }
+                let gd = Tensor(uninitializedShape: [tile.count, n])
+                for k in 0..<(tile.count * n) {
+                    let h = Float(residual(s.ptr[k], t.ptr[k]).h * invS)
+                    gd.ptr[k] = clamped[k] ? 0 : (h + cMu) / (2 * s.ptr[k])
+                }
+                symmetricSquaredDistanceRowsBackward(gd.ptr, x: student.ptr, n: n, d: d, rows: tile,
+                                                     into: g.ptr + (tile.lowerBound - rows.lowerBound) * d)
+            }
+            grad = RowGradient(rows: rows, values: g)
         }
         let out = scalarTensor(values[b])
-        LossBlocks.recording(b) { recordFused("rkd_distance", output: out, inputs: [student], grads: [grad]) }
+        LossBlocks.recording(b) { recordFused("rkd_distance", output: out, inputs: [student], rowGrads: [grad]) }
         return LossShare(value: out, terms: [("rkd_distance", values[b])])
     }
 }

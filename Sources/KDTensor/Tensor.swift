@@ -29,11 +29,13 @@ public final class Tensor: @unchecked Sendable {
     /// The accumulated gradient, same shape. `nil` means zero.
     public var grad: Tensor?
     /// With `SampleBlocks` on, the per-block partials of a parameter's gradient, `[blocks, count]`
-    /// (`accumulateRowSum`); the trainer sums them into `grad` exactly. For a tensor that keeps its
-    /// loss blocks apart (`lossBlocks > 0`), the partial of each loss block (`LossBlocks`).
+    /// (`accumulateRowSum`); the trainer sums them into `grad` exactly.
     public var blockGrad: Tensor?
-    /// Loss blocks whose gradients this tensor keeps apart in `blockGrad` (`LossBlocks`); 0: one `grad`.
+    /// Loss blocks whose gradients this tensor keeps apart in `lossBlockGrad` (`LossBlocks`); 0: one `grad`.
     public var lossBlocks = 0
+    /// For a tensor that keeps its loss blocks apart (`lossBlocks > 0`), the partial of each loss block,
+    /// row by row (`LossBlockPartials`).
+    public var lossBlockGrad: LossBlockPartials?
     /// A name for error messages and checkpoints (parameters carry their PyTorch-style name).
     public var name: String = ""
     /// Tape bookkeeping: the generation and node index of this leaf's first use.
@@ -132,7 +134,7 @@ public final class Tensor: @unchecked Sendable {
     /// A tensor that keeps its loss blocks apart returns the running node's block partial.
     @inline(__always)
     public func gradBuffer() -> (ptr: UnsafeMutablePointer<Float>, fresh: Bool) {
-        if lossBlocks > 0, let block = LossBlocks.backwardBlock { return (lossBlockPartial(block), false) }
+        if lossBlocks > 0, let block = LossBlocks.backwardBlock { return (lossBlockPartials.dense(block), false) }
         if let g = grad { return (g.ptr, false) }
         let g = Tensor(uninitializedShape: shape)
         grad = g
@@ -152,7 +154,7 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// Sets `grad` to nil (= zero).
-    public func zeroGrad() { grad = nil; blockGrad = nil }
+    public func zeroGrad() { grad = nil; blockGrad = nil; lossBlockGrad = nil }
 }
 
 extension Tensor: CustomStringConvertible {

@@ -52,30 +52,49 @@ public func symmetricGramDouble(_ x: UnsafePointer<Double>, n: Int, d: Int, into
 /// Gram of a Float64 copy (`symmetricGramDouble`), `q = ‖x_i‖² + ‖x_j‖² − 2⟨x_i, x_j⟩`, diagonal 0,
 /// clamped at 0, symmetric by construction; entries where cancellation would dominate
 /// (`q_ij < 10⁻³(‖x_i‖² + ‖x_j‖²)`, e.g. duplicated rows) are recomputed directly, so equal rows give
-/// exactly 0. Returns `n·n` doubles in pooled scratch memory.
-public func squaredDistancesDouble(_ x: UnsafePointer<Float>, n: Int, d: Int) -> DoubleScratch {
+/// exactly 0. With `columns: p` only the distances to the first `p` rows are built (`[n, p]`: the first
+/// `p` rows' block symmetric as above, the other rows' by one `cblas_dgemm` against them), for a sweep
+/// whose partners are those rows. Returns `n·p` doubles in pooled scratch memory.
+public func squaredDistancesDouble(_ x: UnsafePointer<Float>, n: Int, d: Int, columns: Int? = nil) -> DoubleScratch {
+    let p = min(columns ?? n, n)
     let xd = DoubleScratch(n * d)
     for k in 0..<(n * d) { xd.ptr[k] = Double(x[k]) }
-    let q = DoubleScratch(n * n)
-    if n > 0 && d > 0 {
-        symmetricGramDouble(xd.ptr, n: n, d: d, into: q.ptr)
+    let q = DoubleScratch(n * p)
+    if n > 0 && d > 0 && p > 0 {
+        symmetricGramDouble(xd.ptr, n: p, d: d, into: q.ptr)      // the first p rows: a p×p block, stride p
+        if n > p {
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n - p), Int32(p), Int32(d), 1,
+                        xd.ptr + p * d, Int32(d), xd.ptr, Int32(d), 0, q.ptr + p * p, Int32(p))
+        }
     } else {
-        q.ptr.update(repeating: 0, count: n * n)
+        q.ptr.update(repeating: 0, count: n * p)
     }
     var sq = [Double](repeating: 0, count: n)
-    for i in 0..<n { sq[i] = q.ptr[i * n + i] }
     for i in 0..<n {
-        q.ptr[i * n + i] = 0
-        for j in (i + 1)..<max(i + 1, n) {
-            var v = sq[i] + sq[j] - 2 * q.ptr[i * n + j]
-            if v < 1e-3 * (sq[i] + sq[j]) {
-                var s = 0.0
-                for c in 0..<d { let t = xd.ptr[i * d + c] - xd.ptr[j * d + c]; s += t * t }
-                v = s
-            }
-            v = max(v, 0)
-            q.ptr[i * n + j] = v; q.ptr[j * n + i] = v
+        if i < p { sq[i] = q.ptr[i * p + i]; continue }
+        var s = 0.0
+        for c in 0..<d { s += xd.ptr[i * d + c] * xd.ptr[i * d + c] }
+        sq[i] = s
+    }
+    /// The distance from the Gram entry `g` of rows `i` and `j`.
+    func distance(_ i: Int, _ j: Int, gram g: Double) -> Double {
+        var v = sq[i] + sq[j] - 2 * g
+        if v < 1e-3 * (sq[i] + sq[j]) {
+            var s = 0.0
+            for c in 0..<d { let t = xd.ptr[i * d + c] - xd.ptr[j * d + c]; s += t * t }
+            v = s
         }
+        return max(v, 0)
+    }
+    for i in 0..<p {
+        q.ptr[i * p + i] = 0
+        for j in (i + 1)..<max(i + 1, p) {
+            let v = distance(i, j, gram: q.ptr[i * p + j])
+            q.ptr[i * p + j] = v; q.ptr[j * p + i] = v
+        }
+    }
+    for i in p..<max(p, n) {
+        for j in 0..<p { q.ptr[i * p + j] = distance(i, j, gram: q.ptr[i * p + j]) }
     }
     return q
 }
@@ -134,5 +153,25 @@ public func squaredDistanceRowsBackward(_ g: UnsafePointer<Float>, x: UnsafePoin
     sgemm(transA: false, transB: false, m: m, n: d, k: n, alpha: -2, a: g, lda: n, b: x, ldb: d,
           beta: 1, c: gx + rows.lowerBound * d, ldc: d)
     sgemm(transA: true, transB: false, m: n, n: d, k: m, alpha: -2, a: g, lda: n, b: xr, ldb: d,
+          beta: 1, c: gx, ldc: d)
+}
+
+/// Gradient with respect to its own rows of a rank's share `Σ_{i∈rows} Σ_j G_ij ‖x_i − x_j‖²` of the
+/// symmetric sum `Σ_ij G_ij ‖x_i − x_j‖²` (`G = Gᵀ`): row `i` of the whole sum gets
+/// `2 Σ_j (G_ij + G_ji)(x_i − x_j) = 4(Σ_j G_ij x_i − Σ_j G_ij x_j)`, from its own row of `G` alone — so a
+/// row-sharded loss whose pairs are symmetric gives each rank its own rows' whole gradient, with no part
+/// for other ranks' rows. `g` holds the rows `rows` of `G` (`[rows.count, n]`); the result is added into
+/// `gx` (`[rows.count, d]`, row `i` at `i − rows.lowerBound`): Float64 row sums and one sgemm.
+public func symmetricSquaredDistanceRowsBackward(_ g: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int,
+                                                 d: Int, rows: Range<Int>, into gx: UnsafeMutablePointer<Float>) {
+    let m = rows.count
+    guard m > 0 else { return }
+    for r in 0..<m {
+        var rowSum = 0.0
+        for j in 0..<n { rowSum += Double(g[r * n + j]) }
+        let i = rows.lowerBound + r, fr = Float(4 * rowSum)
+        for c in 0..<d { gx[r * d + c] += fr * x[i * d + c] }
+    }
+    sgemm(transA: false, transB: false, m: m, n: d, k: n, alpha: -4, a: g, lda: n, b: x, ldb: d,
           beta: 1, c: gx, ldc: d)
 }

@@ -146,13 +146,13 @@ public enum LossProjection {
             // The rows a term read (the step converts the others' zeros too; a term alone reads its own). On a
             // world of one standing in for N ranks, rank 0's rows: it converts back its own rows only, as
             // rank 0 of N does (the reduce-scatter itself is the cost model's).
-            for x in students where x.blockGrad != nil || x.grad != nil {
+            for x in students where x.lossBlockGrad != nil || x.grad != nil {
                 _ = try exactBlockGradientRows(x, single: x.grad, rowCounts: inputs.plan.rowCounts(views: inputs.views),
                                                globalBlocks: inputs.plan.blocks, comm: comm)
             }
         }
         let t = monotonicSeconds() - t0
-        for x in students { x.grad = nil; x.blockGrad = nil }
+        for x in students { x.grad = nil; x.lossBlockGrad = nil }
         return t
     }
 }
