@@ -108,9 +108,9 @@ package func recordFused(_ name: String, output out: Tensor, inputs: [Tensor], r
 /// on the machine or its load.
 package func pairwiseTileRows(columns n: Int) -> Int { max(1, (1 << 22) / max(1, n)) }
 
-/// `rows` cut into consecutive tiles of `pairwiseTileRows(columns:)` rows.
-package func pairwiseTiles(_ rows: Range<Int>, columns n: Int) -> [Range<Int>] {
-    let t = pairwiseTileRows(columns: n)
+/// `rows` cut into consecutive tiles of `tileRows` rows (nil: `pairwiseTileRows(columns:)`; tests give smaller).
+package func pairwiseTiles(_ rows: Range<Int>, columns n: Int, tileRows: Int? = nil) -> [Range<Int>] {
+    let t = max(1, tileRows ?? pairwiseTileRows(columns: n))
     return stride(from: rows.lowerBound, to: rows.upperBound, by: t).map { $0..<min(rows.upperBound, $0 + t) }
 }
 

@@ -46,11 +46,11 @@ public struct PRGParameters: Equatable {
 /// `∂u^S_i = −λ_node u^T_i/n + λ_edge (A^S_i − A^T_i) P / (n τ_e) + 2 H_i u^S` with
 /// `H = λ_edge Huber'(G^S − G^T)/n²` — `H` is symmetric, so the `j = i` side of every pair gives row `i`
 /// as much as its own side, and the shard's gradient is on its own rows only (one sgemm per tile); then
-/// through `n(s)`. The pairs are built in tiles of `pairwiseTileRows(columns: n)` rows: memory
-/// `O(min(|rows|, tile)·n)`. Terms: `node`, `edge`, `pseudo_label` (shares, unweighted).
+/// through `n(s)`. The pairs are built in tiles of `tileRows` rows (default `pairwiseTileRows(columns: n)`):
+/// memory `O(min(|rows|, tile)·n)`. Terms: `node`, `edge`, `pseudo_label` (shares, unweighted).
 public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teacherEmbedding t: Tensor,
                     teacherLogits zt: Tensor, proxies: Tensor, parameters p: PRGParameters = .defaults,
-                    rows: Range<Int>? = nil) throws -> LossShare {
+                    rows: Range<Int>? = nil, tileRows: Int? = nil) throws -> LossShare {
     let name = "prg"
     try check2D(name, "student embedding", s)
     let n = s.shape[0], d = s.shape[1]
@@ -131,7 +131,7 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
     // Sample–sample edges: rows i ∈ shard, all j, tile by tile.
     var ssSum = 0.0
     let w = Float(Double(p.edgeWeight) * invN * invN)
-    for tile in pairwiseTiles(rows, columns: n) {
+    for tile in pairwiseTiles(rows, columns: n, tileRows: tileRows) {
         let m = tile.count, t0 = tile.lowerBound
         let gS = Tensor(uninitializedShape: [m, n]), gT = Tensor(uninitializedShape: [m, n])
         sgemm(transA: false, transB: true, m: m, n: n, k: d, a: uS.ptr + t0 * d, lda: d, b: uS.ptr, ldb: d,

@@ -21,7 +21,7 @@ import KDTensor
 /// own rows' whole gradient (both sides of each of their pairs, the `μ_s` term included), and the ranks'
 /// gradients add up to the one-process gradient. Every rank of `comm` must call it (a rank may have no rows).
 public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? = nil,
-                            comm: Communicator? = nil) throws -> LossShare {
+                            comm: Communicator? = nil, tileRows: Int? = nil) throws -> LossShare {
     let name = "rkd_distance"
     try check2D(name, "student", student)
     let n = student.shape[0]
@@ -29,7 +29,9 @@ public func rkdDistanceLoss(student: Tensor, teacher: Tensor, rows: Range<Int>? 
     guard n >= 2 else { throw LossError.invalidArgument(loss: name, message: "needs at least 2 rows, got \(n)") }
     let rows = rows ?? 0..<n
     try checkRows(name, rows, n)
-    if let comm { return try rkdDistanceRowShare(student: student, teacher: teacher, rows: rows, comm: comm) }
+    if let comm {
+        return try rkdDistanceRowShare(student: student, teacher: teacher, rows: rows, comm: comm, tileRows: tileRows)
+    }
     let d = student.shape[1]
     let pairs = Double(n * (n - 1))
     let (ds, sumS, clampedS) = rkdDistanceRows(student, rows: 0..<n)
@@ -90,8 +92,9 @@ func rkdDistanceRows(_ x: Tensor, rows: Range<Int>) -> (Tensor, Double, [Bool]) 
 }
 
 /// `rkdDistanceLoss` row-sharded over `comm`: the shard's rows of the distance matrices only.
-func rkdDistanceRowShare(student: Tensor, teacher: Tensor, rows: Range<Int>, comm: Communicator) throws -> LossShare {
-    try rkdDistanceBlockShares(student: student, teacher: teacher, blocks: [rows]) {
+func rkdDistanceRowShare(student: Tensor, teacher: Tensor, rows: Range<Int>, comm: Communicator,
+                         tileRows: Int? = nil) throws -> LossShare {
+    try rkdDistanceBlockShares(student: student, teacher: teacher, blocks: [rows], tileRows: tileRows) {
         try blockSums($0, count: $1, comm: comm, exactBlocks: nil)
     }[0]
 }
@@ -99,17 +102,18 @@ func rkdDistanceRowShare(student: Tensor, teacher: Tensor, rows: Range<Int>, com
 /// RKD distance over the anchor rows of each loss block of `blocks` (row ranges; `LossBlocks`), one share
 /// per block, each recorded as its block's. `sums(partials, count)` adds per-block vectors over every
 /// block of every rank (`LossInputs.blockSums`): `Σd` of student and teacher for `μ_s`, `μ_t`, then
-/// `Σ h·d` for the `μ_s` term of the gradient. A block's rows are built in tiles of
-/// `pairwiseTileRows(columns: n)` rows, three times (for the sums, for the values and `Σ h·d`, for the
+/// `Σ h·d` for the `μ_s` term of the gradient. A block's rows are built in tiles of `tileRows` rows
+/// (default `pairwiseTileRows(columns: n)`), three times (for the sums, for the values and `Σ h·d`, for the
 /// gradient), so memory stays `O(tile·n)` whatever the shard; every tile by its own kernel calls, so a
 /// block's values and gradient do not depend on the rank's other blocks. The distances are symmetric, so
 /// each block's gradient is on its own rows only (`symmetricSquaredDistanceRowsBackward`).
-func rkdDistanceBlockShares(student: Tensor, teacher: Tensor, blocks: [Range<Int>],
+func rkdDistanceBlockShares(student: Tensor, teacher: Tensor, blocks: [Range<Int>], tileRows: Int? = nil,
                             sums: ([[Double]], Int) throws -> [Double]) throws -> [LossShare] {
     let n = student.shape[0], d = student.shape[1]
+    func tiles(_ rows: Range<Int>) -> [Range<Int>] { pairwiseTiles(rows, columns: n, tileRows: tileRows) }
     // ① Σd of each block, for μ_s and μ_t.
     let distanceSums = blocks.map { rows -> [Double] in
-        pairwiseTiles(rows, columns: n).reduce(into: [0.0, 0.0]) { s, tile in
+        tiles(rows).reduce(into: [0.0, 0.0]) { s, tile in
             s[0] += rkdDistanceRows(student, rows: tile).1
             s[1] += withNoGrad { rkdDistanceRows(teacher, rows: tile).1 }
         }
@@ -125,7 +129,7 @@ func rkdDistanceBlockShares(student: Tensor, teacher: Tensor, blocks: [Range<Int
     var values: [Double] = [], hds: [[Double]] = []
     for rows in blocks {
         var huberSum = 0.0, hd = 0.0
-        for tile in pairwiseTiles(rows, columns: n) {
+        for tile in tiles(rows) {
             let s = rkdDistanceRows(student, rows: tile).0, t = withNoGrad { rkdDistanceRows(teacher, rows: tile).0 }
             for k in 0..<(tile.count * n) {
                 let (v, h) = residual(s.ptr[k], t.ptr[k])
@@ -136,13 +140,14 @@ func rkdDistanceBlockShares(student: Tensor, teacher: Tensor, blocks: [Range<Int
     }
     let hdAll = try sums(hds, 1)[0]     // Σ over every block of Σ h·d: the μ_s term of every block's gradient
     let cMu = Float(-hdAll * invS * invS / pairs)
-    // ③ each block's gradient, on its own rows: ∂/∂d_ij = h_ij/μ_s + cMu, then ∂d/∂q = 1/(2d) where unclamped.
+    // ③ each block's gradient, on its own rows: ∂/∂d_ij = h_ij/μ_s + cMu, then ∂d/∂q = 1/(2d) where
+    // unclamped.
     let wantGrad = needsGrad(student)
     return blocks.enumerated().map { b, rows in
         var grad: RowGradient? = nil
         if wantGrad {
             let g = Tensor.zeros([rows.count, d])
-            for tile in pairwiseTiles(rows, columns: n) {
+            for tile in tiles(rows) {
                 let (s, _, clamped) = rkdDistanceRows(student, rows: tile)
                 let t = withNoGrad { rkdDistanceRows(teacher, rows: tile).0 }
                 let gd = Tensor(uninitializedShape: [tile.count, n])

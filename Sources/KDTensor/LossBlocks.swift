@@ -127,7 +127,8 @@ public final class LossBlockPartials {
             if let d = denseValues[b] {
                 for r in 0..<rows { out.append((r, UnsafePointer(d.ptr + r * rowSize))) }
             } else {
-                for (slot, r) in slotRows[b].enumerated() { out.append((r, UnsafePointer(values[b]! + slot * rowSize))) }
+                let v = values[b]
+                for (slot, r) in slotRows[b].enumerated() { out.append((r, UnsafePointer(v! + slot * rowSize))) }
             }
         }
         return out
@@ -137,7 +138,10 @@ public final class LossBlockPartials {
     public func allRows() -> Tensor {
         let out = Tensor.zeros([blocks, rows * rowSize])
         for b in 0..<blocks {
-            if let d = denseValues[b] { (out.ptr + b * rows * rowSize).update(from: d.ptr, count: rows * rowSize); continue }
+            if let d = denseValues[b] {
+                (out.ptr + b * rows * rowSize).update(from: d.ptr, count: rows * rowSize)
+                continue
+            }
             for (slot, r) in slotRows[b].enumerated() {
                 (out.ptr + (b * rows + r) * rowSize).update(from: values[b]! + slot * rowSize, count: rowSize)
             }

@@ -145,6 +145,43 @@ final class ExactSumTests: XCTestCase {
         }
     }
 
+    /// The row-entry form (`reduceScatterRows(entries:…)`, what a gathered tensor's `LossBlockPartials`
+    /// give): a block that leaves rows out, as zero, gives the dense form's bits, on 1 and 2 ranks.
+    func testReduceScatterRowsOfEntriesLeavesZeroRowsOut() throws {
+        let rows = 6, width = 5, blocks = 4
+        var rng = KDRandom(keys: 37)
+        var partials: [Float] = (0..<(blocks * rows * width)).map { _ in Float(rng.nextNormal()) }
+        // Block b wrote rows b and b + 1 only (a loss block's own rows), zeros elsewhere.
+        for b in 0..<blocks { for i in 0..<rows where i != b && i != b + 1 {
+            for j in 0..<width { partials[(b * rows + i) * width + j] = 0 }
+        } }
+        let everyPartial = partials
+        for ranks in 1...2 {
+            let counts = (0..<ranks).map { BatchPlan.share(rank: $0, worldSize: ranks, batch: rows).count }
+            let got = try InProcessWorld(size: ranks).run { comm -> [[UInt32]] in
+                let mine = BatchPlan.share(rank: comm.rank, worldSize: ranks, batch: blocks)
+                var dense = [Float](repeating: 0, count: counts[comm.rank] * width), sparse = dense
+                try everyPartial.withUnsafeBufferPointer { p in
+                    let first = p.baseAddress! + mine.lowerBound * rows * width
+                    try dense.withUnsafeMutableBufferPointer { o in
+                        try ExactSum.reduceScatterRows(first, blocks: mine.count, rowSize: width, rowCounts: counts,
+                                                       globalBlocks: blocks, comm: comm, into: o.baseAddress!)
+                    }
+                    let entries = mine.flatMap { b in
+                        [b, b + 1].map { i in (row: i, values: p.baseAddress! + (b * rows + i) * width) }
+                    }
+                    try sparse.withUnsafeMutableBufferPointer { o in
+                        try ExactSum.reduceScatterRows(entries: entries, rowSize: width, rowCounts: counts,
+                                                       globalBlocks: blocks, comm: comm, into: o.baseAddress!)
+                    }
+                }
+                return [dense.map(\.bitPattern), sparse.map(\.bitPattern)]
+            }
+            for (r, pair) in got.enumerated() { XCTAssertEqual(pair[1], pair[0], "rank \(r) of \(ranks)") }
+            XCTAssertTrue(got.flatMap { $0[0] }.contains { $0 != 0 })
+        }
+    }
+
     /// The conversion's rounding equals the library's `.toNearestOrEven` for ties, signs, the 2^51 and 2^52
     /// boundaries and random magnitudes up to 2^62 (a wrong constant or threshold fails here).
     func testRoundedToEvenIsTheLibrarys() {

@@ -119,3 +119,48 @@ final class DistanceKernelTests: XCTestCase {
         } }
     }
 }
+
+extension DistanceKernelTests {
+    /// The symmetric rows' backward: for `G = Gᵀ`, the rows `rows` of the gradient of `Σ_ij G_ij q_ij` come
+    /// from those rows of `G` alone. Two row ranges together give `squaredDistancesBackward`'s gradient,
+    /// each range only its own rows; both are Float32 sums of ≤ n + 1 terms, so they agree within
+    /// the (n + 2)·2⁻²⁴·magnitude bound of the test above, twice.
+    func testSymmetricRowsBackwardIsTheWholeGradientOfItsRows() {
+        let x = rows()
+        let a = randomTensor([n, n], seed: 23).array
+        let g = (0..<(n * n)).map { k in a[k] + a[(k % n) * n + k / n] }   // symmetric
+        var gq = g, whole = [Float](repeating: 0, count: n * d)
+        x.withUnsafeBufferPointer { squaredDistancesBackward(&gq, x: $0.baseAddress!, n: n, d: d, into: &whole) }
+        let split = n / 2
+        for rows in [0..<split, split..<n] {
+            var part = [Float](repeating: 0, count: rows.count * d)
+            let block = Array(g[(rows.lowerBound * n)..<(rows.upperBound * n)])
+            x.withUnsafeBufferPointer {
+                symmetricSquaredDistanceRowsBackward(block, x: $0.baseAddress!, n: n, d: d, rows: rows, into: &part)
+            }
+            for (r, i) in rows.enumerated() { for c in 0..<d {
+                var mag = 0.0
+                for j in 0..<n {
+                    let xs = Double(Swift.abs(x[i * d + c]) + Swift.abs(x[j * d + c]))
+                    mag += 4 * Double(Swift.abs(g[i * n + j])) * xs
+                }
+                let tol = Float(2 * Double(n + 2) * 0x1p-24 * mag) + 1e-6
+                XCTAssertEqual(part[r * d + c], whole[i * d + c], accuracy: tol, "row \(i), column \(c)")
+            } }
+        }
+    }
+
+    /// Distances to the first `p` rows only (`columns: p`): the same entries as the whole matrix's first
+    /// `p` columns, to the kernel's Float64 bound (the first `p` rows' block symmetric exactly).
+    func testFloat64SquaredDistancesToSomeColumns() {
+        let x = rows(), p = 3
+        let whole = x.withUnsafeBufferPointer { squaredDistancesDouble($0.baseAddress!, n: n, d: d) }
+        let some = x.withUnsafeBufferPointer { squaredDistancesDouble($0.baseAddress!, n: n, d: d, columns: p) }
+        XCTAssertEqual(some.count, n * p)
+        for i in 0..<n { for j in 0..<p {
+            XCTAssertEqual(some.ptr[i * p + j], whole.ptr[i * n + j], accuracy: 1e-9 * max(1, whole.ptr[i * n + j]))
+            if i < p { XCTAssertEqual(some.ptr[i * p + j], some.ptr[j * p + i]) }
+        } }
+        XCTAssertEqual((0..<p).map { some.ptr[$0 * p + $0] }, [Double](repeating: 0, count: p))
+    }
+}

@@ -114,3 +114,36 @@ final class SampleBlocksTests: XCTestCase {
         XCTAssertNil(SampleBlocks.rowsPerBlock, "the setting is restored")
     }
 }
+
+/// `LossBlockPartials`, the per-block gradients of a tensor that keeps its loss blocks apart: row
+/// gradients store the rows written, a dense write turns the block into all rows with them moved in.
+final class LossBlockPartialsTests: XCTestCase {
+    override func tearDown() { Tape.reset() }
+
+    func testRowsWrittenAreStoredAndDenseWritesKeepThem() throws {
+        let x = Tensor.zeros([5, 3], requiresGrad: true)
+        x.keepLossBlocksApart(2)
+        let row = Tensor(shape: [1, 3], data: [1, 2, 3]), rows = Tensor(shape: [2, 3], data: [1, 1, 1, 2, 2, 2])
+        // Block 0 writes row 4 twice (added, scaled); block 1 rows 0 and 2, then a dense op adds 1 everywhere.
+        for (block, body) in [(0, { x.accumulateGradRows([4], row.ptr, scale: 2) }),
+                              (0, { x.accumulateGradRows([4], row.ptr) }),
+                              (1, { x.accumulateGradRows([0, 2], rows.ptr) }),
+                              (1, { x.accumulateGrad([Float](repeating: 1, count: 15)) })] {
+            let out = Tensor(shape: [], data: [0])
+            LossBlocks.recording(block) { Tape.record("probe", inputs: [x], output: out) { _ in body() } }
+            out.backward()
+            Tape.reset()
+        }
+        let p = try XCTUnwrap(x.lossBlockGrad)
+        XCTAssertEqual(p.storedValues, 1 * 3 + 5 * 3)                 // block 0: row 4; block 1: every row
+        let all = p.allRows().array
+        XCTAssertEqual(Array(all[0..<15]), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 6, 9])
+        XCTAssertEqual(Array(all[15..<30]), [2, 2, 2, 1, 1, 1, 3, 3, 3, 1, 1, 1, 1, 1, 1])
+        XCTAssertEqual(p.entries.count, 1 + 5)
+        XCTAssertNil(x.grad)                                          // nothing outside the blocks
+        // Without blocks kept apart, the rows add into `grad` (zeros elsewhere).
+        let y = Tensor.zeros([3, 2], requiresGrad: true)
+        y.accumulateGradRows([2, 0], Tensor(shape: [2, 2], data: [1, 2, 3, 4]).ptr)
+        XCTAssertEqual(y.grad?.array, [3, 4, 0, 0, 1, 2])
+    }
+}

@@ -62,8 +62,9 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(Double(e.total) * 2.5, Double(rss), "\(e)")
     }
 
-    /// The loss matrices: the rank's rows × the global batch's rows with row-sharded losses, the whole
-    /// B×B when every rank evaluates the whole loss (train.deterministic). 4096 samples, one view, 64 ranks.
+    /// The loss matrices: a tile of the rank's rows × the global batch's rows (at most 2²² values: 1024 rows
+    /// of 4096), plus the gathered rows' gradient on the rank's own rows (512 wide); deterministic training
+    /// keeps that per local loss block with up to 256 angle partners each. 4096 samples, one view.
     func testLossMatricesFollowTheSharding() throws {
         let cfg = try KDConfig.load(path: Self.root.appendingPathComponent(
             "configs/bench-distill-resnet32x4-resnet8x4.yaml").path,
@@ -74,13 +75,12 @@ final class MemoryEstimateTests: XCTestCase {
         }
         var plain = cfg
         plain.train.deterministic = false
-        XCTAssertEqual(estimate(plain, 64), 64 * 4096 * 4)
-        XCTAssertEqual(estimate(plain, 1), 4096 * 4096 * 4)
-        // Deterministic (the default): the same rows, plus one gradient partial of the gathered rows per
-        // local loss block (the config's blocks of 64: 1 at 64 ranks, 64 on one), 512 wide.
+        XCTAssertEqual(estimate(plain, 64), (64 * 4096 + 64 * 512) * 4)
+        XCTAssertEqual(estimate(plain, 1), (1024 * 4096 + 4096 * 512) * 4)
+        // Deterministic (the default): the config's blocks of 64 (1 at 64 ranks, 64 on one), 256 partners each.
         XCTAssertEqual(cfg.samplesPerBlock, 64)
-        XCTAssertEqual(estimate(cfg, 64), 64 * 4096 * 4 + 1 * 4096 * 512 * 4)
-        XCTAssertEqual(estimate(cfg, 1), 4096 * 4096 * 4 + 64 * 4096 * 512 * 4)
+        XCTAssertEqual(estimate(cfg, 64), (64 * 4096 + (64 + 1 * 256) * 512) * 4)
+        XCTAssertEqual(estimate(cfg, 1), (1024 * 4096 + (4096 + 64 * 256) * 512) * 4)
     }
 
     /// Graph accumulation (issue 27): the student's tape and the teacher hold one pass (micro_batch images),

@@ -1,4 +1,5 @@
 import Foundation
+import KDLosses
 import KDModels
 
 /// What one rank's training step needs in memory, estimated from the config and the opened data before
@@ -77,13 +78,15 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         }
         parameters = bytes(params)
         if c.mode == .distill {
-            // One Float matrix over the global batch (the relational losses hold several): the rank's rows
-            // × all rows (the losses are row-sharded, docs/losses.md "share contract"); deterministic
-            // training adds one gradient partial of the gathered rows per local loss block (the widest
-            // gathered student matrix: the class count or 512 features, whichever is larger).
-            let rows = Double(c.data.globalBatch * c.data.views)
-            var matrices = perRank * Double(c.data.views) * rows
-            if c.train.deterministic { matrices += localBlocks * rows * Double(max(c.data.classes, 512)) }
+            // One Float matrix over the global batch (the relational losses hold several): a tile of the
+            // rank's rows × all rows (row-sharded pairs built in tiles of at most 2²² values, docs/losses.md
+            // "share contract"), and the gradient of the gathered rows on the rank's own rows; deterministic
+            // training keeps it per local loss block, each block's rows and up to 256 RKD angle partners (at
+            // the widest gathered student matrix: the class count or 512 features, whichever is larger).
+            let rows = c.data.globalBatch * c.data.views, own = perRank * Double(c.data.views)
+            var matrices = min(own, Double(pairwiseTileRows(columns: rows))) * Double(rows)
+            let width = Double(max(c.data.classes, 512))
+            matrices += (c.train.deterministic ? own + localBlocks * 256 : own) * width
             lossMatrices = bytes(matrices * f)
         }
         data = residentBytes
