@@ -26,6 +26,20 @@ public enum SampleBlocks {
         return try body()
     }
 
+    /// Runs `body` with the blocks of its batches written as blocks `first, first + 1, …` of parameter
+    /// partials of `total` blocks (allocated zeroed on first use, then added to): graph accumulation's
+    /// chunks (`train.micro_batch`) each put their blocks in place in the rank's partials, so no chunk's
+    /// partials are kept apart and joined. Adding to a zero gives what writing gives (`0 + x = x`).
+    public static func placing<T>(first: Int, of total: Int, _ body: () throws -> T) rethrows -> T {
+        precondition(first >= 0 && total > first, "blocks from \(first) of \(total)")
+        let state = AutodiffState.current
+        let saved = (state.pointee.firstBlock, state.pointee.placedBlocks)
+        state.pointee.firstBlock = first
+        state.pointee.placedBlocks = total
+        defer { (state.pointee.firstBlock, state.pointee.placedBlocks) = saved }
+        return try body()
+    }
+
     /// The blocks of a batch of `rows` leading rows: nil when blocks are off.
     static func ranges(rows: Int) -> [Range<Int>]? {
         guard let b = rowsPerBlock else { return nil }
@@ -40,6 +54,8 @@ extension Tensor {
     /// `destination` (`count` values). Blocks off: called once over all rows with `grad`'s buffer.
     /// Blocks on (`SampleBlocks`): called once per block with that block's partial in `blockGrad`;
     /// a rank without rows still gets a `[0, count]` `blockGrad`, so every rank reports the parameter.
+    /// Inside `SampleBlocks.placing` the partials are those of all the placed blocks, and the batch's
+    /// blocks are added at their place.
     public func accumulateRowSum(rows: Int, _ body: (Range<Int>, UnsafeMutablePointer<Float>, Bool) -> Void) {
         guard let blocks = SampleBlocks.ranges(rows: rows) else {
             let (g, fresh) = gradBuffer()
@@ -47,11 +63,17 @@ extension Tensor {
             body(0..<rows, g, fresh)
             return
         }
-        let fresh = blockGrad == nil
-        if fresh { blockGrad = Tensor(uninitializedShape: [blocks.count, count]) }
+        let state = AutodiffState.current.pointee
+        let placed = state.placedBlocks > 0, first = placed ? state.firstBlock : 0
+        let total = placed ? state.placedBlocks : blocks.count
+        let fresh = blockGrad == nil && !placed
+        if blockGrad == nil {
+            blockGrad = placed ? Tensor.zeros([total, count]) : Tensor(uninitializedShape: [total, count])
+        }
         let partials = blockGrad!
-        precondition(partials.shape == [blocks.count, count],
-                     "\(name): \(blocks.count) sample blocks, earlier \(partials.shape[0]) (shape \(shape))")
-        for (i, r) in blocks.enumerated() { body(r, partials.ptr + i * count, fresh) }
+        precondition(partials.shape == [total, count] && first + blocks.count <= total,
+                     "\(name): sample blocks \(first)..<\(first + blocks.count), partials \(partials.shape[0]) "
+                        + "(shape \(shape))")
+        for (i, r) in blocks.enumerated() { body(r, partials.ptr + (first + i) * count, fresh) }
     }
 }

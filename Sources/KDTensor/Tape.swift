@@ -31,6 +31,8 @@ struct AutodiffState {
     var gradEnabled = true
     /// `SampleBlocks.rowsPerBlock` (0: off).
     var rowsPerBlock = 0
+    /// `SampleBlocks.placing`: the first block of the running batch and the blocks of the partial (0: off).
+    var firstBlock = 0, placedBlocks = 0
     /// The loss block whose ops are being recorded (`LossBlocks.recording`), −1 for none.
     var recordingBlock = -1
     /// The loss block of the node whose backward is running, −1 for none.

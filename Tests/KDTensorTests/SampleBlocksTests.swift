@@ -46,6 +46,22 @@ final class SampleBlocksTests: XCTestCase {
                                "\(label): param \(i)'s partial of the last block does not depend on its position")
             }
         }
+        // Graph accumulation's chunks: rows 0..<2 and 2..<5 run apart, each placed at its blocks
+        // (`SampleBlocks.placing`), give the one batch's partials, bit for bit (for an op whose rows are
+        // independent: a batch-statistics BatchNorm sees other rows in a chunk).
+        for p in params { p.zeroGrad() }
+        for (rows, first) in positionInvariant ? [(0..<2, 0), (2..<n, 1)] : [] {
+            let xs = try slice(x, axis: 0, range: rows).detached().copy()
+            try SampleBlocks.with(rowsPerBlock: 2) {
+                try SampleBlocks.placing(first: first, of: (n + 1) / 2) {
+                    let y = try op(xs, params)
+                    Tape.backward(y, seed: try slice(dy, axis: 0, range: rows).detached().copy())
+                }
+            }
+        }
+        if positionInvariant {
+            XCTAssertEqual(params.map { $0.blockGrad?.array ?? [] }, blocked.params, "\(label): chunks placed")
+        }
         if sameInputGradient {
             XCTAssertEqual(blocked.x, plain.x, "\(label): the input gradient does not change")
         } else {

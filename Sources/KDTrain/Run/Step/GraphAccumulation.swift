@@ -13,7 +13,8 @@ import KDTensor
 ///    this rank's rows of each.
 /// 3. **Pass 2**, chunk by chunk on the tape: the student's forward again, and its backward seeded with the
 ///    chunk's rows of those gradients. Parameter gradients accumulate over the chunks: in deterministic
-///    mode as per-block partials (the exact sum does not depend on their order), otherwise in `grad`.
+///    mode each chunk's per-block partials in their blocks' place (`SampleBlocks.placing`; the exact sum
+///    does not depend on their order), otherwise in `grad`.
 ///    Block BatchNorm collects its blocks' running statistics and applies them once at the end.
 ///
 /// Exact to the one-pass step in deterministic mode: every op is row-invariant over sample blocks, a
@@ -49,49 +50,30 @@ struct MicroBatchSchedule: PassSchedule {
         let share = try stages.lossShare(inputs)
         Tape.backward(share.value)
         timer.lap(.gatherLoss)
-        // Pass 2: each chunk on the tape, seeded with its rows of the outputs' gradients.
+        // Pass 2: each chunk on the tape, seeded with its rows of the outputs' gradients; in deterministic
+        // mode each chunk's parameter partials go to their blocks' place (`SampleBlocks.placing`).
         stages.setRunningStatistics(.collect)
-        var partials = BlockPartials(parameters: stages.trainedParameters)
-        let rowsPerSample = batch.views
+        let rowsPerSample = batch.views, rowsPerBlock = SampleBlocks.rowsPerBlock
+        let blocks = rowsPerBlock.map { (batch.count * rowsPerSample + $0 - 1) / $0 } ?? 0
         for (k, chunk) in chunks.enumerated() {
             var part = try batch.samples(chunk)
             if let replace = secondPassImages { part = part.replacingImages(replace(part.images)) }
-            let again = try stages.studentForward(part)
-            timer.lap(.studentForward)
             let rows = (chunk.lowerBound * rowsPerSample)..<(chunk.upperBound * rowsPerSample)
-            stages.backward(seeding: again, with: try outputs.gradientRows(rows), last: k == chunks.count - 1)
-            partials.take()
+            func forwardAndBackward() throws {
+                let again = try stages.studentForward(part)
+                timer.lap(.studentForward)
+                stages.backward(seeding: again, with: try outputs.gradientRows(rows), last: k == chunks.count - 1)
+            }
+            if let rowsPerBlock {
+                try SampleBlocks.placing(first: rows.lowerBound / rowsPerBlock, of: blocks, forwardAndBackward)
+            } else {
+                try forwardAndBackward()
+            }
             timer.lap(.backward)
         }
-        try partials.install()
         try stages.commitRunningStatistics()
         timer.lap(.backward)
         return StepPass(share: share, teacher: teacher, gathers: gathers)
-    }
-}
-
-/// Deterministic training's per-block parameter partials (`blockGrad`) over the chunks of pass 2: each
-/// chunk's backward writes its blocks' partials afresh, so they are set aside after it and put back, all
-/// blocks together, for the exact sum (`ExactGradients`, which does not depend on the blocks' order).
-struct BlockPartials {
-    let parameters: [Tensor]
-    private var kept: [[Tensor]]
-
-    init(parameters: [Tensor]) {
-        self.parameters = parameters
-        kept = Array(repeating: [], count: parameters.count)
-    }
-
-    mutating func take() {
-        for (i, p) in parameters.enumerated() {
-            if let partial = p.blockGrad { kept[i].append(partial); p.blockGrad = nil }
-        }
-    }
-
-    func install() throws {
-        for (i, p) in parameters.enumerated() where !kept[i].isEmpty {
-            p.blockGrad = try rowsJoined(kept[i])
-        }
     }
 }
 
