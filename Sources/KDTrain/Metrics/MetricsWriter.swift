@@ -32,8 +32,11 @@ public struct MetricRecord {
     }
 
     public var json: String {
-        let numbers = fields.map { k, v in "\"\(k)\": \(MetricRecord.format(v, integral: k == "step" || k == "epoch"))" }
-        return "{" + (numbers + texts.map { "\"\($0)\": \(MetricRecord.jsonString($1))" }).joined(separator: ", ") + "}"
+        let numbers = fields.map { k, v in
+            "\"\(k)\": \(MetricRecord.format(v, integral: k == "step" || k == "epoch"))"
+        }
+        let words = texts.map { "\"\($0)\": \(MetricRecord.jsonString($1))" }
+        return "{" + (numbers + words).joined(separator: ", ") + "}"
     }
 
     /// `text` as a JSON string literal (quotes, backslashes and control characters escaped).
