@@ -84,8 +84,50 @@ for k in "${hosts[@]}"; do
   else ko "distillation over $k hosts" "${out:-} $(tail -3 "$tmp/hosts$k.log")"; fi
 done
 
+# 3. A straggler link (LinkProbe, docs/scaling.md "A straggler link"): the distillation over 3 hosts for 4 steps
+# with the link probe at the start and after step 2 (comm.link_probe_every=2), links as they are, then with
+# host 2's link shaped to a crawl, 100 Mbit/s each way (tbf): every step record (metrics.jsonl) must name no
+# host the first time and kdg-h2 the second, and rank 0's log the same. The probe names a host whose best
+# link is below the median host's / 4; seen here: unshaped hosts within 0.7-1.6 GB/s of each other (≤ 1.7x
+# the slowest to the median), host 2 at 100 Mbit/s 12-13 MB/s against a median of 0.13-0.8 GB/s (≥ 10x):
+# both sides clear of the factor 4. mpi_yield_when_idle: the 3 hosts share 2 cores and a rank waiting in MPI
+# spins, so without it a spinning rank can hold the core an exchanging pair needs (a host of unshaped links
+# was misnamed at ~34 MB/s in 2 of 10 probes); on real hosts each rank has its own core.
+probe=(--set train.steps=4 --set comm.link_probe_every=2)
+for case in unshaped crawl; do
+  [ $case = crawl ] && shape 2 100mbit
+  seen=""
+  if WORLD_MPIRUN_ARGS="--mca mpi_yield_when_idle 1" hostfile_run 3 3 train "${dis[@]}" "${probe[@]}" \
+       --set output.dir="$tmp/links-$case" >"$tmp/links-$case.log" 2>&1; then
+    # The step records' straggler fields (the set of values), their count, and the bandwidths (MB/s).
+    seen=$(python3 - "$tmp/links-$case/metrics.jsonl" <<'EOF'
+import json, sys
+recs = [r for r in map(json.loads, open(sys.argv[1])) if "loss" in r]
+names = sorted({r.get("link/straggler", "(absent)") for r in recs})
+lo = min(r.get("link/min_host_bw", 0) for r in recs) / 1e6
+med = min(r.get("link/median_host_bw", 0) for r in recs) / 1e6
+print(f"{'|'.join(names) or '(none)'} {len(recs)} {lo:.1f} {med:.1f}")
+EOF
+)
+  fi
+  read -r names records lo med <<<"${seen:-? 0 0 0}"
+  logged=$(grep -o 'link probe after step 2 .*' "$tmp/links-$case.log" | head -1)
+  if [ $case = unshaped ]; then
+    if [ "$records" = 4 ] && [ "$names" = "(none)" ] && echo "$logged" | grep -q 'no straggler$'; then
+      ok "straggler link, none shaped: no host named in 4 step records (slowest host's best link $lo MB/s,\
+ median $med MB/s): '$logged'"
+    else ko "straggler link, none shaped" "records $records, named '$names': $(tail -3 "$tmp/links-$case.log")"; fi
+  else
+    unshape 2
+    if [ "$records" = 4 ] && [ "$names" = kdg-h2 ] && echo "$logged" | grep -q 'straggler: kdg-h2 '; then
+      ok "straggler link, kdg-h2 at 100 Mbit/s: named in 4 of 4 step records (its best link $lo MB/s, median\
+ $med MB/s): '$logged'"
+    else ko "straggler link, kdg-h2 at 100 Mbit/s" "records $records, named '$names': $(tail -3 "$tmp/links-$case.log")"; fi
+  fi
+done
+
 if [ $full = 1 ]; then
-# 3. A link down mid-run: host 2's link goes down once the run has written step 10's checkpoint. Ranks 0
+# 4. A link down mid-run: host 2's link goes down once the run has written step 10's checkpoint. Ranks 0
 # and 1 time out in a collective after comm.timeout_s=5 (+2 s for the stall probe's answers), name
 # rank 2 and its host, and abort; rank 2, cut off, times out too and ends itself 10 s after calling
 # MPI_Abort (MPICommunicator.abortExitSeconds), as does any rank whose MPI_Abort waits for mpirun.
@@ -153,7 +195,7 @@ if [ -n "$last" ] && hostfile_run 3 3 train "${dis[@]}" --set output.dir="$tmp/h
   ok "--resume from step $k on the healed network continues bit-identically: $out"
 else ko "resume on the healed network" "${out:-} $(tail -3 "$tmp/healed.log")"; fi
 
-# 4. The cost model on a shaped link: hosts 0 and 1 limited to 1 Gbit/s each way (tbf), the bench's
+# 5. The cost model on a shaped link: hosts 0 and 1 limited to 1 Gbit/s each way (tbf), the bench's
 # all-reduce sweep over 2 hosts (4 KiB … 16 MiB, median of 7). The fit is recomputed here from the bench
 # JSON at full precision (AllReduceCostModel.fit, Sources/KDTools/Scaling/CostModel.swift: least squares
 # in relative error), not read from the report's two digits; beside it, the slope between the 4 and 16 MiB
