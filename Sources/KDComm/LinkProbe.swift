@@ -33,9 +33,9 @@ public enum LinkProbe {
     public static let repetitions = 3
     /// A host is named when its best link carries less than the median host's divided by this: its
     /// ring all-reduces then take ≥ 4× the others' time on the bytes. Smaller differences (a 10 against
-    /// a 25 Gbit/s card: 2.5×) are left to the cost model. The namespace hosts of Tests/mpi/multihost.sh,
-    /// unshaped, spread by less than 2× here (docs/scaling.md); a link shaped to 100 Mbit/s beside
-    /// the veths' ≈ 1 GB/s is ~50× under the median.
+    /// a 25 Gbit/s card: 2.5×) are left to the cost model. Measured over the namespace hosts of
+    /// Tests/mpi/multihost.sh (docs/scaling.md, "A straggler link"): unshaped, every host within 2× of the
+    /// median; a host whose link is shaped to 100 Mbit/s, ≥ 10× under it.
     public static let stragglerFactor = 4.0
 
     /// What one probe found.
