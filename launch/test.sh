@@ -7,9 +7,10 @@
 # tests under a real mpirun -np 2 and -np 4
 # (collectives and per-module checks, the trainer end to end, the teacher cache, bit-identical
 # deterministic training at 1-4 ranks, fault tests), and 2-3 hosts made of network namespaces
-# (Tests/mpi/multihost.sh in its default mode, ~10-25 s: selftest over 2 and 3 hosts, a distillation over
-# 2 hosts = one host; skipped, with the reason, where namespaces cannot be made; its --full mode, with the
-# link cut and the shaped-link fit, is not run here).
+# (Tests/mpi/multihost.sh in its default mode, ~55-65 s: selftest over 2 and 3 hosts, a distillation over
+# 2 hosts = one host, a straggler link named, a link cut mid-run and the resume; skipped, with the reason,
+# where namespaces cannot be made; its --full mode, with the shaped-link fit and the scaling report's
+# straggler, is not run here).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh

@@ -315,6 +315,25 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         try call("MPI_Reduce_scatter") { MPI_Reduce_scatter(send, recv, c32, type, mop, handle) }
     }
 
+    /// The tag of `sendReceive`'s messages (the application's own: collectives never match tags).
+    static let sendReceiveTag: Int32 = 7201
+
+    public func sendReceive<T: CommScalar>(_ send: UnsafePointer<T>, count: Int, to dest: Int,
+                                           into recv: UnsafeMutablePointer<T>, from source: Int) throws {
+        try checkCount("MPI_Sendrecv", count)
+        if count > mpiIntLimit { throw CommError.countTooLarge(op: "MPI_Sendrecv", count: count, limit: mpiIntLimit) }
+        for (role, r) in [("destination", dest), ("source", source)] where r < 0 || r >= size {
+            throw CommError.invalidArgument(op: "MPI_Sendrecv", message: "\(role) rank \(r) outside 0..<\(size)")
+        }
+        let type = mpiType(T.self), tag = MPICommunicator.sendReceiveTag
+        // Not a collective: ranks that take no part do not count it (`Watchdog.begin(collective:)`).
+        Watchdog.shared.begin("MPI_Sendrecv", collective: false)
+        let rc = MPI_Sendrecv(send, Int32(count), type, Int32(dest), tag, recv, Int32(count), type, Int32(source), tag,
+                              handle, kd_mpi_status_ignore())
+        Watchdog.shared.end()
+        try checkMPI(rc, "MPI_Sendrecv")
+    }
+
     // MARK: failure
 
     /// Prints `rank R: message` to stderr (flushed) and calls `MPI_Abort(world, code)`, which ends every

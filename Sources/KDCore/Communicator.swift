@@ -49,6 +49,12 @@ public protocol Communicator: AnyObject {
     /// block `counts[r]` (the block after `counts[0..<r]`).
     func reduceScatterV<T: CommScalar>(_ send: UnsafePointer<T>, counts: [Int],
                                        into recv: UnsafeMutablePointer<T>) throws
+    /// Point to point, both ways at once (`MPI_Sendrecv`): sends `count` elements of `send` to rank `dest`
+    /// and receives `count` elements from rank `source` into `recv` (the two must not overlap; a rank may
+    /// name itself). Not a collective: only the ranks that exchange call it, and the k-th message from a
+    /// rank to another meets the other's k-th receive from it. Watched like a collective (`timeoutSeconds`).
+    func sendReceive<T: CommScalar>(_ send: UnsafePointer<T>, count: Int, to dest: Int,
+                                    into recv: UnsafeMutablePointer<T>, from source: Int) throws
     /// Ends the whole job: prints `rank R: message` to stderr and aborts every rank with `code`.
     func abort(_ message: String, code: Int32) -> Never
 

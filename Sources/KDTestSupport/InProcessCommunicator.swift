@@ -139,6 +139,27 @@ public final class InProcessCommunicator: Communicator {
         }
     }
 
+    /// Posts a copy of `send` in `dest`'s mailbox, then waits for the oldest message from `source`. A
+    /// message of another element type or count throws `CommError.rankMismatch` on the receiving rank
+    /// (MPI would truncate or fail there).
+    public func sendReceive<T: CommScalar>(_ send: UnsafePointer<T>, count: Int, to dest: Int,
+                                           into recv: UnsafeMutablePointer<T>, from source: Int) throws {
+        try checkCount("sendReceive", count)
+        for (role, r) in [("destination", dest), ("source", source)] where r < 0 || r >= size {
+            throw CommError.invalidArgument(op: "sendReceive", message: "\(role) rank \(r) outside 0..<\(size)")
+        }
+        let out = Message(kind: T.commKind, count: count, data: Array(UnsafeBufferPointer(start: send, count: count)))
+        world.cond.lock()
+        defer { world.cond.unlock() }
+        world.postLocked(out, from: rank, to: dest)
+        let m = world.receiveLocked(from: source, rank: rank, timeout: timeoutSeconds, step: currentStep)
+        guard m.kind == T.commKind, m.count == count else {
+            throw CommError.rankMismatch(op: "sendReceive", message: "rank \(source) sent \(m.count) \(m.kind), "
+                                         + "rank \(rank) expects \(count) \(T.commKind)")
+        }
+        if count > 0 { (m.data as! [T]).withUnsafeBufferPointer { recv.update(from: $0.baseAddress!, count: count) } }
+    }
+
     // MARK: failure and sub-communicators
 
     /// Prints `rank R: message` to stderr, fails the world with `InProcessError.aborted` (its `run`

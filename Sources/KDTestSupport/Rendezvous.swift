@@ -41,6 +41,14 @@ final class Slot {
     }
 }
 
+/// One point-to-point message (`sendReceive`) waiting in a mailbox: a copy of the sent elements.
+struct Message {
+    let kind: CommScalarKind
+    let count: Int
+    /// `[T]`, copied at the send.
+    let data: Any
+}
+
 /// What ended a rank's thread.
 enum RankState: Equatable { case running, finished, failed, parked }
 
@@ -64,6 +72,10 @@ final class WorldState {
     var failure: (rank: Int, error: Error)?
     /// The world of which this one is an `alone()` sub-communicator (failures are recorded there).
     let parent: (world: WorldState, rank: Int)?
+    /// Point-to-point messages sent and not yet received, oldest first, by `source * size + dest`.
+    var mailboxes: [Int: [Message]] = [:]
+    /// Messages each rank has received, by `source * size + dest` (named when a sender is gone).
+    var received: [Int: Int] = [:]
 
     init(size: Int, parent: (world: WorldState, rank: Int)? = nil) {
         self.size = size
@@ -141,6 +153,41 @@ final class WorldState {
                 park(rank: rank, error)
             }
         }
+    }
+
+    // MARK: point to point
+
+    /// Queues `message` from `source` to `dest` (a send never waits, like MPI's buffered eager sends).
+    /// Caller holds `cond`.
+    func postLocked(_ message: Message, from source: Int, to dest: Int) {
+        mailboxes[source * size + dest, default: []].append(message)
+        cond.broadcast()
+    }
+
+    /// Takes the oldest message from `source` to `rank`, waiting for it. Parks the thread when the job
+    /// fails, when `source` has stopped without sending it, or after `timeout` seconds (> 0), as
+    /// `waitLocked` does. Caller holds `cond`; `cond` is held on return.
+    func receiveLocked(from source: Int, rank: Int, timeout: Double, step: Int) -> Message {
+        let key = source * size + rank
+        let deadline = timeout > 0 ? Date(timeIntervalSinceNow: timeout) : Date.distantFuture
+        let (job, _) = self.job(rank)
+        while mailboxes[key, default: []].isEmpty {
+            if job.failure != nil { cond.unlock(); park(rank: rank, nil) }
+            if states[source] != .running {
+                let error = InProcessError.rankGone(collective: "sendReceive from rank \(source)",
+                                                    sequence: received[key, default: 0], gone: source,
+                                                    state: "\(states[source])", waiting: [rank])
+                cond.unlock()
+                park(rank: rank, error)
+            }
+            if !cond.wait(until: deadline), mailboxes[key, default: []].isEmpty {
+                let error = InProcessError.timeout(collective: "sendReceive", seconds: timeout, step: step)
+                cond.unlock()
+                park(rank: rank, error)
+            }
+        }
+        received[key, default: 0] += 1
+        return mailboxes[key]!.removeFirst()
     }
 
     /// Takes `rank`'s output from a complete slot (the combined `[T]`, or the mismatch error) and

@@ -1,3 +1,4 @@
+import KDComm
 import XCTest
 @testable import KDTools
 import KDTrain
@@ -46,6 +47,27 @@ final class ScalingReportTests: XCTestCase {
         XCTAssertEqual(r.svg.components(separatedBy: "stroke-dasharray").count - 1, 3)
         XCTAssertFalse(r.svg.contains("projected"))
         XCTAssertTrue(r.svg.contains(">4</text>") && r.svg.contains("log scale"))
+    }
+
+    /// The links section: only world sizes whose bench ran across hosts, each host's best link, the
+    /// straggler in bold (or none); absent when no bench probed.
+    func testLinksSectionNamesTheStraggler() {
+        var slow = point(3, 250)
+        slow.linkProbe = LinkProbe.Report(hosts: ["h0", "h1", "h2"], hostBytesPerSecond: [1.2e9, 1.2e9, 1.25e7],
+                                          medianBytesPerSecond: 1.2e9, stragglers: ["h2"], seconds: 0.3)
+        var even = point(2, 190)
+        even.linkProbe = LinkProbe.Report(hosts: ["h0", "h1"], hostBytesPerSecond: [1e9, 1e9],
+                                          medianBytesPerSecond: 1e9, stragglers: [], seconds: 0.01)
+        let r = ScalingReport(mode: .weak, points: [point(1, 100), even, slow], configName: "c", machine: "m",
+                              date: "d", costModel: nil)
+        let md = r.markdown
+        XCTAssertTrue(md.contains("## Links between hosts (link probe)"), md)
+        XCTAssertTrue(md.contains("| 2 | 2 | h0 1.00 GB/s, h1 1.00 GB/s | 1.00 GB/s | none |\n"), md)
+        XCTAssertTrue(md.contains("| 3 | 3 | h0 1.20 GB/s, h1 1.20 GB/s, h2 12.5 MB/s | 1.20 GB/s | **h2** |\n"), md)
+        XCTAssertFalse(md.contains("| 1 | 1 |"))
+        let plain = ScalingReport(mode: .weak, points: [point(1, 100)], configName: "c", machine: "m", date: "d",
+                                  costModel: nil)
+        XCTAssertFalse(plain.markdown.contains("Links between hosts"))
     }
 
     /// The projection by hand: base 1 rank, step 2.0 s of which the loss is 0.01 s; at 16 ranks the

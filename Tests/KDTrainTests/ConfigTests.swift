@@ -41,6 +41,11 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try KDConfig.parse(yaml: "data: {global_batch: -8}", file: "c.yaml")) { e in
             XCTAssertTrue("\(e)".contains("must be ≥ 1, got -8"), "\(e)")
         }
+        XCTAssertThrowsError(try KDConfig.parse(yaml: "comm:\n  link_probe_every: -1", file: "c.yaml")) { e in
+            XCTAssertEqual("\(e)", "c.yaml: comm.link_probe_every: must be ≥ 0, got -1 (line 2)")
+        }
+        XCTAssertEqual(try KDConfig.parse(yaml: "comm: {link_probe_every: 0}", file: "c.yaml").comm.linkProbeEvery, 0)
+        XCTAssertEqual(try KDConfig.parse(yaml: "seed: 1", file: "c.yaml").comm.linkProbeEvery, 1000)
         XCTAssertThrowsError(try KDConfig.parse(yaml: "optim: {kind: lbfgs}", file: "c.yaml")) { e in
             XCTAssertTrue("\(e)".contains("optim.kind: must be one of sgd, adamw, got 'lbfgs'"), "\(e)")
         }

@@ -1,4 +1,6 @@
 import XCTest
+import KDComm
+import KDCore
 @testable import KDTrain
 
 /// Issue 18 item 5: a failed metrics write is a named error (the file and the OS reason), never a
@@ -24,6 +26,32 @@ final class MetricsWriterTests: XCTestCase {
         try String(contentsOfFile: dir + "/" + name, encoding: .utf8)
             .split(separator: "\n", omittingEmptySubsequences: false)
             .map(String.init)
+    }
+
+    /// A step record after a link probe (`LinkCheck`): its numbers, and the straggler as a text field in
+    /// JSON (a string) and CSV (a cell, quoted when it holds a comma); the run summary reads the line back.
+    func testLinkProbeFieldsInTheStepRecord() throws {
+        let report = LinkProbe.Report(hosts: ["h0", "h1", "h2"], hostBytesPerSecond: [1e9, 2e9, 1e7],
+                                      medianBytesPerSecond: 1e9, stragglers: ["h2"], seconds: 0.1)
+        var step = StepRecord(step: 3, plan: BatchPlan(globalSamples: 4), applied: true, stop: false, loss: 1,
+                              terms: [], phases: [:], gathers: GatherLedger(), bytesAllReduced: 0)
+        XCTAssertNil(MetricRecord(step, epoch: 0, learningRate: 0.1, samplesPerSecond: 1).text("link/straggler"))
+        step.links = LinkCheck(afterStep: 2, report: report)
+        let r = MetricRecord(step, epoch: 0, learningRate: 0.1, samplesPerSecond: 1)
+        XCTAssertEqual(r["link/probe_step"], 2)
+        XCTAssertEqual(r["link/min_host_bw"], 1e7)
+        XCTAssertEqual(r["link/median_host_bw"], 1e9)
+        XCTAssertEqual(r.text("link/straggler"), "h2")
+        XCTAssertTrue(r.json.hasSuffix(#", "link/median_host_bw": 1000000000.0, "link/straggler": "h2"}"#), r.json)
+        var two = MetricRecord()
+        two.set("step", 1)
+        two.set("link/straggler", text: #"a,"b""#)
+        XCTAssertEqual(two.json, #"{"step": 1, "link/straggler": "a,\"b\""}"#)
+        let w = try MetricsWriter(directory: dir, enabled: true)
+        try w.write(two)
+        w.close()
+        XCTAssertEqual(try lines("metrics.csv")[1], #"1,"a,""b""",,,"#)
+        XCTAssertEqual(RunResults.parse(Substring(two.json)), ["step": 1])
     }
 
     func testWritesBothFilesAndAppends() throws {

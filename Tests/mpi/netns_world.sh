@@ -6,7 +6,9 @@
 #   on I CMD…      runs CMD in host I's namespace under its host name (mpirun on host 0 is the launch node).
 #   hostfile_run K N ARGS…  launch/hostfile.sh over the first K hosts, N ranks, from host 0, with the launch
 #                  agent (no ssh), MPI over TCP only (--mca btl tcp,self: every byte crosses a veth) on
-#                  the hosts' link (IFACE=kdg0), ranks unbound (the "hosts" share this machine's cores).
+#                  the hosts' link (IFACE=kdg0), ranks unbound (the "hosts" share this machine's cores);
+#                  WORLD_MPIRUN_ARGS adds mpirun flags, WORLD_KDGRAPH replaces the binary (e.g. a wrapper).
+#   reachable I J  waits (up to 10 s) until host I reaches host J over TCP; fails after that.
 #   shape I RATE   a tbf qdisc of RATE (e.g. 1gbit) on both ends of host I's link: what it sends and receives;
 #   unshape I, link_down I, link_up I.
 #   world_down     removes every namespace, link and qdisc made (called from the EXIT/INT/TERM trap).
@@ -74,7 +76,7 @@ on() {
 
 hostfile_run() {
   local k=$1 n=$2; shift 2
-  on 0 env KDG_NETNS_MAP="$world_map" IFACE=kdg0 KDGRAPH="$PWD/.build/release/kdgraph" \
+  on 0 env KDG_NETNS_MAP="$world_map" IFACE=kdg0 KDGRAPH="${WORLD_KDGRAPH:-$PWD/.build/release/kdgraph}" \
     MPIRUN_ARGS="--mca plm_rsh_agent $PWD/Tests/mpi/netns_agent.sh --mca plm_rsh_no_tree_spawn 1 \
 --mca btl tcp,self --bind-to none ${WORLD_MPIRUN_ARGS:-}" \
     timeout "${WORLD_TIMEOUT:-300}" bash launch/hostfile.sh "$world_dir/hosts$k" "$n" "$@"
@@ -101,4 +103,18 @@ unshape() {
   true
 }
 link_down() { ip link set "$(world_veth "$1")" down; }
+reachable() {
+  # A refused connection to a closed port proves the path both ways (SYN there, RST back); a timeout does not.
+  on "$1" python3 - "$(world_addr "$2")" <<'EOF'
+import socket, sys, time
+for _ in range(10):
+    try:
+        socket.create_connection((sys.argv[1], 9), timeout=1).close(); sys.exit(0)
+    except ConnectionRefusedError:
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.5)
+sys.exit(1)
+EOF
+}
 link_up() { ip link set "$(world_veth "$1")" up; }

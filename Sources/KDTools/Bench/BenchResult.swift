@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 import KDLosses
 import KDTrain
 
@@ -76,6 +77,9 @@ public struct BenchResult: Codable, Equatable {
     /// Whether the machine stayed quiet during the measurement (`MachineLoad`: its readings and warnings);
     /// nil in results of earlier versions.
     public var load: MachineLoad? = nil
+    /// The link probe across hosts after the measured steps (`LinkProbe`: each host's best-link bandwidth,
+    /// the straggler it names); nil on one host and in results of earlier versions.
+    public var linkProbe: LinkProbe.Report? = nil
 
     public func json() throws -> String {
         let e = JSONEncoder()

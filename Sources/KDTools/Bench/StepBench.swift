@@ -11,7 +11,7 @@ import KDTrain
 /// bytes gathered and all-reduced per step, peak memory per rank, and an all-reduce sweep (the points
 /// the scaling report's cost model is fitted to). With `projectRanks`, also the objective's cost for
 /// one rank's share at those world sizes (`LossProjection`) and the collective counts per step the
-/// report's projection needs.
+/// report's projection needs. After the sweep, the link probe across hosts (`LinkProbe`).
 public enum StepBench {
     public static func run(config: KDConfig, comm: Communicator, warmup: Int, steps: Int, projectRanks: [Int] = [],
                            sweepBytes: [Int] = [4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20]) throws -> BenchResult {
@@ -92,6 +92,8 @@ public enum StepBench {
             try comm.allReduce(&worst, op: .max)
             sweep.append((bytes, worst[0]))
         }
+        // Which host's link is slow, if one is (nothing on one host).
+        let links = try LinkProbe.run(comm, hosts: LinkProbe.hostNames(comm))
         // Per rank: peak RSS and the tensor pool's high-water mark during the measured steps.
         let allMemory = try comm.allGatherV([Double(stepPeakRSS), Double(stepPoolPeak)],
                                             counts: Array(repeating: 2, count: comm.size))
@@ -154,6 +156,7 @@ public enum StepBench {
             result.estimatedOnePassBytes = onePass.total
         }
         result.load = load
+        result.linkProbe = links
         if trainer.objective.terms.contains(where: { $0 is SpectralTerm }) {
             result.spectralSolves = SpectralSolverStatistics.current
         }

@@ -1,4 +1,5 @@
 import Foundation
+import KDComm
 import KDTensor
 import KDTrain
 
@@ -106,6 +107,7 @@ extension ScalingReport {
                     + " | \(mib(p.inputBytes)) | \(mib(p.peakBytes)) |\n"
             }
         }
+        s += linksSection
         let warned = points.filter { !$0.loadWarnings.isEmpty }
         if !warned.isEmpty {
             s += "\n**Measurements not to be trusted** (the machine was not quiet; `MachineLoad`):\n\n"
@@ -113,6 +115,28 @@ extension ScalingReport {
         }
         s += "\nCommunication share = (all-reduce wait + gather wait) / step time. Files: report.csv, scaling.svg"
         s += proj.isEmpty ? ".\n" : ", projection.csv.\n"
+        return s
+    }
+
+    /// The link probe of each world size that ran across hosts (`LinkProbe`): each host's best-link
+    /// bandwidth and the straggler the rule names; empty when no bench ran across hosts.
+    var linksSection: String {
+        let probed = points.filter { $0.linkProbe != nil }
+        guard !probed.isEmpty else { return "" }
+        var s = "\n## Links between hosts (link probe)\n\n"
+        s += "Each host's best link, bytes per second each way (the fastest of "
+        s += "\(LinkProbe.repetitions) × 2 timings of a \(LinkProbe.messageBytes >> 10) KiB exchange with each other "
+        s += "host); a host is named a straggler when, with at least 3 hosts, its best link is below the median "
+        s += "host's / \(Int(LinkProbe.stragglerFactor)) (docs/scaling.md, \"A straggler link\"). The projection "
+        s += "assumes every link as fast as the all-reduce fit: a straggler's link paces every ring collective.\n\n"
+        s += "| ranks | hosts | best-link bandwidth by host | median | straggler |\n|---:|---:|---|---:|---|\n"
+        for p in probed {
+            let r = p.linkProbe!
+            let each = zip(r.hosts, r.hostBytesPerSecond).map { "\($0) \(LinkProbe.rate($1))" }
+            s += "| \(p.ranks) | \(r.hosts.count) | \(each.joined(separator: ", ")) | "
+                + "\(LinkProbe.rate(r.medianBytesPerSecond)) | "
+                + (r.stragglers.isEmpty ? "none" : "**" + r.stragglers.joined(separator: ", ") + "**") + " |\n"
+        }
         return s
     }
 

@@ -1,3 +1,4 @@
+import KDComm
 import KDTrain
 
 /// One world size's measurement, from `kdgraph bench` JSON.
@@ -22,6 +23,8 @@ public struct ScalingPoint: Equatable {
     public var loadWarnings: [String] = []
     /// Graph accumulation's samples per rank per pass when the bench ran with `train.micro_batch`, else nil.
     public var microBatch: Int? = nil
+    /// The bench's link probe across hosts (`LinkProbe`); nil on one host.
+    public var linkProbe: LinkProbe.Report? = nil
 
     public init(ranks: Int, globalBatch: Int, samplesPerSecond: Double, stepSeconds: Double,
                 phases: [String: Double], bytesAllReduced: Double, bytesGathered: Double, peakRSSBytes: Double,

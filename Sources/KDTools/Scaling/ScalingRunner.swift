@@ -134,6 +134,7 @@ public struct ScalingRunner {
         point.lossShareSeconds = b.lossShareS
         point.loadWarnings = b.load?.warnings ?? []
         point.microBatch = b.microBatch
+        point.linkProbe = b.linkProbe
         return (point, b.allreduceSweep.map { (b.ranks, Double($0.bytes), $0.seconds) })
     }
 }

@@ -135,6 +135,9 @@ public struct KDConfig: Codable, Equatable {
         public var bucketMB = 4.0
         public var overlap = false
         public var timeoutS = 300.0
+        /// The link probe (`LinkProbe`, across hosts only): before the first step and after every this many
+        /// steps; 0: never.
+        public var linkProbeEvery = 1000
     }
 
     public struct Output: Codable, Equatable {
@@ -530,6 +533,7 @@ extension KDConfig {
         try check("train.block_size", train.blockSize, 0, Self.maxSamples)
         try check("comm.bucket_mb", comm.bucketMB, above: 0, atMost: 1_048_576)
         try check("comm.timeout_s", comm.timeoutS, above: 0, atMost: 1e7)
+        try check("comm.link_probe_every", comm.linkProbeEvery, 0, Self.maxSteps)
         if !output.dir.isEmpty && output.dir.trimmingCharacters(in: .whitespaces).isEmpty {
             throw fail("output.dir", "is blank: name the folder the run writes to (e.g. runs/my-run), or leave "
                        + "the key out for a fresh \(versionRoot)/version_N")

@@ -5,10 +5,17 @@ import Glibc
 import Darwin
 #endif
 
-/// One logged record: ordered keys with numeric values (JSON Lines and CSV share it).
+/// One logged record: ordered keys with numeric values, then text fields (JSON Lines and CSV share it;
+/// TensorBoard takes the numbers only).
 public struct MetricRecord {
     public var fields: [(String, Double)] = []
+    /// Fields whose value is a name, not a number (e.g. `link/straggler`, the host a link probe named).
+    public var texts: [(String, String)] = []
     public init() {}
+    public mutating func set(_ key: String, text: String) {
+        if let i = texts.firstIndex(where: { $0.0 == key }) { texts[i].1 = text } else { texts.append((key, text)) }
+    }
+    public func text(_ key: String) -> String? { texts.first(where: { $0.0 == key })?.1 }
     public mutating func set(_ key: String, _ value: Double) {
         if let i = fields.firstIndex(where: { $0.0 == key }) {
             fields[i].1 = value
@@ -25,8 +32,31 @@ public struct MetricRecord {
     }
 
     public var json: String {
-        "{" + fields.map { k, v in "\"\(k)\": \(MetricRecord.format(v, integral: k == "step" || k == "epoch"))" }
-            .joined(separator: ", ") + "}"
+        let numbers = fields.map { k, v in
+            "\"\(k)\": \(MetricRecord.format(v, integral: k == "step" || k == "epoch"))"
+        }
+        let words = texts.map { "\"\($0)\": \(MetricRecord.jsonString($1))" }
+        return "{" + (numbers + words).joined(separator: ", ") + "}"
+    }
+
+    /// `text` as a JSON string literal (quotes, backslashes and control characters escaped).
+    static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for u in text.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+
+    /// `text` as a CSV cell: quoted (quotes doubled) when it holds a comma, a quote or a line break.
+    static func csvCell(_ text: String) -> String {
+        text.contains(where: { $0 == "," || $0 == "\"" || $0.isNewline })
+            ? "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : text
     }
 
     static func format(_ v: Double, integral: Bool) -> String {
@@ -123,12 +153,13 @@ public final class MetricsWriter {
         var text = ""
         var newColumns = columns
         if newColumns.isEmpty {
-            newColumns = r.fields.map { $0.0 }
+            newColumns = r.fields.map { $0.0 } + r.texts.map { $0.0 }
             for c in MetricsWriter.evalColumns where !newColumns.contains(c) { newColumns.append(c) }
             text = newColumns.joined(separator: ",") + "\n"
         }
         let row = newColumns.map { c in
-            r[c].map { MetricRecord.format($0, integral: c == "step" || c == "epoch") } ?? ""
+            r[c].map { MetricRecord.format($0, integral: c == "step" || c == "epoch") }
+                ?? r.text(c).map(MetricRecord.csvCell) ?? ""
         }
         do {
             try csv.append(text + row.joined(separator: ",") + "\n")

@@ -68,7 +68,8 @@ public struct RunResults {
     }
 
     /// One metrics line as key → value (`NaN`, `Infinity`, `-Infinity` as written by `MetricRecord`),
-    /// every number to its last bit (`JSONDecoder`), or nil when the line is not such an object.
+    /// every number to its last bit (`JSONDecoder`), or nil when the line is not such an object. Text
+    /// fields (`MetricRecord.texts`) are left out.
     static func parse(_ line: Substring) -> [String: Double]? {
         let json = line.replacingOccurrences(of: ": -Infinity", with: ": \"-inf\"")
             .replacingOccurrences(of: ": Infinity", with: ": \"inf\"")
@@ -76,7 +77,17 @@ public struct RunResults {
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf",
                                                                          negativeInfinity: "-inf", nan: "nan")
-        return try? decoder.decode([String: Double].self, from: Data(json.utf8))
+        return (try? decoder.decode([String: MetricValue].self, from: Data(json.utf8)))?
+            .compactMapValues { if case .number(let v) = $0 { return v } else { return nil } }
+    }
+
+    /// A metrics value: a number, or the text of a text field.
+    enum MetricValue: Decodable {
+        case number(Double), text(String)
+        init(from decoder: Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let v = try? c.decode(Double.self) { self = .number(v) } else { self = .text(try c.decode(String.self)) }
+        }
     }
 
     /// The curve of `key`, empty if none.

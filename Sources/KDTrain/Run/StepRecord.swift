@@ -1,3 +1,4 @@
+import KDComm
 import KDCore
 
 /// What one training step did, returned by `Trainer.step`: the metrics line, the progress line, the
@@ -20,6 +21,8 @@ public struct StepRecord {
     public var gathers: GatherLedger
     /// Bytes of gradients all-reduced.
     public var bytesAllReduced: Int
+    /// The run's last link probe (`comm.link_probe_every`), nil before one ran or on one host.
+    public var links: LinkCheck? = nil
 
     public var seconds: Double { phases.values.reduce(0, +) }
 }
@@ -38,9 +41,19 @@ public struct GatherLedger: Equatable {
     public init() {}
 }
 
+/// One link probe of a run (`LinkProbe`, docs/scaling.md, "A straggler link"): after which step it ran
+/// (0: before the first step of the run) and what it found.
+public struct LinkCheck: Equatable {
+    public var afterStep: Int
+    public var report: LinkProbe.Report
+}
+
 extension MetricRecord {
     /// The metrics line of a step: step, epoch, loss and its terms, learning rate, throughput, the
-    /// phases' seconds, the time waiting in gathers, and the bytes all-reduced and gathered.
+    /// phases' seconds, the time waiting in gathers, the bytes all-reduced and gathered, and after a link
+    /// probe across hosts its figures: `link/probe_step` (the step it ran after), `link/min_host_bw` and
+    /// `link/median_host_bw` (bytes/s each way of the slowest and the median host's best link), and the
+    /// text `link/straggler`, the hosts the probe named (comma-separated; "" when none).
     public init(_ r: StepRecord, epoch: Int, learningRate: Double, samplesPerSecond: Double) {
         self.init()
         set("step", Double(r.step))
@@ -53,5 +66,11 @@ extension MetricRecord {
         set("time/\(Phase.gatherWait)", r.gathers.seconds)
         set("bytes/allreduce", Double(r.bytesAllReduced))
         set("bytes/gathered", Double(r.gathers.bytesReceived))
+        if let l = r.links {
+            set("link/probe_step", Double(l.afterStep))
+            set("link/min_host_bw", l.report.hostBytesPerSecond.min() ?? 0)
+            set("link/median_host_bw", l.report.medianBytesPerSecond)
+            set("link/straggler", text: l.report.stragglers.joined(separator: ","))
+        }
     }
 }

@@ -46,6 +46,10 @@ public final class Trainer {
     public let faults: FaultInjection
     /// Told of every step's gathered loss inputs and record (the bench attaches its own).
     public var observers: [any StepObserver] = []
+    /// The last link probe (`comm.link_probe_every`; LinkChecks.swift), attached to every later step record.
+    public internal(set) var linkCheck: LinkCheck?
+    /// Every rank's host name, gathered at the first link probe.
+    var hostNames: [String]?
     /// The last step's record.
     public private(set) var lastRecord: StepRecord?
     /// The last step's global loss.
@@ -178,6 +182,7 @@ public final class Trainer {
             step += 1
             timer.lap(.optimizer)
             record.phases = timer.current
+            record.links = linkCheck
             return record
         }
         for o in observers { o.stepFinished(record) }
