@@ -66,7 +66,10 @@ struct Bench: ParsableCommand {
             if deterministic {
                 result.deterministic = try DeterministicBench.run(config: cfg, comm: comm, warmup: warmup, steps: steps)
             }
-            if let twin { result.pytorch = try PyTorchComparison.run(arguments: twin, python: python) }
+            if let twin {
+                result.pytorch = try PyTorchComparison.run(arguments: twin, python: python)
+                result.inferencePeers = try inferencePeers(cfg, ranks: comm.size)
+            }
             if pytorch != .off && comm.size > 1 { try PyTorchComparison.quietBarrier(comm) }
             if comm.rank == 0 {
                 if let r = result.teacherCache {
@@ -79,6 +82,12 @@ struct Bench: ParsableCommand {
                 }
                 if let p = result.pytorch {
                     for line in PyTorchComparison.table(kdgraph: result, pytorch: p) {
+                        FileHandle.standardError.write(Data((line + "\n").utf8))
+                    }
+                }
+                if let peers = result.inferencePeers {
+                    let teacher = result.phases["teacher"]?.medianS ?? 0
+                    for line in InferencePeers.table(teacherS: teacher, batch: result.perRankBatch, peers: peers) {
                         FileHandle.standardError.write(Data((line + "\n").utf8))
                     }
                 }
@@ -110,6 +119,23 @@ extension Bench {
                             + "venv's interpreter with --python)")
         }
         return args
+    }
+}
+
+extension Bench {
+    /// Rank 0, after the PyTorch step: the teacher forward in ONNX Runtime and OpenVINO
+    /// (`InferencePeers`), or nil where the interpreter imports neither (said on stderr; optional even
+    /// under `--pytorch on`) or the step has no network teacher.
+    func inferencePeers(_ cfg: KDConfig, ranks: Int) throws -> [InferencePeers.Peer]? {
+        guard let args = InferencePeers.arguments(config: cfg, ranks: ranks, warmup: warmup, steps: steps) else {
+            return nil
+        }
+        guard InferencePeers.available(python: python) else {
+            FileHandle.standardError.write(Data(("bench: no ONNX Runtime / OpenVINO comparison: \(python) imports "
+                + "neither (pip install onnxruntime openvino)\n").utf8))
+            return nil
+        }
+        return try InferencePeers.run(arguments: args, python: python)
     }
 }
 

@@ -70,3 +70,39 @@ final class PyTorchComparisonTests: XCTestCase {
         XCTAssertTrue(table.contains("KDGraph/PyTorch 2.00×"), table)
     }
 }
+
+/// The optional second comparison (`InferencePeers`): the teacher's command line from the config, the
+/// script's JSON line read back (a runtime measured, one skipped with its reason), and the table's ratios.
+final class InferencePeersTests: XCTestCase {
+    func testArgumentsResultAndTable() throws {
+        let cfg = try KDConfig.parse(yaml: """
+        mode: distill
+        data: {source: synthetic, classes: 100, image_size: 32, train_size: 256, eval_size: 64, global_batch: 128}
+        teacher: {kind: network, model: resnet32x4, checkpoint: t.safetensors}
+        student: {model: resnet8x4}
+        loss: [{kind: kd}]
+        """, file: "bench.yaml")
+        XCTAssertEqual(InferencePeers.arguments(config: cfg, ranks: 2, warmup: 0, steps: 4),
+                       [InferencePeers.script, "--teacher", "resnet32x4", "--classes", "100", "--image-size", "32",
+                        "--batch", "64", "--warmup", "1", "--steps", "4"])
+        var baseline = cfg
+        baseline.mode = .supervised
+        XCTAssertNil(InferencePeers.arguments(config: baseline, ranks: 1, warmup: 1, steps: 1))
+
+        let peers = try InferencePeers.parse("""
+            a line the script printed first
+            {"peers": [{"framework": "onnxruntime 1.32.0", "threads": 1, "median_s": 1.5}, \
+            {"framework": "openvino", "skipped": "cannot import openvino (No module named 'openvino')"}]}
+            """)
+        XCTAssertEqual(peers, [InferencePeers.Peer(framework: "onnxruntime 1.32.0", threads: 1, medianS: 1.5),
+                               InferencePeers.Peer(framework: "openvino",
+                                                   skipped: "cannot import openvino (No module named 'openvino')")])
+        XCTAssertEqual(InferencePeers.table(teacherS: 0.6, batch: 64, peers: peers), [
+            "teacher forward of 64 images, one thread: KDGraph 600.0 ms",
+            "  onnxruntime 1.32.0: 1500.0 ms (KDGraph 2.50× faster)",
+            "  openvino: skipped (cannot import openvino (No module named 'openvino'))"])
+        XCTAssertThrowsError(try InferencePeers.parse("{\"peers\": 3}")) { e in
+            XCTAssertTrue("\(e)".contains(InferencePeers.script), "\(e)")
+        }
+    }
+}

@@ -53,6 +53,9 @@ public struct BenchResult: Codable, Equatable {
     public var cores: Int
     /// The same step in PyTorch, measured in the same run (`--pytorch`), when it was.
     public var pytorch: PyTorchComparison.Result? = nil
+    /// The teacher forward in ONNX Runtime and OpenVINO, measured in the same run beside PyTorch where the
+    /// interpreter imports them (`InferencePeers`); absent otherwise.
+    public var inferencePeers: [InferencePeers.Peer]? = nil
     /// The step reading the teacher cache (`--teacher-cache`), when it was measured.
     public var teacherCache: TeacherCacheBench.Report? = nil
     /// One rank's share of the objective, forward + backward, timed on the last step's real inputs at this
