@@ -4,7 +4,7 @@ import KDTrain
 /// The teacher forward beside inference runtimes (`launch/inference_teacher_bench.py`): the config's
 /// teacher exported to ONNX and run by ONNX Runtime and OpenVINO, one thread each, on one rank's batch —
 /// the optional second comparison of `kdgraph bench --pytorch on|auto` where the interpreter imports
-/// either package (docs/ops.md, "Against PyTorch and the inference runtimes"). Never needed by CI.
+/// either package (docs/ops.md, "Against PyTorch"). Never needed by CI.
 public enum InferencePeers {
     /// One runtime's result: its median seconds per batch, or why it was skipped.
     public struct Peer: Codable, Equatable {
