@@ -194,25 +194,30 @@ enum SafetensorsJSON: Equatable {
         }
     }
 
-    /// JSON string literal with the escapes RFC 8259 requires.
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let h = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                } else {
-                    out.unicodeScalars.append(u)
-                }
+    /// JSON string literal with the escapes RFC 8259 requires (`jsonStringLiteral`).
+    static func quote(_ s: String) -> String { jsonStringLiteral(s) }
+}
+
+/// `s` as a JSON string literal with the escapes RFC 8259 requires (quote, backslash, `\n`, `\r`, `\t`, other
+/// control characters as `\u00XX`): the one writer of JSON strings for the safetensors header, the metrics
+/// records and the self-test's report.
+package func jsonStringLiteral(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 {
+                let h = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+            } else {
+                out.unicodeScalars.append(u)
             }
         }
-        return out + "\""
     }
+    return out + "\""
 }

@@ -1,6 +1,7 @@
 import Foundation
 import KDComm
 import KDCore
+import KDFormats
 import KDTensor
 
 /// `kdgraph selftest`: checks every collective of a `Communicator` against values each rank computes
@@ -74,18 +75,7 @@ public enum SelfTest {
         }
     }
 
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for ch in s.unicodeScalars {
-            switch ch {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default: out += ch.value < 0x20 ? String(format: "\\u%04x", ch.value) : String(ch)
-            }
-        }
-        return out + "\""
-    }
+    static func jsonString(_ s: String) -> String { jsonStringLiteral(s) }
 
     /// `v` as a `T` (UInt8: modulo 256, the wrap-around of an 8-bit sum).
     @inline(__always)

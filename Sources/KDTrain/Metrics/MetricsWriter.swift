@@ -1,4 +1,5 @@
 import Foundation
+import KDFormats
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -35,22 +36,8 @@ public struct MetricRecord {
         let numbers = fields.map { k, v in
             "\"\(k)\": \(MetricRecord.format(v, integral: k == "step" || k == "epoch"))"
         }
-        let words = texts.map { "\"\($0)\": \(MetricRecord.jsonString($1))" }
+        let words = texts.map { "\"\($0)\": \(jsonStringLiteral($1))" }
         return "{" + (numbers + words).joined(separator: ", ") + "}"
-    }
-
-    /// `text` as a JSON string literal (quotes, backslashes and control characters escaped).
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for u in text.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
     }
 
     /// `text` as a CSV cell: quoted (quotes doubled) when it holds a comma, a quote or a line break.
