@@ -42,6 +42,35 @@ private func winogradErrorBound(_ v: WinogradVariant, cin: Int, absSum: Double) 
     return gamma * Double(9 * cin + 4) * u * absSum
 }
 
+/// Reference weight gradient in Double, `dW[o, ki, kj, c] = Σ_{n,i,j} dY[n, i, j, o]·x[n, i − p + ki, j − p + kj, c]`,
+/// and `S` = the largest `Σ |dY·x|` of one entry (the scale of any summation order's rounding error).
+private func referenceWeightGradient(_ x: Tensor, _ gy: Tensor, padding p: Int) -> (values: [Double], absSum: Double) {
+    let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (ho, wo, cout) = (gy.shape[1], gy.shape[2], gy.shape[3])
+    var out = [Double](repeating: 0, count: cout * 9 * cin), abs = out
+    for i in 0..<n { for oh in 0..<ho { for ow in 0..<wo { for o in 0..<cout {
+        let dy = Double(gy.ptr[((i * ho + oh) * wo + ow) * cout + o])
+        for ki in 0..<3 { for kj in 0..<3 {
+            let ih = oh - p + ki, iw = ow - p + kj
+            if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
+            for c in 0..<cin {
+                let t = dy * Double(x.ptr[((i * h + ih) * wd + iw) * cin + c])
+                let e = ((o * 3 + ki) * 3 + kj) * cin + c
+                out[e] += t; abs[e] += Swift.abs(t)
+            }
+        } }
+    } } } }
+    return (out, abs.max() ?? 0)
+}
+
+/// The weight gradient's error budget, as the forward's (`winogradErrorBound`) with the sum's K terms =
+/// the outputs N·Ho·Wo and the transforms `A` (‖A‖∞ = 2 for F(2,3), 15 for F(4,3)), `Bᵀ` and `Gᵀ`
+/// (‖Gᵀ‖∞ = 2 and 5/3): γ = (2·2·2)² = 64 and (15·10·5/3)² = 62 500.
+private func winogradWeightGradientBound(_ v: WinogradVariant, outputs: Int, absSum: Double) -> Double {
+    let u = 0x1p-24, gamma: Double = v == .f2 ? 64 : 62_500
+    return gamma * Double(outputs + 4) * u * absSum
+}
+
 final class WinogradTests: XCTestCase {
     struct Shape { var n, h, w, cin, cout, padding: Int }
     // Odd H/W (cropped last tiles), channels not multiples of 8 (vector tails), batch 1 and many,
@@ -184,9 +213,74 @@ final class WinogradTests: XCTestCase {
                 for (a, e) in zip(wino[0], direct[0]) {
                     XCTAssertEqual(Double(a), Double(e), accuracy: bound, "\(v) shape \(i): dx")
                 }
-                // dW and db take the same im2col GEMM and column sums in both paths.
-                XCTAssertEqual(wino[1], direct[1], "\(v) shape \(i): dW")
+                // dW: the same Σ over N·Ho·Wo outputs of |dY|·|x| ≤ 4·4 per term.
+                let dwBound = winogradWeightGradientBound(v, outputs: s.n * s.h * s.w,
+                                                          absSum: 16 * Double(s.n * s.h * s.w))
+                for (a, e) in zip(wino[1], direct[1]) {
+                    XCTAssertEqual(Double(a), Double(e), accuracy: dwBound, "\(v) shape \(i): dW")
+                }
+                // db takes the same column sums in both paths.
                 XCTAssertEqual(wino[2], direct[2], "\(v) shape \(i): db")
+            }
+        }
+    }
+
+    func testWeightGradientMatchesReference() throws {
+        // dW = Gᵀ [Σ_tiles (Bᵀ d B) ⊙ (A dY Aᵀ)] G against the Double sum, on the forward's shapes (cropped
+        // tiles, channel tails, padding 0–2, an image smaller than a tile), the chunks small enough that
+        // several add up, and through the backward.
+        let saved = WinogradWorkspace.weightGradientMinTiles
+        defer { WinogradWorkspace.weightGradientMinTiles = saved }
+        for minTiles in [3, saved] {
+            WinogradWorkspace.weightGradientMinTiles = minTiles
+            for v in WinogradVariant.allCases {
+                for (i, s) in shapes.enumerated() {
+                    let (x, w, b) = make(s, seed: 700 + UInt64(i))
+                    let ho = s.h + 2 * s.padding - 2, wo = s.w + 2 * s.padding - 2
+                    let gy = randomTensor([s.n, ho, wo, s.cout], seed: 800 + UInt64(i))
+                    let alg: ConvAlgorithm = v == .f2 ? .winograd2 : .winograd4
+                    let dw = try conv3x3WeightGradient(x, outputGradient: gy, padding: s.padding, algorithm: alg)
+                    XCTAssertEqual(dw.shape, [s.cout, 3, 3, s.cin])
+                    let r = referenceWeightGradient(x, gy, padding: s.padding)
+                    let bound = winogradWeightGradientBound(v, outputs: s.n * ho * wo, absSum: r.absSum)
+                    var worst = 0.0
+                    for (a, e) in zip(dw.array, r.values) { worst = max(worst, abs(Double(a) - e)) }
+                    XCTAssertLessThanOrEqual(worst, bound, "\(v) shape \(i) chunks of \(minTiles): max |Δ| \(worst)")
+                    if s.n == 0 { XCTAssertEqual(dw.array, [Float](repeating: 0, count: dw.count)) }
+                    // The backward (weight only) accumulates the same gradient onto an existing one.
+                    w.requiresGrad = true; w.grad = Tensor(shape: w.shape, repeating: 1); x.requiresGrad = false
+                    Tape.reset()
+                    let y = try winogradConv2d(x, weight: w, bias: b, padding: s.padding, variant: v)
+                    Tape.backward(y, seed: gy)
+                    XCTAssertEqual(w.grad!.array, dw.array.map { 1 + $0 }, "\(v) shape \(i): accumulated")
+                    w.grad = nil; w.requiresGrad = false; x.requiresGrad = true
+                }
+            }
+        }
+    }
+
+    func testWeightGradientIsExactOnIntegers() throws {
+        // Small integers: Bᵀ and A have integer entries, so V = Bᵀ d B and dM = A dY Aᵀ are integers
+        // (|V| ≤ ‖Bᵀ‖∞²·5 = 500, |dM| ≤ ‖A‖∞²·3 = 675 for F(4,3)) and dU sums at most 9 tiles of them exactly
+        // (< 2²⁴); Gᵀ dU G (36 terms, coefficients ≤ 1) is then the exact integer dW up to Double rounding,
+        // ≤ 36·2·2⁻⁵³·2²⁴ ≈ 1.3e-7, which the rounding to Float removes except on a zero. A wrong transform
+        // entry is off by a multiple of 1/576 (G's denominators squared) or more. Shapes: cropped tiles,
+        // channel tails, padding 0–2.
+        for v in WinogradVariant.allCases {
+            for (i, s) in [Shape(n: 2, h: 5, w: 4, cin: 3, cout: 2, padding: 1),
+                           Shape(n: 1, h: 9, w: 7, cin: 10, cout: 11, padding: 2),
+                           Shape(n: 1, h: 6, w: 7, cin: 9, cout: 8, padding: 0)].enumerated() {
+                let ho = s.h + 2 * s.padding - 2, wo = s.w + 2 * s.padding - 2
+                let x = Tensor(shape: [s.n, s.h, s.w, s.cin],
+                               data: (0..<(s.n * s.h * s.w * s.cin)).map { Float(($0 * 7) % 11) - 5 })
+                let gy = Tensor(shape: [s.n, ho, wo, s.cout],
+                                data: (0..<(s.n * ho * wo * s.cout)).map { Float(($0 * 5) % 7) - 3 })
+                let alg: ConvAlgorithm = v == .f2 ? .winograd2 : .winograd4
+                let dw = try conv3x3WeightGradient(x, outputGradient: gy, padding: s.padding, algorithm: alg)
+                let ref = referenceWeightGradient(x, gy, padding: s.padding).values
+                for (j, (a, e)) in zip(dw.array, ref).enumerated() {
+                    XCTAssertEqual(Double(a), e, accuracy: 1e-6, "\(v) shape \(i) entry \(j)")
+                }
             }
         }
     }

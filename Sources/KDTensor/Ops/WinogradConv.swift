@@ -34,9 +34,93 @@ public enum WinogradWorkspace {
     /// sets and evict one another.
     public nonisolated(unsafe) static var matrixPadding = 16
 
+    /// Fewest tiles per chunk of the weight gradient (`winogradWeightGradient`), whose GEMMs' inner size
+    /// is the chunk's tile count.
+    public nonisolated(unsafe) static var weightGradientMinTiles = 256
+
     static func tilesPerChunk(total: Int, alpha: Int, cin: Int, cout: Int) -> Int {
         let byCache = targetElements / max(1, alpha * alpha * (cin + cout))
         return max(1, min(total, max(byCache, minTiles)))
+    }
+
+    static func weightGradientTiles(total: Int, alpha: Int, cin: Int, cout: Int) -> Int {
+        let byCache = targetElements / max(1, alpha * alpha * (cin + cout))
+        return max(1, min(total, max(byCache, weightGradientMinTiles)))
+    }
+}
+
+/// The m×m output tiles of a stride-1 3×3 convolution over `h×w` images with padding `p`: tile `t` of the
+/// batch is tile `t % perImage` of image `t / perImage`, tiles row-major, the last row and column cropped.
+struct WinogradTiling {
+    let variant: WinogradVariant
+    let h, w, padding, ho, wo, tilesW, perImage: Int
+
+    init(variant: WinogradVariant, h: Int, w: Int, padding: Int) {
+        self.variant = variant; self.h = h; self.w = w; self.padding = padding
+        ho = h + 2 * padding - 2; wo = w + 2 * padding - 2
+        let m = variant.m
+        tilesW = (wo + m - 1) / m
+        perImage = ((ho + m - 1) / m) * tilesW
+    }
+
+    /// The image of tile `t` and the output row and column of its top-left value.
+    @inline(__always) func origin(ofTile t: Int) -> (image: Int, row: Int, col: Int) {
+        let r = t % perImage, m = variant.m
+        return (t / perImage, (r / tilesW) * m, (r % tilesW) * m)
+    }
+}
+
+/// Where a chunk's transformed values sit: value ξ of channel `c` of the chunk's tile `t` at
+/// `t·row + ξ·xi + c`, `count` floats in all (the GEMMs' `lda`/`ldc` = `row`, `xi` apart per ξ).
+/// F(2×2): ξ-major, each ξ's `[tiles, C]` one contiguous matrix. F(4×4): tile-major, a tile's α²·C values
+/// contiguous, so each transform reads and writes one stream instead of 36 (measured 4–9 % faster forward
+/// for F(4×4) on the `bench --ops` layers, 1–5 % slower for F(2×2)). `WinogradWorkspace.matrixPadding`
+/// floats follow each block.
+struct WinogradLayout {
+    let row, xi, count: Int
+
+    init(variant: WinogradVariant, tiles: Int, channels: Int) {
+        let a2 = variant.alpha * variant.alpha, pad = WinogradWorkspace.matrixPadding
+        if variant == .f4 {
+            row = a2 * channels + pad; xi = channels; count = tiles * row
+        } else {
+            row = channels; xi = tiles * channels + pad; count = a2 * xi
+        }
+    }
+}
+
+/// Input transform `V = Bᵀ d B` of the batch's tiles `tiles` (`WinogradTiling` numbering) of the NHWC
+/// images `x` (`cin` channels) into `v` (`layout`, the chunk's first tile at row 0). A tile inside the
+/// image with 8 channels is read in place; otherwise its α×α channel vectors are gathered first into the
+/// first α² vectors of `scratch` (2·α² vectors): zeros, then the rows and columns of the tile that lie
+/// in the image (the first `cnt` channels).
+func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling: WinogradTiling, tiles: Range<Int>,
+                            into v: UnsafeMutablePointer<Float>, layout: WinogradLayout,
+                            scratch: UnsafeMutablePointer<WVec>) {
+    let variant = tiling.variant, a = variant.alpha, a2 = a * a
+    let h = tiling.h, w = tiling.w, p = tiling.padding
+    let d = scratch, tmp = scratch + a2
+    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
+    let zero = WVec(repeating: 0)
+    for t in tiles {
+        let (img, oh0, ow0) = tiling.origin(ofTile: t)
+        let ih0 = oh0 - p, iw0 = ow0 - p
+        let xi = x + img * h * w * cin
+        let inside = ih0 >= 0 && iw0 >= 0 && ih0 + a <= h && iw0 + a <= w
+        for c0 in stride(from: 0, to: cin, by: 8) {
+            let cnt = min(8, cin - c0)
+            let dst = v + (t - tiles.lowerBound) * layout.row + c0
+            if inside && cnt == 8 {
+                winogradInputTile(variant, xi + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, layout.xi, 8)
+                continue
+            }
+            d.update(repeating: zero, count: a2)
+            for i in max(0, -ih0)..<max(0, min(a, h - ih0)) {
+                let row = xi + ((ih0 + i) * w + iw0) * cin + c0
+                for j in max(0, -iw0)..<max(0, min(a, w - iw0)) { d[i * a + j] = loadVec(row + j * cin, cnt) }
+            }
+            winogradInputTile(variant, dFloats, a * 8, 8, tmp, dst, layout.xi, cnt)
+        }
     }
 }
 
@@ -55,52 +139,24 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
                              residual: UnsafePointer<Float>?, relu: Bool, out: UnsafeMutablePointer<Float>) {
     let v = filter.variant, m = v.m, a = v.alpha, a2 = a * a
     let cin = filter.cin, cout = filter.cout
-    let ho = h + 2 * p - 2, wo = w + 2 * p - 2
+    let tiling = WinogradTiling(variant: v, h: h, w: w, padding: p)
+    let ho = tiling.ho, wo = tiling.wo
     guard n > 0, ho > 0, wo > 0, cout > 0 else { return }
-    let tilesH = (ho + m - 1) / m, tilesW = (wo + m - 1) / m, perImage = tilesH * tilesW
-    let total = n * perImage
+    let total = n * tiling.perImage
     let chunk = WinogradWorkspace.tilesPerChunk(total: total, alpha: a, cin: cin, cout: cout)
-    let pad = WinogradWorkspace.matrixPadding
-    // Row t of V_ξ at vBuf[t·vRow + ξ·vXi], of M_ξ at mBuf[t·mRow + ξ·mXi] (the GEMMs' lda/ldc = the rows).
-    // F(2×2): ξ-major, each V_ξ and M_ξ one contiguous matrix. F(4×4): tile-major, a tile's α²·C values
-    // contiguous, so each transform reads and writes one stream instead of 36 (measured 4–9 % faster
-    // forward for F(4×4) on the `bench --ops` layers, 1–5 % slower for F(2×2)).
-    let tileMajor = v == .f4
-    let vRow = tileMajor ? a2 * cin + pad : cin, vXi = tileMajor ? cin : chunk * cin + pad
-    let mRow = tileMajor ? a2 * cout + pad : cout, mXi = tileMajor ? cout : chunk * cout + pad
-    let vBuf = Tensor(uninitializedShape: [tileMajor ? chunk * vRow : a2 * vXi])
-    let mBuf = Tensor(uninitializedShape: [tileMajor ? chunk * mRow : a2 * mXi])
+    let vLayout = WinogradLayout(variant: v, tiles: chunk, channels: cin)
+    let mLayout = WinogradLayout(variant: v, tiles: chunk, channels: cout)
+    let vBuf = Tensor(uninitializedShape: [vLayout.count]), mBuf = Tensor(uninitializedShape: [mLayout.count])
+    let vRow = vLayout.row, vXi = vLayout.xi, mRow = mLayout.row, mXi = mLayout.xi
     let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 2 * a2)
     defer { scratch.deallocate() }
-    let d = scratch, tmp = scratch + a2
-    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
+    let tmp = scratch + a2
     let zero = WVec(repeating: 0)
 
     for t0 in stride(from: 0, to: total, by: chunk) {
         let rows = min(chunk, total - t0)
-        // Input transform: V[ξ][tile][c]. A tile inside the image with 8 channels is read in place;
-        // otherwise its α×α channel vectors are gathered into `d` first: zeros, then the rows and
-        // columns of the tile that lie in the image (the first `cnt` channels).
-        for tl in 0..<rows {
-            let t = t0 + tl, img = t / perImage, r = t % perImage
-            let ih0 = (r / tilesW) * m - p, iw0 = (r % tilesW) * m - p
-            let xi = x + img * h * w * cin
-            let inside = ih0 >= 0 && iw0 >= 0 && ih0 + a <= h && iw0 + a <= w
-            for c0 in stride(from: 0, to: cin, by: 8) {
-                let cnt = min(8, cin - c0)
-                let dst = vBuf.ptr + tl * vRow + c0
-                if inside && cnt == 8 {
-                    winogradInputTile(v, xi + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, vXi, 8)
-                    continue
-                }
-                d.update(repeating: zero, count: a2)
-                for i in max(0, -ih0)..<max(0, min(a, h - ih0)) {
-                    let row = xi + ((ih0 + i) * w + iw0) * cin + c0
-                    for j in max(0, -iw0)..<max(0, min(a, w - iw0)) { d[i * a + j] = loadVec(row + j * cin, cnt) }
-                }
-                winogradInputTile(v, dFloats, a * 8, 8, tmp, dst, vXi, cnt)
-            }
-        }
+        winogradInputTransform(x, cin: cin, tiling: tiling, tiles: t0..<(t0 + rows), into: vBuf.ptr,
+                               layout: vLayout, scratch: scratch)
         // α² GEMMs: M_ξ[rows, Cout] = V_ξ[rows, Cin] · U_ξ[Cin, Cout].
         // Row-invariant GEMMs (docs/ops.md): a tile's products do not depend on the other tiles of the chunk.
         for xi2 in 0..<a2 {
@@ -109,8 +165,7 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
         }
         // Output transform + epilogue.
         for tl in 0..<rows {
-            let t = t0 + tl, img = t / perImage, r = t % perImage
-            let oh0 = (r / tilesW) * m, ow0 = (r % tilesW) * m
+            let (img, oh0, ow0) = tiling.origin(ofTile: t0 + tl)
             let hi = min(m, ho - oh0), wi = min(m, wo - ow0)
             let base = out + ((img * ho + oh0) * wo + ow0) * cout, resBase = residual.map { $0 + (base - out) }
             for k0 in stride(from: 0, to: cout, by: 8) {
@@ -134,8 +189,8 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
 ///
 /// Backward: `db = Σ_rows dY`; `dx` is the Winograd convolution of `dY` with the flipped, transposed
 /// filter `W'[c, ki, kj, o] = W[o, 2 − ki, 2 − kj, c]` and padding `2 − p` (see
-/// `transposedBackwardGeometry`); `dW = dYᵀ · im2col(x)` by GEMM, which measured faster than a Winograd
-/// weight gradient for these layer shapes (docs/ops.md).
+/// `transposedBackwardGeometry`); `dW` by the same variant's weight gradient
+/// (`winogradWeightGradient`: `Gᵀ [Σ_tiles (Bᵀ d B) ⊙ (A dY Aᵀ)] G`).
 public func winogradConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Int,
                            variant: WinogradVariant) throws -> Tensor {
     guard x.rank == 4, weight.rank == 4, weight.shape[1] == 3, weight.shape[2] == 3,
@@ -161,7 +216,9 @@ public func winogradConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: 
     if let bias { inputs.append(bias) }
     Tape.record("winogradConv2d", inputs: inputs, output: out) { gy in
         if let bias, bias.requiresGrad { convBiasGradient(gy.ptr, g, cout: cout, into: bias) }
-        if weight.requiresGrad { convWeightGradient(x.ptr, gy.ptr, g, cout: cout, into: weight) }
+        if weight.requiresGrad {
+            winogradWeightGradient(x.ptr, gy.ptr, g, cout: cout, variant: variant, into: weight)
+        }
         if x.requiresGrad {
             let (gx, fresh) = x.gradBuffer()
             let back = WinogradFilter(weight: weight.ptr, cout: cout, cin: g.cin, variant: variant,

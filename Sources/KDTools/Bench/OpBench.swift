@@ -122,7 +122,8 @@ public enum OpBench {
     /// `winograd2_fwd`, `winograd4_fwd`, the inference path) and forward + backward (`winograd2`,
     /// `winograd4`, beside the `conv2d` line). `gflops` is effective: the direct algorithm's FLOPs over
     /// the time; `sgemm_gflops` times the direct algorithm's GEMMs alone (forward: `col·Wᵀ`);
-    /// `max_rel_err` = max |y − y_direct| / max |y_direct| of the forward.
+    /// `max_rel_err` = max |y − y_direct| / max |y_direct| of the forward. The weight gradient alone too
+    /// (`conv2d_wgrad`, `winograd2_wgrad`, `winograd4_wgrad`: `dYᵀ·col` and its error against the direct one).
     static func benchWinograd(_ c: ConvCase, iterations: Int) throws -> [String] {
         var rng = KDRandom(keys: 0xBE51, UInt64(c.cin), UInt64(c.size))
         let x = Tensor.randn([c.batch, c.size, c.size, c.cin], rng: &rng)
@@ -145,19 +146,29 @@ public enum OpBench {
                     try conv2d(x, weight: w, bias: nil, stride: 1, padding: c.padding, algorithm: alg)
                 }
             }, gemm: fwdGemm)
-            var maxY: Float = 0, maxD: Float = 0
-            for i in 0..<out.count {
-                maxY = max(maxY, abs(reference.ptr[i])); maxD = max(maxD, abs(out.ptr[i] - reference.ptr[i]))
-            }
             let name = alg == .direct ? "conv2d_fwd" : alg.rawValue + "_fwd"
             let line = gemmLine(op: name, shape: shape, ms: opMs, gemmMs: gemmMs, flops: fwdFlops)
-            let err = String(format: "%.2e", Double(maxD / max(maxY, 1e-30)))
-            lines.append(String(line.dropLast()) + ",\"max_rel_err\":\(err)}")
+            lines.append(String(line.dropLast()) + ",\"max_rel_err\":\(relativeError(out, reference))}")
+        }
+        // The weight gradient alone (`conv2d_wgrad` direct, `winograd2_wgrad`, `winograd4_wgrad`), beside the
+        // direct algorithm's dW GEMM; `max_rel_err` = max |dW − dW_direct| / max |dW_direct|.
+        let dw = Tensor(uninitializedShape: [cout, k])
+        let dwGemm = {
+            sgemm(transA: true, m: cout, n: k, k: m, a: gy.ptr, lda: cout, b: col.ptr, ldb: k, c: dw.ptr, ldc: k)
+        }
+        let dwReference = try conv3x3WeightGradient(x, outputGradient: gy, padding: c.padding, algorithm: .direct)
+        for alg in ConvAlgorithm.allCases {
+            var out = dwReference
+            let (opMs, gemmMs) = try bestPairMs(iterations, op: {
+                out = try conv3x3WeightGradient(x, outputGradient: gy, padding: c.padding, algorithm: alg)
+            }, gemm: dwGemm)
+            let name = (alg == .direct ? "conv2d" : alg.rawValue) + "_wgrad"
+            let line = gemmLine(op: name, shape: shape, ms: opMs, gemmMs: gemmMs, flops: fwdFlops)
+            lines.append(String(line.dropLast()) + ",\"max_rel_err\":\(relativeError(out, dwReference))}")
         }
         // Forward + backward (dx and dW), effective FLOPs = the direct algorithm's three GEMMs.
         x.requiresGrad = true; w.requiresGrad = true
         defer { x.requiresGrad = false; w.requiresGrad = false; x.grad = nil; w.grad = nil }
-        let dw = Tensor(uninitializedShape: [cout, k])
         for alg in [ConvAlgorithm.winograd2, .winograd4] {
             let (opMs, gemmMs) = try bestPairMs(iterations, op: {
                 x.grad = nil; w.grad = nil
@@ -171,6 +182,13 @@ public enum OpBench {
             lines.append(gemmLine(op: alg.rawValue, shape: shape, ms: opMs, gemmMs: gemmMs, flops: 3 * fwdFlops))
         }
         return lines
+    }
+
+    /// `max |a − b| / max |b|`, printed `%.2e`.
+    static func relativeError(_ a: Tensor, _ b: Tensor) -> String {
+        var maxB: Float = 0, maxD: Float = 0
+        for i in 0..<b.count { maxB = max(maxB, abs(b.ptr[i])); maxD = max(maxD, abs(a.ptr[i] - b.ptr[i])) }
+        return String(format: "%.2e", Double(maxD / max(maxB, 1e-30)))
     }
 
     /// `RowInvariantGEMM.multiply` (B packed beforehand, as the teacher packs its weights once) against
