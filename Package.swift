@@ -20,6 +20,15 @@ let targetCPU: [String] = Context.environment["KDGRAPH_PORTABLE"] == "1" ? [] : 
 let targetCPU: [String] = []
 #endif
 
+/// The AVX-512 kernels (KDKernels512) are compiled for AVX-512 F/CD/BW/DQ/VL (`-target-cpu skylake-avx512`: Intel
+/// since Skylake-SP, AMD since Zen 4) and called only where the CPU has them (KDTensor's `CPUFeatures`), so the
+/// binary still runs on AVX2 machines. Not in a portable build, nor off x86-64.
+#if arch(x86_64)
+let avx512CPU: [String] = targetCPU.isEmpty ? [] : ["-target-cpu", "skylake-avx512"]
+#else
+let avx512CPU: [String] = []
+#endif
+
 /// Hot numeric modules are built without overflow/bounds checks in release builds.
 let fastMath: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"] + targetCPU, .when(configuration: .release)),
@@ -50,8 +59,14 @@ let package = Package(
         // types, reduce ops, errors, array conveniences), the exact fixed-point all-reduce `ExactSum`,
         // and `BatchPlan`, the geometry of one step's global batch.
         .target(name: "KDCore", swiftSettings: v5 + fastMath),
+        // The AVX-512 register block of the row-invariant GEMM, compiled for AVX-512 alone (`avx512CPU`).
+        .target(name: "KDKernels512", swiftSettings: v5 + [
+            .unsafeFlags(["-Ounchecked", "-wmo"] + (avx512CPU.isEmpty ? targetCPU : avx512CPU),
+                         .when(configuration: .release)),
+        ]),
         // Numerical core: tensors, tape autodiff, ops on OpenBLAS.
-        .target(name: "KDTensor", dependencies: ["CBLAS"], swiftSettings: v5 + fastMath),
+        .target(name: "KDTensor", dependencies: ["CBLAS", "KDKernels512"],
+                swiftSettings: v5 + fastMath + (avx512CPU.isEmpty ? [] : [.define("KDGRAPH_AVX512")])),
         // Communication over MPI: `MPICommunicator`, the watchdog and stall probe, gradient buckets,
         // exact gradients, the differentiable all-gather.
         .target(name: "KDComm", dependencies: ["CMPI", "KDCore", "KDTensor"], swiftSettings: v5 + fastMath),

@@ -69,6 +69,38 @@ final class RowInvariantGEMMTests: XCTestCase {
         }
     }
 
+    func testTheAVX512BlockGivesTheSameBits() {
+        // The 12 × 32 AVX-512 block runs each element's chain as the 6 × 16 block does, 16 lanes wide: the
+        // same bits, on shapes with rows and columns left over (m not a multiple of 12, n of 32, an odd
+        // panel), K across the kc chunk, accumulating or not. Where the CPU lacks AVX-512 (or the build has
+        // no AVX-512 kernels) the block is never chosen.
+        guard CPUFeatures.hasAVX512 else {
+            XCTAssertFalse(RowInvariantGEMM.wideKernel)
+            return
+        }
+        let saved = RowInvariantGEMM.wideKernel
+        defer { RowInvariantGEMM.wideKernel = saved }
+        for (s, (m, k, n)) in (shapes + [(m: 100, k: 600, n: 80), (m: 24, k: 64, n: 64), (m: 12, k: 3, n: 32)])
+            .enumerated() {
+            let a = random(m * k, seed: UInt64(s) + 300), b = random(k * n, seed: UInt64(s) + 400)
+            let c0 = random(m * n, seed: UInt64(s) + 500)
+            let packed = RowInvariantGEMM.Packed(b, k: k, n: n, ldb: n)
+            for accumulate in [false, true] {
+                var results: [[Float]] = []
+                for wide in [false, true] {
+                    RowInvariantGEMM.wideKernel = wide
+                    var c = c0
+                    c.withUnsafeMutableBufferPointer {
+                        RowInvariantGEMM.multiply(m: m, a: a, lda: k, b: packed, c: $0.baseAddress!, ldc: n,
+                                                  accumulate: accumulate)
+                    }
+                    results.append(c)
+                }
+                XCTAssertEqual(results[1], results[0], "m\(m) k\(k) n\(n) accumulate \(accumulate)")
+            }
+        }
+    }
+
     func testTransposedPackingIsTheSameB() {
         let (k, n) = (37, 21)
         let b = random(k * n, seed: 9)

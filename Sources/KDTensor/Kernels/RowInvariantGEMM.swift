@@ -1,3 +1,5 @@
+import KDKernels512
+
 /// A GEMM whose every output element is one fixed sequence of fused multiply-adds,
 ///
 ///     C[i, j] = fma(A[i, K−1], B[K−1, j], … fma(A[i, 1], B[1, j], fma(A[i, 0], B[0, j], c₀)) …)
@@ -10,14 +12,19 @@
 /// GEMM"): the teacher computed in any batch gives every sample the same bits.
 ///
 /// B is packed once (`RowInvariantGEMM.Packed`: panels of 16 columns, zero-padded), A is read in place.
-/// Register blocking 6 rows × 16 columns (12 eight-lane accumulators, the BLIS Haswell shape), K in
-/// chunks of `kc` that continue each element's chain through C (exact: the accumulators are float32
+/// Register blocking 6 rows × 16 columns (12 eight-lane accumulators, the BLIS Haswell shape), or where the CPU
+/// has AVX-512 (`wideKernel`) 12 rows × 32 columns (24 sixteen-lane accumulators, module KDKernels512) with the
+/// 6 × 16 block for the rows and columns left over — the same chain per element either way, so the same bits.
+/// K in chunks of `kc` that continue each element's chain through C (exact: the accumulators are float32
 /// either way), rows in blocks of `mc` so that the A block stays in L2.
 public enum RowInvariantGEMM {
     public typealias V8 = SIMD8<Float>
     static let nr = 16, mr = 6
     public nonisolated(unsafe) static var kc = 256
     public nonisolated(unsafe) static var mc = 96
+    /// The 12 × 32 AVX-512 block where the CPU has it (`CPUFeatures.hasAVX512`); tests and benchmarks may turn
+    /// it off to compare.
+    public nonisolated(unsafe) static var wideKernel = CPUFeatures.hasAVX512
 
     /// B `[k, n]` as ⌈n/16⌉ panels, each `k` rows of 16 floats (columns past `n` are 0).
     public struct Packed: @unchecked Sendable {
@@ -56,17 +63,18 @@ public enum RowInvariantGEMM {
             if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
             return
         }
-        let panels = b.panels.ptr
+        let panels = b.panels.ptr, wide = wideKernel
         var tile = [Float](repeating: 0, count: mr * nr)
         for i0 in stride(from: 0, to: m, by: mc) {
             let rows = min(mc, m - i0)
             for k0 in stride(from: 0, to: k, by: kc) {
                 let depth = min(kc, k - k0)
                 let startFromC = accumulate || k0 > 0
-                for p in 0..<b.panelCount {
+                /// Rows `from..<rows` of the block against panel `p` by the 6 × 16 block (and the edge).
+                func narrow(_ p: Int, from: Int) {
                     let panel = panels + p * k * 16 + k0 * 16
                     let j0 = p * 16, cols = min(16, n - j0)
-                    for r0 in stride(from: 0, to: rows, by: mr) {
+                    for r0 in stride(from: from, to: rows, by: mr) {
                         let r = min(mr, rows - r0)
                         let aRow = a + (i0 + r0) * lda + k0, cRow = c + (i0 + r0) * ldc + j0
                         if r == mr && cols == 16 {
@@ -78,6 +86,18 @@ public enum RowInvariantGEMM {
                             }
                         }
                     }
+                }
+                var p = 0
+                while p < b.panelCount {
+                    guard wide, n - p * 16 >= 32 else { narrow(p, from: 0); p += 1; continue }
+                    // Two full panels: 12 × 32 blocks, then the rows left over panel by panel.
+                    let whole = rows - rows % 12, panel = panels + p * k * 16 + k0 * 16
+                    for r0 in stride(from: 0, to: whole, by: 12) {
+                        rowInvariantKernel12x32(a + (i0 + r0) * lda + k0, lda, panel, k * 16, depth,
+                                                c + (i0 + r0) * ldc + p * 16, ldc, startFromC)
+                    }
+                    if whole < rows { narrow(p, from: whole); narrow(p + 1, from: whole) }
+                    p += 2
                 }
             }
         }

@@ -36,6 +36,8 @@ func gemmWithoutProducts<T: FloatingPoint>(m: Int, n: Int, k: Int, beta: T, c: U
 /// Sets the number of OpenBLAS threads (KDGraph's default under MPI: 1 per rank).
 public func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
 public func blasThreads() -> Int { Int(openblas_get_num_threads()) }
+/// The kernel set OpenBLAS chose for this CPU when it loaded (`Haswell`, `SkylakeX`, `Zen`, …).
+public func blasCoreName() -> String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 
 /// Matrix product `C = op(A) · op(B)` of 2-D tensors, `op` an optional transpose.
 ///

@@ -51,6 +51,10 @@ public struct BenchResult: Codable, Equatable {
     public var lossProjection: [LossProjection.Point]
     public var host: String
     public var cores: Int
+    /// The kernels that ran: OpenBLAS's core (`blasCoreName`, e.g. `SkylakeX`) and the row-invariant GEMM's
+    /// register block (`avx512 12x32` or `avx2 6x16`, docs/ops.md "Instruction set"); absent in results of
+    /// earlier versions.
+    public var kernels: [String: String]? = nil
     /// The same step in PyTorch, measured in the same run (`--pytorch`), when it was.
     public var pytorch: PyTorchComparison.Result? = nil
     /// The teacher forward in ONNX Runtime and OpenVINO, measured in the same run beside PyTorch where the

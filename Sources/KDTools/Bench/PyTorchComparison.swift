@@ -128,6 +128,10 @@ public enum PyTorchComparison {
                      "step                \(ms(k.stepMedianS))   \(ms(p.stepMedianS))"]
         lines.append(String(format: "samples/s           %9.1f   %9.1f   KDGraph/PyTorch %.2f×",
                             k.samplesPerS, p.samplesPerS, p.samplesPerS > 0 ? k.samplesPerS / p.samplesPerS : 0))
+        if let kernels = k.kernels {
+            lines.append("KDGraph's kernels: OpenBLAS \(kernels["blas_core"] ?? "?"), row-invariant GEMM "
+                         + (kernels["row_invariant_gemm"] ?? "?"))
+        }
         return lines
     }
 

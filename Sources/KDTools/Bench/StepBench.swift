@@ -150,6 +150,8 @@ public enum StepBench {
             lossProjection: projection, host: String(cString: host),
             cores: ProcessInfo.processInfo.activeProcessorCount, estimatedStepBytes: estimate.total)
         result.lossShareS = lossShare
+        result.kernels = ["blas_core": blasCoreName(),
+                          "row_invariant_gemm": RowInvariantGEMM.wideKernel ? "avx512 12x32" : "avx2 6x16"]
         result.tensorPoolPeakBytesPerRank = allPool.map { Int($0) }
         if let onePass {
             result.microBatch = trainer.config.train.microBatch
