@@ -9,21 +9,31 @@ final class OpBenchTests: XCTestCase {
         let lines = OpBench.run(iterations: 1,
                                 convs: [.init(batch: 2, size: 6, cin: 3, cout: 4, kernel: 3, stride: 1, padding: 1),
                                         .init(batch: 2, size: 6, cin: 3, cout: 4, kernel: 9, stride: 1, padding: 0)],
-                                linears: [(4, 8, 5)], gemms: [(m: 7, k: 20, n: 18)], includeOtherOps: false)
-        // conv2d ×2, then the stride-1 3×3 case's Winograd lines (3 forward, 2 forward + backward), linear,
-        // the row-invariant GEMM.
-        XCTAssertEqual(lines.count, 9)
+                                linears: [(4, 8, 5)], gemms: [(m: 7, k: 20, n: 18)],
+                                teacherLayers: [.init(batch: 2, size: 5, cin: 8, cout: 16, kernel: 3, stride: 1,
+                                                      padding: 1)],
+                                includeOtherOps: false)
+        // conv2d ×2, then the stride-1 3×3 case's Winograd lines (3 forward, 3 weight gradient, 2 forward +
+        // backward), the teacher layer, linear, the row-invariant GEMM.
+        XCTAssertEqual(lines.count, 13)
         let ops = lines.compactMap {
             (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["op"] as? String
         }
         XCTAssertEqual(ops, ["conv2d", "conv2d", "conv2d_fwd", "winograd2_fwd", "winograd4_fwd",
-                             "winograd2", "winograd4", "linear", "row_invariant_gemm"])
-        for line in lines[2...4] {
+                             "conv2d_wgrad", "winograd2_wgrad", "winograd4_wgrad", "winograd2", "winograd4",
+                             "teacher_layer_f4", "linear", "row_invariant_gemm"])
+        // The teacher layer: its time split into the ξ GEMMs and the rest.
+        let layer = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(lines[10].utf8)) as? [String: Any])
+        let ms = try XCTUnwrap(layer["ms"] as? Double), gemm = try XCTUnwrap(layer["gemm_ms"] as? Double)
+        XCTAssertEqual(try XCTUnwrap(layer["transform_ms"] as? Double), ms - gemm, accuracy: 2e-3, "3 decimals")
+        XCTAssertGreaterThan(layer["gflops"] as? Double ?? 0, 0)
+        for line in lines[2...7] {
             let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
-            // Winograd on 3 channels, |x| ≲ 4: F(4×4)'s error bound ≈ 3.6e4·31·u·S/|y| stays well below 1e-2.
+            // Winograd on 3 channels, |x| ≲ 4: F(4×4)'s error bound ≈ 3.6e4·31·u·S/|y| stays well below 1e-2;
+            // the weight gradient's sums of 2·36 outputs through γ = 62 500 too (≈ 62 500·76·u ≈ 3e-4).
             XCTAssertLessThan(obj["max_rel_err"] as? Double ?? 1, 1e-2, line)
         }
-        for (i, line) in lines.enumerated() {
+        for (i, line) in lines.enumerated() where i != 10 {
             let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
             if i == 1 {   // a kernel larger than the image is reported, not crashed on
                 XCTAssertTrue((obj["error"] as? String)?.contains("does not fit input 6×6") == true, line)

@@ -32,6 +32,13 @@ public enum OpBench {
         ConvCase(batch: 64, size: 16, cin: 64, cout: 128, kernel: 1, stride: 2, padding: 0),
         ConvCase(batch: 64, size: 8, cin: 128, cout: 128, kernel: 1, stride: 1, padding: 0),
     ]
+    /// The fused teacher's stride-1 3×3 layers (resnet32x4, 64 images): F(4×4) with bias, residual and ReLU in
+    /// the output transform, the filter transformed beforehand (`teacherLayerLine`).
+    public static let teacherLayers: [ConvCase] = [
+        ConvCase(batch: 64, size: 32, cin: 64, cout: 64, kernel: 3, stride: 1, padding: 1),
+        ConvCase(batch: 64, size: 16, cin: 128, cout: 128, kernel: 3, stride: 1, padding: 1),
+        ConvCase(batch: 64, size: 8, cin: 256, cout: 256, kernel: 3, stride: 1, padding: 1),
+    ]
     /// Linear cases as (batch, in, out).
     public static let defaultLinears: [(Int, Int, Int)] = [(64, 256, 100), (64, 512, 128), (64, 2048, 1024)]
     /// GEMM shapes of the teacher's forward (resnet32x4, 64 images): Winograd F(4×4) per-ξ products
@@ -43,6 +50,7 @@ public enum OpBench {
     public static func run(iterations: Int = 5, convs: [ConvCase] = defaultConvs,
                            linears: [(Int, Int, Int)] = defaultLinears,
                            gemms: [(m: Int, k: Int, n: Int)] = defaultGEMMs,
+                           teacherLayers: [ConvCase] = teacherLayers,
                            includeOtherOps: Bool = true) -> [String] {
         let iters = max(1, iterations)
         var lines: [String] = []
@@ -59,6 +67,7 @@ public enum OpBench {
                 lines.append("{\"op\":\"winograd\",\"error\":\"\(text)\"}")
             }
         }
+        for c in teacherLayers { lines.append(teacherLayerLine(c, iterations: iters)) }
         for (n, fin, fout) in linears {
             add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) }
         }
@@ -182,6 +191,40 @@ public enum OpBench {
             lines.append(gemmLine(op: alg.rawValue, shape: shape, ms: opMs, gemmMs: gemmMs, flops: 3 * fwdFlops))
         }
         return lines
+    }
+
+    /// One layer of the fused teacher as it runs (`winogradConvolve`, F(4×4), bias + residual + ReLU, the filter
+    /// bank made beforehand), and where its time goes: `gemm_ms` times its 36 ξ products alone
+    /// (`RowInvariantGEMM`, tiles × Cin · Cin × Cout, on preallocated operands, alternating with the layer), and
+    /// `transform_ms` = `ms − gemm_ms` is the input and output transforms with the epilogue. `gflops` is
+    /// effective (the direct algorithm's FLOPs over the time), `gemm_gflops` the GEMMs' own FLOPs over their
+    /// time.
+    static func teacherLayerLine(_ c: ConvCase, iterations: Int) -> String {
+        var rng = KDRandom(keys: 0x7EAC, UInt64(c.cin), UInt64(c.size))
+        let x = Tensor.randn([c.batch, c.size, c.size, c.cin], rng: &rng)
+        let w = Tensor.randn([c.cout, 3, 3, c.cin], std: Float((2.0 / Double(9 * c.cout)).squareRoot()), rng: &rng)
+        let bias = Tensor.randn([c.cout], rng: &rng), residual = Tensor.randn([c.batch, c.size, c.size, c.cout], rng: &rng)
+        let out = Tensor(uninitializedShape: residual.shape)
+        let filter = WinogradFilter(weight: w.ptr, cout: c.cout, cin: c.cin, variant: .f4)
+        let tiles = c.batch * ((c.size + 3) / 4) * ((c.size + 3) / 4)
+        let v = Tensor.randn([tiles, c.cin], rng: &rng), m = Tensor(uninitializedShape: [tiles, c.cout])
+        let (layer, gemm) = bestPairMs(iterations, op: {
+            winogradConvolve(x.ptr, n: c.batch, h: c.size, w: c.size, padding: 1, filter: filter, bias: bias.ptr,
+                             residual: residual.ptr, relu: true, out: out.ptr)
+        }, gemm: {
+            for xi in 0..<36 {
+                RowInvariantGEMM.multiply(m: tiles, a: v.ptr, lda: c.cin, b: filter.panels[xi], c: m.ptr,
+                                          ldc: c.cout, accumulate: false)
+            }
+        })
+        let direct = 2 * Double(c.batch * c.size * c.size) * Double(9 * c.cin * c.cout)
+        let gemmFlops = 2 * 36 * Double(tiles) * Double(c.cin * c.cout)
+        let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(c.cout) k3 s1 p1"
+        return "{\"op\":\"teacher_layer_f4\",\"shape\":\"\(shape)\",\"ms\":\(fmt(layer.best)),"
+            + "\"gflops\":\(fmt(direct / (layer.best * 1e6))),\"gemm_ms\":\(fmt(gemm.best)),"
+            + "\"gemm_gflops\":\(fmt(gemmFlops / (gemm.best * 1e6))),"
+            + "\"transform_ms\":\(fmt(layer.best - gemm.best)),\"clock\":\"\(clockName)\","
+            + "\"gemm_kernel\":\"\(RowInvariantGEMM.wideKernel ? "avx512 12x32" : "avx2 6x16")\"}"
     }
 
     /// `max |a − b| / max |b|`, printed `%.2e`.
