@@ -177,6 +177,41 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    func testSixteenLaneTransformsGiveTheSameBits() throws {
+        // Where the CPU has AVX-512, F(4×4) transforms of 16-channel multiples run 16 lanes wide
+        // (KDKernels512): the same operations per lane, so the same bits as 8 lanes — with bias, residual
+        // (aliasing the output) and ReLU, tiles in the padding and cropped, and through the backward's dx and
+        // dW (which use the same transforms). Elsewhere the wide path is never taken.
+        guard CPUFeatures.hasAVX512 else {
+            XCTAssertFalse(WinogradWorkspace.wideTransforms)
+            return
+        }
+        let saved = WinogradWorkspace.wideTransforms
+        defer { WinogradWorkspace.wideTransforms = saved }
+        for (i, s) in [Shape(n: 2, h: 9, w: 7, cin: 16, cout: 32, padding: 1),
+                       Shape(n: 1, h: 8, w: 8, cin: 32, cout: 16, padding: 0),
+                       Shape(n: 3, h: 5, w: 6, cin: 48, cout: 16, padding: 2)].enumerated() {
+            let (x, w, b) = make(s, seed: 900 + UInt64(i))
+            let ho = s.h + 2 * s.padding - 2, wo = s.w + 2 * s.padding - 2
+            let res = randomTensor([s.n, ho, wo, s.cout], seed: 950 + UInt64(i))
+            let gy = randomTensor([s.n, ho, wo, s.cout], seed: 970 + UInt64(i))
+            var results: [[[Float]]] = []
+            for wide in [false, true] {
+                WinogradWorkspace.wideTransforms = wide
+                let out = res.copy()
+                let f = WinogradFilter(weight: w.ptr, cout: s.cout, cin: s.cin, variant: .f4)
+                winogradConvolve(x.ptr, n: s.n, h: s.h, w: s.w, padding: s.padding, filter: f, bias: b.ptr,
+                                 residual: out.ptr, relu: true, out: out.ptr)
+                for t in [x, w] { t.requiresGrad = true; t.grad = nil }
+                Tape.reset()
+                let y = try winogradConv2d(x, weight: w, bias: nil, padding: s.padding, variant: .f4)
+                Tape.backward(y, seed: gy)
+                results.append([out.array, y.array, x.grad!.array, w.grad!.array])
+            }
+            XCTAssertEqual(results[1], results[0], "shape \(i)")
+        }
+    }
+
     func testGradientsFiniteDifference() throws {
         // Float forward with ε = 1e-2 central differences: truncation O(ε²·f''') vanishes (the op is
         // bilinear), rounding ≈ u·|L|/ε ≈ 1e-4 relative; 1e-2 is the suite's float gradient tolerance.

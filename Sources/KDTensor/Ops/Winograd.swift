@@ -1,3 +1,5 @@
+import KDKernels512
+
 /// Winograd minimal filtering F(m×m, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
 /// Networks", CVPR 2016): an m×m output tile of a 3×3 stride-1 correlation is
 ///
@@ -64,29 +66,10 @@ func winogradBT2(_ d0: WVec, _ d1: WVec, _ d2: WVec, _ d3: WVec) -> (WVec, WVec,
     (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
 }
 
-/// `Bᵀ` of F(4,3) on 6 values: rows 1, 2 are `d4 − 4d2 ± (d3 − 4d1)`, rows 3, 4 `d4 − d2 ± 2(d3 − d1)`.
-@inline(__always)
-func winogradBT4(_ d0: WVec, _ d1: WVec, _ d2: WVec, _ d3: WVec, _ d4: WVec,
-                 _ d5: WVec) -> (WVec, WVec, WVec, WVec, WVec, WVec) {
-    let four: Float = 4, five: Float = 5, two: Float = 2
-    let a = d4 - four * d2, b = d3 - four * d1
-    let c = d4 - d2, e = two * (d3 - d1)
-    return (four * d0 - five * d2 + d4, a + b, a - b, c + e, c - e, four * d1 - five * d3 + d5)
-}
-
 /// `Aᵀ` of F(2,3): 4 values → 2.
 @inline(__always)
 func winogradAT2(_ m0: WVec, _ m1: WVec, _ m2: WVec, _ m3: WVec) -> (WVec, WVec) {
     (m0 + m1 + m2, m1 - m2 - m3)
-}
-
-/// `Aᵀ` of F(4,3): 6 values → 4, sharing `m1 ± m2` and `m3 ± m4`.
-@inline(__always)
-func winogradAT4(_ m0: WVec, _ m1: WVec, _ m2: WVec, _ m3: WVec, _ m4: WVec,
-                 _ m5: WVec) -> (WVec, WVec, WVec, WVec) {
-    let a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4
-    let two: Float = 2, four: Float = 4, eight: Float = 8
-    return (m0 + a + c, b + two * d, a + four * c, b + eight * d + m5)
 }
 
 /// A 3×3 filter bank transformed for one variant: `u[ξ·Cin·Cout + c·Cout + o] = (G g_{o,c} Gᵀ)[ξ]`,

@@ -1,3 +1,5 @@
+import KDKernels512
+
 /// The convolution algorithm of a stride-1 3×3 layer (`runtime.conv_algorithm`, docs/ops.md).
 public enum ConvAlgorithm: String, Sendable, CaseIterable, Codable {
     /// im2col + `cblas_sgemm` (`conv2d`), any geometry.
@@ -33,6 +35,10 @@ public enum WinogradWorkspace {
     /// so the interleaved streams (the transforms' α² matrices, or the GEMM's rows) map to the same L1
     /// sets and evict one another.
     public nonisolated(unsafe) static var matrixPadding = 16
+
+    /// F(4×4) transforms sixteen channels at a time (module KDKernels512) where the CPU has AVX-512 and the
+    /// channels are a multiple of 16 (the same bits as eight at a time); tests and benchmarks may turn it off.
+    public nonisolated(unsafe) static var wideTransforms = CPUFeatures.hasAVX512
 
     /// Fewest tiles per chunk of the weight gradient (`winogradWeightGradient`), whose GEMMs' inner size
     /// is the chunk's tile count.
@@ -99,6 +105,11 @@ func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling: Winogra
                             scratch: UnsafeMutablePointer<WVec>) {
     let variant = tiling.variant, a = variant.alpha, a2 = a * a
     let h = tiling.h, w = tiling.w, p = tiling.padding
+    if variant == .f4 && cin % 16 == 0 && WinogradWorkspace.wideTransforms {
+        winograd4InputTransform16(x, h: h, w: w, cin: cin, padding: p, tilesW: tiling.tilesW,
+                                  perImage: tiling.perImage, tiles: tiles, into: v, row: layout.row, xi: layout.xi)
+        return
+    }
     let d = scratch, tmp = scratch + a2
     let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
     let zero = WVec(repeating: 0)
@@ -164,6 +175,12 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
                                       c: mBuf.ptr + xi2 * mXi, ldc: mRow, accumulate: false)
         }
         // Output transform + epilogue.
+        if v == .f4 && cout % 16 == 0 && WinogradWorkspace.wideTransforms {
+            winograd4OutputTransform16(mBuf.ptr, row: mRow, xi: mXi, cout: cout, ho: ho, wo: wo,
+                                       tilesW: tiling.tilesW, perImage: tiling.perImage, tiles: t0..<(t0 + rows),
+                                       bias: bias, residual: residual, relu: relu, out: out)
+            continue
+        }
         for tl in 0..<rows {
             let (img, oh0, ow0) = tiling.origin(ofTile: t0 + tl)
             let hi = min(m, ho - oh0), wi = min(m, wo - ow0)

@@ -1,0 +1,117 @@
+// The F(4×4, 3×3) Winograd transforms of KDTensor's `winogradConvolve` (docs/ops.md, "Winograd convolution"),
+// sixteen channels at a time for AVX-512: the same operations lane by lane as KDTensor's eight-lane transforms
+// (`winogradBT4` and `winogradAT4` are the ones both use), so the same bits (`WinogradTests`). KDTensor calls
+// these where the CPU has AVX-512 and the channel count is a multiple of 16.
+
+/// `Bᵀ` of F(4,3) on 6 values: rows 1, 2 are `d4 − 4d2 ± (d3 − 4d1)`, rows 3, 4 `d4 − d2 ± 2(d3 − d1)`.
+@inlinable @inline(__always)
+public func winogradBT4<V: SIMD>(_ d0: V, _ d1: V, _ d2: V, _ d3: V, _ d4: V,
+                                 _ d5: V) -> (V, V, V, V, V, V) where V.Scalar == Float {
+    let four: Float = 4, five: Float = 5, two: Float = 2
+    let a = d4 - four * d2, b = d3 - four * d1
+    let c = d4 - d2, e = two * (d3 - d1)
+    return (four * d0 - five * d2 + d4, a + b, a - b, c + e, c - e, four * d1 - five * d3 + d5)
+}
+
+/// `Aᵀ` of F(4,3): 6 values → 4, sharing `m1 ± m2` and `m3 ± m4`.
+@inlinable @inline(__always)
+public func winogradAT4<V: SIMD>(_ m0: V, _ m1: V, _ m2: V, _ m3: V, _ m4: V,
+                                 _ m5: V) -> (V, V, V, V) where V.Scalar == Float {
+    let a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4
+    let two: Float = 2, four: Float = 4, eight: Float = 8
+    return (m0 + a + c, b + two * d, a + four * c, b + eight * d + m5)
+}
+
+/// Input transform `V = Bᵀ d B` of tiles `tiles` of the NHWC images `x` (`[·, h, w, cin]`, `cin` a multiple
+/// of 16), the output cut into 4×4 tiles (`tilesW` per row, `perImage` per image, padding `p`): tile t's value
+/// ξ of channel c goes to `v[(t − tiles.lowerBound)·row + ξ·xi + c]`. Tiles reaching into the padding are
+/// gathered into zeros first.
+@inline(never)
+public func winograd4InputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int, padding p: Int,
+                                      tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                      into v: UnsafeMutablePointer<Float>, row: Int, xi: Int) {
+    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 72)
+    defer { scratch.deallocate() }
+    let d = scratch, tmp = scratch + 36
+    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
+    for t in tiles {
+        let img = t / perImage, r = t % perImage
+        let ih0 = (r / tilesW) * 4 - p, iw0 = (r % tilesW) * 4 - p
+        let xImage = x + img * h * w * cin
+        let inside = ih0 >= 0 && iw0 >= 0 && ih0 + 6 <= h && iw0 + 6 <= w
+        for c0 in stride(from: 0, to: cin, by: 16) {
+            let dst = v + (t - tiles.lowerBound) * row + c0
+            if inside {
+                inputTile16(xImage + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, xi)
+                continue
+            }
+            d.update(repeating: V16(), count: 36)
+            for i in max(0, -ih0)..<max(0, min(6, h - ih0)) {
+                let src = xImage + ((ih0 + i) * w + iw0) * cin + c0
+                for j in max(0, -iw0)..<max(0, min(6, w - iw0)) { d[i * 6 + j] = load16(src + j * cin) }
+            }
+            inputTile16(dFloats, 6 * 16, 16, tmp, dst, xi)
+        }
+    }
+}
+
+/// One tile of `winograd4InputTransform16`: `d[i][j]` at `src + i·rs + j·cs`; columns `Bᵀ d` into `tmp`,
+/// rows `(Bᵀ d) B` to `dst + ξ·xs`.
+@inline(__always)
+func inputTile16(_ src: UnsafePointer<Float>, _ rs: Int, _ cs: Int, _ tmp: UnsafeMutablePointer<V16>,
+                 _ dst: UnsafeMutablePointer<Float>, _ xs: Int) {
+    for j in 0..<6 {
+        let p = src + j * cs
+        let r = winogradBT4(load16(p), load16(p + rs), load16(p + 2 * rs), load16(p + 3 * rs), load16(p + 4 * rs),
+                            load16(p + 5 * rs))
+        tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3; tmp[24 + j] = r.4; tmp[30 + j] = r.5
+    }
+    for i in 0..<6 {
+        let q = tmp + 6 * i, o = dst + 6 * i * xs
+        let r = winogradBT4(q[0], q[1], q[2], q[3], q[4], q[5])
+        store16(r.0, o); store16(r.1, o + xs); store16(r.2, o + 2 * xs); store16(r.3, o + 3 * xs)
+        store16(r.4, o + 4 * xs); store16(r.5, o + 5 * xs)
+    }
+}
+
+/// Output transform `Y = Aᵀ M A` with the epilogue `act(Y + b + r)` of tiles `tiles`: tile t's value ξ of
+/// channel o at `m[(t − tiles.lowerBound)·row + ξ·xi + o]` (`cout` a multiple of 16); `Y` goes to `out`
+/// (`[·, ho, wo, cout]`, tiles cropped at the edges), `bias` `[cout]` or nil, `residual` shaped as `out` (may
+/// alias it) or nil, ReLU when `relu` (`max(y, 0)` as compare and blend: NaN stays NaN).
+@inline(never)
+public func winograd4OutputTransform16(_ m: UnsafePointer<Float>, row: Int, xi: Int, cout: Int, ho: Int, wo: Int,
+                                       tilesW: Int, perImage: Int, tiles: Range<Int>, bias: UnsafePointer<Float>?,
+                                       residual: UnsafePointer<Float>?, relu: Bool,
+                                       out: UnsafeMutablePointer<Float>) {
+    let tmp = UnsafeMutablePointer<V16>.allocate(capacity: 24)
+    defer { tmp.deallocate() }
+    for t in tiles {
+        let img = t / perImage, r = t % perImage
+        let oh0 = (r / tilesW) * 4, ow0 = (r % tilesW) * 4
+        let hi = min(4, ho - oh0), wi = min(4, wo - ow0)
+        let base = out + ((img * ho + oh0) * wo + ow0) * cout, resBase = residual.map { $0 + (base - out) }
+        for k0 in stride(from: 0, to: cout, by: 16) {
+            let b = bias.map { load16($0 + k0) } ?? V16()
+            let src = m + (t - tiles.lowerBound) * row + k0
+            for j in 0..<6 {
+                let p = src + j * xi
+                let r = winogradAT4(load16(p), load16(p + 6 * xi), load16(p + 12 * xi), load16(p + 18 * xi),
+                                    load16(p + 24 * xi), load16(p + 30 * xi))
+                tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3
+            }
+            for i in 0..<hi {
+                let q = tmp + 6 * i
+                let r = winogradAT4(q[0], q[1], q[2], q[3], q[4], q[5])
+                func emit(_ j: Int, _ y0: V16) {
+                    guard j < wi else { return }
+                    let off = (i * wo + j) * cout + k0
+                    var y = y0 + b
+                    if let resBase { y += load16(resBase + off) }
+                    if relu { y = y.replacing(with: 0, where: y .< 0) }
+                    store16(y, base + off)
+                }
+                emit(0, r.0); emit(1, r.1); emit(2, r.2); emit(3, r.3)
+            }
+        }
+    }
+}
