@@ -261,8 +261,8 @@ func convWeightGradient(_ x: UnsafePointer<Float>, _ gy: UnsafePointer<Float>, _
         for n0 in stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
             let n1 = min(images.upperBound, n0 + chunk)
             im2col(x, g, images: n0..<n1, into: col.ptr)
-            sgemm(transA: true, m: cout, n: k, k: (n1 - n0) * ppi, a: gy + n0 * ppi * cout, lda: cout,
-                  b: col.ptr, ldb: k, beta: (overwrite && n0 == images.lowerBound) ? 0 : 1, c: gw, ldc: k)
+            weightGradientGEMM(m: cout, n: k, k: (n1 - n0) * ppi, a: gy + n0 * ppi * cout, lda: cout, b: col.ptr,
+                               ldb: k, beta: (overwrite && n0 == images.lowerBound) ? 0 : 1, c: gw, ldc: k)
         }
     }
 }
@@ -273,8 +273,9 @@ func pointwiseWeightGradient(_ x: UnsafePointer<Float>, _ gy: UnsafePointer<Floa
                              into weight: Tensor) {
     let k = g.k, ppi = g.pixelsPerImage
     weight.accumulateRowSum(rows: g.n) { images, gw, overwrite in
-        sgemm(transA: true, m: cout, n: k, k: images.count * ppi, a: gy + images.lowerBound * ppi * cout,
-              lda: cout, b: x + images.lowerBound * ppi * k, ldb: k, beta: overwrite ? 0 : 1, c: gw, ldc: k)
+        weightGradientGEMM(m: cout, n: k, k: images.count * ppi, a: gy + images.lowerBound * ppi * cout,
+                           lda: cout, b: x + images.lowerBound * ppi * k, ldb: k, beta: overwrite ? 0 : 1, c: gw,
+                           ldc: k)
     }
 }
 

@@ -135,7 +135,7 @@ func winogradFilterGradient(_ du: UnsafePointer<Float>, cin: Int, cout: Int, var
 /// formulas above), accumulated into `weight.grad` (per sample block into `weight.blockGrad` with
 /// `SampleBlocks`). The tiles of the images summed together are taken in chunks counted from their first
 /// image (`WinogradWorkspace.weightGradientTiles`), so a block's partial is computed the same way wherever
-/// the block sits; `dU` adds the chunks in order (`cblas_sgemm`, β = 1).
+/// the block sits; `dU` adds the chunks in order (`weightGradientGEMM`, β = 1).
 func winogradWeightGradient(_ x: UnsafePointer<Float>, _ gy: UnsafePointer<Float>, _ g: ConvGeometry, cout: Int,
                             variant: WinogradVariant, into weight: Tensor) {
     let tiling = WinogradTiling(variant: variant, h: g.h, w: g.w, padding: g.padding)
@@ -160,9 +160,9 @@ func winogradWeightGradient(_ x: UnsafePointer<Float>, _ gy: UnsafePointer<Float
             winogradOutputGradientTransform(gy, cout: cout, tiling: tiling, tiles: tiles, into: mBuf.ptr,
                                             layout: mLayout, scratch: scratch)
             for xi in 0..<a2 {   // dU_ξ[Cin, Cout] (+)= V_ξᵀ · dM_ξ
-                sgemm(transA: true, m: cin, n: cout, k: rows, a: vBuf.ptr + xi * vLayout.xi, lda: vLayout.row,
-                      b: mBuf.ptr + xi * mLayout.xi, ldb: mLayout.row, beta: t0 == 0 ? 0 : 1,
-                      c: du.ptr + xi * plane, ldc: cout)
+                weightGradientGEMM(m: cin, n: cout, k: rows, a: vBuf.ptr + xi * vLayout.xi, lda: vLayout.row,
+                                   b: mBuf.ptr + xi * mLayout.xi, ldb: mLayout.row, beta: t0 == 0 ? 0 : 1,
+                                   c: du.ptr + xi * plane, ldc: cout)
             }
         }
         winogradFilterGradient(du.ptr, cin: cin, cout: cout, variant: variant, into: gw, overwrite: overwrite)
