@@ -78,6 +78,35 @@ public func rowInvariantKernel12x32(_ a: UnsafePointer<Float>, _ lda: Int, _ b: 
 }
 
 
+/// `rowInvariantKernel12x32` for 4 rows (8 accumulators): the rows a 12-row blocking leaves over (a Winograd
+/// chunk of 128 tiles is 10 × 12 + 2 × 4), each element the same chain.
+@inline(never)
+public func rowInvariantKernel4x32(_ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>,
+                                   _ panelStride: Int, _ depth: Int, _ c: UnsafeMutablePointer<Float>,
+                                   _ ldc: Int, _ startFromC: Bool) {
+    var c0a = V16(), c0b = V16(), c1a = V16(), c1b = V16(), c2a = V16(), c2b = V16(), c3a = V16(), c3b = V16()
+    if startFromC {
+        c0a = load16(c + 0 * ldc); c0b = load16(c + 0 * ldc + 16)
+        c1a = load16(c + 1 * ldc); c1b = load16(c + 1 * ldc + 16)
+        c2a = load16(c + 2 * ldc); c2b = load16(c + 2 * ldc + 16)
+        c3a = load16(c + 3 * ldc); c3b = load16(c + 3 * ldc + 16)
+    }
+    let a0 = a + 0 * lda, a1 = a + 1 * lda, a2 = a + 2 * lda, a3 = a + 3 * lda
+    var p0 = b, p1 = b + panelStride
+    for kk in 0..<depth {
+        let b0 = load16(p0), b1 = load16(p1)
+        let x0 = V16(repeating: a0[kk]); c0a = c0a.addingProduct(x0, b0); c0b = c0b.addingProduct(x0, b1)
+        let x1 = V16(repeating: a1[kk]); c1a = c1a.addingProduct(x1, b0); c1b = c1b.addingProduct(x1, b1)
+        let x2 = V16(repeating: a2[kk]); c2a = c2a.addingProduct(x2, b0); c2b = c2b.addingProduct(x2, b1)
+        let x3 = V16(repeating: a3[kk]); c3a = c3a.addingProduct(x3, b0); c3b = c3b.addingProduct(x3, b1)
+        p0 += 16; p1 += 16
+    }
+    store16(c0a, c + 0 * ldc); store16(c0b, c + 0 * ldc + 16)
+    store16(c1a, c + 1 * ldc); store16(c1b, c + 1 * ldc + 16)
+    store16(c2a, c + 2 * ldc); store16(c2b, c + 2 * ldc + 16)
+    store16(c3a, c + 3 * ldc); store16(c3b, c + 3 * ldc + 16)
+}
+
 /// `C[12, 32] (+)= Aᵀ · B` over `depth` rows of A and B, both read in place: row kk of A holds the 12 values of
 /// column kk of Aᵀ at `a + kk·lda` (a weight gradient's `dY` rows), row kk of B its 32 values at `b + kk·ldb`
 /// (the im2col rows, or the transformed tiles). 24 accumulators as in `rowInvariantKernel12x32`, the broadcasts
@@ -93,7 +122,9 @@ public func transposedAKernel12x32(_ a: UnsafePointer<Float>, _ lda: Int, _ b: U
     var c4a = V16(), c4b = V16(), c5a = V16(), c5b = V16(), c6a = V16(), c6b = V16(), c7a = V16(), c7b = V16()
     var c8a = V16(), c8b = V16(), c9a = V16(), c9b = V16(), c10a = V16(), c10b = V16(), c11a = V16(), c11b = V16()
     /// The block's sum onto C (or in place of it): two-level summation, as `cblas_sgemm` does per K block.
-    func add(_ v: V16, _ p: UnsafeMutablePointer<Float>) { store16(startFromC ? load16(p) + v : v, p) }
+    @inline(__always) func add(_ v: V16, _ p: UnsafeMutablePointer<Float>) {
+        store16(startFromC ? load16(p) + v : v, p)
+    }
     var ap = a, bp = b
     for _ in 0..<depth {
         let b0 = load16(bp), b1 = load16(bp + 16)

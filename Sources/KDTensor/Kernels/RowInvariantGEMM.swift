@@ -13,8 +13,9 @@ import KDKernels512
 ///
 /// B is packed once (`RowInvariantGEMM.Packed`: panels of 16 columns, zero-padded), A is read in place.
 /// Register blocking 6 rows × 16 columns (12 eight-lane accumulators, the BLIS Haswell shape), or where the CPU
-/// has AVX-512 (`wideKernel`) 12 rows × 32 columns (24 sixteen-lane accumulators, module KDKernels512) with the
-/// 6 × 16 block for the rows and columns left over — the same chain per element either way, so the same bits.
+/// has AVX-512 (`wideKernel`) 12 rows × 32 columns (24 sixteen-lane accumulators, module KDKernels512), then
+/// 4 × 32, with the 6 × 16 block for the rows and columns left over — the same chain per element either way, so
+/// the same bits.
 /// K in chunks of `kc` that continue each element's chain through C (exact: the accumulators are float32
 /// either way), rows in blocks of `mc` so that the A block stays in L2.
 public enum RowInvariantGEMM {
@@ -90,13 +91,17 @@ public enum RowInvariantGEMM {
                 var p = 0
                 while p < b.panelCount {
                     guard wide, n - p * 16 >= 32 else { narrow(p, from: 0); p += 1; continue }
-                    // Two full panels: 12 × 32 blocks, then the rows left over panel by panel.
-                    let whole = rows - rows % 12, panel = panels + p * k * 16 + k0 * 16
-                    for r0 in stride(from: 0, to: whole, by: 12) {
+                    // Two full panels: 12 × 32 blocks, 4 × 32 blocks, then the rows left over panel by panel.
+                    let by12 = rows - rows % 12, by4 = rows - rows % 4, panel = panels + p * k * 16 + k0 * 16
+                    for r0 in stride(from: 0, to: by12, by: 12) {
                         rowInvariantKernel12x32(a + (i0 + r0) * lda + k0, lda, panel, k * 16, depth,
                                                 c + (i0 + r0) * ldc + p * 16, ldc, startFromC)
                     }
-                    if whole < rows { narrow(p, from: whole); narrow(p + 1, from: whole) }
+                    for r0 in stride(from: by12, to: by4, by: 4) {
+                        rowInvariantKernel4x32(a + (i0 + r0) * lda + k0, lda, panel, k * 16, depth,
+                                               c + (i0 + r0) * ldc + p * 16, ldc, startFromC)
+                    }
+                    if by4 < rows { narrow(p, from: by4); narrow(p + 1, from: by4) }
                     p += 2
                 }
             }
