@@ -59,7 +59,7 @@ let package = Package(
         // types, reduce ops, errors, array conveniences), the exact fixed-point all-reduce `ExactSum`,
         // and `BatchPlan`, the geometry of one step's global batch.
         .target(name: "KDCore", swiftSettings: v5 + fastMath),
-        // The AVX-512 register block of the row-invariant GEMM, compiled for AVX-512 alone (`avx512CPU`).
+        // The AVX-512 kernels (the GEMMs' register blocks, the F(4×4) transforms), compiled for AVX-512 alone.
         .target(name: "KDKernels512", swiftSettings: v5 + [
             .unsafeFlags(["-Ounchecked", "-wmo"] + (avx512CPU.isEmpty ? targetCPU : avx512CPU),
                          .when(configuration: .release)),
