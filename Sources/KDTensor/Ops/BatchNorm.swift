@@ -292,11 +292,16 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
     case .collect(let take): take(running, blocks.count)
     }
     let out = Tensor(uninitializedShape: x.shape)
+    var scale = [Float](repeating: 0, count: c)   // γ·(1/√(σ²_b + ε)) of the block, per channel
     for b in blocks.indices {
-        for row in channelRows(b) {
-            let p = x.ptr + row * c, q = out.ptr + row * c
-            for j in 0..<c { q[j] = (p[j] - mean[b * c + j]) * (gamma.ptr[j] * invStd[b * c + j]) + beta.ptr[j] }
-        }
+        for j in 0..<c { scale[j] = gamma.ptr[j] * invStd[b * c + j] }
+        scale.withUnsafeBufferPointer { sc in mean.withUnsafeBufferPointer { mb in
+            let a = sc.baseAddress!, mu = mb.baseAddress! + b * c, beta = beta.ptr
+            for row in channelRows(b) {
+                let p = x.ptr + row * c, q = out.ptr + row * c
+                for j in 0..<c { q[j] = (p[j] - mu[j]) * a[j] + beta[j] }
+            }
+        } }
     }
 
     Tape.record("batchNorm", inputs: [x, gamma, beta], output: out) { gy in
@@ -324,17 +329,29 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
         }
         guard x.requiresGrad else { return }
         let (gx, fresh) = x.gradBuffer()
+        // Per block and channel, once: k = γ/√(σ²_b + ε), mean_b(dy) and mean_b(dy·x̂) (the same values the
+        // per-element expression would compute, so the same bits).
+        var k = [Double](repeating: 0, count: c), m1 = k, m2 = k
         for b in blocks.indices {
             let n = Double(channelRows(b).count)
-            for row in channelRows(b) {
-                let p = x.ptr + row * c, d = gy.ptr + row * c, q = gx + row * c
-                for j in 0..<c {
-                    let inv = invStd[b * c + j], k = Double(gamma.ptr[j]) * Double(inv)
-                    let xhat = Double((p[j] - mean[b * c + j]) * inv)
-                    let v = Float(k * (Double(d[j]) - sums[b * 2 * c + j] / n - xhat * sums[b * 2 * c + c + j] / n))
-                    q[j] = fresh ? v : q[j] + v
-                }
+            for j in 0..<c {
+                k[j] = Double(gamma.ptr[j]) * Double(invStd[b * c + j])
+                m1[j] = sums[b * 2 * c + j] / n; m2[j] = sums[b * 2 * c + c + j] / n
             }
+            k.withUnsafeBufferPointer { kb in m1.withUnsafeBufferPointer { m1b in m2.withUnsafeBufferPointer { m2b in
+                mean.withUnsafeBufferPointer { mb in invStd.withUnsafeBufferPointer { ib in
+                    let kk = kb.baseAddress!, a1 = m1b.baseAddress!, a2 = m2b.baseAddress!
+                    let mu = mb.baseAddress! + b * c, inv = ib.baseAddress! + b * c
+                    for row in channelRows(b) {
+                        let p = x.ptr + row * c, d = gy.ptr + row * c, q = gx + row * c
+                        for j in 0..<c {
+                            let xhat = Double((p[j] - mu[j]) * inv[j])
+                            let v = Float(kk[j] * (Double(d[j]) - a1[j] - xhat * a2[j]))
+                            q[j] = fresh ? v : q[j] + v
+                        }
+                    }
+                } }
+            } } }
         }
     }
     return out
