@@ -1,14 +1,14 @@
-/// The weight gradient of a stride-1 3×3 convolution by Winograd F(m×m, 3×3) (Lavin & Gray 2016, §4):
-/// the forward `Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` is linear in `U = G g Gᵀ`, so with `V = Bᵀ d B` (the
-/// forward's input transform) and `dM = A dY Aᵀ` (the transpose of the output transform, on the m×m tile
-/// of `dY`, zeros where the tile is cropped)
-///
-///     dU_ξ[Cin, Cout] = Σ_tiles V_ξᵀ · dM_ξ            (α² GEMMs, inner size = tiles)
-///     dW[o, ·, ·, c]  = Gᵀ dU[c, o] G                   (3×3 from α×α, in Double)
-///
-/// α²/(9m²) of the direct weight gradient's multiplications (`dW = dYᵀ · im2col(x)`): 16/36 for F(2×2),
-/// 36/144 for F(4×4). Error growth as the forward's with `A` in place of `Aᵀ` and `Gᵀ` in place of
-/// `G` (docs/ops.md, "Error bound").
+// The weight gradient of a stride-1 3×3 convolution by Winograd F(m×m, 3×3) (Lavin & Gray 2016, §4):
+// the forward `Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` is linear in `U = G g Gᵀ`, so with `V = Bᵀ d B` (the
+// forward's input transform) and `dM = A dY Aᵀ` (the transpose of the output transform, on the m×m tile
+// of `dY`, zeros where the tile is cropped)
+//
+//     dU_ξ[Cin, Cout] = Σ_tiles V_ξᵀ · dM_ξ            (α² GEMMs, inner size = tiles)
+//     dW[o, ·, ·, c]  = Gᵀ dU[c, o] G                   (3×3 from α×α, in Double)
+//
+// α²/(9m²) of the direct weight gradient's multiplications (`dW = dYᵀ · im2col(x)`): 16/36 for F(2×2),
+// 36/144 for F(4×4). Error growth as the forward's with `A` in place of `Aᵀ` and `Gᵀ` in place of
+// `G` (docs/ops.md, "Error bound").
 
 /// `A` of F(2,3) on the 2 values of a column or row of an output-gradient tile (the transpose of `Aᵀ`).
 @inline(__always)
