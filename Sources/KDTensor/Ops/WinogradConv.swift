@@ -144,7 +144,9 @@ func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling: Winogra
 /// nil, `residual` (same shape as the output, may alias `out`: each element is read before it is
 /// written) or nil, `act` ReLU when `relu`. The output is cut into m×m tiles (the last row/column
 /// of tiles cropped); per chunk of tiles: input transform `V = Bᵀ d B` (SIMD over channels),
-/// α² GEMMs `M_ξ = V_ξ · U_ξ` (`RowInvariantGEMM`), output transform `Aᵀ M A` with the epilogue.
+/// α² GEMMs `M_ξ = V_ξ · U_ξ` (`RowInvariantGEMM`), output transform `Aᵀ M A` with the epilogue. For F(4×4)
+/// on an AVX-512 CPU the transforms take 16 channels at a time where the channel count allows
+/// (`WinogradWorkspace.wideTransforms`; the same bits).
 public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, padding p: Int,
                              filter: WinogradFilter, bias: UnsafePointer<Float>?,
                              residual: UnsafePointer<Float>?, relu: Bool, out: UnsafeMutablePointer<Float>) {
