@@ -1,9 +1,9 @@
 import Foundation
 
 /// The CPU's feature flags as Linux reports them (the first `flags` line of `/proc/cpuinfo`; none where there
-/// is no such file), and what the kernels choose from them: one place for both `kdgraph`'s start-up check of
-/// the build's instruction set and the AVX-512 dispatch of `RowInvariantGEMM` (docs/ops.md, "Instruction
-/// set").
+/// is no such file), and the AVX-512 kernels' dispatch on them (docs/ops.md, "Instruction set"). `kdgraph`'s
+/// start-up check of the build's instruction set parses the same line itself: it must run before any code of
+/// this module, which is compiled for AVX2.
 public enum CPUFeatures {
     /// The flags of a `/proc/cpuinfo` text.
     public static func flags(cpuinfo: String?) -> Set<String> {
