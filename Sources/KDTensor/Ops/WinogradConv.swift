@@ -44,14 +44,11 @@ public enum WinogradWorkspace {
     /// is the chunk's tile count.
     public nonisolated(unsafe) static var weightGradientMinTiles = 256
 
-    static func tilesPerChunk(total: Int, alpha: Int, cin: Int, cout: Int) -> Int {
+    /// Tiles per chunk: near `targetElements` of transformed values, at least `fewest` (`minTiles`, or for the
+    /// weight gradient `weightGradientMinTiles`), at most `total`.
+    static func tilesPerChunk(total: Int, alpha: Int, cin: Int, cout: Int, fewest: Int = minTiles) -> Int {
         let byCache = targetElements / max(1, alpha * alpha * (cin + cout))
-        return max(1, min(total, max(byCache, minTiles)))
-    }
-
-    static func weightGradientTiles(total: Int, alpha: Int, cin: Int, cout: Int) -> Int {
-        let byCache = targetElements / max(1, alpha * alpha * (cin + cout))
-        return max(1, min(total, max(byCache, weightGradientMinTiles)))
+        return max(1, min(total, max(byCache, fewest)))
     }
 }
 

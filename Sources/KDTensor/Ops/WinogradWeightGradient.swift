@@ -134,7 +134,7 @@ func winogradFilterGradient(_ du: UnsafePointer<Float>, cin: Int, cout: Int, var
 /// `dW[Cout, 3, 3, Cin] (+)= ∂L/∂W` of a stride-1 3×3 convolution (`g`, padding ≤ 2) by Winograd (the
 /// formulas above), accumulated into `weight.grad` (per sample block into `weight.blockGrad` with
 /// `SampleBlocks`). The tiles of the images summed together are taken in chunks counted from their first
-/// image (`WinogradWorkspace.weightGradientTiles`), so a block's partial is computed the same way wherever
+/// image (`WinogradWorkspace.weightGradientMinTiles`), so a block's partial is computed the same way wherever
 /// the block sits; `dU` adds the chunks in order (`weightGradientGEMM`, β = 1).
 func winogradWeightGradient(_ x: UnsafePointer<Float>, _ gy: UnsafePointer<Float>, _ g: ConvGeometry, cout: Int,
                             variant: WinogradVariant, into weight: Tensor) {
@@ -142,11 +142,8 @@ func winogradWeightGradient(_ x: UnsafePointer<Float>, _ gy: UnsafePointer<Float
     let a = variant.alpha, a2 = a * a, cin = g.cin, plane = cin * cout
     weight.accumulateRowSum(rows: g.n) { images, gw, overwrite in
         let total = images.count * tiling.perImage, first = images.lowerBound * tiling.perImage
-        guard total > 0 else {
-            if overwrite { gw.update(repeating: 0, count: weight.count) }
-            return
-        }
-        let chunk = WinogradWorkspace.weightGradientTiles(total: total, alpha: a, cin: cin, cout: cout)
+        let chunk = WinogradWorkspace.tilesPerChunk(total: total, alpha: a, cin: cin, cout: cout,
+                                                    fewest: WinogradWorkspace.weightGradientMinTiles)
         let vLayout = WinogradLayout(variant: variant, tiles: chunk, channels: cin)
         let mLayout = WinogradLayout(variant: variant, tiles: chunk, channels: cout)
         let vBuf = Tensor(uninitializedShape: [vLayout.count]), mBuf = Tensor(uninitializedShape: [mLayout.count])
