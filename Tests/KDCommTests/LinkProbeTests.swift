@@ -114,6 +114,40 @@ final class LinkProbeTests: XCTestCase {
         XCTAssertTrue(even.summary.hasSuffix("; no straggler"), even.summary)
     }
 
+    /// The second pass (`LinkProbe.run`'s `pass`, here passes of given pair times over 3 in-process ranks):
+    /// no host named by the first pass, no second pass; a host named by the first pass and not by the
+    /// fastest of both, not named (a hiccup); a host slow in both passes, named, with the faster
+    /// times of the two passes in its figures.
+    func testASecondPassConfirmsAStragglerBeforeItIsNamed() throws {
+        let bytes = 1_000_000
+        let fast = [0, 0.001, 0.001, 0.001, 0, 0.001, 0.001, 0.001, 0]
+        let cSlow = [0, 0.001, 0.010, 0.001, 0, 0.010, 0.010, 0.010, 0]
+        let cSlower = [0, 0.002, 0.020, 0.002, 0, 0.020, 0.020, 0.020, 0]
+        func probe(_ passes: [[Double]]) throws -> (report: LinkProbe.Report, passes: Int) {
+            let out = try InProcessWorld(size: 3).run { comm -> (LinkProbe.Report, Int) in
+                var given = 0
+                let r = try LinkProbe.run(comm, hosts: ["a", "b", "c"], bytes: bytes) { _, _, names, _, _ in
+                    XCTAssertEqual(names, ["a", "b", "c"])
+                    given += 1
+                    return passes[given - 1]
+                }
+                return (try XCTUnwrap(r), given)
+            }
+            return out[0]
+        }
+        let none = try probe([fast])
+        XCTAssertEqual(none.passes, 1)
+        XCTAssertEqual(none.report.stragglers, [])
+        let hiccup = try probe([cSlow, fast])
+        XCTAssertEqual(hiccup.passes, 2)
+        XCTAssertEqual(hiccup.report.stragglers, [])
+        XCTAssertEqual(hiccup.report.hostBytesPerSecond, [1e9, 1e9, 1e9])
+        let slow = try probe([cSlower, cSlow])
+        XCTAssertEqual(slow.passes, 2)
+        XCTAssertEqual(slow.report.stragglers, ["c"])
+        XCTAssertEqual(slow.report.hostBytesPerSecond, [1e9, 1e9, 1e8])
+    }
+
     /// The probe over 4 in-process ranks on 3 "hosts" (ranks 0 and 1 share host a): a report of the 3
     /// hosts in rank order, positive bandwidths, identical on every rank; one host: nothing (nil); host
     /// names gathered by rank; a host list of the wrong length refused.
