@@ -1,7 +1,9 @@
 // The F(4×4, 3×3) Winograd transforms of KDTensor's `winogradConvolve` (docs/ops.md, "Winograd convolution"),
-// sixteen channels at a time for AVX-512: the same operations lane by lane as KDTensor's eight-lane transforms
-// (`winogradBT4` and `winogradAT4` are the ones both use), so the same bits (`WinogradTests`). KDTensor calls
-// these where the CPU has AVX-512 and the channel count is a multiple of 16.
+// sixteen channels at a time for AVX-512. One F(4×4) tile's arithmetic is defined once, generic over the
+// vector (`winograd4InputTile`, `winograd4OutputTile`): KDTensor's eight-lane transforms run it with
+// `SIMD8<Float>`, specialised in KDTensor (AVX2); the loops below with `SIMD16<Float>`, specialised here
+// (AVX-512). The same operations lane by lane, so the same bits (`WinogradTests`). KDTensor calls the
+// loops below where the CPU has AVX-512 and the channel count is a multiple of 16.
 
 /// `Bᵀ` of F(4,3) on 6 values: rows 1, 2 are `d4 − 4d2 ± (d3 − 4d1)`, rows 3, 4 `d4 − d2 ± 2(d3 − d1)`.
 @inlinable @inline(__always)
@@ -20,6 +22,48 @@ public func winogradAT4<V: SIMD>(_ m0: V, _ m1: V, _ m2: V, _ m3: V, _ m4: V,
     let a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4
     let two: Float = 2, four: Float = 4, eight: Float = 8
     return (m0 + a + c, b + two * d, a + four * c, b + eight * d + m5)
+}
+
+/// `V = Bᵀ d B` of one F(4×4) tile, `V.scalarCount` channels at a time: `d[i][j]` is the vector at
+/// `src + i·rs + j·cs`; columns `Bᵀ d` go to `tmp` (36 vectors), rows `(Bᵀ d) B` to
+/// `store(V[ξ], dst + ξ·xs)`.
+@inlinable @inline(__always)
+public func winograd4InputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ rs: Int, _ cs: Int,
+                                        _ tmp: UnsafeMutablePointer<V>, _ dst: UnsafeMutablePointer<Float>,
+                                        _ xs: Int, store: (V, UnsafeMutablePointer<Float>) -> Void)
+    where V.Scalar == Float {
+    func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    for j in 0..<6 {
+        let p = src + j * cs
+        let r = winogradBT4(load(p), load(p + rs), load(p + 2 * rs), load(p + 3 * rs), load(p + 4 * rs),
+                            load(p + 5 * rs))
+        tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3; tmp[24 + j] = r.4; tmp[30 + j] = r.5
+    }
+    for i in 0..<6 {
+        let q = tmp + 6 * i, o = dst + 6 * i * xs
+        let r = winogradBT4(q[0], q[1], q[2], q[3], q[4], q[5])
+        store(r.0, o); store(r.1, o + xs); store(r.2, o + 2 * xs); store(r.3, o + 3 * xs)
+        store(r.4, o + 4 * xs); store(r.5, o + 5 * xs)
+    }
+}
+
+/// `Y = Aᵀ M A` of one F(4×4) tile: `M[ξ]` is `load(src + ξ·xs)`; columns `Aᵀ M` go to `tmp` (24 vectors),
+/// and each of the first `hi` rows of `(Aᵀ M) A` is handed on as `emit(i, j, Y[i][j])`, j < 4.
+@inlinable @inline(__always)
+public func winograd4OutputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ xs: Int, _ tmp: UnsafeMutablePointer<V>,
+                                         hi: Int, load: (UnsafePointer<Float>) -> V,
+                                         emit: (Int, Int, V) -> Void) where V.Scalar == Float {
+    for j in 0..<6 {
+        let p = src + j * xs
+        let r = winogradAT4(load(p), load(p + 6 * xs), load(p + 12 * xs), load(p + 18 * xs), load(p + 24 * xs),
+                            load(p + 30 * xs))
+        tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3
+    }
+    for i in 0..<hi {
+        let q = tmp + 6 * i
+        let r = winogradAT4(q[0], q[1], q[2], q[3], q[4], q[5])
+        emit(i, 0, r.0); emit(i, 1, r.1); emit(i, 2, r.2); emit(i, 3, r.3)
+    }
 }
 
 /// Input transform `V = Bᵀ d B` of tiles `tiles` of the NHWC images `x` (`[·, h, w, cin]`, `cin` a multiple
@@ -42,7 +86,7 @@ public func winograd4InputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int,
         for c0 in stride(from: 0, to: cin, by: 16) {
             let dst = v + (t - tiles.lowerBound) * row + c0
             if inside {
-                inputTile16(xImage + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, xi)
+                winograd4InputTile(xImage + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, xi, store: store16)
                 continue
             }
             d.update(repeating: V16(), count: 36)
@@ -50,27 +94,8 @@ public func winograd4InputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int,
                 let src = xImage + ((ih0 + i) * w + iw0) * cin + c0
                 for j in max(0, -iw0)..<max(0, min(6, w - iw0)) { d[i * 6 + j] = load16(src + j * cin) }
             }
-            inputTile16(dFloats, 6 * 16, 16, tmp, dst, xi)
+            winograd4InputTile(dFloats, 6 * 16, 16, tmp, dst, xi, store: store16)
         }
-    }
-}
-
-/// One tile of `winograd4InputTransform16`: `d[i][j]` at `src + i·rs + j·cs`; columns `Bᵀ d` into `tmp`,
-/// rows `(Bᵀ d) B` to `dst + ξ·xs`.
-@inline(__always)
-func inputTile16(_ src: UnsafePointer<Float>, _ rs: Int, _ cs: Int, _ tmp: UnsafeMutablePointer<V16>,
-                 _ dst: UnsafeMutablePointer<Float>, _ xs: Int) {
-    for j in 0..<6 {
-        let p = src + j * cs
-        let r = winogradBT4(load16(p), load16(p + rs), load16(p + 2 * rs), load16(p + 3 * rs), load16(p + 4 * rs),
-                            load16(p + 5 * rs))
-        tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3; tmp[24 + j] = r.4; tmp[30 + j] = r.5
-    }
-    for i in 0..<6 {
-        let q = tmp + 6 * i, o = dst + 6 * i * xs
-        let r = winogradBT4(q[0], q[1], q[2], q[3], q[4], q[5])
-        store16(r.0, o); store16(r.1, o + xs); store16(r.2, o + 2 * xs); store16(r.3, o + 3 * xs)
-        store16(r.4, o + 4 * xs); store16(r.5, o + 5 * xs)
     }
 }
 
@@ -93,24 +118,13 @@ public func winograd4OutputTransform16(_ m: UnsafePointer<Float>, row: Int, xi: 
         for k0 in stride(from: 0, to: cout, by: 16) {
             let b = bias.map { load16($0 + k0) } ?? V16()
             let src = m + (t - tiles.lowerBound) * row + k0
-            for j in 0..<6 {
-                let p = src + j * xi
-                let r = winogradAT4(load16(p), load16(p + 6 * xi), load16(p + 12 * xi), load16(p + 18 * xi),
-                                    load16(p + 24 * xi), load16(p + 30 * xi))
-                tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3
-            }
-            for i in 0..<hi {
-                let q = tmp + 6 * i
-                let r = winogradAT4(q[0], q[1], q[2], q[3], q[4], q[5])
-                func emit(_ j: Int, _ y0: V16) {
-                    guard j < wi else { return }
-                    let off = (i * wo + j) * cout + k0
-                    var y = y0 + b
-                    if let resBase { y += load16(resBase + off) }
-                    if relu { y = y.replacing(with: 0, where: y .< 0) }
-                    store16(y, base + off)
-                }
-                emit(0, r.0); emit(1, r.1); emit(2, r.2); emit(3, r.3)
+            winograd4OutputTile(src, xi, tmp, hi: hi, load: load16) { i, j, y0 in
+                guard j < wi else { return }
+                let off = (i * wo + j) * cout + k0
+                var y = y0 + b
+                if let resBase { y += load16(resBase + off) }
+                if relu { y = y.replacing(with: 0, where: y .< 0) }
+                store16(y, base + off)
             }
         }
     }

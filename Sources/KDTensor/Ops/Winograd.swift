@@ -150,7 +150,8 @@ func loadVec8(_ p: UnsafePointer<Float>) -> WVec { UnsafeRawPointer(p).loadUnali
 
 /// `V = Bᵀ d B` of one α×α tile of channel vectors: `d[i][j]` is the 8 floats at `src + i·rs + j·cs`,
 /// `V[ξ]` goes to the first `cnt` lanes at `dst + ξ·xs`. Columns `Bᵀ d` are loaded straight from `src`
-/// into `tmp` (α² scratch), rows `(Bᵀ d) B` from `tmp` straight to `dst`.
+/// into `tmp` (α² scratch), rows `(Bᵀ d) B` from `tmp` straight to `dst`. F(4×4) is KDKernels512's
+/// `winograd4InputTile`, the one definition its 16-lane transforms also run.
 @inline(__always)
 func winogradInputTile(_ v: WinogradVariant, _ src: UnsafePointer<Float>, _ rs: Int, _ cs: Int,
                        _ tmp: UnsafeMutablePointer<WVec>, _ dst: UnsafeMutablePointer<Float>, _ xs: Int,
@@ -169,25 +170,13 @@ func winogradInputTile(_ v: WinogradVariant, _ src: UnsafePointer<Float>, _ rs: 
             storeVec(r.3, o + 3 * xs, cnt)
         }
     case .f4:
-        for j in 0..<6 {
-            let p = src + j * cs
-            let r = winogradBT4(loadVec8(p), loadVec8(p + rs), loadVec8(p + 2 * rs), loadVec8(p + 3 * rs),
-                                loadVec8(p + 4 * rs), loadVec8(p + 5 * rs))
-            tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3; tmp[24 + j] = r.4
-            tmp[30 + j] = r.5
-        }
-        for i in 0..<6 {
-            let q = tmp + 6 * i, o = dst + 6 * i * xs
-            let r = winogradBT4(q[0], q[1], q[2], q[3], q[4], q[5])
-            storeVec(r.0, o, cnt); storeVec(r.1, o + xs, cnt); storeVec(r.2, o + 2 * xs, cnt)
-            storeVec(r.3, o + 3 * xs, cnt); storeVec(r.4, o + 4 * xs, cnt); storeVec(r.5, o + 5 * xs, cnt)
-        }
+        winograd4InputTile(src, rs, cs, tmp, dst, xs) { storeVec($0, $1, cnt) }
     }
 }
 
 /// `Y = Aᵀ M A` of one tile: `M[ξ]` is the first `cnt` lanes at `src + ξ·xs` (zeros beyond), columns
 /// `Aᵀ M` go to `tmp` (m×α), and each of the first `hi` rows of `(Aᵀ M) A` is handed on as
-/// `emit(i, j, Y[i][j])`, j < m.
+/// `emit(i, j, Y[i][j])`, j < m. F(4×4) is KDKernels512's `winograd4OutputTile`.
 @inline(__always)
 func winogradOutputTile(_ v: WinogradVariant, _ src: UnsafePointer<Float>, _ xs: Int, _ cnt: Int,
                         _ tmp: UnsafeMutablePointer<WVec>, hi: Int, _ emit: (Int, Int, WVec) -> Void) {
@@ -205,16 +194,6 @@ func winogradOutputTile(_ v: WinogradVariant, _ src: UnsafePointer<Float>, _ xs:
             emit(i, 0, r.0); emit(i, 1, r.1)
         }
     case .f4:
-        for j in 0..<6 {
-            let p = src + j * xs
-            let r = winogradAT4(loadVec(p, cnt), loadVec(p + 6 * xs, cnt), loadVec(p + 12 * xs, cnt),
-                                loadVec(p + 18 * xs, cnt), loadVec(p + 24 * xs, cnt), loadVec(p + 30 * xs, cnt))
-            tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3
-        }
-        for i in 0..<hi {
-            let q = tmp + 6 * i
-            let r = winogradAT4(q[0], q[1], q[2], q[3], q[4], q[5])
-            emit(i, 0, r.0); emit(i, 1, r.1); emit(i, 2, r.2); emit(i, 3, r.3)
-        }
+        winograd4OutputTile(src, xs, tmp, hi: hi, load: { loadVec($0, cnt) }, emit: emit)
     }
 }
