@@ -27,6 +27,8 @@ final class OpBenchTests: XCTestCase {
         let ms = try XCTUnwrap(layer["ms"] as? Double), gemm = try XCTUnwrap(layer["gemm_ms"] as? Double)
         XCTAssertEqual(try XCTUnwrap(layer["transform_ms"] as? Double), ms - gemm, accuracy: 2e-3, "3 decimals")
         XCTAssertGreaterThan(layer["gflops"] as? Double ?? 0, 0)
+        XCTAssertGreaterThan(layer["filter_bank_ms"] as? Double ?? 0, 0)
+        XCTAssertGreaterThan(layer["flipped_bank_ms"] as? Double ?? 0, 0)
         for line in lines[2...7] {
             let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
             // Winograd on 3 channels, |x| ≲ 4: F(4×4)'s error bound ≈ 3.6e4·31·u·S/|y| stays well below 1e-2;

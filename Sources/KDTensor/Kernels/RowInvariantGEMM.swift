@@ -49,10 +49,25 @@ public enum RowInvariantGEMM {
             } else {
                 for kk in 0..<k {
                     let src = b + kk * ldb
-                    for j in 0..<n { p[(j / 16) * k * 16 + kk * 16 + j % 16] = src[j] }
+                    for j in 0..<n { p[Packed.offset(row: kk, column: j, k: k)] = src[j] }
                 }
             }
         }
+
+        /// Panels written by their maker (`WinogradFilter` writes its transforms straight into them): `panels`
+        /// holds `⌈n/16⌉·k·16` floats, `B[kk, j]` at `offset(row: kk, column: j, k: k)`, 0 past column `n`.
+        init(k: Int, n: Int, panels: Tensor) {
+            precondition(panels.count == max(1, (n + 15) / 16) * k * 16, "panels of \(panels.count) floats")
+            self.k = k; self.n = n; self.panels = panels
+        }
+
+        /// Where `B[kk, j]` sits in the panels: panel `j / 16`, row `kk`, lane `j % 16`.
+        @inline(__always) static func offset(row kk: Int, column j: Int, k: Int) -> Int {
+            (j / 16) * k * 16 + kk * 16 + j % 16
+        }
+
+        /// `B[kk, j]` (tests).
+        func element(row kk: Int, column j: Int) -> Float { panels.ptr[Packed.offset(row: kk, column: j, k: k)] }
     }
 
     /// `C[m, n] (+)= A[m, k] · B`, A row-major with leading dimension `lda`, C with `ldc`.

@@ -72,12 +72,11 @@ func winogradAT2(_ m0: WVec, _ m1: WVec, _ m2: WVec, _ m3: WVec) -> (WVec, WVec)
     (m0 + m1 + m2, m1 - m2 - m3)
 }
 
-/// A 3×3 filter bank transformed for one variant: `u[ξ·Cin·Cout + c·Cout + o] = (G g_{o,c} Gᵀ)[ξ]`,
-/// i.e. α² row-major `[Cin, Cout]` matrices, the right-hand sides of the α² GEMMs.
+/// A 3×3 filter bank transformed for one variant: `U_ξ[c, o] = (G g_{o,c} Gᵀ)[ξ]`, α² `[Cin, Cout]`
+/// matrices, the right-hand sides of the α² GEMMs, written straight into the row-invariant GEMM's panels.
 public struct WinogradFilter: @unchecked Sendable {
     public let variant: WinogradVariant
     public let cin: Int, cout: Int
-    public let u: Tensor
     /// `U_ξ` packed for the row-invariant GEMM, one per transform position.
     public let panels: [RowInvariantGEMM.Packed]
 
@@ -86,40 +85,54 @@ public struct WinogradFilter: @unchecked Sendable {
     ///
     /// `G g Gᵀ` runs in Double on 8 of the bank's output channels at once (one bank input channel, the
     /// 3×3 filters gathered into 9 vectors), columns `t = G g` then rows `t Gᵀ`, each value rounded to
-    /// Float once — the same operations, in the same order, as the scalar product of the matrices.
+    /// Float once — the same operations, in the same order, as the scalar product of the matrices. The
+    /// loops take 16 output channels (one panel) at a time and, inside, the bank's input channels in
+    /// order: the weights a block reads stay in L1 (for the unflipped bank a strided gather, 16 channels'
+    /// 9 taps, each cache line serving 16 input channels in turn), and each panel row is written whole.
+    /// A student makes both banks of each F(4×4) layer every step (`kdgraph bench --ops`,
+    /// `filter_bank_ms` and `flipped_bank_ms`).
     public init(weight: UnsafePointer<Float>, cout: Int, cin: Int, variant: WinogradVariant,
                 flipTransposed: Bool = false) {
         self.variant = variant
         let (inC, outC) = flipTransposed ? (cout, cin) : (cin, cout)
         self.cin = inC; self.cout = outC
-        let a = variant.alpha, a2 = a * a, plane = inC * outC
-        let u = Tensor(uninitializedShape: [a2, inC, outC])
+        let a = variant.alpha, a2 = a * a
+        let panelFloats = max(1, (outC + 15) / 16) * inC * 16
+        // Columns past `outC` must read as 0; full panels are written whole.
+        let storage = (0..<a2).map { _ in
+            outC % 16 == 0 ? Tensor(uninitializedShape: [panelFloats]) : Tensor(shape: [panelFloats], repeating: 0)
+        }
+        let out = storage.map { $0.ptr }
         let scratch = UnsafeMutablePointer<WDVec>.allocate(capacity: 9 + 3 * a + a2)
         defer { scratch.deallocate() }
         let g = scratch, t = scratch + 9, res = scratch + 9 + 3 * a
-        for row in 0..<inC {                                   // the bank's input channel
-            for col0 in stride(from: 0, to: outC, by: 8) {     // 8 of its output channels
-                let cnt = min(8, outC - col0)
-                for ki in 0..<3 { for kj in 0..<3 {
-                    if flipTransposed {                        // W[o = row, 2 − ki, 2 − kj, c = col0 + l]
-                        let p = weight + ((row * 3 + 2 - ki) * 3 + 2 - kj) * cin + col0
-                        g[ki * 3 + kj] = WDVec(loadVec(p, cnt))
-                    } else {                                   // W[o = col0 + l, ki, kj, c = row]
-                        let p = weight + ((col0 * 3 + ki) * 3 + kj) * cin + row
-                        var gv = WDVec(repeating: 0)
-                        for l in 0..<cnt { gv[l] = Double(p[l * 9 * cin]) }
-                        g[ki * 3 + kj] = gv
-                    }
-                } }
-                for j in 0..<3 { winogradG(variant, g + j, 3, t + j, 3) }          // t = G g (α×3)
-                for i in 0..<a { winogradG(variant, t + i * 3, 1, res + i * a, 1) }  // U = t Gᵀ (α×α)
-                let dst = u.ptr + row * outC + col0
-                for xi in 0..<a2 { storeVec(WVec(res[xi]), dst + xi * plane, cnt) }
+        for panel0 in stride(from: 0, to: outC, by: 16) {          // one panel: 16 of the bank's output channels
+            for row in 0..<inC {                                    // the bank's input channel
+                for col0 in stride(from: panel0, to: min(panel0 + 16, outC), by: 8) {   // 8 output channels
+                    let cnt = min(8, outC - col0)
+                    for ki in 0..<3 { for kj in 0..<3 {
+                        if flipTransposed {                        // W[o = row, 2 − ki, 2 − kj, c = col0 + l]
+                            let p = weight + ((row * 3 + 2 - ki) * 3 + 2 - kj) * cin + col0
+                            g[ki * 3 + kj] = WDVec(loadVec(p, cnt))
+                        } else {                                   // W[o = col0 + l, ki, kj, c = row]
+                            let p = weight + ((col0 * 3 + ki) * 3 + kj) * cin + row
+                            var gv = WDVec(repeating: 0)
+                            for l in 0..<cnt { gv[l] = Double(p[l * 9 * cin]) }
+                            g[ki * 3 + kj] = gv
+                        }
+                    } }
+                    for j in 0..<3 { winogradG(variant, g + j, 3, t + j, 3) }          // t = G g (α×3)
+                    for i in 0..<a { winogradG(variant, t + i * 3, 1, res + i * a, 1) }  // U = t Gᵀ (α×α)
+                    let at = RowInvariantGEMM.Packed.offset(row: row, column: col0, k: inC)
+                    for xi in 0..<a2 { storeVec(WVec(res[xi]), out[xi] + at, cnt) }
+                }
             }
         }
-        self.u = u
-        panels = (0..<(a * a)).map { RowInvariantGEMM.Packed(u.ptr + $0 * plane, k: inC, n: outC, ldb: outC) }
+        panels = storage.map { RowInvariantGEMM.Packed(k: inC, n: outC, panels: $0) }
     }
+
+    /// `U_ξ[row, col]` (tests).
+    func element(xi: Int, row: Int, col: Int) -> Float { panels[xi].element(row: row, column: col) }
 }
 
 /// `max(v, 0)` lane by lane as one compare and blend: the standard library's generic `pointwiseMax`

@@ -198,7 +198,8 @@ public enum OpBench {
     /// (`RowInvariantGEMM`, tiles × Cin · Cin × Cout, on preallocated operands, alternating with the layer), and
     /// `transform_ms` = `ms − gemm_ms` is the input and output transforms with the epilogue. `gflops` is
     /// effective (the direct algorithm's FLOPs over the time), `gemm_gflops` the GEMMs' own FLOPs over their
-    /// time.
+    /// time. `filter_bank_ms` and `flipped_bank_ms` time making the layer's filter banks (`WinogradFilter`), the
+    /// forward's and the input gradient's: the teacher makes its banks once, a trained student both each step.
     static func teacherLayerLine(_ c: ConvCase, iterations: Int) -> String {
         var rng = KDRandom(keys: 0x7EAC, UInt64(c.cin), UInt64(c.size))
         let x = Tensor.randn([c.batch, c.size, c.size, c.cin], rng: &rng)
@@ -218,13 +219,19 @@ public enum OpBench {
                                           ldc: c.cout, accumulate: false)
             }
         })
+        let (bank, flipped) = bestPairMs(iterations, op: {
+            _ = WinogradFilter(weight: w.ptr, cout: c.cout, cin: c.cin, variant: .f4)
+        }, gemm: {
+            _ = WinogradFilter(weight: w.ptr, cout: c.cout, cin: c.cin, variant: .f4, flipTransposed: true)
+        })
         let direct = 2 * Double(c.batch * c.size * c.size) * Double(9 * c.cin * c.cout)
         let gemmFlops = 2 * 36 * Double(tiles) * Double(c.cin * c.cout)
         let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(c.cout) k3 s1 p1"
         return "{\"op\":\"teacher_layer_f4\",\"shape\":\"\(shape)\",\"ms\":\(fmt(layer.best)),"
             + "\"gflops\":\(fmt(direct / (layer.best * 1e6))),\"gemm_ms\":\(fmt(gemm.best)),"
             + "\"gemm_gflops\":\(fmt(gemmFlops / (gemm.best * 1e6))),"
-            + "\"transform_ms\":\(fmt(layer.best - gemm.best)),\"clock\":\"\(clockName)\","
+            + "\"transform_ms\":\(fmt(layer.best - gemm.best)),\"filter_bank_ms\":\(fmt(bank.best)),"
+            + "\"flipped_bank_ms\":\(fmt(flipped.best)),\"clock\":\"\(clockName)\","
             + "\"gemm_kernel\":\"\(RowInvariantGEMM.wideKernel ? "avx512 12x32" : "avx2 6x16")\"}"
     }
 
