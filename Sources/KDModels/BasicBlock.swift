@@ -28,7 +28,7 @@ public final class BasicBlock: Module, UnaryLayer {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        var out = relu(try bn1(try conv1(x)))
+        var out = try bn1(try conv1(x), relu: true)
         out = try bn2(try conv2(out))
         let residual = try downsample?(x) ?? x
         return relu(try add(out, residual))
@@ -60,8 +60,8 @@ public final class WideBasicBlock: Module, UnaryLayer {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        let a = relu(try bn1(x))
-        let out = try conv2(relu(try bn2(try conv1(a))))
+        let a = try bn1(x, relu: true)
+        let out = try conv2(try bn2(try conv1(a), relu: true))
         if let convShortcut { return try add(out, try convShortcut(a)) }
         return try add(out, x)
     }

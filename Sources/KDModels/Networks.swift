@@ -62,7 +62,7 @@ public final class ResNet: Module, Classifier {
                                               message: "expects NHWC images [N, H, W, \(conv1.inChannels)], "
                                                   + "got \(x.shape)")
         }
-        var h = relu(try bn1(try conv1(x)))
+        var h = try bn1(try conv1(x), relu: true)
         h = try layer3(try layer2(try layer1(h)))
         let feature = try globalAvgPool(h)
         return (feature, try fc(feature))
@@ -109,7 +109,7 @@ public final class WideResNet: Module, Classifier {
                                                   + "got \(x.shape)")
         }
         var h = try block3(try block2(try block1(try conv1(x))))
-        h = relu(try bn1(h))
+        h = try bn1(h, relu: true)
         let feature = try globalAvgPool(h)
         return (feature, try fc(feature))
     }

@@ -51,7 +51,11 @@ public final class BatchNorm2d: Module, UnaryLayer {
     }
 
     /// `x: [..., C] → [..., C]`.
-    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+    public func callAsFunction(_ x: Tensor) throws -> Tensor { try callAsFunction(x, relu: false) }
+
+    /// `relu(bn(x))` when `relu`, in the normalisation's own pass (`batchNorm`'s `relu`: the same bits as the
+    /// two ops, in training and evaluation alike).
+    public func callAsFunction(_ x: Tensor, relu: Bool) throws -> Tensor {
         precondition(runningMode == .now || blockRows != nil, "\(runningMode) running statistics need block BatchNorm")
         let update: RunningStatisticsUpdate
         switch runningMode {
@@ -64,7 +68,7 @@ public final class BatchNorm2d: Module, UnaryLayer {
         }
         let y = try batchNorm(x, gamma: weight, beta: bias, runningMean: runningMean, runningVar: runningVar,
                               training: training, momentum: momentum, eps: eps, reducer: reducer,
-                              blockRows: blockRows, runningUpdate: update)
+                              blockRows: blockRows, runningUpdate: update, relu: relu)
         if training && runningMode == .now { numBatchesTracked.ptr[0] += 1 }
         return y
     }

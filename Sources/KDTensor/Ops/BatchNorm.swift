@@ -95,10 +95,15 @@ func sumBlockRows(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
 /// With `blockRows` (block BatchNorm, `student.batch_norm: block`) training normalises each block of
 /// `blockRows` leading rows with its own statistics (`blockBatchNorm`); the reducer then only averages
 /// the running statistics, which `runningUpdate` may skip or defer (`RunningStatisticsUpdate`).
+///
+/// With `relu` the output is `relu(y)` (`y ≤ 0 ? 0 : y`, NaN kept) in the same pass over the rows, and
+/// backward reads `dy` through ReLU's mask (`out ≤ 0 ? 0 : dy`, which is `relu`'s own mask on `y`) in its
+/// passes: the bits of `relu(batchNorm(x))` in every mode, without the ReLU's pass over the activation
+/// and its gradient, nor the pre-ReLU tensor.
 public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
                       training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
                       reducer: StatisticsReducer? = nil, blockRows: Int? = nil,
-                      runningUpdate: RunningStatisticsUpdate = .now) throws -> Tensor {
+                      runningUpdate: RunningStatisticsUpdate = .now, relu: Bool = false) throws -> Tensor {
     guard x.rank >= 1, let c = x.shape.last, c > 0 else {
         throw TensorError.invalidArgument(op: "batchNorm", message: "input needs a channel axis, got shape \(x.shape)")
     }
@@ -109,7 +114,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
     if training, let blockRows {
         return try blockBatchNorm(x, gamma: gamma, beta: beta, runningMean: runningMean, runningVar: runningVar,
                                   momentum: momentum, eps: eps, reducer: reducer, blockRows: blockRows,
-                                  runningUpdate: runningUpdate)
+                                  runningUpdate: runningUpdate, relu: relu)
     }
     let rows = x.count / c
     let out = Tensor(uninitializedShape: x.shape)
@@ -171,19 +176,19 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
         let a = sc.baseAddress!, mu = mb.baseAddress!, b = beta.ptr
         var p = x.ptr, q = out.ptr
         for _ in 0..<rows {
-            for j in 0..<c { q[j] = (p[j] - mu[j]) * a[j] + b[j] }
+            for j in 0..<c { q[j] = reluIf(relu, (p[j] - mu[j]) * a[j] + b[j]) }
             p += c; q += c
         }
     } }
 
-    Tape.record("batchNorm", inputs: [x, gamma, beta], output: out) { gy in
+    Tape.record(relu ? "batchNormReLU" : "batchNorm", inputs: [x, gamma, beta], output: out) { gy in
         // Per-block per-channel Σdy and Σdy·x̂, x̂ recomputed from x.
         let partials = mean.withUnsafeBufferPointer { mb in invStd.withUnsafeBufferPointer { ib in
-            let mu = mb.baseAddress!, inv = ib.baseAddress!, offset = gy.ptr - x.ptr
+            let mu = mb.baseAddress!, inv = ib.baseAddress!, offset = gy.ptr - x.ptr, yOffset = out.ptr - x.ptr
             return blockSums(width: 2 * c) { p, s in
-                let d = p + offset
+                let d = p + offset, y = p + yOffset
                 for j in 0..<c {
-                    let dy = Double(d[j])
+                    let dy = Double(reluMasked(relu, d[j], y[j]))
                     s[j] += dy
                     s[c + j] += dy * Double((p[j] - mu[j]) * inv[j])
                 }
@@ -223,11 +228,13 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
         ca.withUnsafeBufferPointer { ab in cb.withUnsafeBufferPointer { bb in cc.withUnsafeBufferPointer { cb2 in
             mean.withUnsafeBufferPointer { mb in
                 let a = ab.baseAddress!, b = bb.baseAddress!, k0 = cb2.baseAddress!, mu = mb.baseAddress!
-                var p = x.ptr, d = gy.ptr, q = gx
+                var p = x.ptr, d = gy.ptr, y = out.ptr, q = gx
                 for _ in 0..<rows {
-                    if fresh { for j in 0..<c { q[j] = a[j] * d[j] + b[j] * (p[j] - mu[j]) + k0[j] } }
-                    else { for j in 0..<c { q[j] += a[j] * d[j] + b[j] * (p[j] - mu[j]) + k0[j] } }
-                    p += c; d += c; q += c
+                    for j in 0..<c {
+                        let v = a[j] * reluMasked(relu, d[j], y[j]) + b[j] * (p[j] - mu[j]) + k0[j]
+                        q[j] = fresh ? v : q[j] + v
+                    }
+                    p += c; d += c; y += c; q += c
                 }
             }
         } } }
@@ -255,7 +262,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
 /// whole statistics blocks).
 func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
                     momentum: Float, eps: Float, reducer: StatisticsReducer?, blockRows: Int,
-                    runningUpdate: RunningStatisticsUpdate = .now) throws -> Tensor {
+                    runningUpdate: RunningStatisticsUpdate = .now, relu: Bool = false) throws -> Tensor {
     let c = x.shape.last!, rows = x.count / c
     let leading = x.rank >= 2 ? x.shape[0] : 1
     let perLeading = x.rank >= 2 ? rows / max(1, leading) : rows
@@ -299,19 +306,19 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
             let a = sc.baseAddress!, mu = mb.baseAddress! + b * c, beta = beta.ptr
             for row in channelRows(b) {
                 let p = x.ptr + row * c, q = out.ptr + row * c
-                for j in 0..<c { q[j] = (p[j] - mu[j]) * a[j] + beta[j] }
+                for j in 0..<c { q[j] = reluIf(relu, (p[j] - mu[j]) * a[j] + beta[j]) }
             }
         } }
     }
 
-    Tape.record("batchNorm", inputs: [x, gamma, beta], output: out) { gy in
+    Tape.record(relu ? "batchNormReLU" : "batchNorm", inputs: [x, gamma, beta], output: out) { gy in
         // Per block and channel: Σdy and Σdy·x̂.
         var sums = [Double](repeating: 0, count: blocks.count * 2 * c)
         for b in blocks.indices {
             for row in channelRows(b) {
-                let p = x.ptr + row * c, d = gy.ptr + row * c
+                let p = x.ptr + row * c, d = gy.ptr + row * c, y = out.ptr + row * c
                 for j in 0..<c {
-                    let dy = Double(d[j])
+                    let dy = Double(reluMasked(relu, d[j], y[j]))
                     sums[b * 2 * c + j] += dy
                     sums[b * 2 * c + c + j] += dy * Double((p[j] - mean[b * c + j]) * invStd[b * c + j])
                 }
@@ -343,10 +350,10 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
                     let kk = kb.baseAddress!, a1 = m1b.baseAddress!, a2 = m2b.baseAddress!
                     let mu = mb.baseAddress! + b * c, inv = ib.baseAddress! + b * c
                     for row in channelRows(b) {
-                        let p = x.ptr + row * c, d = gy.ptr + row * c, q = gx + row * c
+                        let p = x.ptr + row * c, d = gy.ptr + row * c, y = out.ptr + row * c, q = gx + row * c
                         for j in 0..<c {
                             let xhat = Double((p[j] - mu[j]) * inv[j])
-                            let v = Float(kk[j] * (Double(d[j]) - a1[j] - xhat * a2[j]))
+                            let v = Float(kk[j] * (Double(reluMasked(relu, d[j], y[j])) - a1[j] - xhat * a2[j]))
                             q[j] = fresh ? v : q[j] + v
                         }
                     }
@@ -356,3 +363,10 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
     }
     return out
 }
+
+/// `relu(v)` when `on` (`v ≤ 0 ? 0 : v`, as the `relu` op: NaN stays NaN), else `v`.
+@inline(__always) func reluIf(_ on: Bool, _ v: Float) -> Float { on && v <= 0 ? 0 : v }
+
+/// The gradient through a fused ReLU: `dy` where its output `y` is positive (or NaN), 0 where `y ≤ 0` —
+/// the `relu` op's mask, which tests its input `v ≤ 0`: `y = relu(v)` is ≤ 0 exactly when `v` is.
+@inline(__always) func reluMasked(_ on: Bool, _ dy: Float, _ y: Float) -> Float { on && y <= 0 ? 0 : dy }

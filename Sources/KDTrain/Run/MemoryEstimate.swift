@@ -116,27 +116,30 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
             params += d * k + k
             return result()
         }
-        var filters: [Double], blocks: Int
+        // Tensors the tape keeps per block and in the stem; a BatchNorm and its ReLU are one op (one tensor).
+        var filters: [Double], blocks: Int, perBlock: Double, stem: Double
         if name.hasPrefix("resnet"), let depth = Int(name.dropFirst(6).prefix { $0.isNumber }), depth >= 8 {
             filters = name.hasSuffix("x4") ? [32, 64, 128, 256] : [16, 16, 32, 64]
             blocks = (depth - 2) / 6
+            perBlock = 6   // conv1, bn1 + ReLU, conv2, bn2, the sum, its ReLU
+            stem = 2       // conv1, bn1 + ReLU
         } else if name.hasPrefix("wrn_") {
             let parts = name.split(separator: "_").compactMap { Int($0) }
             guard parts.count == 2, parts[0] >= 10 else { return (0, 0, 0) }
             filters = [16, 16, 32, 64].enumerated().map { $0.offset == 0 ? $0.element : $0.element * Double(parts[1]) }
             blocks = (parts[0] - 4) / 6
+            perBlock = 5   // bn1 + ReLU, conv1, bn2 + ReLU, conv2, the sum
+            stem = 1       // conv1
         } else {
             return (0, 0, 0)
         }
-        // Stem: convolution, batch norm, ReLU.
-        keep(3, filters[0], 0)
+        keep(stem, filters[0], 0)
         params += 9 * Double(channels) * filters[0] + 2 * filters[0]
         var inPlanes = filters[0]
         for stage in 0..<3 {
             let planes = filters[stage + 1]
             for _ in 0..<blocks {
-                // Two convolutions with their batch norms and ReLUs, the sum: six tensors kept.
-                keep(6, planes, stage)
+                keep(perBlock, planes, stage)
                 params += 9 * inPlanes * planes + 9 * planes * planes + 4 * planes
                 if inPlanes != planes { params += inPlanes * planes + 2 * planes }
                 inPlanes = planes
