@@ -31,7 +31,7 @@ public final class BasicBlock: Module, UnaryLayer {
         var out = try bn1(try conv1(x), relu: true)
         out = try bn2(try conv2(out))
         let residual = try downsample?(x) ?? x
-        return relu(try add(out, residual))
+        return try addReLU(out, residual)
     }
 }
 

@@ -116,12 +116,13 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
             params += d * k + k
             return result()
         }
-        // Tensors the tape keeps per block and in the stem; a BatchNorm and its ReLU are one op (one tensor).
+        // Tensors the tape keeps per block and in the stem; a BatchNorm or a sum and the ReLU after it are one
+        // op (one tensor).
         var filters: [Double], blocks: Int, perBlock: Double, stem: Double
         if name.hasPrefix("resnet"), let depth = Int(name.dropFirst(6).prefix { $0.isNumber }), depth >= 8 {
             filters = name.hasSuffix("x4") ? [32, 64, 128, 256] : [16, 16, 32, 64]
             blocks = (depth - 2) / 6
-            perBlock = 6   // conv1, bn1 + ReLU, conv2, bn2, the sum, its ReLU
+            perBlock = 5   // conv1, bn1 + ReLU, conv2, bn2, the sum + ReLU (`addReLU`)
             stem = 2       // conv1, bn1 + ReLU
         } else if name.hasPrefix("wrn_") {
             let parts = name.split(separator: "_").compactMap { Int($0) }
