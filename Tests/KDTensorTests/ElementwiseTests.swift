@@ -128,44 +128,4 @@ final class ElementwiseTests: XCTestCase {
         XCTAssertEqual(Tape.current.nodeCount, 1)
         Tape.reset()
     }
-
-    /// `addReLU` is `relu(add(a, b))` bit for bit: output and both gradients, accumulating onto gradients
-    /// already there and with one tensor as both operands; about half the sums are clamped, so both sides
-    /// of the mask count. Another shape is refused naming both.
-    func testAddReLUGivesTheBitsOfReLUOfAdd() throws {
-        var rng = KDRandom(keys: 51)
-        let av = Tensor.randn([4, 3, 5], rng: &rng).array, bv = Tensor.randn([4, 3, 5], rng: &rng).array
-        let seed = Tensor.randn([4, 3, 5], rng: &rng)
-        func run(_ fused: Bool, same: Bool) throws -> [[Float]] {
-            let a = Tensor(shape: [4, 3, 5], data: av, requiresGrad: true)
-            let b = same ? a : Tensor(shape: [4, 3, 5], data: bv, requiresGrad: true)
-            b.grad = Tensor(shape: [4, 3, 5], data: av)          // a gradient already there: accumulated onto
-            let y = fused ? try addReLU(a, b) : relu(try add(a, b))
-            Tape.backward(y, seed: seed)
-            return [y.array, a.grad!.array, b.grad!.array]
-        }
-        for same in [false, true] {
-            let fused = try run(true, same: same), twoOps = try run(false, same: same)
-            let clamped = fused[0].filter { $0 == 0 }.count
-            XCTAssertTrue((10...50).contains(clamped), "\(clamped) of 60 clamped")
-            for k in 0..<3 {
-                XCTAssertEqual(fused[k].map(\.bitPattern), twoOps[k].map(\.bitPattern), "same \(same) part \(k)")
-            }
-        }
-        XCTAssertThrowsError(try addReLU(Tensor.zeros([2, 3]), Tensor.zeros([3]))) { e in
-            XCTAssertEqual("\(e)", "addReLU: shape mismatch between [2, 3] and [3]")
-        }
-    }
-
-    /// Finite differences of `addReLU` (central, step 1e-2) at sums at least 0.1 from the kink (a step moves
-    /// a sum by 0.01): 1e-2 max-norm relative, float32 central differences of a piecewise-linear function
-    /// (exact up to rounding of the loss sum).
-    func testAddReLUGradients() throws {
-        var rng = KDRandom(keys: 52)
-        let a = Tensor.randn([3, 4], rng: &rng)
-        let sums = Tensor.randn([3, 4], rng: &rng).array.map { $0 < 0 ? $0 - 0.1 : $0 + 0.1 }
-        let b = Tensor(shape: [3, 4], data: zip(sums, a.array).map { $0 - $1 })
-        let r = try gradientCheck([a, b]) { try addReLU($0[0], $0[1]) }
-        XCTAssertLessThan(r.maxRelativeError, 1e-2, "\(r)")
-    }
 }

@@ -42,8 +42,9 @@ private func winogradErrorBound(_ v: WinogradVariant, cin: Int, absSum: Double) 
     return gamma * Double(9 * cin + 4) * u * absSum
 }
 
-/// Reference weight gradient in Double, `dW[o, ki, kj, c] = Σ_{n,i,j} dY[n, i, j, o]·x[n, i − p + ki, j − p + kj, c]`,
-/// and `S` = the largest `Σ |dY·x|` of one entry (the scale of any summation order's rounding error).
+/// Reference weight gradient in Double,
+/// `dW[o, ki, kj, c] = Σ_{n,i,j} dY[n, i, j, o]·x[n, i − p + ki, j − p + kj, c]`, and `S` = the largest
+/// `Σ |dY·x|` of one entry (the scale of any summation order's rounding error).
 private func referenceWeightGradient(_ x: Tensor, _ gy: Tensor, padding p: Int) -> (values: [Double], absSum: Double) {
     let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (ho, wo, cout) = (gy.shape[1], gy.shape[2], gy.shape[3])
@@ -299,12 +300,12 @@ final class WinogradTests: XCTestCase {
     }
 
     func testWeightGradientIsExactOnIntegers() throws {
-        // Small integers: Bᵀ and A have integer entries, so V = Bᵀ d B and dM = A dY Aᵀ are integers
-        // (|V| ≤ ‖Bᵀ‖∞²·5 = 500, |dM| ≤ ‖A‖∞²·3 = 675 for F(4,3)) and dU sums at most 9 tiles of them exactly
-        // (< 2²⁴); Gᵀ dU G (36 terms, coefficients ≤ 1) is then the exact integer dW up to Double rounding,
-        // ≤ 36·2·2⁻⁵³·2²⁴ ≈ 1.3e-7, which the rounding to Float removes except on a zero. A wrong transform
-        // entry is off by a multiple of 1/576 (G's denominators squared) or more. Shapes: cropped tiles,
-        // channel tails, padding 0–2.
+        // Small integers: Bᵀ and A have integer entries, so V = Bᵀ d B and dM = A dY Aᵀ are integers (|V| ≤
+        // ‖Bᵀ‖∞²·5 = 500, |dM| ≤ ‖A‖∞²·3 = 675 for F(4,3)) and dU sums at most 9 tiles of them
+        // exactly (< 2²⁴); Gᵀ dU G (36 terms, coefficients ≤ 1) is then the exact integer dW up to Double
+        // rounding, ≤ 36·2·2⁻⁵³·2²⁴ ≈ 1.3e-7, which the rounding to Float removes except on a zero. A
+        // wrong transform entry is off by a multiple of 1/576 (G's denominators squared) or more. Shapes: cropped
+        // tiles, channel tails, padding 0–2.
         for v in WinogradVariant.allCases {
             for (i, s) in [Shape(n: 2, h: 5, w: 4, cin: 3, cout: 2, padding: 1),
                            Shape(n: 1, h: 9, w: 7, cin: 10, cout: 11, padding: 2),

@@ -140,8 +140,8 @@ final class MemoryEstimateTests: XCTestCase {
         do { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm) } } catch {
             m = "\(error)"
         }
-        // resnet8 keeps (2·16 + 5·16)·10¹⁰ + 5·32·2.5·10⁹ + 5·64·6.25·10⁸ = 1.72·10¹² floats per image (a
-        // BatchNorm or a sum and the ReLU after it one tensor).
+        // resnet8 keeps (2·16 + 5·16)·10¹⁰ + 5·32·2.5·10⁹ + 5·64·6.25·10⁸ = 1.72·10¹² floats per
+        // image (a BatchNorm or a sum and the ReLU after it one tensor).
         XCTAssertTrue(m.contains("big.yaml: data.image_size: one rank's training step needs at least 455680 GB but "
                                  + "100 GB is available (runtime.memory_limit_gb 100.0): student activations 440320 "
                                  + "GB (data.image_size (100000×100000×3), data.global_batch and data.views "

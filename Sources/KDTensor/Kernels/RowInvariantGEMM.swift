@@ -37,13 +37,12 @@ public enum RowInvariantGEMM {
         /// (`ldb` ≥ k: a weight `[Cout, K]` used as `Wᵀ`).
         public init(_ b: UnsafePointer<Float>, k: Int, n: Int, ldb: Int, transposed: Bool = false) {
             self.k = k; self.n = n
-            let count = max(1, (n + 15) / 16) * k * 16
-            panels = Tensor(shape: [count], repeating: 0)
+            panels = Tensor(shape: [Packed.floats(k: k, n: n)], repeating: 0)
             let p = panels.ptr
             // Reads B along its rows (contiguous) in both layouts.
             if transposed {
                 for j in 0..<n {
-                    let dst = p + (j / 16) * k * 16 + j % 16, src = b + j * ldb
+                    let dst = p + Packed.offset(row: 0, column: j, k: k), src = b + j * ldb
                     for kk in 0..<k { dst[kk * 16] = src[kk] }
                 }
             } else {
@@ -57,9 +56,12 @@ public enum RowInvariantGEMM {
         /// Panels written by their maker (`WinogradFilter` writes its transforms straight into them): `panels`
         /// holds `⌈n/16⌉·k·16` floats, `B[kk, j]` at `offset(row: kk, column: j, k: k)`, 0 past column `n`.
         init(k: Int, n: Int, panels: Tensor) {
-            precondition(panels.count == max(1, (n + 15) / 16) * k * 16, "panels of \(panels.count) floats")
+            precondition(panels.count == Packed.floats(k: k, n: n), "panels of \(panels.count) floats")
             self.k = k; self.n = n; self.panels = panels
         }
+
+        /// The panels' size in floats: ⌈n/16⌉ panels (at least one) of `k` rows of 16.
+        static func floats(k: Int, n: Int) -> Int { max(1, (n + 15) / 16) * k * 16 }
 
         /// Where `B[kk, j]` sits in the panels: panel `j / 16`, row `kk`, lane `j % 16`.
         @inline(__always) static func offset(row kk: Int, column j: Int, k: Int) -> Int {

@@ -1,8 +1,8 @@
 import KDKernels512
 
-/// `C[m, n] = Aᵀ · B (+ β·C)`, β ∈ {0, 1}, with A `[k, m]` (`lda` ≥ m) and B `[k, n]` (`ldb` ≥ n) row-major: the
-/// weight gradients' products, a sum over the pixels or tiles `k` (`dW = dYᵀ · im2col(x)`, the Winograd
-/// `dU_ξ = V_ξᵀ · dM_ξ`, a 1×1 convolution's `dYᵀ · x`).
+/// `C[m, n] = Aᵀ · B (+ β·C)`, β ∈ {0, 1}, with A `[k, m]` (`lda` ≥ m) and B `[k, n]` (`ldb` ≥ n)
+/// row-major: the weight gradients' products, a sum over the pixels or tiles `k` (`dW = dYᵀ · im2col(x)`, the
+/// Winograd `dU_ξ = V_ξᵀ · dM_ξ`, a 1×1 convolution's `dYᵀ · x`).
 ///
 /// Where the CPU has AVX-512 (`RowInvariantGEMM.wideKernel`), the 12 × 32 blocks of C run
 /// `transposedAKernel12x32` (module KDKernels512), reading A and B in place: K in chunks of `kc` (each

@@ -176,7 +176,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
         let a = sc.baseAddress!, mu = mb.baseAddress!, b = beta.ptr
         var p = x.ptr, q = out.ptr
         for _ in 0..<rows {
-            for j in 0..<c { q[j] = reluIf(relu, (p[j] - mu[j]) * a[j] + b[j]) }
+            for j in 0..<c { q[j] = reluValue((p[j] - mu[j]) * a[j] + b[j], if: relu) }
             p += c; q += c
         }
     } }
@@ -188,7 +188,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
             return blockSums(width: 2 * c) { p, s in
                 let d = p + offset, y = p + yOffset
                 for j in 0..<c {
-                    let dy = Double(reluMasked(relu, d[j], y[j]))
+                    let dy = Double(reluGradient(d[j], at: y[j], if: relu))
                     s[j] += dy
                     s[c + j] += dy * Double((p[j] - mu[j]) * inv[j])
                 }
@@ -231,7 +231,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
                 var p = x.ptr, d = gy.ptr, y = out.ptr, q = gx
                 for _ in 0..<rows {
                     for j in 0..<c {
-                        let v = a[j] * reluMasked(relu, d[j], y[j]) + b[j] * (p[j] - mu[j]) + k0[j]
+                        let v = a[j] * reluGradient(d[j], at: y[j], if: relu) + b[j] * (p[j] - mu[j]) + k0[j]
                         q[j] = fresh ? v : q[j] + v
                     }
                     p += c; d += c; y += c; q += c
@@ -306,7 +306,7 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
             let a = sc.baseAddress!, mu = mb.baseAddress! + b * c, beta = beta.ptr
             for row in channelRows(b) {
                 let p = x.ptr + row * c, q = out.ptr + row * c
-                for j in 0..<c { q[j] = reluIf(relu, (p[j] - mu[j]) * a[j] + beta[j]) }
+                for j in 0..<c { q[j] = reluValue((p[j] - mu[j]) * a[j] + beta[j], if: relu) }
             }
         } }
     }
@@ -318,7 +318,7 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
             for row in channelRows(b) {
                 let p = x.ptr + row * c, d = gy.ptr + row * c, y = out.ptr + row * c
                 for j in 0..<c {
-                    let dy = Double(reluMasked(relu, d[j], y[j]))
+                    let dy = Double(reluGradient(d[j], at: y[j], if: relu))
                     sums[b * 2 * c + j] += dy
                     sums[b * 2 * c + c + j] += dy * Double((p[j] - mean[b * c + j]) * invStd[b * c + j])
                 }
@@ -353,7 +353,8 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
                         let p = x.ptr + row * c, d = gy.ptr + row * c, y = out.ptr + row * c, q = gx + row * c
                         for j in 0..<c {
                             let xhat = Double((p[j] - mu[j]) * inv[j])
-                            let v = Float(kk[j] * (Double(reluMasked(relu, d[j], y[j])) - a1[j] - xhat * a2[j]))
+                            let dy = Double(reluGradient(d[j], at: y[j], if: relu))
+                            let v = Float(kk[j] * (dy - a1[j] - xhat * a2[j]))
                             q[j] = fresh ? v : q[j] + v
                         }
                     }
@@ -363,10 +364,3 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
     }
     return out
 }
-
-/// `relu(v)` when `on` (`v ≤ 0 ? 0 : v`, as the `relu` op: NaN stays NaN), else `v`.
-@inline(__always) func reluIf(_ on: Bool, _ v: Float) -> Float { on && v <= 0 ? 0 : v }
-
-/// The gradient through a fused ReLU: `dy` where its output `y` is positive (or NaN), 0 where `y ≤ 0` —
-/// the `relu` op's mask, which tests its input `v ≤ 0`: `y = relu(v)` is ≤ 0 exactly when `v` is.
-@inline(__always) func reluMasked(_ on: Bool, _ dy: Float, _ y: Float) -> Float { on && y <= 0 ? 0 : dy }

@@ -88,28 +88,6 @@ func binaryOp(_ kind: BinaryKind, _ a: Tensor, _ b: Tensor) throws -> Tensor {
 
 /// `y = a + b` with NumPy broadcasting. Backward: `ga = Σ_bcast g`, `gb = Σ_bcast g`.
 public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binaryOp(.add, a, b) }
-/// `y = relu(a + b)` for `a` and `b` of one shape (a residual block's end), in one pass: the sum rounded
-/// as `add` rounds it, clamped as `relu` clamps (`s ≤ 0 ? 0 : s`, NaN kept). Backward: `ga = gb = g` where
-/// `y > 0` (or NaN), 0 where `y ≤ 0` (`relu`'s mask: `y ≤ 0` exactly where `a + b ≤ 0`). The bits of
-/// `relu(add(a, b))`, without the sum's tensor and the two passes over it and its gradient.
-public func addReLU(_ a: Tensor, _ b: Tensor) throws -> Tensor {
-    guard a.shape == b.shape else { throw TensorError.shapeMismatch(op: "addReLU", lhs: a.shape, rhs: b.shape) }
-    let out = Tensor(uninitializedShape: a.shape)
-    let ap = a.ptr, bp = b.ptr, yp = out.ptr
-    for i in 0..<a.count { let v = ap[i] + bp[i]; yp[i] = v <= 0 ? 0 : v }
-    Tape.record("addReLU", inputs: [a, b], output: out) { g in
-        let gp = g.ptr
-        for x in [a, b] where x.requiresGrad {
-            let (gx, fresh) = x.gradBuffer()
-            for i in 0..<x.count {
-                let v = yp[i] <= 0 ? 0 : gp[i]
-                gx[i] = fresh ? v : gx[i] + v
-            }
-        }
-    }
-    return out
-}
-
 /// `y = a − b` with NumPy broadcasting. Backward: `ga = Σ_bcast g`, `gb = −Σ_bcast g`.
 public func sub(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binaryOp(.sub, a, b) }
 /// `y = a · b` (elementwise) with NumPy broadcasting. Backward: `ga = Σ_bcast g·b`, `gb = Σ_bcast g·a`.

@@ -26,15 +26,39 @@ private func unary(_ name: String, _ x: Tensor, _ f: (Float) -> Float,
     return out
 }
 
+/// ReLU of one value as every ReLU here computes it (`relu`, `addReLU`, `batchNorm`'s `relu`): `v ≤ 0 ? 0 : v`,
+/// a NaN kept; `v` itself when `on` is false.
+@inline(__always) func reluValue(_ v: Float, if on: Bool = true) -> Float { on && v <= 0 ? 0 : v }
+
+/// ReLU's backward for one value: `g`, or 0 where `v ≤ 0`, with `v` the ReLU's input or its output alike
+/// (`relu(v) ≤ 0` exactly when `v ≤ 0`; a NaN passes `g`); `g` itself when `on` is false.
+@inline(__always) func reluGradient(_ g: Float, at v: Float, if on: Bool = true) -> Float { on && v <= 0 ? 0 : g }
+
 /// `y = max(x, 0)`, NaN propagated (`relu(NaN) = NaN`, as PyTorch's). Backward: `gx = g · [¬(x ≤ 0)]`
 /// (PyTorch's `threshold_backward`: a NaN input passes its gradient).
 public func relu(_ x: Tensor) -> Tensor {
     let out = Tensor(uninitializedShape: x.shape)
     let xp = x.ptr, yp = out.ptr
-    for i in 0..<x.count { yp[i] = xp[i] <= 0 ? 0 : xp[i] }
+    for i in 0..<x.count { yp[i] = reluValue(xp[i]) }
     Tape.record("relu", inputs: [x], output: out) { g in
         let gp = g.ptr
-        accumulate(x) { xp[$0] <= 0 ? 0 : gp[$0] }
+        accumulate(x) { reluGradient(gp[$0], at: xp[$0]) }
+    }
+    return out
+}
+
+/// `y = relu(a + b)` for `a` and `b` of one shape (a residual block's end), in one pass: the sum rounded
+/// as `add` rounds it, clamped as `relu` clamps. Backward: `ga = gb = g` where `y > 0` (or NaN), 0 where
+/// `y ≤ 0` (`relu`'s mask). The bits of `relu(add(a, b))`, without the sum's tensor and the two passes over
+/// it and its gradient.
+public func addReLU(_ a: Tensor, _ b: Tensor) throws -> Tensor {
+    guard a.shape == b.shape else { throw TensorError.shapeMismatch(op: "addReLU", lhs: a.shape, rhs: b.shape) }
+    let out = Tensor(uninitializedShape: a.shape)
+    let ap = a.ptr, bp = b.ptr, yp = out.ptr
+    for i in 0..<a.count { yp[i] = reluValue(ap[i] + bp[i]) }
+    Tape.record("addReLU", inputs: [a, b], output: out) { g in
+        let gp = g.ptr
+        for x in [a, b] where x.requiresGrad { accumulate(x) { reluGradient(gp[$0], at: yp[$0]) } }
     }
     return out
 }

@@ -97,7 +97,7 @@ public struct WinogradFilter: @unchecked Sendable {
         let (inC, outC) = flipTransposed ? (cout, cin) : (cin, cout)
         self.cin = inC; self.cout = outC
         let a = variant.alpha, a2 = a * a
-        let panelFloats = max(1, (outC + 15) / 16) * inC * 16
+        let panelFloats = RowInvariantGEMM.Packed.floats(k: inC, n: outC)
         // Columns past `outC` must read as 0; full panels are written whole.
         let storage = (0..<a2).map { _ in
             outC % 16 == 0 ? Tensor(uninitializedShape: [panelFloats]) : Tensor(shape: [panelFloats], repeating: 0)
