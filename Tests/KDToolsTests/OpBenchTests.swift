@@ -29,6 +29,9 @@ final class OpBenchTests: XCTestCase {
         XCTAssertGreaterThan(layer["gflops"] as? Double ?? 0, 0)
         XCTAssertGreaterThan(layer["filter_bank_ms"] as? Double ?? 0, 0)
         XCTAssertGreaterThan(layer["flipped_bank_ms"] as? Double ?? 0, 0)
+        for key in ["input_transform_ms", "output_transform_ms", "input_transform_cached_ms"] {
+            XCTAssertGreaterThan(layer[key] as? Double ?? 0, 0, key)
+        }
         for line in lines[2...7] {
             let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
             // Winograd on 3 channels, |x| ≲ 4: F(4×4)'s error bound ≈ 3.6e4·31·u·S/|y| stays well below 1e-2;

@@ -85,12 +85,12 @@ public struct WinogradFilter: @unchecked Sendable {
     ///
     /// `G g Gᵀ` runs in Double on 8 of the bank's output channels at once (one bank input channel, the
     /// 3×3 filters gathered into 9 vectors), columns `t = G g` then rows `t Gᵀ`, each value rounded to
-    /// Float once — the same operations, in the same order, as the scalar product of the matrices. The
-    /// loops take 16 output channels (one panel) at a time and, inside, the bank's input channels in
-    /// order: the weights a block reads stay in L1 (for the unflipped bank a strided gather, 16 channels'
-    /// 9 taps, each cache line serving 16 input channels in turn), and each panel row is written whole.
-    /// A student makes both banks of each F(4×4) layer every step (`kdgraph bench --ops`,
-    /// `filter_bank_ms` and `flipped_bank_ms`).
+    /// Float once — the same operations, in the same order, as the scalar product of the matrices. Both
+    /// banks read their 3×3 filters as vector loads from a `[bank input channel, 3, 3, bank output channel]`
+    /// array: the flipped bank's is the weight itself, the unflipped bank's the weight transposed first
+    /// (`transposedFilters`, 8×8 blocks). The loops take 16 output channels (one panel) at a time and, inside,
+    /// the bank's input channels in order, so each panel row is written whole. A student makes both banks of
+    /// each F(4×4) layer every step (`kdgraph bench --ops`, `filter_bank_ms` and `flipped_bank_ms`).
     public init(weight: UnsafePointer<Float>, cout: Int, cin: Int, variant: WinogradVariant,
                 flipTransposed: Bool = false) {
         self.variant = variant
@@ -106,20 +106,17 @@ public struct WinogradFilter: @unchecked Sendable {
         let scratch = UnsafeMutablePointer<WDVec>.allocate(capacity: 9 + 3 * a + a2)
         defer { scratch.deallocate() }
         let g = scratch, t = scratch + 9, res = scratch + 9 + 3 * a
+        // `filters[row, ki, kj, col]`: the bank's input channel `row`, tap (ki, kj), output channel `col`.
+        let transposed = flipTransposed ? nil : WinogradFilter.transposedFilters(weight, cout: cout, cin: cin)
+        let filters = transposed?.ptr ?? UnsafeMutablePointer(mutating: weight)
         for panel0 in stride(from: 0, to: outC, by: 16) {          // one panel: 16 of the bank's output channels
             for row in 0..<inC {                                    // the bank's input channel
                 for col0 in stride(from: panel0, to: min(panel0 + 16, outC), by: 8) {   // 8 output channels
                     let cnt = min(8, outC - col0)
                     for ki in 0..<3 { for kj in 0..<3 {
-                        if flipTransposed {                        // W[o = row, 2 − ki, 2 − kj, c = col0 + l]
-                            let p = weight + ((row * 3 + 2 - ki) * 3 + 2 - kj) * cin + col0
-                            g[ki * 3 + kj] = WDVec(loadVec(p, cnt))
-                        } else {                                   // W[o = col0 + l, ki, kj, c = row]
-                            let p = weight + ((col0 * 3 + ki) * 3 + kj) * cin + row
-                            var gv = WDVec(repeating: 0)
-                            for l in 0..<cnt { gv[l] = Double(p[l * 9 * cin]) }
-                            g[ki * 3 + kj] = gv
-                        }
+                        // Flipped: W[o = row, 2 − ki, 2 − kj, c = col0 + l]; else W[o = col0 + l, ki, kj, c = row].
+                        let (fi, fj) = flipTransposed ? (2 - ki, 2 - kj) : (ki, kj)
+                        g[ki * 3 + kj] = WDVec(loadVec(filters + ((row * 3 + fi) * 3 + fj) * outC + col0, cnt))
                     } }
                     for j in 0..<3 { winogradG(variant, g + j, 3, t + j, 3) }          // t = G g (α×3)
                     for i in 0..<a { winogradG(variant, t + i * 3, 1, res + i * a, 1) }  // U = t Gᵀ (α×α)
@@ -129,6 +126,25 @@ public struct WinogradFilter: @unchecked Sendable {
             }
         }
         panels = storage.map { RowInvariantGEMM.Packed(k: inC, n: outC, panels: $0) }
+    }
+
+    /// `T[c, ki, kj, o] = W[o, ki, kj, c]` for an OHWI weight `W` `[cout, 3, 3, cin]`: per tap a `[cout, cin]`
+    /// transpose, in 8×8 blocks (each block's reads and writes eight cache lines).
+    static func transposedFilters(_ weight: UnsafePointer<Float>, cout: Int, cin: Int) -> Tensor {
+        let out = Tensor(uninitializedShape: [cin, 3, 3, cout]), t = out.ptr
+        for o0 in stride(from: 0, to: cout, by: 8) {
+            let o1 = min(cout, o0 + 8)
+            for c0 in stride(from: 0, to: cin, by: 8) {
+                let c1 = min(cin, c0 + 8)
+                for k in 0..<9 {
+                    for o in o0..<o1 {
+                        let src = weight + (o * 9 + k) * cin
+                        for c in c0..<c1 { t[(c * 9 + k) * cout + o] = src[c] }
+                    }
+                }
+            }
+        }
+        return out
     }
 
     /// `U_ξ[row, col]` (tests).

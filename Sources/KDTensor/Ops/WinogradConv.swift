@@ -46,7 +46,7 @@ public enum WinogradWorkspace {
 
     /// Tiles per chunk: near `targetElements` of transformed values, at least `fewest` (`minTiles`, or for the
     /// weight gradient `weightGradientMinTiles`), at most `total`.
-    static func tilesPerChunk(total: Int, alpha: Int, cin: Int, cout: Int, fewest: Int = minTiles) -> Int {
+    package static func tilesPerChunk(total: Int, alpha: Int, cin: Int, cout: Int, fewest: Int = minTiles) -> Int {
         let byCache = targetElements / max(1, alpha * alpha * (cin + cout))
         return max(1, min(total, max(byCache, fewest)))
     }
@@ -54,11 +54,11 @@ public enum WinogradWorkspace {
 
 /// The m×m output tiles of a stride-1 3×3 convolution over `h×w` images with padding `p`: tile `t` of the
 /// batch is tile `t % perImage` of image `t / perImage`, tiles row-major, the last row and column cropped.
-struct WinogradTiling {
-    let variant: WinogradVariant
-    let h, w, padding, ho, wo, tilesW, perImage: Int
+package struct WinogradTiling {
+    package let variant: WinogradVariant
+    package let h, w, padding, ho, wo, tilesW, perImage: Int
 
-    init(variant: WinogradVariant, h: Int, w: Int, padding: Int) {
+    package init(variant: WinogradVariant, h: Int, w: Int, padding: Int) {
         self.variant = variant; self.h = h; self.w = w; self.padding = padding
         ho = h + 2 * padding - 2; wo = w + 2 * padding - 2
         let m = variant.m
@@ -79,10 +79,10 @@ struct WinogradTiling {
 /// contiguous, so each transform reads and writes one stream instead of 36 (measured 4–9 % faster forward
 /// for F(4×4) on the `bench --ops` layers, 1–5 % slower for F(2×2)). `WinogradWorkspace.matrixPadding`
 /// floats follow each block.
-struct WinogradLayout {
-    let row, xi, count: Int
+package struct WinogradLayout {
+    package let row, xi, count: Int
 
-    init(variant: WinogradVariant, tiles: Int, channels: Int) {
+    package init(variant: WinogradVariant, tiles: Int, channels: Int) {
         let a2 = variant.alpha * variant.alpha, pad = WinogradWorkspace.matrixPadding
         if variant == .f4 {
             row = a2 * channels + pad; xi = channels; count = tiles * row
@@ -97,7 +97,7 @@ struct WinogradLayout {
 /// image with 8 channels is read in place; otherwise its α×α channel vectors are gathered first into the
 /// first α² vectors of `scratch` (2·α² vectors): zeros, then the rows and columns of the tile that lie
 /// in the image (the first `cnt` channels).
-func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling: WinogradTiling, tiles: Range<Int>,
+package func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling: WinogradTiling, tiles: Range<Int>,
                             into v: UnsafeMutablePointer<Float>, layout: WinogradLayout,
                             scratch: UnsafeMutablePointer<WVec>) {
     let variant = tiling.variant, a = variant.alpha, a2 = a * a
@@ -147,21 +147,17 @@ func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling: Winogra
 public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, padding p: Int,
                              filter: WinogradFilter, bias: UnsafePointer<Float>?,
                              residual: UnsafePointer<Float>?, relu: Bool, out: UnsafeMutablePointer<Float>) {
-    let v = filter.variant, m = v.m, a = v.alpha, a2 = a * a
+    let v = filter.variant, a = v.alpha, a2 = a * a
     let cin = filter.cin, cout = filter.cout
     let tiling = WinogradTiling(variant: v, h: h, w: w, padding: p)
-    let ho = tiling.ho, wo = tiling.wo
-    guard n > 0, ho > 0, wo > 0, cout > 0 else { return }
+    guard n > 0, tiling.ho > 0, tiling.wo > 0, cout > 0 else { return }
     let total = n * tiling.perImage
     let chunk = WinogradWorkspace.tilesPerChunk(total: total, alpha: a, cin: cin, cout: cout)
     let vLayout = WinogradLayout(variant: v, tiles: chunk, channels: cin)
     let mLayout = WinogradLayout(variant: v, tiles: chunk, channels: cout)
     let vBuf = Tensor(uninitializedShape: [vLayout.count]), mBuf = Tensor(uninitializedShape: [mLayout.count])
-    let vRow = vLayout.row, vXi = vLayout.xi, mRow = mLayout.row, mXi = mLayout.xi
     let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 2 * a2)
     defer { scratch.deallocate() }
-    let tmp = scratch + a2
-    let zero = WVec(repeating: 0)
 
     for t0 in stride(from: 0, to: total, by: chunk) {
         let rows = min(chunk, total - t0)
@@ -170,31 +166,45 @@ public func winogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, 
         // α² GEMMs: M_ξ[rows, Cout] = V_ξ[rows, Cin] · U_ξ[Cin, Cout].
         // Row-invariant GEMMs (docs/ops.md): a tile's products do not depend on the other tiles of the chunk.
         for xi2 in 0..<a2 {
-            RowInvariantGEMM.multiply(m: rows, a: vBuf.ptr + xi2 * vXi, lda: max(vRow, 1), b: filter.panels[xi2],
-                                      c: mBuf.ptr + xi2 * mXi, ldc: mRow, accumulate: false)
+            RowInvariantGEMM.multiply(m: rows, a: vBuf.ptr + xi2 * vLayout.xi, lda: max(vLayout.row, 1),
+                                      b: filter.panels[xi2], c: mBuf.ptr + xi2 * mLayout.xi, ldc: mLayout.row,
+                                      accumulate: false)
         }
-        // Output transform + epilogue.
-        if v == .f4 && cout % 16 == 0 && WinogradWorkspace.wideTransforms {
-            winograd4OutputTransform16(mBuf.ptr, row: mRow, xi: mXi, cout: cout, ho: ho, wo: wo,
-                                       tilesW: tiling.tilesW, perImage: tiling.perImage, tiles: t0..<(t0 + rows),
-                                       bias: bias, residual: residual, relu: relu, out: out)
-            continue
-        }
-        for tl in 0..<rows {
-            let (img, oh0, ow0) = tiling.origin(ofTile: t0 + tl)
-            let hi = min(m, ho - oh0), wi = min(m, wo - ow0)
-            let base = out + ((img * ho + oh0) * wo + ow0) * cout, resBase = residual.map { $0 + (base - out) }
-            for k0 in stride(from: 0, to: cout, by: 8) {
-                let cnt = min(8, cout - k0)
-                let b = bias.map { loadVec($0 + k0, cnt) } ?? zero
-                winogradOutputTile(v, mBuf.ptr + tl * mRow + k0, mXi, cnt, tmp, hi: hi) { i, j, y0 in
-                    guard j < wi else { return }
-                    let off = (i * wo + j) * cout + k0
-                    var y = y0 + b
-                    if let resBase { y += loadVec(resBase + off, cnt) }
-                    if relu { y = reluVec(y) }
-                    storeVec(y, base + off, cnt)
-                }
+        winogradOutputTransform(mBuf.ptr, cout: cout, tiling: tiling, tiles: t0..<(t0 + rows), layout: mLayout,
+                                bias: bias, residual: residual, relu: relu, out: out, scratch: scratch + a2)
+    }
+}
+
+/// Output transform `Y = Aᵀ M A` with the epilogue `act(Y + b + r)` of the batch's tiles `tiles` from `m`
+/// (`layout`, the chunk's first tile at row 0) into `out` (`[n, ho, wo, cout]`, tiles cropped at the edges);
+/// `bias`, `residual` and `relu` as in `winogradConvolve`. `scratch` holds α² vectors.
+package func winogradOutputTransform(_ m: UnsafePointer<Float>, cout: Int, tiling: WinogradTiling, tiles: Range<Int>,
+                                     layout: WinogradLayout, bias: UnsafePointer<Float>?,
+                                     residual: UnsafePointer<Float>?, relu: Bool, out: UnsafeMutablePointer<Float>,
+                                     scratch tmp: UnsafeMutablePointer<WVec>) {
+    let v = tiling.variant, ho = tiling.ho, wo = tiling.wo
+    if v == .f4 && cout % 16 == 0 && WinogradWorkspace.wideTransforms {
+        winograd4OutputTransform16(m, row: layout.row, xi: layout.xi, cout: cout, ho: ho, wo: wo,
+                                   tilesW: tiling.tilesW, perImage: tiling.perImage, tiles: tiles,
+                                   bias: bias, residual: residual, relu: relu, out: out)
+        return
+    }
+    let zero = WVec(repeating: 0)
+    for t in tiles {
+        let (img, oh0, ow0) = tiling.origin(ofTile: t)
+        let hi = min(v.m, ho - oh0), wi = min(v.m, wo - ow0)
+        let base = out + ((img * ho + oh0) * wo + ow0) * cout, resBase = residual.map { $0 + (base - out) }
+        for k0 in stride(from: 0, to: cout, by: 8) {
+            let cnt = min(8, cout - k0)
+            let b = bias.map { loadVec($0 + k0, cnt) } ?? zero
+            let src = m + (t - tiles.lowerBound) * layout.row + k0
+            winogradOutputTile(v, src, layout.xi, cnt, tmp, hi: hi) { i, j, y0 in
+                guard j < wi else { return }
+                let off = (i * wo + j) * cout + k0
+                var y = y0 + b
+                if let resBase { y += loadVec(resBase + off, cnt) }
+                if relu { y = reluVec(y) }
+                storeVec(y, base + off, cnt)
             }
         }
     }

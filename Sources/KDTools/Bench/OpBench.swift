@@ -196,7 +196,10 @@ public enum OpBench {
     /// One layer of the fused teacher as it runs (`winogradConvolve`, F(4×4), bias + residual + ReLU, the filter
     /// bank made beforehand), and where its time goes: `gemm_ms` times its 36 ξ products alone
     /// (`RowInvariantGEMM`, tiles × Cin · Cin × Cout, on preallocated operands, alternating with the layer), and
-    /// `transform_ms` = `ms − gemm_ms` is the input and output transforms with the epilogue. `gflops` is
+    /// `transform_ms` = `ms − gemm_ms` is the input and output transforms with the epilogue.
+    /// `input_transform_ms` and `output_transform_ms` time the two transforms alone, chunk by chunk as the layer
+    /// runs them, over the whole batch; `input_transform_cached_ms` is the input transform of one image run once
+    /// per image of the batch (the same work with the input in cache: the difference is waiting on memory). `gflops` is
     /// effective (the direct algorithm's FLOPs over the time), `gemm_gflops` the GEMMs' own FLOPs over their
     /// time. `filter_bank_ms` and `flipped_bank_ms` time making the layer's filter banks (`WinogradFilter`), the
     /// forward's and the input gradient's: the teacher makes its banks once, a trained student both each step.
@@ -219,6 +222,29 @@ public enum OpBench {
                                           ldc: c.cout, accumulate: false)
             }
         })
+        let tiling = WinogradTiling(variant: .f4, h: c.size, w: c.size, padding: 1)
+        let chunk = WinogradWorkspace.tilesPerChunk(total: tiles, alpha: 6, cin: c.cin, cout: c.cout)
+        let vLayout = WinogradLayout(variant: .f4, tiles: chunk, channels: c.cin)
+        let mLayout = WinogradLayout(variant: .f4, tiles: chunk, channels: c.cout)
+        let vChunk = Tensor(shape: [vLayout.count], repeating: 0), mChunk = Tensor.randn([mLayout.count], rng: &rng)
+        let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 72)
+        defer { scratch.deallocate() }
+        func inputTransform(_ range: Range<Int>) {
+            for t0 in stride(from: range.lowerBound, to: range.upperBound, by: chunk) {
+                winogradInputTransform(x.ptr, cin: c.cin, tiling: tiling, tiles: t0..<min(range.upperBound, t0 + chunk),
+                                       into: vChunk.ptr, layout: vLayout, scratch: scratch)
+            }
+        }
+        let (input, output) = bestPairMs(iterations, op: { inputTransform(0..<tiles) }, gemm: {
+            for t0 in stride(from: 0, to: tiles, by: chunk) {
+                winogradOutputTransform(mChunk.ptr, cout: c.cout, tiling: tiling, tiles: t0..<min(tiles, t0 + chunk),
+                                        layout: mLayout, bias: bias.ptr, residual: residual.ptr, relu: true,
+                                        out: out.ptr, scratch: scratch)
+            }
+        })
+        let (cached, _) = bestPairMs(iterations, op: {
+            for _ in 0..<c.batch { inputTransform(0..<tiling.perImage) }
+        }, gemm: {})
         let (bank, flipped) = bestPairMs(iterations, op: {
             _ = WinogradFilter(weight: w.ptr, cout: c.cout, cin: c.cin, variant: .f4)
         }, gemm: {
@@ -230,7 +256,9 @@ public enum OpBench {
         return "{\"op\":\"teacher_layer_f4\",\"shape\":\"\(shape)\",\"ms\":\(fmt(layer.best)),"
             + "\"gflops\":\(fmt(direct / (layer.best * 1e6))),\"gemm_ms\":\(fmt(gemm.best)),"
             + "\"gemm_gflops\":\(fmt(gemmFlops / (gemm.best * 1e6))),"
-            + "\"transform_ms\":\(fmt(layer.best - gemm.best)),\"filter_bank_ms\":\(fmt(bank.best)),"
+            + "\"transform_ms\":\(fmt(layer.best - gemm.best)),\"input_transform_ms\":\(fmt(input.best)),"
+            + "\"output_transform_ms\":\(fmt(output.best)),\"input_transform_cached_ms\":\(fmt(cached.best)),"
+            + "\"filter_bank_ms\":\(fmt(bank.best)),"
             + "\"flipped_bank_ms\":\(fmt(flipped.best)),\"clock\":\"\(clockName)\","
             + "\"gemm_kernel\":\"\(RowInvariantGEMM.wideKernel ? "avx512 12x32" : "avx2 6x16")\"}"
     }
