@@ -7,6 +7,8 @@ import KDTensor
 /// - ReLU and the residual add fused into each conv's epilogue (`FusedConv`: the Winograd output
 ///   transform, or the GEMM's β = 1 accumulation for the direct algorithm);
 /// - no tape, no saved activations: three activation buffers rotate through the blocks;
+/// - the blocks run a stage at a time, each stage in groups of images (`imagesPerGroup`), so a group's
+///   activations stay in cache from one block to the next;
 /// - each conv's algorithm is the `Conv2d.algorithm` of the source layer when this is built, and a
 ///   Winograd filter transform is computed here once.
 ///
@@ -55,6 +57,15 @@ public final class FusedResNet: @unchecked Sendable {
         algorithms = names
     }
 
+    /// Images per group of a stage whose blocks output `h×w`: the fewest whose F(4×4) tiles fill `tilesPerGroup`
+    /// GEMM rows (so the filter banks are read once per `tilesPerGroup` tiles, as in one layer), at most `n`.
+    static func imagesPerGroup(n: Int, h: Int, w: Int) -> Int {
+        let tiles = max(1, ((h + 3) / 4) * ((w + 3) / 4)), rows = tilesPerGroup ?? WinogradWorkspace.minTiles
+        return max(1, min(n, (rows + tiles - 1) / tiles))
+    }
+    /// Tiles per group of images (tests); nil: `WinogradWorkspace.minTiles`, the Winograd convolution's chunk.
+    nonisolated(unsafe) static var tilesPerGroup: Int? = nil
+
     /// BatchNorm (eval statistics) folded into the preceding convolution.
     static func fold(_ conv: Conv2d, _ bn: BatchNorm2d) -> FusedConv {
         let cout = conv.outChannels, per = conv.weight.count / cout
@@ -90,20 +101,43 @@ public final class FusedResNet: @unchecked Sendable {
         stem.run(x.ptr, n: n, h: h, w: w, residual: nil, relu: true, out: bufs[0].ptr, scratch: &scratch)
         (h, w) = stem.outputSize(h: h, w: w)
         var c = stem.cout
-        for b in blocks {
-            // bufs[0] = block input, bufs[1] = relu(conv1), bufs[2] = projected shortcut.
-            let (h1, w1) = b.conv1.outputSize(h: h, w: w)
-            b.conv1.run(bufs[0].ptr, n: n, h: h, w: w, residual: nil, relu: true, out: bufs[1].ptr, scratch: &scratch)
-            if let sc = b.shortcut {
-                sc.run(bufs[0].ptr, n: n, h: h, w: w, residual: nil, relu: false, out: bufs[2].ptr, scratch: &scratch)
-                b.conv2.run(bufs[1].ptr, n: n, h: h1, w: w1, residual: bufs[2].ptr, relu: true, out: bufs[2].ptr,
-                            scratch: &scratch)
-                bufs.swapAt(0, 2)
-            } else {   // identity shortcut: the output overwrites the block input in place
-                b.conv2.run(bufs[1].ptr, n: n, h: h1, w: w1, residual: bufs[0].ptr, relu: true, out: bufs[0].ptr,
-                            scratch: &scratch)
+        // The blocks a stage at a time (a stage: a block that changes the resolution, the blocks after it at that
+        // resolution), each stage in groups of images: a group's activations stay in cache from one block to
+        // the next. Each image's values are the same in any group (row-invariant GEMMs, docs/ops.md).
+        var first = 0
+        while first < blocks.count {
+            var last = first + 1
+            while last < blocks.count && blocks[last].shortcut == nil { last += 1 }
+            let stage = blocks[first..<last]
+            let (ho, wo) = stage.first!.conv1.outputSize(h: h, w: w)
+            let group = FusedResNet.imagesPerGroup(n: n, h: ho, w: wo)
+            var rotated = bufs
+            for n0 in stride(from: 0, to: n, by: group) {
+                rotated = bufs
+                let images = min(group, n - n0)
+                var (gh, gw, gc) = (h, w, c)
+                for b in stage {
+                    // rotated[0] = block input, [1] = relu(conv1), [2] = projected shortcut; each at its image n0.
+                    let (h1, w1) = b.conv1.outputSize(h: gh, w: gw)
+                    let input = rotated[0].ptr + n0 * gh * gw * gc, mid = rotated[1].ptr + n0 * h1 * w1 * b.conv1.cout
+                    b.conv1.run(input, n: images, h: gh, w: gw, residual: nil, relu: true, out: mid, scratch: &scratch)
+                    if let sc = b.shortcut {
+                        let out = rotated[2].ptr + n0 * h1 * w1 * b.conv2.cout
+                        sc.run(input, n: images, h: gh, w: gw, residual: nil, relu: false, out: out, scratch: &scratch)
+                        b.conv2.run(mid, n: images, h: h1, w: w1, residual: out, relu: true, out: out,
+                                    scratch: &scratch)
+                        rotated.swapAt(0, 2)
+                    } else {   // identity shortcut: the output overwrites the block input in place
+                        b.conv2.run(mid, n: images, h: h1, w: w1, residual: input, relu: true, out: input,
+                                    scratch: &scratch)
+                    }
+                    (gh, gw, gc) = (h1, w1, b.conv2.cout)
+                }
             }
-            (h, w, c) = (h1, w1, b.conv2.cout)
+            bufs = rotated
+            for b in stage { (h, w) = b.conv1.outputSize(h: h, w: w) }
+            c = stage.last!.conv2.cout
+            first = last
         }
         return try withNoGrad {
             let act = Tensor(shape: [n, h, w, c], storage: bufs[0].storage)

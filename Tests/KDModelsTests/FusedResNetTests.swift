@@ -126,4 +126,33 @@ final class FusedResNetTests: XCTestCase {
             }
         }
     }
+
+    /// The stages run in groups of images (`FusedResNet.imagesPerGroup`): one image per group, uneven groups
+    /// (20 tiles: stages of 16, 4 and 1 tiles per image take 2, 5 and 7 of the 7 images) and the default give
+    /// the bits of the whole batch at once, for every algorithm, with identity blocks (resnet20: 3 blocks per
+    /// stage, each overwriting its input in place) and projected ones. Exact: every GEMM is row-invariant.
+    func testImageGroupsKeepTheBits() throws {
+        defer { FusedResNet.tilesPerGroup = nil }
+        XCTAssertEqual(FusedResNet.imagesPerGroup(n: 7, h: 16, w: 16), 7, "128 tiles: 8 images of 16, at most n")
+        FusedResNet.tilesPerGroup = 20
+        XCTAssertEqual([(16, 16), (8, 8), (4, 4), (5, 5)].map { FusedResNet.imagesPerGroup(n: 7, h: $0.0, w: $0.1) },
+                       [2, 5, 7, 5])
+        for alg in ConvAlgorithm.allCases {
+            let m = try ModelZoo.make(name: "resnet20", classes: 5, inputChannels: 3, imageSize: [16, 16], seed: 6)
+            perturbBatchNorm(m, seed: 3)
+            m.eval()
+            for (_, mod) in m.namedModules() { (mod as? Conv2d)?.algorithm = alg }
+            let fused = try XCTUnwrap(FusedResNet(m))
+            var rng = KDRandom(keys: 12, 5)
+            let x = Tensor.randn([7, 16, 16, 3], rng: &rng)
+            FusedResNet.tilesPerGroup = Int.max
+            let (f, l) = try fused(x)
+            for tiles in [1, 20, nil] {
+                FusedResNet.tilesPerGroup = tiles
+                let (fg, lg) = try fused(x)
+                XCTAssertEqual(fg.array, f.array, "\(alg): features, groups of \(tiles ?? 128) tiles")
+                XCTAssertEqual(lg.array, l.array, "\(alg): logits, groups of \(tiles ?? 128) tiles")
+            }
+        }
+    }
 }
