@@ -69,7 +69,7 @@ public func winograd4OutputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ xs: Int,
 /// Input transform `V = Bᵀ d B` of tiles `tiles` of the NHWC images `x` (`[·, h, w, cin]`, `cin` a multiple
 /// of 16), the output cut into 4×4 tiles (`tilesW` per row, `perImage` per image, padding `p`): tile t's value
 /// ξ of channel c goes to `v[(t − tiles.lowerBound)·row + ξ·xi + c]`. Tiles reaching into the padding are
-/// gathered into zeros first.
+/// gathered into zeros first (zeroed once per tile: each channel group overwrites the same positions).
 @inline(never)
 public func winograd4InputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int, padding p: Int,
                                       tilesW: Int, perImage: Int, tiles: Range<Int>,
@@ -83,13 +83,14 @@ public func winograd4InputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int,
         let ih0 = (r / tilesW) * 4 - p, iw0 = (r % tilesW) * 4 - p
         let xImage = x + img * h * w * cin
         let inside = ih0 >= 0 && iw0 >= 0 && ih0 + 6 <= h && iw0 + 6 <= w
+        // A border tile's positions outside the image stay 0 for all its channel groups: zeroed once.
+        if !inside { d.update(repeating: V16(), count: 36) }
         for c0 in stride(from: 0, to: cin, by: 16) {
             let dst = v + (t - tiles.lowerBound) * row + c0
             if inside {
                 winograd4InputTile(xImage + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, xi, store: store16)
                 continue
             }
-            d.update(repeating: V16(), count: 36)
             for i in max(0, -ih0)..<max(0, min(6, h - ih0)) {
                 let src = xImage + ((ih0 + i) * w + iw0) * cin + c0
                 for j in max(0, -iw0)..<max(0, min(6, w - iw0)) { d[i * 6 + j] = load16(src + j * cin) }

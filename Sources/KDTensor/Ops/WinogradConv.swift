@@ -95,11 +95,11 @@ package struct WinogradLayout {
 /// Input transform `V = Bᵀ d B` of the batch's tiles `tiles` (`WinogradTiling` numbering) of the NHWC
 /// images `x` (`cin` channels) into `v` (`layout`, the chunk's first tile at row 0). A tile inside the
 /// image with 8 channels is read in place; otherwise its α×α channel vectors are gathered first into the
-/// first α² vectors of `scratch` (2·α² vectors): zeros, then the rows and columns of the tile that lie
-/// in the image (the first `cnt` channels).
+/// first α² vectors of `scratch` (2·α² vectors): zeros (once per tile), then the rows and columns of the tile
+/// that lie in the image (the first `cnt` channels).
 package func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling: WinogradTiling, tiles: Range<Int>,
-                            into v: UnsafeMutablePointer<Float>, layout: WinogradLayout,
-                            scratch: UnsafeMutablePointer<WVec>) {
+                                    into v: UnsafeMutablePointer<Float>, layout: WinogradLayout,
+                                    scratch: UnsafeMutablePointer<WVec>) {
     let variant = tiling.variant, a = variant.alpha, a2 = a * a
     let h = tiling.h, w = tiling.w, p = tiling.padding
     if variant == .f4 && cin % 16 == 0 && WinogradWorkspace.wideTransforms {
@@ -115,6 +115,9 @@ package func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling:
         let ih0 = oh0 - p, iw0 = ow0 - p
         let xi = x + img * h * w * cin
         let inside = ih0 >= 0 && iw0 >= 0 && ih0 + a <= h && iw0 + a <= w
+        // A border tile's positions outside the image stay 0 for all its channel groups: zeroed once (a tail
+        // group's loads fill all 8 lanes, zeros past `cnt`).
+        if !inside { d.update(repeating: zero, count: a2) }
         for c0 in stride(from: 0, to: cin, by: 8) {
             let cnt = min(8, cin - c0)
             let dst = v + (t - tiles.lowerBound) * layout.row + c0
@@ -122,7 +125,6 @@ package func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling:
                 winogradInputTile(variant, xi + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, layout.xi, 8)
                 continue
             }
-            d.update(repeating: zero, count: a2)
             for i in max(0, -ih0)..<max(0, min(a, h - ih0)) {
                 let row = xi + ((ih0 + i) * w + iw0) * cin + c0
                 for j in max(0, -iw0)..<max(0, min(a, w - iw0)) { d[i * a + j] = loadVec(row + j * cin, cnt) }
