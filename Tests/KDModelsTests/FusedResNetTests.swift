@@ -96,19 +96,24 @@ final class FusedResNetTests: XCTestCase {
         XCTAssertNil(FusedResNet(try ModelZoo.make(name: "wrn_16_1", classes: 3)))
     }
 
+    /// The fused form of the zoo's `name` (5 classes, 16×16×3 images, weights from `seed`, BatchNorm statistics
+    /// perturbed, every conv on `algorithm`) and 7 random images for it.
+    func fusedWithImages(_ name: String, algorithm: ConvAlgorithm, seed: UInt64) throws -> (FusedResNet, Tensor) {
+        let m = try ModelZoo.make(name: name, classes: 5, inputChannels: 3, imageSize: [16, 16], seed: seed)
+        perturbBatchNorm(m, seed: seed + 5)
+        m.eval()
+        for (_, mod) in m.namedModules() { (mod as? Conv2d)?.algorithm = algorithm }
+        var rng = KDRandom(keys: 11, seed)
+        return (try XCTUnwrap(FusedResNet(m)), Tensor.randn([7, 16, 16, 3], rng: &rng))
+    }
+
     /// A sample's fused teacher output does not depend on the other samples of its batch (its position,
     /// the batch size, its neighbours) for any algorithm: every GEMM of the fused path is the
     /// row-invariant one (docs/ops.md). The teacher cache's exactness against running the teacher on
     /// every step rests on it. Exact equality: the claim is bitwise.
     func testOutputsDoNotDependOnTheBatchMates() throws {
         for alg in ConvAlgorithm.allCases {
-            let m = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3, imageSize: [16, 16], seed: 4)
-            perturbBatchNorm(m, seed: 9)
-            m.eval()
-            for (_, mod) in m.namedModules() { (mod as? Conv2d)?.algorithm = alg }
-            let fused = try XCTUnwrap(FusedResNet(m))
-            var rng = KDRandom(keys: 11, 2)
-            let x = Tensor.randn([7, 16, 16, 3], rng: &rng)
+            let (fused, x) = try fusedWithImages("resnet8", algorithm: alg, seed: 4)
             let (f, l) = try fused(x)
             let per = 16 * 16 * 3, D = f.shape[1], C = l.shape[1]
             for order in [[5, 1, 3], [2], [4, 0, 2, 6, 5, 3, 1]] {
@@ -138,13 +143,7 @@ final class FusedResNetTests: XCTestCase {
         XCTAssertEqual([(16, 16), (8, 8), (4, 4), (5, 5)].map { FusedResNet.imagesPerGroup(n: 7, h: $0.0, w: $0.1) },
                        [2, 5, 7, 5])
         for alg in ConvAlgorithm.allCases {
-            let m = try ModelZoo.make(name: "resnet20", classes: 5, inputChannels: 3, imageSize: [16, 16], seed: 6)
-            perturbBatchNorm(m, seed: 3)
-            m.eval()
-            for (_, mod) in m.namedModules() { (mod as? Conv2d)?.algorithm = alg }
-            let fused = try XCTUnwrap(FusedResNet(m))
-            var rng = KDRandom(keys: 12, 5)
-            let x = Tensor.randn([7, 16, 16, 3], rng: &rng)
+            let (fused, x) = try fusedWithImages("resnet20", algorithm: alg, seed: 6)
             FusedResNet.tilesPerGroup = Int.max
             let (f, l) = try fused(x)
             for tiles in [1, 20, nil] {
