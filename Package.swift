@@ -91,7 +91,8 @@ let package = Package(
         // communication benchmarks, the loss projection, scaling reports,
         // the communication self-test (`kdgraph selftest`, `kdgraph-mpi-checks --selftest`).
         .target(name: "KDTools",
-                dependencies: ["KDTrain", "KDCore", "KDTensor", "KDComm", "KDData", "KDLosses", "KDFormats"],
+                dependencies: ["KDTrain", "KDCore", "KDTensor", "KDComm", "KDData", "KDLosses", "KDFormats",
+                               "KDModels"],
                 swiftSettings: v5 + fastMath),
         .executableTarget(name: "kdgraph", dependencies: [
             "KDTrain", "KDTools", "KDCore", "KDComm", "KDData", "KDModels", "KDLosses", "KDTensor",

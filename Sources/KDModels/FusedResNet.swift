@@ -61,10 +61,11 @@ public final class FusedResNet: @unchecked Sendable {
     /// GEMM rows (so the filter banks are read once per `tilesPerGroup` tiles, as in one layer), at most `n`.
     static func imagesPerGroup(n: Int, h: Int, w: Int) -> Int {
         let tiles = max(1, ((h + 3) / 4) * ((w + 3) / 4)), rows = tilesPerGroup ?? WinogradWorkspace.minTiles
-        return max(1, min(n, (rows + tiles - 1) / tiles))
+        return max(1, min(n, rows / tiles + (rows % tiles > 0 ? 1 : 0)))   // ⌈rows / tiles⌉, no overflow at Int.max
     }
-    /// Tiles per group of images (tests); nil: `WinogradWorkspace.minTiles`, the Winograd convolution's chunk.
-    nonisolated(unsafe) static var tilesPerGroup: Int? = nil
+    /// Tiles per group of images (tests, `kdgraph bench --ops`; `Int.max`: the whole batch at once); nil:
+    /// `WinogradWorkspace.minTiles`, the Winograd convolution's chunk.
+    package nonisolated(unsafe) static var tilesPerGroup: Int? = nil
 
     /// BatchNorm (eval statistics) folded into the preceding convolution.
     static func fold(_ conv: Conv2d, _ bn: BatchNorm2d) -> FusedConv {

@@ -142,6 +142,8 @@ final class FusedResNetTests: XCTestCase {
         FusedResNet.tilesPerGroup = 20
         XCTAssertEqual([(16, 16), (8, 8), (4, 4), (5, 5)].map { FusedResNet.imagesPerGroup(n: 7, h: $0.0, w: $0.1) },
                        [2, 5, 7, 5])
+        FusedResNet.tilesPerGroup = Int.max
+        XCTAssertEqual(FusedResNet.imagesPerGroup(n: 7, h: 16, w: 16), 7, "the whole batch")
         for alg in ConvAlgorithm.allCases {
             let (fused, x) = try fusedWithImages("resnet20", algorithm: alg, seed: 6)
             FusedResNet.tilesPerGroup = Int.max

@@ -1,5 +1,7 @@
 import Foundation
+import KDModels
 import KDTensor
+import KDTrain
 
 /// Op-level benchmarks (`kdgraph bench --ops`): forward + backward of conv2d and linear beside plain
 /// `cblas_sgemm` on exactly the same GEMM shapes, plus batchNorm and pooling timings.
@@ -46,11 +48,22 @@ public enum OpBench {
     public static let defaultGEMMs: [(m: Int, k: Int, n: Int)] = [(256, 64, 64), (256, 128, 128), (256, 256, 256),
                                                                  (4096, 576, 64), (4096, 2304, 256)]
 
+    /// A fused teacher to time whole (`fusedTeacherLine`): a zoo network on `batch` random `size`×`size`×3 images.
+    public struct FusedTeacherCase: Sendable {
+        public var network: String, batch, size: Int
+        public init(network: String, batch: Int, size: Int) {
+            self.network = network; self.batch = batch; self.size = size
+        }
+    }
+    /// The bench configs' teacher: resnet32x4 on 64 CIFAR-sized images.
+    public static let defaultFusedTeachers = [FusedTeacherCase(network: "resnet32x4", batch: 64, size: 32)]
+
     /// Runs every case `iterations` times (after one warm-up) and returns one JSON line per case.
     public static func run(iterations: Int = 5, convs: [ConvCase] = defaultConvs,
                            linears: [(Int, Int, Int)] = defaultLinears,
                            gemms: [(m: Int, k: Int, n: Int)] = defaultGEMMs,
                            teacherLayers: [ConvCase] = teacherLayers,
+                           fusedTeachers: [FusedTeacherCase] = defaultFusedTeachers,
                            includeOtherOps: Bool = true) -> [String] {
         let iters = max(1, iterations)
         var lines: [String] = []
@@ -68,6 +81,7 @@ public enum OpBench {
             }
         }
         for c in teacherLayers { lines.append(teacherLayerLine(c, iterations: iters)) }
+        for t in fusedTeachers { add("teacher_fused") { try fusedTeacherLine(t, iterations: iters) } }
         for (n, fin, fout) in linears {
             add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) }
         }
@@ -261,6 +275,36 @@ public enum OpBench {
             + "\"filter_bank_ms\":\(fmt(bank.best)),"
             + "\"flipped_bank_ms\":\(fmt(flipped.best)),\"clock\":\"\(clockName)\","
             + "\"gemm_kernel\":\"\(RowInvariantGEMM.wideKernel ? "avx512 12x32" : "avx2 6x16")\"}"
+    }
+
+    /// The fused teacher as the step runs it (`FusedResNet`, eval mode, the `auto` rule's algorithms: direct
+    /// below `ConvAlgorithmTuner.stemChannels` input channels, else F(4×4)): `ms` with its stages in groups of
+    /// images (the default), `whole_batch_ms` with each layer over the whole batch at once, alternating; `ratio`
+    /// = `whole_batch_ms / ms`. Both give the same bits (`FusedResNetTests.testImageGroupsKeepTheBits`).
+    static func fusedTeacherLine(_ t: FusedTeacherCase, iterations: Int) throws -> String {
+        let model = try ModelZoo.make(name: t.network, classes: 100, inputChannels: 3, imageSize: [t.size, t.size],
+                                      seed: 1)
+        model.eval()
+        for (_, m) in model.namedModules() {
+            guard let conv = m as? Conv2d, conv.winogradApplies else { continue }
+            conv.algorithm = conv.inChannels < ConvAlgorithmTuner.stemChannels ? .direct : .winograd4
+        }
+        guard let fused = FusedResNet(model) else {
+            throw TensorError.invalidArgument(op: "teacher_fused", message: "\(t.network) is not a ResNet")
+        }
+        var rng = KDRandom(keys: 0xF05E, UInt64(t.size))
+        let x = Tensor.randn([t.batch, t.size, t.size, 3], rng: &rng)
+        defer { FusedResNet.tilesPerGroup = nil }
+        let (grouped, whole) = try bestPairMs(iterations, op: {
+            FusedResNet.tilesPerGroup = nil
+            _ = try fused(x)
+        }, gemm: {
+            FusedResNet.tilesPerGroup = Int.max
+            _ = try? fused(x)
+        })
+        return "{\"op\":\"teacher_fused\",\"shape\":\"\(t.network) \(t.batch)x\(t.size)x\(t.size)x3\","
+            + "\"ms\":\(fmt(grouped.best)),\"whole_batch_ms\":\(fmt(whole.best)),"
+            + "\"ratio\":\(fmt(whole.best / grouped.best)),\"clock\":\"\(clockName)\",\"threads\":\(blasThreads())}"
     }
 
     /// `max |a − b| / max |b|`, printed `%.2e`.

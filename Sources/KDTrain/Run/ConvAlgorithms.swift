@@ -111,15 +111,18 @@ public enum ConvAlgorithmTuner {
         return choices
     }
 
+    /// `byRule` takes a layer with fewer input channels than this for a stem layer: direct.
+    public static let stemChannels = 16
+
     /// `auto`: no timing (a choice that depends on the machine's load would make two runs of one command
-    /// differ): direct for a stem layer (fewer than 16 input channels), else F(4×4) when its
+    /// differ): direct for a stem layer (fewer than `stemChannels` input channels), else F(4×4) when its
     /// error on `weight` (measured as `measure` does, on seeded images) is within `winograd4Tolerance`,
     /// else F(2×2) — what `auto` picks by timing on this project's ResNets (docs/ops.md).
     static func byRule(_ c: ConvAlgorithmChoice, weight: Tensor) -> ConvAlgorithmChoice {
         var c = c
         let s = c.shape
         c.source = "rule"
-        if s.cin < 16 { c.algorithm = .direct; return c }
+        if s.cin < stemChannels { c.algorithm = .direct; return c }
         c.winograd4Error = winograd4Error(s, weight: weight, images: probeImages(s, batch: timingImages))
         c.algorithm = (c.winograd4Error ?? 1) <= winograd4Tolerance ? .winograd4 : .winograd2
         return c
