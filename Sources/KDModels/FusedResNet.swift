@@ -109,17 +109,21 @@ public final class FusedResNet: @unchecked Sendable {
         while first < blocks.count {
             var last = first + 1
             while last < blocks.count && blocks[last].shortcut == nil { last += 1 }
-            let stage = blocks[first..<last]
-            let (ho, wo) = stage.first!.conv1.outputSize(h: h, w: w)
-            let group = FusedResNet.imagesPerGroup(n: n, h: ho, w: wo)
+            let stage = Array(blocks[first..<last])
+            // Each block's input size and channels (`dims[i]`) and its output's (`dims[i + 1]`): every group's.
+            var dims = [(h: h, w: w, c: c)]
+            for b in stage {
+                let (h1, w1) = b.conv1.outputSize(h: dims.last!.h, w: dims.last!.w)
+                dims.append((h1, w1, b.conv2.cout))
+            }
+            let group = FusedResNet.imagesPerGroup(n: n, h: dims[1].h, w: dims[1].w)
             var rotated = bufs
             for n0 in stride(from: 0, to: n, by: group) {
                 rotated = bufs
                 let images = min(group, n - n0)
-                var (gh, gw, gc) = (h, w, c)
-                for b in stage {
+                for (i, b) in stage.enumerated() {
                     // rotated[0] = block input, [1] = relu(conv1), [2] = projected shortcut; each at its image n0.
-                    let (h1, w1) = b.conv1.outputSize(h: gh, w: gw)
+                    let (gh, gw, gc) = dims[i], (h1, w1, _) = dims[i + 1]
                     let input = rotated[0].ptr + n0 * gh * gw * gc, mid = rotated[1].ptr + n0 * h1 * w1 * b.conv1.cout
                     b.conv1.run(input, n: images, h: gh, w: gw, residual: nil, relu: true, out: mid, scratch: &scratch)
                     if let sc = b.shortcut {
@@ -132,12 +136,10 @@ public final class FusedResNet: @unchecked Sendable {
                         b.conv2.run(mid, n: images, h: h1, w: w1, residual: input, relu: true, out: input,
                                     scratch: &scratch)
                     }
-                    (gh, gw, gc) = (h1, w1, b.conv2.cout)
                 }
             }
             bufs = rotated
-            for b in stage { (h, w) = b.conv1.outputSize(h: h, w: w) }
-            c = stage.last!.conv2.cout
+            (h, w, c) = dims.last!
             first = last
         }
         return try withNoGrad {

@@ -108,7 +108,7 @@ public struct WinogradFilter: @unchecked Sendable {
         let g = scratch, t = scratch + 9, res = scratch + 9 + 3 * a
         // `filters[row, ki, kj, col]`: the bank's input channel `row`, tap (ki, kj), output channel `col`.
         let transposed = flipTransposed ? nil : WinogradFilter.transposedFilters(weight, cout: cout, cin: cin)
-        let filters = transposed?.ptr ?? UnsafeMutablePointer(mutating: weight)
+        let filters = transposed.map { UnsafePointer($0.ptr) } ?? weight
         for panel0 in stride(from: 0, to: outC, by: 16) {          // one panel: 16 of the bank's output channels
             for row in 0..<inC {                                    // the bank's input channel
                 for col0 in stride(from: panel0, to: min(panel0 + 16, outC), by: 8) {   // 8 output channels
