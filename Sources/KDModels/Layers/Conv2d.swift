@@ -10,7 +10,8 @@ public final class Conv2d: Module, UnaryLayer {
     public let bias: Tensor?
     public let inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int, padding: Int
     /// The algorithm of this layer (`runtime.conv_algorithm`, set by `ConvAlgorithmTuner`); Winograd
-    /// only takes effect on stride-1 3×3 layers, every other geometry runs `direct`.
+    /// only takes effect on stride-1 3×3 layers and (`winograd4`) on stride-2 3×3 layers with padding 1
+    /// and channels multiples of 8; every other geometry runs `direct`.
     public var algorithm: ConvAlgorithm = .direct
     /// The input shape of this layer's latest forward (`ConvAlgorithmTuner` reads it after a one-image
     /// probe forward). Per layer, so ranks that are threads of one process (the in-process test world)
@@ -46,5 +47,12 @@ public final class Conv2d: Module, UnaryLayer {
     /// Whether a Winograd algorithm applies to this layer (3×3, stride 1, padding ≤ 2).
     public var winogradApplies: Bool {
         ConvAlgorithm.winogradApplies(kernelSize: kernelSize, stride: stride, padding: padding)
+    }
+
+    /// Whether the strided Winograd F(4×4, 2×2) applies (`winograd4` on a 3×3 stride-2 layer with padding 1
+    /// and channels multiples of 8).
+    public var stridedWinogradApplies: Bool {
+        ConvAlgorithm.stridedWinogradApplies(kernelSize: kernelSize, stride: stride, padding: padding,
+                                             cin: inChannels, cout: outChannels)
     }
 }

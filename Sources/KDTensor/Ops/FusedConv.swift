@@ -8,6 +8,8 @@ public final class FusedConv: @unchecked Sendable {
     /// The algorithm actually run (`direct` where Winograd does not apply).
     public let algorithm: ConvAlgorithm
     let filter: WinogradFilter?
+    /// The bank of the strided Winograd F(4×4, 2×2) (`winograd4` on a stride-2 layer where it applies).
+    let stridedFilter: StridedWinogradFilter?
     /// The weight as `Wᵀ` `[K, Cout]` panels for the direct algorithm's row-invariant GEMM.
     let packed: RowInvariantGEMM.Packed?
 
@@ -22,10 +24,19 @@ public final class FusedConv: @unchecked Sendable {
            ConvAlgorithm.winogradApplies(kernelSize: kernelSize, stride: stride, padding: padding) {
             self.algorithm = algorithm
             filter = WinogradFilter(weight: weight.ptr, cout: cout, cin: cin, variant: v)
+            stridedFilter = nil
+            packed = nil
+        } else if algorithm == .winograd4,
+                  ConvAlgorithm.stridedWinogradApplies(kernelSize: kernelSize, stride: stride, padding: padding,
+                                                       cin: cin, cout: cout) {
+            self.algorithm = .winograd4
+            filter = nil
+            stridedFilter = StridedWinogradFilter(weight: weight.ptr, cout: cout, cin: cin)
             packed = nil
         } else {
             self.algorithm = .direct
             filter = nil
+            stridedFilter = nil
             let k = kernelSize * kernelSize * cin
             packed = RowInvariantGEMM.Packed(self.weight.ptr, k: k, n: cout, ldb: k, transposed: true)
         }
@@ -43,6 +54,11 @@ public final class FusedConv: @unchecked Sendable {
         if let filter {
             winogradConvolve(x, n: n, h: h, w: w, padding: padding, filter: filter, bias: bias.ptr,
                              residual: residual, relu: relu, out: out)
+            return
+        }
+        if let stridedFilter {
+            stridedWinogradConvolve(x, n: n, h: h, w: w, filter: stridedFilter, bias: bias.ptr, residual: residual,
+                                    relu: relu, out: out)
             return
         }
         let g = ConvGeometry(n: n, h: h, w: w, cin: cin, kh: kernelSize, kw: kernelSize, stride: stride,

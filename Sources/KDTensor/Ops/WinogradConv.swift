@@ -1,12 +1,13 @@
 import KDKernels512
 
-/// The convolution algorithm of a stride-1 3×3 layer (`runtime.conv_algorithm`, docs/ops.md).
+/// The convolution algorithm of a 3×3 layer (`runtime.conv_algorithm`, docs/ops.md).
 public enum ConvAlgorithm: String, Sendable, CaseIterable, Codable {
     /// im2col + `cblas_sgemm` (`conv2d`), any geometry.
     case direct
-    /// Winograd F(2×2, 3×3).
+    /// Winograd F(2×2, 3×3) (stride 1).
     case winograd2
-    /// Winograd F(4×4, 3×3).
+    /// Winograd F(4×4, 3×3) on a stride-1 layer; on a stride-2 layer with padding 1 and channels multiples of
+    /// 8, F(4×4, 2×2) over the input's phases (`stridedWinogradConv2d`).
     case winograd4
 
     /// The Winograd variant, nil for `direct`.
@@ -21,6 +22,13 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable, Codable {
     /// Whether Winograd applies to a layer: 3×3 kernel, stride 1, padding ≤ 2.
     public static func winogradApplies(kernelSize: Int, stride: Int, padding: Int) -> Bool {
         kernelSize == 3 && stride == 1 && padding >= 0 && padding <= 2
+    }
+
+    /// Whether the strided Winograd F(4×4, 2×2) applies (what `winograd4` runs on such a layer): 3×3 kernel,
+    /// stride 2, padding 1, channels multiples of 8.
+    public static func stridedWinogradApplies(kernelSize: Int, stride: Int, padding: Int, cin: Int,
+                                              cout: Int) -> Bool {
+        StridedWinogradFilter.applies(kernelSize: kernelSize, stride: stride, padding: padding, cin: cin, cout: cout)
     }
 }
 
@@ -299,13 +307,19 @@ func convBiasGradient(_ gy: UnsafePointer<Float>, _ g: ConvGeometry, cout: Int, 
     }
 }
 
-/// `conv2d` by the chosen algorithm: Winograd where it applies (`ConvAlgorithm.winogradApplies`),
-/// the direct im2col + GEMM convolution otherwise.
+/// `conv2d` by the chosen algorithm: Winograd where it applies (`ConvAlgorithm.winogradApplies`; for
+/// `winograd4` also `stridedWinogradApplies`), the direct im2col + GEMM convolution otherwise.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int,
                    algorithm: ConvAlgorithm) throws -> Tensor {
     if let v = algorithm.winogradVariant, weight.rank == 4, weight.shape[1] == weight.shape[2],
        ConvAlgorithm.winogradApplies(kernelSize: weight.shape[1], stride: stride, padding: padding) {
         return try winogradConv2d(x, weight: weight, bias: bias, padding: padding, variant: v)
+    }
+    if algorithm == .winograd4, x.rank == 4, weight.rank == 4, weight.shape[1] == weight.shape[2],
+       weight.shape[3] == x.shape[3],
+       ConvAlgorithm.stridedWinogradApplies(kernelSize: weight.shape[1], stride: stride, padding: padding,
+                                            cin: weight.shape[3], cout: weight.shape[0]) {
+        return try stridedWinogradConv2d(x, weight: weight, bias: bias)
     }
     return try conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
 }

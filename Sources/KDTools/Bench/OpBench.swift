@@ -41,6 +41,11 @@ public enum OpBench {
         ConvCase(batch: 64, size: 16, cin: 128, cout: 128, kernel: 3, stride: 1, padding: 1),
         ConvCase(batch: 64, size: 8, cin: 256, cout: 256, kernel: 3, stride: 1, padding: 1),
     ]
+    /// The stride-2 3×3 layers of resnet32x4 and resnet8x4 at 64 images (`stridedLayerLine`).
+    public static let stridedLayers: [ConvCase] = [
+        ConvCase(batch: 64, size: 32, cin: 64, cout: 128, kernel: 3, stride: 2, padding: 1),
+        ConvCase(batch: 64, size: 16, cin: 128, cout: 256, kernel: 3, stride: 2, padding: 1),
+    ]
     /// Linear cases as (batch, in, out).
     public static let defaultLinears: [(Int, Int, Int)] = [(64, 256, 100), (64, 512, 128), (64, 2048, 1024)]
     /// GEMM shapes of the teacher's forward (resnet32x4, 64 images): Winograd F(4×4) per-ξ products
@@ -63,6 +68,7 @@ public enum OpBench {
                            linears: [(Int, Int, Int)] = defaultLinears,
                            gemms: [(m: Int, k: Int, n: Int)] = defaultGEMMs,
                            teacherLayers: [ConvCase] = teacherLayers,
+                           stridedLayers: [ConvCase] = stridedLayers,
                            fusedTeachers: [FusedTeacherCase] = defaultFusedTeachers,
                            includeOtherOps: Bool = true) -> [String] {
         let iters = max(1, iterations)
@@ -81,6 +87,7 @@ public enum OpBench {
             }
         }
         for c in teacherLayers { lines.append(teacherLayerLine(c, iterations: iters)) }
+        for c in stridedLayers { lines.append(stridedLayerLine(c, iterations: iters)) }
         for t in fusedTeachers { add("teacher_fused") { try fusedTeacherLine(t, iterations: iters) } }
         for (n, fin, fout) in linears {
             add("linear") { try benchLinear(n: n, fin: fin, fout: fout, iterations: iters) }
@@ -277,9 +284,42 @@ public enum OpBench {
             + "\"gemm_kernel\":\"\(RowInvariantGEMM.wideKernel ? "avx512 12x32" : "avx2 6x16")\"}"
     }
 
+    /// A stride-2 3×3 layer with padding 1 as inference runs it (weights prepared once, bias, ReLU): `ms` by
+    /// the strided Winograd F(4×4, 2×2) over the input's phases (`stridedWinogradConvolve`), `direct_ms` by
+    /// im2col + GEMM (`FusedConv`, direct), alternating; `ratio` = `direct_ms / ms`; `gflops` effective (the
+    /// direct algorithm's FLOPs over the time); `filter_bank_ms` makes the strided bank (a trained student
+    /// makes it each step); `max_rel_err` = `max|Δ| / max|y|` against the direct result.
+    static func stridedLayerLine(_ c: ConvCase, iterations: Int) -> String {
+        var rng = KDRandom(keys: 0x57D2, UInt64(c.cin), UInt64(c.size))
+        let x = Tensor.randn([c.batch, c.size, c.size, c.cin], rng: &rng)
+        let w = Tensor.randn([c.cout, 3, 3, c.cin], std: Float((2.0 / Double(9 * c.cout)).squareRoot()), rng: &rng)
+        let bias = Tensor.randn([c.cout], rng: &rng)
+        let ho = (c.size - 1) / 2 + 1
+        let out = Tensor(uninitializedShape: [c.batch, ho, ho, c.cout]), ref = Tensor(uninitializedShape: out.shape)
+        let filter = StridedWinogradFilter(weight: w.ptr, cout: c.cout, cin: c.cin)
+        let direct = FusedConv(weight: w, bias: bias, stride: 2, padding: 1, algorithm: .direct)
+        var scratch: Tensor? = nil
+        let (strided, plain) = bestPairMs(iterations, op: {
+            stridedWinogradConvolve(x.ptr, n: c.batch, h: c.size, w: c.size, filter: filter, bias: bias.ptr,
+                                    residual: nil, relu: true, out: out.ptr)
+        }, gemm: {
+            direct.run(x.ptr, n: c.batch, h: c.size, w: c.size, residual: nil, relu: true, out: ref.ptr,
+                       scratch: &scratch)
+        })
+        let bank = bestMs(iterations) { _ = StridedWinogradFilter(weight: w.ptr, cout: c.cout, cin: c.cin) }
+        let flops = 2 * Double(c.batch * ho * ho) * Double(9 * c.cin * c.cout)
+        let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(c.cout) k3 s2 p1"
+        return "{\"op\":\"strided_layer_f4\",\"shape\":\"\(shape)\",\"ms\":\(fmt(strided.best)),"
+            + "\"gflops\":\(fmt(flops / (strided.best * 1e6))),\"direct_ms\":\(fmt(plain.best)),"
+            + "\"direct_gflops\":\(fmt(flops / (plain.best * 1e6))),\"ratio\":\(fmt(plain.best / strided.best)),"
+            + "\"filter_bank_ms\":\(fmt(bank.best)),\"max_rel_err\":\"\(relativeError(out, ref))\","
+            + "\"clock\":\"\(clockName)\"}"
+    }
+
     /// The fused teacher as the step runs it (`FusedResNet`, eval mode; direct below
-    /// `ConvAlgorithmTuner.stemChannels` input channels as the `auto` rule, else F(4×4), which the rule picks on
-    /// every such layer of the bench configs' resnet32x4, its errors within tolerance): `ms` with its stages in
+    /// `ConvAlgorithmTuner.stemChannels` input channels as the `auto` rule, else F(4×4) — on the stride-2 layers
+    /// F(4×4, 2×2) —, which the rule picks on every such layer of the bench configs' resnet32x4, its errors
+    /// within tolerance): `ms` with its stages in
     /// groups of images (the default), `whole_batch_ms` with each layer over the whole batch at once,
     /// alternating; `ratio` = `whole_batch_ms / ms`. Both give the same bits
     /// (`FusedResNetTests.testImageGroupsKeepTheBits`).
@@ -288,7 +328,7 @@ public enum OpBench {
                                       seed: 1)
         model.eval()
         for (_, m) in model.namedModules() {
-            guard let conv = m as? Conv2d, conv.winogradApplies else { continue }
+            guard let conv = m as? Conv2d, conv.winogradApplies || conv.stridedWinogradApplies else { continue }
             conv.algorithm = conv.inChannels < ConvAlgorithmTuner.stemChannels ? .direct : .winograd4
         }
         guard let fused = FusedResNet(model) else {

@@ -4,13 +4,31 @@ import KDCore
 import KDModels
 import KDTensor
 
-/// A distinct stride-1 3×3 layer shape (per-image input `h×w×cin` → `cout`), and whether it trains
-/// (student: timed forward + backward) or only infers (teacher: timed forward).
+/// A distinct 3×3 layer shape that a Winograd algorithm applies to (per-image input `h×w×cin` → `cout`, stride
+/// 1, or stride 2 with padding 1: `ConvAlgorithm`), and whether it trains (student: timed forward + backward)
+/// or only infers (teacher: timed forward).
 public struct ConvLayerShape: Hashable, Codable, Sendable, CustomStringConvertible {
     public var h, w, cin, cout, padding: Int
+    /// 1, or 2 (F(4×4, 2×2) over the input's phases, or direct). Files written before stride-2 layers had
+    /// choices hold no `stride`: read as 1, which is what they described.
+    public var stride: Int = 1
     public var training: Bool
     public var description: String {
-        "\(h)×\(w)×\(cin)→\(cout) p\(padding)\(training ? " fwd+bwd" : " fwd")"
+        "\(h)×\(w)×\(cin)→\(cout) p\(padding)\(stride == 1 ? "" : " s\(stride)")\(training ? " fwd+bwd" : " fwd")"
+    }
+
+    public init(h: Int, w: Int, cin: Int, cout: Int, padding: Int, stride: Int = 1, training: Bool) {
+        self.h = h; self.w = w; self.cin = cin; self.cout = cout; self.padding = padding; self.stride = stride
+        self.training = training
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        h = try c.decode(Int.self, forKey: .h); w = try c.decode(Int.self, forKey: .w)
+        cin = try c.decode(Int.self, forKey: .cin); cout = try c.decode(Int.self, forKey: .cout)
+        padding = try c.decode(Int.self, forKey: .padding)
+        stride = try c.decodeIfPresent(Int.self, forKey: .stride) ?? 1
+        training = try c.decode(Bool.self, forKey: .training)
     }
 }
 
@@ -29,9 +47,11 @@ public struct ConvAlgorithmChoice: Codable, Sendable {
 }
 
 /// `runtime.conv_algorithm` (docs/config.md, docs/ops.md): sets `Conv2d.algorithm` on every
-/// stride-1 3×3 layer of the student and the teacher.
+/// 3×3 layer of the student and the teacher that a Winograd algorithm applies to: stride 1, and stride 2
+/// with padding 1 and channels multiples of 8 (where `winograd4` is F(4×4, 2×2) over the input's phases and
+/// F(2×2) does not apply: such a layer's choice is `direct` or `winograd4`).
 ///
-/// - `direct`, `winograd2`, `winograd4`: that algorithm everywhere it applies.
+/// - `direct`, `winograd2`, `winograd4`: that algorithm everywhere it applies (`direct` elsewhere).
 /// - `auto` (the default): each distinct layer shape by a fixed rule (`byRule`: the shape and the
 ///   measured error bound of F(4×4) on the layer's own weights, never a timing), so the same command
 ///   gives the same bits on every run, whatever the machine's load.
@@ -68,11 +88,12 @@ public enum ConvAlgorithmTuner {
             _ = try withNoGrad { try model(Tensor.zeros([1] + imageShape)) }
             // In module order: the same on every rank, so the choices line up for the broadcast.
             for (n, m) in model.namedModules() {
-                guard let conv = m as? Conv2d, conv.winogradApplies, conv.lastInputShape.count == 4 else { continue }
+                guard let conv = m as? Conv2d, conv.winogradApplies || conv.stridedWinogradApplies,
+                      conv.lastInputShape.count == 4 else { continue }
                 let shape = conv.lastInputShape
                 layers.append((prefix + "." + n, conv,
                                ConvLayerShape(h: shape[1], w: shape[2], cin: shape[3], cout: conv.outChannels,
-                                              padding: conv.padding, training: training)))
+                                              padding: conv.padding, stride: conv.stride, training: training)))
             }
         }
         var shapes: [ConvLayerShape] = []
@@ -84,7 +105,7 @@ public enum ConvAlgorithmTuner {
                                 milliseconds: [:], winograd4Error: nil, source: "config")
         }
         if let fixed = ConvAlgorithm(rawValue: setting) {
-            for i in choices.indices { choices[i].algorithm = fixed }
+            for i in choices.indices { choices[i].algorithm = applicable(fixed, choices[i].shape) }
         } else {
             let known = Dictionary(wisdom.map { ($0.shape, $0.algorithm) }, uniquingKeysWith: { a, _ in a })
             var codes = [Int32](repeating: 0, count: shapes.count)
@@ -111,20 +132,25 @@ public enum ConvAlgorithmTuner {
         return choices
     }
 
+    /// `a` where it applies to layers of shape `s`, else `direct` (F(2×2) on a stride-2 layer).
+    static func applicable(_ a: ConvAlgorithm, _ s: ConvLayerShape) -> ConvAlgorithm {
+        s.stride == 1 || a == .winograd4 ? a : .direct
+    }
+
     /// `byRule` takes a layer with fewer input channels than this for a stem layer: direct.
     public static let stemChannels = 16
 
     /// `auto`: no timing (a choice that depends on the machine's load would make two runs of one command
     /// differ): direct for a stem layer (fewer than `stemChannels` input channels), else F(4×4) when its
     /// error on `weight` (measured as `measure` does, on seeded images) is within `winograd4Tolerance`,
-    /// else F(2×2) — what `auto` picks by timing on this project's ResNets (docs/ops.md).
+    /// else F(2×2) (stride 2: direct) — what `timed` picks on this project's ResNets (docs/ops.md).
     static func byRule(_ c: ConvAlgorithmChoice, weight: Tensor) -> ConvAlgorithmChoice {
         var c = c
         let s = c.shape
         c.source = "rule"
         if s.cin < stemChannels { c.algorithm = .direct; return c }
         c.winograd4Error = winograd4Error(s, weight: weight, images: probeImages(s, batch: timingImages))
-        c.algorithm = (c.winograd4Error ?? 1) <= winograd4Tolerance ? .winograd4 : .winograd2
+        c.algorithm = (c.winograd4Error ?? 1) <= winograd4Tolerance ? .winograd4 : applicable(.winograd2, s)
         return c
     }
 
@@ -137,9 +163,11 @@ public enum ConvAlgorithmTuner {
     /// F(4×4)'s `max|Δ| / max|y|` against the direct convolution on `images` (`probeImages`).
     static func winograd4Error(_ s: ConvLayerShape, weight: Tensor, images x: Tensor) -> Double? {
         let w = weight.detached()
-        guard let direct = try? withNoGrad({ try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding) }),
+        guard let direct = try? withNoGrad({
+                  try conv2d(x, weight: w, bias: nil, stride: s.stride, padding: s.padding)
+              }),
               let f4 = try? withNoGrad({
-                  try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: .winograd4)
+                  try conv2d(x, weight: w, bias: nil, stride: s.stride, padding: s.padding, algorithm: .winograd4)
               }) else { return nil }
         var maxY: Float = 0, maxD: Float = 0
         for i in 0..<direct.count {
@@ -148,7 +176,8 @@ public enum ConvAlgorithmTuner {
         return maxY > 0 ? Double(maxD / maxY) : 0
     }
 
-    /// Times direct, F(2×2) and F(4×4) on `batch` random images with `weight`, and picks.
+    /// Times direct, F(2×2) and F(4×4) (stride 2: direct and F(4×4, 2×2)) on `batch` random images with
+    /// `weight`, and picks.
     static func measure(_ c: ConvAlgorithmChoice, weight: Tensor, batch: Int) -> ConvAlgorithmChoice {
         var c = c
         let s = c.shape
@@ -156,15 +185,25 @@ public enum ConvAlgorithmTuner {
         let w = weight.detached()
         // Inference layers (the frozen teacher) run as FusedResNet does: Winograd filter transforms made
         // once when the teacher is built, so they are not timed; training layers transform every call.
-        let banks = s.training ? [:] : Dictionary(uniqueKeysWithValues: [WinogradVariant.f2, .f4].map {
+        let variants: [WinogradVariant] = s.training || s.stride != 1 ? [] : [.f2, .f4]
+        let banks = Dictionary(uniqueKeysWithValues: variants.map {
             ($0, WinogradFilter(weight: w.ptr, cout: s.cout, cin: s.cin, variant: $0))
         })
-        let out = Tensor(uninitializedShape: [x.shape[0], s.h + 2 * s.padding - 2, s.w + 2 * s.padding - 2, s.cout])
+        let stridedBank = s.training || s.stride == 1 ? nil : StridedWinogradFilter(weight: w.ptr, cout: s.cout,
+                                                                                     cin: s.cin)
+        let g = ConvGeometry(n: x.shape[0], h: s.h, w: s.w, cin: s.cin, kh: 3, kw: 3, stride: s.stride,
+                             padding: s.padding)
+        let out = Tensor(uninitializedShape: [g.n, g.ho, g.wo, s.cout])
         func run(_ a: ConvAlgorithm) throws -> Tensor {
+            if !s.training, a == .winograd4, let stridedBank {
+                stridedWinogradConvolve(x.ptr, n: g.n, h: s.h, w: s.w, filter: stridedBank, bias: nil, residual: nil,
+                                        relu: true, out: out.ptr)
+                return out
+            }
             if !s.training {
                 guard let v = a.winogradVariant, let bank = banks[v] else {
                     return try withNoGrad {
-                        try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: a)
+                        try conv2d(x, weight: w, bias: nil, stride: s.stride, padding: s.padding, algorithm: a)
                     }
                 }
                 winogradConvolve(x.ptr, n: x.shape[0], h: s.h, w: s.w, padding: s.padding, filter: bank,
@@ -174,14 +213,14 @@ public enum ConvAlgorithmTuner {
             x.requiresGrad = true; w.requiresGrad = true
             defer { x.requiresGrad = false; w.requiresGrad = false; x.grad = nil; w.grad = nil; Tape.reset() }
             Tape.reset()
-            let y = try conv2d(x, weight: w, bias: nil, stride: 1, padding: s.padding, algorithm: a)
+            let y = try conv2d(x, weight: w, bias: nil, stride: s.stride, padding: s.padding, algorithm: a)
             Tape.backward(y, seed: y.detached())
             return y
         }
         do {
             c.winograd4Error = winograd4Error(s, weight: weight, images: x)
             var best = (ConvAlgorithm.direct, Double.infinity)
-            for a in ConvAlgorithm.allCases {
+            for a in ConvAlgorithm.allCases where applicable(a, s) == a {
                 if a == .winograd4, (c.winograd4Error ?? 1) > winograd4Tolerance { continue }
                 _ = try run(a)
                 var t = Double.infinity

@@ -1,0 +1,144 @@
+// The transforms of KDTensor's strided Winograd convolution (docs/ops.md, "Strided Winograd convolution"): a
+// 3×3 stride-2 convolution with padding 1 as F(4×4, 2×2) over the input's four phases (space-to-depth).
+// Output row i reads input rows 2i − 1, 2i, 2i + 1: the even row 2i (phase 0) through tap 1, and the odd rows
+// 2(i − 1) + 1 and 2i + 1 (phase 1) through taps 0 and 2. Per phase that is a 2-tap correlation over the
+// phase's rows r − 1, r, so a 4×4 output tile reads, per phase pair (p, q), the 5×5 input values
+// `x[8·ti − 2 + p + 2u, 8·tj − 2 + q + 2v]` (u, v < 5) and the GEMMs' inner size is 4·Cin.
+//
+// F(4, 2) with the interpolation points 0, ±1, 2, ∞:
+//
+//     Bᵀ = [2 −1 −2 1 0; 0 −2 −1 1 0; 0 2 −3 1 0; 0 −1 0 1 0; 0 2 −1 −2 1]
+//     G  = [½ 0; −½ −½; −⅙ ⅙; ⅙ ⅓; 0 1]
+//     Aᵀ = [1 1 1 1 0; 0 1 −1 2 0; 0 1 1 4 0; 0 1 −1 8 1]
+//
+// One tile's arithmetic is defined once, generic over the vector: KDTensor's loops run it eight channels at a
+// time (`SIMD8<Float>`, specialised there), the loops below sixteen at a time (specialised here for AVX-512).
+// The same operations lane by lane, so the same bits (`StridedWinogradTests`).
+
+/// `Bᵀ` of F(4,2) on 5 values, sharing `e = d3 − d1` (row 3).
+@inlinable @inline(__always)
+public func winogradBT42<V: SIMD>(_ d0: V, _ d1: V, _ d2: V, _ d3: V, _ d4: V) -> (V, V, V, V, V)
+    where V.Scalar == Float {
+    let two: Float = 2, three: Float = 3
+    let e = d3 - d1
+    return (two * (d0 - d2) + e, e - d1 - d2, e + three * (d1 - d2), e, d4 - d2 - two * e)
+}
+
+/// `Aᵀ` of F(4,2): 5 values → 4, sharing `m1 ± m2`.
+@inlinable @inline(__always)
+public func winogradAT42<V: SIMD>(_ m0: V, _ m1: V, _ m2: V, _ m3: V, _ m4: V) -> (V, V, V, V)
+    where V.Scalar == Float {
+    let a = m1 + m2, b = m1 - m2
+    let two: Float = 2, four: Float = 4, eight: Float = 8
+    return (m0 + a + m3, b + two * m3, a + four * m3, b + eight * m3 + m4)
+}
+
+/// `V = Bᵀ d B` of one phase of a tile, `V.scalarCount` channels: `d[u][v]` is the vector at
+/// `src + u·rs + v·cs`; columns `Bᵀ d` go to `tmp` (25 vectors), rows `(Bᵀ d) B` to `dst + ξ·xs`, ξ = 5k + l.
+@inlinable @inline(__always)
+public func stridedWinogradInputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ rs: Int, _ cs: Int,
+                                              _ tmp: UnsafeMutablePointer<V>, _ dst: UnsafeMutablePointer<Float>,
+                                              _ xs: Int) where V.Scalar == Float {
+    func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+    for j in 0..<5 {
+        let p = src + j * cs
+        let r = winogradBT42(load(p), load(p + rs), load(p + 2 * rs), load(p + 3 * rs), load(p + 4 * rs))
+        tmp[j] = r.0; tmp[5 + j] = r.1; tmp[10 + j] = r.2; tmp[15 + j] = r.3; tmp[20 + j] = r.4
+    }
+    for k in 0..<5 {
+        let q = tmp + 5 * k, o = dst + 5 * k * xs
+        let r = winogradBT42(q[0], q[1], q[2], q[3], q[4])
+        store(r.0, o); store(r.1, o + xs); store(r.2, o + 2 * xs); store(r.3, o + 3 * xs); store(r.4, o + 4 * xs)
+    }
+}
+
+/// `Y = Aᵀ M A` of one tile: `M[ξ]` is the vector at `src + ξ·xs`, columns `Aᵀ M` go to `tmp` (4×5), and each
+/// of the first `hi` rows of `(Aᵀ M) A` is handed on as `emit(i, j, Y[i][j])`, j < 4.
+@inlinable @inline(__always)
+public func stridedWinogradOutputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ xs: Int, _ tmp: UnsafeMutablePointer<V>,
+                                               hi: Int, emit: (Int, Int, V) -> Void) where V.Scalar == Float {
+    func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    for l in 0..<5 {
+        let p = src + l * xs
+        let y = winogradAT42(load(p), load(p + 5 * xs), load(p + 10 * xs), load(p + 15 * xs), load(p + 20 * xs))
+        tmp[l] = y.0; tmp[5 + l] = y.1; tmp[10 + l] = y.2; tmp[15 + l] = y.3
+    }
+    for i in 0..<hi {
+        let q = tmp + 5 * i
+        let y = winogradAT42(q[0], q[1], q[2], q[3], q[4])
+        emit(i, 0, y.0); emit(i, 1, y.1); emit(i, 2, y.2); emit(i, 3, y.3)
+    }
+}
+
+/// Input transform of tiles `tiles` of the NHWC images `x` (`[·, h, w, cin]`, `cin` a multiple of 16), sixteen
+/// channels at a time: tile t (`perImage` per image, `tilesW` per row) of the output; its value ξ of phase
+/// `2p + q`, channel c at `v[(t − tiles.lowerBound)·row + ξ·4cin + (2p + q)·cin + c]`. A tile whose 10×10
+/// input window lies in the image is read in place; otherwise each phase's 5×5 vectors are gathered first
+/// into zeros. KDTensor's `stridedWinogradInputTransform` is the same loop eight channels wide.
+@inline(never)
+public func stridedWinogradInputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int, tilesW: Int,
+                                            perImage: Int, tiles: Range<Int>, into v: UnsafeMutablePointer<Float>,
+                                            row: Int) {
+    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 50)
+    defer { scratch.deallocate() }
+    let d = scratch, tmp = scratch + 25, xs = 4 * cin
+    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
+    for t in tiles {
+        let img = t / perImage, r = t % perImage
+        let ih0 = (r / tilesW) * 8 - 2, iw0 = (r % tilesW) * 8 - 2
+        let xImage = x + img * h * w * cin, tileBase = v + (t - tiles.lowerBound) * row
+        let inside = ih0 >= 0 && iw0 >= 0 && ih0 + 10 <= h && iw0 + 10 <= w
+        for phase in 0..<4 {
+            let rh = ih0 + phase / 2, rw = iw0 + phase % 2   // the phase's top-left input pixel (may be outside)
+            // The 5×5 positions inside the image: rows rh + 2u for u in uLo..<uHi, columns likewise; the others
+            // stay 0 for all the phase's channel groups (zeroed once).
+            let uLo = max(0, (1 - rh) / 2), uHi = max(uLo, min(5, (h - rh + 1) / 2))
+            let jLo = max(0, (1 - rw) / 2), jHi = max(jLo, min(5, (w - rw + 1) / 2))
+            if !inside { d.update(repeating: V16(), count: 25) }
+            for c0 in stride(from: 0, to: cin, by: 16) {
+                let dst = tileBase + phase * cin + c0
+                if inside {
+                    stridedWinogradInputTile(xImage + (rh * w + rw) * cin + c0, 2 * w * cin, 2 * cin, tmp, dst, xs)
+                    continue
+                }
+                for u in uLo..<uHi {
+                    let src = xImage + ((rh + 2 * u) * w + rw) * cin + c0
+                    for j in jLo..<jHi { d[u * 5 + j] = load16(src + 2 * j * cin) }
+                }
+                stridedWinogradInputTile(dFloats, 5 * 16, 16, tmp, dst, xs)
+            }
+        }
+    }
+}
+
+/// Output transform `Y = Aᵀ M A` with the epilogue `act(Y + b + r)` of tiles `tiles`, sixteen channels at a
+/// time: tile t's value ξ of channel o at `m[(t − tiles.lowerBound)·row + ξ·cout + o]` (`cout` a multiple of
+/// 16); `Y` goes to `out` (`[·, ho, wo, cout]`, tiles cropped at the edges), `bias` `[cout]` or nil, `residual`
+/// shaped as `out` (may alias it) or nil, ReLU when `relu` (compare and blend: NaN stays NaN). KDTensor's
+/// `stridedWinogradOutputTransform` is the same loop eight channels wide.
+@inline(never)
+public func stridedWinogradOutputTransform16(_ m: UnsafePointer<Float>, row: Int, cout: Int, ho: Int, wo: Int,
+                                             tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                             bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                                             relu: Bool, out: UnsafeMutablePointer<Float>) {
+    let tmp = UnsafeMutablePointer<V16>.allocate(capacity: 20)
+    defer { tmp.deallocate() }
+    for t in tiles {
+        let img = t / perImage, r = t % perImage
+        let oh0 = (r / tilesW) * 4, ow0 = (r % tilesW) * 4
+        let hi = min(4, ho - oh0), wi = min(4, wo - ow0)
+        let base = out + ((img * ho + oh0) * wo + ow0) * cout, resBase = residual.map { $0 + (base - out) }
+        for k0 in stride(from: 0, to: cout, by: 16) {
+            let b = bias.map { load16($0 + k0) } ?? V16()
+            stridedWinogradOutputTile(m + (t - tiles.lowerBound) * row + k0, cout, tmp, hi: hi) { i, j, y0 in
+                guard j < wi else { return }
+                let off = (i * wo + j) * cout + k0
+                var y = y0 + b
+                if let resBase { y += load16(resBase + off) }
+                if relu { y = y.replacing(with: 0, where: y .< 0) }
+                store16(y, base + off)
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+import XCTest
+@testable import KDTensor
+
+/// Reference 3×3 stride-2 correlation with padding 1 in Double; also returns `S` = the largest `Σ |x·w|` of
+/// one output, the scale of the float rounding error of any summation order.
+private func referenceStridedConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> (values: [Double], absSum: Double) {
+    let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let cout = w.shape[0], ho = (h - 1) / 2 + 1, wo = (wd - 1) / 2 + 1
+    var out = [Double](repeating: 0, count: n * ho * wo * cout)
+    var absMax = 0.0
+    for i in 0..<n { for oh in 0..<ho { for ow in 0..<wo { for o in 0..<cout {
+        var acc = Double(b?.ptr[o] ?? 0), abs = Swift.abs(acc)
+        for ki in 0..<3 { for kj in 0..<3 {
+            let ih = 2 * oh - 1 + ki, iw = 2 * ow - 1 + kj
+            if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
+            for c in 0..<cin {
+                let t = Double(x.ptr[((i * h + ih) * wd + iw) * cin + c])
+                    * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c])
+                acc += t; abs += Swift.abs(t)
+            }
+        } }
+        out[((i * ho + oh) * wo + ow) * cout + o] = acc
+        absMax = max(absMax, abs)
+    } } } }
+    return (out, absMax)
+}
+
+/// Error budget of F(4×4, 2×2) over the phases (docs/ops.md, "Error bound"): as F(m×m, 3×3)'s
+/// (`WinogradTests`), `|Δ| ≤ γ·K·u·S` with the sum's K = 4 phases × 4 taps × Cin terms (7 of 16 taps are
+/// zero) and γ = (‖Aᵀ‖∞·‖Bᵀ‖∞·‖G‖∞)² = (11·6·1)² = 4356 (max row sums of |entries| of the header's
+/// matrices). A worst case: a wrong transform (an O(1) error) fails it by orders of magnitude.
+private func stridedErrorBound(cin: Int, absSum: Double) -> Double {
+    0x1p-24 * 4356 * Double(16 * cin + 4) * absSum
+}
+
+final class StridedWinogradTests: XCTestCase {
+    struct Shape { var n, h, w, cin, cout: Int }
+    // Even and odd sizes (cropped last tiles, a last phase row past the image), tiles all in the border,
+    // one output pixel, several panels, an empty batch; channels multiples of 8 (the path's condition).
+    let shapes: [Shape] = [
+        Shape(n: 2, h: 16, w: 16, cin: 16, cout: 32),
+        Shape(n: 1, h: 9, w: 13, cin: 8, cout: 8),
+        Shape(n: 3, h: 10, w: 6, cin: 24, cout: 40),
+        Shape(n: 2, h: 20, w: 18, cin: 32, cout: 16),
+        Shape(n: 1, h: 2, w: 3, cin: 8, cout: 16),
+        Shape(n: 1, h: 1, w: 1, cin: 8, cout: 8),
+        Shape(n: 0, h: 8, w: 8, cin: 8, cout: 8),
+    ]
+
+    func make(_ s: Shape, seed: UInt64) -> (Tensor, Tensor, Tensor) {
+        (randomTensor([s.n, s.h, s.w, s.cin], seed: seed),
+         randomTensor([s.cout, 3, 3, s.cin], seed: seed + 1000, std: 0.3),
+         randomTensor([s.cout], seed: seed + 2000))
+    }
+
+    func run(_ x: Tensor, _ w: Tensor, _ b: Tensor?, residual: Tensor? = nil, relu: Bool = false) -> Tensor {
+        let (n, h, wd, cin, cout) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0])
+        let out = residual?.copy() ?? Tensor(uninitializedShape: [n, (h - 1) / 2 + 1, (wd - 1) / 2 + 1, cout])
+        let f = StridedWinogradFilter(weight: w.ptr, cout: cout, cin: cin)
+        stridedWinogradConvolve(x.ptr, n: n, h: h, w: wd, filter: f, bias: b?.ptr,
+                                residual: residual == nil ? nil : out.ptr, relu: relu, out: out.ptr)
+        return out
+    }
+
+    func testForwardMatchesReference() throws {
+        for (i, s) in shapes.enumerated() {
+            let (x, w, b) = make(s, seed: UInt64(i))
+            let y = run(x, w, b)
+            XCTAssertEqual(y.shape, [s.n, (s.h - 1) / 2 + 1, (s.w - 1) / 2 + 1, s.cout], "shape \(i)")
+            let r = referenceStridedConv(x, w, b)
+            let bound = stridedErrorBound(cin: s.cin, absSum: r.absSum)
+            var worst = 0.0
+            for (a, e) in zip(y.array, r.values) { worst = max(worst, abs(Double(a) - e)) }
+            XCTAssertLessThanOrEqual(worst, bound, "shape \(i): max |Δ| \(worst) > bound \(bound)")
+            // Against the direct im2col convolution in float: both within their bounds of the exact sums.
+            let direct = try conv2d(x, weight: w, bias: b, stride: 2, padding: 1)
+            for (a, e) in zip(y.array, direct.array) {
+                XCTAssertEqual(Double(a), Double(e), accuracy: 2 * bound, "shape \(i): against direct")
+            }
+        }
+    }
+
+    func testFilterBankMatchesScalarProduct() {
+        // U = G K Gᵀ as the plain matrix product in Double (the header's G, K the phase's 2×2 taps), rounded
+        // once: the vectorised bank does the same operations in the same order (its left-out zero terms add
+        // exact zeros), so the banks agree exactly.
+        let g: [[Double]] = [[0.5, 0], [-0.5, -0.5], [-1.0 / 6, 1.0 / 6], [1.0 / 6, 1.0 / 3], [0, 1]]
+        for (cin, cout) in [(8, 8), (16, 24), (8, 40)] {
+            let w = randomTensor([cout, 3, 3, cin], seed: UInt64(cin * 100 + cout), std: 0.3)
+            let f = StridedWinogradFilter(weight: w.ptr, cout: cout, cin: cin)
+            for o in 0..<cout { for c in 0..<cin { for p in 0..<2 { for q in 0..<2 {
+                func tap(_ du: Int, _ dv: Int) -> Double {
+                    let a = p == 0 ? (du == 0 ? -1 : 1) : (du == 0 ? 0 : 2)
+                    let b = q == 0 ? (dv == 0 ? -1 : 1) : (dv == 0 ? 0 : 2)
+                    return a < 0 || b < 0 ? 0 : Double(w.ptr[((o * 3 + a) * 3 + b) * cin + c])
+                }
+                for k in 0..<5 { for l in 0..<5 {
+                    // (G K)[k][dv] first, then · G[l][dv], as the bank's column-then-row order.
+                    func gk(_ dv: Int) -> Double { g[k][0] * tap(0, dv) + g[k][1] * tap(1, dv) }
+                    let u = gk(0) * g[l][0] + gk(1) * g[l][1]
+                    XCTAssertEqual(f.element(xi: 5 * k + l, row: (2 * p + q) * cin + c, col: o), Float(u),
+                                   "cin \(cin) cout \(cout) o \(o) c \(c) ξ \(5 * k + l)")
+                }
+            } } } } }
+        }
+    }
+
+    func testFusedEpilogue() {
+        // out = relu(conv + b + residual), the residual aliasing the output buffer: the same transforms and
+        // GEMMs, then (y + b) + r and max(·, 0) in float — one rounding of the residual add, ≤ u·|y + r|.
+        let s = Shape(n: 2, h: 11, w: 9, cin: 16, cout: 24)
+        let (x, w, b) = make(s, seed: 77)
+        let res = randomTensor([2, 6, 5, 24], seed: 78)
+        let plain = run(x, w, b)
+        let out = run(x, w, b, residual: res, relu: true)
+        for i in 0..<out.count {
+            let e = max(plain.ptr[i] + res.ptr[i], 0)
+            XCTAssertEqual(out.ptr[i], e, accuracy: 1e-6 * max(1, abs(e)), "element \(i)")
+        }
+    }
+
+    func testSixteenLaneTransformsGiveTheSameBits() {
+        // Where the CPU has AVX-512, channel counts that are multiples of 16 run 16 lanes wide: the same
+        // operations per lane, so the same bits as 8 lanes (with bias, residual aliasing the output, ReLU,
+        // border and cropped tiles).
+        guard CPUFeatures.hasAVX512 else { XCTAssertFalse(WinogradWorkspace.wideTransforms); return }
+        let saved = WinogradWorkspace.wideTransforms
+        defer { WinogradWorkspace.wideTransforms = saved }
+        for (i, s) in [Shape(n: 2, h: 17, w: 14, cin: 16, cout: 32), Shape(n: 1, h: 8, w: 8, cin: 32, cout: 48),
+                       Shape(n: 3, h: 6, w: 10, cin: 48, cout: 16)].enumerated() {
+            let (x, w, b) = make(s, seed: 900 + UInt64(i))
+            let res = randomTensor([s.n, (s.h - 1) / 2 + 1, (s.w - 1) / 2 + 1, s.cout], seed: 950 + UInt64(i))
+            var results: [[Float]] = []
+            for wide in [false, true] {
+                WinogradWorkspace.wideTransforms = wide
+                results.append(run(x, w, b, residual: res, relu: true).array)
+            }
+            XCTAssertEqual(results[1], results[0], "shape \(i)")
+        }
+    }
+
+    func testRowInvariant() {
+        // A tile's products do not depend on its chunk: each image alone gives the bits of the whole batch,
+        // also with chunks of a few tiles.
+        let s = Shape(n: 5, h: 16, w: 12, cin: 16, cout: 16)
+        let (x, w, b) = make(s, seed: 5)
+        let whole = run(x, w, b)
+        let saved = WinogradWorkspace.minTiles, savedTarget = WinogradWorkspace.targetElements
+        defer { WinogradWorkspace.minTiles = saved; WinogradWorkspace.targetElements = savedTarget }
+        WinogradWorkspace.minTiles = 3; WinogradWorkspace.targetElements = 1
+        let per = 16 * 12 * 16, outPer = 8 * 6 * 16
+        for img in 0..<s.n {
+            let one = Tensor(shape: [1, 16, 12, 16], data: Array(x.array[(img * per)..<((img + 1) * per)]))
+            let y = run(one, w, b)
+            XCTAssertEqual(y.array, Array(whole.array[(img * outPer)..<((img + 1) * outPer)]), "image \(img)")
+        }
+    }
+}
+
+final class StridedWinogradGradientTests: XCTestCase {
+    func testGradientsFiniteDifference() throws {
+        // Float forward with ε = 1e-2 central differences: truncation O(ε²·f''') vanishes (the op is bilinear),
+        // rounding ≈ u·|L|/ε ≈ 1e-4 relative; 1e-2 is the suite's float gradient tolerance.
+        for (i, (n, h, w, cin, cout)) in [(2, 5, 6, 8, 8), (1, 8, 3, 16, 8)].enumerated() {
+            let x = randomTensor([n, h, w, cin], seed: 300 + UInt64(i))
+            let wt = randomTensor([cout, 3, 3, cin], seed: 310 + UInt64(i), std: 0.3)
+            let b = randomTensor([cout], seed: 320 + UInt64(i))
+            assertGradients([x, wt, b], "shape \(i)") { t in try stridedWinogradConv2d(t[0], weight: t[1], bias: t[2]) }
+        }
+    }
+
+    func testDispatchAndBackwardAreTheDirectOnes() throws {
+        // `conv2d(…, algorithm: .winograd4)` on a stride-2 3×3 layer runs the strided Winograd forward; its
+        // backward is the direct convolution's, so with the same output gradient every gradient has the
+        // direct's bits. F(2×2) does not apply at stride 2: the direct convolution, bit for bit.
+        let x = randomTensor([3, 10, 7, 16], seed: 1), w = randomTensor([24, 3, 3, 16], seed: 2, std: 0.3)
+        let b = randomTensor([24], seed: 3), gy = randomTensor([3, 5, 4, 24], seed: 4)
+        func run(_ alg: ConvAlgorithm?) throws -> [[Float]] {
+            for t in [x, w, b] { t.requiresGrad = true; t.grad = nil }
+            Tape.reset()
+            let y = try alg.map { try conv2d(x, weight: w, bias: b, stride: 2, padding: 1, algorithm: $0) }
+                ?? stridedWinogradConv2d(x, weight: w, bias: b)
+            Tape.backward(y, seed: gy)
+            return [y.array, x.grad!.array, w.grad!.array, b.grad!.array]
+        }
+        let strided = try run(nil), dispatched = try run(.winograd4)
+        let direct = try run(.direct), f2 = try run(.winograd2)
+        XCTAssertEqual(dispatched, strided)
+        XCTAssertEqual(Array(strided[1...]), Array(direct[1...]), "gradients: the direct backward")
+        XCTAssertNotEqual(strided[0], direct[0], "the forward is not the direct one")
+        XCTAssertEqual(f2, direct)
+        // Channels not multiples of 8: winograd4 falls back to direct.
+        let x3 = randomTensor([1, 6, 6, 3], seed: 5), w3 = randomTensor([8, 3, 3, 3], seed: 6)
+        XCTAssertEqual(try conv2d(x3, weight: w3, bias: nil, stride: 2, padding: 1, algorithm: .winograd4).array,
+                       try conv2d(x3, weight: w3, bias: nil, stride: 2, padding: 1).array)
+        XCTAssertThrowsError(try stridedWinogradConv2d(x3, weight: w3, bias: nil))
+    }
+}
