@@ -142,3 +142,70 @@ public func stridedWinogradOutputTransform16(_ m: UnsafePointer<Float>, row: Int
         }
     }
 }
+
+// The input gradient of the strided convolution is F(4×4, 2×2) again, over `dY` (docs/ops.md): along each
+// axis the even input rows receive `w₁·dY[k]` and the odd ones `w₂·dY[k] + w₀·dY[k + 1]`, a 2-tap correlation
+// over `dY`'s rows k, k + 1, so a 4×4 tile of phase positions (input rows 2k + p) reads the 5×5 values
+// `dY[4·ti + u, 4·tj + v]` and the GEMMs' output is 4·Cin wide: value ξ of phase `2p + q`, channel c.
+
+/// Input transform of tiles `tiles` of the output gradient `gy` (`[·, ho, wo, cout]`, `cout` a multiple of 16),
+/// sixteen channels at a time, for the strided convolution's input gradient: tile t covers phase positions
+/// rows `4·ti…`, columns `4·tj…` (`tilesW` per row, `perImage` per image) and reads `gy`'s 5×5 values from
+/// there, zeros past the last row and column; value ξ of channel o at `v[(t − tiles.lowerBound)·row + ξ·cout + o]`.
+/// KDTensor's `stridedWinogradGradientInputTransform` is the same loop eight channels wide.
+@inline(never)
+public func stridedWinogradGradientInputTransform16(_ gy: UnsafePointer<Float>, ho: Int, wo: Int, cout: Int,
+                                                    tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                                    into v: UnsafeMutablePointer<Float>, row: Int) {
+    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 50)
+    defer { scratch.deallocate() }
+    let d = scratch, tmp = scratch + 25
+    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
+    for t in tiles {
+        let img = t / perImage, r = t % perImage
+        let r0 = (r / tilesW) * 4, s0 = (r % tilesW) * 4
+        let image = gy + img * ho * wo * cout, dstTile = v + (t - tiles.lowerBound) * row
+        let uHi = min(5, ho - r0), jHi = min(5, wo - s0), inside = uHi == 5 && jHi == 5
+        if !inside { d.update(repeating: V16(), count: 25) }   // positions past the edge stay 0 for every group
+        for c0 in stride(from: 0, to: cout, by: 16) {
+            let src = image + (r0 * wo + s0) * cout + c0
+            if inside {
+                stridedWinogradInputTile(src, wo * cout, cout, tmp, dstTile + c0, cout)
+                continue
+            }
+            for u in 0..<uHi { for j in 0..<jHi { d[u * 5 + j] = load16(src + (u * wo + j) * cout) } }
+            stridedWinogradInputTile(dFloats, 5 * 16, 16, tmp, dstTile + c0, cout)
+        }
+    }
+}
+
+/// Output transform of the strided convolution's input gradient, sixteen channels at a time (`cin` a multiple
+/// of 16): tile t's value ξ of phase `2p + q`, channel c at `m[(t − tiles.lowerBound)·row + ξ·4cin + (2p + q)·cin
+/// + c]`; `Aᵀ M A` gives the tile's 4×4 phase positions (k, l), each written to (or with `accumulate` added onto)
+/// `gx[2k + p, 2l + q, c]` (`[·, h, w, cin]`) where that pixel exists. KDTensor's
+/// `stridedWinogradGradientOutputTransform` is the same loop eight channels wide.
+@inline(never)
+public func stridedWinogradGradientOutputTransform16(_ m: UnsafePointer<Float>, row: Int, cin: Int, h: Int, w: Int,
+                                                     tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                                     accumulate: Bool, into gx: UnsafeMutablePointer<Float>) {
+    let tmp = UnsafeMutablePointer<V16>.allocate(capacity: 20)
+    defer { tmp.deallocate() }
+    let xs = 4 * cin
+    for t in tiles {
+        let img = t / perImage, r = t % perImage
+        let k0 = (r / tilesW) * 4, l0 = (r % tilesW) * 4
+        let image = gx + img * h * w * cin, src0 = m + (t - tiles.lowerBound) * row
+        for phase in 0..<4 {
+            let p = phase / 2, q = phase % 2
+            let hi = max(0, min(4, (h - p + 1) / 2 - k0)), wi = min(4, (w - q + 1) / 2 - l0)
+            guard hi > 0, wi > 0 else { continue }
+            for c0 in stride(from: 0, to: cin, by: 16) {
+                stridedWinogradOutputTile(src0 + phase * cin + c0, xs, tmp, hi: hi) { i, j, y in
+                    guard j < wi else { return }
+                    let dst = image + ((2 * (k0 + i) + p) * w + 2 * (l0 + j) + q) * cin + c0
+                    store16(accumulate ? load16(dst) + y : y, dst)
+                }
+            }
+        }
+    }
+}

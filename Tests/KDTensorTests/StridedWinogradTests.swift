@@ -169,10 +169,88 @@ final class StridedWinogradGradientTests: XCTestCase {
         }
     }
 
-    func testDispatchAndBackwardAreTheDirectOnes() throws {
-        // `conv2d(…, algorithm: .winograd4)` on a stride-2 3×3 layer runs the strided Winograd forward; its
-        // backward is the direct convolution's, so with the same output gradient every gradient has the
-        // direct's bits. F(2×2) does not apply at stride 2: the direct convolution, bit for bit.
+    /// `dx[n, y, x, c] = Σ dY[n, i, j, o]·w[o, y − 2i + 1, x − 2j + 1, c]` in Double, and `S` = the largest
+    /// `Σ |dY·w|` of one entry.
+    func referenceInputGradient(_ gy: Tensor, _ w: Tensor, h: Int, w wd: Int) -> (values: [Double], absSum: Double) {
+        let (n, ho, wo, cout) = (gy.shape[0], gy.shape[1], gy.shape[2], gy.shape[3]), cin = w.shape[3]
+        var out = [Double](repeating: 0, count: n * h * wd * cin), abs = out
+        for i in 0..<n { for oh in 0..<ho { for ow in 0..<wo { for o in 0..<cout {
+            let dy = Double(gy.ptr[((i * ho + oh) * wo + ow) * cout + o])
+            for ki in 0..<3 { for kj in 0..<3 {
+                let ih = 2 * oh - 1 + ki, iw = 2 * ow - 1 + kj
+                if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
+                for c in 0..<cin {
+                    let t = dy * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c]), e = ((i * h + ih) * wd + iw) * cin + c
+                    out[e] += t; abs[e] += Swift.abs(t)
+                }
+            } }
+        } } } }
+        return (out, abs.max() ?? 0)
+    }
+
+    func testInputGradientMatchesReference() throws {
+        // dx by F(4×4, 2×2) over dY: within the forward's bound with the sum's K = 4·Cout terms (an entry of dx
+        // sums at most 4 taps × Cout outputs) and the same γ; written when fresh, added onto an existing
+        // gradient otherwise; every pixel covered (odd sizes: the last phase row and column past the image).
+        for (i, (n, h, w, cin, cout)) in [(2, 16, 16, 16, 32), (1, 9, 13, 8, 8), (3, 10, 6, 24, 40),
+                                          (1, 1, 1, 8, 8), (2, 5, 7, 16, 16)].enumerated() {
+            let gy = randomTensor([n, (h - 1) / 2 + 1, (w - 1) / 2 + 1, cout], seed: 600 + UInt64(i))
+            let wt = randomTensor([cout, 3, 3, cin], seed: 610 + UInt64(i), std: 0.3)
+            let bank = StridedWinogradFilter(weight: wt.ptr, cout: cout, cin: cin, inputGradient: true)
+            let gx = Tensor(shape: [n, h, w, cin], repeating: .nan)   // every value must be written
+            stridedWinogradInputGradient(gy.ptr, n: n, h: h, w: w, filter: bank, accumulate: false, into: gx.ptr)
+            let r = referenceInputGradient(gy, wt, h: h, w: w)
+            let bound = 0x1p-24 * 4356 * Double(4 * cout + 4) * r.absSum
+            var worst = 0.0
+            for (a, e) in zip(gx.array, r.values) { worst = max(worst, abs(Double(a) - e)) }
+            XCTAssertLessThanOrEqual(worst, bound, "shape \(i): max |Δ| \(worst) > bound \(bound)")
+            let base = randomTensor([n, h, w, cin], seed: 620 + UInt64(i)), sum = base.copy()
+            stridedWinogradInputGradient(gy.ptr, n: n, h: h, w: w, filter: bank, accumulate: true, into: sum.ptr)
+            for j in 0..<sum.count { XCTAssertEqual(sum.ptr[j], base.ptr[j] + gx.ptr[j], "shape \(i) accumulate \(j)") }
+        }
+    }
+
+    func testInputGradientBankMatchesScalarProduct() {
+        // The input gradient's bank, U = G K' Gᵀ with K' the phase's taps at offsets 0, +1 (phase 0: [w₁, 0],
+        // phase 1: [w₂, w₀]), as the plain product in Double rounded once: exactly the bank's values.
+        let g: [[Double]] = [[0.5, 0], [-0.5, -0.5], [-1.0 / 6, 1.0 / 6], [1.0 / 6, 1.0 / 3], [0, 1]]
+        let (cin, cout) = (16, 8)
+        let w = randomTensor([cout, 3, 3, cin], seed: 42, std: 0.3)
+        let f = StridedWinogradFilter(weight: w.ptr, cout: cout, cin: cin, inputGradient: true)
+        for o in 0..<cout { for c in 0..<cin { for p in 0..<2 { for q in 0..<2 {
+            func index(_ phase: Int, _ d: Int) -> Int { phase == 0 ? (d == 0 ? 1 : -1) : (d == 0 ? 2 : 0) }
+            func tap(_ du: Int, _ dv: Int) -> Double {
+                let a = index(p, du), b = index(q, dv)
+                return a < 0 || b < 0 ? 0 : Double(w.ptr[((o * 3 + a) * 3 + b) * cin + c])
+            }
+            for k in 0..<5 { for l in 0..<5 {
+                func gk(_ dv: Int) -> Double { g[k][0] * tap(0, dv) + g[k][1] * tap(1, dv) }
+                let u = gk(0) * g[l][0] + gk(1) * g[l][1]
+                XCTAssertEqual(f.element(xi: 5 * k + l, row: o, col: (2 * p + q) * cin + c), Float(u), "o \(o) c \(c)")
+            } }
+        } } } }
+    }
+
+    func testInputGradientSixteenLanesGiveTheSameBits() {
+        guard CPUFeatures.hasAVX512 else { return }
+        let saved = WinogradWorkspace.wideTransforms
+        defer { WinogradWorkspace.wideTransforms = saved }
+        let gy = randomTensor([2, 9, 7, 32], seed: 1), wt = randomTensor([32, 3, 3, 16], seed: 2, std: 0.3)
+        let bank = StridedWinogradFilter(weight: wt.ptr, cout: 32, cin: 16, inputGradient: true)
+        var results: [[Float]] = []
+        for wide in [false, true] {
+            WinogradWorkspace.wideTransforms = wide
+            let gx = randomTensor([2, 17, 14, 16], seed: 3)
+            stridedWinogradInputGradient(gy.ptr, n: 2, h: 17, w: 14, filter: bank, accumulate: true, into: gx.ptr)
+            results.append(gx.array)
+        }
+        XCTAssertEqual(results[1], results[0])
+    }
+
+    func testDispatchAndBackward() throws {
+        // `conv2d(…, algorithm: .winograd4)` on a stride-2 3×3 layer runs the strided Winograd convolution; its
+        // weight and bias gradients are the direct convolution's (the same bits), its input gradient F(4×4, 2×2)
+        // over dY (within the bound above of the direct's). F(2×2) does not apply at stride 2: direct, bit for bit.
         let x = randomTensor([3, 10, 7, 16], seed: 1), w = randomTensor([24, 3, 3, 16], seed: 2, std: 0.3)
         let b = randomTensor([24], seed: 3), gy = randomTensor([3, 5, 4, 24], seed: 4)
         func run(_ alg: ConvAlgorithm?) throws -> [[Float]] {
@@ -186,8 +264,12 @@ final class StridedWinogradGradientTests: XCTestCase {
         let strided = try run(nil), dispatched = try run(.winograd4)
         let direct = try run(.direct), f2 = try run(.winograd2)
         XCTAssertEqual(dispatched, strided)
-        XCTAssertEqual(Array(strided[1...]), Array(direct[1...]), "gradients: the direct backward")
+        XCTAssertEqual(Array(strided[2...]), Array(direct[2...]), "dW and db: the direct backward's")
         XCTAssertNotEqual(strided[0], direct[0], "the forward is not the direct one")
+        XCTAssertNotEqual(strided[1], direct[1], "nor the input gradient")
+        let r = referenceInputGradient(gy, w, h: 10, w: 7)
+        let bound = 0x1p-24 * 4356 * Double(4 * 24 + 4) * r.absSum
+        for (a, e) in zip(strided[1], direct[1]) { XCTAssertEqual(Double(a), Double(e), accuracy: 2 * bound) }
         XCTAssertEqual(f2, direct)
         // Channels not multiples of 8: winograd4 falls back to direct.
         let x3 = randomTensor([1, 6, 6, 3], seed: 5), w3 = randomTensor([8, 3, 3, 3], seed: 6)

@@ -6,35 +6,45 @@ import KDTestSupport
 
 /// `ConvAlgorithmTuner` (`runtime.conv_algorithm`) on stride-2 layers and old wisdom files.
 final class ConvAlgorithmTunerTests: XCTestCase {
-    func choices(_ setting: String, timed: Bool = false) throws -> ([ConvAlgorithmChoice], any Classifier) {
-        let m = try ModelZoo.make(name: "resnet8x4", classes: 10, inputChannels: 3, imageSize: [16, 16], seed: 2)
+    /// The choices for resnet8x4 as a trained student and as an inferring teacher (16×16 images).
+    func choices(_ setting: String, timed: Bool = false) throws -> ([ConvAlgorithmChoice], [String: Conv2d]) {
+        let models = try [("student", true, 2), ("teacher", false, 3)].map { name, training, seed in
+            (name: name, model: try ModelZoo.make(name: "resnet8x4", classes: 10, inputChannels: 3, imageSize: [16, 16],
+                                                  seed: UInt64(seed)) as any Classifier, training: training)
+        }
         var out: [ConvAlgorithmChoice] = []
         _ = try InProcessWorld(size: 1).run { comm in
-            out = try ConvAlgorithmTuner.configure(setting: setting, models: [("student", m, true)],
-                                                   imageShape: [16, 16, 3], batch: 2, comm: comm, timed: timed)
+            out = try ConvAlgorithmTuner.configure(setting: setting, models: models, imageShape: [16, 16, 3], batch: 2,
+                                                   comm: comm, timed: timed)
         }
-        return (out, m)
+        return (out, ConvAlgorithmTuner.namedConvolutions(models))
     }
 
     func testStrideTwoLayersGetTheirOwnChoice() throws {
-        // resnet8x4's two 3×3 stride-2 convolutions (64→128, 128→256) are shapes of their own: `auto` gives
-        // them F(4×4, 2×2) (its error on their weights is within the tolerance, as F(4×4)'s on the stride-1
-        // layers) and sets the layers; the 1×1 shortcuts are not Winograd layers and stay direct.
-        let (auto, m) = try choices("auto")
+        // resnet8x4's two 3×3 stride-2 convolutions (64→128, 128→256) are shapes of their own. `auto` gives the
+        // teacher's F(4×4, 2×2) (its error on their weights within the tolerance, as F(4×4)'s on the stride-1
+        // layers) and keeps the student's direct (two filter banks per step cost what the GEMMs save); the 1×1
+        // shortcuts are not Winograd layers and stay direct.
+        let (auto, convs) = try choices("auto")
         let strided = auto.filter { $0.shape.stride == 2 }
-        XCTAssertEqual(strided.map(\.layers), [["student.layer2.0.conv1"], ["student.layer3.0.conv1"]])
-        XCTAssertEqual(strided.map(\.shape.description), ["16×16×64→128 p1 s2 fwd+bwd", "8×8×128→256 p1 s2 fwd+bwd"])
-        for c in strided {
-            XCTAssertEqual(c.algorithm, .winograd4, "\(c.shape)")
+        XCTAssertEqual(strided.map(\.layers), [["student.layer2.0.conv1"], ["student.layer3.0.conv1"],
+                                               ["teacher.layer2.0.conv1"], ["teacher.layer3.0.conv1"]])
+        XCTAssertEqual(strided.map(\.shape.description), ["16×16×64→128 p1 s2 fwd+bwd", "8×8×128→256 p1 s2 fwd+bwd",
+                                                          "16×16×64→128 p1 s2 fwd", "8×8×128→256 p1 s2 fwd"])
+        XCTAssertEqual(strided.map(\.algorithm), [.direct, .direct, .winograd4, .winograd4])
+        for c in strided where !c.shape.training {
             XCTAssertLessThanOrEqual(try XCTUnwrap(c.winograd4Error), ConvAlgorithmTuner.winograd4Tolerance)
         }
-        let convs = ConvAlgorithmTuner.namedConvolutions([("student", m, true)])
-        XCTAssertEqual(convs["student.layer2.0.conv1"]?.algorithm, .winograd4)
-        XCTAssertEqual(convs["student.layer2.0.downsample.0"]?.algorithm, .direct)
-        XCTAssertTrue(auto.contains { $0.shape.stride == 1 && $0.algorithm == .winograd4 })
-        // A fixed F(2×2) does not apply at stride 2: those layers are recorded and run direct.
+        XCTAssertEqual(convs["teacher.layer2.0.conv1"]?.algorithm, .winograd4)
+        XCTAssertEqual(convs["student.layer2.0.conv1"]?.algorithm, .direct)
+        XCTAssertEqual(convs["teacher.layer2.0.downsample.0"]?.algorithm, .direct)
+        XCTAssertTrue(auto.contains { $0.shape.stride == 1 && $0.shape.training && $0.algorithm == .winograd4 })
+        // A fixed F(4×4) takes every layer it applies to; a fixed F(2×2) does not apply at stride 2: direct.
+        let (f4, f4Convs) = try choices("winograd4")
+        XCTAssertTrue(f4.allSatisfy { $0.algorithm == .winograd4 })
+        XCTAssertEqual(f4Convs["student.layer3.0.conv1"]?.algorithm, .winograd4)
         let (f2, _) = try choices("winograd2")
-        XCTAssertEqual(f2.filter { $0.shape.stride == 2 }.map(\.algorithm), [.direct, .direct])
+        XCTAssertEqual(f2.filter { $0.shape.stride == 2 }.map(\.algorithm), [.direct, .direct, .direct, .direct])
         XCTAssertTrue(f2.filter { $0.shape.stride == 1 }.allSatisfy { $0.algorithm == .winograd2 })
         // `timed` times only what applies: direct and F(4×4, 2×2).
         let (timed, _) = try choices("timed", timed: true)

@@ -288,7 +288,9 @@ public enum OpBench {
     /// the strided Winograd F(4×4, 2×2) over the input's phases (`stridedWinogradConvolve`), `direct_ms` by
     /// im2col + GEMM (`FusedConv`, direct), alternating; `ratio` = `direct_ms / ms`; `gflops` effective (the
     /// direct algorithm's FLOPs over the time); `filter_bank_ms` makes the strided bank (a trained student
-    /// makes it each step); `max_rel_err` = `max|Δ| / max|y|` against the direct result.
+    /// makes it each step); `max_rel_err` = `max|Δ| / max|y|` against the direct result. `train_ms` and
+    /// `direct_train_ms`: a student's forward and backward (`conv2d` with `winograd4` — the strided forward and
+    /// input gradient, the direct weight gradient, both banks made in the call — and with `direct`), alternating.
     static func stridedLayerLine(_ c: ConvCase, iterations: Int) -> String {
         var rng = KDRandom(keys: 0x57D2, UInt64(c.cin), UInt64(c.size))
         let x = Tensor.randn([c.batch, c.size, c.size, c.cin], rng: &rng)
@@ -307,12 +309,22 @@ public enum OpBench {
                        scratch: &scratch)
         })
         let bank = bestMs(iterations) { _ = StridedWinogradFilter(weight: w.ptr, cout: c.cout, cin: c.cin) }
+        let gy = Tensor.randn(out.shape, rng: &rng)
+        func train(_ a: ConvAlgorithm) {
+            x.requiresGrad = true; w.requiresGrad = true; x.grad = nil; w.grad = nil
+            defer { x.requiresGrad = false; w.requiresGrad = false; x.grad = nil; w.grad = nil; Tape.reset() }
+            Tape.reset()
+            guard let y = try? conv2d(x, weight: w, bias: nil, stride: 2, padding: 1, algorithm: a) else { return }
+            Tape.backward(y, seed: gy)
+        }
+        let (trainStrided, trainDirect) = bestPairMs(iterations, op: { train(.winograd4) }, gemm: { train(.direct) })
         let flops = 2 * Double(c.batch * ho * ho) * Double(9 * c.cin * c.cout)
         let shape = "\(c.batch)x\(c.size)x\(c.size)x\(c.cin)->\(c.cout) k3 s2 p1"
         return "{\"op\":\"strided_layer_f4\",\"shape\":\"\(shape)\",\"ms\":\(fmt(strided.best)),"
             + "\"gflops\":\(fmt(flops / (strided.best * 1e6))),\"direct_ms\":\(fmt(plain.best)),"
             + "\"direct_gflops\":\(fmt(flops / (plain.best * 1e6))),\"ratio\":\(fmt(plain.best / strided.best)),"
             + "\"filter_bank_ms\":\(fmt(bank.best)),\"max_rel_err\":\"\(relativeError(out, ref))\","
+            + "\"train_ms\":\(fmt(trainStrided.best)),\"direct_train_ms\":\(fmt(trainDirect.best)),"
             + "\"clock\":\"\(clockName)\"}"
     }
 

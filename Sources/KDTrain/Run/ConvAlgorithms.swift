@@ -143,12 +143,15 @@ public enum ConvAlgorithmTuner {
     /// `auto`: no timing (a choice that depends on the machine's load would make two runs of one command
     /// differ): direct for a stem layer (fewer than `stemChannels` input channels), else F(4×4) when its
     /// error on `weight` (measured as `measure` does, on seeded images) is within `winograd4Tolerance`,
-    /// else F(2×2) (stride 2: direct) — what `timed` picks on this project's ResNets (docs/ops.md).
+    /// else F(2×2) — what timing picks on this project's ResNets (docs/ops.md). A stride-2 layer: F(4×4, 2×2)
+    /// under the same error test where it only infers (the teacher, whose filter bank is made once), direct
+    /// where it trains (its two banks, forward and input gradient, made every step, cost about what the
+    /// GEMMs save: `kdgraph bench --ops`, `strided_layer_f4`).
     static func byRule(_ c: ConvAlgorithmChoice, weight: Tensor) -> ConvAlgorithmChoice {
         var c = c
         let s = c.shape
         c.source = "rule"
-        if s.cin < stemChannels { c.algorithm = .direct; return c }
+        if s.cin < stemChannels || (s.stride != 1 && s.training) { c.algorithm = .direct; return c }
         c.winograd4Error = winograd4Error(s, weight: weight, images: probeImages(s, batch: timingImages))
         c.algorithm = (c.winograd4Error ?? 1) <= winograd4Tolerance ? .winograd4 : applicable(.winograd2, s)
         return c
