@@ -180,7 +180,8 @@ final class StridedWinogradGradientTests: XCTestCase {
                 let ih = 2 * oh - 1 + ki, iw = 2 * ow - 1 + kj
                 if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
                 for c in 0..<cin {
-                    let t = dy * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c]), e = ((i * h + ih) * wd + iw) * cin + c
+                    let t = dy * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c])
+                    let e = ((i * h + ih) * wd + iw) * cin + c
                     out[e] += t; abs[e] += Swift.abs(t)
                 }
             } }
