@@ -11,9 +11,9 @@
 //     G  = [½ 0; −½ −½; −⅙ ⅙; ⅙ ⅓; 0 1]
 //     Aᵀ = [1 1 1 1 0; 0 1 −1 2 0; 0 1 1 4 0; 0 1 −1 8 1]
 //
-// One tile's arithmetic is defined once, generic over the vector: KDTensor's loops run it eight channels at a
-// time (`SIMD8<Float>`, specialised there), the loops below sixteen at a time (specialised here for AVX-512).
-// The same operations lane by lane, so the same bits (`StridedWinogradTests`).
+// Each transform loop is defined once, generic over the vector: KDTensor runs it eight channels at a time
+// (`SIMD8<Float>`, specialised there for AVX2), the `…16` entry points below sixteen at a time (specialised here
+// for AVX-512). The same operations lane by lane, so the same bits (`StridedWinogradTests`).
 
 /// `Bᵀ` of F(4,2) on 5 values, sharing `e = d3 − d1` (row 3).
 @inlinable @inline(__always)
@@ -71,18 +71,17 @@ public func stridedWinogradOutputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ xs
     }
 }
 
-/// Input transform of tiles `tiles` of the NHWC images `x` (`[·, h, w, cin]`, `cin` a multiple of 16), sixteen
-/// channels at a time: tile t (`perImage` per image, `tilesW` per row) of the output; its value ξ of phase
-/// `2p + q`, channel c at `v[(t − tiles.lowerBound)·row + ξ·4cin + (2p + q)·cin + c]`. A tile whose 10×10
-/// input window lies in the image is read in place; otherwise each phase's 5×5 vectors are gathered first
-/// into zeros. KDTensor's `stridedWinogradInputTransform` is the same loop eight channels wide.
-@inline(never)
-public func stridedWinogradInputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int, tilesW: Int,
-                                            perImage: Int, tiles: Range<Int>, into v: UnsafeMutablePointer<Float>,
-                                            row: Int) {
-    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 50)
-    defer { scratch.deallocate() }
-    let d = scratch, tmp = scratch + 25, xs = 4 * cin
+/// Input transform of tiles `tiles` of the NHWC images `x` (`[·, h, w, cin]`, `cin` a multiple of the vector's
+/// lanes): tile t (`perImage` per image, `tilesW` per row) of the output; its value ξ of phase `2p + q`, channel
+/// c at `v[(t − tiles.lowerBound)·row + ξ·4cin + (2p + q)·cin + c]`. A tile whose 10×10 input window lies in
+/// the image is read in place; otherwise each phase's 5×5 vectors are gathered first into zeros in `scratch`
+/// (50 vectors: the gathered values, then the tile's `tmp`).
+@inlinable
+public func stridedWinogradInputTransform<V: SIMD>(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int,
+                                                   tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                                   into v: UnsafeMutablePointer<Float>, row: Int,
+                                                   scratch: UnsafeMutablePointer<V>) where V.Scalar == Float {
+    let lanes = V.scalarCount, d = scratch, tmp = scratch + 25, xs = 4 * cin
     let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
     for t in tiles {
         let img = t / perImage, r = t % perImage
@@ -95,8 +94,8 @@ public func stridedWinogradInputTransform16(_ x: UnsafePointer<Float>, h: Int, w
             // stay 0 for all the phase's channel groups (zeroed once).
             let uLo = max(0, (1 - rh) / 2), uHi = max(uLo, min(5, (h - rh + 1) / 2))
             let jLo = max(0, (1 - rw) / 2), jHi = max(jLo, min(5, (w - rw + 1) / 2))
-            if !inside { d.update(repeating: V16(), count: 25) }
-            for c0 in stride(from: 0, to: cin, by: 16) {
+            if !inside { d.update(repeating: V(), count: 25) }
+            for c0 in stride(from: 0, to: cin, by: lanes) {
                 let dst = tileBase + phase * cin + c0
                 if inside {
                     stridedWinogradInputTile(xImage + (rh * w + rw) * cin + c0, 2 * w * cin, 2 * cin, tmp, dst, xs)
@@ -104,40 +103,39 @@ public func stridedWinogradInputTransform16(_ x: UnsafePointer<Float>, h: Int, w
                 }
                 for u in uLo..<uHi {
                     let src = xImage + ((rh + 2 * u) * w + rw) * cin + c0
-                    for j in jLo..<jHi { d[u * 5 + j] = load16(src + 2 * j * cin) }
+                    for j in jLo..<jHi { d[u * 5 + j] = UnsafeRawPointer(src + 2 * j * cin).loadUnaligned(as: V.self) }
                 }
-                stridedWinogradInputTile(dFloats, 5 * 16, 16, tmp, dst, xs)
+                stridedWinogradInputTile(dFloats, 5 * lanes, lanes, tmp, dst, xs)
             }
         }
     }
 }
 
-/// Output transform `Y = Aᵀ M A` with the epilogue `act(Y + b + r)` of tiles `tiles`, sixteen channels at a
-/// time: tile t's value ξ of channel o at `m[(t − tiles.lowerBound)·row + ξ·cout + o]` (`cout` a multiple of
-/// 16); `Y` goes to `out` (`[·, ho, wo, cout]`, tiles cropped at the edges), `bias` `[cout]` or nil, `residual`
-/// shaped as `out` (may alias it) or nil, ReLU when `relu` (compare and blend: NaN stays NaN). KDTensor's
-/// `stridedWinogradOutputTransform` is the same loop eight channels wide.
-@inline(never)
-public func stridedWinogradOutputTransform16(_ m: UnsafePointer<Float>, row: Int, cout: Int, ho: Int, wo: Int,
-                                             tilesW: Int, perImage: Int, tiles: Range<Int>,
-                                             bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
-                                             relu: Bool, out: UnsafeMutablePointer<Float>) {
-    let tmp = UnsafeMutablePointer<V16>.allocate(capacity: 20)
-    defer { tmp.deallocate() }
+/// Output transform `Y = Aᵀ M A` with the epilogue `act(Y + b + r)` of tiles `tiles`: tile t's value ξ of
+/// channel o at `m[(t − tiles.lowerBound)·row + ξ·cout + o]` (`cout` a multiple of the vector's lanes); `Y` goes
+/// to `out` (`[·, ho, wo, cout]`, tiles cropped at the edges), `bias` `[cout]` or nil, `residual` shaped as `out`
+/// (may alias it) or nil, `relu` the activation or nil. `tmp`: 20 vectors.
+@inlinable
+public func stridedWinogradOutputTransform<V: SIMD>(_ m: UnsafePointer<Float>, row: Int, cout: Int, ho: Int,
+                                                    wo: Int, tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                                    bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                                                    relu: ((V) -> V)?, out: UnsafeMutablePointer<Float>,
+                                                    tmp: UnsafeMutablePointer<V>) where V.Scalar == Float {
+    func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     for t in tiles {
         let img = t / perImage, r = t % perImage
         let oh0 = (r / tilesW) * 4, ow0 = (r % tilesW) * 4
         let hi = min(4, ho - oh0), wi = min(4, wo - ow0)
         let base = out + ((img * ho + oh0) * wo + ow0) * cout, resBase = residual.map { $0 + (base - out) }
-        for k0 in stride(from: 0, to: cout, by: 16) {
-            let b = bias.map { load16($0 + k0) } ?? V16()
+        for k0 in stride(from: 0, to: cout, by: V.scalarCount) {
+            let b = bias.map { load($0 + k0) } ?? V()
             stridedWinogradOutputTile(m + (t - tiles.lowerBound) * row + k0, cout, tmp, hi: hi) { i, j, y0 in
                 guard j < wi else { return }
                 let off = (i * wo + j) * cout + k0
                 var y = y0 + b
-                if let resBase { y += load16(resBase + off) }
-                if relu { y = y.replacing(with: 0, where: y .< 0) }
-                store16(y, base + off)
+                if let resBase { y += load(resBase + off) }
+                if let relu { y = relu(y) }
+                UnsafeMutableRawPointer(base + off).storeBytes(of: y, as: V.self)
             }
         }
     }
@@ -148,48 +146,47 @@ public func stridedWinogradOutputTransform16(_ m: UnsafePointer<Float>, row: Int
 // over `dY`'s rows k, k + 1, so a 4×4 tile of phase positions (input rows 2k + p) reads the 5×5 values
 // `dY[4·ti + u, 4·tj + v]` and the GEMMs' output is 4·Cin wide: value ξ of phase `2p + q`, channel c.
 
-/// Input transform of tiles `tiles` of the output gradient `gy` (`[·, ho, wo, cout]`, `cout` a multiple of 16),
-/// sixteen channels at a time, for the strided convolution's input gradient: tile t covers phase positions
-/// rows `4·ti…`, columns `4·tj…` (`tilesW` per row, `perImage` per image) and reads `gy`'s 5×5 values from
-/// there, zeros past the last row and column; value ξ of channel o at `v[(t − tiles.lowerBound)·row + ξ·cout + o]`.
-/// KDTensor's `stridedWinogradGradientInputTransform` is the same loop eight channels wide.
-@inline(never)
-public func stridedWinogradGradientInputTransform16(_ gy: UnsafePointer<Float>, ho: Int, wo: Int, cout: Int,
-                                                    tilesW: Int, perImage: Int, tiles: Range<Int>,
-                                                    into v: UnsafeMutablePointer<Float>, row: Int) {
-    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 50)
-    defer { scratch.deallocate() }
-    let d = scratch, tmp = scratch + 25
+/// Input transform of tiles `tiles` of the output gradient `gy` (`[·, ho, wo, cout]`, `cout` a multiple of the
+/// vector's lanes) for the strided convolution's input gradient: tile t covers phase positions rows `4·ti…`,
+/// columns `4·tj…` (`tilesW` per row, `perImage` per image) and reads `gy`'s 5×5 values from there, zeros past the
+/// last row and column; value ξ of channel o at `v[(t − tiles.lowerBound)·row + ξ·cout + o]`. `scratch`: 50
+/// vectors.
+@inlinable
+public func stridedWinogradGradientInputTransform<V: SIMD>(_ gy: UnsafePointer<Float>, ho: Int, wo: Int, cout: Int,
+                                                           tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                                           into v: UnsafeMutablePointer<Float>, row: Int,
+                                                           scratch: UnsafeMutablePointer<V>) where V.Scalar == Float {
+    let lanes = V.scalarCount, d = scratch, tmp = scratch + 25
     let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
     for t in tiles {
         let img = t / perImage, r = t % perImage
         let r0 = (r / tilesW) * 4, s0 = (r % tilesW) * 4
         let image = gy + img * ho * wo * cout, dstTile = v + (t - tiles.lowerBound) * row
         let uHi = min(5, ho - r0), jHi = min(5, wo - s0), inside = uHi == 5 && jHi == 5
-        if !inside { d.update(repeating: V16(), count: 25) }   // positions past the edge stay 0 for every group
-        for c0 in stride(from: 0, to: cout, by: 16) {
+        if !inside { d.update(repeating: V(), count: 25) }   // positions past the edge stay 0 for every group
+        for c0 in stride(from: 0, to: cout, by: lanes) {
             let src = image + (r0 * wo + s0) * cout + c0
             if inside {
                 stridedWinogradInputTile(src, wo * cout, cout, tmp, dstTile + c0, cout)
                 continue
             }
-            for u in 0..<uHi { for j in 0..<jHi { d[u * 5 + j] = load16(src + (u * wo + j) * cout) } }
-            stridedWinogradInputTile(dFloats, 5 * 16, 16, tmp, dstTile + c0, cout)
+            for u in 0..<uHi { for j in 0..<jHi {
+                d[u * 5 + j] = UnsafeRawPointer(src + (u * wo + j) * cout).loadUnaligned(as: V.self)
+            } }
+            stridedWinogradInputTile(dFloats, 5 * lanes, lanes, tmp, dstTile + c0, cout)
         }
     }
 }
 
-/// Output transform of the strided convolution's input gradient, sixteen channels at a time (`cin` a multiple
-/// of 16): tile t's value ξ of phase `2p + q`, channel c at `m[(t − tiles.lowerBound)·row + ξ·4cin + (2p + q)·cin
-/// + c]`; `Aᵀ M A` gives the tile's 4×4 phase positions (k, l), each written to (or with `accumulate` added onto)
-/// `gx[2k + p, 2l + q, c]` (`[·, h, w, cin]`) where that pixel exists. KDTensor's
-/// `stridedWinogradGradientOutputTransform` is the same loop eight channels wide.
-@inline(never)
-public func stridedWinogradGradientOutputTransform16(_ m: UnsafePointer<Float>, row: Int, cin: Int, h: Int, w: Int,
-                                                     tilesW: Int, perImage: Int, tiles: Range<Int>,
-                                                     accumulate: Bool, into gx: UnsafeMutablePointer<Float>) {
-    let tmp = UnsafeMutablePointer<V16>.allocate(capacity: 20)
-    defer { tmp.deallocate() }
+/// Output transform of the strided convolution's input gradient (`cin` a multiple of the vector's lanes): tile
+/// t's value ξ of phase `2p + q`, channel c at `m[(t − tiles.lowerBound)·row + ξ·4cin + (2p + q)·cin + c]`;
+/// `Aᵀ M A` gives the tile's 4×4 phase positions (k, l), each written to (or with `accumulate` added onto)
+/// `gx[2k + p, 2l + q, c]` (`[·, h, w, cin]`) where that pixel exists. `tmp`: 20 vectors.
+@inlinable
+public func stridedWinogradGradientOutputTransform<V: SIMD>(_ m: UnsafePointer<Float>, row: Int, cin: Int, h: Int,
+                                                            w: Int, tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                                            accumulate: Bool, into gx: UnsafeMutablePointer<Float>,
+                                                            tmp: UnsafeMutablePointer<V>) where V.Scalar == Float {
     let xs = 4 * cin
     for t in tiles {
         let img = t / perImage, r = t % perImage
@@ -199,13 +196,60 @@ public func stridedWinogradGradientOutputTransform16(_ m: UnsafePointer<Float>, 
             let p = phase / 2, q = phase % 2
             let hi = max(0, min(4, (h - p + 1) / 2 - k0)), wi = min(4, (w - q + 1) / 2 - l0)
             guard hi > 0, wi > 0 else { continue }
-            for c0 in stride(from: 0, to: cin, by: 16) {
+            for c0 in stride(from: 0, to: cin, by: V.scalarCount) {
                 stridedWinogradOutputTile(src0 + phase * cin + c0, xs, tmp, hi: hi) { i, j, y in
                     guard j < wi else { return }
-                    let dst = image + ((2 * (k0 + i) + p) * w + 2 * (l0 + j) + q) * cin + c0
-                    store16(accumulate ? load16(dst) + y : y, dst)
+                    let dst = UnsafeMutableRawPointer(image + ((2 * (k0 + i) + p) * w + 2 * (l0 + j) + q) * cin + c0)
+                    dst.storeBytes(of: accumulate ? dst.loadUnaligned(as: V.self) + y : y, as: V.self)
                 }
             }
         }
     }
+}
+
+/// `stridedWinogradInputTransform` sixteen channels at a time (AVX-512; `cin` a multiple of 16).
+@inline(never)
+public func stridedWinogradInputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int, tilesW: Int,
+                                            perImage: Int, tiles: Range<Int>, into v: UnsafeMutablePointer<Float>,
+                                            row: Int) {
+    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 50)
+    defer { scratch.deallocate() }
+    stridedWinogradInputTransform(x, h: h, w: w, cin: cin, tilesW: tilesW, perImage: perImage, tiles: tiles, into: v,
+                                  row: row, scratch: scratch)
+}
+
+/// `stridedWinogradOutputTransform` sixteen channels at a time (AVX-512; `cout` a multiple of 16), ReLU when
+/// `relu` as one compare and blend (NaN stays NaN).
+@inline(never)
+public func stridedWinogradOutputTransform16(_ m: UnsafePointer<Float>, row: Int, cout: Int, ho: Int, wo: Int,
+                                             tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                             bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                                             relu: Bool, out: UnsafeMutablePointer<Float>) {
+    let tmp = UnsafeMutablePointer<V16>.allocate(capacity: 20)
+    defer { tmp.deallocate() }
+    stridedWinogradOutputTransform(m, row: row, cout: cout, ho: ho, wo: wo, tilesW: tilesW, perImage: perImage,
+                                   tiles: tiles, bias: bias, residual: residual,
+                                   relu: relu ? { $0.replacing(with: 0, where: $0 .< 0) } : nil, out: out, tmp: tmp)
+}
+
+/// `stridedWinogradGradientInputTransform` sixteen channels at a time (AVX-512; `cout` a multiple of 16).
+@inline(never)
+public func stridedWinogradGradientInputTransform16(_ gy: UnsafePointer<Float>, ho: Int, wo: Int, cout: Int,
+                                                    tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                                    into v: UnsafeMutablePointer<Float>, row: Int) {
+    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 50)
+    defer { scratch.deallocate() }
+    stridedWinogradGradientInputTransform(gy, ho: ho, wo: wo, cout: cout, tilesW: tilesW, perImage: perImage,
+                                          tiles: tiles, into: v, row: row, scratch: scratch)
+}
+
+/// `stridedWinogradGradientOutputTransform` sixteen channels at a time (AVX-512; `cin` a multiple of 16).
+@inline(never)
+public func stridedWinogradGradientOutputTransform16(_ m: UnsafePointer<Float>, row: Int, cin: Int, h: Int, w: Int,
+                                                     tilesW: Int, perImage: Int, tiles: Range<Int>,
+                                                     accumulate: Bool, into gx: UnsafeMutablePointer<Float>) {
+    let tmp = UnsafeMutablePointer<V16>.allocate(capacity: 20)
+    defer { tmp.deallocate() }
+    stridedWinogradGradientOutputTransform(m, row: row, cin: cin, h: h, w: w, tilesW: tilesW, perImage: perImage,
+                                           tiles: tiles, accumulate: accumulate, into: gx, tmp: tmp)
 }

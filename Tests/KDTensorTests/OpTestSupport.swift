@@ -62,3 +62,29 @@ func gradOfSum(_ x: Tensor, _ f: (Tensor) throws -> Tensor) rethrows -> [Float] 
     x.grad = nil
     return g
 }
+
+/// Reference 3×3 correlation in Double (`stride`, zero `padding`); also returns `S` = the largest `Σ |x·w|` of
+/// one output, the scale of the float rounding error of any summation order.
+func referenceConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride: Int,
+                   padding p: Int) -> (values: [Double], absSum: Double) {
+    let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let cout = w.shape[0]
+    let ho = (h + 2 * p - 3) / stride + 1, wo = (wd + 2 * p - 3) / stride + 1
+    var out = [Double](repeating: 0, count: n * ho * wo * cout)
+    var absMax = 0.0
+    for i in 0..<n { for oh in 0..<ho { for ow in 0..<wo { for o in 0..<cout {
+        var acc = Double(b?.ptr[o] ?? 0), abs = Swift.abs(acc)
+        for ki in 0..<3 { for kj in 0..<3 {
+            let ih = oh * stride - p + ki, iw = ow * stride - p + kj
+            if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
+            for c in 0..<cin {
+                let t = Double(x.ptr[((i * h + ih) * wd + iw) * cin + c])
+                    * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c])
+                acc += t; abs += Swift.abs(t)
+            }
+        } }
+        out[((i * ho + oh) * wo + ow) * cout + o] = acc
+        absMax = max(absMax, abs)
+    } } } }
+    return (out, absMax)
+}

@@ -1,30 +1,6 @@
 import XCTest
 @testable import KDTensor
 
-/// Reference 3×3 stride-2 correlation with padding 1 in Double; also returns `S` = the largest `Σ |x·w|` of
-/// one output, the scale of the float rounding error of any summation order.
-private func referenceStridedConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> (values: [Double], absSum: Double) {
-    let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let cout = w.shape[0], ho = (h - 1) / 2 + 1, wo = (wd - 1) / 2 + 1
-    var out = [Double](repeating: 0, count: n * ho * wo * cout)
-    var absMax = 0.0
-    for i in 0..<n { for oh in 0..<ho { for ow in 0..<wo { for o in 0..<cout {
-        var acc = Double(b?.ptr[o] ?? 0), abs = Swift.abs(acc)
-        for ki in 0..<3 { for kj in 0..<3 {
-            let ih = 2 * oh - 1 + ki, iw = 2 * ow - 1 + kj
-            if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
-            for c in 0..<cin {
-                let t = Double(x.ptr[((i * h + ih) * wd + iw) * cin + c])
-                    * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c])
-                acc += t; abs += Swift.abs(t)
-            }
-        } }
-        out[((i * ho + oh) * wo + ow) * cout + o] = acc
-        absMax = max(absMax, abs)
-    } } } }
-    return (out, absMax)
-}
-
 /// Error budget of F(4×4, 2×2) over the phases (docs/ops.md, "Error bound"): as F(m×m, 3×3)'s
 /// (`WinogradTests`), `|Δ| ≤ γ·K·u·S` with the sum's K = 4 phases × 4 taps × Cin terms (7 of 16 taps are
 /// zero) and γ = (‖Aᵀ‖∞·‖Bᵀ‖∞·‖G‖∞)² = (11·6·1)² = 4356 (max row sums of |entries| of the header's
@@ -67,7 +43,7 @@ final class StridedWinogradTests: XCTestCase {
             let (x, w, b) = make(s, seed: UInt64(i))
             let y = run(x, w, b)
             XCTAssertEqual(y.shape, [s.n, (s.h - 1) / 2 + 1, (s.w - 1) / 2 + 1, s.cout], "shape \(i)")
-            let r = referenceStridedConv(x, w, b)
+            let r = referenceConv(x, w, b, stride: 2, padding: 1)
             let bound = stridedErrorBound(cin: s.cin, absSum: r.absSum)
             var worst = 0.0
             for (a, e) in zip(y.array, r.values) { worst = max(worst, abs(Double(a) - e)) }

@@ -1,32 +1,6 @@
 import XCTest
 @testable import KDTensor
 
-/// Reference 3×3 stride-1 correlation in Double; also returns `S[o] = max over outputs of
-/// Σ |x·w|` per layer, the scale of the float rounding error of any summation order.
-private func referenceConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?,
-                           padding p: Int) -> (values: [Double], absSum: Double) {
-    let (n, h, wd, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let cout = w.shape[0]
-    let ho = h + 2 * p - 2, wo = wd + 2 * p - 2
-    var out = [Double](repeating: 0, count: n * ho * wo * cout)
-    var absMax = 0.0
-    for i in 0..<n { for oh in 0..<ho { for ow in 0..<wo { for o in 0..<cout {
-        var acc = Double(b?.ptr[o] ?? 0), abs = Swift.abs(acc)
-        for ki in 0..<3 { for kj in 0..<3 {
-            let ih = oh - p + ki, iw = ow - p + kj
-            if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
-            for c in 0..<cin {
-                let t = Double(x.ptr[((i * h + ih) * wd + iw) * cin + c])
-                    * Double(w.ptr[((o * 3 + ki) * 3 + kj) * cin + c])
-                acc += t; abs += Swift.abs(t)
-            }
-        } }
-        out[((i * ho + oh) * wo + ow) * cout + o] = acc
-        absMax = max(absMax, abs)
-    } } } }
-    return (out, absMax)
-}
-
 /// Error budget (docs/ops.md, "Error bound"): with unit roundoff u = 2⁻²⁴, a float sum of K = 9·Cin
 /// products in any order is within K·u·Σ|x·w| of the exact value. Winograd computes the same sum through
 /// the transforms, whose rounding is amplified by the transforms' norms: every output is a combination
@@ -99,7 +73,7 @@ final class WinogradTests: XCTestCase {
         let x = Tensor(shape: [1, 4, 5, 2], data: (0..<40).map { Float(($0 * 7) % 11) - 5 })
         let w = Tensor(shape: [3, 3, 3, 2], data: (0..<54).map { Float(($0 * 5) % 9) - 4 })
         let y = try winogradConv2d(x, weight: w, bias: nil, padding: 1, variant: .f2)
-        let r = referenceConv(x, w, nil, padding: 1)
+        let r = referenceConv(x, w, nil, stride: 1, padding: 1)
         XCTAssertEqual(y.shape, [1, 4, 5, 3])
         XCTAssertEqual(y.array, r.values.map(Float.init))
     }
@@ -149,7 +123,7 @@ final class WinogradTests: XCTestCase {
                 let y = try winogradConv2d(x, weight: w, bias: b, padding: s.padding, variant: v)
                 let ho = s.h + 2 * s.padding - 2, wo = s.w + 2 * s.padding - 2
                 XCTAssertEqual(y.shape, [s.n, ho, wo, s.cout], "\(v) shape \(i)")
-                let r = referenceConv(x, w, b, padding: s.padding)
+                let r = referenceConv(x, w, b, stride: 1, padding: s.padding)
                 let bound = winogradErrorBound(v, cin: s.cin, absSum: r.absSum)
                 var worst = 0.0
                 for (a, e) in zip(y.array, r.values) { worst = max(worst, abs(Double(a) - e)) }

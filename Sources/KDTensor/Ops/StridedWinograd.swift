@@ -110,108 +110,64 @@ func winogradG42(_ g0: WDVec, _ g1: WDVec) -> (WDVec, WDVec, WDVec, WDVec, WDVec
 ///                            + b[o] + r[n, i, j, o] )
 ///
 /// `x` `[n, h, w, filter.cin]`, output `[n, ⌊(h − 1)/2⌋ + 1, ⌊(w − 1)/2⌋ + 1, filter.cout]`; `bias`,
-/// `residual` (may alias `out`) and `relu` as in `winogradConvolve`. Per chunk of output tiles: the input
-/// transform of the four phases (`V`: 25 rows of 4·Cin per tile), 25 GEMMs `M_ξ = V_ξ · U_ξ`
-/// (`RowInvariantGEMM`: a tile's products do not depend on the other tiles of its chunk), the output
-/// transform with the epilogue. Sixteen channels at a time where the CPU has AVX-512 and the channels allow
-/// (`WinogradWorkspace.wideTransforms`; the same bits as eight).
+/// `residual` (may alias `out`) and `relu` as in `winogradConvolve`. Per chunk of output tiles
+/// (`stridedWinogradChunks`): the input transform of the four phases (`V`: 25 rows of 4·Cin per tile), 25 GEMMs
+/// `M_ξ = V_ξ · U_ξ`, the output transform with the epilogue. Sixteen channels at a time where the CPU has
+/// AVX-512 and the channels allow (`WinogradWorkspace.wideTransforms`; the same bits as eight).
 public func stridedWinogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int,
                                     filter: StridedWinogradFilter, bias: UnsafePointer<Float>?,
                                     residual: UnsafePointer<Float>?, relu: Bool, out: UnsafeMutablePointer<Float>) {
+    precondition(!filter.inputGradient, "stridedWinogradConvolve needs the forward's bank")
     let tiling = StridedWinogradTiling(h: h, w: w)
-    let cin = filter.cin, k = 4 * cin, cout = filter.cout
+    let cin = filter.cin, cout = filter.cout
     guard n > 0, h > 0, w > 0 else { return }
-    let total = n * tiling.perImage
-    let chunk = WinogradWorkspace.tilesPerChunk(total: total, alpha: 5, cin: k, cout: cout)
-    let pad = WinogradWorkspace.matrixPadding
-    let vRow = 25 * k + pad, mRow = 25 * cout + pad
-    let vBuf = Tensor(uninitializedShape: [chunk * vRow]), mBuf = Tensor(uninitializedShape: [chunk * mRow])
-    let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 50)
-    defer { scratch.deallocate() }
     let wideIn = WinogradWorkspace.wideTransforms && cin % 16 == 0
     let wideOut = WinogradWorkspace.wideTransforms && cout % 16 == 0
-    for t0 in stride(from: 0, to: total, by: chunk) {
-        let tiles = t0..<min(total, t0 + chunk)
+    stridedWinogradChunks(tiles: n * tiling.perImage, bank: filter) { tiles, v, row, scratch in
         if wideIn {
             stridedWinogradInputTransform16(x, h: h, w: w, cin: cin, tilesW: tiling.tilesW, perImage: tiling.perImage,
-                                            tiles: tiles, into: vBuf.ptr, row: vRow)
+                                            tiles: tiles, into: v, row: row)
         } else {
             stridedWinogradInputTransform(x, h: h, w: w, cin: cin, tilesW: tiling.tilesW, perImage: tiling.perImage,
-                                          tiles: tiles, into: vBuf.ptr, row: vRow, scratch: scratch)
+                                          tiles: tiles, into: v, row: row, scratch: scratch)
         }
-        for xi in 0..<25 {   // M_ξ[rows, Cout] = V_ξ[rows, 4·Cin] · U_ξ[4·Cin, Cout]
-            RowInvariantGEMM.multiply(m: tiles.count, a: vBuf.ptr + xi * k, lda: vRow, b: filter.panels[xi],
-                                      c: mBuf.ptr + xi * cout, ldc: mRow, accumulate: false)
-        }
+    } output: { tiles, m, row, scratch in
         if wideOut {
-            stridedWinogradOutputTransform16(mBuf.ptr, row: mRow, cout: cout, ho: tiling.ho, wo: tiling.wo,
+            stridedWinogradOutputTransform16(m, row: row, cout: cout, ho: tiling.ho, wo: tiling.wo,
                                              tilesW: tiling.tilesW, perImage: tiling.perImage, tiles: tiles,
                                              bias: bias, residual: residual, relu: relu, out: out)
         } else {
-            stridedWinogradOutputTransform(mBuf.ptr, row: mRow, cout: cout, ho: tiling.ho, wo: tiling.wo,
+            stridedWinogradOutputTransform(m, row: row, cout: cout, ho: tiling.ho, wo: tiling.wo,
                                            tilesW: tiling.tilesW, perImage: tiling.perImage, tiles: tiles,
-                                           bias: bias, residual: residual, relu: relu, out: out, tmp: scratch)
+                                           bias: bias, residual: residual, relu: relu ? reluVec : nil, out: out,
+                                           tmp: scratch)
         }
     }
 }
 
-/// `stridedWinogradInputTransform16` eight channels at a time (`cin` a multiple of 8): the same loop and
-/// tile arithmetic (`stridedWinogradInputTile`), so the same bits. `scratch` holds 50 vectors.
-func stridedWinogradInputTransform(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int, tilesW: Int, perImage: Int,
-                                   tiles: Range<Int>, into v: UnsafeMutablePointer<Float>, row: Int,
-                                   scratch: UnsafeMutablePointer<WVec>) {
-    let d = scratch, tmp = scratch + 25, xs = 4 * cin
-    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
-    for t in tiles {
-        let img = t / perImage, r = t % perImage
-        let ih0 = (r / tilesW) * 8 - 2, iw0 = (r % tilesW) * 8 - 2
-        let xImage = x + img * h * w * cin, tileBase = v + (t - tiles.lowerBound) * row
-        let inside = ih0 >= 0 && iw0 >= 0 && ih0 + 10 <= h && iw0 + 10 <= w
-        for phase in 0..<4 {
-            let rh = ih0 + phase / 2, rw = iw0 + phase % 2   // the phase's top-left input pixel (may be outside)
-            // The 5×5 positions inside the image: rows rh + 2u for u in uLo..<uHi, columns likewise; the others
-            // stay 0 for all the phase's channel groups (zeroed once).
-            let uLo = max(0, (1 - rh) / 2), uHi = max(uLo, min(5, (h - rh + 1) / 2))
-            let jLo = max(0, (1 - rw) / 2), jHi = max(jLo, min(5, (w - rw + 1) / 2))
-            if !inside { d.update(repeating: WVec(), count: 25) }
-            for c0 in stride(from: 0, to: cin, by: 8) {
-                let dst = tileBase + phase * cin + c0
-                if inside {
-                    stridedWinogradInputTile(xImage + (rh * w + rw) * cin + c0, 2 * w * cin, 2 * cin, tmp, dst, xs)
-                    continue
-                }
-                for u in uLo..<uHi {
-                    let src = xImage + ((rh + 2 * u) * w + rw) * cin + c0
-                    for j in jLo..<jHi { d[u * 5 + j] = loadVec8(src + 2 * j * cin) }
-                }
-                stridedWinogradInputTile(dFloats, 5 * 8, 8, tmp, dst, xs)
-            }
+/// The chunk loop of both strided passes: `tiles` tiles in chunks sized as the Winograd convolution's
+/// (`WinogradWorkspace.tilesPerChunk`, α = 5), per chunk `input(tiles, V, row, scratch)` writes each tile's 25
+/// rows of `bank`'s inner size, 25 GEMMs `M_ξ = V_ξ · U_ξ` (`RowInvariantGEMM`: a tile's products do not depend
+/// on the other tiles of its chunk), and `output(tiles, M, row, scratch)` reads each tile's 25 rows of the
+/// bank's width. `scratch`: 50 eight-lane vectors for the transforms.
+func stridedWinogradChunks(tiles total: Int, bank: StridedWinogradFilter,
+                           input: (Range<Int>, UnsafeMutablePointer<Float>, Int, UnsafeMutablePointer<WVec>) -> Void,
+                           output: (Range<Int>, UnsafePointer<Float>, Int, UnsafeMutablePointer<WVec>) -> Void) {
+    let inner = bank.panels[0].k, width = bank.panels[0].n
+    let chunk = WinogradWorkspace.tilesPerChunk(total: total, alpha: 5, cin: inner, cout: width)
+    let pad = WinogradWorkspace.matrixPadding
+    let vRow = 25 * inner + pad, mRow = 25 * width + pad
+    let vBuf = Tensor(uninitializedShape: [chunk * vRow]), mBuf = Tensor(uninitializedShape: [chunk * mRow])
+    let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 50)
+    defer { scratch.deallocate() }
+    for t0 in stride(from: 0, to: total, by: chunk) {
+        let tiles = t0..<min(total, t0 + chunk)
+        input(tiles, vBuf.ptr, vRow, scratch)
+        for xi in 0..<25 {
+            RowInvariantGEMM.multiply(m: tiles.count, a: vBuf.ptr + xi * inner, lda: vRow, b: bank.panels[xi],
+                                      c: mBuf.ptr + xi * width, ldc: mRow, accumulate: false)
         }
-    }
-}
-
-/// `stridedWinogradOutputTransform16` eight channels at a time (`cout` a multiple of 8), the same bits.
-/// `tmp` holds 20 vectors.
-func stridedWinogradOutputTransform(_ m: UnsafePointer<Float>, row: Int, cout: Int, ho: Int, wo: Int, tilesW: Int,
-                                    perImage: Int, tiles: Range<Int>, bias: UnsafePointer<Float>?,
-                                    residual: UnsafePointer<Float>?, relu: Bool, out: UnsafeMutablePointer<Float>,
-                                    tmp: UnsafeMutablePointer<WVec>) {
-    for t in tiles {
-        let img = t / perImage, r = t % perImage
-        let oh0 = (r / tilesW) * 4, ow0 = (r % tilesW) * 4
-        let hi = min(4, ho - oh0), wi = min(4, wo - ow0)
-        let base = out + ((img * ho + oh0) * wo + ow0) * cout, resBase = residual.map { $0 + (base - out) }
-        for k0 in stride(from: 0, to: cout, by: 8) {
-            let b = bias.map { loadVec8($0 + k0) } ?? WVec()
-            stridedWinogradOutputTile(m + (t - tiles.lowerBound) * row + k0, cout, tmp, hi: hi) { i, j, y0 in
-                guard j < wi else { return }
-                let off = (i * wo + j) * cout + k0
-                var y = y0 + b
-                if let resBase { y += loadVec8(resBase + off) }
-                if relu { y = reluVec(y) }
-                storeVec(y, base + off, 8)
-            }
-        }
+        output(tiles, mBuf.ptr, mRow, scratch)
     }
 }
 
@@ -268,89 +224,28 @@ public func stridedWinogradInputGradient(_ gy: UnsafePointer<Float>, n: Int, h: 
                                          into gx: UnsafeMutablePointer<Float>) {
     precondition(filter.inputGradient, "stridedWinogradInputGradient needs the input gradient's bank")
     let tiling = StridedWinogradTiling(h: h, w: w)
-    let cin = filter.cin, cout = filter.cout, k = 4 * cin
+    let cin = filter.cin, cout = filter.cout
     guard n > 0, h > 0, w > 0 else { return }
-    let total = n * tiling.perImage
-    let chunk = WinogradWorkspace.tilesPerChunk(total: total, alpha: 5, cin: cout, cout: k)
-    let pad = WinogradWorkspace.matrixPadding
-    let vRow = 25 * cout + pad, mRow = 25 * k + pad
-    let vBuf = Tensor(uninitializedShape: [chunk * vRow]), mBuf = Tensor(uninitializedShape: [chunk * mRow])
-    let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 50)
-    defer { scratch.deallocate() }
     let wideIn = WinogradWorkspace.wideTransforms && cout % 16 == 0
     let wideOut = WinogradWorkspace.wideTransforms && cin % 16 == 0
-    for t0 in stride(from: 0, to: total, by: chunk) {
-        let tiles = t0..<min(total, t0 + chunk)
+    stridedWinogradChunks(tiles: n * tiling.perImage, bank: filter) { tiles, v, row, scratch in
         if wideIn {
             stridedWinogradGradientInputTransform16(gy, ho: tiling.ho, wo: tiling.wo, cout: cout, tilesW: tiling.tilesW,
-                                                    perImage: tiling.perImage, tiles: tiles, into: vBuf.ptr, row: vRow)
+                                                    perImage: tiling.perImage, tiles: tiles, into: v, row: row)
         } else {
             stridedWinogradGradientInputTransform(gy, ho: tiling.ho, wo: tiling.wo, cout: cout, tilesW: tiling.tilesW,
-                                                  perImage: tiling.perImage, tiles: tiles, into: vBuf.ptr, row: vRow,
+                                                  perImage: tiling.perImage, tiles: tiles, into: v, row: row,
                                                   scratch: scratch)
         }
-        for xi in 0..<25 {   // M_ξ[rows, 4·Cin] = V_ξ[rows, Cout] · U_ξ[Cout, 4·Cin]
-            RowInvariantGEMM.multiply(m: tiles.count, a: vBuf.ptr + xi * cout, lda: vRow, b: filter.panels[xi],
-                                      c: mBuf.ptr + xi * k, ldc: mRow, accumulate: false)
-        }
+    } output: { tiles, m, row, scratch in
         if wideOut {
-            stridedWinogradGradientOutputTransform16(mBuf.ptr, row: mRow, cin: cin, h: h, w: w, tilesW: tiling.tilesW,
+            stridedWinogradGradientOutputTransform16(m, row: row, cin: cin, h: h, w: w, tilesW: tiling.tilesW,
                                                      perImage: tiling.perImage, tiles: tiles, accumulate: accumulate,
                                                      into: gx)
         } else {
-            stridedWinogradGradientOutputTransform(mBuf.ptr, row: mRow, cin: cin, h: h, w: w, tilesW: tiling.tilesW,
+            stridedWinogradGradientOutputTransform(m, row: row, cin: cin, h: h, w: w, tilesW: tiling.tilesW,
                                                    perImage: tiling.perImage, tiles: tiles, accumulate: accumulate,
                                                    into: gx, tmp: scratch)
-        }
-    }
-}
-
-/// `stridedWinogradGradientInputTransform16` eight channels at a time (`cout` a multiple of 8), the same bits.
-/// `scratch` holds 50 vectors.
-func stridedWinogradGradientInputTransform(_ gy: UnsafePointer<Float>, ho: Int, wo: Int, cout: Int, tilesW: Int,
-                                           perImage: Int, tiles: Range<Int>, into v: UnsafeMutablePointer<Float>,
-                                           row: Int, scratch: UnsafeMutablePointer<WVec>) {
-    let d = scratch, tmp = scratch + 25
-    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
-    for t in tiles {
-        let img = t / perImage, r = t % perImage
-        let r0 = (r / tilesW) * 4, s0 = (r % tilesW) * 4
-        let image = gy + img * ho * wo * cout, dstTile = v + (t - tiles.lowerBound) * row
-        let uHi = min(5, ho - r0), jHi = min(5, wo - s0), inside = uHi == 5 && jHi == 5
-        if !inside { d.update(repeating: WVec(), count: 25) }   // positions past the edge stay 0 for every group
-        for c0 in stride(from: 0, to: cout, by: 8) {
-            let src = image + (r0 * wo + s0) * cout + c0
-            if inside {
-                stridedWinogradInputTile(src, wo * cout, cout, tmp, dstTile + c0, cout)
-                continue
-            }
-            for u in 0..<uHi { for j in 0..<jHi { d[u * 5 + j] = loadVec8(src + (u * wo + j) * cout) } }
-            stridedWinogradInputTile(dFloats, 5 * 8, 8, tmp, dstTile + c0, cout)
-        }
-    }
-}
-
-/// `stridedWinogradGradientOutputTransform16` eight channels at a time (`cin` a multiple of 8), the same bits.
-/// `tmp` holds 20 vectors.
-func stridedWinogradGradientOutputTransform(_ m: UnsafePointer<Float>, row: Int, cin: Int, h: Int, w: Int,
-                                            tilesW: Int, perImage: Int, tiles: Range<Int>, accumulate: Bool,
-                                            into gx: UnsafeMutablePointer<Float>, tmp: UnsafeMutablePointer<WVec>) {
-    let xs = 4 * cin
-    for t in tiles {
-        let img = t / perImage, r = t % perImage
-        let k0 = (r / tilesW) * 4, l0 = (r % tilesW) * 4
-        let image = gx + img * h * w * cin, src0 = m + (t - tiles.lowerBound) * row
-        for phase in 0..<4 {
-            let p = phase / 2, q = phase % 2
-            let hi = max(0, min(4, (h - p + 1) / 2 - k0)), wi = min(4, (w - q + 1) / 2 - l0)
-            guard hi > 0, wi > 0 else { continue }
-            for c0 in stride(from: 0, to: cin, by: 8) {
-                stridedWinogradOutputTile(src0 + phase * cin + c0, xs, tmp, hi: hi) { i, j, y in
-                    guard j < wi else { return }
-                    let dst = image + ((2 * (k0 + i) + p) * w + 2 * (l0 + j) + q) * cin + c0
-                    storeVec(accumulate ? loadVec8(dst) + y : y, dst, 8)
-                }
-            }
         }
     }
 }
