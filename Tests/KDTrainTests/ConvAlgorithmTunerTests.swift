@@ -53,6 +53,46 @@ final class ConvAlgorithmTunerTests: XCTestCase {
         }
     }
 
+    func testRecordingsWithoutStrideTwoChoicesRunThemDirect() throws {
+        // A checkpoint's kdgraph.conv_algorithms or a teacher cache written before stride-2 layers had choices
+        // lists only the stride-1 layers, and those runs computed the stride-2 ones direct: so do resumed runs
+        // and runs reading such a cache, and the cache's manifest still matches.
+        let (auto, convs) = try choices("auto")
+        let old = auto.filter { $0.shape.stride == 1 }
+        XCTAssertEqual(convs["teacher.layer2.0.conv1"]?.algorithm, .winograd4)
+        // --resume: `apply` with the old recording.
+        let layerModels = try [("student", true), ("teacher", false)].map { name, training in
+            (name: name, model: try ModelZoo.make(name: "resnet8x4", classes: 10, inputChannels: 3,
+                                                  imageSize: [16, 16], seed: 2) as any Classifier, training: training)
+        }
+        let resumed = ConvAlgorithmTuner.namedConvolutions(layerModels)
+        for name in ["teacher.layer2.0.conv1", "teacher.layer3.0.conv1"] { resumed[name]?.algorithm = .winograd4 }
+        try ConvAlgorithmTuner.apply(old, models: layerModels)
+        for name in ["teacher.layer2.0.conv1", "teacher.layer3.0.conv1", "student.layer2.0.conv1"] {
+            XCTAssertEqual(resumed[name]?.algorithm, .direct, name)
+        }
+        XCTAssertEqual(resumed["teacher.layer1.0.conv2"]?.algorithm, .winograd4)
+        // The teacher cache: an old manifest lists no stride-2 layer; adopting it runs them direct, and the
+        // manifest this run then expects is the stored one.
+        let stored = TeacherOutputCache.teacherAlgorithms(old)
+        XCTAssertFalse(stored.contains("layer2.0.conv1"))
+        XCTAssertTrue(TeacherOutputCache.teacherAlgorithms(auto).contains("teacher.layer2.0.conv1=winograd4"))
+        var adopted = auto
+        let teacher = try XCTUnwrap(layerModels.last?.model)
+        let teacherConvs = ConvAlgorithmTuner.namedConvolutions([("teacher", teacher, false)])
+        teacherConvs["teacher.layer3.0.conv1"]?.algorithm = .winograd4
+        try TeacherOutputCache.adopt(stored, into: &adopted, teacher: teacher)
+        XCTAssertEqual(TeacherOutputCache.teacherAlgorithms(adopted), stored)
+        XCTAssertEqual(teacherConvs["teacher.layer3.0.conv1"]?.algorithm, .direct)
+        XCTAssertEqual(adopted.filter { $0.shape.stride == 2 && !$0.shape.training }.map(\.source),
+                       ["teacher cache", "teacher cache"])
+        // A cache made with the strided teacher lists them, and adopting it keeps them.
+        var again = auto
+        try TeacherOutputCache.adopt(TeacherOutputCache.teacherAlgorithms(auto), into: &again, teacher: teacher)
+        XCTAssertEqual(teacherConvs["teacher.layer3.0.conv1"]?.algorithm, .winograd4)
+        XCTAssertEqual(again.map(\.algorithm), auto.map(\.algorithm))
+    }
+
     func testWisdomWithoutStrideReadsAsStrideOne() throws {
         // conv_algorithms.json and checkpoints written before stride-2 layers had choices hold no `stride`.
         let old = #"{"h":8,"w":8,"cin":16,"cout":16,"padding":1,"training":true}"#

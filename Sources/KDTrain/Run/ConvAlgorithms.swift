@@ -251,7 +251,9 @@ public enum ConvAlgorithmTuner {
     /// Sets every layer named in `choices` (names as `configure` gives them: `student.layer1.0.conv1`)
     /// to its recorded algorithm: `--resume` under `auto` runs the checkpoint's algorithms, not a new
     /// timing's, so the resumed run computes what the uninterrupted one would have. Layers the
-    /// choices do not name keep their algorithm; a named layer that does not exist is an error.
+    /// choices do not name keep their algorithm, except stride-2 layers that F(4×4, 2×2) applies to: a
+    /// recording made before such layers had choices ran them direct, and so do they. A named layer that
+    /// does not exist is an error.
     public static func apply(_ choices: [ConvAlgorithmChoice],
                              models: [(name: String, model: any Classifier, training: Bool)]) throws {
         let convs = namedConvolutions(models)
@@ -262,6 +264,10 @@ public enum ConvAlgorithmTuner {
                 }
                 conv.algorithm = c.algorithm
             }
+        }
+        let named = Set(choices.flatMap(\.layers))
+        for (name, conv) in convs where conv.stridedWinogradApplies && !named.contains(name) {
+            conv.algorithm = .direct
         }
     }
 

@@ -126,9 +126,12 @@ public final class TeacherOutputCache {
     // MARK: - opening
 
     /// The teacher's convolution algorithms as `layer=algorithm` pairs, sorted: they decide the stored
-    /// bits, so they are part of the manifest.
+    /// bits, so they are part of the manifest. A stride-2 layer that runs direct is left out: caches made
+    /// before such layers had choices ran them direct and list only the stride-1 layers (`adopt` reads an
+    /// absent stride-2 layer as direct), so those caches stay valid.
     static func teacherAlgorithms(_ choices: [ConvAlgorithmChoice]) -> String {
-        choices.flatMap { c in c.layers.filter { $0.hasPrefix("teacher.") }.map { "\($0)=\(c.algorithm.rawValue)" } }
+        choices.filter { $0.shape.stride == 1 || $0.algorithm != .direct }
+            .flatMap { c in c.layers.filter { $0.hasPrefix("teacher.") }.map { "\($0)=\(c.algorithm.rawValue)" } }
             .sorted().joined(separator: " ")
     }
 
@@ -211,8 +214,8 @@ public final class TeacherOutputCache {
         return (store, algorithms)
     }
 
-    /// Sets the teacher's layers to the `layer=algorithm` pairs of `stored` and records them in
-    /// `algorithms` (source `teacher cache`).
+    /// Sets the teacher's layers to the `layer=algorithm` pairs of `stored` (stride-2 layers it does not
+    /// list to direct) and records them in `algorithms` (source `teacher cache`).
     static func adopt(_ stored: String, into algorithms: inout [ConvAlgorithmChoice], teacher: any Classifier) throws {
         var wanted: [String: ConvAlgorithm] = [:]
         for pair in stored.split(separator: " ") {
@@ -231,7 +234,12 @@ public final class TeacherOutputCache {
             conv.algorithm = a
         }
         for i in algorithms.indices {
-            guard let a = algorithms[i].layers.compactMap({ wanted[$0] }).first else { continue }
+            let layers = algorithms[i].layers.filter { $0.hasPrefix("teacher.") }
+            let listed = layers.compactMap { wanted[$0] }
+            // A stride-2 layer the cache does not list ran direct (`teacherAlgorithms`).
+            let strided = algorithms[i].shape.stride != 1 && !layers.isEmpty && listed.isEmpty
+            guard let a = strided ? .direct : listed.first else { continue }
+            if strided { for name in layers { convs[name]?.algorithm = .direct } }
             algorithms[i].algorithm = a
             algorithms[i].source = "teacher cache"
         }
