@@ -7,7 +7,8 @@ import KDTestSupport
 /// `ConvAlgorithmTuner` (`runtime.conv_algorithm`) on stride-2 layers and old wisdom files.
 final class ConvAlgorithmTunerTests: XCTestCase {
     /// The choices for resnet8x4 as a trained student and as an inferring teacher (16×16 images).
-    func choices(_ setting: String, timed: Bool = false) throws -> ([ConvAlgorithmChoice], [String: Conv2d]) {
+    func choices(_ setting: String, timed: Bool = false,
+                 wisdom: [ConvAlgorithmChoice] = []) throws -> ([ConvAlgorithmChoice], [String: Conv2d]) {
         let models = try [("student", true, 2), ("teacher", false, 3)].map { name, training, seed in
             (name: name, model: try ModelZoo.make(name: "resnet8x4", classes: 10, inputChannels: 3, imageSize: [16, 16],
                                                   seed: UInt64(seed)) as any Classifier, training: training)
@@ -15,7 +16,7 @@ final class ConvAlgorithmTunerTests: XCTestCase {
         var out: [ConvAlgorithmChoice] = []
         _ = try InProcessWorld(size: 1).run { comm in
             out = try ConvAlgorithmTuner.configure(setting: setting, models: models, imageShape: [16, 16, 3], batch: 2,
-                                                   comm: comm, timed: timed)
+                                                   comm: comm, wisdom: wisdom, timed: timed)
         }
         return (out, ConvAlgorithmTuner.namedConvolutions(models))
     }
@@ -60,6 +61,15 @@ final class ConvAlgorithmTunerTests: XCTestCase {
         let (auto, convs) = try choices("auto")
         let old = auto.filter { $0.shape.stride == 1 }
         XCTAssertEqual(convs["teacher.layer2.0.conv1"]?.algorithm, .winograd4)
+        // A repeated run in the same output.dir: the old conv_algorithms.json gives stride-2 shapes direct;
+        // wisdom that has stride-2 choices gives its own, and missing ones by the rule.
+        let (repeated, repeatedConvs) = try choices("auto", wisdom: old)
+        XCTAssertEqual(repeated.filter { $0.shape.stride == 2 }.map(\.algorithm), [.direct, .direct, .direct, .direct])
+        XCTAssertTrue(repeated.allSatisfy { $0.source == "reused" })
+        XCTAssertEqual(repeatedConvs["teacher.layer2.0.conv1"]?.algorithm, .direct)
+        let (newer, _) = try choices("auto", wisdom: Array(auto.prefix(auto.count - 1)))
+        XCTAssertEqual(newer.map(\.algorithm), auto.map(\.algorithm))
+        XCTAssertEqual(newer.last?.source, "rule")
         // --resume: `apply` with the old recording.
         let layerModels = try [("student", true), ("teacher", false)].map { name, training in
             (name: name, model: try ModelZoo.make(name: "resnet8x4", classes: 10, inputChannels: 3,

@@ -62,7 +62,8 @@ public struct ConvAlgorithmChoice: Codable, Sendable {
 ///   every rank runs the same algorithm.
 ///
 /// Choices already in `wisdom` (a previous run's `conv_algorithms.json` in the same output.dir, e.g.
-/// on resume) are reused as they are, so a resumed or repeated run keeps its numerics.
+/// on resume) are reused as they are, so a resumed or repeated run keeps its numerics; wisdom written before
+/// stride-2 layers had choices (it has none) gives them direct, which that run ran.
 public enum ConvAlgorithmTuner {
     /// F(4×4)'s per-layer error budget: the end-to-end logits budget 1e-4 (docs/ops.md) over ~25
     /// layers whose independent rounding errors grow like √L: 1e-4 / √25 = 2e-5.
@@ -108,10 +109,12 @@ public enum ConvAlgorithmTuner {
             for i in choices.indices { choices[i].algorithm = applicable(fixed, choices[i].shape) }
         } else {
             let known = Dictionary(wisdom.map { ($0.shape, $0.algorithm) }, uniquingKeysWith: { a, _ in a })
+            // Wisdom written before stride-2 layers had choices (none in it) ran them direct.
+            let beforeStrided = !wisdom.isEmpty && wisdom.allSatisfy { $0.shape.stride == 1 }
             var codes = [Int32](repeating: 0, count: shapes.count)
             if comm.rank == 0 {
                 for (i, s) in shapes.enumerated() {
-                    if let a = known[s] {
+                    if let a = known[s] ?? (beforeStrided && s.stride != 1 ? .direct : nil) {
                         choices[i].algorithm = a; choices[i].source = "reused"
                     } else if timed {
                         choices[i] = measure(choices[i], weight: first[s]!.weight, batch: min(batch, timingImages))
