@@ -6,6 +6,7 @@
 # (Tests/mpi/compare_exact.py: equality and SHA-256, no tolerance):
 #   - the 30-step quickstart teacher run twice at np 2 (conv_algorithm auto: no timing): the same bits;
 #   - configs/quickstart-prg.yaml distilled from that teacher (conv_algorithm auto);
+#   - the quickstart teacher with F(4×4, 2×2) on its trained stride-2 layers (conv_algorithm winograd4);
 #   - PRG + RKD + KD on 16×16 images, blocks of 2 (uneven shares), and its 2-rank checkpoint at step 100
 #     resumed on 3 ranks;
 #   - VRM with 2 views per sample, the spectral term, RKD with sampled angle partners;
@@ -50,6 +51,11 @@ if [ -f "$tmp/qteacher/checkpoints/final.safetensors" ]; then
 else
   ko "quickstart teacher" "$(tail -3 "$tmp/qteacher.log")"
 fi
+
+# F(4×4, 2×2) on trained stride-2 layers (runtime.conv_algorithm: winograd4; `auto` keeps a trained layer
+# direct, docs/ops.md "Strided Winograd convolution"): its forward and input gradient are row-invariant too.
+same_bits strided-winograd "1 2 4" --config configs/quickstart-teacher.yaml --set train.steps=15 \
+  --set train.log_every=1 --set runtime.conv_algorithm=winograd4
 
 teacher="$tmp/teacher/checkpoints/final.safetensors"
 if ! mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tmp/teacher" >"$tmp/teacher.log" 2>&1
