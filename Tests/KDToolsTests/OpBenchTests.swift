@@ -38,8 +38,9 @@ final class OpBenchTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(fused["ratio"] as? Double), whole / grouped, accuracy: bound)
         let notResNet = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(lines[13].utf8)) as? [String: Any])
         XCTAssertTrue((notResNet["error"] as? String)?.contains("wrn_16_1 is not a ResNet") == true, lines[13])
-        // The strided layer: F(4×4, 2×2) beside direct, its error within F(4×4, 2×2)'s bound (≈ 4356·(16·8 + 4)·u·S,
-        // S/|y| ≲ 10 at 8 channels: ≈ 3e-4 relative; 1e-2 leaves a wrong transform's O(1) error far outside).
+        // The strided layer: F(4×4, 2×2) beside direct, its error within F(4×4, 2×2)'s bound
+        // (≈ 4356·(16·8 + 4)·u·S, S/|y| ≲ 10 at 8 channels: ≈ 3e-4 relative; 1e-2 leaves a wrong transform's
+        // O(1) error far outside).
         let strided = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(lines[11].utf8)) as? [String: Any])
         XCTAssertEqual(strided["shape"] as? String, "2x9x9x8->16 k3 s2 p1")
         for key in ["ms", "direct_ms", "ratio", "filter_bank_ms", "gflops"] {

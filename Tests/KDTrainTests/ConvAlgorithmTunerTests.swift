@@ -30,7 +30,8 @@ final class ConvAlgorithmTunerTests: XCTestCase {
         let strided = auto.filter { $0.shape.stride == 2 }
         XCTAssertEqual(strided.map(\.layers), [["student.layer2.0.conv1"], ["student.layer3.0.conv1"],
                                                ["teacher.layer2.0.conv1"], ["teacher.layer3.0.conv1"]])
-        XCTAssertEqual(strided.map(\.shape.description), ["16×16×64→128 p1 s2 fwd+bwd", "8×8×128→256 p1 s2 fwd+bwd",
+        XCTAssertEqual(strided.map(\.shape.description), ["16×16×64→128 p1 s2 fwd+bwd",
+                                                          "8×8×128→256 p1 s2 fwd+bwd",
                                                           "16×16×64→128 p1 s2 fwd", "8×8×128→256 p1 s2 fwd"])
         XCTAssertEqual(strided.map(\.algorithm), [.direct, .direct, .winograd4, .winograd4])
         for c in strided where !c.shape.training {

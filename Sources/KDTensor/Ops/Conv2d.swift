@@ -121,57 +121,47 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             }
             return
         }
-        directConvBackward(x, weight, gy, g)
-    }
-    return out
-}
-
-/// The input and weight gradients of the direct im2col convolution of geometry `g` (`conv2d`'s backward for
-/// any window but the 1×1 ones; the strided Winograd convolution's backward too): `dW (+)= dYᵀ · im2col(x)`,
-/// and `dx (+)=` either the convolution of `dY` with the flipped, transposed kernel (stride 1, see
-/// `transposedBackwardGeometry`) or `col2im(dY · W)`, over chunks of whole images.
-func directConvBackward(_ x: Tensor, _ weight: Tensor, _ gy: Tensor, _ g: ConvGeometry) {
-    let cout = weight.shape[0], k = g.k
-    let needW = weight.requiresGrad, needX = x.requiresGrad
-    if needW { convWeightGradient(x.ptr, gy.ptr, g, cout: cout, into: weight) }   // dW = dYᵀ · im2col(x)
-    guard needX else { return }
-    let chunk = Conv2dWorkspace.imagesPerChunk(g)
-    // Stride 1: dx is itself a convolution of dY (see `transposedBackwardGeometry`), one GEMM
-    // straight into dx. Otherwise dcol = dY · W and col2im.
-    let tg = transposedBackwardGeometry(g, cout: cout)
-    let scratch = max(chunk * g.pixelsPerImage * k, tg.map { chunk * $0.pixelsPerImage * $0.k } ?? 0)
-    let col = Tensor(uninitializedShape: [scratch])
-    let (gx, xFresh) = x.gradBuffer()
-    if xFresh && tg == nil { gx.update(repeating: 0, count: x.count) }   // col2im adds
-    // dx's GEMM operand, packed once for every chunk: for stride 1 the flipped, transposed weights
-    // W'[c, ki, kj, o] = W[o, kh−1−ki, kw−1−kj, c] as W'ᵀ; otherwise W itself (dcol = dY · W).
-    let dxPacked: RowInvariantGEMM.Packed
-    if let tg {
-        let f = Tensor(uninitializedShape: [g.cin, g.kh, g.kw, cout])
-        for o in 0..<cout { for ki in 0..<g.kh { for kj in 0..<g.kw {
-            let src = weight.ptr + ((o * g.kh + ki) * g.kw + kj) * g.cin
-            let dst = f.ptr + ((g.kh - 1 - ki) * g.kw + (g.kw - 1 - kj)) * cout + o
-            let cStride = g.kh * g.kw * cout
-            for c in 0..<g.cin { dst[c * cStride] = src[c] }
-        } } }
-        dxPacked = RowInvariantGEMM.Packed(f.ptr, k: tg.k, n: g.cin, ldb: tg.k, transposed: true)
-    } else {
-        dxPacked = RowInvariantGEMM.Packed(weight.ptr, k: cout, n: k, ldb: k)
-    }
-    for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
-        let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
-        let dy = gy.ptr + n0 * g.pixelsPerImage * cout
-        if let tg {  // dx[rows_in, Cin] = im2col(dY) · W'ᵀ
-            let inRows = (n1 - n0) * g.h * g.w
-            im2col(gy.ptr, tg, images: n0..<n1, into: col.ptr)
-            RowInvariantGEMM.multiply(m: inRows, a: col.ptr, lda: tg.k, b: dxPacked,
-                                      c: gx + n0 * g.h * g.w * g.cin, ldc: g.cin, accumulate: !xFresh)
-        } else {      // dcol[rows, K] = dY · W, then scatter-add onto dx
-            RowInvariantGEMM.multiply(m: rows, a: dy, lda: cout, b: dxPacked, c: col.ptr, ldc: k,
-                                      accumulate: false)
-            col2imAccumulate(col.ptr, g, images: n0..<n1, into: gx)
+        if needW { convWeightGradient(x.ptr, gy.ptr, g, cout: cout, into: weight) }   // dW = dYᵀ · im2col(x)
+        guard needX else { return }
+        let chunk = Conv2dWorkspace.imagesPerChunk(g)
+        // Stride 1: dx is itself a convolution of dY (see `transposedBackwardGeometry`), one GEMM
+        // straight into dx. Otherwise dcol = dY · W and col2im.
+        let tg = transposedBackwardGeometry(g, cout: cout)
+        let scratch = max(chunk * g.pixelsPerImage * k, tg.map { chunk * $0.pixelsPerImage * $0.k } ?? 0)
+        let col = Tensor(uninitializedShape: [scratch])
+        let (gx, xFresh) = x.gradBuffer()
+        if xFresh && tg == nil { gx.update(repeating: 0, count: x.count) }   // col2im adds
+        // dx's GEMM operand, packed once for every chunk: for stride 1 the flipped, transposed weights
+        // W'[c, ki, kj, o] = W[o, kh−1−ki, kw−1−kj, c] as W'ᵀ; otherwise W itself (dcol = dY · W).
+        let dxPacked: RowInvariantGEMM.Packed
+        if let tg {
+            let f = Tensor(uninitializedShape: [g.cin, g.kh, g.kw, cout])
+            for o in 0..<cout { for ki in 0..<g.kh { for kj in 0..<g.kw {
+                let src = weight.ptr + ((o * g.kh + ki) * g.kw + kj) * g.cin
+                let dst = f.ptr + ((g.kh - 1 - ki) * g.kw + (g.kw - 1 - kj)) * cout + o
+                let cStride = g.kh * g.kw * cout
+                for c in 0..<g.cin { dst[c * cStride] = src[c] }
+            } } }
+            dxPacked = RowInvariantGEMM.Packed(f.ptr, k: tg.k, n: g.cin, ldb: tg.k, transposed: true)
+        } else {
+            dxPacked = RowInvariantGEMM.Packed(weight.ptr, k: cout, n: k, ldb: k)
+        }
+        for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
+            let n1 = min(g.n, n0 + chunk), rows = (n1 - n0) * g.pixelsPerImage
+            let dy = gy.ptr + n0 * g.pixelsPerImage * cout
+            if let tg {  // dx[rows_in, Cin] = im2col(dY) · W'ᵀ
+                let inRows = (n1 - n0) * g.h * g.w
+                im2col(gy.ptr, tg, images: n0..<n1, into: col.ptr)
+                RowInvariantGEMM.multiply(m: inRows, a: col.ptr, lda: tg.k, b: dxPacked,
+                                          c: gx + n0 * g.h * g.w * g.cin, ldc: g.cin, accumulate: !xFresh)
+            } else {      // dcol[rows, K] = dY · W, then scatter-add onto dx
+                RowInvariantGEMM.multiply(m: rows, a: dy, lda: cout, b: dxPacked, c: col.ptr, ldc: k,
+                                          accumulate: false)
+                col2imAccumulate(col.ptr, g, images: n0..<n1, into: gx)
+            }
         }
     }
+    return out
 }
 
 /// For a stride-1 convolution with square kernel and `padding ≤ k − 1`, the input gradient is a

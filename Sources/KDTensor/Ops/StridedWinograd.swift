@@ -4,10 +4,9 @@ import KDKernels512
 /// likewise `wo`, cut into 4×4 tiles (the last row and column cropped); tile `t` of the batch is tile
 /// `t % perImage` of image `t / perImage`, tiles row-major.
 package struct StridedWinogradTiling {
-    package let h, w, ho, wo, tilesW, perImage: Int
+    package let ho, wo, tilesW, perImage: Int
 
     package init(h: Int, w: Int) {
-        self.h = h; self.w = w
         ho = (h - 1) / 2 + 1; wo = (w - 1) / 2 + 1
         tilesW = (wo + 3) / 4
         perImage = ((ho + 3) / 4) * tilesW
@@ -28,12 +27,6 @@ public struct StridedWinogradFilter: @unchecked Sendable {
     public let inputGradient: Bool
     /// `U_ξ` packed for the row-invariant GEMM, one per transform position (ξ = 5k + l).
     public let panels: [RowInvariantGEMM.Packed]
-
-    /// Whether the strided F(4×4, 2×2) applies to a layer: 3×3 kernel, stride 2, padding 1, and input and
-    /// output channels multiples of 8 (the transforms' vectors).
-    public static func applies(kernelSize: Int, stride: Int, padding: Int, cin: Int, cout: Int) -> Bool {
-        kernelSize == 3 && stride == 2 && padding == 1 && cin > 0 && cout > 0 && cin % 8 == 0 && cout % 8 == 0
-    }
 
     /// From an OHWI weight `[Cout, 3, 3, Cin]`. `G K Gᵀ` runs in Double on 8 of the bank's columns at once
     /// (the forward's output channels, read from the weight transposed first; the input gradient's 8 input
@@ -118,12 +111,10 @@ public func stridedWinogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w
                                     filter: StridedWinogradFilter, bias: UnsafePointer<Float>?,
                                     residual: UnsafePointer<Float>?, relu: Bool, out: UnsafeMutablePointer<Float>) {
     precondition(!filter.inputGradient, "stridedWinogradConvolve needs the forward's bank")
-    let tiling = StridedWinogradTiling(h: h, w: w)
     let cin = filter.cin, cout = filter.cout
-    guard n > 0, h > 0, w > 0 else { return }
     let wideIn = WinogradWorkspace.wideTransforms && cin % 16 == 0
     let wideOut = WinogradWorkspace.wideTransforms && cout % 16 == 0
-    stridedWinogradChunks(tiles: n * tiling.perImage, bank: filter) { tiles, v, row, scratch in
+    stridedWinogradChunks(n: n, h: h, w: w, bank: filter) { tiling, tiles, v, row, scratch in
         if wideIn {
             stridedWinogradInputTransform16(x, h: h, w: w, cin: cin, tilesW: tiling.tilesW, perImage: tiling.perImage,
                                             tiles: tiles, into: v, row: row)
@@ -131,7 +122,7 @@ public func stridedWinogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w
             stridedWinogradInputTransform(x, h: h, w: w, cin: cin, tilesW: tiling.tilesW, perImage: tiling.perImage,
                                           tiles: tiles, into: v, row: row, scratch: scratch)
         }
-    } output: { tiles, m, row, scratch in
+    } output: { tiling, tiles, m, row, scratch in
         if wideOut {
             stridedWinogradOutputTransform16(m, row: row, cout: cout, ho: tiling.ho, wo: tiling.wo,
                                              tilesW: tiling.tilesW, perImage: tiling.perImage, tiles: tiles,
@@ -145,14 +136,19 @@ public func stridedWinogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w
     }
 }
 
-/// The chunk loop of both strided passes: `tiles` tiles in chunks sized as the Winograd convolution's
-/// (`WinogradWorkspace.tilesPerChunk`, α = 5), per chunk `input(tiles, V, row, scratch)` writes each tile's 25
-/// rows of `bank`'s inner size, 25 GEMMs `M_ξ = V_ξ · U_ξ` (`RowInvariantGEMM`: a tile's products do not depend
-/// on the other tiles of its chunk), and `output(tiles, M, row, scratch)` reads each tile's 25 rows of the
+/// The chunk loop of both strided passes over `n` images of `h×w` (nothing for an empty batch or image): the
+/// tiles of `StridedWinogradTiling` in chunks sized as the Winograd convolution's (`WinogradWorkspace
+/// .tilesPerChunk`, α = 5), per chunk `input(tiling, tiles, V, row, scratch)` writes each tile's 25 rows of
+/// `bank`'s inner size, 25 GEMMs `M_ξ = V_ξ · U_ξ` (`RowInvariantGEMM`: a tile's products do not depend on the
+/// other tiles of its chunk), and `output(tiling, tiles, M, row, scratch)` reads each tile's 25 rows of the
 /// bank's width. `scratch`: 50 eight-lane vectors for the transforms.
-func stridedWinogradChunks(tiles total: Int, bank: StridedWinogradFilter,
-                           input: (Range<Int>, UnsafeMutablePointer<Float>, Int, UnsafeMutablePointer<WVec>) -> Void,
-                           output: (Range<Int>, UnsafePointer<Float>, Int, UnsafeMutablePointer<WVec>) -> Void) {
+func stridedWinogradChunks(n: Int, h: Int, w: Int, bank: StridedWinogradFilter,
+                           input: (StridedWinogradTiling, Range<Int>, UnsafeMutablePointer<Float>, Int,
+                                   UnsafeMutablePointer<WVec>) -> Void,
+                           output: (StridedWinogradTiling, Range<Int>, UnsafePointer<Float>, Int,
+                                    UnsafeMutablePointer<WVec>) -> Void) {
+    guard n > 0, h > 0, w > 0 else { return }
+    let tiling = StridedWinogradTiling(h: h, w: w), total = n * tiling.perImage
     let inner = bank.panels[0].k, width = bank.panels[0].n
     let chunk = WinogradWorkspace.tilesPerChunk(total: total, alpha: 5, cin: inner, cout: width)
     let pad = WinogradWorkspace.matrixPadding
@@ -162,25 +158,26 @@ func stridedWinogradChunks(tiles total: Int, bank: StridedWinogradFilter,
     defer { scratch.deallocate() }
     for t0 in stride(from: 0, to: total, by: chunk) {
         let tiles = t0..<min(total, t0 + chunk)
-        input(tiles, vBuf.ptr, vRow, scratch)
+        input(tiling, tiles, vBuf.ptr, vRow, scratch)
         for xi in 0..<25 {
             RowInvariantGEMM.multiply(m: tiles.count, a: vBuf.ptr + xi * inner, lda: vRow, b: bank.panels[xi],
                                       c: mBuf.ptr + xi * width, ldc: mRow, accumulate: false)
         }
-        output(tiles, mBuf.ptr, mRow, scratch)
+        output(tiling, tiles, mBuf.ptr, mRow, scratch)
     }
 }
 
 /// `conv2d` for a 3×3 stride-2 layer with padding 1 by the strided Winograd F(4×4, 2×2) (`algorithm:
 /// .winograd4` on such a layer; the same contract and result as `conv2d` up to the transform's rounding,
 /// docs/ops.md "Strided Winograd convolution"). Input and output channels must be multiples of 8
-/// (`StridedWinogradFilter.applies`).
+/// (`ConvAlgorithm.stridedWinogradApplies`).
 ///
 /// Backward: `db = Σ_rows dY`; `dW = dYᵀ · im2col(x)` as the direct convolution's (`convWeightGradient`); `dx`
 /// by F(4×4, 2×2) over `dY` (`stridedWinogradInputGradient`).
 public func stridedWinogradConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?) throws -> Tensor {
     guard x.rank == 4, weight.rank == 4, weight.shape[1] == 3, weight.shape[2] == 3, weight.shape[3] == x.shape[3],
-          StridedWinogradFilter.applies(kernelSize: 3, stride: 2, padding: 1, cin: x.shape[3], cout: weight.shape[0])
+          ConvAlgorithm.stridedWinogradApplies(kernelSize: 3, stride: 2, padding: 1, cin: x.shape[3],
+                                               cout: weight.shape[0])
     else {
         throw TensorError.shapeMismatch(op: "stridedWinogradConv2d (needs a 3×3 weight, channels multiples of 8)",
                                         lhs: x.shape, rhs: weight.shape)
@@ -223,12 +220,10 @@ public func stridedWinogradInputGradient(_ gy: UnsafePointer<Float>, n: Int, h: 
                                          filter: StridedWinogradFilter, accumulate: Bool,
                                          into gx: UnsafeMutablePointer<Float>) {
     precondition(filter.inputGradient, "stridedWinogradInputGradient needs the input gradient's bank")
-    let tiling = StridedWinogradTiling(h: h, w: w)
     let cin = filter.cin, cout = filter.cout
-    guard n > 0, h > 0, w > 0 else { return }
     let wideIn = WinogradWorkspace.wideTransforms && cout % 16 == 0
     let wideOut = WinogradWorkspace.wideTransforms && cin % 16 == 0
-    stridedWinogradChunks(tiles: n * tiling.perImage, bank: filter) { tiles, v, row, scratch in
+    stridedWinogradChunks(n: n, h: h, w: w, bank: filter) { tiling, tiles, v, row, scratch in
         if wideIn {
             stridedWinogradGradientInputTransform16(gy, ho: tiling.ho, wo: tiling.wo, cout: cout, tilesW: tiling.tilesW,
                                                     perImage: tiling.perImage, tiles: tiles, into: v, row: row)
@@ -237,7 +232,7 @@ public func stridedWinogradInputGradient(_ gy: UnsafePointer<Float>, n: Int, h: 
                                                   perImage: tiling.perImage, tiles: tiles, into: v, row: row,
                                                   scratch: scratch)
         }
-    } output: { tiles, m, row, scratch in
+    } output: { tiling, tiles, m, row, scratch in
         if wideOut {
             stridedWinogradGradientOutputTransform16(m, row: row, cin: cin, h: h, w: w, tilesW: tiling.tilesW,
                                                      perImage: tiling.perImage, tiles: tiles, accumulate: accumulate,

@@ -25,10 +25,10 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable, Codable {
     }
 
     /// Whether the strided Winograd F(4×4, 2×2) applies (what `winograd4` runs on such a layer): 3×3 kernel,
-    /// stride 2, padding 1, channels multiples of 8.
+    /// stride 2, padding 1, input and output channels multiples of 8 (the transforms' vectors).
     public static func stridedWinogradApplies(kernelSize: Int, stride: Int, padding: Int, cin: Int,
                                               cout: Int) -> Bool {
-        StridedWinogradFilter.applies(kernelSize: kernelSize, stride: stride, padding: padding, cin: cin, cout: cout)
+        kernelSize == 3 && stride == 2 && padding == 1 && cin > 0 && cout > 0 && cin % 8 == 0 && cout % 8 == 0
     }
 }
 

@@ -189,31 +189,21 @@ public enum ConvAlgorithmTuner {
         let s = c.shape
         let x = probeImages(s, batch: batch)
         let w = weight.detached()
-        // Inference layers (the frozen teacher) run as FusedResNet does: Winograd filter transforms made
-        // once when the teacher is built, so they are not timed; training layers transform every call.
-        let variants: [WinogradVariant] = s.training || s.stride != 1 ? [] : [.f2, .f4]
-        let banks = Dictionary(uniqueKeysWithValues: variants.map {
-            ($0, WinogradFilter(weight: w.ptr, cout: s.cout, cin: s.cin, variant: $0))
+        // Inference layers (the frozen teacher) run as FusedResNet does: each algorithm a `FusedConv` (its
+        // Winograd filter bank made once, when the teacher is built, so not timed) with its epilogue; training
+        // layers transform every call.
+        let candidates = ConvAlgorithm.allCases.filter { applicable($0, s) == $0 }
+        let fused = s.training ? [:] : Dictionary(uniqueKeysWithValues: candidates.map {
+            ($0, FusedConv(weight: w, bias: Tensor.zeros([s.cout]), stride: s.stride, padding: s.padding,
+                           algorithm: $0))
         })
-        let stridedBank = s.training || s.stride == 1 ? nil : StridedWinogradFilter(weight: w.ptr, cout: s.cout,
-                                                                                     cin: s.cin)
         let g = ConvGeometry(n: x.shape[0], h: s.h, w: s.w, cin: s.cin, kh: 3, kw: 3, stride: s.stride,
                              padding: s.padding)
         let out = Tensor(uninitializedShape: [g.n, g.ho, g.wo, s.cout])
+        var scratch: Tensor? = nil
         func run(_ a: ConvAlgorithm) throws -> Tensor {
-            if !s.training, a == .winograd4, let stridedBank {
-                stridedWinogradConvolve(x.ptr, n: g.n, h: s.h, w: s.w, filter: stridedBank, bias: nil, residual: nil,
-                                        relu: true, out: out.ptr)
-                return out
-            }
-            if !s.training {
-                guard let v = a.winogradVariant, let bank = banks[v] else {
-                    return try withNoGrad {
-                        try conv2d(x, weight: w, bias: nil, stride: s.stride, padding: s.padding, algorithm: a)
-                    }
-                }
-                winogradConvolve(x.ptr, n: x.shape[0], h: s.h, w: s.w, padding: s.padding, filter: bank,
-                                 bias: nil, residual: nil, relu: true, out: out.ptr)
+            if let conv = fused[a] {
+                conv.run(x.ptr, n: g.n, h: s.h, w: s.w, residual: nil, relu: true, out: out.ptr, scratch: &scratch)
                 return out
             }
             x.requiresGrad = true; w.requiresGrad = true
@@ -226,7 +216,7 @@ public enum ConvAlgorithmTuner {
         do {
             c.winograd4Error = winograd4Error(s, weight: weight, images: x)
             var best = (ConvAlgorithm.direct, Double.infinity)
-            for a in ConvAlgorithm.allCases where applicable(a, s) == a {
+            for a in candidates {
                 if a == .winograd4, (c.winograd4Error ?? 1) > winograd4Tolerance { continue }
                 _ = try run(a)
                 var t = Double.infinity
@@ -268,8 +258,14 @@ public enum ConvAlgorithmTuner {
                 conv.algorithm = c.algorithm
             }
         }
-        let named = Set(choices.flatMap(\.layers))
-        for (name, conv) in convs where conv.stridedWinogradApplies && !named.contains(name) {
+        runUnrecordedStridedDirect(convs, recorded: Set(choices.flatMap(\.layers)))
+    }
+
+    /// Sets the layers of `convs` that F(4×4, 2×2) applies to (stride 2) and `recorded` does not name to
+    /// direct: a recording (a checkpoint's choices, a teacher cache's manifest) made before such layers had
+    /// choices names none of them, and its run computed them direct.
+    static func runUnrecordedStridedDirect(_ convs: [String: Conv2d], recorded: Set<String>) {
+        for (name, conv) in convs where conv.stridedWinogradApplies && !recorded.contains(name) {
             conv.algorithm = .direct
         }
     }

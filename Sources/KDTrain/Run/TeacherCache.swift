@@ -233,13 +233,13 @@ public final class TeacherOutputCache {
             }
             conv.algorithm = a
         }
+        ConvAlgorithmTuner.runUnrecordedStridedDirect(convs, recorded: Set(wanted.keys))
         for i in algorithms.indices {
             let layers = algorithms[i].layers.filter { $0.hasPrefix("teacher.") }
             let listed = layers.compactMap { wanted[$0] }
             // A stride-2 layer the cache does not list ran direct (`teacherAlgorithms`).
             let strided = algorithms[i].shape.stride != 1 && !layers.isEmpty && listed.isEmpty
             guard let a = strided ? .direct : listed.first else { continue }
-            if strided { for name in layers { convs[name]?.algorithm = .direct } }
             algorithms[i].algorithm = a
             algorithms[i].source = "teacher cache"
         }
