@@ -47,6 +47,35 @@ public func winograd4InputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ rs: Int, 
     }
 }
 
+/// `winograd4InputTile` of a tile that reaches past the image: `d[i][j]` is the vector at
+/// `image + origin + i·rs + j·cs` for `i ∈ rows`, `j ∈ cols` and zero elsewhere (the padding), read in place
+/// (`origin` may be negative: only the positions inside the image are formed). A column outside the image
+/// transforms to zeros, which it writes directly. The same bits as the tile gathered into zeros first.
+@inlinable @inline(__always)
+public func winograd4BorderInputTile<V: SIMD>(_ image: UnsafePointer<Float>, _ origin: Int, _ rs: Int, _ cs: Int,
+                                              rows: Range<Int>, cols: Range<Int>, _ tmp: UnsafeMutablePointer<V>,
+                                              _ dst: UnsafeMutablePointer<Float>, _ xs: Int,
+                                              load: (UnsafePointer<Float>) -> V,
+                                              store: (V, UnsafeMutablePointer<Float>) -> Void)
+    where V.Scalar == Float {
+    for j in 0..<6 {
+        guard cols.contains(j) else {
+            tmp[j] = V(); tmp[6 + j] = V(); tmp[12 + j] = V(); tmp[18 + j] = V(); tmp[24 + j] = V(); tmp[30 + j] = V()
+            continue
+        }
+        let column = origin + j * cs
+        func at(_ i: Int) -> V { rows.contains(i) ? load(image + (column + i * rs)) : V() }
+        let r = winogradBT4(at(0), at(1), at(2), at(3), at(4), at(5))
+        tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3; tmp[24 + j] = r.4; tmp[30 + j] = r.5
+    }
+    for i in 0..<6 {
+        let q = tmp + 6 * i, o = dst + 6 * i * xs
+        let r = winogradBT4(q[0], q[1], q[2], q[3], q[4], q[5])
+        store(r.0, o); store(r.1, o + xs); store(r.2, o + 2 * xs); store(r.3, o + 3 * xs)
+        store(r.4, o + 4 * xs); store(r.5, o + 5 * xs)
+    }
+}
+
 /// `Y = Aᵀ M A` of one F(4×4) tile: `M[ξ]` is `load(src + ξ·xs)`; columns `Aᵀ M` go to `tmp` (24 vectors),
 /// and each of the first `hi` rows of `(Aᵀ M) A` is handed on as `emit(i, j, Y[i][j])`, j < 4.
 @inlinable @inline(__always)
@@ -68,34 +97,29 @@ public func winograd4OutputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ xs: Int,
 
 /// Input transform `V = Bᵀ d B` of tiles `tiles` of the NHWC images `x` (`[·, h, w, cin]`, `cin` a multiple
 /// of 16), the output cut into 4×4 tiles (`tilesW` per row, `perImage` per image, padding `p`): tile t's value
-/// ξ of channel c goes to `v[(t − tiles.lowerBound)·row + ξ·xi + c]`. Tiles reaching into the padding are
-/// gathered into zeros first (zeroed once per tile: each channel group overwrites the same positions).
+/// ξ of channel c goes to `v[(t − tiles.lowerBound)·row + ξ·xi + c]`. Tiles reaching into the padding read
+/// the positions inside the image in place, zeros for the others (`winograd4BorderInputTile`).
 @inline(never)
 public func winograd4InputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int, padding p: Int,
                                       tilesW: Int, perImage: Int, tiles: Range<Int>,
                                       into v: UnsafeMutablePointer<Float>, row: Int, xi: Int) {
-    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 72)
-    defer { scratch.deallocate() }
-    let d = scratch, tmp = scratch + 36
-    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
+    let tmp = UnsafeMutablePointer<V16>.allocate(capacity: 36)
+    defer { tmp.deallocate() }
     for t in tiles {
         let img = t / perImage, r = t % perImage
         let ih0 = (r / tilesW) * 4 - p, iw0 = (r % tilesW) * 4 - p
         let xImage = x + img * h * w * cin
         let inside = ih0 >= 0 && iw0 >= 0 && ih0 + 6 <= h && iw0 + 6 <= w
-        // A border tile's positions outside the image stay 0 for all its channel groups: zeroed once.
-        if !inside { d.update(repeating: V16(), count: 36) }
+        let rows = max(0, -ih0)..<max(max(0, -ih0), min(6, h - ih0))
+        let cols = max(0, -iw0)..<max(max(0, -iw0), min(6, w - iw0))
         for c0 in stride(from: 0, to: cin, by: 16) {
             let dst = v + (t - tiles.lowerBound) * row + c0
             if inside {
                 winograd4InputTile(xImage + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, xi, store: store16)
-                continue
+            } else {
+                winograd4BorderInputTile(xImage + c0, (ih0 * w + iw0) * cin, w * cin, cin, rows: rows, cols: cols,
+                                         tmp, dst, xi, load: load16, store: store16)
             }
-            for i in max(0, -ih0)..<max(0, min(6, h - ih0)) {
-                let src = xImage + ((ih0 + i) * w + iw0) * cin + c0
-                for j in max(0, -iw0)..<max(0, min(6, w - iw0)) { d[i * 6 + j] = load16(src + j * cin) }
-            }
-            winograd4InputTile(dFloats, 6 * 16, 16, tmp, dst, xi, store: store16)
         }
     }
 }

@@ -1,4 +1,5 @@
 import XCTest
+import KDKernels512
 @testable import KDTensor
 
 /// Error budget (docs/ops.md, "Error bound"): with unit roundoff u = 2⁻²⁴, a float sum of K = 9·Cin
@@ -189,6 +190,51 @@ final class WinogradTests: XCTestCase {
             }
             XCTAssertEqual(results[1], results[0], "shape \(i)")
         }
+    }
+
+    func testBorderTilesReadInPlaceGiveTheGatheredBits() {
+        // An F(4×4) tile reaching past the image reads the positions inside it in place and zeros for the
+        // others (`winograd4BorderInputTile`); it must give the bits of the same tile gathered into zeros
+        // first and transformed as a whole, for every overhang (top, left, bottom, right, corners, a tile
+        // wider than the image), 8 and 16 lanes. A position read from the wrong place, or a column skipped
+        // where it should be read, changes the bits.
+        func check<V: SIMD>(_: V.Type) where V.Scalar == Float {
+            let lanes = V.scalarCount, h = 5, w = 7
+            let image = randomTensor([h, w, lanes], seed: 31 + UInt64(lanes))
+            let x = UnsafePointer(image.ptr)
+            let tmp = UnsafeMutablePointer<V>.allocate(capacity: 36)
+            let d = UnsafeMutablePointer<V>.allocate(capacity: 36)
+            defer { tmp.deallocate(); d.deallocate() }
+            func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+            func store(_ v: V, _ p: UnsafeMutablePointer<Float>) {
+                UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self)
+            }
+            var gathered = [Float](repeating: 0, count: 36 * lanes), inPlace = gathered
+            for ih0 in -2...3 {
+                for iw0 in -2...5 {
+                    d.update(repeating: V(), count: 36)
+                    for i in 0..<6 where ih0 + i >= 0 && ih0 + i < h {
+                        for j in 0..<6 where iw0 + j >= 0 && iw0 + j < w {
+                            d[i * 6 + j] = load(x + ((ih0 + i) * w + iw0 + j) * lanes)
+                        }
+                    }
+                    gathered.withUnsafeMutableBufferPointer { g in
+                        winograd4InputTile(UnsafeRawPointer(d).assumingMemoryBound(to: Float.self), 6 * lanes, lanes,
+                                           tmp, g.baseAddress!, lanes, store: store)
+                    }
+                    let rows = max(0, -ih0)..<max(max(0, -ih0), min(6, h - ih0))
+                    let cols = max(0, -iw0)..<max(max(0, -iw0), min(6, w - iw0))
+                    inPlace.withUnsafeMutableBufferPointer { o in
+                        winograd4BorderInputTile(x, (ih0 * w + iw0) * lanes, w * lanes, lanes, rows: rows, cols: cols,
+                                                 tmp, o.baseAddress!, lanes, load: load, store: store)
+                    }
+                    XCTAssertEqual(inPlace.map(\.bitPattern), gathered.map(\.bitPattern),
+                                   "\(lanes) lanes, tile origin (\(ih0), \(iw0))")
+                }
+            }
+        }
+        check(SIMD8<Float>.self)
+        check(SIMD16<Float>.self)
     }
 
     func testGradientsFiniteDifference() throws {

@@ -102,9 +102,10 @@ package struct WinogradLayout {
 
 /// Input transform `V = Bᵀ d B` of the batch's tiles `tiles` (`WinogradTiling` numbering) of the NHWC
 /// images `x` (`cin` channels) into `v` (`layout`, the chunk's first tile at row 0). A tile inside the
-/// image with 8 channels is read in place; otherwise its α×α channel vectors are gathered first into the
-/// first α² vectors of `scratch` (2·α² vectors): zeros (once per tile), then the rows and columns of the tile
-/// that lie in the image (the first `cnt` channels).
+/// image with 8 channels is read in place. F(4×4) reads the other tiles in place too
+/// (`winograd4BorderInputTile`: zeros outside the image, the first `cnt` channels); F(2×2) gathers their
+/// α×α channel vectors first into the first α² vectors of `scratch` (2·α² vectors): zeros (once per tile),
+/// then the rows and columns of the tile that lie in the image (the first `cnt` channels).
 package func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling: WinogradTiling, tiles: Range<Int>,
                                     into v: UnsafeMutablePointer<Float>, layout: WinogradLayout,
                                     scratch: UnsafeMutablePointer<WVec>) {
@@ -125,12 +126,19 @@ package func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling:
         let inside = ih0 >= 0 && iw0 >= 0 && ih0 + a <= h && iw0 + a <= w
         // A border tile's positions outside the image stay 0 for all its channel groups: zeroed once (a tail
         // group's loads fill all 8 lanes, zeros past `cnt`).
-        if !inside { d.update(repeating: zero, count: a2) }
+        if !inside && variant == .f2 { d.update(repeating: zero, count: a2) }
         for c0 in stride(from: 0, to: cin, by: 8) {
             let cnt = min(8, cin - c0)
             let dst = v + (t - tiles.lowerBound) * layout.row + c0
             if inside && cnt == 8 {
                 winogradInputTile(variant, xi + (ih0 * w + iw0) * cin + c0, w * cin, cin, tmp, dst, layout.xi, 8)
+                continue
+            }
+            if variant == .f4 {
+                winograd4BorderInputTile(xi + c0, (ih0 * w + iw0) * cin, w * cin, cin,
+                                         rows: max(0, -ih0)..<max(max(0, -ih0), min(a, h - ih0)),
+                                         cols: max(0, -iw0)..<max(max(0, -iw0), min(a, w - iw0)), tmp, dst,
+                                         layout.xi, load: { loadVec($0, cnt) }, store: { storeVec($0, $1, cnt) })
                 continue
             }
             for i in max(0, -ih0)..<max(0, min(a, h - ih0)) {
