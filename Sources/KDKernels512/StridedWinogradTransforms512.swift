@@ -53,6 +53,35 @@ public func stridedWinogradInputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ rs:
     }
 }
 
+/// `stridedWinogradInputTile` of a tile that reaches past the image (or the output gradient): `d[u][v]` is the
+/// vector at `image + origin + u·rs + v·cs` for `u ∈ rows`, `v ∈ cols` and zero elsewhere, read in place
+/// (`origin` may be negative: only the positions inside are formed); a column outside transforms to zeros,
+/// written directly. The same bits as the tile gathered into zeros first.
+@inlinable @inline(__always)
+public func stridedWinogradBorderInputTile<V: SIMD>(_ image: UnsafePointer<Float>, _ origin: Int, _ rs: Int,
+                                                    _ cs: Int, rows: Range<Int>, cols: Range<Int>,
+                                                    _ tmp: UnsafeMutablePointer<V>, _ dst: UnsafeMutablePointer<Float>,
+                                                    _ xs: Int) where V.Scalar == Float {
+    func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+    for j in 0..<5 {
+        guard cols.contains(j) else {
+            tmp[j] = V(); tmp[5 + j] = V(); tmp[10 + j] = V(); tmp[15 + j] = V(); tmp[20 + j] = V()
+            continue
+        }
+        let column = origin + j * cs
+        func at(_ u: Int) -> V {
+            rows.contains(u) ? UnsafeRawPointer(image + (column + u * rs)).loadUnaligned(as: V.self) : V()
+        }
+        let r = winogradBT42(at(0), at(1), at(2), at(3), at(4))
+        tmp[j] = r.0; tmp[5 + j] = r.1; tmp[10 + j] = r.2; tmp[15 + j] = r.3; tmp[20 + j] = r.4
+    }
+    for k in 0..<5 {
+        let q = tmp + 5 * k, o = dst + 5 * k * xs
+        let r = winogradBT42(q[0], q[1], q[2], q[3], q[4])
+        store(r.0, o); store(r.1, o + xs); store(r.2, o + 2 * xs); store(r.3, o + 3 * xs); store(r.4, o + 4 * xs)
+    }
+}
+
 /// `Y = Aᵀ M A` of one tile: `M[ξ]` is the vector at `src + ξ·xs`, columns `Aᵀ M` go to `tmp` (4×5), and each
 /// of the first `hi` rows of `(Aᵀ M) A` is handed on as `emit(i, j, Y[i][j])`, j < 4.
 @inlinable @inline(__always)
@@ -73,16 +102,15 @@ public func stridedWinogradOutputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ xs
 
 /// Input transform of tiles `tiles` of the NHWC images `x` (`[·, h, w, cin]`, `cin` a multiple of the vector's
 /// lanes): tile t (`perImage` per image, `tilesW` per row) of the output; its value ξ of phase `2p + q`, channel
-/// c at `v[(t − tiles.lowerBound)·row + ξ·4cin + (2p + q)·cin + c]`. A tile whose 10×10 input window lies in
-/// the image is read in place; otherwise each phase's 5×5 vectors are gathered first into zeros in `scratch`
-/// (50 vectors: the gathered values, then the tile's `tmp`).
+/// c at `v[(t − tiles.lowerBound)·row + ξ·4cin + (2p + q)·cin + c]`. Every tile is read in place, a tile whose
+/// 10×10 input window reaches past the image with zeros there (`stridedWinogradBorderInputTile`). `scratch`: the
+/// tile's `tmp` (25 vectors).
 @inlinable
 public func stridedWinogradInputTransform<V: SIMD>(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int,
                                                    tilesW: Int, perImage: Int, tiles: Range<Int>,
                                                    into v: UnsafeMutablePointer<Float>, row: Int,
                                                    scratch: UnsafeMutablePointer<V>) where V.Scalar == Float {
-    let lanes = V.scalarCount, d = scratch, tmp = scratch + 25, xs = 4 * cin
-    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
+    let lanes = V.scalarCount, tmp = scratch, xs = 4 * cin
     for t in tiles {
         let img = t / perImage, r = t % perImage
         let ih0 = (r / tilesW) * 8 - 2, iw0 = (r % tilesW) * 8 - 2
@@ -90,22 +118,17 @@ public func stridedWinogradInputTransform<V: SIMD>(_ x: UnsafePointer<Float>, h:
         let inside = ih0 >= 0 && iw0 >= 0 && ih0 + 10 <= h && iw0 + 10 <= w
         for phase in 0..<4 {
             let rh = ih0 + phase / 2, rw = iw0 + phase % 2   // the phase's top-left input pixel (may be outside)
-            // The 5×5 positions inside the image: rows rh + 2u for u in uLo..<uHi, columns likewise; the others
-            // stay 0 for all the phase's channel groups (zeroed once).
+            // The 5×5 positions inside the image: rows rh + 2u for u in uLo..<uHi, columns likewise.
             let uLo = max(0, (1 - rh) / 2), uHi = max(uLo, min(5, (h - rh + 1) / 2))
             let jLo = max(0, (1 - rw) / 2), jHi = max(jLo, min(5, (w - rw + 1) / 2))
-            if !inside { d.update(repeating: V(), count: 25) }
             for c0 in stride(from: 0, to: cin, by: lanes) {
                 let dst = tileBase + phase * cin + c0
                 if inside {
                     stridedWinogradInputTile(xImage + (rh * w + rw) * cin + c0, 2 * w * cin, 2 * cin, tmp, dst, xs)
-                    continue
+                } else {
+                    stridedWinogradBorderInputTile(xImage + c0, (rh * w + rw) * cin, 2 * w * cin, 2 * cin,
+                                                   rows: uLo..<uHi, cols: jLo..<jHi, tmp, dst, xs)
                 }
-                for u in uLo..<uHi {
-                    let src = xImage + ((rh + 2 * u) * w + rw) * cin + c0
-                    for j in jLo..<jHi { d[u * 5 + j] = UnsafeRawPointer(src + 2 * j * cin).loadUnaligned(as: V.self) }
-                }
-                stridedWinogradInputTile(dFloats, 5 * lanes, lanes, tmp, dst, xs)
             }
         }
     }
@@ -149,31 +172,26 @@ public func stridedWinogradOutputTransform<V: SIMD>(_ m: UnsafePointer<Float>, r
 /// Input transform of tiles `tiles` of the output gradient `gy` (`[·, ho, wo, cout]`, `cout` a multiple of the
 /// vector's lanes) for the strided convolution's input gradient: tile t covers phase positions rows `4·ti…`,
 /// columns `4·tj…` (`tilesW` per row, `perImage` per image) and reads `gy`'s 5×5 values from there, zeros past the
-/// last row and column; value ξ of channel o at `v[(t − tiles.lowerBound)·row + ξ·cout + o]`. `scratch`: 50
-/// vectors.
+/// last row and column (`stridedWinogradBorderInputTile`); value ξ of channel o at `v[(t − tiles.lowerBound)·row
+/// + ξ·cout + o]`. `scratch`: the tile's `tmp` (25 vectors).
 @inlinable
 public func stridedWinogradGradientInputTransform<V: SIMD>(_ gy: UnsafePointer<Float>, ho: Int, wo: Int, cout: Int,
                                                            tilesW: Int, perImage: Int, tiles: Range<Int>,
                                                            into v: UnsafeMutablePointer<Float>, row: Int,
                                                            scratch: UnsafeMutablePointer<V>) where V.Scalar == Float {
-    let lanes = V.scalarCount, d = scratch, tmp = scratch + 25
-    let dFloats = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
+    let lanes = V.scalarCount, tmp = scratch
     for t in tiles {
         let img = t / perImage, r = t % perImage
         let r0 = (r / tilesW) * 4, s0 = (r % tilesW) * 4
         let image = gy + img * ho * wo * cout, dstTile = v + (t - tiles.lowerBound) * row
         let uHi = min(5, ho - r0), jHi = min(5, wo - s0), inside = uHi == 5 && jHi == 5
-        if !inside { d.update(repeating: V(), count: 25) }   // positions past the edge stay 0 for every group
         for c0 in stride(from: 0, to: cout, by: lanes) {
-            let src = image + (r0 * wo + s0) * cout + c0
             if inside {
-                stridedWinogradInputTile(src, wo * cout, cout, tmp, dstTile + c0, cout)
-                continue
+                stridedWinogradInputTile(image + (r0 * wo + s0) * cout + c0, wo * cout, cout, tmp, dstTile + c0, cout)
+            } else {
+                stridedWinogradBorderInputTile(image + c0, (r0 * wo + s0) * cout, wo * cout, cout, rows: 0..<uHi,
+                                               cols: 0..<jHi, tmp, dstTile + c0, cout)
             }
-            for u in 0..<uHi { for j in 0..<jHi {
-                d[u * 5 + j] = UnsafeRawPointer(src + (u * wo + j) * cout).loadUnaligned(as: V.self)
-            } }
-            stridedWinogradInputTile(dFloats, 5 * lanes, lanes, tmp, dstTile + c0, cout)
         }
     }
 }
@@ -212,7 +230,7 @@ public func stridedWinogradGradientOutputTransform<V: SIMD>(_ m: UnsafePointer<F
 public func stridedWinogradInputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int, cin: Int, tilesW: Int,
                                             perImage: Int, tiles: Range<Int>, into v: UnsafeMutablePointer<Float>,
                                             row: Int) {
-    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 50)
+    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 25)
     defer { scratch.deallocate() }
     stridedWinogradInputTransform(x, h: h, w: w, cin: cin, tilesW: tilesW, perImage: perImage, tiles: tiles, into: v,
                                   row: row, scratch: scratch)
@@ -237,7 +255,7 @@ public func stridedWinogradOutputTransform16(_ m: UnsafePointer<Float>, row: Int
 public func stridedWinogradGradientInputTransform16(_ gy: UnsafePointer<Float>, ho: Int, wo: Int, cout: Int,
                                                     tilesW: Int, perImage: Int, tiles: Range<Int>,
                                                     into v: UnsafeMutablePointer<Float>, row: Int) {
-    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 50)
+    let scratch = UnsafeMutablePointer<V16>.allocate(capacity: 25)
     defer { scratch.deallocate() }
     stridedWinogradGradientInputTransform(gy, ho: ho, wo: wo, cout: cout, tilesW: tilesW, perImage: perImage,
                                           tiles: tiles, into: v, row: row, scratch: scratch)

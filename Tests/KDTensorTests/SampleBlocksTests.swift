@@ -91,6 +91,9 @@ final class SampleBlocksTests: XCTestCase {
         try check("Winograd F(4×4), cropped tiles", { x, p in
             try winogradConv2d(x, weight: p[0], bias: p[1], padding: 1, variant: .f4)
         }, x: randomTensor([5, 7, 6, 16], seed: 17), params: [w3, b8], outputShape: [5, 7, 6, 8])
+        try check("strided Winograd F(4×4, 2×2), cropped tiles", { x, p in
+            try stridedWinogradConv2d(x, weight: p[0], bias: p[1])
+        }, x: randomTensor([5, 9, 7, 16], seed: 18), params: [w3, b8], outputShape: [5, 5, 4, 8])
         // linear: with blocks the forward and dx GEMMs are row-invariant (another summation order).
         try check("linear", { x, p in try linear(x, weight: p[0], bias: p[1]) },
                   x: randomTensor([5, 12], seed: 11),

@@ -1,4 +1,5 @@
 import XCTest
+import KDKernels512
 @testable import KDTensor
 
 /// Error budget of F(4×4, 2×2) over the phases (docs/ops.md, "Error bound"): as F(m×m, 3×3)'s
@@ -113,6 +114,47 @@ final class StridedWinogradTests: XCTestCase {
             }
             XCTAssertEqual(results[1], results[0], "shape \(i)")
         }
+    }
+
+    func testBorderTilesReadInPlaceGiveTheGatheredBits() {
+        // A phase's 5×5 window that reaches past the image is read in place, zeros outside
+        // (`stridedWinogradBorderInputTile`): the bits of the same window gathered into zeros first and
+        // transformed whole, for every overhang and stride-2 sampling of the window, 8 and 16 lanes.
+        func check<V: SIMD>(_: V.Type) where V.Scalar == Float {
+            let lanes = V.scalarCount, h = 7, w = 9
+            let image = randomTensor([h, w, lanes], seed: 61 + UInt64(lanes))
+            let x = UnsafePointer(image.ptr)
+            let tmp = UnsafeMutablePointer<V>.allocate(capacity: 25)
+            let d = UnsafeMutablePointer<V>.allocate(capacity: 25)
+            defer { tmp.deallocate(); d.deallocate() }
+            var gathered = [Float](repeating: 0, count: 25 * lanes), inPlace = gathered
+            for rh in -3...4 {
+                for rw in -3...6 {
+                    // Positions rh + 2u, rw + 2v (u, v < 5), as the forward's phases sample the input.
+                    d.update(repeating: V(), count: 25)
+                    for u in 0..<5 where rh + 2 * u >= 0 && rh + 2 * u < h {
+                        for v in 0..<5 where rw + 2 * v >= 0 && rw + 2 * v < w {
+                            d[u * 5 + v] = UnsafeRawPointer(x + ((rh + 2 * u) * w + rw + 2 * v) * lanes)
+                                .loadUnaligned(as: V.self)
+                        }
+                    }
+                    gathered.withUnsafeMutableBufferPointer { g in
+                        stridedWinogradInputTile(UnsafeRawPointer(d).assumingMemoryBound(to: Float.self), 5 * lanes,
+                                                 lanes, tmp, g.baseAddress!, lanes)
+                    }
+                    let uLo = max(0, (1 - rh) / 2), uHi = max(uLo, min(5, (h - rh + 1) / 2))
+                    let vLo = max(0, (1 - rw) / 2), vHi = max(vLo, min(5, (w - rw + 1) / 2))
+                    inPlace.withUnsafeMutableBufferPointer { o in
+                        stridedWinogradBorderInputTile(x, (rh * w + rw) * lanes, 2 * w * lanes, 2 * lanes,
+                                                       rows: uLo..<uHi, cols: vLo..<vHi, tmp, o.baseAddress!, lanes)
+                    }
+                    XCTAssertEqual(inPlace.map(\.bitPattern), gathered.map(\.bitPattern),
+                                   "\(lanes) lanes, window origin (\(rh), \(rw))")
+                }
+            }
+        }
+        check(SIMD8<Float>.self)
+        check(SIMD16<Float>.self)
     }
 
     func testRowInvariant() {

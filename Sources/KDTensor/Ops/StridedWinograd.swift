@@ -141,7 +141,7 @@ public func stridedWinogradConvolve(_ x: UnsafePointer<Float>, n: Int, h: Int, w
 /// .tilesPerChunk`, α = 5), per chunk `input(tiling, tiles, V, row, scratch)` writes each tile's 25 rows of
 /// `bank`'s inner size, 25 GEMMs `M_ξ = V_ξ · U_ξ` (`RowInvariantGEMM`: a tile's products do not depend on the
 /// other tiles of its chunk), and `output(tiling, tiles, M, row, scratch)` reads each tile's 25 rows of the
-/// bank's width. `scratch`: 50 eight-lane vectors for the transforms.
+/// bank's width. `scratch`: 25 eight-lane vectors for the transforms.
 func stridedWinogradChunks(n: Int, h: Int, w: Int, bank: StridedWinogradFilter,
                            input: (StridedWinogradTiling, Range<Int>, UnsafeMutablePointer<Float>, Int,
                                    UnsafeMutablePointer<WVec>) -> Void,
@@ -154,7 +154,7 @@ func stridedWinogradChunks(n: Int, h: Int, w: Int, bank: StridedWinogradFilter,
     let pad = WinogradWorkspace.matrixPadding
     let vRow = 25 * inner + pad, mRow = 25 * width + pad
     let vBuf = Tensor(uninitializedShape: [chunk * vRow]), mBuf = Tensor(uninitializedShape: [chunk * mRow])
-    let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 50)
+    let scratch = UnsafeMutablePointer<WVec>.allocate(capacity: 25)
     defer { scratch.deallocate() }
     for t0 in stride(from: 0, to: total, by: chunk) {
         let tiles = t0..<min(total, t0 + chunk)
