@@ -40,12 +40,20 @@ public func stridedWinogradInputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ rs:
                                               _ tmp: UnsafeMutablePointer<V>, _ dst: UnsafeMutablePointer<Float>,
                                               _ xs: Int) where V.Scalar == Float {
     func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-    func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
     for j in 0..<5 {
         let p = src + j * cs
         let r = winogradBT42(load(p), load(p + rs), load(p + 2 * rs), load(p + 3 * rs), load(p + 4 * rs))
         tmp[j] = r.0; tmp[5 + j] = r.1; tmp[10 + j] = r.2; tmp[15 + j] = r.3; tmp[20 + j] = r.4
     }
+    stridedWinogradInputRows(tmp, dst, xs)
+}
+
+/// The rows `(Bᵀ d) B` of one phase of a tile from its columns `Bᵀ d` in `tmp` (25 vectors, row-major): value
+/// ξ = 5k + l to `dst + ξ·xs`.
+@inlinable @inline(__always)
+public func stridedWinogradInputRows<V: SIMD>(_ tmp: UnsafeMutablePointer<V>, _ dst: UnsafeMutablePointer<Float>,
+                                              _ xs: Int) where V.Scalar == Float {
+    func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
     for k in 0..<5 {
         let q = tmp + 5 * k, o = dst + 5 * k * xs
         let r = winogradBT42(q[0], q[1], q[2], q[3], q[4])
@@ -62,7 +70,6 @@ public func stridedWinogradBorderInputTile<V: SIMD>(_ image: UnsafePointer<Float
                                                     _ cs: Int, rows: Range<Int>, cols: Range<Int>,
                                                     _ tmp: UnsafeMutablePointer<V>, _ dst: UnsafeMutablePointer<Float>,
                                                     _ xs: Int) where V.Scalar == Float {
-    func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
     for j in 0..<5 {
         guard cols.contains(j) else {
             tmp[j] = V(); tmp[5 + j] = V(); tmp[10 + j] = V(); tmp[15 + j] = V(); tmp[20 + j] = V()
@@ -75,11 +82,7 @@ public func stridedWinogradBorderInputTile<V: SIMD>(_ image: UnsafePointer<Float
         let r = winogradBT42(at(0), at(1), at(2), at(3), at(4))
         tmp[j] = r.0; tmp[5 + j] = r.1; tmp[10 + j] = r.2; tmp[15 + j] = r.3; tmp[20 + j] = r.4
     }
-    for k in 0..<5 {
-        let q = tmp + 5 * k, o = dst + 5 * k * xs
-        let r = winogradBT42(q[0], q[1], q[2], q[3], q[4])
-        store(r.0, o); store(r.1, o + xs); store(r.2, o + 2 * xs); store(r.3, o + 3 * xs); store(r.4, o + 4 * xs)
-    }
+    stridedWinogradInputRows(tmp, dst, xs)
 }
 
 /// `Y = Aᵀ M A` of one tile: `M[ξ]` is the vector at `src + ξ·xs`, columns `Aᵀ M` go to `tmp` (4×5), and each

@@ -39,6 +39,14 @@ public func winograd4InputTile<V: SIMD>(_ src: UnsafePointer<Float>, _ rs: Int, 
                             load(p + 5 * rs))
         tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3; tmp[24 + j] = r.4; tmp[30 + j] = r.5
     }
+    winograd4InputRows(tmp, dst, xs, store: store)
+}
+
+/// The rows `(Bᵀ d) B` of an F(4×4) input tile from its columns `Bᵀ d` in `tmp` (36 vectors, row-major): value
+/// ξ = 6i + j to `store(V[ξ], dst + ξ·xs)`.
+@inlinable @inline(__always)
+public func winograd4InputRows<V: SIMD>(_ tmp: UnsafeMutablePointer<V>, _ dst: UnsafeMutablePointer<Float>, _ xs: Int,
+                                        store: (V, UnsafeMutablePointer<Float>) -> Void) where V.Scalar == Float {
     for i in 0..<6 {
         let q = tmp + 6 * i, o = dst + 6 * i * xs
         let r = winogradBT4(q[0], q[1], q[2], q[3], q[4], q[5])
@@ -68,12 +76,7 @@ public func winograd4BorderInputTile<V: SIMD>(_ image: UnsafePointer<Float>, _ o
         let r = winogradBT4(at(0), at(1), at(2), at(3), at(4), at(5))
         tmp[j] = r.0; tmp[6 + j] = r.1; tmp[12 + j] = r.2; tmp[18 + j] = r.3; tmp[24 + j] = r.4; tmp[30 + j] = r.5
     }
-    for i in 0..<6 {
-        let q = tmp + 6 * i, o = dst + 6 * i * xs
-        let r = winogradBT4(q[0], q[1], q[2], q[3], q[4], q[5])
-        store(r.0, o); store(r.1, o + xs); store(r.2, o + 2 * xs); store(r.3, o + 3 * xs)
-        store(r.4, o + 4 * xs); store(r.5, o + 5 * xs)
-    }
+    winograd4InputRows(tmp, dst, xs, store: store)
 }
 
 /// `Y = Aᵀ M A` of one F(4×4) tile: `M[ξ]` is `load(src + ξ·xs)`; columns `Aᵀ M` go to `tmp` (24 vectors),
