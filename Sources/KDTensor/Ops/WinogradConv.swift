@@ -124,8 +124,8 @@ package func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling:
         let ih0 = oh0 - p, iw0 = ow0 - p
         let xi = x + img * h * w * cin
         let inside = ih0 >= 0 && iw0 >= 0 && ih0 + a <= h && iw0 + a <= w
-        // A border tile's positions outside the image stay 0 for all its channel groups: zeroed once (a tail
-        // group's loads fill all 8 lanes, zeros past `cnt`).
+        // F(2×2)'s gather: a border tile's positions outside the image stay 0 for all its channel groups,
+        // zeroed once (a tail group's loads fill all 8 lanes, zeros past `cnt`).
         if !inside && variant == .f2 { d.update(repeating: zero, count: a2) }
         for c0 in stride(from: 0, to: cin, by: 8) {
             let cnt = min(8, cin - c0)
