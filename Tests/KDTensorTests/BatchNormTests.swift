@@ -208,6 +208,33 @@ final class BatchNormTests: XCTestCase {
         }
     }
 
+    /// The backward too: each block's input gradient is plain BatchNorm's on that block alone, bit for bit
+    /// (the same sums and the same `dx = a·dy + b·(x − μ) + c`), with and without the fused ReLU.
+    func testBlockInputGradientsAreEachBlockAlone() throws {
+        var rng = KDRandom(keys: 15)
+        let x = Tensor.randn([4, 3, 3, 2], rng: &rng), gy = Tensor.randn([4, 3, 3, 2], rng: &rng)
+        let (g, b, rm, rv) = params(2)
+        for relu in [false, true] {
+            x.requiresGrad = true; x.grad = nil
+            Tape.reset()
+            let y = try batchNorm(x, gamma: g, beta: b, runningMean: rm, runningVar: rv, training: true,
+                                  blockRows: 2, relu: relu)
+            Tape.backward(y, seed: gy)
+            let blocked = x.grad!.array
+            for k in 0..<2 {
+                let rows = (k * 36)..<((k + 1) * 36)
+                let part = Tensor(shape: [2, 3, 3, 2], data: Array(x.array[rows]))
+                let seed = Tensor(shape: [2, 3, 3, 2], data: Array(gy.array[rows]))
+                part.requiresGrad = true
+                Tape.reset()
+                let alone = try batchNorm(part, gamma: g, beta: b, runningMean: Tensor.zeros([2]),
+                                          runningVar: Tensor(shape: [2], repeating: 1), training: true, relu: relu)
+                Tape.backward(alone, seed: seed)
+                XCTAssertEqual(Array(blocked[rows]), part.grad!.array, "block \(k), relu \(relu)")
+            }
+        }
+    }
+
     /// Graph accumulation's running statistics (`RunningStatisticsUpdate`): `.skip` leaves them alone and
     /// gives the same output; `.collect` over two chunks of two blocks each, then `updateRunningStatistics`,
     /// gives the running statistics of one forward over all four blocks, bit for bit.

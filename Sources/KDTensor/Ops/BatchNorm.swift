@@ -257,8 +257,9 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
 /// per-process batch of `blockRows`.
 ///
 /// Backward, per block, with no communication:
-/// `dx = γ/√(σ²_b + ε) · (dy − mean_b(dy) − x̂ · mean_b(dy·x̂))`;
-/// `dγ = Σ dy·x̂`, `dβ = Σ dy` over this rank's rows (per `SampleBlocks` block when on, which must hold
+/// `dx = γ/√(σ²_b + ε) · (dy − mean_b(dy) − x̂ · mean_b(dy·x̂))`, computed as `batchNorm` computes it (per
+/// channel `a·dy + b·(x − μ_b) + c`, so a block's gradient is plain BatchNorm's on that block alone, bit for
+/// bit); `dγ = Σ dy·x̂`, `dβ = Σ dy` over this rank's rows (per `SampleBlocks` block when on, which must hold
 /// whole statistics blocks).
 func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
                     momentum: Float, eps: Float, reducer: StatisticsReducer?, blockRows: Int,
@@ -336,29 +337,29 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
         }
         guard x.requiresGrad else { return }
         let (gx, fresh) = x.gradBuffer()
-        // Per block and channel, once: k = γ/√(σ²_b + ε), mean_b(dy) and mean_b(dy·x̂) (the same values the
-        // per-element expression would compute, so the same bits).
-        var k = [Double](repeating: 0, count: c), m1 = k, m2 = k
+        // Per block, as `batchNorm`'s: dx = a·dy + b·(x − μ_b) + c per channel, the coefficients from the block's
+        // statistics in Double, each rounded to Float once.
+        var ca = [Float](repeating: 0, count: c), cb = ca, cc = ca
         for b in blocks.indices {
             let n = Double(channelRows(b).count)
             for j in 0..<c {
-                k[j] = Double(gamma.ptr[j]) * Double(invStd[b * c + j])
-                m1[j] = sums[b * 2 * c + j] / n; m2[j] = sums[b * 2 * c + c + j] / n
+                let k = Double(gamma.ptr[j]) * Double(invStd[b * c + j])
+                let m1 = sums[b * 2 * c + j] / n, m2 = sums[b * 2 * c + c + j] / n
+                ca[j] = Float(k)
+                cb[j] = Float(-k * Double(invStd[b * c + j]) * m2)
+                cc[j] = Float(-k * m1)
             }
-            k.withUnsafeBufferPointer { kb in m1.withUnsafeBufferPointer { m1b in m2.withUnsafeBufferPointer { m2b in
-                mean.withUnsafeBufferPointer { mb in invStd.withUnsafeBufferPointer { ib in
-                    let kk = kb.baseAddress!, a1 = m1b.baseAddress!, a2 = m2b.baseAddress!
-                    let mu = mb.baseAddress! + b * c, inv = ib.baseAddress! + b * c
+            ca.withUnsafeBufferPointer { ab in cb.withUnsafeBufferPointer { bb in cc.withUnsafeBufferPointer { cb2 in
+                mean.withUnsafeBufferPointer { mb in
+                    let a = ab.baseAddress!, bq = bb.baseAddress!, k0 = cb2.baseAddress!, mu = mb.baseAddress! + b * c
                     for row in channelRows(b) {
                         let p = x.ptr + row * c, d = gy.ptr + row * c, y = out.ptr + row * c, q = gx + row * c
                         for j in 0..<c {
-                            let xhat = Double((p[j] - mu[j]) * inv[j])
-                            let dy = Double(reluGradient(d[j], at: y[j], if: relu))
-                            let v = Float(kk[j] * (dy - a1[j] - xhat * a2[j]))
+                            let v = a[j] * reluGradient(d[j], at: y[j], if: relu) + bq[j] * (p[j] - mu[j]) + k0[j]
                             q[j] = fresh ? v : q[j] + v
                         }
                     }
-                } }
+                }
             } } }
         }
     }
