@@ -210,36 +210,62 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
             catch { preconditionFailure("batchNorm backward: statistics reducer failed: \(error)") }
         }
         guard x.requiresGrad else { return }
-        // dx = a·dy + b·(x − μ) + c per channel.
-        var ca = [Float](repeating: 0, count: c), cb = [Float](repeating: 0, count: c)
-        var cc = [Float](repeating: 0, count: c)
-        if training {
-            for j in 0..<c {
-                let k = Double(gamma.ptr[j]) * Double(invStd[j])
-                let m1 = s[j] / globalRows, m2 = s[c + j] / globalRows
-                ca[j] = Float(k)
-                cb[j] = Float(-k * Double(invStd[j]) * m2)
-                cc[j] = Float(-k * m1)
-            }
-        } else {
-            for j in 0..<c { ca[j] = scale[j] }
-        }
+        let coefficients = training
+            ? BatchNormGradient(gamma: gamma.ptr, invStd: invStd, sums: s, rows: globalRows)
+            : BatchNormGradient(evaluationScale: scale)
         let (gx, fresh) = x.gradBuffer()
-        ca.withUnsafeBufferPointer { ab in cb.withUnsafeBufferPointer { bb in cc.withUnsafeBufferPointer { cb2 in
+        coefficients.apply(x: x.ptr, gy: gy.ptr, out: out.ptr, rows: 0..<rows, mean: mean, relu: relu, fresh: fresh,
+                           into: gx)
+    }
+    return out
+}
+
+/// BatchNorm's input gradient per channel, `dx = a·dy + b·(x − μ) + k` (`dy` through ReLU's mask with `relu`):
+/// in training `a = γ/√(σ² + ε)`, `b = −a·mean(dy·x̂)/√(σ² + ε)`, `k = −a·mean(dy)` — the expansion of
+/// `γ/√(σ² + ε)·(dy − mean(dy) − x̂·mean(dy·x̂))` — computed in Double from the statistics and rounded to Float
+/// once; in evaluation `a = γ/√(running_var + ε)`, `b = k = 0`. `batchNorm` and `blockBatchNorm` (per block) both
+/// compute it here, so a block's gradient is plain BatchNorm's on that block alone.
+struct BatchNormGradient {
+    let a, b, k: [Float]
+
+    /// Training: `invStd` `[C]`, `sums` = `[Σdy₀ … Σdy_{C−1}, Σ(dy·x̂)₀ …]` over `rows` rows.
+    init(gamma: UnsafePointer<Float>, invStd: [Float], sums: [Double], rows n: Double) {
+        let c = invStd.count
+        var a = [Float](repeating: 0, count: c), b = a, k = a
+        for j in 0..<c {
+            let scale = Double(gamma[j]) * Double(invStd[j])
+            let m1 = sums[j] / n, m2 = sums[c + j] / n
+            a[j] = Float(scale)
+            b[j] = Float(-scale * Double(invStd[j]) * m2)
+            k[j] = Float(-scale * m1)
+        }
+        self.a = a; self.b = b; self.k = k
+    }
+
+    /// Evaluation: `dx = scale·dy`.
+    init(evaluationScale scale: [Float]) {
+        a = scale; b = [Float](repeating: 0, count: scale.count); k = b
+    }
+
+    /// `gx[row] = dx` (or `+= dx` unless `fresh`) for the channel rows `rows` of `x`, `gy` and the forward's
+    /// output `out` (ReLU's mask when `relu`), `mean` `[C]` the statistics' μ.
+    @inline(__always)
+    func apply(x: UnsafePointer<Float>, gy: UnsafePointer<Float>, out: UnsafePointer<Float>, rows: Range<Int>,
+               mean: [Float], relu: Bool, fresh: Bool, into gx: UnsafeMutablePointer<Float>) {
+        let c = a.count
+        a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in k.withUnsafeBufferPointer { kb in
             mean.withUnsafeBufferPointer { mb in
-                let a = ab.baseAddress!, b = bb.baseAddress!, k0 = cb2.baseAddress!, mu = mb.baseAddress!
-                var p = x.ptr, d = gy.ptr, y = out.ptr, q = gx
-                for _ in 0..<rows {
+                let a = ab.baseAddress!, b = bb.baseAddress!, k = kb.baseAddress!, mu = mb.baseAddress!
+                for row in rows {
+                    let p = x + row * c, d = gy + row * c, y = out + row * c, q = gx + row * c
                     for j in 0..<c {
-                        let v = a[j] * reluGradient(d[j], at: y[j], if: relu) + b[j] * (p[j] - mu[j]) + k0[j]
+                        let v = a[j] * reluGradient(d[j], at: y[j], if: relu) + b[j] * (p[j] - mu[j]) + k[j]
                         q[j] = fresh ? v : q[j] + v
                     }
-                    p += c; d += c; y += c; q += c
                 }
             }
         } } }
     }
-    return out
 }
 
 /// Block BatchNorm in training (ghost batch normalisation, Hoffer et al., NeurIPS 2017; docs/training.md
@@ -337,30 +363,13 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
         }
         guard x.requiresGrad else { return }
         let (gx, fresh) = x.gradBuffer()
-        // Per block, as `batchNorm`'s: dx = a·dy + b·(x − μ_b) + c per channel, the coefficients from the block's
-        // statistics in Double, each rounded to Float once.
-        var ca = [Float](repeating: 0, count: c), cb = ca, cc = ca
+        // Per block, as `batchNorm`'s with the block's statistics.
         for b in blocks.indices {
-            let n = Double(channelRows(b).count)
-            for j in 0..<c {
-                let k = Double(gamma.ptr[j]) * Double(invStd[b * c + j])
-                let m1 = sums[b * 2 * c + j] / n, m2 = sums[b * 2 * c + c + j] / n
-                ca[j] = Float(k)
-                cb[j] = Float(-k * Double(invStd[b * c + j]) * m2)
-                cc[j] = Float(-k * m1)
-            }
-            ca.withUnsafeBufferPointer { ab in cb.withUnsafeBufferPointer { bb in cc.withUnsafeBufferPointer { cb2 in
-                mean.withUnsafeBufferPointer { mb in
-                    let a = ab.baseAddress!, bq = bb.baseAddress!, k0 = cb2.baseAddress!, mu = mb.baseAddress! + b * c
-                    for row in channelRows(b) {
-                        let p = x.ptr + row * c, d = gy.ptr + row * c, y = out.ptr + row * c, q = gx + row * c
-                        for j in 0..<c {
-                            let v = a[j] * reluGradient(d[j], at: y[j], if: relu) + bq[j] * (p[j] - mu[j]) + k0[j]
-                            q[j] = fresh ? v : q[j] + v
-                        }
-                    }
-                }
-            } } }
+            let r = channelRows(b)
+            BatchNormGradient(gamma: gamma.ptr, invStd: Array(invStd[(b * c)..<((b + 1) * c)]),
+                              sums: Array(sums[(b * 2 * c)..<((b + 1) * 2 * c)]), rows: Double(r.count))
+                .apply(x: x.ptr, gy: gy.ptr, out: out.ptr, rows: r, mean: Array(mean[(b * c)..<((b + 1) * c)]),
+                       relu: relu, fresh: fresh, into: gx)
         }
     }
     return out
