@@ -55,6 +55,14 @@ public func winograd4InputRows<V: SIMD>(_ tmp: UnsafeMutablePointer<V>, _ dst: U
     }
 }
 
+/// The positions `i < size` of a tile whose first position is `origin` (negative in the padding) that lie
+/// inside `0..<extent`: the rows (or columns) of a border tile that `winograd4BorderInputTile` reads.
+@inlinable @inline(__always)
+public func tileSpan(origin: Int, size: Int, extent: Int) -> Range<Int> {
+    let lo = max(0, -origin)
+    return lo..<max(lo, min(size, extent - origin))
+}
+
 /// `winograd4InputTile` of a tile that reaches past the image: `d[i][j]` is the vector at
 /// `image + origin + i·rs + j·cs` for `i ∈ rows`, `j ∈ cols` and zero elsewhere (the padding), read in place
 /// (`origin` may be negative: only the positions inside the image are formed). A column outside the image
@@ -113,8 +121,7 @@ public func winograd4InputTransform16(_ x: UnsafePointer<Float>, h: Int, w: Int,
         let ih0 = (r / tilesW) * 4 - p, iw0 = (r % tilesW) * 4 - p
         let xImage = x + img * h * w * cin
         let inside = ih0 >= 0 && iw0 >= 0 && ih0 + 6 <= h && iw0 + 6 <= w
-        let rows = max(0, -ih0)..<max(max(0, -ih0), min(6, h - ih0))
-        let cols = max(0, -iw0)..<max(max(0, -iw0), min(6, w - iw0))
+        let rows = tileSpan(origin: ih0, size: 6, extent: h), cols = tileSpan(origin: iw0, size: 6, extent: w)
         for c0 in stride(from: 0, to: cin, by: 16) {
             let dst = v + (t - tiles.lowerBound) * row + c0
             if inside {

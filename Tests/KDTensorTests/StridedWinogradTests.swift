@@ -4,8 +4,8 @@ import KDKernels512
 
 /// Error budget of F(4×4, 2×2) over the phases (docs/ops.md, "Error bound"): as F(m×m, 3×3)'s
 /// (`WinogradTests`), `|Δ| ≤ γ·K·u·S` with the sum's K = 4 phases × 4 taps × Cin terms (7 of 16 taps are
-/// zero) and γ = (‖Aᵀ‖∞·‖Bᵀ‖∞·‖G‖∞)² = (11·6·1)² = 4356 (max row sums of |entries| of the header's
-/// matrices). A worst case: a wrong transform (an O(1) error) fails it by orders of magnitude.
+/// zero) and γ = (‖Aᵀ‖∞·‖Bᵀ‖∞·‖G‖∞)² = (11·6·1)² = 4356 (max row sums of |entries| of the
+/// header's matrices). A worst case: a wrong transform (an O(1) error) fails it by orders of magnitude.
 private func stridedErrorBound(cin: Int, absSum: Double) -> Double {
     0x1p-24 * 4356 * Double(16 * cin + 4) * absSum
 }

@@ -222,8 +222,8 @@ final class WinogradTests: XCTestCase {
                         winograd4InputTile(UnsafeRawPointer(d).assumingMemoryBound(to: Float.self), 6 * lanes, lanes,
                                            tmp, g.baseAddress!, lanes, store: store)
                     }
-                    let rows = max(0, -ih0)..<max(max(0, -ih0), min(6, h - ih0))
-                    let cols = max(0, -iw0)..<max(max(0, -iw0), min(6, w - iw0))
+                    let rows = tileSpan(origin: ih0, size: 6, extent: h)
+                    let cols = tileSpan(origin: iw0, size: 6, extent: w)
                     inPlace.withUnsafeMutableBufferPointer { o in
                         winograd4BorderInputTile(x, (ih0 * w + iw0) * lanes, w * lanes, lanes, rows: rows, cols: cols,
                                                  tmp, o.baseAddress!, lanes, load: load, store: store)

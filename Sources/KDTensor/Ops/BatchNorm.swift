@@ -220,11 +220,12 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
     return out
 }
 
-/// BatchNorm's input gradient per channel, `dx = a·dy + b·(x − μ) + k` (`dy` through ReLU's mask with `relu`):
-/// in training `a = γ/√(σ² + ε)`, `b = −a·mean(dy·x̂)/√(σ² + ε)`, `k = −a·mean(dy)` — the expansion of
-/// `γ/√(σ² + ε)·(dy − mean(dy) − x̂·mean(dy·x̂))` — computed in Double from the statistics and rounded to Float
-/// once; in evaluation `a = γ/√(running_var + ε)`, `b = k = 0`. `batchNorm` and `blockBatchNorm` (per block) both
-/// compute it here, so a block's gradient is plain BatchNorm's on that block alone.
+/// BatchNorm's input gradient per channel, `dx = a·dy + b·(x − μ) + k` (`dy` through ReLU's mask with
+/// `relu`): in training `a = γ/√(σ² + ε)`, `b = −a·mean(dy·x̂)/√(σ² + ε)`, `k = −a·mean(dy)` — the
+/// expansion of `γ/√(σ² + ε)·(dy − mean(dy) − x̂·mean(dy·x̂))` — computed in Double from the
+/// statistics and rounded to Float once; in evaluation `a = γ/√(running_var + ε)`, `b = k = 0`.
+/// `batchNorm` and `blockBatchNorm` (per block) both compute it here, so a block's gradient is plain
+/// BatchNorm's on that block alone.
 struct BatchNormGradient {
     let a, b, k: [Float]
 
@@ -283,10 +284,10 @@ struct BatchNormGradient {
 /// per-process batch of `blockRows`.
 ///
 /// Backward, per block, with no communication:
-/// `dx = γ/√(σ²_b + ε) · (dy − mean_b(dy) − x̂ · mean_b(dy·x̂))`, computed as `batchNorm` computes it (per
-/// channel `a·dy + b·(x − μ_b) + c`, so a block's gradient is plain BatchNorm's on that block alone, bit for
-/// bit); `dγ = Σ dy·x̂`, `dβ = Σ dy` over this rank's rows (per `SampleBlocks` block when on, which must hold
-/// whole statistics blocks).
+/// `dx = γ/√(σ²_b + ε) · (dy − mean_b(dy) − x̂ · mean_b(dy·x̂))`, computed as `batchNorm` computes it
+/// (`BatchNormGradient`: per channel `a·dy + b·(x − μ_b) + k`, so a block's gradient is plain BatchNorm's
+/// on that block alone, bit for bit); `dγ = Σ dy·x̂`, `dβ = Σ dy` over this rank's rows (per
+/// `SampleBlocks` block when on, which must hold whole statistics blocks).
 func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
                     momentum: Float, eps: Float, reducer: StatisticsReducer?, blockRows: Int,
                     runningUpdate: RunningStatisticsUpdate = .now, relu: Bool = false) throws -> Tensor {

@@ -88,8 +88,8 @@ public struct StridedWinogradFilter: @unchecked Sendable {
     func element(xi: Int, row: Int, col: Int) -> Float { panels[xi].element(row: row, column: col) }
 }
 
-/// `G` of F(4,2) on the 2 taps of a column or row: `(½g₀, −½(g₀ + g₁), ⅙(g₁ − g₀), ⅙g₀ + ⅓g₁, g₁)`, the zero
-/// terms left out.
+/// `G` of F(4,2) on the 2 taps of a column or row:
+/// `(½g₀, −½(g₀ + g₁), ⅙(g₁ − g₀), ⅙g₀ + ⅓g₁, g₁)`, the zero terms left out.
 @inline(__always)
 func winogradG42(_ g0: WDVec, _ g1: WDVec) -> (WDVec, WDVec, WDVec, WDVec, WDVec) {
     let half = 0.5, sixth = 1.0 / 6, third = 1.0 / 3
@@ -211,11 +211,12 @@ public func stridedWinogradConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?) th
     return out
 }
 
-/// The input gradient of a 3×3 stride-2 convolution with padding 1, `dx[n, y, x, c] = Σ dY[n, i, j, o]·w[o, y −
-/// 2i + 1, x − 2j + 1, c]`, by F(4×4, 2×2) over `dY` (`[n, ⌊(h − 1)/2⌋ + 1, ⌊(w − 1)/2⌋ + 1, Cout]`), `filter`
-/// the input gradient's bank: per chunk of tiles of phase positions, the input transform of `dY`, 25 GEMMs
-/// `M_ξ = V_ξ · U_ξ` (`[tiles, 4·Cin]`), the output transform scattered onto `dx` (`[n, h, w, Cin]`, written, or
-/// added with `accumulate`). Every pixel of `dx` is one phase position of one tile, so writing covers it.
+/// The input gradient of a 3×3 stride-2 convolution with padding 1,
+/// `dx[n, y, x, c] = Σ dY[n, i, j, o]·w[o, y − 2i + 1, x − 2j + 1, c]`, by F(4×4, 2×2) over `dY`
+/// (`[n, ⌊(h − 1)/2⌋ + 1, ⌊(w − 1)/2⌋ + 1, Cout]`), `filter` the input gradient's bank: per chunk of tiles
+/// of phase positions, the input transform of `dY`, 25 GEMMs `M_ξ = V_ξ · U_ξ` (`[tiles, 4·Cin]`), the output
+/// transform scattered onto `dx` (`[n, h, w, Cin]`, written, or added with `accumulate`). Every pixel of `dx`
+/// is one phase position of one tile, so writing covers it.
 public func stridedWinogradInputGradient(_ gy: UnsafePointer<Float>, n: Int, h: Int, w: Int,
                                          filter: StridedWinogradFilter, accumulate: Bool,
                                          into gx: UnsafeMutablePointer<Float>) {

@@ -124,6 +124,7 @@ package func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling:
         let ih0 = oh0 - p, iw0 = ow0 - p
         let xi = x + img * h * w * cin
         let inside = ih0 >= 0 && iw0 >= 0 && ih0 + a <= h && iw0 + a <= w
+        let rows = tileSpan(origin: ih0, size: a, extent: h), cols = tileSpan(origin: iw0, size: a, extent: w)
         // F(2×2)'s gather: a border tile's positions outside the image stay 0 for all its channel groups,
         // zeroed once (a tail group's loads fill all 8 lanes, zeros past `cnt`).
         if !inside && variant == .f2 { d.update(repeating: zero, count: a2) }
@@ -135,15 +136,13 @@ package func winogradInputTransform(_ x: UnsafePointer<Float>, cin: Int, tiling:
                 continue
             }
             if variant == .f4 {
-                winograd4BorderInputTile(xi + c0, (ih0 * w + iw0) * cin, w * cin, cin,
-                                         rows: max(0, -ih0)..<max(max(0, -ih0), min(a, h - ih0)),
-                                         cols: max(0, -iw0)..<max(max(0, -iw0), min(a, w - iw0)), tmp, dst,
-                                         layout.xi, load: { loadVec($0, cnt) }, store: { storeVec($0, $1, cnt) })
+                winograd4BorderInputTile(xi + c0, (ih0 * w + iw0) * cin, w * cin, cin, rows: rows, cols: cols, tmp,
+                                         dst, layout.xi, load: { loadVec($0, cnt) }, store: { storeVec($0, $1, cnt) })
                 continue
             }
-            for i in max(0, -ih0)..<max(0, min(a, h - ih0)) {
+            for i in rows {
                 let row = xi + ((ih0 + i) * w + iw0) * cin + c0
-                for j in max(0, -iw0)..<max(0, min(a, w - iw0)) { d[i * a + j] = loadVec(row + j * cin, cnt) }
+                for j in cols { d[i * a + j] = loadVec(row + j * cin, cnt) }
             }
             winogradInputTile(variant, dFloats, a * 8, 8, tmp, dst, layout.xi, cnt)
         }
