@@ -50,10 +50,19 @@ public final class ExactStatisticsReducer: CountedStatisticsReducer {
 
     public func sumBlocksAcrossRanks(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
                                      into result: UnsafeMutablePointer<Double>) throws {
+        try sumBlocksAcrossRanks([BlockPartials(partials: partials, blocks: blocks, count: count, result: result)])
+    }
+
+    /// Every value of every part is its own `ExactSum` group (its own scale), so a part's sums are the
+    /// same bits whether it is reduced alone or with others.
+    public func sumBlocksAcrossRanks(_ parts: [BlockPartials]) throws {
         calls += 1
-        valuesReduced += count
-        let groups = (0..<count).map {
-            ExactSum.Group(partials: partials + $0, blocks: blocks, count: 1, blockStride: count, result: result + $0)
+        valuesReduced += parts.reduce(0) { $0 + $1.count }
+        let groups = parts.flatMap { p in
+            (0..<p.count).map {
+                ExactSum.Group(partials: p.partials + $0, blocks: p.blocks, count: 1, blockStride: p.count,
+                               result: p.result + $0)
+            }
         }
         try ExactSum.reduce(groups, globalBlocks: max(globalBlocks, comm.size), comm: comm)
     }

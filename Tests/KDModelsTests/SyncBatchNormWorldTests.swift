@@ -104,4 +104,71 @@ final class SyncBatchNormWorldTests: XCTestCase {
             print("SyncBatchNormWorldTests N = \(size): largest |Δ|/tolerance y \(worst.y), dx \(worst.dx)")
         }
     }
+
+    /// Block BatchNorm's running statistics committed for several layers at once
+    /// (`BatchNorm2d.commitRunningStatistics(of:)`, what the one-pass step does after the student's forward)
+    /// equal each layer updating them in its own forward (`.now`), bit for bit, with one reduction instead
+    /// of one per layer; the collecting forward itself reduces nothing. Three layers of 4, 8 and 3 channels
+    /// over 6 samples in blocks of 2, on 1 to 4 in-process ranks (4: one rank holds no block), through
+    /// the exact reducer (the same bits at every world size) and the plain one (the in-process all-reduce
+    /// adds the ranks in order for any count, so batching changes no bit there either); a layer without a
+    /// reducer (this rank's blocks alone) beside them is committed as its own forward would.
+    func testOneCommitForAllLayersEqualsEachLayersOwnUpdate() throws {
+        // The last layer has no reducer.
+        let channels = [4, 8, 3, 5], n = 6, shares = [[0..<6], [0..<4, 4..<6], [0..<2, 2..<4, 4..<6],
+                                                      [0..<2, 2..<4, 4..<6, 6..<6]]
+        var rng = KDRandom(keys: 57)
+        let inputs = channels.map { c in Tensor.randn([n, 2, 2, c], rng: &rng).array.map { $0 * 3 + 1 } }
+
+        /// Running mean, variance and batches tracked of every layer, and the reducer's reductions in the
+        /// forward and in all.
+        func run(_ comm: Communicator, rows: Range<Int>, exact: Bool, once: Bool)
+            throws -> (stats: [[Float]], forwardCalls: Int, calls: Int, values: Int) {
+            let reducer: CountedStatisticsReducer = exact ? ExactStatisticsReducer(comm: comm, globalBlocks: 3)
+                : CommStatisticsReducer(comm: comm)
+            let layers = channels.enumerated().map { BatchNorm2d($1, reducer: $0 < 3 ? reducer : nil) }
+            for l in layers { l.train(true); l.blockRows = 2; l.runningMode = once ? .collect : .now }
+            for (l, values) in zip(layers, inputs) {
+                let per = 4 * l.channels
+                _ = try l(Tensor(shape: [rows.count, 2, 2, l.channels],
+                                 data: Array(values[rows.lowerBound * per ..< rows.upperBound * per])))
+            }
+            let forwardCalls = reducer.calls
+            if once {
+                XCTAssertEqual(layers.flatMap(\.runningMean.array), [Float](repeating: 0, count: 20),
+                               "collecting leaves the running statistics alone")
+                try BatchNorm2d.commitRunningStatistics(of: layers)
+            }
+            return (layers.map { $0.runningMean.array + $0.runningVar.array + $0.numBatchesTracked.array },
+                    forwardCalls, reducer.calls, reducer.valuesReduced)
+        }
+        func bits(_ stats: [[Float]]) -> [[UInt32]] { stats.map { $0.map(\.bitPattern) } }
+        for exact in [true, false] {
+            var reference: [[Float]]?
+            for ranks in shares {
+                let world = InProcessWorld(size: ranks.count)
+                let perLayer = try world.run { try run($0, rows: ranks[$0.rank], exact: exact, once: false) }
+                let once = try world.run { try run($0, rows: ranks[$0.rank], exact: exact, once: true) }
+                for r in ranks.indices {
+                    let label = "\(exact ? "exact" : "plain"), \(ranks.count) rank(s), rank \(r)"
+                    XCTAssertEqual(bits(once[r].stats), bits(perLayer[r].stats), label)
+                    XCTAssertEqual(perLayer[r].forwardCalls, 3, label)
+                    XCTAssertEqual(once[r].forwardCalls, 0, label)
+                    XCTAssertEqual(once[r].calls, 1, label)
+                    XCTAssertEqual(once[r].values, perLayer[r].values, label)
+                    XCTAssertEqual(once[r].stats.map(\.last), [1, 1, 1, 1], "batches tracked, \(label)")
+                }
+                // With the exact reducer the three reduced layers' statistics are the same bits at every
+                // world size (the last layer sees this rank's blocks only).
+                if exact {
+                    let mine = Array(once[0].stats.prefix(3))
+                    if let reference {
+                        XCTAssertEqual(bits(mine), bits(reference), "\(ranks.count) rank(s) vs 1")
+                    } else {
+                        reference = mine
+                    }
+                }
+            }
+        }
+    }
 }

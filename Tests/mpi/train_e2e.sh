@@ -264,6 +264,24 @@ assert s["iterative"] >= 3 and s["dense"] == 0 and s["fallbacks"] == 0 and s["cy
 print(s)' "$tmp/spectral.json" 2>&1); then
   ok "bench reports the spectral solves: $out"
 else ko "bench spectral solves" "${out:-$(tail -3 "$tmp/spectral.log")}"; fi
+# Block BatchNorm: the step reduces the running statistics of all 9 BatchNorm layers once, after the student's
+# forward, not once per layer inside it (docs/training.md "BatchNorm"); SyncBN above needs 18 (9 forward, 9
+# backward). 2 and 4 ranks.
+for n in 2 4; do
+  if mpi "$n" bench --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --warmup 1 \
+       --steps 2 --pytorch off --set student.batch_norm=block --set data.global_batch=$((4 * n)) \
+       >"$tmp/block-bn-$n.json" 2>"$tmp/block-bn-$n.log" \
+     && out=$(python3 -c '
+import json, sys
+b = json.load(open(sys.argv[1]))
+assert b["ranks"] == int(sys.argv[2]) and b["statistics_allreduces_per_step"] == 1, b["statistics_allreduces_per_step"]
+# 9 layers of 16, 16, 16, 32, 32, 32, 64, 64 and 64 channels: 2C + 1 Doubles each.
+assert b["statistics_bytes_per_step"] == 8 * sum(2 * c + 1 for c in (16,) * 3 + (32,) * 3 + (64,) * 3), b
+print(b["statistics_allreduces_per_step"], "reduction,", b["statistics_bytes_per_step"], "bytes")
+' "$tmp/block-bn-$n.json" "$n" 2>&1); then
+    ok "block BatchNorm: one running-statistics reduction per step at np $n: $out"
+  else ko "block BatchNorm reductions at np $n" "${out:-$(tail -3 "$tmp/block-bn-$n.log")}"; fi
+done
 if msg=$("$bin" bench --config Tests/mpi/configs/tiny-distill.yaml --project-ranks 4,0 2>&1); then
   ko "bad --project-ranks" "exit 0"
 elif echo "$msg" | grep -q "project-ranks: bad entry '0'"; then ok "bad --project-ranks refused with the entry named"

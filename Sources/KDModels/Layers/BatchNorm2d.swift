@@ -75,11 +75,45 @@ public final class BatchNorm2d: Module, UnaryLayer {
 
     /// Applies the partials collected since the last commit as one training forward over all their blocks
     /// would (`updateRunningStatistics`; collective with a reducer: every rank commits every layer).
-    public func commitRunningStatistics() throws {
-        defer { collected = []; collectedBlocks = 0 }
-        try updateRunningStatistics(partials: collected, blocks: collectedBlocks, runningMean: runningMean,
-                                    runningVar: runningVar, momentum: momentum, reducer: reducer)
-        numBatchesTracked.ptr[0] += 1
+    public func commitRunningStatistics() throws { try Self.commitRunningStatistics(of: [self]) }
+
+    /// `commitRunningStatistics` of every layer of `layers`, the same bits, with one reduction for all the
+    /// layers that share a statistics reducer instead of one per layer (collective: every rank commits the
+    /// same layers in the same order). The one-pass step commits a block-BatchNorm student's layers this
+    /// way once after its forward (docs/training.md, "BatchNorm").
+    public static func commitRunningStatistics(of layers: [BatchNorm2d]) throws {
+        defer { for l in layers { l.collected = []; l.collectedBlocks = 0 } }
+        // The layers by reducer (the same object; nil: this rank's blocks alone), in order of first use.
+        var groups: [(reducer: StatisticsReducer?, layers: [BatchNorm2d])] = []
+        for l in layers {
+            if let k = groups.firstIndex(where: { $0.reducer === l.reducer }) {
+                groups[k].layers.append(l)
+            } else {
+                groups.append((l.reducer, [l]))
+            }
+        }
+        for g in groups {
+            let partials = g.layers.flatMap(\.collected), widths = g.layers.map { 2 * $0.channels + 1 }
+            let totals = UnsafeMutablePointer<Double>.allocate(capacity: widths.reduce(0, +))
+            defer { totals.deallocate() }
+            try partials.withUnsafeBufferPointer { p in
+                var parts: [BlockPartials] = [], read = 0, written = 0
+                for (l, width) in zip(g.layers, widths) {
+                    // A rank without blocks has no partials; its parts point at the (unread) start.
+                    parts.append(BlockPartials(partials: (p.baseAddress ?? UnsafePointer(totals)) + read,
+                                               blocks: l.collectedBlocks, count: width, result: totals + written))
+                    read += l.collected.count; written += width
+                }
+                try sumBlocks(parts, reducer: g.reducer)
+            }
+            var offset = 0
+            for (l, width) in zip(g.layers, widths) {
+                applyRunningStatistics(totals + offset, runningMean: l.runningMean, runningVar: l.runningVar,
+                                       momentum: l.momentum)
+                l.numBatchesTracked.ptr[0] += 1
+                offset += width
+            }
+        }
     }
 }
 
@@ -95,10 +129,14 @@ extension Module {
         for (_, m) in namedModules() { (m as? BatchNorm2d)?.runningMode = mode }
     }
 
-    /// Commits every `BatchNorm2d`'s collected running statistics, in the tree's order (collective).
+    /// Commits every `BatchNorm2d`'s collected running statistics, in the tree's order, with one reduction
+    /// (`BatchNorm2d.commitRunningStatistics(of:)`; collective).
     public func commitBatchNormRunningStatistics() throws {
-        for (_, m) in namedModules() { try (m as? BatchNorm2d)?.commitRunningStatistics() }
+        try BatchNorm2d.commitRunningStatistics(of: batchNormLayers)
     }
+
+    /// Every `BatchNorm2d` in the tree, in the tree's order.
+    public var batchNormLayers: [BatchNorm2d] { namedModules().compactMap { $0.1 as? BatchNorm2d } }
 
     /// Sets (or clears) the statistics blocks of every `BatchNorm2d` in the tree (block BatchNorm).
     public func setBatchNormBlocks(rows: Int?) {

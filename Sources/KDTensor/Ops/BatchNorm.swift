@@ -13,6 +13,21 @@ public protocol StatisticsReducer: AnyObject {
     /// (`ExactStatisticsReducer`), so the sum does not depend on how blocks are spread over ranks.
     func sumBlocksAcrossRanks(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
                               into result: UnsafeMutablePointer<Double>) throws
+    /// Several `sumBlocksAcrossRanks` in one reduction: each part's `result` as its own call gives it, one
+    /// collective for all. The default adds each part's rows in order and reduces all the sums with one
+    /// `sumAcrossRanks`; `ExactStatisticsReducer` adds every part's partials exactly in one exact sum.
+    func sumBlocksAcrossRanks(_ parts: [BlockPartials]) throws
+}
+
+/// One `[blocks, count]` matrix of per-block partials (row-major) and where its sums over every block of
+/// every rank go: a part of a batched `StatisticsReducer.sumBlocksAcrossRanks`.
+public struct BlockPartials {
+    public let partials: UnsafePointer<Double>
+    public let blocks: Int, count: Int
+    public let result: UnsafeMutablePointer<Double>
+    public init(partials: UnsafePointer<Double>, blocks: Int, count: Int, result: UnsafeMutablePointer<Double>) {
+        self.partials = partials; self.blocks = blocks; self.count = count; self.result = result
+    }
 }
 
 extension StatisticsReducer {
@@ -20,6 +35,30 @@ extension StatisticsReducer {
                                      into result: UnsafeMutablePointer<Double>) throws {
         sumBlockRows(partials, blocks: blocks, count: count, into: result)
         try sumAcrossRanks(result, count: count)
+    }
+
+    public func sumBlocksAcrossRanks(_ parts: [BlockPartials]) throws {
+        let total = parts.reduce(0) { $0 + $1.count }
+        let sums = UnsafeMutablePointer<Double>.allocate(capacity: max(1, total))
+        defer { sums.deallocate() }
+        var offset = 0
+        for p in parts {
+            sumBlockRows(p.partials, blocks: p.blocks, count: p.count, into: sums + offset)
+            offset += p.count
+        }
+        try sumAcrossRanks(sums, count: total)
+        offset = 0
+        for p in parts { p.result.update(from: sums + offset, count: p.count); offset += p.count }
+    }
+}
+
+/// Each part's sums over its blocks: over every block of every rank through `reducer` (one reduction for
+/// all parts), or this rank's rows in order without one.
+public func sumBlocks(_ parts: [BlockPartials], reducer: StatisticsReducer?) throws {
+    if let reducer {
+        try reducer.sumBlocksAcrossRanks(parts)
+    } else {
+        for p in parts { sumBlockRows(p.partials, blocks: p.blocks, count: p.count, into: p.result) }
     }
 }
 
@@ -54,9 +93,18 @@ public enum RunningStatisticsUpdate {
 /// of every rank through `reducer` (collective: every rank calls it, with or without blocks).
 public func updateRunningStatistics(partials: [Double], blocks: Int, runningMean: Tensor, runningVar: Tensor,
                                     momentum: Float, reducer: StatisticsReducer?) throws {
-    let c = runningMean.count
-    let totals = try sumBlocks(partials, blocks: blocks, width: 2 * c + 1, reducer: reducer)
-    let m = Double(momentum), count = totals[2 * c]
+    let totals = try sumBlocks(partials, blocks: blocks, width: 2 * runningMean.count + 1, reducer: reducer)
+    totals.withUnsafeBufferPointer {
+        applyRunningStatistics($0.baseAddress!, runningMean: runningMean, runningVar: runningVar, momentum: momentum)
+    }
+}
+
+/// The running statistics' update from the sums of the partials over every block of every rank (`totals`:
+/// `[Σ μ_b, Σ σ²_b, blocks]`, `2C + 1` values): `running ← (1 − m)·running + m·Σ/blocks`, nothing without
+/// a block.
+public func applyRunningStatistics(_ totals: UnsafePointer<Double>, runningMean: Tensor, runningVar: Tensor,
+                                   momentum: Float) {
+    let c = runningMean.count, m = Double(momentum), count = totals[2 * c]
     guard count > 0 else { return }
     for j in 0..<c {
         runningMean.ptr[j] = Float((1 - m) * Double(runningMean.ptr[j]) + m * totals[j] / count)

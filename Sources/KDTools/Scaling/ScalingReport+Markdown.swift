@@ -60,7 +60,7 @@ extension ScalingReport {
             let c = b.collectives
             s += costModel == nil
                 ? "communication is left out (no all-reduce fit: measure at least two world sizes). "
-                : "communication (gradient all-reduce, \(c!.statisticsAllReduces) SyncBN all-reduces, "
+                : "communication (gradient all-reduce, \(c!.statisticsAllReduces) BatchNorm statistics all-reduces, "
                     + "\(c!.gathers) all-gathers and \(c!.reduceScatters) reduce-scatters per step) "
                     + "comes from the cost model above. "
             s += "step(N) = step(\(b.ranks)) − loss(\(b.ranks)) − comm(\(b.ranks)) + loss(N) + comm(N); "

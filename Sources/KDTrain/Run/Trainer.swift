@@ -139,7 +139,7 @@ public final class Trainer {
         gradientSync = try makeGradientSync(config: config, parameters: parameters.map { $0.1 }, comm: comm)
         passes = config.train.microBatch > 0
             ? MicroBatchSchedule(samplesPerChunk: config.train.microBatch, secondPassImages: faults.secondPassImages)
-            : OnePassSchedule()
+            : OnePassSchedule(commitsRunningStatisticsOnce: config.student.batchNorm == .block)
         nonFiniteGuard = NonFiniteGuard(config: config, dataName: data.trainName, parameters: parameters,
                                         student: student, optimizer: optimizer, comm: comm)
         comm.timeoutSeconds = config.comm.timeoutS

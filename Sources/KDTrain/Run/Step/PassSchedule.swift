@@ -34,11 +34,12 @@ protocol StepStages {
     /// ⑦ Backward from the share (the gradient synchronisation's hook sees each final gradient).
     func backward(_ share: LossShare)
 
-    // Graph accumulation (`MicroBatchSchedule`):
     /// What the student's block BatchNorm layers do with their running statistics from now on.
     func setRunningStatistics(_ mode: BatchNorm2d.RunningMode)
-    /// Applies the running statistics collected since `.collect` was set (collective).
+    /// Applies the running statistics collected since `.collect` was set (collective: one reduction).
     func commitRunningStatistics() throws
+
+    // Graph accumulation (`MicroBatchSchedule`):
     /// The parameters whose gradients the step computes.
     var trainedParameters: [Tensor] { get }
     /// Backward from the student's outputs `out`, seeded with `gradients` (rows of the loss's gradient) in
@@ -56,10 +57,18 @@ protocol PassSchedule {
 
 /// One pass over the batch: teacher, student forward, gather, objective, backward.
 struct OnePassSchedule: PassSchedule {
+    /// Block BatchNorm (`student.batch_norm: block`): the forward collects its layers' running-statistics
+    /// partials, and they are reduced once after it for all layers (one collective per step, not one per
+    /// layer inside the forward; the same bits).
+    var commitsRunningStatisticsOnce = false
+
     func run(_ batch: Batch, step: Int, stages: StepStages, timer: inout PhaseTimer) throws -> StepPass {
         let teacher = try stages.teacherOutputs(batch)
         timer.lap(.teacher)
+        if commitsRunningStatisticsOnce { stages.setRunningStatistics(.collect) }
+        defer { if commitsRunningStatisticsOnce { stages.setRunningStatistics(.now) } }
         let student = try stages.studentForward(batch)
+        if commitsRunningStatisticsOnce { try stages.commitRunningStatistics() }
         timer.lap(.studentForward)
         let (inputs, gathers) = try stages.gatherLossInputs(batch, student: student, teacher: teacher, step: step)
         let share = try stages.lossShare(inputs)

@@ -66,8 +66,7 @@ extension Trainer: StepStages {
     }
 
     func commitRunningStatistics() throws {
-        try student.commitBatchNormRunningStatistics()
-        try head?.commitBatchNormRunningStatistics()
+        try BatchNorm2d.commitRunningStatistics(of: student.batchNormLayers + (head?.batchNormLayers ?? []))
     }
 
     var trainedParameters: [Tensor] { parameters.map { $0.1 } }
