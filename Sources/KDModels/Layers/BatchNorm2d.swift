@@ -23,8 +23,9 @@ public final class BatchNorm2d: Module, UnaryLayer {
     /// rows (`batchNorm`'s `blockRows`); nil: over the batch.
     public var blockRows: Int?
     /// With `blockRows`: whether a training forward updates the running statistics now (`.now`, the default),
-    /// leaves them alone (`.skip`) or collects its blocks' partials for `commitRunningStatistics` (`.collect`),
-    /// as graph accumulation's two passes need (`train.micro_batch`).
+    /// leaves them alone (`.skip`) or collects its blocks' partials for `commitRunningStatistics(of:)`
+    /// (`.collect`): the one-pass step collects and commits every layer at once after the forward, graph
+    /// accumulation (`train.micro_batch`) skips in its first pass and collects over its second.
     public var runningMode = RunningMode.now {
         didSet { collected = []; collectedBlocks = 0 }   // a step that failed midway leaves nothing behind
     }
@@ -73,14 +74,11 @@ public final class BatchNorm2d: Module, UnaryLayer {
         return y
     }
 
-    /// Applies the partials collected since the last commit as one training forward over all their blocks
-    /// would (`updateRunningStatistics`; collective with a reducer: every rank commits every layer).
-    public func commitRunningStatistics() throws { try Self.commitRunningStatistics(of: [self]) }
-
-    /// `commitRunningStatistics` of every layer of `layers`, the same bits, with one reduction for all the
-    /// layers that share a statistics reducer instead of one per layer (collective: every rank commits the
-    /// same layers in the same order). The one-pass step commits a block-BatchNorm student's layers this
-    /// way once after its forward (docs/training.md, "BatchNorm").
+    /// Applies the partials each of `layers` collected since its last commit as one training forward over all
+    /// their blocks would (`updateRunningStatistics`, the same bits), with one reduction for all the layers
+    /// that share a statistics reducer instead of one per layer (collective: every rank commits the same
+    /// layers in the same order). The one-pass step commits a block-BatchNorm student's layers this way once
+    /// after its forward, graph accumulation after its second pass (docs/training.md, "BatchNorm").
     public static func commitRunningStatistics(of layers: [BatchNorm2d]) throws {
         defer { for l in layers { l.collected = []; l.collectedBlocks = 0 } }
         // The layers by reducer (the same object; nil: this rank's blocks alone), in order of first use.
@@ -127,12 +125,6 @@ extension Module {
     /// Sets what every `BatchNorm2d` in the tree does with its running statistics (`BatchNorm2d.runningMode`).
     public func setBatchNormRunningMode(_ mode: BatchNorm2d.RunningMode) {
         for (_, m) in namedModules() { (m as? BatchNorm2d)?.runningMode = mode }
-    }
-
-    /// Commits every `BatchNorm2d`'s collected running statistics, in the tree's order, with one reduction
-    /// (`BatchNorm2d.commitRunningStatistics(of:)`; collective).
-    public func commitBatchNormRunningStatistics() throws {
-        try BatchNorm2d.commitRunningStatistics(of: batchNormLayers)
     }
 
     /// Every `BatchNorm2d` in the tree, in the tree's order.

@@ -84,7 +84,8 @@ public enum RunningStatisticsUpdate {
     /// Leave the running statistics alone: a forward that the step computes again (graph accumulation's
     /// first pass, `train.micro_batch`).
     case skip
-    /// Hand them on; `updateRunningStatistics` applies everything collected at once, as one forward would.
+    /// Hand them on; `updateRunningStatistics` (or `BatchNorm2d.commitRunningStatistics(of:)` for several layers
+    /// in one reduction) applies everything collected at once, as one forward would.
     case collect((_ partials: [Double], _ blocks: Int) -> Void)
 }
 
