@@ -17,7 +17,8 @@
 ///   rounding to Float or Double; float32 summation of the same terms is within `globalBlocks · m · 2^−24`.
 /// - Non-finite partials make the group's result NaN (the trainer's non-finite guard then fires).
 /// - Cost: one pass over the partials for the maxima, one to convert, `count` Int64 values all-reduced
-///   (twice the bytes of a Float all-reduce) and one small MAX all-reduce per call.
+///   (twice the bytes of a Float all-reduce; or reduce-scattered, and the results all-gathered:
+///   `scatterGather`) and one small MAX all-reduce per call.
 public enum ExactSum {
     /// One group of elements sharing a scale: `blocks` partials of `count` values, partial `b` of
     /// element `i` at `partials[b · blockStride + i]`; the sums are written to `result[i]`.
@@ -40,10 +41,18 @@ public enum ExactSum {
     /// one rank) the sum is over the given partials only.
     /// Specialised for Float and Double: the conversions of every partial go through `T`, and an
     /// unspecialised generic call across modules costs tens of nanoseconds per element.
+    ///
+    /// `scatterGather` chooses how the integers cross the ranks, not what they sum to: one `Int64` all-reduce
+    /// (false), or an `Int64` reduce-scatter, each rank converting its share of the sums to `T`, and an
+    /// all-gather of the `T` values (true): the same bits (each sum is converted once, by the same formula,
+    /// wherever it is converted), with 8 + 4 bytes per Float element on the wire instead of the all-reduce's
+    /// 2 · 8 (ring algorithms), but two collectives instead of one. The trainer takes it for the gradients
+    /// when the ranks span several hosts (docs/communication.md, "The exact gradient sum across hosts").
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    public static func reduce<T: BinaryFloatingPoint>(_ groups: [Group<T>], globalBlocks: Int,
-                                                      comm: Communicator?) throws {
+    public static func reduce<T: BinaryFloatingPoint & CommScalar>(_ groups: [Group<T>], globalBlocks: Int,
+                                                                   comm: Communicator?,
+                                                                   scatterGather: Bool = false) throws {
         let comm = (comm?.size ?? 1) > 1 ? comm : nil
         // ① the largest magnitude of each group over all ranks (∞ for a non-finite partial)
         var maxima = groups.map { g -> Double in
@@ -74,19 +83,47 @@ public enum ExactSum {
                 }
             }
         }
+        // ③ back to floating point, once: a group's sum times its `2^−s` (no scale: every partial was zero, or
+        // one was not finite).
+        let downs = scales.map { $0.map { Double(sign: .plus, exponent: -$0, significand: 1) } }
+        func converted(_ sum: Int64, down: Double?, max m: Double) -> T {
+            guard let down else { return m == 0 ? 0 : .nan }
+            return T(Double(sum) * down)
+        }
+        if let comm, total > 0, scatterGather {
+            // Rank r sums and converts elements [first_r, first_r + counts[r]), then every rank gathers them all.
+            let counts = (0..<comm.size).map { total / comm.size + ($0 < total % comm.size ? 1 : 0) }
+            let first = counts.prefix(comm.rank).reduce(0, +), mine = counts[comm.rank]
+            // (At least one element each: a rank may own none when there are fewer sums than ranks.)
+            var share = [Int64](repeating: 0, count: Swift.max(1, mine))
+            var values = [T](repeating: 0, count: Swift.max(1, mine))
+            try sums.withUnsafeBufferPointer { s in try share.withUnsafeMutableBufferPointer {
+                try comm.reduceScatterV(s.baseAddress!, counts: counts, into: $0.baseAddress!)
+            } }
+            var offset = 0
+            for (g, (down, m)) in zip(groups, zip(downs, maxima)) {
+                defer { offset += g.count }
+                let lo = Swift.max(offset, first), hi = Swift.min(offset + g.count, first + mine)
+                guard lo < hi else { continue }
+                for i in lo..<hi { values[i - first] = converted(share[i - first], down: down, max: m) }
+            }
+            var all = [T](repeating: 0, count: total)
+            try values.withUnsafeBufferPointer { v in try all.withUnsafeMutableBufferPointer {
+                try comm.allGatherV(v.baseAddress!, counts: counts, into: $0.baseAddress!)
+            } }
+            all.withUnsafeBufferPointer { a in
+                var offset = 0
+                for g in groups { g.result.update(from: a.baseAddress! + offset, count: g.count); offset += g.count }
+            }
+            return
+        }
         if let comm, total > 0 {
             try sums.withUnsafeMutableBufferPointer { try comm.allReduce($0.baseAddress!, count: total, op: .sum) }
         }
-        // ③ back to floating point, once
         var offset = 0
-        for (g, (e, m)) in zip(groups, zip(scales, maxima)) {
+        for (g, (down, m)) in zip(groups, zip(downs, maxima)) {
             defer { offset += g.count }
-            guard let e else {
-                g.result.update(repeating: m == 0 ? 0 : .nan, count: g.count)
-                continue
-            }
-            let down = Double(sign: .plus, exponent: -e, significand: 1)
-            for i in 0..<g.count { g.result[i] = T(Double(sums[offset + i]) * down) }
+            for i in 0..<g.count { g.result[i] = converted(sums[offset + i], down: down, max: m) }
         }
     }
 

@@ -93,6 +93,55 @@ final class ExactSumTests: XCTestCase {
         XCTAssertNil(ExactSum.scaleExponent(maxMagnitude: .infinity, globalBlocks: 4))
     }
 
+    /// `scatterGather` (an Int64 reduce-scatter, each rank converting its share, and an all-gather of the
+    /// results) gives the all-reduce's bits on every rank: groups of 1 to 300 values with their own scales,
+    /// a zero group (no scale), a group with a NaN on the last rank, 1 to 5 ranks (with 5 ranks and the 3
+    /// values of the small case two ranks own no sum), Float and Double.
+    func testScatterGatherGivesTheAllReducesBits() throws {
+        func run<T: BinaryFloatingPoint & CommScalar>(_: T.Type, counts: [Int], ranks: Int,
+                                                      scatterGather: Bool) throws -> [[T]] {
+            try InProcessWorld(size: ranks).run { comm -> [T] in
+                var rng = KDRandom(keys: 23, UInt64(comm.rank))
+                let total = counts.reduce(0, +), blocks = 3
+                var partials = (0..<(blocks * total)).map { i -> T in
+                    let mag = T(Float(sign: .plus, exponent: Int(rng.next() % 41) - 20, significand: 1))
+                    return (rng.next() % 2 == 0 ? 1 : -1) * mag * T(1 + i % 5)
+                }
+                // The second group holds zeros only; the last group a NaN on the last rank.
+                if counts.count > 2 {
+                    for b in 0..<blocks { for i in 0..<counts[1] { partials[b * total + counts[0] + i] = 0 } }
+                    if comm.rank == comm.size - 1 { partials[total - 1] = .nan }
+                }
+                var out = [T](repeating: -1, count: total)
+                try partials.withUnsafeBufferPointer { p in try out.withUnsafeMutableBufferPointer { o in
+                    var offset = 0, groups: [ExactSum.Group<T>] = []
+                    for n in counts {
+                        groups.append(ExactSum.Group(partials: p.baseAddress! + offset, blocks: blocks, count: n,
+                                                     blockStride: total, result: o.baseAddress! + offset))
+                        offset += n
+                    }
+                    try ExactSum.reduce(groups, globalBlocks: 3 * ranks, comm: comm, scatterGather: scatterGather)
+                } }
+                return out
+            }
+        }
+        for counts in [[1, 1, 1], [300, 7, 1, 52, 1]] {
+            for ranks in 1...5 {
+                let float = try run(Float.self, counts: counts, ranks: ranks, scatterGather: false)
+                let floatSG = try run(Float.self, counts: counts, ranks: ranks, scatterGather: true)
+                let double = try run(Double.self, counts: counts, ranks: ranks, scatterGather: false)
+                let doubleSG = try run(Double.self, counts: counts, ranks: ranks, scatterGather: true)
+                for r in 0..<ranks {
+                    let label = "\(counts), rank \(r) of \(ranks)"
+                    XCTAssertEqual(floatSG[r].map(\.bitPattern), float[0].map(\.bitPattern), label)
+                    XCTAssertEqual(doubleSG[r].map(\.bitPattern), double[0].map(\.bitPattern), label)
+                }
+                XCTAssertEqual(float[0][counts[0]], 0, "a group of zeros sums to zero")
+                XCTAssertTrue(float[0].last!.isNaN, "a NaN partial makes its group NaN")
+            }
+        }
+    }
+
     func testScalarSum() throws {
         let terms = (0..<30).map { 0.1 * Double($0 + 1) }
         let sums = try InProcessWorld(size: 3).run { comm in
