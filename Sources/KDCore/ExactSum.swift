@@ -83,14 +83,16 @@ public enum ExactSum {
                 }
             }
         }
-        // ③ back to floating point, once: a group's sum times its `2^−s` (no scale: every partial was zero, or
-        // one was not finite).
+        guard total > 0 else { return }
+        // ③ across the ranks, and back to floating point once: a group's sum times its `2^−s` (no scale: every
+        // partial was zero, or one was not finite).
         let downs = scales.map { $0.map { Double(sign: .plus, exponent: -$0, significand: 1) } }
-        func converted(_ sum: Int64, down: Double?, max m: Double) -> T {
-            guard let down else { return m == 0 ? 0 : .nan }
-            return T(Double(sum) * down)
+        func convert(_ sums: UnsafePointer<Int64>, _ n: Int, into out: UnsafeMutablePointer<T>, down: Double?,
+                     max m: Double) {
+            guard let down else { out.update(repeating: m == 0 ? 0 : .nan, count: n); return }
+            for i in 0..<n { out[i] = T(Double(sums[i]) * down) }
         }
-        if let comm, total > 0, scatterGather {
+        if let comm, scatterGather {
             // Rank r sums and converts elements [first_r, first_r + counts[r]), then every rank gathers them all.
             let counts = (0..<comm.size).map { total / comm.size + ($0 < total % comm.size ? 1 : 0) }
             let first = counts.prefix(comm.rank).reduce(0, +), mine = counts[comm.rank]
@@ -100,13 +102,16 @@ public enum ExactSum {
             try sums.withUnsafeBufferPointer { s in try share.withUnsafeMutableBufferPointer {
                 try comm.reduceScatterV(s.baseAddress!, counts: counts, into: $0.baseAddress!)
             } }
-            var offset = 0
-            for (g, (down, m)) in zip(groups, zip(downs, maxima)) {
-                defer { offset += g.count }
-                let lo = Swift.max(offset, first), hi = Swift.min(offset + g.count, first + mine)
-                guard lo < hi else { continue }
-                for i in lo..<hi { values[i - first] = converted(share[i - first], down: down, max: m) }
-            }
+            share.withUnsafeBufferPointer { sh in values.withUnsafeMutableBufferPointer { v in
+                var offset = 0
+                for (g, (down, m)) in zip(groups, zip(downs, maxima)) {
+                    defer { offset += g.count }
+                    let lo = Swift.max(offset, first), hi = Swift.min(offset + g.count, first + mine)
+                    guard lo < hi else { continue }
+                    convert(sh.baseAddress! + (lo - first), hi - lo, into: v.baseAddress! + (lo - first), down: down,
+                            max: m)
+                }
+            } }
             var all = [T](repeating: 0, count: total)
             try values.withUnsafeBufferPointer { v in try all.withUnsafeMutableBufferPointer {
                 try comm.allGatherV(v.baseAddress!, counts: counts, into: $0.baseAddress!)
@@ -117,13 +122,15 @@ public enum ExactSum {
             }
             return
         }
-        if let comm, total > 0 {
+        if let comm {
             try sums.withUnsafeMutableBufferPointer { try comm.allReduce($0.baseAddress!, count: total, op: .sum) }
         }
-        var offset = 0
-        for (g, (down, m)) in zip(groups, zip(downs, maxima)) {
-            defer { offset += g.count }
-            for i in 0..<g.count { g.result[i] = converted(sums[offset + i], down: down, max: m) }
+        sums.withUnsafeBufferPointer { s in
+            var offset = 0
+            for (g, (down, m)) in zip(groups, zip(downs, maxima)) {
+                convert(s.baseAddress! + offset, g.count, into: g.result, down: down, max: m)
+                offset += g.count
+            }
         }
     }
 
