@@ -101,6 +101,7 @@ let package = Package(
         // Multi-rank checks run under a real `mpirun -np 2/4` by Tests/mpi/run.sh.
         .executableTarget(name: "kdgraph-mpi-checks", dependencies: [
             "KDTrain", "KDTools", "KDCore", "KDComm", "KDTensor", "KDModels", "KDLosses", "KDData", "KDLossTesting",
+            "KDTestSupport",
         ], swiftSettings: v5 + fastMath),
 
         // Tests only: `InProcessWorld`, N ranks as threads of one process (docs/communication.md); no MPI.

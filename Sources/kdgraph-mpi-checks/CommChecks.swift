@@ -1,6 +1,7 @@
 import KDComm
 import KDCore
 import KDTensor
+import KDTestSupport
 import KDTools
 
 /// Multi-rank checks of the Comm layer. Each rank computes the expected values itself (closed forms or
@@ -24,27 +25,10 @@ enum CommChecks {
     /// 300 001 Float sums in 41 groups (one of zeros, the last with a NaN on the last rank), 3 blocks per rank,
     /// values spanning 2⁻²⁰…2²⁰. The sums must also be the same on every rank (checksum of the bits).
     static func exactSumScatterGather(_ comm: Communicator) throws {
-        let counts = [1] + [Int](repeating: 7_500, count: 40)
-        let total = counts.reduce(0, +), blocks = 3
-        var rng = KDRandom(keys: 29, UInt64(comm.rank))
-        var partials = (0..<(blocks * total)).map { i -> Float in
-            let mag = Float(sign: .plus, exponent: Int(rng.next() % 41) - 20, significand: 1)
-            return (rng.next() % 2 == 0 ? 1 : -1) * mag * Float(1 + i % 5)
-        }
-        for b in 0..<blocks { for i in 0..<counts[1] { partials[b * total + counts[0] + i] = 0 } }
-        if comm.rank == comm.size - 1 { partials[total - 1] = .nan }
+        let counts = [1] + [Int](repeating: 7_500, count: 40), total = counts.reduce(0, +)
+        let partials = ExactSumCase<Float>(counts: counts, blocks: 3, rank: comm.rank, ranks: comm.size, seed: 29)
         func sums(scatterGather: Bool) throws -> [Float] {
-            var out = [Float](repeating: -1, count: total)
-            try partials.withUnsafeBufferPointer { p in try out.withUnsafeMutableBufferPointer { o in
-                var offset = 0, groups: [ExactSum.Group<Float>] = []
-                for n in counts {
-                    groups.append(ExactSum.Group(partials: p.baseAddress! + offset, blocks: blocks, count: n,
-                                                 blockStride: total, result: o.baseAddress! + offset))
-                    offset += n
-                }
-                try ExactSum.reduce(groups, globalBlocks: blocks * comm.size, comm: comm, scatterGather: scatterGather)
-            } }
-            return out
+            try partials.sums(comm: comm, scatterGather: scatterGather)
         }
         let allReduced = try sums(scatterGather: false), gathered = try sums(scatterGather: true)
         let checksum = gathered.reduce(UInt64(0)) { ($0 &* 31) &+ UInt64($1.bitPattern) }

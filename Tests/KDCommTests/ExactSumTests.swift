@@ -101,28 +101,8 @@ final class ExactSumTests: XCTestCase {
         func run<T: BinaryFloatingPoint & CommScalar>(_: T.Type, counts: [Int], ranks: Int,
                                                       scatterGather: Bool) throws -> [[T]] {
             try InProcessWorld(size: ranks).run { comm -> [T] in
-                var rng = KDRandom(keys: 23, UInt64(comm.rank))
-                let total = counts.reduce(0, +), blocks = 3
-                var partials = (0..<(blocks * total)).map { i -> T in
-                    let mag = T(Float(sign: .plus, exponent: Int(rng.next() % 41) - 20, significand: 1))
-                    return (rng.next() % 2 == 0 ? 1 : -1) * mag * T(1 + i % 5)
-                }
-                // The second group holds zeros only; the last group a NaN on the last rank.
-                if counts.count > 2 {
-                    for b in 0..<blocks { for i in 0..<counts[1] { partials[b * total + counts[0] + i] = 0 } }
-                    if comm.rank == comm.size - 1 { partials[total - 1] = .nan }
-                }
-                var out = [T](repeating: -1, count: total)
-                try partials.withUnsafeBufferPointer { p in try out.withUnsafeMutableBufferPointer { o in
-                    var offset = 0, groups: [ExactSum.Group<T>] = []
-                    for n in counts {
-                        groups.append(ExactSum.Group(partials: p.baseAddress! + offset, blocks: blocks, count: n,
-                                                     blockStride: total, result: o.baseAddress! + offset))
-                        offset += n
-                    }
-                    try ExactSum.reduce(groups, globalBlocks: 3 * ranks, comm: comm, scatterGather: scatterGather)
-                } }
-                return out
+                try ExactSumCase<T>(counts: counts, blocks: 3, rank: comm.rank, ranks: comm.size, seed: 23)
+                    .sums(comm: comm, scatterGather: scatterGather)
             }
         }
         for counts in [[1, 1, 1], [300, 7, 1, 52, 1]] {
