@@ -14,8 +14,8 @@ import KDTools
 //   kdgraph-mpi-checks --hang-rank R --timeout S
 //                                            watchdog test: rank R skips a barrier, the others are
 //                                            aborted after S seconds
-//   kdgraph-mpi-checks --bench               all-reduce timings and blocking vs overlapped buckets
-//                                            (JSON lines, rank 0)
+//   kdgraph-mpi-checks --bench               all-reduce timings, blocking vs overlapped buckets, and the
+//                                            exact gradient sum's two transports (JSON lines, rank 0)
 //   --timeout S                              watchdog timeout in seconds (default 300)
 
 let checks = CommChecks.all + DataChecks.all + ModelChecks.all + LossChecks.all + TrainChecks.all
@@ -83,7 +83,9 @@ if let hangRank {
 }
 
 if bench {
-    runOrAbort(world) { try CommBenchmark.run(world); try CommBenchmark.overlap(world) }
+    runOrAbort(world) {
+        try CommBenchmark.run(world); try CommBenchmark.overlap(world); try CommBenchmark.exactTransports(world)
+    }
     exit(0)
 }
 

@@ -79,6 +79,43 @@ public enum CommBenchmark {
         return rows
     }
 
+    /// Deterministic training's gradient sum (`ExactSum.reduce`, maxima, conversions and transport) over
+    /// `elements` Float gradients in `parameters` equal tensors, one block per rank, both ways it can cross the
+    /// ranks: one `Int64` all-reduce (`all_reduce`, what one host uses) and an `Int64` reduce-scatter with a
+    /// Float all-gather (`reduce_scatter_all_gather`, what ranks on several hosts use; docs/communication.md,
+    /// "The exact gradient sum across hosts"). The default is the bench student's (resnet8x4) 1 233 540
+    /// gradients. Alternating the two, `rounds` calls each; prints (rank 0) and returns one JSON line per
+    /// transport with the median and the fastest call, the maximum over ranks of each call's time.
+    @discardableResult
+    public static func exactTransports(_ comm: Communicator, elements: Int = 1_233_540, parameters: Int = 32,
+                                       rounds: Int = 11) throws -> [String] {
+        var rng = KDRandom(keys: 41, UInt64(comm.rank))
+        let partials = Tensor.randn([elements], rng: &rng), sums = Tensor(shape: [elements], repeating: 0)
+        let per = (elements + parameters - 1) / parameters
+        let groups = stride(from: 0, to: elements, by: per).map {
+            ExactSum.Group(partials: UnsafePointer(partials.ptr + $0), blocks: 1, count: min(per, elements - $0),
+                           result: sums.ptr + $0)
+        }
+        var times: [Bool: [Double]] = [false: [], true: []]
+        for _ in 0..<rounds {
+            for scatterGather in [false, true] {
+                try comm.barrier()
+                let t0 = monotonicSeconds()
+                try ExactSum.reduce(groups, globalBlocks: comm.size, comm: comm, scatterGather: scatterGather)
+                times[scatterGather]!.append(try comm.allReduce(monotonicSeconds() - t0, op: .max))
+            }
+        }
+        let lines = [false, true].map { scatterGather -> String in
+            let t = times[scatterGather]!.sorted()
+            let transport = scatterGather ? "reduce_scatter_all_gather" : "all_reduce"
+            return "{\"op\": \"exact_sum\", \"transport\": \"\(transport)\", "
+                + "\"elements\": \(elements), \"ranks\": \(comm.size), "
+                + String(format: "\"median_ms\": %.2f, \"min_ms\": %.2f}", t[t.count / 2] * 1e3, t[0] * 1e3)
+        }
+        if comm.rank == 0 { for l in lines { print(l) }; fflush(stdout) }
+        return lines
+    }
+
     /// Blocking versus overlapped gradient buckets on a synthetic backward: a chain of `layers` linear
     /// maps `h ← h Wᵀ` (`width × width` weights, batch `batch`), `bucketBytes` per bucket. Prints (rank 0)
     /// and returns one JSON line per mode with the mean step time (forward + backward + all-reduce) and
