@@ -43,14 +43,9 @@ public final class ExactStatisticsReducer: CountedStatisticsReducer {
     /// Without blocks: this rank's totals count as one block.
     public func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws {
         let copy = Array(UnsafeBufferPointer(start: values, count: count))
-        try copy.withUnsafeBufferPointer {
-            try sumBlocksAcrossRanks($0.baseAddress!, blocks: 1, count: count, into: values)
+        try copy.withUnsafeBufferPointer { p in
+            try sumBlocksAcrossRanks([BlockPartials(partials: p.baseAddress!, blocks: 1, count: count, result: values)])
         }
-    }
-
-    public func sumBlocksAcrossRanks(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
-                                     into result: UnsafeMutablePointer<Double>) throws {
-        try sumBlocksAcrossRanks([BlockPartials(partials: partials, blocks: blocks, count: count, result: result)])
     }
 
     /// Every value of every part is its own `ExactSum` group (its own scale), so a part's sums are the

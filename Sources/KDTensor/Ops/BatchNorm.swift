@@ -7,20 +7,17 @@
 /// and its backward in the same order, as for any collective.
 public protocol StatisticsReducer: AnyObject {
     func sumAcrossRanks(_ values: UnsafeMutablePointer<Double>, count: Int) throws
-    /// With `SampleBlocks` on: `partials` holds `blocks` rows of `count` values (one per sample block of
-    /// this rank); `result` receives the sum over every block of every rank. The default adds the rows in
-    /// order and calls `sumAcrossRanks`; deterministic training's reducer adds them exactly
-    /// (`ExactStatisticsReducer`), so the sum does not depend on how blocks are spread over ranks.
-    func sumBlocksAcrossRanks(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
-                              into result: UnsafeMutablePointer<Double>) throws
-    /// Several `sumBlocksAcrossRanks` in one reduction: each part's `result` as its own call gives it, one
-    /// collective for all. The default adds each part's rows in order and reduces all the sums with one
-    /// `sumAcrossRanks`; `ExactStatisticsReducer` adds every part's partials exactly in one exact sum.
+    /// With `SampleBlocks` on: each part's `partials` holds `blocks` rows of `count` values (one per sample
+    /// block of this rank); its `result` receives the sum over every block of every rank, one collective for
+    /// all the parts (a part's result is the same whether it is reduced alone or with others). The default
+    /// adds each part's rows in order and reduces all the sums with one `sumAcrossRanks`; deterministic
+    /// training's reducer adds them exactly (`ExactStatisticsReducer`), so the sums do not depend on how
+    /// blocks are spread over ranks.
     func sumBlocksAcrossRanks(_ parts: [BlockPartials]) throws
 }
 
 /// One `[blocks, count]` matrix of per-block partials (row-major) and where its sums over every block of
-/// every rank go: a part of a batched `StatisticsReducer.sumBlocksAcrossRanks`.
+/// every rank go: a part of `StatisticsReducer.sumBlocksAcrossRanks`.
 public struct BlockPartials {
     public let partials: UnsafePointer<Double>
     public let blocks: Int, count: Int
@@ -31,12 +28,6 @@ public struct BlockPartials {
 }
 
 extension StatisticsReducer {
-    public func sumBlocksAcrossRanks(_ partials: UnsafePointer<Double>, blocks: Int, count: Int,
-                                     into result: UnsafeMutablePointer<Double>) throws {
-        sumBlockRows(partials, blocks: blocks, count: count, into: result)
-        try sumAcrossRanks(result, count: count)
-    }
-
     public func sumBlocksAcrossRanks(_ parts: [BlockPartials]) throws {
         let total = parts.reduce(0) { $0 + $1.count }
         let sums = UnsafeMutablePointer<Double>.allocate(capacity: max(1, total))
@@ -67,11 +58,8 @@ public func sumBlocks(_ parts: [BlockPartials], reducer: StatisticsReducer?) thr
 func sumBlocks(_ partials: [Double], blocks: Int, width: Int, reducer: StatisticsReducer?) throws -> [Double] {
     var s = [Double](repeating: 0, count: width)
     try partials.withUnsafeBufferPointer { pb in try s.withUnsafeMutableBufferPointer { sb in
-        if let reducer {
-            try reducer.sumBlocksAcrossRanks(pb.baseAddress!, blocks: blocks, count: width, into: sb.baseAddress!)
-        } else {
-            sumBlockRows(pb.baseAddress!, blocks: blocks, count: width, into: sb.baseAddress!)
-        }
+        try sumBlocks([BlockPartials(partials: pb.baseAddress!, blocks: blocks, count: width, result: sb.baseAddress!)],
+                      reducer: reducer)
     } }
     return s
 }
