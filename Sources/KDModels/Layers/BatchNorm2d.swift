@@ -116,22 +116,22 @@ public final class BatchNorm2d: Module, UnaryLayer {
 }
 
 extension Module {
+    /// Every `BatchNorm2d` in the tree, in the tree's order.
+    public var batchNormLayers: [BatchNorm2d] { namedModules().compactMap { $0.1 as? BatchNorm2d } }
+
     /// Sets (or clears, with nil) the statistics reducer of every `BatchNorm2d` in the tree: with a
     /// `CommStatisticsReducer` this turns the model into its SyncBN form.
     public func setStatisticsReducer(_ reducer: StatisticsReducer?) {
-        for (_, m) in namedModules() { (m as? BatchNorm2d)?.reducer = reducer }
+        for l in batchNormLayers { l.reducer = reducer }
     }
 
     /// Sets what every `BatchNorm2d` in the tree does with its running statistics (`BatchNorm2d.runningMode`).
     public func setBatchNormRunningMode(_ mode: BatchNorm2d.RunningMode) {
-        for (_, m) in namedModules() { (m as? BatchNorm2d)?.runningMode = mode }
+        for l in batchNormLayers { l.runningMode = mode }
     }
-
-    /// Every `BatchNorm2d` in the tree, in the tree's order.
-    public var batchNormLayers: [BatchNorm2d] { namedModules().compactMap { $0.1 as? BatchNorm2d } }
 
     /// Sets (or clears) the statistics blocks of every `BatchNorm2d` in the tree (block BatchNorm).
     public func setBatchNormBlocks(rows: Int?) {
-        for (_, m) in namedModules() { (m as? BatchNorm2d)?.blockRows = rows }
+        for l in batchNormLayers { l.blockRows = rows }
     }
 }
