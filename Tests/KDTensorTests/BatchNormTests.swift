@@ -265,4 +265,64 @@ final class BatchNormTests: XCTestCase {
         XCTAssertEqual(cv.array, rv.array)
         XCTAssertNotEqual(cm.array, [0, 0, 0])
     }
+
+    /// `BatchNormKernels` runs eight channels at a time: every output must have the bits of the one-at-a-time
+    /// loops it replaced (written out below), for channel counts with and without a tail of fewer than eight,
+    /// with NaN, −0 and values whose pre-ReLU output is exactly ±0 among the inputs, and ReLU's mask recomputed
+    /// from the input must be the mask the forward's output gives. A lane that fused a multiply-add, reordered a
+    /// sum, or masked `< 0` instead of `≤ 0` changes the bits.
+    func testRowKernelsGiveTheScalarBits() {
+        for c in [1, 7, 8, 13, 24, 64] {
+            var rng = KDRandom(keys: 0xB4_0E, UInt64(c))
+            func row(_ std: Float = 1) -> [Float] { Tensor.randn([c], std: std, rng: &rng).array }
+            var x = row(), g = row(), mu = row(0.5), a = row(), inv = row(), beta = row(), gx = row()
+            let ka = row(), kb = row(), kk = row()
+            x[0] = .nan                                            // NaN through every pass
+            if c > 2 { x[2] = -0.0; mu[2] = 0; a[2] = 1; beta[2] = -0.0 }   // pre-ReLU −0: masked
+            if c > 3 { x[3] = mu[3]; beta[3] = 0 }                 // pre-ReLU +0: masked
+            if c > 4 { a[4] = -a[4] }                              // a negative scale
+            func bits(_ v: [Float]) -> [UInt32] { v.map(\.bitPattern) }
+            func bits(_ v: [Double]) -> [UInt64] { v.map(\.bitPattern) }
+            let pre = (0..<c).map { (x[$0] - mu[$0]) * a[$0] + beta[$0] }
+            for relu in [false, true] {
+                // The forward's output.
+                let out = pre.map { reluValue($0, if: relu) }
+                var y = [Float](repeating: 7, count: c)
+                BatchNormKernels.normalize(x, c, mean: mu, scale: a, beta: beta, relu: relu, into: &y)
+                XCTAssertEqual(bits(y), bits(out), "normalize, \(c) channels, relu \(relu)")
+                // The moments (onto running sums, as a block's rows add up).
+                var s = (0..<(2 * c)).map { Double($0) / 3 }, ref = s
+                for j in 0..<c { let v = Double(x[j]); ref[j] += v; ref[c + j] += v * v }
+                BatchNormKernels.addMoments(x, c, into: &s)
+                XCTAssertEqual(bits(s), bits(ref), "moments, \(c) channels")
+                // The gradient's sums, ReLU's mask from the output in the reference, from x in the kernel.
+                a.withUnsafeBufferPointer { ap in beta.withUnsafeBufferPointer { bp in
+                    let mask = relu ? BatchNormKernels.ReLUMask(scale: ap.baseAddress!, beta: bp.baseAddress!) : nil
+                    var s = (0..<(2 * c)).map { Double($0) / 7 }, ref = s
+                    for j in 0..<c {
+                        let dy = Double(reluGradient(g[j], at: out[j], if: relu))
+                        ref[j] += dy
+                        ref[c + j] += dy * Double((x[j] - mu[j]) * inv[j])
+                    }
+                    BatchNormKernels.addGradientSums(x, g, c, mean: mu, invStd: inv, relu: mask, into: &s)
+                    XCTAssertEqual(bits(s), bits(ref), "gradient sums, \(c) channels, relu \(relu)")
+                    for fresh in [false, true] {
+                        var v = gx, want = gx
+                        for j in 0..<c {
+                            let d = ka[j] * reluGradient(g[j], at: out[j], if: relu) + kb[j] * (x[j] - mu[j]) + kk[j]
+                            want[j] = fresh ? d : want[j] + d
+                        }
+                        BatchNormKernels.applyGradient(x, g, c, a: ka, b: kb, k: kk, mean: mu, relu: mask,
+                                                       fresh: fresh, into: &v)
+                        XCTAssertEqual(bits(v), bits(want), "input gradient, \(c) channels, relu \(relu)")
+                    }
+                } }
+            }
+            if c > 3 {   // the special lanes did what they are there for
+                XCTAssertEqual(pre[2].bitPattern, (-0.0 as Float).bitPattern)
+                XCTAssertEqual(pre[3], 0)
+                XCTAssertTrue(pre[0].isNaN)
+            }
+        }
+    }
 }

@@ -184,7 +184,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
 
     if training {
         let partials = blockSums(width: 2 * c + 1) { p, s in
-            for j in 0..<c { let v = Double(p[j]); s[j] += v; s[c + j] += v * v }
+            BatchNormKernels.addMoments(p, c, into: s)
             s[2 * c] += 1
         }
         let s = try total(partials, width: 2 * c + 1)
@@ -209,27 +209,26 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
         }
     }
     for j in 0..<c { scale[j] = gamma.ptr[j] * invStd[j] }
-    scale.withUnsafeBufferPointer { sc in mean.withUnsafeBufferPointer { mb in
-        let a = sc.baseAddress!, mu = mb.baseAddress!, b = beta.ptr
+    let shift = Array(UnsafeBufferPointer(start: beta.ptr, count: c))   // β as normalised (ReLU's mask in backward)
+    scale.withUnsafeBufferPointer { sc in shift.withUnsafeBufferPointer { bb in mean.withUnsafeBufferPointer { mb in
+        let a = sc.baseAddress!, mu = mb.baseAddress!, b = bb.baseAddress!
         var p = x.ptr, q = out.ptr
         for _ in 0..<rows {
-            for j in 0..<c { q[j] = reluValue((p[j] - mu[j]) * a[j] + b[j], if: relu) }
+            BatchNormKernels.normalize(p, c, mean: mu, scale: a, beta: b, relu: relu, into: q)
             p += c; q += c
         }
-    } }
+    } } }
 
     Tape.record(relu ? "batchNormReLU" : "batchNorm", inputs: [x, gamma, beta], output: out) { gy in
-        // Per-block per-channel Σdy and Σdy·x̂, x̂ recomputed from x.
+        // Per-block per-channel Σdy and Σdy·x̂, x̂ (and ReLU's mask) recomputed from x.
         let partials = mean.withUnsafeBufferPointer { mb in invStd.withUnsafeBufferPointer { ib in
-            let mu = mb.baseAddress!, inv = ib.baseAddress!, offset = gy.ptr - x.ptr, yOffset = out.ptr - x.ptr
-            return blockSums(width: 2 * c) { p, s in
-                let d = p + offset, y = p + yOffset
-                for j in 0..<c {
-                    let dy = Double(reluGradient(d[j], at: y[j], if: relu))
-                    s[j] += dy
-                    s[c + j] += dy * Double((p[j] - mu[j]) * inv[j])
+            scale.withUnsafeBufferPointer { sc in shift.withUnsafeBufferPointer { bb in
+                let mu = mb.baseAddress!, inv = ib.baseAddress!, offset = gy.ptr - x.ptr
+                let mask = relu ? BatchNormKernels.ReLUMask(scale: sc.baseAddress!, beta: bb.baseAddress!) : nil
+                return blockSums(width: 2 * c) { p, s in
+                    BatchNormKernels.addGradientSums(p, p + offset, c, mean: mu, invStd: inv, relu: mask, into: s)
                 }
-            }
+            } }
         } }
         // dγ = Σ dy·x̂, dβ = Σ dy: this rank's rows (per block with `SampleBlocks`).
         for (param, column) in [(gamma, c), (beta, 0)] where param.requiresGrad {
@@ -251,8 +250,8 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
             ? BatchNormGradient(gamma: gamma.ptr, invStd: invStd, sums: s, rows: globalRows)
             : BatchNormGradient(evaluationScale: scale)
         let (gx, fresh) = x.gradBuffer()
-        coefficients.apply(x: x.ptr, gy: gy.ptr, out: out.ptr, rows: 0..<rows, mean: mean, relu: relu, fresh: fresh,
-                           into: gx)
+        coefficients.apply(x: x.ptr, gy: gy.ptr, rows: 0..<rows, mean: mean, relu: relu ? (scale, shift) : nil,
+                           fresh: fresh, into: gx)
     }
     return out
 }
@@ -285,23 +284,25 @@ struct BatchNormGradient {
         a = scale; b = [Float](repeating: 0, count: scale.count); k = b
     }
 
-    /// `gx[row] = dx` (or `+= dx` unless `fresh`) for the channel rows `rows` of `x`, `gy` and the forward's
-    /// output `out` (ReLU's mask when `relu`), `mean` `[C]` the statistics' μ.
+    /// `gx[row] = dx` (or `+= dx` unless `fresh`) for the channel rows `rows` of `x` and `gy`, `mean` `[C]` the
+    /// statistics' μ; with `relu` (the forward's scale `γ/√(σ² + ε)` and β) `dy` through ReLU's mask,
+    /// recomputed from `x` (`BatchNormKernels.ReLUMask`).
     @inline(__always)
-    func apply(x: UnsafePointer<Float>, gy: UnsafePointer<Float>, out: UnsafePointer<Float>, rows: Range<Int>,
-               mean: [Float], relu: Bool, fresh: Bool, into gx: UnsafeMutablePointer<Float>) {
-        let c = a.count
+    func apply(x: UnsafePointer<Float>, gy: UnsafePointer<Float>, rows: Range<Int>, mean: [Float],
+               relu: (scale: [Float], beta: [Float])?, fresh: Bool, into gx: UnsafeMutablePointer<Float>) {
+        let c = a.count, scale = relu?.scale ?? [], beta = relu?.beta ?? []
         a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in k.withUnsafeBufferPointer { kb in
-            mean.withUnsafeBufferPointer { mb in
+            mean.withUnsafeBufferPointer { mb in scale.withUnsafeBufferPointer { sc in
+                beta.withUnsafeBufferPointer { ob in
                 let a = ab.baseAddress!, b = bb.baseAddress!, k = kb.baseAddress!, mu = mb.baseAddress!
+                let mask = relu == nil ? nil
+                    : BatchNormKernels.ReLUMask(scale: sc.baseAddress!, beta: ob.baseAddress!)
                 for row in rows {
-                    let p = x + row * c, d = gy + row * c, y = out + row * c, q = gx + row * c
-                    for j in 0..<c {
-                        let v = a[j] * reluGradient(d[j], at: y[j], if: relu) + b[j] * (p[j] - mu[j]) + k[j]
-                        q[j] = fresh ? v : q[j] + v
-                    }
+                    let o = row * c
+                    BatchNormKernels.applyGradient(x + o, gy + o, c, a: a, b: b, k: k, mean: mu, relu: mask,
+                                                   fresh: fresh, into: gx + o)
                 }
-            }
+            } } }
         } } }
     }
 }
@@ -345,10 +346,12 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
             throw TensorError.invalidArgument(op: "batchNorm", message: "block \(b) of \(blockRows) rows has "
                 + "\(r.count) value per channel; block BatchNorm needs more than 1 (input \(x.shape))")
         }
-        var s1 = [Double](repeating: 0, count: c), s2 = s1
-        for row in r { let p = x.ptr + row * c; for j in 0..<c { let v = Double(p[j]); s1[j] += v; s2[j] += v * v } }
+        var moments = [Double](repeating: 0, count: 2 * c)   // Σx per channel, then Σx²
+        moments.withUnsafeMutableBufferPointer { m in
+            for row in r { BatchNormKernels.addMoments(x.ptr + row * c, c, into: m.baseAddress!) }
+        }
         for j in 0..<c {
-            let mu = s1[j] / n, v = max(s2[j] / n - mu * mu, 0)
+            let mu = moments[j] / n, v = max(moments[c + j] / n - mu * mu, 0)
             mean[b * c + j] = Float(mu)
             invStd[b * c + j] = Float(1 / (v + Double(eps)).squareRoot())
             running[b * (2 * c + 1) + j] = mu
@@ -364,31 +367,38 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
     case .collect(let take): take(running, blocks.count)
     }
     let out = Tensor(uninitializedShape: x.shape)
-    var scale = [Float](repeating: 0, count: c)   // γ·(1/√(σ²_b + ε)) of the block, per channel
-    for b in blocks.indices {
-        for j in 0..<c { scale[j] = gamma.ptr[j] * invStd[b * c + j] }
-        scale.withUnsafeBufferPointer { sc in mean.withUnsafeBufferPointer { mb in
-            let a = sc.baseAddress!, mu = mb.baseAddress! + b * c, beta = beta.ptr
+    // Per block and channel γ·(1/√(σ²_b + ε)), and β: as normalised (ReLU's mask in backward).
+    var scale = [Float](repeating: 0, count: blocks.count * c)
+    for i in scale.indices { scale[i] = gamma.ptr[i % c] * invStd[i] }
+    let shift = Array(UnsafeBufferPointer(start: beta.ptr, count: c))
+    scale.withUnsafeBufferPointer { sc in shift.withUnsafeBufferPointer { bb in mean.withUnsafeBufferPointer { mb in
+        for b in blocks.indices {
+            let a = sc.baseAddress! + b * c, mu = mb.baseAddress! + b * c
             for row in channelRows(b) {
-                let p = x.ptr + row * c, q = out.ptr + row * c
-                for j in 0..<c { q[j] = reluValue((p[j] - mu[j]) * a[j] + beta[j], if: relu) }
+                BatchNormKernels.normalize(x.ptr + row * c, c, mean: mu, scale: a, beta: bb.baseAddress!, relu: relu,
+                                           into: out.ptr + row * c)
             }
-        } }
-    }
+        }
+    } } }
 
     Tape.record(relu ? "batchNormReLU" : "batchNorm", inputs: [x, gamma, beta], output: out) { gy in
         // Per block and channel: Σdy and Σdy·x̂.
         var sums = [Double](repeating: 0, count: blocks.count * 2 * c)
-        for b in blocks.indices {
-            for row in channelRows(b) {
-                let p = x.ptr + row * c, d = gy.ptr + row * c, y = out.ptr + row * c
-                for j in 0..<c {
-                    let dy = Double(reluGradient(d[j], at: y[j], if: relu))
-                    sums[b * 2 * c + j] += dy
-                    sums[b * 2 * c + c + j] += dy * Double((p[j] - mean[b * c + j]) * invStd[b * c + j])
+        sums.withUnsafeMutableBufferPointer { sb in mean.withUnsafeBufferPointer { mb in
+            invStd.withUnsafeBufferPointer { ib in scale.withUnsafeBufferPointer { sc in
+                shift.withUnsafeBufferPointer { bb in
+                for b in blocks.indices {
+                    let mask = relu ? BatchNormKernels.ReLUMask(scale: sc.baseAddress! + b * c, beta: bb.baseAddress!)
+                        : nil
+                    for row in channelRows(b) {
+                        let o = row * c
+                        BatchNormKernels.addGradientSums(x.ptr + o, gy.ptr + o, c, mean: mb.baseAddress! + b * c,
+                                                         invStd: ib.baseAddress! + b * c, relu: mask,
+                                                         into: sb.baseAddress! + b * 2 * c)
+                    }
                 }
-            }
-        }
+            } } }
+        } }
         // dγ, dβ: the blocks' sums, added per sample block (`SampleBlocks`) or over all rows.
         for (param, column) in [(gamma, c), (beta, 0)] where param.requiresGrad {
             param.accumulateRowSum(rows: leading) { r, g, overwrite in
@@ -406,8 +416,8 @@ func blockBatchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tenso
             let r = channelRows(b)
             BatchNormGradient(gamma: gamma.ptr, invStd: Array(invStd[(b * c)..<((b + 1) * c)]),
                               sums: Array(sums[(b * 2 * c)..<((b + 1) * 2 * c)]), rows: Double(r.count))
-                .apply(x: x.ptr, gy: gy.ptr, out: out.ptr, rows: r, mean: Array(mean[(b * c)..<((b + 1) * c)]),
-                       relu: relu, fresh: fresh, into: gx)
+                .apply(x: x.ptr, gy: gy.ptr, rows: r, mean: Array(mean[(b * c)..<((b + 1) * c)]),
+                       relu: relu ? (Array(scale[(b * c)..<((b + 1) * c)]), shift) : nil, fresh: fresh, into: gx)
         }
     }
     return out

@@ -96,6 +96,8 @@ public enum OpBench {
         if includeOtherOps {
             add("batchNorm") { try benchBatchNorm([64, 32, 32, 32], iterations: iters) }
             add("batchNorm") { try benchBatchNorm([64, 8, 8, 128], iterations: iters) }
+            add("batchNormBlockReLU") { try benchBatchNorm([64, 32, 32, 64], blockReLU: true, iterations: iters) }
+            add("batchNormBlockReLU") { try benchBatchNorm([64, 8, 8, 256], blockReLU: true, iterations: iters) }
             add("maxPool2d") { try benchMaxPool([64, 32, 32, 64], iterations: iters) }
             add("globalAvgPool") { try benchGlobalAvgPool([64, 4, 4, 512], iterations: iters) }
         }
@@ -408,7 +410,9 @@ public enum OpBench {
         return gemmLine(op: "linear", shape: "\(n)x\(fin)->\(fout)", ms: opMs, gemmMs: gemmMs, flops: flops)
     }
 
-    static func benchBatchNorm(_ shape: [Int], iterations: Int) throws -> String {
+    /// BatchNorm's forward and backward in training; `blockReLU`: as the bench step's student runs it, block
+    /// BatchNorm over blocks of the whole batch with the ReLU fused (`batchNormBlockReLU`).
+    static func benchBatchNorm(_ shape: [Int], blockReLU: Bool = false, iterations: Int) throws -> String {
         var rng = KDRandom(keys: 0xBE4E, UInt64(shape.last!))
         let c = shape.last!
         let x = Tensor.randn(shape, rng: &rng), gy = Tensor.randn(shape, rng: &rng)
@@ -417,13 +421,15 @@ public enum OpBench {
         x.requiresGrad = true; gamma.requiresGrad = true; beta.requiresGrad = true
         let ms = try bestMs(iterations) {
             x.grad = nil; gamma.grad = nil; beta.grad = nil
-            let y = try batchNorm(x, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv, training: true)
+            let y = try batchNorm(x, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv, training: true,
+                                  blockRows: blockReLU ? shape[0] : nil, relu: blockReLU)
             Tape.backward(y, seed: gy)
         }
         x.grad = nil
         // Forward reads x twice and writes y; backward reads x, dy twice and writes dx (+ seed copy).
         let bytes = Double(x.count) * 4 * 8
-        return memoryLine(op: "batchNorm", shape: shape.map(String.init).joined(separator: "x"), ms: ms, bytes: bytes)
+        return memoryLine(op: blockReLU ? "batchNormBlockReLU" : "batchNorm",
+                          shape: shape.map(String.init).joined(separator: "x"), ms: ms, bytes: bytes)
     }
 
     static func benchMaxPool(_ shape: [Int], iterations: Int) throws -> String {
