@@ -2,8 +2,8 @@ import XCTest
 @testable import KDTensor
 
 /// `weightGradientGEMM`: `C = Aᵀ·B (+ C)` against a Double reference, with the AVX-512 blocks where the CPU has
-/// them and with `cblas_sgemm` alone, on shapes whose rows (not a multiple of 12) and columns (not of 32) are
-/// left over, K across the `kc` chunk, strided operands.
+/// them and with `cblas_sgemm` alone, on shapes whose rows (not a multiple of 12, as the weight gradients of 64,
+/// 128 and 256 channels) and columns (not of 32) are left over, K across the `kc` chunk, strided operands.
 final class WeightGradientGEMMTests: XCTestCase {
     func random(_ n: Int, seed: UInt64) -> [Float] {
         var rng = KDRandom(keys: seed, 91)
@@ -14,7 +14,7 @@ final class WeightGradientGEMMTests: XCTestCase {
         let saved = RowInvariantGEMM.wideKernel
         defer { RowInvariantGEMM.wideKernel = saved }
         let shapes = [(m: 13, n: 33, k: 300), (m: 24, n: 64, k: 600), (m: 5, n: 40, k: 10), (m: 12, n: 32, k: 257),
-                      (m: 36, n: 96, k: 1)]
+                      (m: 36, n: 96, k: 1), (m: 64, n: 64, k: 300), (m: 8, n: 32, k: 5), (m: 130, n: 64, k: 270)]
         for wide in CPUFeatures.hasAVX512 ? [false, true] : [false] {
             RowInvariantGEMM.wideKernel = wide
             for (s, (m, n, k)) in shapes.enumerated() {

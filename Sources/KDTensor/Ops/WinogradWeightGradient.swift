@@ -107,24 +107,31 @@ func winogradOutputGradientTransform(_ gy: UnsafePointer<Float>, cout: Int, tili
 
 /// `dW[o, ki, kj, c] (+)= (Gᵀ dU[c, o] G)[ki][kj]` for every filter of the bank: `dU` is `[α², Cin, Cout]`
 /// (row-major per ξ), `gw` the OHWI gradient `[Cout, 3, 3, Cin]`, written when `overwrite`, else added.
-/// In Double on 8 output channels at once, each value rounded to Float once.
+/// In Double on 8 output channels at once, each value rounded to Float once. In blocks of 16 input × 16
+/// output channels: a block reads whole lines of `dU` (16 output channels of a row) and writes whole lines of
+/// `dW` (16 input channels of a tap), where the loop over one input channel at a time wrote one float per line
+/// across all of `dW` (a 256 × 256 layer's 2.4 MB, swept 256 times).
 func winogradFilterGradient(_ du: UnsafePointer<Float>, cin: Int, cout: Int, variant: WinogradVariant,
                             into gw: UnsafeMutablePointer<Float>, overwrite: Bool) {
     let a = variant.alpha, a2 = a * a, plane = cin * cout
     let scratch = UnsafeMutablePointer<WDVec>.allocate(capacity: a2 + 3 * a + 9)
     defer { scratch.deallocate() }
     let x = scratch, t = scratch + a2, r = scratch + a2 + 3 * a
-    for c in 0..<cin {
-        for o0 in stride(from: 0, to: cout, by: 8) {
-            let cnt = min(8, cout - o0)
-            for xi in 0..<a2 { x[xi] = WDVec(loadVec(du + xi * plane + c * cout + o0, cnt)) }
-            for j in 0..<a { winogradGT(variant, x + j, a, t + j, a) }       // t = Gᵀ dU (3×α)
-            for i in 0..<3 { winogradGT(variant, t + i * a, 1, r + i * 3, 1) } // r = t G (3×3)
-            for l in 0..<cnt {
-                let dst = gw + (o0 + l) * 9 * cin + c
-                for k in 0..<9 {
-                    let value = Float(r[k][l])
-                    dst[k * cin] = overwrite ? value : dst[k * cin] + value
+    for c0 in stride(from: 0, to: cin, by: 16) {
+        for o16 in stride(from: 0, to: cout, by: 16) {
+            for c in c0..<min(cin, c0 + 16) {
+                for o0 in stride(from: o16, to: min(cout, o16 + 16), by: 8) {
+                    let cnt = min(8, cout - o0)
+                    for xi in 0..<a2 { x[xi] = WDVec(loadVec(du + xi * plane + c * cout + o0, cnt)) }
+                    for j in 0..<a { winogradGT(variant, x + j, a, t + j, a) }       // t = Gᵀ dU (3×α)
+                    for i in 0..<3 { winogradGT(variant, t + i * a, 1, r + i * 3, 1) } // r = t G (3×3)
+                    for l in 0..<cnt {
+                        let dst = gw + (o0 + l) * 9 * cin + c
+                        for k in 0..<9 {
+                            let value = Float(r[k][l])
+                            dst[k * cin] = overwrite ? value : dst[k * cin] + value
+                        }
+                    }
                 }
             }
         }
