@@ -52,9 +52,8 @@ else
   ko "quickstart teacher" "$(tail -3 "$tmp/qteacher.log")"
 fi
 
-# F(4×4, 2×2) on trained stride-2 layers (runtime.conv_algorithm: winograd4; `auto` keeps a trained layer with
-# outputs under 16×16 direct, docs/ops.md "Strided Winograd convolution"): its forward and input gradient are
-# row-invariant too.
+# F(4×4, 2×2) on trained stride-2 layers (runtime.conv_algorithm: winograd4; `auto` keeps a trained layer
+# direct, docs/ops.md "Strided Winograd convolution"): its forward and input gradient are row-invariant too.
 same_bits strided-winograd "1 2 4" --config configs/quickstart-teacher.yaml --set train.steps=15 \
   --set train.log_every=1 --set runtime.conv_algorithm=winograd4
 

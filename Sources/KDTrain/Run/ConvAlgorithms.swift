@@ -143,28 +143,18 @@ public enum ConvAlgorithmTuner {
     /// `byRule` takes a layer with fewer input channels than this for a stem layer: direct.
     public static let stemChannels = 16
 
-    /// A trained stride-2 layer runs F(4×4, 2×2) under `auto` when its output has at least this many pixels per
-    /// image (16 × 16). Training makes both of its filter banks (forward and input gradient) every step, a cost
-    /// fixed per layer, while the GEMM work the algorithm saves grows with the pixels: `kdgraph bench --ops`
-    /// (`strided_layer_f4`, 64 images, forward + backward) measured 32×32×64→128 (16 × 16 outputs) 9% faster
-    /// than direct, 16×16×128→256 (8 × 8) even (docs/ops.md, "Strided Winograd convolution").
-    public static let stridedTrainingOutputPixels = 256
-
     /// `auto`: no timing (a choice that depends on the machine's load would make two runs of one command
     /// differ): direct for a stem layer (fewer than `stemChannels` input channels), else F(4×4) when its
     /// error on `weight` (measured as `measure` does, on seeded images) is within `winograd4Tolerance`,
     /// else F(2×2) — what timing picks on this project's ResNets (docs/ops.md). A stride-2 layer: F(4×4, 2×2)
-    /// under the same error test where it only infers (the teacher, whose filter bank is made once) and where
-    /// it trains with an output of at least `stridedTrainingOutputPixels` per image; direct where it trains on
-    /// fewer (its two banks, made every step, cost about what the GEMMs save).
+    /// under the same error test where it only infers (the teacher, whose filter bank is made once), direct
+    /// where it trains (its two banks, forward and input gradient, made every step, cost about what the
+    /// GEMMs save: `kdgraph bench --ops`, `strided_layer_f4`).
     static func byRule(_ c: ConvAlgorithmChoice, weight: Tensor) -> ConvAlgorithmChoice {
         var c = c
         let s = c.shape
         c.source = "rule"
-        let outputPixels = ((s.h + 2 * s.padding - 3) / s.stride + 1) * ((s.w + 2 * s.padding - 3) / s.stride + 1)
-        if s.cin < stemChannels || (s.stride != 1 && s.training && outputPixels < stridedTrainingOutputPixels) {
-            c.algorithm = .direct; return c
-        }
+        if s.cin < stemChannels || (s.stride != 1 && s.training) { c.algorithm = .direct; return c }
         c.winograd4Error = winograd4Error(s, weight: weight, images: probeImages(s, batch: timingImages))
         c.algorithm = (c.winograd4Error ?? 1) <= winograd4Tolerance ? .winograd4 : applicable(.winograd2, s)
         return c
