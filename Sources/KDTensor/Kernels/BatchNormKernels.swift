@@ -3,31 +3,23 @@
 /// same operations, in the same order, as the one-at-a-time loop they replace — Float products and sums
 /// without fused multiply-adds, Double accumulators added to in row order per channel — so the same bits
 /// (`BatchNormTests.testRowKernelsGiveTheScalarBits`).
+///
+/// Eight-lane Float loads and stores are the module's (`loadVec8`, `storeVec`, with `WVec`); the Double
+/// accumulators' (`WDVec`) are here.
 enum BatchNormKernels {
-    typealias F8 = SIMD8<Float>
-    typealias D8 = SIMD8<Double>
-
-    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> F8 {
-        UnsafeRawPointer(p).loadUnaligned(as: F8.self)
+    @inline(__always) static func loadD(_ p: UnsafePointer<Double>) -> WDVec {
+        UnsafeRawPointer(p).loadUnaligned(as: WDVec.self)
     }
-    @inline(__always) static func store(_ v: F8, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: F8.self)
+    @inline(__always) static func storeD(_ v: WDVec, _ p: UnsafeMutablePointer<Double>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: WDVec.self)
     }
-    @inline(__always) static func loadD(_ p: UnsafePointer<Double>) -> D8 {
-        UnsafeRawPointer(p).loadUnaligned(as: D8.self)
-    }
-    @inline(__always) static func storeD(_ v: D8, _ p: UnsafeMutablePointer<Double>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: D8.self)
-    }
-    /// `reluValue` lane by lane: 0 where `v ≤ 0` (−0 included), NaN kept.
-    @inline(__always) static func relu(_ v: F8) -> F8 { v.replacing(with: 0, where: v .<= 0) }
 
     /// The moments: `s[j] += x[j]`, `s[c + j] += x[j]·x[j]` in Double, `j < c`.
     @inline(__always)
     static func addMoments(_ x: UnsafePointer<Float>, _ c: Int, into s: UnsafeMutablePointer<Double>) {
         var j = 0
         while j + 8 <= c {
-            let v = D8(load(x + j))
+            let v = WDVec(loadVec8(x + j))
             storeD(loadD(s + j) + v, s + j)
             storeD(loadD(s + c + j) + v * v, s + c + j)
             j += 8
@@ -42,8 +34,9 @@ enum BatchNormKernels {
                           into y: UnsafeMutablePointer<Float>) {
         var j = 0
         while j + 8 <= c {
-            let v = (load(x + j) - load(mu + j)) * load(a + j) + load(beta + j)
-            store(on ? relu(v) : v, y + j)
+            let v = (loadVec8(x + j) - loadVec8(mu + j)) * loadVec8(a + j) + loadVec8(beta + j)
+            // `reluValue` lane by lane: 0 where `v ≤ 0` (−0 included), NaN kept.
+            storeVec(on ? v.replacing(with: 0, where: v .<= 0) : v, y + j, 8)
             j += 8
         }
         while j < c { y[j] = reluValue((x[j] - mu[j]) * a[j] + beta[j], if: on); j += 1 }
@@ -54,6 +47,17 @@ enum BatchNormKernels {
     /// mask `reluGradient` reads on the output — which spares backward a pass over the output.
     struct ReLUMask {
         let scale: UnsafePointer<Float>, beta: UnsafePointer<Float>
+
+        /// `g` where the pre-ReLU value of channels `j..<j+8` is positive (or NaN), 0 elsewhere; `centred` is
+        /// `x − μ` of those channels.
+        @inline(__always) func masked(_ g: WVec, centred: WVec, at j: Int) -> WVec {
+            g.replacing(with: 0, where: centred * loadVec8(scale + j) + loadVec8(beta + j) .<= 0)
+        }
+
+        /// `masked` for channel `j` alone (`reluGradient` at the pre-ReLU value).
+        @inline(__always) func masked(_ g: Float, centred: Float, at j: Int) -> Float {
+            reluGradient(g, at: centred * scale[j] + beta[j])
+        }
     }
 
     /// The gradient's sums: `s[j] += dy`, `s[c + j] += dy·x̂` in Double, with `dy = g[j]` through ReLU's mask
@@ -64,17 +68,15 @@ enum BatchNormKernels {
                                 into s: UnsafeMutablePointer<Double>) {
         var j = 0
         while j + 8 <= c {
-            let centred = load(x + j) - load(mu + j)
-            var gv = load(g + j)
-            if let relu { gv.replace(with: 0, where: centred * load(relu.scale + j) + load(relu.beta + j) .<= 0) }
-            let dy = D8(gv), xhat = D8(centred * load(inv + j))
+            let centred = loadVec8(x + j) - loadVec8(mu + j), gv = loadVec8(g + j)
+            let dy = WDVec(relu?.masked(gv, centred: centred, at: j) ?? gv), xhat = WDVec(centred * loadVec8(inv + j))
             storeD(loadD(s + j) + dy, s + j)
             storeD(loadD(s + c + j) + dy * xhat, s + c + j)
             j += 8
         }
         while j < c {
             let centred = x[j] - mu[j]
-            let dy = Double(relu.map { reluGradient(g[j], at: centred * $0.scale[j] + $0.beta[j]) } ?? g[j])
+            let dy = Double(relu?.masked(g[j], centred: centred, at: j) ?? g[j])
             s[j] += dy
             s[c + j] += dy * Double(centred * inv[j])
             j += 1
@@ -89,16 +91,15 @@ enum BatchNormKernels {
                               relu: ReLUMask?, fresh: Bool, into gx: UnsafeMutablePointer<Float>) {
         var j = 0
         while j + 8 <= c {
-            let centred = load(x + j) - load(mu + j)
-            var dy = load(g + j)
-            if let relu { dy.replace(with: 0, where: centred * load(relu.scale + j) + load(relu.beta + j) .<= 0) }
-            let v = load(a + j) * dy + load(b + j) * centred + load(k + j)
-            store(fresh ? v : load(gx + j) + v, gx + j)
+            let centred = loadVec8(x + j) - loadVec8(mu + j), gv = loadVec8(g + j)
+            let dy = relu?.masked(gv, centred: centred, at: j) ?? gv
+            let v = loadVec8(a + j) * dy + loadVec8(b + j) * centred + loadVec8(k + j)
+            storeVec(fresh ? v : loadVec8(gx + j) + v, gx + j, 8)
             j += 8
         }
         while j < c {
             let centred = x[j] - mu[j]
-            let dy = relu.map { reluGradient(g[j], at: centred * $0.scale[j] + $0.beta[j]) } ?? g[j]
+            let dy = relu?.masked(g[j], centred: centred, at: j) ?? g[j]
             let v = a[j] * dy + b[j] * centred + k[j]
             gx[j] = fresh ? v : gx[j] + v
             j += 1
