@@ -48,7 +48,8 @@ public final class Trainer {
     public var observers: [any StepObserver] = []
     /// The last link probe (`comm.link_probe_every`; LinkChecks.swift), attached to every later step record.
     public internal(set) var linkCheck: LinkCheck?
-    /// Every rank's host name, gathered at the first link probe.
+    /// Every rank's host name: gathered when the trainer is built in deterministic training on several ranks,
+    /// else at the first link probe.
     var hostNames: [String]?
     /// The last step's record.
     public private(set) var lastRecord: StepRecord?
@@ -136,7 +137,11 @@ public final class Trainer {
         // ⑨ optimizer and learning-rate schedule; ⑧ gradient synchronisation; the step's pass and guard
         optimizer = try Self.optimizer(config: config, parameters: parameters)
         learningRates = Self.learningRates(config: config, totalSteps: totalSteps)
-        gradientSync = try makeGradientSync(config: config, parameters: parameters.map { $0.1 }, comm: comm)
+        // Deterministic training chooses the gradient sum's transport by the hosts (one all-gather of their names,
+        // kept for the link probes); otherwise the first link probe gathers them.
+        if config.train.deterministic && comm.size > 1 { hostNames = try LinkProbe.hostNames(comm) }
+        gradientSync = try makeGradientSync(config: config, parameters: parameters.map { $0.1 }, comm: comm,
+                                            hostNames: hostNames)
         passes = config.train.microBatch > 0
             ? MicroBatchSchedule(samplesPerChunk: config.train.microBatch, secondPassImages: faults.secondPassImages)
             : OnePassSchedule(commitsRunningStatisticsOnce: config.student.batchNorm == .block)

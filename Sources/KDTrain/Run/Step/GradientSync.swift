@@ -87,11 +87,13 @@ final class ExactSync: GradientSync {
 
 /// The strategy of `config`: exact with `train.deterministic`, else bucketed, overlapped with `comm.overlap`.
 /// The exact sum crosses the ranks as a reduce-scatter and an all-gather when they run on more than one host
-/// (fewer bytes over the network, the same bits; on one host's shared memory one all-reduce is faster:
-/// docs/communication.md, "The exact gradient sum across hosts").
-func makeGradientSync(config: KDConfig, parameters: [Tensor], comm: Communicator) throws -> any GradientSync {
+/// (`hostNames`: every rank's, `LinkProbe.hostNames`; nil on one rank) — fewer bytes over the network, the same
+/// bits; on one host's shared memory one all-reduce is faster (docs/communication.md, "The exact gradient sum
+/// across hosts").
+func makeGradientSync(config: KDConfig, parameters: [Tensor], comm: Communicator,
+                      hostNames: [String]?) throws -> any GradientSync {
     if config.train.deterministic {
-        let hosts = comm.size > 1 ? Set(try LinkProbe.hostNames(comm)).count : 1
+        let hosts = Set(hostNames ?? []).count
         return ExactSync(exact: ExactGradients(parameters: parameters, comm: comm, scatterGather: hosts > 1),
                          rowsPerBlock: config.samplesPerBlock * max(1, config.data.views))
     }
