@@ -105,6 +105,7 @@ let package = Package(
         ], swiftSettings: v5 + fastMath),
 
         // Tests only: `InProcessWorld`, N ranks as threads of one process (docs/communication.md); no MPI.
+        // `TemporaryDirectory`, the one way tests make (and remove) a temporary folder.
         .target(name: "KDTestSupport", dependencies: ["KDCore", "KDTensor"], swiftSettings: v5),
         // Tests only: the loss contract every registered loss is checked against (docs/losses.md).
         .target(name: "KDLossTesting",
@@ -113,8 +114,8 @@ let package = Package(
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], swiftSettings: v5),
         .testTarget(name: "KDCommTests", dependencies: ["KDCore", "KDComm", "KDTensor", "KDTestSupport"],
                     swiftSettings: v5),
-        .testTarget(name: "KDFormatsTests", dependencies: ["KDFormats"], swiftSettings: v5),
-        .testTarget(name: "KDDataTests", dependencies: ["KDCore", "KDData", "KDFormats", "KDTensor"],
+        .testTarget(name: "KDFormatsTests", dependencies: ["KDFormats", "KDTestSupport"], swiftSettings: v5),
+        .testTarget(name: "KDDataTests", dependencies: ["KDCore", "KDData", "KDFormats", "KDTensor", "KDTestSupport"],
                     swiftSettings: v5),
         .testTarget(name: "KDModelsTests",
                     dependencies: ["KDModels", "KDTensor", "KDFormats", "KDCore", "KDComm", "KDTestSupport"],

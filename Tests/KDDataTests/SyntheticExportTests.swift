@@ -1,14 +1,16 @@
 import Foundation
 import XCTest
 import KDData
+import KDTestSupport
 
 /// `kdgraph export-data` (issue 29 item 5: the README's `digits/` placeholder had no way to make one):
 /// the embedded images written as an npy folder read back by the `npy` source as the same images and
 /// labels; a folder that already holds the files is refused, untouched.
 final class SyntheticExportTests: XCTestCase {
     func testTheFolderReadsBackAsTheSameImagesAndIsNeverOverwritten() throws {
-        let dir = NSTemporaryDirectory() + "kdgraph-export-" + UUID().uuidString
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = try TemporaryDirectory(prefix: "kdgraph-export-")
+        defer { tmp.remove() }
+        let dir = tmp.file("digits")
         try SyntheticExport.write(folder: dir, train: 20, test: 6, classes: 4, size: 8, seed: 3)
         let splits = try DataSources.open(DataSourceConfig(source: "npy", path: dir, classes: 4, imageSize: nil,
                                                            evalFraction: 0.1, seed: 3))

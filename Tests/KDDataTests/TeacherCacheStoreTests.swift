@@ -1,18 +1,19 @@
 import Foundation
 import XCTest
 import KDData
+import KDTestSupport
 
 /// The teacher cache's files (docs/training.md, "Teacher cache"): records round-trip exactly (float32)
 /// or rounded to nearest float16, absent and damaged records read as absent, and a cache made for other
 /// settings is refused naming the differing field.
 final class TeacherCacheStoreTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    /// The cache folder: not created, `prepare` makes it (its staging folders go beside it, in `tmp`).
+    var dir: String { tmp.file("cache") }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-cache-" + UUID().uuidString
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdgraph-cache-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func manifest(dtype: String = "float32", seed: String = "1", samples: Int = 10) -> TeacherCacheManifest {
         let layout = TeacherCacheLayout(samples: samples, views: 2, rounds: 3,

@@ -1,16 +1,15 @@
 import Foundation
 import XCTest
 @testable import KDData
+import KDTestSupport
 
 /// A fresh temporary folder per test.
 class TempDirTestCase: XCTestCase {
-    var dir: URL!
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kddata-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    }
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
-    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+    var tmp: TemporaryDirectory!
+    var dir: URL { tmp.url }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kddata-") }
+    override func tearDownWithError() throws { tmp?.remove() }
+    func path(_ name: String) -> String { tmp.file(name) }
 
     func message(_ body: () throws -> Void) -> String {
         do { try body(); return "no error" } catch { return "\(error)" }

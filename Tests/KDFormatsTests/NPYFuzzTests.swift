@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KDFormats
+import KDTestSupport
 
 /// Random and mutated `.npy` images must give a header or a typed `NPYError`, never a crash.
 final class NPYFuzzTests: XCTestCase {
@@ -50,15 +51,14 @@ final class NPYFuzzTests: XCTestCase {
             }
         }
         // A few hundred through the file + mmap path as well.
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("npy-fuzz-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
+        let dir = try TemporaryDirectory(prefix: "npy-fuzz-")
+        defer { dir.remove() }
         var fileTried = 0
         for k in 0..<300 {
             var bytes = templates[k % 3]
             bytes[Int(next()) % bytes.count] = UInt8(truncatingIfNeeded: next())
             if k % 3 == 0 { bytes = Array(bytes[0..<Int(next() % UInt64(bytes.count))]) }
-            let p = dir.appendingPathComponent("f\(k).npy").path
+            let p = dir.file("f\(k).npy")
             try Data(bytes).write(to: URL(fileURLWithPath: p))
             if let a = try? NPYArray(path: p) { _ = a.floatArray() }
             fileTried += 1

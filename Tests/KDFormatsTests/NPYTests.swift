@@ -1,18 +1,16 @@
 import Foundation
 import XCTest
 @testable import KDFormats
+import KDTestSupport
 
 final class NPYTests: XCTestCase {
-    var dir: URL!
+    var tmp: TemporaryDirectory!
 
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("npy-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "npy-tests-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
-    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+    func path(_ name: String) -> String { tmp.file(name) }
 
     func writeBytes(_ bytes: [UInt8], _ name: String) throws -> String {
         let p = path(name)

@@ -1,5 +1,6 @@
 import XCTest
 @testable import KDFormats
+import KDTestSupport
 
 final class SafetensorsTests: XCTestCase {
     func sample() -> [(String, SafetensorsTensor)] {
@@ -199,9 +200,9 @@ final class SafetensorsTests: XCTestCase {
     }
 
     func testAtomicWriteAndRead() throws {
-        let dir = NSTemporaryDirectory() + "st-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = try TemporaryDirectory(prefix: "st-")
+        defer { tmp.remove() }
+        let dir = tmp.path
         let path = dir + "/w.safetensors"
         try Safetensors.write(sample(), metadata: ["a": "b"], addChecksum: true, to: path)
         let f = try Safetensors.read(path: path)

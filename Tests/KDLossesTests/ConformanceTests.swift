@@ -2,6 +2,7 @@ import XCTest
 import KDTensor
 @testable import KDLosses
 import KDLossTesting
+import KDTestSupport
 
 
 final class ConformanceTests: XCTestCase {
@@ -36,10 +37,9 @@ final class ConformanceTests: XCTestCase {
 
     /// A loss far off the expected value fails the case with its error in the report.
     func testWrongExpectationFails() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kdlosses-conf-\(getpid())")
-        try? FileManager.default.removeItem(at: dir)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
+        let tmp = try TemporaryDirectory(prefix: "kdlosses-conf-")
+        defer { tmp.remove() }
+        let dir = tmp.url
         let src = URL(fileURLWithPath: try fixturesDirectory())
         for f in ["kd.student_logits.npy", "kd.teacher_logits.npy", "kd.grad_student_logits.npy"] {
             try FileManager.default.copyItem(at: src.appendingPathComponent(f), to: dir.appendingPathComponent(f))

@@ -1,17 +1,16 @@
 import XCTest
 import KDFormats
 import KDTensor
+import KDTestSupport
 @testable import KDModels
 
 final class CheckpointTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdckpt-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdckpt-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     /// A resnet8 with non-trivial buffers and an SGD optimizer that has taken one step.
     func trainedLike(seed: UInt64) throws -> (any Classifier, SGD) {

@@ -1,6 +1,7 @@
 import XCTest
 import KDFormats
 import KDTensor
+import KDTestSupport
 @testable import KDModels
 
 final class ForwardTests: XCTestCase {
@@ -134,9 +135,9 @@ final class ForwardTests: XCTestCase {
 
     /// The files interop_check.py reads: weights, NHWC input, logits and a manifest.
     func testInteropExport() throws {
-        let dir = NSTemporaryDirectory() + "kdinterop-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = try TemporaryDirectory(prefix: "kdinterop-")
+        defer { tmp.remove() }
+        let dir = tmp.path
         let m = try ModelZoo.make(name: "resnet8", classes: 10, seed: 1)
         let x = Interop.referenceInput(n: 2, height: 8, width: 8, channels: 3)
         let before = m.namedBuffers().map { $0.1.array }
@@ -192,11 +193,14 @@ final class ForwardTests: XCTestCase {
     /// the same path runs on a KDGraph-written stand-in so the loader is always exercised.
     func testReproduceTorchExport() throws {
         var dirs: [String] = []
+        var tmp: TemporaryDirectory?   // the stand-in's folder; the exported folders are kept
+        defer { tmp?.remove() }
         if let root = ProcessInfo.processInfo.environment["KDGRAPH_TORCH_EXPORT_DIR"] {
             dirs = try FileManager.default.contentsOfDirectory(atPath: root).sorted().map { root + "/" + $0 }
         } else {
-            let dir = NSTemporaryDirectory() + "kdtorch-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let made = try TemporaryDirectory(prefix: "kdtorch-")
+            tmp = made
+            let dir = made.path
             let m = try ModelZoo.make(name: "resnet8", classes: 4, inputChannels: 1, seed: 9)
             let x = Interop.referenceInput(n: 2, height: 8, width: 8, channels: 1)
             try Interop.export(model: m, input: x, to: dir)
@@ -205,11 +209,6 @@ final class ForwardTests: XCTestCase {
             try FileManager.default.moveItem(atPath: dir + "/logits.npy", toPath: dir + "/torch_logits.npy")
             try FileManager.default.moveItem(atPath: dir + "/feature.npy", toPath: dir + "/torch_feature.npy")
             dirs = [dir]
-        }
-        defer {
-            if ProcessInfo.processInfo.environment["KDGRAPH_TORCH_EXPORT_DIR"] == nil {
-                for d in dirs { try? FileManager.default.removeItem(atPath: d) }
-            }
         }
         for d in dirs {
             let e = try Interop.reproduceTorch(directory: d)

@@ -1,5 +1,6 @@
 import KDComm
 import XCTest
+import KDTestSupport
 @testable import KDTools
 import KDTrain
 
@@ -170,9 +171,8 @@ final class ScalingReportTests: XCTestCase {
     /// `readBench` takes the projection fields of a bench JSON file; a file without them gives a
     /// point without projection, and a missing field of a projected bench is an error naming it.
     func testReadBenchProjectionFields() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kdg-scaling-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
+        let dir = try TemporaryDirectory(prefix: "kdg-scaling-")
+        defer { dir.remove() }
         let spread = BenchResult.Spread(medianS: 1.8, p90S: 1.9)
         var bench = BenchResult(
             samplesPerS: 23, samplesPerSPerRank: 23, ranks: 1, globalBatch: 64, views: 1, steps: 10, warmup: 3,
@@ -186,8 +186,7 @@ final class ScalingReportTests: XCTestCase {
             lossProjection: [LossProjection.Point(ranks: 1, globalBatch: 64, seconds: 0.002),
                              LossProjection.Point(ranks: 16, globalBatch: 1024, seconds: 0.29)],
             host: "h", cores: 2)
-        let a = dir.appendingPathComponent("a.json").path, b = dir.appendingPathComponent("b.json").path
-        let c = dir.appendingPathComponent("c.json").path
+        let a = dir.file("a.json"), b = dir.file("b.json"), c = dir.file("c.json")
         let json = try bench.json()
         XCTAssertTrue(json.contains("\"samples_per_s_per_rank\":23") && json.contains("\"p90_s\":1.9"), json)
         try json.write(toFile: a, atomically: true, encoding: .utf8)

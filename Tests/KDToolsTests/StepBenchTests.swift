@@ -9,8 +9,9 @@ import KDTrain
 /// measured step reach the loss timing and the projection, the gather ledger the collective counts.
 final class StepBenchTests: XCTestCase {
     func testBenchKeepsTheLastStepsInputsThroughAnObserver() throws {
-        let dir = NSTemporaryDirectory() + "kdgraph-stepbench-" + UUID().uuidString
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = try TemporaryDirectory(prefix: "kdgraph-stepbench-")
+        defer { tmp.remove() }
+        let dir = tmp.path
         let cfg = try KDConfig.parse(yaml: """
             seed: 1
             mode: supervised

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import KDTestSupport
 @testable import KDTrain
 import Yams
 
@@ -48,9 +49,9 @@ final class ConfigModelTests: XCTestCase {
 
     /// Issue 24 item 3: an empty file, a list, a number or a sentence trained on every default.
     func testAConfigThatIsNotAMappingIsRefusedNamingTheFile() throws {
-        let dir = NSTemporaryDirectory() + "kdgraph-config-model-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = try TemporaryDirectory(prefix: "kdgraph-config-model-")
+        defer { tmp.remove() }
+        let dir = tmp.path
         for (text, shown) in [("", "is empty"), ("\n  \n", "is empty"), ("# only a comment\n", "is empty"),
                               ("- 1\n", "got a list"), ("42\n", "got '42'"), ("hello world\n", "got 'hello world'")] {
             let path = dir + "/c.yaml"

@@ -12,11 +12,12 @@ import KDTestSupport
 /// fixed-point sums, a replicated loss). The same comparisons run under a real `mpirun` in
 /// Tests/mpi/train_e2e.sh.
 final class DeterministicTrainingTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws { dir = try makeFolderWithTeacher("kdgraph-deterministic-") }
+    override func setUpWithError() throws { tmp = try makeFolderWithTeacher("kdgraph-deterministic-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     /// Global batch 10 in blocks of 2: five blocks, shared 5 / 3+2 / 1+2+2 / 1+1+1+2 over 1–4 ranks.
     func config(_ extra: String = "", losses: String = "[{kind: prg}, {kind: rkd}, {kind: kd, weight: 0.5}]",

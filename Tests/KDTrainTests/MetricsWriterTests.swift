@@ -1,19 +1,18 @@
 import XCTest
 import KDComm
 import KDCore
+import KDTestSupport
 @testable import KDTrain
 
 /// Issue 18 item 5: a failed metrics write is a named error (the file and the OS reason), never a
 /// crash, and never leaves a partial line behind.
 final class MetricsWriterTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdmetrics-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdmetrics-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func record(step: Int, loss: Double) -> MetricRecord {
         var r = MetricRecord()

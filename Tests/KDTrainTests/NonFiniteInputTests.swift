@@ -9,14 +9,12 @@ import KDTestSupport
 /// Issue 24 item 5: `predict` on NaN images returned finite logits and `eval` with a NaN row reported a
 /// finite loss and accuracy. Both refuse non-finite inputs, naming the file and the image or sample.
 final class NonFiniteInputTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-nonfinite-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdgraph-nonfinite-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func message(_ body: () throws -> Void) -> String {
         do { try body(); return "" } catch { return "\(error)" }
@@ -78,8 +76,9 @@ final class NonFiniteInputTests: XCTestCase {
 /// from the command line with `--config` naming the model and the data; without it the message says so.
 final class PlainWeightsTests: XCTestCase {
     func testPredictTakesPlainWeightsWithAConfig() throws {
-        let dir = NSTemporaryDirectory() + "kdgraph-plain-" + UUID().uuidString
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = try TemporaryDirectory(prefix: "kdgraph-plain-")
+        defer { tmp.remove() }
+        let dir = tmp.path
         try SyntheticExport.write(folder: dir + "/data", train: 24, test: 8, classes: 4, size: 8, seed: 1)
         let yaml = """
         data: {source: npy, path: "\(dir)/data", classes: 4, global_batch: 8}

@@ -1,17 +1,16 @@
 import XCTest
+import KDTestSupport
 @testable import KDTrain
 
 /// Issue 18 item 3: one run per output folder (lock with pid/host, stale locks replaced, earlier
 /// runs' outputs refused unless resuming or overwriting).
 final class OutputDirectoryTests: XCTestCase {
-    var base = ""
+    var tmp: TemporaryDirectory!
+    var base: String { tmp.path }
 
-    override func setUpWithError() throws {
-        base = NSTemporaryDirectory() + "kdout-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdout-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: base) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func claim(_ dir: String, resume: String? = nil, overwrite: Bool = false) throws -> (OutputLock, [String]) {
         var warnings: [String] = []

@@ -11,11 +11,12 @@ import KDTestSupport
 /// every optimizer state tensor must be the same bits (same build, same process, pinned convolution
 /// algorithm: nothing may differ, so no tolerance).
 final class ResumeTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws { dir = try makeFolderWithTeacher("kdgraph-resume-") }
+    override func setUpWithError() throws { tmp = try makeFolderWithTeacher("kdgraph-resume-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func config(optim: String, distill: Bool, out: String) throws -> KDConfig {
         let distillation = """

@@ -36,14 +36,12 @@ final class XMLCollector: NSObject, XMLParserDelegate {
 /// `summary.md`, `curves.svg`, the final log lines (`RunResults`) and the TensorBoard file of a run
 /// (docs/training.md, "Results of a run").
 final class RunResultsTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-results-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdgraph-results-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func testTicksAndLabels() {
         XCTAssertEqual(SVG.ticks(2, 6), [2, 3, 4, 5, 6])

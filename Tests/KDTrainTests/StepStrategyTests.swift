@@ -11,14 +11,12 @@ import KDTestSupport
 /// the non-finite guard's one rollback path, and an observer receiving the loss inputs and the gather
 /// ledger.
 final class StepStrategyTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-step-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdgraph-step-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     /// Supervised resnet8 (BatchNorm, so running statistics are part of the state) on 16×16 images, SGD with
     /// momentum (optimizer state), global batch 8.

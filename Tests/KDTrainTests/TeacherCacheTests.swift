@@ -9,14 +9,12 @@ import KDTestSupport
 /// `teacher.cache` through the trainer (docs/training.md, "Teacher cache"), on in-process ranks:
 /// 40 samples, batches of 10, 2 views, 2 rounds, 12 steps = 3 epochs (the third reads round 0).
 final class TeacherCacheTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-teacher-cache-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdgraph-teacher-cache-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func config(cache: String, dtype: String = "float32", out: String) throws -> KDConfig {
         let yaml = """

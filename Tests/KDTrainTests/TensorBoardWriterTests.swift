@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import KDTestSupport
 @testable import KDTrain
 
 /// A reader of TensorBoard event files written for these tests, independent of `TensorBoardWriter`: a
@@ -105,14 +106,12 @@ struct EventFileReader {
 }
 
 final class TensorBoardWriterTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-tensorboard-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdgraph-tensorboard-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func testCRC32CTestVectors() {
         XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283)

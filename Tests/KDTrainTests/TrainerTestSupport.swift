@@ -2,15 +2,21 @@ import Foundation
 import KDCore
 import KDData
 import KDModels
+import KDTestSupport
 @testable import KDTrain
 
 /// A fresh temporary folder holding `teacher.safetensors`: a random-weight resnet8 (5 classes, 16×16×3),
-/// the teacher of the in-process trainer tests. The caller removes the folder.
-func makeFolderWithTeacher(_ prefix: String) throws -> String {
-    let dir = NSTemporaryDirectory() + prefix + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    let teacher = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3, imageSize: [16, 16], seed: 99)
-    try Checkpoint.save(path: dir + "/teacher.safetensors", model: teacher, metadata: ["purpose": "test"], rank: 0)
+/// the teacher of the in-process trainer tests. The caller removes the folder (`remove()`).
+func makeFolderWithTeacher(_ prefix: String) throws -> TemporaryDirectory {
+    let dir = try TemporaryDirectory(prefix: prefix)
+    do {
+        let teacher = try ModelZoo.make(name: "resnet8", classes: 5, inputChannels: 3, imageSize: [16, 16], seed: 99)
+        try Checkpoint.save(path: dir.file("teacher.safetensors"), model: teacher, metadata: ["purpose": "test"],
+                            rank: 0)
+    } catch {
+        dir.remove()
+        throw error
+    }
     return dir
 }
 

@@ -19,11 +19,12 @@ import KDTestSupport
 /// one step, far below 1e-4 of their size. Between ranks nothing is reassociated: the all-reduced
 /// gradients and losses are the same bits on every rank, so the parameters must stay bit-identical.
 final class TrainerWorldTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws { dir = try makeFolderWithTeacher("kdgraph-trainer-world-") }
+    override func setUpWithError() throws { tmp = try makeFolderWithTeacher("kdgraph-trainer-world-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func config(overlap: Bool) throws -> KDConfig {
         let yaml = """

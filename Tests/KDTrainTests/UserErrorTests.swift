@@ -9,14 +9,12 @@ import KDTestSupport
 /// Issue 18 items 6, 9 and 12: bad input gets a message that names the file or override, the key and
 /// what to do; configs follow the data they point at.
 final class UserErrorTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-user-errors-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdgraph-user-errors-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func message(_ body: () throws -> Void) -> String {
         do { try body(); return "no error" } catch { return "\(error)" }

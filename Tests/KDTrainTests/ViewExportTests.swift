@@ -14,14 +14,12 @@ import KDTestSupport
 /// teacher through the teacher cache — so the exported views are exactly the student's views of each
 /// round, and the embeddings file is read at round `epoch mod R`.
 final class ViewExportTests: XCTestCase {
-    var dir = ""
+    var tmp: TemporaryDirectory!
+    var dir: String { tmp.path }
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kdgraph-views-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
+    override func setUpWithError() throws { tmp = try TemporaryDirectory(prefix: "kdgraph-views-") }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDownWithError() throws { tmp?.remove() }
 
     func config(teacher: String, out: String) throws -> KDConfig {
         let yaml = """
