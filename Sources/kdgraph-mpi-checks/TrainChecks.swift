@@ -24,8 +24,9 @@ enum TrainChecks {
         MultiRankCheck("train/nonfinite-guard") { comm in try nonFinite(comm) },
     ]
 
-    /// A folder every rank agrees on (rank 0 picks it and broadcasts the name).
-    static func sharedTempDir(_ comm: Communicator) throws -> String {
+    /// Runs `body` in a fresh folder every rank agrees on (rank 0 makes it and broadcasts its name) and
+    /// removes the folder once every rank is done with it. A check that fails leaves its folder for a look.
+    static func inSharedTempDir(_ comm: Communicator, _ body: (String) throws -> Void) throws {
         var bytes = [UInt8](repeating: 0, count: 96)
         if comm.rank == 0 {
             let name = NSTemporaryDirectory() + "kdgraph-check-" + UUID().uuidString
@@ -33,7 +34,10 @@ enum TrainChecks {
             for (i, b) in name.utf8.prefix(95).enumerated() { bytes[i] = b }
         }
         try comm.broadcast(&bytes, root: 0)
-        return String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        let dir = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        try body(dir)
+        try comm.barrier()
+        if comm.rank == 0 { try? FileManager.default.removeItem(atPath: dir) }
     }
 
     /// A random-weight resnet8 teacher checkpoint for 3-channel 16×16 images, 5 classes.
@@ -109,7 +113,12 @@ enum TrainChecks {
     /// add their shares in Double. Parameters move by lr·Δgradient in one step, far below 1e-4 of their size.
     static func invariance(_ comm: Communicator, losses spec: String?, views: Int, batch: Int, overlap: Bool = false,
                            augment: Bool = false) throws {
-        let dir = try sharedTempDir(comm)
+        try inSharedTempDir(comm) { dir in try invariance(comm, dir: dir, losses: spec, views: views, batch: batch,
+                                                          overlap: overlap, augment: augment) }
+    }
+
+    static func invariance(_ comm: Communicator, dir: String, losses spec: String?, views: Int, batch: Int,
+                           overlap: Bool, augment: Bool) throws {
         let teacher = try teacherCheckpoint(comm, dir: dir)
         let cfg = try config(dir: dir, teacher: teacher, losses: spec, views: views, batch: batch, overlap: overlap,
                              augment: augment)
@@ -136,11 +145,11 @@ enum TrainChecks {
         if e1.samples != e2.samples || abs(e1.top1 - e2.top1) * Double(e1.samples) > 1.5 {
             throw CheckFailure("eval differs: \(e1) vs one-process \(e2)")
         }
-        if comm.rank == 0 { try? FileManager.default.removeItem(atPath: dir) }
     }
 
-    static func resume(_ comm: Communicator) throws {
-        let dir = try sharedTempDir(comm)
+    static func resume(_ comm: Communicator) throws { try inSharedTempDir(comm) { try resume(comm, dir: $0) } }
+
+    static func resume(_ comm: Communicator, dir: String) throws {
         let teacher = try teacherCheckpoint(comm, dir: dir)
         var cfg = try config(dir: dir, teacher: teacher, losses: "[{kind: prg}, {kind: rkd}]", views: 1, batch: 8,
                              steps: 8)
@@ -159,11 +168,11 @@ enum TrainChecks {
         }
         let (d, name) = maxParamDiff(second, straight)
         if d > 1e-6 { throw CheckFailure("resumed parameters differ: \(name) rel \(d)") }
-        if comm.rank == 0 { try? FileManager.default.removeItem(atPath: dir) }
     }
 
-    static func desync(_ comm: Communicator) throws {
-        let dir = try sharedTempDir(comm)
+    static func desync(_ comm: Communicator) throws { try inSharedTempDir(comm) { try desync(comm, dir: $0) } }
+
+    static func desync(_ comm: Communicator, dir: String) throws {
         let teacher = try teacherCheckpoint(comm, dir: dir)
         let t = try Trainer(config: try config(dir: dir, teacher: teacher, losses: nil, views: 1, batch: 8), comm: comm)
         try t.checkParametersInSync()
@@ -178,7 +187,10 @@ enum TrainChecks {
     }
 
     static func nonFinite(_ comm: Communicator) throws {
-        let dir = try sharedTempDir(comm)
+        try inSharedTempDir(comm) { try nonFinite(comm, dir: $0) }
+    }
+
+    static func nonFinite(_ comm: Communicator, dir: String) throws {
         let teacher = try teacherCheckpoint(comm, dir: dir)
         var cfg = try config(dir: dir, teacher: teacher, losses: "[{kind: rkd}]", views: 1, batch: 8)
         setenv("KDGRAPH_NAN_STEP", "2", 1)
