@@ -63,6 +63,29 @@ final class ConfigModelTests: XCTestCase {
         }
     }
 
+    /// A file that does not parse is reported as malformed YAML, not as empty (the empty-file check had read
+    /// every parse error as "no document"); a key given twice names the key and where its mapping starts.
+    func testAMalformedFileIsNotReportedAsEmpty() throws {
+        let tmp = try TemporaryDirectory(prefix: "kdgraph-config-model-")
+        defer { tmp.remove() }
+        let path = tmp.file("c.yaml")
+        let cases = [
+            ("seed: [1, 2\n", "\(path): malformed YAML: "),
+            ("# a run\nseed: 0\ndata: {global_batch: 8}\nseed: 1\n",
+             "\(path) (line 2): malformed YAML: the mapping that starts on this line gives 'seed' more than once; "
+             + "a key may appear once"),
+            ("data: {global_batch: 8, flip: true, global_batch: 4}\n",
+             "\(path) (line 1): malformed YAML: the mapping that starts on this line gives 'global_batch' more "
+             + "than once; a key may appear once"),
+        ]
+        for (text, expected) in cases {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let m = message { _ = try KDConfig.load(path: path) }
+            XCTAssertTrue(m.hasPrefix(expected), "\(text.debugDescription): \(m)")
+            XCTAssertFalse(m.contains("is empty"), m)
+        }
+    }
+
     /// Issue 24 item 4: a mapping in `--set` merges key by key; a list replaces a list; notes say what.
     func testMappingOverridesMergeKeyByKey() throws {
         let file = "train: {steps: 9, log_every: 3, checkpoint_every: 5, sync_check_every: 7}\n"
@@ -99,6 +122,28 @@ final class ConfigModelTests: XCTestCase {
                        "--set: data.global_batch=0: data.global_batch: must be ≥ 1, got 0")
         XCTAssertEqual(message { _ = try KDConfig.parse(yaml: "seed: 1\ndata: {global_batch: 0}\n", file: "f.yaml") },
                        "f.yaml: data.global_batch: must be ≥ 1, got 0 (line 2)")
+        // One key of a loss entry given by `--set` (the entry itself from the file): the override is named,
+        // where the loss entry's reader had named the file and the value's "(line 1)".
+        let losses = "seed: 1\nmode: distill\nteacher: {init: random}\nloss:\n  - {kind: prg, weight: 1}\n"
+        let cases = [
+            ("loss.0.weight=x", "loss.0.weight: expected a number, got 'x'"),
+            ("loss.0.foo=1", "loss.0.foo: unknown key"),
+            ("loss.0.temperature=-1", "loss.0.temperature: must be > 0.0, got -1.0"),
+            ("loss.0.kind=zz", "loss.0.kind: loss config: unknown loss kind 'zz' (known: "),
+        ]
+        for (override, shown) in cases {
+            let m = message { _ = try KDConfig.parse(yaml: losses, file: "f.yaml", overrides: [override]) }
+            XCTAssertTrue(m.hasPrefix("--set: \(override): \(shown)"), m)
+        }
+        // The same mistakes in the file name the file and the entry's line.
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: losses.replacingOccurrences(of: "weight: 1",
+                                                                                         with: "weight: x"),
+                                                        file: "f.yaml") },
+                       "f.yaml: loss.0.weight: expected a number, got 'x' (line 5)")
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: losses.replacingOccurrences(of: "weight: 1",
+                                                                                         with: "weight: 1, foo: 1"),
+                                                        file: "f.yaml") },
+                       "f.yaml: loss.0.foo: unknown key (line 5)")
     }
 
     /// Issue 24 items 7 and 10: every size key is bounded, values beyond float32 refused when read.

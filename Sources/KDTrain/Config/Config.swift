@@ -238,8 +238,8 @@ public struct LossSpec: Codable, Equatable {
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
                                                     debugDescription: "loss entries are read from a KDGraph config"))
         }
-        let key = d.key, file = d.source.override(of: key).map { _ in "--set" } ?? d.source.file
-        var e = try NodeReader(file: file, path: key, node: d.node)
+        let key = d.key
+        var e = try NodeReader(source: d.source, path: key, node: d.node)
         kind = try e.string("kind", "").lowercased()
         if kind.isEmpty { throw e.error("kind", "each loss term needs a kind", d.node) }
         weight = try e.double("weight", 1.0, min: 0, max: Double(Float.greatestFiniteMagnitude))
@@ -250,7 +250,7 @@ public struct LossSpec: Codable, Equatable {
         do {
             term = try LossRegistry.make(kind, weight: Float(weight), reader: &reader)
         } catch let error as LossError {
-            throw ConfigError(file: file, key: key + ".kind", message: "\(error)", line: line)
+            throw d.source.error(key + ".kind", "\(error)", line: line)
         }
         try reader.finish()
     }
@@ -276,11 +276,17 @@ extension KDConfig {
                               + "(invalid byte at offset \(at)); --config takes a YAML file such as configs/*.yaml")
         }
         // An empty file is a mistake (a truncated copy, the wrong path), not a request for every default.
-        if text.allSatisfy({ $0.isWhitespace }) || (try? Yams.compose(yaml: text)) == .some(nil) {
+        if text.allSatisfy({ $0.isWhitespace }) || holdsNoDocument(text) {
             throw ConfigError(file: path, key: "", message: "is empty: a config is a mapping of sections "
                               + "(\(sectionList)); see configs/*.yaml")
         }
         return try parse(yaml: text, file: path, overrides: overrides)
+    }
+
+    /// True when `text` is YAML without a document (comments only). Text that does not parse holds something:
+    /// `parse` reports it as malformed YAML (a `try?` here had read every parse error as an empty file).
+    static func holdsNoDocument(_ text: String) -> Bool {
+        do { return try Yams.compose(yaml: text) == nil } catch { return false }
     }
 
     /// The sections a config file may hold, for messages.
@@ -293,6 +299,11 @@ extension KDConfig {
         let fileTree: Node
         do {
             fileTree = try Yams.compose(yaml: yaml) ?? .mapping(Node.Mapping([]))
+        } catch YamlError.duplicatedKeysInMapping(let keys, let context) {
+            // Yams would quote the whole mapping (a file's every line for a top-level key given twice).
+            let named = keys.sorted().map { "'\($0)'" }.joined(separator: ", ")
+            throw ConfigError(file: file, key: "", message: "malformed YAML: the mapping that starts on this line "
+                              + "gives \(named) more than once; a key may appear once", line: context.mark.line)
         } catch {
             // Yams quotes the offending line; a pathological file (e.g. 100 000 nested brackets) would
             // print all of it, so each line of its message is cut (and ConfigError bounds the whole).

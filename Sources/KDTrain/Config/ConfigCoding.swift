@@ -53,12 +53,14 @@ struct ConfigSource {
         return node?.mark?.line
     }
 
-    /// An error about `key`, located in the file (with the node's or the key's line) or at its override.
-    func error(_ key: String, _ message: String, node: Node? = nil) -> ConfigError {
+    /// An error about `key`, located at its override, else in the file: the line of `node`, else `line`
+    /// (the enclosing entry's), else the key's own.
+    func error(_ key: String, _ message: String, node: Node? = nil, line fallback: Int? = nil) -> ConfigError {
         if let o = override(of: key) {
             return ConfigError(file: "--set", key: abbreviated(o, limit: 120), message: key + ": " + message)
         }
-        return ConfigError(file: file, key: key, message: message, line: node?.mark?.line ?? line(of: key))
+        return ConfigError(file: file, key: key, message: message,
+                           line: node?.mark?.line ?? fallback ?? line(of: key))
     }
 
     /// `error` re-located: a `ConfigError` thrown without a line (by `validate`) gets the key's line or

@@ -3,31 +3,30 @@ import Yams
 
 /// Reads one `loss:` entry strictly (its parameters are the loss kind's, read through
 /// `LossParameterReader`): every getter marks its key as used, and `finish()` rejects any key that no
-/// getter asked for, so a misspelt parameter is an error rather than silently ignored.
+/// getter asked for, so a misspelt parameter is an error rather than silently ignored. Errors name the
+/// file and line of the key, or the `--set` that gave it (`ConfigSource.error`).
 struct NodeReader {
-    let file: String
+    let source: ConfigSource
     let path: String
     private var pairs: [(String, Node)] = []
     private var used: Set<String> = []
     let line: Int?
 
-    init(file: String, path: String, node: Node?) throws {
-        self.file = file
+    init(source: ConfigSource, path: String, node: Node?) throws {
+        self.source = source
         self.path = path
         self.line = node?.mark.map { $0.line }
         guard let node else { return }
         if case .scalar(let s) = node, s.string.isEmpty || s.tag.description.hasSuffix("null") { return }
         guard let map = node.mapping else {
-            throw ConfigError(file: file, key: path,
-                              message: "expected a mapping of keys, got \(describe(node))",
-                              line: node.mark?.line)
+            throw source.error(path, "expected a mapping of keys, got \(describe(node))", node: node)
         }
         for (k, v) in map {
             guard let key = k.string else {
-                throw ConfigError(file: file, key: path, message: "keys must be strings", line: k.mark?.line)
+                throw source.error(path, "keys must be strings", node: k)
             }
             if pairs.contains(where: { $0.0 == key }) {
-                throw ConfigError(file: file, key: full(key), message: "duplicate key", line: k.mark?.line)
+                throw source.error(full(key), "duplicate key", node: k)
             }
             pairs.append((key, v))
         }
@@ -41,7 +40,7 @@ struct NodeReader {
     }
 
     func error(_ key: String, _ message: String, _ node: Node? = nil) -> ConfigError {
-        ConfigError(file: file, key: full(key), message: message, line: node?.mark?.line ?? line)
+        source.error(full(key), message, node: node, line: line)
     }
 
     mutating func int(_ key: String, _ def: Int, min lo: Int? = nil, max hi: Int? = nil) throws -> Int {
@@ -86,7 +85,7 @@ struct NodeReader {
     /// Rejects keys no getter asked for.
     func finish() throws {
         for (k, v) in pairs where !used.contains(k) {
-            throw ConfigError(file: file, key: full(k), message: "unknown key", line: v.mark?.line)
+            throw source.error(full(k), "unknown key", node: v)
         }
     }
 
