@@ -129,7 +129,9 @@ let package = Package(
         .testTarget(name: "KDToolsTests", dependencies: ["KDTools", "KDTrain", "KDData", "KDLosses", "KDTensor",
                                                          "KDCore", "KDComm", "KDTestSupport"],
                     swiftSettings: v5),
-        .testTarget(name: "kdgraphTests", dependencies: ["kdgraph"],
+        .testTarget(name: "kdgraphTests", dependencies: [
+            "kdgraph", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ],
                     swiftSettings: v5 + (targetCPU.isEmpty ? [] : [.define("KDGRAPH_HASWELL")])),
     ]
 )

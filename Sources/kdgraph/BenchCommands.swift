@@ -44,6 +44,7 @@ struct Bench: ParsableCommand {
         if projectRanks != nil && config == nil { throw ValidationError("--project-ranks needs --config") }
         if teacherCache && config == nil { throw ValidationError("--teacher-cache needs --config") }
         if deterministic && config == nil { throw ValidationError("--deterministic needs --config") }
+        try validateStepCounts(warmup: warmup, steps: steps)
         _ = try parseRanks(projectRanks ?? "", option: "--project-ranks")
     }
 
@@ -161,6 +162,13 @@ struct Scaling: ParsableCommand {
     @Flag(help: "Only print the mpirun lines.") var dryRun = false
     @Flag(help: "Reuse bench_N.json files already in --out (e.g. measured on another machine).") var reuse = false
 
+    func validate() throws {
+        try validateStepCounts(warmup: warmup, steps: steps)
+        if let perRankBatch, perRankBatch < 1 {
+            throw ValidationError("--per-rank-batch must be ≥ 1, got \(perRankBatch)")
+        }
+    }
+
     func run() throws {
         guard let m = ScalingMode(rawValue: mode) else {
             throw ValidationError("--mode must be weak or strong, got \(mode)")
@@ -190,6 +198,12 @@ struct Scaling: ParsableCommand {
         let report = try runner.run { fputs($0 + "\n", stderr) }
         print(report.markdown)
     }
+}
+
+/// A benchmark measures at least one step after zero or more warm-up steps.
+func validateStepCounts(warmup: Int, steps: Int) throws {
+    if warmup < 0 { throw ValidationError("--warmup must be ≥ 0, got \(warmup)") }
+    if steps < 1 { throw ValidationError("--steps must be ≥ 1 (the measured steps), got \(steps)") }
 }
 
 /// `"1,2,4"` → `[1, 2, 4]`; empty → `[]`; anything else than positive integers is a usage error.

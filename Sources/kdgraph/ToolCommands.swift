@@ -56,9 +56,16 @@ struct Models: ParsableCommand {
     @Option(help: "Where --save writes.") var out: String?
     @Option(help: "Initialisation seed for --save.") var seed = 0
 
+    func validate() throws {
+        if classes < 1 { throw ValidationError("--classes must be ≥ 1, got \(classes)") }
+        if channels < 1 { throw ValidationError("--channels must be ≥ 1, got \(channels)") }
+        if seed < 0 { throw ValidationError("--seed must be ≥ 0, got \(seed)") }
+        if save != nil && out == nil { throw ValidationError("--save needs --out PATH") }
+        if save == nil && out != nil { throw ValidationError("--out is where --save writes; give --save MODEL too") }
+    }
+
     func run() throws {
-        if let save {
-            guard let out else { throw ValidationError("--save needs --out PATH") }
+        if let save, let out {
             let m = try ModelZoo.make(name: save, classes: classes, inputChannels: channels, seed: UInt64(seed))
             let dir = (out as NSString).deletingLastPathComponent
             if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
