@@ -49,7 +49,7 @@ public enum Conformance {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw LossError.invalidArgument(loss: "conformance",
-                                            message: "cannot read \(url.path): \(error.localizedDescription)")
+                                            message: "cannot read \(url.path): \(ioReason(error, path: url.path))")
         }
         guard let root = try JSONSerialization.jsonObject(with: data) as? [String: Any],
               let cases = root["cases"] as? [String: Any] else {

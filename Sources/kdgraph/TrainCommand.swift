@@ -185,6 +185,10 @@ struct ExportViews: ParsableCommand {
     @Option(help: "Augmentation rounds to export (training replays epoch e as round e mod R).") var rounds: Int
     @Option(help: "Output folder (must not hold an earlier export).") var out: String
 
+    func validate() throws {
+        if rounds < 1 { throw ValidationError("--rounds must be ≥ 1, got \(rounds)") }
+    }
+
     func run() throws {
         options.withConfiguredWorld { config, comm in
             let summary = try ViewExport.run(config: config, rounds: rounds, out: out, comm: comm) { line in

@@ -4,8 +4,8 @@ import XCTest
 
 /// Options that cannot mean anything are refused when the command line is parsed, naming the option and
 /// the value, before anything runs: a negative `--seed` had trapped converting to UInt64, `--steps 0` had
-/// set up the whole trainer before finding nothing to measure, and `models --out` without `--save` was
-/// ignored.
+/// set up the whole trainer before finding nothing to measure, `models --out` without `--save` was
+/// ignored, and `export-views --rounds 0` was reported as an error of the config file.
 final class CommandLineTests: XCTestCase {
     /// The message `kdgraph` prints for `arguments`, or nil where they parse and validate.
     func refusal(_ arguments: [String]) -> String? {
@@ -37,5 +37,11 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(refusal(scaling + ["--warmup=-2"]), "--warmup must be ≥ 0, got -2")
         XCTAssertEqual(refusal(scaling + ["--per-rank-batch=0"]), "--per-rank-batch must be ≥ 1, got 0")
         XCTAssertNil(refusal(scaling + ["--per-rank-batch", "16"]))
+    }
+
+    func testExportViewsNeedsARound() {
+        let line = ["export-views", "--config", "configs/quickstart-prg.yaml", "--out", "views"]
+        XCTAssertEqual(refusal(line + ["--rounds", "0"]), "--rounds must be ≥ 1, got 0")
+        XCTAssertNil(refusal(line + ["--rounds", "2"]))
     }
 }
