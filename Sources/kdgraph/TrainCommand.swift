@@ -98,6 +98,10 @@ struct Eval: ParsableCommand {
     @Option(help: "The checkpoint (safetensors) to evaluate.")
     var checkpoint: String
 
+    func validate() throws {
+        try refuseUnusedSections(overrides, command: "eval", unused: ["train", "optim", "loss"])
+    }
+
     func run() throws {
         withWorld { comm in
             var config = try CheckpointConfig.load(config: self.config, checkpoint: checkpoint, overrides: overrides)
@@ -138,9 +142,14 @@ struct Predict: ParsableCommand {
     var config: String?
     @Option(name: .customLong("set"), help: "Override a key of --config (repeatable).") var overrides: [String] = []
 
-    func run() throws {
+    func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
         guard config != nil || overrides.isEmpty else { throw ValidationError("--set needs --config") }
+        try refuseUnusedSections(overrides, command: "predict",
+                                 unused: ["train", "optim", "loss", "output", "comm", "runtime"])
+    }
+
+    func run() throws {
         setBLASThreads(1)
         let cfg = try config.map { try KDConfig.load(path: $0, overrides: overrides) }
         let n = try Prediction.run(checkpoint: checkpoint, config: cfg, images: images, out: out, batch: batch)
@@ -196,6 +205,19 @@ struct ExportViews: ParsableCommand {
             }
             if comm.rank == 0 { print(summary.json) }
         }
+    }
+}
+
+/// Refuses a `--set` of a config section that plays no part in `command` (it would be ignored without a
+/// word): `--set train.steps=5` for `eval`. The sections a command validates but does not run (a distillation
+/// config's `teacher` and `mode`) stay settable, so that a moved teacher checkpoint can be named.
+func refuseUnusedSections(_ overrides: [String], command: String, unused: [String]) throws {
+    for o in overrides {
+        let key = o.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let section = String(key.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        guard unused.contains(section) else { continue }
+        throw ValidationError("--set \(o): \(command) does not use the \(section) section ("
+                              + unused.joined(separator: ", ") + " play no part in it)")
     }
 }
 

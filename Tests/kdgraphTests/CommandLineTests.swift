@@ -39,6 +39,29 @@ final class CommandLineTests: XCTestCase {
         XCTAssertNil(refusal(scaling + ["--per-rank-batch", "16"]))
     }
 
+    /// `eval` and `predict` run the checkpoint's student: a `--set` of a section that plays no part in them
+    /// would be ignored without a word, so it is refused; `teacher` and `mode`, which a distillation config's
+    /// validation reads, and keys of no section (the config's own error) pass.
+    func testEvalAndPredictRefuseSectionsTheyDoNotUse() {
+        let eval = ["eval", "--checkpoint", "final.safetensors"]
+        XCTAssertEqual(refusal(eval + ["--set", "train.steps=5"]),
+                       "--set train.steps=5: eval does not use the train section (train, optim, loss play no part "
+                       + "in it)")
+        XCTAssertEqual(refusal(eval + ["--set", "optim={lr: 1}"]),
+                       "--set optim={lr: 1}: eval does not use the optim section (train, optim, loss play no part "
+                       + "in it)")
+        XCTAssertNil(refusal(eval + ["--set", "data.eval_size=64", "--set", "runtime.conv_algorithm=direct",
+                                     "--set", "output.dir=runs/x", "--set", "teacher.checkpoint=t.safetensors"]))
+        XCTAssertNil(refusal(eval + ["--set", "dta.path=x"]), "an unknown section is the config's error")
+        let predict = ["predict", "--checkpoint", "final.safetensors", "--images", "x.npy", "--out", "y.npy"]
+        XCTAssertEqual(refusal(predict + ["--config", "c.yaml", "--set", "runtime.conv_algorithm=direct"]),
+                       "--set runtime.conv_algorithm=direct: predict does not use the runtime section (train, "
+                       + "optim, loss, output, comm, runtime play no part in it)")
+        XCTAssertEqual(refusal(predict + ["--set", "data.path=d"]), "--set needs --config")
+        XCTAssertEqual(refusal(predict + ["--batch", "0"]), "--batch must be ≥ 1, got 0")
+        XCTAssertNil(refusal(predict + ["--config", "c.yaml", "--set", "student.model=resnet8"]))
+    }
+
     func testExportViewsNeedsARound() {
         let line = ["export-views", "--config", "configs/quickstart-prg.yaml", "--out", "views"]
         XCTAssertEqual(refusal(line + ["--rounds", "0"]), "--rounds must be ≥ 1, got 0")
