@@ -44,7 +44,10 @@ struct ConfigOptions: ParsableArguments {
             return
         }
         withWorld(blasThreads: config.runtime.blasThreads) { comm in
-            if comm.rank == 0 { for note in config.overrideNotes { Runtime.logger.info("\(note)") } }
+            if comm.rank == 0 {
+                for note in config.overrideNotes { Runtime.logger.info("\(note)") }
+                for note in config.unusedKeyNotes { Runtime.logger.warning("\(config.file): \(note)") }
+            }
             try body(config, comm)
         }
     }

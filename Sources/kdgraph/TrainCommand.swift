@@ -73,6 +73,7 @@ extension Train {
         do {
             let config = try options.load()
             let dir = try runFolder(config, create: false)
+            for note in config.unusedKeyNotes { fputs("kdgraph: warning: \(config.file): \(note)\n", stderr) }
             print("kdgraph train --check: \(config.file) is valid; the run writes to \(dir)")
         } catch {
             fputs("kdgraph: \(error)\n", stderr)

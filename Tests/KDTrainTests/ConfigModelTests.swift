@@ -65,6 +65,41 @@ final class ConfigModelTests: XCTestCase {
 
     /// A file that does not parse is reported as malformed YAML, not as empty (the empty-file check had read
     /// every parse error as "no document"); a key given twice names the key and where its mapping starts.
+    /// A key given a value the run does not read is named (a warning at start), never dropped without a word;
+    /// one left at its default, or a resolved config.yaml run again, says nothing.
+    func testKeysTheRunDoesNotUseAreNamed() throws {
+        let supervised = try KDConfig.parse(yaml: """
+            mode: supervised
+            data: {source: synthetic, path: runs/digits}
+            teacher: {checkpoint: t.safetensors}
+            loss: [{kind: kd}]
+            optim: {kind: adamw, momentum: 0.5, milestones: [10]}
+            """, file: "s.yaml")
+        XCTAssertEqual(supervised.unusedKeyNotes, [
+            "teacher is set but not used: a supervised run has no teacher (mode: supervised)",
+            "loss is set but not used: a supervised run trains on cross-entropy with the labels (mode: supervised)",
+            "data.path is set but not used: data.source: synthetic generates its images",
+            "optim.momentum is set but not used: optim.kind: adamw has no momentum (it reads optim.betas and "
+                + "optim.eps)",
+            "optim.milestones is set but not used: optim.milestones and optim.gamma shape the step schedule only "
+                + "(optim.schedule: cosine)",
+        ])
+        let files = try KDConfig.parse(yaml: "data: {source: npy, path: d, train_size: 100}\n"
+                                       + "optim: {betas: [0.8, 0.99], schedule: step, gamma: 0.5}\n", file: "f.yaml")
+        XCTAssertEqual(files.unusedKeyNotes, [
+            "data.train_size is set but not used: data.source: npy takes its sample counts from the files",
+            "optim.betas is set but not used: optim.betas and optim.eps are AdamW's (optim.kind: sgd reads "
+                + "optim.momentum)",
+        ])
+        // Inapplicable keys at their defaults (momentum 0.9 under adamw) and a run's resolved config: quiet.
+        let quiet = try KDConfig.parse(yaml: "optim: {kind: adamw, momentum: 0.9}\n", file: "q.yaml")
+        XCTAssertEqual(quiet.unusedKeyNotes, [])
+        XCTAssertEqual(try KDConfig.parse(yaml: KDConfig().resolvedYAML, file: "config.yaml").unusedKeyNotes, [])
+        // A supervised run's resolved config drops its teacher; what it keeps is named again.
+        let rerun = try KDConfig.parse(yaml: supervised.resolvedYAML, file: "config.yaml").unusedKeyNotes
+        XCTAssertEqual(rerun, Array(supervised.unusedKeyNotes.dropFirst()))
+    }
+
     func testAMalformedFileIsNotReportedAsEmpty() throws {
         let tmp = try TemporaryDirectory(prefix: "kdgraph-config-model-")
         defer { tmp.remove() }

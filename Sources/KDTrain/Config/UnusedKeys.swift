@@ -1,0 +1,42 @@
+/// Keys given a value (other than their default) that this run does not read: a supervised run's teacher and
+/// loss list, a file source's synthetic sizes, the optimizer settings of the other optimizer. Such a value is
+/// not an error (a config is often edited by switching one key, `--set optim.kind=adamw`), but it must not be
+/// dropped without a word: rank 0 logs each as a warning when the run starts (docs/config.md). A key left at
+/// its default changes nothing either way, so a resolved `config.yaml` run again is quiet.
+extension KDConfig {
+    public var unusedKeyNotes: [String] {
+        let d = KDConfig()
+        var notes: [String] = []
+        func note(_ key: String, _ set: Bool, _ why: String) {
+            if set { notes.append("\(key) is set but not used: \(why)") }
+        }
+        if mode == .supervised {
+            note("teacher", teacher != d.teacher, "a supervised run has no teacher (mode: supervised)")
+            note("loss", !loss.isEmpty, "a supervised run trains on cross-entropy with the labels (mode: supervised)")
+        }
+        if data.source == .synthetic {
+            note("data.path", data.path != d.data.path, "data.source: synthetic generates its images")
+        } else {
+            let why = "data.source: \(data.source.rawValue) takes its sample counts from the files"
+            note("data.train_size", data.trainSize != d.data.trainSize, why)
+            note("data.eval_size", data.evalSize != d.data.evalSize, why)
+        }
+        switch optim.kind {
+        case .adamw:
+            let why = "optim.kind: adamw has no momentum (it reads optim.betas and optim.eps)"
+            note("optim.momentum", optim.momentum != d.optim.momentum, why)
+            note("optim.nesterov", optim.nesterov != d.optim.nesterov, why)
+        case .sgd:
+            let why = "optim.betas and optim.eps are AdamW's (optim.kind: sgd reads optim.momentum)"
+            note("optim.betas", optim.betas != d.optim.betas, why)
+            note("optim.eps", optim.eps != d.optim.eps, why)
+        }
+        if optim.schedule != .step {
+            let why = "optim.milestones and optim.gamma shape the step schedule only (optim.schedule: "
+                + "\(optim.schedule.rawValue))"
+            note("optim.milestones", optim.milestones != d.optim.milestones, why)
+            note("optim.gamma", optim.gamma != d.optim.gamma, why)
+        }
+        return notes
+    }
+}
