@@ -91,6 +91,23 @@ final class ConfigModelTests: XCTestCase {
             "optim.betas is set but not used: optim.betas and optim.eps are AdamW's (optim.kind: sgd reads "
                 + "optim.momentum)",
         ])
+        let network = try KDConfig.parse(yaml: "mode: distill\nteacher: {checkpoint: t.safetensors, "
+                                         + "embeddings: e.npy, clip_scale: 50}\nloss: [{kind: kd}]\n"
+                                         + "data: {augment: false, flip: false}\n", file: "n.yaml")
+        let byNetwork = "a network teacher computes its own embeddings and logits (teacher.kind: network)"
+        XCTAssertEqual(network.unusedKeyNotes, [
+            "teacher.embeddings is set but not used: " + byNetwork,
+            "teacher.clip_scale is set but not used: " + byNetwork,
+            "data.flip is set but not used: data.augment: false turns training augmentation off",
+        ])
+        let embeddings = try KDConfig.parse(yaml: "mode: distill\nteacher: {kind: embeddings, embeddings: e.npy, "
+                                            + "model: resnet20, clip_scale: 50}\nloss: [{kind: prg}]\n",
+                                            file: "e.yaml")
+        XCTAssertEqual(embeddings.unusedKeyNotes, [
+            "teacher.model is set but not used: an embeddings teacher is its file, not a network "
+                + "(teacher.kind: embeddings)",
+            "teacher.clip_scale is set but not used: it scales the prompt logits, and teacher.prompts is empty",
+        ])
         // Inapplicable keys at their defaults (momentum 0.9 under adamw) and a run's resolved config: quiet.
         let quiet = try KDConfig.parse(yaml: "optim: {kind: adamw, momentum: 0.9}\n", file: "q.yaml")
         XCTAssertEqual(quiet.unusedKeyNotes, [])

@@ -1,5 +1,6 @@
 /// Keys given a value (other than their default) that this run does not read: a supervised run's teacher and
-/// loss list, a file source's synthetic sizes, the optimizer settings of the other optimizer. Such a value is
+/// loss list, the other teacher kind's keys, the crop and flip of a run without augmentation, a file source's
+/// synthetic sizes, the optimizer settings of the other optimizer. Such a value is
 /// not an error (a config is often edited by switching one key, `--set optim.kind=adamw`), but it must not be
 /// dropped without a word: rank 0 logs each as a warning when the run starts (docs/config.md). A key left at
 /// its default changes nothing either way, so a resolved `config.yaml` run again is quiet.
@@ -13,6 +14,23 @@ extension KDConfig {
         if mode == .supervised {
             note("teacher", teacher != d.teacher, "a supervised run has no teacher (mode: supervised)")
             note("loss", !loss.isEmpty, "a supervised run trains on cross-entropy with the labels (mode: supervised)")
+        } else if teacher.kind == .network {
+            let why = "a network teacher computes its own embeddings and logits (teacher.kind: network)"
+            note("teacher.embeddings", teacher.embeddings != d.teacher.embeddings, why)
+            note("teacher.prompts", teacher.prompts != d.teacher.prompts, why)
+            note("teacher.clip_scale", teacher.clipScale != d.teacher.clipScale, why)
+        } else {
+            let why = "an embeddings teacher is its file, not a network (teacher.kind: embeddings)"
+            note("teacher.model", teacher.model != d.teacher.model, why)
+            note("teacher.checkpoint", teacher.checkpoint != d.teacher.checkpoint, why)
+            note("teacher.hidden", teacher.hidden != d.teacher.hidden, why)
+            note("teacher.clip_scale", teacher.prompts.isEmpty && teacher.clipScale != d.teacher.clipScale,
+                 "it scales the prompt logits, and teacher.prompts is empty")
+        }
+        if !data.augment {
+            let why = "data.augment: false turns training augmentation off"
+            note("data.flip", data.flip != d.data.flip, why)
+            note("data.crop_padding", data.cropPadding != d.data.cropPadding, why)
         }
         if data.source == .synthetic {
             note("data.path", data.path != d.data.path, "data.source: synthetic generates its images")
