@@ -118,6 +118,13 @@ final class DeterministicTrainingTests: XCTestCase {
         XCTAssertThrowsError(try InProcessWorld(size: 1).run { try Trainer(config: noSync, comm: $0) }) {
             XCTAssertTrue("\($0)".contains("nosync.yaml: student.batch_norm: local keeps"), "\($0)")
         }
+        // The trainer's refusal of a key given by --set names the override, not the file.
+        let synced = noSync.resolvedYAML.replacingOccurrences(of: "batch_norm: local", with: "batch_norm: sync")
+        let overridden = try KDConfig.parse(yaml: synced, file: "sync.yaml", overrides: ["student.batch_norm=local"])
+        XCTAssertThrowsError(try InProcessWorld(size: 1).run { try Trainer(config: overridden, comm: $0) }) {
+            XCTAssertTrue("\($0)".contains("--set: student.batch_norm=local: student.batch_norm: local keeps"),
+                          "\($0)")
+        }
         XCTAssertThrowsError(try config("comm: {overlap: true}")) {
             XCTAssertTrue("\($0)".contains("deterministic.yaml: comm.overlap"), "\($0)")
         }

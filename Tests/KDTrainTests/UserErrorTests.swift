@@ -263,9 +263,11 @@ final class UserErrorTests: XCTestCase {
         XCTAssertTrue(refused(["data.image_size=32"]).hasSuffix(
             "\(folder)/train_images.npy: images are 28×28 but data.image_size is 32 (file sources take their size "
             + "from the files: remove data.image_size)"), refused(["data.image_size=32"]))
+        // Found by the data, after the config was read: still named at the override that gave the key.
         XCTAssertTrue(refused(["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.2, 0.2, 0.2]"]).hasSuffix(
-            "data.mean: needs one entry per image channel (1 in \(folder)/train_images.npy), got 3; remove it to use "
-            + "the files' own statistics"), refused(["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.2, 0.2, 0.2]"]))
+            ": --set: data.mean=[0.5, 0.5, 0.5]: data.mean: needs one entry per image channel (1 in "
+            + "\(folder)/train_images.npy), got 3; remove it to use the files' own statistics"),
+            refused(["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.2, 0.2, 0.2]"]))
     }
 
     func testAugmentationKeysParseAndAreRefusedWhenMalformed() throws {

@@ -170,6 +170,8 @@ public struct KDConfig: Codable, Equatable {
     public var file = "<defaults>"
     /// What each `--set` replaced or merged (rank 0 logs them; not a key).
     public var overrideNotes: [String] = []
+    /// The `--set` that wrote each dotted key (not a key): `configError` names it.
+    public var overriddenKeys: [String: String] = [:]
 
     enum CodingKeys: String, CodingKey {
         case seed, mode, data, teacher, student, loss, optim, train, comm, output, runtime
@@ -324,8 +326,15 @@ extension KDConfig {
         var c = try ConfigNodeDecoder(node: merged, path: [], source: source).decode(KDConfig.self)
         c.file = file
         c.overrideNotes = notes
+        c.overriddenKeys = source.overridden
         do { try c.validate() } catch let e as ConfigError { throw source.locate(e) }
         return c
+    }
+
+    /// An error about `key` found after the config was read (by the data, the trainer, the teacher cache): named
+    /// at the `--set` that gave the key or a section above it, as the config's own errors are, else in the file.
+    public func configError(_ key: String, _ message: String) -> ConfigError {
+        ConfigSource(file: file, overridden: overriddenKeys).error(key, message)
     }
 
     /// The samples per block in effect: `train.block_size`, or for 0 (the default) the largest divisor of

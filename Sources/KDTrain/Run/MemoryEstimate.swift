@@ -179,10 +179,10 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         ]
         let top = parts.filter { $0.1 > 0 }.sorted { $0.1 > $1.1 }.prefix(2)
         let listed = top.map { "\($0.0) \(MemoryEstimate.gb($0.1)) (\($0.2))" }.joined(separator: "; ")
-        throw ConfigError(file: c.file, key: top.first.map { MemoryEstimate.firstKey($0.2) } ?? "data",
-                          message: "one rank's training step needs at least \(MemoryEstimate.gb(total)) but "
-                          + "\(MemoryEstimate.gb(limit)) is available (\(source)): \(listed). Lower those keys, "
-                          + "run on more ranks, or set runtime.memory_limit_gb if the limit is wrong")
+        throw c.configError(top.first.map { MemoryEstimate.firstKey($0.2) } ?? "data",
+                            "one rank's training step needs at least \(MemoryEstimate.gb(total)) but "
+                                + "\(MemoryEstimate.gb(limit)) is available (\(source)): \(listed). Lower those keys, "
+                                + "run on more ranks, or set runtime.memory_limit_gb if the limit is wrong")
     }
 
     static func firstKey(_ keys: String) -> String { String(keys.prefix { $0 != "," && $0 != " " }) }

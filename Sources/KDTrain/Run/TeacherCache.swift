@@ -200,7 +200,7 @@ public final class TeacherOutputCache {
         do {
             try comm.onRoot { try TeacherCacheStore.prepare(directory: dir, manifest: expected) }
         } catch {
-            throw ConfigError(file: c.file, key: "teacher.cache.path", message: "\(error)")
+            throw c.configError("teacher.cache.path", "\(error)")
         }
         var store: TeacherCacheStore?
         var failure = ""
@@ -208,8 +208,8 @@ public final class TeacherOutputCache {
         var failed = [failure.isEmpty ? 0.0 : 1.0]
         try comm.allReduce(&failed, op: .max)
         guard let store, failed[0] == 0 else {
-            throw ConfigError(file: c.file, key: "teacher.cache.path",
-                              message: failure.isEmpty ? "the cache could not be opened on another rank" : failure)
+            throw c.configError("teacher.cache.path",
+                                failure.isEmpty ? "the cache could not be opened on another rank" : failure)
         }
         return (store, algorithms)
     }
@@ -272,9 +272,9 @@ extension Trainer {
     /// cut short fails its checksum and is computed again). `progress` gets rank 0's lines.
     public func fillTeacherCache(progress: (String) -> Void) throws -> TeacherCacheFill {
         guard let cache = teacher?.cache else {
-            throw ConfigError(file: config.file, key: "teacher.cache",
-                              message: "kdgraph teacher-cache needs mode: distill, a network teacher and "
-                                  + "teacher.cache with rounds ≥ 1 and a path")
+            throw config.configError("teacher.cache",
+                                     "kdgraph teacher-cache needs mode: distill, a network teacher and "
+                                         + "teacher.cache with rounds ≥ 1 and a path")
         }
         let layout = cache.store.layout
         let mine = BatchPlan.share(rank: comm.rank, worldSize: comm.size, batch: layout.blockCount)

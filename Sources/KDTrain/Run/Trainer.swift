@@ -82,13 +82,13 @@ public final class Trainer {
                                   rank: comm.rank, worldSize: comm.size,
                                   blockSize: config.sharesWholeBlocks ? config.samplesPerBlock : 1)
         } catch let e as DataError {
-            throw ConfigError(file: config.file, key: e.configKey ?? "data", message: "\(e)")
+            throw config.configError(e.configKey ?? "data", "\(e)")
         }
         totalSteps = config.train.steps > 0 ? config.train.steps : config.train.epochs * sampler.stepsPerEpoch
         if totalSteps == 0 {
-            throw ConfigError(file: config.file, key: "data.global_batch",
-                              message: "an epoch of \(data.trainCount) samples has no full batch of \(B) "
-                                  + "(drop_last is on)")
+            throw config.configError("data.global_batch",
+                                     "an epoch of \(data.trainCount) samples has no full batch of \(B) "
+                                         + "(drop_last is on)")
         }
 
         // ④ student, ⑥ objective, ③ teacher (+ the projection head the objective's needs ask for)
@@ -108,9 +108,9 @@ public final class Trainer {
         needs = objective.needs
         if needs.contains(.twoViews), config.data.views < 2,
            let i = config.loss.firstIndex(where: { $0.term.needs.contains(.twoViews) }) {
-            throw ConfigError(file: config.file, key: "data.views",
-                              message: "loss.\(i) (\(config.loss[i].kind)) needs 2 views per sample "
-                                  + "(real + virtual), got \(config.data.views)")
+            throw config.configError("data.views",
+                                     "loss.\(i) (\(config.loss[i].kind)) needs 2 views per sample "
+                                         + "(real + virtual), got \(config.data.views)")
         }
         let teacherSource = config.mode == .supervised ? nil : try TeacherSide.Source(config: config, data: data)
         head = try Self.projectionHead(config: config, needs: needs, student: student,
@@ -236,10 +236,10 @@ extension Trainer {
         let deterministic = config.train.deterministic
         if deterministic && config.student.batchNorm == .local
             && student.namedModules().contains(where: { $0.1 is BatchNorm2d }) {
-            throw ConfigError(file: config.file, key: "student.batch_norm", message: "local keeps BatchNorm "
-                + "statistics per rank, which change with the world size; train.deterministic needs "
-                + "student.batch_norm: sync (statistics of the global batch, summed exactly) or block (per "
-                + "train.block_size samples), or train.deterministic: false")
+            throw config.configError("student.batch_norm", "local keeps BatchNorm statistics per rank, which "
+                + "change with the world size; train.deterministic needs student.batch_norm: sync (statistics of "
+                + "the global batch, summed exactly) or block (per train.block_size samples), or "
+                + "train.deterministic: false")
         }
         guard config.student.batchNorm != .local else { return nil }
         guard deterministic else { return CommStatisticsReducer(comm: comm) }
@@ -254,9 +254,9 @@ extension Trainer {
         guard needs.contains(.studentEmbedding), let size else { return nil }
         let dim = config.student.embedDim > 0 ? config.student.embedDim : size
         if dim != size {
-            throw ConfigError(file: config.file, key: "student.embed_dim",
-                              message: "\(dim) must equal the teacher's embedding size \(size) "
-                                  + "(the losses compare them directly), or 0")
+            throw config.configError("student.embed_dim",
+                                     "\(dim) must equal the teacher's embedding size \(size) "
+                                         + "(the losses compare them directly), or 0")
         }
         return ProjectionHead(inFeatures: student.featureSize, outFeatures: dim, seed: seed &+ 1)
     }

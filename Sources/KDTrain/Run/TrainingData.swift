@@ -97,9 +97,9 @@ public final class TrainingData {
         let seed = UInt64(c.seed)
         if TrainingData.isFeatureFolder(c) {
             if c.data.views != 1 {
-                throw ConfigError(file: c.file, key: "data.views",
-                                  message: "feature matrices (\(c.data.path)/train_features.npy) "
-                                      + "have no augmented views: use 1, got \(c.data.views)")
+                throw c.configError("data.views",
+                                    "feature matrices (\(c.data.path)/train_features.npy) "
+                                        + "have no augmented views: use 1, got \(c.data.views)")
             }
             let (train, eval) = try NPYFolderSource.loadFeatures(folder: c.data.path, classes: c.data.classes,
                                                                   evalFraction: c.data.evalFraction, seed: seed)
@@ -127,9 +127,9 @@ public final class TrainingData {
         mean = c.data.mean ?? computed?.mean ?? [Double](repeating: 0.5, count: train.channels)
         std = c.data.std ?? computed?.std ?? [Double](repeating: 0.25, count: train.channels)
         for (key, values) in [("data.mean", mean), ("data.std", std)] where values.count != train.channels {
-            throw ConfigError(file: c.file, key: key, message: "needs one entry per image channel "
-                              + "(\(train.channels) in \(train.name)), got \(values.count); remove it to use "
-                              + "the files' own statistics")
+            throw c.configError(key, "needs one entry per image channel "
+                                    + "(\(train.channels) in \(train.name)), got \(values.count); remove it to use "
+                                    + "the files' own statistics")
         }
         let norm = try Normalization(mean: mean.map(Float.init), std: std.map(Float.init))
         policy = AugmentPolicy.training(augment: c.data.augment, flip: c.data.flip, cropPadding: c.data.cropPadding,

@@ -35,15 +35,15 @@ public enum ViewExport {
             throw ConfigError(file: config.file, key: "--rounds", message: "\(rounds) must be ≥ 1")
         }
         if config.teacher.cache.rounds != 0 && config.teacher.cache.rounds != rounds {
-            throw ConfigError(file: config.file, key: "teacher.cache.rounds",
-                              message: "\(config.teacher.cache.rounds) differs from --rounds \(rounds): the "
-                                  + "embeddings must be of the rounds training replays")
+            throw config.configError("teacher.cache.rounds",
+                                     "\(config.teacher.cache.rounds) differs from --rounds \(rounds): the "
+                                         + "embeddings must be of the rounds training replays")
         }
         config.teacher.cache = .init(rounds: rounds)
         let data = try TrainingData(config: config)
         guard !data.isFeatures, data.inputSize.count == 2 else {
-            throw ConfigError(file: config.file, key: "data.path",
-                              message: "export-views needs images; feature matrices have no augmented views")
+            throw config.configError("data.path",
+                                     "export-views needs images; feature matrices have no augmented views")
         }
         let V = config.data.views, (H, W) = (data.inputSize[0], data.inputSize[1]), C = data.inputChannels
         let shape = [data.trainFileCount, V, H, W, C]
