@@ -67,6 +67,11 @@ final class ViewExportTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("already holds exported views"), "\(e)")
         }
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: views + "/round-0001.npy")), before)
+        // No round to export: refused as the call's argument, not as a key of the config file.
+        XCTAssertThrowsError(try InProcessWorld(size: 1).run { comm in
+            try ViewExport.run(config: self.config(teacher: network, out: "x"), rounds: 0, out: views + "-none",
+                               comm: comm) { _ in }
+        }) { e in XCTAssertTrue("\(e)".hasSuffix("export-views: rounds must be ≥ 1, got 0"), "\(e)") }
 
         // The stand-in teacher: the network the cached run builds (seeded init, winograd2), fused, run on the
         // exported views in the cache's blocks of 16 samples.
