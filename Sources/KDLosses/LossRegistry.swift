@@ -27,7 +27,11 @@ public enum LossRegistry {
     public static func make(_ kind: String, weight: Float,
                             reader: inout any LossParameterReader) throws -> any LossTerm {
         let d = try descriptor(kind)
-        return try d.make(weight, try LossParameterValues(d.parameters, reader: &reader))
+        let values = try LossParameterValues(d.parameters, reader: &reader)
+        if !d.parts.isEmpty && d.parts.allSatisfy({ values.number($0) == 0 }) {
+            throw LossError.vanishingTerm(kind: d.kind, parts: d.parts)
+        }
+        return try d.make(weight, values)
     }
 
     /// Builds `kind` with every parameter at its default.
@@ -48,15 +52,22 @@ public struct LossDescriptor: @unchecked Sendable {
     public let kind: String
     /// The entry's keys besides `kind` and `weight` (docs/losses.md "Parameters and defaults").
     public let parameters: [LossParameter]
+    /// The number parameters that weigh the term's parts (`rkd`: `distance_weight`, `angle_weight`): with
+    /// all of them 0 the term is identically zero, and `LossRegistry.make` refuses it. Empty: a part of the
+    /// term is always on (`kd`'s KL term).
+    public let parts: [String]
     /// Builds the term from its weight and its parameters' values (read and checked against the ranges).
     public let make: (_ weight: Float, _ values: LossParameterValues) throws -> any LossTerm
     /// The conformance fixture kinds it answers (`kdgraph conformance`), e.g. `rkd_distance`, `rkd_angle`.
     public let fixtures: [(kind: String, run: LossFixtureRunner)]
 
-    public init(kind: String, parameters: [LossParameter] = [], fixtures: [(kind: String, run: LossFixtureRunner)] = [],
+    public init(kind: String, parameters: [LossParameter] = [], parts: [String] = [],
+                fixtures: [(kind: String, run: LossFixtureRunner)] = [],
                 make: @escaping (Float, LossParameterValues) throws -> any LossTerm) {
+        precondition(parts.allSatisfy { k in parameters.contains { $0.key == k } }, "\(kind): parts \(parts)")
         self.kind = kind
         self.parameters = parameters
+        self.parts = parts
         self.fixtures = fixtures
         self.make = make
     }

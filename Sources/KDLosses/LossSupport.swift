@@ -8,12 +8,18 @@ public enum LossError: Error, CustomStringConvertible, Equatable {
     case invalidArgument(loss: String, message: String)
     /// A config entry is malformed or carries a key the loss does not know.
     case config(String)
+    /// Every key weighing the term's parts (`LossDescriptor.parts`) is 0: the term would compute nothing.
+    case vanishingTerm(kind: String, parts: [String])
 
     public var description: String {
         switch self {
         case let .missingInput(loss, input): return "\(loss): missing input '\(input)'"
         case let .invalidArgument(loss, message): return "\(loss): \(message)"
         case let .config(message): return "loss config: \(message)"
+        case let .vanishingTerm(kind, parts):
+            let listed = parts.dropLast().joined(separator: ", ") + " and " + parts.last!
+            return "\(kind): \(listed) are \(parts.count == 2 ? "both" : "all") 0, so the term computes nothing "
+                + "(drop the entry, or give one of them a value > 0)"
         }
     }
 }

@@ -181,6 +181,7 @@ public struct PRGTerm: LossTerm {
     }
 
     public static let descriptor = LossDescriptor(kind: "prg", parameters: PRGParameters.keys,
+                                                  parts: ["node_weight", "edge_weight", "pseudo_label_weight"],
                                                   fixtures: [("prg", runFixture)]) { weight, v in
         PRGTerm(weight: weight, parameters: PRGParameters(v))
     }

@@ -85,6 +85,7 @@ public struct RKDTerm: LossTerm {
     ]
 
     public static let descriptor = LossDescriptor(kind: "rkd", parameters: parameters,
+                                                  parts: ["distance_weight", "angle_weight"],
                                                   fixtures: fixtures) { weight, v in
         RKDTerm(weight: weight, distanceWeight: v.float("distance_weight"), angleWeight: v.float("angle_weight"),
                 useEmbedding: v.choice("input") == "embedding", angleAnchors: v.integer("angle_anchors"),

@@ -316,6 +316,8 @@ public struct VRMTerm: LossTerm {
     }
 
     public static let descriptor = LossDescriptor(kind: "vrm", parameters: VRMParameters.keys,
+                                                  parts: ["inter_sample_weight", "inter_class_weight",
+                                                          "kd_weight"],
                                                   fixtures: [("vrm", runFixture)]) { weight, v in
         VRMTerm(weight: weight, parameters: VRMParameters(v))
     }

@@ -72,6 +72,28 @@ final class LossContractTests: XCTestCase {
 
     /// docs/losses.md's "Parameters and defaults" table lists exactly the descriptors' keys, defaults and
     /// ranges: a default changed in the code (or the docs) alone fails here.
+    /// Every kind with parts refuses all of them at 0 (the term would be identically zero) and builds with any
+    /// one of them on; a kind without parts declares none that it does not have.
+    func testATermWhosePartsAllWeighZeroIsRefused() throws {
+        XCTAssertEqual(LossRegistry.all.filter { !$0.parts.isEmpty }.map(\.kind), ["rkd", "prg", "vrm"])
+        for d in LossRegistry.all where !d.parts.isEmpty {
+            func make(_ values: [String: Double]) throws {
+                var entry: [String: Any] = values
+                entry["kind"] = d.kind
+                _ = try makeLossTerm(entry)
+            }
+            let zeros = Dictionary(uniqueKeysWithValues: d.parts.map { ($0, 0.0) })
+            XCTAssertThrowsError(try make(zeros), d.kind) { error in
+                XCTAssertEqual(error as? LossError, .vanishingTerm(kind: d.kind, parts: d.parts))
+            }
+            for on in d.parts {
+                var one = zeros
+                one[on] = 0.5
+                XCTAssertNoThrow(try make(one), "\(d.kind): \(on) on")
+            }
+        }
+    }
+
     func testDocumentedDefaultsAreTheDescriptors() throws {
         let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("docs/losses.md")

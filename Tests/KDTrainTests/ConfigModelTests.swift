@@ -117,6 +117,40 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertEqual(rerun, Array(supervised.unusedKeyNotes.dropFirst()))
     }
 
+    /// A distillation loss that cannot train the student is refused, naming the key (or the `--set` that zeroed
+    /// it): every term of weight 0, or a term whose parts all weigh 0; a term of weight 0 beside others is
+    /// allowed (it is still computed) and named in a warning.
+    func testALossThatTrainsNothingIsRefused() throws {
+        let head = "mode: distill\nteacher: {checkpoint: t.safetensors}\nloss:\n"
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: head + "  - {kind: kd, weight: 0}\n"
+                                                          + "  - {kind: prg, weight: 0}\n", file: "z.yaml") },
+                       "z.yaml: loss: every term has weight 0, so the student would learn nothing (give one a "
+                       + "weight > 0) (line 4)")
+        let kd = head + "  - {kind: kd}\n"
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: kd, file: "z.yaml", overrides: ["loss.0.weight=0"]) },
+                       "--set: loss.0.weight=0: loss.0.weight: every term has weight 0, so the student would learn "
+                       + "nothing (give one a weight > 0)")
+        let rkd = head + "  - {kind: kd}\n  - {kind: rkd, distance_weight: 0, angle_weight: 0}\n"
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: rkd, file: "r.yaml") },
+                       "r.yaml: loss.1: rkd: distance_weight and angle_weight are both 0, so the term computes "
+                       + "nothing (drop the entry, or give one of them a value > 0) (line 5)")
+        let rkdSet = head + "  - {kind: rkd, angle_weight: 0}\n"
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: rkdSet, file: "r.yaml",
+                                                          overrides: ["loss.0.distance_weight=0"]) },
+                       "--set: loss.0.distance_weight=0: loss.0.distance_weight: rkd: distance_weight and "
+                       + "angle_weight are both 0, so the term computes nothing (drop the entry, or give one of "
+                       + "them a value > 0)")
+        XCTAssertTrue(message { _ = try KDConfig.parse(yaml: head + "  - {kind: prg, node_weight: 0, edge_weight: 0, "
+                                                        + "pseudo_label_weight: 0}\n", file: "p.yaml") }
+            .contains("loss.0: prg: node_weight, edge_weight and pseudo_label_weight are all 0"))
+        // One part left on, or one term of weight 0 beside another: a valid run; the zero weight is named.
+        let monitored = try KDConfig.parse(yaml: head + "  - {kind: kd, weight: 0}\n"
+                                           + "  - {kind: rkd, distance_weight: 0}\n", file: "m.yaml")
+        XCTAssertEqual(monitored.unusedKeyNotes, ["loss.0.weight is 0: the kd term is computed every step but adds "
+                                                  + "nothing to the loss the student trains on"])
+        XCTAssertEqual(try KDConfig.parse(yaml: kd, file: "k.yaml").unusedKeyNotes, [])
+    }
+
     func testAMalformedFileIsNotReportedAsEmpty() throws {
         let tmp = try TemporaryDirectory(prefix: "kdgraph-config-model-")
         defer { tmp.remove() }

@@ -252,6 +252,11 @@ public struct LossSpec: Codable, Equatable {
         do {
             term = try LossRegistry.make(kind, weight: Float(weight), reader: &reader)
         } catch let error as LossError {
+            if case let .vanishingTerm(_, parts) = error {
+                // Named at a `--set` that zeroed one of the parts, when one did.
+                let blamed = parts.map { key + "." + $0 }.first { d.source.override(of: $0) != nil } ?? key
+                throw d.source.error(blamed, "\(error)", line: line)
+            }
             throw d.source.error(key + ".kind", "\(error)", line: line)
         }
         try reader.finish()
@@ -598,6 +603,11 @@ extension KDConfig {
             }
         }
         if mode == .distill && loss.isEmpty { throw fail("loss", "mode 'distill' needs at least one loss term") }
+        if mode == .distill && !loss.isEmpty && loss.allSatisfy({ $0.weight == 0 }) {
+            // Named at a `--set` that zeroed a weight, when one did (`parse` locates it).
+            let key = loss.indices.map { "loss.\($0).weight" }.first { overriddenKeys[$0] != nil } ?? "loss"
+            throw fail(key, "every term has weight 0, so the student would learn nothing (give one a weight > 0)")
+        }
         // Random teacher weights only when asked for by name: a missing checkpoint is never papered over.
         if mode == .distill && teacher.kind == .network && teacher.initialization == .checkpoint
             && teacher.checkpoint.isEmpty {

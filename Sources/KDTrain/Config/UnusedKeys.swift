@@ -1,6 +1,8 @@
 /// Keys given a value (other than their default) that this run does not read: a supervised run's teacher and
 /// loss list, the other teacher kind's keys, the crop and flip of a run without augmentation, a file source's
-/// synthetic sizes, the optimizer settings of the other optimizer. Such a value is
+/// synthetic sizes, the optimizer settings of the other optimizer, and a distillation loss term of weight 0
+/// beside one that is not (computed, but not trained on: a term of weight 0 that is the only one, or a term
+/// whose parts all weigh 0, is an error instead). Such a value is
 /// not an error (a config is often edited by switching one key, `--set optim.kind=adamw`), but it must not be
 /// dropped without a word: rank 0 logs each as a warning when the run starts (docs/config.md). A key left at
 /// its default changes nothing either way, so a resolved `config.yaml` run again is quiet.
@@ -26,6 +28,12 @@ extension KDConfig {
             note("teacher.hidden", teacher.hidden != d.teacher.hidden, why)
             note("teacher.clip_scale", teacher.prompts.isEmpty && teacher.clipScale != d.teacher.clipScale,
                  "it scales the prompt logits, and teacher.prompts is empty")
+        }
+        if mode == .distill && loss.contains(where: { $0.weight > 0 }) {
+            for (i, entry) in loss.enumerated() where entry.weight == 0 {
+                notes.append("loss.\(i).weight is 0: the \(entry.kind) term is computed every step but adds "
+                             + "nothing to the loss the student trains on")
+            }
         }
         if !data.augment {
             let why = "data.augment: false turns training augmentation off"
