@@ -172,6 +172,13 @@ struct TeacherCacheCommand: ParsableCommand {
 
     @OptionGroup var options: ConfigOptions
 
+    func validate() throws {
+        // The records are the teacher's outputs of the data's views: the student, the losses, the optimizer
+        // and the run folder do not change them (`train` stays: its block size and exactness do).
+        try refuseUnusedSections(options.overrides, command: "teacher-cache",
+                                 unused: ["student", "loss", "optim", "output"])
+    }
+
     func run() throws {
         options.withConfiguredWorld { config, comm in
             let trainer = try Trainer(config: config, comm: comm)
@@ -197,6 +204,9 @@ struct ExportViews: ParsableCommand {
 
     func validate() throws {
         if rounds < 1 { throw ValidationError("--rounds must be ≥ 1, got \(rounds)") }
+        // The views are the data's, seeded by `seed`: no network runs, and --out is the folder.
+        try refuseUnusedSections(options.overrides, command: "export-views",
+                                 unused: ["student", "loss", "optim", "train", "output"])
     }
 
     func run() throws {

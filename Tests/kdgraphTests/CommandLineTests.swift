@@ -39,9 +39,10 @@ final class CommandLineTests: XCTestCase {
         XCTAssertNil(refusal(scaling + ["--per-rank-batch", "16"]))
     }
 
-    /// `eval` and `predict` run the checkpoint's student: a `--set` of a section that plays no part in them
-    /// would be ignored without a word, so it is refused; `teacher` and `mode`, which a distillation config's
-    /// validation reads, and keys of no section (the config's own error) pass.
+    /// `eval` and `predict` run the checkpoint's student, `teacher-cache` the teacher, `export-views` no network:
+    /// a `--set` of a section that plays no part in them would be ignored without a word, so it is refused;
+    /// `teacher` and `mode`, which a distillation config's validation reads, and keys of no section (the
+    /// config's own error) pass.
     func testEvalAndPredictRefuseSectionsTheyDoNotUse() {
         let eval = ["eval", "--checkpoint", "final.safetensors"]
         XCTAssertEqual(refusal(eval + ["--set", "train.steps=5"]),
@@ -60,6 +61,17 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(refusal(predict + ["--set", "data.path=d"]), "--set needs --config")
         XCTAssertEqual(refusal(predict + ["--batch", "0"]), "--batch must be ≥ 1, got 0")
         XCTAssertNil(refusal(predict + ["--config", "c.yaml", "--set", "student.model=resnet8"]))
+        let cache = ["teacher-cache", "--config", "c.yaml"]
+        XCTAssertEqual(refusal(cache + ["--set", "optim.lr=0.1"]),
+                       "--set optim.lr=0.1: teacher-cache does not use the optim section (student, loss, optim, "
+                       + "output play no part in it)")
+        XCTAssertNil(refusal(cache + ["--set", "train.block_size=8", "--set", "teacher.cache.rounds=2",
+                                      "--set", "data.views=2", "--set", "runtime.conv_algorithm=direct"]))
+        let views = ["export-views", "--config", "c.yaml", "--rounds", "2", "--out", "v"]
+        XCTAssertEqual(refusal(views + ["--set", "train.steps=5"]),
+                       "--set train.steps=5: export-views does not use the train section (student, loss, optim, "
+                       + "train, output play no part in it)")
+        XCTAssertNil(refusal(views + ["--set", "data.crop_padding=2", "--set", "seed=3"]))
     }
 
     func testExportViewsNeedsARound() {
