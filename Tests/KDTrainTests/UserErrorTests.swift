@@ -154,6 +154,22 @@ final class UserErrorTests: XCTestCase {
         XCTAssertTrue(m.hasSuffix("\(ckpt): written by a supervised run (kdgraph.mode) but distill.yaml is a distill "
                                   + "config: --resume continues the same run. To distil from it, name it as "
                                   + "teacher.checkpoint."), m)
+        // A config that builds another model or optimizer: the tensors' mismatch, and the keys that caused it.
+        let wider = try KDConfig.parse(yaml: smallYAML(out: "out"), file: "sup.yaml",
+                                       overrides: ["student.hidden=[24]", "optim.lr=0.1"])
+        let w = message { _ = try InProcessWorld(size: 1).run { comm in
+            try Trainer(config: wider, comm: comm).resume(from: ckpt)
+        } }
+        XCTAssertTrue(w.contains("does not match the model: shape mismatch"), w)
+        XCTAssertTrue(w.hasSuffix(" (this config differs from the checkpoint's: student.hidden: [16] → [24]; --resume "
+                                  + "continues the same model and optimizer)"), w)
+        var adam = sup
+        adam.optim.kind = .adamw
+        let a = message { _ = try InProcessWorld(size: 1).run { comm in
+            try Trainer(config: adam, comm: comm).resume(from: ckpt)
+        } }
+        XCTAssertTrue(a.hasSuffix("optimizer state is for SGD, not AdamW (this config differs from the checkpoint's: "
+                                  + "optim.kind: sgd → adamw; --resume continues the same model and optimizer)"), a)
         var other = sup
         other.data.globalBatch = 16
         other.optim.lr = 0.1

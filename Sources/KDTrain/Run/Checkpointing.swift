@@ -71,7 +71,20 @@ extension Trainer {
                                 + (mode == "supervised" ? "To distil from it, name it as teacher.checkpoint."
                                    : "Resume it with the distill config it was written by."))
         }
-        let meta = try Checkpoint.load(path: path, into: student, optimizer: optimizer)
+        let meta: [String: String]
+        do {
+            meta = try Checkpoint.load(path: path, into: student, optimizer: optimizer)
+        } catch let ModelError.checkpoint(file, message) {
+            // The tensors name the symptom; the recorded config names the cause (`student.model: resnet20 →
+            // resnet8`), when the checkpoint carries it.
+            let causes = ["student.", "data.classes:", "data.image_size:", "optim.kind:"]
+            let model = recorded["kdgraph.config"].map { KDConfig.differences(from: $0, to: config.resolvedYAML) }?
+                .filter { causes.contains(where: $0.hasPrefix) } ?? []
+            guard !model.isEmpty else { throw ModelError.checkpoint(file: file, message: message) }
+            throw ModelError.checkpoint(file: file, message: message + " (this config differs from the checkpoint's: "
+                                        + model.joined(separator: "; ") + "; --resume continues the same model "
+                                        + "and optimizer)")
+        }
         if let head {
             let weights = try Checkpoint.read(path: path)
             guard let f = try Checkpoint.readState(path: path, weights: weights) else {
