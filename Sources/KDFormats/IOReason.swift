@@ -13,7 +13,12 @@ public func ioReason(_ error: Error, path: String? = nil) -> String {
     case NSFileWriteNoPermissionError, NSFileReadNoPermissionError: return "permission denied"
     case NSFileWriteOutOfSpaceError: return "no space left on the device"
     case NSFileWriteVolumeReadOnlyError: return "read-only file system"
-    case NSFileNoSuchFileError, NSFileReadNoSuchFileError: return "no such file or folder"
+    case NSFileNoSuchFileError, NSFileReadNoSuchFileError:
+        if let path, case let folder = (path as NSString).deletingLastPathComponent, !folder.isEmpty,
+           !FileManager.default.fileExists(atPath: folder) {
+            return "the folder \(folder) does not exist"
+        }
+        return "no such file or folder"
     case NSFileWriteFileExistsError:
         if let path, FileManager.default.fileExists(atPath: path) { return "a file of that name is in the way" }
         return "a file of that name already exists"

@@ -46,7 +46,7 @@ public enum NPYWriter {
         do {
             try Data(bytes).write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
-            throw NPYError.writeFailed(path: path, reason: "\(error.localizedDescription)")
+            throw NPYError.writeFailed(path: path, reason: ioReason(error, path: path))
         }
     }
 }

@@ -69,6 +69,23 @@ final class NonFiniteInputTests: XCTestCase {
         let e = message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/none.npy",
                                                  out: dir + "/e.npy", batch: 3) }
         XCTAssertTrue(e.contains("\(dir)/none.npy: holds no images (shape [0, 8, 8, 3])"), e)
+        // --out naming an input (another spelling of the same file) is refused and the input kept; a folder
+        // in the way or a missing folder is named as such, not as Foundation's "error 512".
+        let sameImages = message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/ok.npy",
+                                                          out: dir + "/./ok.npy", batch: 3) }
+        XCTAssertTrue(sameImages.hasSuffix("\(dir)/./ok.npy: the same file as the input images (\(dir)/ok.npy): "
+                                           + "writing the logits would replace it; choose another --out"), sameImages)
+        XCTAssertEqual(try NPYArray(path: dir + "/ok.npy").shape, [4, 8, 8, 3])
+        let sameWeights = message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/ok.npy",
+                                                           out: checkpoint, batch: 3) }
+        XCTAssertTrue(sameWeights.contains("the same file as the checkpoint"), sameWeights)
+        try FileManager.default.createDirectory(atPath: dir + "/folder", withIntermediateDirectories: true)
+        XCTAssertTrue(message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/ok.npy",
+                                                       out: dir + "/folder", batch: 3) }
+            .hasSuffix("\(dir)/folder: cannot write .npy file: a folder of that name is in the way"))
+        XCTAssertTrue(message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/ok.npy",
+                                                       out: dir + "/missing/z.npy", batch: 3) }
+            .hasSuffix("\(dir)/missing/z.npy: cannot write .npy file: the folder \(dir)/missing does not exist"))
     }
 }
 

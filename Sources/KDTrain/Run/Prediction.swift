@@ -94,6 +94,11 @@ public enum Prediction {
     /// runs eval mode in batches of `batch` and writes the float32 logits `[N, classes]` to `out`.
     public static func run(weights: SafetensorsFile, input m: ModelInput, images: String, out: String,
                            batch: Int) throws -> (images: Int, classes: Int) {
+        // Writing the logits over an input would destroy it (the write is atomic, so nothing stops it).
+        for (input, name) in [(images, "input images"), (weights.file, "checkpoint")] where isSameFile(out, input) {
+            throw TrainError.io(path: out, message: "the same file as the \(name) (\(input)): writing the logits "
+                                + "would replace it; choose another --out")
+        }
         let (classes, channels, size) = (m.classes, m.channels, m.size)
         guard size.count == 2, channels >= 1, classes >= 2 else {
             throw TrainError.io(path: weights.file, message: "\(m.source): classes \(classes), input channels "
@@ -149,4 +154,10 @@ public enum Prediction {
         try NPYWriter.write(logits, shape: [a.rowCount, classes], to: out)
         return (a.rowCount, classes)
     }
+}
+
+/// Whether `a` and `b` name one existing file (the same device and inode: `./x.npy` and `x.npy`, a link).
+func isSameFile(_ a: String, _ b: String) -> Bool {
+    var sa = stat(), sb = stat()
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
 }
