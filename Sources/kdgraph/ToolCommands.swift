@@ -53,7 +53,7 @@ struct Models: ParsableCommand {
     @Option(help: "Classes of the classifier head.") var classes = 100
     @Option(help: "Input channels.") var channels = 3
     @Option(help: "Write this model, freshly initialised, as a safetensors checkpoint (with --out).") var save: String?
-    @Option(help: "Where --save writes.") var out: String?
+    @Option(help: "Where --save writes (a new file).") var out: String?
     @Option(help: "Initialisation seed for --save.") var seed = 0
 
     func validate() throws {
@@ -62,6 +62,11 @@ struct Models: ParsableCommand {
         if seed < 0 { throw ValidationError("--seed must be ≥ 0, got \(seed)") }
         if save != nil && out == nil { throw ValidationError("--save needs --out PATH") }
         if save == nil && out != nil { throw ValidationError("--out is where --save writes; give --save MODEL too") }
+        // A fresh initialisation written over trained weights would lose them: a new file only.
+        if let out, FileManager.default.fileExists(atPath: out) {
+            throw ValidationError("--out \(out) already exists; models --save writes a new file (choose another "
+                                  + "--out or delete it)")
+        }
     }
 
     func run() throws {

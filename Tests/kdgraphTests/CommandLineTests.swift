@@ -24,6 +24,11 @@ final class CommandLineTests: XCTestCase {
                        "--out is where --save writes; give --save MODEL too")
         XCTAssertNil(refusal(["models", "--classes", "5", "--channels", "1"]))
         XCTAssertNil(refusal(["models", "--save", "resnet8", "--out", "m.safetensors", "--seed", "3"]))
+        // An existing file (trained weights, say) is never replaced by a fresh initialisation.
+        let existing = #filePath
+        XCTAssertEqual(refusal(["models", "--save", "resnet8", "--out", existing]),
+                       "--out \(existing) already exists; models --save writes a new file (choose another --out or "
+                       + "delete it)")
     }
 
     func testBenchmarksMeasureAtLeastOneStep() {
