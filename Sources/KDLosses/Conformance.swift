@@ -51,10 +51,21 @@ public enum Conformance {
             throw LossError.invalidArgument(loss: "conformance",
                                             message: "cannot read \(url.path): \(ioReason(error, path: url.path))")
         }
-        guard let root = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let cases = root["cases"] as? [String: Any] else {
-            throw LossError.invalidArgument(loss: "conformance", message: "\(url.path): no 'cases' object")
+        func refuse(_ why: String) -> LossError {
+            .invalidArgument(loss: "conformance", message: "\(url.path): \(why)")
         }
+        let parsed: Any
+        do { parsed = try JSONSerialization.jsonObject(with: data) } catch {
+            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
+            throw refuse("not valid JSON (\(detail))")
+        }
+        guard let root = parsed as? [String: Any] else { throw refuse("not a JSON object (expected {\"cases\": …})") }
+        guard let given = root["cases"] else { throw refuse("no 'cases' object") }
+        guard let cases = given as? [String: Any] else {
+            throw refuse("'cases' is not an object of named cases ({\"name\": {\"inputs\": …}, …})")
+        }
+        // A manifest without cases would pass while checking nothing.
+        guard !cases.isEmpty else { throw refuse("'cases' is empty: nothing to check") }
         var report: [String] = [], ok = true
         for name in cases.keys.sorted() {
             guard let c = cases[name] as? [String: Any] else {

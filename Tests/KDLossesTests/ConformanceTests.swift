@@ -59,8 +59,30 @@ final class ConformanceTests: XCTestCase {
 
     func testMissingManifestThrows() {
         XCTAssertThrowsError(try Conformance.run(directory: "/nonexistent-kdgraph-dir")) { e in
-            let expected = "cannot read /nonexistent-kdgraph-dir/manifest.json: no such file or folder"
+            let expected = "cannot read /nonexistent-kdgraph-dir/manifest.json: the folder /nonexistent-kdgraph-dir "
+                + "does not exist"
             XCTAssertTrue("\(e)".hasSuffix(expected), "\(e)")
+        }
+    }
+
+    /// A manifest that is not JSON, has no case or the wrong shape is refused, naming the file and what is wrong;
+    /// an empty `cases` would pass while checking nothing.
+    func testMalformedManifestsAreRefused() throws {
+        let tmp = try TemporaryDirectory(prefix: "kdlosses-conf-")
+        defer { tmp.remove() }
+        let path = tmp.file("manifest.json")
+        let cases = [
+            ("garbage", "not valid JSON ("),
+            ("[1, 2]", "not a JSON object (expected {\"cases\": …})"),
+            ("{}", "no 'cases' object"),
+            ("{\"cases\": [1]}", "'cases' is not an object of named cases"),
+            ("{\"cases\": {}}", "'cases' is empty: nothing to check"),
+        ]
+        for (text, expected) in cases {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try Conformance.run(directory: tmp.path), text) { e in
+                XCTAssertTrue("\(e)".contains("\(path): " + expected), "\(text): \(e)")
+            }
         }
     }
 }
