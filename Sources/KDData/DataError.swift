@@ -32,6 +32,12 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         }
     }
 
+    /// What is wrong, without the key `configKey` names (the caller places the key, e.g. at its `--set`).
+    public var detail: String {
+        if case let .invalidConfig(_, message) = self { return message }
+        return description
+    }
+
     public var description: String {
         switch self {
         case let .missingFile(p, w): return "\(p): missing \(w)"

@@ -66,7 +66,7 @@ public final class Sampler: @unchecked Sendable {
             guard full >= 1 else {
                 throw DataError.invalidConfig(field: "data.global_batch",
                                               message: "\(globalBatch) exceeds the \(count) training samples "
-                                                  + "and drop_last is set: no step per epoch")
+                                                  + "and data.drop_last is true: no step per epoch")
             }
         } else if rest > 0 && (rest + blockSize - 1) / blockSize < worldSize {
             throw blockSize > 1

@@ -84,7 +84,7 @@ final class SamplerTests: XCTestCase {
         XCTAssertNoThrow(try Sampler(count: 33, globalBatch: 8, dropLast: true, seed: 0, rank: 0, worldSize: 4))
         XCTAssertEqual(msg { _ = try Sampler(count: 5, globalBatch: 8, dropLast: true, seed: 0) },
                        "config data.global_batch: 8 exceeds the 5 training samples "
-                       + "and drop_last is set: no step per epoch")
+                       + "and data.drop_last is true: no step per epoch")
         XCTAssertEqual(msg { _ = try Sampler(count: 5, globalBatch: 0, dropLast: true, seed: 0) },
                        "config data.global_batch: 0 must be ≥ 1")
         XCTAssertEqual(msg { _ = try Sampler(count: 0, globalBatch: 2, dropLast: true, seed: 0) },

@@ -284,6 +284,15 @@ final class UserErrorTests: XCTestCase {
             ": --set: data.mean=[0.5, 0.5, 0.5]: data.mean: needs one entry per image channel (1 in "
             + "\(folder)/train_images.npy), got 3; remove it to use the files' own statistics"),
             refused(["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.2, 0.2, 0.2]"]))
+        // The data layer's own config errors too (they read "config data.image_size: …" and no --set before).
+        let synthetic = try KDConfig.parse(yaml: smallYAML(), file: "s.yaml", overrides: ["data.image_size=4"])
+        let tiny = message { _ = try InProcessWorld(size: 1).run { try Trainer(config: synthetic, comm: $0) } }
+        XCTAssertTrue(tiny.hasSuffix("--set: data.image_size=4: data.image_size: synthetic images need at least 8×8, "
+                                     + "got 4×4"), tiny)
+        let few = try KDConfig.parse(yaml: smallYAML(), file: "s.yaml", overrides: ["data.train_size=5"])
+        let batch = message { _ = try InProcessWorld(size: 1).run { try Trainer(config: few, comm: $0) } }
+        XCTAssertTrue(batch.hasSuffix("s.yaml: data.global_batch: 8 exceeds the 5 training samples and "
+                                      + "data.drop_last is true: no step per epoch"), batch)
     }
 
     func testAugmentationKeysParseAndAreRefusedWhenMalformed() throws {

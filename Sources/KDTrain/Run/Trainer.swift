@@ -81,8 +81,8 @@ public final class Trainer {
             sampler = try Sampler(count: data.trainCount, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
                                   rank: comm.rank, worldSize: comm.size,
                                   blockSize: config.sharesWholeBlocks ? config.samplesPerBlock : 1)
-        } catch let e as DataError {
-            throw config.configError(e.configKey ?? "data", "\(e)")
+        } catch {
+            throw config.located(error)
         }
         totalSteps = config.train.steps > 0 ? config.train.steps : config.train.epochs * sampler.stepsPerEpoch
         if totalSteps == 0 {

@@ -93,7 +93,13 @@ public final class TrainingData {
             && !fm.fileExists(atPath: dir.appendingPathComponent("train_images.npy").path)
     }
 
-    init(config c: KDConfig) throws {
+    /// The data `c` describes; a data-layer error about a config key (`data.image_size` too small for the
+    /// synthetic source) is named as the config's own errors are, at its `--set` or in the file.
+    convenience init(config c: KDConfig) throws {
+        do { try self.init(unlocated: c) } catch { throw c.located(error) }
+    }
+
+    private init(unlocated c: KDConfig) throws {
         let seed = UInt64(c.seed)
         if TrainingData.isFeatureFolder(c) {
             if c.data.views != 1 {
@@ -210,5 +216,14 @@ extension KDConfig {
         c.data.mean = data.mean
         c.data.std = data.std
         return c
+    }
+}
+
+extension KDConfig {
+    /// `error` named at the config key it is about (`DataError.configKey`), as the config's own errors are;
+    /// any other error as it is.
+    func located(_ error: Error) -> Error {
+        guard let e = error as? DataError, let key = e.configKey else { return error }
+        return configError(key, e.detail)
     }
 }
