@@ -11,6 +11,9 @@ set -euo pipefail
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 if [ $# -lt 3 ]; then echo "usage: $0 HOSTFILE N kdgraph-subcommand [args...]" >&2; exit 2; fi
 hosts="$1"; n="$2"; shift 2
+# mpirun -np 0 would start one rank per slot of the hostfile, not none: N must be a count.
+if ! [[ "$n" =~ ^[1-9][0-9]*$ ]]; then echo "$0: N must be a number of ranks ≥ 1, got '$n'" >&2; exit 2; fi
+[ -r "$hosts" ] || { echo "$0: no readable hostfile at '$hosts'" >&2; exit 2; }
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${KDGRAPH:-$here/.build/release/kdgraph}"
 net=()

@@ -12,6 +12,8 @@ export OMPI_MCA_odls_base_sigkill_timeout="${KDGRAPH_STOP_GRACE:-30}"
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 if [ $# -lt 2 ]; then echo "usage: $0 N kdgraph-subcommand [args...]" >&2; exit 2; fi
 n="$1"; shift
+# mpirun -np 0 would start one rank per slot, not none: N must be a count.
+if ! [[ "$n" =~ ^[1-9][0-9]*$ ]]; then echo "$0: N must be a number of ranks ≥ 1, got '$n'" >&2; exit 2; fi
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${KDGRAPH:-$here/.build/release/kdgraph}"
 [ -x "$bin" ] || { echo "no kdgraph binary at $bin: run 'swift build -c release' first" >&2; exit 1; }

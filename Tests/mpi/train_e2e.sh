@@ -383,6 +383,15 @@ if [ "$rc" != 0 ] && [ "$took" -lt 10 ] && [ "$(grep -c 'already holds an earlie
 else
   ko "local.sh refusal" "exit $rc after ${took} s: $(tail -3 "$tmp/again.log")"
 fi
+# A rank count that is not one: mpirun -np 0 would have started a rank per slot.
+bash launch/local.sh 0 selftest >"$tmp/np0.log" 2>&1; rc0=$?
+bash launch/local.sh two selftest >"$tmp/np2.log" 2>&1; rc2=$?
+if [ "$rc0" = 2 ] && [ "$rc2" = 2 ] && grep -q "N must be a number of ranks ≥ 1, got '0'" "$tmp/np0.log" \
+   && grep -q "got 'two'" "$tmp/np2.log" && ! grep -q '"ok"' "$tmp/np0.log"; then
+  ok "local.sh 0 and local.sh two: refused (exit 2), nothing started"
+else
+  ko "local.sh rank count" "exit $rc0/$rc2: $(cat "$tmp/np0.log" "$tmp/np2.log" | tail -3)"
+fi
 
 # Bad input: every rank fails with the file and the key, non-zero exit, no output written.
 bad="$tmp/bad.yaml"
