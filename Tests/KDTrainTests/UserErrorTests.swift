@@ -163,6 +163,11 @@ final class UserErrorTests: XCTestCase {
         XCTAssertTrue(w.contains("does not match the model: shape mismatch"), w)
         XCTAssertTrue(w.hasSuffix(" (this config differs from the checkpoint's: student.hidden: [16] → [24]; --resume "
                                   + "continues the same model and optimizer)"), w)
+        let e = message { _ = try InProcessWorld(size: 1).run { comm in
+            try Trainer(config: wider, comm: comm).loadWeights(ckpt)
+        } }
+        XCTAssertTrue(e.hasSuffix(" (this config differs from the checkpoint's: student.hidden: [16] → [24]; the "
+                                  + "weights fit the model of the checkpoint's own config)"), e)
         var adam = sup
         adam.optim.kind = .adamw
         let a = message { _ = try InProcessWorld(size: 1).run { comm in

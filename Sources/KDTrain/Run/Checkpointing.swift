@@ -71,19 +71,8 @@ extension Trainer {
                                 + (mode == "supervised" ? "To distil from it, name it as teacher.checkpoint."
                                    : "Resume it with the distill config it was written by."))
         }
-        let meta: [String: String]
-        do {
-            meta = try Checkpoint.load(path: path, into: student, optimizer: optimizer)
-        } catch let ModelError.checkpoint(file, message) {
-            // The tensors name the symptom; the recorded config names the cause (`student.model: resnet20 →
-            // resnet8`), when the checkpoint carries it.
-            let causes = ["student.", "data.classes:", "data.image_size:", "optim.kind:"]
-            let model = recorded["kdgraph.config"].map { KDConfig.differences(from: $0, to: config.resolvedYAML) }?
-                .filter { causes.contains(where: $0.hasPrefix) } ?? []
-            guard !model.isEmpty else { throw ModelError.checkpoint(file: file, message: message) }
-            throw ModelError.checkpoint(file: file, message: message + " (this config differs from the checkpoint's: "
-                                        + model.joined(separator: "; ") + "; --resume continues the same model "
-                                        + "and optimizer)")
+        let meta = try namingTheCause(recorded, "--resume continues the same model and optimizer") {
+            try Checkpoint.load(path: path, into: student, optimizer: optimizer)
         }
         if let head {
             let weights = try Checkpoint.read(path: path)
@@ -126,6 +115,24 @@ extension Trainer {
 extension Trainer {
     /// Loads model weights only (evaluation, or a student used as a teacher).
     public func loadWeights(_ path: String) throws {
-        try Checkpoint.loadWeights(path: path, into: student)
+        let recorded = try Checkpoint.read(path: path).metadata
+        try namingTheCause(recorded, "the weights fit the model of the checkpoint's own config") {
+            try Checkpoint.loadWeights(path: path, into: student)
+        }
+    }
+
+    /// Runs `load`; a checkpoint that does not fit the model or optimizer (the tensors name the symptom) gets
+    /// the config keys that differ from the checkpoint's recorded config and build them (`student.model:
+    /// resnet20 → resnet8`: the cause), when it carries one, and `advice`.
+    @discardableResult
+    func namingTheCause<T>(_ recorded: [String: String], _ advice: String, _ load: () throws -> T) throws -> T {
+        do { return try load() } catch let ModelError.checkpoint(file, message) {
+            let causes = ["student.", "data.classes:", "data.image_size:", "optim.kind:"]
+            let keys = recorded["kdgraph.config"].map { KDConfig.differences(from: $0, to: config.resolvedYAML) }?
+                .filter { causes.contains(where: $0.hasPrefix) } ?? []
+            guard !keys.isEmpty else { throw ModelError.checkpoint(file: file, message: message) }
+            throw ModelError.checkpoint(file: file, message: message + " (this config differs from the checkpoint's: "
+                                        + keys.joined(separator: "; ") + "; \(advice))")
+        }
     }
 }
