@@ -95,7 +95,7 @@ let package = Package(
                                "KDModels"],
                 swiftSettings: v5 + fastMath),
         .executableTarget(name: "kdgraph", dependencies: [
-            "KDTrain", "KDTools", "KDCore", "KDComm", "KDData", "KDModels", "KDLosses", "KDTensor",
+            "KDTrain", "KDTools", "KDCore", "KDComm", "KDData", "KDFormats", "KDModels", "KDLosses", "KDTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: v5 + (targetCPU.isEmpty ? [] : [.define("KDGRAPH_HASWELL")])),
         // Multi-rank checks run under a real `mpirun -np 2/4` by Tests/mpi/run.sh.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KDCore
+import KDFormats
 import KDTensor
 import KDTools
 import KDTrain
@@ -17,17 +18,21 @@ struct Bench: ParsableCommand {
     var ops = false
     @Option(help: "The YAML configuration whose training step to measure.") var config: String?
     @Option(name: .customLong("set"), help: "Override a config key (repeatable).") var overrides: [String] = []
-    @Option(help: "Warm-up steps (not measured).") var warmup = 3
-    @Option(help: "Measured steps.") var steps = 10
+    @Option(name: .customLong("warmup"), help: "Warm-up steps (not measured; default 3).") var warmupOption: Int?
+    @Option(name: .customLong("steps"), help: "Measured steps (default 10).") var stepsOption: Int?
+    var warmup: Int { warmupOption ?? 3 }
+    var steps: Int { stepsOption ?? 10 }
     @Option(help: "Also write the JSON to this file (rank 0).") var jsonOut: String?
     @Option(help: "Also time one rank's share of the loss at these world sizes (weak scaling), e.g. 4,8,16,64.")
     var projectRanks: String?
     @Option(help: ArgumentHelp("The same step in PyTorch (launch/pytorch_step_bench.py), printed beside: auto "
                                + "(when torch imports and the step has a PyTorch twin), on (an error otherwise), off."))
     var pytorch: PyTorchMode = .auto
-    @Option(help: ArgumentHelp("The Python interpreter with torch for --pytorch: a name on PATH or a path, e.g. "
-                               + "a venv's bin/python."))
-    var python = "python3"
+    @Option(name: .customLong("python"),
+            help: ArgumentHelp("The Python interpreter with torch for --pytorch: a name on PATH or a path, e.g. "
+                               + "a venv's bin/python (default python3)."))
+    var pythonOption: String?
+    var python: String { pythonOption ?? "python3" }
 
     @Flag(help: ArgumentHelp("Also the step reading the teacher cache (filled fresh with one round under "
                              + "output.dir), beside the step running the teacher."))
@@ -41,6 +46,19 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         if ops == (config != nil) { throw ValidationError("give exactly one of --ops or --config FILE") }
+        if ops {
+            // What measures a training step would be ignored by --ops without a word.
+            let stepOnly = [("--set", !overrides.isEmpty), ("--warmup", warmupOption != nil),
+                            ("--steps", stepsOption != nil), ("--json-out", jsonOut != nil),
+                            ("--project-ranks", projectRanks != nil), ("--pytorch", pytorch != .auto),
+                            ("--python", pythonOption != nil), ("--teacher-cache", teacherCache),
+                            ("--deterministic", deterministic)].filter(\.1).map(\.0)
+            if !stepOnly.isEmpty {
+                throw ValidationError(stepOnly.joined(separator: ", ") + (stepOnly.count == 1 ? " applies" : " apply")
+                                      + " to a training step (--config FILE), not to --ops")
+            }
+        }
+        if let jsonOut { try validateOutputFile(jsonOut, option: "--json-out") }
         if projectRanks != nil && config == nil { throw ValidationError("--project-ranks needs --config") }
         if teacherCache && config == nil { throw ValidationError("--teacher-cache needs --config") }
         if deterministic && config == nil { throw ValidationError("--deterministic needs --config") }
@@ -94,7 +112,12 @@ struct Bench: ParsableCommand {
                 }
                 let json = try result.json()
                 print(json)
-                if let jsonOut { try json.write(toFile: jsonOut, atomically: true, encoding: .utf8) }
+                if let jsonOut {
+                    do { try json.write(toFile: jsonOut, atomically: true, encoding: .utf8) } catch {
+                        throw TrainError.io(path: jsonOut, message: "--json-out: cannot write the JSON ("
+                                            + ioReason(error, path: jsonOut) + "); it is on stdout above")
+                    }
+                }
             }
         }
     }
@@ -197,6 +220,20 @@ struct Scaling: ParsableCommand {
         }
         let report = try runner.run { fputs($0 + "\n", stderr) }
         print(report.markdown)
+    }
+}
+
+/// A file a command writes when it is done: checked before the work, so that a typo in its folder does not
+/// cost the measurement (`--json-out runs/x.json` without `runs/`).
+func validateOutputFile(_ path: String, option: String) throws {
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue {
+        throw ValidationError("\(option) \(path) is a folder; name a file")
+    }
+    let folder = (path as NSString).deletingLastPathComponent
+    let folderExists = FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) && isFolder.boolValue
+    if !folder.isEmpty && !folderExists {
+        throw ValidationError("\(option) \(path): the folder \(folder) does not exist")
     }
 }
 

@@ -31,6 +31,22 @@ final class CommandLineTests: XCTestCase {
                        + "delete it)")
     }
 
+    /// `bench --ops` measures ops, not a step: the options of a step were ignored without a word. A --json-out
+    /// whose folder is missing was found after the whole measurement.
+    func testBenchOpsRefusesStepOptionsAndJSONOutIsCheckedFirst() {
+        XCTAssertEqual(refusal(["bench", "--ops", "--set", "data.global_batch=8", "--steps", "3"]),
+                       "--set, --steps apply to a training step (--config FILE), not to --ops")
+        XCTAssertEqual(refusal(["bench", "--ops", "--pytorch", "on"]),
+                       "--pytorch applies to a training step (--config FILE), not to --ops")
+        XCTAssertNil(refusal(["bench", "--ops"]))
+        let config = ["bench", "--config", "configs/bench-resnet8x4.yaml"]
+        XCTAssertEqual(refusal(config + ["--json-out", "/nonexistent-kdgraph/b.json"]),
+                       "--json-out /nonexistent-kdgraph/b.json: the folder /nonexistent-kdgraph does not exist")
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
+        XCTAssertEqual(refusal(config + ["--json-out", folder]), "--json-out \(folder) is a folder; name a file")
+        XCTAssertNil(refusal(config + ["--json-out", "b.json", "--steps", "2", "--python", "python3"]))
+    }
+
     func testBenchmarksMeasureAtLeastOneStep() {
         let config = ["--config", "configs/bench-resnet8x4.yaml"]
         XCTAssertEqual(refusal(["bench"] + config + ["--steps", "0"]),
