@@ -171,12 +171,13 @@ struct Scaling: ParsableCommand {
     @Option(help: "The YAML configuration.") var config: String
     @Option(name: .customLong("set"), help: "Override a config key (repeatable).") var overrides: [String] = []
     @Option(help: "World sizes, e.g. 1,2,4,8.") var ranks = "1,2"
-    @Option(help: """
+    @Option(name: .customLong("project"), help: """
         Weak mode: world sizes to project from the smallest measured one \
-        (loss share timed here, communication from the cost model); empty for none.
+        (loss share timed here, communication from the cost model); empty for none (default: 4,8,16,64,256).
         """)
-    var project = "4,8,16,64,256"
-    @Option(help: "weak (per-rank batch fixed) or strong (global batch fixed).") var mode = "weak"
+    var projectOption: String?
+    var project: String { projectOption ?? "4,8,16,64,256" }
+    @Option(help: "weak (per-rank batch fixed) or strong (global batch fixed).") var mode = ScalingMode.weak
     @Option(help: "Output folder.") var out: String
     @Option(help: "Warm-up steps per world size.") var warmup = 3
     @Option(help: "Measured steps per world size.") var steps = 10
@@ -190,14 +191,20 @@ struct Scaling: ParsableCommand {
         if let perRankBatch, perRankBatch < 1 {
             throw ValidationError("--per-rank-batch must be ≥ 1, got \(perRankBatch)")
         }
+        if try parseRanks(ranks, option: "--ranks").isEmpty {
+            throw ValidationError("--ranks: give at least one world size")
+        }
+        _ = try parseRanks(project, option: "--project")
+        if mode == .strong {
+            // Both shape weak scaling only; under strong scaling they would be ignored without a word.
+            if perRankBatch != nil { throw ValidationError("--per-rank-batch applies to --mode weak") }
+            if projectOption != nil { throw ValidationError("--project applies to --mode weak") }
+        }
     }
 
     func run() throws {
-        guard let m = ScalingMode(rawValue: mode) else {
-            throw ValidationError("--mode must be weak or strong, got \(mode)")
-        }
+        let m = mode
         let world = try parseRanks(ranks, option: "--ranks")
-        guard !world.isEmpty else { throw ValidationError("--ranks: give at least one world size") }
         let projected = m == .weak ? try parseRanks(project, option: "--project") : []
         let cfg = try KDConfig.load(path: config, overrides: overrides)
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
@@ -222,6 +229,8 @@ struct Scaling: ParsableCommand {
         print(report.markdown)
     }
 }
+
+extension ScalingMode: ExpressibleByArgument {}
 
 /// A file a command writes when it is done: checked before the work, so that a typo in its folder does not
 /// cost the measurement (`--json-out runs/x.json` without `runs/`).

@@ -58,6 +58,17 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(refusal(scaling + ["--warmup=-2"]), "--warmup must be ≥ 0, got -2")
         XCTAssertEqual(refusal(scaling + ["--per-rank-batch=0"]), "--per-rank-batch must be ≥ 1, got 0")
         XCTAssertNil(refusal(scaling + ["--per-rank-batch", "16"]))
+        // The scaling options are checked while parsing (--mode, --ranks and --project were checked after the
+        // config was loaded), and the weak-only ones refused under strong scaling instead of ignored.
+        XCTAssertEqual(refusal(scaling + ["--mode", "wide"]),
+                       "The value 'wide' is invalid for '--mode <mode>'. Please provide one of 'weak' and 'strong'.")
+        XCTAssertEqual(refusal(scaling + ["--ranks", ","]), "--ranks: give at least one world size")
+        XCTAssertEqual(refusal(scaling + ["--project", "4,x"]),
+                       "--project: bad entry 'x' (expected positive integers separated by commas)")
+        XCTAssertEqual(refusal(scaling + ["--mode", "strong", "--per-rank-batch", "8"]),
+                       "--per-rank-batch applies to --mode weak")
+        XCTAssertEqual(refusal(scaling + ["--mode", "strong", "--project", "4"]), "--project applies to --mode weak")
+        XCTAssertNil(refusal(scaling + ["--mode", "strong", "--ranks", "1,2,4"]))
     }
 
     /// `eval` and `predict` run the checkpoint's student, `teacher-cache` the teacher, `export-views` no network:

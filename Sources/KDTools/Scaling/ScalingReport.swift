@@ -97,7 +97,7 @@ public enum OtherSchedule: Equatable {
 }
 
 /// Weak or strong scaling (definitions in docs/scaling.md, "Measuring").
-public enum ScalingMode: String { case weak, strong }
+public enum ScalingMode: String, CaseIterable { case weak, strong }
 
 /// The scaling report: Markdown table, CSV and an SVG plot, with the efficiency definitions written in.
 public struct ScalingReport {
