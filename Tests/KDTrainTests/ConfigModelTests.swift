@@ -101,7 +101,7 @@ final class ConfigModelTests: XCTestCase {
             "data.flip is set but not used: data.augment: false turns training augmentation off",
         ])
         let embeddings = try KDConfig.parse(yaml: "mode: distill\nteacher: {kind: embeddings, embeddings: e.npy, "
-                                            + "model: resnet20, clip_scale: 50}\nloss: [{kind: prg}]\n",
+                                            + "model: resnet20, clip_scale: 50}\nloss: [{kind: rkd}]\n",
                                             file: "e.yaml")
         XCTAssertEqual(embeddings.unusedKeyNotes, [
             "teacher.model is set but not used: an embeddings teacher is its file, not a network "
@@ -149,6 +149,27 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertEqual(monitored.unusedKeyNotes, ["loss.0.weight is 0: the kd term is computed every step but adds "
                                                   + "nothing to the loss the student trains on"])
         XCTAssertEqual(try KDConfig.parse(yaml: kd, file: "k.yaml").unusedKeyNotes, [])
+    }
+
+    /// What a term reads must exist, found by `validate` (so `train --check` and the launch scripts catch it
+    /// before mpirun starts the ranks; the views check ran in the trainer before, the prompts one nowhere: the
+    /// step failed with "prg: missing input 'teacher logits'").
+    func testWhatTheTermsReadMustExist() {
+        let embeddings = "mode: distill\nteacher: {kind: embeddings, embeddings: e.npy}\n"
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: embeddings + "loss: [{kind: prg}]\n", file: "e.yaml") },
+                       "e.yaml: teacher.prompts: loss.0 (prg) needs the teacher's logits and class proxies, which an "
+                       + "embeddings teacher gets from its prompt embeddings only: set teacher.prompts (a K×C×D .npy)")
+        XCTAssertTrue(message { _ = try KDConfig.parse(yaml: embeddings + "loss: [{kind: rkd}, {kind: kd}]\n",
+                                                       file: "e.yaml") }
+            .contains("loss.1 (kd) needs the teacher's logits, which"))
+        XCTAssertNoThrow(try KDConfig.parse(yaml: embeddings + "loss: [{kind: rkd}]\n", file: "e.yaml"))
+        XCTAssertNoThrow(try KDConfig.parse(yaml: "mode: distill\nteacher: {kind: embeddings, embeddings: e.npy, "
+                                            + "prompts: p.npy}\nloss: [{kind: prg}]\n", file: "e.yaml"))
+        let network = "mode: distill\nteacher: {checkpoint: t.safetensors}\nloss: [{kind: vrm}]\n"
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: network, file: "v.yaml",
+                                                          overrides: ["data.views=1"]) },
+                       "--set: data.views=1: data.views: loss.0 (vrm) needs 2 views per sample (real + virtual), got 1")
+        XCTAssertNoThrow(try KDConfig.parse(yaml: network + "data: {views: 2}\n", file: "v.yaml"))
     }
 
     func testAMalformedFileIsNotReportedAsEmpty() throws {

@@ -166,10 +166,11 @@ final class LossConfigReaderTests: XCTestCase {
     /// teacher file is opened — with the file, the term's index, the key and the line, by the same
     /// reader as every other key (the kind's `LossRegistry` descriptor asks for its keys).
     func testLossKeysAreReadStrictlyByTheConfigReader() throws {
+        let views = "data: {views: 2}\n"   // vrm's two views (after the entries: their lines stay 4 and 5)
         let head = "mode: distill\n"
             + "teacher: {kind: network, model: resnet8, checkpoint: does-not-exist.safetensors}\nloss:\n"
         func message(_ entries: String) -> String {
-            do { _ = try KDConfig.parse(yaml: head + entries, file: "t.yaml"); return "no error" } catch {
+            do { _ = try KDConfig.parse(yaml: head + entries + views, file: "t.yaml"); return "no error" } catch {
                 return "\(error)"
             }
         }
@@ -184,7 +185,8 @@ final class LossConfigReaderTests: XCTestCase {
                        "t.yaml: loss.0.input: must be one of features, embedding, got 'logits' (line 4)")
         XCTAssertTrue(message("  - {kind: crd}\n")
             .hasPrefix("t.yaml: loss.0.kind: loss config: unknown loss kind 'crd'"))
-        let c = try KDConfig.parse(yaml: head + "  - {kind: rkd, angle_weight: 0, input: embedding}\n  - {kind: vrm}\n")
+        let c = try KDConfig.parse(yaml: head + "  - {kind: rkd, angle_weight: 0, input: embedding}\n  - {kind: vrm}\n"
+                                   + views)
         let rkd = try XCTUnwrap(c.loss[0].term as? RKDTerm)
         XCTAssertEqual(rkd.angleWeight, 0); XCTAssertTrue(rkd.useEmbedding); XCTAssertEqual(rkd.distanceWeight, 25)
         XCTAssertEqual(LossObjective(terms: c.loss.map(\.term)).needs,

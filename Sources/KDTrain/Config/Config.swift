@@ -620,6 +620,22 @@ extension KDConfig {
         if mode == .distill && teacher.kind == .embeddings && teacher.embeddings.isEmpty {
             throw fail("teacher.embeddings", "an embeddings teacher needs teacher.embeddings (.npy)")
         }
+        // What the terms read must exist (here, so that `train --check` and the launch scripts catch it before
+        // mpirun starts the ranks).
+        for (i, entry) in loss.enumerated() where mode == .distill {
+            let needs = entry.term.needs
+            if needs.contains(.twoViews) && data.views < 2 {
+                throw fail("data.views", "loss.\(i) (\(entry.kind)) needs 2 views per sample (real + virtual), got "
+                           + "\(data.views)")
+            }
+            let fromPrompts = [needs.contains(.teacherLogits) ? "logits" : nil,
+                               needs.contains(.proxies) ? "class proxies" : nil].compactMap { $0 }
+            if teacher.kind == .embeddings && teacher.prompts.isEmpty && !fromPrompts.isEmpty {
+                throw fail("teacher.prompts", "loss.\(i) (\(entry.kind)) needs the teacher's "
+                           + fromPrompts.joined(separator: " and ") + ", which an embeddings teacher gets from its "
+                           + "prompt embeddings only: set teacher.prompts (a K×C×D .npy)")
+            }
+        }
     }
 }
 

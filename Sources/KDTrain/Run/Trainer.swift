@@ -105,13 +105,7 @@ public final class Trainer {
         faults = FaultInjection.fromEnvironment()
         let terms = config.mode == .supervised ? [CETerm(weight: 1)] : config.loss.map(\.term)
         objective = LossObjective(terms: terms + (faults.term.map { [$0] } ?? []))
-        needs = objective.needs
-        if needs.contains(.twoViews), config.data.views < 2,
-           let i = config.loss.firstIndex(where: { $0.term.needs.contains(.twoViews) }) {
-            throw config.configError("data.views",
-                                     "loss.\(i) (\(config.loss[i].kind)) needs 2 views per sample "
-                                         + "(real + virtual), got \(config.data.views)")
-        }
+        needs = objective.needs   // what the terms need exists (`KDConfig.validate`)
         let teacherSource = config.mode == .supervised ? nil : try TeacherSide.Source(config: config, data: data)
         head = try Self.projectionHead(config: config, needs: needs, student: student,
                                        teacherEmbeddingSize: teacherSource?.embeddingSize, seed: seed)
