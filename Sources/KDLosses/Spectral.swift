@@ -442,6 +442,13 @@ public struct SpectralTerm: LossTerm {
         return shares.map { LossShare(value: $0.value, terms: []) }
     }
 
+    /// A graph of `rows` rows has `rows` eigenvectors; a `k` beyond them failed at the first step.
+    public func refusal(rows: Int) -> (key: String, message: String)? {
+        guard let k, k > rows else { return nil }
+        return ("k", "\(k) eigenvectors, but a batch's graph has \(rows) rows (data.global_batch × data.views), so "
+                + "at most \(rows)")
+    }
+
     /// `k`, or the class count (from the logits or proxies) capped at half the rows.
     func eigenvectors(_ x: LossInputs) throws -> Int {
         if let k { return k }

@@ -170,6 +170,13 @@ final class ConfigModelTests: XCTestCase {
                                                           overrides: ["data.views=1"]) },
                        "--set: data.views=1: data.views: loss.0 (vrm) needs 2 views per sample (real + virtual), got 1")
         XCTAssertNoThrow(try KDConfig.parse(yaml: network + "data: {views: 2}\n", file: "v.yaml"))
+        // A term's own limit on the graph (LossTerm.refusal): spectral's k at most the batch's rows.
+        let spectral = "mode: distill\nteacher: {checkpoint: t.safetensors}\ndata: {global_batch: 16, views: 2}\n"
+            + "loss: [{kind: spectral, k: 33}]\n"
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: spectral, file: "s.yaml") },
+                       "s.yaml: loss.0.k: 33 eigenvectors, but a batch's graph has 32 rows (data.global_batch × "
+                       + "data.views), so at most 32 (line 4)")
+        XCTAssertNoThrow(try KDConfig.parse(yaml: spectral, file: "s.yaml", overrides: ["loss.0.k=32"]))
     }
 
     func testAMalformedFileIsNotReportedAsEmpty() throws {

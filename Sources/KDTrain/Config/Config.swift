@@ -623,6 +623,9 @@ extension KDConfig {
         // What the terms read must exist (here, so that `train --check` and the launch scripts catch it before
         // mpirun starts the ranks).
         for (i, entry) in loss.enumerated() where mode == .distill {
+            if let r = entry.term.refusal(rows: data.globalBatch * data.views) {
+                throw fail("loss.\(i).\(r.key)", r.message)
+            }
             let needs = entry.term.needs
             if needs.contains(.twoViews) && data.views < 2 {
                 throw fail("data.views", "loss.\(i) (\(entry.kind)) needs 2 views per sample (real + virtual), got "
