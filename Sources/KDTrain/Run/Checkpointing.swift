@@ -115,9 +115,9 @@ extension Trainer {
 extension Trainer {
     /// Loads model weights only (evaluation, or a student used as a teacher).
     public func loadWeights(_ path: String) throws {
-        let recorded = try Checkpoint.read(path: path).metadata
-        try namingTheCause(recorded, "the weights fit the model of the checkpoint's own config") {
-            try Checkpoint.loadWeights(path: path, into: student)
+        let file = try Checkpoint.read(path: path)
+        try namingTheCause(file.metadata, "the weights fit the model of the checkpoint's own config") {
+            try Checkpoint.loadWeights(file, into: student)
         }
     }
 
