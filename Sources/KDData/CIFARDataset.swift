@@ -34,7 +34,9 @@ public final class CIFARDataset: ImageDataset, @unchecked Sendable {
         var total = 0
         for p in paths {
             guard FileManager.default.fileExists(atPath: p) else {
-                throw DataError.missingFile(path: p, what: "CIFAR batch file")
+                // The variant's first file missing: perhaps the folder holds the other variant.
+                let hint = p == paths.first ? Self.otherVariantHint(p, variant) : ""
+                throw DataError.missingFile(path: p, what: "CIFAR batch file" + hint)
             }
             let m = try MappedBytes(path: p)
             let r = variant.recordBytes
@@ -57,6 +59,18 @@ public final class CIFARDataset: ImageDataset, @unchecked Sendable {
     }
 
     public func label(_ i: Int) -> Int { Int(labelValues[i]) }
+
+    /// When the folder of the missing `path` holds the other variant's files, which `data.classes` reads them
+    /// (a CIFAR-100 folder under `data.classes: 10` asked for `data_batch_1.bin`).
+    static func otherVariantHint(_ path: String, _ variant: Variant) -> String {
+        let folder = (path as NSString).deletingLastPathComponent
+        let (other, file, classes) = variant == .cifar10 ? ("CIFAR-100", "train.bin", "100 or 20")
+            : ("CIFAR-10", "data_batch_1.bin", "10")
+        guard FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent(file)) else {
+            return ""
+        }
+        return " (the folder holds \(other)'s \(file), which data.classes: \(classes) reads)"
+    }
 
     public func copyImage(_ i: Int, into out: UnsafeMutablePointer<UInt8>) {
         var f = files.count - 1

@@ -135,6 +135,11 @@ final class SourceTests: TempDirTestCase {
         try Data(cifarRecord(label: [1], seed: 0)).write(to: URL(fileURLWithPath: p))
         XCTAssertEqual(message { _ = try CIFARSource.load(folder: dir.path, classes: 10, evalFraction: 0.1, seed: 0) },
                        "\(path("data_batch_2.bin")): missing CIFAR batch file")
+        // No file of the variant asked for, but the other variant's: said so.
+        try FileManager.default.removeItem(atPath: p)
+        XCTAssertEqual(message { _ = try CIFARSource.load(folder: dir.path, classes: 10, evalFraction: 0.1, seed: 0) },
+                       "\(p): missing CIFAR batch file (the folder holds CIFAR-100's train.bin, which data.classes: "
+                       + "100 or 20 reads)")
         XCTAssertEqual(message { _ = try CIFARSource.load(folder: dir.path, classes: 7, evalFraction: 0.1, seed: 0) },
                        "config data.classes: 7 does not select a CIFAR variant (10, 100, or 20 for CIFAR-100 coarse)")
     }
