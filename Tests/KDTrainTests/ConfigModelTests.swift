@@ -151,6 +151,19 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertEqual(try KDConfig.parse(yaml: kd, file: "k.yaml").unusedKeyNotes, [])
     }
 
+    /// Schedule settings the run never reaches are named once the steps are known (they were silent).
+    func testScheduleSettingsPastTheRunAreNamed() throws {
+        let c = try KDConfig.parse(yaml: "optim: {schedule: step, milestones: [100, 500, 900], warmup_steps: 600}\n")
+        XCTAssertEqual(c.scheduleNotes(totalSteps: 600), [
+            "optim.milestones [900] lie past the run's last step (600): the learning rate never decays there",
+            "optim.warmup_steps 600 ≥ the run's 600 steps: the learning rate never reaches optim.lr",
+        ])
+        XCTAssertEqual(c.scheduleNotes(totalSteps: 900), [])
+        // Milestones are the step schedule's only: under cosine they are an unused key (unusedKeyNotes), not this.
+        let cosine = try KDConfig.parse(yaml: "optim: {schedule: cosine, milestones: [900]}\n")
+        XCTAssertEqual(cosine.scheduleNotes(totalSteps: 600), [])
+    }
+
     /// What a term reads must exist, found by `validate` (so `train --check` and the launch scripts catch it
     /// before mpirun starts the ranks; the views check ran in the trainer before, the prompts one nowhere: the
     /// step failed with "prg: missing input 'teacher logits'").

@@ -66,3 +66,22 @@ extension KDConfig {
         return notes
     }
 }
+
+extension KDConfig {
+    /// Learning-rate settings that a run of `totalSteps` steps never reaches (known once the data gives the
+    /// steps per epoch): milestones past the last step, a warm-up as long as the run. Rank 0 logs each as a
+    /// warning when the run starts, as `unusedKeyNotes`.
+    public func scheduleNotes(totalSteps: Int) -> [String] {
+        var notes: [String] = []
+        let late = optim.milestones.filter { $0 > totalSteps }
+        if optim.schedule == .step && !late.isEmpty {
+            notes.append("optim.milestones \(late) lie past the run's last step (\(totalSteps)): the learning rate "
+                         + "never decays there")
+        }
+        if optim.warmupSteps >= totalSteps && optim.warmupSteps > 0 {
+            notes.append("optim.warmup_steps \(optim.warmupSteps) ≥ the run's \(totalSteps) steps: the learning rate "
+                         + "never reaches optim.lr")
+        }
+        return notes
+    }
+}

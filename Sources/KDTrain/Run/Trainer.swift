@@ -90,6 +90,11 @@ public final class Trainer {
                                      "an epoch of \(data.trainCount) samples has no full batch of \(B) "
                                          + "(drop_last is on)")
         }
+        if comm.rank == 0 {
+            for note in config.scheduleNotes(totalSteps: totalSteps) {
+                Runtime.logger.warning("\(config.file): \(note)")
+            }
+        }
 
         // ④ student, ⑥ objective, ③ teacher (+ the projection head the objective's needs ask for)
         student = try ModelZoo.make(name: config.student.model, classes: config.data.classes,
