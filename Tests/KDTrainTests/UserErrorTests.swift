@@ -168,6 +168,23 @@ final class UserErrorTests: XCTestCase {
         } }
         XCTAssertTrue(e.hasSuffix(" (this config differs from the checkpoint's: student.hidden: [16] → [24]; the "
                                   + "weights fit the model of the checkpoint's own config)"), e)
+        // A teacher checkpoint of another model: what the file holds, from its metadata, beside what is built.
+        let wrongTeacher = try KDConfig.parse(yaml: smallYAML("""
+        mode: distill
+        teacher: {kind: network, model: mlp, hidden: [32], checkpoint: "\(ckpt)"}
+        loss: [{kind: kd}]
+        """, out: "out3"), file: "t.yaml")
+        let t = message { _ = try InProcessWorld(size: 1).run { try Trainer(config: wrongTeacher, comm: $0) } }
+        XCTAssertTrue(t.contains("t.yaml: teacher.checkpoint: checkpoint \(ckpt): does not match the model"), t)
+        XCTAssertFalse(t.contains("; the file holds"), "same model name and classes: nothing to add: \(t)")
+        let otherName = try KDConfig.parse(yaml: smallYAML("""
+        mode: distill
+        teacher: {kind: network, model: resnet8, checkpoint: "\(ckpt)"}
+        loss: [{kind: kd}]
+        """, out: "out4"), file: "t.yaml")
+        let n = message { _ = try InProcessWorld(size: 1).run { try Trainer(config: otherName, comm: $0) } }
+        XCTAssertTrue(n.contains("; the file holds a mlp of 4 classes (kdgraph.model, kdgraph.classes), the config "
+                                 + "builds a resnet8 (teacher.model) of 4 (data.classes)"), n)
         var adam = sup
         adam.optim.kind = .adamw
         let a = message { _ = try InProcessWorld(size: 1).run { comm in

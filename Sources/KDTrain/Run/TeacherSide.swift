@@ -116,10 +116,21 @@ extension TeacherSide.Source {
                     + "\(ignored): fine for timing, meaningless for distillation"
                 Runtime.logger.warning("\(warning)")
             } else {
+                let path = config.teacher.checkpoint
                 do {
-                    try Checkpoint.loadWeights(path: config.teacher.checkpoint, into: model)
+                    try Checkpoint.loadWeights(path: path, into: model)
                 } catch {
-                    throw TrainError.invalid("teacher.checkpoint: \(error) (teacher.init: checkpoint; "
+                    // What the file holds, when its metadata says and it is not what the config builds.
+                    var holds = ""
+                    if let meta = try? Checkpoint.read(path: path).metadata, let m = meta["kdgraph.model"] {
+                        let classes = meta["kdgraph.classes"] ?? "?"
+                        if m != config.teacher.model || classes != String(config.data.classes) {
+                            holds = "; the file holds a \(m) of \(classes) classes (kdgraph.model, kdgraph.classes), "
+                                + "the config builds a \(config.teacher.model) (teacher.model) of "
+                                + "\(config.data.classes) (data.classes)"
+                        }
+                    }
+                    throw config.configError("teacher.checkpoint", "\(error)\(holds) (teacher.init: checkpoint; "
                                              + "benchmarks can set teacher.init: random)")
                 }
             }
