@@ -24,18 +24,22 @@ public final class SyntheticDataset: ImageDataset, @unchecked Sendable {
     let nO: Int, nF: Int, nS: Int
     let periods: [Float]
 
+    /// The class counts the generator draws (6 shapes × 4 fillings × 5 sizes) and its smallest image side.
+    public static let classRange = 2...120, minimumSide = 8
+
     public init(count: Int, classes: Int, height: Int = 32, width: Int = 32, seed: UInt64, split: UInt64 = 0) throws {
         guard count > 0 else {
             throw DataError.invalidConfig(field: split == 0 ? "data.train_size" : "data.eval_size",
                                           message: "must be ≥ 1 (synthetic samples in the split), got \(count)")
         }
-        guard classes >= 2, classes <= 120 else {
+        guard Self.classRange.contains(classes) else {
+            let range = "\(Self.classRange.lowerBound)…\(Self.classRange.upperBound)"
             throw DataError.invalidConfig(field: "data.classes",
-                                          message: "synthetic source supports 2…120 classes, got \(classes)")
+                                          message: "synthetic source supports \(range) classes, got \(classes)")
         }
-        guard height >= 8, width >= 8 else {
-            throw DataError.invalidConfig(field: "data.image_size",
-                                          message: "synthetic images need at least 8×8, got \(height)×\(width)")
+        guard height >= Self.minimumSide, width >= Self.minimumSide else {
+            throw DataError.invalidConfig(field: "data.image_size", message: "synthetic images need at least "
+                                          + "\(Self.minimumSide)×\(Self.minimumSide), got \(height)×\(width)")
         }
         self.count = count; self.classes = classes; self.height = height; self.width = width
         self.seed = seed; self.split = split

@@ -37,10 +37,22 @@ struct ExportData: ParsableCommand {
     @Option(help: "Image side in pixels.") var size = 32
     @Option(help: "Seed of the generator.") var seed = 0
 
-    func run() throws {
-        guard train >= 1, test >= 1, classes >= 2, (4...512).contains(size), seed >= 0 else {
-            throw ValidationError("need --train ≥ 1, --test ≥ 1, --classes ≥ 2, --size in 4…512, --seed ≥ 0")
+    func validate() throws {
+        // The generator's own limits (SyntheticDataset), named per option while the command line is parsed.
+        let classes = SyntheticDataset.classRange, sides = SyntheticDataset.minimumSide...512
+        if train < 1 { throw ValidationError("--train must be ≥ 1, got \(train)") }
+        if test < 1 { throw ValidationError("--test must be ≥ 1, got \(test)") }
+        if !classes.contains(self.classes) {
+            throw ValidationError("--classes must be in \(classes.lowerBound)…\(classes.upperBound), "
+                                  + "got \(self.classes)")
         }
+        if !sides.contains(size) {
+            throw ValidationError("--size must be in \(sides.lowerBound)…\(sides.upperBound), got \(size)")
+        }
+        if seed < 0 { throw ValidationError("--seed must be ≥ 0, got \(seed)") }
+    }
+
+    func run() throws {
         try SyntheticExport.write(folder: out, train: train, test: test, classes: classes, size: size,
                                   seed: UInt64(seed))
         print("wrote \(train) training and \(test) test images (\(size)×\(size)×3, \(classes) classes) to \(out)")

@@ -47,6 +47,18 @@ final class CommandLineTests: XCTestCase {
         XCTAssertNil(refusal(config + ["--json-out", "b.json", "--steps", "2", "--python", "python3"]))
     }
 
+    /// export-data's limits are the generator's, per option, while parsing (one message for all before, and
+    /// --size 4 or --classes 200 passed it to fail as "config data.image_size: …" in a command without a config).
+    func testExportDataNamesTheOptionAndTheGeneratorsLimits() {
+        let export = ["export-data", "--out", "d"]
+        XCTAssertEqual(refusal(export + ["--classes", "200"]), "--classes must be in 2…120, got 200")
+        XCTAssertEqual(refusal(export + ["--size", "4"]), "--size must be in 8…512, got 4")
+        XCTAssertEqual(refusal(export + ["--train", "0"]), "--train must be ≥ 1, got 0")
+        XCTAssertEqual(refusal(export + ["--test", "0"]), "--test must be ≥ 1, got 0")
+        XCTAssertEqual(refusal(export + ["--seed=-1"]), "--seed must be ≥ 0, got -1")
+        XCTAssertNil(refusal(export + ["--classes", "120", "--size", "8"]))
+    }
+
     func testBenchmarksMeasureAtLeastOneStep() {
         let config = ["--config", "configs/bench-resnet8x4.yaml"]
         XCTAssertEqual(refusal(["bench"] + config + ["--steps", "0"]),
