@@ -19,6 +19,9 @@ public enum ModelZoo {
     public static let names = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                                "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "mlp"]
 
+    /// Whether `name` reads NHWC images (every model but `mlp`, which flattens whatever it gets).
+    public static func readsImages(_ name: String) -> Bool { name != "mlp" }
+
     /// Builds the model `name` and initialises it from `seed` (identical on every rank).
     ///
     /// - Parameters:

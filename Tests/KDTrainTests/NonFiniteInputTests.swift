@@ -47,6 +47,11 @@ final class NonFiniteInputTests: XCTestCase {
             _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm).evaluate() }
         }
         XCTAssertTrue(m.contains("\(feat)/test_features.npy: evaluation sample 3 holds a non-finite value (nan)"), m)
+        // A convolutional student on feature rows is named at its key (it failed at the first forward).
+        let conv = try config(["data.source=npy", "data.path=\(feat)", "data.image_size=~"])
+        let c = message { _ = try InProcessWorld(size: 1).run { try Trainer(config: conv, comm: $0) } }
+        XCTAssertTrue(c.hasSuffix("n.yaml: student.model: resnet8 is a convolutional network for images, but "
+                                  + "\(feat)/train_features.npy holds feature rows (4 per sample): use mlp"), c)
     }
 
     func testPredictRefusesNaNImagesAndAnEmptyFile() throws {

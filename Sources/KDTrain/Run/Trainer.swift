@@ -71,6 +71,16 @@ public final class Trainer {
         // What the data decides (image size, normalisation) is part of the run's config from here on.
         let config = userConfig.resolved(by: data)
         self.config = config
+        if data.isFeatures {
+            // A convolutional network on feature rows failed at its first forward ("expects NHWC images").
+            let networkTeacher = config.mode == .distill && config.teacher.kind == .network
+            let models = [("student.model", config.student.model)]
+                + (networkTeacher ? [("teacher.model", config.teacher.model)] : [])
+            for (key, model) in models where ModelZoo.readsImages(model) {
+                throw config.configError(key, "\(model) is a convolutional network for images, but \(data.trainName) "
+                                         + "holds feature rows (\(data.inputSize.last ?? 0) per sample): use mlp")
+            }
+        }
         if comm.rank == 0 && data.normalizationDefaulted {
             Runtime.logger.info("data.mean/data.std not set: \(data.normalizationNote)")
         }
