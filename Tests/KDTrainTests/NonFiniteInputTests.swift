@@ -54,6 +54,32 @@ final class NonFiniteInputTests: XCTestCase {
                                   + "\(feat)/train_features.npy holds feature rows (4 per sample): use mlp"), c)
     }
 
+    /// A model trained on feature rows: predict says so for a wrong row size or uint8 images (it spoke of NHWC
+    /// images, and of "mean/std have 0/0 entries" for uint8 input).
+    func testPredictOnAFeatureModelSpeaksOfFeatureRows() throws {
+        let feat = dir + "/feat"
+        try FileManager.default.createDirectory(atPath: feat, withIntermediateDirectories: true)
+        try NPYWriter.write((0..<(32 * 4)).map { Float($0 % 7) }, shape: [32, 4], to: feat + "/train_features.npy")
+        try NPYWriter.write((0..<32).map { Int64($0 % 4) }, shape: [32], to: feat + "/train_labels.npy")
+        let cfg = try config(["data.source=npy", "data.path=\(feat)", "data.image_size=~", "student.model=mlp",
+                              "student.hidden=[8]"])
+        let checkpoint = try InProcessWorld(size: 1).run { comm in
+            try Trainer(config: cfg, comm: comm).saveCheckpoint(name: "f.safetensors")
+        }[0]
+        try NPYWriter.write([Float](repeating: 0.5, count: 3 * 5), shape: [3, 5], to: dir + "/rows5.npy")
+        XCTAssertTrue(message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/rows5.npy",
+                                                       out: dir + "/z.npy", batch: 2) }
+            .hasSuffix("rows5.npy: shape [3, 5]: the model takes feature rows of 4 values"))
+        try NPYWriter.write([UInt8](repeating: 7, count: 3 * 4), shape: [3, 2, 2, 1], to: dir + "/img.npy")
+        XCTAssertTrue(message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/img.npy",
+                                                       out: dir + "/z.npy", batch: 2) }
+            .hasSuffix("img.npy: dtype uint8: the model was trained on feature rows (float values, no "
+                       + "normalisation), not on images"))
+        try NPYWriter.write([Float](repeating: 0.5, count: 3 * 4), shape: [3, 4], to: dir + "/rows4.npy")
+        XCTAssertEqual(try Prediction.run(checkpoint: checkpoint, images: dir + "/rows4.npy", out: dir + "/z.npy",
+                                          batch: 2).classes, 4)
+    }
+
     func testPredictRefusesNaNImagesAndAnEmptyFile() throws {
         let cfg = try config()
         let checkpoint = try InProcessWorld(size: 1).run { comm in

@@ -114,13 +114,18 @@ public enum Prediction {
         guard a.rowCount >= 1 else {
             throw TrainError.io(path: images, message: "holds no images (shape \(a.shape)): nothing to predict")
         }
+        // A model trained on feature rows (`train_features.npy`) has no normalisation and takes 1×D×1 inputs.
+        let features = m.mean.isEmpty && m.std.isEmpty && size[0] == 1 && channels == 1
         guard a.rowElements == perImage else {
             throw TrainError.io(path: images, message: "shape \(a.shape): the model takes "
-                                + "\(size[0])×\(size[1])×\(channels) "
-                                + "(NHWC) per image, \(perImage) values")
+                                + (features ? "feature rows of \(perImage) values"
+                                   : "\(size[0])×\(size[1])×\(channels) (NHWC) per image, \(perImage) values"))
         }
         let normalise: ((Int, Float) -> Float)?
         switch a.dtype {
+        case .uint8 where features:
+            throw TrainError.io(path: images, message: "dtype uint8: the model was trained on feature rows (float "
+                                + "values, no normalisation), not on images")
         case .uint8:
             let (mean, std) = (m.mean, m.std)
             guard mean.count == channels, std.count == channels else {
