@@ -86,14 +86,22 @@ final class OutputDirectoryTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/kdgraph.lock"), "a refused claim leaves no lock")
         // Resuming from a checkpoint elsewhere does not make this folder's run ours.
         try write(base + "/other/step_00000001.safetensors", "x")
-        XCTAssertThrowsError(try claim(dir, resume: base + "/other/step_00000001.safetensors"))
+        XCTAssertThrowsError(try claim(dir, resume: base + "/other/step_00000001.safetensors")) {
+            let other = self.base + "/other/step_00000001.safetensors"
+            XCTAssertTrue("\($0)".hasSuffix(", …), and --resume \(other) is not one of its checkpoints (in "
+                                           + "\(dir)/checkpoints/): resume from one of those, or choose another "
+                                           + "output.dir"), "\($0)")
+        }
         // Resuming from one of its own checkpoints continues that run.
         let (resumed, _) = try claim(dir, resume: dir + "/checkpoints/step_00000005.safetensors")
         resumed.release()
-        // --overwrite removes the earlier outputs, except the checkpoint resumed from, and nothing else.
+        // --overwrite removes the earlier outputs, except the checkpoint resumed from and its state (it had
+        // removed the state file, so the checkpoint could not be resumed again), and nothing else.
+        try write(dir + "/checkpoints/step_00000005.state.safetensors", "x")
         let (over, warnings) = try claim(dir, resume: dir + "/checkpoints/step_00000005.safetensors", overwrite: true)
         XCTAssertEqual(warnings, ["\(dir): --overwrite removed 3 file(s) of an earlier run"])
-        XCTAssertEqual(OutputDirectory.previousRunFiles(in: dir), ["checkpoints/step_00000005.safetensors"])
+        XCTAssertEqual(OutputDirectory.previousRunFiles(in: dir).sorted(),
+                       ["checkpoints/step_00000005.safetensors", "checkpoints/step_00000005.state.safetensors"])
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/notes.txt"))
         over.release()
         let (fresh, _) = try claim(dir, overwrite: true)

@@ -1,4 +1,5 @@
 import Foundation
+import KDModels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -17,7 +18,8 @@ import Darwin
 /// - a folder holding an earlier run's outputs (`checkpoints/step_*.safetensors`,
 ///   `checkpoints/final*.safetensors`, a non-empty `metrics.jsonl` or `metrics.csv`) is refused, unless
 ///   the run resumes from a checkpoint of that folder (`--resume`, continuing it) or `--overwrite`
-///   says so; `--overwrite` deletes those files first (except the checkpoint resumed from), so that
+///   says so; `--overwrite` deletes those files first (except the checkpoint resumed from and its state
+///   file: `--resume CKPT --overwrite` restarts from CKPT, dropping the folder's other outputs), so that
 ///   "the newest `step_*`" can never be another run's.
 public enum OutputDirectory {
     public static let lockName = "kdgraph.lock"
@@ -32,12 +34,13 @@ public enum OutputDirectory {
             removeStaleTemporaryFiles(directory, warn: warn)
             let earlier = previousRunFiles(in: directory)
             if earlier.isEmpty { return lock }
-            let keep = resume.flatMap(resolvedPath)
+            // The checkpoint resumed from and its training state (without which it could not be resumed again).
+            let keep = Set([resume, resume.map(Checkpoint.statePath(of:))].compactMap { $0.flatMap(resolvedPath) })
             if overwrite {
                 var removed = 0
                 for name in earlier {
                     let path = (directory as NSString).appendingPathComponent(name)
-                    if keep != nil && resolvedPath(path) == keep { continue }
+                    if let p = resolvedPath(path), keep.contains(p) { continue }
                     guard unlink(path) == 0 || errno == ENOENT else {
                         throw TrainError.io(path: path, message: "--overwrite cannot remove it: \(errnoText())")
                     }
@@ -66,6 +69,13 @@ public enum OutputDirectory {
             return nil
         }
         let shown = earlier.prefix(3).joined(separator: ", ") + (earlier.count > 3 ? ", …" : "")
+        if let resume {
+            // Resuming, but from a file that is not one of this folder's checkpoints.
+            let ours = (directory as NSString).appendingPathComponent("checkpoints")
+            return TrainError.io(path: directory, message: "output.dir already holds an earlier run's outputs "
+                                 + "(\(shown)), and --resume \(resume) is not one of its checkpoints (in \(ours)/): "
+                                 + "resume from one of those, or choose another output.dir")
+        }
         return TrainError.io(path: directory, message: "output.dir already holds an earlier run's outputs "
                              + "(\(shown)): pass --resume with one of its checkpoints to continue that run, "
                              + "--overwrite to replace it, or choose another output.dir")
