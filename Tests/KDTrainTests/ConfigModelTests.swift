@@ -151,6 +151,22 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertEqual(try KDConfig.parse(yaml: kd, file: "k.yaml").unusedKeyNotes, [])
     }
 
+    /// `data.eval_fraction` where nothing is held out: a synthetic source (its own eval split, from the config)
+    /// and a file source with a test file (known once the files are seen). Both were silent.
+    func testAnEvalFractionNothingIsHeldOutByIsNamed() throws {
+        let synthetic = try KDConfig.parse(yaml: "data: {eval_fraction: 0.2}\n", file: "s.yaml")
+        XCTAssertEqual(synthetic.unusedKeyNotes, ["data.eval_fraction is set but not used: data.source: synthetic "
+                                                  + "generates its evaluation split (data.eval_size)"])
+        let files = try KDConfig.parse(yaml: "data: {source: npy, path: d, eval_fraction: 0.2}\n", file: "f.yaml")
+        XCTAssertEqual(files.unusedKeyNotes, [])
+        XCTAssertEqual(files.dataNotes(evalIsHeldOut: false, evalName: "d/test_images.npy"),
+                       ["data.eval_fraction is set but not used: the evaluation split is the test file "
+                        + "d/test_images.npy"])
+        XCTAssertEqual(files.dataNotes(evalIsHeldOut: true, evalName: "d/train_images.npy (held-out part)"), [])
+        let byDefault = try KDConfig.parse(yaml: "data: {source: npy, path: d}\n", file: "f.yaml")
+        XCTAssertEqual(byDefault.dataNotes(evalIsHeldOut: false, evalName: "d/test_images.npy"), [])
+    }
+
     /// Schedule settings the run never reaches are named once the steps are known (they were silent).
     func testScheduleSettingsPastTheRunAreNamed() throws {
         let c = try KDConfig.parse(yaml: "optim: {schedule: step, milestones: [100, 500, 900], warmup_steps: 600}\n")

@@ -42,6 +42,8 @@ extension KDConfig {
         }
         if data.source == .synthetic {
             note("data.path", data.path != d.data.path, "data.source: synthetic generates its images")
+            note("data.eval_fraction", data.evalFraction != d.data.evalFraction,
+                 "data.source: synthetic generates its evaluation split (data.eval_size)")
         } else {
             let why = "data.source: \(data.source.rawValue) takes its sample counts from the files"
             note("data.train_size", data.trainSize != d.data.trainSize, why)
@@ -83,5 +85,16 @@ extension KDConfig {
                          + "never reaches optim.lr")
         }
         return notes
+    }
+}
+
+extension KDConfig {
+    /// Keys the opened data does not read (known once the files are seen): `data.eval_fraction` when a file
+    /// source has its own test split. Rank 0 logs each as a warning when the run starts, as `unusedKeyNotes`.
+    public func dataNotes(evalIsHeldOut: Bool, evalName: String) -> [String] {
+        guard data.source != .synthetic, !evalIsHeldOut, data.evalFraction != KDConfig().data.evalFraction else {
+            return []
+        }
+        return ["data.eval_fraction is set but not used: the evaluation split is the test file \(evalName)"]
     }
 }

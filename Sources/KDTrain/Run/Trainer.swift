@@ -101,7 +101,9 @@ public final class Trainer {
                                          + "(drop_last is on)")
         }
         if comm.rank == 0 {
-            for note in config.scheduleNotes(totalSteps: totalSteps) {
+            let notes = config.dataNotes(evalIsHeldOut: data.evalIsHeldOut, evalName: data.evalName)
+                + config.scheduleNotes(totalSteps: totalSteps)
+            for note in notes {
                 Runtime.logger.warning("\(config.file): \(note)")
             }
         }

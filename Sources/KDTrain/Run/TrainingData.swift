@@ -28,6 +28,9 @@ public final class TrainingData {
     public let trainFileCount: Int
     /// The file row of each training-split index (nil: the split is the whole file).
     let trainFileRows: [Int]?
+    /// Whether the evaluation split is held out of the training file (`data.eval_fraction`), not a file or
+    /// generator of its own.
+    public var evalIsHeldOut: Bool { trainFileRows != nil }
 
     /// The normalisation of image sources (`data.mean`/`data.std`, or per-channel defaults when unset;
     /// empty for feature matrices) and whether it was defaulted.
