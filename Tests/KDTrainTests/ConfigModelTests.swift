@@ -151,6 +151,31 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertEqual(try KDConfig.parse(yaml: kd, file: "k.yaml").unusedKeyNotes, [])
     }
 
+    /// mlp's widths for another model, the virtual view's augmentation with one view, and a block size nothing
+    /// is shared by were ignored without a word.
+    func testKeysOfAnotherModelViewOrBlockModeAreNamed() throws {
+        let c = try KDConfig.parse(yaml: """
+            mode: distill
+            teacher: {checkpoint: t.safetensors, model: resnet20, hidden: [64]}
+            student: {model: resnet8, hidden: [32], batch_norm: sync}
+            data: {virtual_augment: standard}
+            train: {deterministic: false, block_size: 8}
+            loss: [{kind: kd}]
+            """, file: "k.yaml")
+        XCTAssertEqual(c.unusedKeyNotes, [
+            "teacher.hidden is set but not used: the hidden widths are mlp's (teacher.model: resnet20)",
+            "student.hidden is set but not used: the hidden widths are mlp's (student.model: resnet8)",
+            "data.virtual_augment is set but not used: it augments the second (virtual) view, and data.views is 1",
+            "train.block_size is set but not used: blocks are shared only with train.deterministic: true or "
+                + "student.batch_norm: block",
+        ])
+        let used = try KDConfig.parse(yaml: """
+            student: {model: mlp, hidden: [32], batch_norm: block}
+            train: {deterministic: false, block_size: 8}
+            """, file: "u.yaml")
+        XCTAssertEqual(used.unusedKeyNotes, [])
+    }
+
     /// `data.eval_fraction` where nothing is held out: a synthetic source (its own eval split, from the config)
     /// and a file source with a test file (known once the files are seen). Both were silent.
     func testAnEvalFractionNothingIsHeldOutByIsNamed() throws {

@@ -1,9 +1,10 @@
 /// Keys given a value (other than their default) that this run does not read: a supervised run's teacher and
 /// loss list, the other teacher kind's keys, the crop and flip of a run without augmentation, a file source's
-/// synthetic sizes, the optimizer settings of the other optimizer, and a distillation loss term of weight 0
-/// beside one that is not (computed, but not trained on: a term of weight 0 that is the only one, or a term
-/// whose parts all weigh 0, is an error instead). Such a value is
-/// not an error (a config is often edited by switching one key, `--set optim.kind=adamw`), but it must not be
+/// synthetic sizes, the optimizer settings of the other optimizer, mlp's hidden widths for another model, the
+/// virtual view's augmentation with one view, the block size where nothing is shared in blocks, and a
+/// distillation loss term of weight 0 beside one that is not (computed, but not trained on: a term of weight 0
+/// that is the only one, or a term whose parts all weigh 0, is an error instead). Such a value is not an
+/// error (a config is often edited by switching one key, `--set optim.kind=adamw`), but it must not be
 /// dropped without a word: rank 0 logs each as a warning when the run starts (docs/config.md). A key left at
 /// its default changes nothing either way, so a resolved `config.yaml` run again is quiet.
 extension KDConfig {
@@ -21,6 +22,8 @@ extension KDConfig {
             note("teacher.embeddings", teacher.embeddings != d.teacher.embeddings, why)
             note("teacher.prompts", teacher.prompts != d.teacher.prompts, why)
             note("teacher.clip_scale", teacher.clipScale != d.teacher.clipScale, why)
+            note("teacher.hidden", teacher.model != "mlp" && teacher.hidden != d.teacher.hidden,
+                 "the hidden widths are mlp's (teacher.model: \(teacher.model))")
         } else {
             let why = "an embeddings teacher is its file, not a network (teacher.kind: embeddings)"
             note("teacher.model", teacher.model != d.teacher.model, why)
@@ -35,6 +38,12 @@ extension KDConfig {
                              + "nothing to the loss the student trains on")
             }
         }
+        note("student.hidden", student.model != "mlp" && student.hidden != d.student.hidden,
+             "the hidden widths are mlp's (student.model: \(student.model))")
+        note("data.virtual_augment", data.views < 2 && data.virtualAugment != d.data.virtualAugment,
+             "it augments the second (virtual) view, and data.views is \(data.views)")
+        note("train.block_size", !sharesWholeBlocks && train.blockSize != d.train.blockSize,
+             "blocks are shared only with train.deterministic: true or student.batch_norm: block")
         if !data.augment {
             let why = "data.augment: false turns training augmentation off"
             note("data.flip", data.flip != d.data.flip, why)
