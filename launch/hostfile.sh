@@ -22,6 +22,7 @@ if [ -n "${IFACE:-}" ]; then net+=(--mca btl_tcp_if_include "$IFACE" --mca oob_t
 if [ -n "${LD_LIBRARY_PATH:-}" ]; then net+=(-x LD_LIBRARY_PATH); fi
 # A config error or an output folder holding an earlier run is refused here, in a second, not after mpirun's
 # kill sequence (docs/launch.md, "One node").
-if [ "$1" = train ]; then "$bin" "$@" --check >/dev/null || exit 1; fi
+# Its warnings (keys the run does not use) are left to the run, which logs them once; a refusal is printed.
+if [ "$1" = train ] && ! refusal=$("$bin" "$@" --check 2>&1 >/dev/null); then printf '%s\n' "$refusal" >&2; exit 1; fi
 exec mpirun --hostfile "$hosts" -np "$n" --map-by core --bind-to core "${net[@]}" \
   --mca odls_base_sigkill_timeout "${KDGRAPH_STOP_GRACE:-30}" -x OPENBLAS_NUM_THREADS=1 ${MPIRUN_ARGS:-} "$bin" "$@"

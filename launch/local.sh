@@ -22,5 +22,6 @@ cores=$(nproc)
 if [ "$n" -gt "$cores" ]; then extra+=(--oversubscribe); bind=none; else bind=core; fi
 # A config error or an output folder holding an earlier run is refused here, in a second: under mpirun a rank
 # that exits non-zero costs OpenMPI's kill sequence (two odls_base_sigkill_timeout waits, 60 s with ours).
-if [ "$1" = train ]; then "$bin" "$@" --check >/dev/null || exit 1; fi
+# Its warnings (keys the run does not use) are left to the run, which logs them once; a refusal is printed.
+if [ "$1" = train ] && ! refusal=$("$bin" "$@" --check 2>&1 >/dev/null); then printf '%s\n' "$refusal" >&2; exit 1; fi
 exec mpirun -np "$n" --bind-to "$bind" "${extra[@]}" -x OPENBLAS_NUM_THREADS=1 ${MPIRUN_ARGS:-} "$bin" "$@"

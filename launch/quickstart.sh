@@ -24,8 +24,14 @@ mpi=(mpirun -np "$ranks" -x OPENBLAS_NUM_THREADS=1)
 if [ "$ranks" -gt "$(nproc)" ]; then mpi+=(--oversubscribe --bind-to none); else mpi+=(--bind-to core); fi
 
 # Each run is checked first in this process (`train --check`: the config, an output folder holding an earlier
-# run), so a refusal takes a second instead of mpirun's kill sequence (twice odls_base_sigkill_timeout).
-run() { echo; echo "== $1"; shift; "$bin" train "$@" --check >/dev/null && "${mpi[@]}" "$bin" train "$@"; }
+# run), so a refusal takes a second instead of mpirun's kill sequence (twice odls_base_sigkill_timeout); its
+# warnings are left to the run, which logs them once.
+run() {
+  echo; echo "== $1"; shift
+  local refusal
+  if ! refusal=$("$bin" train "$@" --check 2>&1 >/dev/null); then printf '%s\n' "$refusal" >&2; return 1; fi
+  "${mpi[@]}" "$bin" train "$@"
+}
 run "teacher: resnet20, supervised" --config configs/quickstart-teacher.yaml --set output.dir="$out/teacher" "$@"
 run "student: resnet8, PRG distillation, no labels" --config configs/quickstart-prg.yaml \
   --set output.dir="$out/prg" --set teacher.checkpoint="$out/teacher/checkpoints/final.safetensors" "$@"
