@@ -19,7 +19,8 @@ public enum ModelZoo {
     public static let names = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                                "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "mlp"]
 
-    /// Whether `name` reads NHWC images (every model but `mlp`, which flattens whatever it gets).
+    /// Whether `name` reads NHWC images: every model but `mlp`, which flattens whatever it gets and is the
+    /// only one with hidden widths (`student.hidden`, `teacher.hidden`).
     public static func readsImages(_ name: String) -> Bool { name != "mlp" }
 
     /// Builds the model `name` and initialises it from `seed` (identical on every rank).

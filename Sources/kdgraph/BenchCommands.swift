@@ -59,9 +59,6 @@ struct Bench: ParsableCommand {
             }
         }
         if let jsonOut { try validateOutputFile(jsonOut, option: "--json-out") }
-        if projectRanks != nil && config == nil { throw ValidationError("--project-ranks needs --config") }
-        if teacherCache && config == nil { throw ValidationError("--teacher-cache needs --config") }
-        if deterministic && config == nil { throw ValidationError("--deterministic needs --config") }
         try validateStepCounts(warmup: warmup, steps: steps)
         _ = try parseRanks(projectRanks ?? "", option: "--project-ranks")
     }
@@ -203,15 +200,14 @@ struct Scaling: ParsableCommand {
     }
 
     func run() throws {
-        let m = mode
         let world = try parseRanks(ranks, option: "--ranks")
-        let projected = m == .weak ? try parseRanks(project, option: "--project") : []
+        let projected = mode == .weak ? try parseRanks(project, option: "--project") : []
         let cfg = try KDConfig.load(path: config, overrides: overrides)
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
             ?? CommandLine.arguments[0]
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
-        var runner = ScalingRunner(configPath: config, overrides: overrides, ranks: world, mode: m, outDir: out,
+        var runner = ScalingRunner(configPath: config, overrides: overrides, ranks: world, mode: mode, outDir: out,
                                    warmup: warmup, steps: steps, executable: exe,
                                    perRankBatch: perRankBatch ?? cfg.data.globalBatch,
                                    machine: machine ?? "\(String(cString: host)), "

@@ -39,12 +39,12 @@ struct ExportData: ParsableCommand {
 
     func validate() throws {
         // The generator's own limits (SyntheticDataset), named per option while the command line is parsed.
-        let classes = SyntheticDataset.classRange, sides = SyntheticDataset.minimumSide...512
+        let classRange = SyntheticDataset.classRange, sides = SyntheticDataset.minimumSide...512
         if train < 1 { throw ValidationError("--train must be ≥ 1, got \(train)") }
         if test < 1 { throw ValidationError("--test must be ≥ 1, got \(test)") }
-        if !classes.contains(self.classes) {
-            throw ValidationError("--classes must be in \(classes.lowerBound)…\(classes.upperBound), "
-                                  + "got \(self.classes)")
+        if !classRange.contains(classes) {
+            throw ValidationError("--classes must be in \(classRange.lowerBound)…\(classRange.upperBound), "
+                                  + "got \(classes)")
         }
         if !sides.contains(size) {
             throw ValidationError("--size must be in \(sides.lowerBound)…\(sides.upperBound), got \(size)")

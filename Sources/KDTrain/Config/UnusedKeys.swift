@@ -1,3 +1,5 @@
+import KDModels
+
 /// Keys given a value (other than their default) that this run does not read: a supervised run's teacher and
 /// loss list, the other teacher kind's keys, the crop and flip of a run without augmentation, a file source's
 /// synthetic sizes, the optimizer settings of the other optimizer, mlp's hidden widths for another model, the
@@ -22,7 +24,7 @@ extension KDConfig {
             note("teacher.embeddings", teacher.embeddings != d.teacher.embeddings, why)
             note("teacher.prompts", teacher.prompts != d.teacher.prompts, why)
             note("teacher.clip_scale", teacher.clipScale != d.teacher.clipScale, why)
-            note("teacher.hidden", teacher.model != "mlp" && teacher.hidden != d.teacher.hidden,
+            note("teacher.hidden", ModelZoo.readsImages(teacher.model) && teacher.hidden != d.teacher.hidden,
                  "the hidden widths are mlp's (teacher.model: \(teacher.model))")
         } else {
             let why = "an embeddings teacher is its file, not a network (teacher.kind: embeddings)"
@@ -38,7 +40,7 @@ extension KDConfig {
                              + "nothing to the loss the student trains on")
             }
         }
-        note("student.hidden", student.model != "mlp" && student.hidden != d.student.hidden,
+        note("student.hidden", ModelZoo.readsImages(student.model) && student.hidden != d.student.hidden,
              "the hidden widths are mlp's (student.model: \(student.model))")
         note("data.virtual_augment", data.views < 2 && data.virtualAugment != d.data.virtualAugment,
              "it augments the second (virtual) view, and data.views is \(data.views)")
