@@ -442,11 +442,10 @@ public struct SpectralTerm: LossTerm {
         return shares.map { LossShare(value: $0.value, terms: []) }
     }
 
-    /// A graph of `rows` rows has `rows` eigenvectors; a `k` beyond them failed at the first step.
-    public func refusal(rows: Int) -> (key: String, message: String)? {
+    /// A graph of `rows` rows has `rows` eigenvectors; a `k` beyond them would fail at the step that builds it.
+    public func refusal(rows: Int, graph: String) -> (key: String, message: String)? {
         guard let k, k > rows else { return nil }
-        return ("k", "\(k) eigenvectors, but a batch's graph has \(rows) rows (data.global_batch × data.views), so "
-                + "at most \(rows)")
+        return ("k", "\(k) eigenvectors, but \(graph), so at most \(rows)")
     }
 
     /// `k`, or the class count (from the logits or proxies) capped at half the rows.

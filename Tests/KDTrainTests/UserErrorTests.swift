@@ -317,6 +317,32 @@ final class UserErrorTests: XCTestCase {
                                       + "data.drop_last is true: no step per epoch"), batch)
     }
 
+    /// spectral's `k` is checked against a full batch with the config; an epoch's last partial batch
+    /// (`data.drop_last: false`) is a smaller graph, and a `k` above its rows failed at the end of the first epoch.
+    func testALossThatCannotRunOnThePartialBatchIsRefusedAtTheStart() throws {
+        // 36 samples in batches of 8: four full batches and one of 4 samples, the fifth step of each epoch.
+        let yaml = smallYAML("""
+        mode: distill
+        teacher: {kind: network, model: mlp, hidden: [16], init: random}
+        loss: [{kind: kd}, {kind: spectral, k: 5}]
+        """).replacingOccurrences(of: "train_size: 32", with: "train_size: 36")
+        var runs = 0
+        func start(_ sets: [String]) throws {
+            runs += 1
+            let c = try KDConfig.parse(yaml: yaml, file: "s.yaml",
+                                       overrides: ["data.drop_last=false", "output.dir=\(dir)/run\(runs)"] + sets)
+            _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: c, comm: comm).run() }
+        }
+        XCTAssertEqual(message { try start(["train.steps=5"]) },
+                       "rank 0: s.yaml: loss.1.k: 5 eigenvectors, but the last batch of each epoch has 4 rows (36 "
+                       + "training samples, data.global_batch 8: 4 samples × 1 view), so at most 4; data.drop_last: "
+                       + "true skips that batch")
+        // Runs that never reach that batch, or skip it, or whose k fits it, run (the last one through it).
+        XCTAssertNoThrow(try start(["train.steps=4"]))
+        XCTAssertNoThrow(try start(["train.steps=5", "data.drop_last=true"]))
+        XCTAssertNoThrow(try start(["train.steps=5", "loss.1.k=4"]))
+    }
+
     func testAugmentationKeysParseAndAreRefusedWhenMalformed() throws {
         let c = try KDConfig.parse(yaml: "data: {flip: false, crop_padding: 0}")
         XCTAssertFalse(c.data.flip); XCTAssertEqual(c.data.cropPadding, 0); XCTAssertTrue(c.data.augment)

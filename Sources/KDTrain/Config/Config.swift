@@ -623,7 +623,9 @@ extension KDConfig {
         // What the terms read must exist (here, so that `train --check` and the launch scripts catch it before
         // mpirun starts the ranks).
         for (i, entry) in loss.enumerated() where mode == .distill {
-            if let r = entry.term.refusal(rows: data.globalBatch * data.views) {
+            let rows = data.globalBatch * data.views
+            if let r = entry.term.refusal(rows: rows, graph: "a batch's graph has \(rows) rows (data.global_batch × "
+                                                + "data.views)") {
                 throw fail("loss.\(i).\(r.key)", r.message)
             }
             let needs = entry.term.needs

@@ -100,6 +100,8 @@ public final class Trainer {
                                      "an epoch of \(data.trainCount) samples has no full batch of \(B) "
                                          + "(drop_last is on)")
         }
+        try Self.refuseThePartialBatch(config: config, trainCount: data.trainCount, sampler: sampler,
+                                       totalSteps: totalSteps)
         if comm.rank == 0 {
             let notes = config.dataNotes(evalIsHeldOut: data.evalIsHeldOut, evalName: data.evalName)
                 + config.scheduleNotes(totalSteps: totalSteps)
@@ -234,6 +236,24 @@ extension Trainer {
     static func convModels(student: any Classifier,
                            teacher: (any Classifier)?) -> [(name: String, model: any Classifier, training: Bool)] {
         [("student", student, true)] + (teacher.map { [("teacher", $0, false)] } ?? [])
+    }
+
+    /// An epoch's last partial batch (`data.drop_last: false`) is a smaller graph than a full batch's, which
+    /// the config checked (`KDConfig.validate`): a term's limit on it (`LossTerm.refusal`, spectral's `k`) is
+    /// refused when the run starts, not at the end of its first epoch. Only when the run reaches that batch.
+    static func refuseThePartialBatch(config: KDConfig, trainCount: Int, sampler: Sampler, totalSteps: Int) throws {
+        let rest = trainCount % config.data.globalBatch, views = max(1, config.data.views)
+        guard config.mode == .distill, !config.data.dropLast, rest > 0, totalSteps >= sampler.stepsPerEpoch else {
+            return
+        }
+        let rows = rest * views
+        let graph = "the last batch of each epoch has \(rows) rows (\(trainCount) training samples, data.global_batch "
+            + "\(config.data.globalBatch): \(rest) samples × \(views) view\(views == 1 ? "" : "s"))"
+        for (i, entry) in config.loss.enumerated() {
+            if let r = entry.term.refusal(rows: rows, graph: graph) {
+                throw config.configError("loss.\(i).\(r.key)", r.message + "; data.drop_last: true skips that batch")
+            }
+        }
     }
 
     /// BatchNorm's statistics reducer (`student.batch_norm`): nil for `local`; for `sync` (the statistics)
