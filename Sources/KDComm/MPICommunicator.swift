@@ -172,10 +172,16 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     // MARK: watchdog
 
     /// Seconds a blocking collective (or `wait`) may take before the job is aborted (process-wide,
-    /// default 300, `KDGRAPH_COMM_TIMEOUT` overrides; 0 disables).
+    /// default 300, `KDGRAPH_COMM_TIMEOUT` overrides; 0 disables). Set from a config, the message names
+    /// `comm.timeout_s`.
     public var timeoutSeconds: Double {
         get { Watchdog.shared.timeoutSeconds }
-        set { Watchdog.shared.timeoutSeconds = newValue }
+        set { Watchdog.shared.setTimeout(newValue, setting: "comm.timeout_s") }
+    }
+
+    /// Sets the timeout from another `setting`, which the message names (a tool's option).
+    public func setTimeout(_ seconds: Double, setting: String) {
+        Watchdog.shared.setTimeout(seconds, setting: setting)
     }
 
     /// The training step named by the watchdog's message.

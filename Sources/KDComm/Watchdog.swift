@@ -2,7 +2,7 @@ import Foundation
 
 /// Turns a hang into an error: one background thread per process watches the blocking collective in
 /// progress and, when it has run longer than `timeoutSeconds`, prints
-/// `rank R: collective <name> did not complete within Ts (step S); stalled: rank 2 (…)` and ends the
+/// `rank R: collective <name> did not complete within Ts of <setting> (step S); stalled: rank 2 (…)` and ends the
 /// job through `onTimeout` (which calls `MPI_Abort`). The ranks named after `stalled:` are those the
 /// `StallProbe` found outside the collective or silent; a world without it prints the first part only.
 ///
@@ -24,6 +24,8 @@ public final class Watchdog: @unchecked Sendable {
     private var name: StaticString = ""
     private var step = -1
     private var timeout: Double
+    /// What set `timeout`, named in the message so that the reader knows what to change.
+    private var setting: String
     private var threadRunning = false
     private var fired = false
     private var lastWake = 0.0
@@ -43,6 +45,7 @@ public final class Watchdog: @unchecked Sendable {
         lock = .allocate(capacity: 1)
         pthread_mutex_init(lock, nil)
         timeout = Watchdog.environmentTimeout() ?? 300
+        setting = "KDGRAPH_COMM_TIMEOUT"
     }
 
     /// `KDGRAPH_COMM_TIMEOUT` (seconds, 0 disables) overrides the default of 300 s.
@@ -55,8 +58,13 @@ public final class Watchdog: @unchecked Sendable {
 
     /// Seconds a blocking collective may take before the job is aborted; 0 or less disables the check.
     public var timeoutSeconds: Double {
-        get { pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }; return timeout }
-        set { pthread_mutex_lock(lock); timeout = newValue; pthread_mutex_unlock(lock) }
+        pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }; return timeout
+    }
+
+    /// Sets `timeoutSeconds`, and the setting the message names as its source (`comm.timeout_s`; before a
+    /// config is applied, `KDGRAPH_COMM_TIMEOUT` or its default of 300 s).
+    public func setTimeout(_ seconds: Double, setting: String) {
+        pthread_mutex_lock(lock); timeout = seconds; self.setting = setting; pthread_mutex_unlock(lock)
     }
 
     /// The training step named in the timeout message (-1: not in a step).
@@ -173,7 +181,7 @@ public final class Watchdog: @unchecked Sendable {
         pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }
         guard !fired, timeout > 0, started > 0, now - started > timeout else { return nil }
         fired = true
-        return Watchdog.message(name: "\(name)", timeout: timeout, step: step)
+        return Watchdog.message(name: "\(name)", timeout: timeout, setting: setting, step: step)
     }
 
     /// The stall probe's verdict, appended to the timeout message, from the other ranks' `answers` (by
@@ -215,9 +223,9 @@ public final class Watchdog: @unchecked Sendable {
                              : parts.joined(separator: "; ")
     }
 
-    /// `collective <name> did not complete within Ts (step S)`.
-    static func message(name: String, timeout: Double, step: Int) -> String {
+    /// `collective <name> did not complete within Ts of <setting> (step S)`.
+    static func message(name: String, timeout: Double, setting: String, step: Int) -> String {
         let t = timeout == timeout.rounded() ? String(Int(timeout)) : String(timeout)
-        return "collective \(name) did not complete within \(t)s (step \(step))"
+        return "collective \(name) did not complete within \(t)s of \(setting) (step \(step))"
     }
 }

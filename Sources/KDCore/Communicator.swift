@@ -63,7 +63,7 @@ public protocol Communicator: AnyObject {
     func alone() throws -> Communicator
 
     /// Seconds a blocking collective (or `CommRequest.wait`) may take before the job ends with
-    /// `collective <name> did not complete within Ts (step S)`; 0 or less disables the check.
+    /// `collective <name> did not complete within Ts of comm.timeout_s (step S)`; 0 or less disables the check.
     var timeoutSeconds: Double { get set }
     /// The training step named in that message (-1: not in a step).
     var currentStep: Int { get set }

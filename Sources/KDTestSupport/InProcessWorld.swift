@@ -104,7 +104,7 @@ public enum InProcessError: Error, CustomStringConvertible, Equatable {
         case let .aborted(code, message):
             return "aborted with code \(code): \(message)"
         case let .timeout(collective, seconds, step):
-            return "collective \(collective) did not complete within \(seconds)s (step \(step))"
+            return "collective \(collective) did not complete within \(seconds)s of comm.timeout_s (step \(step))"
         case let .rankGone(collective, sequence, gone, state, waiting):
             return "ranks \(waiting) wait in collective #\(sequence) (\(collective)) but rank \(gone) has "
                 + "\(state) without calling it"

@@ -63,7 +63,7 @@ do {
     fputs("kdgraph-mpi-checks: MPI initialisation failed: \(error)\n", stderr)
     exit(1)
 }
-if let timeout { world.timeoutSeconds = timeout }
+if let timeout { world.setTimeout(timeout, setting: "--timeout") }
 
 if selftest {
     let line = runOrAbort(world) { try SelfTest.run(comm: world, failRank: failRank) }

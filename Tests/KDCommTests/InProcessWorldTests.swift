@@ -176,7 +176,7 @@ final class InProcessWorldTests: XCTestCase {
             if comm.rank == 1 { usleep(1_000_000) }
             try comm.barrier()
         }) { e in
-            XCTAssertEqual("\(e)", "rank 0: collective barrier did not complete within 0.2s (step 4)")
+            XCTAssertEqual("\(e)", "rank 0: collective barrier did not complete within 0.2s of comm.timeout_s (step 4)")
         }
     }
 

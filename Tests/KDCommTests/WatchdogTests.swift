@@ -4,23 +4,23 @@ import KDCore
 
 final class WatchdogTests: XCTestCase {
     func testMessageFormat() {
-        XCTAssertEqual(Watchdog.message(name: "MPI_Allreduce", timeout: 300, step: 12),
-                       "collective MPI_Allreduce did not complete within 300s (step 12)")
-        XCTAssertEqual(Watchdog.message(name: "MPI_Barrier", timeout: 2.5, step: -1),
-                       "collective MPI_Barrier did not complete within 2.5s (step -1)")
+        XCTAssertEqual(Watchdog.message(name: "MPI_Allreduce", timeout: 300, setting: "comm.timeout_s", step: 12),
+                       "collective MPI_Allreduce did not complete within 300s of comm.timeout_s (step 12)")
+        XCTAssertEqual(Watchdog.message(name: "MPI_Barrier", timeout: 2.5, setting: "KDGRAPH_COMM_TIMEOUT", step: -1),
+                       "collective MPI_Barrier did not complete within 2.5s of KDGRAPH_COMM_TIMEOUT (step -1)")
     }
 
     func testOverdueOnlyWhileACollectiveRunsPastTheTimeout() {
         let w = Watchdog()
-        w.timeoutSeconds = 0          // no thread: the test drives the clock itself
+        w.setTimeout(0, setting: "comm.timeout_s")          // no thread: the test drives the clock itself
         w.currentStep = 7
         w.begin("MPI_Allgatherv")
         XCTAssertEqual(w.current, "MPI_Allgatherv")
         XCTAssertNil(w.overdueMessage(now: monotonicSeconds() + 10), "disabled with timeout 0")
-        w.timeoutSeconds = 2
+        w.setTimeout(2, setting: "comm.timeout_s")
         XCTAssertNil(w.overdueMessage(now: monotonicSeconds()), "not yet overdue")
         XCTAssertEqual(w.overdueMessage(now: monotonicSeconds() + 3),
-                       "collective MPI_Allgatherv did not complete within 2s (step 7)")
+                       "collective MPI_Allgatherv did not complete within 2s of comm.timeout_s (step 7)")
         XCTAssertNil(w.overdueMessage(now: monotonicSeconds() + 3), "fires once")
         w.end()
         XCTAssertNil(w.current)
@@ -30,11 +30,11 @@ final class WatchdogTests: XCTestCase {
     /// overdue: the time it spent stopped does not count; time it ran does.
     func testTimeStoppedDoesNotCount() {
         let w = Watchdog()
-        w.timeoutSeconds = 0
+        w.setTimeout(0, setting: "comm.timeout_s")
         let t0 = monotonicSeconds()
         w.noteWake(now: t0, interval: 0.5)
         w.begin("MPI_Allreduce")
-        w.timeoutSeconds = 5
+        w.setTimeout(5, setting: "comm.timeout_s")
         w.noteWake(now: t0 + 0.5, interval: 0.5)
         w.noteWake(now: t0 + 100.5, interval: 0.5)          // stopped for ~100 s
         XCTAssertNil(w.overdueMessage(now: t0 + 101), "the stopped time was counted")
@@ -42,7 +42,7 @@ final class WatchdogTests: XCTestCase {
         w.noteWake(now: t0 + 101, interval: 0.5)
         XCTAssertNil(w.overdueMessage(now: t0 + 104))
         XCTAssertEqual(w.overdueMessage(now: t0 + 106.5),    // > 5 s of running time since the gap
-                       "collective MPI_Allreduce did not complete within 5s (step -1)")
+                       "collective MPI_Allreduce did not complete within 5s of comm.timeout_s (step -1)")
         w.end()
     }
 
@@ -104,7 +104,7 @@ final class WatchdogTests: XCTestCase {
     /// `sequence` counts collectives, not waits or MPI_Finalize (which ranks may skip or reach apart).
     func testSequenceCountsCollectivesOnly() {
         let w = Watchdog()
-        w.timeoutSeconds = 0
+        w.setTimeout(0, setting: "comm.timeout_s")
         w.begin("MPI_Allreduce"); w.end()
         w.begin("MPI_Wait(MPI_Iallreduce)", collective: false); w.end()
         w.begin("MPI_Barrier")
@@ -125,10 +125,10 @@ final class WatchdogTests: XCTestCase {
 
     func testNothingOverdueBetweenCollectives() {
         let w = Watchdog()
-        w.timeoutSeconds = 0
+        w.setTimeout(0, setting: "comm.timeout_s")
         w.begin("MPI_Barrier")
         w.end()
-        w.timeoutSeconds = 1
+        w.setTimeout(1, setting: "comm.timeout_s")
         XCTAssertNil(w.overdueMessage(now: monotonicSeconds() + 100))
     }
 
@@ -145,7 +145,7 @@ final class WatchdogTests: XCTestCase {
 
     func testBeginEndIsCheap() {
         let w = Watchdog()
-        w.timeoutSeconds = 0
+        w.setTimeout(0, setting: "comm.timeout_s")
         let n = 200_000
         let t0 = monotonicSeconds()
         for _ in 0..<n { w.begin("MPI_Allreduce"); w.end() }

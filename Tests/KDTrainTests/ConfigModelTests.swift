@@ -67,6 +67,31 @@ final class ConfigModelTests: XCTestCase {
     /// every parse error as "no document"); a key given twice names the key and where its mapping starts.
     /// A key given a value the run does not read is named (a warning at start), never dropped without a word;
     /// one left at its default, or a resolved config.yaml run again, says nothing.
+    /// `KDGRAPH_COMM_TIMEOUT` was silently replaced by `comm.timeout_s` (its default of 300 s too) once the
+    /// trainer started; the watchdog's message now names the setting, and a replaced variable is named.
+    func testACollectiveTimeoutFromTheEnvironmentThatTheConfigReplacesIsNamed() throws {
+        let config = try KDConfig.parse(yaml: "comm: {timeout_s: 60}\n", file: "c.yaml")
+        setenv("KDGRAPH_COMM_TIMEOUT", "600", 1)
+        defer { unsetenv("KDGRAPH_COMM_TIMEOUT") }
+        XCTAssertEqual(config.unusedKeyNotes, ["KDGRAPH_COMM_TIMEOUT=600 is set but not used: a run with a config "
+                                               + "times its collectives out after comm.timeout_s (60.0 s)"])
+        setenv("KDGRAPH_COMM_TIMEOUT", "60", 1)
+        XCTAssertEqual(config.unusedKeyNotes, [], "the same value: nothing replaced")
+        unsetenv("KDGRAPH_COMM_TIMEOUT")
+        XCTAssertEqual(config.unusedKeyNotes, [])
+        // The trainer applies comm.timeout_s before its first collective.
+        let small = try KDConfig.parse(yaml: """
+            data: {source: synthetic, classes: 4, image_size: 8, train_size: 16, eval_size: 8, global_batch: 8}
+            student: {model: mlp, hidden: [8]}
+            comm: {timeout_s: 7.5}
+            """, file: "c.yaml")
+        let seen = try InProcessWorld(size: 1, timeoutSeconds: 120).run { comm -> Double in
+            _ = try Trainer(config: small, comm: comm)
+            return comm.timeoutSeconds
+        }
+        XCTAssertEqual(seen, [7.5])
+    }
+
     func testKeysTheRunDoesNotUseAreNamed() throws {
         let supervised = try KDConfig.parse(yaml: """
             mode: supervised

@@ -345,7 +345,7 @@ if wait_for "$tmp/stop/metrics.jsonl" 180 && sleep 1; then
   kill "$guard" 2>/dev/null
   dt=$(( $(date +%s) - t0 ))
   if [ "$rc" != 0 ] && [ "$dt" -lt 60 ] \
-     && grep -Eq "^rank [013]: collective .* within 5s \(step [0-9]+\); stalled: rank 2 \(no answer" "$tmp/stop.log" \
+     && grep -Eq "^rank [013]: collective .* within 5s of comm\.timeout_s \(step [0-9]+\); stalled: rank 2 \(no answer" "$tmp/stop.log" \
      && ! grep -q "^rank 2: collective" "$tmp/stop.log" \
      && [ -z "$(sed -n 's/.*stalled: \([^;]*\).*/\1/p' "$tmp/stop.log" | grep -E 'rank [013] \(')" ]; then
     ok "SIGSTOP of rank 2 of 4: exit $rc after ${dt}s, '$(grep -m1 -o 'stalled: rank 2 ([^)]*)' "$tmp/stop.log")'"

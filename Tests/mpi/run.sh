@@ -11,7 +11,7 @@
 #      then KDGRAPH_FAIL_RANK=1 with the check comm.fault_injection: rank 1 fails that check alone and
 #      rank 0 must report it (exit non-zero, "0 passed, 1 failed");
 #   4. watchdog test: `--hang-rank 1 --timeout 3` leaves rank 0 alone in a barrier; the watchdog must
-#      abort the job (non-zero exit, < 10 s, "did not complete within 3s" on stderr) and name rank 1,
+#      abort the job (non-zero exit, < 10 s, "did not complete within 3s of --timeout" on stderr) and name rank 1,
 #      which answers the stall probe from outside any collective.
 # Prints each run's result and a final "N passed, M failed" line; exits non-zero on any failure.
 #
@@ -112,7 +112,7 @@ timeout 60 mpirun $MPIRUN_ARGS -np 2 "$BIN" --hang-rank 1 --timeout 3 >"$TMP/out
 rc=$?
 dt=$(elapsed "$t0" "$(now)")
 grep -m1 'did not complete' "$TMP/err"
-want='rank 0: collective MPI_Barrier did not complete within 3s (step 0); '
+want='rank 0: collective MPI_Barrier did not complete within 3s of --timeout (step 0); '
 want+='stalled: rank 1 (not in a collective, at step 0)'
 if [ "$rc" -ne 0 ] && grep -qxF "$want" "$TMP/err" && under10 "$dt"; then
     pass "watchdog: hung barrier aborted (exit $rc, ${dt}s)"

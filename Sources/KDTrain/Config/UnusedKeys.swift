@@ -1,3 +1,4 @@
+import Foundation
 import KDModels
 
 /// Keys given a value (other than their default) that this run does not read: a supervised run's teacher and
@@ -5,7 +6,8 @@ import KDModels
 /// synthetic sizes, the optimizer settings of the other optimizer, mlp's hidden widths for another model, the
 /// virtual view's augmentation with one view, the block size where nothing is shared in blocks, and a
 /// distillation loss term of weight 0 beside one that is not (computed, but not trained on: a term of weight 0
-/// that is the only one, or a term whose parts all weigh 0, is an error instead). Such a value is not an
+/// that is the only one, or a term whose parts all weigh 0, is an error instead); and the environment's
+/// `KDGRAPH_COMM_TIMEOUT` where `comm.timeout_s` replaces it. Such a value is not an
 /// error (a config is often edited by switching one key, `--set optim.kind=adamw`), but it must not be
 /// dropped without a word: rank 0 logs each as a warning when the run starts (docs/config.md). A key left at
 /// its default changes nothing either way, so a resolved `config.yaml` run again is quiet.
@@ -75,6 +77,10 @@ extension KDConfig {
                 + "\(optim.schedule.rawValue))"
             note("optim.milestones", optim.milestones != d.optim.milestones, why)
             note("optim.gamma", optim.gamma != d.optim.gamma, why)
+        }
+        if let env = ProcessInfo.processInfo.environment["KDGRAPH_COMM_TIMEOUT"], Double(env) != comm.timeoutS {
+            notes.append("KDGRAPH_COMM_TIMEOUT=\(env) is set but not used: a run with a config times its collectives "
+                         + "out after comm.timeout_s (\(comm.timeoutS) s)")
         }
         return notes
     }

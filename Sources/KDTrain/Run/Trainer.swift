@@ -65,6 +65,7 @@ public final class Trainer {
     public init(config userConfig: KDConfig, comm: Communicator,
                 convAlgorithms given: [ConvAlgorithmChoice]? = nil) throws {
         self.comm = comm
+        comm.timeoutSeconds = userConfig.comm.timeoutS   // from the first collective on (data, teacher, tuner)
         let seed = UInt64(userConfig.seed)
         let data = try TrainingData(config: userConfig)
         self.data = data
@@ -160,7 +161,6 @@ public final class Trainer {
             : OnePassSchedule(commitsRunningStatisticsOnce: config.student.batchNorm == .block)
         nonFiniteGuard = NonFiniteGuard(config: config, dataName: data.trainName, parameters: parameters,
                                         student: student, optimizer: optimizer, comm: comm)
-        comm.timeoutSeconds = config.comm.timeoutS
     }
 
     // MARK: - one step

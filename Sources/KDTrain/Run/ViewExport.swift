@@ -31,6 +31,7 @@ public enum ViewExport {
     public static func run(config userConfig: KDConfig, rounds: Int, out: String, comm: Communicator,
                            progress: (String) -> Void) throws -> Summary {
         var config = userConfig
+        comm.timeoutSeconds = config.comm.timeoutS
         // `kdgraph export-views` refuses --rounds below 1 before it starts; this guards other callers.
         guard rounds >= 1 else { throw TrainError.invalid("export-views: rounds must be ≥ 1, got \(rounds)") }
         if config.teacher.cache.rounds != 0 && config.teacher.cache.rounds != rounds {
