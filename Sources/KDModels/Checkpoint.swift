@@ -131,8 +131,16 @@ public enum Checkpoint {
     @discardableResult
     public static func load(path: String, into model: Module, optimizer: Optimizer? = nil) throws -> [String: String] {
         let weights = try read(path: path)
+        return try load(weights, state: try readState(path: path, weights: weights), into: model, optimizer: optimizer)
+    }
+
+    /// `load(path:into:optimizer:)` on files already read: `weights` (`read(path:)`) and its training state
+    /// (`readState(path:weights:)`), so that a caller that needs them too reads each file once.
+    @discardableResult
+    public static func load(_ weights: SafetensorsFile, state stateFile: SafetensorsFile?, into model: Module,
+                            optimizer: Optimizer? = nil) throws -> [String: String] {
+        let path = weights.file
         try loadWeights(weights, into: model)
-        let stateFile = try readState(path: path, weights: weights)
         if let optimizer {
             guard let f = stateFile, let steps = f.metadata["optim.step_count"].flatMap(Int.init) else {
                 throw ModelError.checkpoint(file: path, message: "no optimizer state (neither \(statePath(of: path)) "

@@ -64,19 +64,21 @@ extension Trainer {
     public func resume(from path: String) throws {
         // The run kind first: a supervised checkpoint has no projection head or distillation state, and
         // loading it would fail on the first missing tensor with a message about that tensor.
-        let recorded = try Checkpoint.read(path: path).metadata
+        // Each file is read (and its checksum verified) once: the weights, then the training state.
+        let weights = try Checkpoint.read(path: path)
+        let recorded = weights.metadata
         if let mode = recorded["kdgraph.mode"], mode != config.mode.rawValue {
             throw TrainError.io(path: path, message: "written by a \(mode) run (kdgraph.mode) but \(config.file) "
                                 + "is a \(config.mode.rawValue) config: --resume continues the same run. "
                                 + (mode == "supervised" ? "To distil from it, name it as teacher.checkpoint."
                                    : "Resume it with the distill config it was written by."))
         }
+        let state = try Checkpoint.readState(path: path, weights: weights)
         let meta = try namingTheCause(recorded, "--resume continues the same model and optimizer") {
-            try Checkpoint.load(path: path, into: student, optimizer: optimizer)
+            try Checkpoint.load(weights, state: state, into: student, optimizer: optimizer)
         }
         if let head {
-            let weights = try Checkpoint.read(path: path)
-            guard let f = try Checkpoint.readState(path: path, weights: weights) else {
+            guard let f = state else {
                 throw TrainError.io(path: path,
                                     message: "no training state (\(Checkpoint.statePath(of: path)) is missing)")
             }
