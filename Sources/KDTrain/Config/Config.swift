@@ -282,30 +282,19 @@ extension KDConfig {
             throw ConfigError(file: path, key: "", message: "not a YAML config: the file is not UTF-8 text "
                               + "(invalid byte at offset \(at)); --config takes a YAML file such as configs/*.yaml")
         }
-        // An empty file is a mistake (a truncated copy, the wrong path), not a request for every default.
-        if text.allSatisfy({ $0.isWhitespace }) || holdsNoDocument(text) {
+        // An empty file (or comments only) is a mistake (a truncated copy, the wrong path), not a request for
+        // every default. Text that does not parse holds something: reported as malformed YAML.
+        guard let tree = try compose(text, file: path) else {
             throw ConfigError(file: path, key: "", message: "is empty: a config is a mapping of sections "
                               + "(\(sectionList)); see configs/*.yaml")
         }
-        return try parse(yaml: text, file: path, overrides: overrides)
+        return try parse(tree: tree, file: path, overrides: overrides)
     }
 
-    /// True when `text` is YAML without a document (comments only). Text that does not parse holds something:
-    /// `parse` reports it as malformed YAML (a `try?` here had read every parse error as an empty file).
-    static func holdsNoDocument(_ text: String) -> Bool {
-        do { return try Yams.compose(yaml: text) == nil } catch { return false }
-    }
-
-    /// The sections a config file may hold, for messages.
-    static var sectionList: String { CodingKeys.allKeyNames.joined(separator: ", ") }
-
-    /// Decodes `yaml` (a mapping of sections; an empty or non-mapping document is refused), applies the
-    /// overrides, merges the result over the defaults (an unknown key is an error naming its line),
-    /// decodes it and validates it.
-    public static func parse(yaml: String, file: String = "<string>", overrides: [String] = []) throws -> KDConfig {
-        let fileTree: Node
+    /// The YAML document of `yaml`, nil when it holds none; a malformed one is an error naming `file`.
+    static func compose(_ yaml: String, file: String) throws -> Node? {
         do {
-            fileTree = try Yams.compose(yaml: yaml) ?? .mapping(Node.Mapping([]))
+            return try Yams.compose(yaml: yaml)
         } catch YamlError.duplicatedKeysInMapping(let keys, let context) {
             // Yams would quote the whole mapping (a file's every line for a top-level key given twice).
             let named = keys.sorted().map { "'\($0)'" }.joined(separator: ", ")
@@ -317,6 +306,20 @@ extension KDConfig {
             let lines = "\(error)".split(separator: "\n").map { abbreviated(String($0), limit: 100) }
             throw ConfigError(file: file, key: "", message: "malformed YAML: " + lines.joined(separator: " ⏎ "))
         }
+    }
+
+    /// The sections a config file may hold, for messages.
+    static var sectionList: String { CodingKeys.allKeyNames.joined(separator: ", ") }
+
+    /// Decodes `yaml` (a mapping of sections; another document is refused, and none at all reads as every
+    /// default: `load` refuses an empty file), applies the overrides, merges the result over the defaults (an
+    /// unknown key is an error naming its line), decodes it and validates it.
+    public static func parse(yaml: String, file: String = "<string>", overrides: [String] = []) throws -> KDConfig {
+        try parse(tree: try compose(yaml, file: file) ?? .mapping(Node.Mapping([])), file: file, overrides: overrides)
+    }
+
+    /// `parse(yaml:file:overrides:)` on the composed document.
+    static func parse(tree fileTree: Node, file: String, overrides: [String]) throws -> KDConfig {
         guard fileTree.mapping != nil else {
             throw ConfigError(file: file, key: "", message: "expected a mapping of sections (\(sectionList)), got "
                               + "\(describe(fileTree)): not a KDGraph config", line: fileTree.mark?.line)
