@@ -224,9 +224,7 @@ struct ExportViews: ParsableCommand {
 /// config's `teacher` and `mode`) stay settable, so that a moved teacher checkpoint can be named.
 func refuseUnusedSections(_ overrides: [String], command: String, unused: [String]) throws {
     for o in overrides {
-        let key = o.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        let section = String(key.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-        guard unused.contains(section) else { continue }
+        guard let section = KDConfig.overrideSection(o), unused.contains(section) else { continue }
         throw ValidationError("--set \(o): \(command) does not use the \(section) section ("
                               + unused.joined(separator: ", ") + " play no part in it)")
     }

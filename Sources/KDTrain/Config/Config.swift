@@ -395,6 +395,14 @@ extension KDConfig.CodingKeys {
     }
 }
 
+extension KDConfig {
+    /// The section a `--set` names (`train` for `--set train.steps=5`), read as the override itself reads it;
+    /// nil for a malformed one, which loading the config refuses with its reason.
+    public static func overrideSection(_ spec: String) -> String? {
+        try? ConfigOverride(spec: spec).parts().keys.first
+    }
+}
+
 /// One `--set key=value` (docs/config.md): `key` is dotted section names and keys (list entries by
 /// index, `loss.0.weight=2`), each segment non-empty; `value` is YAML. A mapping value merges key by key
 /// into the section it names (`--set 'train={steps: 3}'` sets `train.steps` only); a scalar never
@@ -408,13 +416,18 @@ struct ConfigOverride {
         ConfigError(file: "--set", key: shown, message: why + " (expected key=value, e.g. data.global_batch=256)")
     }
 
-    func apply(to root: Node, schema: Node, source: inout ConfigSource, notes: inout [String]) throws -> Node {
+    /// The dotted key's segments (`loss.0.weight`: loss, 0, weight) and the value's text.
+    func parts() throws -> (keys: [String], value: String) {
         guard let eq = spec.firstIndex(of: "=") else { throw refuse("no '='") }
         let keyText = String(spec[..<eq])
         guard !keyText.isEmpty else { throw refuse("no key before '='") }
         let keys = keyText.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         if keys.contains(where: { $0.isEmpty }) { throw refuse("empty key segment in '\(keyText)'") }
-        let valueText = String(spec[spec.index(after: eq)...])
+        return (keys, String(spec[spec.index(after: eq)...]))
+    }
+
+    func apply(to root: Node, schema: Node, source: inout ConfigSource, notes: inout [String]) throws -> Node {
+        let (keys, valueText) = try parts()
         let value: Node
         do { value = try Yams.compose(yaml: valueText) ?? Node("") } catch {
             throw ConfigError(file: "--set", key: shown,
