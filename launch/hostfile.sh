@@ -14,6 +14,8 @@ hosts="$1"; n="$2"; shift 2
 # mpirun -np 0 would start one rank per slot of the hostfile, not none: N must be a count.
 if ! [[ "$n" =~ ^[1-9][0-9]*$ ]]; then echo "$0: N must be a number of ranks ≥ 1, got '$n'" >&2; exit 2; fi
 [ -r "$hosts" ] || { echo "$0: no readable hostfile at '$hosts'" >&2; exit 2; }
+grace="${KDGRAPH_STOP_GRACE:-30}"
+[[ "$grace" =~ ^[0-9]+$ ]] || { echo "$0: KDGRAPH_STOP_GRACE must be whole seconds, got '$grace'" >&2; exit 2; }
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${KDGRAPH:-$here/.build/release/kdgraph}"
 net=()
@@ -25,4 +27,4 @@ if [ -n "${LD_LIBRARY_PATH:-}" ]; then net+=(-x LD_LIBRARY_PATH); fi
 # Its warnings (keys the run does not use) are left to the run, which logs them once; a refusal is printed.
 if [ "$1" = train ] && ! refusal=$("$bin" "$@" --check 2>&1 >/dev/null); then printf '%s\n' "$refusal" >&2; exit 1; fi
 exec mpirun --hostfile "$hosts" -np "$n" --map-by core --bind-to core "${net[@]}" \
-  --mca odls_base_sigkill_timeout "${KDGRAPH_STOP_GRACE:-30}" -x OPENBLAS_NUM_THREADS=1 ${MPIRUN_ARGS:-} "$bin" "$@"
+  --mca odls_base_sigkill_timeout "$grace" -x OPENBLAS_NUM_THREADS=1 ${MPIRUN_ARGS:-} "$bin" "$@"

@@ -7,7 +7,9 @@ set -euo pipefail
 # Ctrl-C or SIGTERM to mpirun: OpenMPI sends the ranks SIGCONT, then SIGTERM after
 # odls_base_sigkill_timeout seconds, then SIGKILL after as many again (default 1: too short to finish a
 # step and write its checkpoint). KDGRAPH_STOP_GRACE (default 30) sets it (docs/launch.md).
-export OMPI_MCA_odls_base_sigkill_timeout="${KDGRAPH_STOP_GRACE:-30}"
+grace="${KDGRAPH_STOP_GRACE:-30}"
+[[ "$grace" =~ ^[0-9]+$ ]] || { echo "$0: KDGRAPH_STOP_GRACE must be whole seconds, got '$grace'" >&2; exit 2; }
+export OMPI_MCA_odls_base_sigkill_timeout="$grace"
 # mpirun refuses to run as root (containers, CI) unless told twice.
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 if [ $# -lt 2 ]; then echo "usage: $0 N kdgraph-subcommand [args...]" >&2; exit 2; fi

@@ -11,10 +11,13 @@ set -euo pipefail
 # Ctrl-C or SIGTERM to mpirun: OpenMPI sends the ranks SIGCONT, then SIGTERM after
 # odls_base_sigkill_timeout seconds, then SIGKILL after as many again (default 1: too short to finish a
 # step and write its checkpoint). KDGRAPH_STOP_GRACE (default 30) sets it (docs/launch.md).
-export OMPI_MCA_odls_base_sigkill_timeout="${KDGRAPH_STOP_GRACE:-30}"
+grace="${KDGRAPH_STOP_GRACE:-30}"
+[[ "$grace" =~ ^[0-9]+$ ]] || { echo "$0: KDGRAPH_STOP_GRACE must be whole seconds, got '$grace'" >&2; exit 2; }
+export OMPI_MCA_odls_base_sigkill_timeout="$grace"
 cd "$(dirname "$0")/.."
 source launch/ensure-deps.sh
 ranks="${RANKS:-2}"
+[[ "$ranks" =~ ^[1-9][0-9]*$ ]] || { echo "$0: RANKS must be a number of ranks ≥ 1, got '$ranks'" >&2; exit 2; }
 out="${OUT:-runs/quickstart}"
 # The README's build (launch/test.sh builds the same products the same way; its unit tests build in
 # their own scratch folder), so switching between the commands recompiles nothing.

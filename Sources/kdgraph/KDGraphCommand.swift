@@ -15,11 +15,27 @@ struct KDGraphCommand: ParsableCommand {
         subcommands: [Train.self, Eval.self, Predict.self, SelfTestCommand.self, Models.self, ConformanceCommand.self,
                       Bench.self, Scaling.self, TeacherCacheCommand.self, ExportViews.self, ExportData.self])
 
-    /// Checks the CPU before any kernel runs (this file is compiled for baseline x86-64), then parses.
+    /// Checks the CPU before any kernel runs (this file is compiled for baseline x86-64), then the
+    /// `KDGRAPH_…` environment variables (a value it cannot read: an error on every rank; a name nothing
+    /// reads: a warning, from the launcher's rank 0), then parses.
     static func main() {
         if let message = InstructionSet.unsupportedMessage() {
             FileHandle.standardError.write(Data((message + "\n").utf8))
             Foundation.exit(1)
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let errors = EnvironmentVariables.errors(environment)
+        guard errors.isEmpty else {
+            for e in errors { FileHandle.standardError.write(Data("kdgraph: \(e)\n".utf8)) }
+            Foundation.exit(1)
+        }
+        // Before MPI starts, the launcher's rank (mpirun, MPICH/Hydra, srun); none: a world of one.
+        let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"].lazy
+            .compactMap { environment[$0].flatMap(Int.init) }.first ?? 0
+        if rank == 0 {
+            for w in EnvironmentVariables.warnings(environment) {
+                FileHandle.standardError.write(Data("kdgraph: warning: \(w)\n".utf8))
+            }
         }
         main(nil)
     }

@@ -275,6 +275,17 @@ for text in "" "- 1" "42" "hello world"; do
      && [ ! -e "$tmp/notmap" ]; then ok "config '$text' refused naming the file (exit $rc), nothing written"
   else ko "config '$text'" "exit $rc: $(grep -m1 'rank' "$tmp/notmap.log")"; fi
 done
+# A KDGRAPH_ variable kdgraph cannot read (taken as unset before: the AVX-512 kernels ran, without a word)
+# ends every rank before MPI starts; a misspelt name is a warning from rank 0 alone, and the run goes on.
+timeout 60 "${MPI[@]}" -np 2 -x KDGRAPH_AVX512=no "$bin" train --config Tests/mpi/configs/tiny-teacher.yaml \
+  --set output.dir="$tmp/env" >"$tmp/env.log" 2>&1; rc=$?
+if [ "$rc" != 0 ] && [ "$(grep -c "KDGRAPH_AVX512=no: it takes 0 (the AVX2 kernels) or 1" "$tmp/env.log")" = 2 ] \
+   && [ ! -e "$tmp/env" ]; then ok "KDGRAPH_AVX512=no refused on both ranks (exit $rc), nothing written"
+else ko "KDGRAPH_AVX512=no" "exit $rc: $(head -1 "$tmp/env.log")"; fi
+timeout 60 "${MPI[@]}" -np 2 -x KDGRAPH_COMM_TIMOUT=5 "$bin" selftest >"$tmp/env2.log" 2>&1; rc=$?
+if [ "$rc" = 0 ] && [ "$(grep -c "warning: KDGRAPH_COMM_TIMOUT is set but nothing of kdgraph reads it" \
+   "$tmp/env2.log")" = 1 ]; then ok "a misspelt KDGRAPH_COMM_TIMOUT named once, by rank 0; the job runs (exit 0)"
+else ko "KDGRAPH_COMM_TIMOUT" "exit $rc: $(grep -m1 KDGRAPH "$tmp/env2.log")"; fi
 # Issue 24 item 5: predict on NaN images named the image instead of returning finite logits.
 ck=$(ls "$tmp"/teacher/checkpoints/final.safetensors)
 python3 -c "import numpy as np, sys; x = np.zeros((3, 16, 16, 3), np.float32); x[1, 2, 3, 0] = np.nan; \

@@ -44,6 +44,14 @@ for l in srun mpirun; do
     ok "KDGRAPH_LAUNCHER=$l: '$(echo "$got" | head -1 | sed "s|$tmp/bin/||")', one BLAS thread, SIGTERM to the batch shell reaches $l"
   else ko "KDGRAPH_LAUNCHER=$l" "exit $rc, got: $got"; fi
 done
+# A launcher or grace it cannot use was taken as mpirun, or passed on to mpirun as it was: refused.
+for bad in "KDGRAPH_LAUNCHER=mpiexec|KDGRAPH_LAUNCHER must be srun or mpirun, got 'mpiexec'" \
+           "KDGRAPH_STOP_GRACE=30s|KDGRAPH_STOP_GRACE must be whole seconds, got '30s'"; do
+  out=$(env "${bad%%|*}" PATH="$tmp/bin:$PATH" SLURM_SUBMIT_DIR=/submit SLURM_NTASKS=32 bash "$script" train 2>&1)
+  rc=$?
+  if [ "$rc" = 2 ] && echo "$out" | grep -qF "${bad#*|}"; then ok "${bad%%|*}: refused (exit 2)"
+  else ko "${bad%%|*}" "exit $rc: $out"; fi
+done
 # Without SLURM_SUBMIT_DIR (run outside a job) the script refuses instead of guessing the binary.
 out=$(env -u SLURM_SUBMIT_DIR PATH="$tmp/bin:$PATH" bash "$script" train 2>&1); rc=$?
 if [ "$rc" != 0 ] && echo "$out" | grep -q "SLURM_SUBMIT_DIR"; then ok "outside a job: refused naming SLURM_SUBMIT_DIR (exit $rc)"

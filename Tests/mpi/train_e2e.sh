@@ -392,6 +392,11 @@ if [ "$rc0" = 2 ] && [ "$rc2" = 2 ] && grep -q "N must be a number of ranks ≥ 
 else
   ko "local.sh rank count" "exit $rc0/$rc2: $(cat "$tmp/np0.log" "$tmp/np2.log" | tail -3)"
 fi
+# A grace period mpirun cannot read (it was passed on as it was).
+KDGRAPH_STOP_GRACE=abc bash launch/local.sh 2 selftest >"$tmp/grace.log" 2>&1; rc=$?
+if [ "$rc" = 2 ] && grep -q "KDGRAPH_STOP_GRACE must be whole seconds, got 'abc'" "$tmp/grace.log" \
+   && ! grep -q '"ok"' "$tmp/grace.log"; then ok "local.sh with KDGRAPH_STOP_GRACE=abc: refused (exit 2)"
+else ko "KDGRAPH_STOP_GRACE=abc" "exit $rc: $(tail -2 "$tmp/grace.log")"; fi
 
 # Bad input: every rank fails with the file and the key, non-zero exit, no output written.
 bad="$tmp/bad.yaml"
