@@ -19,11 +19,9 @@ public struct LossInputs {
     public var studentLogits: Tensor?
     /// Teacher embedding `t` `[B·V, D_t]` (for a foundation-model teacher, its image features `f`).
     public var teacherEmbedding: Tensor?
-    /// Teacher logits `z^T` `[B·V, C]` (a network teacher's classifier output).
+    /// Teacher logits `z^T` `[B·V, C]`: a network teacher's classifier output, or a foundation-model
+    /// teacher's prompt logits (`prgTeacher`, from its image embeddings and `teacher.prompts`).
     public var teacherLogits: Tensor?
-    /// Prompt-derived teacher logits of a foundation-model teacher (`prgTeacher`); PRG prefers them
-    /// over `teacherLogits` when present.
-    public var promptTeacherLogits: Tensor?
     /// Class proxies `p_c` `[C, D_t]` in the teacher's space.
     public var proxies: Tensor?
     /// Ground-truth labels, one per sample (`B`) or per row (`B·V`); only `ce` and KD's `ce_weight` read them.
@@ -49,14 +47,13 @@ public struct LossInputs {
 
     public init(plan: BatchPlan, views: Int = 1,
                 studentFeatures: Tensor? = nil, studentEmbedding: Tensor? = nil, studentLogits: Tensor? = nil,
-                teacherEmbedding: Tensor? = nil, teacherLogits: Tensor? = nil, promptTeacherLogits: Tensor? = nil,
-                proxies: Tensor? = nil, labels: [Int]? = nil, step: Int = 0, comm: Communicator? = nil,
+                teacherEmbedding: Tensor? = nil, teacherLogits: Tensor? = nil, proxies: Tensor? = nil, labels: [Int]? = nil, step: Int = 0, comm: Communicator? = nil,
                 exact: Bool = false) {
         self.plan = plan; self.views = views; self.step = step; self.comm = comm; self.exact = exact
         shard = plan.share
         self.studentFeatures = studentFeatures; self.studentEmbedding = studentEmbedding
         self.studentLogits = studentLogits; self.teacherEmbedding = teacherEmbedding
-        self.teacherLogits = teacherLogits; self.promptTeacherLogits = promptTeacherLogits
+        self.teacherLogits = teacherLogits
         self.proxies = proxies; self.labels = labels
     }
 

@@ -163,8 +163,8 @@ public func prgLoss(studentEmbedding s: Tensor, studentLogits zs: Tensor, teache
     return LossShare(value: out, terms: [("node", node), ("edge", edge), ("pseudo_label", pl)])
 }
 
-/// `prg`: Proxy Relational Graph (proxies and teacher logits from `LossInputs`; prompt-derived ones
-/// preferred, computed by the teacher with `teacher.clip_scale`).
+/// `prg`: Proxy Relational Graph (proxies and teacher logits from `LossInputs`; for a foundation-model
+/// teacher both come from its prompts, computed by the teacher with `teacher.clip_scale`).
 public struct PRGTerm: LossTerm {
     public let kind = "prg"
     public var weight: Float, parameters: PRGParameters
@@ -174,7 +174,7 @@ public struct PRGTerm: LossTerm {
         let s = try x.require(x.studentEmbedding, kind, "student embedding")
         let zs = try x.require(x.studentLogits, kind, "student logits")
         let t = try x.require(x.teacherEmbedding, kind, "teacher embedding")
-        let zt = try x.require(x.promptTeacherLogits ?? x.teacherLogits, kind, "teacher logits")
+        let zt = try x.require(x.teacherLogits, kind, "teacher logits")
         guard let p = x.proxies else { throw LossError.missingInput(loss: kind, input: "proxies") }
         return try prgLoss(studentEmbedding: s, studentLogits: zs, teacherEmbedding: t, teacherLogits: zt, proxies: p,
                            parameters: parameters, rows: x.shardRows)

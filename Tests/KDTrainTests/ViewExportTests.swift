@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import KDData
 import KDFormats
+import KDLosses
 import KDModels
 import KDTensor
 import KDTestSupport
@@ -21,7 +22,8 @@ final class ViewExportTests: XCTestCase {
 
     override func tearDownWithError() throws { tmp?.remove() }
 
-    func config(teacher: String, out: String) throws -> KDConfig {
+    func config(teacher: String, out: String, loss: String = "[{kind: rkd, distance_weight: 25, angle_weight: 50}]")
+        throws -> KDConfig {
         let yaml = """
         seed: 6
         mode: distill
@@ -29,7 +31,7 @@ final class ViewExportTests: XCTestCase {
         views: 2, augment: true, prefetch: false}
         teacher: \(teacher)
         student: {model: resnet8, batch_norm: sync}
-        loss: [{kind: rkd, distance_weight: 25, angle_weight: 50}]
+        loss: \(loss)
         optim: {kind: sgd, lr: 0.01, momentum: 0.9, schedule: cosine}
         train: {steps: 12, log_every: 1}
         output: {dir: "\(dir)/\(out)"}
@@ -104,6 +106,37 @@ final class ViewExportTests: XCTestCase {
         XCTAssertThrowsError(try losses(config(teacher: "{kind: embeddings, embeddings: \"\(dir)/emb.npy\"}",
                                                out: "c"))) { e in
             XCTAssertTrue("\(e)".contains("teacher.cache.rounds is 0"), "\(e)")
+        }
+    }
+
+    /// An embeddings teacher with `teacher.prompts` gives every term that reads teacher logits its prompt logits
+    /// (`prgTeacher`): `kd` and `vrm` failed at the first step with "missing input 'teacher logits'" (only `prg`
+    /// read them, from a field of their own), though the config accepted them.
+    func testAnEmbeddingsTeachersPromptLogitsReachEveryTermThatReadsTeacherLogits() throws {
+        let (N, D, C) = (40, 12, 5)
+        var rng = KDRandom(keys: 0xE3B, 1)
+        try NPYWriter.write(Tensor.randn([N, D], rng: &rng).array, shape: [N, D], to: "\(dir)/emb.npy")
+        try NPYWriter.write(Tensor.randn([2, C, D], rng: &rng).array, shape: [2, C, D], to: "\(dir)/prompts.npy")
+        let teacher = "{kind: embeddings, embeddings: \"\(dir)/emb.npy\", prompts: \"\(dir)/prompts.npy\"}"
+        let cfg = try config(teacher: teacher, out: "p", loss: "[{kind: kd}, {kind: vrm}, {kind: prg}]")
+        let prompts = try PromptEmbeddings.load(path: "\(dir)/prompts.npy", classes: C)
+        _ = try InProcessWorld(size: 1).run { comm in
+            let t = try Trainer(config: cfg, comm: comm)
+            let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: 2, depth: 1)
+            defer { stream.shutdown() }
+            while let b = try stream.next() {
+                // What the teacher side hands the terms: the prompt logits of its embeddings, bit for bit.
+                let out = try XCTUnwrap(t.teacher)(b)
+                let expected = try prgTeacher(features: out.embedding, prompts: prompts, clipScale: 100).logits
+                XCTAssertEqual(try XCTUnwrap(out.logits).array, expected.array)
+                try t.step(b)
+                let record = try XCTUnwrap(t.lastRecord)
+                let terms = Dictionary(uniqueKeysWithValues: record.terms.map { ($0.name, $0.value) })
+                for name in ["loss/kd", "loss/vrm", "loss/prg"] {
+                    let v = try XCTUnwrap(terms[name], "\(name) missing: \(terms.keys.sorted())")
+                    XCTAssertTrue(v.isFinite && v != 0, "\(name) = \(v)")
+                }
+            }
         }
     }
 }

@@ -73,7 +73,6 @@ public enum LossProjection {
                           studentLogits: grow(inputs.studentLogits, trainable: true),
                           teacherEmbedding: grow(inputs.teacherEmbedding, trainable: false),
                           teacherLogits: grow(inputs.teacherLogits, trainable: false),
-                          promptTeacherLogits: grow(inputs.promptTeacherLogits, trainable: false),
                           proxies: inputs.proxies, labels: labels, step: inputs.step, comm: comm,
                           exact: inputs.exact)
         // Deterministic training: the student rows keep their loss blocks' gradients apart, as gathered.
@@ -117,7 +116,7 @@ public enum LossProjection {
                 terms[name] = PhaseTimer.percentile(times, 0.5)
             }
             let inputs = [grown.studentFeatures, grown.studentEmbedding, grown.studentLogits, grown.teacherEmbedding,
-                          grown.teacherLogits, grown.promptTeacherLogits].compactMap { $0 }
+                          grown.teacherLogits].compactMap { $0 }
             let inputBytes = inputs.reduce(0) { $0 + Double($1.count * MemoryLayout<Float>.stride) }
             Tape.reset()
             BufferPool.shared.resetPeak()

@@ -37,8 +37,8 @@ public final class TeacherSide {
 
     public struct Output {
         public var embedding: Tensor
+        /// The classifier's logits, or an embeddings teacher's prompt logits (nil without prompts).
         public var logits: Tensor?
-        public var promptLogits: Tensor?
     }
 
     /// The teacher of `source`; with `cacheStore` (a network teacher's `teacher.cache`, opened with the
@@ -80,18 +80,18 @@ public final class TeacherSide {
             case .network(let model):
                 if let cache {
                     let (feature, logits) = try cache.outputs(batch)
-                    return Output(embedding: feature, logits: logits, promptLogits: nil)
+                    return Output(embedding: feature, logits: logits)
                 }
                 if fused == nil { fused = FusedResNet(model) }
                 let (feature, logits) = try Self.forward(batch.images, model: model, fused: fused)
-                return Output(embedding: feature, logits: logits, promptLogits: nil)
+                return Output(embedding: feature, logits: logits)
             case .embeddings(let emb, let prompts):
                 let round = rounds > 0 ? batch.epoch % rounds : 0
                 let f = try emb.gather(data.fileRows(batch.indices), views: batch.views, round: round)
-                guard let prompts else { return Output(embedding: f, logits: nil, promptLogits: nil) }
+                guard let prompts else { return Output(embedding: f, logits: nil) }
                 let (logits, proxies) = try prgTeacher(features: f, prompts: prompts, clipScale: clipScale)
                 if self.proxies == nil { self.proxies = proxies }
-                return Output(embedding: f, logits: nil, promptLogits: logits)
+                return Output(embedding: f, logits: logits)
             }
         }
     }

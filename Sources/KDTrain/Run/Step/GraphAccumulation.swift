@@ -109,9 +109,7 @@ extension TeacherSide.Output {
     /// The chunks' teacher outputs of pass 1, rows in order.
     init(concatenating parts: [TeacherSide.Output]) throws {
         self.init(embedding: try rowsJoined(parts.map(\.embedding)),
-                  logits: try parts.first?.logits == nil ? nil : rowsJoined(parts.compactMap(\.logits)),
-                  promptLogits: try parts.first?.promptLogits == nil ? nil
-                      : rowsJoined(parts.compactMap(\.promptLogits)))
+                  logits: try parts.first?.logits == nil ? nil : rowsJoined(parts.compactMap(\.logits)))
     }
 }
 

@@ -104,7 +104,7 @@ final class NonFiniteGuard {
     /// one all-reduce of the two flags gives every rank the same cause, even when only one rank's batch
     /// or teacher output is bad.
     func cause(batch: Batch, teacher t: TeacherSide.Output?) throws -> NonFiniteCause {
-        let teacherFinite = t.map { [$0.embedding, $0.logits, $0.promptLogits].allSatisfy(Self.finite) } ?? true
+        let teacherFinite = t.map { [$0.embedding, $0.logits].allSatisfy(Self.finite) } ?? true
         var flags = [Self.finite(batch.images) ? 0.0 : 1, teacherFinite ? 0 : 1]
         try comm.allReduce(&flags, op: .sum)
         if flags[0] > 0 { return .data(dataName) }

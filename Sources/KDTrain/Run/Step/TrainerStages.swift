@@ -50,7 +50,6 @@ extension Trainer: StepStages {
             studentLogits: try gather(s.logits, .studentLogits, grad: true),
             teacherEmbedding: try gather(t?.embedding, .teacherEmbedding, grad: false),
             teacherLogits: try gather(t?.logits, .teacherLogits, grad: false),
-            promptTeacherLogits: try gather(t?.promptLogits, .teacherLogits, grad: false),
             proxies: teacher?.proxies, labels: labels, step: step, comm: comm, exact: sharing == .exactBlocks)
         for o in observers { o.lossInputsGathered(inputs, step: step) }
         return (inputs, ledger)
