@@ -47,8 +47,8 @@ public struct LossInputs {
 
     public init(plan: BatchPlan, views: Int = 1,
                 studentFeatures: Tensor? = nil, studentEmbedding: Tensor? = nil, studentLogits: Tensor? = nil,
-                teacherEmbedding: Tensor? = nil, teacherLogits: Tensor? = nil, proxies: Tensor? = nil, labels: [Int]? = nil, step: Int = 0, comm: Communicator? = nil,
-                exact: Bool = false) {
+                teacherEmbedding: Tensor? = nil, teacherLogits: Tensor? = nil, proxies: Tensor? = nil,
+                labels: [Int]? = nil, step: Int = 0, comm: Communicator? = nil, exact: Bool = false) {
         self.plan = plan; self.views = views; self.step = step; self.comm = comm; self.exact = exact
         shard = plan.share
         self.studentFeatures = studentFeatures; self.studentEmbedding = studentEmbedding
