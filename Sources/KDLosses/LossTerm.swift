@@ -19,15 +19,16 @@ public protocol LossTerm {
     /// evaluates all its blocks at once instead (its collectives must match on every rank, whatever
     /// the rank's number of blocks), forming each sum per block with `inputs.blockSums`.
     func evaluateBlocks(_ inputs: LossInputs) throws -> [LossShare]
-    /// Why the term cannot run on graphs of `rows` rows, naming its key, or nil (`spectral`'s `k` beyond the
-    /// rows); `graph` says which graph, e.g. "a batch's graph has 64 rows (data.global_batch × data.views)".
-    /// Checked with the config for a full batch, and when the run starts for an epoch's last partial batch.
-    func refusal(rows: Int, graph: String) -> (key: String, message: String)?
+    /// Why the term cannot run on graphs of `rows` rows, naming its key (nil: the entry as a whole), or nil:
+    /// `spectral`'s `k` beyond the rows, `rkd` on fewer than 3. `graph` says which graph, e.g. "a batch's
+    /// graph has 64 rows (data.global_batch × data.views)". Checked with the config for a full batch, and
+    /// when the run starts for an epoch's last partial batch.
+    func refusal(rows: Int, graph: String) -> (key: String?, message: String)?
 }
 
 extension LossTerm {
     public func evaluateBlocks(_ inputs: LossInputs) throws -> [LossShare] { try evaluateEachBlock(inputs) }
-    public func refusal(rows: Int, graph: String) -> (key: String, message: String)? { nil }
+    public func refusal(rows: Int, graph: String) -> (key: String?, message: String)? { nil }
 
     /// `evaluate` on each loss block's samples, recorded as that block's (one share when not `exact`).
     public func evaluateEachBlock(_ inputs: LossInputs) throws -> [LossShare] {

@@ -12,6 +12,14 @@ public struct RKDTerm: LossTerm {
     public var angleAnchors: Int?, anglePartners: Int?, seed: UInt64
     public var needs: LossNeeds { [useEmbedding ? .studentEmbedding : .studentFeatures, .teacherEmbedding] }
 
+    /// Fewer than 3 rows carry no relation: the distances, divided by their mean, are the constant 1 for 2
+    /// rows (the loss is 0 whatever the student does) and undefined for 1 (NaN), and an angle needs 3 points.
+    public func refusal(rows: Int, graph: String) -> (key: String?, message: String)? {
+        guard rows < 3 else { return nil }
+        return (nil, "rkd needs a graph of at least 3 rows (its distances are divided by their mean, the constant 1 "
+                + "for 2 rows, and an angle needs 3 points), but \(graph)")
+    }
+
     public func evaluate(_ x: LossInputs) throws -> LossShare {
         try x.validate(kind)
         let (s, t) = try inputs(x)

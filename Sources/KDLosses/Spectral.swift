@@ -442,8 +442,10 @@ public struct SpectralTerm: LossTerm {
         return shares.map { LossShare(value: $0.value, terms: []) }
     }
 
-    /// A graph of `rows` rows has `rows` eigenvectors; a `k` beyond them would fail at the step that builds it.
-    public func refusal(rows: Int, graph: String) -> (key: String, message: String)? {
+    /// A graph of `rows` rows has `rows` eigenvectors, and one row no spectrum: a `k` beyond them, or a single
+    /// row, would fail at the step that builds it.
+    public func refusal(rows: Int, graph: String) -> (key: String?, message: String)? {
+        if rows < 2 { return (nil, "spectral needs a graph of at least 2 rows, but \(graph)") }
         guard let k, k > rows else { return nil }
         return ("k", "\(k) eigenvectors, but \(graph), so at most \(rows)")
     }

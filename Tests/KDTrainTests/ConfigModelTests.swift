@@ -256,6 +256,21 @@ final class ConfigModelTests: XCTestCase {
                        "s.yaml: loss.0.k: 33 eigenvectors, but a batch's graph has 32 rows (data.global_batch × "
                        + "data.views), so at most 32 (line 4)")
         XCTAssertNoThrow(try KDConfig.parse(yaml: spectral, file: "s.yaml", overrides: ["loss.0.k=32"]))
+        XCTAssertEqual(message { _ = try KDConfig.parse(yaml: spectral, file: "s.yaml",
+                                                          overrides: ["data.global_batch=1", "data.views=1"]) },
+                       "s.yaml: loss.0: spectral needs a graph of at least 2 rows, but a batch's graph has 1 row "
+                       + "(data.global_batch × data.views) (line 4)")
+        // rkd on fewer than 3 rows: NaN at the first step (1 row), or a loss of 0 whatever the student does (2).
+        let rkd = "mode: distill\nteacher: {checkpoint: t.safetensors}\nloss: [{kind: ce}, {kind: rkd}]\n"
+        for (batch, views) in [(1, 1), (2, 1), (1, 2)] {
+            let yaml = rkd + "data: {global_batch: \(batch), views: \(views)}\n"
+            XCTAssertEqual(message { _ = try KDConfig.parse(yaml: yaml, file: "r.yaml") },
+                           "r.yaml: loss.1: rkd needs a graph of at least 3 rows (its distances are divided by their "
+                           + "mean, the constant 1 for 2 rows, and an angle needs 3 points), but a batch's graph has "
+                           + "\(batch * views) row\(batch * views == 1 ? "" : "s") (data.global_batch × data.views) "
+                           + "(line 3)")
+        }
+        XCTAssertNoThrow(try KDConfig.parse(yaml: rkd + "data: {global_batch: 3}\n", file: "r.yaml"))
     }
 
     func testAMalformedFileIsNotReportedAsEmpty() throws {

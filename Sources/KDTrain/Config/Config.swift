@@ -640,9 +640,9 @@ extension KDConfig {
         // mpirun starts the ranks).
         for (i, entry) in loss.enumerated() where mode == .distill {
             let rows = data.globalBatch * data.views
-            if let r = entry.term.refusal(rows: rows, graph: "a batch's graph has \(rows) rows (data.global_batch × "
-                                                + "data.views)") {
-                throw fail("loss.\(i).\(r.key)", r.message)
+            if let r = entry.term.refusal(rows: rows, graph: "a batch's graph has \(rows) row\(rows == 1 ? "" : "s") "
+                                                + "(data.global_batch × data.views)") {
+                throw fail("loss.\(i)" + (r.key.map { ".\($0)" } ?? ""), r.message)
             }
             let needs = entry.term.needs
             if needs.contains(.twoViews) && data.views < 2 {

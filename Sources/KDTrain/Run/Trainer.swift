@@ -247,11 +247,13 @@ extension Trainer {
             return
         }
         let rows = rest * views
-        let graph = "the last batch of each epoch has \(rows) rows (\(trainCount) training samples, data.global_batch "
-            + "\(config.data.globalBatch): \(rest) samples × \(views) view\(views == 1 ? "" : "s"))"
+        func counted(_ n: Int, _ what: String) -> String { "\(n) \(what)\(n == 1 ? "" : "s")" }
+        let graph = "the last batch of each epoch has \(counted(rows, "row")) (\(trainCount) training samples, "
+            + "data.global_batch \(config.data.globalBatch): \(counted(rest, "sample")) × \(counted(views, "view")))"
         for (i, entry) in config.loss.enumerated() {
             if let r = entry.term.refusal(rows: rows, graph: graph) {
-                throw config.configError("loss.\(i).\(r.key)", r.message + "; data.drop_last: true skips that batch")
+                throw config.configError("loss.\(i)" + (r.key.map { ".\($0)" } ?? ""),
+                                         r.message + "; data.drop_last: true skips that batch")
             }
         }
     }
