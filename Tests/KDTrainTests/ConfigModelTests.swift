@@ -217,6 +217,23 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertEqual(byDefault.dataNotes(evalIsHeldOut: false, evalName: "d/test_images.npy"), [])
     }
 
+    /// A folder of feature rows takes none of the image keys: each set was ignored without a word.
+    func testImageKeysOfAFeatureRowSourceAreNamed() throws {
+        let c = try KDConfig.parse(yaml: "data: {source: npy, path: d, image_size: 32, mean: [0.5], std: [0.2], "
+                                   + "flip: false, crop_padding: 2}\n", file: "f.yaml")
+        let why = "d/train_features.npy holds feature rows, which are neither resized, normalised nor augmented"
+        XCTAssertEqual(c.dataNotes(evalIsHeldOut: true, evalName: "", featureRows: "d/train_features.npy"),
+                       ["data.image_size", "data.mean", "data.std", "data.flip", "data.crop_padding"]
+                        .map { "\($0) is set but not used: \(why)" })
+        XCTAssertEqual(c.dataNotes(evalIsHeldOut: true, evalName: ""), [], "images: every key read")
+        // Without augmentation the augmentation's keys are named once, by unusedKeyNotes.
+        var off = c; off.data.augment = false
+        XCTAssertEqual(off.dataNotes(evalIsHeldOut: true, evalName: "", featureRows: "d/train_features.npy").count, 3)
+        XCTAssertEqual(off.unusedKeyNotes.filter { $0.hasPrefix("data.flip") || $0.hasPrefix("data.crop") }.count, 2)
+        let plain = try KDConfig.parse(yaml: "data: {source: npy, path: d}\n", file: "f.yaml")
+        XCTAssertEqual(plain.dataNotes(evalIsHeldOut: true, evalName: "", featureRows: "d/train_features.npy"), [])
+    }
+
     /// Schedule settings the run never reaches are named once the steps are known (they were silent).
     func testScheduleSettingsPastTheRunAreNamed() throws {
         let c = try KDConfig.parse(yaml: "optim: {schedule: step, milestones: [100, 500, 900], warmup_steps: 600}\n")

@@ -107,11 +107,24 @@ extension KDConfig {
 
 extension KDConfig {
     /// Keys the opened data does not read (known once the files are seen): `data.eval_fraction` when a file
-    /// source has its own test split. Rank 0 logs each as a warning when the run starts, as `unusedKeyNotes`.
-    public func dataNotes(evalIsHeldOut: Bool, evalName: String) -> [String] {
-        guard data.source != .synthetic, !evalIsHeldOut, data.evalFraction != KDConfig().data.evalFraction else {
-            return []
+    /// source has its own test split; the image keys (`data.image_size`, `data.mean`, `data.std`, and the
+    /// augmentation's `data.flip`, `data.crop_padding`) when the folder holds feature rows (`featureRows`: the
+    /// training file). Rank 0 logs each as a warning when the run starts, as `unusedKeyNotes`.
+    public func dataNotes(evalIsHeldOut: Bool, evalName: String, featureRows: String? = nil) -> [String] {
+        let d = KDConfig()
+        var notes: [String] = []
+        if data.source != .synthetic, !evalIsHeldOut, data.evalFraction != d.data.evalFraction {
+            notes.append("data.eval_fraction is set but not used: the evaluation split is the test file \(evalName)")
         }
-        return ["data.eval_fraction is set but not used: the evaluation split is the test file \(evalName)"]
+        if let featureRows {
+            let why = "\(featureRows) holds feature rows, which are neither resized, normalised nor augmented"
+            let keys = [("data.image_size", data.imageSize != nil), ("data.mean", data.mean != nil),
+                        ("data.std", data.std != nil),
+                        // With data.augment: false these two are named by `unusedKeyNotes` already.
+                        ("data.flip", data.augment && data.flip != d.data.flip),
+                        ("data.crop_padding", data.augment && data.cropPadding != d.data.cropPadding)]
+            for (key, set) in keys where set { notes.append("\(key) is set but not used: \(why)") }
+        }
+        return notes
     }
 }

@@ -104,7 +104,8 @@ public final class Trainer {
         try Self.refuseThePartialBatch(config: config, trainCount: data.trainCount, sampler: sampler,
                                        totalSteps: totalSteps)
         if comm.rank == 0 {
-            let notes = config.dataNotes(evalIsHeldOut: data.evalIsHeldOut, evalName: data.evalName)
+            let notes = config.dataNotes(evalIsHeldOut: data.evalIsHeldOut, evalName: data.evalName,
+                                         featureRows: data.isFeatures ? data.trainName : nil)
                 + config.scheduleNotes(totalSteps: totalSteps)
             for note in notes {
                 Runtime.logger.warning("\(config.file): \(note)")
