@@ -232,6 +232,16 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertEqual(off.unusedKeyNotes.filter { $0.hasPrefix("data.flip") || $0.hasPrefix("data.crop") }.count, 2)
         let plain = try KDConfig.parse(yaml: "data: {source: npy, path: d}\n", file: "f.yaml")
         XCTAssertEqual(plain.dataNotes(evalIsHeldOut: true, evalName: "", featureRows: "d/train_features.npy"), [])
+        var cached = plain; cached.teacher.cache.rounds = 3
+        XCTAssertEqual(cached.dataNotes(evalIsHeldOut: true, evalName: "", featureRows: "d/train_features.npy"), [],
+                       "supervised: no teacher")
+        cached.mode = .distill
+        XCTAssertEqual(cached.dataNotes(evalIsHeldOut: true, evalName: "", featureRows: "d/train_features.npy"),
+                       ["teacher.cache.rounds is 3, but rounds of feature rows are all the same rows "
+                        + "(d/train_features.npy is not augmented): 1 round holds every teacher output"])
+        cached.teacher.kind = .embeddings
+        XCTAssertEqual(cached.dataNotes(evalIsHeldOut: true, evalName: "", featureRows: "d/train_features.npy"), [],
+                       "an embeddings file may hold other outputs per round")
     }
 
     /// Schedule settings the run never reaches are named once the steps are known (they were silent).

@@ -109,7 +109,8 @@ extension KDConfig {
     /// Keys the opened data does not read (known once the files are seen): `data.eval_fraction` when a file
     /// source has its own test split; the image keys (`data.image_size`, `data.mean`, `data.std`, and the
     /// augmentation's `data.flip`, `data.crop_padding`) when the folder holds feature rows (`featureRows`: the
-    /// training file). Rank 0 logs each as a warning when the run starts, as `unusedKeyNotes`.
+    /// training file), and more than one `teacher.cache.rounds` of a network teacher on those rows (each round
+    /// the same; an embeddings teacher's file may hold other outputs per round). Rank 0 logs each as a warning when the run starts, as `unusedKeyNotes`.
     public func dataNotes(evalIsHeldOut: Bool, evalName: String, featureRows: String? = nil) -> [String] {
         let d = KDConfig()
         var notes: [String] = []
@@ -124,6 +125,10 @@ extension KDConfig {
                         ("data.flip", data.augment && data.flip != d.data.flip),
                         ("data.crop_padding", data.augment && data.cropPadding != d.data.cropPadding)]
             for (key, set) in keys where set { notes.append("\(key) is set but not used: \(why)") }
+            if mode == .distill && teacher.kind == .network && teacher.cache.rounds > 1 {
+                notes.append("teacher.cache.rounds is \(teacher.cache.rounds), but rounds of feature rows are all "
+                             + "the same rows (\(featureRows) is not augmented): 1 round holds every teacher output")
+            }
         }
         return notes
     }
