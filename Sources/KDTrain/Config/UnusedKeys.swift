@@ -110,7 +110,8 @@ extension KDConfig {
     /// source has its own test split; the image keys (`data.image_size`, `data.mean`, `data.std`, and the
     /// augmentation's `data.flip`, `data.crop_padding`) when the folder holds feature rows (`featureRows`: the
     /// training file), and more than one `teacher.cache.rounds` of a network teacher on those rows (each round
-    /// the same; an embeddings teacher's file may hold other outputs per round). Rank 0 logs each as a warning when the run starts, as `unusedKeyNotes`.
+    /// the same; an embeddings teacher's file may hold other outputs per round). Rank 0 logs each as a warning
+    /// when the run starts, as `unusedKeyNotes`.
     public func dataNotes(evalIsHeldOut: Bool, evalName: String, featureRows: String? = nil) -> [String] {
         let d = KDConfig()
         var notes: [String] = []
