@@ -217,6 +217,20 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertEqual(byDefault.dataNotes(evalIsHeldOut: false, evalName: "d/test_images.npy"), [])
     }
 
+    /// `student.embed_dim` sizes the projection head, which only terms reading the student's embedding build:
+    /// set for a run without one, it was ignored (a wrong size too).
+    func testAProjectionHeadSizeNoTermReadsIsNamed() throws {
+        let head = "student: {embed_dim: 64}\n"
+        let why = "student.embed_dim is set but not used: no loss term reads the student's embedding, the "
+            + "projection head's output (prg, spectral, rkd with input: embedding)"
+        XCTAssertEqual(try KDConfig.parse(yaml: head).unusedKeyNotes, [why], "supervised")
+        let distill = "mode: distill\nteacher: {checkpoint: t.safetensors}\n" + head
+        XCTAssertEqual(try KDConfig.parse(yaml: distill + "loss: [{kind: kd}, {kind: rkd}]\n").unusedKeyNotes, [why])
+        for reads in ["{kind: prg}", "{kind: spectral}", "{kind: rkd, input: embedding}"] {
+            XCTAssertEqual(try KDConfig.parse(yaml: distill + "loss: [\(reads)]\n").unusedKeyNotes, [], reads)
+        }
+    }
+
     /// A folder of feature rows takes none of the image keys: each set was ignored without a word.
     func testImageKeysOfAFeatureRowSourceAreNamed() throws {
         let c = try KDConfig.parse(yaml: "data: {source: npy, path: d, image_size: 32, mean: [0.5], std: [0.2], "
