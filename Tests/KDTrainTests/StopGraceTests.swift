@@ -9,9 +9,10 @@ final class StopGraceTests: XCTestCase {
         let bare = ["OMPI_COMM_WORLD_SIZE": "2"]
         let m = try XCTUnwrap(Runtime.stopGraceWarning(stepSeconds: 4.7, environment: bare))
         XCTAssertEqual(m, "mpirun gives the ranks 1 s between SIGTERM and SIGKILL (odls_base_sigkill_timeout, "
-                       + "OpenMPI's default) but a step took 4.7 s: a Ctrl-C would kill them mid-step and lose the "
-                       + "work since the last checkpoint. Launch with launch/local.sh (KDGRAPH_STOP_GRACE) or mpirun "
-                       + "--mca odls_base_sigkill_timeout 30 for a safe stop (docs/launch.md)")
+                       + "OpenMPI's default) but a step took 4.7 s, and a stop needs the step, its checkpoint and "
+                       + "MPI's shutdown (taken as two steps and a second): a Ctrl-C would kill them mid-step and lose "
+                       + "the work since the last checkpoint. Launch with launch/local.sh (KDGRAPH_STOP_GRACE) or "
+                       + "mpirun --mca odls_base_sigkill_timeout 30 for a safe stop (docs/launch.md)")
         var set = bare
         set["OMPI_MCA_odls_base_sigkill_timeout"] = "5"
         XCTAssertTrue(try XCTUnwrap(Runtime.stopGraceWarning(stepSeconds: 20, environment: set))
@@ -23,5 +24,8 @@ final class StopGraceTests: XCTestCase {
         set["OMPI_MCA_odls_base_sigkill_timeout"] = "30"
         XCTAssertNil(Runtime.stopGraceWarning(stepSeconds: 4.7, environment: set))
         XCTAssertNil(Runtime.stopGraceWarning(stepSeconds: 4.7, environment: [:]))
+        // A step of a few milliseconds still needs its checkpoint and MPI's shutdown: OpenMPI's 1 s is not enough.
+        XCTAssertTrue(try XCTUnwrap(Runtime.stopGraceWarning(stepSeconds: 0.02, environment: bare))
+            .contains("but a step took 0.0 s, and a stop needs the step, its checkpoint and MPI's shutdown"))
     }
 }

@@ -49,8 +49,9 @@ public enum Runtime {
         guard grace < 2 * stepSeconds + 1 else { return nil }
         let suggested = max(30, Int((3 * stepSeconds).rounded(.up)))
         return String(format: "mpirun gives the ranks %g s between SIGTERM and SIGKILL (odls_base_sigkill_timeout%@) "
-                      + "but a step took %.1f s: a Ctrl-C would kill them mid-step and lose the work since the last "
-                      + "checkpoint. Launch with launch/local.sh (KDGRAPH_STOP_GRACE) or mpirun --mca "
+                      + "but a step took %.1f s, and a stop needs the step, its checkpoint and MPI's shutdown (taken "
+                      + "as two steps and a second): a Ctrl-C would kill them mid-step and lose the work since the "
+                      + "last checkpoint. Launch with launch/local.sh (KDGRAPH_STOP_GRACE) or mpirun --mca "
                       + "odls_base_sigkill_timeout %d for a safe stop (docs/launch.md)",
                       grace, setting == nil ? ", OpenMPI's default" : "", stepSeconds, suggested)
     }
