@@ -231,6 +231,17 @@ final class ConfigModelTests: XCTestCase {
         }
     }
 
+    /// `comm.link_probe_every` measures the links between hosts: set for a run on one host it did nothing, silently.
+    func testALinkProbePeriodOnOneHostIsNamed() throws {
+        let set = try KDConfig.parse(yaml: "comm: {link_probe_every: 5}\n", file: "c.yaml")
+        XCTAssertEqual(Trainer.linkProbeUnusedNote(config: set, hosts: ["h0", "h0"]),
+                       "comm.link_probe_every is set but not used: the link probe measures the links between hosts, "
+                       + "and every rank runs on h0")
+        XCTAssertNil(Trainer.linkProbeUnusedNote(config: set, hosts: ["h0", "h1"]), "two hosts: probed")
+        XCTAssertNil(Trainer.linkProbeUnusedNote(config: try KDConfig.parse(yaml: "seed: 1\n"), hosts: ["h0", "h0"]),
+                     "the default period: nothing set, nothing to say")
+    }
+
     /// A folder of feature rows takes none of the image keys: each set was ignored without a word.
     func testImageKeysOfAFeatureRowSourceAreNamed() throws {
         let c = try KDConfig.parse(yaml: "data: {source: npy, path: d, image_size: 32, mean: [0.5], std: [0.2], "

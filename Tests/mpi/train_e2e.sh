@@ -304,7 +304,11 @@ else ko "bench --pytorch auto" "$(echo "$msg" | tail -2)"; fi
 # is installed (it is not installed for this test: SKIP otherwise).
 tb="$tmp/tb"
 if mpi 2 train --config Tests/mpi/configs/tiny-teacher.yaml --set output.dir="$tb" --set train.steps=10 \
-     --set output.tensorboard=true >"$tmp/tb.log" 2>&1; then
+     --set output.tensorboard=true --set comm.link_probe_every=4 >"$tmp/tb.log" 2>&1; then
+  # One host: the probe period the run was given is named once (by rank 0), not dropped without a word.
+  if [ "$(grep -c "comm.link_probe_every is set but not used: the link probe measures the links between hosts" \
+       "$tmp/tb.log")" = 1 ]; then ok "comm.link_probe_every on one host: named once"
+  else ko "comm.link_probe_every on one host" "$(grep -c link_probe "$tmp/tb.log") lines"; fi
   events=("$tb"/tensorboard/events.out.tfevents.*)
   if [ "${#events[@]}" != 1 ] || [ ! -s "${events[0]}" ]; then
     ko "tensorboard: one event file" "found: $(ls "$tb/tensorboard" 2>&1 | tr '\n' ' ')"

@@ -11,13 +11,28 @@ extension Trainer {
         return first || s % every == 0
     }
 
+    /// Why a `comm.link_probe_every` the user set does nothing, when every rank of `hosts` is on one host, or nil.
+    static func linkProbeUnusedNote(config: KDConfig, hosts: [String]) -> String? {
+        guard Set(hosts).count == 1, config.comm.linkProbeEvery != KDConfig().comm.linkProbeEvery else { return nil }
+        return "comm.link_probe_every is set but not used: the link probe measures the links between hosts, and every "
+            + "rank runs on \(hosts[0])"
+    }
+
     /// Runs the link probe (`LinkProbe`: nothing on one host) and keeps its result for the following
     /// step records; rank 0 logs it, as a warning when it names a straggler. Only a report: nothing the
     /// run computes depends on it.
     func probeLinks() throws {
         let hosts = try hostNames ?? LinkProbe.hostNames(comm)
         hostNames = hosts
-        guard let report = try LinkProbe.run(comm, hosts: hosts) else { return }
+        guard let report = try LinkProbe.run(comm, hosts: hosts) else {
+            // One host: nothing to probe. A period the user set is named once, not dropped without a word.
+            if comm.rank == 0 && !linkProbeUnusedNoted,
+               let note = Self.linkProbeUnusedNote(config: config, hosts: hosts) {
+                log.warning("\(config.file): \(note)")
+            }
+            linkProbeUnusedNoted = true
+            return
+        }
         linkCheck = LinkCheck(afterStep: step, report: report)
         guard comm.rank == 0 else { return }
         let line = "link probe after step \(step) (\(report.hosts.count) hosts, "
