@@ -260,4 +260,6 @@ public struct LossNeeds: OptionSet, Sendable {
     public static let proxies = LossNeeds(rawValue: 1 << 6)
     /// Two views per sample (`data.views ≥ 2`).
     public static let twoViews = LossNeeds(rawValue: 1 << 7)
+    /// What the teacher provides: a term needing none of it leaves the teacher unrun.
+    public static let teacherOutputs: LossNeeds = [.teacherEmbedding, .teacherLogits, .proxies]
 }

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import KDTestSupport
+import KDData
 @testable import KDTrain
 import Yams
 
@@ -240,6 +241,41 @@ final class ConfigModelTests: XCTestCase {
         XCTAssertNil(Trainer.linkProbeUnusedNote(config: set, hosts: ["h0", "h1"]), "two hosts: probed")
         XCTAssertNil(Trainer.linkProbeUnusedNote(config: try KDConfig.parse(yaml: "seed: 1\n"), hosts: ["h0", "h0"]),
                      "the default period: nothing set, nothing to say")
+    }
+
+    /// A distillation config whose terms read nothing of the teacher (`loss: [{kind: ce}]`) ran the teacher every
+    /// step for nothing, without a word: it is now not run, and the teacher section is named as unused.
+    func testATeacherNoTermReadsIsNamedAndNotRun() throws {
+        let tmp = try TemporaryDirectory(prefix: "kdgraph-unread-teacher-")
+        defer { tmp.remove() }
+        let yaml = """
+            seed: 1
+            mode: distill
+            data: {source: synthetic, classes: 4, image_size: 8, train_size: 32, eval_size: 8, global_batch: 8}
+            teacher: {kind: network, model: mlp, hidden: [8], init: random}
+            student: {model: mlp, hidden: [8]}
+            loss: [{kind: ce}]
+            train: {steps: 1}
+            output: {dir: "\(tmp.path)/run"}
+            """
+        let ce = try KDConfig.parse(yaml: yaml, file: "c.yaml")
+        XCTAssertEqual(ce.unusedKeyNotes, ["teacher is set but not used: no loss term reads the teacher's outputs "
+                                           + "(loss: ce), so the teacher does not run (mode: supervised trains on "
+                                           + "the labels without one)"])
+        let kd = try KDConfig.parse(yaml: yaml, file: "c.yaml", overrides: ["loss=[{kind: ce}, {kind: kd}]"])
+        XCTAssertEqual(kd.unusedKeyNotes, [])
+        for (config, runs) in [(ce, false), (kd, true)] {
+            _ = try InProcessWorld(size: 1).run { comm in
+                var config = config
+                config.output.dir = tmp.file("run-" + config.loss.map(\.kind).joined(separator: "-"))
+                let t = try Trainer(config: config, comm: comm)
+                let stream = t.data.stream(t.sampler, from: SamplerPosition(epoch: 0, step: 0), steps: 1, depth: 1)
+                defer { stream.shutdown() }
+                let batch = try XCTUnwrap(try stream.next())
+                XCTAssertEqual(try t.teacherOutputs(batch) != nil, runs, "\(config.loss.map(\.kind))")
+                try t.step(batch)
+            }
+        }
     }
 
     /// A folder of feature rows takes none of the image keys: each set was ignored without a word.

@@ -1,4 +1,5 @@
 import Foundation
+import KDLosses
 import KDModels
 
 /// Keys given a value (other than their default) that this run does not read: a supervised run's teacher and
@@ -22,6 +23,10 @@ extension KDConfig {
         if mode == .supervised {
             note("teacher", teacher != d.teacher, "a supervised run has no teacher (mode: supervised)")
             note("loss", !loss.isEmpty, "a supervised run trains on cross-entropy with the labels (mode: supervised)")
+        } else if !loss.contains(where: { !$0.term.needs.isDisjoint(with: .teacherOutputs) }) {
+            note("teacher", true, "no loss term reads the teacher's outputs (loss: "
+                 + loss.map(\.kind).joined(separator: ", ") + "), so the teacher does not run (mode: supervised "
+                 + "trains on the labels without one)")
         } else if teacher.kind == .network {
             let why = "a network teacher computes its own embeddings and logits (teacher.kind: network)"
             note("teacher.embeddings", teacher.embeddings != d.teacher.embeddings, why)

@@ -7,7 +7,12 @@ import KDTensor
 
 /// The trainer's stages ③–⑦, put in order by its pass schedule, and the one all-reduce that ends them.
 extension Trainer: StepStages {
-    func teacherOutputs(_ batch: Batch) throws -> TeacherSide.Output? { try teacher?(batch) }
+    /// The teacher's outputs for `batch`; nil without a teacher, or when no term reads them (`loss: [{kind: ce}]`
+    /// in a distillation config: the teacher would run every step for nothing).
+    func teacherOutputs(_ batch: Batch) throws -> TeacherSide.Output? {
+        guard !needs.isDisjoint(with: .teacherOutputs) else { return nil }
+        return try teacher?(batch)
+    }
 
     func studentForward(_ batch: Batch) throws -> StudentOutput {
         student.train(true)
