@@ -109,7 +109,10 @@ struct Eval: ParsableCommand {
             // Evaluation needs the student only: no teacher, no losses.
             config.mode = .supervised
             config.loss = []
-            let trainer = try Trainer(config: config, comm: comm)
+            let trainer: Trainer
+            do { trainer = try Trainer(config: config, comm: comm) } catch where self.config == nil {
+                throw CheckpointConfig.explainingMovedData(error, checkpoint: checkpoint)
+            }
             try trainer.loadWeights(checkpoint)
             let r = try trainer.evaluate()
             if comm.rank == 0 {

@@ -343,6 +343,19 @@ final class UserErrorTests: XCTestCase {
         XCTAssertNoThrow(try start(["train.steps=5", "loss.1.k=4"]))
     }
 
+    /// `eval --checkpoint` alone takes the training run's config from the checkpoint, data path included: data
+    /// moved since was only "runs/digits: missing data folder (data.path)", without where that path came from.
+    func testMovedDataOfACheckpointsConfigSaysWhereThePathCameFrom() {
+        let moved = CheckpointConfig.explainingMovedData(DataError.missingFile(path: "runs/digits",
+                                                                               what: "data folder (data.path)"),
+                                                         checkpoint: "c/final.safetensors")
+        XCTAssertEqual("\(moved)", "runs/digits: missing data folder (data.path): the path of the training run's "
+                       + "config, recorded in c/final.safetensors (kdgraph.config); name where the data is now with "
+                       + "--set data.path=DIR, or give --config")
+        let other = DataError.labelOutOfRange(path: "l.npy", index: 1, value: 7, classes: 4)
+        XCTAssertEqual("\(CheckpointConfig.explainingMovedData(other, checkpoint: "c"))", "\(other)")
+    }
+
     func testAugmentationKeysParseAndAreRefusedWhenMalformed() throws {
         let c = try KDConfig.parse(yaml: "data: {flip: false, crop_padding: 0}")
         XCTAssertFalse(c.data.flip); XCTAssertEqual(c.data.cropPadding, 0); XCTAssertTrue(c.data.augment)

@@ -150,6 +150,14 @@ PY
     ko "eval without config / predict" \
        "${out:-} $(tail -2 "$tmp/npyrun.log") $(tail -2 "$tmp/npyeval.log" "$tmp/predict.log")"
   fi
+  # The data moved since training: eval says the path came from the checkpoint and how to name the new place.
+  mv "$npyd" "$npyd-moved"
+  "$bin" eval --checkpoint "$tmp/npyrun/checkpoints/final.safetensors" >/dev/null 2>"$tmp/moved.log"; rc=$?
+  if [ "$rc" != 0 ] && grep -q "recorded in $tmp/npyrun/checkpoints/final.safetensors (kdgraph.config); name where" \
+       "$tmp/moved.log" && ev=$("$bin" eval --checkpoint "$tmp/npyrun/checkpoints/final.safetensors" \
+       --set data.path="$npyd-moved" 2>/dev/null); then ok "eval after the data moved: named, then --set data.path"
+  else ko "eval after the data moved" "exit $rc: $(tail -1 "$tmp/moved.log")"; fi
+  mv "$npyd-moved" "$npyd"
 else ko "npy fixture" "numpy"; fi
 
 # Resume on another world size: the 2-rank step-15 checkpoint continued on 4 ranks takes the same step 16.

@@ -1,4 +1,5 @@
 import Foundation
+import KDData
 import KDFormats
 import KDModels
 import KDTensor
@@ -14,6 +15,16 @@ public enum CheckpointConfig {
                                 + "tool or an older KDGraph): pass --config with the run's configuration")
         }
         return try KDConfig.parse(yaml: yaml, file: "\(checkpoint) (kdgraph.config)", overrides: overrides)
+    }
+
+    /// `error` from opening the data of a config read from the checkpoint: a missing file or folder is the
+    /// training run's data, which has often moved since; the message says where the path came from and how to
+    /// name the new place. Any other error as it is.
+    public static func explainingMovedData(_ error: Error, checkpoint: String) -> Error {
+        guard case let DataError.missingFile(path, what) = error else { return error }
+        return TrainError.io(path: path, message: "missing \(what): the path of the training run's config, recorded "
+                             + "in \(checkpoint) (kdgraph.config); name where the data is now with --set "
+                             + "data.path=DIR, or give --config")
     }
 }
 
