@@ -20,17 +20,16 @@ extension Trainer {
 
     /// Runs the link probe (`LinkProbe`: nothing on one host) and keeps its result for the following
     /// step records; rank 0 logs it, as a warning when it names a straggler. Only a report: nothing the
-    /// run computes depends on it.
-    func probeLinks() throws {
+    /// run computes depends on it. `first`: the probe at the start of the run (a resumed one too).
+    func probeLinks(first: Bool) throws {
         let hosts = try hostNames ?? LinkProbe.hostNames(comm)
         hostNames = hosts
         guard let report = try LinkProbe.run(comm, hosts: hosts) else {
-            // One host: nothing to probe. A period the user set is named once, not dropped without a word.
-            if comm.rank == 0 && !linkProbeUnusedNoted,
-               let note = Self.linkProbeUnusedNote(config: config, hosts: hosts) {
+            // One host: nothing to probe. A period the user set is named at the first probe, not dropped
+            // without a word.
+            if first && comm.rank == 0, let note = Self.linkProbeUnusedNote(config: config, hosts: hosts) {
                 log.warning("\(config.file): \(note)")
             }
-            linkProbeUnusedNoted = true
             return
         }
         linkCheck = LinkCheck(afterStep: step, report: report)

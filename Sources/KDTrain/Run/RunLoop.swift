@@ -62,7 +62,7 @@ extension Trainer {
             \(parameters.reduce(0) { $0 + $1.1.count }) parameters
             """)
         Runtime.installSignalHandlers()
-        if linkProbeDue(afterStep: step, first: true) { try probeLinks() }
+        if linkProbeDue(afterStep: step, first: true) { try probeLinks(first: true) }
 
         let start = samplerPosition(afterSteps: step)
         let remaining = totalSteps - step
@@ -99,7 +99,7 @@ extension Trainer {
             if config.train.syncCheckEvery > 0 && step % config.train.syncCheckEvery == 0 {
                 try checkParametersInSync()
             }
-            if !stop && linkProbeDue(afterStep: step, first: false) { try probeLinks() }
+            if !stop && linkProbeDue(afterStep: step, first: false) { try probeLinks(first: false) }
             if config.train.evalEvery > 0 && step % config.train.evalEvery == 0 && step < totalSteps {
                 lastEval = try evaluate()
                 try writeEval(lastEval!, metrics: metrics, epoch: batch.epoch)

@@ -51,8 +51,6 @@ public final class Trainer {
     /// Every rank's host name: gathered when the trainer is built in deterministic training on several ranks,
     /// else at the first link probe.
     var hostNames: [String]?
-    /// Whether rank 0 has said that a `comm.link_probe_every` the user set has no second host to probe.
-    var linkProbeUnusedNoted = false
     /// The last step's record.
     public private(set) var lastRecord: StepRecord?
     /// The last step's global loss.
