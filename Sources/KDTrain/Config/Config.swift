@@ -396,6 +396,10 @@ extension KDConfig.CodingKeys {
 }
 
 extension KDConfig {
+    /// The config key of loss entry `i`'s `key` (`loss.0.k`), or of the entry itself (`loss.0`) for nil: where a
+    /// term's `LossTerm.refusal` is named.
+    static func lossKey(_ i: Int, _ key: String?) -> String { "loss.\(i)" + (key.map { ".\($0)" } ?? "") }
+
     /// The section a `--set` names (`train` for `--set train.steps=5`), read as the override itself reads it;
     /// nil for a malformed one, which loading the config refuses with its reason.
     public static func overrideSection(_ spec: String) -> String? {
@@ -642,7 +646,7 @@ extension KDConfig {
             let rows = data.globalBatch * data.views
             if let r = entry.term.refusal(rows: rows, graph: "a batch's graph has \(rows) row\(rows == 1 ? "" : "s") "
                                                 + "(data.global_batch × data.views)") {
-                throw fail("loss.\(i)" + (r.key.map { ".\($0)" } ?? ""), r.message)
+                throw fail(Self.lossKey(i, r.key), r.message)
             }
             let needs = entry.term.needs
             if needs.contains(.twoViews) && data.views < 2 {

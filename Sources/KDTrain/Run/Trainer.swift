@@ -253,7 +253,7 @@ extension Trainer {
             + "data.global_batch \(config.data.globalBatch): \(counted(rest, "sample")) × \(counted(views, "view")))"
         for (i, entry) in config.loss.enumerated() {
             if let r = entry.term.refusal(rows: rows, graph: graph) {
-                throw config.configError("loss.\(i)" + (r.key.map { ".\($0)" } ?? ""),
+                throw config.configError(KDConfig.lossKey(i, r.key),
                                          r.message + "; data.drop_last: true skips that batch")
             }
         }
