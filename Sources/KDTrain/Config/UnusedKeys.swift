@@ -3,16 +3,17 @@ import KDLosses
 import KDModels
 
 /// Keys given a value (other than their default) that this run does not read: a supervised run's teacher and
-/// loss list, the other teacher kind's keys, the crop and flip of a run without augmentation, a file source's
-/// synthetic sizes, the optimizer settings of the other optimizer, mlp's hidden widths for another model, a
-/// projection-head size no loss term reads, the virtual view's augmentation with one view, the block size
-/// where nothing is shared in blocks, and a distillation loss term of weight 0 beside one that is not
+/// loss list, a distillation run's teacher when no loss term reads it, the other teacher kind's keys, the crop
+/// and flip of a run without augmentation, a file source's synthetic sizes, the optimizer settings of the other
+/// optimizer, mlp's hidden widths for another model, a projection-head size no loss term reads, the virtual
+/// view's augmentation with one view, the block size where nothing is shared in blocks, and a distillation
+/// loss term of weight 0 beside one that is not
 /// (computed, but not trained on: a term of weight 0 that is the only one, or a term whose parts all weigh 0,
 /// is an error instead); and the environment's `KDGRAPH_COMM_TIMEOUT` where `comm.timeout_s` replaces it.
-/// Such a value is not an
-/// error (a config is often edited by switching one key, `--set optim.kind=adamw`), but it must not be
-/// dropped without a word: rank 0 logs each as a warning when the run starts (docs/config.md). A key left at
-/// its default changes nothing either way, so a resolved `config.yaml` run again is quiet.
+/// Such a value is not an error (a config is often edited by switching one key, `--set optim.kind=adamw`),
+/// but it must not be dropped without a word: rank 0 logs each as a warning when the run starts
+/// (docs/config.md). A key left at its default changes nothing either way, so a resolved `config.yaml` run
+/// again is quiet.
 extension KDConfig {
     public var unusedKeyNotes: [String] {
         let d = KDConfig()
