@@ -24,11 +24,15 @@ public protocol LossTerm {
     /// graph has 64 rows (data.global_batch × data.views)". Checked with the config for a full batch, and
     /// when the run starts for an epoch's last partial batch.
     func refusal(rows: Int, graph: String) -> (key: String?, message: String)?
+    /// How many of each sample's views it reads (views `0 ..< n`), or nil: every view (the default). `vrm`
+    /// reads 2 (real and virtual); with only such terms, further views are named as unused.
+    var viewsRead: Int? { get }
 }
 
 extension LossTerm {
     public func evaluateBlocks(_ inputs: LossInputs) throws -> [LossShare] { try evaluateEachBlock(inputs) }
     public func refusal(rows: Int, graph: String) -> (key: String?, message: String)? { nil }
+    public var viewsRead: Int? { nil }
 
     /// `evaluate` on each loss block's samples, recorded as that block's (one share when not `exact`).
     public func evaluateEachBlock(_ inputs: LossInputs) throws -> [LossShare] {

@@ -297,6 +297,7 @@ public struct VRMTerm: LossTerm {
     public let kind = "vrm"
     public var weight: Float, parameters: VRMParameters
     public var needs: LossNeeds { [.studentLogits, .teacherLogits, .twoViews] }
+    public var viewsRead: Int? { 2 }
     public func evaluate(_ x: LossInputs) throws -> LossShare {
         try x.validate(kind)
         let zs = try x.require(x.studentLogits, kind, "student logits")

@@ -134,6 +134,17 @@ final class ConfigModelTests: XCTestCase {
                 + "(teacher.kind: embeddings)",
             "teacher.clip_scale is set but not used: it scales the prompt logits, and teacher.prompts is empty",
         ])
+        // Views beyond those every term reads (vrm: views 0 and 1); a term that reads every view reads them.
+        let vrm = "mode: distill\nteacher: {checkpoint: t.safetensors}\nloss: [{kind: vrm}]\n"
+        XCTAssertEqual(try KDConfig.parse(yaml: vrm + "data: {views: 3}\n", file: "v.yaml").unusedKeyNotes, [
+            "data.views is 3, but the loss terms (vrm) read views 0 and 1 of each sample: view 2 is computed every "
+                + "step and read by no term",
+        ])
+        XCTAssertEqual(try KDConfig.parse(yaml: vrm + "data: {views: 4}\n", file: "v.yaml").unusedKeyNotes.first?
+            .hasSuffix("views 2 and 3 are computed every step and read by no term"), true)
+        XCTAssertEqual(try KDConfig.parse(yaml: vrm + "data: {views: 2}\n", file: "v.yaml").unusedKeyNotes, [])
+        let withRKD = "mode: distill\nteacher: {checkpoint: t.safetensors}\nloss: [{kind: vrm}, {kind: rkd}]\n"
+        XCTAssertEqual(try KDConfig.parse(yaml: withRKD + "data: {views: 3}\n", file: "v.yaml").unusedKeyNotes, [])
         // Inapplicable keys at their defaults (momentum 0.9 under adamw) and a run's resolved config: quiet.
         let quiet = try KDConfig.parse(yaml: "optim: {kind: adamw, momentum: 0.9}\n", file: "q.yaml")
         XCTAssertEqual(quiet.unusedKeyNotes, [])
@@ -460,6 +471,27 @@ final class ConfigModelTests: XCTestCase {
             XCTAssertTrue(m.hasPrefix("b.yaml: "), m)
             XCTAssertLessThanOrEqual(m.count, ConfigError.maxMessageLength + 200, "echoed values are cut")
         }
+    }
+
+    /// Text is not a number or a flag, however it is spelt: quoted, or tagged `!!str` (which Yams alone would read
+    /// as the number), in the config's keys and in a loss entry's parameters alike.
+    func testTextIsNotANumber() {
+        let cases: [(String, String)] = [
+            ("data: {global_batch: !!str 8}", "data.global_batch: expected an integer, got '8' (line 1)"),
+            ("data: {global_batch: \"8\"}", "data.global_batch: expected an integer, got '8' (line 1)"),
+            ("optim: {lr: !!str 0.1}", "optim.lr: expected a number, got '0.1' (line 1)"),
+            ("data: {augment: !!str false}", "data.augment: expected true or false, got 'false' (line 1)"),
+            ("data: {augment: 'false'}", "data.augment: expected true or false, got 'false' (line 1)"),
+            ("mode: distill\nteacher: {checkpoint: t.safetensors}\nloss: [{kind: rkd, distance_weight: !!str 2}]",
+             "loss.0.distance_weight: expected a number, got '2' (line 3)"),
+            ("mode: distill\nteacher: {checkpoint: t.safetensors}\nloss: [{kind: spectral, k: !!str 4}]",
+             "loss.0.k: expected an integer, got '4' (line 3)"),
+        ]
+        for (yaml, expected) in cases {
+            XCTAssertEqual(message { _ = try KDConfig.parse(yaml: yaml, file: "t.yaml") }, "t.yaml: " + expected)
+        }
+        XCTAssertEqual(try? KDConfig.parse(yaml: "data: {global_batch: 8, augment: false}", file: "t.yaml")
+            .data.globalBatch, 8, "plain scalars are numbers and flags")
     }
 
     /// `train.block_size: 0` (the default) picks the largest divisor of the global batch that is at most 64

@@ -110,18 +110,18 @@ final class ConfigNodeDecoder: Decoder {
         if let choice = T.self as? any ConfigChoice.Type { return try decodeChoice(choice) as! T }
         switch T.self {
         case is Int.Type:
-            guard case .scalar = node, let v = node.int else {
+            guard !isString(node), let v = node.int else {
                 throw error("expected an integer, got \(describe(node))")
             }
             return v as! T
         case is Double.Type:
-            guard case .scalar = node, let v = node.float ?? node.int.map(Double.init) else {
+            guard !isString(node), let v = node.float ?? node.int.map(Double.init) else {
                 throw error("expected a number, got \(describe(node))")
             }
             guard v.isFinite else { throw error("must be finite, got \(v)") }
             return v as! T
         case is Bool.Type:
-            guard case .scalar = node, let v = node.bool else {
+            guard !isString(node), let v = node.bool else {
                 throw error("expected true or false, got \(describe(node))")
             }
             return v as! T
@@ -150,6 +150,13 @@ func describe(_ node: Node) -> String {
     case .sequence: return "a list"
     case .alias: return "an alias"
     }
+}
+
+/// A scalar that is text, whatever it spells: quoted (`"8"`) or tagged `!!str` (`!!str 8`). Yams reads `8` out
+/// of `!!str 8` as a number; YAML makes it the text "8", and so does the config.
+func isString(_ n: Node) -> Bool {
+    guard case .scalar(let s) = n else { return false }
+    return s.style != .plain && s.style != .any || s.tag.description.hasSuffix(":str")
 }
 
 func isNull(_ n: Node) -> Bool {

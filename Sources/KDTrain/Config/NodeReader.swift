@@ -45,7 +45,7 @@ struct NodeReader {
 
     mutating func int(_ key: String, _ def: Int, min lo: Int? = nil, max hi: Int? = nil) throws -> Int {
         guard let n = node(key), !isNull(n) else { return def }
-        guard case .scalar = n, let v = n.int else {
+        guard !isString(n), let v = n.int else {
             throw error(key, "expected an integer, got \(describe(n))", n)
         }
         if let lo, v < lo { throw error(key, "must be ≥ \(lo), got \(v)", n) }
@@ -56,7 +56,7 @@ struct NodeReader {
     mutating func double(_ key: String, _ def: Double, min lo: Double? = nil, max hi: Double? = nil,
                          exclusiveMin: Bool = false) throws -> Double {
         guard let n = node(key), !isNull(n) else { return def }
-        guard case .scalar = n, let v = n.float ?? n.int.map(Double.init) else {
+        guard !isString(n), let v = n.float ?? n.int.map(Double.init) else {
             throw error(key, "expected a number, got \(describe(n))", n)
         }
         guard v.isFinite else { throw error(key, "must be finite, got \(v)", n) }

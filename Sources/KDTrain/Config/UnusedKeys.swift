@@ -6,8 +6,8 @@ import KDModels
 /// loss list, a distillation run's teacher when no loss term reads it, the other teacher kind's keys, the crop
 /// and flip of a run without augmentation, a file source's synthetic sizes, the optimizer settings of the other
 /// optimizer, mlp's hidden widths for another model, a projection-head size no loss term reads, the virtual
-/// view's augmentation with one view, the block size where nothing is shared in blocks, and a distillation
-/// loss term of weight 0 beside one that is not
+/// view's augmentation with one view, views beyond those the loss terms read (`LossTerm.viewsRead`), the block
+/// size where nothing is shared in blocks, and a distillation loss term of weight 0 beside one that is not
 /// (computed, but not trained on: a term of weight 0 that is the only one, or a term whose parts all weigh 0,
 /// is an error instead); and the environment's `KDGRAPH_COMM_TIMEOUT` where `comm.timeout_s` replaces it.
 /// Such a value is not an error (a config is often edited by switching one key, `--set optim.kind=adamw`),
@@ -55,6 +55,16 @@ extension KDConfig {
              + "input: embedding)")
         note("student.hidden", ModelZoo.readsImages(student.model) && student.hidden != d.student.hidden,
              "the hidden widths are mlp's (student.model: \(student.model))")
+        let viewsRead = loss.map(\.term.viewsRead)
+        if mode == .distill, !viewsRead.contains(nil), let read = viewsRead.compactMap({ $0 }).max(),
+           data.views > read {
+            func views(_ a: Int, _ b: Int) -> String {
+                a == b ? "view \(a)" : b == a + 1 ? "views \(a) and \(b)" : "views \(a)–\(b)"
+            }
+            notes.append("data.views is \(data.views), but the loss terms (" + loss.map(\.kind).joined(separator: ", ")
+                         + ") read \(views(0, read - 1)) of each sample: \(views(read, data.views - 1)) "
+                         + (read + 1 == data.views ? "is" : "are") + " computed every step and read by no term")
+        }
         note("data.virtual_augment", data.views < 2 && data.virtualAugment != d.data.virtualAugment,
              "it augments the second (virtual) view, and data.views is \(data.views)")
         note("train.block_size", !sharesWholeBlocks && train.blockSize != d.train.blockSize,
