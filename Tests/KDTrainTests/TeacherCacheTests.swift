@@ -181,6 +181,28 @@ final class TeacherCacheTests: XCTestCase {
         }
     }
 
+    /// A config whose loss terms read nothing of the teacher never reads its cache (training skips the teacher):
+    /// the fill is refused on every rank, naming the loss list, and computes no record.
+    func testAFillNoTermWouldReadIsRefused() throws {
+        var cfg = try config(cache: "\(dir)/U", out: "u")
+        cfg.loss = try KDConfig.parse(yaml: "mode: distill\nteacher: {checkpoint: t.safetensors}\nloss: [{kind: ce}]",
+                                      file: "c.yaml").loss
+        let errors = try InProcessWorld(size: 2).run { comm -> String in
+            do { _ = try Trainer(config: cfg, comm: comm).fillTeacherCache { _ in }; return "" } catch {
+                return "\(error)"
+            }
+        }
+        XCTAssertEqual(errors, Array(repeating: "teacher-cache.yaml: loss: no loss term reads the teacher's outputs "
+                                     + "(loss: ce), so training with this config never reads the teacher cache: "
+                                     + "kdgraph teacher-cache has nothing to fill", count: 2))
+        // The same cache filled for the config's own terms (rkd, kd) finds no record present.
+        let fill = try InProcessWorld(size: 1).run { comm in
+            try Trainer(config: self.config(cache: "\(self.dir)/U", out: "v"), comm: comm).fillTeacherCache { _ in }
+        }[0]
+        XCTAssertEqual(fill.present, 0)
+        XCTAssertEqual(fill.computed, 2 * 40)
+    }
+
     /// Issue 24 item 2: rows of `train_images.npy` shuffled in place (same count, shape and statistics)
     /// must not be served the records of the old rows. The manifest's training-data digest differs,
     /// and the cache is refused on every rank naming the field and the file; the same bytes written
