@@ -279,8 +279,9 @@ extension Trainer {
         // Training skips a teacher no term reads (`TrainerStages.teacherOutputs`), and with it the cache.
         guard !needs.isDisjoint(with: .teacherOutputs) else {
             throw config.configError("loss", "no loss term reads the teacher's outputs (loss: "
-                                     + config.loss.map(\.kind).joined(separator: ", ") + "), so training with this "
-                                     + "config never reads the teacher cache: kdgraph teacher-cache has nothing to fill")
+                                     + config.loss.map(\.kind).joined(separator: ", ") + "), so training with "
+                                     + "this config never reads the teacher cache: kdgraph teacher-cache has nothing "
+                                     + "to fill")
         }
         let layout = cache.store.layout
         let mine = BatchPlan.share(rank: comm.rank, worldSize: comm.size, batch: layout.blockCount)
