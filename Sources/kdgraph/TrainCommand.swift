@@ -184,6 +184,7 @@ struct TeacherCacheCommand: ParsableCommand {
 
     func run() throws {
         options.withConfiguredWorld { config, comm in
+            try Trainer.refuseAnUnreadCache(config)
             let trainer = try Trainer(config: config, comm: comm)
             let fill = try trainer.fillTeacherCache { line in fputs("teacher-cache: \(line)\n", stderr) }
             if comm.rank == 0 { print(fill.json) }

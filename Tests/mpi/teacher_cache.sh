@@ -9,6 +9,7 @@
 #   - float16 records: the run's first step within the float16 rounding of the float32 run's;
 #   - `kdgraph export-views` writes the same views on 1 and 2 ranks, and refuses a used folder;
 #   - a cache made for other settings is refused on every rank naming the field, the cache untouched;
+#   - a fill for a config whose loss terms read nothing of the teacher is refused on every rank;
 #   - a complete cache on a read-only file system is read; a cache of changed training images is refused.
 # Needs a release build (launch/test.sh makes it). Prints PASS/FAIL lines and "N passed, M failed".
 set -uo pipefail
@@ -116,6 +117,19 @@ if [ "$rc" != 0 ] && [ "$ranks" -ge 1 ] && grep -q "teacher.cache.path" "$tmp/ot
   ok "a cache for other settings refused (exit $rc): $(grep -m1 -o 'this cache was made[^;]*' "$tmp/other.log")"
 else
   ko "cache for other settings" "exit $rc: $(tail -3 "$tmp/other.log")"
+fi
+
+# A config whose loss terms read nothing of the teacher (ce alone): the fill is refused on every rank before the
+# cache's files are made (training would skip the teacher, and never read them).
+sed 's/^  - {kind: rkd.*$/  - {kind: ce}/; /^  - {kind: kd/d' Tests/mpi/configs/teacher-cache.yaml >"$tmp/ce.yaml"
+mpi 2 teacher-cache --config "$tmp/ce.yaml" --set teacher.checkpoint="$teacher" \
+  --set teacher.cache.path="$tmp/unread" >"$tmp/unread.log" 2>&1; rc=$?
+ranks=$(grep -c "^rank [01]: .*loss: no loss term reads the teacher's outputs (loss: ce)" "$tmp/unread.log")
+if [ "$rc" != 0 ] && [ "$ranks" = 2 ] && [ ! -e "$tmp/unread" ]; then
+  ok "a fill no loss term would read refused on both ranks (exit $rc), no cache made: \
+$(grep -m1 -o 'loss: no loss term.*' "$tmp/unread.log")"
+else
+  ko "fill of an unread cache" "exit $rc, $ranks ranks named it: $(tail -3 "$tmp/unread.log")"
 fi
 
 # A complete cache on a read-only file system is read as it is (a shared cache on a cluster file

@@ -356,6 +356,10 @@ extension KDConfig {
         return (1...cap).last { b % $0 == 0 } ?? 1
     }
 
+    /// Whether a loss term reads the teacher's outputs (`LossNeeds.teacherOutputs`); when none does, a
+    /// distillation run leaves its teacher unrun.
+    public var lossReadsTeacher: Bool { loss.contains { !$0.term.needs.isDisjoint(with: .teacherOutputs) } }
+
     /// Whether the ranks share the batch in whole blocks of `train.block_size` (deterministic training,
     /// block BatchNorm).
     public var sharesWholeBlocks: Bool { train.deterministic || student.batchNorm == .block }

@@ -24,7 +24,7 @@ extension KDConfig {
         if mode == .supervised {
             note("teacher", teacher != d.teacher, "a supervised run has no teacher (mode: supervised)")
             note("loss", !loss.isEmpty, "a supervised run trains on cross-entropy with the labels (mode: supervised)")
-        } else if !loss.contains(where: { !$0.term.needs.isDisjoint(with: .teacherOutputs) }) {
+        } else if !lossReadsTeacher {
             note("teacher", true, "no loss term reads the teacher's outputs (loss: "
                  + loss.map(\.kind).joined(separator: ", ") + "), so the teacher does not run (mode: supervised "
                  + "trains on the labels without one)")

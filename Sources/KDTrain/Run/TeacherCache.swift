@@ -266,6 +266,16 @@ public struct TeacherCacheFill: Sendable {
 }
 
 extension Trainer {
+    /// Refuses to fill the cache of a config whose loss terms read nothing of the teacher: training skips such a
+    /// teacher (`TrainerStages.teacherOutputs`), and with it the cache. `kdgraph teacher-cache` asks before the
+    /// trainer opens (creates) the cache's files.
+    public static func refuseAnUnreadCache(_ config: KDConfig) throws {
+        guard config.mode == .distill, !config.lossReadsTeacher else { return }
+        throw config.configError("loss", "no loss term reads the teacher's outputs (loss: "
+                                 + config.loss.map(\.kind).joined(separator: ", ") + "), so training with this "
+                                 + "config never reads the teacher cache: kdgraph teacher-cache has nothing to fill")
+    }
+
     /// Computes every missing record of every round (`kdgraph teacher-cache`): the blocks are split over
     /// the ranks in contiguous ranges, each block is one teacher forward; records already valid are
     /// skipped, so a fill interrupted at any point resumes where it stopped (a record whose write was
@@ -276,13 +286,7 @@ extension Trainer {
                                      "kdgraph teacher-cache needs mode: distill, a network teacher and "
                                          + "teacher.cache with rounds ≥ 1 and a path")
         }
-        // Training skips a teacher no term reads (`TrainerStages.teacherOutputs`), and with it the cache.
-        guard !needs.isDisjoint(with: .teacherOutputs) else {
-            throw config.configError("loss", "no loss term reads the teacher's outputs (loss: "
-                                     + config.loss.map(\.kind).joined(separator: ", ") + "), so training with "
-                                     + "this config never reads the teacher cache: kdgraph teacher-cache has nothing "
-                                     + "to fill")
-        }
+        try Self.refuseAnUnreadCache(config)
         let layout = cache.store.layout
         let mine = BatchPlan.share(rank: comm.rank, worldSize: comm.size, batch: layout.blockCount)
         let scratch = Tensor(uninitializedShape: [max(1, layout.recordValues)])
