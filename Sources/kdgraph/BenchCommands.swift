@@ -213,6 +213,8 @@ struct Scaling: ParsableCommand {
                                    machine: machine ?? "\(String(cString: host)), "
                                        + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
         runner.reuse = reuse
+        runner.expected = .init(student: cfg.student.model, teacher: BenchResult.teacherName(cfg),
+                                views: cfg.data.views, globalBatch: cfg.data.globalBatch)
         runner.projectRanks = projected
         if dryRun {
             for n in world {

@@ -194,7 +194,8 @@ fi
 # Bench and scaling report under a real mpirun (1 and 2 ranks, weak scaling, projection to 4 and 8):
 # the JSON keys and phases, the per-step byte counts (at 2 ranks each rank receives the other's 10
 # samples' rows), report.md / report.csv / projection.csv / scaling.svg, --reuse rebuilding the same
-# report from the bench files, --dry-run printing the mpirun lines, and bad --project-ranks refused.
+# report from the bench files (and refusing one of another run), --dry-run printing the mpirun lines, and bad
+# --project-ranks refused.
 sc="$tmp/scaling"
 if "$bin" scaling --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --ranks 1,2 \
      --project 4,8 --warmup 1 --steps 3 --out "$sc" >"$tmp/scaling.log" 2>&1; then
@@ -239,6 +240,14 @@ PY
      && [ "$(grep -c 'reusing' "$tmp/reuse.log")" = 2 ]; then
     ok "scaling --reuse rebuilds the same report from bench_N.json"
   else ko "scaling --reuse" "$(tail -3 "$tmp/reuse.log")"; fi
+  # A bench_N.json of another run (here: another per-rank batch) is refused naming it, the report untouched.
+  "$bin" scaling --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --ranks 1,2 \
+    --project 4,8 --per-rank-batch 20 --out "$sc" --reuse >"$tmp/reuse-other.log" 2>&1; rc=$?
+  if [ $rc != 0 ] && grep -q "bench_1.json: global_batch is 10, but this report's 1-rank bench has 20" \
+       "$tmp/reuse-other.log" && cmp -s "$sc/report.md" "$tmp/report-first.md"; then
+    ok "scaling --reuse refuses a bench of another run (exit $rc): $(grep -o 'global_batch is .*' \
+      "$tmp/reuse-other.log" | cut -c1-100)…"
+  else ko "scaling --reuse of another run" "exit $rc: $(tail -3 "$tmp/reuse-other.log")"; fi
 else
   ko "kdgraph scaling" "$(tail -5 "$tmp/scaling.log")"
 fi

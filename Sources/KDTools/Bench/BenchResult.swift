@@ -95,6 +95,11 @@ public struct BenchResult: Codable, Equatable {
         return String(decoding: try e.encode(self), as: UTF8.self)
     }
 
+    /// The `teacher` a bench of `config` records: the network's model, `embeddings`, or `none` (supervised).
+    public static func teacherName(_ config: KDConfig) -> String {
+        config.mode == .distill ? (config.teacher.kind == .network ? config.teacher.model : "embeddings") : "none"
+    }
+
     /// Reads a `kdgraph bench` JSON file; the error names the file.
     public static func read(_ path: String) throws -> BenchResult {
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -131,7 +131,7 @@ public enum StepBench {
         let commMedian = phases[Phase.allreduce.rawValue]!.medianS + phases[Phase.gatherWait]!.medianS
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
-        let teacher = cfg.mode == .distill ? (cfg.teacher.kind == .network ? cfg.teacher.model : "embeddings") : "none"
+        let teacher = BenchResult.teacherName(cfg)
         var result = BenchResult(
             samplesPerS: sps, samplesPerSPerRank: sps / Double(comm.size), ranks: comm.size, globalBatch: B,
             views: cfg.data.views, steps: records.count, warmup: warmup, student: cfg.student.model, teacher: teacher,

@@ -20,6 +20,16 @@ public struct ScalingRunner {
     /// Use `bench_N.json` files already in `outDir` instead of running those world sizes again
     /// (e.g. benches run on another machine).
     public var reuse = false
+    /// What a reused `bench_N.json` must have measured, from `--config` (nil: not checked): the same models,
+    /// views and global batch (`perRankBatch × N` in weak mode, this in strong mode), on N ranks.
+    public var expected: Expected?
+
+    public struct Expected {
+        public var student: String, teacher: String, views: Int, globalBatch: Int
+        public init(student: String, teacher: String, views: Int, globalBatch: Int) {
+            self.student = student; self.teacher = teacher; self.views = views; self.globalBatch = globalBatch
+        }
+    }
     /// Weak mode: world sizes the bench at the smallest world size also times the loss share at
     /// (`--project-ranks`; the measured world sizes are added so the report can set model beside
     /// measurement).
@@ -63,6 +73,7 @@ public struct ScalingRunner {
             let json = (outDir as NSString).appendingPathComponent("bench_\(n).json")
             if reuse, FileManager.default.fileExists(atPath: json) {
                 log("scaling: reusing \(json)")
+                try refuseOtherMeasurement(json, ranks: n)
                 let (point, sweep) = try ScalingRunner.readBench(json)
                 points.append(point); sweeps += sweep
                 continue
@@ -102,6 +113,22 @@ public struct ScalingRunner {
                                    costModel: AllReduceCostModel.fit(sweeps))
         try write(report)
         return report
+    }
+
+    /// A reused `bench_N.json` (`json`) that measured something else than this report's world size `n` and
+    /// `expected`: an error naming the file and the field, since the report would set it beside the others.
+    func refuseOtherMeasurement(_ json: String, ranks n: Int) throws {
+        let b = try BenchResult.read(json)
+        var found: [(String, String, String)] = [("ranks", "\(b.ranks)", "\(n)")]
+        if let e = expected {
+            let batch = mode == .weak ? perRankBatch * n : e.globalBatch
+            found += [("student", b.student, e.student), ("teacher", b.teacher, e.teacher),
+                      ("views", "\(b.views)", "\(e.views)"), ("global_batch", "\(b.globalBatch)", "\(batch)")]
+        }
+        guard let (field, was, wanted) = found.first(where: { $0.1 != $0.2 }) else { return }
+        throw TrainError.invalid("\(json): \(field) is \(was), but this report's \(n)-rank bench has \(wanted) "
+                                 + "(--config and --mode \(mode.rawValue)): it measured another run; remove it, or "
+                                 + "give another --out")
     }
 
     public func write(_ report: ScalingReport) throws {
