@@ -128,14 +128,16 @@ EOF
   else
     if [ $full = 1 ]; then
       # --full: the scaling report too. The bench over the same 3 hosts, host 2 still at 100 Mbit/s (27 s here:
-      # its all-reduce sweep up to 16 MiB crosses the crawl), then `kdgraph scaling --reuse` on its JSON.
+      # its all-reduce sweep up to 16 MiB crosses the crawl), then `kdgraph scaling --reuse` on its JSON (strong
+      # mode: the bench ran the config's global batch).
       mkdir -p "$tmp/links-report"
       row=""
       if hostfile_run 3 3 bench --config Tests/mpi/configs/tiny-distill.yaml \
            --set teacher.checkpoint="$teacher" --pytorch off --warmup 1 --steps 2 \
            --json-out "$tmp/links-report/bench_3.json" >"$tmp/links-bench.log" 2>&1 \
          && "$bin" scaling --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" --ranks 3 \
-           --reuse --out "$tmp/links-report" --machine "3 namespace hosts" >"$tmp/links-scaling.log" 2>&1; then
+           --mode strong --reuse --out "$tmp/links-report" --machine "3 namespace hosts" \
+           >"$tmp/links-scaling.log" 2>&1; then
         row=$(grep '^| 3 | 3 | kdg-h0 ' "$tmp/links-report/report.md")
       fi
       if echo "$row" | grep -q '| \*\*kdg-h2\*\* |$'; then

@@ -34,7 +34,8 @@ for rate in "${rates[@]}"; do
   if hostfile_run 2 2 bench --config "$config" --set data.global_batch=$((2 * per_rank)) --pytorch off \
        --warmup 1 --steps 2 \
        --json-out "$out/shaped-$rate/bench_2.json" >"$out/shaped-$rate.log" 2>&1 \
-     && "$bin" scaling --config "$config" --ranks 2 --project "" --reuse --out "$out/shaped-$rate" \
+     && "$bin" scaling --config "$config" --ranks 2 --per-rank-batch "$per_rank" --project "" --reuse \
+       --out "$out/shaped-$rate" \
        --machine "2 namespace hosts, links shaped to $rate" >/dev/null 2>&1; then
     echo "shaped $rate: $(grep -m1 'All-reduce cost model' "$out/shaped-$rate/report.md")"
   else
@@ -51,7 +52,7 @@ for k in 1 2 3; do
     echo "bench over $k host(s) failed: $(tail -3 "$out/scaling/bench_$k.log")"; exit 1
   fi
 done
-"$bin" scaling --config "$config" --ranks 1,2,3 --mode weak --reuse --out "$out/scaling" \
+"$bin" scaling --config "$config" --ranks 1,2,3 --mode weak --per-rank-batch "$per_rank" --reuse --out "$out/scaling" \
   --machine "3 namespace hosts on one 2-core machine, MPI over TCP (veth, bridge)" >/dev/null
 sed -n '/^| ranks | global batch | samples/,/^$/p; /^## Weak-scaling projection/,/^Measured loss share/p' \
   "$out/scaling/report.md"
