@@ -57,6 +57,13 @@ public final class NPYImageDataset: ImageDataset, @unchecked Sendable {
         guard height > 0, width > 0, channels > 0 else {
             throw DataError.invalidFile(path: imagesPath, reason: "empty image shape \(a.shape)")
         }
+        // PyTorch's N×C×H×W has the values of N×H×W×C in another order; read as N×H×W×C it would train on
+        // images C pixels tall with W channels. Images at most 4 pixels tall with more than 4 channels are that.
+        if a.shape.count == 4, height <= 4, channels > 4 {
+            throw DataError.invalidFile(path: imagesPath, reason: "shape \(a.shape) reads as N×H×W×C images "
+                + "\(height)×\(width) pixels with \(channels) channels; it looks like N×C×H×W (PyTorch's layout): "
+                + "save it as N×H×W×C, e.g. np.transpose(x, (0, 2, 3, 1))")
+        }
         self.classes = classes
         labelValues = try readLabels(labelsPath, classes: classes)
         guard labelValues.count == count else {

@@ -61,6 +61,12 @@ final class SourceTests: TempDirTestCase {
         try NPYWriter.write([UInt8](repeating: 0, count: 6 * 12), shape: [6, 12], to: img)
         XCTAssertEqual(message { _ = try NPYImageDataset(imagesPath: img, labelsPath: lab, classes: 5) },
                        "\(img): shape [6, 12] does not match the expected [*, *, *, *]")
+        // N×C×H×W (PyTorch's layout) would read as images 3 pixels tall with 16 channels.
+        try NPYWriter.write([UInt8](repeating: 0, count: 6 * 3 * 16 * 16), shape: [6, 3, 16, 16], to: img)
+        XCTAssertEqual(message { _ = try NPYImageDataset(imagesPath: img, labelsPath: lab, classes: 5) },
+                       "\(img): shape [6, 3, 16, 16] reads as N×H×W×C images 3×16 pixels with 16 channels; it "
+                       + "looks like N×C×H×W (PyTorch's layout): save it as N×H×W×C, e.g. "
+                       + "np.transpose(x, (0, 2, 3, 1))")
         // Truncated image file.
         let full = NPYWriter.encode([UInt8](repeating: 1, count: 6 * 36), shape: [6, 4, 3, 3])
         try Data(full[0..<(full.count - 10)]).write(to: URL(fileURLWithPath: img))

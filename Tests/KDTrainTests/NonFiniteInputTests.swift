@@ -69,7 +69,7 @@ final class NonFiniteInputTests: XCTestCase {
         try NPYWriter.write([Float](repeating: 0.5, count: 3 * 5), shape: [3, 5], to: dir + "/rows5.npy")
         XCTAssertTrue(message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/rows5.npy",
                                                        out: dir + "/z.npy", batch: 2) }
-            .hasSuffix("rows5.npy: shape [3, 5]: the model takes feature rows of 4 values"))
+            .hasSuffix("rows5.npy: shape [3, 5]: the model takes feature rows of 4 values (N×4)"))
         try NPYWriter.write([UInt8](repeating: 7, count: 3 * 4), shape: [3, 2, 2, 1], to: dir + "/img.npy")
         XCTAssertTrue(message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/img.npy",
                                                        out: dir + "/z.npy", batch: 2) }
@@ -96,6 +96,16 @@ final class NonFiniteInputTests: XCTestCase {
         try NPYWriter.write(finite, shape: [4, 8, 8, 3], to: dir + "/ok.npy")
         XCTAssertEqual(try Prediction.run(checkpoint: checkpoint, images: dir + "/ok.npy", out: dir + "/z.npy",
                                           batch: 3).images, 4)
+        // The layout, not only the count: N×C×H×W (PyTorch's) and flattened rows hold as many values per image.
+        try NPYWriter.write(finite, shape: [4, 3, 8, 8], to: dir + "/nchw.npy")
+        XCTAssertTrue(message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/nchw.npy",
+                                                       out: dir + "/z.npy", batch: 3) }
+            .hasSuffix("nchw.npy: shape [4, 3, 8, 8]: the model takes N×8×8×3 images (NHWC); this is N×C×H×W "
+                       + "(PyTorch's layout): transpose it, e.g. np.transpose(x, (0, 2, 3, 1))"))
+        try NPYWriter.write(finite, shape: [4, 192], to: dir + "/flat.npy")
+        XCTAssertTrue(message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/flat.npy",
+                                                       out: dir + "/z.npy", batch: 3) }
+            .hasSuffix("flat.npy: shape [4, 192]: the model takes N×8×8×3 images (NHWC)"))
         try NPYWriter.write([Float](), shape: [0, 8, 8, 3], to: dir + "/none.npy")
         let e = message { _ = try Prediction.run(checkpoint: checkpoint, images: dir + "/none.npy",
                                                  out: dir + "/e.npy", batch: 3) }

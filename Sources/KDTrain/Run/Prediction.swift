@@ -127,16 +127,26 @@ public enum Prediction {
         }
         // A model trained on feature rows (`train_features.npy`) has no normalisation and takes 1×D×1 inputs.
         let features = m.mean.isEmpty && m.std.isEmpty && size[0] == 1 && channels == 1
-        guard a.rowElements == perImage else {
+        if a.dtype == .uint8 && features {
+            throw TrainError.io(path: images, message: "dtype uint8: the model was trained on feature rows (float "
+                                + "values, no normalisation), not on images")
+        }
+        // The layout, not only the count: an N×C×H×W array (PyTorch's) has the values of N×H×W×C ones, in
+        // another order.
+        let row = Array(a.shape.dropFirst())
+        let layouts = features ? [[perImage], [1, perImage], [1, perImage, 1]]
+            : [[size[0], size[1], channels]] + (channels == 1 ? [[size[0], size[1]]] : [])
+        guard layouts.contains(row) else {
+            let nchw = !features && row == [channels, size[0], size[1]]
             throw TrainError.io(path: images, message: "shape \(a.shape): the model takes "
-                                + (features ? "feature rows of \(perImage) values"
-                                   : "\(size[0])×\(size[1])×\(channels) (NHWC) per image, \(perImage) values"))
+                                + (features ? "feature rows of \(perImage) values (N×\(perImage))"
+                                   : "N×\(size[0])×\(size[1])×\(channels) images (NHWC"
+                                     + (channels == 1 ? ", or N×\(size[0])×\(size[1])" : "") + ")")
+                                + (nchw ? "; this is N×C×H×W (PyTorch's layout): transpose it, e.g. "
+                                   + "np.transpose(x, (0, 2, 3, 1))" : ""))
         }
         let normalise: ((Int, Float) -> Float)?
         switch a.dtype {
-        case .uint8 where features:
-            throw TrainError.io(path: images, message: "dtype uint8: the model was trained on feature rows (float "
-                                + "values, no normalisation), not on images")
         case .uint8:
             let (mean, std) = (m.mean, m.std)
             guard mean.count == channels, std.count == channels else {
