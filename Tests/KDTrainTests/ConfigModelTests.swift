@@ -473,6 +473,25 @@ final class ConfigModelTests: XCTestCase {
         }
     }
 
+    /// A `train.micro_batch` that holds every rank's whole share makes one chunk a step: named, with the share,
+    /// which is whole blocks when the batch is shared in blocks (global batch 64 in blocks of 4: 16 blocks, 6 on
+    /// the first of 3 ranks).
+    func testAMicroBatchThatHoldsTheWholeShareIsNamed() throws {
+        let c = try KDConfig.parse(yaml: "data: {global_batch: 64}\nstudent: {batch_norm: block}\n"
+                                   + "train: {micro_batch: 32, block_size: 4}", file: "m.yaml")
+        XCTAssertEqual(c.worldNotes(ranks: 1), [], "64 samples in passes of 32")
+        XCTAssertEqual(c.worldNotes(ranks: 2), ["train.micro_batch 32 holds each rank's whole share of the global "
+            + "batch (at most 32 samples: data.global_batch 64 on 2 ranks), so every step is one chunk and graph "
+            + "accumulation only adds pass 1's forward; 0 turns it off"])
+        var three = c
+        three.train.microBatch = 16
+        XCTAssertEqual(three.worldNotes(ranks: 3), [], "a share of 6 blocks is 24 samples: two chunks")
+        three.train.microBatch = 24
+        XCTAssertEqual(three.worldNotes(ranks: 3).first?.contains("at most 24 samples"), true)
+        XCTAssertEqual(try KDConfig.parse(yaml: "data: {global_batch: 64}", file: "d.yaml").worldNotes(ranks: 64), [],
+                       "off")
+    }
+
     /// Text is not a number or a flag, however it is spelt: quoted, or tagged `!!str` (which Yams alone would read
     /// as the number), in the config's keys and in a loss entry's parameters alike.
     func testTextIsNotANumber() {

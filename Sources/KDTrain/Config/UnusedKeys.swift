@@ -127,6 +127,18 @@ extension KDConfig {
 }
 
 extension KDConfig {
+    /// Settings a world of `ranks` ranks makes idle: a `train.micro_batch` that holds every rank's whole share
+    /// of the global batch (one chunk per step: graph accumulation then only adds pass 1's forward). Rank 0
+    /// logs each as a warning when the run starts, as `unusedKeyNotes`.
+    public func worldNotes(ranks: Int) -> [String] {
+        let b = data.globalBatch, block = sharesWholeBlocks ? samplesPerBlock : 1
+        let largestShare = (b / block + ranks - 1) / ranks * block   // whole blocks when shared in blocks
+        guard train.microBatch > 0, train.microBatch >= largestShare else { return [] }
+        return ["train.micro_batch \(train.microBatch) holds each rank's whole share of the global batch (at most "
+                + "\(largestShare) samples: data.global_batch \(b) on \(ranks) rank\(ranks == 1 ? "" : "s")), so "
+                + "every step is one chunk and graph accumulation only adds pass 1's forward; 0 turns it off"]
+    }
+
     /// Keys the opened data does not read (known once the files are seen): `data.eval_fraction` when a file
     /// source has its own test split; the image keys (`data.image_size`, `data.mean`, `data.std`, and the
     /// augmentation's `data.flip`, `data.crop_padding`) when the folder holds feature rows (`featureRows`: the

@@ -106,7 +106,7 @@ public final class Trainer {
         if comm.rank == 0 {
             let notes = config.dataNotes(evalIsHeldOut: data.evalIsHeldOut, evalName: data.evalName,
                                          featureRows: data.isFeatures ? data.trainName : nil)
-                + config.scheduleNotes(totalSteps: totalSteps)
+                + config.scheduleNotes(totalSteps: totalSteps) + config.worldNotes(ranks: comm.size)
             for note in notes {
                 Runtime.logger.warning("\(config.file): \(note)")
             }
