@@ -18,6 +18,10 @@ public enum SafetensorsIO {
         guard fstat(fd, &st) == 0 else {
             throw SafetensorsError.io(file: path, message: "cannot stat: \(errno_message())")
         }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            throw SafetensorsError.io(file: path, message: "is a folder: name a .safetensors file (a run's last "
+                                      + "checkpoint is its checkpoints/final.safetensors)")
+        }
         let size = Int(st.st_size)
         var out = [UInt8](repeating: 0, count: size)
         var done = 0

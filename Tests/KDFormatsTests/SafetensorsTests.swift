@@ -212,6 +212,11 @@ final class SafetensorsTests: XCTestCase {
         XCTAssertThrowsError(try Safetensors.read(path: dir + "/missing.safetensors")) {
             XCTAssertTrue("\($0)".contains("missing.safetensors: cannot open"))
         }
+        // A folder (a run's, say) is named as one, not as the system's "read failed: Is a directory".
+        XCTAssertThrowsError(try Safetensors.read(path: dir)) {
+            XCTAssertEqual("\($0)", "safetensors \(dir): is a folder: name a .safetensors file (a run's last "
+                           + "checkpoint is its checkpoints/final.safetensors)")
+        }
     }
 
     /// Thousands of random and mutated files: the reader returns or throws, never crashes, and
