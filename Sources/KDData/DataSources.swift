@@ -43,8 +43,13 @@ public enum DataSources {
                 throw DataError.invalidConfig(field: "data.path", message: "source '\(c.source)' needs a folder")
             }
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir), isDir.boolValue else {
+            guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else {
                 throw DataError.missingFile(path: p, what: "data folder (data.path)")
+            }
+            guard isDir.boolValue else {
+                let files = c.source == "npy" ? "train_images.npy or train_features.npy" : "CIFAR binary"
+                throw DataError.invalidFile(path: p, reason: "a file, not a folder: data.path names the folder that "
+                                            + "holds the \(files) files")
             }
             splits = c.source == "npy"
                 ? try NPYFolderSource.load(folder: p, classes: c.classes, evalFraction: c.evalFraction, seed: c.seed)

@@ -77,6 +77,9 @@ final class SourceTests: TempDirTestCase {
                        "\(missing): missing image array")
         XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "npy", path: nil)) },
                        "config data.path: source 'npy' needs a folder")
+        XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "npy", path: img)) },
+                       "\(img): a file, not a folder: data.path names the folder that holds the train_images.npy or "
+                       + "train_features.npy files")
         XCTAssertEqual(message { _ = try DataSources.open(DataSourceConfig(source: "imagenet")) },
                        "config data.source: unknown source 'imagenet' (synthetic, npy, cifar)")
         try Data(full).write(to: URL(fileURLWithPath: img))
