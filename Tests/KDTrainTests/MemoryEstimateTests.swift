@@ -144,6 +144,7 @@ final class MemoryEstimateTests: XCTestCase {
                                  + "100 GB is available (runtime.memory_limit_gb 100.0): student activations 440320 "
                                  + "GB (data.image_size (100000×100000×3), data.global_batch and data.views "
                                  + "(64 images per rank) and student.model); input batches 15360 GB"), m)
+        // Not even one block of 100000² images fits: no pass size is offered.
         XCTAssertTrue(m.contains("Lower those keys, run on more ranks, or set runtime.memory_limit_gb"), m)
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/big"))
         // Without the key: the machine's memory, shared by the ranks on it.
@@ -155,6 +156,37 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertThrowsError(try KDConfig.parse(yaml: "runtime: {memory_limit_gb: -1}", file: "r.yaml")) { e in
             XCTAssertEqual("\(e)", "r.yaml: runtime.memory_limit_gb: must be ≥ 0.0, got -1.0 (line 1)")
         }
+    }
+
+    /// Activations over the limit that passes of whole blocks would bound: the message offers graph
+    /// accumulation with the largest pass whose estimate fits (one more block would not).
+    func testAStepThatFitsInPassesOffersTheirSize() throws {
+        let yaml = """
+        data: {source: synthetic, classes: 10, image_size: 32, train_size: 8192, global_batch: 8192}
+        student: {model: resnet8}
+        output: {dir: "\(dir)/wide"}
+        runtime: {memory_limit_gb: 2}
+        """
+        let cfg = try KDConfig.parse(yaml: yaml, file: "wide.yaml")
+        var m = ""
+        do { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm) } } catch {
+            m = "\(error)"
+        }
+        let offered = m.components(separatedBy: "passes of at most ").dropFirst().first?.prefix { $0.isNumber }
+        let pass = try XCTUnwrap(offered.flatMap { Int($0) }, m)
+        XCTAssertTrue(m.contains("samples (train.micro_batch, with student.batch_norm: block; the graph still spans "
+                                 + "the global batch"), m)
+        let block = cfg.samplesPerBlock
+        XCTAssertEqual(pass % block, 0, "whole blocks of \(block)")
+        let data = try TrainingData(config: cfg)
+        func total(_ micro: Int) -> Int {
+            var c = cfg
+            c.train.microBatch = micro
+            return MemoryEstimate(config: c, data: data, worldSize: 1).total
+        }
+        XCTAssertLessThanOrEqual(total(pass), 2_000_000_000)
+        XCTAssertGreaterThan(total(pass + block), 2_000_000_000)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/wide"))
     }
 
     /// Issue 24 item 7: `data.train_size: 2e9` aborted allocating the sampler's permutation on the prefetch

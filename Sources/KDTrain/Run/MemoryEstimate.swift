@@ -162,8 +162,10 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         return (physical / local, "\(gb(physical)) of physical memory shared by \(local) rank(s) on this machine")
     }
 
-    /// Throws when the estimate exceeds the limit, naming the keys that drive the largest parts.
-    public func check(config c: KDConfig) throws {
+    /// Throws when the estimate exceeds the limit, naming the keys that drive the largest parts. `chunked(m)`:
+    /// the estimate's total with `train.micro_batch: m`; when activations are among the largest parts and
+    /// passes of whole blocks would fit, the message names the largest such `m`.
+    public func check(config c: KDConfig, chunked: ((Int) -> Int)? = nil) throws {
         let (limit, source) = MemoryEstimate.limitBytes(config: c)
         guard total > limit else { return }
         let images = "data.image_size (\(imageShape)), data.global_batch and data.views (\(imagesPerRank) images per "
@@ -179,10 +181,27 @@ public struct MemoryEstimate: Equatable, CustomStringConvertible {
         ]
         let top = parts.filter { $0.1 > 0 }.sorted { $0.1 > $1.1 }.prefix(2)
         let listed = top.map { "\($0.0) \(MemoryEstimate.gb($0.1)) (\($0.2))" }.joined(separator: "; ")
+        // Activations scale with the samples a pass holds: graph accumulation bounds them, keeping the graph.
+        var chunks = ""
+        if c.train.microBatch == 0, top.contains(where: { $0.0.hasSuffix("activations") }), let chunked {
+            // The most whole blocks, fewer than the share, whose pass fits (the total grows with the pass).
+            let block = c.samplesPerBlock, share = imagesPerRank / max(1, c.data.views)
+            var (lo, hi) = (0, (share - 1) / block)
+            while lo < hi {
+                let mid = (lo + hi + 1) / 2
+                if chunked(mid * block) <= limit { lo = mid } else { hi = mid - 1 }
+            }
+            if lo > 0 {
+                let m = lo * block
+                chunks = ", run the step in passes of at most \(m) samples (train.micro_batch, with "
+                    + "student.batch_norm: block; the graph still spans the global batch: "
+                    + "docs/training.md, \"Graphs larger than memory\")"
+            }
+        }
         throw c.configError(top.first.map { MemoryEstimate.firstKey($0.2) } ?? "data",
                             "one rank's training step needs at least \(MemoryEstimate.gb(total)) but "
                                 + "\(MemoryEstimate.gb(limit)) is available (\(source)): \(listed). Lower those keys, "
-                                + "run on more ranks, or set runtime.memory_limit_gb if the limit is wrong")
+                                + "run on more ranks\(chunks), or set runtime.memory_limit_gb if the limit is wrong")
     }
 
     static func firstKey(_ keys: String) -> String { String(keys.prefix { $0 != "," && $0 != " " }) }

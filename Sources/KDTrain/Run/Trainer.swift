@@ -86,7 +86,11 @@ public final class Trainer {
             Runtime.logger.info("data.mean/data.std not set: \(data.normalizationNote)")
         }
         // Refuse a step that cannot fit before its tensors are allocated (docs/reliability.md).
-        try MemoryEstimate(config: config, data: data, worldSize: comm.size).check(config: config)
+        try MemoryEstimate(config: config, data: data, worldSize: comm.size).check(config: config) { [comm] m in
+            var chunked = config
+            chunked.train.microBatch = m
+            return MemoryEstimate(config: chunked, data: data, worldSize: comm.size).total
+        }
         let B = config.data.globalBatch
         do {
             sampler = try Sampler(count: data.trainCount, globalBatch: B, dropLast: config.data.dropLast, seed: seed,
