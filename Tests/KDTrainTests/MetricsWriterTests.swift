@@ -66,6 +66,47 @@ final class MetricsWriterTests: XCTestCase {
                        ["step,loss,eval.top1,eval.top5,eval.loss", "1,2.5,,,", "2,NaN,,,", ""])
     }
 
+    /// A run resumed from step 2's checkpoint writes steps 3 and 4 again: the first run's records of those
+    /// steps move aside (none lost), so each step has one record in both files.
+    func testResumingMovesTheLaterStepsRecordsAside() throws {
+        let w = try MetricsWriter(directory: dir, enabled: true)
+        for step in 1...4 { try w.write(record(step: step, loss: Double(step))) }
+        var eval = MetricRecord()
+        eval.set("step", 4); eval.set("eval.top1", 0.9)
+        try w.write(eval)
+        w.close()
+        let resumed = try MetricsWriter(directory: dir, enabled: true, append: true, resumedAtStep: 2)
+        XCTAssertEqual(resumed.notes, ["metrics.jsonl: 3 records of steps after 2 (from the run that went on from "
+                                       + "this checkpoint) moved to metrics.superseded-after-step-2.jsonl; this run "
+                                       + "writes those steps again"])
+        try resumed.write(record(step: 3, loss: 30))
+        resumed.close()
+        XCTAssertEqual(try lines("metrics.jsonl"), [#"{"step": 1, "loss": 1.0}"#, #"{"step": 2, "loss": 2.0}"#,
+                                                    #"{"step": 3, "loss": 30.0}"#, ""])
+        XCTAssertEqual(try lines("metrics.csv"),
+                       ["step,loss,eval.top1,eval.top5,eval.loss", "1,1.0,,,", "2,2.0,,,", "3,30.0,,,", ""])
+        XCTAssertEqual(try lines("metrics.superseded-after-step-2.jsonl"),
+                       [#"{"step": 3, "loss": 3.0}"#, #"{"step": 4, "loss": 4.0}"#, #"{"step": 4, "eval.top1": 0.9}"#,
+                        ""])
+        // Resumed at the last step: nothing moves, nothing said.
+        XCTAssertEqual(try MetricsWriter(directory: dir, enabled: true, append: true, resumedAtStep: 3).notes, [])
+    }
+
+    /// A key the CSV's header lacks (a loss term a resumed run added) widens the header; the earlier rows
+    /// get empty cells, and the value is not dropped.
+    func testANewKeyWidensTheCSV() throws {
+        let w = try MetricsWriter(directory: dir, enabled: true)
+        try w.write(record(step: 1, loss: 1))
+        var more = record(step: 2, loss: 2)
+        more.set("loss/kd", 0.5)
+        try w.write(more)
+        try w.write(record(step: 3, loss: 3))
+        w.close()
+        XCTAssertEqual(try lines("metrics.csv"), ["step,loss,eval.top1,eval.top5,eval.loss,loss/kd", "1,1.0,,,,",
+                                                  "2,2.0,,,,0.5", "3,3.0,,,,", ""])
+        XCTAssertEqual(try lines("metrics.jsonl")[1], #"{"step": 2, "loss": 2.0, "loss/kd": 0.5}"#)
+    }
+
     /// `/dev/full` fails every write with ENOSPC, as a full disk does.
     func testDiskFullIsANamedError() throws {
         try FileManager.default.createSymbolicLink(atPath: dir + "/metrics.jsonl", withDestinationPath: "/dev/full")

@@ -98,8 +98,10 @@ final class OutputDirectoryTests: XCTestCase {
         // --overwrite removes the earlier outputs, except the checkpoint resumed from and its state (it had
         // removed the state file, so the checkpoint could not be resumed again), and nothing else.
         try write(dir + "/checkpoints/step_00000005.state.safetensors", "x")
+        try write(dir + "/metrics.superseded-after-step-5.jsonl", "x")   // records a resumed run moved aside
         let (over, warnings) = try claim(dir, resume: dir + "/checkpoints/step_00000005.safetensors", overwrite: true)
-        XCTAssertEqual(warnings, ["\(dir): --overwrite removed 3 file(s) of an earlier run"])
+        XCTAssertEqual(warnings, ["\(dir): --overwrite removed 4 file(s) of an earlier run"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/metrics.superseded-after-step-5.jsonl"))
         XCTAssertEqual(OutputDirectory.previousRunFiles(in: dir).sorted(),
                        ["checkpoints/step_00000005.safetensors", "checkpoints/step_00000005.state.safetensors"])
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/notes.txt"))

@@ -13,6 +13,8 @@ struct EventFileReader {
         var fileVersion: String?
         var scalars: [String: Float] = [:]
         var tags: [String] = []
+        /// `session_log.status` (1: START), when the event carries a session log.
+        var sessionStatus: UInt64?
     }
 
     static func crc32c(_ bytes: ArraySlice<UInt8>) -> UInt32 {
@@ -97,6 +99,8 @@ struct EventFileReader {
                         }
                         e.tags.append(tag); e.scalars[tag] = simple
                     }
+                case (7, 2):
+                    for (n, t, v, _) in try fields(bytes) where n == 1 && t == 0 { e.sessionStatus = v }
                 default: throw Failure(description: "unexpected Event field \(number) type \(type)")
                 }
             }
@@ -181,6 +185,24 @@ final class TensorBoardWriterTests: XCTestCase {
     }
 
     /// Two files of the same second and host (a run resumed at once) are both kept, whole.
+    /// A resumed run's file starts with TensorBoard's purge marker (as `SummaryWriter(purge_step:)` writes
+    /// it): an event at the first step written again with `session_log` START, after `file_version`.
+    func testAResumedRunsFileMarksThePurgeStep() throws {
+        let w = try TensorBoardWriter(directory: dir, wallTime: 1_700_000_000, host: "h", purgeFrom: 11)
+        var r = MetricRecord()
+        r.set("step", 11); r.set("loss", 2)
+        try w.write(r, wallTime: 1_700_000_001)
+        w.close()
+        let events = try EventFileReader.events(path: w.path)
+        XCTAssertEqual(events.count, 3)
+        XCTAssertEqual(events[0].fileVersion, "brain.Event:2")
+        XCTAssertEqual(events[1], EventFileReader.Event(wallTime: 1_700_000_000, step: 11, sessionStatus: 1))
+        XCTAssertEqual(events[2].scalars, ["loss": 2])
+        let fresh = try TensorBoardWriter(directory: dir, wallTime: 1_700_000_000, host: "g")
+        fresh.close()
+        XCTAssertEqual(try EventFileReader.events(path: fresh.path).count, 1, "no marker in a new run's file")
+    }
+
     func testTheSameSecondDoesNotTruncateAnEarlierFile() throws {
         var r = MetricRecord()
         r.set("step", 1); r.set("loss", 3)

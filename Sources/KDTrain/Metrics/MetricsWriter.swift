@@ -54,7 +54,8 @@ public struct MetricRecord {
 }
 
 /// Writes `metrics.jsonl` (one object per logged step and per evaluation) and `metrics.csv` (the same
-/// records; columns fixed by the first record, plus the evaluation columns), and with `tensorboard`
+/// records; columns those of the first record, plus the evaluation columns and any key a later record
+/// brings), and with `tensorboard`
 /// the same records' scalars as a TensorBoard event file (`TensorBoardWriter`). Rank 0 only.
 ///
 /// Each record is one `write(2)` per file; a failed or short write (disk full, I/O error) is cut back
@@ -103,6 +104,24 @@ public final class MetricsWriter {
         }
 
         func close() { if fd >= 0 { posixClose(fd); fd = -1 } }
+
+        /// Replaces the file's contents with `text` atomically (a new file renamed over it: a crash leaves
+        /// the old contents or the new) and appends to the new file from then on.
+        func replaceContents(with text: String) throws {
+            try MetricsWriter.writeAtomically(text, to: path)
+            let reopened = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+            guard reopened >= 0 else {
+                throw TrainError.io(path: path, message: "cannot open the metrics file: \(errnoText())")
+            }
+            close()
+            fd = reopened
+        }
+    }
+
+    static func writeAtomically(_ text: String, to path: String) throws {
+        do { try SafetensorsIO.writeAtomically(Array(text.utf8), to: path) } catch SafetensorsError.io(_, let why) {
+            throw TrainError.io(path: path, message: "metrics not rewritten: \(why)")
+        }
     }
 
     let jsonl: Sink?
@@ -112,16 +131,27 @@ public final class MetricsWriter {
     var columns: [String] = []
     public static let evalColumns = ["eval.top1", "eval.top5", "eval.loss"]
 
+    /// What opening the files did that the run should say (records of steps past a resumed checkpoint moved
+    /// aside); rank 0 logs each as a warning.
+    public private(set) var notes: [String] = []
+
     /// `enabled` false (ranks other than 0) makes every call a no-op. With `append`, existing files are
-    /// continued (a resumed run) and the CSV keeps the columns of its header line. With `tensorboard`, a
-    /// new event file in `<directory>/tensorboard/` receives every record too (a resumed run adds a file:
-    /// TensorBoard reads them all).
-    public init(directory: String, enabled: Bool, append: Bool = false, tensorboard: Bool = false) throws {
+    /// continued (a resumed run) and the CSV keeps the columns of its header line, adding any a record
+    /// brings. `resumedAtStep`: the resumed checkpoint's step; the records of later steps are of the run
+    /// that went on from it and were superseded, so they move to `metrics.superseded-after-step-N.jsonl`
+    /// (`supersede`). With `tensorboard`, a new event file in `<directory>/tensorboard/` receives every
+    /// record too (a resumed run adds a file, which tells TensorBoard to drop the earlier files' events
+    /// from step N + 1 on).
+    public init(directory: String, enabled: Bool, append: Bool = false, resumedAtStep: Int? = nil,
+                tensorboard: Bool = false) throws {
         guard enabled else { jsonl = nil; csv = nil; self.tensorboard = nil; return }
         let csvPath = (directory as NSString).appendingPathComponent("metrics.csv")
+        if append, let s = resumedAtStep { notes = try Self.supersede(directory: directory, after: s) }
         jsonl = try Sink(path: (directory as NSString).appendingPathComponent("metrics.jsonl"), append: append)
         csv = try Sink(path: csvPath, append: append)
-        self.tensorboard = tensorboard ? try TensorBoardWriter(directory: directory) : nil
+        self.tensorboard = tensorboard
+            ? try TensorBoardWriter(directory: directory, purgeFrom: append ? resumedAtStep.map { $0 + 1 } : nil)
+            : nil
         if append, let csv, csv.size > 0 {
             // Re-read the header of the existing CSV so appended rows keep its columns.
             if let text = try? String(contentsOfFile: csvPath, encoding: .utf8),
@@ -139,10 +169,20 @@ public final class MetricsWriter {
         try jsonl.append(r.json + "\n")
         var text = ""
         var newColumns = columns
+        let keys = r.fields.map { $0.0 } + r.texts.map { $0.0 }
         if newColumns.isEmpty {
-            newColumns = r.fields.map { $0.0 } + r.texts.map { $0.0 }
+            newColumns = keys
             for c in MetricsWriter.evalColumns where !newColumns.contains(c) { newColumns.append(c) }
             text = newColumns.joined(separator: ",") + "\n"
+        } else if case let added = keys.filter({ !newColumns.contains($0) }), !added.isEmpty {
+            // A key the header lacks (a loss term a resumed run added): the header grows, earlier rows get
+            // empty cells, rather than the CSV dropping the value.
+            do { try csv.replaceContents(with: Self.widened(csvText(), by: added.count, header: newColumns + added)) }
+            catch {
+                if jsonlBefore >= 0 { _ = ftruncate(jsonl.fd, off_t(jsonlBefore)) }
+                throw error
+            }
+            newColumns += added
         }
         let row = newColumns.map { c in
             r[c].map { MetricRecord.format($0, integral: c == "step" || c == "epoch") }
@@ -157,6 +197,49 @@ public final class MetricsWriter {
         }
         columns = newColumns
         try tensorboard?.write(r)
+    }
+
+    func csvText() -> String { csv.flatMap { try? String(contentsOfFile: $0.path, encoding: .utf8) } ?? "" }
+
+    /// `csv` with `header` as its first line and `count` empty cells added to each other line.
+    static func widened(_ csv: String, by count: Int, header: [String]) -> String {
+        let pad = String(repeating: ",", count: count)
+        let rows = csv.split(separator: "\n").dropFirst().map { String($0) + pad }
+        return ([header.joined(separator: ",")] + rows).joined(separator: "\n") + "\n"
+    }
+
+    /// Moves the records of steps after `s` out of `metrics.jsonl` and `metrics.csv` in `directory`: a run
+    /// resumed from step `s`'s checkpoint recomputes those steps, and two records of one step would draw two
+    /// curves and could give the summary a best evaluation of a run that was superseded. The JSON lines move
+    /// to `metrics.superseded-after-step-<s>.jsonl` (appended), written before the files are rewritten
+    /// (each atomically), so no record is lost; lines that are not records stay. Returns the note to log.
+    static func supersede(directory: String, after s: Int) throws -> [String] {
+        let path = { (directory as NSString).appendingPathComponent($0) }
+        guard let text = try? String(contentsOfFile: path("metrics.jsonl"), encoding: .utf8) else { return [] }
+        func step(_ line: Substring) -> Int? {
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return (object?["step"] as? NSNumber)?.intValue
+        }
+        let lines = text.split(separator: "\n")
+        let later = lines.filter { (step($0) ?? s) > s }
+        guard !later.isEmpty else { return [] }
+        let aside = "metrics.superseded-after-step-\(s).jsonl"
+        let sink = try Sink(path: path(aside), append: true)
+        defer { sink.close() }
+        try sink.append(later.joined(separator: "\n") + "\n")
+        try sink.sync()
+        try writeAtomically(lines.filter { (step($0) ?? s) <= s }.map { $0 + "\n" }.joined(), to: path("metrics.jsonl"))
+        if let csv = try? String(contentsOfFile: path("metrics.csv"), encoding: .utf8) {
+            let rows = csv.split(separator: "\n")
+            let at = rows.first?.split(separator: ",", omittingEmptySubsequences: false).firstIndex(of: "step") ?? 0
+            let kept = rows.enumerated().filter { i, row in
+                i == 0 || (Int(row.split(separator: ",", omittingEmptySubsequences: false).dropFirst(at).first ?? "")
+                           ?? s) <= s
+            }
+            try writeAtomically(kept.map { $0.1 + "\n" }.joined(), to: path("metrics.csv"))
+        }
+        return ["metrics.jsonl: \(later.count) record\(later.count == 1 ? "" : "s") of steps after \(s) (from the run "
+                + "that went on from this checkpoint) moved to \(aside); this run writes those steps again"]
     }
 
     /// Flushes the files to the disk; throws `TrainError.io` naming the file.

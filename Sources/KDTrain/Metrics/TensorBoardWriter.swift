@@ -83,7 +83,11 @@ public final class TensorBoardWriter {
 
     /// Creates `<directory>/tensorboard/` and the event file (named with `host`, by default this
     /// machine's name; suffixed `.1`, `.2`, … when that name exists), and writes its `file_version` record.
-    public init(directory: String, wallTime: Double = Date().timeIntervalSince1970, host: String? = nil) throws {
+    /// `purgeFrom` (a resumed run: the first step it writes again): an event at that step with a
+    /// `SessionLog` START, on which TensorBoard drops the events of that step and later read from the
+    /// folder's earlier files (its "orphaned data"; PyTorch's `SummaryWriter(purge_step:)` writes the same).
+    public init(directory: String, wallTime: Double = Date().timeIntervalSince1970, host: String? = nil,
+                purgeFrom: Int? = nil) throws {
         let folder = (directory as NSString).appendingPathComponent("tensorboard")
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -104,6 +108,15 @@ public final class TensorBoardWriter {
         ProtobufEncoding.double(1, wallTime, into: &event)
         ProtobufEncoding.bytes(3, Array("brain.Event:2".utf8), into: &event)
         try sink.append(bytes: Self.frame(event))
+        if let purgeFrom {
+            // Event {wall_time: 1, step: 2, session_log: 7 {status: 1 = START}}.
+            var start = [UInt8](), log = [UInt8]()
+            ProtobufEncoding.int64(1, 1, into: &log)
+            ProtobufEncoding.double(1, wallTime, into: &start)
+            ProtobufEncoding.int64(2, Int64(purgeFrom), into: &start)
+            ProtobufEncoding.bytes(7, log, into: &start)
+            try sink.append(bytes: Self.frame(start))
+        }
     }
 
     /// The protobuf `Event` {wall_time: 1, step: 2, summary: 5 {value: 1 {tag: 1, simple_value: 2}}}.

@@ -146,7 +146,10 @@ public enum OutputDirectory {
         where name.hasSuffix(".safetensors") && (name.hasPrefix("step_") || name.hasPrefix("final")) {
             out.append("checkpoints/" + name)
         }
-        for name in ["metrics.jsonl", "metrics.csv"] {
+        // The records a resumed run moved aside (`MetricsWriter.supersede`) are the earlier run's too.
+        let superseded = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).sorted()
+            .filter { $0.hasPrefix("metrics.superseded-after-step-") && $0.hasSuffix(".jsonl") }
+        for name in ["metrics.jsonl", "metrics.csv"] + superseded {
             let path = (directory as NSString).appendingPathComponent(name)
             var st = stat()
             if stat(path, &st) == 0 && st.st_size > 0 { out.append(name) }

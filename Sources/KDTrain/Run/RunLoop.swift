@@ -52,8 +52,10 @@ extension Trainer {
             for line in ConvAlgorithmTuner.summary(convAlgorithms) { log.info("\(line)") }
         }
         let metrics = try MetricsWriter(directory: config.outputDir, enabled: isRoot, append: resumeFrom != nil,
+                                        resumedAtStep: resumeFrom != nil ? step : nil,
                                         tensorboard: config.output.tensorboard)
         defer { metrics.close() }
+        for note in metrics.notes { log.warning("\(config.outputDir): \(note)") }
         let startStep = step
         let progress = ProgressLine(total: totalSteps, enabled: isRoot)
         log.info("""
