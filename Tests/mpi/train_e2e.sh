@@ -8,6 +8,7 @@
 #   - resume: 30 straight steps vs 15 + --resume + 15 give the same losses (rtol 1e-6) and weights,
 #     and the same checkpoint resumed on 4 ranks takes the same step 16;
 #   - an mlp student on .npy feature matrices distilled from an embeddings+prompts teacher;
+#   - a resume in the run's own folder moving the later steps' records aside;
 #   - `kdgraph bench` / `kdgraph scaling` (JSON fields, byte counts, report files, projection, --reuse),
 #     and the shipped bench config on a fresh clone (teacher.init: random, no teacher file);
 #   - resuming at or past train.steps is refused, nothing rewritten;
@@ -96,6 +97,28 @@ if mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkp
 else
   ko "resume runs" "$(tail -3 "$tmp/resumed.log" 2>/dev/null)"
 fi
+
+# Resume in the run's own folder (a copy of the straight run): the records of steps 16-30 move to
+# metrics.superseded-after-step-15.jsonl, each step then has one record, and the steps are the straight run's.
+cp -r "$tmp/straight" "$tmp/inplace"
+if mpi 2 train --config Tests/mpi/configs/tiny-distill.yaml --set teacher.checkpoint="$teacher" \
+     --set output.dir="$tmp/inplace" --resume "$tmp/inplace/checkpoints/step_00000015.safetensors" \
+     >"$tmp/inplace.log" 2>&1 \
+   && out=$(python3 - "$tmp/inplace" "$tmp/straight" <<'PY' 2>&1
+import json, sys
+def records(path): return [json.loads(l) for l in open(path)]
+mine, straight = records(sys.argv[1] + "/metrics.jsonl"), records(sys.argv[2] + "/metrics.jsonl")
+aside = records(sys.argv[1] + "/metrics.superseded-after-step-15.jsonl")
+assert aside == [r for r in straight if r["step"] > 15], (len(aside), "records moved aside")
+keys = [(r["step"], "loss" in r) for r in mine]
+assert len(keys) == len(set(keys)) and len(mine) == len(straight), (len(mine), len(straight), "one record per step")
+for a, b in zip(mine, straight):
+    assert a["step"] == b["step"] and abs(a.get("loss", 0) - b.get("loss", 0)) <= 1e-6 * abs(b.get("loss", 1)), (a, b)
+print(f"{len(aside)} records moved aside, {len(mine)} records, one per step, the straight run's losses")
+PY
+) && grep -q "moved to metrics.superseded-after-step-15.jsonl" "$tmp/inplace.log"; then
+  ok "resume in the run's folder: $out"
+else ko "resume in the run's folder" "${out:-} $(tail -3 "$tmp/inplace.log")"; fi
 
 # Resume at or past the end (issue 18 item 7): refused with a message, non-zero exit, the run's files untouched.
 if [ -f "$tmp/straight/checkpoints/final.safetensors" ]; then
