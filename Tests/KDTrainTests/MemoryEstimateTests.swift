@@ -124,6 +124,14 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(seen, 10)
     }
 
+    /// The message a one-rank trainer of `cfg` fails with ("" if it is built).
+    func refusal(_ cfg: KDConfig) -> String {
+        do { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm) } } catch {
+            return "\(error)"
+        }
+        return ""
+    }
+
     /// `data.image_size: 100000` crashed allocating 7.68 TB; now the trainer refuses it before it
     /// allocates, naming the keys.
     func testRefusesWhatCannotFitNamingTheKeys() throws {
@@ -134,10 +142,7 @@ final class MemoryEstimateTests: XCTestCase {
         runtime: {memory_limit_gb: 100}
         """
         let cfg = try KDConfig.parse(yaml: yaml, file: "big.yaml")
-        var m = ""
-        do { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm) } } catch {
-            m = "\(error)"
-        }
+        let m = refusal(cfg)
         // resnet8 keeps (2·16 + 5·16)·10¹⁰ + 5·32·2.5·10⁹ + 5·64·6.25·10⁸ = 1.72·10¹² floats per
         // image (a BatchNorm or a sum and the ReLU after it one tensor).
         XCTAssertTrue(m.contains("big.yaml: data.image_size: one rank's training step needs at least 455680 GB but "
@@ -168,10 +173,7 @@ final class MemoryEstimateTests: XCTestCase {
         runtime: {memory_limit_gb: 2}
         """
         let cfg = try KDConfig.parse(yaml: yaml, file: "wide.yaml")
-        var m = ""
-        do { _ = try InProcessWorld(size: 1).run { comm in try Trainer(config: cfg, comm: comm) } } catch {
-            m = "\(error)"
-        }
+        let m = refusal(cfg)
         let offered = m.components(separatedBy: "passes of at most ").dropFirst().first?.prefix { $0.isNumber }
         let pass = try XCTUnwrap(offered.flatMap { Int($0) }, m)
         XCTAssertTrue(m.contains("samples (train.micro_batch, with student.batch_norm: block; the graph still spans "
