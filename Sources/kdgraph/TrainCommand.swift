@@ -138,7 +138,8 @@ struct Predict: ParsableCommand {
         """)
 
     @Option(help: "The checkpoint (safetensors) whose model to run.") var checkpoint: String
-    @Option(help: "The input images (.npy).") var images: String
+    @Option(help: ArgumentHelp("The input images (.npy): N×H×W×C (N×H×W for one channel), uint8 or float; "
+                               + "a feature model's N×D rows.")) var images: String
     @Option(help: "Where to write the logits (.npy, float32 N×classes).") var out: String
     @Option(help: "Images per forward pass.") var batch = 256
     @Option(help: ArgumentHelp("A config naming the model and preprocessing (student.model, data.*), for weights "
