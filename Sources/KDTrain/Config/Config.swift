@@ -648,7 +648,7 @@ extension KDConfig {
         // mpirun starts the ranks).
         for (i, entry) in loss.enumerated() where mode == .distill {
             let rows = data.globalBatch * data.views
-            if let r = entry.term.refusal(rows: rows, graph: "a batch's graph has \(rows) row\(rows == 1 ? "" : "s") "
+            if let r = entry.term.refusal(rows: rows, graph: "a batch's graph has \(counted(rows, "row")) "
                                                 + "(data.global_batch × data.views)") {
                 throw fail(Self.lossKey(i, r.key), r.message)
             }

@@ -33,6 +33,9 @@ public func abbreviated(_ text: String, limit: Int) -> String {
     return (head + cut + tail).replacingOccurrences(of: "\n", with: " ⏎ ")
 }
 
+/// `n` and `noun`, plural unless `n` is 1: `1 row`, `4 rows` (messages).
+func counted(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+
 /// The offset of the first byte of `bytes` that does not start or continue a well-formed UTF-8
 /// sequence (its length when all do).
 func utf8Prefix(_ bytes: Data) -> Int {

@@ -135,7 +135,7 @@ extension KDConfig {
         let largestShare = (b / block + ranks - 1) / ranks * block   // whole blocks when shared in blocks
         guard train.microBatch > 0, train.microBatch >= largestShare else { return [] }
         return ["train.micro_batch \(train.microBatch) holds each rank's whole share of the global batch (at most "
-                + "\(largestShare) samples: data.global_batch \(b) on \(ranks) rank\(ranks == 1 ? "" : "s")), so "
+                + "\(largestShare) samples: data.global_batch \(b) on \(counted(ranks, "rank"))), so "
                 + "every step is one chunk and graph accumulation only adds pass 1's forward; 0 turns it off"]
     }
 

@@ -238,7 +238,7 @@ public final class MetricsWriter {
             }
             try writeAtomically(kept.map { $0.1 + "\n" }.joined(), to: path("metrics.csv"))
         }
-        return ["metrics.jsonl: \(later.count) record\(later.count == 1 ? "" : "s") of steps after \(s) (from the run "
+        return ["metrics.jsonl: \(counted(later.count, "record")) of steps after \(s) (from the run "
                 + "that went on from this checkpoint) moved to \(aside); this run writes those steps again"]
     }
 

@@ -252,7 +252,6 @@ extension Trainer {
             return
         }
         let rows = rest * views
-        func counted(_ n: Int, _ what: String) -> String { "\(n) \(what)\(n == 1 ? "" : "s")" }
         let graph = "the last batch of each epoch has \(counted(rows, "row")) (\(trainCount) training samples, "
             + "data.global_batch \(config.data.globalBatch): \(counted(rest, "sample")) × \(counted(views, "view")))"
         for (i, entry) in config.loss.enumerated() {
