@@ -73,8 +73,9 @@ public struct ScalingRunner {
             let json = (outDir as NSString).appendingPathComponent("bench_\(n).json")
             if reuse, FileManager.default.fileExists(atPath: json) {
                 log("scaling: reusing \(json)")
-                try refuseOtherMeasurement(json, ranks: n)
-                let (point, sweep) = try ScalingRunner.readBench(json)
+                let bench = try BenchResult.read(json)
+                try refuseOtherMeasurement(bench, file: json, ranks: n)
+                let (point, sweep) = ScalingRunner.measured(bench)
                 points.append(point); sweeps += sweep
                 continue
             }
@@ -115,10 +116,10 @@ public struct ScalingRunner {
         return report
     }
 
-    /// A reused `bench_N.json` (`json`) that measured something else than this report's world size `n` and
-    /// `expected`: an error naming the file and the field, since the report would set it beside the others.
-    func refuseOtherMeasurement(_ json: String, ranks n: Int) throws {
-        let b = try BenchResult.read(json)
+    /// A reused `bench_N.json` (`b`, read from `json`) that measured something else than this report's world
+    /// size `n` and `expected`: an error naming the file and the field, since the report would set it beside the
+    /// others.
+    func refuseOtherMeasurement(_ b: BenchResult, file json: String, ranks n: Int) throws {
         var found: [(String, String, String)] = [("ranks", "\(b.ranks)", "\(n)")]
         if let e = expected {
             let batch = mode == .weak ? perRankBatch * n : e.globalBatch
@@ -147,7 +148,11 @@ public struct ScalingRunner {
     /// Reads one `kdgraph bench` JSON file into a measured point and its all-reduce sweep.
     public static func readBench(_ path: String) throws
         -> (ScalingPoint, [(ranks: Int, bytes: Double, seconds: Double)]) {
-        let b = try BenchResult.read(path)
+        measured(try BenchResult.read(path))
+    }
+
+    /// The measured point and the all-reduce sweep of the bench result `b`.
+    static func measured(_ b: BenchResult) -> (ScalingPoint, [(ranks: Int, bytes: Double, seconds: Double)]) {
         let collectives = b.lossProjection.isEmpty ? nil : StepCollectives(
             perRankBatch: b.perRankBatch, statisticsAllReduces: b.statisticsAllreducesPerStep,
             statisticsBytes: Double(b.statisticsBytesPerStep), gathers: b.gathersPerStep,
