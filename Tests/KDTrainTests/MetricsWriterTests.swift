@@ -58,7 +58,7 @@ final class MetricsWriterTests: XCTestCase {
         try w.write(record(step: 1, loss: 2.5))
         try w.sync()
         w.close()
-        let again = try MetricsWriter(directory: dir, enabled: true, append: true)
+        let again = try MetricsWriter(directory: dir, enabled: true, resumedAtStep: 1)
         try again.write(record(step: 2, loss: .nan))
         again.close()
         XCTAssertEqual(try lines("metrics.jsonl"), [#"{"step": 1, "loss": 2.5}"#, #"{"step": 2, "loss": NaN}"#, ""])
@@ -75,7 +75,7 @@ final class MetricsWriterTests: XCTestCase {
         eval.set("step", 4); eval.set("eval.top1", 0.9)
         try w.write(eval)
         w.close()
-        let resumed = try MetricsWriter(directory: dir, enabled: true, append: true, resumedAtStep: 2)
+        let resumed = try MetricsWriter(directory: dir, enabled: true, resumedAtStep: 2)
         XCTAssertEqual(resumed.notes, ["metrics.jsonl: 3 records of steps after 2 (from the run that went on from "
                                        + "this checkpoint) moved to metrics.superseded-after-step-2.jsonl; this run "
                                        + "writes those steps again"])
@@ -89,7 +89,7 @@ final class MetricsWriterTests: XCTestCase {
                        [#"{"step": 3, "loss": 3.0}"#, #"{"step": 4, "loss": 4.0}"#, #"{"step": 4, "eval.top1": 0.9}"#,
                         ""])
         // Resumed at the last step: nothing moves, nothing said.
-        XCTAssertEqual(try MetricsWriter(directory: dir, enabled: true, append: true, resumedAtStep: 3).notes, [])
+        XCTAssertEqual(try MetricsWriter(directory: dir, enabled: true, resumedAtStep: 3).notes, [])
     }
 
     /// A key the CSV's header lacks (a loss term a resumed run added) widens the header; the earlier rows

@@ -135,23 +135,22 @@ public final class MetricsWriter {
     /// aside); rank 0 logs each as a warning.
     public private(set) var notes: [String] = []
 
-    /// `enabled` false (ranks other than 0) makes every call a no-op. With `append`, existing files are
-    /// continued (a resumed run) and the CSV keeps the columns of its header line, adding any a record
-    /// brings. `resumedAtStep`: the resumed checkpoint's step; the records of later steps are of the run
-    /// that went on from it and were superseded, so they move to `metrics.superseded-after-step-N.jsonl`
-    /// (`supersede`). With `tensorboard`, a new event file in `<directory>/tensorboard/` receives every
-    /// record too (a resumed run adds a file, which tells TensorBoard to drop the earlier files' events
-    /// from step N + 1 on).
-    public init(directory: String, enabled: Bool, append: Bool = false, resumedAtStep: Int? = nil,
-                tensorboard: Bool = false) throws {
+    /// `enabled` false (ranks other than 0) makes every call a no-op. `resumedAtStep` (a resumed run: its
+    /// checkpoint's step; nil: a new run, which starts the files afresh): the existing files are continued and
+    /// the CSV keeps the columns of its header line, adding any a record brings; the records of later steps
+    /// are of the run that went on from the checkpoint and were superseded, so they move to
+    /// `metrics.superseded-after-step-N.jsonl` (`supersede`). With `tensorboard`, a new event file in
+    /// `<directory>/tensorboard/` receives every record too (a resumed run adds a file, which tells
+    /// TensorBoard to drop the earlier files' events from step N + 1 on).
+    public init(directory: String, enabled: Bool, resumedAtStep: Int? = nil, tensorboard: Bool = false) throws {
         guard enabled else { jsonl = nil; csv = nil; self.tensorboard = nil; return }
         let csvPath = (directory as NSString).appendingPathComponent("metrics.csv")
-        if append, let s = resumedAtStep { notes = try Self.supersede(directory: directory, after: s) }
+        let append = resumedAtStep != nil
+        if let s = resumedAtStep { notes = try Self.supersede(directory: directory, after: s) }
         jsonl = try Sink(path: (directory as NSString).appendingPathComponent("metrics.jsonl"), append: append)
         csv = try Sink(path: csvPath, append: append)
         self.tensorboard = tensorboard
-            ? try TensorBoardWriter(directory: directory, purgeFrom: append ? resumedAtStep.map { $0 + 1 } : nil)
-            : nil
+            ? try TensorBoardWriter(directory: directory, purgeFrom: resumedAtStep.map { $0 + 1 }) : nil
         if append, let csv, csv.size > 0 {
             // Re-read the header of the existing CSV so appended rows keep its columns.
             if let text = try? String(contentsOfFile: csvPath, encoding: .utf8),

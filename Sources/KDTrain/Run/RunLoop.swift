@@ -51,7 +51,7 @@ extension Trainer {
             }
             for line in ConvAlgorithmTuner.summary(convAlgorithms) { log.info("\(line)") }
         }
-        let metrics = try MetricsWriter(directory: config.outputDir, enabled: isRoot, append: resumeFrom != nil,
+        let metrics = try MetricsWriter(directory: config.outputDir, enabled: isRoot,
                                         resumedAtStep: resumeFrom != nil ? step : nil,
                                         tensorboard: config.output.tensorboard)
         defer { metrics.close() }
